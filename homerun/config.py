@@ -1,0 +1,115 @@
+"""Platform settings: defaults, HOMERUN_HOME/config.yaml and the environment; no I/O on creation."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from homerun.errors import InvalidSpec
+
+MiB = 1024 * 1024
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("HOMERUN_HOME") or Path.home() / ".homerun").expanduser()
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where everything lives under HOMERUN_HOME."""
+
+    home: Path
+    venv_cache: Path
+
+    @property
+    def database(self) -> Path:
+        return self.home / "homerun.db"
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.home / "admin.sock"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.home / "daemon.lock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "daemon.pid"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.home / "daemon.log"
+
+    @property
+    def revisions(self) -> Path:
+        return self.home / "revisions"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "config.yaml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Platform-wide settings. Every number is a setting with Cloud Run's or Knative's default."""
+
+    listen: str = "127.0.0.1"
+    port: int = 8080
+    domain: str = "localhost"
+    max_request_body_bytes: int = 32 * MiB
+    # Knative probes a starting instance every 50-200 ms; a TCP connect is cheap, so start fast.
+    probe_interval_seconds: float = 0.05
+    stop_grace_seconds: float = 10.0
+    log_tail_lines: int = 20
+    venv_cache: str = ""  # empty: HOMERUN_HOME/venvs (HOMERUN_VENV_CACHE overrides)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def paths(self, home: Path) -> Paths:
+        cache = os.environ.get("HOMERUN_VENV_CACHE") or self.venv_cache
+        return Paths(home=home, venv_cache=Path(cache).expanduser() if cache else home / "venvs")
+
+
+_KEYS = {
+    "listen": "listen",
+    "port": "port",
+    "domain": "domain",
+    "max-request-body-bytes": "max_request_body_bytes",
+    "stop-grace-seconds": "stop_grace_seconds",
+    "venv-cache": "venv_cache",
+}
+
+
+def load_settings(home: Path, **overrides: Any) -> Settings:
+    """Read HOMERUN_HOME/config.yaml (if any) and apply command-line overrides on top."""
+    settings = Settings()
+    config_file = home / "config.yaml"
+    if config_file.exists():
+        try:
+            raw = yaml.safe_load(config_file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidSpec(f"{config_file}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise InvalidSpec(f"{config_file}: expected a mapping of settings at the top level")
+        known: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        types = {f.name: f.type for f in fields(Settings)}
+        for key, value in raw.items():
+            name = _KEYS.get(str(key))
+            if name is None:
+                extra[str(key)] = value
+                continue
+            expected = {"int": int, "float": (int, float), "str": str}[str(types[name])]
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise InvalidSpec(f"{config_file}: {key}: expected {types[name]}, got {value!r}")
+            known[name] = value
+        settings = replace(settings, extra=extra, **known)
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,1 @@
+"""Request routing: pure selection of a revision, the per-revision throttler, the proxy."""

@@ -1,0 +1,199 @@
+"""Per-revision throttler: a slot per request in flight on each instance, and a FIFO queue.
+
+This is the "activator" role of Knative: a request takes a slot on an instance with room,
+or waits in the revision's queue until one frees up or a new instance becomes ready. No
+instance ever holds more than its capacity (containerConcurrency) of requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class IdleConnection(Protocol):
+    def close(self) -> None: ...
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """A ready instance as the data plane sees it."""
+
+    name: str
+    host: str
+    port: int
+    capacity: int
+    in_flight: int = 0
+    draining: bool = False
+    # Keep-alive connections to this instance that no request uses right now; the proxy owns them.
+    idle_connections: list[Any] = field(default_factory=list)
+    _idle_waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def close_idle_connections(self) -> None:
+        idle, self.idle_connections = self.idle_connections, []
+        for connection in idle:
+            connection.close()
+
+
+class RevisionUnavailable(Exception):
+    """The revision cannot take the request (its instance failed to start, say)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Lease:
+    """One slot on one endpoint, held for the life of a request; release exactly once."""
+
+    __slots__ = ("endpoint", "_throttler", "_released")
+
+    def __init__(self, throttler: Throttler, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._throttler = throttler
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._throttler._release(self.endpoint)
+
+
+class Throttler:
+    """Slots and queue of one revision. Not thread-safe: lives on the router's event loop."""
+
+    def __init__(self, revision: str, on_demand: Callable[[], None]) -> None:
+        self.revision = revision
+        # Called when a request waits and may need a new instance; the supervisor decides.
+        self._on_demand = on_demand
+        self.endpoints: list[Endpoint] = []
+        self._waiters: deque[asyncio.Future[Lease]] = deque()
+        self._next = 0
+
+    # -- what the supervisor does -------------------------------------------------------
+
+    def add(self, endpoint: Endpoint) -> None:
+        self.endpoints.append(endpoint)
+        self._dispatch()
+
+    def remove(self, endpoint: Endpoint) -> None:
+        """Forget an instance that stopped; its idle connections are closed."""
+        if endpoint in self.endpoints:
+            self.endpoints.remove(endpoint)
+        endpoint.draining = True
+        endpoint.close_idle_connections()
+        self._wake_idle(endpoint)
+
+    async def drain(self, endpoint: Endpoint) -> None:
+        """Stop sending requests to an instance and wait until its in-flight ones finish."""
+        endpoint.draining = True
+        if endpoint in self.endpoints:
+            self.endpoints.remove(endpoint)
+        endpoint.close_idle_connections()
+        if endpoint.in_flight:
+            waiter = asyncio.get_running_loop().create_future()
+            endpoint._idle_waiters.append(waiter)
+            await waiter
+
+    def fail_waiters(self, status: int, message: str) -> None:
+        """Answer every queued request with an error (no instance could be started)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(RevisionUnavailable(status, message))
+
+    # -- what the proxy does -------------------------------------------------------------
+
+    @property
+    def queue_length(self) -> int:
+        return sum(1 for waiter in self._waiters if not waiter.done())
+
+    @property
+    def in_flight(self) -> int:
+        return sum(endpoint.in_flight for endpoint in self.endpoints)
+
+    async def acquire(self) -> Lease:
+        """A slot on an instance with room, waiting in FIFO order when there is none."""
+        if not self._waiters:
+            endpoint = self._pick()
+            if endpoint is not None:
+                endpoint.in_flight += 1
+                return Lease(self, endpoint)
+        waiter: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._on_demand()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # The client went away or timed out. If a slot was handed over in the same
+            # turn, give it back so that it is not lost.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                waiter.result().release()
+            else:
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass
+            raise
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _pick(self) -> Endpoint | None:
+        endpoints = self.endpoints
+        count = len(endpoints)
+        if not count:
+            return None
+        # Knative: first available for small concurrency (keeps a single-slot app on the same
+        # instance), round robin skipping full instances above that.
+        if endpoints[0].capacity <= 3:
+            for endpoint in endpoints:
+                if endpoint.in_flight < endpoint.capacity:
+                    return endpoint
+            return None
+        for offset in range(count):
+            endpoint = endpoints[(self._next + offset) % count]
+            if endpoint.in_flight < endpoint.capacity:
+                self._next = (self._next + offset + 1) % count
+                return endpoint
+        return None
+
+    def _release(self, endpoint: Endpoint) -> None:
+        endpoint.in_flight -= 1
+        if endpoint.draining:
+            if endpoint.in_flight == 0:
+                self._wake_idle(endpoint)
+            self._dispatch()
+            return
+        # Hand the freed slot straight to the oldest waiter (FIFO).
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                endpoint.in_flight += 1
+                waiter.set_result(Lease(self, endpoint))
+                return
+
+    def _dispatch(self) -> None:
+        while self._waiters:
+            if self._waiters[0].done():
+                self._waiters.popleft()
+                continue
+            endpoint = self._pick()
+            if endpoint is None:
+                return
+            endpoint.in_flight += 1
+            self._waiters.popleft().set_result(Lease(self, endpoint))
+
+    @staticmethod
+    def _wake_idle(endpoint: Endpoint) -> None:
+        waiters, endpoint._idle_waiters = endpoint._idle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
