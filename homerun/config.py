@@ -78,6 +78,8 @@ class Settings:
         return Paths(home=home, venv_cache=Path(cache).expanduser() if cache else home / "venvs")
 
 
+_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
+
 _KEYS = {
     "listen": "listen",
     "port": "port",
@@ -107,7 +109,7 @@ def load_settings(home: Path, **overrides: Any) -> Settings:
             if name is None:
                 extra[str(key)] = value
                 continue
-            expected = {"int": int, "float": (int, float), "str": str}[str(types[name])]
+            expected = _TYPES[str(types[name])]
             if not isinstance(value, expected) or isinstance(value, bool):
                 raise InvalidSpec(f"{config_file}: {key}: expected {types[name]}, got {value!r}")
             known[name] = value

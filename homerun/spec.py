@@ -36,7 +36,7 @@ def validate_service_name(name: str) -> str:
 
 
 def parse_env_vars(text: str, flag: str = "--set-env-vars") -> dict[str, str]:
-    """Parse gcloud's `K=V,K2=V2` list; `^DELIM^K=V...` picks another delimiter (gcloud's escape)."""
+    """Parse gcloud's `K=V,K2=V2` list; `^DELIM^K=V...` picks another delimiter."""
     delimiter = ","
     if text.startswith("^"):
         end = text.find("^", 1)
@@ -105,3 +105,39 @@ def check_range(flag: str, value: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidSpec(f"{flag}: must be between {low} and {high}, got {value}")
     return value
+
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
+
+
+def parse_duration(text: str, flag: str) -> int:
+    """Seconds from `300`, `300s`, `5m`, `1h30m` (gcloud's duration forms)."""
+    match = _DURATION.match(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise InvalidSpec(f"{flag}: {text!r} is not a duration; write e.g. 300, 300s, 5m or 1h")
+    hours, minutes, seconds = (int(part) if part else 0 for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def parse_list(text: str) -> list[str]:
+    """gcloud's list flag: `a,b,c`, or `^:^a:b:c` to split on another delimiter."""
+    delimiter = ","
+    if text.startswith("^"):
+        end = text.find("^", 1)
+        if end > 1:
+            delimiter, text = text[1:end], text[end + 1 :]
+    return text.split(delimiter) if text else []
+
+
+_K8S_VAR = re.compile(r"\$\((\w+)\)|\$\$")
+
+
+def expand_k8s_vars(argument: str, env: dict[str, str]) -> str:
+    """Kubernetes expands `$(VAR)` in command and args from the container's env; `$$` is `$`."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return _K8S_VAR.sub(substitute, argument)

@@ -1,0 +1,1 @@
+"""The admin API the CLI talks to (and, later, the dashboard)."""

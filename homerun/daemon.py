@@ -1,0 +1,189 @@
+"""The composition root: builds every piece, runs startup -> serve -> shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import uvicorn
+
+from homerun import build
+from homerun.admin.api import create_app
+from homerun.config import Paths, Settings
+from homerun.control import ControlPlane
+from homerun.errors import HomerunError
+from homerun.observe.logs import LogStore
+from homerun.routing.proxy import Router
+from homerun.runtime.process import ProcessRuntime, process_start_ticks
+from homerun.scaling.supervisor import InstanceRegistry, Supervisor
+from homerun.store import Store
+
+LOG_FLUSH_SECONDS = 0.2
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our loop: the daemon, not uvicorn, owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Daemon:
+    def __init__(self, home: Path, settings: Settings) -> None:
+        self.home = home
+        self.settings = settings
+        self.paths: Paths = settings.paths(home)
+        self._stop = asyncio.Event()
+        self._lock_file: IO[str] | None = None
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self) -> None:
+        self._take_lock()
+        store = Store(self.paths.database)
+        _kill_leftovers(store)
+        logs = LogStore(self.paths.logs)
+        supervisor = Supervisor(
+            ProcessRuntime(),
+            logs,
+            InstanceRegistry(
+                record=lambda name, revision, pid: store.record_instance(
+                    name, revision, pid, process_start_ticks(pid)
+                ),
+                forget=store.forget_instance,
+            ),
+            probe_interval=self.settings.probe_interval_seconds,
+            stop_grace=self.settings.stop_grace_seconds,
+        )
+        control = ControlPlane(
+            settings=self.settings,
+            paths=self.paths,
+            store=store,
+            logs=logs,
+            supervisor=supervisor,
+            build=build.build,
+        )
+        router = Router(control.resolve, max_body_bytes=self.settings.max_request_body_bytes)
+        try:
+            await router.start(self.settings.listen, self.settings.port)
+        except OSError as error:
+            store.close()
+            raise HomerunError(
+                f"cannot listen on {self.settings.listen}:{self.settings.port}: "
+                f"{error.strerror}; choose another with `homerun up --port N`"
+            ) from None
+        admin = _EmbeddedServer(
+            uvicorn.Config(
+                create_app(control, self.request_stop),
+                log_level="warning",
+                lifespan="off",
+                timeout_graceful_shutdown=2,
+            )
+        )
+        admin_socket = _unix_socket(self.paths.admin_socket)
+        admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_socket]))
+        flusher = asyncio.ensure_future(_flush_logs(logs))
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        self.paths.pid_file.write_text(f"{os.getpid()}\n")
+        try:
+            await control.restore()
+            print(
+                f"homerun is up: router on http://{self.settings.listen}:{self.settings.port}, "
+                f"admin API on {self.paths.admin_socket}, state in {self.home}",
+                flush=True,
+            )
+            await self._stop.wait()
+        finally:
+            print("homerun is stopping: draining instances", flush=True)
+            admin.should_exit = True
+            await router.close()
+            await control.close()
+            await supervisor.close()
+            await asyncio.gather(admin_task, return_exceptions=True)
+            flusher.cancel()
+            logs.flush()
+            store.close()
+            for path in (self.paths.admin_socket, self.paths.pid_file):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            print("homerun stopped", flush=True)
+
+    def _take_lock(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.paths.revisions.mkdir(exist_ok=True)
+        lock_file = open(self.paths.lock_file, "a+")  # noqa: SIM115 - held for the daemon's life
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            pid = _read_pid(self.paths.pid_file)
+            raise HomerunError(
+                f"another homerun daemon already runs with HOMERUN_HOME={self.home}"
+                + (f" (pid {pid})" if pid else "")
+                + "; stop it with `homerun down` or use another HOMERUN_HOME"
+            ) from None
+        self._lock_file = lock_file
+
+
+def run(home: Path, settings: Settings) -> None:
+    """Run the daemon in the foreground until SIGTERM/SIGINT or `homerun down`."""
+    daemon = Daemon(home, settings)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(daemon.serve())
+    else:
+        uvloop.run(daemon.serve())
+
+
+async def _flush_logs(logs: LogStore) -> None:
+    while True:
+        await asyncio.sleep(LOG_FLUSH_SECONDS)
+        try:
+            logs.flush()
+        except OSError as error:
+            print(f"homerun: cannot write logs: {error}", file=sys.stderr, flush=True)
+
+
+def _unix_socket(path: Path) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The socket is the admin API's only door: only the owner may connect (mode 0600).
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _kill_leftovers(store: Store) -> None:
+    """Instances a killed daemon left behind die now: a restart starts from a clean slate."""
+    for name, pid, start_ticks in store.leftover_instances():
+        if start_ticks is not None and process_start_ticks(pid) == start_ticks:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        store.forget_instance(name)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,41 @@
+"""The interface every instance runtime implements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+# (stream name "stdout"/"stderr", one line without its newline)
+OutputSink = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    port: int
+
+
+class Instance(Protocol):
+    name: str
+    pid: int
+    port: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int:
+        """The exit status: >= 0 an exit code, < 0 the signal that killed it."""
+        ...
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to the whole instance (its process group)."""
+        ...
+
+
+class Runtime(Protocol):
+    async def start(self, spec: InstanceSpec, output: OutputSink) -> Instance: ...

@@ -1,0 +1,91 @@
+"""Instances as plain child processes, each in its own process group."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import subprocess
+
+from homerun.runtime.base import InstanceSpec, OutputSink
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if the daemon dies (even by SIGKILL), the
+    # kernel kills the instance too. Servers that fork workers (gunicorn) watch their parent.
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class ProcessInstance:
+    """A running child process; the group id equals its pid (start_new_session)."""
+
+    def __init__(self, name: str, port: int, process: asyncio.subprocess.Process) -> None:
+        self.name = name
+        self.port = port
+        self.pid = process.pid
+        self._process = process
+        self._readers: list[asyncio.Task[None]] = []
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    async def wait(self) -> int:
+        status = await self._process.wait()
+        # Let the readers drain the last lines (a traceback printed right before exit).
+        if self._readers:
+            await asyncio.wait(self._readers, timeout=1.0)
+        return status
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+class ProcessRuntime:
+    async def start(self, spec: InstanceSpec, output: OutputSink) -> ProcessInstance:
+        process = await asyncio.create_subprocess_exec(
+            *spec.argv,
+            cwd=spec.cwd,
+            env=spec.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        instance = ProcessInstance(spec.name, spec.port, process)
+        assert process.stdout is not None and process.stderr is not None
+        instance._readers = [
+            asyncio.create_task(_pump(process.stdout, "stdout", output)),
+            asyncio.create_task(_pump(process.stderr, "stderr", output)),
+        ]
+        return instance
+
+
+async def _pump(stream: asyncio.StreamReader, name: str, output: OutputSink) -> None:
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:  # a line longer than the stream limit: take it in pieces
+            line = await stream.read(65536)
+        if not line:
+            return
+        output(name, line.decode("utf-8", "replace").rstrip("\r\n"))
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (tells a reused pid from ours)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None

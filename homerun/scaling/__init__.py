@@ -1,0 +1,1 @@
+"""Scaling: observing concurrency, deciding instance counts, and applying decisions."""

@@ -1,0 +1,301 @@
+"""The supervisor applies decisions: starts instances, probes them, drains and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from homerun.errors import HomerunError
+from homerun.observe.logs import LogStore, instance_entry, platform_entry
+from homerun.routing.throttler import Endpoint, Throttler
+from homerun.runtime import Instance, InstanceSpec, Runtime
+from homerun.spec import expand_k8s_vars
+
+T = TypeVar("T")
+
+STARTING, READY, DRAINING = "starting", "ready", "draining"
+
+
+class StartFailed(HomerunError):
+    """An instance exited or never listened on $PORT before the startup timeout."""
+
+    def __init__(self, message: str, last_lines: list[str]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.last_lines = last_lines
+
+    def detail(self) -> str:
+        if not self.last_lines:
+            return self.message + " (the app printed nothing)"
+        return (
+            self.message
+            + "\nLast lines of the app's log:\n"
+            + "\n".join("  " + line for line in self.last_lines)
+        )
+
+
+@dataclass(eq=False)
+class ManagedInstance:
+    name: str
+    port: int
+    process: Instance
+    state: str
+    started_at: float
+    ready_at: float | None = None
+    endpoint: Endpoint | None = None
+
+
+@dataclass(eq=False)
+class RevisionUnit:
+    """Everything the supervisor needs to run the instances of one revision."""
+
+    service: str
+    name: str
+    argv: list[str]
+    env: dict[str, str]  # without PORT, which each instance gets on its own
+    cwd: Path
+    concurrency: int
+    startup_timeout: float
+    request_timeout: float
+    throttler: Throttler
+    instances: list[ManagedInstance] = field(default_factory=list)
+    recent_output: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    start_task: asyncio.Task[ManagedInstance] | None = None
+
+    def count(self, state: str) -> int:
+        return sum(1 for instance in self.instances if instance.state == state)
+
+
+class InstanceRegistry:
+    """Where the supervisor records instance pids so that a restarted daemon can clean up."""
+
+    def __init__(
+        self,
+        record: Callable[[str, str, int], None],
+        forget: Callable[[str], None],
+    ) -> None:
+        self.record = record
+        self.forget = forget
+
+
+class Supervisor:
+    def __init__(
+        self,
+        runtime: Runtime,
+        logs: LogStore,
+        registry: InstanceRegistry,
+        *,
+        probe_interval: float,
+        stop_grace: float,
+    ) -> None:
+        self._runtime = runtime
+        self._logs = logs
+        self._registry = registry
+        self._probe_interval = probe_interval
+        self._stop_grace = stop_grace
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- decisions applied ------------------------------------------------------------
+
+    def on_demand(self, unit: RevisionUnit) -> None:
+        """A request waits: start an instance unless one is ready or starting."""
+        if unit.count(READY) or (unit.start_task and not unit.start_task.done()):
+            return
+        unit.start_task = self._spawn(self._start_for_waiters(unit))
+
+    def ensure_started(self, unit: RevisionUnit) -> None:
+        """Keep one instance of a serving revision (autoscaling replaces this policy)."""
+        self.on_demand(unit)
+
+    async def start_instance(self, unit: RevisionUnit) -> ManagedInstance:
+        """Start one instance and wait until it listens; raise StartFailed otherwise."""
+        if unit.start_task and not unit.start_task.done():
+            return await asyncio.shield(unit.start_task)
+        unit.start_task = self._spawn(self._start(unit))
+        return await asyncio.shield(unit.start_task)
+
+    async def stop_revision(self, unit: RevisionUnit) -> None:
+        if unit.start_task and not unit.start_task.done():
+            unit.start_task.cancel()
+        await asyncio.gather(
+            *(self.stop_instance(unit, instance) for instance in list(unit.instances))
+        )
+
+    async def stop_instance(
+        self, unit: RevisionUnit, instance: ManagedInstance, drain_timeout: float = 0
+    ) -> None:
+        """Drain (in-flight requests finish), then SIGTERM, then SIGKILL after the grace."""
+        instance.state = DRAINING
+        if instance.endpoint is not None:
+            try:
+                await asyncio.wait_for(unit.throttler.drain(instance.endpoint), drain_timeout)
+            except TimeoutError:
+                pass
+        await self._terminate(instance)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _start_for_waiters(self, unit: RevisionUnit) -> ManagedInstance:
+        try:
+            return await self._start(unit)
+        except StartFailed as failure:
+            unit.throttler.fail_waiters(503, f"revision {unit.name} failed to start: {failure}")
+            raise
+
+    async def _start(self, unit: RevisionUnit) -> ManagedInstance:
+        port = _free_port()
+        name = f"{unit.name}-{secrets.token_hex(3)}"
+        env = dict(unit.env, PORT=str(port))
+
+        def output(stream: str, line: str) -> None:
+            unit.recent_output.append(line)
+            self._logs.emit(instance_entry(unit.service, unit.name, name, stream, line))
+
+        argv = [expand_k8s_vars(argument, env) for argument in unit.argv]
+        process = await self._runtime.start(
+            InstanceSpec(name=name, argv=argv, env=env, cwd=unit.cwd, port=port), output
+        )
+        instance = ManagedInstance(name, port, process, STARTING, time.monotonic())
+        unit.instances.append(instance)
+        self._registry.record(name, unit.name, process.pid)
+        self._logs.emit(
+            platform_entry(
+                unit.service,
+                f"Starting instance {name} on port {port}",
+                revision=unit.name,
+                instance=name,
+            )
+        )
+        exit_watch = asyncio.ensure_future(process.wait())
+        try:
+            await self._probe(unit, instance, exit_watch)
+        except BaseException:
+            exit_watch.cancel()
+            await self._terminate(instance)
+            if instance in unit.instances:
+                unit.instances.remove(instance)
+            raise
+        instance.state = READY
+        instance.ready_at = time.monotonic()
+        instance.endpoint = Endpoint(name, "127.0.0.1", port, unit.concurrency)
+        unit.throttler.add(instance.endpoint)
+        startup = instance.ready_at - instance.started_at
+        self._logs.emit(
+            platform_entry(
+                unit.service,
+                f"Instance {name} ready in {startup * 1000:.0f} ms",
+                revision=unit.name,
+                instance=name,
+            )
+        )
+        self._spawn(self._watch(unit, instance, exit_watch))
+        return instance
+
+    async def _probe(
+        self, unit: RevisionUnit, instance: ManagedInstance, exit_watch: asyncio.Future[int]
+    ) -> None:
+        """TCP-connect to $PORT until it answers, the process exits or the timeout passes."""
+        deadline = instance.started_at + unit.startup_timeout
+        interval = 0.005  # most apps listen within a second; start fine-grained, back off
+        while True:
+            if exit_watch.done():
+                status = exit_watch.result()
+                raise StartFailed(
+                    f"the app exited ({_describe_status(status)}) before listening on "
+                    f"$PORT={instance.port}",
+                    list(unit.recent_output),
+                )
+            if await _can_connect(instance.port):
+                return
+            if time.monotonic() >= deadline:
+                raise StartFailed(
+                    f"the app did not listen on $PORT={instance.port} within the startup "
+                    f"timeout of {unit.startup_timeout:g}s; it must listen on the port given "
+                    "in the PORT environment variable",
+                    list(unit.recent_output),
+                )
+            await asyncio.wait([exit_watch], timeout=interval)
+            interval = min(interval * 2, self._probe_interval)
+
+    async def _watch(
+        self, unit: RevisionUnit, instance: ManagedInstance, exit_watch: asyncio.Future[int]
+    ) -> None:
+        status = await exit_watch
+        if instance in unit.instances:
+            unit.instances.remove(instance)
+        if instance.endpoint is not None:
+            unit.throttler.remove(instance.endpoint)
+        self._registry.forget(instance.name)
+        expected = instance.state == DRAINING
+        self._logs.emit(
+            platform_entry(
+                unit.service,
+                f"Instance {instance.name} exited ({_describe_status(status)})",
+                severity="INFO" if expected else "ERROR",
+                revision=unit.name,
+                instance=instance.name,
+            )
+        )
+
+    async def _terminate(self, instance: ManagedInstance) -> None:
+        instance.state = DRAINING
+        process = instance.process
+        if process.returncode is None:
+            process.signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), self._stop_grace)
+            except TimeoutError:
+                process.signal(signal.SIGKILL)
+                await process.wait()
+        # A server's workers may outlive its master by a moment; the group goes with it.
+        process.signal(signal.SIGKILL)
+        self._registry.forget(instance.name)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_consume_exception)
+        return task
+
+
+def _consume_exception(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _describe_status(status: int) -> str:
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit code {status}"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _can_connect(port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True

@@ -1,0 +1,278 @@
+"""SQLite persistence of services, revisions and live instance pids, with migrations."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from homerun.errors import NotFound
+from homerun.spec import RevisionSpec
+
+_MIGRATIONS = [
+    """
+    CREATE TABLE services (
+        name TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        allow_unauthenticated INTEGER,
+        traffic TEXT NOT NULL DEFAULT '[]',
+        next_seq INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE revisions (
+        name TEXT PRIMARY KEY,
+        service TEXT NOT NULL REFERENCES services(name) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        status TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        ready_at REAL,
+        artifact TEXT
+    );
+    CREATE INDEX revisions_by_service ON revisions(service, seq);
+    CREATE TABLE instances (
+        name TEXT PRIMARY KEY,
+        revision TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        start_ticks INTEGER
+    );
+    """,
+]
+
+# Revision lifecycle: building -> starting -> ready | failed
+BUILDING, STARTING, READY, FAILED = "building", "starting", "ready", "failed"
+
+
+@dataclass(frozen=True)
+class TrafficEntry:
+    """One line of a service's traffic block (Knative's TrafficTarget)."""
+
+    percent: int
+    revision: str | None = None  # None with latest=True: the latest ready revision
+    latest: bool = False
+    tag: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    name: str
+    created_at: float
+    allow_unauthenticated: bool | None
+    traffic: tuple[TrafficEntry, ...]
+
+
+@dataclass(frozen=True)
+class RevisionRecord:
+    name: str
+    service: str
+    seq: int
+    spec: RevisionSpec
+    status: str
+    message: str
+    created_at: float
+    ready_at: float | None
+    artifact: dict[str, Any] | None = field(default=None)
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            with self._transaction():
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
+
+    def _transaction(self) -> _Tx:
+        # isolation_level=None: we issue BEGIN ourselves; `with` commits or rolls back.
+        self._db.execute("BEGIN IMMEDIATE")
+        return _Tx(self._db)
+
+    # -- services ---------------------------------------------------------------------
+
+    def services(self) -> list[ServiceRecord]:
+        rows = self._db.execute("SELECT * FROM services ORDER BY name").fetchall()
+        return [_service(row) for row in rows]
+
+    def service(self, name: str) -> ServiceRecord:
+        row = self._db.execute("SELECT * FROM services WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"service {name!r} not found; `homerun services list` shows them")
+        return _service(row)
+
+    def has_service(self, name: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM services WHERE name = ?", (name,)).fetchone()
+        return row is not None
+
+    def next_seq(self, service: str) -> int:
+        row = self._db.execute(
+            "SELECT next_seq FROM services WHERE name = ?", (service,)
+        ).fetchone()
+        return 1 if row is None else int(row[0])
+
+    def create_revision(
+        self,
+        service: str,
+        name: str,
+        seq: int,
+        spec: RevisionSpec,
+        artifact: dict[str, Any],
+        allow_unauthenticated: bool | None,
+    ) -> RevisionRecord:
+        """Create the service if it is new, and the revision in state starting."""
+        now = time.time()
+        with self._transaction():
+            if not self.has_service(service):
+                self._db.execute(
+                    "INSERT INTO services (name, created_at, allow_unauthenticated) "
+                    "VALUES (?, ?, ?)",
+                    (service, now, allow_unauthenticated),
+                )
+            elif allow_unauthenticated is not None:
+                self._db.execute(
+                    "UPDATE services SET allow_unauthenticated = ? WHERE name = ?",
+                    (allow_unauthenticated, service),
+                )
+            self._db.execute("UPDATE services SET next_seq = ? WHERE name = ?", (seq + 1, service))
+            self._db.execute(
+                "INSERT INTO revisions (name, service, seq, spec, status, created_at, artifact) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, service, seq, spec.model_dump_json(), STARTING, now, json.dumps(artifact)),
+            )
+        return self.revision(name)
+
+    def set_traffic(self, service: str, traffic: list[TrafficEntry]) -> None:
+        payload = json.dumps([entry.to_json() for entry in traffic])
+        with self._transaction():
+            self._db.execute("UPDATE services SET traffic = ? WHERE name = ?", (payload, service))
+
+    def delete_service(self, name: str) -> list[RevisionRecord]:
+        revisions = self.revisions(name)
+        with self._transaction():
+            self._db.execute("DELETE FROM revisions WHERE service = ?", (name,))
+            self._db.execute("DELETE FROM services WHERE name = ?", (name,))
+        return revisions
+
+    # -- revisions --------------------------------------------------------------------
+
+    def revision(self, name: str) -> RevisionRecord:
+        row = self._db.execute("SELECT * FROM revisions WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"revision {name!r} not found; `homerun revisions list` shows them")
+        return _revision(row)
+
+    def revisions(self, service: str | None = None) -> list[RevisionRecord]:
+        if service is None:
+            rows = self._db.execute("SELECT * FROM revisions ORDER BY service, seq DESC")
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM revisions WHERE service = ? ORDER BY seq DESC", (service,)
+            )
+        return [_revision(row) for row in rows.fetchall()]
+
+    def latest_ready(self, service: str) -> RevisionRecord | None:
+        row = self._db.execute(
+            "SELECT * FROM revisions WHERE service = ? AND status = ? ORDER BY seq DESC LIMIT 1",
+            (service, READY),
+        ).fetchone()
+        return _revision(row) if row else None
+
+    def set_revision_status(
+        self,
+        name: str,
+        status: str,
+        message: str = "",
+        artifact: dict[str, Any] | None = None,
+    ) -> None:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE revisions SET status = ?, message = ?, "
+                "ready_at = CASE WHEN ? = 'ready' THEN ? ELSE ready_at END, "
+                "artifact = COALESCE(?, artifact) WHERE name = ?",
+                (
+                    status,
+                    message,
+                    status,
+                    time.time(),
+                    json.dumps(artifact) if artifact is not None else None,
+                    name,
+                ),
+            )
+
+    def fail_unfinished_revisions(self, message: str) -> list[str]:
+        """Revisions caught mid-deploy by a daemon that stopped are failed, not resumed."""
+        rows = self._db.execute(
+            "SELECT name FROM revisions WHERE status IN (?, ?)", (BUILDING, STARTING)
+        ).fetchall()
+        for row in rows:
+            self.set_revision_status(row[0], FAILED, message)
+        return [row[0] for row in rows]
+
+    # -- instances (only so that a restarted daemon can kill what a dead one left) -----
+
+    def record_instance(self, name: str, revision: str, pid: int, start_ticks: int | None) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO instances (name, revision, pid, start_ticks) "
+            "VALUES (?, ?, ?, ?)",
+            (name, revision, pid, start_ticks),
+        )
+
+    def forget_instance(self, name: str) -> None:
+        self._db.execute("DELETE FROM instances WHERE name = ?", (name,))
+
+    def leftover_instances(self) -> list[tuple[str, int, int | None]]:
+        rows = self._db.execute("SELECT name, pid, start_ticks FROM instances").fetchall()
+        return [(row[0], row[1], row[2]) for row in rows]
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self._db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _service(row: sqlite3.Row) -> ServiceRecord:
+    allow = row["allow_unauthenticated"]
+    return ServiceRecord(
+        name=row["name"],
+        created_at=row["created_at"],
+        allow_unauthenticated=None if allow is None else bool(allow),
+        traffic=tuple(TrafficEntry(**entry) for entry in json.loads(row["traffic"])),
+    )
+
+
+def _revision(row: sqlite3.Row) -> RevisionRecord:
+    return RevisionRecord(
+        name=row["name"],
+        service=row["service"],
+        seq=row["seq"],
+        spec=RevisionSpec.model_validate_json(row["spec"]),
+        status=row["status"],
+        message=row["message"],
+        created_at=row["created_at"],
+        ready_at=row["ready_at"],
+        artifact=json.loads(row["artifact"]) if row["artifact"] else None,
+    )
