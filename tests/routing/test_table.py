@@ -1,0 +1,69 @@
+import pytest
+
+from homerun.routing.table import (
+    RoutingTable,
+    ServiceRoutes,
+    TrafficTarget,
+    parse_host,
+    select,
+)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("hello.localhost:8080", ("hello", None)),
+        ("hello.localhost", ("hello", None)),
+        ("HELLO.LocalHost:8080", ("hello", None)),
+        ("hello.localhost.:8080", ("hello", None)),
+        ("blue---hello.localhost:8080", ("hello", "blue")),
+        ("localhost:8080", None),
+        ("127.0.0.1:8080", None),
+        ("a.b.localhost:8080", None),
+        ("hello.example.com", None),
+        ("---hello.localhost", None),
+        ("blue---.localhost", None),
+        ("", None),
+    ],
+)
+def test_parse_host(host: str, expected: tuple[str, str | None] | None) -> None:
+    assert parse_host(host, "localhost") == expected
+
+
+def table(*targets: TrafficTarget) -> RoutingTable:
+    return RoutingTable("localhost", {"svc": ServiceRoutes("svc", targets)})
+
+
+def test_unknown_service_is_none() -> None:
+    assert select(table(TrafficTarget("svc-00001-abc", 100)), "other.localhost", 0.5) is None
+
+
+def test_service_without_traffic_selects_no_revision() -> None:
+    selection = select(table(), "svc.localhost:8080", 0.5)
+    assert selection is not None
+    assert selection.service == "svc" and selection.revision is None
+
+
+def test_split_follows_the_roll() -> None:
+    routes = table(TrafficTarget("r1", 90), TrafficTarget("r2", 10))
+    assert select(routes, "svc.localhost", 0.0).revision == "r1"  # type: ignore[union-attr]
+    assert select(routes, "svc.localhost", 0.8999).revision == "r1"  # type: ignore[union-attr]
+    assert select(routes, "svc.localhost", 0.9).revision == "r2"  # type: ignore[union-attr]
+    assert select(routes, "svc.localhost", 0.9999).revision == "r2"  # type: ignore[union-attr]
+
+
+def test_zero_percent_target_never_selected_but_reachable_by_tag() -> None:
+    routes = table(TrafficTarget("r1", 100), TrafficTarget("r2", 0, tag="canary"))
+    for roll in (0.0, 0.5, 0.99999):
+        assert select(routes, "svc.localhost", roll).revision == "r1"  # type: ignore[union-attr]
+    tagged = select(routes, "canary---svc.localhost:8080", 0.0)
+    assert tagged is not None and tagged.revision == "r2" and tagged.tag == "canary"
+    assert select(routes, "nope---svc.localhost:8080", 0.0) is None
+
+
+def test_split_shares_match_percentages() -> None:
+    routes = table(TrafficTarget("r1", 30), TrafficTarget("r2", 70))
+    counts = {"r1": 0, "r2": 0}
+    for step in range(1000):
+        counts[select(routes, "svc.localhost", step / 1000).revision] += 1  # type: ignore[union-attr,index]
+    assert counts == {"r1": 300, "r2": 700}

@@ -1,0 +1,171 @@
+"""The throttler's slots and FIFO queue, driven on a real event loop (no clock needed)."""
+
+import asyncio
+
+import pytest
+
+from homerun.routing.throttler import Endpoint, Lease, RevisionUnavailable, Throttler
+
+
+class Demand:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+def run(coroutine):  # type: ignore[no-untyped-def]
+    return asyncio.run(coroutine)
+
+
+def test_acquire_takes_a_free_slot_without_demand() -> None:
+    async def scenario() -> None:
+        demand = Demand()
+        throttler = Throttler("rev", demand)
+        endpoint = Endpoint("i1", "127.0.0.1", 1, capacity=2)
+        throttler.add(endpoint)
+        first = await throttler.acquire()
+        second = await throttler.acquire()
+        assert first.endpoint is endpoint and second.endpoint is endpoint
+        assert endpoint.in_flight == 2 and demand.calls == 0
+        first.release()
+        first.release()  # releasing twice is harmless
+        assert endpoint.in_flight == 1
+
+    run(scenario())
+
+
+def test_full_instance_queues_in_fifo_order_and_never_exceeds_capacity() -> None:
+    async def scenario() -> None:
+        demand = Demand()
+        throttler = Throttler("rev", demand)
+        endpoint = Endpoint("i1", "127.0.0.1", 1, capacity=1)
+        throttler.add(endpoint)
+        held = await throttler.acquire()
+        order: list[int] = []
+
+        async def request(number: int) -> None:
+            lease = await throttler.acquire()
+            assert endpoint.in_flight <= endpoint.capacity
+            order.append(number)
+            await asyncio.sleep(0)
+            lease.release()
+
+        tasks = [asyncio.create_task(request(n)) for n in range(5)]
+        await asyncio.sleep(0)
+        assert throttler.queue_length == 5 and demand.calls == 5
+        held.release()
+        await asyncio.gather(*tasks)
+        assert order == [0, 1, 2, 3, 4]
+        assert endpoint.in_flight == 0 and throttler.queue_length == 0
+
+    run(scenario())
+
+
+def test_waiting_request_is_served_when_an_instance_becomes_ready() -> None:
+    async def scenario() -> None:
+        demand = Demand()
+        throttler = Throttler("rev", demand)
+        waiter = asyncio.create_task(throttler.acquire())
+        await asyncio.sleep(0)
+        assert demand.calls == 1 and not waiter.done()
+        endpoint = Endpoint("i1", "127.0.0.1", 1, capacity=80)
+        throttler.add(endpoint)
+        lease = await waiter
+        assert lease.endpoint is endpoint and endpoint.in_flight == 1
+
+    run(scenario())
+
+
+def test_cancelled_waiter_leaks_no_slot() -> None:
+    async def scenario() -> None:
+        throttler = Throttler("rev", Demand())
+        endpoint = Endpoint("i1", "127.0.0.1", 1, capacity=1)
+        throttler.add(endpoint)
+        held = await throttler.acquire()
+        waiter = asyncio.create_task(throttler.acquire())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        held.release()
+        assert endpoint.in_flight == 0 and throttler.queue_length == 0
+        # The slot handed to a waiter that is cancelled in the same turn comes back too.
+        held = await throttler.acquire()
+        waiter = asyncio.create_task(throttler.acquire())
+        await asyncio.sleep(0)
+        held.release()  # hands the slot to the waiter...
+        waiter.cancel()  # ...which is cancelled before it runs
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert endpoint.in_flight == 0
+
+    run(scenario())
+
+
+def test_failed_start_answers_every_waiter() -> None:
+    async def scenario() -> None:
+        throttler = Throttler("rev", Demand())
+        waiters = [asyncio.create_task(throttler.acquire()) for _ in range(3)]
+        await asyncio.sleep(0)
+        throttler.fail_waiters(503, "boom")
+        for waiter in waiters:
+            with pytest.raises(RevisionUnavailable) as failure:
+                await waiter
+            assert failure.value.status == 503
+
+    run(scenario())
+
+
+def test_round_robin_skips_full_instances_above_concurrency_three() -> None:
+    async def scenario() -> None:
+        throttler = Throttler("rev", Demand())
+        first = Endpoint("i1", "127.0.0.1", 1, capacity=4)
+        second = Endpoint("i2", "127.0.0.1", 2, capacity=4)
+        throttler.add(first)
+        throttler.add(second)
+        leases = [await throttler.acquire() for _ in range(4)]
+        assert [lease.endpoint.name for lease in leases] == ["i1", "i2", "i1", "i2"]
+        first.in_flight = first.capacity  # full: skipped
+        lease = await throttler.acquire()
+        assert lease.endpoint is second
+
+    run(scenario())
+
+
+def test_first_available_for_small_concurrency() -> None:
+    async def scenario() -> None:
+        throttler = Throttler("rev", Demand())
+        first = Endpoint("i1", "127.0.0.1", 1, capacity=1)
+        second = Endpoint("i2", "127.0.0.1", 2, capacity=1)
+        throttler.add(first)
+        throttler.add(second)
+        one: Lease = await throttler.acquire()
+        assert one.endpoint is first
+        two = await throttler.acquire()
+        assert two.endpoint is second
+        one.release()
+        three = await throttler.acquire()
+        assert three.endpoint is first
+
+    run(scenario())
+
+
+def test_drain_waits_for_in_flight_requests_and_takes_no_new_ones() -> None:
+    async def scenario() -> None:
+        throttler = Throttler("rev", Demand())
+        old = Endpoint("old", "127.0.0.1", 1, capacity=10)
+        throttler.add(old)
+        lease = await throttler.acquire()
+        drained = asyncio.create_task(throttler.drain(old))
+        await asyncio.sleep(0)
+        assert not drained.done()
+        new = Endpoint("new", "127.0.0.1", 2, capacity=10)
+        throttler.add(new)
+        assert (await throttler.acquire()).endpoint is new
+        lease.release()
+        await asyncio.wait_for(drained, 1)
+        assert old.in_flight == 0
+
+    run(scenario())

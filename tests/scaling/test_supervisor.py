@@ -1,0 +1,144 @@
+"""The supervisor against real child processes (python's own http.server as the app)."""
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from homerun.observe.logs import LogStore
+from homerun.routing.throttler import Throttler
+from homerun.runtime.process import ProcessRuntime
+from homerun.scaling.supervisor import (
+    DRAINING,
+    READY,
+    InstanceRegistry,
+    RevisionUnit,
+    StartFailed,
+    Supervisor,
+)
+
+
+def make(
+    tmp_path: Path, argv: list[str], startup_timeout: float = 10
+) -> tuple[Supervisor, RevisionUnit, dict[str, int]]:
+    recorded: dict[str, int] = {}
+    supervisor = Supervisor(
+        ProcessRuntime(),
+        LogStore(tmp_path / "logs"),
+        InstanceRegistry(
+            record=lambda name, revision, pid: recorded.__setitem__(name, pid),
+            forget=lambda name: recorded.pop(name, None),
+        ),
+        probe_interval=0.05,
+        stop_grace=2,
+    )
+    holder: list[RevisionUnit] = []
+    unit = RevisionUnit(
+        service="svc",
+        name="svc-00001-abc",
+        argv=argv,
+        env={"PATH": os.environ["PATH"], "K_SERVICE": "svc"},
+        cwd=tmp_path,
+        concurrency=5,
+        startup_timeout=startup_timeout,
+        request_timeout=10,
+        throttler=Throttler("svc-00001-abc", lambda: supervisor.on_demand(holder[0])),
+    )
+    holder.append(unit)
+    return supervisor, unit, recorded
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_instance_starts_listens_and_stops(tmp_path: Path) -> None:
+    server = ["/bin/sh", "-c", f"exec {sys.executable} -m http.server --bind 127.0.0.1 $PORT"]
+
+    async def scenario() -> None:
+        supervisor, unit, recorded = make(tmp_path, server)
+        instance = await supervisor.start_instance(unit)
+        assert instance.state == READY and instance.endpoint is not None
+        assert unit.throttler.endpoints == [instance.endpoint]
+        assert recorded == {instance.name: instance.process.pid}
+        reader, writer = await asyncio.open_connection("127.0.0.1", instance.port)
+        writer.write(b"GET / HTTP/1.0\r\n\r\n")
+        assert (await reader.readline()).startswith(b"HTTP/1.0 200")
+        writer.close()
+        await supervisor.stop_revision(unit)
+        assert instance.state == DRAINING and not alive(instance.process.pid)
+        await asyncio.sleep(0.1)
+        assert recorded == {} and unit.instances == [] and unit.throttler.endpoints == []
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_crash_on_boot_reports_exit_code_and_last_lines(tmp_path: Path) -> None:
+    crash = [sys.executable, "-c", "print('booting'); raise SystemExit(3)"]
+
+    async def scenario() -> None:
+        supervisor, unit, _ = make(tmp_path, crash)
+        with pytest.raises(StartFailed) as failure:
+            await supervisor.start_instance(unit)
+        assert "exit code 3" in failure.value.message
+        assert failure.value.last_lines == ["booting"]
+        assert unit.instances == []
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_never_listening_app_times_out_and_is_killed(tmp_path: Path) -> None:
+    sleeper = [sys.executable, "-c", "import time; print('sleeping', flush=True); time.sleep(60)"]
+
+    async def scenario() -> None:
+        supervisor, unit, recorded = make(tmp_path, sleeper, startup_timeout=0.5)
+        with pytest.raises(StartFailed, match="did not listen on \\$PORT"):
+            await supervisor.start_instance(unit)
+        assert recorded == {}
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_waiting_request_gets_503_when_the_start_fails(tmp_path: Path) -> None:
+    crash = [sys.executable, "-c", "raise SystemExit(1)"]
+
+    async def scenario() -> None:
+        from homerun.routing.throttler import RevisionUnavailable
+
+        supervisor, unit, _ = make(tmp_path, crash)
+        with pytest.raises(RevisionUnavailable) as failure:
+            await asyncio.wait_for(unit.throttler.acquire(), 10)
+        assert failure.value.status == 503 and "failed to start" in failure.value.message
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_instance_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    stubborn = [
+        sys.executable,
+        "-c",
+        "import signal, socket, os, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen()\n"
+        "time.sleep(60)\n",
+    ]
+
+    async def scenario() -> None:
+        supervisor, unit, _ = make(tmp_path, stubborn)
+        instance = await supervisor.start_instance(unit)
+        await supervisor.stop_instance(unit, instance)
+        assert not alive(instance.process.pid)
+        assert instance.process.returncode == -9
+        await supervisor.close()
+
+    asyncio.run(scenario())
