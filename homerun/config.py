@@ -15,7 +15,7 @@ MiB = 1024 * 1024
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("HOMERUN_HOME") or Path.home() / ".homerun").expanduser()
+    return Path(os.environ.get("HOMERUN_HOME") or Path.home() / ".homerun").expanduser().resolve()
 
 
 @dataclass(frozen=True)

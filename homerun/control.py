@@ -155,7 +155,7 @@ class ControlPlane:
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
-        stored_artifact = _artifact_record(artifact, dest)
+        stored_artifact = _artifact_record(artifact)
         revision = self._store.create_revision(
             service, name, seq, spec, stored_artifact, request.allow_unauthenticated
         )
@@ -384,11 +384,11 @@ class ControlPlane:
         }
 
 
-def _artifact_record(artifact: Artifact, dest: Path) -> dict[str, Any]:
+def _artifact_record(artifact: Artifact) -> dict[str, Any]:
     return {
         "argv": artifact.argv,
         "env": artifact.env,
-        "cwd": str(artifact.cwd.relative_to(dest)),
+        "cwd": str(artifact.cwd.relative_to(artifact.root)),
         "venv": str(artifact.venv) if artifact.venv else None,
         "entrypoint_origin": artifact.entrypoint_origin,
         "server": artifact.server,

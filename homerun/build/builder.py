@@ -1,0 +1,180 @@
+"""Turn a source folder into an immutable revision artifact: code, virtualenv, what to run."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from homerun.build.artifact import Artifact
+from homerun.build.dependencies import plan_dependencies
+from homerun.build.dockerfile import Dockerfile, parse
+from homerun.build.entrypoint import guess_server, resolve_entrypoint
+from homerun.build.interpreter import Interpreter, probe_interpreter
+from homerun.build.source import Layout, check_source, lay_out
+from homerun.build.venv import ensure_venv
+from homerun.errors import BuildError, DockerfileError
+
+# Set by the platform for every instance; an image cannot choose them (Cloud Run's contract).
+RESERVED_ENV = ("PORT",)
+RESERVED_ENV_PREFIX = "K_"
+
+
+def build(
+    source: Path,
+    dest: Path,
+    *,
+    command: list[str] | None,
+    args: list[str] | None,
+    user_env: dict[str, str],
+    venv_cache: Path,
+    output: Callable[[str], None],
+    python: str | None = None,
+) -> Artifact:
+    """Build `source` into `dest` (which must not exist, or be empty). Blocking.
+
+    Every line of progress, pip's output included, goes to `output` as it happens. On any
+    failure `dest` is left as it was found and BuildError (or DockerfileError) says why.
+    """
+    source = check_source(Path(source))
+    interpreter = probe_interpreter(python)
+    output(f"building {source} with Python {interpreter.version} ({interpreter.executable})")
+    dockerfile = _read_dockerfile(source, interpreter, bypass=bool(command), output=output)
+    dest = Path(dest).absolute()
+    created = _claim(dest)
+    try:
+        return _build_into(source, dest, dockerfile, interpreter, command=command, args=args,
+                           user_env=user_env, venv_cache=Path(venv_cache), output=output)
+    except BaseException:
+        _discard(dest, created)
+        raise
+
+
+def _build_into(source: Path, dest: Path, dockerfile: Dockerfile | None,
+                interpreter: Interpreter, *, command: Sequence[str] | None,
+                args: Sequence[str] | None, user_env: Mapping[str, str], venv_cache: Path,
+                output: Callable[[str], None]) -> Artifact:
+    layout = lay_out(source, dest, dockerfile, output)
+    entrypoint = resolve_entrypoint(command=command, args=args, user_env=user_env,
+                                    procfile=_read_optional(source / "Procfile"),
+                                    dockerfile=dockerfile, app_dir=layout.cwd)
+    for note in entrypoint.notes:
+        output(note)
+    argv = _container_paths(list(entrypoint.argv), layout, output)
+    output(f"entrypoint: {shlex.join(argv)} ({entrypoint.origin})")
+
+    plan = plan_dependencies(source=source, layout=layout, dockerfile=dockerfile,
+                             default_app=entrypoint.default, output=output)
+    output(f"dependencies: {plan.origin}")
+    venv = ensure_venv(plan=plan, interpreter=interpreter, cache=venv_cache, output=output)
+
+    artifact = Artifact(
+        root=dest,
+        cwd=layout.cwd,
+        argv=argv,
+        env=_environment(dockerfile, venv, output),
+        venv=venv,
+        entrypoint_origin=entrypoint.origin,
+        server=guess_server(argv),
+    )
+    artifact.save()
+    output(f"artifact ready: {dest}")
+    return artifact
+
+
+def _read_dockerfile(source: Path, interpreter: Interpreter, *, bypass: bool,
+                     output: Callable[[str], None]) -> Dockerfile | None:
+    path = source / "Dockerfile"
+    if not path.is_file():
+        return None
+    try:
+        dockerfile = parse(_read_text(path), str(path))
+    except DockerfileError as error:
+        if not bypass:
+            raise
+        output(f"ignoring the Dockerfile because --command was given: {error}")
+        return None
+    output(f"FROM {dockerfile.base_image}: running on this machine's Python "
+           f"{interpreter.version}")
+    if dockerfile.exposed_ports:
+        output(f"EXPOSE {' '.join(dockerfile.exposed_ports)}: informational; instances listen "
+               "on $PORT")
+    return dockerfile
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise BuildError(f"{path} is not UTF-8 text ({error}); save it as UTF-8") from error
+
+
+def _read_optional(path: Path) -> str | None:
+    return _read_text(path) if path.is_file() else None
+
+
+def _claim(dest: Path) -> bool:
+    """Make sure dest can receive a build; True when this build created it."""
+    if dest.exists():
+        if not dest.is_dir() or any(dest.iterdir()):
+            raise BuildError(f"artifact folder {dest} already exists and is not empty: "
+                             "every build needs a new folder (revisions are immutable)")
+        return False
+    dest.mkdir(parents=True)
+    return True
+
+
+def _discard(dest: Path, created: bool) -> None:
+    if created:
+        shutil.rmtree(dest, ignore_errors=True)
+        return
+    for child in dest.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _container_paths(argv: list[str], layout: Layout, output: Callable[[str], None]) -> list[str]:
+    """`CMD ["python", "/app/main.py"]` names a file in the image: point at its copy."""
+    if layout.rootfs is None:
+        return argv
+    mapped = []
+    for argument in argv:
+        if argument.startswith("/") and " " not in argument:
+            copy = layout.container_path(argument)
+            if copy.is_file():
+                output(f"{argument} is {copy} here")
+                argument = str(copy)
+        mapped.append(argument)
+    return mapped
+
+
+def _environment(dockerfile: Dockerfile | None, venv: Path,
+                 output: Callable[[str], None]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name, value in (dockerfile.env.items() if dockerfile else ()):
+        if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIX):
+            output(f"ENV {name} ignored: PORT and K_* are set by the platform")
+            continue
+        env[name] = value
+    rest = env.get("PATH") or _host_path()
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{rest}"
+    env["VIRTUAL_ENV"] = str(venv)
+    return env
+
+
+def _host_path() -> str:
+    """This machine's PATH without homerun's own virtualenv, whose uvicorn or python must
+    never stand in for the app's."""
+    own = set()
+    if sys.prefix != sys.base_prefix:
+        own.add(str(Path(sys.prefix) / "bin"))
+    if os.environ.get("VIRTUAL_ENV"):
+        own.add(str(Path(os.environ["VIRTUAL_ENV"]) / "bin"))
+    folders = [folder for folder in os.environ.get("PATH", os.defpath).split(os.pathsep)
+               if folder and folder.rstrip("/") not in own]
+    return os.pathsep.join(folders) or os.defpath

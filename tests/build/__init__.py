@@ -1,0 +1,1 @@
+"""Tests of homerun.build: the Dockerfile subset, entrypoints, dependencies, real builds."""

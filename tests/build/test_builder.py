@@ -1,0 +1,309 @@
+"""Real builds: pip from the package index, real virtualenvs, and the built apps answering."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from homerun.build import Artifact, build, load_artifact
+from homerun.errors import BuildError, DockerfileError
+
+from .helpers import SEED_FASTAPI_MAIN, SEED_FLASK, Output, write_tree
+
+SEED_CMD = "exec gunicorn --bind :$PORT --workers 1 --threads 8 --timeout 0 main:app"
+
+
+def _build(
+    source: Path,
+    dest: Path,
+    venv_cache: Path,
+    output: Output | None = None,
+    *,
+    command: list[str] | None = None,
+    args: list[str] | None = None,
+    user_env: dict[str, str] | None = None,
+) -> Artifact:
+    return build(
+        source,
+        dest,
+        command=command,
+        args=args,
+        user_env=user_env or {},
+        venv_cache=venv_cache,
+        output=output or Output(),
+    )
+
+
+@contextlib.contextmanager
+def _serving(artifact: Artifact) -> Iterator[str]:
+    """Start the artifact the way an instance starts, and yield its URL once it accepts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**artifact.env, "PORT": str(port), "K_SERVICE": "test"}
+    process = subprocess.Popen(
+        artifact.argv,
+        cwd=artifact.cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the startup probe: TCP connect until it succeeds
+            if process.poll() is not None:
+                logs = process.stdout.read().decode() if process.stdout else ""
+                pytest.fail(f"{artifact.argv} exited with {process.returncode}:\n{logs}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{artifact.argv} never listened on {port}")
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def seed_build(
+    tmp_path_factory: pytest.TempPathFactory, venv_cache: Path
+) -> tuple[Artifact, Output]:
+    output = Output()
+    dest = tmp_path_factory.mktemp("seed") / "revision-1"
+    return _build(SEED_FLASK, dest, venv_cache, output), output
+
+
+def test_seed_flask_artifact(seed_build: tuple[Artifact, Output]) -> None:
+    artifact, _ = seed_build
+    assert artifact.cwd == artifact.root / "rootfs" / "app"
+    assert sorted(path.name for path in artifact.cwd.iterdir()) == ["Dockerfile", "main.py"]
+    assert (artifact.cwd / "main.py").read_bytes() == (SEED_FLASK / "main.py").read_bytes()
+    assert artifact.argv == ["/bin/sh", "-c", SEED_CMD]
+    assert artifact.entrypoint_origin == "Dockerfile CMD (line 13)"
+    assert artifact.server == "gunicorn"
+    assert artifact.venv is not None
+    assert set(artifact.env) == {"PATH", "VIRTUAL_ENV"}
+    assert artifact.env["VIRTUAL_ENV"] == str(artifact.venv)
+    assert artifact.env["PATH"].split(os.pathsep)[0] == str(artifact.venv / "bin")
+    assert (artifact.venv / "bin" / "gunicorn").exists()
+    assert load_artifact(artifact.root) == artifact
+
+
+def test_seed_flask_virtualenv_has_flask_and_gunicorn(seed_build: tuple[Artifact, Output]) -> None:
+    artifact, _ = seed_build
+    assert artifact.venv is not None
+    listed = subprocess.run(
+        [
+            str(artifact.venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "list",
+            "--format=freeze",
+            "--disable-pip-version-check",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.lower()
+    assert "flask==" in listed and "gunicorn==" in listed
+
+
+def test_seed_flask_build_output(seed_build: tuple[Artifact, Output]) -> None:
+    _, output = seed_build
+    assert any(
+        line.startswith("FROM python:3.8-slim: running on this machine's Python 3.")
+        for line in output.lines
+    )
+    assert "$ pip install flask gunicorn" in output.lines
+    # pip's own lines are streamed, not summarized
+    assert any(
+        line.startswith("Successfully installed") and "gunicorn" in line for line in output.lines
+    )
+
+
+def test_seed_flask_answers(seed_build: tuple[Artifact, Output]) -> None:
+    artifact, _ = seed_build
+    with _serving(artifact) as url:
+        response = httpx.get(url + "/")
+    assert response.status_code == 200
+    assert response.json() == {"hello": "world"}
+    assert response.headers["server"].startswith("gunicorn")
+
+
+def test_a_second_build_of_the_same_dependencies_reuses_the_virtualenv(
+    seed_build: tuple[Artifact, Output], tmp_path: Path, venv_cache: Path
+) -> None:
+    first, _ = seed_build
+    # Another folder, same Dockerfile: same pip install line, so the same virtualenv.
+    source = write_tree(
+        tmp_path / "copy",
+        {
+            "main.py": (SEED_FLASK / "main.py").read_text(),
+            "Dockerfile": (SEED_FLASK / "Dockerfile").read_text(),
+        },
+    )
+    output = Output()
+    started = time.monotonic()
+    second = _build(source, tmp_path / "revision-2", venv_cache, output)
+    assert second.venv == first.venv
+    assert f"using cached virtualenv {first.venv}" in output.lines
+    assert not any(line.startswith("$ pip install") for line in output.lines)
+    assert time.monotonic() - started < 5
+
+
+def test_a_package_that_does_not_exist_fails_with_pips_words(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    source = write_tree(
+        tmp_path / "src",
+        {
+            "main.py": "from flask import Flask\napp = Flask(__name__)\n",
+            "requirements.txt": "flask\nnosuchpkg-homerun-test==0.0.1\n",
+        },
+    )
+    dest = tmp_path / "revision"
+    output = Output()
+    before = {path.name for path in venv_cache.iterdir()}
+    with pytest.raises(BuildError) as raised:
+        _build(source, dest, venv_cache, output)
+    message = str(raised.value)
+    assert "No matching distribution found for nosuchpkg-homerun-test" in message
+    assert message.startswith("pip install -r ")
+    assert "Fix the requirement" in message
+    # pip's lines were streamed as they came, before the error
+    assert any("No matching distribution found" in line for line in output.lines)
+    # and nothing half-built is left: no artifact folder, no virtualenv without its marker
+    assert not dest.exists()
+    after = {path.name for path in venv_cache.iterdir()}
+    assert {name for name in after - before if not name.endswith(".lock")} == set()
+
+
+def test_fastapi_seed_without_entrypoint_runs_under_uvicorn(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    source = write_tree(tmp_path / "src", {"main.py": SEED_FASTAPI_MAIN})
+    output = Output()
+    artifact = _build(source, tmp_path / "revision", venv_cache, output)
+    assert artifact.cwd == artifact.root / "app"
+    assert artifact.argv == ["/bin/sh", "-c", "exec uvicorn main:app --host 127.0.0.1 --port $PORT"]
+    assert artifact.entrypoint_origin == "default: ASGI app (FastAPI) in main.py -> uvicorn"
+    assert artifact.server == "uvicorn"
+    assert "$ pip install fastapi uvicorn" in output.lines
+    with _serving(artifact) as url:
+        response = httpx.get(url + "/produtos", timeout=10)
+    assert response.json() == {"produtos": ["Produto 1", "Produto 2"]}
+    assert response.headers["server"] == "uvicorn"
+
+
+def test_a_build_without_dependencies(tmp_path: Path, venv_cache: Path) -> None:
+    source = write_tree(
+        tmp_path / "src",
+        {
+            "Procfile": "web: exec python -m http.server $PORT --bind 127.0.0.1\n",
+            "index.html": "hello from homerun\n",
+            "Dockerfile": (
+                "FROM python:3.12-slim\nWORKDIR /site\nCOPY index.html .\n"
+                "ENV GREETING=hi PORT=9999 K_SERVICE=nope\nEXPOSE 8000\n"
+            ),
+        },
+    )
+    output = Output()
+    artifact = _build(source, tmp_path / "revision", venv_cache, output)
+    assert artifact.entrypoint_origin == "Procfile web:"
+    assert artifact.cwd == artifact.root / "rootfs" / "site"
+    assert artifact.env["GREETING"] == "hi"
+    assert "PORT" not in artifact.env and "K_SERVICE" not in artifact.env
+    assert "ENV PORT ignored: PORT and K_* are set by the platform" in output.lines
+    assert "EXPOSE 8000: informational; instances listen on $PORT" in output.lines
+    assert "dependencies: nothing to install" in output.lines
+    with _serving(artifact) as url:
+        assert httpx.get(url + "/index.html").text == "hello from homerun\n"
+
+
+def test_exec_form_paths_into_the_image_point_at_the_copy(tmp_path: Path, venv_cache: Path) -> None:
+    source = write_tree(
+        tmp_path / "src",
+        {
+            "server.py": "print('hi')\n",
+            "Dockerfile": (
+                'FROM python:3.12\nCOPY server.py /opt/app/\nCMD ["python", "/opt/app/server.py"]\n'
+            ),
+        },
+    )
+    artifact = _build(source, tmp_path / "revision", venv_cache)
+    assert artifact.argv == ["python", str(artifact.root / "rootfs" / "opt" / "app" / "server.py")]
+    assert artifact.cwd == artifact.root / "rootfs"
+
+
+def test_command_gets_past_a_dockerfile_outside_the_subset(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    files = {
+        "main.py": "print('hi')\n",
+        "Dockerfile": "FROM python:3.12\nRUN apt-get install -y curl\nCMD python main.py\n",
+    }
+    source = write_tree(tmp_path / "src", files)
+    with pytest.raises(DockerfileError) as raised:
+        _build(source, tmp_path / "refused", venv_cache)
+    assert raised.value.line == 2
+    assert not (tmp_path / "refused").exists()
+    output = Output()
+    artifact = _build(
+        source, tmp_path / "revision", venv_cache, output, command=["python", "main.py"]
+    )
+    assert artifact.argv == ["python", "main.py"]
+    assert artifact.cwd == artifact.root / "app"
+    assert any(
+        line.startswith("ignoring the Dockerfile because --command was given")
+        for line in output.lines
+    )
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda root: root / "missing", "does not exist"),
+        (
+            lambda root: write_tree(root / "f", {"main.py": ""}) / "main.py",
+            "is a file, not a folder",
+        ),
+        (lambda root: write_tree(root / "empty", {}), "is empty"),
+    ],
+)
+def test_build_validates_the_source(tmp_path: Path, venv_cache: Path, setup, message: str) -> None:
+    with pytest.raises(BuildError, match=message):
+        _build(setup(tmp_path), tmp_path / "revision", venv_cache)
+    assert not (tmp_path / "revision").exists()
+
+
+def test_build_refuses_a_used_destination(tmp_path: Path, venv_cache: Path) -> None:
+    source = write_tree(tmp_path / "src", {"main.py": ""})
+    dest = write_tree(tmp_path / "revision", {"artifact.json": "{}"})
+    with pytest.raises(BuildError, match="already exists and is not empty"):
+        _build(source, dest, venv_cache, command=["python", "main.py"])
+    assert (dest / "artifact.json").read_text() == "{}"
+
+
+def test_no_entrypoint_fails_and_leaves_nothing(tmp_path: Path, venv_cache: Path) -> None:
+    source = write_tree(tmp_path / "src", {"README.md": "docs only\n"})
+    with pytest.raises(BuildError, match="no entrypoint found"):
+        _build(source, tmp_path / "revision", venv_cache)
+    assert not (tmp_path / "revision").exists()
