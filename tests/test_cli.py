@@ -1,0 +1,74 @@
+"""Bad input is refused by the CLI itself: clear message, non-zero exit, no daemon started."""
+
+from pathlib import Path
+
+import pytest
+
+from homerun.cli import main
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOMERUN_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "main.py").write_text("from flask import Flask\napp = Flask(__name__)\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["deploy", "Bad_Name", "--source", "{app}"], "invalid service name 'Bad_Name'"),
+        (["deploy", "ok", "--source", "{missing}"], "does not exist"),
+        (["deploy", "ok", "--source", "{empty}"], "is empty"),
+        (["deploy", "ok", "--source", "{app}/main.py"], "is not a folder"),
+        (["deploy", "ok", "--source", "{app}", "--set-env-vars", "NOEQUALS"], "not KEY=VALUE"),
+        (["deploy", "ok", "--source", "{app}", "--set-env-vars", "PORT=1"], "PORT is reserved"),
+        (["deploy", "ok", "--source", "{app}", "--concurrency", "0"], "between 1 and 1000"),
+        (["deploy", "ok", "--source", "{app}", "--concurrency", "lots"], "--concurrency"),
+        (["deploy", "ok", "--source", "{app}", "--timeout", "3601"], "between 1 and 3600"),
+        (["deploy", "ok", "--source", "{app}", "--timeout", "soon"], "not a duration"),
+        (["deploy", "ok", "--source", "{app}", "--image", "x"], "--image needs"),
+    ],
+)
+def test_deploy_refuses_bad_input_without_starting_a_daemon(
+    arguments: list[str],
+    message: str,
+    home: Path,
+    app: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "empty").mkdir()
+    places = {"app": app, "missing": tmp_path / "missing", "empty": tmp_path / "empty"}
+    assert main([argument.format(**places) for argument in arguments]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("ERROR: ") and message in error
+    assert not (home / "admin.sock").exists() and not (home / "daemon.log").exists()
+
+
+def test_unknown_flag_names_the_flag(
+    home: Path, app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["deploy", "ok", "--source", str(app), "--no-such-flag"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_status_without_daemon_exits_non_zero(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status"]) == 1
+    assert "homerun is not running" in capsys.readouterr().out
+
+
+def test_commands_without_daemon_say_so(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["services", "list"]) == 1
+    assert "no homerun daemon answers" in capsys.readouterr().err
