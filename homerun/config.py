@@ -69,6 +69,8 @@ class Settings:
     # Knative probes a starting instance every 50-200 ms; a TCP connect is cheap, so start fast.
     probe_interval_seconds: float = 0.05
     stop_grace_seconds: float = 10.0
+    # How long a deploy watches its first instance after the probe before moving traffic.
+    deploy_settle_seconds: float = 1.0
     log_tail_lines: int = 20
     venv_cache: str = ""  # empty: HOMERUN_HOME/venvs (HOMERUN_VENV_CACHE overrides)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +88,7 @@ _KEYS = {
     "domain": "domain",
     "max-request-body-bytes": "max_request_body_bytes",
     "stop-grace-seconds": "stop_grace_seconds",
+    "deploy-settle-seconds": "deploy_settle_seconds",
     "venv-cache": "venv_cache",
 }
 

@@ -177,7 +177,11 @@ class ControlPlane:
         unit = self._unit(revision)
         try:
             instance = await self._supervisor.start_instance(unit)
+            await self._supervisor.confirm(unit, instance, self._settings.deploy_settle_seconds)
         except StartFailed as failure:
+            self.units.pop(name, None)
+            self._routes.pop(name, None)
+            await self._supervisor.stop_revision(unit)
             self._store.set_revision_status(name, FAILED, failure.detail())
             self._logs.emit(
                 platform_entry(

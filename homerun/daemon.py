@@ -53,8 +53,10 @@ class Daemon:
         store = Store(self.paths.database)
         _kill_leftovers(store)
         logs = LogStore(self.paths.logs)
+        runtime = ProcessRuntime()
+        runtime.open()
         supervisor = Supervisor(
-            ProcessRuntime(),
+            runtime,
             logs,
             InstanceRegistry(
                 record=lambda name, revision, pid: store.record_instance(
@@ -111,6 +113,7 @@ class Daemon:
             await router.close()
             await control.close()
             await supervisor.close()
+            runtime.close()
             await asyncio.gather(admin_task, return_exceptions=True)
             flusher.cancel()
             logs.flush()

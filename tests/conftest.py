@@ -1,17 +1,11 @@
-"""Shared test settings: where the repository, the acceptance apps and the seed documents are."""
+"""Suite-wide test settings: end-to-end tests run after the unit tests."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-APPS = REPO_ROOT / "tests" / "apps"
-# shared/ sits beside the repository for developers and CI; the seeds are the acceptance texts.
-SEEDS = REPO_ROOT.parent / "shared" / "seeds"
 
-
-@pytest.fixture(scope="session")
-def apps_dir() -> Path:
-    return APPS
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Unit tests take seconds and e2e tests minutes: report the fast failures first. The sort is
+    # stable, so each group keeps its file order (and e2e its session fixtures stay shared).
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)

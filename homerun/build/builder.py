@@ -60,7 +60,8 @@ def _build_into(source: Path, dest: Path, dockerfile: Dockerfile | None,
     layout = lay_out(source, dest, dockerfile, output)
     entrypoint = resolve_entrypoint(command=command, args=args, user_env=user_env,
                                     procfile=_read_optional(source / "Procfile"),
-                                    dockerfile=dockerfile, app_dir=layout.cwd)
+                                    dockerfile=dockerfile, app_dir=layout.cwd,
+                                    shown_as=source)
     for note in entrypoint.notes:
         output(note)
     argv = _container_paths(list(entrypoint.argv), layout, output)

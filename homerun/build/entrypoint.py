@@ -139,8 +139,12 @@ def resolve_entrypoint(
     procfile: str | None,
     dockerfile: Dockerfile | None,
     app_dir: Path,
+    shown_as: Path | None = None,
 ) -> Entrypoint:
-    """The first entrypoint found, by the buildpack's precedence; BuildError if none."""
+    """The first entrypoint found, by the buildpack's precedence; BuildError if none.
+
+    `shown_as` is the folder the user gave, named in errors instead of homerun's copy of it.
+    """
     # Kubernetes semantics: command replaces ENTRYPOINT (and drops CMD unless args are given);
     # args replace CMD.
     if command:
@@ -176,9 +180,9 @@ def resolve_entrypoint(
                           default=default)
     looked.extend(notes)
     raise BuildError(
-        f"no entrypoint found in {app_dir}: homerun looked for --command, GOOGLE_ENTRYPOINT "
-        "in the environment, a Procfile `web:` line, a Dockerfile CMD or ENTRYPOINT, a "
-        "module-level `app` in main.py or app.py, and a Django manage.py "
+        f"no entrypoint found in {shown_as or app_dir}: homerun looked for --command, "
+        "GOOGLE_ENTRYPOINT in the environment, a Procfile `web:` line, a Dockerfile CMD or "
+        "ENTRYPOINT, a module-level `app` in main.py or app.py, and a Django manage.py "
         f"({'; '.join(looked)}). Add a Procfile (web: gunicorn --bind :$PORT main:app), "
         "a main.py that defines `app`, or pass --command."
     )

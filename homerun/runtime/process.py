@@ -7,6 +7,8 @@ import ctypes
 import os
 import signal
 import subprocess
+import sys
+from collections.abc import Callable
 
 from homerun.runtime.base import InstanceSpec, OutputSink
 
@@ -24,11 +26,18 @@ def _die_with_parent() -> None:
 class ProcessInstance:
     """A running child process; the group id equals its pid (start_new_session)."""
 
-    def __init__(self, name: str, port: int, process: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        process: asyncio.subprocess.Process,
+        tell_reaper: Callable[[str], None],
+    ) -> None:
         self.name = name
         self.port = port
         self.pid = process.pid
         self._process = process
+        self._tell_reaper = tell_reaper
         self._readers: list[asyncio.Task[None]] = []
 
     @property
@@ -47,9 +56,40 @@ class ProcessInstance:
             os.killpg(self.pid, signum)
         except ProcessLookupError:
             pass
+        if signum == signal.SIGKILL and self._process.returncode is not None:
+            # The main process is gone and the rest of its group is being killed: the reaper
+            # need not remember the group (whose id may be reused later).
+            self._tell_reaper(f"-{self.pid}")
 
 
 class ProcessRuntime:
+    """Starts instances as child processes; `open()` before the first, `close()` after the last."""
+
+    def __init__(self) -> None:
+        self._reaper: subprocess.Popen[bytes] | None = None
+
+    def open(self) -> None:
+        # Own session: a kill of the daemon's process group must not take the reaper along.
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-m", "homerun.runtime._reaper"],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def close(self) -> None:
+        if self._reaper is not None and self._reaper.stdin is not None:
+            self._reaper.stdin.close()
+            self._reaper.wait()
+            self._reaper = None
+
+    def _tell_reaper(self, line: str) -> None:
+        if self._reaper is not None and self._reaper.stdin is not None:
+            try:
+                self._reaper.stdin.write(line.encode() + b"\n")
+                self._reaper.stdin.flush()
+            except BrokenPipeError:
+                self._reaper = None
+
     async def start(self, spec: InstanceSpec, output: OutputSink) -> ProcessInstance:
         process = await asyncio.create_subprocess_exec(
             *spec.argv,
@@ -61,7 +101,8 @@ class ProcessRuntime:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        instance = ProcessInstance(spec.name, spec.port, process)
+        self._tell_reaper(f"+{process.pid}")
+        instance = ProcessInstance(spec.name, spec.port, process, self._tell_reaper)
         assert process.stdout is not None and process.stderr is not None
         instance._readers = [
             asyncio.create_task(_pump(process.stdout, "stdout", output)),

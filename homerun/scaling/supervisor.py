@@ -122,6 +122,22 @@ class Supervisor:
         unit.start_task = self._spawn(self._start(unit))
         return await asyncio.shield(unit.start_task)
 
+    async def confirm(self, unit: RevisionUnit, instance: ManagedInstance, seconds: float) -> None:
+        """Watch a deploy's first instance a moment past its probe; StartFailed if it exits.
+
+        gunicorn's master listens on $PORT before its worker imports the app, so an app that
+        fails at import passes the TCP probe and dies some 100 ms later.
+        """
+        try:
+            status = await asyncio.wait_for(asyncio.shield(instance.process.wait()), seconds)
+        except TimeoutError:
+            return
+        raise StartFailed(
+            f"the app exited ({_describe_status(status)}) right after it began listening on "
+            f"$PORT={instance.port}",
+            list(unit.recent_output),
+        )
+
     async def stop_revision(self, unit: RevisionUnit) -> None:
         if unit.start_task and not unit.start_task.done():
             unit.start_task.cancel()
@@ -234,6 +250,8 @@ class Supervisor:
         self, unit: RevisionUnit, instance: ManagedInstance, exit_watch: asyncio.Future[int]
     ) -> None:
         status = await exit_watch
+        # Whatever the main process left in its group (workers, a forked server) goes too.
+        instance.process.signal(signal.SIGKILL)
         if instance in unit.instances:
             unit.instances.remove(instance)
         if instance.endpoint is not None:

@@ -9,13 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import APPS, Platform, running_platform
-
-# Fixtures -----------------------------------------------------------------------------------
-
-# Settings of the shared daemon: a small body limit so the 413 test needs no huge upload, and a
-# short stop grace so redeploys and deletes don't wait 10 s for apps that ignore SIGTERM.
-SHARED_CONFIG = {"max-request-body-bytes": 1024 * 1024, "stop-grace-seconds": 3}
+from .harness import APPS, SHARED_CONFIG, Platform, running_platform
 
 
 @pytest.fixture(scope="session")

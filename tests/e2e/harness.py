@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APPS = REPO_ROOT / "tests" / "apps"
+# shared/ sits beside the repository for developers and CI; the seeds are the acceptance texts.
+SEEDS = REPO_ROOT.parent / "shared" / "seeds"
 
 # The console script installed with the package; `python -m homerun` when run from a checkout
 # whose scripts are not on disk.
@@ -34,8 +37,12 @@ _SCRIPT = Path(sys.executable).with_name("homerun")
 HOMERUN = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "homerun"]
 
 DAEMON_READY_SECONDS = 30.0
-# A cold deploy builds a virtualenv from PyPI (Django, httpbin: tens of seconds on 2 cores).
-DEPLOY_SECONDS = 600.0
+# A cold deploy builds a virtualenv from PyPI (Django, httpbin: tens of seconds on 2 cores);
+# below pytest-timeout's 300 s so a stuck deploy fails with its output, not a stack dump.
+DEPLOY_SECONDS = 270.0
+# Settings of the shared daemon: a small body limit so the 413 test needs no huge upload, and a
+# short stop grace so redeploys and deletes don't wait 10 s for apps that ignore SIGTERM.
+SHARED_CONFIG = {"max-request-body-bytes": 1024 * 1024, "stop-grace-seconds": 3}
 REVISION_NAME = re.compile(r"\b[a-z][-a-z0-9]*-\d{5}-[a-z0-9]+\b")
 
 
@@ -305,7 +312,7 @@ def running_platform(
     finally:
         leaks = platform.teardown()
         if leaks:
-            print(f"homerun e2e teardown had to clean up: {leaks}", file=sys.stderr)
+            warnings.warn(f"homerun e2e teardown had to clean up: {leaks}", stacklevel=1)
 
 
 def copy_app(name: str, destination: Path) -> Path:

@@ -1,0 +1,507 @@
+"""Requests/s and p50/p99 latency of the seed Flask app, reached directly and through homerun.
+
+Both targets serve the same folder (the seed's main.py and Dockerfile) with the same command
+(the Dockerfile's `CMD exec gunicorn --bind :$PORT --workers 1 --threads 8 --timeout 0
+main:app`) from the same virtualenv contents, so the difference is the router's cost. Both run
+side by side in one run; each is loaded for a fixed time with a fixed number of keep-alive
+connections, in alternating rounds. Usage and recorded figures: bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform as host_platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+REPO_ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+# Virtualenvs and daemon homes live here between runs (git-ignored).
+WORK = RESULTS / "tmp"
+SEED_FOLDERS = [
+    REPO_ROOT / "tests" / "apps" / "flask_seed",
+    REPO_ROOT / "examples" / "cloudrun_example",
+]
+SERVICE = "helloworld"
+READY_SECONDS = 30.0
+DEPLOY_SECONDS = 900.0
+# The Python load generator stops at this many requests per second of duration even if the
+# target is faster, so a run is bounded in requests as well as in time.
+PYTHON_MAX_REQUESTS_PER_SECOND = 50_000
+
+_script = Path(sys.executable).with_name("homerun")
+HOMERUN = [str(_script)] if _script.exists() else [sys.executable, "-m", "homerun"]
+
+
+@dataclass
+class LoadResult:
+    target: str
+    url: str
+    tool: str
+    duration_seconds: float
+    connections: int
+    requests: int
+    errors: int
+    requests_per_second: float
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+# Processes ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready within {timeout:.0f}s")
+
+
+def answers(url: str, host: str | None = None) -> bool:
+    headers = {"Host": host} if host else {}
+    try:
+        return httpx.get(url, headers=headers, timeout=2, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the process group we started, then SIGKILL it after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def seed_folder() -> Path:
+    for folder in SEED_FOLDERS:
+        if (folder / "Dockerfile").exists():
+            return folder
+    raise SystemExit(f"the seed Flask folder is missing: looked in {SEED_FOLDERS}")
+
+
+def dockerfile_parts(folder: Path) -> tuple[list[str], str]:
+    """The packages of the seed Dockerfile's `RUN pip install` and its shell-form CMD."""
+    packages: list[str] = []
+    command = ""
+    for line in (folder / "Dockerfile").read_text().splitlines():
+        words = line.split(None, 1)
+        if len(words) < 2:
+            continue
+        if words[0] == "RUN" and words[1].startswith("pip install"):
+            packages += shlex.split(words[1])[2:]
+        elif words[0] == "CMD":
+            command = words[1]
+    if not packages or not command:
+        raise SystemExit(f"{folder}/Dockerfile: expected `RUN pip install ...` and a shell CMD")
+    return packages, command
+
+
+@contextlib.contextmanager
+def direct_server(folder: Path, log: Path) -> Iterator[str]:
+    """The Dockerfile's CMD run by hand in a virtualenv with its `pip install` packages."""
+    packages, command = dockerfile_parts(folder)
+    venv = WORK / "direct-venv"
+    stamp = venv / ".installed"
+    if not stamp.exists() or stamp.read_text() != " ".join(packages):
+        print(f"# creating {venv} with {' '.join(packages)}", flush=True)
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        installed = subprocess.run([*pip, *packages], capture_output=True, text=True, timeout=600)
+        if installed.returncode != 0:
+            raise RuntimeError(f"pip install {' '.join(packages)} failed:\n{installed.stderr}")
+        stamp.write_text(" ".join(packages))
+    app = WORK / "direct-app"
+    shutil.rmtree(app, ignore_errors=True)
+    shutil.copytree(folder, app)
+    port = free_port()
+    env = dict(os.environ, PORT=str(port), PATH=f"{venv / 'bin'}:{os.environ.get('PATH', '')}")
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            ["sh", "-c", command],
+            cwd=app,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for(lambda: process.poll() is None and answers(url), READY_SECONDS, "gunicorn")
+        yield url
+    finally:
+        stop_group(process)
+
+
+@contextlib.contextmanager
+def homerun_service(folder: Path, log: Path, deploy_flags: list[str]) -> Iterator[tuple[str, str]]:
+    """A fresh daemon with the seed folder deployed; yields (router URL, Host header)."""
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=WORK))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMERUN_")}
+    env.update(HOMERUN_HOME=str(home), HOMERUN_VENV_CACHE=str(WORK / "venv-cache"))
+    port = free_port()
+
+    def homerun(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*HOMERUN, *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    with log.open("wb") as output:
+        daemon = subprocess.Popen(
+            [*HOMERUN, "up", "--port", str(port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(
+            lambda: daemon.poll() is None and homerun("status", timeout=10).returncode == 0,
+            READY_SECONDS,
+            f"homerun up (log: {log})",
+        )
+        print(f"# deploying {folder} to homerun", flush=True)
+        deployed = homerun(
+            "deploy", SERVICE, "--source", str(folder), *deploy_flags, timeout=DEPLOY_SECONDS
+        )
+        if deployed.returncode != 0:
+            raise RuntimeError(f"homerun deploy failed:\n{deployed.stdout}\n{deployed.stderr}")
+        url, host = f"http://127.0.0.1:{port}/", f"{SERVICE}.localhost:{port}"
+        wait_for(lambda: answers(url, host), READY_SECONDS, "the deployed service")
+        yield url, host
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            homerun("down", timeout=60)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            daemon.wait(timeout=30)
+        stop_group(daemon, grace=5)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# Load -----------------------------------------------------------------------------------------
+
+
+def find_wrk(install: bool) -> str | None:
+    found = shutil.which("wrk")
+    if found or not install or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    print("# wrk not found: apt-get install -y wrk", flush=True)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "timeout": 300}
+    if subprocess.run(["apt-get", "install", "-y", "wrk"], **quiet).returncode != 0:
+        subprocess.run(["apt-get", "update"], **quiet)
+        subprocess.run(["apt-get", "install", "-y", "wrk"], **quiet)
+    return shutil.which("wrk")
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def run_wrk(
+    wrk: str,
+    target: str,
+    url: str,
+    host: str | None,
+    duration: float,
+    connections: int,
+    threads: int,
+) -> LoadResult:
+    command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    if host:
+        command += ["-H", f"Host: {host}"]
+    output = subprocess.run(
+        [*command, url], capture_output=True, text=True, timeout=duration + 60, check=True
+    ).stdout
+    latency = {
+        f"p{percent}": float(value) * _UNITS_MS[unit]
+        for percent, value, unit in re.findall(
+            r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\b", output, re.M
+        )
+    }
+    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", output)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if not (total and rate and "p50" in latency and "p99" in latency):
+        raise RuntimeError(f"could not read wrk's output:\n{output}")
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors += int(non_2xx.group(1)) if non_2xx else 0
+    return LoadResult(
+        target=target,
+        url=url,
+        tool="wrk",
+        duration_seconds=float(total.group(2)) * _UNITS_MS[total.group(3)] / 1000,
+        connections=connections,
+        requests=int(total.group(1)),
+        errors=errors,
+        requests_per_second=float(rate.group(1)),
+        latency_ms=latency,
+    )
+
+
+def run_python_load(
+    target: str, url: str, host: str | None, duration: float, connections: int
+) -> LoadResult:
+    """A bounded closed-loop load: `connections` threads, each one keep-alive connection."""
+    headers = {"Host": host} if host else {}
+    deadline = time.monotonic() + duration
+    budget = threading.Semaphore(int(duration * PYTHON_MAX_REQUESTS_PER_SECOND))
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    errors = [0] * connections
+
+    def worker(index: int) -> None:
+        with httpx.Client(headers=headers, timeout=30, trust_env=False) as client:
+            while time.monotonic() < deadline and budget.acquire(blocking=False):
+                started = time.perf_counter()
+                try:
+                    ok = client.get(url).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies[index].append((time.perf_counter() - started) * 1000)
+                else:
+                    errors[index] += 1
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=duration + 60)
+    elapsed = time.monotonic() - started
+    samples = sorted(value for per_worker in latencies for value in per_worker)
+    if len(samples) < 2:
+        raise RuntimeError(f"{target}: no successful requests ({sum(errors)} errors)")
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return LoadResult(
+        target=target,
+        url=url,
+        tool="python-httpx",
+        duration_seconds=elapsed,
+        connections=connections,
+        requests=len(samples) + sum(errors),
+        errors=sum(errors),
+        requests_per_second=len(samples) / elapsed,
+        latency_ms={"p50": cuts[49], "p75": cuts[74], "p90": cuts[89], "p99": cuts[98]},
+    )
+
+
+def measure(
+    args: argparse.Namespace,
+    wrk: str | None,
+    target: str,
+    url: str,
+    host: str | None,
+    connections: int,
+) -> LoadResult:
+    print(
+        f"# {target}, {connections} connections: warm-up {args.warmup:g}s, then {args.duration:g}s",
+        flush=True,
+    )
+    threads = min(args.threads, connections)
+    if wrk:
+        run_wrk(wrk, target, url, host, args.warmup, connections, threads)
+        return run_wrk(wrk, target, url, host, args.duration, connections, threads)
+    run_python_load(target, url, host, args.warmup, connections)
+    return run_python_load(target, url, host, args.duration, connections)
+
+
+# Report ---------------------------------------------------------------------------------------
+
+
+def summarize(rounds: list[LoadResult]) -> dict[str, float]:
+    """The median of each figure over the rounds of one target (errors are summed)."""
+    return {
+        "requests_per_second": statistics.median(r.requests_per_second for r in rounds),
+        "p50_ms": statistics.median(r.latency_ms["p50"] for r in rounds),
+        "p99_ms": statistics.median(r.latency_ms["p99"] for r in rounds),
+        "errors": sum(r.errors for r in rounds),
+    }
+
+
+def table(
+    summaries: dict[int, dict[str, dict[str, float]]],
+    args: argparse.Namespace,
+    tool: str,
+    cores: int,
+) -> str:
+    rows = [
+        f"Seed Flask app (gunicorn 1 worker, 8 threads): {args.rounds} x {args.duration:g} s "
+        f"per target and load (medians), {tool}, {cores} cores shared by client, router and app.",
+        "",
+        "| connections | target | requests/s | p50 ms | p99 ms | errors |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for connections, summary in summaries.items():
+        for target, figures in summary.items():
+            rows.append(
+                f"| {connections} | {target} | {figures['requests_per_second']:,.0f} | "
+                f"{figures['p50_ms']:.2f} | {figures['p99_ms']:.2f} | {figures['errors']:.0f} |"
+            )
+        ratios = ratio(summary)
+        rows.append(
+            f"| {connections} | **homerun / direct** | {ratios['requests_per_second']:.2f} "
+            f"| {ratios['p50']:.2f} | {ratios['p99']:.2f} | |"
+        )
+    return "\n".join(rows)
+
+
+def ratio(summary: dict[str, dict[str, float]]) -> dict[str, float]:
+    direct, homerun = summary["direct"], summary["homerun"]
+    return {
+        "requests_per_second": homerun["requests_per_second"] / direct["requests_per_second"],
+        "p50": homerun["p50_ms"] / direct["p50_ms"],
+        "p99": homerun["p99_ms"] / direct["p99_ms"],
+    }
+
+
+def git_commit() -> str:
+    result = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per round")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load not measured")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per target")
+    parser.add_argument(
+        "--connections",
+        default="1,32",
+        help="keep-alive connections, one load per comma-separated value: 1 shows the latency "
+        "one more hop adds, 32 the throughput when the app is saturated",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument(
+        "--no-install", action="store_true", help="don't apt-get install wrk when missing"
+    )
+    parser.add_argument(
+        "--deploy-flags", default="", help="extra `homerun deploy` flags, e.g. '--concurrency 80'"
+    )
+    args = parser.parse_args(argv)
+    try:
+        loads = [int(value) for value in args.connections.split(",")]
+    except ValueError:
+        parser.error(f"--connections: expected numbers like 1,32, got {args.connections!r}")
+    if not 0 < args.duration <= 300 or not all(1 <= value <= 1000 for value in loads):
+        parser.error("--duration must be in (0, 300] and each --connections in [1, 1000]")
+    if not 1 <= args.rounds <= 10:
+        parser.error("--rounds must be in [1, 10]")
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    wrk = None if args.tool == "python" else find_wrk(install=not args.no_install)
+    if args.tool == "wrk" and not wrk:
+        parser.error("wrk not found (apt-get install wrk)")
+    tool = "wrk" if wrk else "python-httpx"
+    folder = seed_folder()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # A signal ends the run through the `finally` blocks that stop every process started here.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    rounds: dict[int, dict[str, list[LoadResult]]] = {
+        connections: {"direct": [], "homerun": []} for connections in loads
+    }
+    with contextlib.ExitStack() as servers:
+        direct_url = servers.enter_context(direct_server(folder, WORK / "direct.log"))
+        homerun_url, host = servers.enter_context(
+            homerun_service(folder, WORK / "homerun.log", shlex.split(args.deploy_flags))
+        )
+        # Both run the whole time, idle when not loaded; alternating rounds spread any drift of
+        # the machine (another tenant, thermal limits) over both targets alike.
+        for _ in range(args.rounds):
+            for connections, results in rounds.items():
+                results["direct"].append(
+                    measure(args, wrk, "direct", direct_url, None, connections)
+                )
+                results["homerun"].append(
+                    measure(args, wrk, "homerun", homerun_url, host, connections)
+                )
+
+    summaries = {
+        connections: {target: summarize(runs) for target, runs in results.items()}
+        for connections, results in rounds.items()
+    }
+    print()
+    print(table(summaries, args, tool, cores or 0))
+    record = {
+        "benchmark": "proxy",
+        "when": stamp,
+        "commit": git_commit(),
+        "cores": cores,
+        "cpu_count": os.cpu_count(),
+        "machine": host_platform.machine(),
+        "python": host_platform.python_version(),
+        "source": str(folder.relative_to(REPO_ROOT)),
+        "tool": tool,
+        "settings": {
+            "duration_seconds": args.duration,
+            "warmup_seconds": args.warmup,
+            "rounds": args.rounds,
+            "connections": loads,
+            "threads": args.threads,
+            "deploy_flags": args.deploy_flags,
+        },
+        "loads": [
+            {
+                "connections": connections,
+                "summary": summaries[connections],
+                "ratio": ratio(summaries[connections]),
+                "rounds": {target: [asdict(r) for r in runs] for target, runs in results.items()},
+            }
+            for connections, results in rounds.items()
+        ],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"proxy-{stamp}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nresults: {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Revisions and the service commands: redeploys move traffic, deletes remove, lists tell."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .harness import APPS, wait_until_dead
+
+pytestmark = pytest.mark.e2e
+
+STREAMING = APPS / "streaming"
+
+
+def test_redeploy_creates_a_new_revision_and_moves_traffic(platform) -> None:
+    platform.deploy_ok("redeploy", STREAMING, "--set-env-vars", "GREETING=one")
+    first = platform.env_of("redeploy")
+    assert re.fullmatch(r"redeploy-00001-[a-z0-9]+", first["K_REVISION"])
+    assert first["GREETING"] == "one"
+
+    platform.deploy_ok("redeploy", STREAMING, "--set-env-vars", "GREETING=two")
+    second = platform.env_of("redeploy")
+    assert re.fullmatch(r"redeploy-00002-[a-z0-9]+", second["K_REVISION"])
+    assert second["GREETING"] == "two"
+    assert second["pid"] != first["pid"]
+    # The old revision's instance drains and stops (stop grace is 3 s on this platform).
+    assert wait_until_dead(first["pid"], timeout=15), "the old revision's instance still runs"
+
+    revisions = platform.run("revisions", "list", "--service", "redeploy", check=True).stdout
+    assert first["K_REVISION"] in revisions and second["K_REVISION"] in revisions
+
+
+def test_services_list_describe_and_delete(platform) -> None:
+    platform.deploy_ok("throwaway", STREAMING)
+    instance = platform.env_of("throwaway")
+
+    listed = platform.run("services", "list", check=True).stdout
+    assert "throwaway" in listed
+    assert platform.url("throwaway") in listed
+    described = platform.run("services", "describe", "throwaway", check=True).stdout
+    assert platform.url("throwaway") in described
+    assert instance["K_REVISION"] in described
+    revisions = platform.run("revisions", "list", check=True).stdout
+    assert instance["K_REVISION"] in revisions
+
+    platform.run("services", "delete", "throwaway", check=True)
+    assert "throwaway" not in platform.run("services", "list", check=True).stdout
+    assert platform.run("services", "describe", "throwaway").returncode != 0
+    assert platform.request("throwaway", "GET", "/env").status_code == 404
+    assert wait_until_dead(instance["pid"], timeout=15), "a deleted service's instance still runs"
+
+
+def test_describe_unknown_service_fails_clearly(platform) -> None:
+    result = platform.run("services", "describe", "never-deployed")
+    assert result.returncode != 0
+    assert "never-deployed" in result.stderr
