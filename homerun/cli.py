@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from homerun.client import Client
 from homerun.config import Paths, default_home, load_settings
 from homerun.errors import DaemonUnavailable, HomerunError
+from homerun.scaling.policy import ANNOTATION_PREFIX
 from homerun.spec import (
     DEFAULT_CONCURRENCY,
     DEFAULT_STARTUP_TIMEOUT_SECONDS,
@@ -123,6 +125,7 @@ def cmd_deploy(arguments: argparse.Namespace) -> int:
         timeout_seconds=check_range(
             "--timeout", parse_duration(arguments.timeout, "--timeout"), 1, MAX_TIMEOUT_SECONDS
         ),
+        annotations=_scaling_annotations(arguments),
         startup_timeout_seconds=check_range(
             "--startup-timeout",
             parse_duration(arguments.startup_timeout, "--startup-timeout"),
@@ -189,8 +192,25 @@ def cmd_services_describe(arguments: argparse.Namespace) -> int:
         print(
             f"    {revision['name']}  {revision['status']}  concurrency "
             f"{revision['concurrency']}, timeout {revision['timeout_seconds']}s, "
-            f"queue {revision['queue_length']}"
+            f"in flight {revision['in_flight']}, queue {revision['queue_length']}"
         )
+        scaling = revision.get("scaling")
+        if scaling:
+            states = Counter(instance["state"] for instance in revision["instances"])
+            print(
+                f"      instances: {states['starting']} starting, {states['ready']} ready, "
+                f"{states['draining']} draining (min {scaling['min_instances']}, "
+                f"max {scaling['max_instances']}, target {scaling['target_per_instance']:g} "
+                "per instance)"
+            )
+            for decision in scaling["decisions"][:1]:
+                print(
+                    f"      last decision ({decision['seconds_ago']:g}s ago): "
+                    f"{decision['desired']} instance(s), {decision['mode']}: "
+                    f"{decision['reason']}"
+                )
+            if scaling["overloaded_requests"]:
+                print(f"      {scaling['overloaded_requests']} request(s) got 429 at max-instances")
         if revision.get("entrypoint"):
             print(
                 f"      entrypoint ({revision['entrypoint_origin']}): "
@@ -311,6 +331,27 @@ def _command(text: str | None) -> list[str] | None:
     return parts
 
 
+def _scaling_annotations(arguments: argparse.Namespace) -> dict[str, str]:
+    """--min-instances / --max-instances are Knative's min-scale / max-scale annotations."""
+    annotations = {}
+    for flag, value, key in (
+        ("--min-instances", arguments.min_instances, "min-scale"),
+        ("--max-instances", arguments.max_instances, "max-scale"),
+    ):
+        if value is None or value == "default":
+            continue
+        try:
+            number = int(value)
+        except ValueError:
+            raise HomerunError(
+                f"{flag}: expected a whole number or 'default', got {value!r}"
+            ) from None
+        low = 0 if key == "min-scale" else 1
+        check_range(flag, number, low, 1000)
+        annotations[ANNOTATION_PREFIX + key] = str(number)
+    return annotations
+
+
 def _concurrency(text: str) -> int:
     if text == "default":
         return DEFAULT_CONCURRENCY
@@ -358,6 +399,8 @@ def _parser() -> argparse.ArgumentParser:
         default=str(DEFAULT_CONCURRENCY),
         help="max requests in flight per instance (1-1000, default 80)",
     )
+    deploy.add_argument("--min-instances", help="instances kept warm when idle (default 0)")
+    deploy.add_argument("--max-instances", help="most instances (1-1000, default 100)")
     deploy.add_argument(
         "--timeout",
         default=str(DEFAULT_TIMEOUT_SECONDS),

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from homerun.errors import InvalidSpec
+from homerun.scaling.policy import AutoscalerConfig, load_autoscaler_config
 
 MiB = 1024 * 1024
 
@@ -73,6 +74,7 @@ class Settings:
     deploy_settle_seconds: float = 1.0
     log_tail_lines: int = 20
     venv_cache: str = ""  # empty: HOMERUN_HOME/venvs (HOMERUN_VENV_CACHE overrides)
+    autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def paths(self, home: Path) -> Paths:
@@ -108,6 +110,9 @@ def load_settings(home: Path, **overrides: Any) -> Settings:
         extra: dict[str, Any] = {}
         types = {f.name: f.type for f in fields(Settings)}
         for key, value in raw.items():
+            if key == "autoscaler":
+                known["autoscaler"] = load_autoscaler_config(value, f"{config_file}: autoscaler")
+                continue
             name = _KEYS.get(str(key))
             if name is None:
                 extra[str(key)] = value

@@ -20,6 +20,7 @@ from homerun.observe.logs import LogStore, platform_entry
 from homerun.routing.proxy import Route, RouteError
 from homerun.routing.table import RoutingTable, ServiceRoutes, TrafficTarget, select
 from homerun.routing.throttler import Throttler
+from homerun.scaling.policy import policy_for
 from homerun.scaling.supervisor import RevisionUnit, StartFailed, Supervisor
 from homerun.spec import DeployRequest, validate_service_name
 from homerun.store import FAILED, READY, RevisionRecord, Store, TrafficEntry
@@ -42,6 +43,8 @@ class ControlPlane:
         logs: LogStore,
         supervisor: Supervisor,
         build: BuildFunction,
+        poke: Callable[[RevisionUnit], None],
+        clock: Callable[[], float],
     ) -> None:
         self._settings = settings
         self._paths = paths
@@ -49,6 +52,8 @@ class ControlPlane:
         self._logs = logs
         self._supervisor = supervisor
         self._build = build
+        self._poke = poke
+        self._clock = clock
         self._roll = random.random
         # Live state, rebuilt from the store at startup.
         self.units: dict[str, RevisionUnit] = {}
@@ -88,8 +93,6 @@ class ControlPlane:
                 )
             )
         self._rebuild_table()
-        for unit in self.units.values():
-            self._supervisor.ensure_started(unit)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -179,6 +182,7 @@ class ControlPlane:
             instance = await self._supervisor.start_instance(unit)
             await self._supervisor.confirm(unit, instance, self._settings.deploy_settle_seconds)
         except StartFailed as failure:
+            unit.retired = True
             self.units.pop(name, None)
             self._routes.pop(name, None)
             await self._supervisor.stop_revision(unit)
@@ -282,7 +286,7 @@ class ControlPlane:
             K_CONFIGURATION=revision.service,
         )
         holder: list[RevisionUnit] = []
-        throttler = Throttler(revision.name, lambda: self._supervisor.on_demand(holder[0]))
+        throttler = Throttler(revision.name, lambda: self._poke(holder[0]), self._clock)
         unit = RevisionUnit(
             service=revision.service,
             name=revision.name,
@@ -293,6 +297,11 @@ class ControlPlane:
             startup_timeout=revision.spec.startup_timeout_seconds,
             request_timeout=revision.spec.timeout_seconds,
             throttler=throttler,
+            policy=policy_for(
+                self._settings.autoscaler,
+                revision.spec.container_concurrency,
+                revision.spec.annotations,
+            ),
         )
         holder.append(unit)
         self.units[revision.name] = unit
@@ -322,6 +331,7 @@ class ControlPlane:
         self._table = RoutingTable(self._settings.domain, services)
         for name in [name for name in self.units if name not in serving]:
             unit = self.units.pop(name)
+            unit.retired = True
             self._routes.pop(name, None)
             self._background(self._retire(unit))
 
@@ -359,7 +369,7 @@ class ControlPlane:
 
     def _revision_summary(self, revision: RevisionRecord) -> dict[str, Any]:
         unit = self.units.get(revision.name)
-        now = time.monotonic()
+        now = self._clock()
         instances = [
             {
                 "name": instance.name,
@@ -367,12 +377,12 @@ class ControlPlane:
                 "pid": instance.process.pid,
                 "port": instance.port,
                 "in_flight": instance.endpoint.in_flight if instance.endpoint else 0,
-                "age_seconds": round(now - instance.started_at, 1),
+                "age_seconds": round(time.monotonic() - instance.started_at, 1),
             }
             for instance in (unit.instances if unit else [])
         ]
         artifact = revision.artifact or {}
-        return {
+        summary: dict[str, Any] = {
             "name": revision.name,
             "service": revision.service,
             "status": revision.status,
@@ -383,9 +393,30 @@ class ControlPlane:
             "concurrency": revision.spec.container_concurrency,
             "timeout_seconds": revision.spec.timeout_seconds,
             "env": revision.spec.env,
+            "annotations": revision.spec.annotations,
             "instances": instances,
+            "in_flight": unit.throttler.in_flight if unit else 0,
             "queue_length": unit.throttler.queue_length if unit else 0,
         }
+        if unit is not None:
+            policy = unit.policy
+            summary["scaling"] = {
+                "min_instances": policy.min_scale,
+                "max_instances": policy.max_scale,
+                "target_per_instance": policy.target_per_instance,
+                "stable_window_seconds": policy.stable_window,
+                "overloaded_requests": unit.overloaded_requests,
+                "decisions": [
+                    {
+                        "seconds_ago": round(now - decision.at, 1),
+                        "desired": decision.desired,
+                        "mode": decision.mode,
+                        "reason": decision.reason,
+                    }
+                    for decision in reversed(unit.decisions)
+                ],
+            }
+        return summary
 
 
 def _artifact_record(artifact: Artifact) -> dict[str, Any]:

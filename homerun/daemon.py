@@ -23,6 +23,7 @@ from homerun.errors import HomerunError
 from homerun.observe.logs import LogStore
 from homerun.routing.proxy import Router
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
+from homerun.scaling.scaler import Scaler
 from homerun.scaling.supervisor import InstanceRegistry, Supervisor
 from homerun.store import Store
 
@@ -67,6 +68,15 @@ class Daemon:
             probe_interval=self.settings.probe_interval_seconds,
             stop_grace=self.settings.stop_grace_seconds,
         )
+        loop = asyncio.get_running_loop()
+        clock = loop.time
+        scaler = Scaler(
+            supervisor,
+            logs,
+            units=lambda: control.units.values(),
+            clock=clock,
+            tick_interval=self.settings.autoscaler.tick_interval,
+        )
         control = ControlPlane(
             settings=self.settings,
             paths=self.paths,
@@ -74,6 +84,8 @@ class Daemon:
             logs=logs,
             supervisor=supervisor,
             build=build.build,
+            poke=scaler.poke,
+            clock=clock,
         )
         router = Router(control.resolve, max_body_bytes=self.settings.max_request_body_bytes)
         try:
@@ -95,7 +107,7 @@ class Daemon:
         admin_socket = _unix_socket(self.paths.admin_socket)
         admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_socket]))
         flusher = asyncio.ensure_future(_flush_logs(logs))
-        loop = asyncio.get_running_loop()
+        scaling = asyncio.ensure_future(scaler.run())
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         self.paths.pid_file.write_text(f"{os.getpid()}\n")
@@ -110,6 +122,7 @@ class Daemon:
         finally:
             print("homerun is stopping: draining instances", flush=True)
             admin.should_exit = True
+            scaling.cancel()
             await router.close()
             await control.close()
             await supervisor.close()

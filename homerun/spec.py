@@ -7,6 +7,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field
 
 from homerun.errors import InvalidSpec
+from homerun.scaling.policy import check_annotations
 
 # A DNS label (RFC 1123) that starts with a letter, as Cloud Run requires for service names.
 _SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -83,11 +84,14 @@ class RevisionSpec(BaseModel):
     container_concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=MAX_CONCURRENCY)
     timeout_seconds: int = Field(DEFAULT_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
     startup_timeout_seconds: int = Field(DEFAULT_STARTUP_TIMEOUT_SECONDS, ge=1, le=3600)
+    # Knative revision annotations: autoscaling.knative.dev/min-scale, max-scale, target...
+    annotations: dict[str, str] = Field(default_factory=dict)
 
     def check(self) -> RevisionSpec:
         """Checks pydantic cannot express; raises InvalidSpec naming the flag."""
         for name in self.env:
             validate_env_name(name)
+        check_annotations(self.annotations)
         return self
 
 

@@ -188,8 +188,10 @@ class _Lexer:
                 if modifier.endswith("-"):
                     return value if is_set and value is not None else word
                 return word if is_set else ""
-        raise WordError(f"unsupported substitution ${{{inner}}}: use $VAR, ${{VAR:-default}} "
-                        "or ${VAR:+alternative}")
+        raise WordError(
+            f"unsupported substitution ${{{inner}}}: use $VAR, ${{VAR:-default}} "
+            "or ${VAR:+alternative}"
+        )
 
 
 def _matching_brace(text: str, start: int) -> int:

@@ -56,5 +56,6 @@ def load_artifact(root: Path) -> Artifact:
     try:
         return Artifact.from_json(json.loads((root / MANIFEST).read_text()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise BuildError(f"no usable artifact in {root} ({error}); deploy the revision "
-                         "again") from error
+        raise BuildError(
+            f"no usable artifact in {root} ({error}); deploy the revision again"
+        ) from error

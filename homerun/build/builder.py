@@ -46,29 +46,56 @@ def build(
     dest = Path(dest).absolute()
     created = _claim(dest)
     try:
-        return _build_into(source, dest, dockerfile, interpreter, command=command, args=args,
-                           user_env=user_env, venv_cache=Path(venv_cache), output=output)
+        return _build_into(
+            source,
+            dest,
+            dockerfile,
+            interpreter,
+            command=command,
+            args=args,
+            user_env=user_env,
+            venv_cache=Path(venv_cache),
+            output=output,
+        )
     except BaseException:
         _discard(dest, created)
         raise
 
 
-def _build_into(source: Path, dest: Path, dockerfile: Dockerfile | None,
-                interpreter: Interpreter, *, command: Sequence[str] | None,
-                args: Sequence[str] | None, user_env: Mapping[str, str], venv_cache: Path,
-                output: Callable[[str], None]) -> Artifact:
+def _build_into(
+    source: Path,
+    dest: Path,
+    dockerfile: Dockerfile | None,
+    interpreter: Interpreter,
+    *,
+    command: Sequence[str] | None,
+    args: Sequence[str] | None,
+    user_env: Mapping[str, str],
+    venv_cache: Path,
+    output: Callable[[str], None],
+) -> Artifact:
     layout = lay_out(source, dest, dockerfile, output)
-    entrypoint = resolve_entrypoint(command=command, args=args, user_env=user_env,
-                                    procfile=_read_optional(source / "Procfile"),
-                                    dockerfile=dockerfile, app_dir=layout.cwd,
-                                    shown_as=source)
+    entrypoint = resolve_entrypoint(
+        command=command,
+        args=args,
+        user_env=user_env,
+        procfile=_read_optional(source / "Procfile"),
+        dockerfile=dockerfile,
+        app_dir=layout.cwd,
+        shown_as=source,
+    )
     for note in entrypoint.notes:
         output(note)
     argv = _container_paths(list(entrypoint.argv), layout, output)
     output(f"entrypoint: {shlex.join(argv)} ({entrypoint.origin})")
 
-    plan = plan_dependencies(source=source, layout=layout, dockerfile=dockerfile,
-                             default_app=entrypoint.default, output=output)
+    plan = plan_dependencies(
+        source=source,
+        layout=layout,
+        dockerfile=dockerfile,
+        default_app=entrypoint.default,
+        output=output,
+    )
     output(f"dependencies: {plan.origin}")
     venv = ensure_venv(plan=plan, interpreter=interpreter, cache=venv_cache, output=output)
 
@@ -86,8 +113,9 @@ def _build_into(source: Path, dest: Path, dockerfile: Dockerfile | None,
     return artifact
 
 
-def _read_dockerfile(source: Path, interpreter: Interpreter, *, bypass: bool,
-                     output: Callable[[str], None]) -> Dockerfile | None:
+def _read_dockerfile(
+    source: Path, interpreter: Interpreter, *, bypass: bool, output: Callable[[str], None]
+) -> Dockerfile | None:
     path = source / "Dockerfile"
     if not path.is_file():
         return None
@@ -98,11 +126,11 @@ def _read_dockerfile(source: Path, interpreter: Interpreter, *, bypass: bool,
             raise
         output(f"ignoring the Dockerfile because --command was given: {error}")
         return None
-    output(f"FROM {dockerfile.base_image}: running on this machine's Python "
-           f"{interpreter.version}")
+    output(f"FROM {dockerfile.base_image}: running on this machine's Python {interpreter.version}")
     if dockerfile.exposed_ports:
-        output(f"EXPOSE {' '.join(dockerfile.exposed_ports)}: informational; instances listen "
-               "on $PORT")
+        output(
+            f"EXPOSE {' '.join(dockerfile.exposed_ports)}: informational; instances listen on $PORT"
+        )
     return dockerfile
 
 
@@ -121,8 +149,10 @@ def _claim(dest: Path) -> bool:
     """Make sure dest can receive a build; True when this build created it."""
     if dest.exists():
         if not dest.is_dir() or any(dest.iterdir()):
-            raise BuildError(f"artifact folder {dest} already exists and is not empty: "
-                             "every build needs a new folder (revisions are immutable)")
+            raise BuildError(
+                f"artifact folder {dest} already exists and is not empty: "
+                "every build needs a new folder (revisions are immutable)"
+            )
         return False
     dest.mkdir(parents=True)
     return True
@@ -154,10 +184,11 @@ def _container_paths(argv: list[str], layout: Layout, output: Callable[[str], No
     return mapped
 
 
-def _environment(dockerfile: Dockerfile | None, venv: Path,
-                 output: Callable[[str], None]) -> dict[str, str]:
+def _environment(
+    dockerfile: Dockerfile | None, venv: Path, output: Callable[[str], None]
+) -> dict[str, str]:
     env: dict[str, str] = {}
-    for name, value in (dockerfile.env.items() if dockerfile else ()):
+    for name, value in dockerfile.env.items() if dockerfile else ():
         if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIX):
             output(f"ENV {name} ignored: PORT and K_* are set by the platform")
             continue
@@ -176,6 +207,9 @@ def _host_path() -> str:
         own.add(str(Path(sys.prefix) / "bin"))
     if os.environ.get("VIRTUAL_ENV"):
         own.add(str(Path(os.environ["VIRTUAL_ENV"]) / "bin"))
-    folders = [folder for folder in os.environ.get("PATH", os.defpath).split(os.pathsep)
-               if folder and folder.rstrip("/") not in own]
+    folders = [
+        folder
+        for folder in os.environ.get("PATH", os.defpath).split(os.pathsep)
+        if folder and folder.rstrip("/") not in own
+    ]
     return os.pathsep.join(folders) or os.defpath

@@ -32,15 +32,49 @@ from homerun.build.source import SKIPPED_NAMES, Layout
 from homerun.errors import BuildError
 
 # pip install options that take a value (the value is not a requirement).
-OPTIONS_WITH_VALUE = frozenset({
-    "-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-i", "--index-url",
-    "--extra-index-url", "-f", "--find-links", "--trusted-host", "--platform",
-    "--python-version", "--implementation", "--abi", "--src", "--upgrade-strategy",
-    "-C", "--config-settings", "--global-option", "--no-binary", "--only-binary",
-    "--progress-bar", "--root-user-action", "--report", "--timeout", "--retries", "--proxy",
-    "--cert", "--client-cert", "--cache-dir", "--log", "--exists-action", "--python",
-    "--keyring-provider", "--use-feature", "--use-deprecated", "--group",
-})
+OPTIONS_WITH_VALUE = frozenset(
+    {
+        "-r",
+        "--requirement",
+        "-c",
+        "--constraint",
+        "-e",
+        "--editable",
+        "-i",
+        "--index-url",
+        "--extra-index-url",
+        "-f",
+        "--find-links",
+        "--trusted-host",
+        "--platform",
+        "--python-version",
+        "--implementation",
+        "--abi",
+        "--src",
+        "--upgrade-strategy",
+        "-C",
+        "--config-settings",
+        "--global-option",
+        "--no-binary",
+        "--only-binary",
+        "--progress-bar",
+        "--root-user-action",
+        "--report",
+        "--timeout",
+        "--retries",
+        "--proxy",
+        "--cert",
+        "--client-cert",
+        "--cache-dir",
+        "--log",
+        "--exists-action",
+        "--python",
+        "--keyring-provider",
+        "--use-feature",
+        "--use-deprecated",
+        "--group",
+    }
+)
 # Options that matter for an image's size, not for a virtualenv: dropped.
 DROPPED_OPTIONS = frozenset({"--no-cache-dir", "--root-user-action"})
 _FILE_OPTIONS = frozenset({"-r", "--requirement", "-c", "--constraint"})
@@ -79,11 +113,13 @@ def plan_dependencies(
     default_app: DefaultApp | None,
     output: Callable[[str], None],
 ) -> InstallPlan:
-    plan = (_from_dockerfile(dockerfile, layout, output)
-            or _from_requirements(source, layout)
-            or _from_pyproject(source, layout)
-            or _from_default_app(default_app, layout)
-            or InstallPlan(origin="nothing to install", steps=(), names=frozenset()))
+    plan = (
+        _from_dockerfile(dockerfile, layout, output)
+        or _from_requirements(source, layout)
+        or _from_pyproject(source, layout)
+        or _from_default_app(default_app, layout)
+        or InstallPlan(origin="nothing to install", steps=(), names=frozenset())
+    )
     if default_app is not None and canonical_name(default_app.server) not in plan.names:
         plan = _with_server(plan, default_app.server, layout)
     return plan
@@ -96,12 +132,16 @@ def _with_server(plan: InstallPlan, server: str, layout: Layout) -> InstallPlan:
         # Into the last pip run, so pip resolves the server together with everything else.
         last = plan.steps[-1]
         steps = (*plan.steps[:-1], PipStep((*last.arguments, server), last.cwd))
-    return InstallPlan(origin=f"{plan.origin} + {server} (the default entrypoint's server)",
-                       steps=steps, names=plan.names | {server})
+    return InstallPlan(
+        origin=f"{plan.origin} + {server} (the default entrypoint's server)",
+        steps=steps,
+        names=plan.names | {server},
+    )
 
 
-def _from_dockerfile(dockerfile: Dockerfile | None, layout: Layout,
-                     output: Callable[[str], None]) -> InstallPlan | None:
+def _from_dockerfile(
+    dockerfile: Dockerfile | None, layout: Layout, output: Callable[[str], None]
+) -> InstallPlan | None:
     if dockerfile is None or not dockerfile.pip_installs:
         return None
     steps: list[PipStep] = []
@@ -112,8 +152,10 @@ def _from_dockerfile(dockerfile: Dockerfile | None, layout: Layout,
         arguments = _localize(install.arguments, cwd, layout, output, install.line)
         requirements = _requirements(arguments)
         if requirements == ["pip"] and not _has_files(arguments):
-            output(f"skipping `pip install {' '.join(install.arguments)}` (line "
-                   f"{install.line}): the virtualenv comes with its own pip")
+            output(
+                f"skipping `pip install {' '.join(install.arguments)}` (line "
+                f"{install.line}): the virtualenv comes with its own pip"
+            )
             continue
         steps.append(PipStep(tuple(arguments), cwd))
         names.update(_names_of(arguments, cwd))
@@ -125,8 +167,9 @@ def _from_dockerfile(dockerfile: Dockerfile | None, layout: Layout,
     return InstallPlan(origin=origin, steps=tuple(steps), names=frozenset(names))
 
 
-def _localize(arguments: Sequence[str], cwd: Path, layout: Layout,
-              output: Callable[[str], None], line: int) -> list[str]:
+def _localize(
+    arguments: Sequence[str], cwd: Path, layout: Layout, output: Callable[[str], None], line: int
+) -> list[str]:
     """pip arguments as they run on the host: container paths mapped into the rootfs,
     image-only options dropped, editable installs made regular (a cached virtualenv is
     shared by revisions, so it must not point into one revision's folder)."""
@@ -142,8 +185,10 @@ def _localize(arguments: Sequence[str], cwd: Path, layout: Layout,
             continue
         if option in ("-e", "--editable"):
             target = inline if has_inline else " ".join(arguments[index + 1 : index + 2])
-            output(f"line {line}: installing {target} as a regular package (-e dropped: "
-                   "cached virtualenvs are shared by revisions)")
+            output(
+                f"line {line}: installing {target} as a regular package (-e dropped: "
+                "cached virtualenvs are shared by revisions)"
+            )
             if has_inline:
                 localized.append(_container_path(inline, layout))
             index += 1
@@ -179,8 +224,11 @@ def _from_requirements(source: Path, layout: Layout) -> InstallPlan | None:
         path = folder / "requirements.txt"
         if path.is_file():
             arguments = ("-r", str(path))
-            return InstallPlan(origin="requirements.txt", steps=(PipStep(arguments, folder),),
-                               names=frozenset(_names_of(arguments, folder)))
+            return InstallPlan(
+                origin="requirements.txt",
+                steps=(PipStep(arguments, folder),),
+                names=frozenset(_names_of(arguments, folder)),
+            )
     return None
 
 
@@ -192,22 +240,30 @@ def _from_pyproject(source: Path, layout: Layout) -> InstallPlan | None:
         try:
             document = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise BuildError(f"{path}: not valid TOML ({error}); fix it, or list the "
-                             "dependencies in requirements.txt") from error
+            raise BuildError(
+                f"{path}: not valid TOML ({error}); fix it, or list the "
+                "dependencies in requirements.txt"
+            ) from error
         project = document.get("project")
         if not isinstance(project, dict):
             return None
         if "dependencies" in project.get("dynamic", []):
-            raise BuildError(f"{path}: [project].dependencies is dynamic, so homerun cannot "
-                             "read it without building the project; list the dependencies in "
-                             "requirements.txt or in [project].dependencies")
+            raise BuildError(
+                f"{path}: [project].dependencies is dynamic, so homerun cannot "
+                "read it without building the project; list the dependencies in "
+                "requirements.txt or in [project].dependencies"
+            )
         dependencies = project.get("dependencies", [])
-        if not isinstance(dependencies, list) or not all(isinstance(item, str)
-                                                         for item in dependencies):
+        if not isinstance(dependencies, list) or not all(
+            isinstance(item, str) for item in dependencies
+        ):
             raise BuildError(f"{path}: [project].dependencies must be a list of strings")
         steps = (PipStep(tuple(dependencies), folder),) if dependencies else ()
-        return InstallPlan(origin="pyproject.toml [project].dependencies", steps=steps,
-                           names=frozenset(_names_of(dependencies, folder)))
+        return InstallPlan(
+            origin="pyproject.toml [project].dependencies",
+            steps=steps,
+            names=frozenset(_names_of(dependencies, folder)),
+        )
     return None
 
 
@@ -240,8 +296,9 @@ def _requirements(arguments: Sequence[str]) -> list[str]:
 
 
 def _has_files(arguments: Sequence[str]) -> bool:
-    return any(argument.partition("=")[0] in _FILE_OPTIONS | {"-e", "--editable"}
-               for argument in arguments)
+    return any(
+        argument.partition("=")[0] in _FILE_OPTIONS | {"-e", "--editable"} for argument in arguments
+    )
 
 
 def _names_of(arguments: Iterable[str], cwd: Path) -> set[str]:
@@ -269,8 +326,11 @@ def _requirement_files(arguments: Sequence[str], cwd: Path) -> list[Path]:
     for index, argument in enumerate(arguments):
         option, has_inline, inline = argument.partition("=")
         if option in ("-r", "--requirement"):
-            value = inline if has_inline else (arguments[index + 1]
-                                               if index + 1 < len(arguments) else "")
+            value = (
+                inline
+                if has_inline
+                else (arguments[index + 1] if index + 1 < len(arguments) else "")
+            )
             if value:
                 files.append(cwd / value)
     return files
@@ -328,13 +388,17 @@ def fingerprint(plan: InstallPlan) -> str:
             elif option in _FILE_OPTIONS and has_inline:
                 digest = _file_digest(step.cwd / inline, set(), step.cwd)
                 arguments.append(f"{option}=file:{digest}")
-            elif not argument.startswith("-") and _looks_local(argument) \
-                    and (step.cwd / argument).exists():
+            elif (
+                not argument.startswith("-")
+                and _looks_local(argument)
+                and (step.cwd / argument).exists()
+            ):
                 arguments.append(f"path:{_tree_digest(step.cwd / argument)}")
             else:
                 arguments.append(argument)
-        if editable or any(_mentions_editable(path)
-                           for path in _requirement_files(step.arguments, step.cwd)):
+        if editable or any(
+            _mentions_editable(path) for path in _requirement_files(step.arguments, step.cwd)
+        ):
             # An editable install points into a folder: only that folder's revision may use it.
             arguments.append(f"editable-in:{step.cwd}")
         described.append(arguments)
@@ -382,8 +446,11 @@ def _tree_digest(path: Path) -> str:
         digest.update(path.read_bytes())
         return digest.hexdigest()
     for folder, subfolders, files in os.walk(path):
-        subfolders[:] = sorted(name for name in subfolders
-                               if name not in SKIPPED_NAMES and not name.endswith(".egg-info"))
+        subfolders[:] = sorted(
+            name
+            for name in subfolders
+            if name not in SKIPPED_NAMES and not name.endswith(".egg-info")
+        )
         for name in sorted(files):
             if name.endswith((".pyc", ".pyo")):
                 continue

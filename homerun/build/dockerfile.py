@@ -29,8 +29,17 @@ IMAGE_PATH = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 _INSTRUCTION = re.compile(r"\s*([A-Za-z]+)(?:\s+(.*))?$", re.S)
 _DIRECTIVE = re.compile(r"#\s*([A-Za-z]+)\s*=\s*(.*?)\s*$")
 _PYTHON_IMAGE = re.compile(r"^(?:[\w.-]+(?::\d+)?/)*python(?:[:@].*)?$")
-_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tbz2", ".tar.xz", ".txz",
-                     ".tar.zst")
+_ARCHIVE_SUFFIXES = (
+    ".tar",
+    ".tar.gz",
+    ".tgz",
+    ".tar.bz2",
+    ".tbz",
+    ".tbz2",
+    ".tar.xz",
+    ".txz",
+    ".tar.zst",
+)
 _REFUSED_HINTS = {
     "USER": "switching user is not emulated",
     "VOLUME": "volumes are not emulated (Cloud Run has none either)",
@@ -42,9 +51,24 @@ _REFUSED_HINTS = {
 # pip options that write outside the virtualenv or change what "installed" means.
 _REFUSED_PIP_OPTIONS = {"-t", "--target", "--prefix", "--root"}
 _PIP_GLOBAL_OPTIONS_WITH_VALUE = {
-    "--timeout", "--retries", "--proxy", "--cert", "--client-cert", "--cache-dir", "--log",
-    "--exists-action", "--python", "--keyring-provider", "--use-feature", "--use-deprecated",
-    "--trusted-host", "-i", "--index-url", "--extra-index-url", "-f", "--find-links",
+    "--timeout",
+    "--retries",
+    "--proxy",
+    "--cert",
+    "--client-cert",
+    "--cache-dir",
+    "--log",
+    "--exists-action",
+    "--python",
+    "--keyring-provider",
+    "--use-feature",
+    "--use-deprecated",
+    "--trusted-host",
+    "-i",
+    "--index-url",
+    "--extra-index-url",
+    "-f",
+    "--find-links",
 }
 
 
@@ -166,8 +190,9 @@ def _instruction(text: str, line: int) -> Instruction:
     match = _INSTRUCTION.match(text)
     if match is None:
         return Instruction(keyword=text.strip().split(None, 1)[0].upper(), text="", line=line)
-    return Instruction(keyword=match.group(1).upper(), text=(match.group(2) or "").strip(),
-                       line=line)
+    return Instruction(
+        keyword=match.group(1).upper(), text=(match.group(2) or "").strip(), line=line
+    )
 
 
 def parse(text: str, path: str = "Dockerfile") -> Dockerfile:
@@ -212,16 +237,22 @@ class _Interpreter:
     def run(self, instructions: list[Instruction]) -> Dockerfile:
         for instruction in instructions:
             if not self.base_image and instruction.keyword not in ("FROM", "ARG"):
-                self._fail(instruction, f"{instruction.keyword} before FROM: a Dockerfile "
-                                        "starts with FROM (only ARG may come before it)")
+                self._fail(
+                    instruction,
+                    f"{instruction.keyword} before FROM: a Dockerfile "
+                    "starts with FROM (only ARG may come before it)",
+                )
             handler = self.handlers.get(instruction.keyword)
             if handler is None:
                 self._refuse(instruction)
             else:
                 handler(instruction)
         if not self.base_image:
-            raise DockerfileError(self.path, 1, "no FROM instruction: start the Dockerfile "
-                                                "with FROM python:3.12-slim (or similar)")
+            raise DockerfileError(
+                self.path,
+                1,
+                "no FROM instruction: start the Dockerfile with FROM python:3.12-slim (or similar)",
+            )
         return Dockerfile(
             path=self.path,
             base_image=self.base_image,
@@ -247,8 +278,11 @@ class _Interpreter:
             shown = shown[:77] + "..."
         reason = reason or _REFUSED_HINTS.get(instruction.keyword, "")
         because = f" ({reason})" if reason else ""
-        self._fail(instruction, f"`{shown}` is outside the Dockerfile subset homerun runs "
-                                f"without a container engine{because}; {HOW_TO_PROCEED}")
+        self._fail(
+            instruction,
+            f"`{shown}` is outside the Dockerfile subset homerun runs "
+            f"without a container engine{because}; {HOW_TO_PROCEED}",
+        )
 
     # Word helpers
 
@@ -258,8 +292,9 @@ class _Interpreter:
 
     def _words(self, instruction: Instruction, text: str | None = None) -> list[str]:
         try:
-            words = split_words(instruction.text if text is None else text, self._scope(),
-                                escape=self.escape)
+            words = split_words(
+                instruction.text if text is None else text, self._scope(), escape=self.escape
+            )
         except WordError as error:
             self._fail(instruction, f"{instruction.keyword}: {error}")
         return [word.text for word in words]
@@ -284,8 +319,10 @@ class _Interpreter:
 
     def _from(self, instruction: Instruction) -> None:
         if self.base_image:
-            self._refuse(instruction, "a second FROM starts another build stage; multi-stage "
-                                      "builds need an engine")
+            self._refuse(
+                instruction,
+                "a second FROM starts another build stage; multi-stage builds need an engine",
+            )
         words = self._words(instruction)
         _, index = self._flags(instruction, words)  # --platform changes nothing here
         words = words[index:]
@@ -293,8 +330,11 @@ class _Interpreter:
             self._fail(instruction, "FROM takes an image and an optional `AS name`")
         image = words[0]
         if not _PYTHON_IMAGE.match(image):
-            self._refuse(instruction, f"the base image {image} is not a python image, so what "
-                                      "it provides cannot be reproduced on the host")
+            self._refuse(
+                instruction,
+                f"the base image {image} is not a python image, so what "
+                "it provides cannot be reproduced on the host",
+            )
         self.base_image = image
         self.base_line = instruction.line
         self.args_before_from, self.args = self.args, {}
@@ -328,8 +368,11 @@ class _Interpreter:
             name = raw[0]
             rest = instruction.text[len(name) :].strip()
             if not rest:
-                self._fail(instruction, f"{instruction.keyword} {name}: missing value (write "
-                                        f"{instruction.keyword} {name}=value)")
+                self._fail(
+                    instruction,
+                    f"{instruction.keyword} {name}: missing value (write "
+                    f"{instruction.keyword} {name}=value)",
+                )
             return [(self._expand(instruction, name), self._expand(instruction, rest))]
         pairs = []
         for word in raw:
@@ -412,19 +455,28 @@ class _Interpreter:
         *sources, destination = paths
         for source in sources:
             if "://" in source or source.startswith("git@"):
-                self._refuse(instruction, f"{keyword} of a URL ({source}) downloads at build "
-                                          "time; download it into the source folder and COPY it")
+                self._refuse(
+                    instruction,
+                    f"{keyword} of a URL ({source}) downloads at build "
+                    "time; download it into the source folder and COPY it",
+                )
             if keyword == "ADD" and source.lower().endswith(_ARCHIVE_SUFFIXES):
-                self._refuse(instruction, f"ADD of an archive ({source}) unpacks it; unpack it "
-                                          "in the source folder and COPY the result")
+                self._refuse(
+                    instruction,
+                    f"ADD of an archive ({source}) unpacks it; unpack it "
+                    "in the source folder and COPY the result",
+                )
         directory = destination.endswith("/") or destination in (".", "..") or len(sources) > 1
         absolute = posixpath.normpath(posixpath.join(self.workdir, destination))
         if absolute.startswith("//"):
             absolute = "/" + absolute.lstrip("/")
         if directory and not absolute.endswith("/"):
             absolute += "/"
-        self.steps.append(Copy(keyword=keyword, sources=tuple(sources), destination=absolute,
-                               line=instruction.line))
+        self.steps.append(
+            Copy(
+                keyword=keyword, sources=tuple(sources), destination=absolute, line=instruction.line
+            )
+        )
 
     def _run(self, instruction: Instruction) -> None:
         if "<<" in instruction.text:
@@ -435,8 +487,9 @@ class _Interpreter:
             words = [Word(text) for text in exec_form]
         else:
             try:
-                words = split_words(instruction.text, self._scope(), escape=self.escape,
-                                    operators=True)
+                words = split_words(
+                    instruction.text, self._scope(), escape=self.escape, operators=True
+                )
             except WordError as error:
                 self._refuse(instruction, str(error))
         commands: list[list[str]] = [[]]
@@ -444,34 +497,45 @@ class _Interpreter:
             if word.operator and word.text in ("&&", ";"):
                 commands.append([])
             elif word.operator:
-                self._refuse(instruction, f"the shell operator {word.text} is not supported; "
-                                          "only pip installs joined with && run")
+                self._refuse(
+                    instruction,
+                    f"the shell operator {word.text} is not supported; "
+                    "only pip installs joined with && run",
+                )
             else:
                 commands[-1].append(word.text)
         for command in (command for command in commands if command):
             arguments = _pip_install_arguments(command)
             if arguments is None:
                 self._refuse(instruction, "only `pip install …` runs without an engine")
-            refused = [arg for arg in arguments
-                       if arg.split("=", 1)[0] in _REFUSED_PIP_OPTIONS or
-                       (arg.startswith("-t") and not arg.startswith("--"))]
+            refused = [
+                arg
+                for arg in arguments
+                if arg.split("=", 1)[0] in _REFUSED_PIP_OPTIONS
+                or (arg.startswith("-t") and not arg.startswith("--"))
+            ]
             if refused or "--user" in arguments:
                 option = refused[0] if refused else "--user"
-                self._refuse(instruction, f"pip install {option} installs outside the "
-                                          "virtualenv homerun builds")
-            self.steps.append(PipInstall(arguments=tuple(arguments), workdir=self.workdir,
-                                         line=instruction.line))
+                self._refuse(
+                    instruction,
+                    f"pip install {option} installs outside the virtualenv homerun builds",
+                )
+            self.steps.append(
+                PipInstall(arguments=tuple(arguments), workdir=self.workdir, line=instruction.line)
+            )
 
     def _command(self, instruction: Instruction) -> None:
         exec_form = _exec_form(instruction.text)
         if exec_form is not None:
-            command = ContainerCommand(instruction.keyword, tuple(exec_form), False,
-                                       instruction.line)
+            command = ContainerCommand(
+                instruction.keyword, tuple(exec_form), False, instruction.line
+            )
         else:
             if not instruction.text:
                 self._fail(instruction, f"{instruction.keyword} needs a command")
-            command = ContainerCommand(instruction.keyword, ("/bin/sh", "-c", instruction.text),
-                                       True, instruction.line)
+            command = ContainerCommand(
+                instruction.keyword, ("/bin/sh", "-c", instruction.text), True, instruction.line
+            )
         if instruction.keyword == "CMD":
             self.cmd = command
         else:
@@ -480,10 +544,8 @@ class _Interpreter:
     def _expose(self, instruction: Instruction) -> None:
         for word in self._words(instruction):
             if not re.fullmatch(r"\d+(-\d+)?(/(tcp|udp|sctp))?", word, re.I):
-                self._fail(instruction, f"EXPOSE: {word!r} is not a port (write 8080 or "
-                                        "8080/tcp)")
+                self._fail(instruction, f"EXPOSE: {word!r} is not a port (write 8080 or 8080/tcp)")
             self.exposed_ports.append(word)
-
 
 
 def _exec_form(text: str) -> list[str] | None:
@@ -533,5 +595,3 @@ def _pip_install_arguments(command: list[str]) -> list[str] | None:
     if index >= len(rest) or rest[index] != "install":
         return None
     return before + rest[index + 1 :]
-
-

@@ -72,9 +72,17 @@ APP_CONSTRUCTORS: Mapping[str, Framework] = {
 }
 # When `app` comes from a factory we cannot follow, the framework the file imports decides.
 FRAMEWORK_MODULES: Mapping[str, Framework] = {
-    "flask": FLASK, "bottle": BOTTLE, "falcon": FALCON, "pyramid": PYRAMID,
-    "django": DJANGO, "fastapi": FASTAPI, "starlette": STARLETTE, "quart": QUART,
-    "litestar": LITESTAR, "sanic": SANIC, "blacksheep": BLACKSHEEP,
+    "flask": FLASK,
+    "bottle": BOTTLE,
+    "falcon": FALCON,
+    "pyramid": PYRAMID,
+    "django": DJANGO,
+    "fastapi": FASTAPI,
+    "starlette": STARLETTE,
+    "quart": QUART,
+    "litestar": LITESTAR,
+    "sanic": SANIC,
+    "blacksheep": BLACKSHEEP,
 }
 
 
@@ -110,12 +118,17 @@ class DefaultApp:
         chdir = f" --chdir {shlex.quote(self.chdir)}" if self.chdir else ""
         # gunicorn's flags as Cloud Run's samples write them: one worker, 8 threads, and no
         # worker timeout (the platform's request timeout applies instead).
-        return (f"exec gunicorn{chdir} --bind 127.0.0.1:$PORT --workers 1 --threads 8 "
-                f"--timeout 0 {self.target}")
+        return (
+            f"exec gunicorn{chdir} --bind 127.0.0.1:$PORT --workers 1 --threads 8 "
+            f"--timeout 0 {self.target}"
+        )
 
     def describe(self) -> str:
-        what = self.how or (f"{self.interface.upper()} app ({self.framework.name})"
-                            if self.framework else f"`{self.attribute}` of unknown kind")
+        what = self.how or (
+            f"{self.interface.upper()} app ({self.framework.name})"
+            if self.framework
+            else f"`{self.attribute}` of unknown kind"
+        )
         return f"default: {what} in {self.filename} -> {self.server}"
 
 
@@ -176,8 +189,7 @@ def resolve_entrypoint(
 
     default, notes = detect_default_app(app_dir)
     if default is not None:
-        return Entrypoint(argv=shell(default.command()), origin=default.describe(),
-                          default=default)
+        return Entrypoint(argv=shell(default.command()), origin=default.describe(), default=default)
     looked.extend(notes)
     raise BuildError(
         f"no entrypoint found in {shown_as or app_dir}: homerun looked for --command, "
@@ -194,11 +206,12 @@ def _args_only(args: Sequence[str], dockerfile: Dockerfile | None) -> Entrypoint
         # No ENTRYPOINT in the image: the arguments replace CMD, so they are the command.
         return Entrypoint(argv=tuple(args), origin="--args (no ENTRYPOINT: they are the command)")
     if entrypoint.shell_form:
-        note = (f"--args ignored: a shell-form ENTRYPOINT (line {entrypoint.line}) takes no "
-                "arguments; write it in exec form to pass them")
+        note = (
+            f"--args ignored: a shell-form ENTRYPOINT (line {entrypoint.line}) takes no "
+            "arguments; write it in exec form to pass them"
+        )
         return Entrypoint(argv=entrypoint.argv, origin=entrypoint.describe(), notes=(note,))
-    return Entrypoint(argv=(*entrypoint.argv, *args),
-                      origin=f"{entrypoint.describe()} with --args")
+    return Entrypoint(argv=(*entrypoint.argv, *args), origin=f"{entrypoint.describe()} with --args")
 
 
 def _dockerfile_entrypoint(dockerfile: Dockerfile) -> Entrypoint | None:
@@ -217,8 +230,10 @@ def _dockerfile_entrypoint(dockerfile: Dockerfile) -> Entrypoint | None:
     if not argv:
         keyword = entrypoint or cmd
         line = keyword.line if keyword else 0
-        raise BuildError(f"{dockerfile.path}:{line}: the Dockerfile's CMD/ENTRYPOINT is empty; "
-                         "give it a command, or pass --command")
+        raise BuildError(
+            f"{dockerfile.path}:{line}: the Dockerfile's CMD/ENTRYPOINT is empty; "
+            "give it a command, or pass --command"
+        )
     return Entrypoint(argv=argv, origin=origin)
 
 
@@ -233,10 +248,13 @@ def parse_procfile(text: str) -> dict[str, str]:
 
 
 def guess_server(argv: Sequence[str]) -> str:
-    """"gunicorn", "uvicorn" or "other": the first server named in command position."""
+    """ "gunicorn", "uvicorn" or "other": the first server named in command position."""
     words = list(argv)
-    if len(words) >= 3 and posixpath.basename(words[0]) in ("sh", "bash", "dash") \
-            and words[1] == "-c":
+    if (
+        len(words) >= 3
+        and posixpath.basename(words[0]) in ("sh", "bash", "dash")
+        and words[1] == "-c"
+    ):
         try:
             words = shlex.split(words[2])
         except ValueError:
@@ -275,9 +293,11 @@ def _app_in_module(path: Path, filename: str) -> DefaultApp | None:
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except SyntaxError as error:
-        raise BuildError(f"{filename}:{error.lineno}: {error.msg}; homerun reads this file to "
-                         "find your app, and Python could not either. Fix it and deploy "
-                         "again") from error
+        raise BuildError(
+            f"{filename}:{error.lineno}: {error.msg}; homerun reads this file to "
+            "find your app, and Python could not either. Fix it and deploy "
+            "again"
+        ) from error
     aliases = _import_aliases(tree)
     definitions = _module_definitions(tree.body)
     module = filename[: -len(".py")]
@@ -288,8 +308,14 @@ def _app_in_module(path: Path, filename: str) -> DefaultApp | None:
         # A bare callable: app(environ, start_response) is WSGI; async app(scope, receive,
         # send) is ASGI.
         interface = "asgi" if isinstance(found, ast.AsyncFunctionDef) else "wsgi"
-        return DefaultApp(interface=interface, framework=None, module=module, attribute="app",
-                          filename=filename, how=f"plain {interface.upper()} callable `app`")
+        return DefaultApp(
+            interface=interface,
+            framework=None,
+            module=module,
+            attribute="app",
+            filename=filename,
+            how=f"plain {interface.upper()} callable `app`",
+        )
     framework = _framework_of(found, aliases, definitions, depth=0)
     how = ""
     if framework is None:
@@ -297,8 +323,14 @@ def _app_in_module(path: Path, filename: str) -> DefaultApp | None:
         if framework is None:
             how = "`app` of a framework homerun does not know (assuming WSGI)"
     interface = framework.interface if framework else "wsgi"
-    return DefaultApp(interface=interface, framework=framework, module=module,
-                      attribute="app", filename=filename, how=how)
+    return DefaultApp(
+        interface=interface,
+        framework=framework,
+        module=module,
+        attribute="app",
+        filename=filename,
+        how=how,
+    )
 
 
 Definition = ast.expr | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
@@ -321,8 +353,12 @@ def _module_definitions(body: list[ast.stmt]) -> dict[str, Definition]:
             definitions.update(_module_definitions(statement.body))
             definitions.update(_module_definitions(getattr(statement, "orelse", [])))
         elif isinstance(statement, ast.Try):
-            for block in (statement.body, statement.orelse, statement.finalbody,
-                          *(handler.body for handler in statement.handlers)):
+            for block in (
+                statement.body,
+                statement.orelse,
+                statement.finalbody,
+                *(handler.body for handler in statement.handlers),
+            ):
                 definitions.update(_module_definitions(block))
     return definitions
 
@@ -353,8 +389,9 @@ def _qualified(node: ast.expr, aliases: Mapping[str, str]) -> str | None:
     return None
 
 
-def _framework_of(node: Definition, aliases: Mapping[str, str],
-                  definitions: Mapping[str, Definition], depth: int) -> Framework | None:
+def _framework_of(
+    node: Definition, aliases: Mapping[str, str], definitions: Mapping[str, Definition], depth: int
+) -> Framework | None:
     if depth > 5:
         return None
     if isinstance(node, ast.Call):
@@ -379,8 +416,11 @@ def _framework_of(node: Definition, aliases: Mapping[str, str],
 
 
 def _framework_by_imports(aliases: Mapping[str, str]) -> Framework | None:
-    imported = [FRAMEWORK_MODULES[qualified.split(".")[0]] for qualified in aliases.values()
-                if qualified.split(".")[0] in FRAMEWORK_MODULES]
+    imported = [
+        FRAMEWORK_MODULES[qualified.split(".")[0]]
+        for qualified in aliases.values()
+        if qualified.split(".")[0] in FRAMEWORK_MODULES
+    ]
     if not imported:
         return None
     # An ASGI app often wraps a WSGI one (WSGIMiddleware(flask_app)), rarely the reverse.
@@ -397,8 +437,9 @@ def _django_project(app_dir: Path, notes: list[str]) -> DefaultApp | None:
     if (app_dir / "manage.py").is_file():
         candidates = [app_dir / "manage.py"]
     else:
-        candidates = sorted(path for path in app_dir.glob("*/manage.py")
-                            if path.parent.name not in SKIPPED_NAMES)
+        candidates = sorted(
+            path for path in app_dir.glob("*/manage.py") if path.parent.name not in SKIPPED_NAMES
+        )
     if not candidates:
         notes.append("no manage.py (Django)")
         return None
@@ -416,9 +457,17 @@ def _django_project(app_dir: Path, notes: list[str]) -> DefaultApp | None:
             base = manage.parent
             chdir = "" if base == app_dir else base.relative_to(app_dir).as_posix()
             filename = f"{chdir}/{package}/wsgi.py" if chdir else f"{package}/wsgi.py"
-            return DefaultApp(interface="wsgi", framework=DJANGO, module=f"{package}.wsgi",
-                              attribute="application", filename=filename, chdir=chdir,
-                              how="Django project")
-    notes.append(f"{manage.relative_to(app_dir)} found, but no <project>/wsgi.py "
-                 "defining `application` next to it")
+            return DefaultApp(
+                interface="wsgi",
+                framework=DJANGO,
+                module=f"{package}.wsgi",
+                attribute="application",
+                filename=filename,
+                chdir=chdir,
+                how="Django project",
+            )
+    notes.append(
+        f"{manage.relative_to(app_dir)} found, but no <project>/wsgi.py "
+        "defining `application` next to it"
+    )
     return None

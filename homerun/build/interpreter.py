@@ -38,17 +38,26 @@ def probe_interpreter(python: str | None = None) -> Interpreter:
     """Ask the interpreter who it is; BuildError when it cannot be run."""
     executable = python or default_python()
     try:
-        completed = subprocess.run([executable, "-I", "-c", _PROBE], capture_output=True,
-                                   text=True, timeout=60, stdin=subprocess.DEVNULL)
+        completed = subprocess.run(
+            [executable, "-I", "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
-        raise BuildError(f"cannot run the Python interpreter {executable}: {error}; "
-                         "pass an existing interpreter") from error
+        raise BuildError(
+            f"cannot run the Python interpreter {executable}: {error}; pass an existing interpreter"
+        ) from error
     if completed.returncode != 0:
-        raise BuildError(f"the Python interpreter {executable} failed to start "
-                         f"(exit {completed.returncode}): {completed.stderr.strip()[-500:]}")
+        raise BuildError(
+            f"the Python interpreter {executable} failed to start "
+            f"(exit {completed.returncode}): {completed.stderr.strip()[-500:]}"
+        )
     facts = json.loads(completed.stdout)
     # The real path matters as much as the version: a virtualenv links to its base
     # interpreter, so 3.11.7 from pyenv and 3.11.7 from /usr/bin are different bases.
     facts["realpath"] = os.path.realpath(executable)
-    return Interpreter(executable=executable, version=facts["version"],
-                       identity=json.dumps(facts, sort_keys=True))
+    return Interpreter(
+        executable=executable, version=facts["version"], identity=json.dumps(facts, sort_keys=True)
+    )

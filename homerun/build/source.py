@@ -22,19 +22,25 @@ _GLOB_CHARS = frozenset("*?[")
 def check_source(source: Path) -> Path:
     """The source folder, resolved; BuildError when it is missing, not a folder, or empty."""
     if not source.exists():
-        raise BuildError(f"source folder {source} does not exist: pass --source with the "
-                         "folder that holds your app (main.py, requirements.txt, maybe a "
-                         "Dockerfile)")
+        raise BuildError(
+            f"source folder {source} does not exist: pass --source with the "
+            "folder that holds your app (main.py, requirements.txt, maybe a "
+            "Dockerfile)"
+        )
     if not source.is_dir():
-        raise BuildError(f"source {source} is a file, not a folder: pass the folder that "
-                         f"contains it (--source {source.parent})")
+        raise BuildError(
+            f"source {source} is a file, not a folder: pass the folder that "
+            f"contains it (--source {source.parent})"
+        )
     try:
         entries = [entry for entry in source.iterdir() if entry.name not in SKIPPED_NAMES]
     except PermissionError as error:
         raise BuildError(f"cannot read the source folder {source}: {error.strerror}") from error
     if not entries:
-        raise BuildError(f"source folder {source} is empty: put your app in it (a main.py "
-                         "defining `app`, with a requirements.txt) and deploy again")
+        raise BuildError(
+            f"source folder {source} is empty: put your app in it (a main.py "
+            "defining `app`, with a requirements.txt) and deploy again"
+        )
     return source.resolve()
 
 
@@ -55,8 +61,11 @@ class IgnoreRule:
         patterns = [self.pattern]
         if self.pattern.startswith("**/"):
             patterns.append(self.pattern[3:])
-        return any(fnmatch.fnmatchcase(candidate, pattern)
-                   for candidate in candidates for pattern in patterns)
+        return any(
+            fnmatch.fnmatchcase(candidate, pattern)
+            for candidate in candidates
+            for pattern in patterns
+        )
 
 
 class IgnoreRules:
@@ -97,16 +106,16 @@ class IgnoreRules:
         return ignored
 
 
-def _parse_ignore(source: Path, path: Path, *, gitignore: bool,
-                  seen: frozenset[Path] = frozenset()) -> list[IgnoreRule]:
+def _parse_ignore(
+    source: Path, path: Path, *, gitignore: bool, seen: frozenset[Path] = frozenset()
+) -> list[IgnoreRule]:
     rules: list[IgnoreRule] = []
     for line in path.read_text(errors="replace").splitlines():
         line = line.strip()
         if gitignore and line.startswith("#!include:"):
             included = source / line.split(":", 1)[1].strip()
             if included.is_file() and included not in seen:
-                rules.extend(_parse_ignore(source, included, gitignore=True,
-                                           seen=seen | {path}))
+                rules.extend(_parse_ignore(source, included, gitignore=True, seen=seen | {path}))
             continue
         if not line or line.startswith("#"):
             continue
@@ -135,8 +144,9 @@ class Layout:
         return self.rootfs / posixpath.normpath("/" + path).lstrip("/")
 
 
-def lay_out(source: Path, dest: Path, dockerfile: Dockerfile | None,
-            output: Callable[[str], None]) -> Layout:
+def lay_out(
+    source: Path, dest: Path, dockerfile: Dockerfile | None, output: Callable[[str], None]
+) -> Layout:
     """Copy the source into dest: as dest/app, or as the Dockerfile's COPY and WORKDIR say."""
     rules = IgnoreRules.load(source)
     exclude = dest.resolve()
@@ -153,15 +163,20 @@ def lay_out(source: Path, dest: Path, dockerfile: Dockerfile | None,
             layout.container_path(step.path).mkdir(parents=True, exist_ok=True)
         elif isinstance(step, Copy):
             _apply_copy(source, layout, step, dockerfile.path, rules, exclude)
-            output(f"{step.keyword} {' '.join(step.sources)} {step.destination} "
-                   f"(line {step.line})")
+            output(f"{step.keyword} {' '.join(step.sources)} {step.destination} (line {step.line})")
     cwd = layout.container_path(dockerfile.workdir)
     cwd.mkdir(parents=True, exist_ok=True)
     return Layout(cwd=cwd, rootfs=layout.rootfs)
 
 
-def copy_tree(source: Path, target: Path, *, rules: IgnoreRules, relative: str = "",
-              exclude: Path | None = None) -> None:
+def copy_tree(
+    source: Path,
+    target: Path,
+    *,
+    rules: IgnoreRules,
+    relative: str = "",
+    exclude: Path | None = None,
+) -> None:
     """Copy the contents of `source` into `target`, skipping SKIPPED_NAMES and ignored paths.
 
     `relative` is where `source` sits inside the build context, for the ignore rules.
@@ -190,31 +205,47 @@ def copy_tree(source: Path, target: Path, *, rules: IgnoreRules, relative: str =
                 shutil.copy2(path, destination)
 
 
-def _apply_copy(source: Path, layout: Layout, step: Copy, dockerfile_path: str,
-                rules: IgnoreRules, exclude: Path) -> None:
+def _apply_copy(
+    source: Path,
+    layout: Layout,
+    step: Copy,
+    dockerfile_path: str,
+    rules: IgnoreRules,
+    exclude: Path,
+) -> None:
     matches: list[tuple[Path, str]] = []
     for pattern in step.sources:
         relative = posixpath.normpath(pattern.lstrip("/"))
         if relative == ".." or relative.startswith("../"):
-            raise DockerfileError(dockerfile_path, step.line,
-                                  f"{step.keyword} {pattern}: outside the build context "
-                                  f"{source}; move it into the source folder")
+            raise DockerfileError(
+                dockerfile_path,
+                step.line,
+                f"{step.keyword} {pattern}: outside the build context "
+                f"{source}; move it into the source folder",
+            )
         if _GLOB_CHARS & set(relative):
             found = sorted(source.glob(relative))
             found_relative = [(path, path.relative_to(source).as_posix()) for path in found]
-            found_relative = [(path, rel) for path, rel in found_relative
-                              if not rules.ignores(rel, path.is_dir())]
+            found_relative = [
+                (path, rel) for path, rel in found_relative if not rules.ignores(rel, path.is_dir())
+            ]
         else:
             path = source / relative
             rel = "" if relative == "." else relative
-            found_relative = ([(path, rel)] if path.exists() and
-                              not (rel and rules.ignores(rel, path.is_dir())) else [])
+            found_relative = (
+                [(path, rel)]
+                if path.exists() and not (rel and rules.ignores(rel, path.is_dir()))
+                else []
+            )
         if not found_relative:
-            excluded = (" (excluded by .dockerignore/.gcloudignore)"
-                        if (source / relative).exists() else "")
-            raise DockerfileError(dockerfile_path, step.line,
-                                  f"{step.keyword} {pattern}: no such file in the build "
-                                  f"context {source}{excluded}")
+            excluded = (
+                " (excluded by .dockerignore/.gcloudignore)" if (source / relative).exists() else ""
+            )
+            raise DockerfileError(
+                dockerfile_path,
+                step.line,
+                f"{step.keyword} {pattern}: no such file in the build context {source}{excluded}",
+            )
         matches.extend(found_relative)
 
     destination = layout.container_path(step.destination)

@@ -32,8 +32,17 @@ LAYOUT_VERSION = "1"
 # was streamed to the build output already.
 PIP_TAIL_LINES = 12
 # Variables that would make pip or the interpreter look outside the virtualenv.
-_SCRUBBED_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PIP_USER", "PIP_TARGET",
-                 "PIP_PREFIX", "PIP_ROOT", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__")
+_SCRUBBED_ENV = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PIP_USER",
+    "PIP_TARGET",
+    "PIP_PREFIX",
+    "PIP_ROOT",
+    "VIRTUAL_ENV",
+    "__PYVENV_LAUNCHER__",
+)
 
 
 def venv_key(plan: InstallPlan, interpreter: Interpreter) -> str:
@@ -41,8 +50,9 @@ def venv_key(plan: InstallPlan, interpreter: Interpreter) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
-def ensure_venv(*, plan: InstallPlan, interpreter: Interpreter, cache: Path,
-                output: Callable[[str], None]) -> Path:
+def ensure_venv(
+    *, plan: InstallPlan, interpreter: Interpreter, cache: Path, output: Callable[[str], None]
+) -> Path:
     """The virtualenv for `plan` on `interpreter`: reused from the cache, or built there."""
     cache.mkdir(parents=True, exist_ok=True)
     key = venv_key(plan, interpreter)
@@ -79,42 +89,75 @@ def _exclusive(lock_path: Path, output: Callable[[str], None], venv: Path) -> It
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _create(venv: Path, plan: InstallPlan, interpreter: Interpreter,
-            output: Callable[[str], None]) -> None:
+def _create(
+    venv: Path, plan: InstallPlan, interpreter: Interpreter, output: Callable[[str], None]
+) -> None:
     # Nothing to install: no pip either (about 60 ms instead of 3 s).
     without_pip = ["--without-pip"] if plan.empty else []
     output(f"creating virtualenv {venv} (Python {interpreter.version})")
-    _stream([interpreter.executable, "-m", "venv", *without_pip, str(venv)], cwd=None,
-            output=output, what=f"{interpreter.executable} -m venv",
-            advice="Check that this Python has the venv module (Debian: apt-get install "
-                   f"python{interpreter.short_version}-venv), or pick another interpreter.")
+    _stream(
+        [interpreter.executable, "-m", "venv", *without_pip, str(venv)],
+        cwd=None,
+        output=output,
+        what=f"{interpreter.executable} -m venv",
+        advice="Check that this Python has the venv module (Debian: apt-get install "
+        f"python{interpreter.short_version}-venv), or pick another interpreter.",
+    )
     python = venv / "bin" / "python"
     for step in plan.steps:
-        command = [str(python), "-m", "pip", "install", "--disable-pip-version-check",
-                   "--no-input", *step.arguments]
+        command = [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            *step.arguments,
+        ]
         output(f"$ pip install {shlex.join(step.arguments)}")
-        _stream(command, cwd=step.cwd, output=output,
-                what=f"pip install {shlex.join(step.arguments)}",
-                advice="Fix the requirement (its name, its version, or a system library it "
-                       "needs to build) and deploy again.")
+        _stream(
+            command,
+            cwd=step.cwd,
+            output=output,
+            what=f"pip install {shlex.join(step.arguments)}",
+            advice="Fix the requirement (its name, its version, or a system library it "
+            "needs to build) and deploy again.",
+        )
     marker = venv / COMPLETE_MARKER
     partial = marker.with_suffix(".partial")
-    partial.write_text(json.dumps({"origin": plan.origin, "steps": [
-        list(step.arguments) for step in plan.steps]}) + "\n")
+    partial.write_text(
+        json.dumps({"origin": plan.origin, "steps": [list(step.arguments) for step in plan.steps]})
+        + "\n"
+    )
     os.replace(partial, marker)
 
 
-def _stream(command: Sequence[str], *, cwd: Path | None, output: Callable[[str], None],
-            what: str, advice: str) -> None:
+def _stream(
+    command: Sequence[str],
+    *,
+    cwd: Path | None,
+    output: Callable[[str], None],
+    what: str,
+    advice: str,
+) -> None:
     """Run `command`, passing each line of its stdout and stderr to `output` as it comes."""
     env = {name: value for name, value in os.environ.items() if name not in _SCRUBBED_ENV}
     env["PYTHONUNBUFFERED"] = "1"  # pip's stdout lines arrive as written, not in blocks
     env["PIP_PROGRESS_BAR"] = "off"
     tail: collections.deque[str] = collections.deque(maxlen=PIP_TAIL_LINES)
     try:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, encoding="utf-8", errors="replace", bufsize=1)
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+        )
     except OSError as error:
         raise BuildError(f"{what}: cannot run {command[0]}: {error}") from error
     with process:
@@ -126,5 +169,6 @@ def _stream(command: Sequence[str], *, cwd: Path | None, output: Callable[[str],
         returncode = process.wait()
     if returncode != 0:
         last_lines = "\n".join(f"  {line}" for line in tail)
-        raise BuildError(f"{what} failed (exit {returncode}); its last lines:\n{last_lines}\n"
-                         f"{advice}")
+        raise BuildError(
+            f"{what} failed (exit {returncode}); its last lines:\n{last_lines}\n{advice}"
+        )

@@ -849,7 +849,10 @@ class _UpstreamConnection(asyncio.Protocol):
         if self.tunnelling:
             exchange.client.write(data)
             return
-        self.received_any = True
+        if not self.received_any:
+            self.received_any = True
+            if exchange.lease is not None:
+                exchange.lease.first_byte()  # a request that queued: its cold-start latency
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from homerun.scaling.metrics import ConcurrencyMeter
+
 
 class IdleConnection(Protocol):
     def close(self) -> None: ...
@@ -52,14 +54,28 @@ class RevisionUnavailable(Exception):
 
 
 class Lease:
-    """One slot on one endpoint, held for the life of a request; release exactly once."""
+    """One slot on one endpoint, held for the life of a request; release exactly once.
 
-    __slots__ = ("endpoint", "_throttler", "_released")
+    `waited_since` is when the request began waiting for the slot (None: it found one at
+    once); the proxy reports the first byte of a waited request as its cold-start latency.
+    """
 
-    def __init__(self, throttler: Throttler, endpoint: Endpoint) -> None:
+    __slots__ = ("endpoint", "waited_since", "_throttler", "_released")
+
+    def __init__(
+        self, throttler: Throttler, endpoint: Endpoint, waited_since: float | None = None
+    ) -> None:
         self.endpoint = endpoint
+        self.waited_since = waited_since
         self._throttler = throttler
         self._released = False
+
+    def first_byte(self) -> None:
+        """The response began: record how long a request that had to wait took to get here."""
+        if self.waited_since is not None:
+            throttler = self._throttler
+            throttler.record_wait(throttler.clock() - self.waited_since)
+            self.waited_since = None
 
     def release(self) -> None:
         if not self._released:
@@ -70,13 +86,25 @@ class Lease:
 class Throttler:
     """Slots and queue of one revision. Not thread-safe: lives on the router's event loop."""
 
-    def __init__(self, revision: str, on_demand: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        revision: str,
+        on_demand: Callable[[], None],
+        clock: Callable[[], float],
+        meter: ConcurrencyMeter | None = None,
+    ) -> None:
         self.revision = revision
-        # Called when a request waits and may need a new instance; the supervisor decides.
+        # Called when a request waits and may need a new instance; the autoscaler decides.
         self._on_demand = on_demand
+        self.clock = clock
+        # Requests in the revision (in flight or queued), for the autoscaler's windows.
+        self.meter = meter or ConcurrencyMeter(clock())
         self.endpoints: list[Endpoint] = []
         self._waiters: deque[asyncio.Future[Lease]] = deque()
+        self._arrivals: dict[asyncio.Future[Lease], float] = {}
         self._next = 0
+        # Waits of requests that found no free slot, until the metrics collect them.
+        self.waits: list[float] = []
 
     # -- what the supervisor does -------------------------------------------------------
 
@@ -110,6 +138,23 @@ class Throttler:
             if not waiter.done():
                 waiter.set_exception(RevisionUnavailable(status, message))
 
+    def expire_waiters(self, waited_since: float, status: int, message: str) -> int:
+        """Answer with an error the queued requests that have waited since before a time."""
+        expired = 0
+        while self._waiters:
+            waiter = self._waiters[0]
+            arrived = self._arrivals.get(waiter)
+            if not waiter.done() and arrived is not None and arrived >= waited_since:
+                break
+            self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(RevisionUnavailable(status, message))
+                expired += 1
+        return expired
+
+    def record_wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
     # -- what the proxy does -------------------------------------------------------------
 
     @property
@@ -122,6 +167,8 @@ class Throttler:
 
     async def acquire(self) -> Lease:
         """A slot on an instance with room, waiting in FIFO order when there is none."""
+        now = self.clock()
+        self.meter.change(+1, now)
         if not self._waiters:
             endpoint = self._pick()
             if endpoint is not None:
@@ -129,6 +176,7 @@ class Throttler:
                 return Lease(self, endpoint)
         waiter: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        self._arrivals[waiter] = now
         self._on_demand()
         try:
             return await waiter
@@ -137,12 +185,18 @@ class Throttler:
             # turn, give it back so that it is not lost.
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 waiter.result().release()
-            else:
-                try:
-                    self._waiters.remove(waiter)
-                except ValueError:
-                    pass
+                raise
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+            self.meter.change(-1, self.clock())
             raise
+        except RevisionUnavailable:
+            self.meter.change(-1, self.clock())
+            raise
+        finally:
+            self._arrivals.pop(waiter, None)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -167,6 +221,7 @@ class Throttler:
 
     def _release(self, endpoint: Endpoint) -> None:
         endpoint.in_flight -= 1
+        self.meter.change(-1, self.clock())
         if endpoint.draining:
             if endpoint.in_flight == 0:
                 self._wake_idle(endpoint)
@@ -177,7 +232,7 @@ class Throttler:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 endpoint.in_flight += 1
-                waiter.set_result(Lease(self, endpoint))
+                waiter.set_result(Lease(self, endpoint, self._arrivals.get(waiter)))
                 return
 
     def _dispatch(self) -> None:
@@ -189,7 +244,8 @@ class Throttler:
             if endpoint is None:
                 return
             endpoint.in_flight += 1
-            self._waiters.popleft().set_result(Lease(self, endpoint))
+            waiter = self._waiters.popleft()
+            waiter.set_result(Lease(self, endpoint, self._arrivals.get(waiter)))
 
     @staticmethod
     def _wake_idle(endpoint: Endpoint) -> None:

@@ -17,6 +17,7 @@ from homerun.errors import HomerunError
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.runtime import Instance, InstanceSpec, Runtime
+from homerun.scaling.autoscaler import Decision, PanicState, ScalingPolicy
 from homerun.spec import expand_k8s_vars
 
 T = TypeVar("T")
@@ -66,12 +67,31 @@ class RevisionUnit:
     startup_timeout: float
     request_timeout: float
     throttler: Throttler
+    policy: ScalingPolicy = field(default_factory=ScalingPolicy)
     instances: list[ManagedInstance] = field(default_factory=list)
     recent_output: deque[str] = field(default_factory=lambda: deque(maxlen=20))
-    start_task: asyncio.Task[ManagedInstance] | None = None
+    # Starts asked for whose process does not exist yet.
+    pending_starts: int = 0
+    start_tasks: set[asyncio.Task[ManagedInstance]] = field(default_factory=set)
+    # Seconds from spawn to listening, of the last instances: the 429 wait scales with it.
+    startup_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=10))
+    # The autoscaler's memory and what it said last.
+    panic_state: PanicState = field(default_factory=PanicState)
+    decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=20))
+    overloaded_requests: int = 0  # answered 429 after waiting at max-instances
+    retired: bool = False  # no longer routed: the autoscaler leaves it alone
 
     def count(self, state: str) -> int:
         return sum(1 for instance in self.instances if instance.state == state)
+
+    @property
+    def active(self) -> int:
+        """Instances that are or will be serving: pending, starting and ready."""
+        return self.pending_starts + self.count(STARTING) + self.count(READY)
+
+    @property
+    def average_startup(self) -> float:
+        return sum(self.startup_seconds) / len(self.startup_seconds) if self.startup_seconds else 0
 
 
 class InstanceRegistry:
@@ -105,22 +125,25 @@ class Supervisor:
 
     # -- decisions applied ------------------------------------------------------------
 
-    def on_demand(self, unit: RevisionUnit) -> None:
-        """A request waits: start an instance unless one is ready or starting."""
-        if unit.count(READY) or (unit.start_task and not unit.start_task.done()):
+    def scale(self, unit: RevisionUnit, desired: int) -> None:
+        """Move toward `desired` serving instances: start the missing ones all at once, drain
+        and stop the surplus (an instance stops only once its in-flight requests are done)."""
+        missing = desired - unit.active
+        for _ in range(missing):
+            self._start_in_background(unit)
+        if missing >= 0:
             return
-        unit.start_task = self._spawn(self._start_for_waiters(unit))
-
-    def ensure_started(self, unit: RevisionUnit) -> None:
-        """Keep one instance of a serving revision (autoscaling replaces this policy)."""
-        self.on_demand(unit)
+        # Surplus: ready instances with the fewest requests in flight go first. Starting
+        # ones are left to finish; the next decision sees them ready.
+        ready = [instance for instance in unit.instances if instance.state == READY]
+        ready.sort(key=lambda instance: instance.endpoint.in_flight if instance.endpoint else 0)
+        for instance in ready[:-missing]:
+            instance.state = DRAINING
+            self._spawn(self.stop_instance(unit, instance, drain_timeout=unit.request_timeout))
 
     async def start_instance(self, unit: RevisionUnit) -> ManagedInstance:
         """Start one instance and wait until it listens; raise StartFailed otherwise."""
-        if unit.start_task and not unit.start_task.done():
-            return await asyncio.shield(unit.start_task)
-        unit.start_task = self._spawn(self._start(unit))
-        return await asyncio.shield(unit.start_task)
+        return await asyncio.shield(self._start_in_background(unit))
 
     async def confirm(self, unit: RevisionUnit, instance: ManagedInstance, seconds: float) -> None:
         """Watch a deploy's first instance a moment past its probe; StartFailed if it exits.
@@ -139,8 +162,9 @@ class Supervisor:
         )
 
     async def stop_revision(self, unit: RevisionUnit) -> None:
-        if unit.start_task and not unit.start_task.done():
-            unit.start_task.cancel()
+        for task in list(unit.start_tasks):
+            task.cancel()
+        await asyncio.gather(*unit.start_tasks, return_exceptions=True)
         await asyncio.gather(
             *(self.stop_instance(unit, instance) for instance in list(unit.instances))
         )
@@ -164,37 +188,38 @@ class Supervisor:
 
     # -- internals --------------------------------------------------------------------
 
+    def _start_in_background(self, unit: RevisionUnit) -> asyncio.Task[ManagedInstance]:
+        unit.pending_starts += 1
+        task = self._spawn(self._start_for_waiters(unit))
+        unit.start_tasks.add(task)
+        task.add_done_callback(unit.start_tasks.discard)
+        return task
+
     async def _start_for_waiters(self, unit: RevisionUnit) -> ManagedInstance:
         try:
             return await self._start(unit)
         except StartFailed as failure:
-            unit.throttler.fail_waiters(503, f"revision {unit.name} failed to start: {failure}")
+            self._logs.emit(
+                platform_entry(
+                    unit.service,
+                    f"Instance failed to start: {failure.message}",
+                    severity="ERROR",
+                    revision=unit.name,
+                )
+            )
+            if not unit.count(READY) and not unit.count(STARTING) and not unit.pending_starts:
+                # Nothing else will serve the queued requests: answer them now.
+                unit.throttler.fail_waiters(
+                    503, f"revision {unit.name} failed to start: {failure.message}"
+                )
             raise
 
     async def _start(self, unit: RevisionUnit) -> ManagedInstance:
-        port = _free_port()
-        name = f"{unit.name}-{secrets.token_hex(3)}"
-        env = dict(unit.env, PORT=str(port))
-
-        def output(stream: str, line: str) -> None:
-            unit.recent_output.append(line)
-            self._logs.emit(instance_entry(unit.service, unit.name, name, stream, line))
-
-        argv = [expand_k8s_vars(argument, env) for argument in unit.argv]
-        process = await self._runtime.start(
-            InstanceSpec(name=name, argv=argv, env=env, cwd=unit.cwd, port=port), output
-        )
-        instance = ManagedInstance(name, port, process, STARTING, time.monotonic())
-        unit.instances.append(instance)
-        self._registry.record(name, unit.name, process.pid)
-        self._logs.emit(
-            platform_entry(
-                unit.service,
-                f"Starting instance {name} on port {port}",
-                revision=unit.name,
-                instance=name,
-            )
-        )
+        """Spawn and probe one instance; the caller counted it in `pending_starts`."""
+        try:
+            process, instance = await self._spawn_process(unit)
+        finally:
+            unit.pending_starts -= 1
         exit_watch = asyncio.ensure_future(process.wait())
         try:
             await self._probe(unit, instance, exit_watch)
@@ -206,19 +231,47 @@ class Supervisor:
             raise
         instance.state = READY
         instance.ready_at = time.monotonic()
-        instance.endpoint = Endpoint(name, "127.0.0.1", port, unit.concurrency)
+        instance.endpoint = Endpoint(instance.name, "127.0.0.1", instance.port, unit.concurrency)
         unit.throttler.add(instance.endpoint)
         startup = instance.ready_at - instance.started_at
+        unit.startup_seconds.append(startup)
         self._logs.emit(
             platform_entry(
                 unit.service,
-                f"Instance {name} ready in {startup * 1000:.0f} ms",
+                f"Instance {instance.name} ready in {startup * 1000:.0f} ms",
                 revision=unit.name,
-                instance=name,
+                instance=instance.name,
             )
         )
         self._spawn(self._watch(unit, instance, exit_watch))
         return instance
+
+    async def _spawn_process(self, unit: RevisionUnit) -> tuple[Instance, ManagedInstance]:
+        port = _free_port()
+        name = f"{unit.name}-{secrets.token_hex(3)}"
+        env = dict(unit.env, PORT=str(port))
+
+        def output(stream: str, line: str) -> None:
+            unit.recent_output.append(line)
+            self._logs.emit(instance_entry(unit.service, unit.name, name, stream, line))
+
+        argv = [expand_k8s_vars(argument, env) for argument in unit.argv]
+        started_at = time.monotonic()
+        process = await self._runtime.start(
+            InstanceSpec(name=name, argv=argv, env=env, cwd=unit.cwd, port=port), output
+        )
+        instance = ManagedInstance(name, port, process, STARTING, started_at)
+        unit.instances.append(instance)
+        self._registry.record(name, unit.name, process.pid)
+        self._logs.emit(
+            platform_entry(
+                unit.service,
+                f"Starting instance {name} on port {port}",
+                revision=unit.name,
+                instance=name,
+            )
+        )
+        return process, instance
 
     async def _probe(
         self, unit: RevisionUnit, instance: ManagedInstance, exit_watch: asyncio.Future[int]

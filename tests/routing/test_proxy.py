@@ -103,7 +103,7 @@ class Proxy:
         timeout: float = 10.0,
         max_body_bytes: int = 32 * 1024 * 1024,
     ) -> None:
-        self.throttler = Throttler("svc-00001-abc", lambda: None)
+        self.throttler = Throttler("svc-00001-abc", lambda: None, time.monotonic)
         self.endpoint = Endpoint("svc-00001-abc-1", upstream[0], upstream[1], capacity)
         self.throttler.add(self.endpoint)
         self.routes = {
@@ -204,7 +204,7 @@ async def raw_instance(
             ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError
         ):
             await handle(reader, writer)
-        writer.transport.abort()
+        writer.close()
 
     server = await asyncio.start_server(tracked, "127.0.0.1", 0)
     try:
@@ -302,12 +302,14 @@ def test_malformed_requests_get_400_and_a_close(run: Run, instance: Address) -> 
 def test_revision_that_cannot_start_answers_its_status(run: Run, instance: Address) -> None:
     async def scenario() -> None:
         async with Proxy(instance) as proxy:
-            # A revision with no instance: the supervisor would try to start one and fail.
-            throttler = Throttler("broken-00001-xyz", lambda: None)
+            # A revision with no instance: asked for one, the supervisor fails to start it.
             loop = asyncio.get_running_loop()
-            throttler._on_demand = lambda: loop.call_soon(
-                throttler.fail_waiters, 503, "revision broken-00001-xyz failed to start"
-            )
+
+            def start_fails() -> None:
+                message = "revision broken-00001-xyz failed to start"
+                loop.call_soon(throttler.fail_waiters, 503, message)
+
+            throttler = Throttler("broken-00001-xyz", start_fails, time.monotonic)
             proxy.routes["broken.test"] = Route("broken", "broken-00001-xyz", throttler, 5.0)
             async with proxy.client("broken.test") as client:
                 response = await client.get("/")
@@ -788,6 +790,22 @@ def test_client_leaving_while_the_instance_works_frees_the_slot(
             )
             counts = await stats(instance, tag)
             assert counts.get("disconnected") == 1
+
+    run(scenario)
+
+
+def test_a_request_that_waited_reports_its_wait_at_the_first_byte(
+    run: Run, instance: Address
+) -> None:
+    async def scenario() -> None:
+        async with Proxy(instance, capacity=1) as proxy, proxy.client() as client:
+            holder = asyncio.ensure_future(client.get("/slow", params={"seconds": 0.3}))
+            await until(lambda: proxy.endpoint.in_flight == 1, "the holder to take the slot")
+            assert (await client.get("/hello")).status_code == 200
+            assert (await holder).status_code == 200
+            # Only the request that found no free slot waited; it waited for the holder.
+            (wait,) = proxy.throttler.waits
+            assert 0.1 < wait < 5
 
     run(scenario)
 

@@ -19,10 +19,23 @@ def run(coroutine):  # type: ignore[no-untyped-def]
     return asyncio.run(coroutine)
 
 
+class Clock:
+    """Simulated time: tests move it by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+clock = Clock()
+
+
 def test_acquire_takes_a_free_slot_without_demand() -> None:
     async def scenario() -> None:
         demand = Demand()
-        throttler = Throttler("rev", demand)
+        throttler = Throttler("rev", demand, clock)
         endpoint = Endpoint("i1", "127.0.0.1", 1, capacity=2)
         throttler.add(endpoint)
         first = await throttler.acquire()
@@ -39,7 +52,7 @@ def test_acquire_takes_a_free_slot_without_demand() -> None:
 def test_full_instance_queues_in_fifo_order_and_never_exceeds_capacity() -> None:
     async def scenario() -> None:
         demand = Demand()
-        throttler = Throttler("rev", demand)
+        throttler = Throttler("rev", demand, clock)
         endpoint = Endpoint("i1", "127.0.0.1", 1, capacity=1)
         throttler.add(endpoint)
         held = await throttler.acquire()
@@ -66,7 +79,7 @@ def test_full_instance_queues_in_fifo_order_and_never_exceeds_capacity() -> None
 def test_waiting_request_is_served_when_an_instance_becomes_ready() -> None:
     async def scenario() -> None:
         demand = Demand()
-        throttler = Throttler("rev", demand)
+        throttler = Throttler("rev", demand, clock)
         waiter = asyncio.create_task(throttler.acquire())
         await asyncio.sleep(0)
         assert demand.calls == 1 and not waiter.done()
@@ -80,7 +93,7 @@ def test_waiting_request_is_served_when_an_instance_becomes_ready() -> None:
 
 def test_cancelled_waiter_leaks_no_slot() -> None:
     async def scenario() -> None:
-        throttler = Throttler("rev", Demand())
+        throttler = Throttler("rev", Demand(), clock)
         endpoint = Endpoint("i1", "127.0.0.1", 1, capacity=1)
         throttler.add(endpoint)
         held = await throttler.acquire()
@@ -106,7 +119,7 @@ def test_cancelled_waiter_leaks_no_slot() -> None:
 
 def test_failed_start_answers_every_waiter() -> None:
     async def scenario() -> None:
-        throttler = Throttler("rev", Demand())
+        throttler = Throttler("rev", Demand(), clock)
         waiters = [asyncio.create_task(throttler.acquire()) for _ in range(3)]
         await asyncio.sleep(0)
         throttler.fail_waiters(503, "boom")
@@ -120,7 +133,7 @@ def test_failed_start_answers_every_waiter() -> None:
 
 def test_round_robin_skips_full_instances_above_concurrency_three() -> None:
     async def scenario() -> None:
-        throttler = Throttler("rev", Demand())
+        throttler = Throttler("rev", Demand(), clock)
         first = Endpoint("i1", "127.0.0.1", 1, capacity=4)
         second = Endpoint("i2", "127.0.0.1", 2, capacity=4)
         throttler.add(first)
@@ -136,7 +149,7 @@ def test_round_robin_skips_full_instances_above_concurrency_three() -> None:
 
 def test_first_available_for_small_concurrency() -> None:
     async def scenario() -> None:
-        throttler = Throttler("rev", Demand())
+        throttler = Throttler("rev", Demand(), clock)
         first = Endpoint("i1", "127.0.0.1", 1, capacity=1)
         second = Endpoint("i2", "127.0.0.1", 2, capacity=1)
         throttler.add(first)
@@ -154,7 +167,7 @@ def test_first_available_for_small_concurrency() -> None:
 
 def test_drain_waits_for_in_flight_requests_and_takes_no_new_ones() -> None:
     async def scenario() -> None:
-        throttler = Throttler("rev", Demand())
+        throttler = Throttler("rev", Demand(), clock)
         old = Endpoint("old", "127.0.0.1", 1, capacity=10)
         throttler.add(old)
         lease = await throttler.acquire()
@@ -167,5 +180,59 @@ def test_drain_waits_for_in_flight_requests_and_takes_no_new_ones() -> None:
         lease.release()
         await asyncio.wait_for(drained, 1)
         assert old.in_flight == 0
+
+    run(scenario())
+
+
+def test_meter_counts_requests_in_flight_and_queued() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        throttler = Throttler("rev", Demand(), clock)
+        endpoint = Endpoint("i1", "127.0.0.1", 1, capacity=1)
+        throttler.add(endpoint)
+        held = await throttler.acquire()
+        waiter = asyncio.create_task(throttler.acquire())
+        await asyncio.sleep(0)
+        assert throttler.meter.concurrency == 2
+        clock.now += 2
+        held.release()
+        lease = await waiter
+        assert throttler.meter.concurrency == 1
+        clock.now += 0.5
+        lease.first_byte()
+        assert throttler.waits == [2.5]
+        lease.release()
+        assert throttler.meter.concurrency == 0
+        failed = asyncio.create_task(throttler.acquire())
+        held = await throttler.acquire()
+        await asyncio.sleep(0)
+        assert throttler.meter.concurrency == 2  # one in flight, one waiting
+        throttler.remove(endpoint)
+        throttler.fail_waiters(503, "gone")
+        with pytest.raises(RevisionUnavailable):
+            await failed
+        held.release()
+        assert throttler.meter.concurrency == 0
+
+    run(scenario())
+
+
+def test_waiters_past_the_overload_wait_get_429_in_arrival_order() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        throttler = Throttler("rev", Demand(), clock)
+        first = asyncio.create_task(throttler.acquire())
+        await asyncio.sleep(0)
+        clock.now += 5
+        second = asyncio.create_task(throttler.acquire())
+        await asyncio.sleep(0)
+        clock.now += 6
+        # Waited since before clock-10: only the first.
+        assert throttler.expire_waiters(clock.now - 10, 429, "full") == 1
+        with pytest.raises(RevisionUnavailable) as failure:
+            await first
+        assert failure.value.status == 429
+        assert not second.done() and throttler.queue_length == 1
+        second.cancel()
 
     run(scenario())

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,9 @@ def make(
         concurrency=5,
         startup_timeout=startup_timeout,
         request_timeout=10,
-        throttler=Throttler("svc-00001-abc", lambda: supervisor.on_demand(holder[0])),
+        throttler=Throttler(
+            "svc-00001-abc", lambda: supervisor.scale(holder[0], 1), time.monotonic
+        ),
     )
     holder.append(unit)
     return supervisor, unit, recorded
