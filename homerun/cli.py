@@ -209,6 +209,11 @@ def cmd_services_describe(arguments: argparse.Namespace) -> int:
                     f"{decision['desired']} instance(s), {decision['mode']}: "
                     f"{decision['reason']}"
                 )
+            if scaling["waited_requests"]:
+                print(
+                    f"      {scaling['waited_requests']} request(s) waited for an instance "
+                    f"(median arrival to first byte {scaling['median_wait_ms']} ms)"
+                )
             if scaling["overloaded_requests"]:
                 print(f"      {scaling['overloaded_requests']} request(s) got 429 at max-instances")
         if revision.get("entrypoint"):

@@ -9,7 +9,7 @@ import secrets
 import shutil
 import string
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -406,6 +406,8 @@ class ControlPlane:
                 "target_per_instance": policy.target_per_instance,
                 "stable_window_seconds": policy.stable_window,
                 "overloaded_requests": unit.overloaded_requests,
+                "waited_requests": len(unit.throttler.waits),
+                "median_wait_ms": _median_ms(unit.throttler.waits),
                 "decisions": [
                     {
                         "seconds_ago": round(now - decision.at, 1),
@@ -428,6 +430,11 @@ def _artifact_record(artifact: Artifact) -> dict[str, Any]:
         "entrypoint_origin": artifact.entrypoint_origin,
         "server": artifact.server,
     }
+
+
+def _median_ms(seconds: Iterable[float]) -> float | None:
+    ordered = sorted(seconds)
+    return round(ordered[len(ordered) // 2] * 1000, 1) if ordered else None
 
 
 def _suffix() -> str:

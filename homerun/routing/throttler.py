@@ -103,8 +103,9 @@ class Throttler:
         self._waiters: deque[asyncio.Future[Lease]] = deque()
         self._arrivals: dict[asyncio.Future[Lease], float] = {}
         self._next = 0
-        # Waits of requests that found no free slot, until the metrics collect them.
-        self.waits: list[float] = []
+        # Arrival to first byte of the latest requests that had to wait for a slot (cold
+        # starts among them), newest last.
+        self.waits: deque[float] = deque(maxlen=1000)
 
     # -- what the supervisor does -------------------------------------------------------
 

@@ -103,7 +103,7 @@ def decide(policy: ScalingPolicy, observed: Observation, state: PanicState, now:
         max_panic = max(max_panic, panic_count, stable_count, observed.ready_instances)
         desired, mode = max_panic, PANIC
         reason = (
-            f"panic: {panic_input:.1f} concurrent over the {policy.panic_window:g}s window, "
+            f"{panic_input:.1f} concurrent over the {policy.panic_window:g}s panic window, "
             f"target {target:g} per instance"
         )
     else:

@@ -200,7 +200,7 @@ def test_meter_counts_requests_in_flight_and_queued() -> None:
         assert throttler.meter.concurrency == 1
         clock.now += 0.5
         lease.first_byte()
-        assert throttler.waits == [2.5]
+        assert list(throttler.waits) == [2.5]
         lease.release()
         assert throttler.meter.concurrency == 0
         failed = asyncio.create_task(throttler.acquire())
