@@ -9,12 +9,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from homerun.client import Client
 from homerun.config import Paths, default_home, load_settings
 from homerun.errors import DaemonUnavailable, HomerunError
+from homerun.observe.logs import SEVERITIES
 from homerun.scaling.policy import ANNOTATION_PREFIX
 from homerun.spec import (
     DEFAULT_CONCURRENCY,
@@ -32,6 +34,7 @@ from homerun.spec import (
 )
 
 DAEMON_START_SECONDS = 30.0
+LOG_TAIL_POLL_SECONDS = 0.5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +95,8 @@ def cmd_status(arguments: argparse.Namespace) -> int:
         return 1
     print(f"homerun is running (pid {status['pid']}), HOMERUN_HOME={paths.home}")
     print(f"  router:    {status['router']}")
+    if status.get("dashboard"):
+        print(f"  dashboard: {status['dashboard']}")
     print(
         f"  services:  {status['services']}, revisions: {status['revisions']}, "
         f"instances: {status['instances']}"
@@ -255,14 +260,58 @@ def cmd_revisions_list(arguments: argparse.Namespace) -> int:
 def cmd_logs_read(arguments: argparse.Namespace) -> int:
     if arguments.limit < 1:
         raise HomerunError(f"--limit: must be at least 1, got {arguments.limit}")
-    entries = _client().logs(validate_service_name(arguments.service), arguments.limit)
+    service = validate_service_name(arguments.service)
+    entries = _client().logs(service, arguments.limit, **_log_filters(arguments))
     for entry in entries:
-        if arguments.format == "json":
-            print(json.dumps(entry))
-            continue
-        where = entry.get("instance") or entry.get("revision") or entry.get("service")
-        print(f"{entry['timestamp']} {entry['severity']:<8} {where}: {entry['message']}")
+        _print_entry(entry, arguments.format)
     return 0
+
+
+def cmd_logs_tail(arguments: argparse.Namespace) -> int:
+    """Print new entries as they come, until interrupted (Ctrl-C)."""
+    service = validate_service_name(arguments.service)
+    client = _client()
+    filters = _log_filters(arguments)
+    last: str | None = None
+    for entry in client.logs(service, 20, **filters):
+        _print_entry(entry, arguments.format)
+        last = entry["timestamp"]
+    while True:
+        time.sleep(LOG_TAIL_POLL_SECONDS)
+        for entry in client.logs(service, 1000, **dict(filters, after=last)):
+            _print_entry(entry, arguments.format)
+            last = entry["timestamp"]
+
+
+def _log_filters(arguments: argparse.Namespace) -> dict[str, str | None]:
+    severity = arguments.severity.upper() if arguments.severity else None
+    if severity is not None and severity not in SEVERITIES:
+        raise HomerunError(f"--severity: use one of {', '.join(SEVERITIES)}, got {severity!r}")
+    return {
+        "revision": arguments.revision,
+        "min_severity": severity,
+        "since": _since(arguments.since) if getattr(arguments, "since", None) else None,
+    }
+
+
+def _since(text: str) -> str:
+    """`--since 10m` (a duration back from now) or `--since 2026-11-25T10:00:00Z` (a time)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        seconds = parse_duration(text, "--since")
+        moment = datetime.now(UTC) - timedelta(seconds=seconds)
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # a time without zone is local time
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _print_entry(entry: dict[str, Any], format: str) -> None:
+    if format == "json":
+        print(json.dumps(entry), flush=True)
+        return
+    where = entry.get("instance") or entry.get("revision") or entry.get("service")
+    print(f"{entry['timestamp']} {entry['severity']:<8} {where}: {entry['message']}", flush=True)
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -457,6 +506,15 @@ def _parser() -> argparse.ArgumentParser:
     read = log_commands.add_parser("read")
     read.add_argument("service", metavar="SERVICE")
     read.add_argument("--limit", type=int, default=50)
+    read.add_argument("--revision")
+    read.add_argument("--severity", help="the lowest severity shown (e.g. WARNING)")
+    read.add_argument("--since", help="a duration back from now (10m) or a time (ISO 8601)")
     read.add_argument("--format", choices=["text", "json"], default="text")
     read.set_defaults(handler=cmd_logs_read)
+    tail = log_commands.add_parser("tail")
+    tail.add_argument("service", metavar="SERVICE")
+    tail.add_argument("--revision")
+    tail.add_argument("--severity", help="the lowest severity shown (e.g. WARNING)")
+    tail.add_argument("--format", choices=["text", "json"], default="text")
+    tail.set_defaults(handler=cmd_logs_tail)
     return parser

@@ -43,8 +43,10 @@ class Client:
         params = {"service": service} if service else {}
         return self._call("GET", "/v1/revisions", params=params)
 
-    def logs(self, service: str, limit: int) -> list[dict[str, Any]]:
-        return self._call("GET", f"/v1/services/{service}/logs", params={"limit": limit})
+    def logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
+        params["limit"] = limit
+        return self._call("GET", f"/v1/services/{service}/logs", params=params)
 
     def deploy(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The deploy's events as they happen; the last one is `done` or `error`."""

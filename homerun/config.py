@@ -73,6 +73,13 @@ class Settings:
     # How long a deploy watches its first instance after the probe before moving traffic.
     deploy_settle_seconds: float = 1.0
     log_tail_lines: int = 20
+    # The dashboard and /metrics; when the port is taken, an ephemeral one (status says which).
+    dashboard_listen: str = "127.0.0.1"
+    dashboard_port: int = 8081
+    # Request records feed metrics and the dashboard; request_logs also writes them as logs.
+    telemetry: bool = True
+    request_logs: bool = True
+    log_max_bytes: int = 64 * MiB
     venv_cache: str = ""  # empty: HOMERUN_HOME/venvs (HOMERUN_VENV_CACHE overrides)
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -82,7 +89,12 @@ class Settings:
         return Paths(home=home, venv_cache=Path(cache).expanduser() if cache else home / "venvs")
 
 
-_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "float": (int, float),
+    "str": str,
+    "bool": bool,
+}
 
 _KEYS = {
     "listen": "listen",
@@ -91,6 +103,11 @@ _KEYS = {
     "max-request-body-bytes": "max_request_body_bytes",
     "stop-grace-seconds": "stop_grace_seconds",
     "deploy-settle-seconds": "deploy_settle_seconds",
+    "dashboard-listen": "dashboard_listen",
+    "dashboard-port": "dashboard_port",
+    "telemetry": "telemetry",
+    "request-logs": "request_logs",
+    "log-max-bytes": "log_max_bytes",
     "venv-cache": "venv_cache",
 }
 
@@ -118,7 +135,8 @@ def load_settings(home: Path, **overrides: Any) -> Settings:
                 extra[str(key)] = value
                 continue
             expected = _TYPES[str(types[name])]
-            if not isinstance(value, expected) or isinstance(value, bool):
+            bool_for_number = isinstance(value, bool) and expected is not bool
+            if not isinstance(value, expected) or bool_for_number:
                 raise InvalidSpec(f"{config_file}: {key}: expected {types[name]}, got {value!r}")
             known[name] = value
         settings = replace(settings, extra=extra, **known)

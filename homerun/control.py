@@ -61,6 +61,7 @@ class ControlPlane:
         self._table = RoutingTable(settings.domain)
         self._deploy_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.dashboard_url: str | None = None  # set by the daemon once it listens
 
     # -- the data plane's question ------------------------------------------------------
 
@@ -243,9 +244,10 @@ class ControlPlane:
             self._store.service(service)  # NotFound for an unknown service
         return [self._revision_summary(revision) for revision in self._store.revisions(service)]
 
-    def read_logs(self, service: str, limit: int) -> list[dict[str, Any]]:
+    def read_logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
+        """Newest entries; filters: revision, min_severity, since, after (see LogStore.read)."""
         self._store.service(service)
-        return self._logs.read(service, limit=limit)
+        return self._logs.read(service, limit=limit, **filters)
 
     async def delete_service(self, service: str) -> None:
         self._store.service(service)
@@ -263,6 +265,7 @@ class ControlPlane:
         return {
             "pid": os.getpid(),
             "router": f"http://{self._settings.listen}:{self._settings.port}",
+            "dashboard": self.dashboard_url,
             "services": len(self._store.services()),
             "revisions": len(self._store.revisions()),
             "instances": sum(len(unit.instances) for unit in self.units.values()),

@@ -9,18 +9,25 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from homerun import build
 from homerun.admin.api import create_app
+from homerun.admin.dashboard import create_dashboard_app
 from homerun.config import Paths, Settings
 from homerun.control import ControlPlane
 from homerun.errors import HomerunError
 from homerun.observe.logs import LogStore
+from homerun.observe.metrics import Metrics
+from homerun.observe.overview import overview
+from homerun.observe.processes import ProcessSampler
+from homerun.observe.telemetry import Telemetry
 from homerun.routing.proxy import Router
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.scaling.scaler import Scaler
@@ -28,6 +35,7 @@ from homerun.scaling.supervisor import InstanceRegistry, Supervisor
 from homerun.store import Store
 
 LOG_FLUSH_SECONDS = 0.2
+SAMPLE_SECONDS = 1.0
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -53,7 +61,7 @@ class Daemon:
         self._take_lock()
         store = Store(self.paths.database)
         _kill_leftovers(store)
-        logs = LogStore(self.paths.logs)
+        logs = LogStore(self.paths.logs, max_bytes=self.settings.log_max_bytes)
         runtime = ProcessRuntime()
         runtime.open()
         supervisor = Supervisor(
@@ -87,15 +95,40 @@ class Daemon:
             poke=scaler.poke,
             clock=clock,
         )
-        router = Router(control.resolve, max_body_bytes=self.settings.max_request_body_bytes)
+        processes = ProcessSampler()
+        units = lambda: control.units.values()  # noqa: E731 - read when called
+        metrics = Metrics(units, processes)
+        telemetry = Telemetry(
+            logs=logs,
+            metrics=metrics,
+            processes=processes,
+            units=units,
+            precise_clock=time.perf_counter,
+            request_logs=self.settings.request_logs,
+        )
+        router = Router(
+            control.resolve,
+            max_body_bytes=self.settings.max_request_body_bytes,
+            on_request=telemetry.records.append if self.settings.telemetry else None,
+        )
         try:
             await router.start(self.settings.listen, self.settings.port)
         except OSError as error:
             store.close()
+            runtime.close()
             raise HomerunError(
                 f"cannot listen on {self.settings.listen}:{self.settings.port}: "
                 f"{error.strerror}; choose another with `homerun up --port N`"
             ) from None
+        dashboard, dashboard_socket = self._dashboard(
+            create_dashboard_app(
+                lambda window: overview(control, telemetry, logs, processes, window),
+                metrics.exposition,
+            )
+        )
+        host, port = dashboard_socket.getsockname()[:2]
+        control.dashboard_url = f"http://{host}:{port}"
+        dashboard_task = asyncio.ensure_future(dashboard.serve(sockets=[dashboard_socket]))
         admin = _EmbeddedServer(
             uvicorn.Config(
                 create_app(control, self.request_stop),
@@ -107,6 +140,7 @@ class Daemon:
         admin_socket = _unix_socket(self.paths.admin_socket)
         admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_socket]))
         flusher = asyncio.ensure_future(_flush_logs(logs))
+        sampler = asyncio.ensure_future(_sample(telemetry))
         scaling = asyncio.ensure_future(scaler.run())
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
@@ -115,19 +149,22 @@ class Daemon:
             await control.restore()
             print(
                 f"homerun is up: router on http://{self.settings.listen}:{self.settings.port}, "
-                f"admin API on {self.paths.admin_socket}, state in {self.home}",
+                f"dashboard on {control.dashboard_url}, admin API on {self.paths.admin_socket}, "
+                f"state in {self.home}",
                 flush=True,
             )
             await self._stop.wait()
         finally:
             print("homerun is stopping: draining instances", flush=True)
             admin.should_exit = True
+            dashboard.should_exit = True
             scaling.cancel()
+            sampler.cancel()
             await router.close()
             await control.close()
             await supervisor.close()
             runtime.close()
-            await asyncio.gather(admin_task, return_exceptions=True)
+            await asyncio.gather(admin_task, dashboard_task, return_exceptions=True)
             flusher.cancel()
             logs.flush()
             store.close()
@@ -135,6 +172,24 @@ class Daemon:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
             print("homerun stopped", flush=True)
+
+    def _dashboard(self, app: ASGIApp) -> tuple[_EmbeddedServer, socket.socket]:
+        """The dashboard's server and socket; an ephemeral port when the set one is taken."""
+        listen, port = self.settings.dashboard_listen, self.settings.dashboard_port
+        try:
+            sock = socket.create_server((listen, port), reuse_port=False)
+        except OSError as error:
+            sock = socket.create_server((listen, 0))
+            print(
+                f"homerun: dashboard port {port} is not available ({error.strerror}); "
+                f"using {sock.getsockname()[1]}",
+                flush=True,
+            )
+        sock.setblocking(False)
+        server = _EmbeddedServer(
+            uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+        )
+        return server, sock
 
     def _take_lock(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -162,6 +217,15 @@ def run(home: Path, settings: Settings) -> None:
         asyncio.run(daemon.serve())
     else:
         uvloop.run(daemon.serve())
+
+
+async def _sample(telemetry: Telemetry) -> None:
+    while True:
+        await asyncio.sleep(SAMPLE_SECONDS)
+        try:
+            telemetry.tick()
+        except Exception as error:  # a bug here must not stop the sampling
+            print(f"homerun: telemetry failed: {error!r}", file=sys.stderr, flush=True)
 
 
 async def _flush_logs(logs: LogStore) -> None:

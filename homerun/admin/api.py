@@ -47,7 +47,11 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
 
     async def logs(request: Request) -> Response:
         limit = _int_param(request, "limit", 50)
-        return JSONResponse(control.read_logs(request.path_params["name"], limit))
+        filters = {
+            name: request.query_params.get(name)
+            for name in ("revision", "min_severity", "since", "after")
+        }
+        return JSONResponse(control.read_logs(request.path_params["name"], limit, **filters))
 
     async def homerun_error(request: Request, exc: Exception) -> Response:
         status_code = 404 if isinstance(exc, NotFound) else 400

@@ -14,11 +14,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SEVERITIES = ("DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT")
+from homerun.errors import InvalidSpec
+
+SEVERITIES = (
+    "DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY",
+)  # fmt: skip
+RECENT_ENTRIES = 200
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def iso_time(epoch_seconds: float) -> str:
+    moment = datetime.fromtimestamp(epoch_seconds, UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def instance_entry(
@@ -65,13 +75,26 @@ def platform_entry(
 
 
 class LogStore:
-    def __init__(self, directory: Path) -> None:
+    """Per-service JSON-lines files, each kept under `max_bytes` (one older file kept beside)."""
+
+    def __init__(self, directory: Path, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._directory = directory
+        self._max_bytes = max_bytes
         self._pending: dict[str, list[str]] = {}
+        # The newest entries of each service, for the dashboard (no file read per refresh).
+        self._recent: dict[str, deque[dict[str, Any]]] = {}
 
     def emit(self, entry: dict[str, Any]) -> None:
         service = entry["service"]
         self._pending.setdefault(service, []).append(json.dumps(entry, ensure_ascii=False))
+        recent = self._recent.get(service)
+        if recent is None:
+            recent = self._recent[service] = deque(maxlen=RECENT_ENTRIES)
+        recent.append(entry)
+
+    def recent(self, service: str, limit: int = 50) -> list[dict[str, Any]]:
+        entries = self._recent.get(service, ())
+        return list(entries)[-limit:]
 
     def flush(self) -> None:
         pending, self._pending = self._pending, {}
@@ -79,32 +102,70 @@ class LogStore:
             return
         self._directory.mkdir(parents=True, exist_ok=True)
         for service, lines in pending.items():
-            with open(self._path(service), "a", encoding="utf-8") as file:
+            path = self._path(service)
+            with open(path, "a", encoding="utf-8") as file:
                 file.write("\n".join(lines) + "\n")
+                size = file.tell()
+            if size > self._max_bytes:
+                # Size-based retention: the full file becomes the older one, replacing it.
+                os.replace(path, path.with_suffix(".jsonl.1"))
 
     def read(
-        self, service: str, *, limit: int = 50, revision: str | None = None
+        self,
+        service: str,
+        *,
+        limit: int = 50,
+        revision: str | None = None,
+        min_severity: str | None = None,
+        since: str | None = None,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
-        """The newest `limit` entries, oldest first."""
+        """The newest `limit` matching entries, oldest first.
+
+        `since` keeps entries at or after an ISO time; `after` those strictly after it (what
+        `logs tail` asks for, with the timestamp of the last entry it printed).
+        """
         self.flush()
-        path = self._path(service)
-        if not path.exists():
-            return []
+        rank = severity_rank(min_severity) if min_severity else 0
         newest: deque[dict[str, Any]] = deque(maxlen=limit)
-        for entry in _parse(path.read_text(encoding="utf-8").splitlines()):
-            if revision is None or entry.get("revision") == revision:
-                newest.append(entry)
+        for path in (self._path(service).with_suffix(".jsonl.1"), self._path(service)):
+            if not path.exists():
+                continue
+            with open(path, encoding="utf-8") as file:
+                for entry in _parse(file):
+                    timestamp = entry.get("timestamp", "")
+                    if revision is not None and entry.get("revision") != revision:
+                        continue
+                    if rank and severity_rank(entry.get("severity", "DEFAULT")) < rank:
+                        continue
+                    if since is not None and timestamp < since:
+                        continue
+                    if after is not None and timestamp <= after:
+                        continue
+                    newest.append(entry)
         return list(newest)
 
     def delete(self, service: str) -> None:
         self._pending.pop(service, None)
-        try:
-            os.unlink(self._path(service))
-        except FileNotFoundError:
-            pass
+        self._recent.pop(service, None)
+        for path in (self._path(service), self._path(service).with_suffix(".jsonl.1")):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def _path(self, service: str) -> Path:
         return self._directory / f"{service}.jsonl"
+
+
+def severity_rank(severity: str) -> int:
+    """Cloud Logging's order: DEFAULT < DEBUG < INFO < NOTICE < WARNING < ERROR < ..."""
+    try:
+        return SEVERITIES.index(severity.upper())
+    except ValueError:
+        raise InvalidSpec(
+            f"unknown severity {severity!r}; use one of {', '.join(SEVERITIES)}"
+        ) from None
 
 
 def _parse(lines: Iterable[str]) -> Iterable[dict[str, Any]]:

@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -45,6 +46,16 @@ class RouteError(NamedTuple):
 
 Resolver = Callable[[str], Route | RouteError]
 
+# One finished request, as the router hands it to observers (logs, metrics). A plain tuple:
+# building it is the only cost the router pays per request; the observer does the rest later.
+#   (arrival, finished) perf_counter times, method, url, host, status, request bytes,
+#   response bytes, user agent, client address, HTTP/1.0?, traceparent, service, revision,
+#   instance
+RequestRecord = tuple[
+    float, float, bytes, bytes, bytes, int, int, int, bytes, bytes, bool, bytes,
+    str | None, str | None, str | None,
+]  # fmt: skip
+
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1) describe one connection, so they stop here; the
 # router frames bodies itself and says itself whether a connection stays open.
@@ -59,7 +70,7 @@ _NEVER_DROPPED = frozenset((b"host", b"content-length"))
 # Request headers that need more than passing through: read, rewritten, or dropped.
 _REQUEST_HEADERS_OF_INTEREST = _HOP_BY_HOP | {
     b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"forwarded",
-    b"traceparent",
+    b"traceparent", b"user-agent",
 }  # fmt: skip
 
 # Reasons to stop reading from a client, as bits; reading resumes once none is left.
@@ -84,6 +95,7 @@ _DEADLINE_TICK = 0.1
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _random_bits = random.getrandbits
+_precise_clock = time.perf_counter
 
 
 def _error_response(status: int, message: str, *, close: bool, with_body: bool) -> bytes:
@@ -166,9 +178,17 @@ class _Deadlines:
 class Router:
     """Listens for clients and sends each request to an instance of the revision its Host names."""
 
-    def __init__(self, resolve: Resolver, *, max_body_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        resolve: Resolver,
+        *,
+        max_body_bytes: int = 32 * 1024 * 1024,
+        on_request: Callable[[RequestRecord], None] | None = None,
+    ) -> None:
         self.resolve = resolve
         self.max_body_bytes = max_body_bytes
+        # Told of every finished request; it must return at once (it only queues the record).
+        self.on_request = on_request
         self._server: asyncio.Server | None = None
         self.deadlines = _Deadlines()
         # Every open connection, so that close() can end them.
@@ -239,7 +259,8 @@ class _ClientConnection(asyncio.Protocol):
         self.upgrade_protocol = b""
         self.forwarded_for: bytes | None = None
         self.forwarded: bytes | None = None
-        self.has_traceparent = False
+        self.traceparent: bytes | None = None
+        self.user_agent = b""
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -314,7 +335,8 @@ class _ClientConnection(asyncio.Protocol):
         self.upgrade_protocol = b""
         self.forwarded_for = None
         self.forwarded = None
-        self.has_traceparent = False
+        self.traceparent = None
+        self.user_agent = b""
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -351,7 +373,10 @@ class _ClientConnection(asyncio.Protocol):
             hops = self.forwarded
             self.forwarded = value if hops is None else hops + b", " + value
         elif lower_name == b"traceparent":
-            self.has_traceparent = True
+            self.traceparent = value
+            self.header_pieces += (name, b": ", value, b"\r\n")
+        elif lower_name == b"user-agent":
+            self.user_agent = value
             self.header_pieces += (name, b": ", value, b"\r\n")
         # keep-alive, proxy-connection, te, trailer, x-forwarded-proto: dropped
 
@@ -388,6 +413,13 @@ class _ClientConnection(asyncio.Protocol):
             else:
                 exchange.route = destination
                 exchange.head = self._upstream_head(method, host, is_upgrade)
+        # What the request log says of this request.
+        exchange.method = method
+        exchange.url = self.url
+        exchange.host = host or b""
+        exchange.user_agent = self.user_agent
+        exchange.trace = self.traceparent or b""
+        exchange.request_bytes = len(self.url) + self.head_bytes
         self.parsing = exchange
         self.exchanges.append(exchange)
         if len(self.exchanges) > 1:
@@ -495,12 +527,11 @@ class _ClientConnection(asyncio.Protocol):
             extra += b"transfer-encoding: chunked\r\n"
         if is_upgrade:
             extra += b"connection: upgrade\r\nupgrade: %s\r\n" % self.upgrade_protocol
-        if not self.has_traceparent:
+        if self.traceparent is None:
             # W3C trace context: 16 random bytes of trace id, 8 of parent id, "sampled".
-            extra += b"traceparent: 00-%032x-%016x-01\r\n" % (
-                _random_bits(128) or 1,
-                _random_bits(64) or 1,
-            )
+            trace_id, parent_id = _random_bits(128) or 1, _random_bits(64) or 1
+            self.traceparent = b"00-%032x-%016x-01" % (trace_id, parent_id)
+            extra += b"traceparent: %s\r\n" % self.traceparent
         return (
             b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: http\r\n"
             b"forwarded: %s\r\n%s\r\n"
@@ -559,6 +590,8 @@ class _Exchange:
         "is_upgrade", "route", "error", "head", "request_complete", "body_received",
         "pending_body", "pending_bytes", "started", "finished", "task", "deadline_tick",
         "lease", "upstream", "retried", "response_started", "close_client",
+        "method", "url", "host", "user_agent", "trace", "request_bytes", "status",
+        "response_bytes", "received_at",
     )  # fmt: skip
 
     def __init__(
@@ -602,6 +635,18 @@ class _Exchange:
         # The response
         self.response_started = False  # a final status line went to the client
         self.close_client = not keep_alive
+
+        # For the request log. The loop's clock ticks in milliseconds under uvloop: latencies
+        # are measured with perf_counter.
+        self.received_at = _precise_clock()
+        self.method = b""
+        self.url = b""
+        self.host = b""
+        self.user_agent = b""
+        self.trace = b""
+        self.request_bytes = 0
+        self.status = 0
+        self.response_bytes = 0
 
     def start(self) -> None:
         route = self.route
@@ -721,7 +766,10 @@ class _Exchange:
         status, message = self.error
         # An unread body, or an HTTP/1.0 client that would not expect the connection to stay.
         close = self.close_client or not self.request_complete or self.http_10
-        self.client.write(_error_response(status, message, close=close, with_body=not self.is_head))
+        response = _error_response(status, message, close=close, with_body=not self.is_head)
+        self.client.write(response)
+        self.status = status
+        self.response_bytes += len(response)
         self.response_started = True
         self.finished = True
         return close
@@ -749,9 +797,23 @@ class _Exchange:
             self.upstream = None
             upstream.detach(reuse_upstream)
         # After the connection went back to the pool, so that the next request finds it.
-        if self.lease is not None:
-            self.lease.release()
+        lease = self.lease
+        if lease is not None:
+            lease.release()
             self.lease = None
+        client = self.client
+        on_request = client.router.on_request
+        if on_request is not None:
+            route = self.route
+            on_request(
+                (
+                    self.received_at, _precise_clock(), self.method, self.url, self.host,
+                    self.status, self.request_bytes + self.body_received, self.response_bytes,
+                    self.user_agent, client.client_address, self.http_10, self.trace,
+                    route.service if route else None, route.revision if route else None,
+                    lease.endpoint.name if lease else None,
+                )
+            )  # fmt: skip
 
 
 def _take_idle(endpoint: Endpoint) -> _UpstreamConnection | None:
@@ -938,12 +1000,14 @@ class _UpstreamConnection(asyncio.Protocol):
                 raise _InvalidResponse("101 Switching Protocols to a request that did not ask")
             self.tunnelling = True
             exchange.response_started = True
+            exchange.status = 101
             self.to_client.append(
                 b"%s%sconnection: upgrade\r\nupgrade: %s\r\n\r\n"
                 % (status_line, headers, self.upgrade_protocol)
             )
             return
         exchange.response_started = True
+        exchange.status = status
         has_body = not (exchange.is_head or status == 204 or status == 304)
         framing = b""
         if has_body and not self.has_content_length:
@@ -1008,10 +1072,12 @@ class _UpstreamConnection(asyncio.Protocol):
 
     def flush(self) -> None:
         to_client = self.to_client
-        if to_client and self.exchange is not None:
+        exchange = self.exchange
+        if to_client and exchange is not None:
             data = to_client[0] if len(to_client) == 1 else b"".join(to_client)
             to_client.clear()
-            self.exchange.client.write(data)
+            exchange.response_bytes += len(data)
+            exchange.client.write(data)
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:

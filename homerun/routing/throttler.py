@@ -106,6 +106,7 @@ class Throttler:
         # Arrival to first byte of the latest requests that had to wait for a slot (cold
         # starts among them), newest last.
         self.waits: deque[float] = deque(maxlen=1000)
+        self.wait_count = 0  # ever recorded (`waits` keeps the latest)
 
     # -- what the supervisor does -------------------------------------------------------
 
@@ -155,6 +156,7 @@ class Throttler:
 
     def record_wait(self, seconds: float) -> None:
         self.waits.append(seconds)
+        self.wait_count += 1
 
     # -- what the proxy does -------------------------------------------------------------
 

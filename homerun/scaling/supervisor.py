@@ -75,6 +75,8 @@ class RevisionUnit:
     start_tasks: set[asyncio.Task[ManagedInstance]] = field(default_factory=set)
     # Seconds from spawn to listening, of the last instances: the 429 wait scales with it.
     startup_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=10))
+    startups: int = 0  # instances that became ready, ever (startup_seconds keeps the last)
+    cold_starts: int = 0  # instances started while none was ready
     # The autoscaler's memory and what it said last.
     panic_state: PanicState = field(default_factory=PanicState)
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=20))
@@ -235,6 +237,7 @@ class Supervisor:
         unit.throttler.add(instance.endpoint)
         startup = instance.ready_at - instance.started_at
         unit.startup_seconds.append(startup)
+        unit.startups += 1
         self._logs.emit(
             platform_entry(
                 unit.service,
@@ -247,6 +250,8 @@ class Supervisor:
         return instance
 
     async def _spawn_process(self, unit: RevisionUnit) -> tuple[Instance, ManagedInstance]:
+        if not unit.count(READY):
+            unit.cold_starts += 1
         port = _free_port()
         name = f"{unit.name}-{secrets.token_hex(3)}"
         env = dict(unit.env, PORT=str(port))

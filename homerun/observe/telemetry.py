@@ -1,0 +1,271 @@
+"""Turns what the router and the revisions did each second into logs, metrics and charts.
+
+The router only appends a tuple per finished request (see proxy.RequestRecord); once a second
+`tick()` takes the batch and does the rest: request log entries, Prometheus counters, and a
+row of the per-service time series the dashboard draws (one hour at one-second resolution).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from homerun.observe.logs import LogStore, iso_time
+from homerun.observe.metrics import Metrics
+from homerun.observe.processes import ProcessSampler
+from homerun.routing.proxy import RequestRecord
+from homerun.scaling.supervisor import DRAINING, READY, STARTING, RevisionUnit
+
+HISTORY_SECONDS = 3600
+CODE_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+
+
+@dataclass
+class Row:
+    """One second of one service."""
+
+    t: float
+    rps: dict[str, float]
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    starting: int
+    ready: int
+    draining: int
+    in_flight: int
+    capacity: int
+    queue: int
+    cold_starts: int
+    instance_cpu_percent: dict[str, float] = field(default_factory=dict)
+    instance_rss_mb: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Seen:
+    """Counters of a revision as of the last tick, to turn totals into increments."""
+
+    waits: int = 0
+    startups: int = 0
+    cold_starts: int = 0
+
+
+class Telemetry:
+    def __init__(
+        self,
+        *,
+        logs: LogStore,
+        metrics: Metrics,
+        processes: ProcessSampler,
+        units: Callable[[], Iterable[RevisionUnit]],
+        precise_clock: Callable[[], float],
+        request_logs: bool = True,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._logs = logs
+        self._metrics = metrics
+        self._processes = processes
+        self._units = units
+        self._precise_clock = precise_clock
+        self._wall_clock = wall_clock
+        self._request_logs = request_logs
+        # The router appends here (router.on_request = telemetry.records.append).
+        self.records: list[RequestRecord] = []
+        self.rows: dict[str, deque[Row]] = defaultdict(lambda: deque(maxlen=HISTORY_SECONDS))
+        self._seen: dict[str, _Seen] = {}
+        self._cpu_seen: dict[str, tuple[float, float]] = {}  # instance -> (wall, cpu seconds)
+        self._last_tick = wall_clock()
+
+    def tick(self) -> None:
+        wall = self._wall_clock()
+        # The router's clock -> wall time, for the timestamps of requests that ended.
+        offset = wall - self._precise_clock()
+        elapsed = max(wall - self._last_tick, 1e-3)
+        self._last_tick = wall
+        batch = self.records.copy()
+        self.records.clear()
+
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(CODE_CLASSES, 0))
+        latencies: dict[str, list[float]] = defaultdict(list)
+        for record in batch:
+            self._request(record, offset, counts, latencies)
+
+        by_service: dict[str, list[RevisionUnit]] = defaultdict(list)
+        for unit in list(self._units()):
+            by_service[unit.service].append(unit)
+            self._revision_counters(unit)
+        live_instances: set[int] = set()
+        for service in set(by_service) | set(counts):
+            units = by_service.get(service, [])
+            row = self._row(service, units, wall, elapsed, counts, latencies, live_instances)
+            self.rows[service].append(row)
+        self._processes.forget(live_instances)
+
+    def forget(self, service: str) -> None:
+        self.rows.pop(service, None)
+
+    # -- per request ----------------------------------------------------------------------
+
+    def _request(
+        self,
+        record: RequestRecord,
+        offset: float,
+        counts: dict[str, dict[str, int]],
+        latencies: dict[str, list[float]],
+    ) -> None:
+        (arrival, finished, method, url, host, status, request_bytes, response_bytes,
+         user_agent, remote_ip, http_10, trace, service, revision, instance) = record  # fmt: skip
+        latency = finished - arrival
+        code_class = f"{status // 100}xx" if status else "aborted"
+        self._metrics.requests.labels(service or "", revision or "", code_class).inc()
+        self._metrics.latency.labels(service or "", revision or "").observe(latency)
+        if service is None:
+            return  # no service to file it under (an unknown host, a malformed request)
+        if code_class in CODE_CLASSES:
+            counts[service][code_class] += 1
+        latencies[service].append(latency)
+        if not self._request_logs:
+            return
+        severity = "ERROR" if status >= 500 else "WARNING" if status >= 400 else "INFO"
+        target = url.decode("latin-1")
+        http_request: dict[str, Any] = {
+            "requestMethod": method.decode("latin-1"),
+            "requestUrl": f"http://{host.decode('latin-1')}{target}",
+            "requestSize": str(request_bytes),
+            "responseSize": str(response_bytes),
+            "latency": f"{latency:.6f}s",
+            "userAgent": user_agent.decode("latin-1"),
+            "remoteIp": remote_ip.decode("latin-1"),
+            "protocol": "HTTP/1.0" if http_10 else "HTTP/1.1",
+        }
+        if status:
+            http_request["status"] = status
+        entry: dict[str, Any] = {
+            "timestamp": iso_time(finished + offset),
+            "severity": severity,
+            "logName": "requests",
+            "service": service,
+            "revision": revision,
+            "instance": instance,
+            "httpRequest": http_request,
+            "message": f"{http_request['requestMethod']} {status or '-'} {target}",
+        }
+        parts = trace.split(b"-")
+        if len(parts) == 4:
+            entry["trace"] = parts[1].decode("latin-1")
+        self._logs.emit(entry)
+
+    # -- per revision and service ----------------------------------------------------------
+
+    def _revision_counters(self, unit: RevisionUnit) -> None:
+        seen = self._seen.setdefault(unit.name, _Seen())
+        labels = (unit.service, unit.name)
+        waits = unit.throttler.waits
+        for seconds in list(waits)[len(waits) - min(unit.throttler.wait_count - seen.waits,
+                                                    len(waits)):]:
+            self._metrics.queue_wait.labels(*labels).observe(seconds)
+        seen.waits = unit.throttler.wait_count
+        startups = unit.startup_seconds
+        for seconds in list(startups)[len(startups) - min(unit.startups - seen.startups,
+                                                          len(startups)):]:
+            self._metrics.startup.labels(*labels).observe(seconds)
+        seen.startups = unit.startups
+        if unit.cold_starts > seen.cold_starts:
+            self._metrics.cold_starts.labels(*labels).inc(unit.cold_starts - seen.cold_starts)
+
+    def _row(
+        self,
+        service: str,
+        units: list[RevisionUnit],
+        wall: float,
+        elapsed: float,
+        counts: dict[str, dict[str, int]],
+        latencies: dict[str, list[float]],
+        live_instances: set[int],
+    ) -> Row:
+        ordered = sorted(latencies.get(service, ()))
+        p50, p95, p99 = (_percentile_ms(ordered, q) for q in (0.5, 0.95, 0.99))
+        cold_starts = 0
+        for unit in units:
+            seen = self._seen.setdefault(unit.name, _Seen())
+            cold_starts += unit.cold_starts - seen.cold_starts
+            seen.cold_starts = unit.cold_starts
+        row = Row(
+            t=round(wall, 3),
+            rps={code: count / elapsed for code, count in counts[service].items()},
+            p50_ms=p50,
+            p95_ms=p95,
+            p99_ms=p99,
+            starting=sum(unit.count(STARTING) for unit in units),
+            ready=sum(unit.count(READY) for unit in units),
+            draining=sum(unit.count(DRAINING) for unit in units),
+            in_flight=sum(unit.throttler.in_flight for unit in units),
+            capacity=sum(unit.count(READY) * unit.concurrency for unit in units),
+            queue=sum(unit.throttler.queue_length for unit in units),
+            cold_starts=cold_starts,
+        )
+        for unit in units:
+            for instance in list(unit.instances):
+                pid = instance.process.pid
+                usage = self._processes.usage(pid)
+                if usage is None:
+                    continue
+                live_instances.add(pid)
+                previous = self._cpu_seen.get(instance.name)
+                self._cpu_seen[instance.name] = (wall, usage.cpu_seconds)
+                if previous is not None and wall > previous[0]:
+                    used = (usage.cpu_seconds - previous[1]) / (wall - previous[0])
+                    row.instance_cpu_percent[instance.name] = round(100 * used, 1)
+                row.instance_rss_mb[instance.name] = round(usage.rss_bytes / 2**20, 1)
+        return row
+
+    # -- what the dashboard reads --------------------------------------------------------------
+
+    def series(self, service: str, window: int) -> dict[str, Any]:
+        """The last `window` seconds of a service; an hour is averaged into 10 s steps."""
+        since = self._wall_clock() - window
+        rows = [row for row in self.rows.get(service, ()) if row.t >= since]
+        step = 1 if window <= 300 else 10
+        groups = [rows[start : start + step] for start in range(0, len(rows), step)]
+        names = sorted({name for row in rows for name in row.instance_rss_mb})
+        series: dict[str, Any] = {"t": [group[-1].t for group in groups]}
+        for code in CODE_CLASSES:
+            series[f"rps_{code}"] = [_mean(r.rps.get(code, 0.0) for r in g) for g in groups]
+        for name in ("p50_ms", "p95_ms", "p99_ms"):
+            series[name] = [_max_or_none(getattr(r, name) for r in g) for g in groups]
+        for name in ("starting", "ready", "draining", "in_flight", "capacity", "queue"):
+            series[name] = [max(getattr(r, name) for r in g) for g in groups]
+        series["cold_starts"] = [sum(r.cold_starts for r in g) for g in groups]
+        series["instance_cpu_percent"] = {
+            name: [_mean_or_none(r.instance_cpu_percent.get(name) for r in g) for g in groups]
+            for name in names
+        }
+        series["instance_rss_mb"] = {
+            name: [_max_or_none(r.instance_rss_mb.get(name) for r in g) for g in groups]
+            for name in names
+        }
+        return series
+
+
+def _percentile_ms(ordered: list[float], quantile: float) -> float | None:
+    if not ordered:
+        return None
+    index = min(len(ordered) - 1, int(quantile * len(ordered)))
+    return round(ordered[index] * 1000, 3)
+
+
+def _mean(values: Iterable[float]) -> float:
+    items = list(values)
+    return round(sum(items) / len(items), 3) if items else 0.0
+
+
+def _mean_or_none(values: Iterable[float | None]) -> float | None:
+    items = [value for value in values if value is not None]
+    return round(sum(items) / len(items), 3) if items else None
+
+
+def _max_or_none(values: Iterable[float | None]) -> float | None:
+    items = [value for value in values if value is not None]
+    return max(items) if items else None
