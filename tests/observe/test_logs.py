@@ -1,0 +1,51 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from homerun.errors import InvalidSpec
+from homerun.observe.logs import LogStore, instance_entry, platform_entry
+
+
+def test_json_lines_keep_fields_and_plain_lines_are_default(tmp_path: Path) -> None:
+    structured = instance_entry(
+        "svc", "rev", "inst", "stdout", json.dumps({"severity": "warning", "message": "hi", "k": 1})
+    )
+    assert structured["severity"] == "WARNING" and structured["message"] == "hi"
+    assert structured["jsonPayload"]["k"] == 1
+    plain = instance_entry("svc", "rev", "inst", "stderr", "Traceback (most recent call last):")
+    assert plain["severity"] == "DEFAULT" and plain["logName"] == "stderr"
+
+
+def test_read_filters_by_revision_severity_and_time(tmp_path: Path) -> None:
+    logs = LogStore(tmp_path)
+    for index, (revision, severity) in enumerate(
+        [("r1", "INFO"), ("r2", "ERROR"), ("r1", "WARNING"), ("r2", "DEFAULT")]
+    ):
+        entry = platform_entry("svc", f"m{index}", severity=severity, revision=revision)
+        entry["timestamp"] = f"2026-01-01T00:00:0{index}.000000Z"
+        logs.emit(entry)
+    messages = lambda **kw: [e["message"] for e in logs.read("svc", **kw)]  # noqa: E731
+    assert messages() == ["m0", "m1", "m2", "m3"]
+    assert messages(limit=2) == ["m2", "m3"]
+    assert messages(revision="r1") == ["m0", "m2"]
+    assert messages(min_severity="WARNING") == ["m1", "m2"]
+    assert messages(since="2026-01-01T00:00:02.000000Z") == ["m2", "m3"]
+    assert messages(after="2026-01-01T00:00:02.000000Z") == ["m3"]
+    with pytest.raises(InvalidSpec, match="unknown severity"):
+        logs.read("svc", min_severity="LOUD")
+
+
+def test_storage_is_bounded_by_size(tmp_path: Path) -> None:
+    logs = LogStore(tmp_path, max_bytes=10_000)
+    for index in range(1000):
+        logs.emit(platform_entry("svc", f"message {index} " + "x" * 50))
+        if index % 50 == 0:
+            logs.flush()
+    logs.flush()
+    files = {path.name for path in tmp_path.iterdir()}
+    assert "svc.jsonl.1" in files and files <= {"svc.jsonl", "svc.jsonl.1"}
+    assert all(path.stat().st_size <= 10_000 + 50 * 150 for path in tmp_path.iterdir())
+    newest = logs.read("svc", limit=1)
+    assert newest[0]["message"].startswith("message 999 ")
+    assert len(logs.recent("svc", 500)) == 200

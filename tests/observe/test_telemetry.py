@@ -1,0 +1,117 @@
+"""Request records -> log entries, Prometheus exposition and the dashboard's series."""
+
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from homerun.observe.logs import LogStore
+from homerun.observe.metrics import Metrics
+from homerun.observe.processes import ProcessSampler
+from homerun.observe.telemetry import Telemetry
+from homerun.routing.proxy import RequestRecord
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(
+    status: int, latency: float, service: str | None = "svc", arrival: float = 10.0
+) -> RequestRecord:
+    return (
+        arrival, arrival + latency, b"GET", b"/path?q=1", b"svc.localhost:8080", status, 56,
+        144, b"curl/8", b"127.0.0.1", False,
+        b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        service, "svc-00001-abc" if service else None, "svc-00001-abc-123456" if service else None,
+    )  # fmt: skip
+
+
+def make(tmp_path: Path) -> tuple[Telemetry, LogStore, Metrics, Clock]:
+    logs = LogStore(tmp_path / "logs")
+    processes = ProcessSampler()
+    metrics = Metrics(lambda: [], processes)
+    wall = Clock(1_800_000_000.0)
+    telemetry = Telemetry(
+        logs=logs,
+        metrics=metrics,
+        processes=processes,
+        units=lambda: [],
+        precise_clock=lambda: 20.0,
+        wall_clock=wall,
+    )
+    return telemetry, logs, metrics, wall
+
+
+def test_request_log_entries_are_shaped_like_cloud_run(tmp_path: Path) -> None:
+    telemetry, logs, _, wall = make(tmp_path)
+    telemetry.records += [record(200, 0.002), record(404, 0.001), record(503, 0.5)]
+    wall.now += 1
+    telemetry.tick()
+    entries = logs.read("svc", limit=10)
+    assert [entry["severity"] for entry in entries] == ["INFO", "WARNING", "ERROR"]
+    first = entries[0]
+    assert first["httpRequest"] == {
+        "requestMethod": "GET",
+        "requestUrl": "http://svc.localhost:8080/path?q=1",
+        "status": 200,
+        "requestSize": "56",
+        "responseSize": "144",
+        "latency": "0.002000s",
+        "userAgent": "curl/8",
+        "remoteIp": "127.0.0.1",
+        "protocol": "HTTP/1.1",
+    }
+    assert first["trace"] == "0af7651916cd43dd8448eb211c80319c"
+    assert (first["service"], first["revision"], first["instance"]) == (
+        "svc", "svc-00001-abc", "svc-00001-abc-123456",
+    )  # fmt: skip
+    # It ended at 10.002 on the router's clock, which read 20 when the wall read 1.8e9 + 1.
+    assert first["timestamp"] == "2027-01-15T07:59:51.002000Z"
+
+
+def test_metrics_parse_with_prometheus_parser(tmp_path: Path) -> None:
+    telemetry, _, metrics, wall = make(tmp_path)
+    telemetry.records += [record(200, 0.002)] * 3 + [record(500, 0.2), record(404, 0.001, None)]
+    wall.now += 1
+    telemetry.tick()
+    body, content_type = metrics.exposition()
+    assert content_type.startswith("text/plain")
+    families = {family.name: family for family in text_string_to_metric_families(body.decode())}
+    requests = {
+        (sample.labels["service"], sample.labels["code_class"]): sample.value
+        for sample in families["homerun_requests"].samples
+        if sample.name == "homerun_requests_total"
+    }
+    assert requests == {("svc", "2xx"): 3, ("svc", "5xx"): 1, ("", "4xx"): 1}
+    latency_count = [
+        sample.value
+        for sample in families["homerun_request_latency_seconds"].samples
+        if sample.name.endswith("_count") and sample.labels["service"] == "svc"
+    ]
+    assert latency_count == [4]
+
+
+def test_series_has_one_row_per_second_with_rates_and_percentiles(tmp_path: Path) -> None:
+    telemetry, _, _, wall = make(tmp_path)
+    for _ in range(5):
+        telemetry.records += [record(200, 0.001 * (n + 1)) for n in range(10)]
+        wall.now += 1
+        telemetry.tick()
+    series = telemetry.series("svc", 300)
+    assert len(series["t"]) == 5
+    assert series["rps_2xx"] == [10.0] * 5
+    assert series["p50_ms"][-1] == 6.0 and series["p99_ms"][-1] == 10.0
+
+
+def test_request_logs_can_be_turned_off_and_metrics_still_count(tmp_path: Path) -> None:
+    telemetry, logs, metrics, wall = make(tmp_path)
+    telemetry._request_logs = False
+    telemetry.records.append(record(200, 0.001))
+    wall.now += 1
+    telemetry.tick()
+    assert logs.read("svc") == []
+    assert b'homerun_requests_total{code_class="2xx"' in metrics.exposition()[0]
