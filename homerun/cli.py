@@ -17,6 +17,7 @@ from homerun.client import Client
 from homerun.config import Paths, default_home, load_settings
 from homerun.errors import DaemonUnavailable, HomerunError
 from homerun.observe.logs import SEVERITIES
+from homerun.progress import Progress
 from homerun.scaling.policy import ANNOTATION_PREFIX
 from homerun.spec import (
     DEFAULT_CONCURRENCY,
@@ -143,16 +144,17 @@ def cmd_deploy(arguments: argparse.Namespace) -> int:
     )
     client = _client_starting_daemon()
     done: dict[str, Any] | None = None
-    for event in client.deploy(request.model_dump()):
-        kind = event.get("event")
-        if kind == "build":
-            print(f"  {event['line']}", flush=True)
-        elif kind == "phase":
-            print(event["message"], flush=True)
-        elif kind == "error":
-            raise HomerunError(event["message"])
-        elif kind == "done":
-            done = event
+    with Progress() as progress:
+        for event in client.deploy(request.model_dump()):
+            kind = event.get("event")
+            if kind == "build":
+                progress.line(f"  {event['line']}")
+            elif kind == "phase":
+                progress.step(event["message"])
+            elif kind == "error":
+                raise HomerunError(event["message"])
+            elif kind == "done":
+                done = event
     if done is None:
         raise HomerunError("the daemon ended the deploy without a result; see its log")
     print(
