@@ -42,6 +42,8 @@ SEED_FOLDERS = [
     REPO_ROOT / "examples" / "cloudrun_example",
 ]
 SERVICE = "helloworld"
+# The target with request logs, metrics and dashboard series off (`telemetry: false`).
+QUIET = "homerun, telemetry off"
 READY_SECONDS = 30.0
 DEPLOY_SECONDS = 900.0
 # The Python load generator stops at this many requests per second of duration even if the
@@ -168,9 +170,15 @@ def direct_server(folder: Path, log: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def homerun_service(folder: Path, log: Path, deploy_flags: list[str]) -> Iterator[tuple[str, str]]:
+def homerun_service(
+    folder: Path, log: Path, deploy_flags: list[str], config: dict[str, object] | None = None
+) -> Iterator[tuple[str, str]]:
     """A fresh daemon with the seed folder deployed; yields (router URL, Host header)."""
     home = Path(tempfile.mkdtemp(prefix="home-", dir=WORK))
+    if config:
+        (home / "config.yaml").write_text(
+            "".join(f"{key}: {json.dumps(value)}\n" for key, value in config.items())
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOMERUN_")}
     env.update(HOMERUN_HOME=str(home), HOMERUN_VENV_CACHE=str(WORK / "venv-cache"))
     port = free_port()
@@ -381,11 +389,19 @@ def table(
             f"| {connections} | **homerun / direct** | {ratios['requests_per_second']:.2f} "
             f"| {ratios['p50']:.2f} | {ratios['p99']:.2f} | |"
         )
+        if QUIET in summary:
+            cost = ratio(summary, QUIET, "homerun")
+            rows.append(
+                f"| {connections} | **telemetry on / off** | {cost['requests_per_second']:.2f} "
+                f"| {cost['p50']:.2f} | {cost['p99']:.2f} | |"
+            )
     return "\n".join(rows)
 
 
-def ratio(summary: dict[str, dict[str, float]]) -> dict[str, float]:
-    direct, homerun = summary["direct"], summary["homerun"]
+def ratio(
+    summary: dict[str, dict[str, float]], base: str = "direct", target: str = "homerun"
+) -> dict[str, float]:
+    direct, homerun = summary[base], summary[target]
     return {
         "requests_per_second": homerun["requests_per_second"] / direct["requests_per_second"],
         "p50": homerun["p50_ms"] / direct["p50_ms"],
@@ -420,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-install", action="store_true", help="don't apt-get install wrk when missing"
     )
     parser.add_argument(
+        "--no-telemetry-off",
+        dest="telemetry_off",
+        action="store_false",
+        help="skip the run of homerun with request logs and metrics off",
+    )
+    parser.add_argument(
         "--deploy-flags", default="", help="extra `homerun deploy` flags, e.g. '--concurrency 80'"
     )
     args = parser.parse_args(argv)
@@ -443,14 +465,25 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    targets = ["direct", "homerun"] + ([QUIET] if args.telemetry_off else [])
     rounds: dict[int, dict[str, list[LoadResult]]] = {
-        connections: {"direct": [], "homerun": []} for connections in loads
+        connections: {target: [] for target in targets} for connections in loads
     }
     with contextlib.ExitStack() as servers:
         direct_url = servers.enter_context(direct_server(folder, WORK / "direct.log"))
         homerun_url, host = servers.enter_context(
             homerun_service(folder, WORK / "homerun.log", shlex.split(args.deploy_flags))
         )
+        if args.telemetry_off:
+            # The same platform with request records off: no request logs, metrics, charts.
+            quiet_url, quiet_host = servers.enter_context(
+                homerun_service(
+                    folder,
+                    WORK / "homerun-quiet.log",
+                    shlex.split(args.deploy_flags),
+                    config={"telemetry": False},
+                )
+            )
         # Both run the whole time, idle when not loaded; alternating rounds spread any drift of
         # the machine (another tenant, thermal limits) over both targets alike.
         for _ in range(args.rounds):
@@ -461,6 +494,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["homerun"].append(
                     measure(args, wrk, "homerun", homerun_url, host, connections)
                 )
+                if args.telemetry_off:
+                    results[QUIET].append(
+                        measure(args, wrk, QUIET, quiet_url, quiet_host, connections)
+                    )
 
     summaries = {
         connections: {target: summarize(runs) for target, runs in results.items()}
