@@ -657,6 +657,14 @@ class _Exchange:
         self.deadline_tick = self.client.router.deadlines.add(
             loop, self, self.arrival + route.timeout_seconds
         )
+        # The common case, a free slot and an idle pooled connection, needs no task at all.
+        lease = None if self.is_upgrade else route.throttler.try_acquire()
+        if lease is not None:
+            self.lease = lease
+            idle = _take_idle(lease.endpoint)
+            if idle is not None:
+                self._attach(idle, reused=True)
+                return
         self.task = loop.create_task(self._connect(route.throttler, fresh=self.is_upgrade))
 
     async def _connect(self, throttler: Throttler, *, fresh: bool) -> None:

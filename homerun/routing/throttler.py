@@ -168,6 +168,17 @@ class Throttler:
     def in_flight(self) -> int:
         return sum(endpoint.in_flight for endpoint in self.endpoints)
 
+    def try_acquire(self) -> Lease | None:
+        """A free slot at once, or None (then acquire() queues); spares the proxy a task."""
+        if self._waiters:
+            return None
+        endpoint = self._pick()
+        if endpoint is None:
+            return None
+        endpoint.in_flight += 1
+        self.meter.change(+1, self.clock())
+        return Lease(self, endpoint)
+
     async def acquire(self) -> Lease:
         """A slot on an instance with room, waiting in FIFO order when there is none."""
         now = self.clock()

@@ -236,3 +236,19 @@ def test_waiters_past_the_overload_wait_get_429_in_arrival_order() -> None:
         second.cancel()
 
     run(scenario())
+
+
+def test_try_acquire_takes_a_free_slot_or_nothing() -> None:
+    async def scenario() -> None:
+        throttler = Throttler("rev", Demand(), Clock())
+        assert throttler.try_acquire() is None  # no instance: acquire() must queue instead
+        endpoint = Endpoint("i1", "127.0.0.1", 1, capacity=1)
+        throttler.add(endpoint)
+        lease = throttler.try_acquire()
+        assert lease is not None and endpoint.in_flight == 1
+        assert throttler.meter.concurrency == 1
+        assert throttler.try_acquire() is None  # full
+        lease.release()
+        assert endpoint.in_flight == 0 and throttler.meter.concurrency == 0
+
+    run(scenario())
