@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from homerun.errors import InvalidSpec
 from homerun.scaling.policy import check_annotations
@@ -12,6 +14,12 @@ from homerun.scaling.policy import check_annotations
 # A DNS label (RFC 1123) that starts with a letter, as Cloud Run requires for service names.
 _SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+# Secret Manager's secret ids.
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+# Kubernetes quantities as Cloud Run takes them: cpu `1`, `0.5`, `500m`; memory `512Mi`, `1Gi`.
+_CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
+_MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$")
+LATEST_VERSION = "latest"
 
 # Cloud Run sets these itself; a user may not.
 RESERVED_ENV = frozenset({"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"})
@@ -36,7 +44,9 @@ def validate_service_name(name: str) -> str:
     return name
 
 
-def parse_env_vars(text: str, flag: str = "--set-env-vars") -> dict[str, str]:
+def parse_env_vars(
+    text: str, flag: str = "--set-env-vars", *, check_names: bool = True
+) -> dict[str, str]:
     """Parse gcloud's `K=V,K2=V2` list; `^DELIM^K=V...` picks another delimiter."""
     delimiter = ","
     if text.startswith("^"):
@@ -54,7 +64,8 @@ def parse_env_vars(text: str, flag: str = "--set-env-vars") -> dict[str, str]:
                 f"{flag}: {item!r} is not KEY=VALUE; write {flag} KEY1=VALUE1,KEY2=VALUE2 "
                 "(use ^;^ before the list to separate with ';' when values contain commas)"
             )
-        validate_env_name(name, flag)
+        if check_names:
+            validate_env_name(name, flag)
         env[name] = value
     return env
 
@@ -72,6 +83,18 @@ def validate_env_name(name: str, flag: str = "--set-env-vars") -> None:
         )
 
 
+class SecretRef(BaseModel):
+    """`NAME:VERSION` of a secret; the version is a number or `latest`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secret: str
+    version: str = LATEST_VERSION
+
+    def __str__(self) -> str:
+        return f"{self.secret}:{self.version}"
+
+
 class RevisionSpec(BaseModel):
     """The immutable settings of one revision, as the user gave them."""
 
@@ -86,23 +109,236 @@ class RevisionSpec(BaseModel):
     startup_timeout_seconds: int = Field(DEFAULT_STARTUP_TIMEOUT_SECONDS, ge=1, le=3600)
     # Knative revision annotations: autoscaling.knative.dev/min-scale, max-scale, target...
     annotations: dict[str, str] = Field(default_factory=dict)
+    # Env vars whose value is a secret version, read when an instance starts.
+    secrets: dict[str, SecretRef] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    # Recorded and shown in the Knative YAML, not enforced by the process runtime.
+    cpu: str | None = None
+    memory: str | None = None
+    container_port: int | None = Field(None, ge=1, le=65535)
+    container_name: str | None = None
+    service_account: str | None = None
 
     def check(self) -> RevisionSpec:
         """Checks pydantic cannot express; raises InvalidSpec naming the flag."""
         for name in self.env:
             validate_env_name(name)
+        for name, ref in self.secrets.items():
+            validate_env_name(name, "--set-secrets")
+            validate_secret_name(ref.secret, "--set-secrets")
+            if name in self.env:
+                raise InvalidSpec(
+                    f"{name} is both a plain env var and a secret; remove one "
+                    f"(--remove-env-vars {name} or --remove-secrets {name})"
+                )
         check_annotations(self.annotations)
+        if self.cpu is not None:
+            check_cpu(self.cpu, "--cpu")
+        if self.memory is not None:
+            check_memory(self.memory, "--memory")
         return self
+
+    def configuration(self) -> dict[str, Any]:
+        """What makes two revisions the same, whichever folder they were built from."""
+        return self.model_dump(exclude={"source"})
+
+
+V = TypeVar("V")
+
+
+class _MapChanges(BaseModel):
+    """gcloud's edit of a name -> value map: replace it all, clear it, or update and remove."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replace: dict[str, Any] | None = None  # --set-*: all existing ones go first
+    clear: bool = False
+    update: dict[str, Any] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return self.replace is None and not self.clear and not self.update and not self.remove
+
+    def touched(self) -> set[str]:
+        return set(self.replace or {}) | set(self.update)
+
+    def apply(self, current: Mapping[str, V]) -> dict[str, V]:
+        if self.replace is not None:
+            return dict(self.replace)
+        if self.clear:
+            return {}
+        edited = {name: value for name, value in current.items() if name not in self.remove}
+        edited.update(self.update)
+        return edited
+
+
+class EnvChanges(_MapChanges):
+    replace: dict[str, str] | None = None
+    update: dict[str, str] = Field(default_factory=dict)
+
+
+class SecretChanges(_MapChanges):
+    replace: dict[str, SecretRef] | None = None
+    update: dict[str, SecretRef] = Field(default_factory=dict)
+
+
+class RevisionChanges(BaseModel):
+    """What `deploy` or `services update` flags change; anything left None keeps the value of
+    the service's latest revision, as `gcloud run deploy` keeps what it is not told to change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str | None = None  # None: reuse the latest revision's artifact
+    command: list[str] | None = None  # [] resets to the image's default
+    args: list[str] | None = None
+    container_concurrency: int | None = None
+    timeout_seconds: int | None = None
+    startup_timeout_seconds: int | None = None
+    annotations: dict[str, str | None] = Field(default_factory=dict)  # None removes
+    cpu: str | None = None
+    memory: str | None = None
+    env: EnvChanges = Field(default_factory=EnvChanges)
+    secrets: SecretChanges = Field(default_factory=SecretChanges)
+
+    def apply(self, base: RevisionSpec | None) -> RevisionSpec:
+        """The spec of the next revision: `base` (the latest one) with these changes."""
+        if base is None:
+            if self.source is None:
+                raise InvalidSpec("a new service needs --source DIR")
+            base = RevisionSpec(source=self.source)
+        fields = base.model_dump()
+        if self.source is not None:
+            fields["source"] = self.source
+        for name in ("command", "args"):
+            value = getattr(self, name)
+            if value is not None:
+                fields[name] = value or None
+        for name in (
+            "container_concurrency",
+            "timeout_seconds",
+            "startup_timeout_seconds",
+            "cpu",
+            "memory",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                fields[name] = value
+        annotations = dict(base.annotations)
+        for key, annotation in self.annotations.items():
+            if annotation is None:
+                annotations.pop(key, None)
+            else:
+                annotations[key] = annotation
+        fields["annotations"] = annotations
+        both = self.env.touched() & self.secrets.touched()
+        if both:
+            raise InvalidSpec(
+                f"{', '.join(sorted(both))}: set both as a plain env var and as a secret"
+            )
+        env = self.env.apply(base.env)
+        secrets = self.secrets.apply(base.secrets)
+        # The newest flag wins: a name set as a plain variable stops being a secret, and back.
+        for name in self.env.touched():
+            secrets.pop(name, None)
+        for name in self.secrets.touched():
+            env.pop(name, None)
+        fields["env"] = env
+        fields["secrets"] = {name: ref.model_dump() for name, ref in secrets.items()}
+        try:
+            return RevisionSpec.model_validate(fields).check()
+        except ValidationError as error:
+            raise InvalidSpec(validation_message(error)) from None
+
+    @property
+    def changes_entrypoint(self) -> bool:
+        """Whether the entrypoint must be resolved again (a rebuild, for a source deploy)."""
+        return (
+            self.command is not None
+            or self.args is not None
+            or "GOOGLE_ENTRYPOINT" in self.env.touched() | set(self.env.remove)
+            or self.env.clear
+        )
 
 
 class DeployRequest(BaseModel):
-    """What `homerun deploy` sends to the daemon."""
+    """What `homerun deploy` and `homerun services update` send to the daemon."""
 
     model_config = ConfigDict(extra="forbid")
 
     service: str
-    spec: RevisionSpec
+    changes: RevisionChanges
     allow_unauthenticated: bool | None = None
+    no_traffic: bool = False  # pin LATEST to the revision serving now (gcloud's --no-traffic)
+    tag: str | None = None  # the new revision's tag: TAG---SERVICE.DOMAIN
+
+
+def validation_message(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        problems.append(f"{location}: {item['msg']}" if location else item["msg"])
+    return "; ".join(problems)
+
+
+def validate_secret_name(name: str, flag: str = "secret") -> str:
+    if not _SECRET_NAME.match(name):
+        raise InvalidSpec(
+            f"{flag}: invalid secret name {name!r}: use up to 255 letters, digits, '-' and '_'"
+        )
+    return name
+
+
+def parse_secret_refs(text: str, flag: str = "--set-secrets") -> dict[str, SecretRef]:
+    """`ENV=NAME:VERSION,...` (VERSION a number or `latest`), as gcloud's --set-secrets."""
+    refs: dict[str, SecretRef] = {}
+    for name, value in parse_env_vars(text, flag, check_names=False).items():
+        if name.startswith("/"):
+            raise InvalidSpec(
+                f"{flag}: {name}: mounting secrets as files is not supported; "
+                "give an env var: ENV=NAME:VERSION"
+            )
+        validate_env_name(name, flag)
+        refs[name] = parse_secret_ref(value, f"{flag}: {name}")
+    return refs
+
+
+def parse_secret_ref(value: str, where: str) -> SecretRef:
+    secret, sep, version = value.rpartition(":")
+    if not sep or not secret:
+        raise InvalidSpec(
+            f"{where}: {value!r} is not NAME:VERSION; write e.g. {value or 'NAME'}:latest or "
+            f"{value or 'NAME'}:1"
+        )
+    validate_secret_name(secret, where)
+    return SecretRef(secret=secret, version=check_secret_version(version, where))
+
+
+def check_secret_version(version: str, where: str) -> str:
+    if version == LATEST_VERSION:
+        return version
+    if not version.isdigit() or int(version) < 1:
+        raise InvalidSpec(f"{where}: version {version!r} must be a number from 1, or 'latest'")
+    return str(int(version))
+
+
+def check_cpu(value: str, where: str) -> str:
+    if not _CPU.match(value) or _quantity(value.rstrip("m")) == 0:
+        raise InvalidSpec(f"{where}: {value!r} is not a CPU amount; write e.g. 1, 2, 0.5 or 500m")
+    return value
+
+
+def check_memory(value: str, where: str) -> str:
+    if not _MEMORY.match(value) or _quantity(value.rstrip("KMGTikm")) == 0:
+        raise InvalidSpec(f"{where}: {value!r} is not a memory amount; write e.g. 512Mi or 2Gi")
+    return value
+
+
+def _quantity(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
 
 
 def check_range(flag: str, value: int, low: int, high: int) -> int:

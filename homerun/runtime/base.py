@@ -18,6 +18,7 @@ class InstanceSpec:
     env: dict[str, str]
     cwd: Path
     port: int
+    revision: str = ""  # instances of one revision share argv, env (but PORT) and cwd
 
 
 class Instance(Protocol):

@@ -263,7 +263,10 @@ class Supervisor:
         argv = [expand_k8s_vars(argument, env) for argument in unit.argv]
         started_at = time.monotonic()
         process = await self._runtime.start(
-            InstanceSpec(name=name, argv=argv, env=env, cwd=unit.cwd, port=port), output
+            InstanceSpec(
+                name=name, argv=argv, env=env, cwd=unit.cwd, port=port, revision=unit.name
+            ),
+            output,
         )
         instance = ManagedInstance(name, port, process, STARTING, started_at)
         unit.instances.append(instance)

@@ -8,6 +8,7 @@ stop or kill the daemon get their own.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -261,6 +262,15 @@ class Platform:
         if result.returncode != 0:
             pytest.fail(f"deploying {service} failed:\n{describe(result)}")
         return result
+
+    def describe_service(self, service: str) -> dict[str, Any]:
+        """`homerun services describe SERVICE --format json`, parsed; fails the test on error."""
+        result = self.run("services", "describe", service, "--format", "json", timeout=30)
+        if result.returncode != 0:
+            pytest.fail(describe(result))
+        described: dict[str, Any] = json.loads(result.stdout)
+        self.revisions_seen |= {revision["name"] for revision in described["revisions"]}
+        return described
 
     # HTTP through the router ------------------------------------------------------------------
 

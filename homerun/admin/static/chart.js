@@ -173,7 +173,7 @@ export class Chart {
   drawBars(marks, x, y, plotWidth, span) {
     const { t, start } = this.data;
     const sampleSeconds = t.length > 1 ? (t[t.length - 1] - t[0]) / (t.length - 1) : 1;
-    const barWidth = Math.max(1.5, (sampleSeconds / span) * plotWidth * 0.8);
+    const barWidth = Math.max(3, (sampleSeconds / span) * plotWidth * 0.8);
     for (const series of this.data.series) {
       const group = svg("g", { "data-series": series.key, fill: series.color });
       for (let index = 0; index < t.length; index += 1) {

@@ -86,9 +86,11 @@ function fixed(key, label, service) {
   return { key, label, values: service.series[key] || [], color: COLORS[label] || COLORS[key] };
 }
 
+// A legend names an instance by its own suffix ("hello-00001-abc-1a2b3c" -> "1a2b3c"): the
+// colour ties it to its row in the instances table, which shows the revision too.
 function perInstance(card, values) {
   return Object.entries(values || {}).sort(([a], [b]) => a.localeCompare(b)).map(([name, series]) => ({
-    key: name, label: shortName(name, card.name), title: name, values: series,
+    key: name, label: name.slice(name.lastIndexOf("-") + 1), title: name, values: series,
     color: card.instanceColors.get(name),
   }));
 }
@@ -159,16 +161,15 @@ class ServiceCard {
       this.tiles,
       html("div", { className: "charts" }, ...this.charts.map(({ chart }) => chart.element)),
       html("div", { className: "panels" },
-        panel("Revisions", table(["Revision", "Status", "Traffic", "Concurrency", "Starting",
-          "Ready", "Draining", "In flight", "Queued", "Last scaling decision"], this.revisions,
-          `revisions-${name}`)),
-        panel("Instances", table(["Instance", "Revision", "State", "PID", "In flight", "CPU",
-          "Memory"], this.instances, `instances-${name}`))),
-      html("div", { className: "panels" },
-        panel("Scaling decisions", table(["When", "Revision", "Desired", "Mode", "Reason"],
+        panel("Revisions", table(["Revision", "Status", "#Traffic", "#Concurrency", "#Starting",
+          "#Ready", "#Draining", "#In flight", "#Queued", "Last scaling decision"], this.revisions,
+          `revisions-${name}`), "wide"),
+        panel("Instances", table(["Instance", "Revision", "State", "#PID", "#In flight", "#CPU",
+          "#Memory"], this.instances, `instances-${name}`)),
+        panel("Scaling decisions", table(["When", "Revision", "#Desired", "Mode", "Reason"],
           this.decisions, `decisions-${name}`)),
         panel("Latest logs", table(["Time", "Severity", "Source", "Message"], this.logs,
-          `logs-${name}`), "logs-panel")),
+          `logs-${name}`), "wide logs-panel")),
     );
   }
 
@@ -259,7 +260,7 @@ class ServiceCard {
       const trafficText = `${percent.get(revision.name) || 0}%`
         + (tags.has(revision.name) ? ` (tag ${tags.get(revision.name).join(", ")})` : "");
       return html("tr", { "data-revision": revision.name },
-        html("td", { className: "mono", text: revision.name }),
+        html("td", { className: "mono nowrap", text: revision.name }),
         html("td", {}, badge(revision.status, statusKind(revision.status))),
         html("td", { className: "num", text: trafficText }),
         html("td", { className: "num", text: revision.concurrency ?? "–" }),
@@ -279,9 +280,9 @@ class ServiceCard {
       const swatch = html("span", { className: "swatch" });
       swatch.style.setProperty("--color", this.instanceColors.get(instance.name));
       return html("tr", { "data-instance": instance.name, "data-state": instance.state },
-        html("td", { className: "mono", title: instance.name }, swatch,
+        html("td", { className: "mono nowrap", title: instance.name }, swatch,
           shortName(instance.name, this.name)),
-        html("td", { className: "mono", text: shortName(instance.revision, this.name) }),
+        html("td", { className: "mono nowrap", text: shortName(instance.revision, this.name) }),
         html("td", {}, badge(instance.state, statusKind(instance.state))),
         html("td", { className: "num", text: instance.pid ?? "–" }),
         html("td", { className: "num", text: `${instance.in_flight ?? 0} / ${instance.capacity ?? "–"}` }),
@@ -298,7 +299,7 @@ class ServiceCard {
       .sort((a, b) => a.seconds_ago - b.seconds_ago).slice(0, DECISION_ROWS);
     const rows = decisions.map((decision) => html("tr", {},
       html("td", { className: "nowrap muted", text: ago(decision.seconds_ago) }),
-      html("td", { className: "mono", text: shortName(decision.revision, this.name) }),
+      html("td", { className: "mono nowrap", text: shortName(decision.revision, this.name) }),
       html("td", { className: "num", text: decision.desired }),
       html("td", {}, badge(decision.mode, decision.mode === "panic" ? "bad" : "neutral")),
       html("td", { className: "reason", text: decision.reason })));
@@ -348,9 +349,11 @@ function panel(title, body, extraClass = "") {
     html("div", { className: "table-scroll" }, body));
 }
 
+// Headings starting with "#" head numeric columns, aligned right like their numbers.
 function table(headings, body, testid) {
-  return html("table", { "data-testid": testid },
-    html("thead", {}, html("tr", {}, ...headings.map((text) => html("th", { text })))), body);
+  const cells = headings.map((heading) => (heading.startsWith("#")
+    ? html("th", { className: "num", text: heading.slice(1) }) : html("th", { text: heading })));
+  return html("table", { "data-testid": testid }, html("thead", {}, html("tr", {}, ...cells)), body);
 }
 
 function emptyRow(columns, text) {
