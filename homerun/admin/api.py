@@ -14,7 +14,9 @@ from starlette.routing import Route
 
 from homerun.control import ControlPlane
 from homerun.errors import HomerunError, InvalidSpec, NotFound
+from homerun.knative import parse_service
 from homerun.spec import DeployRequest
+from homerun.traffic import TrafficUpdate
 
 
 def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette:
@@ -33,7 +35,53 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         if request.method == "DELETE":
             await control.delete_service(name)
             return JSONResponse({"deleted": name})
+        if request.method == "PUT":
+            # `homerun services replace`: a Knative Service, validated before anything moves.
+            document = await _json_body(request)
+            manifest = parse_service(document, where=request.query_params.get("file", "it"))
+            if manifest.name != name:
+                raise InvalidSpec(
+                    f"metadata.name: {manifest.name!r} does not match the service {name!r}"
+                )
+            return StreamingResponse(
+                _ndjson(control.replace(manifest)), media_type="application/x-ndjson"
+            )
+        if request.query_params.get("format") == "knative":
+            return JSONResponse(control.knative_service(name))
         return JSONResponse(control.describe(name))
+
+    async def traffic(request: Request) -> Response:
+        try:
+            update = TrafficUpdate.model_validate_json(await request.body())
+        except ValidationError as error:
+            raise InvalidSpec(_validation_message(error)) from None
+        return JSONResponse(control.update_traffic(request.path_params["name"], update))
+
+    async def revision(request: Request) -> Response:
+        name = request.path_params["name"]
+        if request.method == "DELETE":
+            await control.delete_revision(name)
+            return JSONResponse({"deleted": name})
+        if request.query_params.get("format") == "knative":
+            return JSONResponse(control.knative_revision(name))
+        return JSONResponse(control.describe_revision(name))
+
+    async def secrets(request: Request) -> Response:
+        if request.method == "POST":
+            body = await _json_body(request)
+            return JSONResponse(control.create_secret(_field(body, "name"), _field(body, "data")))
+        return JSONResponse(control.list_secrets())
+
+    async def secret(request: Request) -> Response:
+        control.delete_secret(request.path_params["name"])
+        return JSONResponse({"deleted": request.path_params["name"]})
+
+    async def secret_versions(request: Request) -> Response:
+        name = request.path_params["name"]
+        if request.method == "POST":
+            body = await _json_body(request)
+            return JSONResponse(control.add_secret_version(name, _field(body, "data")))
+        return JSONResponse(control.secret_versions(name))
 
     async def deploy(request: Request) -> Response:
         try:
@@ -62,10 +110,15 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             Route("/v1/status", status),
             Route("/v1/shutdown", stop, methods=["POST"]),
             Route("/v1/services", services),
-            Route("/v1/services/{name}", service, methods=["GET", "DELETE"]),
+            Route("/v1/services/{name}", service, methods=["GET", "DELETE", "PUT"]),
             Route("/v1/services/{name}/deploy", deploy, methods=["POST"]),
+            Route("/v1/services/{name}/traffic", traffic, methods=["POST"]),
             Route("/v1/services/{name}/logs", logs),
             Route("/v1/revisions", revisions),
+            Route("/v1/revisions/{name}", revision, methods=["GET", "DELETE"]),
+            Route("/v1/secrets", secrets, methods=["GET", "POST"]),
+            Route("/v1/secrets/{name}", secret, methods=["DELETE"]),
+            Route("/v1/secrets/{name}/versions", secret_versions, methods=["GET", "POST"]),
         ],
         exception_handlers={HomerunError: homerun_error},
     )
@@ -74,6 +127,20 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
 async def _ndjson(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     async for event in events:
         yield json.dumps(event).encode() + b"\n"
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except ValueError as error:
+        raise InvalidSpec(f"the request body is not JSON: {error}") from None
+
+
+def _field(body: Any, name: str) -> str:
+    # The message names the field only: a secret's data must never be echoed in an error.
+    if not isinstance(body, dict) or not isinstance(body.get(name), str):
+        raise InvalidSpec(f"{name}: required, a string")
+    return str(body[name])
 
 
 def _int_param(request: Request, name: str, default: int) -> int:

@@ -39,14 +39,14 @@ function lastValue(values) {
 }
 
 export class Chart {
-  // options: title, testid, format (number -> text), kind ("line" | "bars"), step (draw
+  // options: title, testid (of the <svg>), legendTestid, format (number -> text), kind ("line" | "bars"), step (draw
   // counts as steps), integer (whole-number ticks), minTop (the y axis reaches at least this).
   constructor(options) {
     this.options = { kind: "line", step: false, minTop: 1, ...options };
     this.data = null;
     this.pointerX = null;
 
-    this.legend = html("ul", { className: "legend" });
+    this.legend = html("ul", { className: "legend", "data-testid": this.options.legendTestid });
     this.svg = svg("svg", {
       class: "plot",
       height: HEIGHT,

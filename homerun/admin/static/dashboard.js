@@ -144,7 +144,8 @@ class ServiceCard {
 
     this.charts = CHARTS.map((spec) => ({
       spec,
-      chart: new Chart({ title: spec.title, testid: `chart-${spec.id}-${name}`, format: spec.format,
+      chart: new Chart({ title: spec.title, testid: `chart-${spec.id}-${name}`,
+        legendTestid: `legend-${spec.id}-${name}`, format: spec.format,
         kind: spec.kind, step: spec.step, integer: spec.integer, minTop: spec.minTop ?? 1 }),
     }));
 
