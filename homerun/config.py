@@ -58,6 +58,10 @@ class Paths:
     def config_file(self) -> Path:
         return self.home / "config.yaml"
 
+    @property
+    def secrets(self) -> Path:
+        return self.home / "secrets"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -67,6 +71,8 @@ class Settings:
     port: int = 8080
     domain: str = "localhost"
     max_request_body_bytes: int = 32 * MiB
+    header_timeout_seconds: float = 10.0  # to send a request's line and headers (slowloris)
+    keepalive_timeout_seconds: float = 75.0  # an idle client connection stays open (nginx's)
     # Knative probes a starting instance every 50-200 ms; a TCP connect is cheap, so start fast.
     probe_interval_seconds: float = 0.05
     stop_grace_seconds: float = 10.0
@@ -81,6 +87,9 @@ class Settings:
     request_logs: bool = True
     log_max_bytes: int = 64 * MiB
     venv_cache: str = ""  # empty: HOMERUN_HOME/venvs (HOMERUN_VENV_CACHE overrides)
+    # Revisions that serve nothing are kept up to this many per service, newest first; older
+    # ones are deleted with their artifacts (Knative keeps 20, Cloud Run up to 1000).
+    revision_retention: int = 20
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -101,6 +110,8 @@ _KEYS = {
     "port": "port",
     "domain": "domain",
     "max-request-body-bytes": "max_request_body_bytes",
+    "header-timeout-seconds": "header_timeout_seconds",
+    "keepalive-timeout-seconds": "keepalive_timeout_seconds",
     "stop-grace-seconds": "stop_grace_seconds",
     "deploy-settle-seconds": "deploy_settle_seconds",
     "dashboard-listen": "dashboard_listen",
@@ -109,6 +120,7 @@ _KEYS = {
     "request-logs": "request_logs",
     "log-max-bytes": "log_max_bytes",
     "venv-cache": "venv_cache",
+    "revision-retention": "revision_retention",
 }
 
 

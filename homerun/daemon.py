@@ -109,6 +109,8 @@ class Daemon:
         router = Router(
             control.resolve,
             max_body_bytes=self.settings.max_request_body_bytes,
+            header_timeout=self.settings.header_timeout_seconds,
+            keepalive_timeout=self.settings.keepalive_timeout_seconds,
             on_request=telemetry.records.append if self.settings.telemetry else None,
         )
         try:

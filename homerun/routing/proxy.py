@@ -17,6 +17,7 @@ import asyncio
 import logging
 import math
 import random
+import re
 import socket
 import time
 from collections import deque
@@ -89,7 +90,17 @@ _LINGER_SECONDS = 2.0
 # by the coarser count of bytes read while a head is incomplete (a read is at most 256 KiB).
 _MAX_REQUEST_HEAD_BYTES = 64 * 1024
 _MAX_INCOMPLETE_HEAD_READ_BYTES = 1024 * 1024
-_HEAD_TOO_LARGE = "request line and headers over 64 KiB"
+_HEAD_TOO_LARGE = "request line and headers over 64 KiB, or over 100 header fields"
+_MAX_HEADER_COUNT = 100
+# A longer request target gets 414 (nginx's large_client_header_buffers holds 8 KiB).
+_MAX_URL_BYTES = 8 * 1024
+# A client gets this long to send a request's line and headers (slowloris sends a byte at a
+# time to hold connections open), and a keep-alive connection this long between requests.
+HEADER_TIMEOUT_SECONDS = 10.0
+KEEPALIVE_TIMEOUT_SECONDS = 75.0  # nginx's keepalive_timeout
+_SWEEP_SECONDS = 1.0
+# What a Host header may hold: a DNS name or an IP literal, and a port.
+_VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 # Request timeouts fire on ticks of this length, up to one tick late.
 _DEADLINE_TICK = 0.1
 
@@ -123,6 +134,22 @@ def _without_named(header_pieces: list[bytes], options: bytes) -> list[bytes]:
     return kept
 
 
+def _split_absolute(url: bytes) -> tuple[bytes | None, bytes]:
+    """`http://host:port/path?q` -> (b"host:port", b"/path?q"); (None, url) if not an URL."""
+    scheme, separator, rest = url.partition(b"://")
+    if not separator or scheme.lower() not in (b"http", b"https"):
+        return None, url
+    cut = len(rest)
+    for delimiter in (b"/", b"?"):
+        position = rest.find(delimiter)
+        if position != -1:
+            cut = min(cut, position)
+    authority, path = rest[:cut], rest[cut:]
+    if not authority or b"@" in authority:
+        return None, url
+    return authority, path if path.startswith(b"/") else b"/" + path
+
+
 def _quoted(value: bytes) -> bytes:
     """An RFC 7239 quoted-string: a host with a port is not a token."""
     return b'"%s"' % value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
@@ -130,6 +157,10 @@ def _quoted(value: bytes) -> bytes:
 
 class _InvalidResponse(Exception):
     """The instance answered in a way no request of ours asked for."""
+
+
+class _UrlTooLong(Exception):
+    """A request target past _MAX_URL_BYTES."""
 
 
 class _HeadTooLarge(Exception):
@@ -184,11 +215,16 @@ class Router:
         *,
         max_body_bytes: int = 32 * 1024 * 1024,
         on_request: Callable[[RequestRecord], None] | None = None,
+        header_timeout: float = HEADER_TIMEOUT_SECONDS,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT_SECONDS,
     ) -> None:
         self.resolve = resolve
         self.max_body_bytes = max_body_bytes
         # Told of every finished request; it must return at once (it only queues the record).
         self.on_request = on_request
+        self.header_timeout = header_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self._sweeper: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
         self.deadlines = _Deadlines()
         # Every open connection, so that close() can end them.
@@ -200,6 +236,18 @@ class Router:
         self._server = await loop.create_server(
             partial(_ClientConnection, self), host, port, reuse_address=True, backlog=1024
         )
+        self._sweeper = loop.call_later(_SWEEP_SECONDS, self._sweep)
+
+    def _sweep(self) -> None:
+        """Once a second: cut clients too slow to send a head, and idle keep-alive ones.
+
+        One timer for all connections rather than one per connection and request.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for client in list(self.clients):
+            client.check_timeouts(now)
+        self._sweeper = loop.call_later(_SWEEP_SECONDS, self._sweep)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -214,6 +262,8 @@ class Router:
         server, self._server = self._server, None
         if server is None:
             return
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         server.close()
         for client in list(self.clients):
             client.abort()
@@ -242,6 +292,10 @@ class _ClientConnection(asyncio.Protocol):
         self.writing_paused = False
         self.closed = False
         self.lingering: asyncio.TimerHandle | None = None
+        self.idle_since = self.loop.time()  # no request on it since then
+        self.head_started = 0.0  # while a request's line and headers come in
+        self.header_count = 0
+        self.requests = 0  # heads read on this connection
 
         # Per-request state, while the parser reads a request
         self.parsing: _Exchange | None = None  # from the end of the head to the end of the body
@@ -294,6 +348,8 @@ class _ClientConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as error:
             if isinstance(error.__context__, _HeadTooLarge):
                 self._unparsable(431, _HEAD_TOO_LARGE)
+            elif isinstance(error.__context__, _UrlTooLong):
+                self._unparsable(414, f"request target over {_MAX_URL_BYTES} bytes")
             else:
                 logger.error("proxy bug while reading a request", exc_info=error.__context__)
                 self._unparsable(400, "malformed request")
@@ -325,6 +381,8 @@ class _ClientConnection(asyncio.Protocol):
         self.url = b""
         self.header_pieces = []
         self.in_head = True
+        self.head_started = self.loop.time()
+        self.header_count = 0
         self.head_bytes = 0
         self.head_read_bytes = 0
         self.host = None
@@ -340,12 +398,13 @@ class _ClientConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > _MAX_REQUEST_HEAD_BYTES:
-            raise _HeadTooLarge
+        if len(self.url) > _MAX_URL_BYTES:
+            raise _UrlTooLong
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_bytes += len(name) + len(value)
-        if self.head_bytes > _MAX_REQUEST_HEAD_BYTES:
+        self.header_count += 1
+        if self.head_bytes > _MAX_REQUEST_HEAD_BYTES or self.header_count > _MAX_HEADER_COUNT:
             raise _HeadTooLarge
         lower_name = name.lower()
         if lower_name not in _REQUEST_HEADERS_OF_INTEREST:
@@ -396,10 +455,28 @@ class _ClientConnection(asyncio.Protocol):
             chunked=self.chunked,
             is_upgrade=is_upgrade,
         )
+        self.requests += 1
         host = self.host
-        if host is None or self.host_count > 1:
+        url = self.url
+        if url[:1] != b"/" and url != b"*" and method != b"CONNECT":
+            # The absolute form (GET http://svc.localhost/path): RFC 9112 section 3.2.2 has a
+            # server accept it and take the host from it, ignoring any Host header.
+            authority, path = _split_absolute(url)
+            if authority is None:
+                exchange.error = (400, "the request target must be a path or an http(s) URL")
+                exchange.close_client = True
+            else:
+                host, self.url = authority, path
+                self.host_count = 1
+                self._replace_host(authority)
+        if exchange.error is not None:
+            pass
+        elif host is None or self.host_count > 1:
             exchange.error = (400, "the request needs exactly one Host header")
             exchange.close_client = True  # malformed: trust nothing else on this connection
+        elif not _VALID_HOST.match(host):
+            exchange.error = (400, "the Host header is not a host name or address")
+            exchange.close_client = True
         elif method == b"CONNECT":
             exchange.error = (405, "this router does not proxy CONNECT")
             exchange.close_client = True  # the parser takes what follows for a tunnel
@@ -480,8 +557,31 @@ class _ClientConnection(asyncio.Protocol):
             self.exchanges.popleft()
         if self.tunnel is exchange:
             self.tunnel = None
+        if not self.exchanges:
+            self.idle_since = self.loop.time()
         self._resume(_UPSTREAM_FULL | _BODY_BUFFER_FULL)
         self.advance()
+
+    def check_timeouts(self, now: float) -> None:
+        if self.closed or self.tunnel is not None:
+            return
+        if self.in_head:
+            if now - self.head_started > self.router.header_timeout:
+                # A head this slow is an attack or a broken client: answer and hang up.
+                self._unparsable(408, "request headers not received in time")
+        elif not self.exchanges and self.parsing is None:
+            # A connection that never sent a request gets the header timeout, not keep-alive's.
+            limit = self.router.keepalive_timeout if self.requests else self.router.header_timeout
+            if now - self.idle_since > limit:
+                self.close()
+
+    def _replace_host(self, authority: bytes) -> None:
+        pieces = self.header_pieces
+        for start in range(0, len(pieces), 4):
+            if pieces[start].lower() == b"host":
+                pieces[start + 2] = authority
+                return
+        pieces += (b"host", b": ", authority, b"\r\n")
 
     def close(self) -> None:
         """Close once what was written has gone out."""
