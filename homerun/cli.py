@@ -9,29 +9,45 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from homerun.client import Client
 from homerun.config import Paths, default_home, load_settings
 from homerun.errors import DaemonUnavailable, HomerunError
+from homerun.knative import parse_service
 from homerun.observe.logs import SEVERITIES
 from homerun.progress import Progress
 from homerun.scaling.policy import ANNOTATION_PREFIX
 from homerun.spec import (
     DEFAULT_CONCURRENCY,
-    DEFAULT_STARTUP_TIMEOUT_SECONDS,
-    DEFAULT_TIMEOUT_SECONDS,
     MAX_CONCURRENCY,
     MAX_TIMEOUT_SECONDS,
     DeployRequest,
-    RevisionSpec,
+    EnvChanges,
+    RevisionChanges,
+    SecretChanges,
+    check_cpu,
+    check_memory,
     check_range,
     parse_duration,
     parse_env_vars,
     parse_list,
+    parse_secret_refs,
+    validate_env_name,
+    validate_secret_name,
     validate_service_name,
+)
+from homerun.traffic import (
+    TrafficUpdate,
+    check_tag,
+    parse_assignments,
+    parse_percentages,
+    parse_tag_list,
 )
 
 DAEMON_START_SECONDS = 30.0
@@ -121,31 +137,45 @@ def cmd_deploy(arguments: argparse.Namespace) -> int:
         raise HomerunError(f"--source: {source} is not a folder; give the folder of your app")
     if not any(source.iterdir()):
         raise HomerunError(f"--source: {source} is empty; put your app (e.g. main.py) there")
-    command = _command(arguments.command)
-    spec = RevisionSpec(
-        source=str(source),
-        command=command,
-        args=parse_list(arguments.args) if arguments.args is not None else None,
-        env=parse_env_vars(arguments.set_env_vars) if arguments.set_env_vars else {},
-        container_concurrency=_concurrency(arguments.concurrency),
-        timeout_seconds=check_range(
-            "--timeout", parse_duration(arguments.timeout, "--timeout"), 1, MAX_TIMEOUT_SECONDS
-        ),
-        annotations=_scaling_annotations(arguments),
-        startup_timeout_seconds=check_range(
-            "--startup-timeout",
-            parse_duration(arguments.startup_timeout, "--startup-timeout"),
-            1,
-            3600,
-        ),
-    )
     request = DeployRequest(
-        service=service, spec=spec, allow_unauthenticated=arguments.allow_unauthenticated
+        service=service,
+        changes=_revision_changes(arguments, source=str(source)),
+        allow_unauthenticated=arguments.allow_unauthenticated,
+        no_traffic=arguments.no_traffic,
+        tag=check_tag(arguments.tag, service, "--tag") if arguments.tag else None,
     )
     client = _client_starting_daemon()
+    _print_deployed(_follow(client.deploy(request.model_dump(mode="json"))))
+    return 0
+
+
+def cmd_services_update(arguments: argparse.Namespace) -> int:
+    """A new revision from the latest one's artifact with some settings changed (no build),
+    as `gcloud run services update`."""
+    service = validate_service_name(arguments.service)
+    request = DeployRequest(
+        service=service,
+        changes=_revision_changes(arguments, source=None),
+        no_traffic=arguments.no_traffic,
+        tag=check_tag(arguments.tag, service, "--tag") if arguments.tag else None,
+    )
+    done = _follow(_client().deploy(request.model_dump(mode="json")))
+    if done.get("unchanged"):
+        print(
+            f"No change: revision [{done['revision']}] of [{service}] already has this "
+            "configuration; no revision was created."
+        )
+        print(f"Service URL: {done['url']}")
+        return 0
+    _print_deployed(done)
+    return 0
+
+
+def _follow(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Show a deploy's progress; its `done` event, or HomerunError with the daemon's reason."""
     done: dict[str, Any] | None = None
     with Progress() as progress:
-        for event in client.deploy(request.model_dump()):
+        for event in events:
             kind = event.get("event")
             if kind == "build":
                 progress.line(f"  {event['line']}")
@@ -157,12 +187,142 @@ def cmd_deploy(arguments: argparse.Namespace) -> int:
                 done = event
     if done is None:
         raise HomerunError("the daemon ended the deploy without a result; see its log")
+    return done
+
+
+def _print_deployed(done: dict[str, Any]) -> None:
     print(
         f"Service [{done['service']}] revision [{done['revision']}] has been deployed "
-        "and is serving 100 percent of traffic."
+        f"and is serving {done.get('percent', 100)} percent of traffic."
     )
+    for url in done.get("tag_urls", {}).values():
+        print(f"The revision can be reached directly at {url}")
     print(f"Service URL: {done['url']}")
-    return 0
+
+
+def _revision_changes(arguments: argparse.Namespace, source: str | None) -> RevisionChanges:
+    """The deploy/update flags as changes to the service's latest revision: a flag not given
+    keeps its value, as gcloud does."""
+    timeout = startup = None
+    if arguments.timeout is not None:
+        timeout = check_range(
+            "--timeout", parse_duration(arguments.timeout, "--timeout"), 1, MAX_TIMEOUT_SECONDS
+        )
+    if arguments.startup_timeout is not None:
+        startup = check_range(
+            "--startup-timeout",
+            parse_duration(arguments.startup_timeout, "--startup-timeout"),
+            1,
+            3600,
+        )
+    return RevisionChanges(
+        source=source,
+        command=_command(arguments.command),
+        args=parse_list(arguments.args) if arguments.args is not None else None,
+        container_concurrency=(
+            _concurrency(arguments.concurrency) if arguments.concurrency is not None else None
+        ),
+        timeout_seconds=timeout,
+        startup_timeout_seconds=startup,
+        annotations=_scaling_annotations(arguments),
+        cpu=check_cpu(arguments.cpu, "--cpu") if arguments.cpu else None,
+        memory=check_memory(arguments.memory, "--memory") if arguments.memory else None,
+        env=_env_changes(arguments),
+        secrets=_secret_changes(arguments),
+    )
+
+
+def _exclusive(*groups: list[tuple[str, Any]]) -> None:
+    """gcloud's flag groups: one `--set`-like flag, or the update/remove pair, not both."""
+    given = [[flag for flag, value in group if value] for group in groups]
+    whole, partial = given[0], given[1] if len(given) > 1 else []
+    if len(whole) > 1 or (whole and partial):
+        first, second = (whole + partial)[:2]
+        raise HomerunError(
+            f"{first} and {second} cannot be used together: {first} replaces the whole list"
+        )
+
+
+def _env_changes(arguments: argparse.Namespace) -> EnvChanges:
+    _exclusive(
+        [
+            ("--set-env-vars", arguments.set_env_vars is not None),
+            ("--env-vars-file", arguments.env_vars_file),
+            ("--clear-env-vars", arguments.clear_env_vars),
+        ],
+        [
+            ("--update-env-vars", arguments.update_env_vars),
+            ("--remove-env-vars", arguments.remove_env_vars),
+        ],
+    )
+    replace = None
+    if arguments.set_env_vars is not None:
+        replace = parse_env_vars(arguments.set_env_vars)
+    elif arguments.env_vars_file:
+        replace = _env_vars_file(Path(arguments.env_vars_file))
+    remove = parse_list(arguments.remove_env_vars) if arguments.remove_env_vars else []
+    for name in remove:
+        validate_env_name(name, "--remove-env-vars")
+    return EnvChanges(
+        replace=replace,
+        clear=arguments.clear_env_vars,
+        update=(
+            parse_env_vars(arguments.update_env_vars, "--update-env-vars")
+            if arguments.update_env_vars
+            else {}
+        ),
+        remove=remove,
+    )
+
+
+def _env_vars_file(path: Path) -> dict[str, str]:
+    """gcloud's --env-vars-file: a YAML mapping of names to string values."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise HomerunError(f"--env-vars-file: cannot read {path}: {error.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise HomerunError(f"--env-vars-file: {path} is not valid YAML: {error}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise HomerunError(f"--env-vars-file: {path} must be a mapping of NAME: value")
+    env = {}
+    for name, value in raw.items():
+        validate_env_name(str(name), f"--env-vars-file {path}")
+        if not isinstance(value, str):
+            raise HomerunError(
+                f"--env-vars-file: {path}: {name}: the value must be a string; quote it "
+                f"({name}: \"{value}\")"
+            )
+        env[str(name)] = value
+    return env
+
+
+def _secret_changes(arguments: argparse.Namespace) -> SecretChanges:
+    _exclusive(
+        [
+            ("--set-secrets", arguments.set_secrets is not None),
+            ("--clear-secrets", arguments.clear_secrets),
+        ],
+        [
+            ("--update-secrets", arguments.update_secrets),
+            ("--remove-secrets", arguments.remove_secrets),
+        ],
+    )
+    remove = parse_list(arguments.remove_secrets) if arguments.remove_secrets else []
+    return SecretChanges(
+        replace=(
+            parse_secret_refs(arguments.set_secrets) if arguments.set_secrets is not None else None
+        ),
+        clear=arguments.clear_secrets,
+        update=(
+            parse_secret_refs(arguments.update_secrets, "--update-secrets")
+            if arguments.update_secrets
+            else {}
+        ),
+        remove=remove,
+    )
 
 
 def cmd_services_list(arguments: argparse.Namespace) -> int:
@@ -183,8 +343,12 @@ def cmd_services_list(arguments: argparse.Namespace) -> int:
 
 
 def cmd_services_describe(arguments: argparse.Namespace) -> int:
-    described = _client().describe(validate_service_name(arguments.service))
-    if arguments.format == "json":
+    service = validate_service_name(arguments.service)
+    if arguments.format in ("yaml", "json"):
+        _print_document(_client().knative_service(service), arguments.format)
+        return 0
+    described = _client().describe(service)
+    if arguments.format == "summary-json":
         print(json.dumps(described, indent=2))
         return 0
     print(f"Service {described['name']}")
@@ -192,7 +356,7 @@ def cmd_services_describe(arguments: argparse.Namespace) -> int:
     print(f"  Ready:    {'yes' if described['ready'] else 'no'}")
     print("  Traffic:")
     for target in described["traffic"] or [{"revision": "-", "percent": 0, "tag": None}]:
-        tag = f" (tag {target['tag']})" if target.get("tag") else ""
+        tag = f" (tag {target['tag']}: {target['url']})" if target.get("tag") else ""
         print(f"    {target['percent']:>3}% {target['revision']}{tag}")
     print("  Revisions:")
     for revision in described["revisions"]:
@@ -201,6 +365,11 @@ def cmd_services_describe(arguments: argparse.Namespace) -> int:
             f"{revision['concurrency']}, timeout {revision['timeout_seconds']}s, "
             f"in flight {revision['in_flight']}, queue {revision['queue_length']}"
         )
+        if revision.get("env") or revision.get("secrets"):
+            names = [*revision.get("env", {}), *(
+                f"{name} (secret {ref})" for name, ref in revision.get("secrets", {}).items()
+            )]
+            print(f"      env: {', '.join(names)}")
         scaling = revision.get("scaling")
         if scaling:
             states = Counter(instance["state"] for instance in revision["instances"])
@@ -245,18 +414,236 @@ def cmd_services_delete(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_services_update_traffic(arguments: argparse.Namespace) -> int:
+    service = validate_service_name(arguments.service)
+    _exclusive(
+        [
+            ("--clear-tags", arguments.clear_tags),
+            ("--set-tags", arguments.set_tags),
+        ],
+        [("--update-tags", arguments.update_tags), ("--remove-tags", arguments.remove_tags)],
+    )
+    update = TrafficUpdate(
+        to_revisions=(
+            parse_percentages(arguments.to_revisions, "--to-revisions")
+            if arguments.to_revisions
+            else {}
+        ),
+        to_latest=arguments.to_latest,
+        to_tags=parse_percentages(arguments.to_tags, "--to-tags") if arguments.to_tags else {},
+        set_tags=(
+            parse_assignments(arguments.set_tags, "--set-tags") if arguments.set_tags else None
+        ),
+        update_tags=(
+            parse_assignments(arguments.update_tags, "--update-tags")
+            if arguments.update_tags
+            else {}
+        ),
+        remove_tags=(
+            parse_tag_list(arguments.remove_tags, "--remove-tags") if arguments.remove_tags else []
+        ),
+        clear_tags=arguments.clear_tags,
+    )
+    for tag in [*(update.set_tags or {}), *update.update_tags]:
+        check_tag(tag, service, "--set-tags" if update.set_tags else "--update-tags")
+    described = _client().update_traffic(service, update.model_dump())
+    print(f"Traffic of [{service}]:")
+    _print_traffic(described)
+    print(f"Service URL: {described['url']}")
+    return 0
+
+
+def _print_traffic(described: dict[str, Any]) -> None:
+    latest = any(entry.get("latest") for entry in described.get("traffic_spec", []))
+    for target in described["traffic"]:
+        line = f"  {target['percent']:>3}% {target['revision']}"
+        if latest and target["revision"] == described.get("latest_ready_revision"):
+            line += " (LATEST)"
+        if target.get("tag"):
+            line += f"  tag {target['tag']}: {target['url']}"
+        print(line)
+
+
+def cmd_services_replace(arguments: argparse.Namespace) -> int:
+    path = Path(arguments.file)
+    document = _read_service_file(path)
+    manifest = parse_service(document, where=str(path))  # field errors without a daemon
+    client = _client_starting_daemon()
+    done = _follow(client.replace(manifest.name, document, str(path)))
+    if done.get("unchanged"):
+        print(
+            f"Service [{manifest.name}] replaced: the template is unchanged, so revision "
+            f"[{done['revision']}] stays; traffic and metadata are applied."
+        )
+    else:
+        print(
+            f"Service [{manifest.name}] replaced: revision [{done['revision']}] has been "
+            f"deployed and is serving {done['percent']} percent of traffic."
+        )
+    for url in done.get("tag_urls", {}).values():
+        print(f"The revision can be reached directly at {url}")
+    print(f"Service URL: {done['url']}")
+    return 0
+
+
+def _read_service_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise HomerunError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise HomerunError(f"{path} is not UTF-8 text: {error}") from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        raise HomerunError(f"{path} is not valid YAML: {error}") from None
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        raise HomerunError(f"{path} must hold one Knative Service (a YAML or JSON mapping)")
+    # Unquoted timestamps load as datetimes; the daemon takes JSON.
+    loaded: dict[str, Any] = json.loads(json.dumps(documents[0], default=str))
+    return loaded
+
+
+def _print_document(document: dict[str, Any], format: str) -> None:
+    if format == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), end="")
+
+
 def cmd_revisions_list(arguments: argparse.Namespace) -> int:
     revisions = _client().revisions(arguments.service)
     if arguments.format == "json":
         print(json.dumps(revisions, indent=2))
         return 0
-    print(f"{'REVISION':<36} {'SERVICE':<24} {'STATUS':<9} INSTANCES")
+    print(
+        f"{'REVISION':<36} {'ACTIVE':<6} {'SERVICE':<24} {'STATUS':<9} {'TRAFFIC':<20} INSTANCES"
+    )
     for revision in revisions:
+        active = bool(revision.get("percent"))  # gcloud's ACTIVE: it serves traffic
+        traffic = f"{revision.get('percent', 0)}%"
+        tags = ",".join(tag["tag"] for tag in revision.get("tags", []))
+        if tags:
+            traffic += f" tag {tags}"
         print(
-            f"{revision['name']:<36} {revision['service']:<24} {revision['status']:<9} "
-            f"{len(revision['instances'])}"
+            f"{revision['name']:<36} {'yes' if active else '':<6} {revision['service']:<24} "
+            f"{revision['status']:<9} {traffic:<20} {len(revision['instances'])}"
         )
     return 0
+
+
+def cmd_revisions_describe(arguments: argparse.Namespace) -> int:
+    client = _client()
+    if arguments.format in ("yaml", "json"):
+        _print_document(client.revision(arguments.revision, knative=True), arguments.format)
+        return 0
+    revision = client.revision(arguments.revision)
+    if arguments.format == "summary-json":
+        print(json.dumps(revision, indent=2))
+        return 0
+    print(f"Revision {revision['name']}")
+    print(f"  Service:      {revision['service']}")
+    print(f"  Status:       {revision['status']}")
+    print(f"  Traffic:      {revision['percent']}%")
+    for tag in revision["tags"]:
+        print(f"  Tag:          {tag['tag']}: {tag['url']}")
+    print(f"  Image:        {revision['image'] or '-'}")
+    print(f"  Source:       {revision['source']}")
+    if revision.get("entrypoint"):
+        print(
+            f"  Entrypoint:   {' '.join(revision['entrypoint'])} "
+            f"({revision['entrypoint_origin']})"
+        )
+    print(
+        f"  Concurrency:  {revision['concurrency']}, timeout {revision['timeout_seconds']}s"
+    )
+    for name, value in revision["env"].items():
+        print(f"  Env:          {name}={value}")
+    for name, ref in revision["secrets"].items():
+        print(f"  Secret:       {name} from {ref}")
+    for key, value in revision["annotations"].items():
+        print(f"  Annotation:   {key}: {value}")
+    print(f"  Instances:    {len(revision['instances'])}")
+    if revision["status"] == "failed" and revision["message"]:
+        print("  " + revision["message"].replace("\n", "\n  "))
+    return 0
+
+
+def cmd_revisions_delete(arguments: argparse.Namespace) -> int:
+    _client().delete_revision(arguments.revision)
+    print(f"Deleted revision [{arguments.revision}].")
+    return 0
+
+
+def cmd_secrets_create(arguments: argparse.Namespace) -> int:
+    name = validate_secret_name(arguments.secret, "NAME")
+    data = _data_file(arguments.data_file)
+    created = _client_starting_daemon().create_secret(name, data)
+    print(f"Created secret [{name}] version [{created['version']}].")
+    return 0
+
+
+def cmd_secrets_list(arguments: argparse.Namespace) -> int:
+    secrets = _client().secrets()
+    if arguments.format == "json":
+        print(json.dumps(secrets, indent=2))
+        return 0
+    if not secrets:
+        print("No secrets. Create one with `homerun secrets create NAME --data-file FILE`.")
+        return 0
+    print(f"{'NAME':<32} {'VERSIONS':<9} {'CREATED':<21} USED BY")
+    for secret in secrets:
+        created = _when(secret["created_at"]) if secret["created_at"] else "-"
+        print(
+            f"{secret['name']:<32} {secret['versions']:<9} {created:<21} "
+            f"{', '.join(secret['used_by']) or '-'}"
+        )
+    return 0
+
+
+def cmd_secrets_versions_list(arguments: argparse.Namespace) -> int:
+    versions = _client().secret_versions(validate_secret_name(arguments.secret, "NAME"))
+    if arguments.format == "json":
+        print(json.dumps(versions, indent=2))
+        return 0
+    print(f"{'VERSION':<8} {'CREATED':<21} SIZE")
+    for version in reversed(versions):
+        print(f"{version['version']:<8} {_when(version['created_at']):<21} {version['size']} B")
+    return 0
+
+
+def cmd_secrets_versions_add(arguments: argparse.Namespace) -> int:
+    name = validate_secret_name(arguments.secret, "NAME")
+    added = _client().add_secret_version(name, _data_file(arguments.data_file))
+    print(f"Created version [{added['version']}] of the secret [{name}].")
+    return 0
+
+
+def cmd_secrets_delete(arguments: argparse.Namespace) -> int:
+    name = validate_secret_name(arguments.secret, "NAME")
+    _client().delete_secret(name)
+    print(f"Deleted secret [{name}].")
+    return 0
+
+
+def _data_file(path: str) -> str:
+    """A secret's value from a file (`-`: stdin), exactly as it is (a final newline included,
+    as in Secret Manager). Errors never quote the content."""
+    try:
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as error:
+        raise HomerunError(f"--data-file: cannot read {path}: {error.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HomerunError(
+            f"--data-file: {path} is not UTF-8 text; homerun passes secrets to instances as "
+            "env vars, which hold text"
+        ) from None
+
+
+def _when(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def cmd_logs_read(arguments: argparse.Namespace) -> int:
@@ -387,14 +774,18 @@ def _command(text: str | None) -> list[str] | None:
     return parts
 
 
-def _scaling_annotations(arguments: argparse.Namespace) -> dict[str, str]:
-    """--min-instances / --max-instances are Knative's min-scale / max-scale annotations."""
-    annotations = {}
+def _scaling_annotations(arguments: argparse.Namespace) -> dict[str, str | None]:
+    """--min-instances / --max-instances are Knative's min-scale / max-scale annotations;
+    `default` removes one (None), a flag not given leaves it as it is."""
+    annotations: dict[str, str | None] = {}
     for flag, value, key in (
         ("--min-instances", arguments.min_instances, "min-scale"),
         ("--max-instances", arguments.max_instances, "max-scale"),
     ):
-        if value is None or value == "default":
+        if value is None:
+            continue
+        if value == "default":
+            annotations[ANNOTATION_PREFIX + key] = None
             continue
         try:
             number = int(value)
@@ -419,6 +810,40 @@ def _concurrency(text: str) -> int:
             f"got {text!r}"
         ) from None
     return check_range("--concurrency", value, 1, MAX_CONCURRENCY)
+
+
+def _add_revision_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of `deploy` and `services update`; one not given keeps the latest revision's."""
+    parser.add_argument("--command", help="entrypoint, comma-separated (or one shell command)")
+    parser.add_argument("--args", help="arguments, comma-separated")
+    parser.add_argument(
+        "--concurrency", help="max requests in flight per instance (1-1000, default 80)"
+    )
+    parser.add_argument("--min-instances", help="instances kept warm when idle (default 0)")
+    parser.add_argument("--max-instances", help="most instances (1-1000, default 100)")
+    parser.add_argument("--timeout", help="request timeout (default 300s, max 3600s)")
+    parser.add_argument(
+        "--startup-timeout", help="time an instance has to listen on $PORT (default 240s)"
+    )
+    parser.add_argument("--cpu", help="CPU limit, recorded (e.g. 1, 2, 500m)")
+    parser.add_argument("--memory", help="memory limit, recorded (e.g. 512Mi, 2Gi)")
+    parser.add_argument("--set-env-vars", metavar="K=V,...", help="replace all env vars")
+    parser.add_argument("--update-env-vars", metavar="K=V,...")
+    parser.add_argument("--remove-env-vars", metavar="K,...")
+    parser.add_argument("--clear-env-vars", action="store_true")
+    parser.add_argument("--env-vars-file", metavar="FILE", help="YAML NAME: value; replaces all")
+    parser.add_argument(
+        "--set-secrets", metavar="ENV=SECRET:VERSION,...", help="replace all secret env vars"
+    )
+    parser.add_argument("--update-secrets", metavar="ENV=SECRET:VERSION,...")
+    parser.add_argument("--remove-secrets", metavar="ENV,...")
+    parser.add_argument("--clear-secrets", action="store_true")
+    parser.add_argument(
+        "--no-traffic",
+        action="store_true",
+        help="the new revision gets no traffic: LATEST is pinned to the revision serving now",
+    )
+    parser.add_argument("--tag", help="a tag for the new revision: http://TAG---SERVICE...")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -447,26 +872,7 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("service", metavar="SERVICE")
     deploy.add_argument("--source", help="folder of the app (default: the current folder)")
     deploy.add_argument("--image", help=argparse.SUPPRESS)
-    deploy.add_argument("--set-env-vars", metavar="K=V,...")
-    deploy.add_argument("--command", help="entrypoint, comma-separated (or one shell command)")
-    deploy.add_argument("--args", help="arguments, comma-separated")
-    deploy.add_argument(
-        "--concurrency",
-        default=str(DEFAULT_CONCURRENCY),
-        help="max requests in flight per instance (1-1000, default 80)",
-    )
-    deploy.add_argument("--min-instances", help="instances kept warm when idle (default 0)")
-    deploy.add_argument("--max-instances", help="most instances (1-1000, default 100)")
-    deploy.add_argument(
-        "--timeout",
-        default=str(DEFAULT_TIMEOUT_SECONDS),
-        help="request timeout (default 300s, max 3600s)",
-    )
-    deploy.add_argument(
-        "--startup-timeout",
-        default=str(DEFAULT_STARTUP_TIMEOUT_SECONDS),
-        help="time an instance has to listen on $PORT (default 240s)",
-    )
+    _add_revision_flags(deploy)
     access = deploy.add_mutually_exclusive_group()
     access.add_argument(
         "--allow-unauthenticated",
@@ -483,25 +889,95 @@ def _parser() -> argparse.ArgumentParser:
     )
     deploy.set_defaults(handler=cmd_deploy)
 
-    services = commands.add_parser("services", help="list, describe and delete services")
+    services = commands.add_parser(
+        "services", help="list, describe, update, replace and delete services"
+    )
     service_commands = services.add_subparsers(metavar="COMMAND", parser_class=_Parser)
     listing = service_commands.add_parser("list")
     listing.add_argument("--format", choices=["text", "json"], default="text")
     listing.set_defaults(handler=cmd_services_list)
-    describe = service_commands.add_parser("describe")
+    describe = service_commands.add_parser(
+        "describe",
+        help="yaml/json: the Knative Service; summary-json: homerun's own summary",
+    )
     describe.add_argument("service", metavar="SERVICE")
-    describe.add_argument("--format", choices=["text", "json"], default="text")
+    describe.add_argument(
+        "--format", choices=["text", "yaml", "json", "summary-json"], default="text"
+    )
     describe.set_defaults(handler=cmd_services_describe)
     delete = service_commands.add_parser("delete")
     delete.add_argument("service", metavar="SERVICE")
     delete.set_defaults(handler=cmd_services_delete)
+    update = service_commands.add_parser(
+        "update", help="a new revision from the latest one's artifact, with settings changed"
+    )
+    update.add_argument("service", metavar="SERVICE")
+    _add_revision_flags(update)
+    update.set_defaults(handler=cmd_services_update)
+    replace = service_commands.add_parser(
+        "replace", help="apply a Knative Service YAML (as `services describe --format yaml`)"
+    )
+    replace.add_argument("file", metavar="FILE")
+    replace.set_defaults(handler=cmd_services_replace)
+    traffic = service_commands.add_parser(
+        "update-traffic", help="split traffic between revisions, and tag revisions"
+    )
+    traffic.add_argument("service", metavar="SERVICE")
+    moves = traffic.add_mutually_exclusive_group()
+    moves.add_argument(
+        "--to-revisions",
+        metavar="REVISION=PERCENT,...",
+        help="percentages (LATEST names the latest ready revision); under 100 in total "
+        "scales the other serving revisions to fill the rest",
+    )
+    moves.add_argument("--to-latest", action="store_true", help="100%% to LATEST")
+    moves.add_argument("--to-tags", metavar="TAG=PERCENT,...")
+    traffic.add_argument("--set-tags", metavar="TAG=REVISION,...", help="replace all tags")
+    traffic.add_argument("--update-tags", metavar="TAG=REVISION,...")
+    traffic.add_argument("--remove-tags", metavar="TAG,...")
+    traffic.add_argument("--clear-tags", action="store_true")
+    traffic.set_defaults(handler=cmd_services_update_traffic)
 
-    revisions = commands.add_parser("revisions", help="list revisions")
+    revisions = commands.add_parser("revisions", help="list, describe and delete revisions")
     revision_commands = revisions.add_subparsers(metavar="COMMAND", parser_class=_Parser)
     revision_list = revision_commands.add_parser("list")
     revision_list.add_argument("--service")
     revision_list.add_argument("--format", choices=["text", "json"], default="text")
     revision_list.set_defaults(handler=cmd_revisions_list)
+    revision_describe = revision_commands.add_parser("describe")
+    revision_describe.add_argument("revision", metavar="REVISION")
+    revision_describe.add_argument(
+        "--format", choices=["text", "yaml", "json", "summary-json"], default="text"
+    )
+    revision_describe.set_defaults(handler=cmd_revisions_describe)
+    revision_delete = revision_commands.add_parser(
+        "delete", help="delete a revision that serves no traffic and carries no tag"
+    )
+    revision_delete.add_argument("revision", metavar="REVISION")
+    revision_delete.set_defaults(handler=cmd_revisions_delete)
+
+    secrets = commands.add_parser("secrets", help="secrets for --set-secrets")
+    secret_commands = secrets.add_subparsers(metavar="COMMAND", parser_class=_Parser)
+    secret_create = secret_commands.add_parser("create", help="a new secret, version 1")
+    secret_create.add_argument("secret", metavar="NAME")
+    secret_create.add_argument("--data-file", required=True, help="the value's file; - is stdin")
+    secret_create.set_defaults(handler=cmd_secrets_create)
+    secret_list = secret_commands.add_parser("list")
+    secret_list.add_argument("--format", choices=["text", "json"], default="text")
+    secret_list.set_defaults(handler=cmd_secrets_list)
+    secret_delete = secret_commands.add_parser("delete", help="a secret and all its versions")
+    secret_delete.add_argument("secret", metavar="NAME")
+    secret_delete.set_defaults(handler=cmd_secrets_delete)
+    versions = secret_commands.add_parser("versions", help="list or add versions of a secret")
+    version_commands = versions.add_subparsers(metavar="COMMAND", parser_class=_Parser)
+    version_list = version_commands.add_parser("list")
+    version_list.add_argument("secret", metavar="NAME")
+    version_list.add_argument("--format", choices=["text", "json"], default="text")
+    version_list.set_defaults(handler=cmd_secrets_versions_list)
+    version_add = version_commands.add_parser("add", help="a new version; `latest` becomes it")
+    version_add.add_argument("secret", metavar="NAME")
+    version_add.add_argument("--data-file", required=True, help="the value's file; - is stdin")
+    version_add.set_defaults(handler=cmd_secrets_versions_add)
 
     logs = commands.add_parser("logs", help="read a service's logs")
     log_commands = logs.add_subparsers(metavar="COMMAND", parser_class=_Parser)

@@ -36,6 +36,43 @@ class Client:
     def describe(self, service: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/services/{service}")
 
+    def knative_service(self, service: str) -> dict[str, Any]:
+        """The service as a serving.knative.dev/v1 Service document."""
+        return self._call("GET", f"/v1/services/{service}", params={"format": "knative"})
+
+    def update_traffic(self, service: str, update: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"/v1/services/{service}/traffic", json=update)
+
+    def replace(
+        self, service: str, document: dict[str, Any], file: str
+    ) -> Iterator[dict[str, Any]]:
+        """`services replace`: events as for a deploy (a changed template builds one)."""
+        return self._stream(
+            "PUT", f"/v1/services/{service}", json=document, params={"file": file}
+        )
+
+    def revision(self, name: str, knative: bool = False) -> dict[str, Any]:
+        params = {"format": "knative"} if knative else {}
+        return self._call("GET", f"/v1/revisions/{name}", params=params)
+
+    def delete_revision(self, name: str) -> None:
+        self._call("DELETE", f"/v1/revisions/{name}")
+
+    def secrets(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/secrets")
+
+    def create_secret(self, name: str, data: str) -> dict[str, Any]:
+        return self._call("POST", "/v1/secrets", json={"name": name, "data": data})
+
+    def secret_versions(self, name: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/v1/secrets/{name}/versions")
+
+    def add_secret_version(self, name: str, data: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/secrets/{name}/versions", json={"data": data})
+
+    def delete_secret(self, name: str) -> None:
+        self._call("DELETE", f"/v1/secrets/{name}")
+
     def delete(self, service: str) -> None:
         self._call("DELETE", f"/v1/services/{service}")
 
@@ -50,10 +87,11 @@ class Client:
 
     def deploy(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The deploy's events as they happen; the last one is `done` or `error`."""
+        return self._stream("POST", f"/v1/services/{request['service']}/deploy", json=request)
+
+    def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         try:
-            with self._http.stream(
-                "POST", f"/v1/services/{request['service']}/deploy", json=request
-            ) as response:
+            with self._http.stream(method, path, **kwargs) as response:
                 if response.status_code != 200:
                     response.read()
                     _raise_for(response)

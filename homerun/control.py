@@ -3,27 +3,65 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
+import json
 import os
 import random
 import secrets
 import shutil
+import stat
 import string
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from homerun.build import Artifact
+from homerun.build.artifact import MANIFEST
 from homerun.config import Paths, Settings
-from homerun.errors import HomerunError, InvalidSpec
+from homerun.errors import HomerunError, InvalidSpec, NotFound
+from homerun.knative import (
+    SOURCE_ANNOTATION,
+    RevisionView,
+    ServiceManifest,
+    ServiceView,
+    image_for,
+    render_revision,
+    render_service,
+)
 from homerun.observe.logs import LogStore, platform_entry
+from homerun.retention import doomed_revisions, unused_venvs
 from homerun.routing.proxy import Route, RouteError
-from homerun.routing.table import RoutingTable, ServiceRoutes, TrafficTarget, select
+from homerun.routing.table import (
+    TAG_SEPARATOR,
+    RoutingTable,
+    ServiceRoutes,
+    StratifiedRolls,
+    TrafficTarget,
+    select,
+)
 from homerun.routing.throttler import Throttler
 from homerun.scaling.policy import policy_for
 from homerun.scaling.supervisor import RevisionUnit, StartFailed, Supervisor
-from homerun.spec import DeployRequest, validate_service_name
-from homerun.store import FAILED, READY, RevisionRecord, Store, TrafficEntry
+from homerun.secret_store import SecretStore
+from homerun.spec import LATEST_VERSION, DeployRequest, RevisionSpec, validate_service_name
+from homerun.store import FAILED, READY, RevisionRecord, Store
+from homerun.traffic import (
+    DEFAULT_TRAFFIC,
+    ResolvedTarget,
+    TrafficEntry,
+    TrafficUpdate,
+    check_tag,
+    check_target,
+    pin_latest,
+    resolve,
+    retag,
+    served_percent,
+    tags_of,
+    update_traffic,
+)
 
 # build(source, dest, command=, args=, user_env=, venv_cache=, output=) -> Artifact
 BuildFunction = Callable[..., Artifact]
@@ -31,6 +69,28 @@ Event = dict[str, Any]
 
 # The environment an instance starts from, as a container starts from its image's.
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
+# Folders being deleted in the background: renamed first, so they vanish from view at once.
+_TRASH_PREFIX = ".trash-"
+# Shorter secret values are not masked in error messages: "[secret X]" for every "ab" in a
+# log tail would mangle it and say more than it hides.
+_MIN_REDACTED = 4
+# How often a retiring revision checks that the requests queued for it have been served.
+RETIRE_QUEUE_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class _Build:
+    """Build the revision's artifact from a source folder."""
+
+    source: Path
+    reason: str  # why a rebuild, when the caller asked for none
+
+
+@dataclass(frozen=True)
+class _Reuse:
+    """Copy the artifact of an existing revision: same code, same virtualenv, new settings."""
+
+    revision: RevisionRecord
 
 
 class ControlPlane:
@@ -45,6 +105,8 @@ class ControlPlane:
         build: BuildFunction,
         poke: Callable[[RevisionUnit], None],
         clock: Callable[[], float],
+        secrets: SecretStore | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
         self._paths = paths
@@ -54,7 +116,10 @@ class ControlPlane:
         self._build = build
         self._poke = poke
         self._clock = clock
-        self._roll = random.random
+        self._rolls = StratifiedRolls(rng or random.Random())
+        self._secrets = secrets or SecretStore(paths.secrets)
+        self._builds = 0  # artifacts being built or copied: no virtualenv is collected meanwhile
+        self._unroutable_logged: set[str] = set()
         # Live state, rebuilt from the store at startup.
         self.units: dict[str, RevisionUnit] = {}
         self._routes: dict[str, Route] = {}
@@ -66,7 +131,7 @@ class ControlPlane:
     # -- the data plane's question ------------------------------------------------------
 
     def resolve(self, host: str) -> Route | RouteError:
-        selection = select(self._table, host, self._roll())
+        selection = select(self._table, host, self._rolls)
         if selection is None:
             return RouteError(404, f"no service answers at {host}")
         if selection.revision is None:
@@ -94,6 +159,10 @@ class ControlPlane:
                 )
             )
         self._rebuild_table()
+        self._empty_trash()
+        for record in self._store.services():
+            self._collect_garbage(record.name)
+        self._collect_venvs()
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -121,7 +190,8 @@ class ControlPlane:
     async def _deploy(self, request: DeployRequest, emit: Callable[[Event], None]) -> None:
         try:
             service = validate_service_name(request.service)
-            request.spec.check()
+            if request.tag is not None:
+                check_tag(request.tag, service, "--tag")
             lock = self._deploy_locks.setdefault(service, asyncio.Lock())
             async with lock:
                 await self._deploy_locked(service, request, emit)
@@ -134,20 +204,185 @@ class ControlPlane:
     async def _deploy_locked(
         self, service: str, request: DeployRequest, emit: Callable[[Event], None]
     ) -> None:
-        spec = request.spec
-        source = Path(spec.source)
+        changes = request.changes
+        base = self._store.latest_created(service) if self._store.has_service(service) else None
+        if base is None and changes.source is None:
+            raise NotFound(
+                f"service {service!r} not found; deploy it first with "
+                f"`homerun deploy {service} --source DIR`"
+            )
+        # gcloud: whatever the flags do not change is kept from the service's current template.
+        spec = changes.apply(base.spec if base else None)
+        previous_ready = self._store.latest_ready(service)
+        if request.no_traffic and previous_ready is None:
+            raise InvalidSpec(
+                f"--no-traffic: {service} has no ready revision that could keep the traffic; "
+                "deploy without --no-traffic"
+            )
+        self._check_secrets(spec)
+        plan: _Build | _Reuse
+        if changes.source is not None:
+            plan = _Build(Path(changes.source), "")
+        else:
+            assert base is not None
+            if spec.configuration() == base.spec.configuration():
+                self._unchanged(service, base, request.tag, emit)
+                return
+            if spec.entrypoint_inputs() != base.spec.entrypoint_inputs():
+                plan = _Build(
+                    Path(spec.source),
+                    "the entrypoint changes (--command, --args or GOOGLE_ENTRYPOINT), so the "
+                    f"source is built again from {spec.source}",
+                )
+            else:
+                plan = _Reuse(base)
+
+        def traffic_after(
+            entries: tuple[TrafficEntry, ...], new: str
+        ) -> tuple[TrafficEntry, ...]:
+            entries = entries or DEFAULT_TRAFFIC
+            if request.no_traffic and previous_ready is not None:
+                entries = pin_latest(entries, previous_ready.name)
+            if request.tag:
+                entries = retag(entries, {request.tag: new})
+            return entries
+
+        await self._roll_out(
+            service,
+            spec,
+            plan,
+            emit,
+            traffic_after=traffic_after,
+            allow_unauthenticated=request.allow_unauthenticated,
+        )
+
+    def _unchanged(
+        self, service: str, base: RevisionRecord, tag: str | None, emit: Callable[[Event], None]
+    ) -> None:
+        """`services update` that changes nothing makes no revision (Knative compares
+        templates); a --tag alone tags the current revision."""
+        if tag:
+            if base.status != READY:
+                raise InvalidSpec(f"--tag: revision {base.name} is {base.status}, not ready")
+            record = self._store.service(service)
+            self._store.set_traffic(
+                service, retag(record.traffic or DEFAULT_TRAFFIC, {tag: base.name})
+            )
+            self._traffic_changed(service)
+        emit({"event": "phase", "message": f"No change: {base.name} already runs this template"})
+        emit(self._done_event(service, base.name, unchanged=True))
+
+    async def _roll_out(
+        self,
+        service: str,
+        spec: RevisionSpec,
+        plan: _Build | _Reuse,
+        emit: Callable[[Event], None],
+        *,
+        traffic_after: Callable[[tuple[TrafficEntry, ...], str], tuple[TrafficEntry, ...]],
+        allow_unauthenticated: bool | None = None,
+        name: str | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> RevisionRecord:
+        """Build (or copy) an artifact, record the revision, start its first instance, and only
+        once it answers apply `traffic_after` to the service's traffic. Failing anywhere leaves
+        the traffic as it was."""
         seq = self._store.next_seq(service)
-        name = f"{service}-{seq:05d}-{_suffix()}"
+        name = name or f"{service}-{seq:05d}-{_suffix()}"
         dest = self._paths.revisions / name
         loop = asyncio.get_running_loop()
 
         def output(line: str) -> None:
             loop.call_soon_threadsafe(emit, {"event": "build", "line": line})
 
-        emit({"event": "phase", "message": f"Building revision {name} from {source}"})
+        self._builds += 1
         try:
-            artifact = await asyncio.to_thread(
-                self._build,
+            stored_artifact = await self._artifact_for(name, dest, spec, plan, emit, output)
+            revision = self._store.create_revision(
+                service, name, seq, spec, stored_artifact, allow_unauthenticated
+            )
+        finally:
+            self._builds -= 1
+        argv = " ".join(stored_artifact.get("argv", []))
+        origin = stored_artifact.get("entrypoint_origin")
+        self._logs.emit(
+            platform_entry(
+                service,
+                f"Revision {name} created; entrypoint from {origin}: {argv}",
+                revision=name,
+            )
+        )
+        emit({"event": "phase", "message": f"Entrypoint ({origin}): {argv}"})
+        emit({"event": "phase", "message": f"Starting revision {name}"})
+        try:
+            unit = self._unit(revision)
+            instance = await self._supervisor.start_instance(unit)
+            await self._supervisor.confirm(unit, instance, self._settings.deploy_settle_seconds)
+        except StartFailed as failure:
+            await self._fail(revision, self._redact(failure.detail(), spec), failure.message)
+            previous = self._store.latest_ready(service)
+            keeps = f"; {previous.name} keeps serving" if previous else ""
+            raise HomerunError(
+                f"revision {name} is not ready: {self._redact(failure.detail(), spec)}\n"
+                f"Traffic was not moved{keeps}. Fix the app and deploy again "
+                f"(`homerun logs read {service}` shows its full log)."
+            ) from None
+        except HomerunError as error:  # a secret went missing between the check and now
+            await self._fail(revision, str(error), str(error))
+            raise
+        self._store.set_revision_status(name, READY)
+        record = self._store.service(service)
+        self._store.set_traffic(service, traffic_after(record.traffic, name))
+        if on_ready is not None:
+            on_ready()
+        self._traffic_changed(service)
+        startup_ms = ((instance.ready_at or 0) - instance.started_at) * 1000
+        done = self._done_event(service, name, startup_ms=round(startup_ms))
+        self._logs.emit(
+            platform_entry(
+                service,
+                f"Revision {name} is ready and serves {done['percent']}% of traffic",
+                revision=name,
+            )
+        )
+        emit(done)
+        return self._store.revision(name)
+
+    async def _artifact_for(
+        self,
+        name: str,
+        dest: Path,
+        spec: RevisionSpec,
+        plan: _Build | _Reuse,
+        emit: Callable[[Event], None],
+        output: Callable[[str], None],
+    ) -> dict[str, Any]:
+        try:
+            if isinstance(plan, _Reuse):
+                emit(
+                    {
+                        "event": "phase",
+                        "message": f"Creating revision {name} from the artifact of "
+                        f"{plan.revision.name} (no rebuild)",
+                    }
+                )
+                return await asyncio.to_thread(
+                    copy_artifact, self._paths.revisions / plan.revision.name, plan.revision, dest
+                )
+            if plan.reason:
+                emit({"event": "phase", "message": f"Rebuilding: {plan.reason}"})
+            emit({"event": "phase", "message": f"Building revision {name} from {plan.source}"})
+            return await asyncio.to_thread(self._build_artifact, plan.source, dest, spec, output)
+        except BaseException:  # a failed build, or the daemon stopping: leave nothing behind
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+    def _build_artifact(
+        self, source: Path, dest: Path, spec: RevisionSpec, output: Callable[[str], None]
+    ) -> dict[str, Any]:
+        """Blocking (run in a thread): the build, then the digest its image is named by."""
+        try:
+            artifact = self._build(
                 source,
                 dest,
                 command=spec.command,
@@ -156,71 +391,159 @@ class ControlPlane:
                 venv_cache=self._paths.venv_cache,
                 output=output,
             )
+            record = _artifact_record(artifact)
+            record["digest"] = artifact_digest(dest, record)
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
-        stored_artifact = _artifact_record(artifact)
-        revision = self._store.create_revision(
-            service, name, seq, spec, stored_artifact, request.allow_unauthenticated
-        )
-        self._logs.emit(
-            platform_entry(
-                service,
-                f"Revision {name} built; entrypoint from "
-                f"{artifact.entrypoint_origin}: {' '.join(artifact.argv)}",
-                revision=name,
-            )
-        )
-        emit(
-            {
-                "event": "phase",
-                "message": f"Entrypoint ({artifact.entrypoint_origin}): {' '.join(artifact.argv)}",
-            }
-        )
-        emit({"event": "phase", "message": f"Starting revision {name}"})
-        unit = self._unit(revision)
-        try:
-            instance = await self._supervisor.start_instance(unit)
-            await self._supervisor.confirm(unit, instance, self._settings.deploy_settle_seconds)
-        except StartFailed as failure:
+        return record
+
+    async def _fail(self, revision: RevisionRecord, detail: str, message: str) -> None:
+        unit = self.units.pop(revision.name, None)
+        self._routes.pop(revision.name, None)
+        if unit is not None:
             unit.retired = True
-            self.units.pop(name, None)
-            self._routes.pop(name, None)
             await self._supervisor.stop_revision(unit)
-            self._store.set_revision_status(name, FAILED, failure.detail())
-            self._logs.emit(
-                platform_entry(
-                    service,
-                    f"Revision {name} failed: {failure.message}",
-                    severity="ERROR",
-                    revision=name,
-                )
-            )
-            previous = self._store.latest_ready(service)
-            keeps = f"; {previous.name} keeps serving" if previous else ""
-            raise HomerunError(
-                f"revision {name} is not ready: {failure.detail()}\n"
-                f"Traffic was not moved{keeps}. Fix the app and deploy again "
-                f"(`homerun logs read {service}` shows its full log)."
-            ) from None
-        self._store.set_revision_status(name, READY)
-        self._store.set_traffic(service, [TrafficEntry(percent=100, latest=True)])
-        self._rebuild_table()
-        startup_ms = ((instance.ready_at or 0) - instance.started_at) * 1000
+        self._store.set_revision_status(revision.name, FAILED, detail)
         self._logs.emit(
             platform_entry(
-                service, f"Revision {name} is ready and serves 100% of traffic", revision=name
+                revision.service,
+                f"Revision {revision.name} failed: {message}",
+                severity="ERROR",
+                revision=revision.name,
             )
         )
-        emit(
-            {
-                "event": "done",
-                "service": service,
-                "revision": name,
-                "url": self.url(service),
-                "startup_ms": round(startup_ms),
-            }
+        self._collect_garbage(revision.service)
+
+    def _done_event(self, service: str, revision: str, **extra: Any) -> Event:
+        resolved = self._resolved(service)
+        return {
+            "event": "done",
+            "service": service,
+            "revision": revision,
+            "url": self.url(service),
+            "percent": served_percent(resolved, revision),
+            "tag_urls": {tag: self.tag_url(service, tag) for tag in tags_of(resolved, revision)},
+            **extra,
+        }
+
+    # -- services replace ------------------------------------------------------------
+
+    def replace(self, manifest: ServiceManifest) -> AsyncIterator[Event]:
+        """Apply a Knative Service (already validated): a changed template makes a revision,
+        the traffic block and metadata are applied once it is ready."""
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
+        task = asyncio.ensure_future(self._replace(manifest, events.put_nowait))
+        self._tasks.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._tasks.discard(done)
+            events.put_nowait(None)
+
+        task.add_done_callback(finished)
+        return _drain(events)
+
+    async def _replace(self, manifest: ServiceManifest, emit: Callable[[Event], None]) -> None:
+        try:
+            lock = self._deploy_locks.setdefault(manifest.name, asyncio.Lock())
+            async with lock:
+                await self._replace_locked(manifest, emit)
+        except HomerunError as error:
+            emit({"event": "error", "message": str(error)})
+        except Exception as error:  # a bug: report it rather than leave the client hanging
+            emit({"event": "error", "message": f"internal error: {error!r}"})
+            raise
+
+    async def _replace_locked(
+        self, manifest: ServiceManifest, emit: Callable[[Event], None]
+    ) -> None:
+        service = manifest.name
+        exists = self._store.has_service(service)
+        base = self._store.latest_created(service) if exists else None
+        template = manifest.template
+        source = template.source or (base.spec.source if base else "")
+        spec = template.spec.model_copy(update={"source": source})
+        spec.check()
+        changed = base is None or (
+            spec.configuration() != base.spec.configuration()
+            or template.digest != self._digest_of(base)
         )
+        if template.name is not None and self._store.has_revision(template.name):
+            existing = self._store.revision(template.name)
+            same = (
+                existing.service == service
+                and existing.spec.configuration() == spec.configuration()
+                and self._digest_of(existing) == template.digest
+            )
+            if not same or (base is not None and existing.name != base.name):
+                raise InvalidSpec(
+                    f"spec.template.metadata.name: revision {template.name} already exists "
+                    "with another template; a changed template needs a new name (or none)"
+                )
+            changed = False
+        new_name = template.name if changed else None
+        statuses = {r.name: r.status for r in self._store.revisions(service)} if exists else {}
+        if new_name is None and changed:
+            new_name = f"{service}-{self._store.next_seq(service):05d}-{_suffix()}"
+        for index, entry in enumerate(manifest.traffic):
+            if entry.latest or entry.revision == new_name:
+                continue
+            check_target(
+                str(entry.revision), service, statuses, f"spec.traffic[{index}].revisionName"
+            )
+        self._check_secrets(spec)
+
+        def apply_metadata() -> None:
+            self._store.set_metadata(service, manifest.labels, manifest.annotations)
+
+        if not changed:
+            assert base is not None
+            self._store.set_traffic(service, manifest.traffic)
+            apply_metadata()
+            self._traffic_changed(service)
+            emit({"event": "phase", "message": f"The template is unchanged: {base.name} stays"})
+            emit(self._done_event(service, base.name, unchanged=True))
+            return
+        plan: _Build | _Reuse
+        origin = self._revision_with_digest(service, template.digest)
+        if origin is not None and origin.spec.entrypoint_inputs() == spec.entrypoint_inputs():
+            plan = _Reuse(origin)
+        elif origin is not None:
+            plan = _Build(
+                Path(source or origin.spec.source),
+                "the entrypoint changes (command, args or GOOGLE_ENTRYPOINT), so the source "
+                f"is built again from {source or origin.spec.source}",
+            )
+        elif template.source:
+            plan = _Build(
+                Path(template.source),
+                f"no artifact here has the image's digest, so it is built from "
+                f"{SOURCE_ANNOTATION}: {template.source}",
+            )
+        else:
+            raise InvalidSpec(
+                "spec.template.spec.containers[0].image: no revision here has this artifact "
+                f"digest, and there is no {SOURCE_ANNOTATION} annotation to build it from"
+            )
+        await self._roll_out(
+            service,
+            spec,
+            plan,
+            emit,
+            traffic_after=lambda entries, new: manifest.traffic,
+            name=new_name,
+            on_ready=apply_metadata,
+        )
+
+    def _revision_with_digest(self, service: str, digest: str | None) -> RevisionRecord | None:
+        if digest is None:
+            return None
+        own = self._store.revisions(service) if self._store.has_service(service) else []
+        for revision in [*own, *self._store.revisions()]:
+            if revision.artifact and self._digest_of(revision) == digest:
+                if (self._paths.revisions / revision.name).is_dir():
+                    return revision
+        return None
 
     # -- queries and other commands ---------------------------------------------------------
 
@@ -271,6 +594,309 @@ class ControlPlane:
             "instances": sum(len(unit.instances) for unit in self.units.values()),
         }
 
+    def tag_url(self, service: str, tag: str) -> str:
+        return self.url(f"{tag}{TAG_SEPARATOR}{service}")
+
+    # -- traffic ------------------------------------------------------------------------
+
+    def update_traffic(self, service: str, update: TrafficUpdate) -> dict[str, Any]:
+        """`homerun services update-traffic`: all checks first, then one write, then the new
+        routing table; any error leaves the traffic as it was."""
+        record = self._store.service(service)
+        revisions = self._store.revisions(service)
+        edited = update_traffic(
+            record.traffic,
+            update,
+            service=service,
+            revisions={revision.name: revision.status for revision in revisions},
+        )
+        latest = self._store.latest_ready(service)
+        for target in resolve(edited, latest.name if latest else None):
+            if target.revision is None:
+                raise InvalidSpec(
+                    f"LATEST: {service} has no ready revision to send traffic or a tag to"
+                )
+        for name in {target.revision for target in resolve(edited, None) if target.revision}:
+            self._check_secrets(self._store.revision(name).spec)
+        self._store.set_traffic(service, edited)
+        self._traffic_changed(service)
+        summary = ", ".join(
+            f"{target.percent}% {target.revision}" + (f" (tag {target.tag})" if target.tag else "")
+            for target in self._resolved(service)
+        )
+        self._logs.emit(platform_entry(service, f"Traffic set: {summary}"))
+        return self._service_summary(service)
+
+    def _traffic_changed(self, service: str) -> None:
+        self._rebuild_table()
+        self._collect_garbage(service)
+
+    def _resolved(self, service: str) -> list[ResolvedTarget]:
+        record = self._store.service(service)
+        latest = self._store.latest_ready(service)
+        return resolve(record.traffic or DEFAULT_TRAFFIC, latest.name if latest else None)
+
+    # -- Knative documents --------------------------------------------------------------
+
+    def knative_service(self, service: str) -> dict[str, Any]:
+        record = self._store.service(service)
+        revisions = self._store.revisions(service)
+        tags = {entry.tag for entry in record.traffic if entry.tag}
+        return render_service(
+            ServiceView(
+                name=record.name,
+                created_at=record.created_at,
+                generation=record.generation,
+                labels=record.labels,
+                annotations=record.annotations,
+                traffic=record.traffic,
+                revisions=[self._revision_view(revision) for revision in revisions],
+                url=self.url(service),
+                tag_urls={tag: self.tag_url(service, tag) for tag in tags if tag},
+            )
+        )
+
+    def knative_revision(self, name: str) -> dict[str, Any]:
+        revision = self._store.revision(name)
+        view = self._revision_view(revision)
+        routed = any(t.revision == name for t in self._resolved(revision.service))
+        image = image_for(revision.service, view.digest) if view.digest else None
+        return render_revision(view, routed, image)
+
+    def describe_revision(self, name: str) -> dict[str, Any]:
+        return self._revision_summary(self._store.revision(name))
+
+    def _revision_view(self, revision: RevisionRecord) -> RevisionView:
+        return RevisionView(
+            name=revision.name,
+            service=revision.service,
+            spec=revision.spec,
+            status=revision.status,
+            message=revision.message,
+            created_at=revision.created_at,
+            ready_at=revision.ready_at,
+            digest=self._digest_of(revision),
+        )
+
+    def _digest_of(self, revision: RevisionRecord) -> str | None:
+        """The artifact digest; revisions built before digests existed get theirs now."""
+        artifact = revision.artifact
+        if not artifact:
+            return None
+        digest = artifact.get("digest")
+        if digest is None:
+            root = self._paths.revisions / revision.name
+            if not root.is_dir():
+                return None
+            digest = artifact_digest(root, artifact)
+            self._store.set_artifact(revision.name, dict(artifact, digest=digest))
+        return str(digest)
+
+    # -- revisions ----------------------------------------------------------------------
+
+    async def delete_revision(self, name: str) -> None:
+        """Delete a revision that serves nothing; refuse (saying why) one that does."""
+        revision = self._store.revision(name)
+        service = revision.service
+        resolved = self._resolved(service)
+        percent = served_percent(resolved, name)
+        if percent:
+            raise InvalidSpec(
+                f"revision {name} serves {percent}% of {service}'s traffic; move it first "
+                f"(`homerun services update-traffic {service} --to-revisions OTHER=100`)"
+            )
+        tags = tags_of(resolved, name)
+        if tags:
+            listed = ",".join(tags)
+            raise InvalidSpec(
+                f"revision {name} carries the tag(s) {listed}; remove them first "
+                f"(`homerun services update-traffic {service} --remove-tags {listed}`)"
+            )
+        latest = self._store.latest_created(service)
+        if latest is not None and latest.name == name:
+            raise InvalidSpec(
+                f"revision {name} is the latest revision of {service} (its current template); "
+                "deploy a newer one before deleting it"
+            )
+        if revision.status not in (READY, FAILED):
+            raise InvalidSpec(f"revision {name} is still {revision.status}; wait for its deploy")
+        self._forget_revision(name)
+        self._rebuild_table()
+        self._collect_venvs()
+        self._logs.emit(platform_entry(service, f"Revision {name} deleted", revision=name))
+
+    # -- secrets --------------------------------------------------------------------------
+
+    def list_secrets(self) -> list[dict[str, Any]]:
+        listed = []
+        for name in self._secrets.names():
+            versions = self._secrets.versions(name)
+            listed.append(
+                {
+                    "name": name,
+                    "versions": len(versions),
+                    "latest": versions[-1].version if versions else None,
+                    "created_at": versions[0].created_at if versions else None,
+                    "used_by": self._revisions_using(name),
+                }
+            )
+        return listed
+
+    def secret_versions(self, name: str) -> list[dict[str, Any]]:
+        return [
+            {"version": v.version, "created_at": v.created_at, "size": v.size}
+            for v in self._secrets.versions(name)
+        ]
+
+    def create_secret(self, name: str, data: str) -> dict[str, Any]:
+        version = self._secrets.create(name, data)
+        return {"name": name, "version": version.version}
+
+    def add_secret_version(self, name: str, data: str) -> dict[str, Any]:
+        version = self._secrets.add_version(name, data)
+        # `latest` is read when an instance starts: instances started from now on get it.
+        for unit in self.units.values():
+            try:
+                spec = self._store.revision(unit.name).spec
+            except NotFound:
+                continue
+            for variable, ref in spec.secrets.items():
+                if ref.secret == name and ref.version == LATEST_VERSION:
+                    unit.env[variable] = data
+        return {"name": name, "version": version.version}
+
+    def delete_secret(self, name: str) -> None:
+        self._secrets.versions(name)  # NotFound for an unknown secret
+        routed = {
+            target.revision
+            for record in self._store.services()
+            for target in self._resolved(record.name)
+            if target.revision
+        }
+        users = [revision for revision in self._revisions_using(name) if revision in routed]
+        if users:
+            raise InvalidSpec(
+                f"secret {name} is used by revision(s) {', '.join(users)}, which serve traffic "
+                "or carry a tag; deploy them without it first "
+                f"(`homerun services update SERVICE --remove-secrets ENV`)"
+            )
+        self._secrets.delete(name)
+
+    def _revisions_using(self, secret: str) -> list[str]:
+        return [
+            revision.name
+            for revision in self._store.revisions()
+            if any(ref.secret == secret for ref in revision.spec.secrets.values())
+        ]
+
+    def _check_secrets(self, spec: RevisionSpec) -> None:
+        for variable, ref in spec.secrets.items():
+            try:
+                self._secrets.resolve(ref)
+            except NotFound as error:
+                raise InvalidSpec(f"{variable}={ref}: {error}") from None
+
+    def _secret_env(self, spec: RevisionSpec) -> dict[str, str]:
+        return {variable: self._secrets.resolve(ref) for variable, ref in spec.secrets.items()}
+
+    def _redact(self, text: str, spec: RevisionSpec) -> str:
+        """Errors quote the app's last log lines; a secret's value never leaves with them."""
+        for variable, ref in spec.secrets.items():
+            try:
+                value = self._secrets.resolve(ref)
+            except NotFound:
+                continue
+            for piece in {value, value.strip()}:
+                if len(piece) >= _MIN_REDACTED:
+                    text = text.replace(piece, f"[secret {variable}]")
+        return text
+
+    # -- retention ------------------------------------------------------------------------
+
+    def _collect_garbage(self, service: str) -> None:
+        """Delete the service's revisions past the retention count that serve nothing, with
+        their artifacts, then the cached virtualenvs no revision uses any more."""
+        if not self._store.has_service(service):
+            return
+        revisions = self._store.revisions(service)
+        protected = {target.revision for target in self._resolved(service) if target.revision}
+        if revisions:
+            protected.add(revisions[0].name)  # the current template
+        latest = self._store.latest_ready(service)
+        if latest is not None:
+            protected.add(latest.name)
+        doomed = doomed_revisions(
+            [(revision.name, revision.status) for revision in revisions],
+            protected,
+            self._settings.revision_retention,
+        )
+        for name in doomed:
+            self._forget_revision(name)
+            self._logs.emit(
+                platform_entry(
+                    service,
+                    f"Revision {name} deleted: it served nothing and was past the newest "
+                    f"{self._settings.revision_retention} idle revisions kept",
+                    revision=name,
+                )
+            )
+        if doomed:
+            self._collect_venvs()
+
+    def _forget_revision(self, name: str) -> None:
+        unit = self.units.pop(name, None)
+        self._routes.pop(name, None)
+        if unit is not None:
+            unit.retired = True
+            self._background(self._supervisor.stop_revision(unit))
+        self._store.delete_revision(name)
+        self._discard(self._paths.revisions / name)
+
+    def _collect_venvs(self) -> None:
+        """Remove cached virtualenvs no revision uses, only in a cache this home owns (a shared
+        HOMERUN_VENV_CACHE serves other homes too) and never while a build runs here: a build
+        may have just picked a virtualenv it has not recorded yet."""
+        cache = self._paths.venv_cache
+        if self._builds or not cache.is_dir():
+            return
+        if not cache.resolve().is_relative_to(self._paths.home.resolve()):
+            return
+        referenced = [
+            Path(revision.artifact["venv"])
+            for revision in self._store.revisions()
+            if revision.artifact and revision.artifact.get("venv")
+        ]
+        for venv in unused_venvs(cache.iterdir(), referenced):
+            lock_path = cache / f"{venv.name}.lock"
+            with open(lock_path, "a+b") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # another home's build holds it
+                self._discard(venv)
+                lock_path.unlink(missing_ok=True)
+            self._logs.emit(
+                platform_entry("homerun", f"Removed virtualenv {venv}: no revision uses it")
+            )
+
+    def _discard(self, path: Path) -> None:
+        """Move a folder out of the way at once; delete it in a thread (a venv is many files)."""
+        if not path.exists():
+            return
+        trash = path.with_name(f"{_TRASH_PREFIX}{path.name}-{_suffix()}")
+        try:
+            path.rename(trash)
+        except OSError:
+            trash = path
+        self._background(asyncio.to_thread(shutil.rmtree, trash, True))
+
+    def _empty_trash(self) -> None:
+        for folder in (self._paths.revisions, self._paths.venv_cache):
+            if folder.is_dir():
+                for entry in folder.iterdir():
+                    if entry.name.startswith(_TRASH_PREFIX):
+                        self._background(asyncio.to_thread(shutil.rmtree, entry, True))
+
     # -- internals ---------------------------------------------------------------------
 
     def _unit(self, revision: RevisionRecord) -> RevisionUnit:
@@ -283,6 +909,8 @@ class ControlPlane:
         env.setdefault("PYTHONUNBUFFERED", "1")  # prints reach the log as they happen
         env.update(artifact.get("env", {}))
         env.update(revision.spec.env)
+        # Secret versions are read now; `add_secret_version` refreshes `latest` ones.
+        env.update(self._secret_env(revision.spec))
         env.update(
             K_SERVICE=revision.service,
             K_REVISION=revision.name,
@@ -320,16 +948,21 @@ class ControlPlane:
         for record in self._store.services():
             latest = self._store.latest_ready(record.name)
             targets = []
-            for entry in record.traffic:
-                revision_name = latest.name if entry.latest and latest else entry.revision
-                if revision_name is None:
+            # A revision that keeps a tag at 0 % stays routed (at its tag's URL) and scales to
+            # zero like any idle revision; only revisions left with no route at all retire.
+            for target in resolve(record.traffic, latest.name if latest else None):
+                if target.revision is None or not self._store.has_revision(target.revision):
                     continue
-                revision = self._store.revision(revision_name)
+                revision = self._store.revision(target.revision)
                 if revision.status != READY:
                     continue
-                self._unit(revision)
-                serving.add(revision_name)
-                targets.append(TrafficTarget(revision_name, entry.percent, entry.tag))
+                try:
+                    self._unit(revision)
+                except HomerunError as error:  # a secret it reads is gone
+                    self._unroutable(revision, str(error))
+                    continue
+                serving.add(revision.name)
+                targets.append(TrafficTarget(revision.name, target.percent, target.tag))
             services[record.name] = ServiceRoutes(record.name, tuple(targets))
         self._table = RoutingTable(self._settings.domain, services)
         for name in [name for name in self.units if name not in serving]:
@@ -338,7 +971,30 @@ class ControlPlane:
             self._routes.pop(name, None)
             self._background(self._retire(unit))
 
+    def _unroutable(self, revision: RevisionRecord, reason: str) -> None:
+        if revision.name in self._unroutable_logged:
+            return
+        self._unroutable_logged.add(revision.name)
+        self._logs.emit(
+            platform_entry(
+                revision.service,
+                f"Revision {revision.name} cannot run: {reason}",
+                severity="ERROR",
+                revision=revision.name,
+            )
+        )
+
     async def _retire(self, unit: RevisionUnit) -> None:
+        # Requests already queued for the revision are served before it drains: a request the
+        # router sent here just before the switch must not be dropped. (Bounded by the
+        # revision's request timeout; the scaler no longer looks after a retired revision.)
+        deadline = self._clock() + unit.request_timeout
+        if unit.throttler.queue_length and not unit.active:
+            self._supervisor.scale(unit, 1)
+        # The throttler has no "queue empty" event to wait on (proposed to its owner); this
+        # loop almost never runs: a queue forms only when every instance is at capacity.
+        while unit.throttler.queue_length and unit.active and self._clock() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(RETIRE_QUEUE_POLL_SECONDS)
         # The old revision's in-flight requests finish (up to its request timeout).
         await asyncio.gather(
             *(
@@ -355,9 +1011,15 @@ class ControlPlane:
     def _service_summary(self, service: str) -> dict[str, Any]:
         record = self._store.service(service)
         latest = self._store.latest_ready(service)
+        latest_created = self._store.latest_created(service)
         routes = self._table.services.get(service)
         traffic = [
-            {"revision": target.revision, "percent": target.percent, "tag": target.tag}
+            {
+                "revision": target.revision,
+                "percent": target.percent,
+                "tag": target.tag,
+                **({"url": self.tag_url(service, target.tag)} if target.tag else {}),
+            }
             for target in (routes.traffic if routes else ())
         ]
         return {
@@ -365,9 +1027,13 @@ class ControlPlane:
             "url": self.url(record.name),
             "ready": bool(traffic),
             "latest_ready_revision": latest.name if latest else None,
+            "latest_created_revision": latest_created.name if latest_created else None,
             "traffic": traffic,
+            # The traffic block as set, LATEST unresolved (`traffic` is what routes now).
+            "traffic_spec": [entry.to_json() for entry in record.traffic],
             "allow_unauthenticated": record.allow_unauthenticated,
             "created_at": record.created_at,
+            "generation": record.generation,
         }
 
     def _revision_summary(self, revision: RevisionRecord) -> dict[str, Any]:
@@ -385,6 +1051,10 @@ class ControlPlane:
             for instance in (unit.instances if unit else [])
         ]
         artifact = revision.artifact or {}
+        digest = self._digest_of(revision)
+        resolved = (
+            self._resolved(revision.service) if self._store.has_service(revision.service) else []
+        )
         summary: dict[str, Any] = {
             "name": revision.name,
             "service": revision.service,
@@ -396,7 +1066,16 @@ class ControlPlane:
             "concurrency": revision.spec.container_concurrency,
             "timeout_seconds": revision.spec.timeout_seconds,
             "env": revision.spec.env,
+            # Names and versions only: a secret's value is never part of a description.
+            "secrets": {name: str(ref) for name, ref in revision.spec.secrets.items()},
             "annotations": revision.spec.annotations,
+            "image": image_for(revision.service, digest) if digest else None,
+            "source": revision.spec.source,
+            "percent": served_percent(resolved, revision.name),
+            "tags": [
+                {"tag": tag, "url": self.tag_url(revision.service, tag)}
+                for tag in tags_of(resolved, revision.name)
+            ],
             "instances": instances,
             "in_flight": unit.throttler.in_flight if unit else 0,
             "queue_length": unit.throttler.queue_length if unit else 0,
@@ -433,6 +1112,68 @@ def _artifact_record(artifact: Artifact) -> dict[str, Any]:
         "entrypoint_origin": artifact.entrypoint_origin,
         "server": artifact.server,
     }
+
+
+def copy_artifact(root: Path, revision: RevisionRecord, dest: Path) -> dict[str, Any]:
+    """Blocking: a new revision's artifact folder as a copy of another's (a few files of code;
+    the virtualenv is shared), with paths that named the old folder pointing at the new."""
+    if not root.is_dir() or not revision.artifact:
+        raise HomerunError(
+            f"the artifact of {revision.name} is gone ({root}); deploy again with --source"
+        )
+    try:
+        shutil.copytree(
+            root, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
+        record = _rebase(revision.artifact, str(root), str(dest))
+        record["digest"] = revision.artifact.get("digest") or artifact_digest(dest, record)
+        manifest = dest / MANIFEST
+        if manifest.exists():
+            rebased = _rebase(json.loads(manifest.read_text()), str(root), str(dest))
+            manifest.write_text(json.dumps(rebased, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return record
+
+
+def _rebase(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str):
+        if value == old or value.startswith(old + os.sep):
+            return new + value[len(old) :]
+        return value
+    if isinstance(value, list):
+        return [_rebase(item, old, new) for item in value]
+    if isinstance(value, dict):
+        return {key: _rebase(item, old, new) for key, item in value.items()}
+    return value
+
+
+def artifact_digest(root: Path, record: dict[str, Any]) -> str:
+    """sha256 of an artifact: its files (bytes, exec bit, symlinks) and what runs it, with
+    its own folder's path left out, so that a copy, or a rebuild of the same source with the
+    same dependencies, has the same digest and so the same image name."""
+    digest = hashlib.sha256()
+    recipe = _rebase({k: v for k, v in record.items() if k != "digest"}, str(root), ".")
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        base = Path(folder)
+        relative_folder = base.relative_to(root)
+        digest.update(b"D" + str(relative_folder).encode() + b"\0")
+        for name in sorted(files):
+            path = base / name
+            relative = str(relative_folder / name)
+            if relative == MANIFEST:
+                continue  # it names the artifact's own folder
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                digest.update(b"L" + relative.encode() + b"\0" + os.readlink(path).encode())
+                continue
+            executable = b"x" if info.st_mode & stat.S_IXUSR else b"-"
+            content = hashlib.sha256(path.read_bytes()).digest()
+            digest.update(b"F" + relative.encode() + b"\0" + executable + content)
+    return digest.hexdigest()
 
 
 def _median_ms(seconds: Iterable[float]) -> float | None:

@@ -104,9 +104,9 @@ class RevisionSpec(BaseModel):
     command: list[str] | None = None
     args: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    container_concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=MAX_CONCURRENCY)
-    timeout_seconds: int = Field(DEFAULT_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
-    startup_timeout_seconds: int = Field(DEFAULT_STARTUP_TIMEOUT_SECONDS, ge=1, le=3600)
+    container_concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=MAX_CONCURRENCY)
+    timeout_seconds: int = Field(default=DEFAULT_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
+    startup_timeout_seconds: int = Field(default=DEFAULT_STARTUP_TIMEOUT_SECONDS, ge=1, le=3600)
     # Knative revision annotations: autoscaling.knative.dev/min-scale, max-scale, target...
     annotations: dict[str, str] = Field(default_factory=dict)
     # Env vars whose value is a secret version, read when an instance starts.
@@ -115,7 +115,7 @@ class RevisionSpec(BaseModel):
     # Recorded and shown in the Knative YAML, not enforced by the process runtime.
     cpu: str | None = None
     memory: str | None = None
-    container_port: int | None = Field(None, ge=1, le=65535)
+    container_port: int | None = Field(default=None, ge=1, le=65535)
     container_name: str | None = None
     service_account: str | None = None
 
@@ -141,6 +141,11 @@ class RevisionSpec(BaseModel):
     def configuration(self) -> dict[str, Any]:
         """What makes two revisions the same, whichever folder they were built from."""
         return self.model_dump(exclude={"source"})
+
+    def entrypoint_inputs(self) -> tuple[Any, ...]:
+        """What the build resolves the entrypoint from: when these change, the artifact of
+        another revision cannot be reused (its argv was decided at build time)."""
+        return (self.command, self.args, self.env.get("GOOGLE_ENTRYPOINT"))
 
 
 V = TypeVar("V")
@@ -250,15 +255,6 @@ class RevisionChanges(BaseModel):
         except ValidationError as error:
             raise InvalidSpec(validation_message(error)) from None
 
-    @property
-    def changes_entrypoint(self) -> bool:
-        """Whether the entrypoint must be resolved again (a rebuild, for a source deploy)."""
-        return (
-            self.command is not None
-            or self.args is not None
-            or "GOOGLE_ENTRYPOINT" in self.env.touched() | set(self.env.remove)
-            or self.env.clear
-        )
 
 
 class DeployRequest(BaseModel):

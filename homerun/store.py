@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from homerun.errors import NotFound
 from homerun.spec import RevisionSpec
+from homerun.traffic import TrafficEntry
 
 _MIGRATIONS = [
     """
@@ -40,23 +42,17 @@ _MIGRATIONS = [
         start_ticks INTEGER
     );
     """,
+    # Knative Service metadata kept by `services replace`, and the generation that counts
+    # changes to a service's spec (template or traffic).
+    """
+    ALTER TABLE services ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE services ADD COLUMN annotations TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE services ADD COLUMN generation INTEGER NOT NULL DEFAULT 1
+    """,
 ]
 
 # Revision lifecycle: building -> starting -> ready | failed
 BUILDING, STARTING, READY, FAILED = "building", "starting", "ready", "failed"
-
-
-@dataclass(frozen=True)
-class TrafficEntry:
-    """One line of a service's traffic block (Knative's TrafficTarget)."""
-
-    percent: int
-    revision: str | None = None  # None with latest=True: the latest ready revision
-    latest: bool = False
-    tag: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -65,6 +61,9 @@ class ServiceRecord:
     created_at: float
     allow_unauthenticated: bool | None
     traffic: tuple[TrafficEntry, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    generation: int = 1
 
 
 @dataclass(frozen=True)
@@ -146,11 +145,16 @@ class Store:
                     "VALUES (?, ?, ?)",
                     (service, now, allow_unauthenticated),
                 )
-            elif allow_unauthenticated is not None:
+            else:
+                # A new revision is a new template: the service's next generation.
                 self._db.execute(
-                    "UPDATE services SET allow_unauthenticated = ? WHERE name = ?",
-                    (allow_unauthenticated, service),
+                    "UPDATE services SET generation = generation + 1 WHERE name = ?", (service,)
                 )
+                if allow_unauthenticated is not None:
+                    self._db.execute(
+                        "UPDATE services SET allow_unauthenticated = ? WHERE name = ?",
+                        (allow_unauthenticated, service),
+                    )
             self._db.execute("UPDATE services SET next_seq = ? WHERE name = ?", (seq + 1, service))
             self._db.execute(
                 "INSERT INTO revisions (name, service, seq, spec, status, created_at, artifact) "
@@ -159,10 +163,26 @@ class Store:
             )
         return self.revision(name)
 
-    def set_traffic(self, service: str, traffic: list[TrafficEntry]) -> None:
+    def set_traffic(self, service: str, traffic: Iterable[TrafficEntry]) -> None:
+        """Replace the traffic block; a change counts as a new generation of the service."""
         payload = json.dumps([entry.to_json() for entry in traffic])
         with self._transaction():
-            self._db.execute("UPDATE services SET traffic = ? WHERE name = ?", (payload, service))
+            self._db.execute(
+                "UPDATE services SET generation = generation + (traffic != ?), traffic = ? "
+                "WHERE name = ?",
+                (payload, payload, service),
+            )
+
+    def set_metadata(
+        self, service: str, labels: dict[str, str], annotations: dict[str, str]
+    ) -> None:
+        labels_json, annotations_json = json.dumps(labels), json.dumps(annotations)
+        with self._transaction():
+            self._db.execute(
+                "UPDATE services SET generation = generation + "
+                "(labels != ? OR annotations != ?), labels = ?, annotations = ? WHERE name = ?",
+                (labels_json, annotations_json, labels_json, annotations_json, service),
+            )
 
     def delete_service(self, name: str) -> list[RevisionRecord]:
         revisions = self.revisions(name)
@@ -187,6 +207,27 @@ class Store:
                 "SELECT * FROM revisions WHERE service = ? ORDER BY seq DESC", (service,)
             )
         return [_revision(row) for row in rows.fetchall()]
+
+    def has_revision(self, name: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM revisions WHERE name = ?", (name,)).fetchone()
+        return row is not None
+
+    def set_artifact(self, name: str, artifact: dict[str, Any]) -> None:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE revisions SET artifact = ? WHERE name = ?", (json.dumps(artifact), name)
+            )
+
+    def latest_created(self, service: str) -> RevisionRecord | None:
+        """The revision of the service's current template (Knative's latestCreatedRevision)."""
+        row = self._db.execute(
+            "SELECT * FROM revisions WHERE service = ? ORDER BY seq DESC LIMIT 1", (service,)
+        ).fetchone()
+        return _revision(row) if row else None
+
+    def delete_revision(self, name: str) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM revisions WHERE name = ?", (name,))
 
     def latest_ready(self, service: str) -> RevisionRecord | None:
         row = self._db.execute(
@@ -261,6 +302,9 @@ def _service(row: sqlite3.Row) -> ServiceRecord:
         created_at=row["created_at"],
         allow_unauthenticated=None if allow is None else bool(allow),
         traffic=tuple(TrafficEntry(**entry) for entry in json.loads(row["traffic"])),
+        labels=json.loads(row["labels"]),
+        annotations=json.loads(row["annotations"]),
+        generation=row["generation"],
     )
 
 

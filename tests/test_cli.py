@@ -72,3 +72,75 @@ def test_status_without_daemon_exits_non_zero(
 def test_commands_without_daemon_say_so(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["services", "list"]) == 1
     assert "no homerun daemon answers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["deploy", "ok", "--source", "{app}", "--set-env-vars", "A=1"]
+            + ["--update-env-vars", "B=2"],
+            "--set-env-vars and --update-env-vars cannot be used together",
+        ),
+        (
+            ["deploy", "ok", "--source", "{app}", "--clear-env-vars", "--env-vars-file", "{env}"],
+            "cannot be used together",
+        ),
+        (["deploy", "ok", "--source", "{app}", "--env-vars-file", "{missing}"], "cannot read"),
+        (["deploy", "ok", "--source", "{app}", "--env-vars-file", "{badenv}"], "must be a string"),
+        (["deploy", "ok", "--source", "{app}", "--set-secrets", "DB=db"], "is not NAME:VERSION"),
+        (
+            ["deploy", "ok", "--source", "{app}", "--set-secrets", "DB=db:1", "--clear-secrets"],
+            "cannot be used together",
+        ),
+        (["deploy", "ok", "--source", "{app}", "--tag", "Blue"], "--tag: invalid tag 'Blue'"),
+        (["deploy", "ok", "--source", "{app}", "--cpu", "lots"], "--cpu: 'lots' is not a CPU"),
+        (["deploy", "ok", "--source", "{app}", "--min-instances", "x"], "--min-instances"),
+        (["services", "update", "ok", "--remove-env-vars", "1A"], "invalid variable name"),
+        (["services", "update-traffic", "ok", "--to-revisions", "a=200"], "whole 0..100"),
+        (["services", "update-traffic", "ok", "--to-revisions", "a"], "is not NAME=VALUE"),
+        (
+            ["services", "update-traffic", "ok", "--set-tags", "a=x", "--remove-tags", "b"],
+            "--set-tags and --remove-tags cannot be used together",
+        ),
+        (["services", "update-traffic", "ok", "--update-tags", "A=x"], "invalid tag 'A'"),
+        (["services", "replace", "{missing}"], "cannot read"),
+        (["services", "replace", "{badyaml}"], "spec.traffic[0].percent: must be 0..100"),
+        (["secrets", "create", "db", "--data-file", "{missing}"], "--data-file: cannot read"),
+        (["secrets", "create", "bad/name", "--data-file", "{env}"], "invalid secret name"),
+    ],
+)
+def test_new_flags_refuse_bad_input_without_starting_a_daemon(
+    arguments: list[str],
+    message: str,
+    home: Path,
+    app: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "env.yaml").write_text("A: '1'\n")
+    (tmp_path / "badenv.yaml").write_text("A: 1\n")
+    (tmp_path / "bad.yaml").write_text(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: ok}\n"
+        "spec:\n  template:\n    spec:\n      containers: [{image: "
+        f"'homerun.local/ok@sha256:{'a' * 64}'}}]\n"
+        "  traffic: [{latestRevision: true, percent: 101}]\n"
+    )
+    places = {
+        "app": app,
+        "missing": tmp_path / "missing",
+        "env": tmp_path / "env.yaml",
+        "badenv": tmp_path / "badenv.yaml",
+        "badyaml": tmp_path / "bad.yaml",
+    }
+    assert main([argument.format(**places) for argument in arguments]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("ERROR: ") and message in error, error
+    assert not (home / "admin.sock").exists() and not (home / "daemon.log").exists()
+
+
+def test_traffic_moves_are_one_of_a_kind(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["services", "update-traffic", "ok", "--to-latest", "--to-revisions", "a=100"])
+    assert exit_.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err

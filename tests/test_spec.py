@@ -2,10 +2,16 @@ import pytest
 
 from homerun.errors import InvalidSpec
 from homerun.spec import (
+    EnvChanges,
+    RevisionChanges,
+    RevisionSpec,
+    SecretChanges,
+    SecretRef,
     expand_k8s_vars,
     parse_duration,
     parse_env_vars,
     parse_list,
+    parse_secret_refs,
     validate_service_name,
 )
 
@@ -65,3 +71,99 @@ def test_lists_and_k8s_expansion() -> None:
     env = {"PORT": "1234"}
     assert expand_k8s_vars("--bind=:$(PORT)", env) == "--bind=:1234"
     assert expand_k8s_vars("$$(PORT) $(MISSING)", env) == "$(PORT) $(MISSING)"
+
+
+# -- changes to a revision (deploy and services update flags) ---------------------------------
+
+BASE = RevisionSpec(
+    source="/src",
+    env={"A": "1", "B": "2"},
+    secrets={"DB": SecretRef(secret="db", version="1")},
+    container_concurrency=10,
+    annotations={"autoscaling.knative.dev/max-scale": "5"},
+)
+
+
+def test_flags_not_given_keep_the_latest_revisions_values() -> None:
+    spec = RevisionChanges(timeout_seconds=30).apply(BASE)
+    assert spec.env == BASE.env and spec.secrets == BASE.secrets
+    assert spec.container_concurrency == 10 and spec.timeout_seconds == 30
+    assert spec.annotations == BASE.annotations
+
+
+def test_env_edits_start_from_the_current_env() -> None:
+    update = RevisionChanges(env=EnvChanges(update={"B": "3", "C": "4"}, remove=["A"]))
+    assert update.apply(BASE).env == {"B": "3", "C": "4"}
+    assert RevisionChanges(env=EnvChanges(replace={"Z": "9"})).apply(BASE).env == {"Z": "9"}
+    assert RevisionChanges(env=EnvChanges(clear=True)).apply(BASE).env == {}
+
+
+def test_secret_edits_and_the_newest_kind_wins() -> None:
+    secret = RevisionChanges(secrets=SecretChanges(update={"A": SecretRef(secret="a")}))
+    spec = secret.apply(BASE)
+    assert "A" not in spec.env and spec.secrets["A"] == SecretRef(secret="a", version="latest")
+    plain = RevisionChanges(env=EnvChanges(update={"DB": "x"})).apply(BASE)
+    assert plain.env["DB"] == "x" and "DB" not in plain.secrets
+    both = RevisionChanges(
+        env=EnvChanges(update={"X": "1"}),
+        secrets=SecretChanges(update={"X": SecretRef(secret="x")}),
+    )
+    with pytest.raises(InvalidSpec, match="both as a plain env var and as a secret"):
+        both.apply(BASE)
+
+
+def test_annotations_none_removes_and_command_empty_resets() -> None:
+    spec = RevisionChanges(
+        annotations={"autoscaling.knative.dev/max-scale": None}, command=[]
+    ).apply(BASE.model_copy(update={"command": ["python", "main.py"]}))
+    assert spec.annotations == {} and spec.command is None
+
+
+def test_a_new_service_needs_a_source() -> None:
+    with pytest.raises(InvalidSpec, match="needs --source"):
+        RevisionChanges().apply(None)
+    assert RevisionChanges(source="/app").apply(None).source == "/app"
+
+
+def test_entrypoint_changes_are_known() -> None:
+    same = RevisionChanges(env=EnvChanges(update={"A": "9"}), timeout_seconds=9).apply(BASE)
+    assert same.entrypoint_inputs() == BASE.entrypoint_inputs()
+    assert RevisionChanges(command=["x"]).apply(BASE).entrypoint_inputs() != (None, None, None)
+    google = RevisionChanges(env=EnvChanges(update={"GOOGLE_ENTRYPOINT": "x"})).apply(BASE)
+    assert google.entrypoint_inputs() != BASE.entrypoint_inputs()
+
+
+def test_secret_refs_parse_like_gcloud() -> None:
+    assert parse_secret_refs("DB=db:latest,API_KEY=key:3") == {
+        "DB": SecretRef(secret="db", version="latest"),
+        "API_KEY": SecretRef(secret="key", version="3"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("DB=db", "is not NAME:VERSION"),
+        ("DB=db:0", "must be a number from 1"),
+        ("DB=db:v2", "must be a number from 1"),
+        ("DB=bad/name:1", "invalid secret name"),
+        ("/etc/secret=db:1", "mounting secrets as files is not supported"),
+        ("PORT=db:1", "PORT is reserved"),
+    ],
+)
+def test_bad_secret_refs(text: str, message: str) -> None:
+    with pytest.raises(InvalidSpec, match=message):
+        parse_secret_refs(text)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (RevisionChanges(cpu="lots"), "not a CPU amount"),
+        (RevisionChanges(memory="512MB"), "not a memory amount"),
+        (RevisionChanges(container_concurrency=0), "container_concurrency"),
+    ],
+)
+def test_bad_values_are_refused(changes: RevisionChanges, message: str) -> None:
+    with pytest.raises(InvalidSpec, match=message):
+        changes.apply(BASE)

@@ -48,3 +48,26 @@ def test_delete_and_not_found(tmp_path: Path) -> None:
         store.service("svc")
     with pytest.raises(NotFound):
         store.revision("svc-00001-abc")
+
+
+def test_generation_metadata_and_revision_deletes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "homerun.db")
+    spec = RevisionSpec(source="/s")
+    store.create_revision("svc", "svc-00001-abc", 1, spec, {}, None)
+    assert store.service("svc").generation == 1
+    store.create_revision("svc", "svc-00002-def", 2, spec, {}, None)
+    assert store.service("svc").generation == 2  # a new template
+    store.set_traffic("svc", [TrafficEntry(percent=100, latest=True)])
+    store.set_traffic("svc", [TrafficEntry(percent=100, latest=True)])  # no change
+    assert store.service("svc").generation == 3
+    store.set_metadata("svc", {"team": "web"}, {"a": "b"})
+    record = store.service("svc")
+    assert (record.labels, record.annotations, record.generation) == (
+        {"team": "web"},
+        {"a": "b"},
+        4,
+    )
+    assert store.latest_created("svc").name == "svc-00002-def"  # type: ignore[union-attr]
+    store.delete_revision("svc-00002-def")
+    assert not store.has_revision("svc-00002-def")
+    assert store.latest_created("svc").name == "svc-00001-abc"  # type: ignore[union-attr]

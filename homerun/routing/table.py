@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -52,8 +54,11 @@ def parse_host(host: str, domain: str) -> tuple[str, str | None] | None:
     return (label, None)
 
 
-def select(table: RoutingTable, host: str, roll: float) -> Selection | None:
-    """Pick the revision for a request; `roll` is uniform in [0, 1) (injected randomness)."""
+def select(
+    table: RoutingTable, host: str, roll: float | Callable[[str], float]
+) -> Selection | None:
+    """Pick the revision for a request; `roll` is uniform in [0, 1) (injected randomness), or
+    a function of the service name that gives one (asked only when a split is to be rolled)."""
     parsed = parse_host(host, table.domain)
     if parsed is None:
         return None
@@ -66,7 +71,7 @@ def select(table: RoutingTable, host: str, roll: float) -> Selection | None:
             if target.tag == tag:
                 return Selection(service_name, target.revision, tag)
         return None
-    point = roll * 100
+    point = (roll(service_name) if callable(roll) else roll) * 100
     cumulative = 0
     chosen = None
     for target in service.traffic:
@@ -77,3 +82,32 @@ def select(table: RoutingTable, host: str, roll: float) -> Selection | None:
         if point < cumulative:
             break
     return Selection(service_name, chosen)
+
+
+SPLIT_STRATA = 100  # percentages are whole numbers: 100 strata fit every split exactly
+
+
+class StratifiedRolls:
+    """Rolls for traffic splits: per service, a shuffled bag of the 100 one-percent strata.
+
+    Each request still lands at random, but every 100 consecutive requests to a service follow
+    its percentages exactly, where independent rolls drift: with 2000 requests at 50/50 an
+    independent roll misses by more than 3 points about once in 135 runs. The generator is
+    injected (a seeded one in tests).
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._bags: dict[str, list[int]] = {}
+
+    def __call__(self, service: str) -> float:
+        bag = self._bags.get(service)
+        if not bag:
+            bag = list(range(SPLIT_STRATA))
+            self._rng.shuffle(bag)
+            self._bags[service] = bag
+        stratum = bag.pop()
+        return (stratum + self._rng.random()) / SPLIT_STRATA
+
+    def forget(self, service: str) -> None:
+        self._bags.pop(service, None)

@@ -264,8 +264,12 @@ class Platform:
         return result
 
     def describe_service(self, service: str) -> dict[str, Any]:
-        """`homerun services describe SERVICE --format json`, parsed; fails the test on error."""
-        result = self.run("services", "describe", service, "--format", "json", timeout=30)
+        """homerun's own summary of a service (revisions, instances, scaling), parsed; fails
+        the test on error. `--format summary-json` since `--format json` became the Knative
+        Service document; `json` for a CLI that predates that."""
+        result = self.run("services", "describe", service, "--format", "summary-json", timeout=30)
+        if result.returncode == 2 and "invalid choice" in result.stderr:
+            result = self.run("services", "describe", service, "--format", "json", timeout=30)
         if result.returncode != 0:
             pytest.fail(describe(result))
         described: dict[str, Any] = json.loads(result.stdout)

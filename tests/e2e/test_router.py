@@ -106,7 +106,8 @@ def test_instance_dying_mid_request_gives_502_then_a_new_instance(platform) -> N
 
 
 def test_concurrency_one_serves_one_request_at_a_time(platform) -> None:
-    platform.ensure_deployed("serial", STREAMING, "--concurrency", "1")
+    # One instance allowed, so the other two requests must queue for its only slot.
+    platform.ensure_deployed("serial", STREAMING, "--concurrency", "1", "--max-instances", "1")
     assert platform.request("serial", "POST", "/inflight/reset").json()["in_flight"] == 0
 
     def slow(_: int) -> dict:
@@ -123,7 +124,7 @@ def test_concurrency_one_serves_one_request_at_a_time(platform) -> None:
 
 
 def test_client_disconnect_mid_stream_frees_the_slot(platform) -> None:
-    platform.ensure_deployed("hangup", STREAMING, "--concurrency", "1")
+    platform.ensure_deployed("hangup", STREAMING, "--concurrency", "1", "--max-instances", "1")
     platform.env_of("hangup")
     # A stream of 100 events 0.2 s apart holds the only slot for 20 s unless the router notices
     # the client left. Read until the first event, so the request is surely at the instance.
@@ -141,7 +142,9 @@ def test_client_disconnect_mid_stream_frees_the_slot(platform) -> None:
 
 
 def test_client_disconnect_before_the_response_frees_the_slot(platform) -> None:
-    platform.ensure_deployed("hangup-early", STREAMING, "--concurrency", "1")
+    platform.ensure_deployed(
+        "hangup-early", STREAMING, "--concurrency", "1", "--max-instances", "1"
+    )
     platform.env_of("hangup-early")
     connection = _raw_get(platform, "hangup-early", "/slow?seconds=30")
     # Nothing comes back before the app answers, so there is no event to wait on: give the

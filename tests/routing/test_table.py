@@ -1,8 +1,12 @@
+import random
+from collections import Counter
+
 import pytest
 
 from homerun.routing.table import (
     RoutingTable,
     ServiceRoutes,
+    StratifiedRolls,
     TrafficTarget,
     parse_host,
     select,
@@ -67,3 +71,24 @@ def test_split_shares_match_percentages() -> None:
     for step in range(1000):
         counts[select(routes, "svc.localhost", step / 1000).revision] += 1  # type: ignore[union-attr,index]
     assert counts == {"r1": 300, "r2": 700}
+
+
+def test_stratified_rolls_follow_the_split_in_every_hundred() -> None:
+    routes = table(TrafficTarget("r1", 37), TrafficTarget("r2", 63))
+    rolls = StratifiedRolls(random.Random(7))
+    for _ in range(5):
+        hundred = Counter(
+            select(routes, "svc.localhost", rolls).revision  # type: ignore[union-attr]
+            for _ in range(100)
+        )
+        assert hundred == {"r1": 37, "r2": 63}
+
+
+def test_rolls_are_asked_only_for_a_split() -> None:
+    routes = table(TrafficTarget("r1", 100, "t"))
+
+    def roll(service: str) -> float:
+        raise AssertionError("a tag or an unknown host needs no roll")
+
+    assert select(routes, "t---svc.localhost", roll).revision == "r1"  # type: ignore[union-attr]
+    assert select(routes, "other.localhost", roll) is None

@@ -1,0 +1,445 @@
+"""Knative Service documents: what describe renders parses back to the same thing, and
+validation names the field path of every problem, with Knative's rules."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from homerun.errors import InvalidSpec
+from homerun.knative import (
+    SOURCE_ANNOTATION,
+    RevisionView,
+    ServiceView,
+    image_for,
+    parse_service,
+    render_revision,
+    render_service,
+    render_template,
+)
+from homerun.spec import RevisionSpec, SecretRef
+from homerun.traffic import DEFAULT_TRAFFIC, TrafficEntry
+
+DIGEST = "ab" * 32
+IMAGE = image_for("svc", DIGEST)
+
+
+def service_view(
+    spec: RevisionSpec,
+    traffic: tuple[TrafficEntry, ...] = DEFAULT_TRAFFIC,
+    status: str = "ready",
+    message: str = "",
+) -> ServiceView:
+    revisions = [
+        RevisionView("svc-00002-abc", "svc", spec, status, message, 2000.0, 2001.0, DIGEST),
+        RevisionView("svc-00001-xyz", "svc", spec, "ready", "", 1000.0, 1001.0, "cd" * 32),
+    ]
+    return ServiceView(
+        name="svc",
+        created_at=1000.0,
+        generation=4,
+        labels={"team": "web"},
+        annotations={"run.googleapis.com/ingress": "all"},
+        traffic=traffic,
+        revisions=revisions,
+        url="http://svc.localhost:8080",
+        tag_urls={"old": "http://old---svc.localhost:8080"},
+    )
+
+
+def minimal(**template_spec: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": [{"image": IMAGE}]}
+    spec.update(template_spec)
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "svc"},
+        "spec": {"template": {"spec": spec}},
+    }
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+
+def test_describe_renders_a_knative_service() -> None:
+    spec = RevisionSpec(
+        source="/src/app",
+        env={"MODE": "prod"},
+        secrets={"DB_PASSWORD": SecretRef(secret="db", version="2")},
+        annotations={"autoscaling.knative.dev/max-scale": "5"},
+        container_concurrency=10,
+        timeout_seconds=60,
+        cpu="1",
+        memory="512Mi",
+    )
+    traffic = (
+        TrafficEntry(90, latest=True),
+        TrafficEntry(10, "svc-00001-xyz"),
+        TrafficEntry(0, "svc-00001-xyz", tag="old"),
+    )
+    document = render_service(service_view(spec, traffic))
+    assert document["apiVersion"] == "serving.knative.dev/v1"
+    assert document["kind"] == "Service"
+    assert document["metadata"]["labels"] == {"team": "web"}
+    template = document["spec"]["template"]
+    assert template["metadata"]["annotations"] == {
+        "autoscaling.knative.dev/max-scale": "5",
+        SOURCE_ANNOTATION: "/src/app",
+    }
+    assert template["spec"]["containerConcurrency"] == 10
+    assert template["spec"]["timeoutSeconds"] == 60
+    container = template["spec"]["containers"][0]
+    assert container["image"] == IMAGE
+    assert container["env"] == [
+        {"name": "MODE", "value": "prod"},
+        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "2"}}},
+    ]
+    assert container["resources"] == {"limits": {"cpu": "1", "memory": "512Mi"}}
+    assert container["startupProbe"]["tcpSocket"] == {"port": 8080}
+    status = document["status"]
+    assert status["url"] == status["address"]["url"] == "http://svc.localhost:8080"
+    assert status["latestReadyRevisionName"] == status["latestCreatedRevisionName"]
+    kinds = [condition["type"] for condition in status["conditions"]]
+    assert kinds == ["Ready", "ConfigurationsReady", "RoutesReady"]
+    assert all(c["status"] == "True" for c in status["conditions"])
+    assert status["traffic"] == [
+        {"revisionName": "svc-00002-abc", "latestRevision": True, "percent": 90},
+        {"revisionName": "svc-00001-xyz", "latestRevision": False, "percent": 10},
+        {
+            "tag": "old",
+            "revisionName": "svc-00001-xyz",
+            "latestRevision": False,
+            "url": "http://old---svc.localhost:8080",
+        },
+    ]
+
+
+def test_a_failed_latest_revision_makes_the_service_not_ready() -> None:
+    spec = RevisionSpec(source="/src")
+    document = render_service(service_view(spec, status="failed", message="the app exited\nmore"))
+    ready, configurations, routes = document["status"]["conditions"]
+    assert configurations["status"] == "False"
+    assert configurations["reason"] == "RevisionFailed"
+    assert "svc-00002-abc" in configurations["message"]
+    assert ready["status"] == "False"
+    # The traffic (LATEST) still finds svc-00001-xyz ready, and serves from it.
+    assert routes["status"] == "True"
+    assert document["status"]["latestReadyRevisionName"] == "svc-00001-xyz"
+
+
+def test_a_revision_document() -> None:
+    view = RevisionView("svc-00001-xyz", "svc", RevisionSpec(source="/s"), "ready", "", 1, 2, None)
+    document = render_revision(view, routed=True, image=IMAGE)
+    assert document["kind"] == "Revision"
+    assert document["metadata"]["labels"]["serving.knative.dev/service"] == "svc"
+    assert document["status"]["imageDigest"] == IMAGE
+    assert {c["type"] for c in document["status"]["conditions"]} == {"Ready", "Active"}
+
+
+# -- round trips ---------------------------------------------------------------------------------
+
+names = st.from_regex(r"[A-Z][A-Z0-9_]{0,8}", fullmatch=True).filter(
+    lambda name: name not in {"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"}
+)
+text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=20)
+
+
+@st.composite
+def revision_specs(draw: st.DrawFn) -> RevisionSpec:
+    env_names = draw(st.lists(names, max_size=4, unique=True))
+    split = draw(st.integers(0, len(env_names)))
+    annotations = {}
+    if draw(st.booleans()):
+        annotations["autoscaling.knative.dev/max-scale"] = str(draw(st.integers(1, 1000)))
+    if draw(st.booleans()):
+        annotations["run.googleapis.com/cpu-throttling"] = "false"
+    return RevisionSpec(
+        source=draw(st.sampled_from(["/src/app", "/home/me/api"])),
+        command=draw(st.none() | st.lists(text, min_size=1, max_size=3)),
+        args=draw(st.none() | st.lists(text, min_size=1, max_size=3)),
+        env={name: draw(text) for name in env_names[:split]},
+        secrets={
+            name: SecretRef(
+                secret=draw(st.from_regex(r"[a-z][a-z0-9_-]{0,10}", fullmatch=True)),
+                version=draw(st.sampled_from(["latest", "1", "12"])),
+            )
+            for name in env_names[split:]
+        },
+        container_concurrency=draw(st.integers(1, 1000)),
+        timeout_seconds=draw(st.integers(1, 3600)),
+        startup_timeout_seconds=draw(st.integers(1, 3600)),
+        annotations=annotations,
+        labels=draw(st.dictionaries(st.sampled_from(["app", "team"]), text, max_size=2)),
+        cpu=draw(st.none() | st.sampled_from(["1", "2", "500m"])),
+        memory=draw(st.none() | st.sampled_from(["512Mi", "2Gi"])),
+        container_port=draw(st.none() | st.integers(1, 65535)),
+        container_name=draw(st.none() | st.just("app")),
+        service_account=draw(st.none() | st.just("robot@example.iam")),
+    )
+
+
+@settings(max_examples=150)
+@given(revision_specs())
+def test_a_rendered_template_parses_back_to_the_same_spec(spec: RevisionSpec) -> None:
+    document = render_service(service_view(spec))
+    # Through YAML text, as a user's file would be.
+    reread = yaml.safe_load(yaml.safe_dump(document, sort_keys=False))
+    manifest = parse_service(reread)
+    assert manifest.template.spec == spec
+    assert manifest.template.digest == DIGEST
+    assert manifest.template.source == spec.source
+    assert manifest.traffic == DEFAULT_TRAFFIC
+    assert manifest.labels == {"team": "web"}
+    # And rendering what was parsed gives the same template again.
+    assert render_template(manifest.template.spec, IMAGE) == document["spec"]["template"]
+
+
+def test_traffic_round_trips() -> None:
+    traffic = (
+        TrafficEntry(40, latest=True, tag="current"),
+        TrafficEntry(60, "svc-00001-xyz"),
+        TrafficEntry(0, "svc-00001-xyz", tag="old"),
+    )
+    document = render_service(service_view(RevisionSpec(source="/s"), traffic))
+    assert parse_service(document).traffic == traffic
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def test_the_minimal_document_gets_knative_defaults() -> None:
+    manifest = parse_service(minimal())
+    assert manifest.traffic == DEFAULT_TRAFFIC
+    assert manifest.template.spec.container_concurrency == 80
+    assert manifest.template.spec.timeout_seconds == 300
+    assert manifest.template.spec.startup_timeout_seconds == 240
+    assert manifest.template.name is None
+
+
+def test_camel_case_scale_annotations_are_read_as_knative_does() -> None:
+    document = minimal()
+    document["spec"]["template"]["metadata"] = {
+        "annotations": {"autoscaling.knative.dev/maxScale": "3"}
+    }
+    annotations = parse_service(document).template.spec.annotations
+    assert annotations == {"autoscaling.knative.dev/max-scale": "3"}
+
+
+def test_a_kubernetes_startup_probe_gives_the_startup_budget() -> None:
+    document = minimal()
+    document["spec"]["template"]["spec"]["containers"][0]["startupProbe"] = {
+        "tcpSocket": {"port": 8080},
+        "initialDelaySeconds": 5,
+        "periodSeconds": 10,
+        "failureThreshold": 6,
+    }
+    assert parse_service(document).template.spec.startup_timeout_seconds == 65
+
+
+def test_a_traffic_target_may_name_the_templates_own_revision() -> None:
+    document = minimal()
+    document["spec"]["template"]["metadata"] = {"name": "svc-blue"}
+    document["spec"]["traffic"] = [{"revisionName": "svc-blue", "percent": 100}]
+    manifest = parse_service(document)
+    assert manifest.template.name == "svc-blue"
+    assert manifest.traffic == (TrafficEntry(100, "svc-blue"),)
+
+
+def _set(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    document = copy.deepcopy(document)
+    target: Any = document
+    parts = path.split("/")
+    for part in parts[:-1]:
+        target = target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(target, list):
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return document
+
+
+BASE = minimal()
+BASE["spec"]["traffic"] = [
+    {"latestRevision": True, "percent": 50},
+    {"revisionName": "svc-00001-xyz", "percent": 50},
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "message"),
+    [
+        ("spec/traffic/1/percent", 150, "spec.traffic[1].percent", "must be 0..100"),
+        ("spec/traffic/1/percent", 40, "spec.traffic", "sum to 90, want 100"),
+        (
+            "spec/traffic/1/latestRevision",
+            True,
+            "spec.traffic[1].latestRevision",
+            'may not set revisionName "svc-00001-xyz" when latestRevision is true',
+        ),
+        (
+            "spec/traffic/0/latestRevision",
+            False,
+            "spec.traffic[0].latestRevision",
+            'may not set revisionName "" when latestRevision is false',
+        ),
+        ("spec/traffic/0/tag", "Bad_Tag", "spec.traffic[0].tag", "invalid tag"),
+        ("spec/traffic/0/url", "http://x", "spec.traffic[0].url", "output only"),
+        (
+            "spec/traffic/0/configurationName",
+            "svc",
+            "spec.traffic[0].configurationName",
+            "not allowed in a Service",
+        ),
+        ("apiVersion", "serving.knative.dev/v1alpha1", "apiVersion", "must be"),
+        ("kind", "Route", "kind", "must be Service"),
+        ("metadata/name", "Bad_Name", "metadata.name", "invalid service name"),
+        (
+            "spec/template/metadata/annotations",
+            {"autoscaling.knative.dev/min-scale": "-1"},
+            "spec.template.metadata.annotations.autoscaling.knative.dev/min-scale",
+            "between 0 and 1000",
+        ),
+        (
+            "spec/template/metadata/annotations",
+            {"autoscaling.knative.dev/window": "2s"},
+            "spec.template.metadata.annotations.autoscaling.knative.dev/window",
+            "between 6s and 3600s",
+        ),
+        (
+            "spec/template/metadata/annotations",
+            {"autoscaling.knative.dev/initial-scale": "2"},
+            "spec.template.metadata.annotations.autoscaling.knative.dev/initial-scale",
+            "not supported",
+        ),
+        (
+            "spec/template/metadata/name",
+            "other-v1",
+            "spec.template.metadata.name",
+            'must have prefix "svc-"',
+        ),
+        (
+            "spec/template/spec/containerConcurrency",
+            1001,
+            "spec.template.spec.containerConcurrency",
+            "must be 1..1000",
+        ),
+        (
+            "spec/template/spec/containerConcurrency",
+            0,
+            "spec.template.spec.containerConcurrency",
+            "unlimited",
+        ),
+        (
+            "spec/template/spec/timeoutSeconds",
+            3601,
+            "spec.template.spec.timeoutSeconds",
+            "must be 1..3600",
+        ),
+        ("spec/template/spec/volumes", [], "spec.template.spec.volumes", "not supported"),
+        (
+            "spec/template/spec/containers/0/image",
+            "gcr.io/p/app:1",
+            "spec.template.spec.containers[0].image",
+            "not a homerun artifact",
+        ),
+        (
+            "spec/template/spec/containers/0/livenessProbe",
+            {},
+            "spec.template.spec.containers[0].livenessProbe",
+            "not supported",
+        ),
+        (
+            "spec/template/spec/containers/0/startupProbe",
+            {"httpGet": {"path": "/"}},
+            "spec.template.spec.containers[0].startupProbe.httpGet",
+            "only tcpSocket",
+        ),
+        (
+            "spec/template/spec/containers/0/env",
+            [{"name": "PORT", "value": "1"}],
+            "spec.template.spec.containers[0].env[0].name",
+            "PORT is reserved",
+        ),
+        (
+            "spec/template/spec/containers/0/env",
+            [{"name": "A", "value": 1}],
+            "spec.template.spec.containers[0].env[0].value",
+            "must be a string",
+        ),
+        (
+            "spec/template/spec/containers/0/env",
+            [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}],
+            "spec.template.spec.containers[0].env[1].name",
+            "defined twice",
+        ),
+        (
+            "spec/template/spec/containers/0/env",
+            [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}],
+            "spec.template.spec.containers[0].env[0].valueFrom.configMapKeyRef",
+            "config maps are not supported",
+        ),
+        (
+            "spec/template/spec/containers/0/env",
+            [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "v1"}}}],
+            "spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef.key",
+            "must be a number from 1, or 'latest'",
+        ),
+        (
+            "spec/template/spec/containers/0/ports",
+            [{"name": "h2c", "containerPort": 8080}],
+            "spec.template.spec.containers[0].ports[0].name",
+            "HTTP/1.1",
+        ),
+        (
+            "spec/template/spec/containers/0/resources",
+            {"limits": {"cpu": "lots"}},
+            "spec.template.spec.containers[0].resources.limits.cpu",
+            "not a CPU amount",
+        ),
+        (
+            "spec/template/spec/containers/1",
+            {"image": IMAGE},
+            "spec.template.spec.containers",
+            "sidecars are not supported",
+        ),
+        ("spec/frobnicate", 1, "spec.frobnicate", "unknown field"),
+    ],
+)
+def test_validation_names_the_field_path(path: str, value: Any, field: str, message: str) -> None:
+    document = _set(BASE, path, value) if not path.endswith("containers/1") else _sidecar()
+    with pytest.raises(InvalidSpec) as error:
+        parse_service(document, where="service.yaml")
+    text = str(error.value)
+    assert text.startswith("service.yaml is not a valid Knative Service")
+    assert f"  {field}: " in text, text
+    assert message in text.split(f"  {field}: ", 1)[1].splitlines()[0], text
+
+
+def _sidecar() -> dict[str, Any]:
+    document = copy.deepcopy(BASE)
+    document["spec"]["template"]["spec"]["containers"].append({"image": IMAGE})
+    return document
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    document = _set(BASE, "spec/traffic/1/percent", 150)
+    document = _set(document, "spec/template/spec/timeoutSeconds", 0)
+    with pytest.raises(InvalidSpec, match=r"\(3 problems\)") as error:
+        parse_service(document)
+    assert "spec.template.spec.timeoutSeconds: must be 1..3600" in str(error.value)
+    assert "spec.traffic[1].percent: must be 0..100" in str(error.value)
+    assert "spec.traffic: traffic targets sum to 200, want 100" in str(error.value)
+
+
+def test_output_only_fields_are_ignored() -> None:
+    document = render_service(service_view(RevisionSpec(source="/s")))
+    document["metadata"]["uid"] = "1234"
+    document["metadata"]["annotations"]["serving.knative.dev/creator"] = "someone"
+    manifest = parse_service(document)
+    assert "serving.knative.dev/creator" not in manifest.annotations
