@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -74,8 +75,6 @@ _TRASH_PREFIX = ".trash-"
 # Shorter secret values are not masked in error messages: "[secret X]" for every "ab" in a
 # log tail would mangle it and say more than it hides.
 _MIN_REDACTED = 4
-# How often a retiring revision checks that the requests queued for it have been served.
-RETIRE_QUEUE_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -991,10 +990,11 @@ class ControlPlane:
         deadline = self._clock() + unit.request_timeout
         if unit.throttler.queue_length and not unit.active:
             self._supervisor.scale(unit, 1)
-        # The throttler has no "queue empty" event to wait on (proposed to its owner); this
-        # loop almost never runs: a queue forms only when every instance is at capacity.
-        while unit.throttler.queue_length and unit.active and self._clock() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(RETIRE_QUEUE_POLL_SECONDS)
+        if unit.throttler.queue_length and unit.active:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    unit.throttler.queue_drained(), max(0.0, deadline - self._clock())
+                )
         # The old revision's in-flight requests finish (up to its request timeout).
         await asyncio.gather(
             *(

@@ -102,6 +102,7 @@ class Throttler:
         self.endpoints: list[Endpoint] = []
         self._waiters: deque[asyncio.Future[Lease]] = deque()
         self._arrivals: dict[asyncio.Future[Lease], float] = {}
+        self._queue_empty_waiters: list[asyncio.Future[None]] = []
         self._next = 0
         # Arrival to first byte of the latest requests that had to wait for a slot (cold
         # starts among them), newest last.
@@ -139,6 +140,7 @@ class Throttler:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(RevisionUnavailable(status, message))
+        self._check_queue_empty()
 
     def expire_waiters(self, waited_since: float, status: int, message: str) -> int:
         """Answer with an error the queued requests that have waited since before a time."""
@@ -152,7 +154,23 @@ class Throttler:
             if not waiter.done():
                 waiter.set_exception(RevisionUnavailable(status, message))
                 expired += 1
+        self._check_queue_empty()
         return expired
+
+    async def queue_drained(self) -> None:
+        """Return once no request waits in the queue (served, expired or gone)."""
+        if not self.queue_length:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._queue_empty_waiters.append(waiter)
+        await waiter
+
+    def _check_queue_empty(self) -> None:
+        if self._queue_empty_waiters and not self.queue_length:
+            waiters, self._queue_empty_waiters = self._queue_empty_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def record_wait(self, seconds: float) -> None:
         self.waits.append(seconds)
@@ -205,6 +223,7 @@ class Throttler:
             except ValueError:
                 pass
             self.meter.change(-1, self.clock())
+            self._check_queue_empty()
             raise
         except RevisionUnavailable:
             self.meter.change(-1, self.clock())
@@ -247,6 +266,7 @@ class Throttler:
             if not waiter.done():
                 endpoint.in_flight += 1
                 waiter.set_result(Lease(self, endpoint, self._arrivals.get(waiter)))
+                self._check_queue_empty()
                 return
 
     def _dispatch(self) -> None:
@@ -260,6 +280,7 @@ class Throttler:
             endpoint.in_flight += 1
             waiter = self._waiters.popleft()
             waiter.set_result(Lease(self, endpoint, self._arrivals.get(waiter)))
+        self._check_queue_empty()
 
     @staticmethod
     def _wake_idle(endpoint: Endpoint) -> None:

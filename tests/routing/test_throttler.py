@@ -252,3 +252,20 @@ def test_try_acquire_takes_a_free_slot_or_nothing() -> None:
         assert endpoint.in_flight == 0 and throttler.meter.concurrency == 0
 
     run(scenario())
+
+
+def test_queue_drained_returns_once_the_queue_is_served() -> None:
+    async def scenario() -> None:
+        throttler = Throttler("rev", Demand(), Clock())
+        await asyncio.wait_for(throttler.queue_drained(), 1)  # nothing queued
+        waiter = asyncio.create_task(throttler.acquire())
+        await asyncio.sleep(0)
+        drained = asyncio.create_task(throttler.queue_drained())
+        await asyncio.sleep(0)
+        assert not drained.done()
+        endpoint = Endpoint("i1", "127.0.0.1", 1, capacity=1)
+        throttler.add(endpoint)
+        await asyncio.wait_for(drained, 1)
+        (await waiter).release()
+
+    run(scenario())
