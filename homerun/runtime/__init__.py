@@ -1,4 +1,5 @@
-"""Instance runtimes behind one interface: a plain process now; sandboxes and containers later."""
+"""Instance runtimes behind one interface: plain processes, spawned or forked from a
+per-revision zygote; sandboxes and containers later."""
 
 from homerun.runtime.base import Instance, InstanceSpec, OutputSink, Runtime
 

@@ -40,3 +40,12 @@ class Instance(Protocol):
 
 class Runtime(Protocol):
     async def start(self, spec: InstanceSpec, output: OutputSink) -> Instance: ...
+
+    def mode(self, revision: str) -> tuple[str, str]:
+        """How the revision's instances start ("zygote" | "spawn") and why, for describe."""
+        ...
+
+    def forget(self, revision: str) -> None:
+        """The revision has no instance left and serves no traffic: drop what is kept for it
+        (its zygote). A later start sets it up again."""
+        ...

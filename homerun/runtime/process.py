@@ -82,6 +82,12 @@ class ProcessRuntime:
             self._reaper.wait()
             self._reaper = None
 
+    def mode(self, revision: str) -> tuple[str, str]:
+        return ("spawn", "the zygote is turned off (config.yaml: zygote: false)")
+
+    def forget(self, revision: str) -> None:
+        pass
+
     def _tell_reaper(self, line: str) -> None:
         if self._reaper is not None and self._reaper.stdin is not None:
             try:

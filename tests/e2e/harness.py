@@ -73,6 +73,13 @@ def wait_until_dead(pid: int, timeout: float) -> bool:
     return not process_alive(pid)
 
 
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def process_environ(pid: int) -> dict[str, str]:
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
@@ -92,6 +99,8 @@ def instance_processes(revisions: set[str] | None = None, service: str | None = 
         revision = env.get("K_REVISION")
         if revision is None or not process_alive(int(entry.name)):
             continue
+        if process_name(int(entry.name)) == "homerun-zygote":
+            continue  # a revision's zygote: it stays, also at zero instances
         if revisions is not None and revision not in revisions:
             continue
         if service is not None and env.get("K_SERVICE") != service:
@@ -235,6 +244,11 @@ class Platform:
     def deploy(
         self, service: str, source: Path | str, *flags: str, timeout: float = DEPLOY_SECONDS
     ) -> subprocess.CompletedProcess[str]:
+        """`homerun deploy`; public (`--allow-unauthenticated`) unless the flags say otherwise,
+        since the tests call services without tokens. Access control has its own tests."""
+        access = {"--allow-unauthenticated", "--no-allow-unauthenticated"}
+        if not access & set(flags):
+            flags = (*flags, "--allow-unauthenticated")
         return self.run("deploy", service, "--source", str(source), *flags, timeout=timeout)
 
     def deploy_ok(

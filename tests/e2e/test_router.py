@@ -118,9 +118,12 @@ def test_concurrency_one_serves_one_request_at_a_time(platform) -> None:
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(slow, range(3)))
     assert platform.request("serial", "GET", "/inflight").json()["max_in_flight"] == 1
-    spans = sorted((result["started"], result["finished"]) for result in results)
-    for (_, finished), (started, _) in zip(spans, spans[1:], strict=False):
-        assert started >= finished - 0.05, spans
+    # The queued requests may start more instances (a fork is ready in ~20 ms); each one
+    # serves one request at a time.
+    for pid in {result["pid"] for result in results}:
+        spans = sorted((r["started"], r["finished"]) for r in results if r["pid"] == pid)
+        for (_, finished), (started, _) in zip(spans, spans[1:], strict=False):
+            assert started >= finished - 0.05, spans
 
 
 def test_client_disconnect_mid_stream_frees_the_slot(platform) -> None:

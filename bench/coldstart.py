@@ -1,0 +1,400 @@
+"""Cold start: from "start an instance" to its first 200, spawned vs forked from a zygote.
+
+For the seed Flask app (examples/cloudrun_example, its Dockerfile's `exec gunicorn --bind
+:$PORT --workers 1 --threads 8 --timeout 0 main:app`) and the seed FastAPI app
+(tests/apps/fastapi_seed, the default `exec uvicorn main:app --host 127.0.0.1 --port $PORT`),
+each built by homerun's builder, the same instance spec is started N times by a ProcessRuntime
+(spawn) and by a ZygoteRuntime (fork), alternating, and timed from the start call to the first
+200 response. Then K instances of each kind run side by side and their resident and
+proportional set sizes are read from /proc/PID/smaps_rollup. Usage and figures: bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform as host_platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from homerun.build import Artifact, build
+from homerun.runtime import Instance, InstanceSpec
+from homerun.runtime.process import ProcessRuntime
+from homerun.runtime.zygote import ZygoteRuntime
+
+BENCH = Path(__file__).resolve().parent
+REPO_ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+WORK = RESULTS / "tmp" / "coldstart"  # git-ignored; the venv cache is shared with proxy.py
+VENV_CACHE = RESULTS / "tmp" / "venv-cache"
+GOAL_MS = 50.0  # issue 7: median at most 50 ms ...
+GOAL_RATIO = 0.2  # ... and at most a fifth of spawning the same command
+FIRST_200_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class App:
+    label: str
+    source: Path
+    path: str  # what to GET for a 200
+
+
+APPS = [
+    App("Flask (gunicorn)", REPO_ROOT / "examples" / "cloudrun_example", "/"),
+    App("FastAPI (uvicorn)", REPO_ROOT / "tests" / "apps" / "fastapi_seed", "/usuarios"),
+]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def instance_spec(artifact: Artifact, revision: str) -> InstanceSpec:
+    """As the supervisor makes it: the artifact's env, PORT, K_* and unbuffered output."""
+    port = free_port()
+    service = revision.split("-")[0]
+    env = dict(
+        artifact.env,
+        PORT=str(port),
+        K_SERVICE=service,
+        K_REVISION=revision,
+        K_CONFIGURATION=service,
+        PYTHONUNBUFFERED="1",
+    )
+    return InstanceSpec(
+        name=f"{revision}-{port}",
+        argv=list(artifact.argv),
+        env=env,
+        cwd=artifact.cwd,
+        port=port,
+        revision=revision,
+    )
+
+
+async def status_of(port: int, path: str) -> int | None:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return None
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+        line = await asyncio.wait_for(reader.readline(), FIRST_200_SECONDS)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+    parts = line.split()
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+
+
+async def first_200(port: int, path: str, instance: Instance) -> None:
+    """Ask until a 200 comes back; a refused connection is retried after 1 ms."""
+    deadline = time.monotonic() + FIRST_200_SECONDS
+    while True:
+        if await status_of(port, path) == 200:
+            return
+        if instance.returncode is not None:
+            raise RuntimeError(f"the instance exited ({instance.returncode}) before answering")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no 200 from port {port} within {FIRST_200_SECONDS:g} s")
+        await asyncio.sleep(0.001)
+
+
+async def stop(instance: Instance) -> None:
+    instance.signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(instance.wait(), 10)
+    except TimeoutError:
+        instance.signal(signal.SIGKILL)
+        await instance.wait()
+    instance.signal(signal.SIGKILL)  # what is left of the group (the supervisor does the same)
+
+
+async def cold_start(runtime: Any, artifact: Artifact, revision: str, path: str) -> float:
+    """Milliseconds from the start call to the first 200; the instance is stopped after."""
+    spec = instance_spec(artifact, revision)
+    began = time.perf_counter()
+    instance = await runtime.start(spec, lambda stream, line: None)
+    try:
+        await first_200(spec.port, path, instance)
+        return (time.perf_counter() - began) * 1000
+    finally:
+        await stop(instance)
+
+
+# -- memory -----------------------------------------------------------------------------
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != b"Z" and int(fields[2]) == pgid:
+                members.append(int(entry))
+    return members
+
+
+def rss_pss_kib(pids: list[int]) -> tuple[int, int]:
+    """Resident and proportional set size, summed over pids (from smaps_rollup)."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as rollup:
+                for line in rollup:
+                    name, _, value = line.partition(":")
+                    if name == "Rss":
+                        rss += int(value.split()[0])
+                    elif name == "Pss":
+                        pss += int(value.split()[0])
+        except OSError:
+            continue
+    return rss, pss
+
+
+async def memory(
+    runtime: Any, artifact: Artifact, revision: str, path: str, count: int, zygote: int | None
+) -> dict[str, Any]:
+    """K instances side by side, each answered once: RSS and PSS per instance (its process
+    group: gunicorn's master and worker), and the zygote's own."""
+    instances = []
+    try:
+        for _ in range(count):
+            spec = instance_spec(artifact, revision)
+            instance = await runtime.start(spec, lambda stream, line: None)
+            instances.append(instance)
+            await first_200(spec.port, path, instance)
+        await asyncio.sleep(0.5)  # let lazily started threads (gthread's pool) settle
+        per_instance = [rss_pss_kib(group_members(instance.pid)) for instance in instances]
+        zygote_rss, zygote_pss = rss_pss_kib([zygote]) if zygote else (0, 0)
+    finally:
+        await asyncio.gather(*(stop(instance) for instance in instances))
+    rss = statistics.mean(rss for rss, _ in per_instance) / 1024
+    pss = statistics.mean(pss for _, pss in per_instance) / 1024
+    return {
+        "instances": count,
+        "rss_mib": round(rss, 1),
+        "pss_mib": round(pss, 1),
+        "zygote_rss_mib": round(zygote_rss / 1024, 1),
+        "zygote_pss_mib": round(zygote_pss / 1024, 1),
+        # What each instance costs the machine when the zygote's share is spread over them.
+        "pss_with_zygote_share_mib": round(pss + zygote_pss / 1024 / count, 1),
+    }
+
+
+def zygote_pid(runtime: ZygoteRuntime, revision: str) -> int | None:
+    reason = runtime.mode(revision)[1]
+    marker = "zygote pid "
+    if marker not in reason:
+        return None
+    return int(reason.split(marker, 1)[1].split(";")[0])
+
+
+# -- one app ----------------------------------------------------------------------------
+
+
+async def measure_app(app: App, artifact: Artifact, args: argparse.Namespace) -> dict[str, Any]:
+    spawner, zygotes = ProcessRuntime(), ZygoteRuntime()
+    spawner.open()
+    zygotes.open()
+    revision = f"bench{APPS.index(app)}-00001-abc"
+    try:
+        # A revision's first instance: the zygote imports the app first (as in a deploy).
+        first = []
+        for _ in range(args.first_runs):
+            zygotes.forget(revision)
+            first.append(await cold_start(zygotes, artifact, revision, app.path))
+        mode = zygotes.mode(revision)
+        if mode[0] != "zygote":
+            raise RuntimeError(f"{app.label} is not forked: {mode[1]}")
+        spawn: list[float] = []
+        fork: list[float] = []
+        for _ in range(args.runs):  # alternating, so drift of the machine hits both alike
+            spawn.append(await cold_start(spawner, artifact, revision, app.path))
+            fork.append(await cold_start(zygotes, artifact, revision, app.path))
+        memory_spawn = await memory(spawner, artifact, revision, app.path, args.instances, None)
+        memory_zygote = await memory(
+            zygotes, artifact, revision, app.path, args.instances, zygote_pid(zygotes, revision)
+        )
+    finally:
+        zygotes.close()
+        spawner.close()
+    return {
+        "app": app.label,
+        "source": str(app.source.relative_to(REPO_ROOT)),
+        "argv": artifact.argv,
+        "mode": mode,
+        "samples_ms": {"spawn": spawn, "zygote": fork, "zygote_first": first},
+        "summary": {
+            "spawn": summarize(spawn),
+            "zygote": summarize(fork),
+            "zygote_first": summarize(first),
+        },
+        "memory": {"spawn": memory_spawn, "zygote": memory_zygote},
+    }
+
+
+def summarize(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+    return {
+        "median_ms": round(statistics.median(ordered), 1),
+        "p90_ms": round(p90, 1),
+        "min_ms": round(ordered[0], 1),
+        "max_ms": round(ordered[-1], 1),
+    }
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def tables(results: list[dict[str, Any]], runs: int, cores: int) -> str:
+    lines = [
+        f"Start to first 200, {runs} runs each (alternating), {cores} cores. Goal: zygote median "
+        f"≤ {GOAL_MS:g} ms and ≤ {GOAL_RATIO:g} × spawn.",
+        "",
+        "| app | spawn median ms | spawn p90 ms | zygote median ms | zygote p90 ms "
+        "| **zygote / spawn** (median) | goal | first instance of a revision ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for result in results:
+        spawn, fork = result["summary"]["spawn"], result["summary"]["zygote"]
+        first = result["summary"]["zygote_first"]
+        ratio = fork["median_ms"] / spawn["median_ms"]
+        met = fork["median_ms"] <= GOAL_MS and ratio <= GOAL_RATIO
+        lines.append(
+            f"| {result['app']} | {spawn['median_ms']:.1f} | {spawn['p90_ms']:.1f} "
+            f"| {fork['median_ms']:.1f} | {fork['p90_ms']:.1f} | **{ratio:.2f}** "
+            f"| {'met' if met else 'NOT met'} | {first['median_ms']:.1f} |"
+        )
+    lines += [
+        "",
+        "Memory of instances running side by side, each answered once (MiB; an instance is its "
+        "process group: gunicorn's master and worker, or uvicorn's one process)",
+        "",
+        "| app | start | instances | RSS each | PSS each | zygote RSS | zygote PSS "
+        "| PSS each + share of zygote |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        for kind in ("spawn", "zygote"):
+            row = result["memory"][kind]
+            zygote_cells = (
+                f"{row['zygote_rss_mib']:.1f} | {row['zygote_pss_mib']:.1f}"
+                if kind == "zygote"
+                else "- | -"
+            )
+            shared = row["pss_with_zygote_share_mib"]
+            lines.append(
+                f"| {result['app']} | {kind} | {row['instances']} | {row['rss_mib']:.1f} "
+                f"| {row['pss_mib']:.1f} | {zygote_cells} | {shared:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def git_commit() -> str:
+    result = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() or "unknown"
+
+
+def built(app: App) -> Artifact:
+    dest = WORK / app.source.name
+    shutil.rmtree(dest, ignore_errors=True)
+    return build(
+        app.source,
+        dest,
+        command=None,
+        args=None,
+        user_env={},
+        venv_cache=Path(os.environ.get("HOMERUN_VENV_CACHE") or VENV_CACHE),
+        output=lambda line: None,
+    )
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    task = asyncio.current_task()
+    assert task is not None
+    # A SIGTERM ends the run through the `finally` blocks that stop every process started here.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    results = []
+    for app in APPS:
+        print(f"building {app.source.relative_to(REPO_ROOT)} ...", flush=True)
+        artifact = await asyncio.to_thread(built, app)
+        print(f"measuring {app.label}: {' '.join(artifact.argv)}", flush=True)
+        results.append(await measure_app(app, artifact, args))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=20, help="cold starts per app and kind")
+    parser.add_argument(
+        "--first-runs", type=int, default=3, help="first starts of a revision (zygote imports)"
+    )
+    parser.add_argument(
+        "--instances", type=int, default=4, help="instances side by side for the memory figures"
+    )
+    # Shared by bench/run_all.py with the load benchmarks; a cold start has no load.
+    parser.add_argument("--duration", help=argparse.SUPPRESS)
+    parser.add_argument("--connections", help=argparse.SUPPRESS)
+    parser.add_argument("--tool", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not 1 <= args.runs <= 200 or not 1 <= args.first_runs <= 20:
+        parser.error("--runs must be in [1, 200] and --first-runs in [1, 20]")
+    if not 1 <= args.instances <= 16:
+        parser.error("--instances must be in [1, 16]")
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    cores = len(os.sched_getaffinity(0))
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    results = asyncio.run(run(args))
+    print()
+    print(tables(results, args.runs, cores))
+    record = {
+        "benchmark": "coldstart",
+        "when": stamp,
+        "commit": git_commit(),
+        "cores": cores,
+        "machine": host_platform.machine(),
+        "python": host_platform.python_version(),
+        "settings": {
+            "runs": args.runs,
+            "first_runs": args.first_runs,
+            "instances": args.instances,
+        },
+        "goal": {"median_ms": GOAL_MS, "ratio": GOAL_RATIO},
+        "apps": results,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"coldstart-{stamp}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nresults: {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

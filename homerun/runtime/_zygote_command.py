@@ -1,0 +1,211 @@
+"""Which start commands a zygote can serve: gunicorn or uvicorn, run as one plain command.
+
+`recognise` reads the instance's argv the way `/bin/sh -c` and exec would, with `$PORT` the
+only expansion allowed, finds the server's console script on the instance's PATH, and the
+interpreter that script runs with. Anything it cannot follow exactly is left to a plain spawn,
+with the reason, because a zygote that guessed would change what the app runs.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+SERVERS = ("gunicorn", "uvicorn")
+SHELLS = ("sh", "bash", "dash")
+# Marks where the command says $PORT; NUL never occurs in a real argument.
+PORT_MARK = "\0"
+
+# Unquoted, these make a shell script of the command (lists, pipes, redirections, globs,
+# subshells): not one server started with arguments.
+_SHELL_SYNTAX = set(";&|<>()`*?[]\n")
+_PORT_REFERENCE = re.compile(r"\$(?:\{PORT\}|PORT(?![A-Za-z0-9_]))")
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_PYTHON = re.compile(r"^python(?:3(?:\.\d+)?)?$")
+# pip's launcher for a path too long (or spaced) for a #! line:
+#   #!/bin/sh
+#   '''exec' "/long/path/bin/python" "$0" "$@"
+_PIP_TRAMPOLINE = re.compile(r"""^'''exec' "?([^"]+?)"? "\$0" "\$@"$""")
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    """A start command a zygote can run: `program args...` or `python -m module args...`."""
+
+    server: str  # "gunicorn" | "uvicorn"
+    interpreter: str  # the python that runs the server
+    program: str | None  # the console script, or None with `python -m`
+    module: str | None  # the module of `python -m`, else None
+    args: tuple[str, ...]  # after the program (or module); PORT_MARK where $PORT was
+    shell: str | None = None  # the shell that runs it (`sh -c "exec gunicorn ..."`), if any
+
+    def args_for(self, port: int | str) -> list[str]:
+        return [argument.replace(PORT_MARK, str(port)) for argument in self.args]
+
+    @property
+    def launcher(self) -> tuple[str | None, str | None, str]:
+        """What must be equal for two commands to share a zygote (all but the arguments)."""
+        return (self.program, self.module, self.interpreter)
+
+
+@dataclass(frozen=True)
+class Unrecognised:
+    reason: str
+
+
+def recognise(
+    argv: Sequence[str], env: Mapping[str, str], cwd: str
+) -> ServerCommand | Unrecognised:
+    """The server command in argv, found on env's PATH; or why a zygote cannot run it."""
+    words = command_words(argv)
+    if isinstance(words, Unrecognised):
+        return words
+    shell = argv[0] if _runs_a_shell(argv) else None
+    if words and words[0] == "exec":
+        words = words[1:]
+        if words and words[0].startswith("-"):
+            return Unrecognised(f"`exec {words[0]}` changes how the command is run")
+    if not words:
+        return Unrecognised("the start command is empty")
+    if _ASSIGNMENT.match(words[0]):
+        return Unrecognised(f"the command sets a variable first ({words[0].split('=')[0]}=...)")
+    path = env.get("PATH", os.defpath)
+    name = posixpath.basename(words[0])
+    if _PYTHON.match(name):
+        if len(words) < 3 or words[1] != "-m" or words[2] not in SERVERS:
+            return Unrecognised(f"`{_shown(words)}` does not start gunicorn or uvicorn")
+        interpreter = _executable(words[0], path, cwd)
+        if interpreter is None:
+            return Unrecognised(f"{words[0]} is not found on the instance's PATH")
+        return ServerCommand(words[2], interpreter, None, words[2], tuple(words[3:]), shell)
+    if name not in SERVERS:
+        return Unrecognised(f"`{_shown(words)}` does not start gunicorn or uvicorn")
+    if PORT_MARK in words[0]:
+        return Unrecognised("the server's own path depends on $PORT")
+    program = _executable(words[0], path, cwd)
+    if program is None:
+        return Unrecognised(f"{words[0]} is not found on the instance's PATH")
+    interpreter = _script_interpreter(program, path)
+    if interpreter is None:
+        return Unrecognised(f"{program} is not a Python console script")
+    return ServerCommand(name, interpreter, program, None, tuple(words[1:]), shell)
+
+
+def command_words(argv: Sequence[str]) -> list[str] | Unrecognised:
+    """The words exec'd at the end: argv itself, or the words of a `sh -c SCRIPT` script."""
+    if _runs_a_shell(argv):
+        if len(argv) > 3:
+            return Unrecognised("the shell is given arguments after its script")
+        return shell_words(argv[2])
+    return list(argv)
+
+
+def shell_words(script: str) -> list[str] | Unrecognised:
+    """Split a one-command shell script as sh would: quotes, backslashes and $PORT (as
+    PORT_MARK); any other expansion or shell syntax is Unrecognised."""
+    words: list[str] = []
+    current: list[str] = []
+    in_word = False
+    quote = ""
+    index = 0
+    while index < len(script):
+        char = script[index]
+        if quote == "'":
+            if char == "'":
+                quote = ""
+            else:
+                current.append(char)
+            index += 1
+            continue
+        if char == "$":
+            match = _PORT_REFERENCE.match(script, index)
+            if match is None:
+                return Unrecognised(
+                    f"the command uses shell expansion ({script[index : index + 12]}...)"
+                )
+            current.append(PORT_MARK)
+            in_word = True
+            index = match.end()
+            continue
+        if quote == '"':
+            if char == '"':
+                quote = ""
+            elif char == "\\" and index + 1 < len(script) and script[index + 1] in '$`"\\\n':
+                if script[index + 1] != "\n":
+                    current.append(script[index + 1])
+                index += 1
+            elif char == "`":
+                return Unrecognised("the command uses command substitution")
+            else:
+                current.append(char)
+            index += 1
+            continue
+        if char in " \t":
+            if in_word:
+                words.append("".join(current))
+                current, in_word = [], False
+        elif char == "\\":
+            if index + 1 < len(script) and script[index + 1] != "\n":
+                current.append(script[index + 1])
+                in_word = True
+            index += 1
+        elif char in "'\"":
+            quote = char
+            in_word = True
+        elif char in _SHELL_SYNTAX or (char in "~{#" and not in_word):
+            return Unrecognised(
+                f"the command is a shell script (it uses {char!r}), not one command"
+            )
+        else:
+            current.append(char)
+            in_word = True
+        index += 1
+    if quote:
+        return Unrecognised("the command has an unterminated quote")
+    if in_word:
+        words.append("".join(current))
+    return words
+
+
+def _runs_a_shell(argv: Sequence[str]) -> bool:
+    return len(argv) >= 3 and posixpath.basename(argv[0]) in SHELLS and argv[1] == "-c"
+
+
+def _executable(word: str, path: str, cwd: str) -> str | None:
+    if "/" in word:
+        candidate = word if word.startswith("/") else os.path.join(cwd, word)
+        return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
+    return shutil.which(word, path=path)
+
+
+def _script_interpreter(program: str, path: str) -> str | None:
+    """The python in a console script's #! line (or pip's /bin/sh launcher), else None."""
+    try:
+        with open(program, "rb") as script:
+            head = script.read(1024).decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    if not head or not head[0].startswith("#!"):
+        return None
+    interpreter, *flags = head[0][2:].split()
+    if posixpath.basename(interpreter) == "env" and flags:
+        interpreter, flags = flags[0], flags[1:]
+        found = shutil.which(interpreter, path=path)
+        interpreter = found or interpreter
+    elif posixpath.basename(interpreter) == "sh" and len(head) > 1:
+        trampoline = _PIP_TRAMPOLINE.match(head[1].strip())
+        if trampoline is None:
+            return None
+        interpreter, flags = trampoline.group(1), []
+    if flags or not _PYTHON.match(posixpath.basename(interpreter)):
+        return None  # `python -u` and friends: not how the zygote runs
+    return interpreter if os.path.isfile(interpreter) else None
+
+
+def _shown(words: Sequence[str]) -> str:
+    text = " ".join(words).replace(PORT_MARK, "$PORT")
+    return text if len(text) <= 80 else text[:77] + "..."

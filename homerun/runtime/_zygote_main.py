@@ -1,0 +1,561 @@
+"""The zygote of one revision: imports the app and its server once, then forks instances.
+
+The daemon runs this file with the revision's own interpreter, working directory and
+environment (less PORT: every instance has its own), through the start command's shell if it
+has one (so that what the shell and the interpreter add to the environment, PWD or LC_CTYPE,
+is seen here and passed on), as
+
+    PYTHON _zygote_main.py CONTROL_FD
+
+Only the standard library is used here: homerun is not installed in the revision's
+virtualenv, and this file must not shadow the app's modules (sys.path[0] is set to what the
+server's own script would have).
+
+Messages on CONTROL_FD, a SOCK_SEQPACKET socket, are one JSON object each:
+
+    daemon -> zygote  {"boot": {...}, "env": {...}}, first: the server ("gunicorn" | "uvicorn"),
+                      how the start command runs it (a console script, or `python -m MODULE`),
+                      its arguments, and the environment the zygote was given
+    zygote -> daemon  {"ready": PID}  or  {"unfit": REASON}, once, after the imports
+    daemon -> zygote  {"fork": ID, "argv": [...], "env": {...}, "cwd": DIR}
+                      with two descriptors (SCM_RIGHTS): the instance's stdout and stderr
+    zygote -> daemon  {"forked": ID, "pid": PID}  or  {"failed": ID, "error": TEXT}
+    zygote -> daemon  {"exited": PID, "status": N}  (N < 0: killed by signal -N)
+
+End of file on the socket (the daemon closed it, or died) or a SIGTERM (the daemon's death, by
+PR_SET_PDEATHSIG) makes the zygote SIGKILL its instances' process groups, reap them and exit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import importlib
+import json
+import os
+import runpy
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+# The zygote's name in ps -o comm, top and /proc/PID/comm (15 bytes at most); its instances
+# take the name a spawned one has (the console script's, say "gunicorn"). Its command line,
+# which instances inherit, cannot be changed without privileges.
+ZYGOTE_NAME = b"homerun-zygote"
+_MAX_MESSAGE = 1 << 20  # an instance's environment travels in one message
+
+
+class _Unfit(Exception):
+    """Why this revision's instances cannot be forked from a zygote."""
+
+
+def main(argv: list[str]) -> None:
+    started = time.monotonic()
+    # The daemon's death (even by SIGKILL) sends us SIGTERM; until the serve loop handles it,
+    # its default action ends the zygote, which has no instances yet.
+    _set_parent_death_signal(signal.SIGTERM)
+    control = socket.socket(fileno=int(argv[1]))
+    first = control.recv(_MAX_MESSAGE)
+    if not first:
+        return  # the daemon is gone already
+    boot: dict[str, Any] = json.loads(first)["boot"]
+    if os.getppid() != boot["daemon_pid"]:
+        return  # the daemon died before the parent-death signal was set
+    given: dict[str, str] = json.loads(first)["env"]
+    sys.path[0] = boot["path0"]
+    with open("/proc/self/comm", "rb") as comm:
+        boot["comm"] = comm.read().strip()  # what exec gave it: "python3.11", say
+    _set_name(ZYGOTE_NAME)
+    descriptors_before = _open_descriptors()
+    _warm("pkgutil")  # runpy imports it to start each instance's server
+
+    try:
+        app = _import_everything(boot)
+        _check_fork_safety(descriptors_before, control.fileno())
+    except _Unfit as unfit:
+        _send(control, {"unfit": str(unfit)})
+        return
+    # What the shell and the interpreter's startup (dash: PWD; Python's C-locale coercion:
+    # LC_CTYPE) and then the imports (Django's wsgi.py: DJANGO_SETTINGS_MODULE) changed in the
+    # environment the daemon gave: a spawned instance would have made the same changes.
+    boot["env_changes"] = {
+        name: value for name, value in os.environ.items() if given.get(name) != value
+    }
+    boot["env_removed"] = [name for name in given if name not in os.environ]
+    # Objects alive now are shared with every instance: keep the collector from walking (and
+    # so copying) their pages in each of them.
+    gc.collect()
+    gc.freeze()
+    import_ms = round((time.monotonic() - started) * 1000)
+    _send(control, {"ready": os.getpid(), "app": app, "import_ms": import_ms})
+    job = _serve(control, boot)  # returns only in a forked instance
+    _run_instance(job)
+
+
+# -- importing ------------------------------------------------------------------------
+
+
+class _PortReads:
+    """Records where the app reads $PORT while it is imported (os.environ lookups)."""
+
+    def __init__(self) -> None:
+        self.places: list[str] = []
+        self._original: Any = type(os.environ)
+
+    def __enter__(self) -> _PortReads:
+        original, places = self._original, self.places
+
+        class Watched(original):  # type: ignore[misc,valid-type]
+            def __getitem__(self, key: str) -> str:
+                if key == "PORT":
+                    places.append(_caller())
+                return str(original.__getitem__(self, key))
+
+        os.environ.__class__ = Watched
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.environ.__class__ = self._original
+
+
+# Where os.environ lookups go through on their way (_collections_abc calls itself this).
+_LOOKUP_MODULES = ("os", "_collections_abc", "collections.abc")
+
+
+def _caller() -> str:
+    """file:line of the code that looked the variable up, past os and collections.abc."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__") in _LOOKUP_MODULES:
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return "?"
+    filename = frame.f_code.co_filename
+    try:
+        filename = os.path.relpath(filename)
+    except ValueError:
+        pass
+    return f"{filename}:{frame.f_lineno}"
+
+
+def _import_everything(boot: dict[str, Any]) -> str:
+    """Import the server, what it loads at startup, and the app; the app's import string."""
+    sys.argv = [boot["program"] or boot["module"], *boot["args"]]
+    port_reads = _PortReads()
+    try:
+        if boot["server"] == "gunicorn":
+            app = _import_gunicorn(port_reads)
+        else:
+            app = _import_uvicorn(port_reads)
+    except (_Unfit, KeyboardInterrupt):
+        raise
+    except BaseException as error:  # SystemExit included: the app or its server gave up
+        raise _Unfit(f"importing the app failed ({_one_line(error)})") from None
+    if port_reads.places:
+        raise _Unfit(
+            f"the app reads $PORT while it is imported ({', '.join(port_reads.places[:3])}); "
+            "each instance has its own port, so each is started on its own"
+        )
+    return app
+
+
+def _import_gunicorn(port_reads: _PortReads) -> str:
+    # The revision's gunicorn, not one homerun may have: imported by name, untyped.
+    WSGIApplication = importlib.import_module("gunicorn.app.wsgiapp").WSGIApplication
+
+    # Reads the options as the `gunicorn` command does: argv, GUNICORN_CMD_ARGS, the config file.
+    try:
+        application = WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]")
+    except SystemExit:
+        raise _Unfit("gunicorn rejected its options (the instance's log shows why)") from None
+    config = application.cfg
+    if config.daemon:
+        raise _Unfit("gunicorn --daemon detaches from the instance")
+    if config.paste:
+        raise _Unfit("gunicorn --paste loads the app through PasteDeploy")
+    worker = str(config.worker_class_str)
+    if worker not in ("sync", "gthread") and not worker.startswith(_FORKABLE_WORKERS):
+        raise _Unfit(
+            f"gunicorn's worker class {worker} sets itself up (monkey-patching, its own loop) "
+            "when the worker starts, after the app would have been imported"
+        )
+    config.worker_class  # noqa: B018 - imports the worker's module (gthread with --threads)
+    for name in _GUNICORN_WARM:
+        _warm(name)
+    with port_reads:
+        application.wsgi()  # util.import_app: the module and its `app`
+    return str(application.app_uri)
+
+
+# Imported by gunicorn's master and worker on the way to the first response (seen with strace
+# on gunicorn 23 to 27): the master's modules, gthread's pool, and the Host header's codec.
+_GUNICORN_WARM = (
+    "gunicorn.arbiter",
+    "gunicorn.glogging",
+    "gunicorn.sock",
+    "gunicorn.http.wsgi",
+    "gunicorn.workers.workertmp",
+    "concurrent.futures.thread",
+    "encodings.idna",
+)
+
+# Workers that build nothing at import that a fork would break: gunicorn's sync and threads
+# workers ("sync", "gthread" or their class paths), and uvicorn's worker classes (their event
+# loop is made in the worker).
+_FORKABLE_WORKERS = (
+    "gunicorn.workers.sync.",
+    "gunicorn.workers.gthread.",
+    "uvicorn.workers.",
+    "uvicorn_worker.",
+)
+
+
+def _import_uvicorn(port_reads: _PortReads) -> str:
+    cli: Any = importlib.import_module("uvicorn.main")
+
+    # Parse the options with uvicorn's own command, stopping where it would start serving.
+    options: dict[str, Any] = {}
+    real_run = cli.run
+
+    def capture(app: Any, **kwargs: Any) -> None:
+        options.update(kwargs, app=app)
+
+    cli.run = capture
+    try:
+        cli.main.main(args=sys.argv[1:], prog_name="uvicorn", standalone_mode=False)
+    except (SystemExit, Exception) as error:  # click's usage errors, --version...
+        raise _Unfit(f"uvicorn rejected its options ({_one_line(error)})") from None
+    finally:
+        cli.run = real_run
+    if "app" not in options:
+        raise _Unfit("uvicorn did not get to loading an app (the instance's log shows why)")
+    if options.get("reload"):
+        raise _Unfit("uvicorn --reload runs the app in a watched subprocess of its own")
+    workers = options.get("workers") or int(os.environ.get("WEB_CONCURRENCY") or 1)
+    if workers > 1:
+        raise _Unfit(f"uvicorn --workers {workers} starts every worker as a fresh interpreter")
+    if options.get("app_dir") is not None:
+        sys.path.insert(0, options["app_dir"])
+    if options.get("env_file"):
+        # uvicorn loads it before importing the app; the app may read it at import.
+        importlib.import_module("dotenv").load_dotenv(dotenv_path=options["env_file"])
+    _warm_uvicorn(options)
+    importer = importlib.import_module("uvicorn.importer")
+    with port_reads:
+        importer.import_from_string(options["app"])  # a factory is called later, in each instance
+    return str(options["app"])
+
+
+def _warm_uvicorn(options: dict[str, Any]) -> None:
+    """Import what uvicorn's Config.load and Server import, as far as this version has them."""
+    try:
+        config = importlib.import_module("uvicorn.config")
+    except ImportError:
+        return
+    _warm("uvicorn.server")
+    for table, choice in (
+        ("HTTP_PROTOCOLS", options.get("http", "auto")),
+        ("WS_PROTOCOLS", options.get("ws", "auto")),
+        ("LIFESPAN", options.get("lifespan", "auto")),
+        ("LOOP_FACTORIES", options.get("loop", "auto")),
+        ("LOOP_SETUPS", options.get("loop", "auto")),
+    ):
+        target = getattr(config, table, {}).get(choice) if isinstance(choice, str) else None
+        if isinstance(target, str):
+            _warm(target.split(":")[0])
+    # The "auto" loop factory imports one of these when the server starts.
+    _warm("uvicorn.loops.asyncio")
+    if options.get("loop", "auto") in ("auto", "uvloop"):
+        _warm("uvloop")
+        _warm("uvicorn.loops.uvloop")
+    _warm("encodings.idna")
+
+
+def _warm(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception:  # optional pieces (uvloop, websockets): the instance decides
+        pass
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"it exited with {error.code!r}"
+    text = traceback.format_exception_only(type(error), error)[-1].strip()
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# -- fork safety ----------------------------------------------------------------------
+
+
+def _check_fork_safety(descriptors_before: set[int], control_fd: int) -> None:
+    """_Unfit for threads, or sockets, pipes, event fds or writable files the imports left."""
+    native_threads = len(os.listdir("/proc/self/task"))
+    if native_threads > 1 or threading.active_count() > 1:
+        names = [thread.name for thread in threading.enumerate()]
+        names.remove(threading.main_thread().name)
+        which = f" ({', '.join(names[:5])})" if names else ""
+        raise _Unfit(
+            f"the app starts threads while it is imported: {native_threads - 1} besides the "
+            f"main one{which}; a forked instance would not have them"
+        )
+    held = []
+    for fd in sorted(_open_descriptors() - descriptors_before - {control_fd}):
+        what = _unsafe_descriptor(fd)
+        if what:
+            held.append(what)
+    if held:
+        raise _Unfit(
+            f"the app keeps {', '.join(held[:5])} open after it is imported; forked instances "
+            "would share it"
+        )
+
+
+def _open_descriptors() -> set[int]:
+    listed = [int(name) for name in os.listdir("/proc/self/fd")]
+    return {fd for fd in listed if _is_open(fd)}  # less the one os.listdir used, now closed
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _unsafe_descriptor(fd: int) -> str | None:
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        with open(f"/proc/self/fdinfo/{fd}") as info:
+            fields = dict(line.split(":", 1) for line in info if ":" in line)
+    except OSError:
+        return None  # closed meanwhile (the descriptor os.listdir itself used)
+    if target.startswith(("socket:", "pipe:")):
+        return f"a {target.split(':')[0]}"
+    if target.startswith("anon_inode:"):
+        return target  # anon_inode:[eventpoll]: an event loop's selector, for one
+    flags = int(fields.get("flags", "0").strip(), 8)
+    if flags & os.O_ACCMODE != os.O_RDONLY:
+        return f"{target} open for writing"
+    return None
+
+
+# -- serving fork requests ------------------------------------------------------------
+
+
+class _Job:
+    """What a forked instance runs: the server's entry point with the instance's arguments."""
+
+    def __init__(self, argv: list[str], boot: dict[str, Any]) -> None:
+        self.argv = argv
+        self.program: str | None = boot["program"]
+        self.module: str | None = boot["module"]
+        self.server: str = boot["server"]
+
+
+def _serve(control: socket.socket, boot: dict[str, Any]) -> _Job:
+    instances: set[int] = set()
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    # Signals only note their number on the wake-up pipe; the loop below acts on them.
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, _note)
+    signal.signal(signal.SIGTERM, _note)
+    poller = select.poll()
+    poller.register(control, select.POLLIN)
+    poller.register(wake_read, select.POLLIN)
+    try:
+        while True:
+            stop = False
+            for fd, _ in poller.poll():
+                if fd == wake_read:
+                    stop = signal.SIGTERM in _drain(wake_read)
+                    _reap(instances, control)
+                elif fd == control.fileno():
+                    try:
+                        message, fds, _, _ = socket.recv_fds(control, _MAX_MESSAGE, 2)
+                    except ConnectionError:
+                        message, fds = b"", []
+                    if not message:
+                        stop = True
+                        continue
+                    request = json.loads(message)
+                    forked = _fork(request, fds, control, (wake_read, wake_write), boot)
+                    if isinstance(forked, dict):
+                        return _Job(forked["argv"], boot)  # in the instance
+                    if forked:
+                        instances.add(forked)
+            if stop:
+                break
+    except BaseException:
+        _kill_all(instances)
+        raise
+    _kill_all(instances)
+    sys.exit(0)
+
+
+def _note(signum: int, frame: object) -> None:
+    pass
+
+
+def _drain(fd: int) -> bytes:
+    received = b""
+    while True:
+        try:
+            chunk = os.read(fd, 512)
+        except BlockingIOError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+
+
+def _fork(
+    request: dict[str, Any],
+    fds: list[int],
+    control: socket.socket,
+    wake: tuple[int, int],
+    boot: dict[str, Any],
+) -> int | dict[str, Any] | None:
+    """Fork one instance; in the zygote its pid (or None), in the instance the request."""
+    if len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        _send(control, {"failed": request["fork"], "error": "stdout and stderr were not passed"})
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # else the instance would write the zygote's pending output again
+    try:
+        pid = os.fork()
+    except OSError as error:
+        for fd in fds:
+            os.close(fd)
+        _send(control, {"failed": request["fork"], "error": str(error)})
+        return None
+    if pid == 0:
+        try:
+            _become_instance(request, fds, control, wake, boot)
+            return request
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+    for fd in fds:
+        os.close(fd)
+    _send(control, {"forked": request["fork"], "pid": pid})
+    return pid
+
+
+def _become_instance(
+    request: dict[str, Any],
+    fds: list[int],
+    control: socket.socket,
+    wake: tuple[int, int],
+    boot: dict[str, Any],
+) -> None:
+    """In the new child: the same process state a spawned instance would start with."""
+    zygote = os.getppid()
+    os.setsid()  # its own session and process group, which the daemon signals as a whole
+    # As a spawned instance dies with the daemon, this one dies with the zygote (which kills
+    # the group when the daemon goes: this covers a zygote killed outright).
+    _set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != zygote:
+        os._exit(1)
+    # As exec'ing the console script names the process after it; `python -m` after python.
+    _set_name(os.path.basename(boot["program"]).encode() if boot["program"] else boot["comm"])
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    control.close()
+    for fd in wake:
+        os.close(fd)
+    stdout, stderr = fds
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(stdout, 1)
+    os.dup2(stderr, 2)
+    for fd in (null, stdout, stderr):
+        os.close(fd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ.update(boot["env_changes"])
+    for name in boot["env_removed"]:
+        os.environ.pop(name, None)
+    if "_" in boot["env_changes"] and boot["program"]:
+        os.environ["_"] = boot["program"]  # bash's: the command it exec'd, here the server
+    os.chdir(request["cwd"])
+
+
+def _reap(instances: set[int], control: socket.socket) -> None:
+    while instances:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        instances.discard(pid)
+        _send(control, {"exited": pid, "status": os.waitstatus_to_exitcode(status)})
+
+
+def _kill_all(instances: set[int]) -> None:
+    for pid in instances:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for pid in instances:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _send(control: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        control.send(json.dumps(message).encode())
+    except OSError:
+        pass  # the daemon is gone; end of file on the socket will stop the loop
+
+
+# -- the instance ---------------------------------------------------------------------
+
+
+def _run_instance(job: _Job) -> None:
+    """Run the start command's own entry point, as exec'ing it would have (never returns)."""
+    sys.argv = [job.program or job.module or job.server, *job.argv]
+    if job.server == "gunicorn":
+        _gunicorn_reads_port_again()
+    if job.module:
+        runpy.run_module(job.module, run_name="__main__", alter_sys=True)
+    else:
+        assert job.program is not None
+        runpy.run_path(job.program, run_name="__main__")
+    sys.exit(0)
+
+
+def _gunicorn_reads_port_again() -> None:
+    """gunicorn's default --bind comes from $PORT when gunicorn.config is imported, which was
+    in the zygote (without PORT): compute it again as that import would have now."""
+    bind = getattr(sys.modules.get("gunicorn.config"), "Bind", None)
+    if bind is not None and "PORT" in os.environ:
+        bind.default = [f"0.0.0.0:{os.environ['PORT']}"]
+
+
+def _set_parent_death_signal(signum: int) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+
+
+def _set_name(name: bytes) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

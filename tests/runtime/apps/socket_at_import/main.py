@@ -1,0 +1,14 @@
+"""Opens a socket while it is imported (a database connection, say): forks would share it."""
+
+import socket
+
+from flask import Flask
+
+connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+app = Flask(__name__)
+
+
+@app.route("/")
+def hello() -> str:
+    return "hello"

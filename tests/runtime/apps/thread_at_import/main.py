@@ -1,0 +1,15 @@
+"""Starts a thread while it is imported: a forked copy would not have it."""
+
+import threading
+import time
+
+from flask import Flask
+
+threading.Thread(target=time.sleep, args=(3600,), name="cache-warmer", daemon=True).start()
+
+app = Flask(__name__)
+
+
+@app.route("/")
+def hello() -> str:
+    return "hello"
