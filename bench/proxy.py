@@ -44,6 +44,7 @@ SEED_FOLDERS = [
 SERVICE = "helloworld"
 # The target with request logs, metrics and dashboard series off (`telemetry: false`).
 QUIET = "homerun, telemetry off"
+NGINX = "nginx"
 READY_SECONDS = 30.0
 DEPLOY_SECONDS = 900.0
 # The Python load generator stops at this many requests per second of duration even if the
@@ -65,6 +66,8 @@ class LoadResult:
     errors: int
     requests_per_second: float
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # CPU time of the proxy's own processes (not the app's) per request, when there is one.
+    proxy_cpu_ms_per_request: float | None = None
 
 
 # Processes ------------------------------------------------------------------------------------
@@ -172,8 +175,8 @@ def direct_server(folder: Path, log: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def homerun_service(
     folder: Path, log: Path, deploy_flags: list[str], config: dict[str, object] | None = None
-) -> Iterator[tuple[str, str]]:
-    """A fresh daemon with the seed folder deployed; yields (router URL, Host header)."""
+) -> Iterator[tuple[str, str, int]]:
+    """A fresh daemon with the seed folder deployed; yields (router URL, Host header, pid)."""
     home = Path(tempfile.mkdtemp(prefix="home-", dir=WORK))
     if config:
         (home / "config.yaml").write_text(
@@ -210,13 +213,19 @@ def homerun_service(
         )
         print(f"# deploying {folder} to homerun", flush=True)
         deployed = homerun(
-            "deploy", SERVICE, "--source", str(folder), *deploy_flags, timeout=DEPLOY_SECONDS
+            "deploy",
+            SERVICE,
+            "--source",
+            str(folder),
+            "--allow-unauthenticated",
+            *deploy_flags,
+            timeout=DEPLOY_SECONDS,
         )
         if deployed.returncode != 0:
             raise RuntimeError(f"homerun deploy failed:\n{deployed.stdout}\n{deployed.stderr}")
         url, host = f"http://127.0.0.1:{port}/", f"{SERVICE}.localhost:{port}"
         wait_for(lambda: answers(url, host), READY_SECONDS, "the deployed service")
-        yield url, host
+        yield url, host, daemon.pid
     finally:
         with contextlib.suppress(subprocess.TimeoutExpired):
             homerun("down", timeout=60)
@@ -224,6 +233,87 @@ def homerun_service(
             daemon.wait(timeout=30)
         stop_group(daemon, grace=5)
         shutil.rmtree(home, ignore_errors=True)
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def find_nginx(install: bool) -> str | None:
+    def installed() -> str | None:
+        # Debian puts it in /usr/sbin, which is not on every user's PATH.
+        return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+
+    if installed() or not install or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return installed()
+    print("# nginx not found: apt-get install -y nginx-light", flush=True)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "timeout": 300}
+    for package in ("nginx-light", "nginx"):
+        if subprocess.run(["apt-get", "install", "-y", package], **quiet).returncode == 0:
+            break
+        subprocess.run(["apt-get", "update"], **quiet)
+    return installed()
+
+
+@contextlib.contextmanager
+def nginx_proxy(nginx: str, upstream_url: str, log: Path) -> Iterator[tuple[str, int]]:
+    """nginx as the reference reverse proxy: one worker (as homerun has one router process),
+    keep-alive to the app, no buffering; yields (URL, master pid)."""
+    port = free_port()
+    upstream = int(upstream_url.rstrip("/").rsplit(":", 1)[1])
+    conf = WORK / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(work=WORK, upstream=upstream, port=port))
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [nginx, "-c", str(conf), "-p", str(WORK)],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for(lambda: process.poll() is None and answers(url), READY_SECONDS, "nginx")
+        yield url, process.pid
+    finally:
+        stop_group(process, grace=5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children that are alive (nginx's worker)."""
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(child) for child in children]
+    ticks = os.sysconf("SC_CLK_TCK")
+    for member in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 # Load -----------------------------------------------------------------------------------------
@@ -339,6 +429,7 @@ def measure(
     url: str,
     host: str | None,
     connections: int,
+    proxy_pid: int | None = None,
 ) -> LoadResult:
     print(
         f"# {target}, {connections} connections: warm-up {args.warmup:g}s, then {args.duration:g}s",
@@ -347,9 +438,17 @@ def measure(
     threads = min(args.threads, connections)
     if wrk:
         run_wrk(wrk, target, url, host, args.warmup, connections, threads)
-        return run_wrk(wrk, target, url, host, args.duration, connections, threads)
-    run_python_load(target, url, host, args.warmup, connections)
-    return run_python_load(target, url, host, args.duration, connections)
+    else:
+        run_python_load(target, url, host, args.warmup, connections)
+    cpu_before = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+    if wrk:
+        result = run_wrk(wrk, target, url, host, args.duration, connections, threads)
+    else:
+        result = run_python_load(target, url, host, args.duration, connections)
+    if proxy_pid and result.requests:
+        used = cpu_seconds(proxy_pid) - cpu_before
+        result.proxy_cpu_ms_per_request = 1000 * used / result.requests
+    return result
 
 
 # Report ---------------------------------------------------------------------------------------
@@ -362,6 +461,10 @@ def summarize(rounds: list[LoadResult]) -> dict[str, float]:
         "p50_ms": statistics.median(r.latency_ms["p50"] for r in rounds),
         "p99_ms": statistics.median(r.latency_ms["p99"] for r in rounds),
         "errors": sum(r.errors for r in rounds),
+        "cpu_ms": statistics.median(
+            r.proxy_cpu_ms_per_request if r.proxy_cpu_ms_per_request is not None else 0.0
+            for r in rounds
+        ),
     }
 
 
@@ -375,25 +478,35 @@ def table(
         f"Seed Flask app (gunicorn 1 worker, 8 threads): {args.rounds} x {args.duration:g} s "
         f"per target and load (medians), {tool}, {cores} cores shared by client, router and app.",
         "",
-        "| connections | target | requests/s | p50 ms | p99 ms | errors |",
-        "| ---: | --- | ---: | ---: | ---: | ---: |",
+        "| connections | target | requests/s | p50 ms | p99 ms | errors | proxy CPU ms/request |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for connections, summary in summaries.items():
         for target, figures in summary.items():
+            cpu = f"{figures['cpu_ms']:.3f}" if figures["cpu_ms"] else ""
             rows.append(
                 f"| {connections} | {target} | {figures['requests_per_second']:,.0f} | "
-                f"{figures['p50_ms']:.2f} | {figures['p99_ms']:.2f} | {figures['errors']:.0f} |"
+                f"{figures['p50_ms']:.2f} | {figures['p99_ms']:.2f} | {figures['errors']:.0f} | "
+                f"{cpu} |"
             )
         ratios = ratio(summary)
         rows.append(
             f"| {connections} | **homerun / direct** | {ratios['requests_per_second']:.2f} "
-            f"| {ratios['p50']:.2f} | {ratios['p99']:.2f} | |"
+            f"| {ratios['p50']:.2f} | {ratios['p99']:.2f} | | |"
         )
+        if NGINX in summary:
+            versus = ratio(summary, NGINX, "homerun")
+            nginx_cpu = summary[NGINX]["cpu_ms"]
+            cpu_ratio = summary["homerun"]["cpu_ms"] / nginx_cpu if nginx_cpu else 0.0
+            rows.append(
+                f"| {connections} | **homerun / nginx** | {versus['requests_per_second']:.2f} "
+                f"| {versus['p50']:.2f} | {versus['p99']:.2f} | | {cpu_ratio:.2f} |"
+            )
         if QUIET in summary:
             cost = ratio(summary, QUIET, "homerun")
             rows.append(
                 f"| {connections} | **telemetry on / off** | {cost['requests_per_second']:.2f} "
-                f"| {cost['p50']:.2f} | {cost['p99']:.2f} | |"
+                f"| {cost['p50']:.2f} | {cost['p99']:.2f} | | |"
             )
     return "\n".join(rows)
 
@@ -465,18 +578,25 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    targets = ["direct", "homerun"] + ([QUIET] if args.telemetry_off else [])
-    rounds: dict[int, dict[str, list[LoadResult]]] = {
-        connections: {target: [] for target in targets} for connections in loads
-    }
+    nginx = find_nginx(install=not args.no_install)
+    if nginx is None:
+        print("# nginx not found and not installed: no reference proxy in this run", flush=True)
+    # name -> (URL, Host header, pid of the proxy process whose CPU time is counted)
+    targets: dict[str, tuple[str, str | None, int | None]] = {}
     with contextlib.ExitStack() as servers:
         direct_url = servers.enter_context(direct_server(folder, WORK / "direct.log"))
-        homerun_url, host = servers.enter_context(
+        targets["direct"] = (direct_url, None, None)
+        if nginx is not None:
+            nginx_url, nginx_pid = servers.enter_context(
+                nginx_proxy(nginx, direct_url, WORK / "nginx.log")
+            )
+            targets[NGINX] = (nginx_url, None, nginx_pid)
+        targets["homerun"] = servers.enter_context(
             homerun_service(folder, WORK / "homerun.log", shlex.split(args.deploy_flags))
         )
         if args.telemetry_off:
             # The same platform with request records off: no request logs, metrics, charts.
-            quiet_url, quiet_host = servers.enter_context(
+            targets[QUIET] = servers.enter_context(
                 homerun_service(
                     folder,
                     WORK / "homerun-quiet.log",
@@ -484,20 +604,15 @@ def main(argv: list[str] | None = None) -> int:
                     config={"telemetry": False},
                 )
             )
-        # Both run the whole time, idle when not loaded; alternating rounds spread any drift of
-        # the machine (another tenant, thermal limits) over both targets alike.
+        rounds: dict[int, dict[str, list[LoadResult]]] = {
+            connections: {target: [] for target in targets} for connections in loads
+        }
+        # All run the whole time, idle when not loaded; alternating rounds spread any drift of
+        # the machine (another tenant, thermal limits) over every target alike.
         for _ in range(args.rounds):
             for connections, results in rounds.items():
-                results["direct"].append(
-                    measure(args, wrk, "direct", direct_url, None, connections)
-                )
-                results["homerun"].append(
-                    measure(args, wrk, "homerun", homerun_url, host, connections)
-                )
-                if args.telemetry_off:
-                    results[QUIET].append(
-                        measure(args, wrk, QUIET, quiet_url, quiet_host, connections)
-                    )
+                for name, (url, host, pid) in targets.items():
+                    results[name].append(measure(args, wrk, name, url, host, connections, pid))
 
     summaries = {
         connections: {target: summarize(runs) for target, runs in results.items()}
