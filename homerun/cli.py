@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import subprocess
@@ -16,9 +17,17 @@ from typing import Any
 
 import yaml
 
-from homerun.client import Client
+from homerun.access.iam import (
+    INVOKER_ROLE,
+    SERVICE_ACCOUNT_PREFIX,
+    check_ingress,
+    check_role,
+    parse_member,
+    user_member,
+)
+from homerun.client import Client, connect, remote_target
 from homerun.config import Paths, default_home, load_settings
-from homerun.errors import DaemonUnavailable, HomerunError
+from homerun.errors import DaemonUnavailable, HomerunError, NotFound
 from homerun.knative import parse_service
 from homerun.observe.logs import SEVERITIES
 from homerun.progress import Progress
@@ -87,11 +96,14 @@ def cmd_up(arguments: argparse.Namespace) -> int:
 
 def cmd_down(arguments: argparse.Namespace) -> int:
     paths = _paths()
-    client = Client(paths.admin_socket)
+    client = connect(paths.admin_socket)
     try:
         client.shutdown()
     except DaemonUnavailable:
-        print(f"homerun is not running (HOMERUN_HOME={paths.home})")
+        print(f"homerun is not running ({_where(paths)})")
+        return 0
+    if remote_target() is not None:
+        print(f"homerun is stopping ({_where(paths)})")
         return 0
     # The daemon drains and stops its instances (up to their stop grace) before it exits.
     deadline = time.monotonic() + 60
@@ -103,14 +115,14 @@ def cmd_down(arguments: argparse.Namespace) -> int:
 
 def cmd_status(arguments: argparse.Namespace) -> int:
     paths = _paths()
-    client = Client(paths.admin_socket)
+    client = connect(paths.admin_socket)
     try:
         status = client.status()
         services = client.services()
     except DaemonUnavailable:
-        print(f"homerun is not running (HOMERUN_HOME={paths.home})")
+        print(f"homerun is not running ({_where(paths)})")
         return 1
-    print(f"homerun is running (pid {status['pid']}), HOMERUN_HOME={paths.home}")
+    print(f"homerun is running (pid {status['pid']}), {_where(paths)}")
     print(f"  router:    {status['router']}")
     if status.get("dashboard"):
         print(f"  dashboard: {status['dashboard']}")
@@ -130,23 +142,61 @@ def cmd_deploy(arguments: argparse.Namespace) -> int:
             "--image needs a container engine, which this homerun does not use yet; "
             "deploy from source with --source DIR"
         )
-    source = Path(arguments.source or ".").expanduser().resolve()
+    source = _source_folder(arguments.source)
+    changes = _revision_changes(arguments, source=str(source))
+    tag = check_tag(arguments.tag, service, "--tag") if arguments.tag else None
+    ingress = check_ingress(arguments.ingress) if arguments.ingress else None
+    client = _client_starting_daemon()
+    allow_unauthenticated = arguments.allow_unauthenticated
+    if allow_unauthenticated is None and sys.stdin.isatty() and _is_new(client, service):
+        allow_unauthenticated = _ask_allow_unauthenticated(service)
+    request = DeployRequest(
+        service=service,
+        changes=changes,
+        allow_unauthenticated=allow_unauthenticated,
+        ingress=ingress,
+        no_traffic=arguments.no_traffic,
+        tag=tag,
+    )
+    _print_deployed(_follow(client.deploy(request.model_dump(mode="json"))))
+    return 0
+
+
+def _source_folder(given: str | None) -> Path:
+    if remote_target() is not None:
+        # The daemon builds from a folder of its own machine: the CLI cannot look at it.
+        source = Path(given or "")
+        if not source.is_absolute():
+            raise HomerunError(
+                "--source: with HOMERUN_URL, give the absolute path of the app's folder on "
+                "the daemon's machine (sources are not uploaded)"
+            )
+        return source
+    source = Path(given or ".").expanduser().resolve()
     if not source.exists():
         raise HomerunError(f"--source: {source} does not exist; give the folder of your app")
     if not source.is_dir():
         raise HomerunError(f"--source: {source} is not a folder; give the folder of your app")
     if not any(source.iterdir()):
         raise HomerunError(f"--source: {source} is empty; put your app (e.g. main.py) there")
-    request = DeployRequest(
-        service=service,
-        changes=_revision_changes(arguments, source=str(source)),
-        allow_unauthenticated=arguments.allow_unauthenticated,
-        no_traffic=arguments.no_traffic,
-        tag=check_tag(arguments.tag, service, "--tag") if arguments.tag else None,
-    )
-    client = _client_starting_daemon()
-    _print_deployed(_follow(client.deploy(request.model_dump(mode="json"))))
-    return 0
+    return source
+
+
+def _is_new(client: Client, service: str) -> bool:
+    try:
+        client.iam_policy(service)
+    except NotFound:
+        return True
+    return False
+
+
+def _ask_allow_unauthenticated(service: str) -> bool:
+    """gcloud's question for a new service when neither --[no-]allow-unauthenticated is given."""
+    try:
+        answer = input(f"Allow unauthenticated invocations to [{service}] (y/N)? ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def cmd_services_update(arguments: argparse.Namespace) -> int:
@@ -156,10 +206,15 @@ def cmd_services_update(arguments: argparse.Namespace) -> int:
     request = DeployRequest(
         service=service,
         changes=_revision_changes(arguments, source=None),
+        ingress=check_ingress(arguments.ingress) if arguments.ingress else None,
         no_traffic=arguments.no_traffic,
         tag=check_tag(arguments.tag, service, "--tag") if arguments.tag else None,
     )
     done = _follow(_client().deploy(request.model_dump(mode="json")))
+    if done.get("service_changes"):
+        print(f"Service [{service}] updated: {'; '.join(done['service_changes'])}.")
+        print(f"Service URL: {done['url']}")
+        return 0
     if done.get("unchanged"):
         print(
             f"No change: revision [{done['revision']}] of [{service}] already has this "
@@ -188,6 +243,44 @@ def _follow(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
     if done is None:
         raise HomerunError("the daemon ended the deploy without a result; see its log")
     return done
+
+
+def cmd_services_add_iam_policy_binding(arguments: argparse.Namespace) -> int:
+    service = validate_service_name(arguments.service)
+    member, role = parse_member(arguments.member), check_role(arguments.role)
+    policy = _client().add_iam_binding(service, member, role)
+    print(f"Updated IAM policy for service [{service}].")
+    _print_document(policy, "yaml")
+    return 0
+
+
+def cmd_services_remove_iam_policy_binding(arguments: argparse.Namespace) -> int:
+    service = validate_service_name(arguments.service)
+    member, role = parse_member(arguments.member), check_role(arguments.role)
+    policy = _client().remove_iam_binding(service, member, role)
+    print(f"Updated IAM policy for service [{service}].")
+    _print_document(policy, "yaml")
+    return 0
+
+
+def cmd_services_get_iam_policy(arguments: argparse.Namespace) -> int:
+    policy = _client().iam_policy(validate_service_name(arguments.service))
+    _print_document(policy, "json" if arguments.format == "json" else "yaml")
+    return 0
+
+
+def cmd_auth_print_identity_token(arguments: argparse.Namespace) -> int:
+    """The token alone on the last line, as gcloud prints it: `$(homerun auth ...)` works."""
+    if arguments.impersonate_service_account:
+        member = parse_member(
+            SERVICE_ACCOUNT_PREFIX + arguments.impersonate_service_account,
+            "--impersonate-service-account",
+        )
+    else:
+        member = user_member(arguments.account or getpass.getuser())
+    minted = _client().identity_token(member, arguments.audiences)
+    print(minted["token"])
+    return 0
 
 
 def _print_deployed(done: dict[str, Any]) -> None:
@@ -354,6 +447,10 @@ def cmd_services_describe(arguments: argparse.Namespace) -> int:
     print(f"Service {described['name']}")
     print(f"  URL:      {described['url']}")
     print(f"  Ready:    {'yes' if described['ready'] else 'no'}")
+    if "ingress" in described:
+        invokers = ", ".join(described["invokers"]) or "none bound (private)"
+        print(f"  Ingress:  {described['ingress']}")
+        print(f"  Invokers: {invokers}; and {described['owner']}, the platform's owner")
     print("  Traffic:")
     for target in described["traffic"] or [{"revision": "-", "percent": 0, "tag": None}]:
         tag = f" (tag {target['tag']}: {target['url']})" if target.get("tag") else ""
@@ -396,6 +493,11 @@ def cmd_services_describe(arguments: argparse.Namespace) -> int:
             print(
                 f"      entrypoint ({revision['entrypoint_origin']}): "
                 f"{' '.join(revision['entrypoint'])}"
+            )
+        if revision.get("start_mode"):
+            print(
+                f"      instances start by {revision['start_mode']['mode']}: "
+                f"{revision['start_mode']['reason']}"
             )
         for instance in revision["instances"]:
             print(
@@ -553,6 +655,11 @@ def cmd_revisions_describe(arguments: argparse.Namespace) -> int:
         print(
             f"  Entrypoint:   {' '.join(revision['entrypoint'])} "
             f"({revision['entrypoint_origin']})"
+        )
+    if revision.get("start_mode"):
+        print(
+            f"  Start mode:   {revision['start_mode']['mode']} "
+            f"({revision['start_mode']['reason']})"
         )
     print(
         f"  Concurrency:  {revision['concurrency']}, timeout {revision['timeout_seconds']}s"
@@ -712,7 +819,12 @@ def _paths() -> Paths:
 
 
 def _client() -> Client:
-    return Client(_paths().admin_socket)
+    return connect(_paths().admin_socket)
+
+
+def _where(paths: Paths) -> str:
+    remote = remote_target()
+    return f"HOMERUN_URL={remote[0]}" if remote else f"HOMERUN_HOME={paths.home}"
 
 
 def _running(paths: Paths) -> bool:
@@ -730,6 +842,8 @@ def _client_starting_daemon() -> Client:
     """The client of the running daemon; start one in the background when none runs."""
     home = default_home()
     paths = load_settings(home).paths(home)
+    if remote_target() is not None:
+        return connect(paths.admin_socket)  # a remote daemon is not started from here
     if _running(paths):
         return Client(paths.admin_socket)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -844,6 +958,10 @@ def _add_revision_flags(parser: argparse.ArgumentParser) -> None:
         help="the new revision gets no traffic: LATEST is pinned to the revision serving now",
     )
     parser.add_argument("--tag", help="a tag for the new revision: http://TAG---SERVICE...")
+    parser.add_argument(
+        "--ingress",
+        help="who may reach the service: all (default) or internal (homerun instances only)",
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -880,12 +998,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_const",
         const=True,
         default=None,
+        help="make the service public (allUsers gets roles/run.invoker)",
     )
     access.add_argument(
         "--no-allow-unauthenticated",
         dest="allow_unauthenticated",
         action="store_const",
         const=False,
+        help="make it private: callers need an ID token of an invoker (the default for a "
+        "new service unless you answer the question on a terminal)",
     )
     deploy.set_defaults(handler=cmd_deploy)
 
@@ -937,6 +1058,46 @@ def _parser() -> argparse.ArgumentParser:
     traffic.add_argument("--remove-tags", metavar="TAG,...")
     traffic.add_argument("--clear-tags", action="store_true")
     traffic.set_defaults(handler=cmd_services_update_traffic)
+
+    for change, handler in (
+        ("add", cmd_services_add_iam_policy_binding),
+        ("remove", cmd_services_remove_iam_policy_binding),
+    ):
+        binding = service_commands.add_parser(
+            f"{change}-iam-policy-binding", help=f"{change} an invoker of a service"
+        )
+        binding.add_argument("service", metavar="SERVICE")
+        binding.add_argument(
+            "--member",
+            required=True,
+            help="user:NAME, serviceAccount:SERVICE (its instances), allUsers or "
+            "allAuthenticatedUsers",
+        )
+        binding.add_argument("--role", required=True, help=INVOKER_ROLE)
+        binding.set_defaults(handler=handler)
+    get_policy = service_commands.add_parser("get-iam-policy", help="who may invoke a service")
+    get_policy.add_argument("service", metavar="SERVICE")
+    get_policy.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    get_policy.set_defaults(handler=cmd_services_get_iam_policy)
+
+    auth = commands.add_parser("auth", help="ID tokens for calling private services")
+    auth_commands = auth.add_subparsers(metavar="COMMAND", parser_class=_Parser)
+    identity = auth_commands.add_parser(
+        "print-identity-token", help="an ID token (1 h), alone on the last line"
+    )
+    identity.add_argument(
+        "--audiences",
+        metavar="URL",
+        help="the service URL it is for (default: every service of this homerun)",
+    )
+    who = identity.add_mutually_exclusive_group()
+    who.add_argument("--account", help="the user (default: your OS user name)")
+    who.add_argument(
+        "--impersonate-service-account",
+        metavar="SERVICE",
+        help="a token of the identity SERVICE's instances call with",
+    )
+    identity.set_defaults(handler=cmd_auth_print_identity_token)
 
     revisions = commands.add_parser("revisions", help="list, describe and delete revisions")
     revision_commands = revisions.add_subparsers(metavar="COMMAND", parser_class=_Parser)

@@ -1,8 +1,10 @@
-"""Talks to the daemon's admin API over its Unix socket."""
+"""Talks to the daemon's admin API: over its Unix socket, or over TCP with the admin token
+(HOMERUN_URL and HOMERUN_TOKEN)."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,13 +14,49 @@ import httpx
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
 
 
+def remote_target() -> tuple[str, str] | None:
+    """(HOMERUN_URL, HOMERUN_TOKEN) when the CLI should talk to a daemon's TCP admin listener."""
+    url = os.environ.get("HOMERUN_URL")
+    if not url:
+        return None
+    token = os.environ.get("HOMERUN_TOKEN", "")
+    if not token:
+        raise HomerunError(
+            "HOMERUN_URL is set but HOMERUN_TOKEN is not: set it to the content of "
+            "HOMERUN_HOME/admin-token on the daemon's machine"
+        )
+    return url.rstrip("/"), token.strip()
+
+
+def connect(socket_path: Path) -> Client:
+    """The daemon at HOMERUN_URL when set, else the one whose socket is `socket_path`."""
+    remote = remote_target()
+    if remote is not None:
+        return Client(url=remote[0], token=remote[1])
+    return Client(socket_path)
+
+
 class Client:
-    def __init__(self, socket_path: Path) -> None:
-        self._socket_path = socket_path
+    def __init__(
+        self, socket_path: Path | None = None, *, url: str | None = None, token: str = ""
+    ) -> None:
+        timeout = httpx.Timeout(30.0, read=None)
+        if url is not None:
+            self._where = url
+            self._http = httpx.Client(
+                base_url=url,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=timeout,
+                trust_env=False,
+            )
+            return
+        if socket_path is None:
+            raise ValueError("a Client needs a socket path or an URL")
+        self._where = str(socket_path)
         self._http = httpx.Client(
             transport=httpx.HTTPTransport(uds=str(socket_path)),
             base_url="http://homerun",
-            timeout=httpx.Timeout(30.0, read=None),
+            timeout=timeout,
         )
 
     def close(self) -> None:
@@ -85,6 +123,20 @@ class Client:
         params["limit"] = limit
         return self._call("GET", f"/v1/services/{service}/logs", params=params)
 
+    def iam_policy(self, service: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/services/{service}/iam")
+
+    def add_iam_binding(self, service: str, member: str, role: str) -> dict[str, Any]:
+        body = {"member": member, "role": role}
+        return self._call("POST", f"/v1/services/{service}/iam/add", json=body)
+
+    def remove_iam_binding(self, service: str, member: str, role: str) -> dict[str, Any]:
+        body = {"member": member, "role": role}
+        return self._call("POST", f"/v1/services/{service}/iam/remove", json=body)
+
+    def identity_token(self, member: str, audience: str | None) -> dict[str, Any]:
+        return self._call("POST", "/v1/tokens", json={"member": member, "audience": audience})
+
     def deploy(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The deploy's events as they happen; the last one is `done` or `error`."""
         return self._stream("POST", f"/v1/services/{request['service']}/deploy", json=request)
@@ -114,12 +166,17 @@ class Client:
         return response.json()
 
     def _unavailable(self, error: Exception) -> DaemonUnavailable:
-        return DaemonUnavailable(f"no homerun daemon answers at {self._socket_path} ({error})")
+        return DaemonUnavailable(f"no homerun daemon answers at {self._where} ({error})")
 
 
 def _raise_for(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
+    if response.status_code == 401:
+        raise HomerunError(
+            f"the daemon at {response.request.url.host} refused the admin token: set "
+            "HOMERUN_TOKEN to the content of HOMERUN_HOME/admin-token on its machine"
+        )
     try:
         message = response.json()["error"]
     except (ValueError, KeyError, TypeError):

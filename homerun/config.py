@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -62,6 +63,14 @@ class Paths:
     def secrets(self) -> Path:
         return self.home / "secrets"
 
+    @property
+    def signing_key(self) -> Path:
+        return self.home / "signing-key"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.home / "admin-token"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -82,6 +91,8 @@ class Settings:
     # The dashboard and /metrics; when the port is taken, an ephemeral one (status says which).
     dashboard_listen: str = "127.0.0.1"
     dashboard_port: int = 8081
+    # HOST:PORT of the TCP admin listener (needs the admin token); empty: the Unix socket only.
+    admin_listen: str = ""
     # Request records feed metrics and the dashboard; request_logs also writes them as logs.
     telemetry: bool = True
     request_logs: bool = True
@@ -90,6 +101,9 @@ class Settings:
     # Revisions that serve nothing are kept up to this many per service, newest first; older
     # ones are deleted with their artifacts (Knative keeps 20, Cloud Run up to 1000).
     revision_retention: int = 20
+    # Fork instances from a per-revision zygote that has imported the app (runtime/zygote.py);
+    # off: every instance is spawned (the reference the cold-start benchmark compares with).
+    zygote: bool = True
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -116,11 +130,13 @@ _KEYS = {
     "deploy-settle-seconds": "deploy_settle_seconds",
     "dashboard-listen": "dashboard_listen",
     "dashboard-port": "dashboard_port",
+    "admin-listen": "admin_listen",
     "telemetry": "telemetry",
     "request-logs": "request_logs",
     "log-max-bytes": "log_max_bytes",
     "venv-cache": "venv_cache",
     "revision-retention": "revision_retention",
+    "zygote": "zygote",
 }
 
 
@@ -151,5 +167,25 @@ def load_settings(home: Path, **overrides: Any) -> Settings:
             if not isinstance(value, expected) or bool_for_number:
                 raise InvalidSpec(f"{config_file}: {key}: expected {types[name]}, got {value!r}")
             known[name] = value
+        if known.get("admin_listen"):
+            split_address(known["admin_listen"], f"{config_file}: admin-listen")
         settings = replace(settings, extra=extra, **known)
     return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def split_address(text: str, where: str) -> tuple[str, int]:
+    """`127.0.0.1:9090` or `[::1]:9090` -> (host, port)."""
+    host, separator, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidSpec(f"{where}: {text!r} is not HOST:PORT (e.g. 127.0.0.1:9090)")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import getpass
 import hashlib
 import json
 import os
@@ -19,6 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from homerun.access import peers
+from homerun.access.guard import AccessPolicy, guard_for
+from homerun.access.iam import (
+    ALL_USERS,
+    INGRESS_INTERNAL,
+    check_ingress,
+    check_role,
+    instance_member,
+    parse_member,
+    policy_document,
+    user_member,
+)
+from homerun.access.tokens import TokenAuthority
 from homerun.build import Artifact
 from homerun.build.artifact import MANIFEST
 from homerun.config import Paths, Settings
@@ -34,7 +48,7 @@ from homerun.knative import (
 )
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.retention import doomed_revisions, unused_venvs
-from homerun.routing.proxy import Route, RouteError
+from homerun.routing.proxy import Address, Guard, Route, RouteError
 from homerun.routing.table import (
     TAG_SEPARATOR,
     RoutingTable,
@@ -48,7 +62,7 @@ from homerun.scaling.policy import policy_for
 from homerun.scaling.supervisor import RevisionUnit, StartFailed, Supervisor
 from homerun.secret_store import SecretStore
 from homerun.spec import LATEST_VERSION, DeployRequest, RevisionSpec, validate_service_name
-from homerun.store import FAILED, READY, RevisionRecord, Store
+from homerun.store import FAILED, READY, RevisionRecord, ServiceRecord, Store
 from homerun.traffic import (
     DEFAULT_TRAFFIC,
     ResolvedTarget,
@@ -106,6 +120,7 @@ class ControlPlane:
         clock: Callable[[], float],
         secrets: SecretStore | None = None,
         rng: random.Random | None = None,
+        signing_key: bytes | None = None,
     ) -> None:
         self._settings = settings
         self._paths = paths
@@ -126,6 +141,20 @@ class ControlPlane:
         self._deploy_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.dashboard_url: str | None = None  # set by the daemon once it listens
+        # Instances ask it for ID tokens (HOMERUN_METADATA_URL); set by the daemon.
+        self.metadata_address: Address | None = None
+        # ID tokens: issued by this platform (its URL), which is also the audience of tokens
+        # good for any of its services (`homerun auth print-identity-token` without
+        # --audiences). Without a key of its own (tests), a random one.
+        self.authority = TokenAuthority(
+            signing_key or os.urandom(32), self.url(None)
+        )
+        self._guards: dict[str, Guard | None] = {}  # per service; None: public, ingress all
+        # The OS user running the daemon owns the platform and may invoke every service, as a
+        # project's owner may on Cloud Run: `curl -H "Authorization: Bearer $(homerun auth
+        # print-identity-token)"` works on a private service without a binding.
+        self.owner = user_member(getpass.getuser())
+        self._identities: dict[str, str] = {}  # revision -> the member its instances are
 
     # -- the data plane's question ------------------------------------------------------
 
@@ -191,6 +220,8 @@ class ControlPlane:
             service = validate_service_name(request.service)
             if request.tag is not None:
                 check_tag(request.tag, service, "--tag")
+            if request.ingress is not None:
+                check_ingress(request.ingress)
             lock = self._deploy_locks.setdefault(service, asyncio.Lock())
             async with lock:
                 await self._deploy_locked(service, request, emit)
@@ -225,7 +256,8 @@ class ControlPlane:
         else:
             assert base is not None
             if spec.configuration() == base.spec.configuration():
-                self._unchanged(service, base, request.tag, emit)
+                changed = self._set_access(service, request)
+                self._unchanged(service, base, request.tag, emit, changed)
                 return
             if spec.entrypoint_inputs() != base.spec.entrypoint_inputs():
                 plan = _Build(
@@ -253,10 +285,16 @@ class ControlPlane:
             emit,
             traffic_after=traffic_after,
             allow_unauthenticated=request.allow_unauthenticated,
+            ingress=request.ingress,
         )
 
     def _unchanged(
-        self, service: str, base: RevisionRecord, tag: str | None, emit: Callable[[Event], None]
+        self,
+        service: str,
+        base: RevisionRecord,
+        tag: str | None,
+        emit: Callable[[Event], None],
+        service_changes: list[str] | None = None,
     ) -> None:
         """`services update` that changes nothing makes no revision (Knative compares
         templates); a --tag alone tags the current revision."""
@@ -269,7 +307,11 @@ class ControlPlane:
             )
             self._traffic_changed(service)
         emit({"event": "phase", "message": f"No change: {base.name} already runs this template"})
-        emit(self._done_event(service, base.name, unchanged=True))
+        emit(
+            self._done_event(
+                service, base.name, unchanged=True, service_changes=service_changes or []
+            )
+        )
 
     async def _roll_out(
         self,
@@ -280,6 +322,7 @@ class ControlPlane:
         *,
         traffic_after: Callable[[tuple[TrafficEntry, ...], str], tuple[TrafficEntry, ...]],
         allow_unauthenticated: bool | None = None,
+        ingress: str | None = None,
         name: str | None = None,
         on_ready: Callable[[], None] | None = None,
     ) -> RevisionRecord:
@@ -298,10 +341,12 @@ class ControlPlane:
         try:
             stored_artifact = await self._artifact_for(name, dest, spec, plan, emit, output)
             revision = self._store.create_revision(
-                service, name, seq, spec, stored_artifact, allow_unauthenticated
+                service, name, seq, spec, stored_artifact, allow_unauthenticated, ingress
             )
         finally:
             self._builds -= 1
+        # Access is the service's, not the revision's: revisions serving now get it at once.
+        self._refresh_access()
         argv = " ".join(stored_artifact.get("argv", []))
         origin = stored_artifact.get("entrypoint_origin")
         self._logs.emit(
@@ -546,10 +591,12 @@ class ControlPlane:
 
     # -- queries and other commands ---------------------------------------------------------
 
-    def url(self, service: str) -> str:
+    def url(self, service: str | None) -> str:
+        """A service's URL; None: the platform's own (the issuer of its ID tokens)."""
         port = self._settings.port
         suffix = "" if port == 80 else f":{port}"
-        return f"http://{service}.{self._settings.domain}{suffix}"
+        host = self._settings.domain if service is None else f"{service}.{self._settings.domain}"
+        return f"http://{host}{suffix}"
 
     def list_services(self) -> list[dict[str, Any]]:
         return [self._service_summary(record.name) for record in self._store.services()]
@@ -690,6 +737,106 @@ class ControlPlane:
             digest = artifact_digest(root, artifact)
             self._store.set_artifact(revision.name, dict(artifact, digest=digest))
         return str(digest)
+
+    # -- access -------------------------------------------------------------------------
+
+    def iam_policy(self, service: str) -> dict[str, Any]:
+        self._store.service(service)  # NotFound for an unknown service
+        return policy_document(self._store.members(service))
+
+    def add_iam_binding(self, service: str, member: str, role: str) -> dict[str, Any]:
+        """`services add-iam-policy-binding`: takes effect on the next request."""
+        self._store.service(service)
+        member, role = parse_member(member), check_role(role)
+        if self._store.add_member(service, role, member):
+            self._refresh_access()
+            self._logs.emit(platform_entry(service, f"IAM: {member} granted {role}"))
+        return self.iam_policy(service)
+
+    def remove_iam_binding(self, service: str, member: str, role: str) -> dict[str, Any]:
+        self._store.service(service)
+        member, role = parse_member(member), check_role(role)
+        if not self._store.remove_member(service, role, member):
+            raise InvalidSpec(
+                f"{member} does not hold {role} on {service}; "
+                f"`homerun services get-iam-policy {service}` shows who does"
+            )
+        self._refresh_access()
+        self._logs.emit(platform_entry(service, f"IAM: {member} no longer holds {role}"))
+        return self.iam_policy(service)
+
+    def mint_identity_token(self, member: str, audience: str | None) -> dict[str, Any]:
+        """An ID token for `member`; without an audience, one good for every service here."""
+        member = parse_member(member, "member")
+        if member.startswith("all"):
+            raise InvalidSpec(f"member: a token is for one user or service account, not {member}")
+        audience = audience or self.authority.issuer
+        if len(audience) > 2048 or not audience.strip():
+            raise InvalidSpec("audience: give a service URL (at most 2048 characters)")
+        token = self.authority.mint(member, audience)
+        return {"token": token, "member": member, "audience": audience}
+
+    def instance_members(self) -> dict[int, str]:
+        """pid -> member of every running instance (the identity it calls other services as)."""
+        members = {}
+        for unit in self.units.values():
+            member = self._identities.get(unit.name) or instance_member(unit.service, None)
+            for instance in unit.instances:
+                members[instance.process.pid] = member
+        return members
+
+    def identify_caller(self, peer: Address, server: Address) -> str | None:
+        """The member of the instance that opened a loopback connection, or None (/proc)."""
+        return peers.connection_owner(peer, server, self.instance_members())
+
+    def _set_access(self, service: str, request: DeployRequest) -> list[str]:
+        """The service-level flags of a deploy that makes no revision; what they changed."""
+        if request.allow_unauthenticated is None and request.ingress is None:
+            return []
+        before = self._store.service(service)
+        self._store.set_access(service, request.allow_unauthenticated, request.ingress)
+        after = self._store.service(service)
+        changes = []
+        if after.allow_unauthenticated != before.allow_unauthenticated:
+            public = "allowed" if after.allow_unauthenticated else "no longer allowed"
+            changes.append(f"unauthenticated invocations {public}")
+        if after.ingress != before.ingress:
+            changes.append(f"ingress set to {after.ingress}")
+        self._refresh_access()
+        return changes
+
+    def _guard(self, service: str) -> Guard | None:
+        if service not in self._guards:
+            self._guards[service] = self._make_guard(service)
+        return self._guards[service]
+
+    def _make_guard(self, service: str) -> Guard | None:
+        if not self._store.has_service(service):
+            return guard_for(self._policy(service, None), self.authority)  # private until made
+        return guard_for(self._policy(service, self._store.service(service)), self.authority)
+
+    def _policy(self, service: str, record: ServiceRecord | None) -> AccessPolicy:
+        invokers = self._store.members(service) if record is not None else frozenset()
+        urls = {self.url(service)}
+        if record is not None:
+            urls |= {self.tag_url(service, entry.tag) for entry in record.traffic if entry.tag}
+        audiences = {self.authority.issuer} | urls | {f"{url}/" for url in urls}
+        return AccessPolicy(
+            service=service,
+            public=ALL_USERS in invokers,
+            internal=record is not None and record.ingress == INGRESS_INTERNAL,
+            invokers=invokers | {self.owner},
+            audiences=frozenset(audiences),
+        )
+
+    def _refresh_access(self) -> None:
+        """Rebuild every service's guard and hand it to its routes (after an IAM, ingress or
+        tag change); requests already admitted are not checked again."""
+        self._guards.clear()
+        for name, route in list(self._routes.items()):
+            guard = self._guard(route.service)
+            if route.guard is not guard:
+                self._routes[name] = route._replace(guard=guard)
 
     # -- revisions ----------------------------------------------------------------------
 
@@ -895,6 +1042,18 @@ class ControlPlane:
                 for entry in folder.iterdir():
                     if entry.name.startswith(_TRASH_PREFIX):
                         self._background(asyncio.to_thread(shutil.rmtree, entry, True))
+        # A daemon killed during a build leaves the artifact folder of a revision that was
+        # never recorded (the record is written once the build is done): it goes too.
+        if self._paths.revisions.is_dir() and not self._builds:
+            for entry in self._paths.revisions.iterdir():
+                if entry.name.startswith(_TRASH_PREFIX) or self._store.has_revision(entry.name):
+                    continue
+                self._discard(entry)
+                self._logs.emit(
+                    platform_entry(
+                        "homerun", f"Removed {entry}: a build the daemon did not finish"
+                    )
+                )
 
     # -- internals ---------------------------------------------------------------------
 
@@ -915,6 +1074,14 @@ class ControlPlane:
             K_REVISION=revision.name,
             K_CONFIGURATION=revision.service,
         )
+        if self.metadata_address is not None:
+            # Where an instance gets ID tokens for its own identity, as from Cloud Run's
+            # metadata server; GCE_METADATA_HOST is the variable google-auth reads for it.
+            host, port = self.metadata_address
+            env.update(
+                HOMERUN_METADATA_URL=f"http://{host}:{port}/computeMetadata/v1",
+                GCE_METADATA_HOST=f"{host}:{port}",
+            )
         holder: list[RevisionUnit] = []
         throttler = Throttler(revision.name, lambda: self._poke(holder[0]), self._clock)
         unit = RevisionUnit(
@@ -935,8 +1102,15 @@ class ControlPlane:
         )
         holder.append(unit)
         self.units[revision.name] = unit
+        self._identities[revision.name] = instance_member(
+            revision.service, revision.spec.service_account
+        )
         self._routes[revision.name] = Route(
-            revision.service, revision.name, throttler, revision.spec.timeout_seconds
+            revision.service,
+            revision.name,
+            throttler,
+            revision.spec.timeout_seconds,
+            self._guard(revision.service),
         )
         return unit
 
@@ -969,6 +1143,7 @@ class ControlPlane:
             unit.retired = True
             self._routes.pop(name, None)
             self._background(self._retire(unit))
+        self._refresh_access()
 
     def _unroutable(self, revision: RevisionRecord, reason: str) -> None:
         if revision.name in self._unroutable_logged:
@@ -1032,6 +1207,9 @@ class ControlPlane:
             # The traffic block as set, LATEST unresolved (`traffic` is what routes now).
             "traffic_spec": [entry.to_json() for entry in record.traffic],
             "allow_unauthenticated": record.allow_unauthenticated,
+            "ingress": record.ingress,
+            "invokers": sorted(self._store.members(service)),
+            "owner": self.owner,
             "created_at": record.created_at,
             "generation": record.generation,
         }
@@ -1078,6 +1256,11 @@ class ControlPlane:
             ],
             "instances": instances,
             "in_flight": unit.throttler.in_flight if unit else 0,
+            "start_mode": (
+                dict(zip(("mode", "reason"), self._supervisor.start_mode(unit), strict=True))
+                if unit
+                else None
+            ),
             "queue_length": unit.throttler.queue_length if unit else 0,
         }
         if unit is not None:

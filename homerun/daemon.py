@@ -18,9 +18,12 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from homerun import build
+from homerun.access import keys
+from homerun.access.metadata import create_metadata_app
 from homerun.admin.api import create_app
+from homerun.admin.bearer import RequireToken
 from homerun.admin.dashboard import create_dashboard_app
-from homerun.config import Paths, Settings
+from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.control import ControlPlane
 from homerun.errors import HomerunError
 from homerun.observe.logs import LogStore
@@ -30,6 +33,7 @@ from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
 from homerun.routing.proxy import Router
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
+from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
 from homerun.scaling.supervisor import InstanceRegistry, Supervisor
 from homerun.store import Store
@@ -59,10 +63,12 @@ class Daemon:
 
     async def serve(self) -> None:
         self._take_lock()
+        signing_key = keys.signing_key(self.paths.signing_key)
+        admin_token = keys.admin_token(self.paths.admin_token)
         store = Store(self.paths.database)
         _kill_leftovers(store)
         logs = LogStore(self.paths.logs, max_bytes=self.settings.log_max_bytes)
-        runtime = ProcessRuntime()
+        runtime = ZygoteRuntime() if self.settings.zygote else ProcessRuntime()
         runtime.open()
         supervisor = Supervisor(
             runtime,
@@ -94,6 +100,7 @@ class Daemon:
             build=build.build,
             poke=scaler.poke,
             clock=clock,
+            signing_key=signing_key,
         )
         processes = ProcessSampler()
         units = lambda: control.units.values()  # noqa: E731 - read when called
@@ -112,6 +119,8 @@ class Daemon:
             header_timeout=self.settings.header_timeout_seconds,
             keepalive_timeout=self.settings.keepalive_timeout_seconds,
             on_request=telemetry.records.append if self.settings.telemetry else None,
+            identify_caller=control.identify_caller,
+            forwarded_authorization=control.authority.forwarded_authorization,
         )
         try:
             await router.start(self.settings.listen, self.settings.port)
@@ -126,6 +135,8 @@ class Daemon:
             create_dashboard_app(
                 lambda window: overview(control, telemetry, logs, processes, window),
                 metrics.exposition,
+                # Beyond loopback, anyone who reaches the port would see every service.
+                token=None if is_loopback(self.settings.dashboard_listen) else admin_token,
             )
         )
         host, port = dashboard_socket.getsockname()[:2]
@@ -141,6 +152,31 @@ class Daemon:
         )
         admin_socket = _unix_socket(self.paths.admin_socket)
         admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_socket]))
+        servers, server_tasks = [admin, dashboard], [admin_task, dashboard_task]
+        metadata, metadata_socket = _server(
+            create_metadata_app(
+                control.instance_members,
+                control.authority.mint,
+                control.authority.issuer,
+            ),
+            socket.create_server(("127.0.0.1", 0)),
+        )
+        host, port = metadata_socket.getsockname()[:2]
+        control.metadata_address = (host, port)
+        servers.append(metadata)
+        server_tasks.append(asyncio.ensure_future(metadata.serve(sockets=[metadata_socket])))
+        admin_url = ""
+        if self.settings.admin_listen:
+            remote_admin, remote_socket = _server(
+                RequireToken(create_app(control, self.request_stop), admin_token),
+                self._admin_tcp_socket(),
+            )
+            host, port = remote_socket.getsockname()[:2]
+            admin_url = f", admin API also on http://{host}:{port} (needs {self.paths.admin_token})"
+            servers.append(remote_admin)
+            server_tasks.append(
+                asyncio.ensure_future(remote_admin.serve(sockets=[remote_socket]))
+            )
         flusher = asyncio.ensure_future(_flush_logs(logs))
         sampler = asyncio.ensure_future(_sample(telemetry))
         scaling = asyncio.ensure_future(scaler.run())
@@ -151,22 +187,22 @@ class Daemon:
             await control.restore()
             print(
                 f"homerun is up: router on http://{self.settings.listen}:{self.settings.port}, "
-                f"dashboard on {control.dashboard_url}, admin API on {self.paths.admin_socket}, "
-                f"state in {self.home}",
+                f"dashboard on {control.dashboard_url}, admin API on {self.paths.admin_socket}"
+                f"{admin_url}, state in {self.home}",
                 flush=True,
             )
             await self._stop.wait()
         finally:
             print("homerun is stopping: draining instances", flush=True)
-            admin.should_exit = True
-            dashboard.should_exit = True
+            for server in servers:
+                server.should_exit = True
             scaling.cancel()
             sampler.cancel()
             await router.close()
             await control.close()
             await supervisor.close()
             runtime.close()
-            await asyncio.gather(admin_task, dashboard_task, return_exceptions=True)
+            await asyncio.gather(*server_tasks, return_exceptions=True)
             flusher.cancel()
             logs.flush()
             store.close()
@@ -193,6 +229,16 @@ class Daemon:
         )
         return server, sock
 
+    def _admin_tcp_socket(self) -> socket.socket:
+        host, port = split_address(self.settings.admin_listen, "admin-listen")
+        try:
+            return socket.create_server((host, port))
+        except OSError as error:
+            raise HomerunError(
+                f"cannot listen on admin-listen {self.settings.admin_listen}: "
+                f"{error.strerror}; change admin-listen in {self.paths.config_file}"
+            ) from None
+
     def _take_lock(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.paths.revisions.mkdir(exist_ok=True)
@@ -208,6 +254,14 @@ class Daemon:
                 + "; stop it with `homerun down` or use another HOMERUN_HOME"
             ) from None
         self._lock_file = lock_file
+
+
+def _server(app: ASGIApp, sock: socket.socket) -> tuple[_EmbeddedServer, socket.socket]:
+    sock.setblocking(False)
+    server = _EmbeddedServer(
+        uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    )
+    return server, sock
 
 
 def run(home: Path, settings: Settings) -> None:

@@ -410,7 +410,7 @@ _REFUSED_CONTAINER_FIELDS = {
 def parse_service(document: Any, *, where: str = "the document") -> ServiceManifest:
     """A Knative Service document -> what homerun applies; InvalidSpec lists every problem."""
     problems = _Problems()
-    root = _mapping(document, "", problems)
+    root = _mapping(document, "", problems, required=True)  # `null` is no Service either
     if root is None:
         problems.raise_if_any(where)
         raise AssertionError("unreachable")

@@ -264,7 +264,8 @@ class DeployRequest(BaseModel):
 
     service: str
     changes: RevisionChanges
-    allow_unauthenticated: bool | None = None
+    allow_unauthenticated: bool | None = None  # None: as it is (a new service: private)
+    ingress: str | None = None  # all | internal; None: as it is (a new service: all)
     no_traffic: bool = False  # pin LATEST to the revision serving now (gcloud's --no-traffic)
     tag: str | None = None  # the new revision's tag: TAG---SERVICE.DOMAIN
 

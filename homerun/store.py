@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from homerun.access.iam import ALL_USERS, INVOKER_ROLE
 from homerun.errors import NotFound
 from homerun.spec import RevisionSpec
 from homerun.traffic import TrafficEntry
@@ -49,7 +50,27 @@ _MIGRATIONS = [
     ALTER TABLE services ADD COLUMN annotations TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE services ADD COLUMN generation INTEGER NOT NULL DEFAULT 1
     """,
+    # Access control: invoker bindings and ingress. The allow_unauthenticated column stops
+    # being read: a service that was public keeps its allUsers binding, and one deployed before
+    # access control existed (NULL) was public in fact, so it stays public.
+    """
+    CREATE TABLE iam_bindings (
+        service TEXT NOT NULL REFERENCES services(name) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        member TEXT NOT NULL,
+        PRIMARY KEY (service, role, member)
+    );
+    ALTER TABLE services ADD COLUMN ingress TEXT NOT NULL DEFAULT 'all';
+    INSERT INTO iam_bindings (service, role, member)
+        SELECT name, 'roles/run.invoker', 'allUsers' FROM services
+        WHERE allow_unauthenticated IS NULL OR allow_unauthenticated = 1
+    """,
 ]
+# A service row with whether allUsers may invoke it.
+_SERVICE_ROWS = (
+    "SELECT services.*, EXISTS (SELECT 1 FROM iam_bindings WHERE service = services.name "
+    f"AND role = '{INVOKER_ROLE}' AND member = '{ALL_USERS}') AS public FROM services"
+)
 
 # Revision lifecycle: building -> starting -> ready | failed
 BUILDING, STARTING, READY, FAILED = "building", "starting", "ready", "failed"
@@ -59,11 +80,12 @@ BUILDING, STARTING, READY, FAILED = "building", "starting", "ready", "failed"
 class ServiceRecord:
     name: str
     created_at: float
-    allow_unauthenticated: bool | None
+    allow_unauthenticated: bool  # allUsers holds roles/run.invoker
     traffic: tuple[TrafficEntry, ...]
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     generation: int = 1
+    ingress: str = "all"
 
 
 @dataclass(frozen=True)
@@ -108,11 +130,11 @@ class Store:
     # -- services ---------------------------------------------------------------------
 
     def services(self) -> list[ServiceRecord]:
-        rows = self._db.execute("SELECT * FROM services ORDER BY name").fetchall()
+        rows = self._db.execute(f"{_SERVICE_ROWS} ORDER BY name").fetchall()
         return [_service(row) for row in rows]
 
     def service(self, name: str) -> ServiceRecord:
-        row = self._db.execute("SELECT * FROM services WHERE name = ?", (name,)).fetchone()
+        row = self._db.execute(f"{_SERVICE_ROWS} WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"service {name!r} not found; `homerun services list` shows them")
         return _service(row)
@@ -135,26 +157,23 @@ class Store:
         spec: RevisionSpec,
         artifact: dict[str, Any],
         allow_unauthenticated: bool | None,
+        ingress: str | None = None,
     ) -> RevisionRecord:
-        """Create the service if it is new, and the revision in state starting."""
+        """Create the service if it is new (private unless told otherwise), and the revision
+        in state starting; `allow_unauthenticated` and `ingress`, when given, are applied in
+        the same transaction."""
         now = time.time()
         with self._transaction():
             if not self.has_service(service):
                 self._db.execute(
-                    "INSERT INTO services (name, created_at, allow_unauthenticated) "
-                    "VALUES (?, ?, ?)",
-                    (service, now, allow_unauthenticated),
+                    "INSERT INTO services (name, created_at) VALUES (?, ?)", (service, now)
                 )
             else:
                 # A new revision is a new template: the service's next generation.
                 self._db.execute(
                     "UPDATE services SET generation = generation + 1 WHERE name = ?", (service,)
                 )
-                if allow_unauthenticated is not None:
-                    self._db.execute(
-                        "UPDATE services SET allow_unauthenticated = ? WHERE name = ?",
-                        (allow_unauthenticated, service),
-                    )
+            self._set_access(service, allow_unauthenticated, ingress)
             self._db.execute("UPDATE services SET next_seq = ? WHERE name = ?", (seq + 1, service))
             self._db.execute(
                 "INSERT INTO revisions (name, service, seq, spec, status, created_at, artifact) "
@@ -183,6 +202,53 @@ class Store:
                 "(labels != ? OR annotations != ?), labels = ?, annotations = ? WHERE name = ?",
                 (labels_json, annotations_json, labels_json, annotations_json, service),
             )
+
+    def set_access(
+        self, service: str, allow_unauthenticated: bool | None, ingress: str | None
+    ) -> None:
+        """`deploy --[no-]allow-unauthenticated` and `--ingress` on an existing service."""
+        with self._transaction():
+            self._set_access(service, allow_unauthenticated, ingress)
+
+    def _set_access(
+        self, service: str, allow_unauthenticated: bool | None, ingress: str | None
+    ) -> None:
+        if allow_unauthenticated is True:
+            self._add_member(service, INVOKER_ROLE, ALL_USERS)
+        elif allow_unauthenticated is False:
+            self._db.execute(
+                "DELETE FROM iam_bindings WHERE service = ? AND role = ? AND member = ?",
+                (service, INVOKER_ROLE, ALL_USERS),
+            )
+        if ingress is not None:
+            self._db.execute("UPDATE services SET ingress = ? WHERE name = ?", (ingress, service))
+
+    def members(self, service: str, role: str = INVOKER_ROLE) -> frozenset[str]:
+        rows = self._db.execute(
+            "SELECT member FROM iam_bindings WHERE service = ? AND role = ?", (service, role)
+        ).fetchall()
+        return frozenset(row[0] for row in rows)
+
+    def add_member(self, service: str, role: str, member: str) -> bool:
+        """Grant `role` to `member`; False when it held it already."""
+        with self._transaction():
+            return self._add_member(service, role, member)
+
+    def _add_member(self, service: str, role: str, member: str) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO iam_bindings (service, role, member) VALUES (?, ?, ?)",
+            (service, role, member),
+        )
+        return cursor.rowcount > 0
+
+    def remove_member(self, service: str, role: str, member: str) -> bool:
+        """Revoke `role` from `member`; False when it did not hold it."""
+        with self._transaction():
+            cursor = self._db.execute(
+                "DELETE FROM iam_bindings WHERE service = ? AND role = ? AND member = ?",
+                (service, role, member),
+            )
+            return cursor.rowcount > 0
 
     def delete_service(self, name: str) -> list[RevisionRecord]:
         revisions = self.revisions(name)
@@ -296,15 +362,15 @@ class _Tx:
 
 
 def _service(row: sqlite3.Row) -> ServiceRecord:
-    allow = row["allow_unauthenticated"]
     return ServiceRecord(
         name=row["name"],
         created_at=row["created_at"],
-        allow_unauthenticated=None if allow is None else bool(allow),
+        allow_unauthenticated=bool(row["public"]),
         traffic=tuple(TrafficEntry(**entry) for entry in json.loads(row["traffic"])),
         labels=json.loads(row["labels"]),
         annotations=json.loads(row["annotations"]),
         generation=row["generation"],
+        ingress=row["ingress"],
     )
 
 

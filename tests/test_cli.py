@@ -1,9 +1,11 @@
 """Bad input is refused by the CLI itself: clear message, non-zero exit, no daemon started."""
 
+import io
 from pathlib import Path
 
 import pytest
 
+from homerun import cli
 from homerun.cli import main
 
 
@@ -108,6 +110,23 @@ def test_commands_without_daemon_say_so(home: Path, capsys: pytest.CaptureFixtur
         (["services", "replace", "{badyaml}"], "spec.traffic[0].percent: must be 0..100"),
         (["secrets", "create", "db", "--data-file", "{missing}"], "--data-file: cannot read"),
         (["secrets", "create", "bad/name", "--data-file", "{env}"], "invalid secret name"),
+        (["deploy", "ok", "--source", "{app}", "--ingress", "everyone"], "--ingress: 'everyone'"),
+        (["services", "update", "ok", "--ingress", "private"], "--ingress: 'private'"),
+        (
+            ["services", "add-iam-policy-binding", "ok", "--member", "bob", "--role",
+             "roles/run.invoker"],
+            "--member: 'bob' is not a member; write user:NAME",
+        ),
+        (
+            ["services", "remove-iam-policy-binding", "ok", "--member", "allUsers", "--role",
+             "roles/owner"],
+            "--role: 'roles/owner' is not supported",
+        ),
+        (["auth", "print-identity-token", "--account", "a b"], "the name after 'user:'"),
+        (
+            ["auth", "print-identity-token", "--impersonate-service-account", "x/y"],
+            "--impersonate-service-account",
+        ),
     ],
 )
 def test_new_flags_refuse_bad_input_without_starting_a_daemon(
@@ -144,3 +163,27 @@ def test_traffic_moves_are_one_of_a_kind(home: Path, capsys: pytest.CaptureFixtu
         main(["services", "update-traffic", "ok", "--to-latest", "--to-revisions", "a=100"])
     assert exit_.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("answer", "allowed"),
+    [("y\n", True), ("YES\n", True), ("\n", False), ("n\n", False), ("", False)],
+)
+def test_the_question_for_a_new_service_defaults_to_private(
+    answer: str, allowed: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(answer))
+    assert cli._ask_allow_unauthenticated("hello") is allowed
+    assert "Allow unauthenticated invocations to [hello] (y/N)? " in capsys.readouterr().out
+
+
+def test_remote_use_needs_the_admin_token(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOMERUN_URL", "http://127.0.0.1:1")
+    monkeypatch.delenv("HOMERUN_TOKEN", raising=False)
+    assert main(["services", "list"]) == 1
+    assert "HOMERUN_TOKEN is not" in capsys.readouterr().err
+    monkeypatch.setenv("HOMERUN_TOKEN", "t")
+    assert main(["deploy", "ok", "--source", "relative/app"]) == 1
+    assert "absolute path of the app's folder on the daemon's machine" in capsys.readouterr().err

@@ -443,3 +443,77 @@ def test_output_only_fields_are_ignored() -> None:
     document["metadata"]["annotations"]["serving.knative.dev/creator"] = "someone"
     manifest = parse_service(document)
     assert "serving.knative.dev/creator" not in manifest.annotations
+
+
+# -- any input: a manifest or InvalidSpec, never another exception (hypothesis) ------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*prefix, index))
+    return found
+
+
+def _replaced(document: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    document = copy.deepcopy(document)
+    target = document
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    return document
+
+
+RICH = render_service(
+    service_view(
+        RevisionSpec(
+            source="/src/app",
+            command=["python"],
+            args=["main.py"],
+            env={"A": "1"},
+            secrets={"DB": SecretRef(secret="db", version="2")},
+            annotations={"autoscaling.knative.dev/max-scale": "5"},
+            cpu="1",
+            memory="512Mi",
+            container_port=8080,
+        )
+    )
+)
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_any_change_to_a_valid_document_parses_or_names_the_field(data: st.DataObject) -> None:
+    """A valid Service with one subtree replaced by anything: the parser accepts it or says
+    what is wrong (InvalidSpec), and never fails any other way."""
+    base = data.draw(st.sampled_from([RICH, BASE, minimal()]))
+    path = data.draw(st.sampled_from(_paths(base)))
+    document = _replaced(base, path, data.draw(json_values))
+    try:
+        manifest = parse_service(document)
+    except InvalidSpec as error:
+        assert str(error)
+        return
+    assert manifest.name
+
+
+@given(json_values)
+def test_any_document_at_all_parses_or_is_refused(document: Any) -> None:
+    try:
+        parse_service(document)
+    except InvalidSpec:
+        pass

@@ -1,12 +1,18 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from homerun.errors import InvalidSpec
+from homerun.errors import HomerunError, InvalidSpec
 from homerun.spec import (
+    DeployRequest,
     EnvChanges,
     RevisionChanges,
     RevisionSpec,
     SecretChanges,
     SecretRef,
+    check_cpu,
+    check_memory,
     expand_k8s_vars,
     parse_duration,
     parse_env_vars,
@@ -167,3 +173,69 @@ def test_bad_secret_refs(text: str, message: str) -> None:
 def test_bad_values_are_refused(changes: RevisionChanges, message: str) -> None:
     with pytest.raises(InvalidSpec, match=message):
         changes.apply(BASE)
+
+
+# -- any input: a value or InvalidSpec, never another exception (hypothesis) ---------------
+
+# Text that looks like flag values often enough: the delimiters and signs they are made of.
+flag_text = st.text(alphabet=st.sampled_from("AZaz09_-.=,:;^/ $()\x00é"), max_size=40) | st.text(
+    max_size=40
+)
+
+
+@given(flag_text)
+def test_any_env_list_parses_or_is_refused(text: str) -> None:
+    try:
+        env = parse_env_vars(text)
+    except InvalidSpec:
+        return
+    for name, value in env.items():
+        assert isinstance(name, str) and isinstance(value, str)
+        assert name not in ("PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION")
+
+
+@given(flag_text)
+def test_any_secret_list_duration_or_quantity_parses_or_is_refused(text: str) -> None:
+    for parse in (
+        parse_secret_refs,
+        lambda value: parse_duration(value, "--timeout"),
+        lambda value: check_cpu(value, "--cpu"),
+        lambda value: check_memory(value, "--memory"),
+        validate_service_name,
+        parse_list,
+    ):
+        try:
+            parse(text)
+        except InvalidSpec:
+            pass
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["source", "command", "args", "container_concurrency", "timeout_seconds",
+             "startup_timeout_seconds", "annotations", "cpu", "memory", "env", "secrets"]
+        ),
+        json_values,
+    )
+)
+def test_any_revision_changes_give_a_spec_or_a_named_error(fields: dict[str, object]) -> None:
+    """What the admin API does with a deploy body: validate, then apply to no base."""
+    try:
+        request = DeployRequest.model_validate({"service": "svc", "changes": fields})
+    except ValidationError:
+        return  # the API answers 400 with the fields' paths
+    try:
+        spec = request.changes.apply(None)
+    except HomerunError:
+        return
+    assert spec.check() is spec

@@ -1,7 +1,9 @@
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from homerun import store as store_module
 from homerun.errors import NotFound
 from homerun.spec import RevisionSpec
 from homerun.store import FAILED, READY, STARTING, Store, TrafficEntry
@@ -71,3 +73,55 @@ def test_generation_metadata_and_revision_deletes(tmp_path: Path) -> None:
     store.delete_revision("svc-00002-def")
     assert not store.has_revision("svc-00002-def")
     assert store.latest_created("svc").name == "svc-00001-abc"  # type: ignore[union-attr]
+
+
+def test_invoker_bindings_and_ingress(tmp_path: Path) -> None:
+    store = Store(tmp_path / "homerun.db")
+    spec = RevisionSpec(source="/s")
+    store.create_revision("priv", "priv-00001-abc", 1, spec, {}, None)
+    assert store.service("priv").allow_unauthenticated is False  # new: private by default
+    assert store.service("priv").ingress == "all"
+    store.create_revision("pub", "pub-00001-abc", 1, spec, {}, True, "internal")
+    assert store.service("pub").allow_unauthenticated is True
+    assert store.service("pub").ingress == "internal"
+    assert store.members("pub") == {"allUsers"}
+
+    assert store.add_member("priv", "roles/run.invoker", "user:alice") is True
+    assert store.add_member("priv", "roles/run.invoker", "user:alice") is False
+    assert store.members("priv") == {"user:alice"}
+    store.set_access("priv", True, None)
+    assert store.service("priv").allow_unauthenticated is True
+    store.set_access("priv", False, "internal")
+    assert store.members("priv") == {"user:alice"}
+    assert store.service("priv").ingress == "internal"
+    assert store.remove_member("priv", "roles/run.invoker", "user:alice") is True
+    assert store.remove_member("priv", "roles/run.invoker", "user:alice") is False
+    # A deploy without the flag leaves access as it is; a service's bindings go with it.
+    store.create_revision("pub", "pub-00002-abc", 2, spec, {}, None)
+    assert store.members("pub") == {"allUsers"}
+    store.delete_service("pub")
+    assert store.members("pub") == frozenset()
+
+
+def test_services_from_before_access_control_keep_their_access(tmp_path: Path) -> None:
+    """Migration 3: allow_unauthenticated true or unset (everything was public then) becomes
+    an allUsers binding; --no-allow-unauthenticated stays private."""
+    database = tmp_path / "homerun.db"
+    old = sqlite3.connect(database)
+    for number, script in enumerate(store_module._MIGRATIONS[:2], start=1):
+        for statement in script.split(";"):
+            if statement.strip():
+                old.execute(statement)
+        old.execute(f"PRAGMA user_version = {number}")
+    for name, allow in (("was-public", 1), ("was-unset", None), ("was-private", 0)):
+        old.execute(
+            "INSERT INTO services (name, created_at, allow_unauthenticated) VALUES (?, 0, ?)",
+            (name, allow),
+        )
+    old.commit()
+    old.close()
+    store = Store(database)
+    assert store.service("was-public").allow_unauthenticated is True
+    assert store.service("was-unset").allow_unauthenticated is True
+    assert store.service("was-private").allow_unauthenticated is False
+    assert {record.ingress for record in store.services()} == {"all"}

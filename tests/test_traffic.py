@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from homerun.errors import InvalidSpec
+from homerun.errors import HomerunError, InvalidSpec
 from homerun.traffic import (
     DEFAULT_TRAFFIC,
     LATEST,
@@ -247,3 +247,67 @@ def test_any_accepted_update_sums_to_100_and_sets_what_was_asked(
     for key, percent in asked.items():
         assert got.get(key, 0) == percent
     assert set(got) <= set(asked) | set(shares(current))
+
+
+# -- any input: a value or InvalidSpec, never another exception (hypothesis) ---------------
+
+flag_text = st.text(alphabet=st.sampled_from("abz09-=,LATEST%+ "), max_size=30) | st.text(
+    max_size=30
+)
+
+
+@given(flag_text)
+def test_any_traffic_flag_parses_or_is_refused(text: str) -> None:
+    for parse in (parse_percentages, parse_assignments, parse_tag_list):
+        try:
+            parse(text, "--flag")
+        except InvalidSpec:
+            pass
+    try:
+        check_tag(text, "svc")
+    except InvalidSpec:
+        pass
+
+
+names = st.sampled_from(["svc-00001-abc", "svc-00002-def", "LATEST", "gone", "", "a=b"])
+tags = st.sampled_from(["blue", "green", "Bad", "a---b", "", "x" * 70])
+percents = st.integers(min_value=-5, max_value=150)
+
+
+VALID_SPLITS = [
+    DEFAULT_TRAFFIC,
+    (TrafficEntry(percent=100, revision="svc-00001-abc"),),
+    (
+        TrafficEntry(percent=60, revision="svc-00001-abc", tag="blue"),
+        TrafficEntry(percent=40, latest=True),
+    ),
+    (
+        TrafficEntry(percent=100, latest=True),
+        TrafficEntry(percent=0, revision="svc-00001-abc", tag="green"),
+    ),
+]
+
+
+@given(
+    st.sampled_from(VALID_SPLITS),
+    st.builds(
+        TrafficUpdate,
+        to_revisions=st.dictionaries(names, percents, max_size=3),
+        to_latest=st.booleans(),
+        to_tags=st.dictionaries(tags, percents, max_size=2),
+        set_tags=st.none() | st.dictionaries(tags, names, max_size=2),
+        update_tags=st.dictionaries(tags, names, max_size=2),
+        remove_tags=st.lists(tags, max_size=2),
+        clear_tags=st.booleans(),
+    ),
+)
+def test_any_update_gives_a_valid_split_or_an_error(
+    entries: tuple[TrafficEntry, ...], update: TrafficUpdate
+) -> None:
+    """From a valid split, any flags give a valid split or an error that changes nothing."""
+    revisions = {"svc-00001-abc": "ready", "svc-00002-def": "failed"}
+    try:
+        edited = update_traffic(entries, update, service="svc", revisions=revisions)
+    except HomerunError:
+        return
+    assert traffic_problems(edited) == [], (update, entries, edited)

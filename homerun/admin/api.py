@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from homerun.admin.openapi import openapi_document
 from homerun.control import ControlPlane
 from homerun.errors import HomerunError, InvalidSpec, NotFound
 from homerun.knative import parse_service
@@ -20,6 +21,11 @@ from homerun.traffic import TrafficUpdate
 
 
 def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette:
+    description = openapi_document()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(description)
+
     async def status(request: Request) -> Response:
         return JSONResponse(control.status())
 
@@ -90,6 +96,32 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             raise InvalidSpec(_validation_message(error)) from None
         return StreamingResponse(_ndjson(control.deploy(body)), media_type="application/x-ndjson")
 
+    async def iam_policy(request: Request) -> Response:
+        return JSONResponse(control.iam_policy(request.path_params["name"]))
+
+    async def iam_add(request: Request) -> Response:
+        body = await _json_body(request)
+        return JSONResponse(
+            control.add_iam_binding(
+                request.path_params["name"], _field(body, "member"), _field(body, "role")
+            )
+        )
+
+    async def iam_remove(request: Request) -> Response:
+        body = await _json_body(request)
+        return JSONResponse(
+            control.remove_iam_binding(
+                request.path_params["name"], _field(body, "member"), _field(body, "role")
+            )
+        )
+
+    async def tokens(request: Request) -> Response:
+        body = await _json_body(request)
+        audience = body.get("audience") if isinstance(body, dict) else None
+        if audience is not None and not isinstance(audience, str):
+            raise InvalidSpec("audience: a string (a service URL), or leave it out")
+        return JSONResponse(control.mint_identity_token(_field(body, "member"), audience))
+
     async def revisions(request: Request) -> Response:
         return JSONResponse(control.list_revisions(request.query_params.get("service")))
 
@@ -107,6 +139,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
 
     return Starlette(
         routes=[
+            Route("/v1/openapi.json", openapi),
             Route("/v1/status", status),
             Route("/v1/shutdown", stop, methods=["POST"]),
             Route("/v1/services", services),
@@ -114,6 +147,10 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             Route("/v1/services/{name}/deploy", deploy, methods=["POST"]),
             Route("/v1/services/{name}/traffic", traffic, methods=["POST"]),
             Route("/v1/services/{name}/logs", logs),
+            Route("/v1/services/{name}/iam", iam_policy, methods=["GET"]),
+            Route("/v1/services/{name}/iam/add", iam_add, methods=["POST"]),
+            Route("/v1/services/{name}/iam/remove", iam_remove, methods=["POST"]),
+            Route("/v1/tokens", tokens, methods=["POST"]),
             Route("/v1/revisions", revisions),
             Route("/v1/revisions/{name}", revision, methods=["GET", "DELETE"]),
             Route("/v1/secrets", secrets, methods=["GET", "POST"]),

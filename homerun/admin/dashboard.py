@@ -13,6 +13,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from homerun.admin.bearer import RequireToken
+
 STATIC = Path(__file__).with_name("static")
 # The page's toggle: the last 5 minutes or the last hour, in seconds.
 WINDOWS = (300, 3600)
@@ -28,6 +30,7 @@ CONTENT_SECURITY_POLICY = (
 def create_dashboard_app(
     overview: Callable[[int], dict[str, Any]],
     metrics: Callable[[], tuple[bytes, str]],
+    token: str | None = None,
 ) -> Starlette:
     """The dashboard's ASGI app.
 
@@ -35,6 +38,9 @@ def create_dashboard_app(
     revisions, instances, decisions, logs); `metrics()` returns the Prometheus exposition as
     (body, content type). Both are called on the event loop, so they must not block: the
     daemon's state lives on that loop and is not safe to read from a worker thread.
+
+    With a `token` (the admin token), every request must carry it (admin/bearer.py): the
+    daemon passes one when the dashboard listens beyond loopback.
     """
 
     async def page(request: Request) -> Response:
@@ -63,6 +69,8 @@ def create_dashboard_app(
         ]
     )
     app.add_middleware(_SecurityHeaders)
+    if token is not None:
+        app.add_middleware(RequireToken, token=token, browser=True)
     return app
 
 

@@ -38,6 +38,9 @@ class Route(NamedTuple):
     revision: str
     throttler: Throttler
     timeout_seconds: float
+    # Who may call: None lets everyone through (a public service, ingress all) at the cost of
+    # this one test; else guard(authorization, caller) returns a RouteError to refuse.
+    guard: Guard | None = None
 
 
 class RouteError(NamedTuple):
@@ -46,6 +49,10 @@ class RouteError(NamedTuple):
 
 
 Resolver = Callable[[str], Route | RouteError]
+Address = tuple[str, int]
+# guard(the Authorization header's value or None, caller) -> None to let the request through.
+# caller() names the homerun instance at the other end of the connection, or None.
+Guard = Callable[[bytes | None, Callable[[], str | None]], RouteError | None]
 
 # One finished request, as the router hands it to observers (logs, metrics). A plain tuple:
 # building it is the only cost the router pays per request; the observer does the rest later.
@@ -71,8 +78,11 @@ _NEVER_DROPPED = frozenset((b"host", b"content-length"))
 # Request headers that need more than passing through: read, rewritten, or dropped.
 _REQUEST_HEADERS_OF_INTEREST = _HOP_BY_HOP | {
     b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"forwarded",
-    b"traceparent", b"user-agent",
+    b"traceparent", b"user-agent", b"authorization", b"x-serverless-authorization",
 }  # fmt: skip
+# An Authorization header given twice (it is a singleton field, RFC 9110 section 11.6.2); a
+# header value cannot hold NUL, so this never collides with a real one.
+_DUPLICATE = b"\0"
 
 # Reasons to stop reading from a client, as bits; reading resumes once none is left.
 _UPSTREAM_FULL = 1  # the instance is not taking the request body as fast as it arrives
@@ -112,13 +122,19 @@ _precise_clock = time.perf_counter
 def _error_response(status: int, message: str, *, close: bool, with_body: bool) -> bytes:
     """A short text/plain response that the router writes itself."""
     body = message.encode() + b"\n"
-    return b"HTTP/1.1 %d %s\r\n%s%s\r\n%s" % (
+    return b"HTTP/1.1 %d %s\r\n%s%s%s\r\n%s" % (
         status,
         _REASONS.get(status, b"Error"),
         b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body),
+        # The router's own 401s all ask for an ID token (RFC 6750).
+        b"www-authenticate: Bearer\r\n" if status == 401 else b"",
         b"connection: close\r\n" if close else b"",
         body if with_body else b"",
     )
+
+
+def _unchanged(value: bytes) -> bytes:
+    return value
 
 
 def _without_named(header_pieces: list[bytes], options: bytes) -> list[bytes]:
@@ -217,8 +233,15 @@ class Router:
         on_request: Callable[[RequestRecord], None] | None = None,
         header_timeout: float = HEADER_TIMEOUT_SECONDS,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT_SECONDS,
+        identify_caller: Callable[[Address, Address], str | None] | None = None,
+        forwarded_authorization: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.resolve = resolve
+        # identify_caller(peer, server address): the instance that opened a connection, for
+        # guards of internal services. forwarded_authorization(value): what an app gets of an
+        # Authorization header (the platform's tokens lose their signature).
+        self.identify_caller = identify_caller
+        self.forwarded_authorization = forwarded_authorization or _unchanged
         self.max_body_bytes = max_body_bytes
         # Told of every finished request; it must return at once (it only queues the record).
         self.on_request = on_request
@@ -296,6 +319,8 @@ class _ClientConnection(asyncio.Protocol):
         self.head_started = 0.0  # while a request's line and headers come in
         self.header_count = 0
         self.requests = 0  # heads read on this connection
+        self.caller_known = False  # whether self.caller was looked up (once per connection)
+        self.caller: str | None = None
 
         # Per-request state, while the parser reads a request
         self.parsing: _Exchange | None = None  # from the end of the head to the end of the body
@@ -315,6 +340,8 @@ class _ClientConnection(asyncio.Protocol):
         self.forwarded: bytes | None = None
         self.traceparent: bytes | None = None
         self.user_agent = b""
+        self.authorization: bytes | None = None
+        self.serverless_authorization: bytes | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -395,6 +422,8 @@ class _ClientConnection(asyncio.Protocol):
         self.forwarded = None
         self.traceparent = None
         self.user_agent = b""
+        self.authorization = None
+        self.serverless_authorization = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -437,6 +466,12 @@ class _ClientConnection(asyncio.Protocol):
         elif lower_name == b"user-agent":
             self.user_agent = value
             self.header_pieces += (name, b": ", value, b"\r\n")
+        elif lower_name == b"authorization":
+            self.authorization = value if self.authorization is None else _DUPLICATE
+        elif lower_name == b"x-serverless-authorization":
+            # Cloud Run's header for the ID token when the app wants Authorization for itself.
+            once = self.serverless_authorization is None
+            self.serverless_authorization = value if once else _DUPLICATE
         # keep-alive, proxy-connection, te, trailer, x-forwarded-proto: dropped
 
     def on_headers_complete(self) -> None:
@@ -483,8 +518,16 @@ class _ClientConnection(asyncio.Protocol):
         elif self.content_length > self.router.max_body_bytes:
             exchange.error = (413, f"request body over {self.router.max_body_bytes} bytes")
             exchange.close_client = True  # its body stays unread
+        elif self.authorization is _DUPLICATE or self.serverless_authorization is _DUPLICATE:
+            exchange.error = (400, "the request has more than one Authorization header")
         else:
             destination = self.router.resolve(host.decode("latin-1"))
+            guard = None if isinstance(destination, RouteError) else destination.guard
+            if guard is not None:
+                credentials = self.serverless_authorization or self.authorization
+                denial = guard(credentials, self.calling_instance)
+                if denial is not None:
+                    destination = denial
             if isinstance(destination, RouteError):
                 exchange.error = (destination.status, destination.message)
             else:
@@ -575,6 +618,18 @@ class _ClientConnection(asyncio.Protocol):
             if now - self.idle_since > limit:
                 self.close()
 
+    def calling_instance(self) -> str | None:
+        """The homerun instance that opened this connection (its member), or None."""
+        if not self.caller_known:
+            self.caller_known = True
+            identify = self.router.identify_caller
+            transport = self.transport
+            peer = transport.get_extra_info("peername")
+            server = transport.get_extra_info("sockname")
+            if identify is not None and isinstance(peer, tuple) and isinstance(server, tuple):
+                self.caller = identify((peer[0], peer[1]), (server[0], server[1]))
+        return self.caller
+
     def _replace_host(self, authority: bytes) -> None:
         pieces = self.header_pieces
         for start in range(0, len(pieces), 4):
@@ -623,6 +678,15 @@ class _ClientConnection(asyncio.Protocol):
         node = b"%s;proto=http;host=%s" % (self.forwarded_node, _quoted(host))
         forwarded = node if self.forwarded is None else self.forwarded + b", " + node
         extra = b""
+        # An ID token of this platform reaches the app without its signature (see Router).
+        if self.authorization is not None:
+            extra += b"authorization: %s\r\n" % self.router.forwarded_authorization(
+                self.authorization
+            )
+        if self.serverless_authorization is not None:
+            extra += b"x-serverless-authorization: %s\r\n" % self.router.forwarded_authorization(
+                self.serverless_authorization
+            )
         if self.chunked:
             extra += b"transfer-encoding: chunked\r\n"
         if is_upgrade:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from homerun.build.dockerfile import (
     ContainerCommand,
@@ -317,3 +319,28 @@ def test_malformed_instructions(text: str, line: int, words: list[str]) -> None:
     assert raised.value.line == line
     for word in words:
         assert word in str(raised.value)
+
+
+# -- any input: a Dockerfile or DockerfileError naming a line, never another exception ------
+
+words = st.sampled_from(
+    [
+        "FROM", "python:3.12-slim", "AS", "base", "WORKDIR", "/app", "COPY", "ADD", ".", "./",
+        "--chown=1:1", "--from=base", "ENV", "A=1", "B", "ARG", "X=$A", "${X:-d}", "RUN",
+        "pip", "install", "-r", "requirements.txt", "flask", "&&", "CMD", "ENTRYPOINT",
+        '["python",', '"main.py"]', "[", "]", '"', "'", "\\", "\\\n", "\n", "#",
+        "# escape=`", "`", "EXPOSE", "8080", "LABEL", "k=v", "USER", "HEALTHCHECK", "ONBUILD",
+        "SHELL", "$PORT", "\t", "\x00", "é",
+    ]
+)
+lines = st.lists(words, max_size=8).map(" ".join)
+
+
+@given(st.lists(lines, max_size=10).map("\n".join) | st.text(max_size=200))
+def test_any_text_parses_or_is_refused_with_a_line(text: str) -> None:
+    try:
+        dockerfile = parse(text)
+    except DockerfileError as error:
+        assert error.line >= 0 and str(error).startswith("Dockerfile:")
+        return
+    assert isinstance(dockerfile, Dockerfile)

@@ -25,6 +25,8 @@ import pytest
 import uvloop
 from websockets.asyncio.client import connect as websocket_connect
 
+from homerun.access.guard import AccessPolicy, guard_for
+from homerun.access.tokens import TokenAuthority
 from homerun.routing.proxy import Route, RouteError, Router
 from homerun.routing.throttler import Endpoint, Throttler
 
@@ -670,6 +672,105 @@ def test_forwarding_headers_and_hop_by_hop_ones(run: Run, instance: Address) -> 
             assert kept["traceparent"] == traceparent
             other = dict((await client.get("/headers")).json()["headers"])
             assert other["traceparent"].split("-")[1] != headers["traceparent"].split("-")[1]
+
+    run(scenario)
+
+
+# -- access --------------------------------------------------------------------------------
+
+
+def test_a_guarded_route_answers_401_and_403_itself(run: Run, instance: Address) -> None:
+    """The guard decides before any instance is involved; a 401 asks for a Bearer token."""
+    authority = TokenAuthority(b"k" * 32, "http://test")
+    policy = AccessPolicy(
+        "svc", False, False, frozenset({"user:alice"}), frozenset({"http://private.test"})
+    )
+
+    async def scenario() -> None:
+        proxy = Proxy(instance)
+        proxy.router = Router(
+            proxy.resolve, forwarded_authorization=authority.forwarded_authorization
+        )
+        route = proxy.routes["svc.test"]
+        proxy.routes["private.test"] = route._replace(guard=guard_for(policy, authority))
+        tag = unique_tag()
+        async with proxy, proxy.client("private.test") as client:
+            refused = await client.get(f"/hello?tag={tag}")
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"] == "Bearer"
+            assert "private" in refused.text
+            bob = authority.mint("user:bob", "http://private.test")
+            denied = await client.get(
+                f"/hello?tag={tag}", headers={"Authorization": f"Bearer {bob}"}
+            )
+            assert denied.status_code == 403 and "user:bob" in denied.text
+            assert "/hello" not in await stats(instance, tag)  # nothing reached the app
+
+            alice = authority.mint("user:alice", "http://private.test")
+            seen = await client.get("/headers", headers={"Authorization": f"Bearer {alice}"})
+            assert seen.status_code == 200
+            headers = dict(seen.json()["headers"])
+            head, claims, _ = alice.split(".")
+            unsigned = f"Bearer {head}.{claims}.SIGNATURE_REMOVED_BY_HOMERUN"
+            assert headers["authorization"] == unsigned
+
+            # Cloud Run's X-Serverless-Authorization carries the token when Authorization is
+            # the app's own; the app's header passes as it is.
+            both = await client.get(
+                "/headers",
+                headers={
+                    "X-Serverless-Authorization": f"Bearer {alice}",
+                    "Authorization": "Basic x",
+                },
+            )
+            assert both.status_code == 200
+            headers = dict(both.json()["headers"])
+            assert headers["authorization"] == "Basic x"
+            assert headers["x-serverless-authorization"].endswith(".SIGNATURE_REMOVED_BY_HOMERUN")
+
+        # Two Authorization headers are one too many, public route or not.
+        async with proxy:
+            reader, writer = await proxy.connect()
+            writer.write(
+                b"GET /hello HTTP/1.1\r\nHost: svc.test\r\nAuthorization: Bearer a\r\n"
+                b"Authorization: Bearer b\r\n\r\n"
+            )
+            assert (await read_response(reader)).status == 400
+            writer.close()
+
+    run(scenario)
+
+
+def test_internal_routes_look_up_the_caller_once_per_connection(
+    run: Run, instance: Address
+) -> None:
+    authority = TokenAuthority(b"k" * 32, "http://test")
+    policy = AccessPolicy("svc", True, True, frozenset({"allUsers"}), frozenset())
+    looked_up: list[tuple[Address, Address]] = []
+
+    def identify(peer: Address, server: Address) -> str | None:
+        looked_up.append((peer, server))
+        return "serviceAccount:caller" if len(looked_up) == 1 else None
+
+    async def scenario() -> None:
+        proxy = Proxy(instance)
+        proxy.router = Router(proxy.resolve, identify_caller=identify)
+        proxy.routes["internal.test"] = proxy.routes["svc.test"]._replace(
+            guard=guard_for(policy, authority)
+        )
+        async with proxy:
+            async with proxy.client("internal.test") as first:  # an instance's connection
+                for _ in range(3):
+                    assert (await first.get("/hello")).status_code == 200
+                # Public routes never ask.
+                assert (await first.get("/hello", headers={"host": "svc.test"})).status_code == 200
+            async with proxy.client("internal.test") as second:  # anyone else's
+                refused = await second.get("/hello")
+                assert refused.status_code == 403 and "internal" in refused.text
+            port = proxy.port
+        assert len(looked_up) == 2
+        peer, server = looked_up[0]
+        assert peer[0] == "127.0.0.1" and server == ("127.0.0.1", port)
 
     run(scenario)
 

@@ -1,0 +1,1 @@
+"""Who may call what: invoker IAM, ID tokens, ingress, and the identity of instances."""

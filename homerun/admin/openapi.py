@@ -1,0 +1,179 @@
+"""The admin API's OpenAPI 3.1 description, served at /v1/openapi.json (schemathesis reads it).
+
+Request bodies that the API validates with pydantic take their schemas from the models, so the
+description cannot drift from what the API accepts; tests/admin/test_openapi.py checks that
+every route of the app is described and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homerun.spec import DeployRequest
+from homerun.traffic import TrafficUpdate
+
+_REF = "#/components/schemas/{model}"
+_ERROR = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}},
+    "required": ["error"],
+}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 300}
+_ANY_JSON: dict[str, Any] = {}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _operation(
+    summary: str,
+    *,
+    path_name: bool = False,
+    query: dict[str, dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    streams: bool = False,
+) -> dict[str, Any]:
+    """One operation: 200 with JSON (or NDJSON events), 400 and 404 with {"error": ...}."""
+    operation: dict[str, Any] = {"summary": summary}
+    parameters = []
+    if path_name:
+        parameters.append({"name": "name", "in": "path", "required": True, "schema": _NAME})
+    for name, schema in (query or {}).items():
+        parameters.append({"name": name, "in": "query", "required": False, "schema": schema})
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": True, **_json(body)}
+    ok = (
+        {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}
+        if streams
+        else _json(_ANY_JSON)
+    )
+    operation["responses"] = {
+        "200": {"description": "done", **ok},
+        "400": {"description": "the request is not valid", **_json(_ERROR)},
+        "404": {"description": "no such service, revision or secret", **_json(_ERROR)},
+    }
+    return operation
+
+
+def openapi_document() -> dict[str, Any]:
+    deploy = DeployRequest.model_json_schema(ref_template=_REF)
+    traffic = TrafficUpdate.model_json_schema(ref_template=_REF)
+    components = {
+        **deploy.pop("$defs", {}),
+        **traffic.pop("$defs", {}),
+        "DeployRequest": deploy,
+        "TrafficUpdate": traffic,
+        "Binding": {
+            "type": "object",
+            "properties": {"member": {"type": "string"}, "role": {"type": "string"}},
+            "required": ["member", "role"],
+        },
+        "TokenRequest": {
+            "type": "object",
+            "properties": {
+                "member": {"type": "string"},
+                "audience": {"type": ["string", "null"]},
+            },
+            "required": ["member"],
+        },
+        "SecretData": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "data": {"type": "string"}},
+            "required": ["data"],
+        },
+    }
+
+    def ref(model: str) -> dict[str, Any]:
+        return {"$ref": _REF.format(model=model)}
+
+    knative = {"format": {"type": "string", "enum": ["knative"]}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "homerun admin API",
+            "version": "1",
+            "description": "JSON over HTTP on HOMERUN_HOME/admin.sock (mode 0600), and on the "
+            "optional admin-listen TCP address with `Authorization: Bearer <admin token>`.",
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"adminToken": []}],
+        "paths": {
+            "/v1/openapi.json": {"get": _operation("this description")},
+            "/v1/status": {"get": _operation("the daemon's status")},
+            "/v1/shutdown": {"post": _operation("stop the daemon and its instances")},
+            "/v1/services": {"get": _operation("list services")},
+            "/v1/services/{name}": {
+                "get": _operation("describe a service", path_name=True, query=knative),
+                "put": _operation(
+                    "apply a Knative Service (`services replace`)",
+                    path_name=True,
+                    query={"file": {"type": "string"}},
+                    body=_ANY_JSON,
+                    streams=True,
+                ),
+                "delete": _operation("delete a service", path_name=True),
+            },
+            "/v1/services/{name}/deploy": {
+                "post": _operation(
+                    "deploy or update a service", path_name=True, body=ref("DeployRequest"),
+                    streams=True,
+                )
+            },
+            "/v1/services/{name}/traffic": {
+                "post": _operation(
+                    "split traffic and tag revisions", path_name=True, body=ref("TrafficUpdate")
+                )
+            },
+            "/v1/services/{name}/logs": {
+                "get": _operation(
+                    "read a service's logs",
+                    path_name=True,
+                    query={
+                        "limit": {"type": "integer", "minimum": 1},
+                        "revision": {"type": "string"},
+                        "min_severity": {"type": "string"},
+                        "since": {"type": "string"},
+                        "after": {"type": "string"},
+                    },
+                )
+            },
+            "/v1/services/{name}/iam": {
+                "get": _operation("the service's IAM policy", path_name=True)
+            },
+            "/v1/services/{name}/iam/add": {
+                "post": _operation("grant roles/run.invoker", path_name=True, body=ref("Binding"))
+            },
+            "/v1/services/{name}/iam/remove": {
+                "post": _operation(
+                    "revoke roles/run.invoker", path_name=True, body=ref("Binding")
+                )
+            },
+            "/v1/tokens": {
+                "post": _operation("mint an ID token", body=ref("TokenRequest"))
+            },
+            "/v1/revisions": {
+                "get": _operation("list revisions", query={"service": {"type": "string"}})
+            },
+            "/v1/revisions/{name}": {
+                "get": _operation("describe a revision", path_name=True, query=knative),
+                "delete": _operation("delete a revision", path_name=True),
+            },
+            "/v1/secrets": {
+                "get": _operation("list secrets"),
+                "post": _operation("create a secret", body=ref("SecretData")),
+            },
+            "/v1/secrets/{name}": {"delete": _operation("delete a secret", path_name=True)},
+            "/v1/secrets/{name}/versions": {
+                "get": _operation("list a secret's versions", path_name=True),
+                "post": _operation(
+                    "add a version to a secret", path_name=True, body=ref("SecretData")
+                ),
+            },
+        },
+    }
