@@ -66,7 +66,10 @@ class Client:
         return self._call("GET", "/v1/status", timeout=5.0)
 
     def shutdown(self) -> None:
-        self._call("POST", "/v1/shutdown")
+        try:
+            self._call("POST", "/v1/shutdown")
+        except DaemonHungUp:
+            pass  # a daemon that hangs up while it stops has done what was asked
 
     def services(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/services")
@@ -162,11 +165,20 @@ class Client:
             response = self._http.request(method, path, **kwargs)
         except (httpx.ConnectError, FileNotFoundError, httpx.ReadTimeout) as error:
             raise self._unavailable(error) from None
+        except httpx.HTTPError as error:
+            raise DaemonHungUp(
+                f"the daemon at {self._where} broke off the exchange ({error}); "
+                "`homerun status` tells whether it still runs"
+            ) from None
         _raise_for(response)
         return response.json()
 
     def _unavailable(self, error: Exception) -> DaemonUnavailable:
         return DaemonUnavailable(f"no homerun daemon answers at {self._where} ({error})")
+
+
+class DaemonHungUp(HomerunError):
+    """The daemon closed the connection before it answered."""
 
 
 def _raise_for(response: httpx.Response) -> None:
