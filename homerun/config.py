@@ -97,6 +97,7 @@ class Settings:
     telemetry: bool = True
     request_logs: bool = True
     log_max_bytes: int = 64 * MiB
+    max_source_bytes: int = 512 * MiB  # a bigger source folder is refused (see .gcloudignore)
     venv_cache: str = ""  # empty: HOMERUN_HOME/venvs (HOMERUN_VENV_CACHE overrides)
     # Revisions that serve nothing are kept up to this many per service, newest first; older
     # ones are deleted with their artifacts (Knative keeps 20, Cloud Run up to 1000).
@@ -134,6 +135,7 @@ _KEYS = {
     "telemetry": "telemetry",
     "request-logs": "request_logs",
     "log-max-bytes": "log_max_bytes",
+    "max-source-bytes": "max_source_bytes",
     "venv-cache": "venv_cache",
     "revision-retention": "revision_retention",
     "zygote": "zygote",

@@ -434,6 +434,7 @@ class ControlPlane:
                 user_env=spec.env,
                 venv_cache=self._paths.venv_cache,
                 output=output,
+                max_source_bytes=self._settings.max_source_bytes,
             )
             record = _artifact_record(artifact)
             record["digest"] = artifact_digest(dest, record)

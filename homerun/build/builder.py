@@ -14,7 +14,13 @@ from homerun.build.dependencies import plan_dependencies
 from homerun.build.dockerfile import Dockerfile, parse
 from homerun.build.entrypoint import guess_server, resolve_entrypoint
 from homerun.build.interpreter import Interpreter, probe_interpreter
-from homerun.build.source import Layout, check_source, lay_out
+from homerun.build.source import (
+    DEFAULT_MAX_SOURCE_BYTES,
+    Layout,
+    check_source,
+    lay_out,
+    scan_source,
+)
 from homerun.build.venv import ensure_venv
 from homerun.errors import BuildError, DockerfileError
 
@@ -33,6 +39,7 @@ def build(
     venv_cache: Path,
     output: Callable[[str], None],
     python: str | None = None,
+    max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
 ) -> Artifact:
     """Build `source` into `dest` (which must not exist, or be empty). Blocking.
 
@@ -40,6 +47,7 @@ def build(
     failure `dest` is left as it was found and BuildError (or DockerfileError) says why.
     """
     source = check_source(Path(source))
+    scan_source(source, max_source_bytes)
     interpreter = probe_interpreter(python)
     output(f"building {source} with Python {interpreter.version} ({interpreter.executable})")
     dockerfile = _read_dockerfile(source, interpreter, bypass=bool(command), output=output)

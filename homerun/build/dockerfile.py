@@ -179,11 +179,17 @@ def split_instructions(text: str) -> tuple[list[Instruction], str]:
             pending.append(raw[: joined.start()])
             continue
         pending.append(raw)
-        instructions.append(_instruction("".join(pending), start))
+        _add_instruction(instructions, "".join(pending), start)
         pending = []
     if pending:
-        instructions.append(_instruction("".join(pending), start))
+        _add_instruction(instructions, "".join(pending), start)
     return instructions, escape
+
+
+def _add_instruction(instructions: list[Instruction], text: str, line: int) -> None:
+    # A lone continuation character joins nothing to nothing: there is no instruction.
+    if text.strip():
+        instructions.append(_instruction(text, line))
 
 
 def _instruction(text: str, line: int) -> Instruction:

@@ -44,6 +44,51 @@ def check_source(source: Path) -> Path:
     return source.resolve()
 
 
+DEFAULT_MAX_SOURCE_BYTES = 512 * 1024 * 1024
+
+
+def scan_source(source: Path, max_bytes: int = DEFAULT_MAX_SOURCE_BYTES) -> int:
+    """Refuse a source with links out of its tree or over `max_bytes`; returns its size.
+
+    Links are copied as links, so one to /etc/passwd or ../../secrets would let the app (and,
+    with a remote daemon, its deployer) read a file that is not part of the source. Ignored
+    paths (.gcloudignore, .dockerignore, SKIPPED_NAMES) count for neither check.
+    """
+    rules = IgnoreRules.load(source)
+    root = source.resolve()
+    total = 0
+    pending = [(root, "")]
+    while pending:
+        folder, relative = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                rel = f"{relative}/{entry.name}" if relative else entry.name
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if (is_dir and entry.name in SKIPPED_NAMES) or (
+                    rules.ignores(rel, is_dir) and not (is_dir and rules.has_negations)
+                ):
+                    continue
+                if entry.is_symlink():
+                    target = Path(os.path.realpath(entry.path))
+                    if not target.is_relative_to(root):
+                        raise BuildError(
+                            f"{source / rel} is a link to {os.readlink(entry.path)}, outside the "
+                            "source folder: homerun refuses links out of the tree; copy the file "
+                            "in, or list the link in .gcloudignore"
+                        )
+                elif is_dir:
+                    pending.append((Path(entry.path), rel))
+                else:
+                    total += entry.stat(follow_symlinks=False).st_size
+                    if total > max_bytes:
+                        raise BuildError(
+                            f"source folder {source} is over {max_bytes // 2**20} MiB: leave out "
+                            "what the app does not need with a .gcloudignore file (data, builds, "
+                            "caches), or raise max-source-bytes in config.yaml"
+                        )
+    return total
+
+
 @dataclass(frozen=True)
 class IgnoreRule:
     pattern: str

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from homerun.build.dockerfile import parse
-from homerun.build.source import IgnoreRules, check_source, copy_tree, lay_out
+from homerun.build.source import IgnoreRules, check_source, copy_tree, lay_out, scan_source
 from homerun.errors import BuildError, DockerfileError
 
 from .helpers import Output, write_tree
@@ -169,3 +169,31 @@ def test_copy_from_outside_the_context_is_refused(tmp_path: Path) -> None:
     dockerfile = parse("FROM python:3.12\nCOPY ../secrets /app/\n")
     with pytest.raises(DockerfileError, match="outside the build context"):
         lay_out(source, tmp_path / "dest", dockerfile, Output())
+
+
+def test_links_out_of_the_tree_are_refused(tmp_path: Path) -> None:
+    source = tmp_path / "app"
+    source.mkdir()
+    (source / "main.py").write_text("app = None\n")
+    (source / "inside").symlink_to("main.py")
+    assert scan_source(source) == len("app = None\n")
+    (source / "passwd").symlink_to("/etc/passwd")
+    with pytest.raises(BuildError, match=r"passwd is a link to /etc/passwd, outside"):
+        scan_source(source)
+    (source / "passwd").unlink()
+    (source / "up").symlink_to("../../")
+    with pytest.raises(BuildError, match="outside the source folder"):
+        scan_source(source)
+    (source / ".gcloudignore").write_text("up\n")
+    scan_source(source)  # an ignored link is never copied
+
+
+def test_huge_sources_are_refused_above_the_limit(tmp_path: Path) -> None:
+    source = tmp_path / "app"
+    (source / "data").mkdir(parents=True)
+    (source / "main.py").write_text("app = None\n")
+    (source / "data" / "big.bin").write_bytes(b"\0" * 4096)
+    with pytest.raises(BuildError, match="over 0 MiB.*gcloudignore"):
+        scan_source(source, max_bytes=1024)
+    (source / ".gcloudignore").write_text("data/\n")
+    assert scan_source(source, max_bytes=1024) < 1024
