@@ -205,8 +205,11 @@ def direct_server(log: Path) -> Iterator[str]:
 class Homerun:
     """A fresh daemon under its own HOMERUN_HOME (default autoscaler settings)."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, zygote: bool = True) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="autoscale-home-", dir=WORK))
+        if not zygote:
+            # Every instance spawned: the reference for what forking from a zygote buys.
+            (self.home / "config.yaml").write_text("zygote: false\n")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HOMERUN_")}
         self.env.update(HOMERUN_HOME=str(self.home), HOMERUN_VENV_CACHE=str(WORK / "venv-cache"))
         self.port = free_port()
@@ -563,6 +566,12 @@ def main(argv: list[str] | None = None) -> int:
         help="processes the 200 asyncio clients are spread over (default 1)",
     )
     parser.add_argument("--no-direct", action="store_true", help="skip the plain uvicorn run")
+    parser.add_argument(
+        "--no-spawn",
+        dest="spawn",
+        action="store_false",
+        help="skip the runs with the zygote off (every instance spawned)",
+    )
     args = parser.parse_args(argv)
     try:
         concurrencies = [int(value) for value in args.concurrency.split(",") if value]
@@ -589,21 +598,22 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_direct:
             with direct_server(WORK / "autoscale-direct.log") as url:
                 outcomes.append(step_load(pool, args, "uvicorn direct", url, None, None))
-        homerun = Homerun(WORK / "autoscale-homerun.log")
-        try:
-            homerun.start()
-            for concurrency in concurrencies:
-                name = f"seed-cc{concurrency}"
-                flags = ("--concurrency", str(concurrency))
-                with homerun.service(name, *flags) as (url, host):
-                    sampler = instance_sampler(homerun, name)
-                    outcomes.append(
-                        step_load(
-                            pool, args, f"homerun cc {concurrency}", url, host, concurrency, sampler
+        for zygote in (True, False) if args.spawn else (True,):
+            kind = "" if zygote else ", spawn"
+            homerun = Homerun(WORK / f"autoscale-homerun{kind.strip(', ')}.log", zygote=zygote)
+            try:
+                homerun.start()
+                for concurrency in concurrencies:
+                    name = f"seed-cc{concurrency}"
+                    flags = ("--concurrency", str(concurrency))
+                    with homerun.service(name, *flags) as (url, host):
+                        sampler = instance_sampler(homerun, name)
+                        target = f"homerun cc {concurrency}{kind}"
+                        outcomes.append(
+                            step_load(pool, args, target, url, host, concurrency, sampler)
                         )
-                    )
-        finally:
-            homerun.stop()
+            finally:
+                homerun.stop()
 
     results = [result for result, _, _ in outcomes]
     rows = [
