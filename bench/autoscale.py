@@ -22,7 +22,6 @@ import os
 import platform as host_platform
 import shutil
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _processes import answers, free_port, git_commit, stop_group, wait_for
 
 BENCH = Path(__file__).resolve().parent
 REPO_ROOT = BENCH.parent
@@ -114,43 +114,6 @@ async def _clients(
 
 
 # Processes ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready within {timeout:.0f}s")
-
-
-def answers(url: str, host: str | None = None) -> bool:
-    headers = {"Host": host} if host else {}
-    try:
-        return httpx.get(url, headers=headers, timeout=5, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process group we started, then SIGKILL it after `grace` seconds."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 def seed_venv() -> Path:
@@ -539,16 +502,6 @@ def table(results: list[StepResult], cores: int) -> str:
 
 def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.2f}"
-
-
-def git_commit() -> str:
-    result = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return result.stdout.strip() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,14 +19,14 @@ import os
 import platform as host_platform
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from _processes import free_port, git_commit
 
 from homerun.build import Artifact, build
 from homerun.runtime import Instance, InstanceSpec
@@ -54,12 +54,6 @@ APPS = [
     App("Flask (gunicorn)", REPO_ROOT / "examples" / "cloudrun_example", "/"),
     App("FastAPI (uvicorn)", REPO_ROOT / "tests" / "apps" / "fastapi_seed", "/usuarios"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def instance_spec(artifact: Artifact, revision: str) -> InstanceSpec:
@@ -309,16 +303,6 @@ def tables(results: list[dict[str, Any]], runs: int, cores: int) -> str:
                 f"| {row['pss_mib']:.1f} | {zygote_cells} | {shared:.1f} |"
             )
     return "\n".join(lines)
-
-
-def git_commit() -> str:
-    result = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return result.stdout.strip() or "unknown"
 
 
 def built(app: App) -> Artifact:

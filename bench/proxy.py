@@ -13,13 +13,13 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform as host_platform
 import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+from _processes import answers, free_port, git_commit, stop_group, wait_for
 
 BENCH = Path(__file__).resolve().parent
 REPO_ROOT = BENCH.parent
@@ -71,43 +72,6 @@ class LoadResult:
 
 
 # Processes ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready within {timeout:.0f}s")
-
-
-def answers(url: str, host: str | None = None) -> bool:
-    headers = {"Host": host} if host else {}
-    try:
-        return httpx.get(url, headers=headers, timeout=2, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process group we started, then SIGKILL it after `grace` seconds."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 def seed_folder() -> Path:
@@ -343,7 +307,9 @@ def run_wrk(
     connections: int,
     threads: int,
 ) -> LoadResult:
-    command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    # wrk takes whole seconds only.
+    seconds = max(1, math.ceil(duration))
+    command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if host:
         command += ["-H", f"Host: {host}"]
     output = subprocess.run(
@@ -520,16 +486,6 @@ def ratio(
         "p50": homerun["p50_ms"] / direct["p50_ms"],
         "p99": homerun["p99_ms"] / direct["p99_ms"],
     }
-
-
-def git_commit() -> str:
-    result = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return result.stdout.strip() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
