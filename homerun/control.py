@@ -15,7 +15,7 @@ import shutil
 import stat
 import string
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,8 +204,14 @@ class ControlPlane:
 
     def deploy(self, request: DeployRequest) -> AsyncIterator[Event]:
         """Start a deploy; its events stream to the caller, who may go away without harm."""
+        return self._stream(lambda emit: self._deploy(request, emit))
+
+    def _stream(
+        self, work: Callable[[Callable[[Event], None]], Coroutine[Any, Any, None]]
+    ) -> AsyncIterator[Event]:
+        """Run `work` as a task of the daemon and stream what it emits until it ends."""
         events: asyncio.Queue[Event | None] = asyncio.Queue()
-        task = asyncio.ensure_future(self._deploy(request, events.put_nowait))
+        task = asyncio.ensure_future(work(events.put_nowait))
         self._tasks.add(task)
 
         def finished(done: asyncio.Task[None]) -> None:
@@ -477,16 +483,7 @@ class ControlPlane:
     def replace(self, manifest: ServiceManifest) -> AsyncIterator[Event]:
         """Apply a Knative Service (already validated): a changed template makes a revision,
         the traffic block and metadata are applied once it is ready."""
-        events: asyncio.Queue[Event | None] = asyncio.Queue()
-        task = asyncio.ensure_future(self._replace(manifest, events.put_nowait))
-        self._tasks.add(task)
-
-        def finished(done: asyncio.Task[None]) -> None:
-            self._tasks.discard(done)
-            events.put_nowait(None)
-
-        task.add_done_callback(finished)
-        return _drain(events)
+        return self._stream(lambda emit: self._replace(manifest, emit))
 
     async def _replace(self, manifest: ServiceManifest, emit: Callable[[Event], None]) -> None:
         try:
