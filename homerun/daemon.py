@@ -279,7 +279,7 @@ async def _sample(telemetry: Telemetry) -> None:
     while True:
         await asyncio.sleep(SAMPLE_SECONDS)
         try:
-            telemetry.tick()
+            await telemetry.tick_in_slices()
         except Exception as error:  # a bug here must not stop the sampling
             print(f"homerun: telemetry failed: {error!r}", file=sys.stderr, flush=True)
 

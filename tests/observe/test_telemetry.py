@@ -115,3 +115,15 @@ def test_request_logs_can_be_turned_off_and_metrics_still_count(tmp_path: Path) 
     telemetry.tick()
     assert logs.read("svc") == []
     assert b'homerun_requests_total{code_class="2xx"' in metrics.exposition()[0]
+
+
+def test_slices_add_up_to_the_same_second(tmp_path: Path) -> None:
+    import asyncio
+
+    telemetry, logs, _, wall = make(tmp_path)
+    telemetry.records += [record(200, 0.001)] * 450 + [record(503, 0.002)] * 50
+    wall.now += 1
+    asyncio.run(telemetry.tick_in_slices())
+    series = telemetry.series("svc", 300)
+    assert series["rps_2xx"] == [450.0] and series["rps_5xx"] == [50.0]
+    assert len(logs.read("svc", limit=1000)) == 500
