@@ -363,13 +363,18 @@ def test_full_max_instances_answers_429_after_the_overload_wait(scaling) -> None
 # 5. Scaling down drains: requests in flight on a stopping instance complete -----------------
 
 
+LONG_REQUESTS = 6
+
+
 def test_scale_down_drains_instances_with_requests_in_flight(scaling) -> None:
-    # Round robin (concurrency above 3) spreads three long requests over three instances.
-    # Once the short burst has left the stable window the autoscaler wants ceil(3 / 6) = 1
-    # instance, so at least two instances holding a long request are scaled down under it.
+    # Round robin (concurrency above 3) spreads six long requests over the instances. Once the
+    # short burst has left the stable window the autoscaler wants ceil(6 / 6) = 1 instance and
+    # keeps the busiest, so every other instance holding a long request is scaled down under
+    # it. (With three long requests, the burst's own picks interleaved with them sometimes
+    # sent all three to one instance: the one kept.)
     with (
         deployed(scaling, "as-drain", INFLIGHT, "--concurrency", "10") as service,
-        ThreadPoolExecutor(3) as pool,
+        ThreadPoolExecutor(LONG_REQUESTS) as pool,
     ):
         with ClosedLoopLoad(
             scaling, service, "/work?seconds=1", clients=30, seconds=4, max_requests=200
@@ -382,7 +387,8 @@ def test_scale_down_drains_instances_with_requests_in_flight(scaling) -> None:
                 what="4 ready instances under the burst",
             )
             long_requests = [
-                get_in_background(pool, scaling, service, "/work", seconds=12) for _ in range(3)
+                get_in_background(pool, scaling, service, "/work", seconds=12)
+                for _ in range(LONG_REQUESTS)
             ]
         assert burst.failures == [], burst.failures[:5]
 
@@ -399,7 +405,7 @@ def test_scale_down_drains_instances_with_requests_in_flight(scaling) -> None:
             }
             time.sleep(POLL_SECONDS)
         responses = [future.result() for future in long_requests]
-        assert [response.status_code for response in responses] == [200] * 3, [
+        assert [response.status_code for response in responses] == [200] * LONG_REQUESTS, [
             response.text for response in responses
         ]
         served_by = {response.json()["port"] for response in responses}
