@@ -26,55 +26,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from homerun.build._pip import INSTALL_OPTIONS_WITH_VALUE
 from homerun.build.dockerfile import Dockerfile
 from homerun.build.entrypoint import DefaultApp
 from homerun.build.source import SKIPPED_NAMES, Layout
 from homerun.errors import BuildError
 
-# pip install options that take a value (the value is not a requirement).
-OPTIONS_WITH_VALUE = frozenset(
-    {
-        "-r",
-        "--requirement",
-        "-c",
-        "--constraint",
-        "-e",
-        "--editable",
-        "-i",
-        "--index-url",
-        "--extra-index-url",
-        "-f",
-        "--find-links",
-        "--trusted-host",
-        "--platform",
-        "--python-version",
-        "--implementation",
-        "--abi",
-        "--src",
-        "--upgrade-strategy",
-        "-C",
-        "--config-settings",
-        "--global-option",
-        "--no-binary",
-        "--only-binary",
-        "--progress-bar",
-        "--root-user-action",
-        "--report",
-        "--timeout",
-        "--retries",
-        "--proxy",
-        "--cert",
-        "--client-cert",
-        "--cache-dir",
-        "--log",
-        "--exists-action",
-        "--python",
-        "--keyring-provider",
-        "--use-feature",
-        "--use-deprecated",
-        "--group",
-    }
-)
 # Options that matter for an image's size, not for a virtualenv: dropped.
 DROPPED_OPTIONS = frozenset({"--no-cache-dir", "--root-user-action"})
 _FILE_OPTIONS = frozenset({"-r", "--requirement", "-c", "--constraint"})
@@ -179,7 +136,7 @@ def _localize(
         argument = arguments[index]
         option, has_inline, inline = argument.partition("=")
         if option in DROPPED_OPTIONS:
-            if option in OPTIONS_WITH_VALUE and not has_inline:
+            if option in INSTALL_OPTIONS_WITH_VALUE and not has_inline:
                 index += 1
             index += 1
             continue
@@ -194,7 +151,8 @@ def _localize(
             index += 1
             continue
         if argument.startswith("-"):
-            if option in OPTIONS_WITH_VALUE and not has_inline and index + 1 < len(arguments):
+            takes_value = option in INSTALL_OPTIONS_WITH_VALUE and not has_inline
+            if takes_value and index + 1 < len(arguments):
                 value = arguments[index + 1]
                 if option in _FILE_OPTIONS:
                     value = _container_path(value, layout)
@@ -287,7 +245,7 @@ def _requirements(arguments: Sequence[str]) -> list[str]:
     while index < len(arguments):
         argument = arguments[index]
         if argument.startswith("-"):
-            if argument in OPTIONS_WITH_VALUE:
+            if argument in INSTALL_OPTIONS_WITH_VALUE:
                 index += 1
         else:
             found.append(argument)

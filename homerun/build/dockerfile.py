@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
+from homerun.build._pip import GLOBAL_OPTIONS_WITH_VALUE
 from homerun.build._shellwords import Word, WordError, expand, split_words
 from homerun.errors import DockerfileError
 
@@ -50,26 +51,6 @@ _REFUSED_HINTS = {
 }
 # pip options that write outside the virtualenv or change what "installed" means.
 _REFUSED_PIP_OPTIONS = {"-t", "--target", "--prefix", "--root"}
-_PIP_GLOBAL_OPTIONS_WITH_VALUE = {
-    "--timeout",
-    "--retries",
-    "--proxy",
-    "--cert",
-    "--client-cert",
-    "--cache-dir",
-    "--log",
-    "--exists-action",
-    "--python",
-    "--keyring-provider",
-    "--use-feature",
-    "--use-deprecated",
-    "--trusted-host",
-    "-i",
-    "--index-url",
-    "--extra-index-url",
-    "-f",
-    "--find-links",
-}
 
 
 @dataclass(frozen=True)
@@ -594,7 +575,7 @@ def _pip_install_arguments(command: list[str]) -> list[str] | None:
     index = 0
     while index < len(rest) and rest[index].startswith("-"):
         before.append(rest[index])
-        if rest[index] in _PIP_GLOBAL_OPTIONS_WITH_VALUE and index + 1 < len(rest):
+        if rest[index] in GLOBAL_OPTIONS_WITH_VALUE and index + 1 < len(rest):
             before.append(rest[index + 1])
             index += 1
         index += 1
