@@ -87,7 +87,6 @@ class Settings:
     stop_grace_seconds: float = 10.0
     # How long a deploy watches its first instance after the probe before moving traffic.
     deploy_settle_seconds: float = 1.0
-    log_tail_lines: int = 20
     # The dashboard and /metrics; when the port is taken, an ephemeral one (status says which).
     dashboard_listen: str = "127.0.0.1"
     dashboard_port: int = 8081

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ RECENT_ENTRIES = 200
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return iso_time(time.time())
 
 
 def iso_time(epoch_seconds: float) -> str:
