@@ -251,18 +251,19 @@ def _follow(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def cmd_services_add_iam_policy_binding(arguments: argparse.Namespace) -> int:
-    service = validate_service_name(arguments.service)
-    member, role = parse_member(arguments.member), check_role(arguments.role)
-    policy = _client().add_iam_binding(service, member, role)
-    print(f"Updated IAM policy for service [{service}].")
-    _print_document(policy, "yaml")
-    return 0
+    return _change_iam_binding(arguments, add=True)
 
 
 def cmd_services_remove_iam_policy_binding(arguments: argparse.Namespace) -> int:
+    return _change_iam_binding(arguments, add=False)
+
+
+def _change_iam_binding(arguments: argparse.Namespace, *, add: bool) -> int:
     service = validate_service_name(arguments.service)
     member, role = parse_member(arguments.member), check_role(arguments.role)
-    policy = _client().remove_iam_binding(service, member, role)
+    client = _client()
+    change = client.add_iam_binding if add else client.remove_iam_binding
+    policy = change(service, member, role)
     print(f"Updated IAM policy for service [{service}].")
     _print_document(policy, "yaml")
     return 0
