@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +55,37 @@ def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+def cached_venv(venv: Path, pip_args: list[str], key: str) -> Path:
+    """A virtualenv made with `pip install *pip_args`, kept between runs: it is made again
+    only when `key` (what was installed: the package list or requirements.txt's text) changes,
+    so a re-run does not reinstall, and benchmarks that install the same key share it."""
+    stamp = venv / ".installed"
+    if stamp.exists() and stamp.read_text() == key:
+        return venv
+    print(f"# creating {venv} with pip install {' '.join(pip_args)}", flush=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    installed = subprocess.run([*pip, *pip_args], capture_output=True, text=True, timeout=600)
+    if installed.returncode != 0:
+        raise RuntimeError(f"pip install {' '.join(pip_args)} failed:\n{installed.stderr}")
+    stamp.write_text(key)
+    return venv
+
+
+def core_count() -> int:
+    """The cores this process may run on (a container's limit), which client, router and app
+    share: what the figures depend on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 0
+
+
+def utc_stamp() -> str:
+    """The run's time as in the result file names: 20261126T011703Z."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def git_commit() -> str:

@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import csv
-import datetime
 import json
 import math
 import multiprocessing
@@ -28,13 +27,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _processes import answers, free_port, git_commit, stop_group, wait_for
+from _processes import (
+    answers,
+    cached_venv,
+    core_count,
+    free_port,
+    git_commit,
+    stop_group,
+    utc_stamp,
+    wait_for,
+)
 
 BENCH = Path(__file__).resolve().parent
 REPO_ROOT = BENCH.parent
@@ -117,25 +125,12 @@ async def _clients(
 
 
 def seed_venv() -> Path:
-    """A virtualenv with the seed's requirements.txt, as homerun's builder makes one."""
-    requirements = (SEED / "requirements.txt").read_text()
-    venv = WORK / "seed-fastapi-venv"
-    stamp = venv / ".installed"
-    if not stamp.exists() or stamp.read_text() != requirements:
-        print(f"# creating {venv} from {SEED / 'requirements.txt'}", flush=True)
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        installed = subprocess.run(
-            [*pip, "-r", str(SEED / "requirements.txt")],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if installed.returncode != 0:
-            raise RuntimeError(f"pip install -r requirements.txt failed:\n{installed.stderr}")
-        stamp.write_text(requirements)
-    return venv
+    """A virtualenv with the seed's requirements.txt, as homerun's builder makes one (shared
+    with bench/proxy.py, which keys it the same way)."""
+    requirements = SEED / "requirements.txt"
+    return cached_venv(
+        WORK / "seed-fastapi-venv", ["-r", str(requirements)], requirements.read_text()
+    )
 
 
 @contextlib.contextmanager
@@ -273,10 +268,11 @@ class Sample:
 @dataclass
 class StepResult:
     target: str
-    concurrency: int | None
+    concurrency: int | None  # None: uvicorn direct
     needed_instances: int
     duration_seconds: float
     client_processes: int
+    zygote: bool | None = None  # homerun's instances forked from a zygote (False: spawned)
     requests: int = 0
     errors: int = 0
     requests_per_second: float = 0.0
@@ -296,7 +292,8 @@ def step_load(
     url: str,
     host: str | None,
     concurrency: int | None,
-    sample: Any = None,
+    sample: Callable[[float], Sample] | None = None,
+    zygote: bool | None = None,
 ) -> tuple[StepResult, list[tuple[float, float, int, str]], list[Sample]]:
     """0 to CLIENTS clients at once, for `args.duration` s; `sample()` every SAMPLE_SECONDS."""
     needed = math.ceil(CLIENTS / (concurrency * UTILIZATION)) if concurrency else 1
@@ -330,7 +327,7 @@ def step_load(
     records = sorted(record for outcome in outcomes for record in outcome["records"])
     cpu = sum(outcome["cpu_seconds"] for outcome in outcomes)
 
-    result = StepResult(target, concurrency, needed, args.duration, args.client_processes)
+    result = StepResult(target, concurrency, needed, args.duration, args.client_processes, zygote)
     ok = [seconds for _, seconds, status, _ in records if status == 200]
     result.requests = len(records)
     result.errors = len(records) - len(ok)
@@ -366,7 +363,7 @@ def step_load(
     return result, records, samples
 
 
-def instance_sampler(homerun: Homerun, service: str):
+def instance_sampler(homerun: Homerun, service: str) -> Callable[[float], Sample]:
     def sample(t: float) -> Sample:
         revision = homerun.revision(service)
         states = [instance["state"] for instance in revision["instances"]]
@@ -525,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="skip the runs with the zygote off (every instance spawned)",
     )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the JSON, the CSV and PNG beside it with the same name "
+        "(default bench/results/autoscale-STAMP.json)",
+    )
     args = parser.parse_args(argv)
     try:
         concurrencies = [int(value) for value in args.concurrency.split(",") if value]
@@ -538,10 +541,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--client-processes must be in [1, 8]")
 
     WORK.mkdir(parents=True, exist_ok=True)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = core_count()
     # A signal ends the run through the `finally` blocks that stop every process started here.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
 
     outcomes: list[tuple[StepResult, list[tuple[float, float, int, str]], list[Sample]]] = []
     # Client processes are started once, before any load, so the step isn't their start-up.
@@ -563,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
                         sampler = instance_sampler(homerun, name)
                         target = f"homerun cc {concurrency}{kind}"
                         outcomes.append(
-                            step_load(pool, args, target, url, host, concurrency, sampler)
+                            step_load(pool, args, target, url, host, concurrency, sampler, zygote)
                         )
             finally:
                 homerun.stop()
@@ -572,13 +575,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         row for result, records, samples in outcomes for row in timeline(result, records, samples)
     ]
-    RESULTS.mkdir(exist_ok=True)
-    csv_path = RESULTS / f"autoscale-{stamp}.csv"
+    json_path = args.output or RESULTS / f"autoscale-{stamp}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    csv_path = json_path.with_suffix(".csv")
     with csv_path.open("w", newline="") as output:
         writer = csv.DictWriter(output, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    png_path = RESULTS / f"autoscale-{stamp}.png"
+    png_path = json_path.with_suffix(".png")
     write_chart(png_path, rows, results)
     record = {
         "benchmark": "autoscale",
@@ -598,14 +602,13 @@ def main(argv: list[str] | None = None) -> int:
             "autoscaler": "homerun defaults (stable window 60 s, panic window 6 s, tick 2 s)",
         },
         "results": [asdict(result) for result in results],
-        "csv": str(csv_path.relative_to(REPO_ROOT)),
-        "chart": str(png_path.relative_to(REPO_ROOT)),
+        "csv": csv_path.name,
+        "chart": png_path.name,
     }
-    json_path = RESULTS / f"autoscale-{stamp}.json"
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     print()
     print(table(results, cores or 0))
-    print(f"\nresults: {json_path.relative_to(REPO_ROOT)}, {csv_path.name}, {png_path.name}")
+    print(f"\nresults: {json_path}, {csv_path.name}, {png_path.name}")
     return 0
 
 

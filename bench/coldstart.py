@@ -342,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--instances", type=int, default=4, help="instances side by side for the memory figures"
     )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the JSON (default bench/results/coldstart-STAMP.json)",
+    )
     # Shared by bench/run_all.py with the load benchmarks; a cold start has no load.
     parser.add_argument("--duration", help=argparse.SUPPRESS)
     parser.add_argument("--connections", help=argparse.SUPPRESS)
@@ -373,10 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         "goal": {"median_ms": GOAL_MS, "ratio": GOAL_RATIO},
         "apps": results,
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"coldstart-{stamp}.json"
+    path = args.output or RESULTS / f"coldstart-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nresults: {path.relative_to(REPO_ROOT)}")
+    print(f"\nresults: {path}")
     return 0
 
 

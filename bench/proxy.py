@@ -1,17 +1,18 @@
-"""Requests/s and p50/p99 latency of the seed Flask app, reached directly and through homerun.
+"""Requests/s and p50/p99 latency of the seed apps, reached directly and through homerun.
 
-Both targets serve the same folder (the seed's main.py and Dockerfile) with the same command
-(the Dockerfile's `CMD exec gunicorn --bind :$PORT --workers 1 --threads 8 --timeout 0
-main:app`) from the same virtualenv contents, so the difference is the router's cost. Both run
-side by side in one run; each is loaded for a fixed time with a fixed number of keep-alive
-connections, in alternating rounds. Usage and recorded figures: bench/README.md.
+For each seed app (Flask under gunicorn, FastAPI under uvicorn), both targets serve the same
+folder with the same command (the Dockerfile's CMD for Flask, homerun's default uvicorn command
+for FastAPI) from the same packages, so the difference is the router's cost; nginx in front of
+the direct server is the reference proxy. All of an app's targets run side by side; each is
+loaded for a fixed time with a fixed number of keep-alive connections, in alternating rounds.
+Usage and recorded figures: bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
+import functools
 import json
 import math
 import os
@@ -26,23 +27,38 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
-from _processes import answers, free_port, git_commit, stop_group, wait_for
+from _processes import (
+    answers,
+    cached_venv,
+    core_count,
+    free_port,
+    git_commit,
+    stop_group,
+    utc_stamp,
+    wait_for,
+)
 
 BENCH = Path(__file__).resolve().parent
 REPO_ROOT = BENCH.parent
 RESULTS = BENCH / "results"
-# Virtualenvs and daemon homes live here between runs (git-ignored).
+# Virtualenvs and logs live here between runs (git-ignored); each run's app copies, daemon
+# homes and nginx files in a folder of its own below it, removed at the end.
 WORK = RESULTS / "tmp"
-SEED_FOLDERS = [
+FLASK_FOLDERS = [
     REPO_ROOT / "tests" / "apps" / "flask_seed",
     REPO_ROOT / "examples" / "cloudrun_example",
 ]
-SERVICE = "helloworld"
+FASTAPI_FOLDER = REPO_ROOT / "tests" / "apps" / "fastapi_seed"
+# homerun's default command for an ASGI app found in main.py with no Dockerfile or Procfile
+# (homerun/build/entrypoint.py); the direct target runs the same, and the run checks that the
+# deployed revision's entrypoint is this.
+UVICORN_COMMAND = "exec uvicorn main:app --host 127.0.0.1 --port $PORT"
 # The target with request logs, metrics and dashboard series off (`telemetry: false`).
 QUIET = "homerun, telemetry off"
 NGINX = "nginx"
@@ -71,14 +87,35 @@ class LoadResult:
     proxy_cpu_ms_per_request: float | None = None
 
 
-# Processes ------------------------------------------------------------------------------------
+# Apps -----------------------------------------------------------------------------------------
 
 
-def seed_folder() -> Path:
-    for folder in SEED_FOLDERS:
-        if (folder / "Dockerfile").exists():
-            return folder
-    raise SystemExit(f"the seed Flask folder is missing: looked in {SEED_FOLDERS}")
+@dataclass(frozen=True)
+class App:
+    """A seed app as served here: the folder homerun deploys, the shell command homerun runs it
+    with (run by hand for the direct target), the packages that command needs, and the path
+    the load asks for."""
+
+    name: str  # the --apps value
+    label: str  # the table's caption
+    folder: Path
+    path: str
+    service: str  # its name in homerun
+    command: str
+    pip_args: list[str]
+    venv_key: str  # what the direct virtualenv holds: it is made again when this changes
+    venv_name: str
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "app": self.name,
+            "label": self.label,
+            "folder": str(self.folder.relative_to(REPO_ROOT)),
+            "path": self.path,
+            "service": self.service,
+            "command": self.command,
+            "direct_pip_install": [a.removeprefix(f"{REPO_ROOT}/") for a in self.pip_args],
+        }
 
 
 def dockerfile_parts(folder: Path) -> tuple[list[str], str]:
@@ -98,30 +135,64 @@ def dockerfile_parts(folder: Path) -> tuple[list[str], str]:
     return packages, command
 
 
-@contextlib.contextmanager
-def direct_server(folder: Path, log: Path) -> Iterator[str]:
-    """The Dockerfile's CMD run by hand in a virtualenv with its `pip install` packages."""
+def flask_seed() -> App:
+    """The seed's Flask folder, run by its Dockerfile's CMD (gunicorn, 1 worker, 8 threads)."""
+    folder = next((f for f in FLASK_FOLDERS if (f / "Dockerfile").exists()), None)
+    if folder is None:
+        raise SystemExit(f"the seed Flask folder is missing: looked in {FLASK_FOLDERS}")
     packages, command = dockerfile_parts(folder)
-    venv = WORK / "direct-venv"
-    stamp = venv / ".installed"
-    if not stamp.exists() or stamp.read_text() != " ".join(packages):
-        print(f"# creating {venv} with {' '.join(packages)}", flush=True)
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        installed = subprocess.run([*pip, *packages], capture_output=True, text=True, timeout=600)
-        if installed.returncode != 0:
-            raise RuntimeError(f"pip install {' '.join(packages)} failed:\n{installed.stderr}")
-        stamp.write_text(" ".join(packages))
-    app = WORK / "direct-app"
-    shutil.rmtree(app, ignore_errors=True)
-    shutil.copytree(folder, app)
+    return App(
+        name="flask",
+        label="Seed Flask app (gunicorn 1 worker, 8 threads), GET /",
+        folder=folder,
+        path="/",
+        service="helloworld",
+        command=command,
+        pip_args=packages,
+        venv_key=" ".join(packages),
+        venv_name="seed-flask-venv",
+    )
+
+
+def fastapi_seed() -> App:
+    """The seed's FastAPI folder (main.py and requirements.txt only), so homerun runs it with
+    its default uvicorn command; loaded at the async endpoint, as /produtos sleeps 1 s."""
+    requirements = FASTAPI_FOLDER / "requirements.txt"
+    if not requirements.exists():
+        raise SystemExit(f"the seed FastAPI folder is missing: {FASTAPI_FOLDER}")
+    return App(
+        name="fastapi",
+        label="Seed FastAPI app (uvicorn, 1 process), GET /usuarios (async)",
+        folder=FASTAPI_FOLDER,
+        path="/usuarios",
+        service="fastapi-seed",
+        command=UVICORN_COMMAND,
+        pip_args=["-r", str(requirements)],
+        # As bench/autoscale.py keys the same virtualenv, so the two share it.
+        venv_key=requirements.read_text(),
+        venv_name="seed-fastapi-venv",
+    )
+
+
+APPS: dict[str, Callable[[], App]] = {"flask": flask_seed, "fastapi": fastapi_seed}
+
+
+# Processes ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def direct_server(app: App, scratch: Path, log: Path) -> Iterator[int]:
+    """The app's command run by hand with `sh -c` in a virtualenv with its packages; yields
+    its port."""
+    venv = cached_venv(WORK / app.venv_name, app.pip_args, app.venv_key)
+    copy = scratch / f"{app.name}-app"
+    shutil.copytree(app.folder, copy)
     port = free_port()
     env = dict(os.environ, PORT=str(port), PATH=f"{venv / 'bin'}:{os.environ.get('PATH', '')}")
     with log.open("wb") as output:
         process = subprocess.Popen(
-            ["sh", "-c", command],
-            cwd=app,
+            ["sh", "-c", app.command],
+            cwd=copy,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=output,
@@ -129,19 +200,33 @@ def direct_server(folder: Path, log: Path) -> Iterator[str]:
             start_new_session=True,
         )
     try:
-        url = f"http://127.0.0.1:{port}/"
-        wait_for(lambda: process.poll() is None and answers(url), READY_SECONDS, "gunicorn")
-        yield url
+        url = f"http://127.0.0.1:{port}{app.path}"
+        wait_for(
+            lambda: process.poll() is None and answers(url), READY_SECONDS, f"{app.name} direct"
+        )
+        yield port
     finally:
         stop_group(process)
 
 
+@dataclass
+class Deployed:
+    url: str
+    host: str
+    pid: int  # the daemon's: its CPU time is the router's (instances are other processes)
+    entrypoint: list[str]  # the revision's argv, as homerun describes it
+
+
 @contextlib.contextmanager
 def homerun_service(
-    folder: Path, log: Path, deploy_flags: list[str], config: dict[str, object] | None = None
-) -> Iterator[tuple[str, str, int]]:
-    """A fresh daemon with the seed folder deployed; yields (router URL, Host header, pid)."""
-    home = Path(tempfile.mkdtemp(prefix="home-", dir=WORK))
+    app: App,
+    scratch: Path,
+    log: Path,
+    deploy_flags: list[str],
+    config: dict[str, object] | None = None,
+) -> Iterator[Deployed]:
+    """A fresh daemon (`homerun up`, its own HOMERUN_HOME) with the app's folder deployed."""
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=scratch))
     if config:
         (home / "config.yaml").write_text(
             "".join(f"{key}: {json.dumps(value)}\n" for key, value in config.items())
@@ -175,28 +260,33 @@ def homerun_service(
             READY_SECONDS,
             f"homerun up (log: {log})",
         )
-        print(f"# deploying {folder} to homerun", flush=True)
+        print(f"# deploying {app.folder.relative_to(REPO_ROOT)} to homerun", flush=True)
         deployed = homerun(
             "deploy",
-            SERVICE,
+            app.service,
             "--source",
-            str(folder),
+            str(app.folder),
             "--allow-unauthenticated",
             *deploy_flags,
             timeout=DEPLOY_SECONDS,
         )
         if deployed.returncode != 0:
             raise RuntimeError(f"homerun deploy failed:\n{deployed.stdout}\n{deployed.stderr}")
-        url, host = f"http://127.0.0.1:{port}/", f"{SERVICE}.localhost:{port}"
+        base, host = f"http://127.0.0.1:{port}", f"{app.service}.localhost:{port}"
+        url = base + app.path
         wait_for(lambda: answers(url, host), READY_SECONDS, "the deployed service")
-        yield url, host, daemon.pid
+        described = homerun("services", "describe", app.service, "--format", "summary-json")
+        service = json.loads(described.stdout)
+        revision = next(
+            r for r in service["revisions"] if r["name"] == service["latest_ready_revision"]
+        )
+        yield Deployed(url, host, daemon.pid, list(revision["entrypoint"] or []))
     finally:
         with contextlib.suppress(subprocess.TimeoutExpired):
             homerun("down", timeout=60)
         with contextlib.suppress(subprocess.TimeoutExpired):
             daemon.wait(timeout=30)
         stop_group(daemon, grace=5)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 NGINX_CONF = """\
@@ -233,7 +323,11 @@ def find_nginx(install: bool) -> str | None:
     if installed() or not install or os.geteuid() != 0 or not shutil.which("apt-get"):
         return installed()
     print("# nginx not found: apt-get install -y nginx-light", flush=True)
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "timeout": 300}
+    quiet: dict[str, Any] = {
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "timeout": 300,
+    }
     for package in ("nginx-light", "nginx"):
         if subprocess.run(["apt-get", "install", "-y", package], **quiet).returncode == 0:
             break
@@ -242,42 +336,57 @@ def find_nginx(install: bool) -> str | None:
 
 
 @contextlib.contextmanager
-def nginx_proxy(nginx: str, upstream_url: str, log: Path) -> Iterator[tuple[str, int]]:
+def nginx_proxy(
+    nginx: str, upstream: int, path: str, scratch: Path, log: Path
+) -> Iterator[tuple[str, int]]:
     """nginx as the reference reverse proxy: one worker (as homerun has one router process),
-    keep-alive to the app, no buffering; yields (URL, master pid)."""
+    keep-alive to the app, no buffering; yields (URL of `path`, master pid)."""
     port = free_port()
-    upstream = int(upstream_url.rstrip("/").rsplit(":", 1)[1])
-    conf = WORK / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(work=WORK, upstream=upstream, port=port))
+    prefix = Path(tempfile.mkdtemp(prefix="nginx-", dir=scratch))
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(work=prefix, upstream=upstream, port=port))
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [nginx, "-c", str(conf), "-p", str(WORK)],
+            [nginx, "-c", str(conf), "-p", str(prefix)],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
-        url = f"http://127.0.0.1:{port}/"
+        url = f"http://127.0.0.1:{port}{path}"
         wait_for(lambda: process.poll() is None and answers(url), READY_SECONDS, "nginx")
         yield url, process.pid
     finally:
         stop_group(process, grace=5)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its children that are alive (nginx's worker)."""
+def cpu_seconds(pid: int, children: bool) -> float:
+    """User + system CPU time of a process (all its threads), plus that of its children that
+    are alive when `children` (nginx's worker). Not for homerun's daemon: its children are
+    the instances (or their zygote), the app and not the router."""
     total = 0.0
     pids = [pid]
-    with contextlib.suppress(OSError):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(child) for child in children]
+    if children:
+        with contextlib.suppress(OSError):
+            listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            pids += [int(child) for child in listed]
     ticks = os.sysconf("SC_CLK_TCK")
     for member in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / ticks
     return total
+
+
+def version_of(command: list[str]) -> str:
+    """The first line a program prints about its version (wrk and nginx print it on stderr)."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 # Load -----------------------------------------------------------------------------------------
@@ -288,7 +397,11 @@ def find_wrk(install: bool) -> str | None:
     if found or not install or os.geteuid() != 0 or not shutil.which("apt-get"):
         return found
     print("# wrk not found: apt-get install -y wrk", flush=True)
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "timeout": 300}
+    quiet: dict[str, Any] = {
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "timeout": 300,
+    }
     if subprocess.run(["apt-get", "install", "-y", "wrk"], **quiet).returncode != 0:
         subprocess.run(["apt-get", "update"], **quiet)
         subprocess.run(["apt-get", "install", "-y", "wrk"], **quiet)
@@ -395,25 +508,27 @@ def measure(
     url: str,
     host: str | None,
     connections: int,
-    proxy_pid: int | None = None,
+    cpu: Callable[[], float] | None = None,
 ) -> LoadResult:
+    """One round: a warm-up that is not measured (none with --warmup 0), then the measured
+    load; `cpu()` is the proxy's CPU seconds so far, read before and after."""
     print(
         f"# {target}, {connections} connections: warm-up {args.warmup:g}s, then {args.duration:g}s",
         flush=True,
     )
     threads = min(args.threads, connections)
-    if wrk:
-        run_wrk(wrk, target, url, host, args.warmup, connections, threads)
-    else:
-        run_python_load(target, url, host, args.warmup, connections)
-    cpu_before = cpu_seconds(proxy_pid) if proxy_pid else 0.0
-    if wrk:
-        result = run_wrk(wrk, target, url, host, args.duration, connections, threads)
-    else:
-        result = run_python_load(target, url, host, args.duration, connections)
-    if proxy_pid and result.requests:
-        used = cpu_seconds(proxy_pid) - cpu_before
-        result.proxy_cpu_ms_per_request = 1000 * used / result.requests
+
+    def load(seconds: float) -> LoadResult:
+        if wrk:
+            return run_wrk(wrk, target, url, host, seconds, connections, threads)
+        return run_python_load(target, url, host, seconds, connections)
+
+    if args.warmup > 0:
+        load(args.warmup)
+    cpu_before = cpu() if cpu else 0.0
+    result = load(args.duration)
+    if cpu and result.requests:
+        result.proxy_cpu_ms_per_request = 1000 * (cpu() - cpu_before) / result.requests
     return result
 
 
@@ -435,14 +550,15 @@ def summarize(rounds: list[LoadResult]) -> dict[str, float]:
 
 
 def table(
+    app: App,
     summaries: dict[int, dict[str, dict[str, float]]],
     args: argparse.Namespace,
     tool: str,
     cores: int,
 ) -> str:
     rows = [
-        f"Seed Flask app (gunicorn 1 worker, 8 threads): {args.rounds} x {args.duration:g} s "
-        f"per target and load (medians), {tool}, {cores} cores shared by client, router and app.",
+        f"{app.label}: {args.rounds} x {args.duration:g} s per target and load (medians), "
+        f"{tool}, {cores} cores shared by client, router and app.",
         "",
         "| connections | target | requests/s | p50 ms | p99 ms | errors | proxy CPU ms/request |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -488,11 +604,74 @@ def ratio(
     }
 
 
+def measure_app(
+    app: App,
+    args: argparse.Namespace,
+    wrk: str | None,
+    nginx: str | None,
+    loads: list[int],
+    scratch: Path,
+) -> tuple[dict[str, Any], dict[int, dict[str, list[LoadResult]]]]:
+    """Start the app's targets, load them in alternating rounds, stop them; returns what
+    describes the targets and every round."""
+    deploy_flags = shlex.split(args.deploy_flags)
+    # name -> (URL, Host header, the proxy's CPU seconds so far, when there is a proxy)
+    targets: dict[str, tuple[str, str | None, Callable[[], float] | None]] = {}
+    described = app.describe()
+    with contextlib.ExitStack() as servers:
+        port = servers.enter_context(direct_server(app, scratch, WORK / f"{app.name}-direct.log"))
+        targets["direct"] = (f"http://127.0.0.1:{port}{app.path}", None, None)
+        if nginx is not None:
+            url, master = servers.enter_context(
+                nginx_proxy(nginx, port, app.path, scratch, WORK / f"{app.name}-nginx.log")
+            )
+            targets[NGINX] = (url, None, functools.partial(cpu_seconds, master, True))
+        kinds: list[tuple[str, Path, dict[str, object] | None]] = [
+            ("homerun", WORK / f"{app.name}-homerun.log", None)
+        ]
+        if args.telemetry_off:
+            # The same platform with request records off: no request logs, metrics, charts.
+            log = WORK / f"{app.name}-homerun-quiet.log"
+            kinds.append((QUIET, log, {"telemetry": False}))
+        for name, log, config in kinds:
+            deployed = servers.enter_context(
+                homerun_service(app, scratch, log, deploy_flags, config)
+            )
+            # The daemon's own CPU time: its children are the app's instances.
+            daemon_cpu = functools.partial(cpu_seconds, deployed.pid, False)
+            targets[name] = (deployed.url, deployed.host, daemon_cpu)
+            described["homerun_entrypoint"] = deployed.entrypoint
+            if deployed.entrypoint[-1:] != [app.command]:
+                print(
+                    f"# note: homerun runs {deployed.entrypoint}, the direct target "
+                    f"{app.command!r}",
+                    flush=True,
+                )
+        described["urls"] = {name: url for name, (url, _, _) in targets.items()}
+        rounds: dict[int, dict[str, list[LoadResult]]] = {
+            connections: {target: [] for target in targets} for connections in loads
+        }
+        # All run the whole time, idle when not loaded; alternating rounds spread any drift of
+        # the machine (another tenant, thermal limits) over every target alike.
+        for _ in range(args.rounds):
+            for connections, results in rounds.items():
+                for name, (url, host, cpu) in targets.items():
+                    results[name].append(measure(args, wrk, name, url, host, connections, cpu))
+    return described, rounds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per round")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load not measured")
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of load not measured (0: none)"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per target")
+    parser.add_argument(
+        "--apps",
+        default=",".join(APPS),
+        help=f"seed apps to serve, comma-separated, one after the other (default {','.join(APPS)})",
+    )
     parser.add_argument(
         "--connections",
         default="1,32",
@@ -502,7 +681,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument(
-        "--no-install", action="store_true", help="don't apt-get install wrk when missing"
+        "--no-install",
+        action="store_true",
+        help="don't apt-get install wrk or nginx when missing (the run falls back to the "
+        "Python load generator and to no reference proxy)",
     )
     parser.add_argument(
         "--no-telemetry-off",
@@ -513,6 +695,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--deploy-flags", default="", help="extra `homerun deploy` flags, e.g. '--concurrency 80'"
     )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the JSON (default bench/results/proxy-STAMP.json)",
+    )
     args = parser.parse_args(argv)
     try:
         loads = [int(value) for value in args.connections.split(",")]
@@ -520,62 +707,52 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--connections: expected numbers like 1,32, got {args.connections!r}")
     if not 0 < args.duration <= 300 or not all(1 <= value <= 1000 for value in loads):
         parser.error("--duration must be in (0, 300] and each --connections in [1, 1000]")
+    if not 0 <= args.warmup <= 60:
+        parser.error("--warmup must be in [0, 60]")
     if not 1 <= args.rounds <= 10:
         parser.error("--rounds must be in [1, 10]")
+    names = [name for name in args.apps.split(",") if name]
+    if not names or any(name not in APPS for name in names):
+        parser.error(f"--apps: expected some of {','.join(APPS)}, got {args.apps!r}")
+    apps = [APPS[name]() for name in dict.fromkeys(names)]
 
     WORK.mkdir(parents=True, exist_ok=True)
     wrk = None if args.tool == "python" else find_wrk(install=not args.no_install)
     if args.tool == "wrk" and not wrk:
         parser.error("wrk not found (apt-get install wrk)")
     tool = "wrk" if wrk else "python-httpx"
-    folder = seed_folder()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = core_count()
     # A signal ends the run through the `finally` blocks that stop every process started here.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
     nginx = find_nginx(install=not args.no_install)
     if nginx is None:
         print("# nginx not found and not installed: no reference proxy in this run", flush=True)
-    # name -> (URL, Host header, pid of the proxy process whose CPU time is counted)
-    targets: dict[str, tuple[str, str | None, int | None]] = {}
-    with contextlib.ExitStack() as servers:
-        direct_url = servers.enter_context(direct_server(folder, WORK / "direct.log"))
-        targets["direct"] = (direct_url, None, None)
-        if nginx is not None:
-            nginx_url, nginx_pid = servers.enter_context(
-                nginx_proxy(nginx, direct_url, WORK / "nginx.log")
-            )
-            targets[NGINX] = (nginx_url, None, nginx_pid)
-        targets["homerun"] = servers.enter_context(
-            homerun_service(folder, WORK / "homerun.log", shlex.split(args.deploy_flags))
-        )
-        if args.telemetry_off:
-            # The same platform with request records off: no request logs, metrics, charts.
-            targets[QUIET] = servers.enter_context(
-                homerun_service(
-                    folder,
-                    WORK / "homerun-quiet.log",
-                    shlex.split(args.deploy_flags),
-                    config={"telemetry": False},
-                )
-            )
-        rounds: dict[int, dict[str, list[LoadResult]]] = {
-            connections: {target: [] for target in targets} for connections in loads
-        }
-        # All run the whole time, idle when not loaded; alternating rounds spread any drift of
-        # the machine (another tenant, thermal limits) over every target alike.
-        for _ in range(args.rounds):
-            for connections, results in rounds.items():
-                for name, (url, host, pid) in targets.items():
-                    results[name].append(measure(args, wrk, name, url, host, connections, pid))
-
-    summaries = {
-        connections: {target: summarize(runs) for target, runs in results.items()}
-        for connections, results in rounds.items()
-    }
-    print()
-    print(table(summaries, args, tool, cores or 0))
+    measured = []
+    scratch = Path(tempfile.mkdtemp(prefix="proxy-run-", dir=WORK))
+    try:
+        for app in apps:
+            described, rounds = measure_app(app, args, wrk, nginx, loads, scratch)
+            summaries = {
+                connections: {target: summarize(runs) for target, runs in results.items()}
+                for connections, results in rounds.items()
+            }
+            print()
+            print(table(app, summaries, args, tool, cores))
+            print()
+            described["loads"] = [
+                {
+                    "connections": connections,
+                    "summary": summaries[connections],
+                    "ratio": ratio(summaries[connections]),
+                    "rounds": {t: [asdict(r) for r in runs] for t, runs in results.items()},
+                }
+                for connections, results in rounds.items()
+            ]
+            measured.append(described)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     record = {
         "benchmark": "proxy",
         "when": stamp,
@@ -584,8 +761,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "machine": host_platform.machine(),
         "python": host_platform.python_version(),
-        "source": str(folder.relative_to(REPO_ROOT)),
         "tool": tool,
+        "tool_version": version_of([wrk, "-v"]) if wrk else "",
+        "nginx": version_of([nginx, "-v"]) if nginx else None,
         "settings": {
             "duration_seconds": args.duration,
             "warmup_seconds": args.warmup,
@@ -593,21 +771,14 @@ def main(argv: list[str] | None = None) -> int:
             "connections": loads,
             "threads": args.threads,
             "deploy_flags": args.deploy_flags,
+            "telemetry_off_run": args.telemetry_off,
         },
-        "loads": [
-            {
-                "connections": connections,
-                "summary": summaries[connections],
-                "ratio": ratio(summaries[connections]),
-                "rounds": {target: [asdict(r) for r in runs] for target, runs in results.items()},
-            }
-            for connections, results in rounds.items()
-        ],
+        "apps": measured,
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"proxy-{stamp}.json"
+    path = args.output or RESULTS / f"proxy-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nresults: {path.relative_to(REPO_ROOT)}")
+    print(f"results: {path}")
     return 0
 
 
