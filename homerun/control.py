@@ -52,10 +52,10 @@ from homerun.routing.proxy import Address, Guard, Route, RouteError
 from homerun.routing.table import (
     TAG_SEPARATOR,
     RoutingTable,
+    SelectionMemo,
     ServiceRoutes,
     StratifiedRolls,
     TrafficTarget,
-    select,
 )
 from homerun.routing.throttler import Throttler
 from homerun.scaling.policy import policy_for
@@ -138,6 +138,7 @@ class ControlPlane:
         self.units: dict[str, RevisionUnit] = {}
         self._routes: dict[str, Route] = {}
         self._table = RoutingTable(settings.domain)
+        self._selections = SelectionMemo()
         self._deploy_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.dashboard_url: str | None = None  # set by the daemon once it listens
@@ -159,7 +160,7 @@ class ControlPlane:
     # -- the data plane's question ------------------------------------------------------
 
     def resolve(self, host: str) -> Route | RouteError:
-        selection = select(self._table, host, self._rolls)
+        selection = self._selections.select(self._table, host, self._rolls)
         if selection is None:
             return RouteError(404, f"no service answers at {host}")
         if selection.revision is None:

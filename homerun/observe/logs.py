@@ -6,14 +6,15 @@ request's path or an instance's output path waits on the disk.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import time
 from collections import deque
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from homerun.errors import InvalidSpec
 
@@ -28,8 +29,18 @@ def now_iso() -> str:
 
 
 def iso_time(epoch_seconds: float) -> str:
-    moment = datetime.fromtimestamp(epoch_seconds, UTC)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """RFC 3339 in UTC with microseconds, e.g. 2026-11-26T01:53:36.123456Z.
+
+    A busy router timestamps thousands of request log entries a second, all in the same few
+    seconds: the date and time of day are formatted once per second.
+    """
+    second, microsecond = divmod(round(epoch_seconds * 1_000_000), 1_000_000)
+    return f"{_iso_second(second)}.{microsecond:06d}Z"
+
+
+@functools.lru_cache(maxsize=8)
+def _iso_second(epoch_second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second))
 
 
 def instance_entry(
@@ -40,8 +51,8 @@ def instance_entry(
     text = line.strip()
     if text.startswith("{") and text.endswith("}"):
         try:
-            parsed = json.loads(text)
-        except ValueError:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict):
             entry = {"jsonPayload": parsed}
@@ -81,13 +92,16 @@ class LogStore:
     def __init__(self, directory: Path, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._directory = directory
         self._max_bytes = max_bytes
-        self._pending: dict[str, list[str]] = {}
+        # Serialized entries waiting for the next flush (orjson: several times faster than the
+        # standard library's json for a request log entry, which a busy router makes thousands
+        # of a second).
+        self._pending: dict[str, list[bytes]] = {}
         # The newest entries of each service, for the dashboard (no file read per refresh).
         self._recent: dict[str, deque[dict[str, Any]]] = {}
 
     def emit(self, entry: dict[str, Any]) -> None:
         service = entry["service"]
-        self._pending.setdefault(service, []).append(json.dumps(entry, ensure_ascii=False))
+        self._pending.setdefault(service, []).append(orjson.dumps(entry))
         recent = self._recent.get(service)
         if recent is None:
             recent = self._recent[service] = deque(maxlen=RECENT_ENTRIES)
@@ -104,8 +118,8 @@ class LogStore:
         self._directory.mkdir(parents=True, exist_ok=True)
         for service, lines in pending.items():
             path = self._path(service)
-            with open(path, "a", encoding="utf-8") as file:
-                file.write("\n".join(lines) + "\n")
+            with open(path, "ab") as file:
+                file.write(b"\n".join(lines) + b"\n")
                 size = file.tell()
             if size > self._max_bytes:
                 # Size-based retention: the full file becomes the older one, replacing it.
@@ -132,7 +146,7 @@ class LogStore:
         for path in (self._path(service).with_suffix(".jsonl.1"), self._path(service)):
             if not path.exists():
                 continue
-            with open(path, encoding="utf-8") as file:
+            with open(path, "rb") as file:
                 for entry in _parse(file):
                     timestamp = entry.get("timestamp", "")
                     if revision is not None and entry.get("revision") != revision:
@@ -169,9 +183,11 @@ def severity_rank(severity: str) -> int:
         ) from None
 
 
-def _parse(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
+def _parse(lines: Iterable[bytes]) -> Iterable[dict[str, Any]]:
     for line in lines:
         try:
-            yield json.loads(line)
-        except ValueError:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
             continue
+        if isinstance(entry, dict):
+            yield entry

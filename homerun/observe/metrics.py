@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import bisect
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 from homerun.observe.processes import ProcessSampler
 from homerun.scaling.supervisor import DRAINING, READY, STARTING, RevisionUnit
@@ -30,13 +38,13 @@ class Metrics:
             (*labels, "code_class"),
             registry=self.registry,
         )
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "homerun_request_latency_seconds",
             "Time from a request's arrival at the router to the end of its response.",
             labels,
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
         )
+        self.registry.register(self.latency)
         self.queue_wait = Histogram(
             "homerun_queue_wait_seconds",
             "Arrival to first response byte of requests that waited for an instance slot.",
@@ -61,6 +69,55 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class BatchHistogram:
+    """A histogram family filled a batch of observations at a time.
+
+    prometheus_client's Histogram takes one observation per call, each through a label lookup
+    and a lock: some 2 µs, thousands of times a second for request latencies. Telemetry has a
+    second's latencies of a revision together, and bisecting them into bucket counts here
+    costs a tenth of that. The exposition is the same as a Histogram's.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = list(labelnames)
+        self._bounds = list(buckets)
+        # labels -> (count per bucket, the last one for +Inf; sum of the values)
+        self._series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        self._lock = threading.Lock()  # scrapes may run on another thread
+
+    def observe_many(self, labels: tuple[str, ...], values: Iterable[float]) -> None:
+        bounds = self._bounds
+        with self._lock:
+            series = self._series.get(labels)
+            if series is None:
+                series = self._series[labels] = ([0] * (len(bounds) + 1), [0.0])
+            counts, total = series
+            for value in values:
+                counts[bisect.bisect_left(bounds, value)] += 1
+                total[0] += value
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        edges = [floatToGoString(bound) for bound in self._bounds] + ["+Inf"]
+        with self._lock:
+            series = [(labels, list(counts), total[0]) for labels, (counts, total) in
+                      self._series.items()]  # fmt: skip
+        for labels, counts, total in series:
+            cumulative, buckets = 0, []
+            for edge, count in zip(edges, counts, strict=True):
+                cumulative += count
+                buckets.append((edge, cumulative))
+            family.add_metric(list(labels), buckets, sum_value=total)
+        yield family
 
 
 class _LiveState:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
+
+# Finding a process's descendants means reading the parent of every process on the machine
+# (/proc/*/stat): done once per instance every this many seconds, or when one of them has
+# gone, rather than at every sample. A worker started meanwhile counts from the next look.
+TREE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -14,18 +21,15 @@ class Usage:
 
 
 class ProcessSampler:
-    def __init__(self) -> None:
-        # psutil.Process objects keep what they need to tell a reused pid from the same one.
-        self._known: dict[int, psutil.Process] = {}
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        # pid -> (the process and its descendants, when they were listed). psutil.Process
+        # objects keep what they need to tell a reused pid from the same one.
+        self._trees: dict[int, tuple[list[psutil.Process], float]] = {}
 
     def usage(self, pid: int) -> Usage | None:
-        process = self._known.get(pid)
-        try:
-            if process is None:
-                process = self._known[pid] = psutil.Process(pid)
-            tree = [process, *process.children(recursive=True)]
-        except psutil.Error:
-            self._known.pop(pid, None)
+        tree = self._tree(pid)
+        if tree is None:
             return None
         cpu_seconds = 0.0
         rss_bytes = 0
@@ -36,9 +40,26 @@ class ProcessSampler:
                     cpu_seconds += times.user + times.system
                     rss_bytes += member.memory_info().rss
             except psutil.Error:
-                continue  # a worker that exited meanwhile
+                # A worker that exited: list the tree again next time.
+                self._trees[pid] = (tree, float("-inf"))
+                if member is tree[0]:
+                    return None
         return Usage(cpu_seconds, rss_bytes)
 
     def forget(self, live_pids: set[int]) -> None:
-        for pid in [pid for pid in self._known if pid not in live_pids]:
-            del self._known[pid]
+        for pid in [pid for pid in self._trees if pid not in live_pids]:
+            del self._trees[pid]
+
+    def _tree(self, pid: int) -> list[psutil.Process] | None:
+        now = self._clock()
+        known = self._trees.get(pid)
+        if known is not None and now - known[1] < TREE_SECONDS:
+            return known[0]
+        try:
+            process = known[0][0] if known is not None else psutil.Process(pid)
+            tree = [process, *process.children(recursive=True)]
+        except psutil.Error:
+            self._trees.pop(pid, None)
+            return None
+        self._trees[pid] = (tree, now)
+        return tree

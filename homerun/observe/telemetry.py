@@ -23,6 +23,8 @@ from homerun.scaling.supervisor import DRAINING, READY, STARTING, RevisionUnit
 HISTORY_SECONDS = 3600
 SLICE = 200  # requests processed between two yields to the router's event loop
 CODE_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+# status // 100 -> the metric's code_class label; 0 is a request that got no response.
+_CODE_CLASSES = {0: "aborted", 1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
 @dataclass
@@ -53,10 +55,10 @@ class _Second:
     wall: float
     elapsed: float
     offset: float
-    counts: dict[str, dict[str, int]] = field(
-        default_factory=lambda: defaultdict(lambda: dict.fromkeys(CODE_CLASSES, 0))
-    )
-    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # (service, revision, code class) -> requests; "" for a request with no service.
+    counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # (service, revision) -> latencies in seconds
+    latencies: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,11 +126,21 @@ class Telemetry:
 
     def _requests(self, second: _Second, records: list[RequestRecord]) -> None:
         for record in records:
-            self._request(record, second.offset, second.counts, second.latencies)
+            self._request(record, second)
 
     def _finish(self, second: _Second) -> None:
         wall, elapsed = second.wall, second.elapsed
-        counts, latencies = second.counts, second.latencies
+        # Metrics take the second's requests in one call per series, not one per request.
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(CODE_CLASSES, 0))
+        for (service, revision, code_class), count in second.counts.items():
+            self._metrics.requests.labels(service, revision, code_class).inc(count)
+            if service and code_class in CODE_CLASSES:
+                counts[service][code_class] += count
+        latencies: dict[str, list[float]] = defaultdict(list)
+        for (service, revision), values in second.latencies.items():
+            self._metrics.latency.observe_many((service, revision), values)
+            if service:
+                latencies[service] += values
         by_service: dict[str, list[RevisionUnit]] = defaultdict(list)
         for unit in list(self._units()):
             by_service[unit.service].append(unit)
@@ -145,30 +157,25 @@ class Telemetry:
 
     # -- per request ----------------------------------------------------------------------
 
-    def _request(
-        self,
-        record: RequestRecord,
-        offset: float,
-        counts: dict[str, dict[str, int]],
-        latencies: dict[str, list[float]],
-    ) -> None:
+    def _request(self, record: RequestRecord, second: _Second) -> None:
         (arrival, finished, method, url, host, status, request_bytes, response_bytes,
          user_agent, remote_ip, http_10, trace, service, revision, instance) = record  # fmt: skip
         latency = finished - arrival
-        code_class = f"{status // 100}xx" if status else "aborted"
-        self._metrics.requests.labels(service or "", revision or "", code_class).inc()
-        self._metrics.latency.labels(service or "", revision or "").observe(latency)
-        if service is None:
-            return  # no service to file it under (an unknown host, a malformed request)
-        if code_class in CODE_CLASSES:
-            counts[service][code_class] += 1
-        latencies[service].append(latency)
-        if not self._request_logs:
-            return
+        code_class = _CODE_CLASSES.get(status // 100) or f"{status // 100}xx"
+        key = (service or "", revision or "")
+        counted = (*key, code_class)
+        second.counts[counted] = second.counts.get(counted, 0) + 1
+        latencies = second.latencies.get(key)
+        if latencies is None:
+            latencies = second.latencies[key] = []
+        latencies.append(latency)
+        if service is None or not self._request_logs:
+            return  # a request with no service (an unknown host, a malformed request) has no log
         severity = "ERROR" if status >= 500 else "WARNING" if status >= 400 else "INFO"
         target = url.decode("latin-1")
+        request_method = method.decode("latin-1")
         http_request: dict[str, Any] = {
-            "requestMethod": method.decode("latin-1"),
+            "requestMethod": request_method,
             "requestUrl": f"http://{host.decode('latin-1')}{target}",
             "requestSize": str(request_bytes),
             "responseSize": str(response_bytes),
@@ -180,18 +187,17 @@ class Telemetry:
         if status:
             http_request["status"] = status
         entry: dict[str, Any] = {
-            "timestamp": iso_time(finished + offset),
+            "timestamp": iso_time(finished + second.offset),
             "severity": severity,
             "logName": "requests",
             "service": service,
             "revision": revision,
             "instance": instance,
             "httpRequest": http_request,
-            "message": f"{http_request['requestMethod']} {status or '-'} {target}",
+            "message": f"{request_method} {status or '-'} {target}",
         }
-        parts = trace.split(b"-")
-        if len(parts) == 4:
-            entry["trace"] = parts[1].decode("latin-1")
+        if trace.count(b"-") == 3:
+            entry["trace"] = trace.split(b"-")[1].decode("latin-1")
         self._logs.emit(entry)
 
     # -- per revision and service ----------------------------------------------------------

@@ -33,6 +33,8 @@ class Selection:
     service: str
     revision: str | None  # None: the service exists but nothing serves it yet
     tag: str | None = None
+    # False when a roll chose among a split: the same host may get another revision next time.
+    fixed: bool = True
 
 
 TAG_SEPARATOR = "---"
@@ -71,17 +73,45 @@ def select(
             if target.tag == tag:
                 return Selection(service_name, target.revision, tag)
         return None
+    serving = [target for target in service.traffic if target.percent > 0]
+    if len(serving) <= 1:
+        return Selection(service_name, serving[0].revision if serving else None)
     point = (roll(service_name) if callable(roll) else roll) * 100
     cumulative = 0
     chosen = None
-    for target in service.traffic:
-        if target.percent <= 0:
-            continue
+    for target in serving:
         cumulative += target.percent
         chosen = target.revision
         if point < cumulative:
             break
-    return Selection(service_name, chosen)
+    return Selection(service_name, chosen, fixed=False)
+
+
+class SelectionMemo:
+    """select(), remembering per table the selections that needed no roll (a service not split,
+    a tag): most requests then skip parsing the host and walking the table.
+
+    Clients choose the Host values (case, a port), so at most `limit` are remembered per
+    table; past that a host is selected every time.
+    """
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._limit = limit
+        self._table: RoutingTable | None = None
+        self._fixed: dict[str, Selection] = {}
+
+    def select(
+        self, table: RoutingTable, host: str, roll: float | Callable[[str], float]
+    ) -> Selection | None:
+        if table is not self._table:
+            self._table = table  # a new snapshot: what was remembered may have changed
+            self._fixed = {}
+        selection = self._fixed.get(host)
+        if selection is None:
+            selection = select(table, host, roll)
+            if selection is not None and selection.fixed and len(self._fixed) < self._limit:
+                self._fixed[host] = selection
+        return selection
 
 
 SPLIT_STRATA = 100  # percentages are whole numbers: 100 strata fit every split exactly

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from homerun.runtime.base import InstanceSpec, OutputSink
+from homerun.runtime.output import pump
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -97,35 +98,33 @@ class ProcessRuntime:
                 self._reaper = None
 
     async def start(self, spec: InstanceSpec, output: OutputSink) -> ProcessInstance:
-        process = await asyncio.create_subprocess_exec(
-            *spec.argv,
-            cwd=spec.cwd,
-            env=spec.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                cwd=spec.cwd,
+                env=spec.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out_write,
+                stderr=err_write,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except BaseException:
+            os.close(out_read)
+            os.close(err_read)
+            raise
+        finally:
+            os.close(out_write)
+            os.close(err_write)
         self._tell_reaper(f"+{process.pid}")
         instance = ProcessInstance(spec.name, spec.port, process, self._tell_reaper)
-        assert process.stdout is not None and process.stderr is not None
         instance._readers = [
-            asyncio.create_task(_pump(process.stdout, "stdout", output)),
-            asyncio.create_task(_pump(process.stderr, "stderr", output)),
+            asyncio.create_task(pump(out_read, "stdout", output)),
+            asyncio.create_task(pump(err_read, "stderr", output)),
         ]
         return instance
-
-
-async def _pump(stream: asyncio.StreamReader, name: str, output: OutputSink) -> None:
-    while True:
-        try:
-            line = await stream.readline()
-        except ValueError:  # a line longer than the stream limit: take it in pieces
-            line = await stream.read(65536)
-        if not line:
-            return
-        output(name, line.decode("utf-8", "replace").rstrip("\r\n"))
 
 
 def process_start_ticks(pid: int) -> int | None:

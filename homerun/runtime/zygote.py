@@ -26,7 +26,8 @@ from typing import Any
 
 from homerun.runtime._zygote_command import ServerCommand, Unrecognised, recognise
 from homerun.runtime.base import Instance, InstanceSpec, OutputSink
-from homerun.runtime.process import ProcessRuntime, _pump
+from homerun.runtime.output import pump
+from homerun.runtime.process import ProcessRuntime
 
 ZYGOTE, SPAWN = "zygote", "spawn"
 _ZYGOTE_MAIN = Path(__file__).with_name("_zygote_main.py")
@@ -121,8 +122,8 @@ class _Zygote:
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         readers = [
-            asyncio.ensure_future(_pump_descriptor(out_read, "stdout", output)),
-            asyncio.ensure_future(_pump_descriptor(err_read, "stderr", output)),
+            asyncio.ensure_future(pump(out_read, "stdout", output)),
+            asyncio.ensure_future(pump(err_read, "stderr", output)),
         ]
         request_id = next(self._ids)
         forked: asyncio.Future[tuple[int, asyncio.Future[int]]] = self._loop.create_future()
@@ -263,7 +264,9 @@ class _Zygote:
         self._exits.clear()
 
     async def _pump_own(self, stream: Any, name: str) -> None:
-        await _pump_pipe(stream, name, self._own_line)
+        fd = os.dup(stream.fileno())
+        stream.close()
+        await pump(fd, name, self._own_line)
 
     def _own_line(self, stream: str, line: str) -> None:
         if not self.ready.done():
@@ -438,20 +441,6 @@ class ZygoteRuntime:
                 ZYGOTE,
                 f"the zygote exited ({how}); the next start restarts it",
             )
-
-
-async def _pump_descriptor(fd: int, name: str, output: OutputSink) -> None:
-    await _pump_pipe(os.fdopen(fd, "rb", buffering=0), name, output)
-
-
-async def _pump_pipe(pipe: Any, name: str, output: OutputSink) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=2**16)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-    try:
-        await _pump(reader, name, output)
-    finally:
-        transport.close()
 
 
 def _kill_group(pgid: int) -> None:

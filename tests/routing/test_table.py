@@ -5,6 +5,7 @@ import pytest
 
 from homerun.routing.table import (
     RoutingTable,
+    SelectionMemo,
     ServiceRoutes,
     StratifiedRolls,
     TrafficTarget,
@@ -92,3 +93,43 @@ def test_rolls_are_asked_only_for_a_split() -> None:
 
     assert select(routes, "t---svc.localhost", roll).revision == "r1"  # type: ignore[union-attr]
     assert select(routes, "other.localhost", roll) is None
+
+
+def test_a_service_with_one_serving_revision_needs_no_roll() -> None:
+    routes = table(TrafficTarget("r1", 100), TrafficTarget("r2", 0, tag="canary"))
+
+    def roll(service: str) -> float:
+        raise AssertionError("one revision serves: nothing to roll")
+
+    selection = select(routes, "svc.localhost", roll)
+    assert selection is not None and selection.revision == "r1" and selection.fixed
+    split = select(table(TrafficTarget("r1", 50), TrafficTarget("r2", 50)), "svc.localhost", 0.7)
+    assert split is not None and split.revision == "r2" and not split.fixed
+
+
+def test_the_memo_keeps_fixed_selections_per_table_and_rolls_splits_every_time() -> None:
+    memo = SelectionMemo(limit=2)
+    rolls = iter([0.1, 0.9, 0.1])
+    routes = RoutingTable(
+        "localhost",
+        {
+            "svc": ServiceRoutes("svc", (TrafficTarget("r1", 100, "blue"),)),
+            "split": ServiceRoutes("split", (TrafficTarget("a", 50), TrafficTarget("b", 50))),
+        },
+    )
+    first = memo.select(routes, "svc.localhost:8080", 0.0)
+    assert first is not None and memo.select(routes, "svc.localhost:8080", 0.0) is first
+    assert [
+        memo.select(routes, "split.localhost", lambda _: next(rolls)).revision  # type: ignore[union-attr]
+        for _ in range(3)
+    ] == ["a", "b", "a"]
+    assert memo.select(routes, "nope.localhost", 0.0) is None
+
+    # Traffic moved: a new snapshot, and the old selection is not reused.
+    moved = RoutingTable("localhost", {"svc": ServiceRoutes("svc", (TrafficTarget("r2", 100),))})
+    assert memo.select(moved, "svc.localhost:8080", 0.0).revision == "r2"  # type: ignore[union-attr]
+    assert memo.select(moved, "blue---svc.localhost", 0.0) is None
+
+    # Past the limit a host is still selected, just not remembered.
+    for port in range(8081, 8090):
+        assert memo.select(moved, f"svc.localhost:{port}", 0.0).revision == "r2"  # type: ignore[union-attr]
