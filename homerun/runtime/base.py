@@ -29,8 +29,14 @@ class Instance(Protocol):
     @property
     def returncode(self) -> int | None: ...
 
+    async def exited(self) -> int:
+        """The exit status once the main process is gone: >= 0 an exit code, < 0 the signal
+        that killed it. Its output may still be coming (from workers left in its group)."""
+        ...
+
     async def wait(self) -> int:
-        """The exit status: >= 0 an exit code, < 0 the signal that killed it."""
+        """The exit status, once the output's last lines are read too (at most a second more:
+        a worker left in the group may hold the pipe open)."""
         ...
 
     def signal(self, signum: int) -> None:

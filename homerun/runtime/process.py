@@ -45,6 +45,9 @@ class ProcessInstance:
     def returncode(self) -> int | None:
         return self._process.returncode
 
+    async def exited(self) -> int:
+        return await self._process.wait()
+
     async def wait(self) -> int:
         status = await self._process.wait()
         # Let the readers drain the last lines (a traceback printed right before exit).

@@ -63,6 +63,9 @@ class ZygoteInstance:
             return self._status.result()
         return None
 
+    async def exited(self) -> int:
+        return await asyncio.shield(self._status)
+
     async def wait(self) -> int:
         status = await asyncio.shield(self._status)
         # Let the readers drain the last lines (a traceback printed right before exit).

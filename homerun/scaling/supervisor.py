@@ -227,7 +227,7 @@ class Supervisor:
             process, instance = await self._spawn_process(unit)
         finally:
             unit.pending_starts -= 1
-        exit_watch = asyncio.ensure_future(process.wait())
+        exit_watch = asyncio.ensure_future(process.exited())
         try:
             await self._probe(unit, instance, exit_watch)
         except BaseException:
@@ -298,6 +298,9 @@ class Supervisor:
         while True:
             if exit_watch.done():
                 status = exit_watch.result()
+                # The last lines it printed (a traceback) explain why.
+                instance.process.signal(signal.SIGKILL)
+                await instance.process.wait()
                 raise StartFailed(
                     f"the app exited ({_describe_status(status)}) before listening on "
                     f"$PORT={instance.port}",
@@ -319,12 +322,15 @@ class Supervisor:
         self, unit: RevisionUnit, instance: ManagedInstance, exit_watch: asyncio.Future[int]
     ) -> None:
         status = await exit_watch
-        # Whatever the main process left in its group (workers, a forked server) goes too.
-        instance.process.signal(signal.SIGKILL)
-        if instance in unit.instances:
-            unit.instances.remove(instance)
+        # No request goes to it from now on.
         if instance.endpoint is not None:
             unit.throttler.remove(instance.endpoint)
+        if instance in unit.instances:
+            unit.instances.remove(instance)
+        # Whatever the main process left in its group (workers, a forked server) goes too,
+        # and its last lines are read before the entry that says it exited.
+        instance.process.signal(signal.SIGKILL)
+        await instance.process.wait()
         self._registry.forget(instance.name)
         expected = instance.state == DRAINING
         self._logs.emit(
