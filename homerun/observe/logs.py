@@ -47,7 +47,7 @@ def instance_entry(
     service: str, revision: str, instance: str, stream: str, line: str
 ) -> dict[str, Any]:
     """An instance's output line as a log entry; a JSON object line keeps its fields."""
-    entry: dict[str, Any] = {}
+    log_name = "stdout" if stream == "stdout" else "stderr"
     text = line.strip()
     if text.startswith("{") and text.endswith("}"):
         try:
@@ -55,21 +55,27 @@ def instance_entry(
         except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict):
-            entry = {"jsonPayload": parsed}
             severity = str(parsed.get("severity", "DEFAULT")).upper()
-            entry["severity"] = severity if severity in SEVERITIES else "DEFAULT"
-            entry["message"] = str(parsed.get("message", text))
-    if not entry:
-        # Cloud Run gives plain stdout and stderr lines no severity (DEFAULT).
-        entry = {"severity": "DEFAULT", "message": line}
-    entry.update(
-        timestamp=now_iso(),
-        service=service,
-        revision=revision,
-        instance=instance,
-        logName="stdout" if stream == "stdout" else "stderr",
-    )
-    return entry
+            return {
+                "jsonPayload": parsed,
+                "severity": severity if severity in SEVERITIES else "DEFAULT",
+                "message": str(parsed.get("message", text)),
+                "timestamp": now_iso(),
+                "service": service,
+                "revision": revision,
+                "instance": instance,
+                "logName": log_name,
+            }
+    # Cloud Run gives plain stdout and stderr lines no severity (DEFAULT).
+    return {
+        "severity": "DEFAULT",
+        "message": line,
+        "timestamp": now_iso(),
+        "service": service,
+        "revision": revision,
+        "instance": instance,
+        "logName": log_name,
+    }
 
 
 def platform_entry(

@@ -16,7 +16,7 @@ from typing import cast
 from homerun.runtime.base import OutputSink
 
 BATCH_SECONDS = 0.05
-# A line longer than this is handed on in pieces of this size.
+# A line longer than this (in characters) is handed on in pieces of this size.
 MAX_LINE_BYTES = 64 * 1024
 # A read this large means output comes faster than it is read: no rest before the next.
 _BUSY_READ_BYTES = 32 * 1024
@@ -70,17 +70,15 @@ class _Lines(asyncio.Protocol):
         buffer = self._buffer
         end = buffer.rfind(b"\n") + 1
         if end:
-            for line in buffer[: end - 1].split(b"\n"):
+            # Decoded a batch at a time; a character cut by the read ends after the newline.
+            for line in buffer[: end - 1].decode("utf-8", "replace").split("\n"):
                 self._line(line)
             del buffer[:end]
-        while len(buffer) > MAX_LINE_BYTES:
-            self._line(buffer[:MAX_LINE_BYTES])
-            del buffer[:MAX_LINE_BYTES]
-        if final and buffer:
-            self._line(buffer)
+        if len(buffer) > MAX_LINE_BYTES or (final and buffer):
+            # A line this long without its end yet, or the last one without a newline.
+            self._line(buffer.decode("utf-8", "replace"))
             buffer.clear()
 
-    def _line(self, line: bytes | bytearray) -> None:
+    def _line(self, line: str) -> None:
         for start in range(0, max(len(line), 1), MAX_LINE_BYTES):
-            piece = line[start : start + MAX_LINE_BYTES]
-            self._output(self._name, piece.decode("utf-8", "replace").rstrip("\r"))
+            self._output(self._name, line[start : start + MAX_LINE_BYTES].rstrip("\r"))
