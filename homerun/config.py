@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 from dataclasses import dataclass, field, fields, replace
@@ -105,7 +106,6 @@ class Settings:
     # off: every instance is spawned (the reference the cold-start benchmark compares with).
     zygote: bool = True
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def paths(self, home: Path) -> Paths:
         cache = os.environ.get("HOMERUN_VENV_CACHE") or self.venv_cache
@@ -153,7 +153,6 @@ def load_settings(home: Path, **overrides: Any) -> Settings:
         if not isinstance(raw, dict):
             raise InvalidSpec(f"{config_file}: expected a mapping of settings at the top level")
         known: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
         types = {f.name: f.type for f in fields(Settings)}
         for key, value in raw.items():
             if key == "autoscaler":
@@ -161,8 +160,14 @@ def load_settings(home: Path, **overrides: Any) -> Settings:
                 continue
             name = _KEYS.get(str(key))
             if name is None:
-                extra[str(key)] = value
-                continue
+                # A misspelled setting would otherwise leave the default in force, silently.
+                settings_names = [*_KEYS, "autoscaler"]
+                close = difflib.get_close_matches(str(key), settings_names, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise InvalidSpec(
+                    f"{config_file}: unknown setting {key!r}; {hint}"
+                    f"the settings are {', '.join(sorted(settings_names))}"
+                )
             expected = _TYPES[str(types[name])]
             bool_for_number = isinstance(value, bool) and expected is not bool
             if not isinstance(value, expected) or bool_for_number:
@@ -170,7 +175,7 @@ def load_settings(home: Path, **overrides: Any) -> Settings:
             known[name] = value
         if known.get("admin_listen"):
             split_address(known["admin_listen"], f"{config_file}: admin-listen")
-        settings = replace(settings, extra=extra, **known)
+        settings = replace(settings, **known)
     return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
 
