@@ -62,6 +62,9 @@ UVICORN_COMMAND = "exec uvicorn main:app --host 127.0.0.1 --port $PORT"
 # The target with request logs, metrics and dashboard series off (`telemetry: false`).
 QUIET = "homerun, telemetry off"
 NGINX = "nginx"
+# The same nginx writing an access log line per request (Debian's default `combined` format,
+# unbuffered), as homerun writes a request log entry: the like-for-like reference of its CPU.
+NGINX_LOGGING = "nginx, access log"
 READY_SECONDS = 30.0
 DEPLOY_SECONDS = 900.0
 # The Python load generator stops at this many requests per second of duration even if the
@@ -296,7 +299,7 @@ pid {work}/nginx.pid;
 error_log {work}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    access_log {access_log};
     client_body_temp_path {work}/nginx-body;
     proxy_temp_path {work}/nginx-proxy;
     upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
@@ -337,14 +340,18 @@ def find_nginx(install: bool) -> str | None:
 
 @contextlib.contextmanager
 def nginx_proxy(
-    nginx: str, upstream: int, path: str, scratch: Path, log: Path
+    nginx: str, upstream: int, path: str, scratch: Path, log: Path, access_log: bool = False
 ) -> Iterator[tuple[str, int]]:
     """nginx as the reference reverse proxy: one worker (as homerun has one router process),
-    keep-alive to the app, no buffering; yields (URL of `path`, master pid)."""
+    keep-alive to the app, no buffering, an access log or none; yields (URL of `path`, master
+    pid)."""
     port = free_port()
     prefix = Path(tempfile.mkdtemp(prefix="nginx-", dir=scratch))
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(work=prefix, upstream=upstream, port=port))
+    logging = f"{prefix}/access.log combined" if access_log else "off"
+    conf.write_text(
+        NGINX_CONF.format(work=prefix, upstream=upstream, port=port, access_log=logging)
+    )
     with log.open("wb") as output:
         process = subprocess.Popen(
             [nginx, "-c", str(conf), "-p", str(prefix)],
@@ -584,6 +591,13 @@ def table(
                 f"| {connections} | **homerun / nginx** | {versus['requests_per_second']:.2f} "
                 f"| {versus['p50']:.2f} | {versus['p99']:.2f} | | {cpu_ratio:.2f} |"
             )
+        # Router CPU like for like: both writing a line per request, or neither.
+        for homerun, reference in (("homerun", NGINX_LOGGING), (QUIET, NGINX)):
+            if homerun in summary and reference in summary and summary[reference]["cpu_ms"]:
+                cpu_ratio = summary[homerun]["cpu_ms"] / summary[reference]["cpu_ms"]
+                rows.append(
+                    f"| {connections} | **{homerun} / {reference}** | | | | | {cpu_ratio:.2f} |"
+                )
         if QUIET in summary:
             cost = ratio(summary, QUIET, "homerun")
             rows.append(
@@ -622,10 +636,12 @@ def measure_app(
         port = servers.enter_context(direct_server(app, scratch, WORK / f"{app.name}-direct.log"))
         targets["direct"] = (f"http://127.0.0.1:{port}{app.path}", None, None)
         if nginx is not None:
-            url, master = servers.enter_context(
-                nginx_proxy(nginx, port, app.path, scratch, WORK / f"{app.name}-nginx.log")
-            )
-            targets[NGINX] = (url, None, functools.partial(cpu_seconds, master, True))
+            for name, access_log in ((NGINX, False), (NGINX_LOGGING, True)):
+                log = WORK / f"{app.name}-{'nginx-logging' if access_log else 'nginx'}.log"
+                url, master = servers.enter_context(
+                    nginx_proxy(nginx, port, app.path, scratch, log, access_log)
+                )
+                targets[name] = (url, None, functools.partial(cpu_seconds, master, True))
         kinds: list[tuple[str, Path, dict[str, object] | None]] = [
             ("homerun", WORK / f"{app.name}-homerun.log", None)
         ]

@@ -173,16 +173,29 @@ def proxy_rows(record: dict[str, Any]) -> list[Row]:
                     met(gap <= P50_OVER_NGINX_MS),
                 )
             )
-            rows.append(
-                ratio_row(
-                    f"{where}: router CPU per request vs nginx",
-                    homerun["cpu_ms"],
-                    nginx["cpu_ms"],
-                    " ms",
-                    CPU_RATIO,
-                    at_least=False,
+            # Router CPU like for like: homerun writes a request log entry per request, so
+            # against nginx writing its access log; with telemetry off, against nginx without.
+            # Older results have only nginx without a log: then homerun is judged against it.
+            logging_nginx = summary.get("nginx, access log")
+            quiet = summary.get("homerun, telemetry off")
+            pairs = [("homerun", homerun, "nginx, access log", logging_nginx)]
+            if logging_nginx is None:
+                pairs = [("homerun", homerun, "nginx", nginx)]
+            if quiet is not None:
+                pairs.append(("homerun, telemetry off", quiet, "nginx", nginx))
+            for name, figures, reference_name, reference in pairs:
+                if reference is None:
+                    continue
+                rows.append(
+                    ratio_row(
+                        f"{where}: router CPU per request, {name} vs {reference_name}",
+                        figures["cpu_ms"],
+                        reference["cpu_ms"],
+                        " ms",
+                        CPU_RATIO,
+                        at_least=False,
+                    )
                 )
-            )
     return rows
 
 

@@ -77,7 +77,8 @@ def test_proxy(tmp_path: Path, flags: list[str]) -> None:
     # homerun runs the folder with the command the direct target is started with.
     assert app["homerun_entrypoint"][-1] == app["command"]
     (measured,) = app["loads"]
-    expected = {"direct", "homerun"} | ({"nginx"} if record["nginx"] else set())
+    references = {"nginx", "nginx, access log"} if record["nginx"] else set()
+    expected = {"direct", "homerun"} | references
     expected |= set() if "--no-telemetry-off" in flags else {"homerun, telemetry off"}
     assert set(measured["summary"]) == expected
     for target, rounds in measured["rounds"].items():
