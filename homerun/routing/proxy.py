@@ -75,9 +75,6 @@ _HOP_BY_HOP = frozenset(
 # (dropping Content-Length would leave the instance reading the body as the next request).
 _CONNECTION_KEYWORDS = frozenset((b"close", b"keep-alive", b"upgrade"))
 _NEVER_DROPPED = frozenset((b"host", b"content-length"))
-_PLAIN_CONNECTION_OPTIONS = frozenset(
-    (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade")
-)
 # Request headers that need more than passing through: read, rewritten, or dropped.
 _REQUEST_HEADERS_OF_INTEREST = _HOP_BY_HOP | {
     b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"forwarded",
@@ -142,8 +139,8 @@ def _unchanged(value: bytes) -> bytes:
 
 def _without_named(header_pieces: list[bytes], options: bytes) -> list[bytes]:
     """Drop the headers that a Connection header names: they are hop-by-hop as well."""
-    if options in _PLAIN_CONNECTION_OPTIONS:
-        return header_pieces  # what nearly every app sends: no header named
+    if options.lower() in _CONNECTION_KEYWORDS:
+        return header_pieces  # what nearly every app sends: one keyword, no header named
     named = {option.strip().lower() for option in options.split(b",")}
     named -= _CONNECTION_KEYWORDS | _NEVER_DROPPED
     if not named:

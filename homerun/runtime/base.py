@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,3 +56,13 @@ class Runtime(Protocol):
         """The revision has no instance left and serves no traffic: drop what is kept for it
         (its zygote). A later start sets it up again."""
         ...
+
+
+def describe_status(status: int) -> str:
+    """An exit status as Instance.wait() gives it, in words: `exit code 1`, `killed by SIGKILL`."""
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit code {status}"

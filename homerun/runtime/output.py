@@ -16,10 +16,18 @@ from typing import cast
 from homerun.runtime.base import OutputSink
 
 BATCH_SECONDS = 0.05
+DRAIN_SECONDS = 1.0
 # A line longer than this (in characters) is handed on in pieces of this size.
 MAX_LINE_BYTES = 64 * 1024
 # A read this large means output comes faster than it is read: no rest before the next.
 _BUSY_READ_BYTES = 32 * 1024
+
+
+async def drain(readers: list[asyncio.Task[None]]) -> None:
+    """Let the pumps of an instance that exited take its last lines (a traceback printed right
+    before exit), for `DRAIN_SECONDS` at most: a worker left in its group may hold the pipe."""
+    if readers:
+        await asyncio.wait(readers, timeout=DRAIN_SECONDS)
 
 
 async def pump(fd: int, name: str, output: OutputSink) -> None:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 
 from homerun.runtime.base import InstanceSpec, OutputSink
-from homerun.runtime.output import pump
+from homerun.runtime.output import drain, pump
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -49,10 +49,8 @@ class ProcessInstance:
         return await self._process.wait()
 
     async def wait(self) -> int:
-        status = await self._process.wait()
-        # Let the readers drain the last lines (a traceback printed right before exit).
-        if self._readers:
-            await asyncio.wait(self._readers, timeout=1.0)
+        status = await self.exited()
+        await drain(self._readers)
         return status
 
     def signal(self, signum: int) -> None:

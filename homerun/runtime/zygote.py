@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from homerun.runtime._zygote_command import ServerCommand, Unrecognised, recognise
-from homerun.runtime.base import Instance, InstanceSpec, OutputSink
-from homerun.runtime.output import pump
+from homerun.runtime.base import Instance, InstanceSpec, OutputSink, describe_status
+from homerun.runtime.output import drain, pump
 from homerun.runtime.process import ProcessRuntime
 
 ZYGOTE, SPAWN = "zygote", "spawn"
@@ -67,10 +67,8 @@ class ZygoteInstance:
         return await asyncio.shield(self._status)
 
     async def wait(self) -> int:
-        status = await asyncio.shield(self._status)
-        # Let the readers drain the last lines (a traceback printed right before exit).
-        if self._readers:
-            await asyncio.wait(self._readers, timeout=1.0)
+        status = await self.exited()
+        await drain(self._readers)
         return status
 
     def signal(self, signum: int) -> None:
@@ -243,7 +241,7 @@ class _Zygote:
         except subprocess.TimeoutExpired:
             self.process.kill()
             status = self.process.wait()
-        how = _describe_status(status)
+        how = describe_status(status)
         said = next((line for stream, line in reversed(self._early) if stream == "stderr"), "")
         _settle(
             self.ready,
@@ -457,11 +455,3 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
 
-
-def _describe_status(status: int) -> str:
-    if status < 0:
-        try:
-            return f"killed by {signal.Signals(-status).name}"
-        except ValueError:
-            return f"killed by signal {-status}"
-    return f"exit code {status}"

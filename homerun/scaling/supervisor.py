@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from homerun.errors import HomerunError
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.routing.throttler import Endpoint, Throttler
-from homerun.runtime import Instance, InstanceSpec, Runtime
+from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
 from homerun.scaling.autoscaler import Decision, PanicState, ScalingPolicy
 from homerun.spec import expand_k8s_vars
 
@@ -158,7 +158,7 @@ class Supervisor:
         except TimeoutError:
             return
         raise StartFailed(
-            f"the app exited ({_describe_status(status)}) right after it began listening on "
+            f"the app exited ({describe_status(status)}) right after it began listening on "
             f"$PORT={instance.port}",
             list(unit.recent_output),
         )
@@ -302,7 +302,7 @@ class Supervisor:
                 instance.process.signal(signal.SIGKILL)
                 await instance.process.wait()
                 raise StartFailed(
-                    f"the app exited ({_describe_status(status)}) before listening on "
+                    f"the app exited ({describe_status(status)}) before listening on "
                     f"$PORT={instance.port}",
                     list(unit.recent_output),
                 )
@@ -336,7 +336,7 @@ class Supervisor:
         self._logs.emit(
             platform_entry(
                 unit.service,
-                f"Instance {instance.name} exited ({_describe_status(status)})",
+                f"Instance {instance.name} exited ({describe_status(status)})",
                 severity="INFO" if expected else "ERROR",
                 revision=unit.name,
                 instance=instance.name,
@@ -369,14 +369,6 @@ def _consume_exception(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
 
-
-def _describe_status(status: int) -> str:
-    if status < 0:
-        try:
-            return f"killed by {signal.Signals(-status).name}"
-        except ValueError:
-            return f"killed by signal {-status}"
-    return f"exit code {status}"
 
 
 def _free_port() -> int:
