@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+REPO_ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+# Virtualenvs, logs and daemon homes live here between runs (git-ignored).
+WORK = RESULTS / "tmp"
+VENV_CACHE = WORK / "venv-cache"  # the revisions' virtualenvs, shared by every benchmark
+READY_SECONDS = 30.0
+
+_script = Path(sys.executable).with_name("homerun")
+HOMERUN = [str(_script)] if _script.exists() else [sys.executable, "-m", "homerun"]
 
 
 def free_port() -> int:
@@ -96,3 +107,73 @@ def git_commit() -> str:
         check=False,
     )
     return result.stdout.strip() or "unknown"
+
+
+class Daemon:
+    """A fresh homerun daemon (`homerun up` on a free port) with its own HOMERUN_HOME, made in
+    `folder` and removed by stop(); `config` is written to its config.yaml."""
+
+    def __init__(self, folder: Path, log: Path, config: dict[str, object] | None = None) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="home-", dir=folder))
+        if config:
+            (self.home / "config.yaml").write_text(
+                "".join(f"{key}: {json.dumps(value)}\n" for key, value in config.items())
+            )
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HOMERUN_")}
+        self.env.update(HOMERUN_HOME=str(self.home), HOMERUN_VENV_CACHE=str(VENV_CACHE))
+        self.port = free_port()
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "start() first"
+        return self.process.pid
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*HOMERUN, *args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self) -> None:
+        with self.log.open("wb") as output:
+            self.process = subprocess.Popen(
+                [*HOMERUN, "up", "--port", str(self.port)],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        process = self.process
+        wait_for(
+            lambda: process.poll() is None and self.cli("status", timeout=10).returncode == 0,
+            READY_SECONDS,
+            f"homerun up (log: {self.log})",
+        )
+
+    def deploy(self, service: str, folder: Path, *flags: str, timeout: float) -> None:
+        """`homerun deploy` of a folder, public (the load generators send no token)."""
+        where = folder.relative_to(REPO_ROOT)
+        print(f"# deploying {where} as {service} {' '.join(flags)}", flush=True)
+        deployed = self.cli(
+            "deploy", service, "--source", str(folder), "--allow-unauthenticated", *flags,
+            timeout=timeout,
+        )  # fmt: skip
+        if deployed.returncode != 0:
+            raise RuntimeError(f"homerun deploy failed:\n{deployed.stdout}\n{deployed.stderr}")
+
+    def stop(self) -> None:
+        """`homerun down`, then the group if anything is left; the home goes too."""
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.cli("down", timeout=60)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=30)
+            stop_group(self.process, grace=5)
+        shutil.rmtree(self.home, ignore_errors=True)

@@ -17,7 +17,6 @@ import csv
 import json
 import math
 import multiprocessing
-import os
 import platform as host_platform
 import shutil
 import signal
@@ -25,7 +24,6 @@ import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -34,6 +32,11 @@ from typing import Any
 
 import httpx
 from _processes import (
+    READY_SECONDS,
+    REPO_ROOT,
+    RESULTS,
+    WORK,
+    Daemon,
     answers,
     cached_venv,
     core_count,
@@ -44,11 +47,6 @@ from _processes import (
     wait_for,
 )
 
-BENCH = Path(__file__).resolve().parent
-REPO_ROOT = BENCH.parent
-RESULTS = BENCH / "results"
-# Virtualenvs and daemon homes live here between runs (git-ignored).
-WORK = RESULTS / "tmp"
 SEED = REPO_ROOT / "tests" / "apps" / "fastapi_seed"
 PATH = "/produtos"  # the seed's sync endpoint: sleep(1) in uvicorn's thread pool
 CLIENTS = 200
@@ -56,15 +54,11 @@ CLIENTS = 200
 # 200 clients need ceil(200 / 48) = 5 instances at --concurrency 80, ceil(200 / 6) = 34 at 10.
 UTILIZATION = 0.6
 SAMPLE_SECONDS = 0.25
-READY_SECONDS = 30.0
 DEPLOY_SECONDS = 900.0
 REQUEST_TIMEOUT = 60.0
 # Each client waits ~1 s per request, so 200 clients send at most ~200 requests a second; the
 # budget stops a run that is somehow faster (or a client that fails fast in a loop).
 MAX_REQUESTS_PER_CLIENT_SECOND = 2
-
-_script = Path(sys.executable).with_name("homerun")
-HOMERUN = [str(_script)] if _script.exists() else [sys.executable, "-m", "homerun"]
 
 
 # Load: closed-loop asyncio clients, in one or more processes ----------------------------------
@@ -160,19 +154,12 @@ def direct_server(log: Path) -> Iterator[str]:
         stop_group(process)
 
 
-class Homerun:
+class Homerun(Daemon):
     """A fresh daemon under its own HOMERUN_HOME (default autoscaler settings)."""
 
     def __init__(self, log: Path, zygote: bool = True) -> None:
-        self.home = Path(tempfile.mkdtemp(prefix="autoscale-home-", dir=WORK))
-        if not zygote:
-            # Every instance spawned: the reference for what forking from a zygote buys.
-            (self.home / "config.yaml").write_text("zygote: false\n")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HOMERUN_")}
-        self.env.update(HOMERUN_HOME=str(self.home), HOMERUN_VENV_CACHE=str(WORK / "venv-cache"))
-        self.port = free_port()
-        self.log = log
-        self.daemon: subprocess.Popen | None = None
+        # With the zygote off every instance is spawned: the reference for what forking buys.
+        super().__init__(WORK, log, None if zygote else {"zygote": False})
         # describe's JSON read straight from the admin socket: `homerun services describe
         # --format json` prints the same, but starting Python 4 times a second would take a
         # good share of the 2 cores being measured.
@@ -182,52 +169,10 @@ class Homerun:
             timeout=10,
         )
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*HOMERUN, *args],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def start(self) -> None:
-        with self.log.open("wb") as output:
-            self.daemon = subprocess.Popen(
-                [*HOMERUN, "up", "--port", str(self.port)],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_for(
-            lambda: (
-                self.daemon is not None
-                and self.daemon.poll() is None
-                and self.cli("status", timeout=10).returncode == 0
-            ),
-            READY_SECONDS,
-            f"homerun up (log: {self.log})",
-        )
-
     @contextlib.contextmanager
     def service(self, name: str, *flags: str) -> Iterator[tuple[str, str]]:
         """Deploy the seed as `name`; yield (URL, Host header); delete it afterwards."""
-        print(f"# deploying {SEED.relative_to(REPO_ROOT)} as {name} {' '.join(flags)}", flush=True)
-        # Public, as the seed deploys it (`--allow-unauthenticated`): the clients send no token.
-        deployed = self.cli(
-            "deploy",
-            name,
-            "--source",
-            str(SEED),
-            "--allow-unauthenticated",
-            *flags,
-            timeout=DEPLOY_SECONDS,
-        )
-        if deployed.returncode != 0:
-            raise RuntimeError(f"homerun deploy failed:\n{deployed.stdout}\n{deployed.stderr}")
+        self.deploy(name, SEED, *flags, timeout=DEPLOY_SECONDS)
         base, host = f"http://127.0.0.1:{self.port}", f"{name}.localhost:{self.port}"
         try:
             wait_for(lambda: answers(base + "/usuarios", host), READY_SECONDS, name)
@@ -242,13 +187,7 @@ class Homerun:
 
     def stop(self) -> None:
         self.admin.close()
-        if self.daemon is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.cli("down", timeout=60)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.daemon.wait(timeout=30)
-            stop_group(self.daemon, grace=5)
-        shutil.rmtree(self.home, ignore_errors=True)
+        super().stop()
 
 
 # One step load, measured ----------------------------------------------------------------------

@@ -26,18 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _processes import free_port, git_commit
+from _processes import REPO_ROOT, RESULTS, VENV_CACHE, free_port, git_commit
+from _processes import WORK as BENCH_WORK
 
 from homerun.build import Artifact, build
 from homerun.runtime import Instance, InstanceSpec
 from homerun.runtime.process import ProcessRuntime
 from homerun.runtime.zygote import ZygoteRuntime
 
-BENCH = Path(__file__).resolve().parent
-REPO_ROOT = BENCH.parent
-RESULTS = BENCH / "results"
-WORK = RESULTS / "tmp" / "coldstart"  # git-ignored; the venv cache is shared with proxy.py
-VENV_CACHE = RESULTS / "tmp" / "venv-cache"
+WORK = BENCH_WORK / "coldstart"  # git-ignored; the venv cache is shared with proxy.py
 GOAL_MS = 50.0  # issue 7: median at most 50 ms ...
 GOAL_RATIO = 0.2  # ... and at most a fifth of spawning the same command
 FIRST_200_SECONDS = 30.0

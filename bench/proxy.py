@@ -34,6 +34,11 @@ from typing import Any
 
 import httpx
 from _processes import (
+    READY_SECONDS,
+    REPO_ROOT,
+    RESULTS,
+    WORK,
+    Daemon,
     answers,
     cached_venv,
     core_count,
@@ -44,12 +49,6 @@ from _processes import (
     wait_for,
 )
 
-BENCH = Path(__file__).resolve().parent
-REPO_ROOT = BENCH.parent
-RESULTS = BENCH / "results"
-# Virtualenvs and logs live here between runs (git-ignored); each run's app copies, daemon
-# homes and nginx files in a folder of its own below it, removed at the end.
-WORK = RESULTS / "tmp"
 FLASK_FOLDERS = [
     REPO_ROOT / "tests" / "apps" / "flask_seed",
     REPO_ROOT / "examples" / "cloudrun_example",
@@ -65,14 +64,10 @@ NGINX = "nginx"
 # The same nginx writing an access log line per request (Debian's default `combined` format,
 # unbuffered), as homerun writes a request log entry: the like-for-like reference of its CPU.
 NGINX_LOGGING = "nginx, access log"
-READY_SECONDS = 30.0
 DEPLOY_SECONDS = 900.0
 # The Python load generator stops at this many requests per second of duration even if the
 # target is faster, so a run is bounded in requests as well as in time.
 PYTHON_MAX_REQUESTS_PER_SECOND = 50_000
-
-_script = Path(sys.executable).with_name("homerun")
-HOMERUN = [str(_script)] if _script.exists() else [sys.executable, "-m", "homerun"]
 
 
 @dataclass
@@ -229,67 +224,21 @@ def homerun_service(
     config: dict[str, object] | None = None,
 ) -> Iterator[Deployed]:
     """A fresh daemon (`homerun up`, its own HOMERUN_HOME) with the app's folder deployed."""
-    home = Path(tempfile.mkdtemp(prefix="home-", dir=scratch))
-    if config:
-        (home / "config.yaml").write_text(
-            "".join(f"{key}: {json.dumps(value)}\n" for key, value in config.items())
-        )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMERUN_")}
-    env.update(HOMERUN_HOME=str(home), HOMERUN_VENV_CACHE=str(WORK / "venv-cache"))
-    port = free_port()
-
-    def homerun(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*HOMERUN, *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    with log.open("wb") as output:
-        daemon = subprocess.Popen(
-            [*HOMERUN, "up", "--port", str(port)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    daemon = Daemon(scratch, log, config)
     try:
-        wait_for(
-            lambda: daemon.poll() is None and homerun("status", timeout=10).returncode == 0,
-            READY_SECONDS,
-            f"homerun up (log: {log})",
-        )
-        print(f"# deploying {app.folder.relative_to(REPO_ROOT)} to homerun", flush=True)
-        deployed = homerun(
-            "deploy",
-            app.service,
-            "--source",
-            str(app.folder),
-            "--allow-unauthenticated",
-            *deploy_flags,
-            timeout=DEPLOY_SECONDS,
-        )
-        if deployed.returncode != 0:
-            raise RuntimeError(f"homerun deploy failed:\n{deployed.stdout}\n{deployed.stderr}")
-        base, host = f"http://127.0.0.1:{port}", f"{app.service}.localhost:{port}"
-        url = base + app.path
+        daemon.start()
+        daemon.deploy(app.service, app.folder, *deploy_flags, timeout=DEPLOY_SECONDS)
+        host = f"{app.service}.localhost:{daemon.port}"
+        url = f"http://127.0.0.1:{daemon.port}{app.path}"
         wait_for(lambda: answers(url, host), READY_SECONDS, "the deployed service")
-        described = homerun("services", "describe", app.service, "--format", "summary-json")
+        described = daemon.cli("services", "describe", app.service, "--format", "summary-json")
         service = json.loads(described.stdout)
         revision = next(
             r for r in service["revisions"] if r["name"] == service["latest_ready_revision"]
         )
         yield Deployed(url, host, daemon.pid, list(revision["entrypoint"] or []))
     finally:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            homerun("down", timeout=60)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            daemon.wait(timeout=30)
-        stop_group(daemon, grace=5)
+        daemon.stop()
 
 
 NGINX_CONF = """\

@@ -22,10 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _processes import REPO_ROOT, core_count, git_commit, utc_stamp
+from _processes import BENCH, REPO_ROOT, RESULTS, core_count, git_commit, utc_stamp
 
-BENCH = Path(__file__).resolve().parent
-RESULTS = BENCH / "results"
 # Scripts run in this order.
 BENCHMARKS = ["proxy", "autoscale", "coldstart"]
 
