@@ -210,9 +210,21 @@ class ControlPlane:
     def _stream(
         self, work: Callable[[Callable[[Event], None]], Coroutine[Any, Any, None]]
     ) -> AsyncIterator[Event]:
-        """Run `work` as a task of the daemon and stream what it emits until it ends."""
+        """Run `work` as a task of the daemon and stream what it emits until it ends; an error
+        ends the stream with an `error` event."""
         events: asyncio.Queue[Event | None] = asyncio.Queue()
-        task = asyncio.ensure_future(work(events.put_nowait))
+        emit = events.put_nowait
+
+        async def run() -> None:
+            try:
+                await work(emit)
+            except HomerunError as error:
+                emit({"event": "error", "message": str(error)})
+            except Exception as error:  # a bug: report it rather than leave the client hanging
+                emit({"event": "error", "message": f"internal error: {error!r}"})
+                raise
+
+        task = asyncio.ensure_future(run())
         self._tasks.add(task)
 
         def finished(done: asyncio.Task[None]) -> None:
@@ -223,20 +235,13 @@ class ControlPlane:
         return _drain(events)
 
     async def _deploy(self, request: DeployRequest, emit: Callable[[Event], None]) -> None:
-        try:
-            service = validate_service_name(request.service)
-            if request.tag is not None:
-                check_tag(request.tag, service, "--tag")
-            if request.ingress is not None:
-                check_ingress(request.ingress)
-            lock = self._deploy_locks.setdefault(service, asyncio.Lock())
-            async with lock:
-                await self._deploy_locked(service, request, emit)
-        except HomerunError as error:
-            emit({"event": "error", "message": str(error)})
-        except Exception as error:  # a bug: report it rather than leave the client hanging
-            emit({"event": "error", "message": f"internal error: {error!r}"})
-            raise
+        service = validate_service_name(request.service)
+        if request.tag is not None:
+            check_tag(request.tag, service, "--tag")
+        if request.ingress is not None:
+            check_ingress(request.ingress)
+        async with self._deploy_locks.setdefault(service, asyncio.Lock()):
+            await self._deploy_locked(service, request, emit)
 
     async def _deploy_locked(
         self, service: str, request: DeployRequest, emit: Callable[[Event], None]
@@ -487,15 +492,8 @@ class ControlPlane:
         return self._stream(lambda emit: self._replace(manifest, emit))
 
     async def _replace(self, manifest: ServiceManifest, emit: Callable[[Event], None]) -> None:
-        try:
-            lock = self._deploy_locks.setdefault(manifest.name, asyncio.Lock())
-            async with lock:
-                await self._replace_locked(manifest, emit)
-        except HomerunError as error:
-            emit({"event": "error", "message": str(error)})
-        except Exception as error:  # a bug: report it rather than leave the client hanging
-            emit({"event": "error", "message": f"internal error: {error!r}"})
-            raise
+        async with self._deploy_locks.setdefault(manifest.name, asyncio.Lock()):
+            await self._replace_locked(manifest, emit)
 
     async def _replace_locked(
         self, manifest: ServiceManifest, emit: Callable[[Event], None]
