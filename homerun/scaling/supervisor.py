@@ -124,6 +124,9 @@ class Supervisor:
         self._probe_interval = probe_interval
         self._stop_grace = stop_grace
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Ports of instances whose processes are not gone yet: two instances starting at once
+        # must not be given the same one, or the second's probe would find the first listening.
+        self._ports: set[int] = set()
 
     # -- decisions applied ------------------------------------------------------------
 
@@ -257,7 +260,7 @@ class Supervisor:
     async def _spawn_process(self, unit: RevisionUnit) -> tuple[Instance, ManagedInstance]:
         if not unit.count(READY):
             unit.cold_starts += 1
-        port = _free_port()
+        port = _free_port(self._ports)
         name = f"{unit.name}-{secrets.token_hex(3)}"
         env = dict(unit.env, PORT=str(port))
 
@@ -267,12 +270,17 @@ class Supervisor:
 
         argv = [expand_k8s_vars(argument, env) for argument in unit.argv]
         started_at = time.monotonic()
-        process = await self._runtime.start(
-            InstanceSpec(
-                name=name, argv=argv, env=env, cwd=unit.cwd, port=port, revision=unit.name
-            ),
-            output,
-        )
+        self._ports.add(port)
+        try:
+            process = await self._runtime.start(
+                InstanceSpec(
+                    name=name, argv=argv, env=env, cwd=unit.cwd, port=port, revision=unit.name
+                ),
+                output,
+            )
+        except BaseException:
+            self._ports.discard(port)
+            raise
         instance = ManagedInstance(name, port, process, STARTING, started_at)
         unit.instances.append(instance)
         self._registry.record(name, unit.name, process.pid)
@@ -332,6 +340,7 @@ class Supervisor:
         instance.process.signal(signal.SIGKILL)
         await instance.process.wait()
         self._registry.forget(instance.name)
+        self._ports.discard(instance.port)
         expected = instance.state == DRAINING
         self._logs.emit(
             platform_entry(
@@ -356,6 +365,7 @@ class Supervisor:
         # A server's workers may outlive its master by a moment; the group goes with it.
         process.signal(signal.SIGKILL)
         self._registry.forget(instance.name)
+        self._ports.discard(instance.port)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.ensure_future(coroutine)
@@ -371,10 +381,15 @@ def _consume_exception(task: asyncio.Task[Any]) -> None:
 
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _free_port(taken: set[int]) -> int:
+    """A port free now and given to no instance of ours (one that is starting does not listen
+    yet, so the kernel may offer its port again)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in taken:
+            return port
 
 
 async def _can_connect(port: int) -> bool:

@@ -18,6 +18,7 @@ from homerun.scaling.supervisor import (
     RevisionUnit,
     StartFailed,
     Supervisor,
+    _free_port,
 )
 
 
@@ -145,3 +146,12 @@ def test_instance_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> 
         await supervisor.close()
 
     asyncio.run(scenario())
+
+
+def test_a_port_given_to_an_instance_is_not_given_again() -> None:
+    # The kernel may offer a port again while the instance that got it has not bound it yet.
+    taken: set[int] = set()
+    for _ in range(300):
+        port = _free_port(taken)
+        assert port not in taken
+        taken.add(port)
