@@ -367,11 +367,14 @@ LONG_REQUESTS = 6
 
 
 def test_scale_down_drains_instances_with_requests_in_flight(scaling) -> None:
-    # Round robin (concurrency above 3) spreads six long requests over the instances. Once the
-    # short burst has left the stable window the autoscaler wants ceil(6 / 6) = 1 instance and
-    # keeps the busiest, so every other instance holding a long request is scaled down under
-    # it. (With three long requests, the burst's own picks interleaved with them sometimes
-    # sent all three to one instance: the one kept.)
+    # A short burst scales the revision out to 4 or more instances, and puts it in panic mode,
+    # which holds the instances for a stable window (6 s) after the last panic reading. Once
+    # the burst's requests are over, six long requests go to idle instances: round robin
+    # (concurrency above 3) gives consecutive picks to different instances, so several hold
+    # one. Once the burst has left the stable window the autoscaler wants ceil(6 / 6) = 1
+    # instance and keeps the busiest, so every other instance holding a long request is scaled
+    # down under it. (Long requests sent during the burst could all land on the one instance
+    # with room left, while the burst filled the others: the one kept.)
     with (
         deployed(scaling, "as-drain", INFLIGHT, "--concurrency", "10") as service,
         ThreadPoolExecutor(LONG_REQUESTS) as pool,
@@ -386,11 +389,20 @@ def test_scale_down_drains_instances_with_requests_in_flight(scaling) -> None:
                 timeout=4,
                 what="4 ready instances under the burst",
             )
-            long_requests = [
-                get_in_background(pool, scaling, service, "/work", seconds=12)
-                for _ in range(LONG_REQUESTS)
-            ]
         assert burst.failures == [], burst.failures[:5]
+        long_requests = [
+            get_in_background(pool, scaling, service, "/work", seconds=12)
+            for _ in range(LONG_REQUESTS)
+        ]
+        revision = poll_revision(
+            scaling,
+            service,
+            lambda revision: revision["in_flight"] == LONG_REQUESTS,
+            timeout=5,
+            what=f"{LONG_REQUESTS} long requests in flight",
+        )
+        holding = [instance for instance in revision["instances"] if instance["in_flight"]]
+        assert len(holding) >= 2, f"the long requests were not spread: {revision['instances']}"
 
         # Watch until the long requests end: which instances drained while still serving?
         drained_while_serving: set[int] = set()  # instance ports
