@@ -631,7 +631,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warmup", type=float, default=2.0, help="seconds of load not measured (0: none)"
     )
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per target")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds per target (the median is kept)"
+    )
     parser.add_argument(
         "--apps",
         default=",".join(APPS),

@@ -29,24 +29,38 @@ def now_iso() -> str:
 
 
 def iso_time(epoch_seconds: float) -> str:
-    """RFC 3339 in UTC with microseconds, e.g. 2026-11-26T01:53:36.123456Z.
+    """RFC 3339 in UTC with microseconds, e.g. 2026-11-26T01:53:36.123456Z."""
+    return iso_time_bytes(epoch_seconds).decode()
+
+
+def iso_time_bytes(epoch_seconds: float) -> bytes:
+    """The same as ASCII bytes.
 
     A busy router timestamps thousands of request log entries a second, all in the same few
     seconds: the date and time of day are formatted once per second.
     """
     second, microsecond = divmod(round(epoch_seconds * 1_000_000), 1_000_000)
-    return f"{_iso_second(second)}.{microsecond:06d}Z"
+    return b"%s.%06dZ" % (_iso_second(second), microsecond)
 
 
 @functools.lru_cache(maxsize=8)
-def _iso_second(epoch_second: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second))
+def _iso_second(epoch_second: int) -> bytes:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second)).encode()
 
 
-def instance_entry(
-    service: str, revision: str, instance: str, stream: str, line: str
-) -> dict[str, Any]:
-    """An instance's output line as a log entry; a JSON object line keeps its fields."""
+@functools.lru_cache(maxsize=1024)
+def entry_tail(service: str, revision: str | None, instance: str | None, log_name: str) -> bytes:
+    """The fields that close a serialized entry of one instance's (or revision's) log,
+    `,"service":...,"logName":...}`: the same for all its lines, so built once."""
+    fields = {"service": service, "revision": revision, "instance": instance}
+    fields = {name: value for name, value in fields.items() if value is not None}
+    return b"," + orjson.dumps({**fields, "logName": log_name})[1:]
+
+
+def instance_entry(service: str, revision: str, instance: str, stream: str, line: str) -> bytes:
+    """An instance's output line as a serialized log entry; a JSON object line keeps its
+    fields. Built from pieces (an app may print a line per request): for LogStore.emit_serialized.
+    """
     log_name = "stdout" if stream == "stdout" else "stderr"
     text = line.strip()
     if text.startswith("{") and text.endswith("}"):
@@ -56,26 +70,24 @@ def instance_entry(
             parsed = None
         if isinstance(parsed, dict):
             severity = str(parsed.get("severity", "DEFAULT")).upper()
-            return {
-                "jsonPayload": parsed,
-                "severity": severity if severity in SEVERITIES else "DEFAULT",
-                "message": str(parsed.get("message", text)),
-                "timestamp": now_iso(),
-                "service": service,
-                "revision": revision,
-                "instance": instance,
-                "logName": log_name,
-            }
+            return orjson.dumps(
+                {
+                    "jsonPayload": parsed,
+                    "severity": severity if severity in SEVERITIES else "DEFAULT",
+                    "message": str(parsed.get("message", text)),
+                    "timestamp": now_iso(),
+                    "service": service,
+                    "revision": revision,
+                    "instance": instance,
+                    "logName": log_name,
+                }
+            )
     # Cloud Run gives plain stdout and stderr lines no severity (DEFAULT).
-    return {
-        "severity": "DEFAULT",
-        "message": line,
-        "timestamp": now_iso(),
-        "service": service,
-        "revision": revision,
-        "instance": instance,
-        "logName": log_name,
-    }
+    return b'{"severity":"DEFAULT","message":%s,"timestamp":"%s"%s' % (
+        orjson.dumps(line),
+        iso_time_bytes(time.time()),
+        entry_tail(service, revision, instance, log_name),
+    )
 
 
 def platform_entry(
@@ -98,24 +110,31 @@ class LogStore:
     def __init__(self, directory: Path, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._directory = directory
         self._max_bytes = max_bytes
-        # Serialized entries waiting for the next flush (orjson: several times faster than the
-        # standard library's json for a request log entry, which a busy router makes thousands
-        # of a second).
+        # Serialized entries waiting for the next flush. Request log entries and instance output
+        # lines, which a busy router makes thousands of a second, come serialized already (built
+        # from byte templates); other entries go through orjson.
         self._pending: dict[str, list[bytes]] = {}
-        # The newest entries of each service, for the dashboard (no file read per refresh).
-        self._recent: dict[str, deque[dict[str, Any]]] = {}
+        # The newest entries of each service, for the dashboard (no file read per refresh),
+        # kept serialized: they are read far less often than they are written.
+        self._recent: dict[str, deque[bytes]] = {}
 
     def emit(self, entry: dict[str, Any]) -> None:
-        service = entry["service"]
-        self._pending.setdefault(service, []).append(orjson.dumps(entry))
+        self.emit_serialized(entry["service"], orjson.dumps(entry))
+
+    def emit_serialized(self, service: str, entry: bytes) -> None:
+        """An entry already serialized as one JSON object (no newline)."""
+        pending = self._pending.get(service)
+        if pending is None:
+            pending = self._pending[service] = []
+        pending.append(entry)
         recent = self._recent.get(service)
         if recent is None:
             recent = self._recent[service] = deque(maxlen=RECENT_ENTRIES)
         recent.append(entry)
 
     def recent(self, service: str, limit: int = 50) -> list[dict[str, Any]]:
-        entries = self._recent.get(service, ())
-        return list(entries)[-limit:]
+        entries = list(self._recent.get(service, ()))[-limit:] if limit > 0 else []
+        return [orjson.loads(entry) for entry in entries]
 
     def flush(self) -> None:
         pending, self._pending = self._pending, {}

@@ -8,13 +8,16 @@ row of the per-service time series the dashboard draws (one hour at one-second r
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from homerun.observe.logs import LogStore, iso_time
+import orjson
+
+from homerun.observe.logs import LogStore, entry_tail, iso_time_bytes
 from homerun.observe.metrics import Metrics
 from homerun.observe.processes import ProcessSampler
 from homerun.routing.proxy import RequestRecord
@@ -25,6 +28,15 @@ SLICE = 200  # requests processed between two yields to the router's event loop
 CODE_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 # status // 100 -> the metric's code_class label; 0 is a request that got no response.
 _CODE_CLASSES = {0: "aborted", 1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+# A request log entry, as Cloud Run writes it (a LogEntry with an HttpRequest), up to its
+# closing fields (entry_tail).
+_REQUEST_ENTRY = (
+    b'{"timestamp":"%s","severity":"%s","httpRequest":{"requestMethod":"%s",'
+    b'"requestUrl":"http://%s%s","requestSize":"%d","responseSize":"%d","latency":"%.6fs",'
+    b'"userAgent":%s,"remoteIp":"%s","protocol":"%s"%s},"message":"%s %s %s"%s%s'
+)
+# The trace id of a traceparent header (00-<32 hex digits>-<16 hex digits>-<flags>).
+_HEX_TRACE_ID = re.compile(rb"[0-9a-f]{32}").fullmatch
 
 
 @dataclass
@@ -171,34 +183,35 @@ class Telemetry:
         latencies.append(latency)
         if service is None or not self._request_logs:
             return  # a request with no service (an unknown host, a malformed request) has no log
-        severity = "ERROR" if status >= 500 else "WARNING" if status >= 400 else "INFO"
-        target = url.decode("latin-1")
-        request_method = method.decode("latin-1")
-        http_request: dict[str, Any] = {
-            "requestMethod": request_method,
-            "requestUrl": f"http://{host.decode('latin-1')}{target}",
-            "requestSize": str(request_bytes),
-            "responseSize": str(response_bytes),
-            "latency": f"{latency:.6f}s",
-            "userAgent": user_agent.decode("latin-1"),
-            "remoteIp": remote_ip.decode("latin-1"),
-            "protocol": "HTTP/1.0" if http_10 else "HTTP/1.1",
-        }
-        if status:
-            http_request["status"] = status
-        entry: dict[str, Any] = {
-            "timestamp": iso_time(finished + second.offset),
-            "severity": severity,
-            "logName": "requests",
-            "service": service,
-            "revision": revision,
-            "instance": instance,
-            "httpRequest": http_request,
-            "message": f"{request_method} {status or '-'} {target}",
-        }
-        if trace.count(b"-") == 3:
-            entry["trace"] = trace.split(b"-")[1].decode("latin-1")
-        self._logs.emit(entry)
+        # The entry is built from bytes: the method is an HTTP token and the host matched the
+        # router's pattern, so only the target and the user agent need JSON escaping.
+        target = orjson.dumps(url.decode("latin-1"))[1:-1]
+        status_field = b',"status":%d' % status if status else b""
+        trace_id = trace[3:35] if len(trace) == 55 else b""
+        trace_field = b',"trace":"%s"' % trace_id if _HEX_TRACE_ID(trace_id) else b""
+        self._logs.emit_serialized(
+            service,
+            _REQUEST_ENTRY
+            % (
+                iso_time_bytes(finished + second.offset),
+                b"ERROR" if status >= 500 else b"WARNING" if status >= 400 else b"INFO",
+                method,
+                host,
+                target,
+                request_bytes,
+                response_bytes,
+                latency,
+                orjson.dumps(user_agent.decode("latin-1")),
+                remote_ip,
+                b"HTTP/1.0" if http_10 else b"HTTP/1.1",
+                status_field,
+                method,
+                b"%d" % status if status else b"-",
+                target,
+                trace_field,
+                entry_tail(service, revision, instance, "requests"),
+            ),
+        )
 
     # -- per revision and service ----------------------------------------------------------
 

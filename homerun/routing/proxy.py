@@ -311,6 +311,8 @@ class _ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.client_address = b""  # as X-Forwarded-For names it
         self.forwarded_node = b""  # as Forwarded names it: for=1.2.3.4 or for="[::1]"
+        self.node_host = b""  # the Host of the last request, and its Forwarded element
+        self.node = b""
         self.exchanges: deque[_Exchange] = deque()  # the first is in flight, the rest pipelined
         self.tunnel: _Exchange | None = None  # after an upgrade request the bytes are not HTTP
         self.read_pauses = 0
@@ -546,6 +548,8 @@ class _ClientConnection(asyncio.Protocol):
         self.exchanges.append(exchange)
         if len(self.exchanges) > 1:
             self._pause(_PIPELINED)
+        elif exchange.error is None and not exchange.has_body:
+            return  # the common case: it starts at the end of its (empty) body
         self.advance()
 
     def on_body(self, body: bytes) -> None:
@@ -589,7 +593,7 @@ class _ClientConnection(asyncio.Protocol):
             if exchange.answer_error():
                 self.close()
                 return
-        if len(exchanges) <= 1:
+        if self.read_pauses and len(exchanges) <= 1:
             self._resume(_PIPELINED)
 
     def exchange_finished(self, exchange: _Exchange, close: bool) -> None:
@@ -602,10 +606,13 @@ class _ClientConnection(asyncio.Protocol):
             self.exchanges.popleft()
         if self.tunnel is exchange:
             self.tunnel = None
-        if not self.exchanges:
-            self.idle_since = self.loop.time()
-        self._resume(_UPSTREAM_FULL | _BODY_BUFFER_FULL)
-        self.advance()
+        if self.exchanges:
+            self._resume(_UPSTREAM_FULL | _BODY_BUFFER_FULL)
+            self.advance()
+            return
+        self.idle_since = self.loop.time()
+        if self.read_pauses:
+            self._resume(_UPSTREAM_FULL | _BODY_BUFFER_FULL | _PIPELINED)
 
     def check_timeouts(self, now: float) -> None:
         if self.closed or self.tunnel is not None:
@@ -677,7 +684,10 @@ class _ClientConnection(asyncio.Protocol):
         address = self.client_address
         hops = self.forwarded_for
         forwarded_for = address if hops is None else hops + b", " + address
-        node = b"%s;proto=http;host=%s" % (self.forwarded_node, _quoted(host))
+        if host != self.node_host:  # a client names the same host request after request
+            self.node_host = host
+            self.node = b"%s;proto=http;host=%s" % (self.forwarded_node, _quoted(host))
+        node = self.node
         forwarded = node if self.forwarded is None else self.forwarded + b", " + node
         extra = b""
         # An ID token of this platform reaches the app without its signature (see Router).
@@ -1087,8 +1097,9 @@ class _UpstreamConnection(asyncio.Protocol):
             return
         if not self.received_any:
             self.received_any = True
-            if exchange.lease is not None:
-                exchange.lease.first_byte()  # a request that queued: its cold-start latency
+            lease = exchange.lease
+            if lease is not None and lease.waited_since is not None:
+                lease.first_byte()  # a request that queued: its cold-start latency
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -1108,7 +1119,8 @@ class _UpstreamConnection(asyncio.Protocol):
             else:
                 self.abort()
             return
-        self.flush()
+        if self.to_client:
+            self.flush()
 
     def pause_writing(self) -> None:
         # The instance is not reading the request body as fast as the client sends it.
@@ -1228,11 +1240,13 @@ class _UpstreamConnection(asyncio.Protocol):
             self.pause_reading()
 
     def detach(self, reuse: bool) -> None:
-        self.flush()
+        if self.to_client:
+            self.flush()
         self.exchange = None
         if reuse and not self.closed and not self.endpoint.draining:
             # Reading goes on while idle, so that a close by the instance is noticed.
-            self.resume_reading()
+            if self.reading_paused:
+                self.resume_reading()
             self.idle = True
             self.endpoint.idle_connections.append(self)
         else:

@@ -266,7 +266,9 @@ class Supervisor:
 
         def output(stream: str, line: str) -> None:
             unit.recent_output.append(line)
-            self._logs.emit(instance_entry(unit.service, unit.name, name, stream, line))
+            self._logs.emit_serialized(
+                unit.service, instance_entry(unit.service, unit.name, name, stream, line)
+            )
 
         argv = [expand_k8s_vars(argument, env) for argument in unit.argv]
         started_at = time.monotonic()

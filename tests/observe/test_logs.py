@@ -8,13 +8,36 @@ from homerun.observe.logs import LogStore, instance_entry, platform_entry
 
 
 def test_json_lines_keep_fields_and_plain_lines_are_default(tmp_path: Path) -> None:
-    structured = instance_entry(
-        "svc", "rev", "inst", "stdout", json.dumps({"severity": "warning", "message": "hi", "k": 1})
-    )
+    structured = json.loads(
+        instance_entry(
+            "svc", "rev", "inst", "stdout",
+            json.dumps({"severity": "warning", "message": "hi", "k": 1}),
+        )
+    )  # fmt: skip
     assert structured["severity"] == "WARNING" and structured["message"] == "hi"
     assert structured["jsonPayload"]["k"] == 1
-    plain = instance_entry("svc", "rev", "inst", "stderr", "Traceback (most recent call last):")
+    plain = json.loads(
+        instance_entry("svc", "rev", "inst", "stderr", "Traceback (most recent call last):")
+    )
     assert plain["severity"] == "DEFAULT" and plain["logName"] == "stderr"
+    assert (plain["service"], plain["revision"], plain["instance"]) == ("svc", "rev", "inst")
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['say "hi" \\ to C:\\path', "tab\there\x01\x1f end", "Usuário ✓ 😀", "{not json}", "", "}"],
+)
+def test_any_output_line_becomes_valid_json_with_its_text_unchanged(line: str) -> None:
+    entry = json.loads(instance_entry("svc", "rev", "inst", "stdout", line))
+    assert entry["message"] == line and entry["severity"] == "DEFAULT"
+
+
+def test_serialized_entries_are_stored_and_read_back_like_others(tmp_path: Path) -> None:
+    logs = LogStore(tmp_path)
+    logs.emit(platform_entry("svc", "from a dict"))
+    logs.emit_serialized("svc", instance_entry("svc", "rev", "inst", "stdout", "a line"))
+    assert [entry["message"] for entry in logs.recent("svc")] == ["from a dict", "a line"]
+    assert [entry["message"] for entry in logs.read("svc")] == ["from a dict", "a line"]
 
 
 def test_read_filters_by_revision_severity_and_time(tmp_path: Path) -> None:

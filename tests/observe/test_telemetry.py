@@ -73,6 +73,22 @@ def test_request_log_entries_are_shaped_like_cloud_run(tmp_path: Path) -> None:
     assert first["timestamp"] == "2027-01-15T07:59:51.002000Z"
 
 
+def test_request_log_entries_escape_what_the_client_sent(tmp_path: Path) -> None:
+    telemetry, logs, _, wall = make(tmp_path)
+    odd = list(record(200, 0.002))
+    odd[3] = b'/say?q="hi"\\\xe9'  # a quote, a backslash and a byte above ASCII in the target
+    odd[8] = b'agent "quoted"\t\\'  # a quote, a tab and a backslash in the user agent
+    odd[11] = b"00-not-a-trace-id-0"  # a malformed traceparent gives no trace
+    telemetry.records += [tuple(odd)]  # type: ignore[list-item]
+    wall.now += 1
+    telemetry.tick()
+    (entry,) = logs.read("svc")
+    assert entry["httpRequest"]["requestUrl"] == 'http://svc.localhost:8080/say?q="hi"\\\xe9'
+    assert entry["httpRequest"]["userAgent"] == 'agent "quoted"\t\\'
+    assert entry["message"] == 'GET 200 /say?q="hi"\\\xe9'
+    assert "trace" not in entry
+
+
 def test_metrics_parse_with_prometheus_parser(tmp_path: Path) -> None:
     telemetry, _, metrics, wall = make(tmp_path)
     telemetry.records += [record(200, 0.002)] * 3 + [record(500, 0.2), record(404, 0.001, None)]
