@@ -23,7 +23,7 @@ from homerun.access import keys
 from homerun.access.metadata import create_metadata_app
 from homerun.admin.api import create_app
 from homerun.admin.bearer import RequireToken
-from homerun.admin.dashboard import create_dashboard_app
+from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
 from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.control import ControlPlane
 from homerun.errors import HomerunError
@@ -132,12 +132,18 @@ class Daemon:
                 f"cannot listen on {self.settings.listen}:{self.settings.port}: "
                 f"{error.strerror}; choose another with `homerun up --port N`"
             ) from None
+        listen = self.settings.dashboard_listen
+        local = is_loopback(listen)
         dashboard, dashboard_socket = self._dashboard(
             create_dashboard_app(
                 lambda window: overview(control, telemetry, logs, processes, window),
                 metrics.exposition,
-                # Beyond loopback, anyone who reaches the port would see every service.
-                token=None if is_loopback(self.settings.dashboard_listen) else admin_token,
+                # Beyond loopback, anyone who reaches the port would see every service; on
+                # loopback, only this machine's names for it may be asked for.
+                token=None if local else admin_token,
+                hosts=(*LOOPBACK_HOSTS, f"[{listen}]" if ":" in listen else listen)
+                if local
+                else None,
             )
         )
         host, port = dashboard_socket.getsockname()[:2]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -18,6 +19,8 @@ from homerun.admin.bearer import RequireToken
 STATIC = Path(__file__).with_name("static")
 # The page's toggle: the last 5 minutes or the last hour, in seconds.
 WINDOWS = (300, 3600)
+# The names a browser on this machine reaches a loopback dashboard by (any port).
+LOOPBACK_HOSTS = ("localhost", "*.localhost", "127.0.0.1", "[::1]")
 
 # The page loads its script, style and data from this listener only, and the browser enforces
 # it: a dashboard that reached out (a CDN, a font host) would fail here instead of leaking.
@@ -31,6 +34,7 @@ def create_dashboard_app(
     overview: Callable[[int], dict[str, Any]],
     metrics: Callable[[], tuple[bytes, str]],
     token: str | None = None,
+    hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The dashboard's ASGI app.
 
@@ -41,6 +45,10 @@ def create_dashboard_app(
 
     With a `token` (the admin token), every request must carry it (admin/bearer.py): the
     daemon passes one when the dashboard listens beyond loopback.
+
+    With `hosts`, a request whose Host header names another host gets 400: on loopback, with
+    no token, that stops a web page from reading the dashboard through a name of its own
+    pointed at 127.0.0.1 (DNS rebinding).
     """
 
     async def page(request: Request) -> Response:
@@ -69,6 +77,8 @@ def create_dashboard_app(
         ]
     )
     app.add_middleware(_SecurityHeaders)
+    if hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
     if token is not None:
         app.add_middleware(RequireToken, token=token, browser=True)
     return app

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import uvicorn
 
-from homerun.admin.dashboard import create_dashboard_app
+from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
 
 from .harness import APPS, REPO_ROOT, Platform, free_port, running_platform
 
@@ -231,7 +231,9 @@ class Served:
 
     def __init__(self, overview: SampleOverview) -> None:
         self.overview = overview
-        app = create_dashboard_app(overview, lambda: (METRICS_BODY, METRICS_TYPE))
+        app = create_dashboard_app(
+            overview, lambda: (METRICS_BODY, METRICS_TYPE), hosts=LOOPBACK_HOSTS
+        )
         # The socket listens before uvicorn runs: connections wait in its backlog, so the
         # browser can start at once without probing for readiness.
         self.socket = socket.socket()
@@ -475,6 +477,19 @@ def test_api_and_metrics(served: Served) -> None:
         for asset in ("dashboard.js", "chart.js", "dashboard.css", "favicon.svg"):
             assert client.get(f"/static/{asset}").status_code == 200, asset
         assert client.get("/static/missing.js").status_code == 404
+
+
+def test_only_loopback_names_reach_the_dashboard(served: Served) -> None:
+    # A page on another site cannot read the dashboard by pointing its own name at 127.0.0.1
+    # (DNS rebinding): the browser sends that name as Host.
+    port = served.url.rsplit(":", 1)[1]
+    with httpx.Client(base_url=served.url, trust_env=False, timeout=10) as client:
+        for host in (f"localhost:{port}", f"dash.localhost:{port}", f"127.0.0.1:{port}", "[::1]"):
+            assert client.get("/api/overview", headers={"Host": host}).status_code == 200, host
+        for host in (f"attacker.example:{port}", "localhost.attacker.example", "10.0.0.1"):
+            answer = client.get("/api/overview", headers={"Host": host})
+            assert answer.status_code == 400, host
+            assert "host" in answer.text.lower()
 
 
 # Level 2: a real daemon with real traffic --------------------------------------------------------
