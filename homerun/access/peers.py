@@ -16,9 +16,11 @@ import os
 import socket
 import struct
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
+
+from homerun.procfs import process_tree
 
 T = TypeVar("T")
 Address = tuple[str, int]
@@ -46,7 +48,7 @@ def connection_owner(peer: Address, server: Address, candidates: Mapping[int, T]
         return None
     target = f"socket:[{inode}]"
     for root, value in candidates.items():
-        for pid in _process_tree(root):
+        for pid in process_tree(root):
             if _holds(pid, target):
                 return value
     return None
@@ -143,27 +145,6 @@ def _read_tables() -> list[str]:
         except OSError:
             continue
     return tables
-
-
-def _process_tree(root: int) -> Iterator[int]:
-    """`root` and its descendants (a server's workers), from /proc/PID/task/TID/children."""
-    pending, seen = [root], set()
-    while pending:
-        pid = pending.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        yield pid
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-            except OSError:
-                continue
-            pending.extend(int(child) for child in children)
 
 
 def _holds(pid: int, target: str) -> bool:

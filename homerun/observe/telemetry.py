@@ -157,12 +157,13 @@ class Telemetry:
         for unit in list(self._units()):
             by_service[unit.service].append(unit)
             self._revision_counters(unit)
-        live_instances: set[int] = set()
         for service in set(by_service) | set(counts):
             units = by_service.get(service, [])
-            row = self._row(service, units, wall, elapsed, counts, latencies, live_instances)
+            row = self._row(service, units, wall, elapsed, counts, latencies)
             self.rows[service].append(row)
-        self._processes.forget(live_instances)
+        live = {instance.name for unit in self._units() for instance in unit.instances}
+        for name in [name for name in self._cpu_seen if name not in live]:
+            del self._cpu_seen[name]  # an instance that is gone
 
     def forget(self, service: str) -> None:
         self.rows.pop(service, None)
@@ -239,7 +240,6 @@ class Telemetry:
         elapsed: float,
         counts: dict[str, dict[str, int]],
         latencies: dict[str, list[float]],
-        live_instances: set[int],
     ) -> Row:
         ordered = sorted(latencies.get(service, ()))
         p50, p95, p99 = (_percentile_ms(ordered, q) for q in (0.5, 0.95, 0.99))
@@ -268,7 +268,6 @@ class Telemetry:
                 usage = self._processes.usage(pid)
                 if usage is None:
                     continue
-                live_instances.add(pid)
                 previous = self._cpu_seen.get(instance.name)
                 self._cpu_seen[instance.name] = (wall, usage.cpu_seconds)
                 if previous is not None and wall > previous[0]:

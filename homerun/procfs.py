@@ -1,0 +1,32 @@
+"""What /proc says about a process tree (Linux)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def process_tree(root: int) -> Iterator[int]:
+    """`root` and its descendants (a server's workers), from /proc/PID/task/TID/children.
+
+    Each process's children are read from its own threads' lists, not by reading the parent
+    of every process on the machine. A process that exits meanwhile is skipped.
+    """
+    pending, seen = [root], set()
+    while pending:
+        pid = pending.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        yield pid
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            pending.extend(int(child) for child in children)
