@@ -111,6 +111,9 @@ KEEPALIVE_TIMEOUT_SECONDS = 75.0  # nginx's keepalive_timeout
 _SWEEP_SECONDS = 1.0
 # What a Host header may hold: a DNS name or an IP literal, and a port.
 _VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+# A refused connection to an instance is tried again after these pauses (an instance that
+# exited leaves routing within milliseconds, when the supervisor sees its exit).
+_REFUSED_RETRY_SECONDS = (0.02, 0.05, 0.1)
 # Request timeouts fire on ticks of this length, up to one tick late.
 _DEADLINE_TICK = 0.1
 
@@ -845,25 +848,44 @@ class _Exchange:
 
     async def _connect(self, throttler: Throttler, *, fresh: bool) -> None:
         loop = self.client.loop
-        try:
-            if self.lease is None:
-                self.lease = await throttler.acquire()
-            endpoint = self.lease.endpoint
-            idle = None if fresh else _take_idle(endpoint)
-            if idle is None:
-                factory = partial(_UpstreamConnection, self.client.router, endpoint)
-                _, upstream = await loop.create_connection(factory, endpoint.host, endpoint.port)
+        refusals = 0
+        while True:
+            try:
+                if self.lease is None:
+                    self.lease = await throttler.acquire()
+                endpoint = self.lease.endpoint
+                idle = None if fresh else _take_idle(endpoint)
+                if idle is None:
+                    factory = partial(_UpstreamConnection, self.client.router, endpoint)
+                    _, upstream = await loop.create_connection(
+                        factory, endpoint.host, endpoint.port
+                    )
+                else:
+                    upstream = idle
+            except RevisionUnavailable as unavailable:
+                self.task = None
+                self.fail(unavailable.status, unavailable.message)
+            except ConnectionRefusedError as error:
+                if refusals < len(_REFUSED_RETRY_SECONDS):
+                    # Nothing listens on the instance's port: it exited, and the supervisor
+                    # has not taken it out of routing yet. Nothing reached the app, so, as
+                    # Knative's activator does, the request goes back to the throttler after
+                    # a pause, which picks an instance again (maybe one not yet started).
+                    lease, self.lease = self.lease, None
+                    if lease is not None:
+                        lease.release()
+                    await asyncio.sleep(_REFUSED_RETRY_SECONDS[refusals])
+                    refusals += 1
+                    continue
+                self.task = None
+                self.fail(502, f"cannot connect to the instance: {error.strerror or error}")
+            except OSError as error:
+                self.task = None
+                self.fail(502, f"cannot connect to the instance: {error.strerror or error}")
             else:
-                upstream = idle
-        except RevisionUnavailable as unavailable:
-            self.task = None
-            self.fail(unavailable.status, unavailable.message)
-        except OSError as error:
-            self.task = None
-            self.fail(502, f"cannot connect to the instance: {error.strerror or error}")
-        else:
-            self.task = None
-            self._attach(upstream, reused=idle is not None)
+                self.task = None
+                self._attach(upstream, reused=idle is not None)
+            return
 
     def _attach(self, upstream: _UpstreamConnection, reused: bool) -> None:
         self.upstream = upstream

@@ -856,6 +856,30 @@ def test_instance_failures_give_502_or_a_cut_connection(run: Run) -> None:
     run(scenario)
 
 
+def test_a_refused_connection_goes_back_to_the_throttler(run: Run, instance: Address) -> None:
+    # An instance that exited still in the routing (the supervisor has not seen its exit yet):
+    # the request waits a moment and is picked again instead of failing with 502.
+    async def scenario() -> None:
+        # First available (concurrency 1): the dead instance is picked first until it leaves.
+        async with Proxy(closed_port(), capacity=1) as proxy, proxy.client() as client:
+            alive = Endpoint("svc-00001-abc-2", instance[0], instance[1], 1)
+            proxy.throttler.add(alive)
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.03, proxy.throttler.remove, proxy.endpoint)  # what exit does
+            response = await client.get("/hello")
+            assert response.status_code == 200, response.text
+            assert (proxy.endpoint.in_flight, alive.in_flight) == (0, 0)
+        # Round robin (concurrency 10): the next pick is the other instance.
+        async with Proxy(closed_port(), capacity=10) as proxy, proxy.client() as client:
+            alive = Endpoint("svc-00001-abc-2", instance[0], instance[1], 10)
+            proxy.throttler.add(alive)
+            responses = await asyncio.gather(*(client.get("/hello") for _ in range(6)))
+            assert [response.status_code for response in responses] == [200] * 6
+            assert (proxy.endpoint.in_flight, alive.in_flight) == (0, 0)
+
+    run(scenario)
+
+
 # -- clients that leave ---------------------------------------------------------------------
 
 
