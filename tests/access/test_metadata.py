@@ -3,14 +3,18 @@ names; nobody else gets one. (The real lookup of the caller is in test_peers and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
+import httpx
 import pytest
-from starlette.testclient import TestClient
 
 from homerun.access import metadata
 from homerun.access.metadata import create_metadata_app
 from homerun.access.tokens import TokenAuthority
+
+Serve = Callable[[Any], str]  # the `serve` fixture (tests/conftest.py)
 
 PLATFORM = "http://localhost:8080"
 IDENTITY = "/computeMetadata/v1/instance/service-accounts/default/identity"
@@ -22,22 +26,28 @@ def authority() -> TokenAuthority:
     return TokenAuthority(b"k" * 32, PLATFORM)
 
 
+@contextlib.contextmanager
 def client(
-    authority: TokenAuthority, monkeypatch: pytest.MonkeyPatch, *, caller: str | None
-) -> TestClient:
+    authority: TokenAuthority, monkeypatch: pytest.MonkeyPatch, serve: Serve, *,
+    caller: str | None,
+) -> Iterator[httpx.Client]:
+    """The metadata app on a real server, and a client of it. Who is calling is decided
+    here: the test process is no instance."""
+
     def owner(peer: object, server: object, members: Mapping[int, str]) -> str | None:
         assert members == {4242: "serviceAccount:svc"}
         return caller
 
     monkeypatch.setattr(metadata.peers, "connection_owner", owner)
     app = create_metadata_app(lambda: {4242: "serviceAccount:svc"}, authority.mint, PLATFORM)
-    return TestClient(app)
+    with httpx.Client(base_url=serve(app), trust_env=False, timeout=10) as http:
+        yield http
 
 
 def test_an_instance_gets_a_token_for_its_identity(
-    authority: TokenAuthority, monkeypatch: pytest.MonkeyPatch
+    authority: TokenAuthority, monkeypatch: pytest.MonkeyPatch, serve: Serve
 ) -> None:
-    with client(authority, monkeypatch, caller="serviceAccount:svc") as http:
+    with client(authority, monkeypatch, serve, caller="serviceAccount:svc") as http:
         audience = {"audience": "http://b.localhost:8080"}
         response = http.get(IDENTITY, params=audience, headers=FLAVOR)
         assert response.status_code == 200, response.text
@@ -64,21 +74,22 @@ def test_an_instance_gets_a_token_for_its_identity(
 def test_requests_it_refuses(
     authority: TokenAuthority,
     monkeypatch: pytest.MonkeyPatch,
+    serve: Serve,
     params: dict[str, str],
     headers: dict[str, str],
     status: int,
     says: str,
 ) -> None:
-    with client(authority, monkeypatch, caller="serviceAccount:svc") as http:
+    with client(authority, monkeypatch, serve, caller="serviceAccount:svc") as http:
         response = http.get(IDENTITY, params=params, headers=headers)
         assert response.status_code == status
         assert says in response.text
 
 
 def test_a_process_that_is_no_instance_gets_nothing(
-    authority: TokenAuthority, monkeypatch: pytest.MonkeyPatch
+    authority: TokenAuthority, monkeypatch: pytest.MonkeyPatch, serve: Serve
 ) -> None:
-    with client(authority, monkeypatch, caller=None) as http:
+    with client(authority, monkeypatch, serve, caller=None) as http:
         response = http.get(IDENTITY, params={"audience": "http://b"}, headers=FLAVOR)
         assert response.status_code == 403
         assert "Only homerun instances" in response.text
