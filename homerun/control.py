@@ -6,13 +6,10 @@ import asyncio
 import contextlib
 import fcntl
 import getpass
-import hashlib
-import json
 import os
 import random
 import secrets
 import shutil
-import stat
 import string
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -34,7 +31,7 @@ from homerun.access.iam import (
 )
 from homerun.access.tokens import TokenAuthority
 from homerun.build import Artifact
-from homerun.build.artifact import MANIFEST
+from homerun.build.artifact import artifact_digest, artifact_record, copy_artifact
 from homerun.config import Paths, Settings
 from homerun.errors import HomerunError, InvalidSpec, NotFound
 from homerun.knative import (
@@ -423,7 +420,11 @@ class ControlPlane:
                     }
                 )
                 return await asyncio.to_thread(
-                    copy_artifact, self._paths.revisions / plan.revision.name, plan.revision, dest
+                    copy_artifact,
+                    self._paths.revisions / plan.revision.name,
+                    plan.revision.artifact,
+                    plan.revision.name,
+                    dest,
                 )
             if plan.reason:
                 emit({"event": "phase", "message": f"Rebuilding: {plan.reason}"})
@@ -448,7 +449,7 @@ class ControlPlane:
                 output=output,
                 max_source_bytes=self._settings.max_source_bytes,
             )
-            record = _artifact_record(artifact)
+            record = artifact_record(artifact)
             record["digest"] = artifact_digest(dest, record)
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
@@ -1281,79 +1282,6 @@ class ControlPlane:
                 ],
             }
         return summary
-
-
-def _artifact_record(artifact: Artifact) -> dict[str, Any]:
-    return {
-        "argv": artifact.argv,
-        "env": artifact.env,
-        "cwd": str(artifact.cwd.relative_to(artifact.root)),
-        "venv": str(artifact.venv) if artifact.venv else None,
-        "entrypoint_origin": artifact.entrypoint_origin,
-        "server": artifact.server,
-    }
-
-
-def copy_artifact(root: Path, revision: RevisionRecord, dest: Path) -> dict[str, Any]:
-    """Blocking: a new revision's artifact folder as a copy of another's (a few files of code;
-    the virtualenv is shared), with paths that named the old folder pointing at the new."""
-    if not root.is_dir() or not revision.artifact:
-        raise HomerunError(
-            f"the artifact of {revision.name} is gone ({root}); deploy again with --source"
-        )
-    try:
-        shutil.copytree(
-            root, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
-        )
-        record = _rebase(revision.artifact, str(root), str(dest))
-        record["digest"] = revision.artifact.get("digest") or artifact_digest(dest, record)
-        manifest = dest / MANIFEST
-        if manifest.exists():
-            rebased = _rebase(json.loads(manifest.read_text()), str(root), str(dest))
-            manifest.write_text(json.dumps(rebased, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise
-    return record
-
-
-def _rebase(value: Any, old: str, new: str) -> Any:
-    if isinstance(value, str):
-        if value == old or value.startswith(old + os.sep):
-            return new + value[len(old) :]
-        return value
-    if isinstance(value, list):
-        return [_rebase(item, old, new) for item in value]
-    if isinstance(value, dict):
-        return {key: _rebase(item, old, new) for key, item in value.items()}
-    return value
-
-
-def artifact_digest(root: Path, record: dict[str, Any]) -> str:
-    """sha256 of an artifact: its files (bytes, exec bit, symlinks) and what runs it, with
-    its own folder's path left out, so that a copy, or a rebuild of the same source with the
-    same dependencies, has the same digest and so the same image name."""
-    digest = hashlib.sha256()
-    recipe = _rebase({k: v for k, v in record.items() if k != "digest"}, str(root), ".")
-    digest.update(json.dumps(recipe, sort_keys=True).encode())
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        base = Path(folder)
-        relative_folder = base.relative_to(root)
-        digest.update(b"D" + str(relative_folder).encode() + b"\0")
-        for name in sorted(files):
-            path = base / name
-            relative = str(relative_folder / name)
-            if relative == MANIFEST:
-                continue  # it names the artifact's own folder
-            info = path.lstat()
-            if stat.S_ISLNK(info.st_mode):
-                digest.update(b"L" + relative.encode() + b"\0" + os.readlink(path).encode())
-                continue
-            executable = b"x" if info.st_mode & stat.S_IXUSR else b"-"
-            content = hashlib.sha256(path.read_bytes()).digest()
-            digest.update(b"F" + relative.encode() + b"\0" + executable + content)
-    return digest.hexdigest()
 
 
 def _median_ms(seconds: Iterable[float]) -> float | None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from homerun.errors import BuildError
+from homerun.errors import BuildError, HomerunError
 
 MANIFEST = "artifact.json"
 
@@ -59,3 +63,78 @@ def load_artifact(root: Path) -> Artifact:
         raise BuildError(
             f"no usable artifact in {root} ({error}); deploy the revision again"
         ) from error
+
+
+def artifact_record(artifact: Artifact) -> dict[str, Any]:
+    """What the store keeps of a built artifact (paths as built; see copy_artifact)."""
+    return {
+        "argv": artifact.argv,
+        "env": artifact.env,
+        "cwd": str(artifact.cwd.relative_to(artifact.root)),
+        "venv": str(artifact.venv) if artifact.venv else None,
+        "entrypoint_origin": artifact.entrypoint_origin,
+        "server": artifact.server,
+    }
+
+
+def copy_artifact(
+    root: Path, record: dict[str, Any] | None, owner: str, dest: Path
+) -> dict[str, Any]:
+    """Blocking: a new revision's artifact folder as a copy of the artifact of revision `owner`
+    at `root`, stored as `record` (a few files of code; the virtualenv is shared), with paths
+    that named the old folder pointing at the new."""
+    if not root.is_dir() or not record:
+        raise HomerunError(f"the artifact of {owner} is gone ({root}); deploy again with --source")
+    try:
+        shutil.copytree(
+            root, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
+        copied = _rebase(record, str(root), str(dest))
+        copied["digest"] = record.get("digest") or artifact_digest(dest, copied)
+        manifest = dest / MANIFEST
+        if manifest.exists():
+            rebased = _rebase(json.loads(manifest.read_text()), str(root), str(dest))
+            manifest.write_text(json.dumps(rebased, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return copied
+
+
+def _rebase(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str):
+        if value == old or value.startswith(old + os.sep):
+            return new + value[len(old) :]
+        return value
+    if isinstance(value, list):
+        return [_rebase(item, old, new) for item in value]
+    if isinstance(value, dict):
+        return {key: _rebase(item, old, new) for key, item in value.items()}
+    return value
+
+
+def artifact_digest(root: Path, record: dict[str, Any]) -> str:
+    """sha256 of an artifact: its files (bytes, exec bit, symlinks) and what runs it, with
+    its own folder's path left out, so that a copy, or a rebuild of the same source with the
+    same dependencies, has the same digest and so the same image name."""
+    digest = hashlib.sha256()
+    recipe = _rebase({k: v for k, v in record.items() if k != "digest"}, str(root), ".")
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        base = Path(folder)
+        relative_folder = base.relative_to(root)
+        digest.update(b"D" + str(relative_folder).encode() + b"\0")
+        for name in sorted(files):
+            path = base / name
+            relative = str(relative_folder / name)
+            if relative == MANIFEST:
+                continue  # it names the artifact's own folder
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                digest.update(b"L" + relative.encode() + b"\0" + os.readlink(path).encode())
+                continue
+            executable = b"x" if info.st_mode & stat.S_IXUSR else b"-"
+            content = hashlib.sha256(path.read_bytes()).digest()
+            digest.update(b"F" + relative.encode() + b"\0" + executable + content)
+    return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""The control plane's artifact helpers: copies for new revisions and the digest that names
+"""Artifacts: copies for new revisions and the digest that names
 their image."""
 
 from __future__ import annotations
@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from homerun.build.artifact import MANIFEST
-from homerun.control import artifact_digest, copy_artifact
+from homerun.build.artifact import MANIFEST, artifact_digest, copy_artifact
 from homerun.spec import RevisionSpec
 from homerun.store import READY, RevisionRecord
 
@@ -51,7 +50,7 @@ def test_a_copied_artifact_points_at_its_own_folder_and_keeps_its_digest(tmp_pat
         "svc-00001-abc", "svc", 1, RevisionSpec(source="/src"), READY, "", 0.0, 1.0, record
     )
     dest = tmp_path / "revisions" / "svc-00002-def"
-    copied = copy_artifact(root, revision, dest)
+    copied = copy_artifact(root, revision.artifact, revision.name, dest)
     assert copied["argv"] == [str(dest / "app" / "run.sh"), "--port", "$(PORT)"]
     assert copied["venv"] == "/venvs/abc"  # shared, not copied
     assert copied["digest"] == record["digest"] == artifact_digest(dest, copied)
