@@ -865,21 +865,24 @@ class _Exchange:
             except RevisionUnavailable as unavailable:
                 self.task = None
                 self.fail(unavailable.status, unavailable.message)
-            except ConnectionRefusedError as error:
-                if refusals < len(_REFUSED_RETRY_SECONDS):
+            except OSError as error:
+                if (
+                    isinstance(error, ConnectionRefusedError)
+                    and not self.retried
+                    and refusals < len(_REFUSED_RETRY_SECONDS)
+                ):
                     # Nothing listens on the instance's port: it exited, and the supervisor
                     # has not taken it out of routing yet. Nothing reached the app, so, as
                     # Knative's activator does, the request goes back to the throttler after
                     # a pause, which picks an instance again (maybe one not yet started).
+                    # Not after a pooled connection failed (retry()): the app may have had
+                    # the request when it died, and running it again elsewhere is not safe.
                     lease, self.lease = self.lease, None
                     if lease is not None:
                         lease.release()
                     await asyncio.sleep(_REFUSED_RETRY_SECONDS[refusals])
                     refusals += 1
                     continue
-                self.task = None
-                self.fail(502, f"cannot connect to the instance: {error.strerror or error}")
-            except OSError as error:
                 self.task = None
                 self.fail(502, f"cannot connect to the instance: {error.strerror or error}")
             else:
@@ -903,7 +906,8 @@ class _Exchange:
 
         An instance may close an idle keep-alive connection just as a request goes out on it.
         With no response byte back and no body sent, nothing reached the app, so one more try
-        on a fresh connection is safe.
+        on a fresh connection to the same instance is safe. (If the instance died holding the
+        request instead, that connection is refused: the request is not sent elsewhere.)
         """
         self.upstream = None
         self.retried = True

@@ -880,6 +880,46 @@ def test_a_refused_connection_goes_back_to_the_throttler(run: Run, instance: Add
     run(scenario)
 
 
+def test_a_request_an_instance_died_holding_is_not_run_again_elsewhere(
+    run: Run, instance: Address
+) -> None:
+    # The second request goes out on the pooled connection and the instance dies with it. The
+    # router tries that instance once more (it may only have closed an idle connection), but
+    # does not send the request to another instance: the app may have acted on it.
+    async def scenario() -> None:
+        requests = 0
+        server: asyncio.Server | None = None
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal requests
+            await read_request(reader)
+            requests += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            await read_request(reader)
+            requests += 1
+            assert server is not None
+            server.close()  # the instance dies with the request in hand...
+            proxy.throttler.remove(proxy.endpoint)  # ...and the supervisor sees it at once
+            writer.transport.abort()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        address = ("127.0.0.1", int(server.sockets[0].getsockname()[1]))
+        proxy = Proxy(address, capacity=1)
+        async with proxy, proxy.client() as client:
+            alive = Endpoint("svc-00001-abc-2", instance[0], instance[1], 1)
+            proxy.throttler.add(alive)
+            tag = unique_tag()
+            assert (await client.get("/hello", params={"tag": tag})).status_code == 200
+            response = await client.get("/hello", params={"tag": tag})
+            assert response.status_code == 502, response.text
+            assert requests == 2
+            assert "/hello" not in await stats(instance, tag)  # none went to the other instance
+        await server.wait_closed()
+
+    run(scenario)
+
+
 # -- clients that leave ---------------------------------------------------------------------
 
 
