@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 from homerun import build
 from homerun.access import keys
 from homerun.access.metadata import create_metadata_app
+from homerun.access.peers import listener_in_tree
 from homerun.admin.api import create_app
 from homerun.admin.bearer import RequireToken
 from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
@@ -82,6 +83,7 @@ class Daemon:
             ),
             probe_interval=self.settings.probe_interval_seconds,
             stop_grace=self.settings.stop_grace_seconds,
+            listener_in_tree=listener_in_tree,
         )
         loop = asyncio.get_running_loop()
         clock = loop.time

@@ -54,6 +54,21 @@ def connection_owner(peer: Address, server: Address, candidates: Mapping[int, T]
     return None
 
 
+def listener_in_tree(port: int, root: int) -> bool | None:
+    """Whether the socket that takes connections to 127.0.0.1:`port` (bound there, to every
+    address, or dual-stack) belongs to `root` or a descendant; None when sock_diag is not
+    available here to say which socket that is."""
+    try:
+        # A 4-tuple no connection has (port 0): the kernel answers with the listener.
+        inode = _inode_from_sock_diag(("127.0.0.1", port), ("127.0.0.1", 0))
+    except OSError:
+        return None
+    if inode is None:
+        return False
+    target = f"socket:[{inode}]"
+    return any(_holds(pid, target) for pid in process_tree(root))
+
+
 def socket_inode(tables: Iterable[str], peer: Address, server: Address) -> int | None:
     """In the text of /proc/net/tcp and tcp6: the inode of the socket whose local end is
     `peer` and remote end `server` (the caller's side of the connection)."""

@@ -117,8 +117,12 @@ class Supervisor:
         *,
         probe_interval: float,
         stop_grace: float,
+        listener_in_tree: Callable[[int, int], bool | None] | None = None,
     ) -> None:
         self._runtime = runtime
+        # listener_in_tree(port, pid): whether the process tree of pid holds the socket that
+        # takes connections to the port (access/peers); None: the probe trusts any listener.
+        self._listener_in_tree = listener_in_tree
         self._logs = logs
         self._registry = registry
         self._probe_interval = probe_interval
@@ -316,17 +320,28 @@ class Supervisor:
                     f"$PORT={instance.port}",
                     list(unit.recent_output),
                 )
+            foreign = False
             if await _can_connect(instance.port):
-                return
+                if self._listens_itself(instance):
+                    return
+                # Another program took the port before the instance bound it: the instance
+                # will fail to bind (and exit), or bind elsewhere and time out.
+                foreign = True
             if time.monotonic() >= deadline:
                 raise StartFailed(
                     f"the app did not listen on $PORT={instance.port} within the startup "
                     f"timeout of {unit.startup_timeout:g}s; it must listen on the port given "
-                    "in the PORT environment variable",
+                    "in the PORT environment variable"
+                    + (" (another program listens on that port)" if foreign else ""),
                     list(unit.recent_output),
                 )
             await asyncio.wait([exit_watch], timeout=interval)
             interval = min(interval * 1.5, self._probe_interval)
+
+    def _listens_itself(self, instance: ManagedInstance) -> bool:
+        if self._listener_in_tree is None:
+            return True
+        return self._listener_in_tree(instance.port, instance.process.pid) is not False
 
     async def _watch(
         self, unit: RevisionUnit, instance: ManagedInstance, exit_watch: asyncio.Future[int]

@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 from homerun.access import peers
-from homerun.access.peers import connection_owner, socket_inode
+from homerun.access.peers import connection_owner, listener_in_tree, socket_inode
 
 TCP = textwrap.dedent(
     """\
@@ -82,3 +82,36 @@ def test_a_child_process_holding_the_connection_is_found_and_no_one_else() -> No
             assert holder.stdin is not None
             holder.stdin.close()
             holder.wait(10)
+
+
+def test_the_listener_on_a_port_is_found_in_its_owners_tree_only() -> None:
+    # A shell that runs python, which listens: as `sh -c 'exec gunicorn ...'` or a worker.
+    listener = subprocess.Popen(
+        [
+            "/bin/sh", "-c",
+            f"{sys.executable} -c 'import socket, sys; "
+            "s = socket.create_server((\"0.0.0.0\", 0)); "
+            "print(s.getsockname()[1], flush=True); sys.stdin.read()'",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        assert listener.stdout is not None
+        port = int(listener.stdout.readline())
+        assert listener_in_tree(port, listener.pid) is True
+        assert listener_in_tree(port, other.pid) is False
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            unused = probe.getsockname()[1]
+        assert listener_in_tree(unused, listener.pid) is False  # nobody listens there
+    finally:
+        for process in (listener, other):
+            process.kill()
+            process.wait()
+        if listener.stdin is not None:
+            listener.stdin.close()
+        if listener.stdout is not None:
+            listener.stdout.close()

@@ -2,12 +2,14 @@
 
 import asyncio
 import os
+import socket
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from homerun.access.peers import listener_in_tree
 from homerun.observe.logs import LogStore
 from homerun.routing.throttler import Throttler
 from homerun.runtime.process import ProcessRuntime
@@ -35,6 +37,7 @@ def make(
         ),
         probe_interval=0.05,
         stop_grace=2,
+        listener_in_tree=listener_in_tree,  # as the daemon wires it
     )
     holder: list[RevisionUnit] = []
     unit = RevisionUnit(
@@ -107,6 +110,28 @@ def test_never_listening_app_times_out_and_is_killed(tmp_path: Path) -> None:
         with pytest.raises(StartFailed, match="did not listen on \\$PORT"):
             await supervisor.start_instance(unit)
         assert recorded == {}
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_another_programs_listener_on_the_port_is_not_taken_for_the_instance(
+    tmp_path: Path,
+) -> None:
+    # The port is free when it is handed out; another program binds it before the app does.
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+    async def scenario() -> None:
+        supervisor, unit, _ = make(tmp_path, sleeper, startup_timeout=1)
+        start = asyncio.ensure_future(supervisor.start_instance(unit))
+        for _ in range(5000):  # the spawn takes milliseconds; 5 s at most
+            if unit.instances:
+                break
+            await asyncio.sleep(0.001)
+        with socket.create_server(("127.0.0.1", unit.instances[0].port)):
+            with pytest.raises(StartFailed, match="another program listens on that port"):
+                await start
+        assert unit.throttler.endpoints == []
         await supervisor.close()
 
     asyncio.run(scenario())
