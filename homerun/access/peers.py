@@ -56,17 +56,29 @@ def connection_owner(peer: Address, server: Address, candidates: Mapping[int, T]
 
 def listener_in_tree(port: int, root: int) -> bool | None:
     """Whether the socket that takes connections to 127.0.0.1:`port` (bound there, to every
-    address, or dual-stack) belongs to `root` or a descendant; None when sock_diag is not
-    available here to say which socket that is."""
+    address, or dual-stack) belongs to `root` or a descendant. None when this cannot be told:
+    no sock_diag here (or no socket found), or a process of the tree whose descriptors cannot
+    be read (not dumpable)."""
     try:
         # A 4-tuple no connection has (port 0): the kernel answers with the listener.
         inode = _inode_from_sock_diag(("127.0.0.1", port), ("127.0.0.1", 0))
     except OSError:
         return None
     if inode is None:
-        return False
+        return None  # a kernel without inet_diag answers "no such socket" to everything
     target = f"socket:[{inode}]"
-    return any(_holds(pid, target) for pid in process_tree(root))
+    unknown = False
+    for pid in process_tree(root):
+        try:
+            descriptors = os.listdir(f"/proc/{pid}/fd")
+        except FileNotFoundError:
+            continue  # it exited
+        except OSError:
+            unknown = True
+            continue
+        if any(_links_to(f"/proc/{pid}/fd/{name}", target) for name in descriptors):
+            return True
+    return None if unknown else False
 
 
 def socket_inode(tables: Iterable[str], peer: Address, server: Address) -> int | None:
@@ -168,10 +180,11 @@ def _holds(pid: int, target: str) -> bool:
         descriptors = os.listdir(folder)
     except OSError:
         return False
-    for descriptor in descriptors:
-        try:
-            if os.readlink(f"{folder}/{descriptor}") == target:
-                return True
-        except OSError:
-            continue
-    return False
+    return any(_links_to(f"{folder}/{name}", target) for name in descriptors)
+
+
+def _links_to(path: str, target: str) -> bool:
+    try:
+        return os.readlink(path) == target
+    except OSError:
+        return False

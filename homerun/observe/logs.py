@@ -70,18 +70,21 @@ def instance_entry(service: str, revision: str, instance: str, stream: str, line
             parsed = None
         if isinstance(parsed, dict):
             severity = str(parsed.get("severity", "DEFAULT")).upper()
-            return orjson.dumps(
-                {
-                    "jsonPayload": parsed,
-                    "severity": severity if severity in SEVERITIES else "DEFAULT",
-                    "message": str(parsed.get("message", text)),
-                    "timestamp": now_iso(),
-                    "service": service,
-                    "revision": revision,
-                    "instance": instance,
-                    "logName": log_name,
-                }
-            )
+            try:
+                return orjson.dumps(
+                    {
+                        "jsonPayload": parsed,
+                        "severity": severity if severity in SEVERITIES else "DEFAULT",
+                        "message": str(parsed.get("message", text)),
+                        "timestamp": now_iso(),
+                        "service": service,
+                        "revision": revision,
+                        "instance": instance,
+                        "logName": log_name,
+                    }
+                )
+            except orjson.JSONEncodeError:
+                pass  # nested deeper than orjson writes (it reads deeper): kept as text
     # Cloud Run gives plain stdout and stderr lines no severity (DEFAULT).
     return b'{"severity":"DEFAULT","message":%s,"timestamp":"%s"%s' % (
         orjson.dumps(line),

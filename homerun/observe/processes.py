@@ -17,12 +17,14 @@ class Usage:
 
 class ProcessSampler:
     """Sums an instance's process tree as it is at each sample: a worker started since the
-    last one counts at once, one that exited no longer does."""
+    last one counts at once; one that exited leaves the memory figure, while its CPU time stays
+    counted through its parent (which reaped it)."""
 
     def usage(self, pid: int) -> Usage | None:
         """None when the instance's main process is gone."""
         cpu_seconds = 0.0
         rss_bytes = 0
+        found = False
         for member in process_tree(pid):
             try:
                 process = psutil.Process(member)
@@ -33,6 +35,9 @@ class ProcessSampler:
                 if member == pid:
                     return None
                 continue  # a worker that exited meanwhile
-            cpu_seconds += times.user + times.system
+            # With the time of children it has reaped: a worker that exits takes its CPU time
+            # out of the tree, and its parent's count takes it in, so the total never drops.
+            cpu_seconds += times.user + times.system + times.children_user + times.children_system
             rss_bytes += rss
-        return Usage(cpu_seconds, rss_bytes)
+            found = True
+        return Usage(cpu_seconds, rss_bytes) if found else None

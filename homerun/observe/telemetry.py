@@ -271,7 +271,7 @@ class Telemetry:
                 previous = self._cpu_seen.get(instance.name)
                 self._cpu_seen[instance.name] = (wall, usage.cpu_seconds)
                 if previous is not None and wall > previous[0]:
-                    used = (usage.cpu_seconds - previous[1]) / (wall - previous[0])
+                    used = max(0.0, usage.cpu_seconds - previous[1]) / (wall - previous[0])
                     row.instance_cpu_percent[instance.name] = round(100 * used, 1)
                 row.instance_rss_mb[instance.name] = round(usage.rss_bytes / 2**20, 1)
         return row

@@ -32,6 +32,12 @@ def test_any_output_line_becomes_valid_json_with_its_text_unchanged(line: str) -
     assert entry["message"] == line and entry["severity"] == "DEFAULT"
 
 
+def test_a_json_line_nested_too_deep_to_write_back_stays_text() -> None:
+    line = '{"a": ' + "[" * 300 + "]" * 300 + "}"  # orjson reads 1,024 levels, writes 254
+    entry = json.loads(instance_entry("svc", "rev", "inst", "stdout", line))
+    assert entry["message"] == line and "jsonPayload" not in entry
+
+
 def test_serialized_entries_are_stored_and_read_back_like_others(tmp_path: Path) -> None:
     logs = LogStore(tmp_path)
     logs.emit(platform_entry("svc", "from a dict"))

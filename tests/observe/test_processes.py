@@ -85,3 +85,39 @@ def test_a_worker_that_exits_is_dropped_and_a_gone_parent_has_no_usage(
     os.killpg(parent.pid, signal.SIGKILL)
     parent.wait()
     assert sampler.usage(parent.pid) is None
+
+
+# A parent that, for each line on stdin, runs a child burning 0.3 s of CPU and reaps it.
+RUNNER = """
+import subprocess, sys
+BUSY = "import time\\nend = time.process_time() + 0.3\\nwhile time.process_time() < end: pass"
+print("ready", flush=True)
+for line in sys.stdin:
+    subprocess.run([sys.executable, "-c", BUSY], check=True)
+    print("done", flush=True)
+"""
+
+
+def test_cpu_time_of_a_child_that_exited_stays_counted() -> None:
+    runner = subprocess.Popen(
+        [sys.executable, "-c", RUNNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert runner.stdin is not None and runner.stdout is not None
+        assert runner.stdout.readline() == "ready\n"
+        sampler = ProcessSampler()
+        before = sampler.usage(runner.pid)
+        assert before is not None
+        runner.stdin.write("go\n")
+        runner.stdin.flush()
+        assert runner.stdout.readline() == "done\n"  # the child ran and was reaped
+        after = sampler.usage(runner.pid)
+        assert after is not None
+        assert after.cpu_seconds - before.cpu_seconds >= 0.25, (before, after)
+    finally:
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait()
+        for stream in (runner.stdin, runner.stdout):
+            if stream is not None:
+                stream.close()
