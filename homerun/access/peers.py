@@ -69,15 +69,10 @@ def listener_in_tree(port: int, root: int) -> bool | None:
     target = f"socket:[{inode}]"
     unknown = False
     for pid in process_tree(root):
-        try:
-            descriptors = os.listdir(f"/proc/{pid}/fd")
-        except FileNotFoundError:
-            continue  # it exited
-        except OSError:
-            unknown = True
-            continue
-        if any(_links_to(f"/proc/{pid}/fd/{name}", target) for name in descriptors):
+        held = _holds(pid, target)
+        if held:
             return True
+        unknown |= held is None
     return None if unknown else False
 
 
@@ -174,17 +169,20 @@ def _read_tables() -> list[str]:
     return tables
 
 
-def _holds(pid: int, target: str) -> bool:
+def _holds(pid: int, target: str) -> bool | None:
+    """Whether process `pid` has a descriptor open on `target` (`socket:[INODE]`); None when
+    its descriptors cannot be read (not dumpable, another user's)."""
     folder = f"/proc/{pid}/fd"
     try:
         descriptors = os.listdir(folder)
+    except FileNotFoundError:
+        return False  # it exited
     except OSError:
-        return False
-    return any(_links_to(f"{folder}/{name}", target) for name in descriptors)
-
-
-def _links_to(path: str, target: str) -> bool:
-    try:
-        return os.readlink(path) == target
-    except OSError:
-        return False
+        return None
+    for descriptor in descriptors:
+        try:
+            if os.readlink(f"{folder}/{descriptor}") == target:
+                return True
+        except OSError:
+            continue
+    return False

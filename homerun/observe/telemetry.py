@@ -154,14 +154,15 @@ class Telemetry:
             if service:
                 latencies[service] += values
         by_service: dict[str, list[RevisionUnit]] = defaultdict(list)
+        live: set[str] = set()  # instance names
         for unit in list(self._units()):
             by_service[unit.service].append(unit)
             self._revision_counters(unit)
+            live.update(instance.name for instance in unit.instances)
         for service in set(by_service) | set(counts):
             units = by_service.get(service, [])
             row = self._row(service, units, wall, elapsed, counts, latencies)
             self.rows[service].append(row)
-        live = {instance.name for unit in self._units() for instance in unit.instances}
         for name in [name for name in self._cpu_seen if name not in live]:
             del self._cpu_seen[name]  # an instance that is gone
 

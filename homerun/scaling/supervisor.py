@@ -356,8 +356,7 @@ class Supervisor:
         # and its last lines are read before the entry that says it exited.
         instance.process.signal(signal.SIGKILL)
         await instance.process.wait()
-        self._registry.forget(instance.name)
-        self._ports.discard(instance.port)
+        self._gone(instance)
         expected = instance.state == DRAINING
         self._logs.emit(
             platform_entry(
@@ -381,6 +380,10 @@ class Supervisor:
                 await process.wait()
         # A server's workers may outlive its master by a moment; the group goes with it.
         process.signal(signal.SIGKILL)
+        self._gone(instance)
+
+    def _gone(self, instance: ManagedInstance) -> None:
+        """Its process is gone: forget it, and its port may be given out again."""
         self._registry.forget(instance.name)
         self._ports.discard(instance.port)
 
