@@ -1,17 +1,33 @@
-"""Talks to the daemon's admin API: over its Unix socket, or over TCP with the admin token
-(HOMERUN_URL and HOMERUN_TOKEN)."""
+"""Talks to the daemon's admin API, over its Unix socket or over TCP with the admin token
+(HOMERUN_URL and HOMERUN_TOKEN), and returns its answers as the views in homerun.model."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
+from homerun.model.events import DeployEvent, parse_event
+from homerun.model.views import (
+    IamPolicy,
+    IdentityToken,
+    PlatformStatus,
+    RevisionSummary,
+    SecretSummary,
+    SecretVersionCreated,
+    SecretVersionView,
+    ServiceDescription,
+    ServiceSummary,
+)
+from homerun.spec import DeployRequest
+from homerun.traffic import TrafficUpdate
+
+View = TypeVar("View", bound=BaseModel)
 
 
 def remote_target() -> tuple[str, str] | None:
@@ -37,6 +53,9 @@ def connect(socket_path: Path) -> Client:
 
 
 class Client:
+    """One method per admin API call. Knative documents and log entries stay dicts: they are
+    documents to print, not values the CLI reads."""
+
     def __init__(
         self, socket_path: Path | None = None, *, url: str | None = None, token: str = ""
     ) -> None:
@@ -62,8 +81,10 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def status(self) -> dict[str, Any]:
-        return self._call("GET", "/v1/status", timeout=5.0)
+    # The platform
+
+    def status(self) -> PlatformStatus:
+        return _read(PlatformStatus, self._call("GET", "/v1/status", timeout=5.0))
 
     def shutdown(self) -> None:
         try:
@@ -71,80 +92,116 @@ class Client:
         except DaemonHungUp:
             pass  # a daemon that hangs up while it stops has done what was asked
 
-    def services(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/v1/services")
+    # Services
 
-    def describe(self, service: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/services/{service}")
+    def services(self) -> list[ServiceSummary]:
+        return _read_list(ServiceSummary, self._call("GET", "/v1/services"))
+
+    def describe(self, service: str) -> ServiceDescription:
+        return _read(ServiceDescription, self._call("GET", f"/v1/services/{service}"))
 
     def knative_service(self, service: str) -> dict[str, Any]:
         """The service as a serving.knative.dev/v1 Service document."""
-        return self._call("GET", f"/v1/services/{service}", params={"format": "knative"})
+        document: dict[str, Any] = self._call(
+            "GET", f"/v1/services/{service}", params={"format": "knative"}
+        )
+        return document
 
-    def update_traffic(self, service: str, update: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", f"/v1/services/{service}/traffic", json=update)
+    def deploy(self, request: DeployRequest) -> Iterator[DeployEvent]:
+        """The deploy's events as they happen; the last one is `done` or `error`."""
+        return self._stream(
+            "POST",
+            f"/v1/services/{request.service}/deploy",
+            json=request.model_dump(mode="json"),
+        )
 
     def replace(
         self, service: str, document: dict[str, Any], file: str
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[DeployEvent]:
         """`services replace`: events as for a deploy (a changed template builds one)."""
         return self._stream(
             "PUT", f"/v1/services/{service}", json=document, params={"file": file}
         )
 
-    def revision(self, name: str, knative: bool = False) -> dict[str, Any]:
-        params = {"format": "knative"} if knative else {}
-        return self._call("GET", f"/v1/revisions/{name}", params=params)
-
-    def delete_revision(self, name: str) -> None:
-        self._call("DELETE", f"/v1/revisions/{name}")
-
-    def secrets(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/v1/secrets")
-
-    def create_secret(self, name: str, data: str) -> dict[str, Any]:
-        return self._call("POST", "/v1/secrets", json={"name": name, "data": data})
-
-    def secret_versions(self, name: str) -> list[dict[str, Any]]:
-        return self._call("GET", f"/v1/secrets/{name}/versions")
-
-    def add_secret_version(self, name: str, data: str) -> dict[str, Any]:
-        return self._call("POST", f"/v1/secrets/{name}/versions", json={"data": data})
-
-    def delete_secret(self, name: str) -> None:
-        self._call("DELETE", f"/v1/secrets/{name}")
+    def update_traffic(self, service: str, update: TrafficUpdate) -> ServiceSummary:
+        answer = self._call(
+            "POST", f"/v1/services/{service}/traffic", json=update.model_dump(mode="json")
+        )
+        return _read(ServiceSummary, answer)
 
     def delete(self, service: str) -> None:
         self._call("DELETE", f"/v1/services/{service}")
 
-    def revisions(self, service: str | None = None) -> list[dict[str, Any]]:
+    # Revisions
+
+    def revisions(self, service: str | None = None) -> list[RevisionSummary]:
         params = {"service": service} if service else {}
-        return self._call("GET", "/v1/revisions", params=params)
+        return _read_list(RevisionSummary, self._call("GET", "/v1/revisions", params=params))
+
+    def revision(self, name: str) -> RevisionSummary:
+        return _read(RevisionSummary, self._call("GET", f"/v1/revisions/{name}"))
+
+    def knative_revision(self, name: str) -> dict[str, Any]:
+        """The revision as a serving.knative.dev/v1 Revision document."""
+        document: dict[str, Any] = self._call(
+            "GET", f"/v1/revisions/{name}", params={"format": "knative"}
+        )
+        return document
+
+    def delete_revision(self, name: str) -> None:
+        self._call("DELETE", f"/v1/revisions/{name}")
+
+    # Secrets
+
+    def secrets(self) -> list[SecretSummary]:
+        return _read_list(SecretSummary, self._call("GET", "/v1/secrets"))
+
+    def create_secret(self, name: str, data: str) -> SecretVersionCreated:
+        answer = self._call("POST", "/v1/secrets", json={"name": name, "data": data})
+        return _read(SecretVersionCreated, answer)
+
+    def secret_versions(self, name: str) -> list[SecretVersionView]:
+        return _read_list(SecretVersionView, self._call("GET", f"/v1/secrets/{name}/versions"))
+
+    def add_secret_version(self, name: str, data: str) -> SecretVersionCreated:
+        answer = self._call("POST", f"/v1/secrets/{name}/versions", json={"data": data})
+        return _read(SecretVersionCreated, answer)
+
+    def delete_secret(self, name: str) -> None:
+        self._call("DELETE", f"/v1/secrets/{name}")
+
+    # Logs
 
     def logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
+        """Newest entries; filters: revision, min_severity, since, after."""
         params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
         params["limit"] = limit
-        return self._call("GET", f"/v1/services/{service}/logs", params=params)
+        entries: list[dict[str, Any]] = self._call(
+            "GET", f"/v1/services/{service}/logs", params=params
+        )
+        return entries
 
-    def iam_policy(self, service: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/services/{service}/iam")
+    # Access
 
-    def add_iam_binding(self, service: str, member: str, role: str) -> dict[str, Any]:
+    def iam_policy(self, service: str) -> IamPolicy:
+        return _read(IamPolicy, self._call("GET", f"/v1/services/{service}/iam"))
+
+    def add_iam_binding(self, service: str, member: str, role: str) -> IamPolicy:
         body = {"member": member, "role": role}
-        return self._call("POST", f"/v1/services/{service}/iam/add", json=body)
+        return _read(IamPolicy, self._call("POST", f"/v1/services/{service}/iam/add", json=body))
 
-    def remove_iam_binding(self, service: str, member: str, role: str) -> dict[str, Any]:
+    def remove_iam_binding(self, service: str, member: str, role: str) -> IamPolicy:
         body = {"member": member, "role": role}
-        return self._call("POST", f"/v1/services/{service}/iam/remove", json=body)
+        answer = self._call("POST", f"/v1/services/{service}/iam/remove", json=body)
+        return _read(IamPolicy, answer)
 
-    def identity_token(self, member: str, audience: str | None) -> dict[str, Any]:
-        return self._call("POST", "/v1/tokens", json={"member": member, "audience": audience})
+    def identity_token(self, member: str, audience: str | None) -> IdentityToken:
+        answer = self._call("POST", "/v1/tokens", json={"member": member, "audience": audience})
+        return _read(IdentityToken, answer)
 
-    def deploy(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """The deploy's events as they happen; the last one is `done` or `error`."""
-        return self._stream("POST", f"/v1/services/{request['service']}/deploy", json=request)
+    # The exchange
 
-    def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[DeployEvent]:
         try:
             with self._http.stream(method, path, **kwargs) as response:
                 if response.status_code != 200:
@@ -152,7 +209,7 @@ class Client:
                     _raise_for(response)
                 for line in response.iter_lines():
                     if line:
-                        yield json.loads(line)
+                        yield _event(line)
         except (httpx.ConnectError, FileNotFoundError) as error:
             raise self._unavailable(error) from None
         except httpx.RemoteProtocolError as error:
@@ -179,6 +236,54 @@ class Client:
 
 class DaemonHungUp(HomerunError):
     """The daemon closed the connection before it answered."""
+
+
+class UnreadableAnswer(HomerunError):
+    """The daemon answered with something this CLI cannot read: another homerun version."""
+
+
+def _read(view: type[View], answer: Any) -> View:
+    try:
+        return view.model_validate(answer)
+    except ValidationError as error:
+        raise _unreadable(view, error) from None
+
+
+def _read_list(view: type[View], answer: Any) -> list[View]:
+    if not isinstance(answer, list):
+        raise UnreadableAnswer(
+            f"the daemon answered {type(answer).__name__} where a list of {view.__name__} "
+            "was expected; are the daemon and this CLI the same homerun version?"
+        )
+    try:
+        return [view.model_validate(item) for item in answer]
+    except ValidationError as error:
+        raise _unreadable(view, error) from None
+
+
+def _unreadable(view: type[BaseModel], error: ValidationError) -> UnreadableAnswer:
+    return UnreadableAnswer(
+        f"the daemon's answer does not read as {view.__name__}: {_problems(error)}; are the "
+        "daemon and this CLI the same homerun version? (`homerun down` stops an older daemon; "
+        "the next deploy starts this one)"
+    )
+
+
+def _event(line: str) -> DeployEvent:
+    try:
+        return parse_event(line)
+    except ValidationError as error:
+        raise UnreadableAnswer(
+            f"the daemon sent a deploy event this CLI cannot read: {_problems(error)}; are the "
+            "daemon and this CLI the same homerun version?"
+        ) from None
+
+
+def _problems(error: ValidationError) -> str:
+    return "; ".join(
+        ".".join(str(part) for part in item["loc"]) + f": {item['msg']}"
+        for item in error.errors()[:3]
+    )
 
 
 def _raise_for(response: httpx.Response) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import gc
+import getpass
 import os
 import signal
 import socket
@@ -13,20 +14,32 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from homerun import build
 from homerun.access import keys
+from homerun.access.iam import user_member
 from homerun.access.metadata import create_metadata_app
-from homerun.access.peers import listener_in_tree
+from homerun.access.peers import connection_owner, listener_in_tree
+from homerun.access.tokens import TokenAuthority
 from homerun.admin.api import create_app
 from homerun.admin.bearer import RequireToken
 from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
 from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.control import ControlPlane
+from homerun.control.access import Guards, Iam
+from homerun.control.deploys import Deploys
+from homerun.control.live import LiveRevisions
+from homerun.control.resolved import routed_revisions
+from homerun.control.revisions import Revisions
+from homerun.control.secrets import Secrets, SecretValues
+from homerun.control.tasks import Tasks
+from homerun.control.traffic import Traffic
+from homerun.control.urls import Urls
+from homerun.control.views import Views
 from homerun.errors import HomerunError
 from homerun.observe.logs import LogStore
 from homerun.observe.metrics import Metrics
@@ -38,6 +51,7 @@ from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
 from homerun.scaling.supervisor import InstanceRegistry, Supervisor
+from homerun.secret_store import SecretStore
 from homerun.store import Store
 
 LOG_FLUSH_SECONDS = 0.2
@@ -90,23 +104,97 @@ class Daemon:
         scaler = Scaler(
             supervisor,
             logs,
-            units=lambda: control.units.values(),
+            units=lambda: live.units.values(),
             clock=clock,
             tick_interval=self.settings.autoscaler.tick_interval,
         )
-        control = ControlPlane(
+        # Listeners the control plane names to instances and users are bound first, so that
+        # every piece is built knowing its addresses.
+        dashboard_socket = self._dashboard_socket()
+        metadata_socket = _listening(socket.create_server(("127.0.0.1", 0)))
+        dashboard_host, dashboard_port = dashboard_socket.getsockname()[:2]
+        dashboard_url = f"http://{dashboard_host}:{dashboard_port}"
+        urls = Urls(self.settings.domain, self.settings.port)
+        # ID tokens: issued by this platform (its URL), which is also the audience of tokens
+        # good for any of its services (`homerun auth print-identity-token` without
+        # --audiences).
+        authority = TokenAuthority(signing_key, urls.platform)
+        # The OS user running the daemon owns the platform and may invoke every service, as a
+        # project's owner may on Cloud Run.
+        guards = Guards(store, authority, urls, owner=user_member(getpass.getuser()))
+        tasks = Tasks()
+        secret_store = SecretStore(self.paths.secrets)
+        secret_values = SecretValues(secret_store)
+        live = LiveRevisions(
             settings=self.settings,
             paths=self.paths,
             store=store,
             logs=logs,
             supervisor=supervisor,
-            build=build.build,
+            guards=guards,
+            secrets=secret_values,
+            tasks=tasks,
             poke=scaler.poke,
             clock=clock,
-            signing_key=signing_key,
+            host_env=os.environ,
+            metadata_address=metadata_socket.getsockname()[:2],
+        )
+        revisions = Revisions(
+            paths=self.paths,
+            store=store,
+            logs=logs,
+            live=live,
+            tasks=tasks,
+            retention=self.settings.revision_retention,
+        )
+        traffic = Traffic(
+            store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values
+        )
+        iam = Iam(store, logs, authority, access_changed=live.refresh_access)
+        control = ControlPlane(
+            store=store,
+            logs=logs,
+            tasks=tasks,
+            live=live,
+            revisions=revisions,
+            traffic=traffic,
+            deploys=Deploys(
+                settings=self.settings,
+                paths=self.paths,
+                store=store,
+                logs=logs,
+                supervisor=supervisor,
+                build=build.build,
+                live=live,
+                revisions=revisions,
+                traffic=traffic,
+                iam=iam,
+                secrets=secret_values,
+                tasks=tasks,
+                urls=urls,
+            ),
+            iam=iam,
+            secrets=Secrets(
+                secret_store,
+                store,
+                routed=lambda: routed_revisions(store),
+                latest_changed=live.secret_changed,
+            ),
+            views=Views(
+                store=store,
+                logs=logs,
+                live=live,
+                revisions=revisions,
+                supervisor=supervisor,
+                urls=urls,
+                owner=guards.owner,
+                clock=clock,
+                router_url=f"http://{self.settings.listen}:{self.settings.port}",
+                dashboard_url=dashboard_url,
+            ),
         )
         processes = ProcessSampler()
-        units = lambda: control.units.values()  # noqa: E731 - read when called
+        units = lambda: live.units.values()  # noqa: E731 - read when called
         metrics = Metrics(units, processes)
         telemetry = Telemetry(
             logs=logs,
@@ -117,13 +205,15 @@ class Daemon:
             request_logs=self.settings.request_logs,
         )
         router = Router(
-            control.resolve,
+            live.resolve,
             max_body_bytes=self.settings.max_request_body_bytes,
             header_timeout=self.settings.header_timeout_seconds,
             keepalive_timeout=self.settings.keepalive_timeout_seconds,
             on_request=telemetry.records.append if self.settings.telemetry else None,
-            identify_caller=control.identify_caller,
-            forwarded_authorization=control.authority.forwarded_authorization,
+            identify_caller=lambda peer, server: connection_owner(
+                peer, server, live.instance_members()
+            ),
+            forwarded_authorization=authority.forwarded_authorization,
         )
         try:
             await router.start(self.settings.listen, self.settings.port)
@@ -136,9 +226,11 @@ class Daemon:
             ) from None
         listen = self.settings.dashboard_listen
         local = is_loopback(listen)
-        dashboard, dashboard_socket = self._dashboard(
+        dashboard = _embedded(
             create_dashboard_app(
-                lambda window: overview(control, telemetry, logs, processes, window),
+                lambda window: overview(
+                    _Described(control.views), telemetry, logs, processes, window
+                ),
                 metrics.exposition,
                 # Beyond loopback, anyone who reaches the port would see every service; on
                 # loopback, only this machine's names for it may be asked for.
@@ -148,8 +240,6 @@ class Daemon:
                 else None,
             )
         )
-        host, port = dashboard_socket.getsockname()[:2]
-        control.dashboard_url = f"http://{host}:{port}"
         dashboard_task = asyncio.ensure_future(dashboard.serve(sockets=[dashboard_socket]))
         admin = _EmbeddedServer(
             uvicorn.Config(
@@ -162,30 +252,21 @@ class Daemon:
         admin_socket = _unix_socket(self.paths.admin_socket)
         admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_socket]))
         servers, server_tasks = [admin, dashboard], [admin_task, dashboard_task]
-        metadata, metadata_socket = _server(
-            create_metadata_app(
-                control.instance_members,
-                control.authority.mint,
-                control.authority.issuer,
-            ),
-            socket.create_server(("127.0.0.1", 0)),
+        metadata = _embedded(
+            create_metadata_app(live.instance_members, authority.mint, authority.issuer)
         )
-        host, port = metadata_socket.getsockname()[:2]
-        control.metadata_address = (host, port)
         servers.append(metadata)
         server_tasks.append(asyncio.ensure_future(metadata.serve(sockets=[metadata_socket])))
         admin_url = ""
         if self.settings.admin_listen:
-            remote_admin, remote_socket = _server(
-                RequireToken(create_app(control, self.request_stop), admin_token),
-                self._admin_tcp_socket(),
+            remote_socket = _listening(self._admin_tcp_socket())
+            remote_admin = _embedded(
+                RequireToken(create_app(control, self.request_stop), admin_token)
             )
             host, port = remote_socket.getsockname()[:2]
             admin_url = f", admin API also on http://{host}:{port} (needs {self.paths.admin_token})"
             servers.append(remote_admin)
-            server_tasks.append(
-                asyncio.ensure_future(remote_admin.serve(sockets=[remote_socket]))
-            )
+            server_tasks.append(asyncio.ensure_future(remote_admin.serve(sockets=[remote_socket])))
         flusher = asyncio.ensure_future(_flush_logs(logs))
         sampler = asyncio.ensure_future(_sample(telemetry))
         scaling = asyncio.ensure_future(scaler.run())
@@ -199,7 +280,7 @@ class Daemon:
             gc.freeze()
             print(
                 f"homerun is up: router on http://{self.settings.listen}:{self.settings.port}, "
-                f"dashboard on {control.dashboard_url}, admin API on {self.paths.admin_socket}"
+                f"dashboard on {dashboard_url}, admin API on {self.paths.admin_socket}"
                 f"{admin_url}, state in {self.home}",
                 flush=True,
             )
@@ -223,8 +304,8 @@ class Daemon:
                     path.unlink()
             print("homerun stopped", flush=True)
 
-    def _dashboard(self, app: ASGIApp) -> tuple[_EmbeddedServer, socket.socket]:
-        """The dashboard's server and socket; an ephemeral port when the set one is taken."""
+    def _dashboard_socket(self) -> socket.socket:
+        """The dashboard's socket; an ephemeral port when the set one is taken."""
         listen, port = self.settings.dashboard_listen, self.settings.dashboard_port
         try:
             sock = socket.create_server((listen, port), reuse_port=False)
@@ -235,11 +316,7 @@ class Daemon:
                 f"using {sock.getsockname()[1]}",
                 flush=True,
             )
-        sock.setblocking(False)
-        server = _EmbeddedServer(
-            uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
-        )
-        return server, sock
+        return _listening(sock)
 
     def _admin_tcp_socket(self) -> socket.socket:
         host, port = split_address(self.settings.admin_listen, "admin-listen")
@@ -268,12 +345,28 @@ class Daemon:
         self._lock_file = lock_file
 
 
-def _server(app: ASGIApp, sock: socket.socket) -> tuple[_EmbeddedServer, socket.socket]:
-    sock.setblocking(False)
-    server = _EmbeddedServer(
+def _embedded(app: ASGIApp) -> _EmbeddedServer:
+    return _EmbeddedServer(
         uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
     )
-    return server, sock
+
+
+def _listening(sock: socket.socket) -> socket.socket:
+    sock.setblocking(False)
+    return sock
+
+
+class _Described:
+    """The dashboard's overview reads services as JSON-shaped dicts."""
+
+    def __init__(self, views: Views) -> None:
+        self._views = views
+
+    def list_services(self) -> list[dict[str, Any]]:
+        return [service.model_dump(mode="json") for service in self._views.services()]
+
+    def describe(self, service: str) -> dict[str, Any]:
+        return self._views.describe(service).model_dump(mode="json")
 
 
 def run(home: Path, settings: Settings) -> None:

@@ -8,10 +8,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from homerun.access.iam import ALL_USERS, INVOKER_ROLE
 from homerun.errors import NotFound
+from homerun.model.artifact import ArtifactRecord
+from homerun.model.states import RevisionStatus
 from homerun.spec import RevisionSpec
 from homerun.traffic import TrafficEntry
 
@@ -72,8 +73,9 @@ _SERVICE_ROWS = (
     f"AND role = '{INVOKER_ROLE}' AND member = '{ALL_USERS}') AS public FROM services"
 )
 
-# Revision lifecycle: building -> starting -> ready | failed
-BUILDING, STARTING, READY, FAILED = "building", "starting", "ready", "failed"
+# Revision lifecycle: starting -> ready | failed ("building" only in stores of old versions)
+STARTING, READY, FAILED = RevisionStatus.STARTING, RevisionStatus.READY, RevisionStatus.FAILED
+_BUILDING = "building"
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,11 @@ class RevisionRecord:
     service: str
     seq: int
     spec: RevisionSpec
-    status: str
+    status: RevisionStatus
     message: str
     created_at: float
     ready_at: float | None
-    artifact: dict[str, Any] | None = field(default=None)
+    artifact: ArtifactRecord | None = field(default=None)
 
 
 class Store:
@@ -155,7 +157,7 @@ class Store:
         name: str,
         seq: int,
         spec: RevisionSpec,
-        artifact: dict[str, Any],
+        artifact: ArtifactRecord,
         allow_unauthenticated: bool | None,
         ingress: str | None = None,
     ) -> RevisionRecord:
@@ -178,7 +180,15 @@ class Store:
             self._db.execute(
                 "INSERT INTO revisions (name, service, seq, spec, status, created_at, artifact) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, service, seq, spec.model_dump_json(), STARTING, now, json.dumps(artifact)),
+                (
+                    name,
+                    service,
+                    seq,
+                    spec.model_dump_json(),
+                    STARTING,
+                    now,
+                    artifact.model_dump_json(),
+                ),  # fmt: skip
             )
         return self.revision(name)
 
@@ -278,10 +288,11 @@ class Store:
         row = self._db.execute("SELECT 1 FROM revisions WHERE name = ?", (name,)).fetchone()
         return row is not None
 
-    def set_artifact(self, name: str, artifact: dict[str, Any]) -> None:
+    def set_artifact(self, name: str, artifact: ArtifactRecord) -> None:
         with self._transaction():
             self._db.execute(
-                "UPDATE revisions SET artifact = ? WHERE name = ?", (json.dumps(artifact), name)
+                "UPDATE revisions SET artifact = ? WHERE name = ?",
+                (artifact.model_dump_json(), name),
             )
 
     def latest_created(self, service: str) -> RevisionRecord | None:
@@ -305,9 +316,9 @@ class Store:
     def set_revision_status(
         self,
         name: str,
-        status: str,
+        status: RevisionStatus,
         message: str = "",
-        artifact: dict[str, Any] | None = None,
+        artifact: ArtifactRecord | None = None,
     ) -> None:
         with self._transaction():
             self._db.execute(
@@ -319,7 +330,7 @@ class Store:
                     message,
                     status,
                     time.time(),
-                    json.dumps(artifact) if artifact is not None else None,
+                    artifact.model_dump_json() if artifact is not None else None,
                     name,
                 ),
             )
@@ -327,7 +338,7 @@ class Store:
     def fail_unfinished_revisions(self, message: str) -> list[str]:
         """Revisions caught mid-deploy by a daemon that stopped are failed, not resumed."""
         rows = self._db.execute(
-            "SELECT name FROM revisions WHERE status IN (?, ?)", (BUILDING, STARTING)
+            "SELECT name FROM revisions WHERE status IN (?, ?)", (_BUILDING, STARTING)
         ).fetchall()
         for row in rows:
             self.set_revision_status(row[0], FAILED, message)
@@ -380,9 +391,9 @@ def _revision(row: sqlite3.Row) -> RevisionRecord:
         service=row["service"],
         seq=row["seq"],
         spec=RevisionSpec.model_validate_json(row["spec"]),
-        status=row["status"],
+        status=RevisionStatus(row["status"]) if row["status"] != _BUILDING else STARTING,
         message=row["message"],
         created_at=row["created_at"],
         ready_at=row["ready_at"],
-        artifact=json.loads(row["artifact"]) if row["artifact"] else None,
+        artifact=ArtifactRecord.model_validate_json(row["artifact"]) if row["artifact"] else None,
     )

@@ -5,8 +5,12 @@ import pytest
 
 from homerun import store as store_module
 from homerun.errors import NotFound
+from homerun.model.artifact import ArtifactRecord
 from homerun.spec import RevisionSpec
 from homerun.store import FAILED, READY, STARTING, Store, TrafficEntry
+
+EMPTY = ArtifactRecord(argv=[], env={})
+ARTIFACT_X = ArtifactRecord(argv=["x"], env={})
 
 
 def test_revisions_traffic_and_restart_survive_on_disk(tmp_path: Path) -> None:
@@ -14,12 +18,12 @@ def test_revisions_traffic_and_restart_survive_on_disk(tmp_path: Path) -> None:
     store = Store(database)
     spec = RevisionSpec(source="/src", env={"A": "1"})
     assert store.next_seq("svc") == 1
-    first = store.create_revision("svc", "svc-00001-abc", 1, spec, {"argv": ["x"]}, True)
-    assert first.status == STARTING and first.spec == spec and first.artifact == {"argv": ["x"]}
+    first = store.create_revision("svc", "svc-00001-abc", 1, spec, ARTIFACT_X, True)
+    assert first.status == STARTING and first.spec == spec and first.artifact == ARTIFACT_X
     assert store.next_seq("svc") == 2
     store.set_revision_status(first.name, READY)
     store.set_traffic("svc", [TrafficEntry(percent=100, latest=True)])
-    second = store.create_revision("svc", "svc-00002-def", 2, spec, {}, None)
+    second = store.create_revision("svc", "svc-00002-def", 2, spec, EMPTY, None)
     store.set_revision_status(second.name, FAILED, "boom")
     store.close()
 
@@ -34,14 +38,14 @@ def test_revisions_traffic_and_restart_survive_on_disk(tmp_path: Path) -> None:
 
 def test_unfinished_revisions_are_failed_after_a_restart(tmp_path: Path) -> None:
     store = Store(tmp_path / "homerun.db")
-    store.create_revision("svc", "svc-00001-abc", 1, RevisionSpec(source="/s"), {}, None)
+    store.create_revision("svc", "svc-00001-abc", 1, RevisionSpec(source="/s"), EMPTY, None)
     assert store.fail_unfinished_revisions("daemon stopped") == ["svc-00001-abc"]
     assert store.revision("svc-00001-abc").status == FAILED
 
 
 def test_delete_and_not_found(tmp_path: Path) -> None:
     store = Store(tmp_path / "homerun.db")
-    store.create_revision("svc", "svc-00001-abc", 1, RevisionSpec(source="/s"), {}, None)
+    store.create_revision("svc", "svc-00001-abc", 1, RevisionSpec(source="/s"), EMPTY, None)
     store.record_instance("svc-00001-abc-aaaaaa", "svc-00001-abc", 123, 456)
     assert store.leftover_instances() == [("svc-00001-abc-aaaaaa", 123, 456)]
     deleted = store.delete_service("svc")
@@ -55,9 +59,9 @@ def test_delete_and_not_found(tmp_path: Path) -> None:
 def test_generation_metadata_and_revision_deletes(tmp_path: Path) -> None:
     store = Store(tmp_path / "homerun.db")
     spec = RevisionSpec(source="/s")
-    store.create_revision("svc", "svc-00001-abc", 1, spec, {}, None)
+    store.create_revision("svc", "svc-00001-abc", 1, spec, EMPTY, None)
     assert store.service("svc").generation == 1
-    store.create_revision("svc", "svc-00002-def", 2, spec, {}, None)
+    store.create_revision("svc", "svc-00002-def", 2, spec, EMPTY, None)
     assert store.service("svc").generation == 2  # a new template
     store.set_traffic("svc", [TrafficEntry(percent=100, latest=True)])
     store.set_traffic("svc", [TrafficEntry(percent=100, latest=True)])  # no change
@@ -78,10 +82,10 @@ def test_generation_metadata_and_revision_deletes(tmp_path: Path) -> None:
 def test_invoker_bindings_and_ingress(tmp_path: Path) -> None:
     store = Store(tmp_path / "homerun.db")
     spec = RevisionSpec(source="/s")
-    store.create_revision("priv", "priv-00001-abc", 1, spec, {}, None)
+    store.create_revision("priv", "priv-00001-abc", 1, spec, EMPTY, None)
     assert store.service("priv").allow_unauthenticated is False  # new: private by default
     assert store.service("priv").ingress == "all"
-    store.create_revision("pub", "pub-00001-abc", 1, spec, {}, True, "internal")
+    store.create_revision("pub", "pub-00001-abc", 1, spec, EMPTY, True, "internal")
     assert store.service("pub").allow_unauthenticated is True
     assert store.service("pub").ingress == "internal"
     assert store.members("pub") == {"allUsers"}
@@ -97,7 +101,7 @@ def test_invoker_bindings_and_ingress(tmp_path: Path) -> None:
     assert store.remove_member("priv", "roles/run.invoker", "user:alice") is True
     assert store.remove_member("priv", "roles/run.invoker", "user:alice") is False
     # A deploy without the flag leaves access as it is; a service's bindings go with it.
-    store.create_revision("pub", "pub-00002-abc", 2, spec, {}, None)
+    store.create_revision("pub", "pub-00002-abc", 2, spec, EMPTY, None)
     assert store.members("pub") == {"allUsers"}
     store.delete_service("pub")
     assert store.members("pub") == frozenset()

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from homerun.access.iam import INVOKER_ROLE, may_invoke
 from homerun.access.tokens import TokenAuthority, TokenRejected
-from homerun.routing.proxy import RouteError
+from homerun.routing.types import RouteError
 
 
 class AccessPolicy(NamedTuple):

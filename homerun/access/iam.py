@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
-
 from homerun.errors import InvalidSpec
+from homerun.model.views import Binding, IamPolicy
 
 INVOKER_ROLE = "roles/run.invoker"
 ALL_USERS = "allUsers"  # anyone, with or without a token: a public service
@@ -77,8 +76,8 @@ def may_invoke(invokers: frozenset[str], member: str) -> bool:
     )
 
 
-def policy_document(members: Iterable[str]) -> dict[str, Any]:
+def policy_document(members: Iterable[str]) -> IamPolicy:
     """The IAM policy as gcloud prints it (no etag: one writer, the daemon)."""
     ordered = sorted(members)
-    bindings = [{"members": ordered, "role": INVOKER_ROLE}] if ordered else []
-    return {"bindings": bindings, "version": 1}
+    bindings = [Binding(role=INVOKER_ROLE, members=ordered)] if ordered else []
+    return IamPolicy(bindings=bindings)

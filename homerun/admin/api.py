@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -16,6 +16,7 @@ from homerun.admin.openapi import openapi_document
 from homerun.control import ControlPlane
 from homerun.errors import HomerunError, InvalidSpec, NotFound
 from homerun.knative import parse_service
+from homerun.model.events import DeployEvent
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
 
@@ -27,19 +28,19 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         return JSONResponse(description)
 
     async def status(request: Request) -> Response:
-        return JSONResponse(control.status())
+        return _view(control.views.status())
 
     async def stop(request: Request) -> Response:
         shutdown()
         return JSONResponse({"stopping": True})
 
     async def services(request: Request) -> Response:
-        return JSONResponse(control.list_services())
+        return _views(control.views.services())
 
     async def service(request: Request) -> Response:
         name = request.path_params["name"]
         if request.method == "DELETE":
-            await control.delete_service(name)
+            await control.revisions.delete_service(name)
             return JSONResponse({"deleted": name})
         if request.method == "PUT":
             # `homerun services replace`: a Knative Service, validated before anything moves.
@@ -50,67 +51,70 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
                     f"metadata.name: {manifest.name!r} does not match the service {name!r}"
                 )
             return StreamingResponse(
-                _ndjson(control.replace(manifest)), media_type="application/x-ndjson"
+                _ndjson(control.deploys.replace(manifest)), media_type="application/x-ndjson"
             )
         if request.query_params.get("format") == "knative":
-            return JSONResponse(control.knative_service(name))
-        return JSONResponse(control.describe(name))
+            return JSONResponse(control.views.knative_service(name))
+        return _view(control.views.describe(name))
 
     async def traffic(request: Request) -> Response:
         try:
             update = TrafficUpdate.model_validate_json(await request.body())
         except ValidationError as error:
             raise InvalidSpec(_validation_message(error)) from None
-        return JSONResponse(control.update_traffic(request.path_params["name"], update))
+        control.traffic.update(request.path_params["name"], update)
+        return _view(control.views.service(request.path_params["name"]))
 
     async def revision(request: Request) -> Response:
         name = request.path_params["name"]
         if request.method == "DELETE":
-            await control.delete_revision(name)
+            await control.revisions.delete(name)
             return JSONResponse({"deleted": name})
         if request.query_params.get("format") == "knative":
-            return JSONResponse(control.knative_revision(name))
-        return JSONResponse(control.describe_revision(name))
+            return JSONResponse(control.views.knative_revision(name))
+        return _view(control.views.revision(name))
 
     async def secrets(request: Request) -> Response:
         if request.method == "POST":
             body = await _json_body(request)
-            return JSONResponse(control.create_secret(_field(body, "name"), _field(body, "data")))
-        return JSONResponse(control.list_secrets())
+            return _view(control.secrets.create(_field(body, "name"), _field(body, "data")))
+        return _views(control.secrets.summaries())
 
     async def secret(request: Request) -> Response:
-        control.delete_secret(request.path_params["name"])
+        control.secrets.delete(request.path_params["name"])
         return JSONResponse({"deleted": request.path_params["name"]})
 
     async def secret_versions(request: Request) -> Response:
         name = request.path_params["name"]
         if request.method == "POST":
             body = await _json_body(request)
-            return JSONResponse(control.add_secret_version(name, _field(body, "data")))
-        return JSONResponse(control.secret_versions(name))
+            return _view(control.secrets.add_version(name, _field(body, "data")))
+        return _views(control.secrets.versions(name))
 
     async def deploy(request: Request) -> Response:
         try:
             body = DeployRequest.model_validate_json(await request.body())
         except ValidationError as error:
             raise InvalidSpec(_validation_message(error)) from None
-        return StreamingResponse(_ndjson(control.deploy(body)), media_type="application/x-ndjson")
+        return StreamingResponse(
+            _ndjson(control.deploys.deploy(body)), media_type="application/x-ndjson"
+        )
 
     async def iam_policy(request: Request) -> Response:
-        return JSONResponse(control.iam_policy(request.path_params["name"]))
+        return _view(control.iam.policy(request.path_params["name"]))
 
     async def iam_add(request: Request) -> Response:
         body = await _json_body(request)
-        return JSONResponse(
-            control.add_iam_binding(
+        return _view(
+            control.iam.add_binding(
                 request.path_params["name"], _field(body, "member"), _field(body, "role")
             )
         )
 
     async def iam_remove(request: Request) -> Response:
         body = await _json_body(request)
-        return JSONResponse(
-            control.remove_iam_binding(
+        return _view(
+            control.iam.remove_binding(
                 request.path_params["name"], _field(body, "member"), _field(body, "role")
             )
         )
@@ -120,10 +124,10 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         audience = body.get("audience") if isinstance(body, dict) else None
         if audience is not None and not isinstance(audience, str):
             raise InvalidSpec("audience: a string (a service URL), or leave it out")
-        return JSONResponse(control.mint_identity_token(_field(body, "member"), audience))
+        return _view(control.iam.mint_identity_token(_field(body, "member"), audience))
 
     async def revisions(request: Request) -> Response:
-        return JSONResponse(control.list_revisions(request.query_params.get("service")))
+        return _views(control.views.revisions(request.query_params.get("service")))
 
     async def logs(request: Request) -> Response:
         limit = _int_param(request, "limit", 50)
@@ -131,7 +135,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             name: request.query_params.get(name)
             for name in ("revision", "min_severity", "since", "after")
         }
-        return JSONResponse(control.read_logs(request.path_params["name"], limit, **filters))
+        return JSONResponse(control.views.logs(request.path_params["name"], limit, **filters))
 
     async def homerun_error(request: Request, exc: Exception) -> Response:
         status_code = 404 if isinstance(exc, NotFound) else 400
@@ -161,9 +165,18 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
     )
 
 
-async def _ndjson(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _ndjson(events: AsyncIterator[DeployEvent]) -> AsyncIterator[bytes]:
     async for event in events:
-        yield json.dumps(event).encode() + b"\n"
+        yield event.model_dump_json().encode() + b"\n"
+
+
+def _view(view: BaseModel) -> Response:
+    return Response(view.model_dump_json(), media_type="application/json")
+
+
+def _views(views: Sequence[BaseModel]) -> Response:
+    body = "[" + ",".join(view.model_dump_json() for view in views) + "]"
+    return Response(body, media_type="application/json")
 
 
 async def _json_body(request: Request) -> Any:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from homerun.errors import BuildError, HomerunError
+from homerun.model.artifact import ArtifactRecord
 
 MANIFEST = "artifact.json"
 
@@ -65,21 +66,23 @@ def load_artifact(root: Path) -> Artifact:
         ) from error
 
 
-def artifact_record(artifact: Artifact) -> dict[str, Any]:
-    """What the store keeps of a built artifact (paths as built; see copy_artifact)."""
-    return {
-        "argv": artifact.argv,
-        "env": artifact.env,
-        "cwd": str(artifact.cwd.relative_to(artifact.root)),
-        "venv": str(artifact.venv) if artifact.venv else None,
-        "entrypoint_origin": artifact.entrypoint_origin,
-        "server": artifact.server,
-    }
+def artifact_record(artifact: Artifact) -> ArtifactRecord:
+    """What the store keeps of a built artifact (paths as built; see copy_artifact), with
+    the digest of its folder."""
+    record = ArtifactRecord(
+        argv=artifact.argv,
+        env=artifact.env,
+        cwd=str(artifact.cwd.relative_to(artifact.root)),
+        venv=str(artifact.venv) if artifact.venv else None,
+        entrypoint_origin=artifact.entrypoint_origin,
+        server=artifact.server,
+    )
+    return record.model_copy(update={"digest": artifact_digest(artifact.root, record)})
 
 
 def copy_artifact(
-    root: Path, record: dict[str, Any] | None, owner: str, dest: Path
-) -> dict[str, Any]:
+    root: Path, record: ArtifactRecord | None, owner: str, dest: Path
+) -> ArtifactRecord:
     """Blocking: a new revision's artifact folder as a copy of the artifact of revision `owner`
     at `root`, stored as `record` (a few files of code; the virtualenv is shared), with paths
     that named the old folder pointing at the new."""
@@ -89,8 +92,11 @@ def copy_artifact(
         shutil.copytree(
             root, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
         )
-        copied = _rebase(record, str(root), str(dest))
-        copied["digest"] = record.get("digest") or artifact_digest(dest, copied)
+        copied = ArtifactRecord.model_validate(
+            _rebase(record.model_dump(exclude={"digest"}), str(root), str(dest))
+        )
+        digest = record.digest or artifact_digest(dest, copied)
+        copied = copied.model_copy(update={"digest": digest})
         manifest = dest / MANIFEST
         if manifest.exists():
             rebased = _rebase(json.loads(manifest.read_text()), str(root), str(dest))
@@ -113,12 +119,12 @@ def _rebase(value: Any, old: str, new: str) -> Any:
     return value
 
 
-def artifact_digest(root: Path, record: dict[str, Any]) -> str:
+def artifact_digest(root: Path, record: ArtifactRecord) -> str:
     """sha256 of an artifact: its files (bytes, exec bit, symlinks) and what runs it, with
     its own folder's path left out, so that a copy, or a rebuild of the same source with the
     same dependencies, has the same digest and so the same image name."""
     digest = hashlib.sha256()
-    recipe = _rebase({k: v for k, v in record.items() if k != "digest"}, str(root), ".")
+    recipe = _rebase(record.model_dump(exclude={"digest"}), str(root), ".")
     digest.update(json.dumps(recipe, sort_keys=True).encode())
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")

@@ -20,7 +20,7 @@ import orjson
 from homerun.observe.logs import LogStore, entry_tail, iso_time_bytes
 from homerun.observe.metrics import Metrics
 from homerun.observe.processes import ProcessSampler
-from homerun.routing.proxy import RequestRecord
+from homerun.routing.types import RequestRecord
 from homerun.scaling.supervisor import DRAINING, READY, STARTING, RevisionUnit
 
 HISTORY_SECONDS = 3600

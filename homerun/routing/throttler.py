@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from homerun.scaling.metrics import ConcurrencyMeter
+from homerun.routing.concurrency import ConcurrencyMeter
 
 
 class IdleConnection(Protocol):

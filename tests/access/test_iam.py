@@ -55,8 +55,8 @@ def test_who_may_invoke() -> None:
 
 
 def test_the_policy_as_gcloud_prints_it() -> None:
-    assert policy_document([]) == {"bindings": [], "version": 1}
-    assert policy_document(["user:b", "allUsers"]) == {
+    assert policy_document([]).model_dump() == {"bindings": [], "version": 1}
+    assert policy_document(["user:b", "allUsers"]).model_dump() == {
         "bindings": [{"members": ["allUsers", "user:b"], "role": "roles/run.invoker"}],
         "version": 1,
     }

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 from homerun.build.artifact import MANIFEST, artifact_digest, copy_artifact
+from homerun.model.artifact import ArtifactRecord
 from homerun.spec import RevisionSpec
 from homerun.store import READY, RevisionRecord
 
 
-def artifact(root: Path) -> dict[str, object]:
+def artifact(root: Path) -> ArtifactRecord:
     (root / "app").mkdir(parents=True)
     (root / "app" / "main.py").write_text("print('hi')\n")
     (root / "app" / "run.sh").write_text("#!/bin/sh\n")
@@ -25,7 +26,7 @@ def artifact(root: Path) -> dict[str, object]:
         "server": "other",
     }
     (root / MANIFEST).write_text(json.dumps({"root": str(root), **record}))
-    return record
+    return ArtifactRecord.model_validate(record)
 
 
 def test_the_digest_ignores_the_folder_and_bytecode_but_not_the_code(tmp_path: Path) -> None:
@@ -45,15 +46,15 @@ def test_the_digest_ignores_the_folder_and_bytecode_but_not_the_code(tmp_path: P
 def test_a_copied_artifact_points_at_its_own_folder_and_keeps_its_digest(tmp_path: Path) -> None:
     root = tmp_path / "revisions" / "svc-00001-abc"
     record = artifact(root)
-    record["digest"] = artifact_digest(root, record)
+    record = record.model_copy(update={"digest": artifact_digest(root, record)})
     revision = RevisionRecord(
         "svc-00001-abc", "svc", 1, RevisionSpec(source="/src"), READY, "", 0.0, 1.0, record
     )
     dest = tmp_path / "revisions" / "svc-00002-def"
     copied = copy_artifact(root, revision.artifact, revision.name, dest)
-    assert copied["argv"] == [str(dest / "app" / "run.sh"), "--port", "$(PORT)"]
-    assert copied["venv"] == "/venvs/abc"  # shared, not copied
-    assert copied["digest"] == record["digest"] == artifact_digest(dest, copied)
+    assert copied.argv == [str(dest / "app" / "run.sh"), "--port", "$(PORT)"]
+    assert copied.venv == "/venvs/abc"  # shared, not copied
+    assert copied.digest == record.digest == artifact_digest(dest, copied)
     manifest = json.loads((dest / MANIFEST).read_text())
     assert manifest["root"] == str(dest)
     assert (dest / "app" / "run.sh").stat().st_mode & 0o100

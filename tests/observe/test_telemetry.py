@@ -8,7 +8,7 @@ from homerun.observe.logs import LogStore
 from homerun.observe.metrics import Metrics
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
-from homerun.routing.proxy import RequestRecord
+from homerun.routing.types import RequestRecord
 
 
 class Clock:

@@ -15,22 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import free_port
 
-from homerun.routing.proxy import Route, RouteError, Router
+from homerun.routing.proxy import Router
 from homerun.routing.throttler import Endpoint, Throttler
+from homerun.routing.types import Route, RouteError
 
 APPS = Path(__file__).parent / "apps"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def instance() -> Iterator[tuple[str, int]]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             sys.executable, "-m", "uvicorn", "proxy_app:app", "--app-dir", str(APPS),

@@ -23,12 +23,14 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 import uvloop
+from fakes import free_port
 from websockets.asyncio.client import connect as websocket_connect
 
 from homerun.access.guard import AccessPolicy, guard_for
 from homerun.access.tokens import TokenAuthority
-from homerun.routing.proxy import Route, RouteError, Router
+from homerun.routing.proxy import Router
 from homerun.routing.throttler import Endpoint, Throttler
+from homerun.routing.types import Route, RouteError
 
 APPS = Path(__file__).parent / "apps"
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$")
@@ -38,16 +40,10 @@ Address = tuple[str, int]
 # -- fixtures ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def instance() -> Iterator[Address]:
     """The test app under uvicorn in its own process, as homerun runs instances."""
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "proxy_app:app", "--app-dir", str(APPS),
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
@@ -228,7 +224,7 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 
 
 def closed_port() -> Address:
-    return ("127.0.0.1", _free_port())  # bound once, now closed: connections are refused
+    return ("127.0.0.1", free_port())  # bound once, now closed: connections are refused
 
 
 # -- routing and the router's own answers --------------------------------------------------

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from fakes import Clock
 
 from homerun.routing.throttler import Endpoint, Lease, RevisionUnavailable, Throttler
 
@@ -17,16 +18,6 @@ class Demand:
 
 def run(coroutine):  # type: ignore[no-untyped-def]
     return asyncio.run(coroutine)
-
-
-class Clock:
-    """Simulated time: tests move it by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 clock = Clock()

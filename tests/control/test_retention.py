@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from homerun.retention import doomed_revisions, unused_venvs
+from homerun.control.retention import doomed_revisions, unused_venvs
 
 
 def test_only_idle_revisions_past_the_count_go() -> None:

@@ -6,8 +6,10 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from homerun.model.states import RevisionStatus
+
 # Only these states are finished; a revision being built or started is never collected.
-FINISHED = frozenset({"ready", "failed"})
+FINISHED = frozenset({RevisionStatus.READY, RevisionStatus.FAILED})
 # build/venv.py names a virtualenv by 24 hex digits of its key.
 _VENV_NAME = re.compile(r"^[0-9a-f]{24}$")
 
@@ -22,9 +24,7 @@ def doomed_revisions(
     idle: a-00004 and a-00003 stay, a-00002 and a-00001 go.
     """
     protected = set(protected)
-    idle = [
-        name for name, status in revisions if name not in protected and status in FINISHED
-    ]
+    idle = [name for name, status in revisions if name not in protected and status in FINISHED]
     return idle[max(keep, 0) :]
 
 

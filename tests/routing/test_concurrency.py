@@ -1,6 +1,6 @@
 import pytest
 
-from homerun.scaling.metrics import ConcurrencyMeter
+from homerun.routing.concurrency import ConcurrencyMeter
 
 
 def test_constant_concurrency_averages_to_itself() -> None:

@@ -1,0 +1,71 @@
+"""The control plane: deploys, traffic, revisions, access and secrets over the store, and the
+live routing state the router reads. One module per concept; daemon.py wires them.
+
+    live.py       LiveRevisions: units, routes and the routing table (their one owner)
+    plan.py       pure: what a deploy or `services replace` will do
+    deploys.py    Deploys: applies a plan (artifact, record, first instance, traffic)
+    traffic.py    Traffic: `services update-traffic`, and what follows a traffic change
+    revisions.py  Revisions: deletion, retention, artifacts and virtualenvs on disk
+    access.py     Guards (the router's per-service check) and Iam (bindings, tokens)
+    secrets.py    SecretValues (what revisions read) and Secrets (`homerun secrets`)
+    views.py      Views: describe, list, status, Knative documents
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homerun.control.access import Iam
+from homerun.control.deploys import Deploys
+from homerun.control.live import LiveRevisions
+from homerun.control.revisions import Revisions
+from homerun.control.secrets import Secrets
+from homerun.control.tasks import Tasks
+from homerun.control.traffic import Traffic
+from homerun.control.views import Views
+from homerun.observe.logs import LogStore, platform_entry
+from homerun.store import Store
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """The parts the admin API calls, and the control plane's startup and shutdown."""
+
+    store: Store
+    logs: LogStore
+    tasks: Tasks
+    live: LiveRevisions
+    revisions: Revisions
+    traffic: Traffic
+    deploys: Deploys
+    iam: Iam
+    secrets: Secrets
+    views: Views
+
+    async def restore(self) -> None:
+        """After a (re)start: route every service to its ready revisions and start them."""
+        failed = self.store.fail_unfinished_revisions(
+            "the daemon stopped before this revision became ready"
+        )
+        for name in failed:
+            revision = self.store.revision(name)
+            self.logs.emit(
+                platform_entry(
+                    revision.service,
+                    f"Revision {name} marked failed: the daemon stopped during its deploy",
+                    severity="ERROR",
+                    revision=name,
+                )
+            )
+        self.live.rebuild()
+        self.revisions.empty_trash()
+        for record in self.store.services():
+            self.revisions.collect_garbage(record.name)
+        self.revisions.collect_venvs()
+
+    async def close(self) -> None:
+        await self.tasks.close()
+        await self.live.close()
+
+
+__all__ = ["ControlPlane"]

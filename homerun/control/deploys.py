@@ -1,0 +1,281 @@
+"""Deploys and `services replace`: plan (control/plan.py), then apply the plan in one pass:
+artifact, record, first instance, and only once it answers, the traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from homerun.build import Artifact
+from homerun.build.artifact import artifact_record, copy_artifact
+from homerun.config import Paths, Settings
+from homerun.control.access import Iam
+from homerun.control.live import LiveRevisions
+from homerun.control.plan import (
+    Build,
+    NewRevision,
+    NoChange,
+    Plan,
+    ReplaceFacts,
+    Reuse,
+    plan_deploy,
+    plan_replace,
+)
+from homerun.control.resolved import resolved_traffic
+from homerun.control.revisions import Revisions, random_suffix
+from homerun.control.secrets import SecretValues
+from homerun.control.tasks import Emit, Tasks
+from homerun.control.traffic import Traffic
+from homerun.control.urls import Urls
+from homerun.errors import HomerunError, InvalidSpec
+from homerun.knative import ServiceManifest
+from homerun.model.artifact import ArtifactRecord
+from homerun.model.events import BuildLine, DeployEvent, Done, Phase
+from homerun.model.states import RevisionStatus
+from homerun.observe.logs import LogStore, platform_entry
+from homerun.scaling.supervisor import StartFailed, Supervisor
+from homerun.spec import DeployRequest, RevisionSpec, validate_service_name
+from homerun.store import RevisionRecord, Store
+from homerun.traffic import DEFAULT_TRAFFIC, retag, served_percent, tags_of
+
+# build(source, dest, command=, args=, user_env=, venv_cache=, output=, max_source_bytes=)
+BuildFunction = Callable[..., Artifact]
+
+
+class Deploys:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        paths: Paths,
+        store: Store,
+        logs: LogStore,
+        supervisor: Supervisor,
+        build: BuildFunction,
+        live: LiveRevisions,
+        revisions: Revisions,
+        traffic: Traffic,
+        iam: Iam,
+        secrets: SecretValues,
+        tasks: Tasks,
+        urls: Urls,
+    ) -> None:
+        self._settings = settings
+        self._paths = paths
+        self._store = store
+        self._logs = logs
+        self._supervisor = supervisor
+        self._build = build
+        self._live = live
+        self._revisions = revisions
+        self._traffic = traffic
+        self._iam = iam
+        self._secrets = secrets
+        self._tasks = tasks
+        self._urls = urls
+        self._locks: dict[str, asyncio.Lock] = {}  # one deploy at a time per service
+
+    def deploy(self, request: DeployRequest) -> AsyncIterator[DeployEvent]:
+        """Start a deploy; its events stream to the caller, who may go away without harm."""
+
+        async def work(emit: Emit) -> None:
+            service = validate_service_name(request.service)
+            async with self._locks.setdefault(service, asyncio.Lock()):
+                exists = self._store.has_service(service)
+                base = self._store.latest_created(service) if exists else None
+                previous_ready = self._store.latest_ready(service) if exists else None
+                await self._apply(plan_deploy(request, base, previous_ready), emit)
+
+        return self._tasks.stream(work)
+
+    def replace(self, manifest: ServiceManifest) -> AsyncIterator[DeployEvent]:
+        """Apply a Knative Service (already validated)."""
+
+        async def work(emit: Emit) -> None:
+            async with self._locks.setdefault(manifest.name, asyncio.Lock()):
+                await self._apply(plan_replace(manifest, self._replace_facts(manifest)), emit)
+
+        return self._tasks.stream(work)
+
+    def _replace_facts(self, manifest: ServiceManifest) -> ReplaceFacts:
+        service, template = manifest.name, manifest.template
+        exists = self._store.has_service(service)
+        base = self._store.latest_created(service) if exists else None
+        named = None
+        if template.name is not None and self._store.has_revision(template.name):
+            named = self._store.revision(template.name)
+        return ReplaceFacts(
+            base=base,
+            base_digest=self._revisions.digest_of(base) if base else None,
+            named=named,
+            named_digest=self._revisions.digest_of(named) if named else None,
+            statuses={r.name: r.status for r in self._store.revisions(service)} if exists else {},
+            next_name=_revision_name(service, self._store.next_seq(service)),
+            origin=self._revisions.with_digest(service, template.digest),
+        )
+
+    async def _apply(self, plan: Plan, emit: Emit) -> None:
+        if isinstance(plan, NoChange):
+            self._secrets.check(plan.base.spec)
+            self._unchanged(plan, emit)
+        else:
+            self._secrets.check(plan.spec)
+            await self._roll_out(plan, emit)
+
+    def _unchanged(self, plan: NoChange, emit: Emit) -> None:
+        """A template that did not change makes no revision (Knative compares templates); a
+        --tag alone tags the current revision, a document's traffic block is applied."""
+        service, base = plan.service, plan.base
+        changes = self._iam.set_access(service, plan.allow_unauthenticated, plan.ingress)
+        if plan.traffic is not None:
+            self._store.set_traffic(service, plan.traffic)
+            if plan.metadata is not None:
+                self._store.set_metadata(service, plan.metadata.labels, plan.metadata.annotations)
+            self._traffic.changed(service)
+            emit(Phase(message=f"The template is unchanged: {base.name} stays"))
+        else:
+            if plan.tag:
+                if base.status != RevisionStatus.READY:
+                    raise InvalidSpec(f"--tag: revision {base.name} is {base.status}, not ready")
+                record = self._store.service(service)
+                self._store.set_traffic(
+                    service, retag(record.traffic or DEFAULT_TRAFFIC, {plan.tag: base.name})
+                )
+                self._traffic.changed(service)
+            emit(Phase(message=f"No change: {base.name} already runs this template"))
+        emit(self._done(service, base.name, unchanged=True, service_changes=changes))
+
+    async def _roll_out(self, plan: NewRevision, emit: Emit) -> None:
+        """Build (or copy) an artifact, record the revision, start its first instance, and only
+        once it answers apply the plan's traffic. Failing anywhere leaves the traffic as it
+        was."""
+        service, spec = plan.service, plan.spec
+        seq = self._store.next_seq(service)
+        name = plan.name or _revision_name(service, seq)
+        with self._revisions.building():
+            artifact = await self._artifact_for(name, spec, plan.artifact, emit)
+            revision = self._store.create_revision(
+                service, name, seq, spec, artifact, plan.allow_unauthenticated, plan.ingress
+            )
+        # Access is the service's, not the revision's: revisions serving now get it at once.
+        self._live.refresh_access()
+        origin, argv = artifact.entrypoint_origin, artifact.command_line
+        self._logs.emit(
+            platform_entry(
+                service, f"Revision {name} created; entrypoint from {origin}: {argv}", revision=name
+            )
+        )
+        emit(Phase(message=f"Entrypoint ({origin}): {argv}"))
+        emit(Phase(message=f"Starting revision {name}"))
+        try:
+            unit = self._live.unit(revision)
+            instance = await self._supervisor.start_instance(unit)
+            await self._supervisor.confirm(unit, instance, self._settings.deploy_settle_seconds)
+        except StartFailed as failure:
+            detail = self._secrets.redact(failure.detail(), spec)
+            await self._fail(revision, detail, failure.message)
+            previous = self._store.latest_ready(service)
+            keeps = f"; {previous.name} keeps serving" if previous else ""
+            raise HomerunError(
+                f"revision {name} is not ready: {detail}\n"
+                f"Traffic was not moved{keeps}. Fix the app and deploy again "
+                f"(`homerun logs read {service}` shows its full log)."
+            ) from None
+        except HomerunError as error:  # a secret went missing between the check and now
+            await self._fail(revision, str(error), str(error))
+            raise
+        self._store.set_revision_status(name, RevisionStatus.READY)
+        record = self._store.service(service)
+        self._store.set_traffic(service, plan.traffic.apply(record.traffic, name))
+        if plan.metadata is not None:
+            self._store.set_metadata(service, plan.metadata.labels, plan.metadata.annotations)
+        self._traffic.changed(service)
+        startup_ms = ((instance.ready_at or 0) - instance.started_at) * 1000
+        done = self._done(service, name, startup_ms=round(startup_ms))
+        self._logs.emit(
+            platform_entry(
+                service,
+                f"Revision {name} is ready and serves {done.percent}% of traffic",
+                revision=name,
+            )
+        )
+        emit(done)
+
+    async def _artifact_for(
+        self, name: str, spec: RevisionSpec, plan: Build | Reuse, emit: Emit
+    ) -> ArtifactRecord:
+        dest = self._paths.revisions / name
+        try:
+            if isinstance(plan, Reuse):
+                emit(
+                    Phase(
+                        message=f"Creating revision {name} from the artifact of "
+                        f"{plan.revision.name} (no rebuild)"
+                    )
+                )
+                return await asyncio.to_thread(
+                    copy_artifact,
+                    self._paths.revisions / plan.revision.name,
+                    plan.revision.artifact,
+                    plan.revision.name,
+                    dest,
+                )
+            if plan.reason:
+                emit(Phase(message=f"Rebuilding: {plan.reason}"))
+            emit(Phase(message=f"Building revision {name} from {plan.source}"))
+            loop = asyncio.get_running_loop()
+
+            def output(line: str) -> None:
+                loop.call_soon_threadsafe(emit, BuildLine(line=line))
+
+            return await asyncio.to_thread(self._build_artifact, plan.source, dest, spec, output)
+        except BaseException:  # a failed build, or the daemon stopping: leave nothing behind
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+    def _build_artifact(
+        self, source: Path, dest: Path, spec: RevisionSpec, output: Callable[[str], None]
+    ) -> ArtifactRecord:
+        """Blocking (run in a thread): the build, then the record with its digest."""
+        artifact = self._build(
+            source,
+            dest,
+            command=spec.command,
+            args=spec.args,
+            user_env=spec.env,
+            venv_cache=self._paths.venv_cache,
+            output=output,
+            max_source_bytes=self._settings.max_source_bytes,
+        )
+        return artifact_record(artifact)
+
+    async def _fail(self, revision: RevisionRecord, detail: str, message: str) -> None:
+        await self._live.stop(revision.name)
+        self._store.set_revision_status(revision.name, RevisionStatus.FAILED, detail)
+        self._logs.emit(
+            platform_entry(
+                revision.service,
+                f"Revision {revision.name} failed: {message}",
+                severity="ERROR",
+                revision=revision.name,
+            )
+        )
+        self._revisions.collect_garbage(revision.service)
+
+    def _done(self, service: str, revision: str, **extra: Any) -> Done:
+        resolved = resolved_traffic(self._store, service)
+        return Done(
+            service=service,
+            revision=revision,
+            url=self._urls.service(service),
+            percent=served_percent(resolved, revision),
+            tag_urls={tag: self._urls.tag(service, tag) for tag in tags_of(resolved, revision)},
+            **extra,
+        )
+
+
+def _revision_name(service: str, seq: int) -> str:
+    return f"{service}-{seq:05d}-{random_suffix()}"

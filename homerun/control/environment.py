@@ -1,0 +1,42 @@
+"""The environment an instance of a revision starts with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from homerun.model.artifact import ArtifactRecord
+from homerun.routing.types import Address
+from homerun.spec import RevisionSpec
+
+# What an instance inherits from the daemon, as a container inherits its image's settings.
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
+
+
+def instance_env(
+    *,
+    service: str,
+    revision: str,
+    spec: RevisionSpec,
+    artifact: ArtifactRecord | None,
+    secrets: Mapping[str, str],
+    host_env: Mapping[str, str],
+    metadata_address: Address | None,
+) -> dict[str, str]:
+    """Later sources win: the host's basics, the image's ENV, the user's env vars, the secrets
+    (values read now), then what Cloud Run sets itself (K_SERVICE...); PORT is per instance."""
+    env = {key: host_env[key] for key in INHERITED if key in host_env}
+    env.setdefault("PYTHONUNBUFFERED", "1")  # prints reach the log as they happen
+    if artifact is not None:
+        env.update(artifact.env)
+    env.update(spec.env)
+    env.update(secrets)
+    env.update(K_SERVICE=service, K_REVISION=revision, K_CONFIGURATION=service)
+    if metadata_address is not None:
+        # Where an instance gets ID tokens for its own identity, as from Cloud Run's
+        # metadata server; GCE_METADATA_HOST is the variable google-auth reads for it.
+        host, port = metadata_address
+        env.update(
+            HOMERUN_METADATA_URL=f"http://{host}:{port}/computeMetadata/v1",
+            GCE_METADATA_HOST=f"{host}:{port}",
+        )
+    return env

@@ -1,0 +1,271 @@
+"""The live routing state, and its one owner: a unit and a route per running revision, the
+routing table the router reads, and the retirement of revisions left without a route."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Mapping
+
+from homerun.access.iam import instance_member
+from homerun.config import Paths, Settings
+from homerun.control.access import Guards
+from homerun.control.environment import instance_env
+from homerun.control.secrets import SecretValues, reads_latest
+from homerun.control.tasks import Tasks
+from homerun.errors import HomerunError, NotFound
+from homerun.model.states import RevisionStatus
+from homerun.observe.logs import LogStore, platform_entry
+from homerun.routing.table import (
+    RoutingTable,
+    SelectionMemo,
+    ServiceRoutes,
+    StratifiedRolls,
+    TrafficTarget,
+)
+from homerun.routing.throttler import Throttler
+from homerun.routing.types import Address, Route, RouteError
+from homerun.scaling.policy import policy_for
+from homerun.scaling.supervisor import RevisionUnit, Supervisor
+from homerun.store import RevisionRecord, Store
+from homerun.traffic import resolve
+
+
+class LiveRevisions:
+    """Owns `units` and `routes` (per running revision) and the routing table; nothing else
+    writes them. `resolve` is the data plane's one question."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        paths: Paths,
+        store: Store,
+        logs: LogStore,
+        supervisor: Supervisor,
+        guards: Guards,
+        secrets: SecretValues,
+        tasks: Tasks,
+        poke: Callable[[RevisionUnit], None],
+        clock: Callable[[], float],
+        host_env: Mapping[str, str],
+        metadata_address: Address | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        # Collaborators
+        self._settings = settings
+        self._paths = paths
+        self._store = store
+        self._logs = logs
+        self._supervisor = supervisor
+        self._guards = guards
+        self._secrets = secrets
+        self._tasks = tasks
+        self._poke = poke
+        self._clock = clock
+        self._host_env = host_env
+        self._metadata_address = metadata_address
+        self._rolls = StratifiedRolls(rng or random.Random())
+        # Per running revision
+        self.units: dict[str, RevisionUnit] = {}
+        self._routes: dict[str, Route] = {}
+        self._identities: dict[str, str] = {}  # revision -> the member its instances are
+        # The routing table, swapped whole
+        self.table = RoutingTable(settings.domain)
+        self._selections = SelectionMemo()
+        self._unroutable_logged: set[str] = set()
+
+    # -- the data plane's question ------------------------------------------------------
+
+    def resolve(self, host: str) -> Route | RouteError:
+        selection = self._selections.select(self.table, host, self._rolls)
+        if selection is None:
+            return RouteError(404, f"no service answers at {host}")
+        if selection.revision is None:
+            return RouteError(503, f"service {selection.service} has no ready revision")
+        route = self._routes.get(selection.revision)
+        if route is None:
+            return RouteError(503, f"revision {selection.revision} is not running")
+        return route
+
+    # -- units ----------------------------------------------------------------------------
+
+    def unit(self, revision: RevisionRecord) -> RevisionUnit:
+        """The revision's unit, made with its route on first use (HomerunError when a secret
+        it reads is gone)."""
+        unit = self.units.get(revision.name)
+        if unit is not None:
+            return unit
+        artifact = revision.artifact
+        env = instance_env(
+            service=revision.service,
+            revision=revision.name,
+            spec=revision.spec,
+            artifact=artifact,
+            secrets=self._secrets.env(revision.spec),
+            host_env=self._host_env,
+            metadata_address=self._metadata_address,
+        )
+        holder: list[RevisionUnit] = []
+        throttler = Throttler(revision.name, lambda: self._poke(holder[0]), self._clock)
+        unit = RevisionUnit(
+            service=revision.service,
+            name=revision.name,
+            argv=list(artifact.argv) if artifact else [],
+            env=env,
+            cwd=self._paths.revisions / revision.name / (artifact.cwd if artifact else "."),
+            concurrency=revision.spec.container_concurrency,
+            startup_timeout=revision.spec.startup_timeout_seconds,
+            request_timeout=revision.spec.timeout_seconds,
+            throttler=throttler,
+            policy=policy_for(
+                self._settings.autoscaler,
+                revision.spec.container_concurrency,
+                revision.spec.annotations,
+            ),
+        )
+        holder.append(unit)
+        self.units[revision.name] = unit
+        self._identities[revision.name] = instance_member(
+            revision.service, revision.spec.service_account
+        )
+        self._routes[revision.name] = Route(
+            revision.service,
+            revision.name,
+            throttler,
+            revision.spec.timeout_seconds,
+            self._guards.guard(revision.service),
+        )
+        return unit
+
+    def instances(self) -> int:
+        return sum(len(unit.instances) for unit in self.units.values())
+
+    def instance_members(self) -> dict[int, str]:
+        """pid -> member of every running instance (the identity it calls other services as)."""
+        members = {}
+        for unit in self.units.values():
+            member = self._identities.get(unit.name) or instance_member(unit.service, None)
+            for instance in unit.instances:
+                members[instance.process.pid] = member
+        return members
+
+    def secret_changed(self, secret: str, value: str) -> None:
+        """A new version of `secret`: instances started from now on read it as `latest`."""
+        for unit in self.units.values():
+            try:
+                spec = self._store.revision(unit.name).spec
+            except NotFound:
+                continue
+            for variable in reads_latest(spec, secret):
+                unit.env[variable] = value
+
+    # -- the routing table ------------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """Swap in a routing table built from the store; retire revisions left without a route.
+
+        A revision whose deploy still runs (starting) has no route yet and is never retired
+        here: only its deploy's outcome decides what happens to it."""
+        services: dict[str, ServiceRoutes] = {}
+        serving: set[str] = set()
+        for record in self._store.services():
+            latest = self._store.latest_ready(record.name)
+            targets = []
+            # A revision that keeps a tag at 0 % stays routed (at its tag's URL) and scales to
+            # zero like any idle revision; only revisions left with no route at all retire.
+            for target in resolve(record.traffic, latest.name if latest else None):
+                if target.revision is None or not self._store.has_revision(target.revision):
+                    continue
+                revision = self._store.revision(target.revision)
+                if revision.status != RevisionStatus.READY:
+                    continue
+                try:
+                    self.unit(revision)
+                except HomerunError as error:  # a secret it reads is gone
+                    self._unroutable(revision, str(error))
+                    continue
+                serving.add(revision.name)
+                targets.append(TrafficTarget(revision.name, target.percent, target.tag))
+            services[record.name] = ServiceRoutes(record.name, tuple(targets))
+        self.table = RoutingTable(self._settings.domain, services)
+        for name in [name for name in self.units if name not in serving]:
+            if self._deploying(name):
+                continue
+            unit = self.units.pop(name)
+            unit.retired = True
+            self._routes.pop(name, None)
+            self._tasks.spawn(self._retire(unit))
+        self.refresh_access()
+
+    def refresh_access(self) -> None:
+        """Rebuild every service's guard and hand it to its routes (after an IAM, ingress or
+        tag change); requests already admitted are not checked again."""
+        self._guards.clear()
+        for name, route in list(self._routes.items()):
+            guard = self._guards.guard(route.service)
+            if route.guard is not guard:
+                self._routes[name] = route._replace(guard=guard)
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def forget(self, name: str) -> None:
+        """Drop a revision's unit and route; its instances stop in the background."""
+        unit = self.units.pop(name, None)
+        self._routes.pop(name, None)
+        if unit is not None:
+            unit.retired = True
+            self._tasks.spawn(self._supervisor.stop_revision(unit))
+
+    async def stop(self, name: str) -> None:
+        """Drop a revision's unit and route, and wait until its instances are gone."""
+        unit = self.units.pop(name, None)
+        self._routes.pop(name, None)
+        if unit is not None:
+            unit.retired = True
+            await self._supervisor.stop_revision(unit)
+
+    async def close(self) -> None:
+        await asyncio.gather(
+            *(self._supervisor.stop_revision(unit) for unit in self.units.values())
+        )
+
+    def _deploying(self, name: str) -> bool:
+        return (
+            self._store.has_revision(name)
+            and self._store.revision(name).status == RevisionStatus.STARTING
+        )
+
+    def _unroutable(self, revision: RevisionRecord, reason: str) -> None:
+        if revision.name in self._unroutable_logged:
+            return
+        self._unroutable_logged.add(revision.name)
+        self._logs.emit(
+            platform_entry(
+                revision.service,
+                f"Revision {revision.name} cannot run: {reason}",
+                severity="ERROR",
+                revision=revision.name,
+            )
+        )
+
+    async def _retire(self, unit: RevisionUnit) -> None:
+        # Requests already queued for the revision are served before it drains: a request the
+        # router sent here just before the switch must not be dropped. (Bounded by the
+        # revision's request timeout; the scaler no longer looks after a retired revision.)
+        deadline = self._clock() + unit.request_timeout
+        if unit.throttler.queue_length and not unit.active:
+            self._supervisor.scale(unit, 1)
+        if unit.throttler.queue_length and unit.active:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    unit.throttler.queue_drained(), max(0.0, deadline - self._clock())
+                )
+        # The old revision's in-flight requests finish (up to its request timeout).
+        await asyncio.gather(
+            *(
+                self._supervisor.stop_instance(unit, instance, drain_timeout=unit.request_timeout)
+                for instance in list(unit.instances)
+            )
+        )

@@ -1,0 +1,59 @@
+"""The control plane's background work: tasks it owns, and deploys streamed to their caller."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from homerun.errors import HomerunError
+from homerun.model.events import DeployEvent, Failed
+
+Emit = Callable[[DeployEvent], None]
+
+
+class Tasks:
+    """Every task the control plane starts, so that closing it cancels them all."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coroutine)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
+
+    def stream(
+        self, work: Callable[[Emit], Coroutine[Any, Any, None]]
+    ) -> AsyncIterator[DeployEvent]:
+        """Run `work` as a task and stream what it emits until it ends; an error ends the
+        stream with a `Failed` event. The caller may go away without stopping the work."""
+        events: asyncio.Queue[DeployEvent | None] = asyncio.Queue()
+        emit = events.put_nowait
+
+        async def run() -> None:
+            try:
+                await work(emit)
+            except HomerunError as error:
+                emit(Failed(message=str(error)))
+            except Exception as error:  # a bug: report it rather than leave the client hanging
+                emit(Failed(message=f"internal error: {error!r}"))
+                raise
+
+        task = self.spawn(run())
+        task.add_done_callback(lambda _: events.put_nowait(None))
+        return _drain(events)
+
+    async def close(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+
+async def _drain(events: asyncio.Queue[DeployEvent | None]) -> AsyncIterator[DeployEvent]:
+    while True:
+        event = await events.get()
+        if event is None:
+            return
+        yield event

@@ -1,0 +1,227 @@
+"""What describe, list and status report, read from the store and the live state."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from homerun.control.live import LiveRevisions
+from homerun.control.resolved import resolved_traffic
+from homerun.control.revisions import Revisions
+from homerun.control.urls import Urls
+from homerun.knative import RevisionView, ServiceView, image_for, render_revision, render_service
+from homerun.model import views
+from homerun.model.states import InstanceState
+from homerun.observe.logs import LogStore
+from homerun.scaling.supervisor import Supervisor
+from homerun.store import RevisionRecord, Store
+from homerun.traffic import served_percent, tags_of
+
+
+class Views:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        logs: LogStore,
+        live: LiveRevisions,
+        revisions: Revisions,
+        supervisor: Supervisor,
+        urls: Urls,
+        owner: str,
+        clock: Callable[[], float],
+        router_url: str,
+        dashboard_url: str | None,
+    ) -> None:
+        self._store = store
+        self._logs = logs
+        self._live = live
+        self._revisions = revisions
+        self._supervisor = supervisor
+        self._urls = urls
+        self._owner = owner
+        self._clock = clock
+        self._router_url = router_url
+        self._dashboard_url = dashboard_url
+
+    def status(self) -> views.PlatformStatus:
+        return views.PlatformStatus(
+            pid=os.getpid(),
+            router=self._router_url,
+            dashboard=self._dashboard_url,
+            services=len(self._store.services()),
+            revisions=len(self._store.revisions()),
+            instances=self._live.instances(),
+        )
+
+    def services(self) -> list[views.ServiceSummary]:
+        return [self.service(record.name) for record in self._store.services()]
+
+    def describe(self, service: str) -> views.ServiceDescription:
+        return views.ServiceDescription(
+            **dict(self.service(service)),
+            revisions=[self._revision(r) for r in self._store.revisions(service)],
+        )
+
+    def revisions(self, service: str | None) -> list[views.RevisionSummary]:
+        if service is not None:
+            self._store.service(service)  # NotFound for an unknown service
+        return [self._revision(revision) for revision in self._store.revisions(service)]
+
+    def revision(self, name: str) -> views.RevisionSummary:
+        return self._revision(self._store.revision(name))
+
+    def logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
+        """Newest entries; filters: revision, min_severity, since, after (see LogStore.read)."""
+        self._store.service(service)
+        return self._logs.read(service, limit=limit, **filters)
+
+    # -- Knative documents --------------------------------------------------------------
+
+    def knative_service(self, service: str) -> dict[str, Any]:
+        record = self._store.service(service)
+        tags = {entry.tag for entry in record.traffic if entry.tag}
+        return render_service(
+            ServiceView(
+                name=record.name,
+                created_at=record.created_at,
+                generation=record.generation,
+                labels=record.labels,
+                annotations=record.annotations,
+                traffic=record.traffic,
+                revisions=[self._knative_view(r) for r in self._store.revisions(service)],
+                url=self._urls.service(service),
+                tag_urls={tag: self._urls.tag(service, tag) for tag in tags if tag},
+            )
+        )
+
+    def knative_revision(self, name: str) -> dict[str, Any]:
+        revision = self._store.revision(name)
+        view = self._knative_view(revision)
+        routed = any(t.revision == name for t in resolved_traffic(self._store, revision.service))
+        image = image_for(revision.service, view.digest) if view.digest else None
+        return render_revision(view, routed, image)
+
+    def _knative_view(self, revision: RevisionRecord) -> RevisionView:
+        return RevisionView(
+            name=revision.name,
+            service=revision.service,
+            spec=revision.spec,
+            status=revision.status,
+            message=revision.message,
+            created_at=revision.created_at,
+            ready_at=revision.ready_at,
+            digest=self._revisions.digest_of(revision),
+        )
+
+    # -- summaries ----------------------------------------------------------------------
+
+    def service(self, service: str) -> views.ServiceSummary:
+        record = self._store.service(service)
+        latest = self._store.latest_ready(service)
+        latest_created = self._store.latest_created(service)
+        routes = self._live.table.services.get(service)
+        traffic = [
+            views.Route(
+                revision=target.revision,
+                percent=target.percent,
+                tag=target.tag,
+                url=self._urls.tag(service, target.tag) if target.tag else None,
+            )
+            for target in (routes.traffic if routes else ())
+        ]
+        return views.ServiceSummary(
+            name=record.name,
+            url=self._urls.service(record.name),
+            ready=bool(traffic),
+            latest_ready_revision=latest.name if latest else None,
+            latest_created_revision=latest_created.name if latest_created else None,
+            traffic=traffic,
+            # The traffic block as set, LATEST unresolved (`traffic` is what routes now).
+            traffic_spec=[views.TrafficSpec(**entry.to_json()) for entry in record.traffic],
+            allow_unauthenticated=record.allow_unauthenticated,
+            ingress=record.ingress,
+            invokers=sorted(self._store.members(service)),
+            owner=self._owner,
+            created_at=record.created_at,
+            generation=record.generation,
+        )
+
+    def _revision(self, revision: RevisionRecord) -> views.RevisionSummary:
+        unit = self._live.units.get(revision.name)
+        now = self._clock()
+        artifact = revision.artifact
+        digest = self._revisions.digest_of(revision)
+        resolved = (
+            resolved_traffic(self._store, revision.service)
+            if self._store.has_service(revision.service)
+            else []
+        )
+        scaling = None
+        if unit is not None:
+            policy = unit.policy
+            scaling = views.Scaling(
+                min_instances=policy.min_scale,
+                max_instances=policy.max_scale,
+                target_per_instance=policy.target_per_instance,
+                stable_window_seconds=policy.stable_window,
+                overloaded_requests=unit.overloaded_requests,
+                waited_requests=len(unit.throttler.waits),
+                median_wait_ms=_median_ms(unit.throttler.waits),
+                decisions=[
+                    views.Decision(
+                        seconds_ago=round(now - decision.at, 1),
+                        desired=decision.desired,
+                        mode=decision.mode,
+                        reason=decision.reason,
+                    )
+                    for decision in reversed(unit.decisions)
+                ],
+            )
+        start_mode = None
+        if unit is not None:
+            mode, reason = self._supervisor.start_mode(unit)
+            start_mode = views.StartMode(mode=mode, reason=reason)
+        return views.RevisionSummary(
+            name=revision.name,
+            service=revision.service,
+            status=revision.status,
+            message=revision.message,
+            created_at=revision.created_at,
+            entrypoint=artifact.argv if artifact else None,
+            entrypoint_origin=artifact.entrypoint_origin if artifact else None,
+            concurrency=revision.spec.container_concurrency,
+            timeout_seconds=revision.spec.timeout_seconds,
+            env=revision.spec.env,
+            # Names and versions only: a secret's value is never part of a description.
+            secrets={name: str(ref) for name, ref in revision.spec.secrets.items()},
+            annotations=revision.spec.annotations,
+            image=image_for(revision.service, digest) if digest else None,
+            source=revision.spec.source,
+            percent=served_percent(resolved, revision.name),
+            tags=[
+                views.Tag(tag=tag, url=self._urls.tag(revision.service, tag))
+                for tag in tags_of(resolved, revision.name)
+            ],
+            instances=[
+                views.InstanceView(
+                    name=instance.name,
+                    state=InstanceState(instance.state),
+                    pid=instance.process.pid,
+                    port=instance.port,
+                    in_flight=instance.endpoint.in_flight if instance.endpoint else 0,
+                    age_seconds=round(now - instance.started_at, 1),
+                )
+                for instance in (unit.instances if unit else [])
+            ],
+            in_flight=unit.throttler.in_flight if unit else 0,
+            start_mode=start_mode,
+            queue_length=unit.throttler.queue_length if unit else 0,
+            scaling=scaling,
+        )
+
+
+def _median_ms(seconds: Iterable[float]) -> float | None:
+    ordered = sorted(seconds)
+    return round(ordered[len(ordered) // 2] * 1000, 1) if ordered else None

@@ -1,0 +1,55 @@
+"""What a deploy (or `services replace`) reports as it goes, streamed as NDJSON to the CLI."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class BuildLine(_Event):
+    """A line of the build's own output (pip, the Dockerfile subset)."""
+
+    event: Literal["build"] = "build"
+    line: str
+
+
+class Phase(_Event):
+    """A step of the deploy: building, starting the revision, its entrypoint."""
+
+    event: Literal["phase"] = "phase"
+    message: str
+
+
+class Done(_Event):
+    """The deploy is over: the revision is ready (or nothing had to change)."""
+
+    event: Literal["done"] = "done"
+    service: str
+    revision: str
+    url: str
+    percent: int  # of the service's traffic the revision serves now
+    tag_urls: dict[str, str] = {}
+    unchanged: bool = False  # no new revision: the template did not change
+    service_changes: list[str] = []  # what service-level flags changed (access, ingress)
+    startup_ms: int | None = None
+
+
+class Failed(_Event):
+    """The deploy failed; nothing changed what serves."""
+
+    event: Literal["error"] = "error"
+    message: str
+
+
+DeployEvent = Annotated[BuildLine | Phase | Done | Failed, Field(discriminator="event")]
+DEPLOY_EVENT: TypeAdapter[DeployEvent] = TypeAdapter(DeployEvent)
+
+
+def parse_event(line: bytes | str) -> DeployEvent:
+    """One NDJSON line of a deploy's stream, as the CLI reads it."""
+    return DEPLOY_EVENT.validate_json(line)

@@ -1,0 +1,157 @@
+"""What describe, list and status report: one declaration read by the admin API (and its
+OpenAPI document), the CLI and the dashboard."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from homerun.model.states import InstanceState, RevisionStatus
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Route(_View):
+    """A revision the service routes to now, with its share and tag."""
+
+    revision: str
+    percent: int
+    tag: str | None = None
+    url: str | None = None  # the tag's own URL
+
+
+class TrafficSpec(_View):
+    """A line of the traffic block as set (LATEST not yet resolved to a revision)."""
+
+    percent: int
+    revision: str | None = None
+    latest: bool = False
+    tag: str | None = None
+
+
+class ServiceSummary(_View):
+    name: str
+    url: str
+    ready: bool  # something routes: a revision is ready and has traffic or a tag
+    latest_ready_revision: str | None
+    latest_created_revision: str | None
+    traffic: list[Route]
+    traffic_spec: list[TrafficSpec]
+    allow_unauthenticated: bool
+    ingress: str
+    invokers: list[str]
+    owner: str  # the OS user running the daemon, who may invoke every service
+    created_at: float
+    generation: int
+
+
+class Tag(_View):
+    tag: str
+    url: str
+
+
+class InstanceView(_View):
+    name: str
+    state: InstanceState
+    pid: int
+    port: int
+    in_flight: int
+    age_seconds: float
+
+
+class StartMode(_View):
+    mode: str  # "fork" (from the revision's zygote) or "spawn"
+    reason: str
+
+
+class Decision(_View):
+    seconds_ago: float
+    desired: int
+    mode: str  # "stable" | "panic"
+    reason: str
+
+
+class Scaling(_View):
+    min_instances: int
+    max_instances: int
+    target_per_instance: float
+    stable_window_seconds: float
+    overloaded_requests: int  # answered 429 after waiting at max-instances
+    waited_requests: int
+    median_wait_ms: float | None
+    decisions: list[Decision]  # newest first
+
+
+class RevisionSummary(_View):
+    name: str
+    service: str
+    status: RevisionStatus
+    message: str | None
+    created_at: float
+    entrypoint: list[str] | None
+    entrypoint_origin: str | None
+    concurrency: int
+    timeout_seconds: int
+    env: dict[str, str]
+    secrets: dict[str, str]  # ENV -> SECRET:VERSION; never a value
+    annotations: dict[str, str]
+    image: str | None
+    source: str
+    percent: int
+    tags: list[Tag]
+    instances: list[InstanceView]
+    in_flight: int
+    start_mode: StartMode | None
+    queue_length: int
+    scaling: Scaling | None = None  # present while the revision is live
+
+
+class ServiceDescription(ServiceSummary):
+    revisions: list[RevisionSummary]  # newest first
+
+
+class PlatformStatus(_View):
+    pid: int
+    router: str
+    dashboard: str | None
+    services: int
+    revisions: int
+    instances: int
+
+
+class SecretSummary(_View):
+    name: str
+    versions: int
+    latest: int | None
+    created_at: float | None
+    used_by: list[str]  # revisions whose spec reads it
+
+
+class SecretVersionView(_View):
+    version: int
+    created_at: float
+    size: int
+
+
+class SecretVersionCreated(_View):
+    name: str
+    version: int
+
+
+class Binding(_View):
+    members: list[str]
+    role: str
+
+
+class IamPolicy(_View):
+    """As gcloud prints it (no etag: one writer, the daemon)."""
+
+    bindings: list[Binding]
+    version: int = 1
+
+
+class IdentityToken(_View):
+    token: str
+    member: str
+    audience: str
