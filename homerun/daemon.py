@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,7 +31,7 @@ from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
 from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.control import ControlPlane
 from homerun.control.access import Guards, Iam
-from homerun.control.deploys import Deploys
+from homerun.control.deploys import BuildFunction, Deploys
 from homerun.control.live import LiveRevisions
 from homerun.control.resolved import routed_revisions
 from homerun.control.revisions import Revisions
@@ -47,10 +47,11 @@ from homerun.observe.overview import overview
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
 from homerun.routing.proxy import Router
+from homerun.routing.types import Address
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
-from homerun.scaling.supervisor import InstanceRegistry, Supervisor
+from homerun.scaling.supervisor import InstanceRegistry, RevisionUnit, Supervisor
 from homerun.secret_store import SecretStore
 from homerun.store import Store
 
@@ -114,85 +115,20 @@ class Daemon:
         metadata_socket = _listening(socket.create_server(("127.0.0.1", 0)))
         dashboard_host, dashboard_port = dashboard_socket.getsockname()[:2]
         dashboard_url = f"http://{dashboard_host}:{dashboard_port}"
-        urls = Urls(self.settings.domain, self.settings.port)
-        # ID tokens: issued by this platform (its URL), which is also the audience of tokens
-        # good for any of its services (`homerun auth print-identity-token` without
-        # --audiences).
-        authority = TokenAuthority(signing_key, urls.platform)
-        # The OS user running the daemon owns the platform and may invoke every service, as a
-        # project's owner may on Cloud Run.
-        guards = Guards(store, authority, urls, owner=user_member(getpass.getuser()))
-        tasks = Tasks()
-        secret_store = SecretStore(self.paths.secrets)
-        secret_values = SecretValues(secret_store)
-        live = LiveRevisions(
+        control = control_plane(
             settings=self.settings,
             paths=self.paths,
             store=store,
             logs=logs,
             supervisor=supervisor,
-            guards=guards,
-            secrets=secret_values,
-            tasks=tasks,
+            build=build.build,
             poke=scaler.poke,
             clock=clock,
-            host_env=os.environ,
+            signing_key=signing_key,
             metadata_address=metadata_socket.getsockname()[:2],
+            dashboard_url=dashboard_url,
         )
-        revisions = Revisions(
-            paths=self.paths,
-            store=store,
-            logs=logs,
-            live=live,
-            tasks=tasks,
-            retention=self.settings.revision_retention,
-        )
-        traffic = Traffic(
-            store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values
-        )
-        iam = Iam(store, logs, authority, access_changed=live.refresh_access)
-        control = ControlPlane(
-            store=store,
-            logs=logs,
-            tasks=tasks,
-            live=live,
-            revisions=revisions,
-            traffic=traffic,
-            deploys=Deploys(
-                settings=self.settings,
-                paths=self.paths,
-                store=store,
-                logs=logs,
-                supervisor=supervisor,
-                build=build.build,
-                live=live,
-                revisions=revisions,
-                traffic=traffic,
-                iam=iam,
-                secrets=secret_values,
-                tasks=tasks,
-                urls=urls,
-            ),
-            iam=iam,
-            secrets=Secrets(
-                secret_store,
-                store,
-                routed=lambda: routed_revisions(store),
-                latest_changed=live.secret_changed,
-            ),
-            views=Views(
-                store=store,
-                logs=logs,
-                live=live,
-                revisions=revisions,
-                supervisor=supervisor,
-                urls=urls,
-                owner=guards.owner,
-                clock=clock,
-                router_url=f"http://{self.settings.listen}:{self.settings.port}",
-                dashboard_url=dashboard_url,
-            ),
-        )
+        live, authority = control.live, control.authority
         processes = ProcessSampler()
         units = lambda: live.units.values()  # noqa: E731 - read when called
         metrics = Metrics(units, processes)
@@ -367,6 +303,102 @@ class _Described:
 
     def describe(self, service: str) -> dict[str, Any]:
         return self._views.describe(service).model_dump(mode="json")
+
+
+def control_plane(
+    *,
+    settings: Settings,
+    paths: Paths,
+    store: Store,
+    logs: LogStore,
+    supervisor: Supervisor,
+    build: BuildFunction,
+    poke: Callable[[RevisionUnit], None],
+    clock: Callable[[], float],
+    signing_key: bytes,
+    metadata_address: Address | None,
+    dashboard_url: str | None,
+    host_env: Mapping[str, str] = os.environ,
+) -> ControlPlane:
+    """The control plane's parts, each given what it works with."""
+    urls = Urls(settings.domain, settings.port)
+    # ID tokens: issued by this platform (its URL), which is also the audience of tokens
+    # good for any of its services (`homerun auth print-identity-token` without
+    # --audiences).
+    authority = TokenAuthority(signing_key, urls.platform)
+    # The OS user running the daemon owns the platform and may invoke every service, as a
+    # project's owner may on Cloud Run.
+    guards = Guards(store, authority, urls, owner=user_member(getpass.getuser()))
+    tasks = Tasks()
+    secret_store = SecretStore(paths.secrets)
+    secret_values = SecretValues(secret_store)
+    live = LiveRevisions(
+        settings=settings,
+        paths=paths,
+        store=store,
+        logs=logs,
+        supervisor=supervisor,
+        guards=guards,
+        secrets=secret_values,
+        tasks=tasks,
+        poke=poke,
+        clock=clock,
+        host_env=host_env,
+        metadata_address=metadata_address,
+    )
+    revisions = Revisions(
+        paths=paths,
+        store=store,
+        logs=logs,
+        live=live,
+        tasks=tasks,
+        retention=settings.revision_retention,
+    )
+    traffic = Traffic(store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values)
+    iam = Iam(store, logs, authority, access_changed=live.refresh_access)
+    return ControlPlane(
+        authority=authority,
+        store=store,
+        logs=logs,
+        tasks=tasks,
+        live=live,
+        revisions=revisions,
+        traffic=traffic,
+        deploys=Deploys(
+            settings=settings,
+            paths=paths,
+            store=store,
+            logs=logs,
+            supervisor=supervisor,
+            build=build,
+            live=live,
+            revisions=revisions,
+            traffic=traffic,
+            iam=iam,
+            secrets=secret_values,
+            tasks=tasks,
+            urls=urls,
+        ),
+        iam=iam,
+        secrets=Secrets(
+            secret_store,
+            store,
+            routed=lambda: routed_revisions(store),
+            latest_changed=live.secret_changed,
+        ),
+        views=Views(
+            store=store,
+            logs=logs,
+            live=live,
+            revisions=revisions,
+            supervisor=supervisor,
+            urls=urls,
+            owner=guards.owner,
+            clock=clock,
+            router_url=f"http://{settings.listen}:{settings.port}",
+            dashboard_url=dashboard_url,
+        ),
+    )
 
 
 def run(home: Path, settings: Settings) -> None:

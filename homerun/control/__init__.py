@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from homerun.access.tokens import TokenAuthority
 from homerun.control.access import Iam
 from homerun.control.deploys import Deploys
 from homerun.control.live import LiveRevisions
@@ -31,6 +32,7 @@ from homerun.store import Store
 class ControlPlane:
     """The parts the admin API calls, and the control plane's startup and shutdown."""
 
+    authority: TokenAuthority  # signs and checks ID tokens
     store: Store
     logs: LogStore
     tasks: Tasks

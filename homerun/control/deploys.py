@@ -255,6 +255,7 @@ class Deploys:
     async def _fail(self, revision: RevisionRecord, detail: str, message: str) -> None:
         await self._live.stop(revision.name)
         self._store.set_revision_status(revision.name, RevisionStatus.FAILED, detail)
+        self._live.rebuild()  # a new service that never became ready answers 503, not 404
         self._logs.emit(
             platform_entry(
                 revision.service,

@@ -24,11 +24,6 @@ from homerun.routing.client import ClientConnection
 from homerun.routing.exchange import Deadlines
 from homerun.routing.types import Address, RequestRecord, Resolver
 
-# re-exported for homerun.control until it imports routing.types (Address above as well)
-from homerun.routing.types import Guard as Guard
-from homerun.routing.types import Route as Route
-from homerun.routing.types import RouteError as RouteError
-
 if TYPE_CHECKING:
     from homerun.routing.upstream import UpstreamConnection
 

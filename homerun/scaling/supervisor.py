@@ -6,23 +6,20 @@ import asyncio
 import secrets
 import signal
 import socket
-import time
-from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from homerun.errors import HomerunError
+from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
-from homerun.routing.throttler import Endpoint, Throttler
+from homerun.routing.throttler import Endpoint
 from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
-from homerun.scaling.autoscaler import Decision, PanicState, ScalingPolicy
+from homerun.scaling.unit import ManagedInstance, RevisionUnit
 from homerun.spec import expand_k8s_vars
 
 T = TypeVar("T")
 
-STARTING, READY, DRAINING = "starting", "ready", "draining"
+STARTING, READY, DRAINING = InstanceState.STARTING, InstanceState.READY, InstanceState.DRAINING
 
 
 class StartFailed(HomerunError):
@@ -41,59 +38,6 @@ class StartFailed(HomerunError):
             + "\nLast lines of the app's log:\n"
             + "\n".join("  " + line for line in self.last_lines)
         )
-
-
-@dataclass(eq=False)
-class ManagedInstance:
-    name: str
-    port: int
-    process: Instance
-    state: str
-    started_at: float
-    ready_at: float | None = None
-    endpoint: Endpoint | None = None
-
-
-@dataclass(eq=False)
-class RevisionUnit:
-    """Everything the supervisor needs to run the instances of one revision."""
-
-    service: str
-    name: str
-    argv: list[str]
-    env: dict[str, str]  # without PORT, which each instance gets on its own
-    cwd: Path
-    concurrency: int
-    startup_timeout: float
-    request_timeout: float
-    throttler: Throttler
-    policy: ScalingPolicy = field(default_factory=ScalingPolicy)
-    instances: list[ManagedInstance] = field(default_factory=list)
-    recent_output: deque[str] = field(default_factory=lambda: deque(maxlen=20))
-    # Starts asked for whose process does not exist yet.
-    pending_starts: int = 0
-    start_tasks: set[asyncio.Task[ManagedInstance]] = field(default_factory=set)
-    # Seconds from spawn to listening, of the last instances: the 429 wait scales with it.
-    startup_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=10))
-    startups: int = 0  # instances that became ready, ever (startup_seconds keeps the last)
-    cold_starts: int = 0  # instances started while none was ready
-    # The autoscaler's memory and what it said last.
-    panic_state: PanicState = field(default_factory=PanicState)
-    decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=20))
-    overloaded_requests: int = 0  # answered 429 after waiting at max-instances
-    retired: bool = False  # no longer routed: the autoscaler leaves it alone
-
-    def count(self, state: str) -> int:
-        return sum(1 for instance in self.instances if instance.state == state)
-
-    @property
-    def active(self) -> int:
-        """Instances that are or will be serving: pending, starting and ready."""
-        return self.pending_starts + self.count(STARTING) + self.count(READY)
-
-    @property
-    def average_startup(self) -> float:
-        return sum(self.startup_seconds) / len(self.startup_seconds) if self.startup_seconds else 0
 
 
 class InstanceRegistry:

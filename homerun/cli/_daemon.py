@@ -1,0 +1,67 @@
+"""Starts the daemon in the background when a command needs one and none runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from homerun.client import Client
+from homerun.config import Paths
+from homerun.errors import HomerunError
+
+DAEMON_START_SECONDS = 30.0
+START_POLL_SECONDS = 0.05
+
+
+def running(paths: Paths) -> bool:
+    """Whether a daemon answers on this HOMERUN_HOME's socket (never a remote one)."""
+    client = Client(paths.admin_socket)
+    try:
+        client.status()
+    except HomerunError:
+        return False
+    finally:
+        client.close()
+    return True
+
+
+def start_in_background(
+    home: Path,
+    paths: Paths,
+    *,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> Client:
+    """`homerun up` in a session of its own, logging to daemon.log; its client once it answers."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(paths.daemon_log, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "homerun", "up"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(os.environ, HOMERUN_HOME=str(home)),
+        )
+    deadline = clock() + DAEMON_START_SECONDS
+    while clock() < deadline:
+        if process.poll() is not None:
+            tail = paths.daemon_log.read_text(errors="replace").splitlines()[-10:]
+            raise HomerunError(
+                "homerun was not running and could not be started in the background:\n"
+                + "\n".join("  " + line for line in tail)
+            )
+        if running(paths):
+            print(
+                f"homerun was not running: started it in the background (pid {process.pid}); "
+                f"its log is {paths.daemon_log}; stop it with `homerun down`",
+                file=sys.stderr,
+            )
+            return Client(paths.admin_socket)
+        sleep(START_POLL_SECONDS)
+    raise HomerunError(
+        f"homerun did not start within {DAEMON_START_SECONDS:g}s; see {paths.daemon_log}"
+    )

@@ -1,0 +1,306 @@
+"""`homerun services ...`: list, describe, update, replace, split traffic and delete."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from homerun.cli import flags, iam
+from homerun.cli._commands import Group, command, flag, positional
+from homerun.cli._context import Context
+from homerun.cli._events import follow, print_deployed, print_tag_urls
+from homerun.cli._output import print_document, print_json
+from homerun.errors import HomerunError
+from homerun.knative import parse_service
+from homerun.model.views import RevisionSummary, ServiceSummary
+from homerun.spec import DeployRequest, validate_service_name
+
+SERVICE = positional("service", "SERVICE", "the service's name")
+
+
+@command(
+    "list",
+    "list services with their readiness, latest revision and URL",
+    flag(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="json: homerun's summary of each service",
+    ),
+    examples=[("List the services", "homerun services list")],
+)
+def list_services(arguments: argparse.Namespace, context: Context) -> int:
+    services = context.client().services()
+    if arguments.format == "json":
+        print_json(services)
+        return 0
+    if not services:
+        print("No services. Deploy one with `homerun deploy NAME --source DIR`.")
+        return 0
+    print(f"{'SERVICE':<24} {'READY':<6} {'LATEST REVISION':<32} URL")
+    for service in services:
+        print(
+            f"{service.name:<24} {'yes' if service.ready else 'no':<6} "
+            f"{service.latest_ready_revision or '-':<32} {service.url}"
+        )
+    return 0
+
+
+@command(
+    "describe",
+    "a service's access, traffic, revisions, instances and scaling decisions",
+    SERVICE,
+    flag(
+        "--format",
+        choices=["text", "yaml", "json", "summary-json"],
+        default="text",
+        help="yaml/json: the Knative Service; summary-json: homerun's own summary",
+    ),
+    examples=[
+        ("See what serves hello and how it scales", "homerun services describe hello"),
+        (
+            "Save hello as a Knative Service, to edit and apply with `services replace`",
+            "homerun services describe hello --format yaml > hello.yaml",
+        ),
+    ],
+)
+def describe(arguments: argparse.Namespace, context: Context) -> int:
+    service = validate_service_name(arguments.service)
+    if arguments.format in ("yaml", "json"):
+        print_document(context.client().knative_service(service), arguments.format)
+        return 0
+    described = context.client().describe(service)
+    if arguments.format == "summary-json":
+        print_json(described)
+        return 0
+    print(f"Service {described.name}")
+    print(f"  URL:      {described.url}")
+    print(f"  Ready:    {'yes' if described.ready else 'no'}")
+    invokers = ", ".join(described.invokers) or "none bound (private)"
+    print(f"  Ingress:  {described.ingress}")
+    print(f"  Invokers: {invokers}; and {described.owner}, the platform's owner")
+    print("  Traffic:")
+    if not described.traffic:
+        print("      0% -")
+    for route in described.traffic:
+        tag = f" (tag {route.tag}: {route.url})" if route.tag else ""
+        print(f"    {route.percent:>3}% {route.revision}{tag}")
+    print("  Revisions:")
+    for revision in described.revisions:
+        _print_revision_lines(revision)
+    return 0
+
+
+def _print_revision_lines(revision: RevisionSummary) -> None:
+    print(
+        f"    {revision.name}  {revision.status}  concurrency {revision.concurrency}, "
+        f"timeout {revision.timeout_seconds}s, in flight {revision.in_flight}, "
+        f"queue {revision.queue_length}"
+    )
+    if revision.env or revision.secrets:
+        names = [
+            *revision.env,
+            *(f"{name} (secret {ref})" for name, ref in revision.secrets.items()),
+        ]
+        print(f"      env: {', '.join(names)}")
+    scaling = revision.scaling
+    if scaling:
+        states = Counter(instance.state for instance in revision.instances)
+        print(
+            f"      instances: {states['starting']} starting, {states['ready']} ready, "
+            f"{states['draining']} draining (min {scaling.min_instances}, "
+            f"max {scaling.max_instances}, target {scaling.target_per_instance:g} per instance)"
+        )
+        for decision in scaling.decisions[:1]:
+            print(
+                f"      last decision ({decision.seconds_ago:g}s ago): {decision.desired} "
+                f"instance(s), {decision.mode}: {decision.reason}"
+            )
+        if scaling.waited_requests:
+            print(
+                f"      {scaling.waited_requests} request(s) waited for an instance "
+                f"(median arrival to first byte {scaling.median_wait_ms} ms)"
+            )
+        if scaling.overloaded_requests:
+            print(f"      {scaling.overloaded_requests} request(s) got 429 at max-instances")
+    if revision.entrypoint:
+        print(f"      entrypoint ({revision.entrypoint_origin}): {' '.join(revision.entrypoint)}")
+    if revision.start_mode:
+        mode = revision.start_mode
+        print(f"      instances start by {mode.mode}: {mode.reason}")
+    for instance in revision.instances:
+        print(
+            f"      instance {instance.name}  {instance.state}  pid {instance.pid}"
+            f"  port {instance.port}  in flight {instance.in_flight}"
+        )
+    if revision.status == "failed" and revision.message:
+        print("      " + revision.message.replace("\n", "\n      "))
+
+
+@command(
+    "delete",
+    "delete a service, its revisions, instances and logs",
+    SERVICE,
+    examples=[("Delete hello without being asked to confirm", "homerun services delete hello -q")],
+)
+def delete(arguments: argparse.Namespace, context: Context) -> int:
+    service = validate_service_name(arguments.service)
+    context.confirm(
+        f"Service [{service}] will be deleted, with its revisions and logs.",
+        quiet=arguments.quiet,
+    )
+    context.client().delete(service)
+    print(f"Deleted service [{service}].")
+    return 0
+
+
+@command(
+    "update",
+    "change settings: a new revision from the latest one's artifact (no build)",
+    SERVICE,
+    *flags.REVISION_FLAGS,
+    examples=[
+        ("Add an env var to hello", "homerun services update hello --update-env-vars MODE=beta"),
+        ("Make hello public", "homerun services update hello --allow-unauthenticated"),
+    ],
+    description="Change settings of SERVICE as `gcloud run services update` does: a new "
+    "revision from the latest one's artifact, without a build (unless --command or --args "
+    "change the entrypoint). Access and ingress change without a new revision.",
+)
+def update(arguments: argparse.Namespace, context: Context) -> int:
+    service = validate_service_name(arguments.service)
+    request = DeployRequest(
+        service=service,
+        changes=flags.revision_changes(arguments, source=None),
+        allow_unauthenticated=arguments.allow_unauthenticated,
+        ingress=flags.ingress(arguments),
+        no_traffic=arguments.no_traffic,
+        tag=flags.new_revision_tag(arguments, service),
+    )
+    outcome = follow(context.client().deploy(request))
+    done = outcome.done
+    if done.service_changes:
+        print(f"Service [{service}] updated: {'; '.join(done.service_changes)}.")
+    if not done.unchanged:
+        print_deployed(done)
+    elif not done.service_changes and not outcome.announced:
+        print(
+            f"No change: revision [{done.revision}] of [{service}] already has this "
+            "configuration; no revision was created."
+        )
+    print(f"Service URL: {done.url}")
+    return 0
+
+
+@command(
+    "replace",
+    "apply a Knative Service YAML, as `services describe --format yaml` prints it",
+    positional("file", "FILE", "the Knative Service, YAML or JSON"),
+    examples=[
+        (
+            "Edit a service as YAML and apply it",
+            "homerun services describe hello --format yaml > hello.yaml && "
+            "homerun services replace hello.yaml",
+        )
+    ],
+)
+def replace(arguments: argparse.Namespace, context: Context) -> int:
+    path = Path(arguments.file)
+    document = _read_service_file(path)
+    manifest = parse_service(document, where=str(path))  # field errors without a daemon
+    client = context.client_starting_daemon()
+    outcome = follow(client.replace(manifest.name, document, str(path)))
+    done = outcome.done
+    if not done.unchanged:
+        print(
+            f"Service [{manifest.name}] replaced: revision [{done.revision}] has been "
+            f"deployed and is serving {done.percent} percent of traffic."
+        )
+    elif outcome.announced:  # the daemon said the template is unchanged
+        print(f"Service [{manifest.name}] replaced: traffic and metadata are applied.")
+    else:
+        print(
+            f"Service [{manifest.name}] replaced: the template is unchanged, so revision "
+            f"[{done.revision}] stays; traffic and metadata are applied."
+        )
+    print_tag_urls(done)
+    print(f"Service URL: {done.url}")
+    return 0
+
+
+def _read_service_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise HomerunError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise HomerunError(f"{path} is not UTF-8 text: {error}") from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        raise HomerunError(f"{path} is not valid YAML: {error}") from None
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        raise HomerunError(f"{path} must hold one Knative Service (a YAML or JSON mapping)")
+    # Unquoted timestamps load as datetimes; the daemon takes JSON.
+    loaded: dict[str, Any] = json.loads(json.dumps(documents[0], default=str))
+    return loaded
+
+
+@command(
+    "update-traffic",
+    "split traffic between revisions, and tag revisions",
+    SERVICE,
+    flags.SPLIT,
+    flags.TAGS,
+    examples=[
+        (
+            "Send 10% of hello's traffic to a revision, the rest to the latest one",
+            "homerun services update-traffic hello --to-revisions hello-00002-abc=10,LATEST=90",
+        ),
+        (
+            "Tag a revision, to reach it at http://old---hello.localhost:8080",
+            "homerun services update-traffic hello --update-tags old=hello-00001-xyz",
+        ),
+    ],
+)
+def update_traffic(arguments: argparse.Namespace, context: Context) -> int:
+    service = validate_service_name(arguments.service)
+    update = flags.traffic_update(arguments, service)
+    summary = context.client().update_traffic(service, update)
+    print(f"Traffic of [{service}]:")
+    _print_traffic(summary)
+    print(f"Service URL: {summary.url}")
+    return 0
+
+
+def _print_traffic(summary: ServiceSummary) -> None:
+    latest = any(entry.latest for entry in summary.traffic_spec)
+    for route in summary.traffic:
+        line = f"  {route.percent:>3}% {route.revision}"
+        if latest and route.revision == summary.latest_ready_revision:
+            line += " (LATEST)"
+        if route.tag:
+            line += f"  tag {route.tag}: {route.url}"
+        print(line)
+
+
+GROUP = Group(
+    "services",
+    "list, describe, update, replace and delete services; split traffic; invokers",
+    (
+        list_services,
+        describe,
+        update,
+        update_traffic,
+        replace,
+        delete,
+        iam.add_binding,
+        iam.remove_binding,
+        iam.get_policy,
+    ),
+)

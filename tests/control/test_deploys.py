@@ -1,0 +1,140 @@
+"""Deploys applied by the control plane over a fake runtime: what serves after each outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from conftest import Plane
+
+from homerun.model.events import BuildLine, Done, Phase
+from homerun.model.states import RevisionStatus
+from homerun.routing.types import Route, RouteError
+from homerun.traffic import TrafficUpdate
+
+
+def run(make_plane: Callable[..., Plane], scenario: Callable[[Plane], object]) -> None:
+    async def main() -> None:
+        plane = make_plane()
+        try:
+            await scenario(plane)  # type: ignore[misc]
+        finally:
+            await plane.control.close()
+
+    asyncio.run(main())
+
+
+def routed(plane: Plane, host: str) -> str | None:
+    route = plane.control.live.resolve(host)
+    return route.revision if isinstance(route, Route) else None
+
+
+def test_a_new_service_serves_its_first_revision_once_it_listens(make_plane) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(plane: Plane) -> None:
+        done = await plane.deployed("svc", source=str(plane.source))
+        assert done.percent == 100 and done.url == "http://svc.localhost:8080"
+        assert plane.store.revision(done.revision).status == RevisionStatus.READY
+        assert routed(plane, "svc.localhost:8080") == done.revision
+        assert plane.store.revision(done.revision).artifact.digest  # type: ignore[union-attr]
+
+    run(make_plane, scenario)
+
+
+def test_the_deploy_reports_its_phases_in_order(make_plane) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(plane: Plane) -> None:
+        events = await plane.deploy("svc", source=str(plane.source))
+        phases = [event.message for event in events if isinstance(event, Phase)]
+        assert phases[0].startswith("Building revision svc-00001-")
+        assert phases[1] == "Entrypoint (a test): python app.py"
+        assert phases[2].startswith("Starting revision svc-00001-")
+        assert not [event for event in events if isinstance(event, BuildLine)]
+
+    run(make_plane, scenario)
+
+
+def test_a_failed_start_leaves_the_traffic_where_it_was(make_plane) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(plane: Plane) -> None:
+        first = await plane.deployed("svc", source=str(plane.source))
+        plane.runtime.fail = True
+        failed = await plane.failed("svc", env={"update": {"A": "1"}})
+        assert f"{first.revision} keeps serving" in failed.message
+        assert "No module named 'flask'" in failed.message
+        assert routed(plane, "svc.localhost:8080") == first.revision
+        statuses = [revision.status for revision in plane.store.revisions("svc")]
+        assert statuses == [RevisionStatus.FAILED, RevisionStatus.READY]
+
+    run(make_plane, scenario)
+
+
+def test_an_unchanged_update_makes_no_revision(make_plane) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(plane: Plane) -> None:
+        first = await plane.deployed("svc", source=str(plane.source))
+        again = await plane.deployed("svc")
+        assert again.unchanged and again.revision == first.revision
+        assert len(plane.store.revisions("svc")) == 1
+
+    run(make_plane, scenario)
+
+
+def test_an_env_change_copies_the_artifact_and_moves_the_traffic(make_plane) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(plane: Plane) -> None:
+        first = await plane.deployed("svc", source=str(plane.source))
+        events = await plane.deploy("svc", env={"update": {"A": "1"}})
+        second = events[-1]
+        messages = [event.message for event in events if isinstance(event, Phase)]
+        assert f"from the artifact of {first.revision} (no rebuild)" in messages[0]
+        assert routed(plane, "svc.localhost:8080") == second.revision  # type: ignore[union-attr]
+
+    run(make_plane, scenario)
+
+
+def test_no_traffic_keeps_the_old_revision_serving_and_tags_the_new(make_plane) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(plane: Plane) -> None:
+        first = await plane.deployed("svc", source=str(plane.source))
+        second = await plane.deployed(
+            "svc", env={"update": {"A": "2"}}, no_traffic=True, tag="canary"
+        )
+        assert second.percent == 0
+        assert second.tag_urls == {"canary": "http://canary---svc.localhost:8080"}
+        assert routed(plane, "svc.localhost:8080") == first.revision
+        assert routed(plane, "canary---svc.localhost:8080") == second.revision
+
+    run(make_plane, scenario)
+
+
+def test_unknown_hosts_and_services_without_a_ready_revision(make_plane) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(plane: Plane) -> None:
+        assert plane.control.live.resolve("nothing.localhost") == RouteError(
+            404, "no service answers at nothing.localhost"
+        )
+        plane.runtime.fail = True
+        await plane.failed("svc", source=str(plane.source))
+        answer = plane.control.live.resolve("svc.localhost:8080")
+        assert answer == RouteError(503, "service svc has no ready revision")
+
+    run(make_plane, scenario)
+
+
+def test_a_starting_revision_survives_routing_changes_elsewhere(make_plane) -> None:  # type: ignore[no-untyped-def]
+    """The newcomer issue's lost deploy: while a slow app starts, another service deploys,
+    changes its traffic and deletes a revision; the starting instance is left alone."""
+
+    async def scenario(plane: Plane) -> None:
+        await plane.deployed("other", source=str(plane.source))
+        plane.runtime.hold = asyncio.Event()
+        slow = asyncio.ensure_future(plane.deploy("slow", source=str(plane.source)))
+        while not plane.runtime.started[1:]:
+            await asyncio.sleep(0.001)
+        starting = plane.runtime.started[1]
+        plane.runtime.hold, hold = None, plane.runtime.hold
+        second = await plane.deployed("other", env={"update": {"A": "1"}})
+        plane.control.traffic.update("other", TrafficUpdate(to_latest=True))
+        await plane.deployed("other", env={"update": {"A": "2"}})
+        await plane.control.revisions.delete(second.revision)
+        hold.set()
+        done = (await slow)[-1]
+        assert isinstance(done, Done), done
+        assert starting.signals == [] and starting.returncode is None
+        assert routed(plane, "slow.localhost:8080") == done.revision
+
+    run(make_plane, scenario)
