@@ -115,13 +115,9 @@ class Client:
             json=request.model_dump(mode="json"),
         )
 
-    def replace(
-        self, service: str, document: dict[str, Any], file: str
-    ) -> Iterator[DeployEvent]:
+    def replace(self, service: str, document: dict[str, Any], file: str) -> Iterator[DeployEvent]:
         """`services replace`: events as for a deploy (a changed template builds one)."""
-        return self._stream(
-            "PUT", f"/v1/services/{service}", json=document, params={"file": file}
-        )
+        return self._stream("PUT", f"/v1/services/{service}", json=document, params={"file": file})
 
     def update_traffic(self, service: str, update: TrafficUpdate) -> ServiceSummary:
         answer = self._call(

@@ -51,7 +51,8 @@ from homerun.routing.types import Address
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
-from homerun.scaling.supervisor import InstanceRegistry, RevisionUnit, Supervisor
+from homerun.scaling.supervisor import InstanceRegistry, Supervisor
+from homerun.scaling.unit import RevisionUnit
 from homerun.secret_store import SecretStore
 from homerun.store import Store
 
@@ -87,6 +88,8 @@ class Daemon:
         logs = LogStore(self.paths.logs, max_bytes=self.settings.log_max_bytes)
         runtime = ZygoteRuntime() if self.settings.zygote else ProcessRuntime()
         runtime.open()
+        loop = asyncio.get_running_loop()
+        clock = loop.time
         supervisor = Supervisor(
             runtime,
             logs,
@@ -96,12 +99,11 @@ class Daemon:
                 ),
                 forget=store.forget_instance,
             ),
+            clock=clock,
             probe_interval=self.settings.probe_interval_seconds,
             stop_grace=self.settings.stop_grace_seconds,
             listener_in_tree=listener_in_tree,
         )
-        loop = asyncio.get_running_loop()
-        clock = loop.time
         scaler = Scaler(
             supervisor,
             logs,

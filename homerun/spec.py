@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from homerun.errors import InvalidSpec
-from homerun.scaling.policy import check_annotations
+from homerun.model.annotations import check_annotations
+from homerun.model.durations import parse_duration as parse_duration  # for cli/flags.py
+from homerun.model.validation import validation_message
 
 # A DNS label (RFC 1123) that starts with a letter, as Cloud Run requires for service names.
 _SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -31,17 +33,112 @@ MAX_TIMEOUT_SECONDS = 3600
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 240
 
 
-def validate_service_name(name: str) -> str:
+# Each check of one value raises ValueError saying what is wrong, naming no field: a pydantic
+# model puts the field's path in front (knative/models.py), and the validate_/check_ functions
+# below put the flag's name.
+
+
+def service_name(name: str) -> str:
     if not _SERVICE_NAME.match(name):
-        raise InvalidSpec(
+        raise ValueError(
             f"invalid service name {name!r}: use at most 63 lowercase letters, digits and "
             "hyphens, starting with a letter and not ending with a hyphen (e.g. 'helloworld')"
         )
     if "---" in name:
-        raise InvalidSpec(
+        raise ValueError(
             f"invalid service name {name!r}: '---' separates a tag from the service in URLs"
         )
     return name
+
+
+def env_name(name: str) -> str:
+    if name in RESERVED_ENV:
+        raise ValueError(
+            f"{name} is reserved: homerun sets PORT, K_SERVICE, K_REVISION and "
+            "K_CONFIGURATION for every instance"
+        )
+    if not _ENV_NAME.match(name):
+        raise ValueError(
+            f"invalid variable name {name!r}: use letters, digits and '_', "
+            "not starting with a digit"
+        )
+    return name
+
+
+def secret_name(name: str) -> str:
+    if not _SECRET_NAME.match(name):
+        raise ValueError(
+            f"invalid secret name {name!r}: use up to 255 letters, digits, '-' and '_'"
+        )
+    return name
+
+
+def secret_version(version: str) -> str:
+    """A version number (`007` -> `7`) or `latest`."""
+    if version == LATEST_VERSION:
+        return version
+    if not version.isdigit() or int(version) < 1:
+        raise ValueError(f"version {version!r} must be a number from 1, or 'latest'")
+    return str(int(version))
+
+
+def cpu_amount(value: str) -> str:
+    if not _CPU.match(value) or _quantity(value.rstrip("m")) == 0:
+        raise ValueError(f"{value!r} is not a CPU amount; write e.g. 1, 2, 0.5 or 500m")
+    return value
+
+
+def memory_amount(value: str) -> str:
+    if not _MEMORY.match(value) or _quantity(value.rstrip("KMGTikm")) == 0:
+        raise ValueError(f"{value!r} is not a memory amount; write e.g. 512Mi or 2Gi")
+    return value
+
+
+def _quantity(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
+# The same checks as field types, for pydantic models.
+ServiceName = Annotated[str, AfterValidator(service_name)]
+EnvName = Annotated[str, AfterValidator(env_name)]
+SecretName = Annotated[str, AfterValidator(secret_name)]
+SecretVersion = Annotated[str, AfterValidator(secret_version)]
+CpuAmount = Annotated[str, AfterValidator(cpu_amount)]
+MemoryAmount = Annotated[str, AfterValidator(memory_amount)]
+
+
+def _checked(check: Callable[[str], str], value: str, where: str | None) -> str:
+    try:
+        return check(value)
+    except ValueError as error:
+        raise InvalidSpec(f"{where}: {error}" if where else str(error)) from None
+
+
+def validate_service_name(name: str) -> str:
+    return _checked(service_name, name, None)
+
+
+def validate_env_name(name: str, flag: str = "--set-env-vars") -> None:
+    _checked(env_name, name, flag)
+
+
+def validate_secret_name(name: str, flag: str = "secret") -> str:
+    return _checked(secret_name, name, flag)
+
+
+def check_secret_version(version: str, where: str) -> str:
+    return _checked(secret_version, version, where)
+
+
+def check_cpu(value: str, where: str) -> str:
+    return _checked(cpu_amount, value, where)
+
+
+def check_memory(value: str, where: str) -> str:
+    return _checked(memory_amount, value, where)
 
 
 def parse_env_vars(
@@ -68,19 +165,6 @@ def parse_env_vars(
             validate_env_name(name, flag)
         env[name] = value
     return env
-
-
-def validate_env_name(name: str, flag: str = "--set-env-vars") -> None:
-    if name in RESERVED_ENV:
-        raise InvalidSpec(
-            f"{flag}: {name} is reserved: homerun sets PORT, K_SERVICE, K_REVISION and "
-            "K_CONFIGURATION for every instance"
-        )
-    if not _ENV_NAME.match(name):
-        raise InvalidSpec(
-            f"{flag}: invalid variable name {name!r}: use letters, digits and '_', "
-            "not starting with a digit"
-        )
 
 
 class SecretRef(BaseModel):
@@ -256,7 +340,6 @@ class RevisionChanges(BaseModel):
             raise InvalidSpec(validation_message(error)) from None
 
 
-
 class DeployRequest(BaseModel):
     """What `homerun deploy` and `homerun services update` send to the daemon."""
 
@@ -268,22 +351,6 @@ class DeployRequest(BaseModel):
     ingress: str | None = None  # all | internal; None: as it is (a new service: all)
     no_traffic: bool = False  # pin LATEST to the revision serving now (gcloud's --no-traffic)
     tag: str | None = None  # the new revision's tag: TAG---SERVICE.DOMAIN
-
-
-def validation_message(error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"])
-        problems.append(f"{location}: {item['msg']}" if location else item["msg"])
-    return "; ".join(problems)
-
-
-def validate_secret_name(name: str, flag: str = "secret") -> str:
-    if not _SECRET_NAME.match(name):
-        raise InvalidSpec(
-            f"{flag}: invalid secret name {name!r}: use up to 255 letters, digits, '-' and '_'"
-        )
-    return name
 
 
 def parse_secret_refs(text: str, flag: str = "--set-secrets") -> dict[str, SecretRef]:
@@ -311,49 +378,10 @@ def parse_secret_ref(value: str, where: str) -> SecretRef:
     return SecretRef(secret=secret, version=check_secret_version(version, where))
 
 
-def check_secret_version(version: str, where: str) -> str:
-    if version == LATEST_VERSION:
-        return version
-    if not version.isdigit() or int(version) < 1:
-        raise InvalidSpec(f"{where}: version {version!r} must be a number from 1, or 'latest'")
-    return str(int(version))
-
-
-def check_cpu(value: str, where: str) -> str:
-    if not _CPU.match(value) or _quantity(value.rstrip("m")) == 0:
-        raise InvalidSpec(f"{where}: {value!r} is not a CPU amount; write e.g. 1, 2, 0.5 or 500m")
-    return value
-
-
-def check_memory(value: str, where: str) -> str:
-    if not _MEMORY.match(value) or _quantity(value.rstrip("KMGTikm")) == 0:
-        raise InvalidSpec(f"{where}: {value!r} is not a memory amount; write e.g. 512Mi or 2Gi")
-    return value
-
-
-def _quantity(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return 0.0
-
-
 def check_range(flag: str, value: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidSpec(f"{flag}: must be between {low} and {high}, got {value}")
     return value
-
-
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
-
-
-def parse_duration(text: str, flag: str) -> int:
-    """Seconds from `300`, `300s`, `5m`, `1h30m` (gcloud's duration forms)."""
-    match = _DURATION.match(text.strip().lower())
-    if not text.strip() or match is None or not any(match.groups()):
-        raise InvalidSpec(f"{flag}: {text!r} is not a duration; write e.g. 300, 300s, 5m or 1h")
-    hours, minutes, seconds = (int(part) if part else 0 for part in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
 
 
 def parse_list(text: str) -> list[str]:

@@ -19,8 +19,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from homerun.errors import InvalidSpec
-from homerun.routing.table import TAG_SEPARATOR
 
+# A tag's URL: TAG---SERVICE.DOMAIN (Cloud Run's form).
+TAG_SEPARATOR = "---"
 LATEST = "LATEST"  # gcloud's key for the latest ready revision; revision names are lowercase
 READY = "ready"
 # Knative checks tags as DNS-1035 labels; '---' separates a tag from the service in a host.

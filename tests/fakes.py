@@ -1,4 +1,5 @@
-"""Test fakes shared by the whole suite: simulated time and free loopback ports.
+"""Test fakes shared by the whole suite: simulated time, free loopback ports, a runtime and a
+supervisor without processes.
 
 Tests import them as `from fakes import Clock, free_port` (tests/ is on sys.path through its
 conftest.py).
@@ -11,9 +12,12 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from homerun.model.states import InstanceState
+from homerun.scaling.unit import ManagedInstance, RevisionUnit
 from homerun.store import Store
 
 
@@ -29,6 +33,12 @@ class Clock:
     def advance(self, seconds: float) -> float:
         self.now += seconds
         return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """asyncio.sleep in simulated time: moves the clock at once instead of waiting, and
+        yields to the event loop once (callbacks scheduled meanwhile still run)."""
+        self.advance(seconds)
+        await asyncio.sleep(0)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -118,6 +128,95 @@ async def _answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
             await writer.drain()
     writer.close()
+
+
+# -- a supervisor whose instances start and stop at once -----------------------------------
+
+
+class FakeSupervisor:
+    """The scaler's `Actuator` for scaler tests: an instance starts ready, and a surplus one
+    goes, the moment a decision says so; no process, no probe. Every `scale()` is recorded.
+
+    It writes `unit.supervised` as the real supervisor would (it stands in for its owner)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.scaled: list[tuple[float, str, int]] = []  # (when, revision, desired)
+        self._started = 0
+
+    def scale(self, unit: RevisionUnit, desired: int) -> None:
+        self.scaled.append((self._clock(), unit.name, desired))
+        while unit.active < desired:
+            self.start(unit, ready=True)
+        # As the supervisor does: the surplus comes out of the ready instances; starting ones
+        # are left to finish.
+        surplus = unit.active - desired
+        ready = [i for i in unit.supervised.instances if i.state == InstanceState.READY]
+        for instance in ready[: max(0, surplus)]:
+            unit.supervised.instances.remove(instance)
+
+    def start(self, unit: RevisionUnit, *, ready: bool = False) -> ManagedInstance:
+        """An instance as `Supervisor.start_instance` leaves it while it boots (or ready)."""
+        self._started += 1
+        name = f"{unit.name}-{self._started:06x}"
+        now = self._clock()
+        instance = ManagedInstance(
+            name,
+            port=0,
+            process=FakeInstance(name, 0, None),
+            state=InstanceState.READY if ready else InstanceState.STARTING,
+            started_at=now,
+            ready_at=now if ready else None,
+        )
+        unit.supervised.instances.append(instance)
+        return instance
+
+    def listens(self, instance: ManagedInstance) -> None:
+        """The instance passed its probe."""
+        instance.state = InstanceState.READY
+        instance.ready_at = self._clock()
+
+    def confirm(self, unit: RevisionUnit) -> None:
+        """What `Supervisor.confirm` does once the deploy's first instance stays up."""
+        unit.supervised.confirm(self._clock())
+
+
+# -- a running revision as observe reads it, set by hand ---------------------------------------
+
+
+@dataclass
+class FakeRequests:
+    """The router's counts for a revision (observe.sources.RequestSource)."""
+
+    in_flight: int = 0
+    queue_length: int = 0
+    waits: list[float] = field(default_factory=list)
+    wait_count: int = 0
+
+
+@dataclass
+class FakeInstanceReading:
+    name: str
+    pid: int
+    state: InstanceState = InstanceState.READY
+
+
+@dataclass
+class FakeRevision:
+    """A running revision as telemetry and the metrics read it (observe.sources.RevisionSource)."""
+
+    service: str = "svc"
+    name: str = "svc-00001-abc"
+    concurrency: int = 80
+    throttler: FakeRequests = field(default_factory=FakeRequests)
+    instances: list[FakeInstanceReading] = field(default_factory=list)
+    startup_seconds: list[float] = field(default_factory=list)
+    startups: int = 0
+    cold_starts: int = 0
+    overloaded_requests: int = 0
+
+    def count(self, state: InstanceState) -> int:
+        return sum(1 for instance in self.instances if instance.state == state)
 
 
 def memory_store() -> Store:

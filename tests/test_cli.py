@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from homerun import cli
 from homerun.cli import main
+from homerun.cli._context import Context
+from homerun.cli.deploy import ask_allow_unauthenticated
 
 
 @pytest.fixture
@@ -58,9 +59,7 @@ def test_deploy_refuses_bad_input_without_starting_a_daemon(
 def test_unknown_flag_names_the_flag(
     home: Path, app: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        main(["deploy", "ok", "--source", str(app), "--no-such-flag"])
-    assert exit_.value.code == 2
+    assert main(["deploy", "ok", "--source", str(app), "--no-such-flag"]) == 2
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
 
 
@@ -159,9 +158,7 @@ def test_new_flags_refuse_bad_input_without_starting_a_daemon(
 
 
 def test_traffic_moves_are_one_of_a_kind(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        main(["services", "update-traffic", "ok", "--to-latest", "--to-revisions", "a=100"])
-    assert exit_.value.code == 2
+    assert main(["services", "update-traffic", "ok", "--to-latest", "--to-revisions", "a=100"]) == 2
     assert "not allowed with argument" in capsys.readouterr().err
 
 
@@ -173,7 +170,7 @@ def test_the_question_for_a_new_service_defaults_to_private(
     answer: str, allowed: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(answer))
-    assert cli._ask_allow_unauthenticated("hello") is allowed
+    assert ask_allow_unauthenticated(Context(), "hello") is allowed
     assert "Allow unauthenticated invocations to [hello] (y/N)? " in capsys.readouterr().out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -93,6 +94,8 @@ class Group:
     entries: tuple[Command | Group, ...]
 
 
+HELP_WIDTH = 79  # descriptions are wrapped here; examples stay one command per line
+
 # gcloud's global flag: no question asked, as in scripts.
 QUIET_NAMES = ("-q", "--quiet")
 QUIET_HELP = "do not ask for confirmation; take the default answer"
@@ -112,9 +115,7 @@ class UsageError(Exception):
     def report(self) -> None:
         self.parser.print_usage(sys.stderr)
         prog = self.parser.prog
-        print(
-            f"ERROR: {prog}: {self.message}\nRun `{prog} --help` for the flags.", file=sys.stderr
-        )
+        print(f"ERROR: {prog}: {self.message}\nRun `{prog} --help` for the flags.", file=sys.stderr)
 
 
 class ParserExit(Exception):
@@ -197,14 +198,16 @@ def _add_entries(parser: Parser, entries: Iterable[Command | Group]) -> None:
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     for entry in entries:
         if isinstance(entry, Group):
-            group = subcommands.add_parser(entry.name, help=entry.summary, description=entry.summary)
+            group = subcommands.add_parser(
+                entry.name, help=entry.summary, description=entry.summary
+            )
             _add_quiet(group)
             _add_entries(group, entry.entries)
             continue
         leaf = subcommands.add_parser(
             entry.name,
             help=entry.summary,
-            description=entry.description or entry.summary,
+            description=textwrap.fill(entry.description or entry.summary, HELP_WIDTH),
             epilog=_examples(entry.examples),
         )
         for argument in entry.arguments:
@@ -221,13 +224,13 @@ def _add_quiet(parser: Parser) -> None:
     )
 
 
-def _add_argument(parser: argparse.ArgumentParser | Any, argument: Argument) -> None:
+def _add_argument(parser: argparse._ActionsContainer, argument: Argument) -> None:
     if isinstance(argument, Flag):
         parser.add_argument(*argument.names, **argument.options)
     elif isinstance(argument, OneOf):
         exclusive = parser.add_mutually_exclusive_group()
-        for member in argument.flags:
-            exclusive.add_argument(*member.names, **member.options)
+        for one in argument.flags:
+            exclusive.add_argument(*one.names, **one.options)
     else:
         section = parser.add_argument_group(argument.title)
         for member in argument.members:

@@ -103,12 +103,18 @@ SCALING = FlagGroup(
     (
         flag(
             "--concurrency",
+            metavar="N",
             help=f"most requests in flight per instance: 1-{MAX_CONCURRENCY}, or 'default' "
             f"(default {DEFAULT_CONCURRENCY})",
         ),
-        flag("--min-instances", help="instances kept warm when idle, or 'default' (default 0)"),
+        flag(
+            "--min-instances",
+            metavar="N",
+            help="instances kept warm when idle, or 'default' (default 0)",
+        ),
         flag(
             "--max-instances",
+            metavar="N",
             help=f"most instances: 1-{MAX_INSTANCES}, or 'default' (default 100)",
         ),
     ),
@@ -219,7 +225,7 @@ def _env_vars_file(path: Path) -> dict[str, str]:
         if not isinstance(value, str):
             raise HomerunError(
                 f"--env-vars-file: {path}: {name}: the value must be a string; quote it "
-                f"({name}: \"{value}\")"
+                f'({name}: "{value}")'
             )
         env[str(name)] = value
     return env
@@ -327,6 +333,7 @@ ACCESS = FlagGroup(
         ),
         flag(
             "--ingress",
+            metavar="all|internal",
             help="who may reach the service: all (default) or internal (homerun instances only)",
         ),
     ),

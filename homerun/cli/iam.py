@@ -16,8 +16,7 @@ BINDING: tuple[Flag, ...] = (
     flag(
         "--member",
         required=True,
-        help="user:NAME, serviceAccount:SERVICE (its instances), allUsers or "
-        "allAuthenticatedUsers",
+        help="user:NAME, serviceAccount:SERVICE (its instances), allUsers or allAuthenticatedUsers",
     ),
     flag("--role", required=True, help=f"the role; homerun has one: {INVOKER_ROLE}"),
 )
@@ -48,7 +47,8 @@ def add_binding(arguments: argparse.Namespace, context: Context) -> int:
     examples=[
         (
             "Make hello private again after --allow-unauthenticated",
-            f"homerun services remove-iam-policy-binding hello --member allUsers --role {INVOKER_ROLE}",
+            "homerun services remove-iam-policy-binding hello --member allUsers "
+            f"--role {INVOKER_ROLE}",
         )
     ],
 )

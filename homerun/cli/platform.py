@@ -21,7 +21,10 @@ STOP_POLL_SECONDS = 0.1
     flag("--listen", help="the router's address (default 127.0.0.1, or config.yaml's)"),
     examples=[
         ("Run homerun until Ctrl-C, its router on port 8080", "homerun up"),
-        ("Serve other machines of your network on port 80", "homerun up --listen 0.0.0.0 --port 80"),
+        (
+            "Serve other machines of your network on port 80",
+            "homerun up --listen 0.0.0.0 --port 80",
+        ),
     ],
     description="Run the platform in the foreground: the router, the dashboard, the admin API "
     "and the instances. `homerun deploy` starts it in the background when none runs.",

@@ -7,6 +7,7 @@ import argparse
 from homerun.cli._commands import Group, command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._output import print_document, print_json
+from homerun.model.states import RevisionStatus
 
 REVISION = positional("revision", "REVISION", "the revision's name, e.g. hello-00002-abc")
 
@@ -28,9 +29,7 @@ def list_revisions(arguments: argparse.Namespace, context: Context) -> int:
     if arguments.format == "json":
         print_json(revisions)
         return 0
-    print(
-        f"{'REVISION':<36} {'ACTIVE':<6} {'SERVICE':<24} {'STATUS':<9} {'TRAFFIC':<20} INSTANCES"
-    )
+    print(f"{'REVISION':<36} {'ACTIVE':<6} {'SERVICE':<24} {'STATUS':<9} {'TRAFFIC':<20} INSTANCES")
     for revision in revisions:
         active = bool(revision.percent)  # gcloud's ACTIVE: it serves traffic
         traffic = f"{revision.percent}%"
@@ -85,7 +84,7 @@ def describe(arguments: argparse.Namespace, context: Context) -> int:
     for key, value in revision.annotations.items():
         print(f"  Annotation:   {key}: {value}")
     print(f"  Instances:    {len(revision.instances)}")
-    if revision.status == "failed" and revision.message:
+    if revision.status == RevisionStatus.FAILED and revision.message:
         print("  " + revision.message.replace("\n", "\n  "))
     return 0
 
@@ -95,7 +94,10 @@ def describe(arguments: argparse.Namespace, context: Context) -> int:
     "delete a revision that serves no traffic and carries no tag",
     REVISION,
     examples=[
-        ("Delete an old revision without being asked", "homerun revisions delete hello-00001-xyz -q")
+        (
+            "Delete an old revision without being asked",
+            "homerun revisions delete hello-00001-xyz -q",
+        )
     ],
 )
 def delete(arguments: argparse.Namespace, context: Context) -> int:

@@ -17,6 +17,7 @@ from homerun.cli._events import follow, print_deployed, print_tag_urls
 from homerun.cli._output import print_document, print_json
 from homerun.errors import HomerunError
 from homerun.knative import parse_service
+from homerun.model.states import InstanceState, RevisionStatus
 from homerun.model.views import RevisionSummary, ServiceSummary
 from homerun.spec import DeployRequest, validate_service_name
 
@@ -112,8 +113,9 @@ def _print_revision_lines(revision: RevisionSummary) -> None:
     if scaling:
         states = Counter(instance.state for instance in revision.instances)
         print(
-            f"      instances: {states['starting']} starting, {states['ready']} ready, "
-            f"{states['draining']} draining (min {scaling.min_instances}, "
+            f"      instances: {states[InstanceState.STARTING]} starting, "
+            f"{states[InstanceState.READY]} ready, {states[InstanceState.DRAINING]} draining "
+            f"(min {scaling.min_instances}, "
             f"max {scaling.max_instances}, target {scaling.target_per_instance:g} per instance)"
         )
         for decision in scaling.decisions[:1]:
@@ -138,7 +140,7 @@ def _print_revision_lines(revision: RevisionSummary) -> None:
             f"      instance {instance.name}  {instance.state}  pid {instance.pid}"
             f"  port {instance.port}  in flight {instance.in_flight}"
         )
-    if revision.status == "failed" and revision.message:
+    if revision.status == RevisionStatus.FAILED and revision.message:
         print("      " + revision.message.replace("\n", "\n      "))
 
 

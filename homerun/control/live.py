@@ -27,7 +27,8 @@ from homerun.routing.table import (
 from homerun.routing.throttler import Throttler
 from homerun.routing.types import Address, Route, RouteError
 from homerun.scaling.policy import policy_for
-from homerun.scaling.supervisor import RevisionUnit, Supervisor
+from homerun.scaling.supervisor import Supervisor
+from homerun.scaling.unit import RevisionPlan, RevisionUnit
 from homerun.store import RevisionRecord, Store
 from homerun.traffic import resolve
 
@@ -109,7 +110,7 @@ class LiveRevisions:
         )
         holder: list[RevisionUnit] = []
         throttler = Throttler(revision.name, lambda: self._poke(holder[0]), self._clock)
-        unit = RevisionUnit(
+        plan = RevisionPlan(
             service=revision.service,
             name=revision.name,
             argv=list(artifact.argv) if artifact else [],
@@ -118,13 +119,15 @@ class LiveRevisions:
             concurrency=revision.spec.container_concurrency,
             startup_timeout=revision.spec.startup_timeout_seconds,
             request_timeout=revision.spec.timeout_seconds,
-            throttler=throttler,
             policy=policy_for(
                 self._settings.autoscaler,
                 revision.spec.container_concurrency,
                 revision.spec.annotations,
             ),
         )
+        # A revision whose deploy runs (starting) is its deploy's until Supervisor.confirm();
+        # one already ready (the daemon restarting, a tag on an older revision) serves at once.
+        unit = RevisionUnit(plan, throttler, deploying=revision.status == RevisionStatus.STARTING)
         holder.append(unit)
         self.units[revision.name] = unit
         self._identities[revision.name] = instance_member(
@@ -158,8 +161,9 @@ class LiveRevisions:
                 spec = self._store.revision(unit.name).spec
             except NotFound:
                 continue
-            for variable in reads_latest(spec, secret):
-                unit.env[variable] = value
+            changes = dict.fromkeys(reads_latest(spec, secret), value)
+            if changes:
+                unit.plan = unit.plan.with_env(changes)
 
     # -- the routing table ------------------------------------------------------------------
 
@@ -194,7 +198,7 @@ class LiveRevisions:
             if self._deploying(name):
                 continue
             unit = self.units.pop(name)
-            unit.retired = True
+            self._supervisor.retire(unit)
             self._routes.pop(name, None)
             self._tasks.spawn(self._retire(unit))
         self.refresh_access()
@@ -215,7 +219,7 @@ class LiveRevisions:
         unit = self.units.pop(name, None)
         self._routes.pop(name, None)
         if unit is not None:
-            unit.retired = True
+            self._supervisor.retire(unit)  # at once: stop_revision begins on the next turn
             self._tasks.spawn(self._supervisor.stop_revision(unit))
 
     async def stop(self, name: str) -> None:
@@ -223,8 +227,7 @@ class LiveRevisions:
         unit = self.units.pop(name, None)
         self._routes.pop(name, None)
         if unit is not None:
-            unit.retired = True
-            await self._supervisor.stop_revision(unit)
+            await self._supervisor.stop_revision(unit)  # retires it first
 
     async def close(self) -> None:
         await asyncio.gather(
@@ -254,7 +257,7 @@ class LiveRevisions:
         # Requests already queued for the revision are served before it drains: a request the
         # router sent here just before the switch must not be dropped. (Bounded by the
         # revision's request timeout; the scaler no longer looks after a retired revision.)
-        deadline = self._clock() + unit.request_timeout
+        deadline = self._clock() + unit.plan.request_timeout
         if unit.throttler.queue_length and not unit.active:
             self._supervisor.scale(unit, 1)
         if unit.throttler.queue_length and unit.active:
@@ -265,7 +268,9 @@ class LiveRevisions:
         # The old revision's in-flight requests finish (up to its request timeout).
         await asyncio.gather(
             *(
-                self._supervisor.stop_instance(unit, instance, drain_timeout=unit.request_timeout)
+                self._supervisor.stop_instance(
+                    unit, instance, drain_timeout=unit.plan.request_timeout
+                )
                 for instance in list(unit.instances)
             )
         )

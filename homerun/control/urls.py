@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from homerun.routing.table import TAG_SEPARATOR
+from homerun.traffic import TAG_SEPARATOR
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ class Views:
         )
         scaling = None
         if unit is not None:
-            policy = unit.policy
+            policy = unit.plan.policy
             scaling = views.Scaling(
                 min_instances=policy.min_scale,
                 max_instances=policy.max_scale,
@@ -176,7 +176,7 @@ class Views:
                         mode=decision.mode,
                         reason=decision.reason,
                     )
-                    for decision in reversed(unit.decisions)
+                    for decision in reversed(unit.scaling.decisions)
                 ],
             )
         start_mode = None

@@ -16,8 +16,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
+from homerun.model.states import InstanceState
 from homerun.observe.processes import ProcessSampler
-from homerun.scaling.supervisor import DRAINING, READY, STARTING, RevisionUnit
+from homerun.observe.sources import RevisionSource
 
 # Latency buckets from 1 ms (a proxied hello world) to the 300 s default request timeout.
 LATENCY_BUCKETS = (
@@ -28,7 +29,7 @@ STARTUP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 240
 
 class Metrics:
     def __init__(
-        self, units: Callable[[], Iterable[RevisionUnit]], processes: ProcessSampler
+        self, units: Callable[[], Iterable[RevisionSource]], processes: ProcessSampler
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("service", "revision")
@@ -124,7 +125,7 @@ class _LiveState:
     """Gauges read from the running revisions at scrape time."""
 
     def __init__(
-        self, units: Callable[[], Iterable[RevisionUnit]], processes: ProcessSampler
+        self, units: Callable[[], Iterable[RevisionSource]], processes: ProcessSampler
     ) -> None:
         self._units = units
         self._processes = processes
@@ -168,12 +169,12 @@ class _LiveState:
             key = [unit.service, unit.name]
             in_flight.add_metric(key, unit.throttler.in_flight)
             queued.add_metric(key, unit.throttler.queue_length)
-            for state in (STARTING, READY, DRAINING):
-                instances.add_metric([*key, state], unit.count(state))
+            for state in InstanceState:
+                instances.add_metric([*key, state.value], unit.count(state))
             concurrency.add_metric(key, unit.concurrency)
             overloaded.add_metric(key, unit.overloaded_requests)
             for instance in list(unit.instances):
-                usage = self._processes.usage(instance.process.pid)
+                usage = self._processes.usage(instance.pid)
                 if usage is None:
                     continue
                 cpu.add_metric([*key, instance.name], usage.cpu_seconds)

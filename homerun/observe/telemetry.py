@@ -17,11 +17,12 @@ from typing import Any
 
 import orjson
 
+from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore, entry_tail, iso_time_bytes
 from homerun.observe.metrics import Metrics
 from homerun.observe.processes import ProcessSampler
+from homerun.observe.sources import RevisionSource
 from homerun.routing.types import RequestRecord
-from homerun.scaling.supervisor import DRAINING, READY, STARTING, RevisionUnit
 
 HISTORY_SECONDS = 3600
 SLICE = 200  # requests processed between two yields to the router's event loop
@@ -89,7 +90,7 @@ class Telemetry:
         logs: LogStore,
         metrics: Metrics,
         processes: ProcessSampler,
-        units: Callable[[], Iterable[RevisionUnit]],
+        units: Callable[[], Iterable[RevisionSource]],
         precise_clock: Callable[[], float],
         request_logs: bool = True,
         wall_clock: Callable[[], float] = time.time,
@@ -153,7 +154,7 @@ class Telemetry:
             self._metrics.latency.observe_many((service, revision), values)
             if service:
                 latencies[service] += values
-        by_service: dict[str, list[RevisionUnit]] = defaultdict(list)
+        by_service: dict[str, list[RevisionSource]] = defaultdict(list)
         live: set[str] = set()  # instance names
         for unit in list(self._units()):
             by_service[unit.service].append(unit)
@@ -217,7 +218,7 @@ class Telemetry:
 
     # -- per revision and service ----------------------------------------------------------
 
-    def _revision_counters(self, unit: RevisionUnit) -> None:
+    def _revision_counters(self, unit: RevisionSource) -> None:
         seen = self._seen.setdefault(unit.name, _Seen())
         labels = (unit.service, unit.name)
         waits = unit.throttler.waits
@@ -236,7 +237,7 @@ class Telemetry:
     def _row(
         self,
         service: str,
-        units: list[RevisionUnit],
+        units: list[RevisionSource],
         wall: float,
         elapsed: float,
         counts: dict[str, dict[str, int]],
@@ -255,18 +256,17 @@ class Telemetry:
             p50_ms=p50,
             p95_ms=p95,
             p99_ms=p99,
-            starting=sum(unit.count(STARTING) for unit in units),
-            ready=sum(unit.count(READY) for unit in units),
-            draining=sum(unit.count(DRAINING) for unit in units),
+            starting=sum(unit.count(InstanceState.STARTING) for unit in units),
+            ready=sum(unit.count(InstanceState.READY) for unit in units),
+            draining=sum(unit.count(InstanceState.DRAINING) for unit in units),
             in_flight=sum(unit.throttler.in_flight for unit in units),
-            capacity=sum(unit.count(READY) * unit.concurrency for unit in units),
+            capacity=sum(unit.count(InstanceState.READY) * unit.concurrency for unit in units),
             queue=sum(unit.throttler.queue_length for unit in units),
             cold_starts=cold_starts,
         )
         for unit in units:
             for instance in list(unit.instances):
-                pid = instance.process.pid
-                usage = self._processes.usage(pid)
+                usage = self._processes.usage(instance.pid)
                 if usage is None:
                     continue
                 previous = self._cpu_seen.get(instance.name)

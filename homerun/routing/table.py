@@ -6,6 +6,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from homerun.traffic import TAG_SEPARATOR
+
 
 @dataclass(frozen=True)
 class TrafficTarget:
@@ -35,9 +37,6 @@ class Selection:
     tag: str | None = None
     # False when a roll chose among a split: the same host may get another revision next time.
     fixed: bool = True
-
-
-TAG_SEPARATOR = "---"
 
 
 def parse_host(host: str, domain: str) -> tuple[str, str | None] | None:

@@ -1,17 +1,19 @@
 """The scaler: every tick, observe each revision, ask the autoscaler, have the supervisor act.
 
-Deciding (autoscaler.py), measuring (metrics.py) and acting (supervisor.py) stay apart, as
-in Knative; this loop only carries numbers between them.
+Deciding (autoscaler.py), measuring (routing/concurrency.py) and acting (supervisor.py) stay
+apart, as in Knative; this loop only carries numbers between them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
+from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.scaling.autoscaler import Decision, Observation, decide
-from homerun.scaling.supervisor import READY, RevisionUnit, Supervisor
+from homerun.scaling.unit import RevisionUnit, UnitPhase
 
 # Cloud Run: a request that finds every allowed instance busy waits this long at least...
 MIN_OVERLOAD_WAIT = 10.0
@@ -21,19 +23,32 @@ OVERLOAD_WAIT_STARTUPS = 3.5
 EXPIRY_INTERVAL = 0.5
 
 
+class Actuator(Protocol):
+    """What the scaler needs of the supervisor: move a revision toward a number of instances."""
+
+    def scale(self, unit: RevisionUnit, desired: int) -> None: ...
+
+
 class Scaler:
+    """Decides for serving units only: a deploying unit's instances are its deploy's to
+    decide, a retired one's are draining. Writes `unit.scaling` and nothing else."""
+
     def __init__(
         self,
-        supervisor: Supervisor,
+        supervisor: Actuator,
         logs: LogStore,
         units: Callable[[], Iterable[RevisionUnit]],
         clock: Callable[[], float],
         tick_interval: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._supervisor = supervisor
         self._logs = logs
         self._units = units
+        # The loop's "now" comes from the clock; `sleep` only paces it (tests pass one that
+        # moves a simulated clock instead of waiting).
         self._clock = clock
+        self._sleep = sleep
         self._tick_interval = tick_interval
         self._poked: set[RevisionUnit] = set()
 
@@ -43,7 +58,7 @@ class Scaler:
         while True:
             now = self._clock()
             for unit in list(self._units()):
-                if unit.retired:
+                if unit.phase is not UnitPhase.SERVING:
                     continue
                 if now >= next_tick:
                     unit.throttler.meter.close_bucket(now)
@@ -51,7 +66,7 @@ class Scaler:
                 self._expire_overloaded(unit, now)
             if now >= next_tick:
                 next_tick = now + self._tick_interval
-            await asyncio.sleep(min(EXPIRY_INTERVAL, self._tick_interval))
+            await self._sleep(min(EXPIRY_INTERVAL, self._tick_interval))
 
     def poke(self, unit: RevisionUnit) -> None:
         """A request is waiting: decide at once (coalesced: one decision per loop turn)."""
@@ -62,25 +77,34 @@ class Scaler:
 
     def _poked_decision(self, unit: RevisionUnit) -> None:
         self._poked.discard(unit)
-        if not unit.retired:
+        if unit.phase is UnitPhase.SERVING:
             self.decide(unit, self._clock())
 
     def decide(self, unit: RevisionUnit, now: float) -> Decision:
-        policy = unit.policy
+        policy = unit.plan.policy
         throttler = unit.throttler
         meter = throttler.meter
+        record = unit.scaling
+        # A revision counts as active from its deploy's confirmation too: its first instance
+        # then stays up a stable window plus the grace (60 + 30 s by default) after the deploy,
+        # however long it took to start (the meter counts from the unit's creation, and a
+        # 120 s start would otherwise be scaled to zero right after its deploy).
+        last_active = meter.last_active
+        confirmed_at = unit.supervised.confirmed_at
+        if confirmed_at is not None and (last_active is None or confirmed_at > last_active):
+            last_active = confirmed_at
         observation = Observation(
             stable_concurrency=meter.average(policy.stable_window, now),
             panic_concurrency=meter.average(policy.panic_window, now),
             current_concurrency=meter.concurrency,
             queued=throttler.queue_length,
-            ready_instances=unit.count(READY),
-            last_active=meter.last_active,
+            ready_instances=unit.count(InstanceState.READY),
+            last_active=last_active,
         )
-        decision = decide(policy, observation, unit.panic_state, now)
-        unit.panic_state = decision.state
-        previous = unit.decisions[-1] if unit.decisions else None
-        unit.decisions.append(decision)
+        decision = decide(policy, observation, record.panic_state, now)
+        record.panic_state = decision.state
+        previous = record.decisions[-1] if record.decisions else None
+        record.decisions.append(decision)
         if decision.desired != unit.active:
             self._logs.emit(
                 platform_entry(
@@ -105,17 +129,18 @@ class Scaler:
 
     def _expire_overloaded(self, unit: RevisionUnit, now: float) -> None:
         """At max-instances with every instance full, queued requests get 429 in time."""
-        if not unit.throttler.queue_length or unit.active < unit.policy.max_scale:
+        policy = unit.plan.policy
+        if not unit.throttler.queue_length or unit.active < policy.max_scale:
             return
         wait = max(MIN_OVERLOAD_WAIT, OVERLOAD_WAIT_STARTUPS * unit.average_startup)
         expired = unit.throttler.expire_waiters(
             now - wait,
             429,
             f"every instance of {unit.name} is busy (max-instances "
-            f"{unit.policy.max_scale}, concurrency {unit.concurrency}); retry later",
+            f"{policy.max_scale}, concurrency {unit.concurrency}); retry later",
         )
         if expired:
-            unit.overloaded_requests += expired
+            unit.scaling.overloaded_requests += expired
             self._logs.emit(
                 platform_entry(
                     unit.service,

@@ -19,8 +19,6 @@ from homerun.spec import expand_k8s_vars
 
 T = TypeVar("T")
 
-STARTING, READY, DRAINING = InstanceState.STARTING, InstanceState.READY, InstanceState.DRAINING
-
 
 class StartFailed(HomerunError):
     """An instance exited or never listened on $PORT before the startup timeout."""
@@ -53,12 +51,16 @@ class InstanceRegistry:
 
 
 class Supervisor:
+    """Applies decisions to units and owns their live state (`unit.supervised`): the only
+    writer of instances, starts, startup statistics and the unit's phase."""
+
     def __init__(
         self,
         runtime: Runtime,
         logs: LogStore,
         registry: InstanceRegistry,
         *,
+        clock: Callable[[], float],
         probe_interval: float,
         stop_grace: float,
         listener_in_tree: Callable[[int, int], bool | None] | None = None,
@@ -69,6 +71,8 @@ class Supervisor:
         self._listener_in_tree = listener_in_tree
         self._logs = logs
         self._registry = registry
+        # Startup times, the probe's deadline and a deploy's confirmation read this clock.
+        self._clock = clock
         self._probe_interval = probe_interval
         self._stop_grace = stop_grace
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -88,11 +92,11 @@ class Supervisor:
             return
         # Surplus: ready instances with the fewest requests in flight go first. Starting
         # ones are left to finish; the next decision sees them ready.
-        ready = [instance for instance in unit.instances if instance.state == READY]
+        ready = [instance for instance in unit.instances if instance.state == InstanceState.READY]
         ready.sort(key=lambda instance: instance.endpoint.in_flight if instance.endpoint else 0)
         for instance in ready[:-missing]:
-            instance.state = DRAINING
-            self._spawn(self.stop_instance(unit, instance, drain_timeout=unit.request_timeout))
+            instance.state = InstanceState.DRAINING
+            self._spawn(self.stop_instance(unit, instance, drain_timeout=unit.plan.request_timeout))
 
     async def start_instance(self, unit: RevisionUnit) -> ManagedInstance:
         """Start one instance and wait until it listens; raise StartFailed otherwise."""
@@ -100,6 +104,8 @@ class Supervisor:
 
     async def confirm(self, unit: RevisionUnit, instance: ManagedInstance, seconds: float) -> None:
         """Watch a deploy's first instance a moment past its probe; StartFailed if it exits.
+        Once it stays up, the deploy has confirmed the unit: it leaves the deploying phase and
+        the scaler decides its instances from then on.
 
         gunicorn's master listens on $PORT before its worker imports the app, so an app that
         fails at import passes the TCP probe and dies some 100 ms later.
@@ -107,17 +113,25 @@ class Supervisor:
         try:
             status = await asyncio.wait_for(asyncio.shield(instance.process.wait()), seconds)
         except TimeoutError:
+            unit.supervised.confirm(self._clock())
             return
         raise StartFailed(
             f"the app exited ({describe_status(status)}) right after it began listening on "
             f"$PORT={instance.port}",
-            list(unit.recent_output),
+            list(unit.supervised.recent_output),
         )
 
+    def retire(self, unit: RevisionUnit) -> None:
+        """The unit is no longer routed: the scaler leaves it alone from now on (its instances
+        are stopped by whoever retired it, with stop_instance or stop_revision)."""
+        unit.supervised.retire()
+
     async def stop_revision(self, unit: RevisionUnit) -> None:
-        for task in list(unit.start_tasks):
+        """Retire the unit and stop every instance it has or is starting."""
+        unit.supervised.retire()
+        for task in list(unit.supervised.start_tasks):
             task.cancel()
-        await asyncio.gather(*unit.start_tasks, return_exceptions=True)
+        await asyncio.gather(*unit.supervised.start_tasks, return_exceptions=True)
         await asyncio.gather(
             *(self.stop_instance(unit, instance) for instance in list(unit.instances))
         )
@@ -131,7 +145,7 @@ class Supervisor:
         self, unit: RevisionUnit, instance: ManagedInstance, drain_timeout: float = 0
     ) -> None:
         """Drain (in-flight requests finish), then SIGTERM, then SIGKILL after the grace."""
-        instance.state = DRAINING
+        instance.state = InstanceState.DRAINING
         if instance.endpoint is not None:
             try:
                 await asyncio.wait_for(unit.throttler.drain(instance.endpoint), drain_timeout)
@@ -147,10 +161,11 @@ class Supervisor:
     # -- internals --------------------------------------------------------------------
 
     def _start_in_background(self, unit: RevisionUnit) -> asyncio.Task[ManagedInstance]:
-        unit.pending_starts += 1
+        supervised = unit.supervised
+        supervised.pending_starts += 1
         task = self._spawn(self._start_for_waiters(unit))
-        unit.start_tasks.add(task)
-        task.add_done_callback(unit.start_tasks.discard)
+        supervised.start_tasks.add(task)
+        task.add_done_callback(supervised.start_tasks.discard)
         return task
 
     async def _start_for_waiters(self, unit: RevisionUnit) -> ManagedInstance:
@@ -165,7 +180,7 @@ class Supervisor:
                     revision=unit.name,
                 )
             )
-            if not unit.count(READY) and not unit.count(STARTING) and not unit.pending_starts:
+            if not unit.active:
                 # Nothing else will serve the queued requests: answer them now.
                 unit.throttler.fail_waiters(
                     503, f"revision {unit.name} failed to start: {failure.message}"
@@ -174,26 +189,27 @@ class Supervisor:
 
     async def _start(self, unit: RevisionUnit) -> ManagedInstance:
         """Spawn and probe one instance; the caller counted it in `pending_starts`."""
+        supervised = unit.supervised
         try:
             process, instance = await self._spawn_process(unit)
         finally:
-            unit.pending_starts -= 1
+            supervised.pending_starts -= 1
         exit_watch = asyncio.ensure_future(process.exited())
         try:
             await self._probe(unit, instance, exit_watch)
         except BaseException:
             exit_watch.cancel()
             await self._terminate(instance)
-            if instance in unit.instances:
-                unit.instances.remove(instance)
+            if instance in supervised.instances:
+                supervised.instances.remove(instance)
             raise
-        instance.state = READY
-        instance.ready_at = time.monotonic()
+        instance.state = InstanceState.READY
+        instance.ready_at = self._clock()
         instance.endpoint = Endpoint(instance.name, "127.0.0.1", instance.port, unit.concurrency)
         unit.throttler.add(instance.endpoint)
         startup = instance.ready_at - instance.started_at
-        unit.startup_seconds.append(startup)
-        unit.startups += 1
+        supervised.startup_seconds.append(startup)
+        supervised.startups += 1
         self._logs.emit(
             platform_entry(
                 unit.service,
@@ -206,33 +222,34 @@ class Supervisor:
         return instance
 
     async def _spawn_process(self, unit: RevisionUnit) -> tuple[Instance, ManagedInstance]:
-        if not unit.count(READY):
-            unit.cold_starts += 1
+        plan, supervised = unit.plan, unit.supervised
+        if not unit.count(InstanceState.READY):
+            supervised.cold_starts += 1
         port = _free_port(self._ports)
-        name = f"{unit.name}-{secrets.token_hex(3)}"
-        env = dict(unit.env, PORT=str(port))
+        name = f"{plan.name}-{secrets.token_hex(3)}"
+        env = dict(plan.env, PORT=str(port))
 
         def output(stream: str, line: str) -> None:
-            unit.recent_output.append(line)
+            supervised.recent_output.append(line)
             self._logs.emit_serialized(
                 unit.service, instance_entry(unit.service, unit.name, name, stream, line)
             )
 
-        argv = [expand_k8s_vars(argument, env) for argument in unit.argv]
-        started_at = time.monotonic()
+        argv = [expand_k8s_vars(argument, env) for argument in plan.argv]
+        started_at = self._clock()
         self._ports.add(port)
         try:
             process = await self._runtime.start(
                 InstanceSpec(
-                    name=name, argv=argv, env=env, cwd=unit.cwd, port=port, revision=unit.name
+                    name=name, argv=argv, env=env, cwd=plan.cwd, port=port, revision=plan.name
                 ),
                 output,
             )
         except BaseException:
             self._ports.discard(port)
             raise
-        instance = ManagedInstance(name, port, process, STARTING, started_at)
-        unit.instances.append(instance)
+        instance = ManagedInstance(name, port, process, InstanceState.STARTING, started_at)
+        supervised.instances.append(instance)
         self._registry.record(name, unit.name, process.pid)
         self._logs.emit(
             platform_entry(
@@ -248,7 +265,8 @@ class Supervisor:
         self, unit: RevisionUnit, instance: ManagedInstance, exit_watch: asyncio.Future[int]
     ) -> None:
         """TCP-connect to $PORT until it answers, the process exits or the timeout passes."""
-        deadline = instance.started_at + unit.startup_timeout
+        startup_timeout = unit.plan.startup_timeout
+        deadline = instance.started_at + startup_timeout
         # A forked instance listens in about 10 ms, a spawned one in 100 ms to seconds: wait
         # 2 ms at first and half as long again each time (probes at 0, 2, 5, 9.5, 16, 26,
         # 42 ... ms) up to the probe interval.
@@ -262,7 +280,7 @@ class Supervisor:
                 raise StartFailed(
                     f"the app exited ({describe_status(status)}) before listening on "
                     f"$PORT={instance.port}",
-                    list(unit.recent_output),
+                    list(unit.supervised.recent_output),
                 )
             foreign = False
             if await _can_connect(instance.port):
@@ -271,13 +289,13 @@ class Supervisor:
                 # Another program took the port before the instance bound it: the instance
                 # will fail to bind (and exit), or bind elsewhere and time out.
                 foreign = True
-            if time.monotonic() >= deadline:
+            if self._clock() >= deadline:
                 raise StartFailed(
                     f"the app did not listen on $PORT={instance.port} within the startup "
-                    f"timeout of {unit.startup_timeout:g}s; it must listen on the port given "
+                    f"timeout of {startup_timeout:g}s; it must listen on the port given "
                     "in the PORT environment variable"
                     + (" (another program listens on that port)" if foreign else ""),
-                    list(unit.recent_output),
+                    list(unit.supervised.recent_output),
                 )
             await asyncio.wait([exit_watch], timeout=interval)
             interval = min(interval * 1.5, self._probe_interval)
@@ -294,14 +312,14 @@ class Supervisor:
         # No request goes to it from now on.
         if instance.endpoint is not None:
             unit.throttler.remove(instance.endpoint)
-        if instance in unit.instances:
-            unit.instances.remove(instance)
+        if instance in unit.supervised.instances:
+            unit.supervised.instances.remove(instance)
         # Whatever the main process left in its group (workers, a forked server) goes too,
         # and its last lines are read before the entry that says it exited.
         instance.process.signal(signal.SIGKILL)
         await instance.process.wait()
         self._gone(instance)
-        expected = instance.state == DRAINING
+        expected = instance.state == InstanceState.DRAINING
         self._logs.emit(
             platform_entry(
                 unit.service,
@@ -313,7 +331,7 @@ class Supervisor:
         )
 
     async def _terminate(self, instance: ManagedInstance) -> None:
-        instance.state = DRAINING
+        instance.state = InstanceState.DRAINING
         process = instance.process
         if process.returncode is None:
             process.signal(signal.SIGTERM)
@@ -342,7 +360,6 @@ class Supervisor:
 def _consume_exception(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
-
 
 
 def _free_port(taken: set[int]) -> int:

@@ -45,7 +45,7 @@ class RevisionPlan:
         return replace(self, env={**self.env, **changes})
 
 
-class Phase(StrEnum):
+class UnitPhase(StrEnum):
     """Where a unit is in its life. The control plane says when it moves on (through the
     supervisor); the scaler acts on a serving unit only."""
 
@@ -73,7 +73,7 @@ class ManagedInstance:
 class Supervised:
     """The supervisor's part of a unit: only supervisor.py writes it."""
 
-    phase: Phase
+    phase: UnitPhase
     confirmed_at: float | None = None  # when its deploy confirmed it
     instances: list[ManagedInstance] = field(default_factory=list)
     # Starts asked for whose process does not exist yet.
@@ -87,12 +87,12 @@ class Supervised:
 
     def confirm(self, now: float) -> None:
         """Its deploy succeeded: the scaler decides from now on. A retired unit stays retired."""
-        if self.phase is Phase.DEPLOYING:
-            self.phase = Phase.SERVING
+        if self.phase is UnitPhase.DEPLOYING:
+            self.phase = UnitPhase.SERVING
             self.confirmed_at = now
 
     def retire(self) -> None:
-        self.phase = Phase.RETIRED
+        self.phase = UnitPhase.RETIRED
 
 
 @dataclass(eq=False)
@@ -114,7 +114,7 @@ class RevisionUnit:
         # The router's: the revision's request slots, queue and concurrency meter.
         self.throttler = throttler
         # The supervisor's: instances, starts, startup statistics and the phase.
-        self.supervised = Supervised(Phase.DEPLOYING if deploying else Phase.SERVING)
+        self.supervised = Supervised(UnitPhase.DEPLOYING if deploying else UnitPhase.SERVING)
         # The scaler's: the autoscaler's memory and its decisions.
         self.scaling = ScalingRecord()
 
@@ -138,7 +138,7 @@ class RevisionUnit:
     # -- the supervisor's state, read-only -------------------------------------------------
 
     @property
-    def phase(self) -> Phase:
+    def phase(self) -> UnitPhase:
         return self.supervised.phase
 
     @property

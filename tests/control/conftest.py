@@ -80,10 +80,12 @@ def make_plane(tmp_path: Path) -> Callable[..., Plane]:
         store = Store(paths.database)
         logs = LogStore(paths.logs)
         runtime = FakeRuntime()
+        clock = Clock()
         supervisor = Supervisor(
             runtime,
             logs,
             InstanceRegistry(record=lambda *_: None, forget=lambda _: None),
+            clock=clock,
             probe_interval=0.002,
             stop_grace=1.0,
         )
@@ -98,7 +100,7 @@ def make_plane(tmp_path: Path) -> Callable[..., Plane]:
             supervisor=supervisor,
             build=fake_build,
             poke=lambda unit: pokes.append(unit.name),
-            clock=Clock(),
+            clock=clock,
             signing_key=b"k" * 32,
             metadata_address=None,
             dashboard_url=None,

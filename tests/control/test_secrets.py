@@ -20,9 +20,9 @@ def test_a_secret_reaches_the_instance_env_and_a_new_latest_version_later_starts
             "svc", source=str(plane.source), secrets={"update": {"DB": {"secret": "db"}}}
         )
         unit = plane.control.live.units[done.revision]
-        assert unit.env["DB"] == "hunter22"
+        assert unit.plan.env["DB"] == "hunter22"
         plane.control.secrets.add_version("db", "correct horse")
-        assert unit.env["DB"] == "correct horse"
+        assert unit.plan.env["DB"] == "correct horse"
         described = plane.control.views.revision(done.revision)
         assert described.secrets == {"DB": "db:latest"}
         assert "correct horse" not in described.model_dump_json()

@@ -1,9 +1,12 @@
 """Request records -> log entries, Prometheus exposition and the dashboard's series."""
 
+import os
 from pathlib import Path
 
+from fakes import FakeInstanceReading, FakeRequests, FakeRevision
 from prometheus_client.parser import text_string_to_metric_families
 
+from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore
 from homerun.observe.metrics import Metrics
 from homerun.observe.processes import ProcessSampler
@@ -143,3 +146,51 @@ def test_slices_add_up_to_the_same_second(tmp_path: Path) -> None:
     series = telemetry.series("svc", 300)
     assert series["rps_2xx"] == [450.0] and series["rps_5xx"] == [50.0]
     assert len(logs.read("svc", limit=1000)) == 500
+
+
+def test_rows_and_counters_read_the_live_revisions(tmp_path: Path) -> None:
+    state = InstanceState
+    revision = FakeRevision(
+        concurrency=5,
+        throttler=FakeRequests(in_flight=3, queue_length=1, waits=[0.25], wait_count=1),
+        instances=[
+            FakeInstanceReading("a", pid=os.getpid(), state=state.STARTING),
+            FakeInstanceReading("b", pid=os.getpid(), state=state.READY),
+            FakeInstanceReading("c", pid=os.getpid(), state=state.READY),
+            FakeInstanceReading("d", pid=os.getpid(), state=state.DRAINING),
+        ],
+        startup_seconds=[0.5, 1.5],
+        startups=2,
+        cold_starts=1,
+    )
+    processes = ProcessSampler()
+    metrics = Metrics(lambda: [revision], processes)
+    wall = Clock(1_800_000_000.0)
+    telemetry = Telemetry(
+        logs=LogStore(tmp_path / "logs"),
+        metrics=metrics,
+        processes=processes,
+        units=lambda: [revision],
+        precise_clock=lambda: 20.0,
+        wall_clock=wall,
+    )
+    wall.now += 1
+    telemetry.tick()
+    (row,) = telemetry.rows["svc"]
+    assert (row.starting, row.ready, row.draining) == (1, 2, 1)
+    assert (row.in_flight, row.queue, row.capacity, row.cold_starts) == (3, 1, 10, 1)
+    assert set(row.instance_rss_mb) == {"a", "b", "c", "d"}
+    # Totals become increments: only what is new since the last tick is observed again.
+    revision.startup_seconds.append(2.5)
+    revision.startups += 1
+    wall.now += 1
+    telemetry.tick()
+    assert telemetry.rows["svc"][-1].cold_starts == 0
+    labels = {"service": "svc", "revision": "svc-00001-abc"}
+    startup_count = metrics.registry.get_sample_value(
+        "homerun_instance_startup_seconds_count", labels
+    )
+    startup_sum = metrics.registry.get_sample_value("homerun_instance_startup_seconds_sum", labels)
+    assert (startup_count, startup_sum) == (3, 4.5)
+    assert metrics.registry.get_sample_value("homerun_queue_wait_seconds_count", labels) == 1
+    assert metrics.registry.get_sample_value("homerun_cold_starts_total", labels) == 1

@@ -5,27 +5,36 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fakes import Clock, FakeInstance, FakeRuntime
 
 from homerun.access.peers import listener_in_tree
+from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore
 from homerun.routing.throttler import Throttler
 from homerun.runtime.process import ProcessRuntime
 from homerun.scaling.supervisor import (
-    DRAINING,
-    READY,
     InstanceRegistry,
-    RevisionUnit,
     StartFailed,
     Supervisor,
     _free_port,
 )
+from homerun.scaling.unit import RevisionPlan, RevisionUnit, UnitPhase
+
+READY, DRAINING = InstanceState.READY, InstanceState.DRAINING
 
 
 def make(
-    tmp_path: Path, argv: list[str], startup_timeout: float = 10
+    tmp_path: Path,
+    argv: list[str],
+    startup_timeout: float = 10,
+    *,
+    deploying: bool = False,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[Supervisor, RevisionUnit, dict[str, int]]:
     recorded: dict[str, int] = {}
     supervisor = Supervisor(
@@ -35,12 +44,13 @@ def make(
             record=lambda name, revision, pid: recorded.__setitem__(name, pid),
             forget=lambda name: recorded.pop(name, None),
         ),
+        clock=clock,
         probe_interval=0.05,
         stop_grace=2,
         listener_in_tree=listener_in_tree,  # as the daemon wires it
     )
     holder: list[RevisionUnit] = []
-    unit = RevisionUnit(
+    plan = RevisionPlan(
         service="svc",
         name="svc-00001-abc",
         argv=argv,
@@ -49,10 +59,9 @@ def make(
         concurrency=5,
         startup_timeout=startup_timeout,
         request_timeout=10,
-        throttler=Throttler(
-            "svc-00001-abc", lambda: supervisor.scale(holder[0], 1), time.monotonic
-        ),
     )
+    throttler = Throttler("svc-00001-abc", lambda: supervisor.scale(holder[0], 1), clock)
+    unit = RevisionUnit(plan, throttler, deploying=deploying)
     holder.append(unit)
     return supervisor, unit, recorded
 
@@ -180,3 +189,120 @@ def test_a_port_given_to_an_instance_is_not_given_again() -> None:
         port = _free_port(taken)
         assert port not in taken
         taken.add(port)
+
+
+# -- over a fake runtime and a fake clock: the unit's phase and the supervisor's time ---------
+
+
+class SlowRuntime(FakeRuntime):
+    """Each start takes `seconds` of the fake clock (a 12 s import, say) before it returns."""
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        super().__init__()
+        self._clock = clock
+        self._seconds = seconds
+
+    async def start(self, spec: Any, output: Callable[[str, str], None]) -> FakeInstance:
+        self._clock.advance(self._seconds)
+        return await super().start(spec, output)
+
+
+def make_fake(
+    tmp_path: Path, *, deploying: bool, startup: float = 0.0, startup_timeout: float = 240
+) -> tuple[Supervisor, RevisionUnit, SlowRuntime, Clock]:
+    clock = Clock()
+    runtime = SlowRuntime(clock, startup)
+    supervisor = Supervisor(
+        runtime,
+        LogStore(tmp_path / "logs"),
+        InstanceRegistry(record=lambda *_: None, forget=lambda _: None),
+        clock=clock,
+        probe_interval=0.002,
+        stop_grace=1,
+    )
+    plan = RevisionPlan(
+        service="svc",
+        name="svc-00001-abc",
+        argv=["app"],
+        env={},
+        cwd=tmp_path,
+        concurrency=5,
+        startup_timeout=startup_timeout,
+        request_timeout=10,
+    )
+    unit = RevisionUnit(plan, Throttler(plan.name, lambda: None, clock), deploying=deploying)
+    return supervisor, unit, runtime, clock
+
+
+def test_confirm_ends_the_deploying_phase_once_the_first_instance_stays_up(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        supervisor, unit, _, clock = make_fake(tmp_path, deploying=True)
+        assert unit.phase is UnitPhase.DEPLOYING
+        instance = await supervisor.start_instance(unit)
+        assert unit.phase is UnitPhase.DEPLOYING  # listening is not enough: the deploy confirms
+        clock.advance(3)
+        await supervisor.confirm(unit, instance, 0.01)
+        assert unit.phase is UnitPhase.SERVING and unit.supervised.confirmed_at == clock.now
+        await supervisor.stop_revision(unit)
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_instance_that_exits_while_confirmed_leaves_the_unit_deploying(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        supervisor, unit, runtime, _ = make_fake(tmp_path, deploying=True)
+        instance = await supervisor.start_instance(unit)
+        runtime.started[0].exit(1)
+        with pytest.raises(StartFailed, match="right after it began listening"):
+            await supervisor.confirm(unit, instance, 5)
+        assert unit.phase is UnitPhase.DEPLOYING and unit.supervised.confirmed_at is None
+        await supervisor.stop_revision(unit)  # what the failed deploy does next
+        assert unit.phase is UnitPhase.RETIRED
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_retired_unit_stays_retired(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        supervisor, unit, _, _ = make_fake(tmp_path, deploying=True)
+        instance = await supervisor.start_instance(unit)
+        supervisor.retire(unit)
+        await supervisor.confirm(unit, instance, 0.01)  # a deploy that finishes too late
+        assert unit.phase is UnitPhase.RETIRED and unit.supervised.confirmed_at is None
+        assert unit.count(READY) == 1  # retiring stops nothing by itself
+        await supervisor.stop_revision(unit)
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_startup_time_is_measured_on_the_injected_clock(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        supervisor, unit, _, _ = make_fake(tmp_path, deploying=False, startup=12)
+        instance = await supervisor.start_instance(unit)
+        assert instance.ready_at is not None
+        assert instance.ready_at - instance.started_at == 12
+        assert list(unit.startup_seconds) == [12] and unit.average_startup == 12
+        await supervisor.stop_revision(unit)
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_startup_timeout_passes_on_the_injected_clock(tmp_path: Path) -> None:
+    # A 240 s timeout, over in milliseconds: the start itself took 241 s of the fake clock.
+    async def scenario() -> None:
+        supervisor, unit, runtime, _ = make_fake(tmp_path, deploying=True, startup=241)
+        runtime.hold = asyncio.Event()  # never listens
+        with pytest.raises(StartFailed, match="within the startup timeout of 240s"):
+            await supervisor.start_instance(unit)
+        assert unit.instances == [] and runtime.started[0].signals
+        await supervisor.close()
+
+    asyncio.run(scenario())

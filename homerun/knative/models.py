@@ -1,0 +1,586 @@
+"""The serving.knative.dev/v1 Service homerun reads, one pydantic model per level of the
+document: its fields (camelCase, no coercion: YAML's "5" is no number), the Knative fields
+homerun refuses and why, the output-only ones it ignores. Every check raises at its field, so
+pydantic's error location is the field path the user sees."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from homerun.errors import InvalidSpec
+from homerun.model.annotations import CAMEL_CASE_ALIASES, annotation_problems
+from homerun.model.validation import Location, errors_at
+from homerun.spec import (
+    MAX_CONCURRENCY,
+    MAX_TIMEOUT_SECONDS,
+    CpuAmount,
+    EnvName,
+    MemoryAmount,
+    SecretName,
+    SecretVersion,
+    ServiceName,
+)
+from homerun.traffic import TrafficEntry, check_tag, traffic_problems
+
+API_VERSION = "serving.knative.dev/v1"
+# A source-built revision's image: its artifact, named by the digest of its content.
+IMAGE_REGISTRY = "homerun.local"
+# The folder the artifact was built from; used to build again when the digest is unknown here.
+SOURCE_ANNOTATION = "homerun.dev/source"
+DEFAULT_PORT = 8080  # Knative's and Cloud Run's default containerPort
+MAX_STARTUP_SECONDS = 3600
+
+_IMAGE = re.compile(
+    rf"^{re.escape(IMAGE_REGISTRY)}/(?P<name>[a-z0-9][-a-z0-9._/]*)@sha256:(?P<digest>[0-9a-f]{{64}})$"
+)
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Written by Knative itself; a document read back from a cluster may carry them.
+_SERVER_ANNOTATIONS = frozenset({"serving.knative.dev/creator", "serving.knative.dev/lastModifier"})
+_OUTPUT_ONLY_METADATA = frozenset(
+    {
+        "namespace",
+        "generation",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "selfLink",
+        "managedFields",
+    }
+)
+_ONE_MACHINE = "homerun runs on one machine"
+_WHOLE_REQUEST = "not supported; timeoutSeconds bounds the whole request"
+_STARTUP_ONLY = "not supported: homerun probes an instance only at startup (TCP)"
+_TCP_ONLY = "only tcpSocket startup probes are supported (homerun connects to $PORT)"
+_NO_STDIN = "stdin is always /dev/null"
+
+
+def image_for(service: str, digest: str) -> str:
+    return f"{IMAGE_REGISTRY}/{service}@sha256:{digest}"
+
+
+class KnativeModel(BaseModel):
+    """One level of the document."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", strict=True, frozen=True)
+
+    # Fields Knative has that homerun does not run, with the reason given to the user.
+    refused: ClassVar[Mapping[str, str]] = {}
+    # Output-only fields, which a document read back from a cluster may carry.
+    ignored: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_ignored(cls, data: Any) -> Any:
+        if cls.ignored and isinstance(data, dict):
+            return {key: value for key, value in data.items() if key not in cls.ignored}
+        return data
+
+    @classmethod
+    def unknown_field(cls, key: str) -> str:
+        """What to tell a user who wrote `key` here: why homerun refuses that field, or the
+        known field they probably meant."""
+        if key in cls.refused:
+            return cls.refused[key]
+        known = sorted(field.alias or name for name, field in cls.model_fields.items())
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            return f"unknown field; did you mean {close[0]!r}?"
+        return f"unknown field; the fields here are {', '.join(known)}"
+
+    @classmethod
+    def field_description(cls, key: str) -> str | None:
+        for name, field in cls.model_fields.items():
+            if (field.alias or name) == key:
+                return field.description
+        return None
+
+
+def level_at(location: Sequence[int | str]) -> type[KnativeModel] | None:
+    """The model that reads the mapping at `location` in a Service document, if one does."""
+    annotation: Any = ServiceDocument
+    for part in location:
+        annotation = _unwrapped(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, KnativeModel):
+            field = next(
+                (f for name, f in annotation.model_fields.items() if (f.alias or name) == part),
+                None,
+            )
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif get_origin(annotation) in (list, dict):
+            annotation = get_args(annotation)[-1]  # the item of a list, the value of a dict
+        else:
+            return None
+    annotation = _unwrapped(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, KnativeModel):
+        return annotation
+    return None
+
+
+def _unwrapped(annotation: Any) -> Any:
+    """`Annotated[X, ...]` and `X | None` -> X."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, UnionType):
+            annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+        else:
+            return annotation
+
+
+# -- field types ------------------------------------------------------------------------------
+
+
+def _string_keys(value: Any) -> Any:
+    # YAML reads `1: x` with an integer key; Kubernetes' maps are keyed by strings.
+    return {str(key): item for key, item in value.items()} if isinstance(value, dict) else value
+
+
+def _number_as_text(value: Any) -> Any:
+    # `cpu: 1` and `key: 2` are numbers in YAML; Kubernetes reads them as the strings.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _within(low: int, high: int) -> AfterValidator:
+    def check(number: int) -> int:
+        if not low <= number <= high:
+            raise ValueError(f"must be {low}..{high}, got {number}")
+        return number
+
+    return AfterValidator(check)
+
+
+def _concurrency(number: int) -> int:
+    if number == 0:
+        raise ValueError(f"0 (unlimited) is not supported; give 1..{MAX_CONCURRENCY}")
+    return number
+
+
+def _artifact_image(image: str) -> str:
+    if not image:
+        raise ValueError("required")
+    if _IMAGE.match(image) is None:
+        raise ValueError(
+            f"{image!r} is not a homerun artifact: homerun runs images it built from source, "
+            f"named {IMAGE_REGISTRY}/SERVICE@sha256:DIGEST as `homerun services describe "
+            "--format yaml` prints them (running other images needs a container engine)"
+        )
+    return image
+
+
+def _without_server_annotations(annotations: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in annotations.items() if key not in _SERVER_ANNOTATIONS}
+
+
+def _scaling_annotations(annotations: dict[str, str]) -> dict[str, str]:
+    """camelCase scale annotations as kebab-case, and the autoscaling ones in their bounds."""
+    normalized: dict[str, str] = {}
+    written: dict[str, str] = {}  # normalized key -> the key as the document has it
+    problems: list[tuple[Location, str]] = []
+    for key, value in annotations.items():
+        kebab = CAMEL_CASE_ALIASES.get(key, key)
+        if kebab in normalized:
+            problems.append(((key,), "given twice (camelCase and kebab-case)"))
+            continue
+        normalized[kebab] = value
+        written[kebab] = key
+    problems.extend(((written[key],), message) for key, message in annotation_problems(normalized))
+    if problems:
+        raise errors_at(problems)
+    return normalized
+
+
+StringMap = Annotated[dict[str, str], BeforeValidator(_string_keys)]
+Quantity = BeforeValidator(_number_as_text)
+
+
+# -- the document, from the leaves up ---------------------------------------------------------
+
+
+class SecretKeySelector(KnativeModel):
+    refused = {"optional": "not supported"}
+
+    name: SecretName = Field(description="the secret's name")
+    key: Annotated[SecretVersion, Quantity] = Field(
+        description="the secret version (a number or 'latest')"
+    )
+
+
+class EnvVarSource(KnativeModel):
+    refused = {
+        "configMapKeyRef": "config maps are not supported; use a secret or a value",
+        "fieldRef": "not supported",
+        "resourceFieldRef": "not supported",
+    }
+
+    secret_key_ref: SecretKeySelector | None = None
+
+    @model_validator(mode="after")
+    def _a_secret(self) -> EnvVarSource:
+        if self.secret_key_ref is None:
+            raise ValueError("expected secretKeyRef")
+        return self
+
+
+class EnvVar(KnativeModel):
+    name: EnvName
+    value: str | None = None
+    value_from: EnvVarSource | None = None
+
+    @model_validator(mode="after")
+    def _one_value(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("expected exactly one of value, valueFrom")
+        return self
+
+
+class ContainerPort(KnativeModel):
+    name: str = "http1"
+    container_port: Annotated[int, _within(1, 65535)] = DEFAULT_PORT
+    protocol: str = "TCP"
+
+    @field_validator("name")
+    @classmethod
+    def _http1(cls, name: str) -> str:
+        if name not in ("http1", ""):
+            raise ValueError(
+                f"{name!r} is not supported: homerun speaks HTTP/1.1 to instances (http1)"
+            )
+        return name
+
+    @field_validator("protocol")
+    @classmethod
+    def _tcp(cls, protocol: str) -> str:
+        if protocol != "TCP":
+            raise ValueError("must be TCP")
+        return protocol
+
+
+class ResourceLimits(KnativeModel):
+    cpu: Annotated[CpuAmount, Quantity] | None = None
+    memory: Annotated[MemoryAmount, Quantity] | None = None
+
+
+class Resources(KnativeModel):
+    refused = {"requests": "homerun records limits only", "claims": "not supported"}
+
+    limits: ResourceLimits | None = None
+
+
+class TcpSocket(KnativeModel):
+    port: int | None = None  # the container port; 0 or none means it too
+
+
+class StartupProbe(KnativeModel):
+    """homerun's startup budget: initialDelaySeconds + periodSeconds x failureThreshold
+    (Kubernetes' defaults 0, 10 and 3), spent probing $PORT by TCP connect."""
+
+    refused = {"httpGet": _TCP_ONLY, "grpc": _TCP_ONLY, "exec": _TCP_ONLY}
+
+    tcp_socket: TcpSocket | None = None
+    initial_delay_seconds: int = Field(default=0, ge=0)
+    period_seconds: int = Field(default=10, ge=1)
+    timeout_seconds: int = Field(default=1, ge=1)
+    failure_threshold: int = Field(default=3, ge=1)
+    success_threshold: int = Field(default=1, ge=1)
+
+    @field_validator("success_threshold")
+    @classmethod
+    def _once(cls, threshold: int) -> int:
+        if threshold != 1:
+            raise ValueError("must be 1")
+        return threshold
+
+    @property
+    def budget(self) -> int:
+        return self.initial_delay_seconds + self.period_seconds * self.failure_threshold
+
+    @model_validator(mode="after")
+    def _budget_in_range(self) -> StartupProbe:
+        if not 1 <= self.budget <= MAX_STARTUP_SECONDS:
+            raise ValueError(
+                "initialDelaySeconds + periodSeconds x failureThreshold must be "
+                f"1..{MAX_STARTUP_SECONDS} s, got {self.budget}"
+            )
+        return self
+
+
+class Container(KnativeModel):
+    refused = {
+        "envFrom": "not supported; list each variable under env",
+        "livenessProbe": _STARTUP_ONLY,
+        "readinessProbe": _STARTUP_ONLY,
+        "workingDir": "not supported: instances run in the artifact's working directory",
+        "volumeMounts": "volumes are not supported",
+        "securityContext": "not supported",
+        "lifecycle": "not supported",
+        "imagePullPolicy": "homerun does not pull images",
+        "terminationMessagePath": "not supported",
+        "terminationMessagePolicy": "not supported",
+        "stdin": _NO_STDIN,
+        "stdinOnce": _NO_STDIN,
+        "tty": "not supported",
+    }
+
+    name: str | None = None
+    image: Annotated[str, AfterValidator(_artifact_image)] = Field(
+        description=f"a homerun artifact, {IMAGE_REGISTRY}/SERVICE@sha256:DIGEST"
+    )
+    command: list[str] | None = None
+    args: list[str] | None = None
+    env: list[EnvVar] | None = None
+    ports: list[ContainerPort] | None = None
+    resources: Resources | None = None
+    startup_probe: StartupProbe | None = None
+
+    @property
+    def digest(self) -> str:
+        return self.image.rpartition("@sha256:")[2]  # the image's form was checked
+
+    @property
+    def port(self) -> int | None:
+        return self.ports[0].container_port if self.ports else None
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _one_port(cls, ports: Any) -> Any:
+        if isinstance(ports, list) and len(ports) > 1:
+            raise ValueError("must be a list of at most one port")
+        return ports
+
+    @field_validator("env")
+    @classmethod
+    def _each_name_once(cls, env: list[EnvVar] | None) -> list[EnvVar] | None:
+        seen: set[str] = set()
+        problems: list[tuple[Location, str]] = []
+        for index, variable in enumerate(env or []):
+            if variable.name in seen:
+                problems.append(((index, "name"), f"{variable.name} is defined twice"))
+            seen.add(variable.name)
+        if problems:
+            raise errors_at(problems)
+        return env
+
+    @model_validator(mode="after")
+    def _probe_the_container_port(self) -> Container:
+        socket = self.startup_probe.tcp_socket if self.startup_probe else None
+        port = self.port or DEFAULT_PORT
+        if socket is not None and socket.port not in (None, 0, port):
+            raise errors_at(
+                [
+                    (
+                        ("startupProbe", "tcpSocket", "port"),
+                        f"must be the container port ({port}), got {socket.port}",
+                    )
+                ]
+            )
+        return self
+
+
+class TemplateSpec(KnativeModel):
+    """spec.template.spec: Knative's RevisionSpec, a pod of one container."""
+
+    refused = {
+        "volumes": "volumes are not supported",
+        "imagePullSecrets": "homerun does not pull images",
+        "initContainers": "init containers are not supported",
+        "responseStartTimeoutSeconds": _WHOLE_REQUEST,
+        "idleTimeoutSeconds": _WHOLE_REQUEST,
+        "enableServiceLinks": "not supported",
+        "automountServiceAccountToken": "not supported",
+        "runtimeClassName": "not supported",
+        "nodeSelector": _ONE_MACHINE,
+        "affinity": _ONE_MACHINE,
+        "tolerations": _ONE_MACHINE,
+        "topologySpreadConstraints": _ONE_MACHINE,
+        "securityContext": "not supported",
+        "hostAliases": "not supported",
+        "dnsPolicy": "not supported",
+        "dnsConfig": "not supported",
+        "priorityClassName": "not supported",
+        "schedulerName": "not supported",
+        "shareProcessNamespace": "not supported",
+    }
+
+    containers: list[Container] = Field(description="a list with one container")
+    container_concurrency: (
+        Annotated[int, AfterValidator(_concurrency), _within(1, MAX_CONCURRENCY)] | None
+    ) = None
+    timeout_seconds: Annotated[int, _within(1, MAX_TIMEOUT_SECONDS)] | None = None
+    service_account_name: str | None = None
+
+    @field_validator("containers", mode="before")
+    @classmethod
+    def _one_container(cls, containers: Any) -> Any:
+        # Checked before the containers themselves: a sidecar's own problems would not help.
+        if isinstance(containers, list) and not containers:
+            raise ValueError("required: a list with one container")
+        if isinstance(containers, list) and len(containers) > 1:
+            raise ValueError("sidecars are not supported: give exactly one container")
+        return containers
+
+
+class RevisionMetadata(KnativeModel):
+    ignored = _OUTPUT_ONLY_METADATA
+
+    name: str | None = None  # Knative's "bring your own revision name"
+    labels: StringMap | None = None
+    annotations: Annotated[StringMap, AfterValidator(_scaling_annotations)] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _revision_name(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if name is None:
+            return name
+        if not _DNS_LABEL.match(name) or len(name) > 63:
+            raise ValueError(f"{name!r} is not a DNS label (lowercase letters, digits and '-')")
+        service = _service(info)
+        if service and not name.startswith(f"{service}-"):
+            raise ValueError(f'"{name}" must have prefix "{service}-"')
+        return name
+
+
+class Template(KnativeModel):
+    metadata: RevisionMetadata | None = None
+    spec: TemplateSpec = Field(description="the revision's containers and settings")
+
+
+class TrafficTarget(KnativeModel):
+    refused = {
+        "configurationName": "not allowed in a Service: its configuration is implied",
+        "url": "output only: status.traffic shows the URL of a tag",
+    }
+
+    revision_name: str | None = None
+    latest_revision: bool | None = None  # Knative's default: true exactly without revisionName
+    percent: int = 0  # 0..100, checked with the other targets (traffic_problems)
+    tag: str | None = None
+
+    @field_validator("revision_name")
+    @classmethod
+    def _named(cls, revision: str | None) -> str | None:
+        if revision == "":
+            raise ValueError("must be a revision name")
+        return revision
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, tag: str | None, info: ValidationInfo) -> str | None:
+        if tag is not None:
+            try:
+                check_tag(tag, _service(info) or "x", where="")
+            except InvalidSpec as error:
+                raise ValueError(str(error).removeprefix(": ")) from None
+        return tag
+
+    @model_validator(mode="after")
+    def _revision_or_latest(self) -> TrafficTarget:
+        latest = self.latest_revision
+        if latest is not None and (self.revision_name is not None) == latest:
+            raise errors_at(
+                [
+                    (
+                        ("latestRevision",),
+                        f'may not set revisionName "{self.revision_name or ""}" when '
+                        f"latestRevision is {str(latest).lower()}",
+                    )
+                ]
+            )
+        return self
+
+    def entry(self) -> TrafficEntry:
+        latest = self.revision_name is None if self.latest_revision is None else self.latest_revision
+        revision = None if latest else self.revision_name
+        return TrafficEntry(percent=self.percent, revision=revision, latest=latest, tag=self.tag)
+
+
+class ServiceSpec(KnativeModel):
+    template: Template = Field(description="the revision template")
+    traffic: list[TrafficTarget] | None = None  # none: LATEST=100
+
+    @field_validator("traffic", mode="before")
+    @classmethod
+    def _some_targets(cls, traffic: Any) -> Any:
+        if traffic == []:
+            raise ValueError("must be a list of traffic targets")
+        return traffic
+
+    @field_validator("traffic")
+    @classmethod
+    def _knative_route_rules(cls, traffic: list[TrafficTarget] | None) -> Any:
+        if traffic is not None:
+            problems = traffic_problems(target.entry() for target in traffic)
+            if problems:
+                raise errors_at((_traffic_location(where), message) for where, message in problems)
+        return traffic
+
+
+class ServiceMetadata(KnativeModel):
+    refused = {
+        "generateName": "give the service a name",
+        "ownerReferences": "not supported",
+        "finalizers": "not supported",
+    }
+    ignored = _OUTPUT_ONLY_METADATA
+
+    name: ServiceName = Field(description="the service's name")
+    labels: StringMap | None = None
+    annotations: Annotated[StringMap, AfterValidator(_without_server_annotations)] | None = None
+
+
+class ServiceDocument(KnativeModel):
+    ignored = frozenset({"status"})
+
+    api_version: str = Field(description=API_VERSION)
+    kind: str = Field(description="Service")
+    metadata: ServiceMetadata = Field(description="the service's name, labels and annotations")
+    spec: ServiceSpec = Field(description="the revision template and the traffic")
+
+    @field_validator("api_version")
+    @classmethod
+    def _v1(cls, api_version: str) -> str:
+        if api_version != API_VERSION:
+            raise ValueError(f"must be {API_VERSION}, got {api_version!r}")
+        return api_version
+
+    @field_validator("kind")
+    @classmethod
+    def _a_service(cls, kind: str) -> str:
+        if kind != "Service":
+            raise ValueError(f"must be Service, got {kind!r}")
+        return kind
+
+
+def _service(info: ValidationInfo) -> str:
+    """The service's name, which revision names and tags are checked against."""
+    context = info.context if isinstance(info.context, dict) else {}
+    return str(context.get("service") or "")
+
+
+_TRAFFIC_PROBLEM_AT = re.compile(r"\[(\d+)\]\.(\w+)")
+
+
+def _traffic_location(where: str) -> Location:
+    """traffic_problems' "[1].percent" under spec.traffic -> (1, "percent")."""
+    match = _TRAFFIC_PROBLEM_AT.fullmatch(where)
+    return (int(match.group(1)), match.group(2)) if match else ()

@@ -1,0 +1,311 @@
+"""A fake of homerun.client.Client, and `run` to drive `main([...], client=fake)` without a
+daemon: each command in milliseconds."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from homerun.cli import main
+from homerun.errors import DaemonUnavailable, HomerunError, NotFound
+from homerun.model.events import DeployEvent, Done, Phase
+from homerun.model.views import (
+    Binding,
+    IamPolicy,
+    IdentityToken,
+    InstanceView,
+    PlatformStatus,
+    Route,
+    RevisionSummary,
+    SecretSummary,
+    SecretVersionCreated,
+    SecretVersionView,
+    ServiceDescription,
+    ServiceSummary,
+    Tag,
+    TrafficSpec,
+)
+from homerun.spec import DeployRequest
+from homerun.traffic import TrafficUpdate
+
+URL = "http://hello.localhost:8080"
+
+
+def service_summary(name: str = "hello", **fields: Any) -> ServiceSummary:
+    values: dict[str, Any] = {
+        "name": name,
+        "url": f"http://{name}.localhost:8080",
+        "ready": True,
+        "latest_ready_revision": f"{name}-00002-abc",
+        "latest_created_revision": f"{name}-00002-abc",
+        "traffic": [Route(revision=f"{name}-00002-abc", percent=100)],
+        "traffic_spec": [TrafficSpec(percent=100, latest=True)],
+        "allow_unauthenticated": False,
+        "ingress": "all",
+        "invokers": [],
+        "owner": "user:me",
+        "created_at": 1_700_000_000.0,
+        "generation": 2,
+    }
+    return ServiceSummary(**(values | fields))
+
+
+def revision_summary(name: str = "hello-00002-abc", **fields: Any) -> RevisionSummary:
+    values: dict[str, Any] = {
+        "name": name,
+        "service": name.split("-0")[0],
+        "status": "ready",
+        "message": None,
+        "created_at": 1_700_000_000.0,
+        "entrypoint": ["gunicorn", "main:app"],
+        "entrypoint_origin": "Procfile web:",
+        "concurrency": 80,
+        "timeout_seconds": 300,
+        "env": {"MODE": "beta"},
+        "secrets": {"DB_URL": "db-url:latest"},
+        "annotations": {},
+        "image": None,
+        "source": "/srv/hello",
+        "percent": 100,
+        "tags": [Tag(tag="blue", url="http://blue---hello.localhost:8080")],
+        "instances": [
+            InstanceView(
+                name="hello-00002-abc-1", state="ready", pid=4242, port=9001, in_flight=1,
+                age_seconds=3.0,
+            )
+        ],
+        "in_flight": 1,
+        "start_mode": None,
+        "queue_length": 0,
+    }
+    return RevisionSummary(**(values | fields))
+
+
+def done(service: str = "hello", revision: str = "hello-00003-xyz", **fields: Any) -> Done:
+    values: dict[str, Any] = {
+        "service": service,
+        "revision": revision,
+        "url": f"http://{service}.localhost:8080",
+        "percent": 100,
+    }
+    return Done(**(values | fields))
+
+
+class FakeClient:
+    """homerun.client.Client's methods over canned views; `calls` records what was asked.
+    tests/cli/test_fake_client.py keeps its methods in step with the real ones."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.running = True
+        self.existing = {"hello"}  # other services are new: iam_policy answers NotFound
+        self.service_views = [service_summary()]
+        self.revision_views = [revision_summary()]
+        self.events: list[DeployEvent] = [Phase(message="Starting revision hello-00003-xyz"), done()]
+        self.secret_views = [
+            SecretSummary(
+                name="db-url", versions=2, latest=2, created_at=1_700_000_000.0,
+                used_by=["hello-00002-abc"],
+            )
+        ]
+        self.log_entries: list[dict[str, Any]] = [
+            {
+                "timestamp": "2026-11-25T10:00:00.000000Z",
+                "severity": "INFO",
+                "service": "hello",
+                "revision": "hello-00002-abc",
+                "message": "GET / 200",
+            }
+        ]
+
+    def _record(self, name: str, *arguments: Any) -> None:
+        self.calls.append((name, arguments))
+        if not self.running:
+            raise DaemonUnavailable("no homerun daemon answers at the fake")
+
+    def called(self, name: str) -> list[tuple[Any, ...]]:
+        return [arguments for called, arguments in self.calls if called == name]
+
+    def close(self) -> None:
+        pass
+
+    def status(self) -> PlatformStatus:
+        self._record("status")
+        return PlatformStatus(
+            pid=4242, router="http://127.0.0.1:8080", dashboard="http://127.0.0.1:8081",
+            services=len(self.service_views), revisions=len(self.revision_views), instances=1,
+        )
+
+    def shutdown(self) -> None:
+        self._record("shutdown")
+        self.running = False
+
+    def services(self) -> list[ServiceSummary]:
+        self._record("services")
+        return self.service_views
+
+    def describe(self, service: str) -> ServiceDescription:
+        self._record("describe", service)
+        summary = self._service(service)
+        return ServiceDescription(**summary.model_dump(), revisions=self.revision_views)
+
+    def knative_service(self, service: str) -> dict[str, Any]:
+        self._record("knative_service", service)
+        self._service(service)
+        return {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                "metadata": {"name": service}}
+
+    def deploy(self, request: DeployRequest) -> Iterator[DeployEvent]:
+        self._record("deploy", request)
+        return iter(self.events)
+
+    def replace(self, service: str, document: dict[str, Any], file: str) -> Iterator[DeployEvent]:
+        self._record("replace", service, document, file)
+        return iter(self.events)
+
+    def update_traffic(self, service: str, update: TrafficUpdate) -> ServiceSummary:
+        self._record("update_traffic", service, update)
+        return self._service(service)
+
+    def delete(self, service: str) -> None:
+        self._record("delete", service)
+        self._service(service)
+
+    def revisions(self, service: str | None = None) -> list[RevisionSummary]:
+        self._record("revisions", service)
+        return self.revision_views
+
+    def revision(self, name: str) -> RevisionSummary:
+        self._record("revision", name)
+        return self._revision(name)
+
+    def knative_revision(self, name: str) -> dict[str, Any]:
+        self._record("knative_revision", name)
+        self._revision(name)
+        return {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                "metadata": {"name": name}}
+
+    def delete_revision(self, name: str) -> None:
+        self._record("delete_revision", name)
+        self._revision(name)
+
+    def secrets(self) -> list[SecretSummary]:
+        self._record("secrets")
+        return self.secret_views
+
+    def create_secret(self, name: str, data: str) -> SecretVersionCreated:
+        self._record("create_secret", name, data)
+        return SecretVersionCreated(name=name, version=1)
+
+    def secret_versions(self, name: str) -> list[SecretVersionView]:
+        self._record("secret_versions", name)
+        return [
+            SecretVersionView(version=1, created_at=1_700_000_000.0, size=12),
+            SecretVersionView(version=2, created_at=1_700_000_600.0, size=14),
+        ]
+
+    def add_secret_version(self, name: str, data: str) -> SecretVersionCreated:
+        self._record("add_secret_version", name, data)
+        return SecretVersionCreated(name=name, version=3)
+
+    def delete_secret(self, name: str) -> None:
+        self._record("delete_secret", name)
+
+    def logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
+        self._record("logs", service, limit, filters)
+        return self.log_entries if filters.get("after") is None else []
+
+    def iam_policy(self, service: str) -> IamPolicy:
+        self._record("iam_policy", service)
+        self._service(service)
+        return IamPolicy(bindings=[])
+
+    def add_iam_binding(self, service: str, member: str, role: str) -> IamPolicy:
+        self._record("add_iam_binding", service, member, role)
+        return IamPolicy(bindings=[Binding(members=[member], role=role)])
+
+    def remove_iam_binding(self, service: str, member: str, role: str) -> IamPolicy:
+        self._record("remove_iam_binding", service, member, role)
+        return IamPolicy(bindings=[])
+
+    def identity_token(self, member: str, audience: str | None) -> IdentityToken:
+        self._record("identity_token", member, audience)
+        return IdentityToken(token="aaa.bbb.ccc", member=member, audience=audience or "homerun")
+
+    def _service(self, name: str) -> ServiceSummary:
+        if name not in self.existing:
+            raise NotFound(f"service {name!r} not found")
+        return next(
+            (view for view in self.service_views if view.name == name), service_summary(name)
+        )
+
+    def _revision(self, name: str) -> RevisionSummary:
+        for view in self.revision_views:
+            if view.name == name:
+                return view
+        raise NotFound(f"revision {name!r} not found")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Run = Callable[..., Result]
+
+
+class Terminal(io.StringIO):
+    """stdin as a terminal where the user has typed `text`."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def fake() -> FakeClient:
+    return FakeClient()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOMERUN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HOMERUN_URL", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def run(
+    fake: FakeClient,
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Run:
+    """`run("services", "list")`: main over the fake; `typed="y\\n"` makes stdin a terminal
+    with that answer typed, else stdin is not a terminal (as in scripts)."""
+
+    def invoke(*argv: str, typed: str | None = None) -> Result:
+        stdin = Terminal(typed) if typed is not None else io.StringIO("")
+        monkeypatch.setattr("sys.stdin", stdin)
+        try:
+            code = main(list(argv), client=fake)  # type: ignore[arg-type]
+        except HomerunError as error:  # main must turn these into exit codes
+            pytest.fail(f"main let {error!r} through")
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "main.py").write_text("from flask import Flask\napp = Flask(__name__)\n")
+    return folder

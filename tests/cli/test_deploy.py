@@ -1,0 +1,123 @@
+"""`homerun deploy` over a fake client: the request it sends, what it prints, the question."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from homerun.model.events import BuildLine, Failed, Phase
+
+from .conftest import FakeClient, Run, done
+
+
+def test_a_new_service_is_private_and_says_how_to_open_it(
+    run: Run, fake: FakeClient, app: Path
+) -> None:
+    fake.events = [Phase(message="Starting revision new-00001-abc"), done("new", "new-00001-abc")]
+    result = run("deploy", "new", "--source", str(app))
+    assert result.code == 0, result.err
+    (request,) = fake.called("deploy")[0]
+    assert request.service == "new" and request.changes.source == str(app)
+    assert request.allow_unauthenticated is None  # the daemon's default: private
+    assert result.out.splitlines() == [
+        "Starting revision new-00001-abc",
+        "Service [new] revision [new-00001-abc] has been deployed and is serving 100 percent "
+        "of traffic.",
+        "Service [new] is private: callers need an ID token "
+        "(`homerun auth print-identity-token`). Make it public with "
+        "`homerun services update new --allow-unauthenticated`.",
+        "Service URL: http://new.localhost:8080",
+    ]
+
+
+def test_a_new_public_service_says_how_to_close_it(
+    run: Run, fake: FakeClient, app: Path
+) -> None:
+    fake.events = [done("new", "new-00001-abc")]
+    result = run("deploy", "new", "--source", str(app), "--allow-unauthenticated")
+    assert "Service [new] is public" in result.out
+    assert "homerun services update new --no-allow-unauthenticated" in result.out
+    assert result.out.splitlines()[-1] == "Service URL: http://new.localhost:8080"
+
+
+def test_a_redeploy_says_nothing_about_access(run: Run, fake: FakeClient, app: Path) -> None:
+    result = run("deploy", "hello", "--source", str(app))
+    assert result.code == 0
+    assert "private" not in result.out and "public" not in result.out
+
+
+def test_the_question_on_a_terminal(run: Run, fake: FakeClient, app: Path) -> None:
+    fake.events = [done("new", "new-00001-abc")]
+    result = run("deploy", "new", "--source", str(app), typed="y\n")
+    assert "Allow unauthenticated invocations to [new] (y/N)? " in result.out
+    assert fake.called("deploy")[0][0].allow_unauthenticated is True
+    assert "Service [new] is public" in result.out
+
+
+def test_quiet_asks_nothing(run: Run, fake: FakeClient, app: Path) -> None:
+    fake.events = [done("new", "new-00001-abc")]
+    result = run("deploy", "new", "--source", str(app), "-q", typed="y\n")
+    assert "Allow" not in result.out
+    assert fake.called("deploy")[0][0].allow_unauthenticated is None
+
+
+def test_no_question_for_an_existing_service(run: Run, fake: FakeClient, app: Path) -> None:
+    result = run("deploy", "hello", "--source", str(app), typed="y\n")
+    assert "Allow" not in result.out
+
+
+def test_the_entrypoint_is_said_once(run: Run, fake: FakeClient, app: Path) -> None:
+    fake.events = [
+        Phase(message="Building revision hello-00003-xyz from /srv/hello"),
+        BuildLine(line="entrypoint: gunicorn main:app (Procfile web:)"),
+        BuildLine(line="artifact ready: /tmp/x"),
+        Phase(message="Entrypoint (Procfile web:): gunicorn main:app"),
+        Phase(message="Starting revision hello-00003-xyz"),
+        done(),
+    ]
+    out = run("deploy", "hello", "--source", str(app)).out
+    assert out.count("gunicorn main:app") == 1
+    assert "Entrypoint (Procfile web:): gunicorn main:app" in out
+    assert "  artifact ready: /tmp/x" in out
+
+
+def test_flags_become_the_request(run: Run, fake: FakeClient, app: Path) -> None:
+    result = run(
+        "deploy", "hello", "--source", str(app), "--set-env-vars", "A=1,B=2",
+        "--update-secrets", "DB=db-url:latest", "--concurrency", "10", "--timeout", "5m",
+        "--min-instances", "1", "--max-instances", "default", "--tag", "blue", "--no-traffic",
+        "--ingress", "internal", "--command", "gunicorn -b :$PORT main:app",
+    )
+    assert result.code == 0, result.err
+    (request,) = fake.called("deploy")[0]
+    changes = request.changes
+    assert changes.env.replace == {"A": "1", "B": "2"}
+    assert str(changes.secrets.update["DB"]) == "db-url:latest"
+    assert changes.container_concurrency == 10 and changes.timeout_seconds == 300
+    assert changes.annotations == {
+        "autoscaling.knative.dev/min-scale": "1",
+        "autoscaling.knative.dev/max-scale": None,
+    }
+    assert changes.command == ["/bin/sh", "-c", "gunicorn -b :$PORT main:app"]
+    assert (request.tag, request.no_traffic, request.ingress) == ("blue", True, "internal")
+    assert "The revision can be reached directly" not in result.out
+
+
+def test_a_failed_deploy_says_why_once_and_exits_1(run: Run, fake: FakeClient, app: Path) -> None:
+    fake.events = [
+        Phase(message="Building revision hello-00003-xyz from /srv/hello"),
+        BuildLine(line="ERROR: No matching distribution found for nope"),
+        Failed(message="pip install -r requirements.txt failed (exit 1); its last lines:\n"
+               "  ERROR: No matching distribution found for nope\nFix the requirement."),
+    ]
+    result = run("deploy", "hello", "--source", str(app))
+    assert result.code == 1
+    # stdout and stderr go to different places here: stderr keeps the whole story.
+    assert result.err.startswith("ERROR: pip install -r requirements.txt failed")
+    assert "No matching distribution found for nope" in result.err
+    assert "Service URL" not in result.out
+
+
+def test_bad_input_never_reaches_the_client(run: Run, fake: FakeClient, app: Path) -> None:
+    result = run("deploy", "hello", "--source", str(app), "--concurrency", "0")
+    assert result.code == 1 and "between 1 and 1000" in result.err
+    assert fake.calls == []

@@ -1,0 +1,43 @@
+"""`homerun logs ...` over a fake client."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from homerun.cli import main
+
+from .conftest import FakeClient, Run
+
+
+def test_read(run: Run, fake: FakeClient) -> None:
+    result = run("logs", "read", "hello", "--severity", "warning", "--limit", "5")
+    assert result.out == "2026-11-25T10:00:00.000000Z INFO     hello-00002-abc: GET / 200\n"
+    ((service, limit, filters),) = fake.called("logs")
+    assert (service, limit, filters["min_severity"]) == ("hello", 5, "WARNING")
+    as_json = run("logs", "read", "hello", "--format", "json").out
+    assert json.loads(as_json) == fake.log_entries[0]
+
+
+def test_read_refuses_bad_filters(run: Run, fake: FakeClient) -> None:
+    assert "--limit: must be at least 1" in run("logs", "read", "hello", "--limit", "0").err
+    assert "--severity: use one of" in run("logs", "read", "hello", "--severity", "loud").err
+    assert fake.calls == []
+
+
+def test_tail_polls_after_the_last_entry_until_interrupted(
+    fake: FakeClient, home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    polls = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("homerun.cli._context.time.sleep", sleep)
+    assert main(["logs", "tail", "hello"], client=fake) == 130  # type: ignore[arg-type]
+    assert capsys.readouterr().out.count("GET / 200") == 1
+    first, *rest = fake.called("logs")
+    assert first[1] == 20 and all(call[2]["after"] == "2026-11-25T10:00:00.000000Z" for call in rest)

@@ -1,0 +1,159 @@
+"""`homerun services ...` over a fake client."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from homerun.model.events import Phase
+from homerun.model.views import Decision, Route, Scaling, StartMode
+
+from .conftest import FakeClient, Run, done, revision_summary, service_summary
+
+
+def test_list(run: Run, fake: FakeClient) -> None:
+    result = run("services", "list")
+    assert result.out.splitlines() == [
+        f"{'SERVICE':<24} {'READY':<6} {'LATEST REVISION':<32} URL",
+        f"{'hello':<24} {'yes':<6} {'hello-00002-abc':<32} http://hello.localhost:8080",
+    ]
+    fake.service_views = []
+    assert "No services. Deploy one" in run("services", "list").out
+
+
+def test_list_as_json_is_the_view(run: Run, fake: FakeClient) -> None:
+    listed = json.loads(run("services", "list", "--format", "json").out)
+    assert listed == [service_summary().model_dump(mode="json")]
+
+
+def test_describe(run: Run, fake: FakeClient) -> None:
+    fake.revision_views = [
+        revision_summary(
+            scaling=Scaling(
+                min_instances=0, max_instances=100, target_per_instance=48,
+                stable_window_seconds=60, overloaded_requests=2, waited_requests=3,
+                median_wait_ms=21.5,
+                decisions=[Decision(seconds_ago=2, desired=1, mode="stable", reason="1 in flight")],
+            ),
+            start_mode=StartMode(mode="fork", reason="gunicorn app preloaded"),
+        ),
+        revision_summary("hello-00001-old", status="failed", message="boom\nline 2", percent=0,
+                         instances=[], tags=[]),
+    ]
+    out = run("services", "describe", "hello").out
+    assert "Service hello\n  URL:      http://hello.localhost:8080\n  Ready:    yes\n" in out
+    assert "  Invokers: none bound (private); and user:me, the platform's owner" in out
+    assert "    100% hello-00002-abc\n" in out
+    assert "env: MODE, DB_URL (secret db-url:latest)" in out
+    assert "instances: 0 starting, 1 ready, 0 draining (min 0, max 100, target 48 per" in out
+    assert "last decision (2s ago): 1 instance(s), stable: 1 in flight" in out
+    assert "3 request(s) waited for an instance (median arrival to first byte 21.5 ms)" in out
+    assert "2 request(s) got 429 at max-instances" in out
+    assert "entrypoint (Procfile web:): gunicorn main:app" in out
+    assert "instances start by fork: gunicorn app preloaded" in out
+    assert "instance hello-00002-abc-1  ready  pid 4242  port 9001  in flight 1" in out
+    assert "hello-00001-old  failed" in out and "      boom\n      line 2" in out
+
+
+def test_describe_formats(run: Run, fake: FakeClient) -> None:
+    assert "kind: Service" in run("services", "describe", "hello", "--format", "yaml").out
+    summary = json.loads(run("services", "describe", "hello", "--format", "summary-json").out)
+    assert summary["revisions"][0]["name"] == "hello-00002-abc"
+    missing = run("services", "describe", "nope")
+    assert missing.code == 1 and "ERROR: service 'nope' not found" in missing.err
+
+
+def test_delete_asks_on_a_terminal(run: Run, fake: FakeClient) -> None:
+    refused = run("services", "delete", "hello", typed="n\n")
+    assert refused.code == 1
+    assert "Service [hello] will be deleted" in refused.out
+    assert "Do you want to continue (Y/n)? " in refused.out
+    assert "Aborted" in refused.err and fake.called("delete") == []
+    accepted = run("services", "delete", "hello", typed="\n")
+    assert accepted.code == 0 and fake.called("delete") == [("hello",)]
+    assert accepted.out.endswith("Deleted service [hello].\n")
+
+
+def test_delete_without_a_terminal_or_with_quiet_asks_nothing(run: Run, fake: FakeClient) -> None:
+    for result in (run("services", "delete", "hello"),
+                   run("services", "delete", "hello", "-q", typed=""),
+                   run("-q", "services", "delete", "hello", typed="")):
+        assert result.code == 0 and result.out == "Deleted service [hello].\n"
+    assert len(fake.called("delete")) == 3
+
+
+def test_update_access_without_a_new_revision(run: Run, fake: FakeClient) -> None:
+    fake.events = [
+        Phase(message="No change: hello-00002-abc already runs this template"),
+        done(revision="hello-00002-abc", unchanged=True,
+             service_changes=["access set to public (allUsers may invoke)"]),
+    ]
+    result = run("services", "update", "hello", "--allow-unauthenticated")
+    assert result.code == 0
+    (request,) = fake.called("deploy")[0]
+    assert request.allow_unauthenticated is True and request.changes.source is None
+    assert result.out.splitlines()[-2:] == [
+        "Service [hello] updated: access set to public (allUsers may invoke).",
+        "Service URL: http://hello.localhost:8080",
+    ]
+    run("services", "update", "hello", "--no-allow-unauthenticated")
+    assert fake.called("deploy")[1][0].allow_unauthenticated is False
+
+
+def test_no_change_is_said_once(run: Run, fake: FakeClient) -> None:
+    fake.events = [
+        Phase(message="No change: hello-00002-abc already runs this template"),
+        done(revision="hello-00002-abc", unchanged=True),
+    ]
+    out = run("services", "update", "hello", "--update-env-vars", "MODE=beta").out
+    assert out.count("No change") == 1
+    fake.events = [done(revision="hello-00002-abc", unchanged=True)]  # the daemon said nothing
+    out = run("services", "update", "hello", "--update-env-vars", "MODE=beta").out
+    assert out.count("No change") == 1 and "no revision was created" in out
+
+
+def test_update_deploys_a_revision(run: Run, fake: FakeClient) -> None:
+    fake.events = [done(percent=0, tag_urls={"beta": "http://beta---hello.localhost:8080"})]
+    out = run("services", "update", "hello", "--tag", "beta", "--no-traffic").out
+    assert "revision [hello-00003-xyz] has been deployed and is serving 0 percent" in out
+    assert "The revision can be reached directly at http://beta---hello.localhost:8080" in out
+
+
+def test_update_traffic(run: Run, fake: FakeClient) -> None:
+    fake.service_views = [
+        service_summary(traffic=[
+            Route(revision="hello-00002-abc", percent=90),
+            Route(revision="hello-00001-old", percent=10, tag="old",
+                  url="http://old---hello.localhost:8080"),
+        ])
+    ]
+    result = run("services", "update-traffic", "hello", "--to-revisions",
+                 "hello-00001-old=10,LATEST=90", "--update-tags", "old=hello-00001-old")
+    assert result.code == 0, result.err
+    _, update = fake.called("update_traffic")[0]
+    assert update.to_revisions == {"hello-00001-old": 10, "LATEST": 90}
+    assert update.update_tags == {"old": "hello-00001-old"}
+    assert result.out.splitlines() == [
+        "Traffic of [hello]:",
+        "   90% hello-00002-abc (LATEST)",
+        "   10% hello-00001-old  tag old: http://old---hello.localhost:8080",
+        "Service URL: http://hello.localhost:8080",
+    ]
+
+
+def test_replace(run: Run, fake: FakeClient, tmp_path: Path) -> None:
+    manifest = tmp_path / "hello.yaml"
+    manifest.write_text(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: hello}\n"
+        "spec:\n  template:\n    spec:\n      containers: [{image: "
+        f"'homerun.local/hello@sha256:{'a' * 64}'}}]\n"
+        "  traffic: [{latestRevision: true, percent: 100}]\n"
+    )
+    fake.events = [Phase(message="The template is unchanged: hello-00002-abc stays"),
+                   done(revision="hello-00002-abc", unchanged=True)]
+    result = run("services", "replace", str(manifest))
+    assert result.code == 0, result.err
+    assert result.out.count("unchanged") == 1
+    assert "Service [hello] replaced: traffic and metadata are applied." in result.out
+    service, document, file = fake.called("replace")[0]
+    assert service == "hello" and document["metadata"] == {"name": "hello"}
