@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -23,7 +23,7 @@ from homerun import build
 from homerun.access import keys
 from homerun.access.iam import user_member
 from homerun.access.metadata import create_metadata_app
-from homerun.access.peers import connection_owner, listener_in_tree
+from homerun.access.peers import connection_owner, listener_in_tree, listening_ports
 from homerun.access.tokens import TokenAuthority
 from homerun.admin.api import create_app
 from homerun.admin.bearer import RequireToken
@@ -103,6 +103,7 @@ class Daemon:
             probe_interval=self.settings.probe_interval_seconds,
             stop_grace=self.settings.stop_grace_seconds,
             listener_in_tree=listener_in_tree,
+            listening_ports=listening_ports,
         )
         scaler = Scaler(
             supervisor,
@@ -166,9 +167,7 @@ class Daemon:
         local = is_loopback(listen)
         dashboard = _embedded(
             create_dashboard_app(
-                lambda window: overview(
-                    _Described(control.views), telemetry, logs, processes, window
-                ),
+                lambda window: overview(control.views, telemetry, logs, processes, window),
                 metrics.exposition,
                 # Beyond loopback, anyone who reaches the port would see every service; on
                 # loopback, only this machine's names for it may be asked for.
@@ -292,19 +291,6 @@ def _embedded(app: ASGIApp) -> _EmbeddedServer:
 def _listening(sock: socket.socket) -> socket.socket:
     sock.setblocking(False)
     return sock
-
-
-class _Described:
-    """The dashboard's overview reads services as JSON-shaped dicts."""
-
-    def __init__(self, views: Views) -> None:
-        self._views = views
-
-    def list_services(self) -> list[dict[str, Any]]:
-        return [service.model_dump(mode="json") for service in self._views.services()]
-
-    def describe(self, service: str) -> dict[str, Any]:
-        return self._views.describe(service).model_dump(mode="json")
 
 
 def control_plane(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+
 from homerun.errors import InvalidSpec
 from homerun.model.views import Binding, IamPolicy
 

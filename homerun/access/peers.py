@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
+
 from homerun.procfs import process_tree
 
 T = TypeVar("T")
@@ -74,6 +76,23 @@ def listener_in_tree(port: int, root: int) -> bool | None:
             return True
         unknown |= held is None
     return None if unknown else False
+
+
+def listening_ports(root: int) -> set[int]:
+    """The TCP ports that `root` and its descendants listen on (empty when none, or when
+    their sockets cannot be read)."""
+    ports: set[int] = set()
+    for pid in process_tree(root):
+        try:
+            connections = psutil.Process(pid).net_connections(kind="inet")
+        except (psutil.Error, OSError):
+            continue
+        ports.update(
+            connection.laddr.port
+            for connection in connections
+            if connection.status == psutil.CONN_LISTEN and connection.laddr
+        )
+    return ports
 
 
 def socket_inode(tables: Iterable[str], peer: Address, server: Address) -> int | None:

@@ -17,6 +17,7 @@ from homerun.control import ControlPlane
 from homerun.errors import HomerunError, InvalidSpec, NotFound
 from homerun.knative import parse_service
 from homerun.model.events import DeployEvent
+from homerun.model.validation import validation_message
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
 
@@ -61,7 +62,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         try:
             update = TrafficUpdate.model_validate_json(await request.body())
         except ValidationError as error:
-            raise InvalidSpec(_validation_message(error)) from None
+            raise InvalidSpec(f"invalid traffic update: {validation_message(error)}") from None
         control.traffic.update(request.path_params["name"], update)
         return _view(control.views.service(request.path_params["name"]))
 
@@ -95,7 +96,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         try:
             body = DeployRequest.model_validate_json(await request.body())
         except ValidationError as error:
-            raise InvalidSpec(_validation_message(error)) from None
+            raise InvalidSpec(f"invalid deploy request: {validation_message(error)}") from None
         return StreamingResponse(
             _ndjson(control.deploys.deploy(body)), media_type="application/x-ndjson"
         )
@@ -204,11 +205,3 @@ def _int_param(request: Request, name: str, default: int) -> int:
     if value < 1:
         raise InvalidSpec(f"{name}: must be at least 1, got {value}")
     return value
-
-
-def _validation_message(error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"])
-        problems.append(f"{location}: {item['msg']}")
-    return "invalid deploy request: " + "; ".join(problems)

@@ -1,4 +1,5 @@
-"""Docker's word rules: quotes, escapes and $VAR / ${VAR:-default} substitution from ARG and ENV."""
+"""Shell words as Docker and /bin/sh split them: quotes, escapes and $VAR / ${VAR:-default}
+substitution (from ARG and ENV in a Dockerfile). homerun's one shell-word splitter."""
 
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ def split_words(
     return _Lexer(text, env, escape, operators, substitute, split=True).run()
 
 
+def split_unexpanded(text: str, *, escape: str = "\\") -> list[str]:
+    """Split on unquoted whitespace, each word as written (quotes, escapes and $ kept), for
+    `expand` to read later: ENV's `A=1 B=$A` pairs are expanded one by one."""
+    lexer = _Lexer(text, {}, escape, operators=False, substitute=False, split=True, verbatim=True)
+    return [word.text for word in lexer.run()]
+
+
 def expand(text: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
     """One word: quotes removed and variables substituted, whitespace kept as written."""
     words = _Lexer(text, env, escape, operators=False, substitute=True, split=False).run()
@@ -55,6 +63,7 @@ class _Lexer:
         substitute: bool,
         *,
         split: bool,
+        verbatim: bool = False,
     ) -> None:
         self.text = text
         self.env = env
@@ -62,6 +71,7 @@ class _Lexer:
         self.operators = operators
         self.substitute = substitute
         self.split = split
+        self.verbatim = verbatim  # keep quotes and escapes in the words
         # Scan state
         self.pos = 0
         self.words: list[Word] = []
@@ -118,15 +128,20 @@ class _Lexer:
         end = self.text.find("'", self.pos + 1)
         if end < 0:
             raise WordError("unterminated single quote")
-        self._append(self.text[self.pos + 1 : end])
+        quoted = self.text[self.pos : end + 1]
+        self._append(quoted if self.verbatim else quoted[1:-1])
         self.pos = end + 1
 
     def _double_quoted(self) -> None:
         self.in_word = True
+        if self.verbatim:
+            self._append('"')
         self.pos += 1
         while self.pos < len(self.text):
             char = self.text[self.pos]
             if char == '"':
+                if self.verbatim:
+                    self._append('"')
                 self.pos += 1
                 return
             if char == self.escape:
@@ -147,7 +162,7 @@ class _Lexer:
             self.pos += 1
             return
         # Inside double quotes only a few characters can be escaped; elsewhere, any.
-        if in_double_quotes and following not in ('"', "$", "`", self.escape):
+        if self.verbatim or (in_double_quotes and following not in ('"', "$", "`", self.escape)):
             self._append(self.escape + following)
         else:
             self._append(following)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from homerun.build._pip import GLOBAL_OPTIONS_WITH_VALUE
-from homerun.build._shellwords import Word, WordError, expand, split_words
+from homerun.build._shellwords import Word, WordError, expand, split_unexpanded, split_words
 from homerun.errors import DockerfileError
 
 HOW_TO_PROCEED = (
@@ -372,38 +372,10 @@ class _Interpreter:
 
     def _raw_words(self, instruction: Instruction) -> list[str]:
         """Words split on unquoted whitespace with quotes and $ left in place for later."""
-        words: list[str] = []
-        current: list[str] = []
-        quote = ""
-        text = instruction.text
-        index = 0
-        while index < len(text):
-            char = text[index]
-            if quote:
-                current.append(char)
-                if char == self.escape and quote == '"' and index + 1 < len(text):
-                    current.append(text[index + 1])
-                    index += 1
-                elif char == quote:
-                    quote = ""
-            elif char in ("'", '"'):
-                quote = char
-                current.append(char)
-            elif char == self.escape and index + 1 < len(text):
-                current.append(char + text[index + 1])
-                index += 1
-            elif char.isspace():
-                if current:
-                    words.append("".join(current))
-                current = []
-            else:
-                current.append(char)
-            index += 1
-        if quote:
-            self._fail(instruction, f"{instruction.keyword}: unterminated {quote} quote")
-        if current:
-            words.append("".join(current))
-        return words
+        try:
+            return split_unexpanded(instruction.text, escape=self.escape)
+        except WordError as error:
+            self._fail(instruction, f"{instruction.keyword}: {error}")
 
     def _workdir(self, instruction: Instruction) -> None:
         path = self._expand(instruction, instruction.text)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from homerun.build._shellwords import WordError, split_words
 from homerun.build.dockerfile import Dockerfile
 from homerun.build.source import SKIPPED_NAMES
 from homerun.errors import BuildError
@@ -256,8 +257,8 @@ def guess_server(argv: Sequence[str]) -> str:
         and words[1] == "-c"
     ):
         try:
-            words = shlex.split(words[2])
-        except ValueError:
+            words = [word.text for word in split_words(words[2], {}, substitute=False)]
+        except WordError:
             words = words[2].split()
     for index, word in enumerate(words):
         if word.startswith("-") or "=" in word:

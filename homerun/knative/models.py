@@ -509,7 +509,9 @@ class TrafficTarget(KnativeModel):
         return self
 
     def entry(self) -> TrafficEntry:
-        latest = self.revision_name is None if self.latest_revision is None else self.latest_revision
+        latest = (
+            self.revision_name is None if self.latest_revision is None else self.latest_revision
+        )
         revision = None if latest else self.revision_name
         return TrafficEntry(percent=self.percent, revision=revision, latest=latest, tag=self.tag)
 

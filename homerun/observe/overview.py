@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+from homerun.model.views import ServiceDescription, ServiceSummary
 from homerun.observe.logs import LogStore
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
@@ -14,9 +15,9 @@ MAX_REVISIONS = 20
 
 
 class ServiceSource(Protocol):
-    def list_services(self) -> list[dict[str, Any]]: ...
+    def services(self) -> list[ServiceSummary]: ...
 
-    def describe(self, service: str) -> dict[str, Any]: ...
+    def describe(self, service: str) -> ServiceDescription: ...
 
 
 def overview(
@@ -27,45 +28,47 @@ def overview(
     window: int,
 ) -> dict[str, Any]:
     services = []
-    for summary in control.list_services():
-        name = summary["name"]
+    for summary in control.services():
+        name = summary.name
         described = control.describe(name)
         revisions: list[dict[str, Any]] = []
         instances: list[dict[str, Any]] = []
         decisions: list[dict[str, Any]] = []
-        for revision in described.get("revisions", []):
+        for revision in described.revisions:
             states = {"starting": 0, "ready": 0, "draining": 0}
-            for instance in revision.get("instances", []):
-                states[instance["state"]] = states.get(instance["state"], 0) + 1
-                usage = processes.usage(instance["pid"])
+            for instance in revision.instances:
+                states[instance.state] = states.get(instance.state, 0) + 1
+                usage = processes.usage(instance.pid)
                 rows = telemetry.rows.get(name)
-                cpu = rows[-1].instance_cpu_percent.get(instance["name"]) if rows else None
+                cpu = rows[-1].instance_cpu_percent.get(instance.name) if rows else None
                 instances.append(
                     {
-                        "name": instance["name"],
-                        "revision": revision["name"],
-                        "state": instance["state"],
-                        "pid": instance["pid"],
-                        "in_flight": instance["in_flight"],
-                        "capacity": revision["concurrency"],
+                        "name": instance.name,
+                        "revision": revision.name,
+                        "state": instance.state,
+                        "pid": instance.pid,
+                        "in_flight": instance.in_flight,
+                        "capacity": revision.concurrency,
                         "cpu_percent": cpu,
                         "rss_bytes": usage.rss_bytes if usage else None,
                     }
                 )
-            scaling = revision.get("scaling") or {}
-            revision_decisions = scaling.get("decisions", [])
+            revision_decisions = [
+                decision.model_dump()
+                for decision in (revision.scaling.decisions if revision.scaling else [])
+            ]
             for decision in revision_decisions:
-                decisions.append(dict(decision, revision=revision["name"]))
-            if len(revisions) >= MAX_REVISIONS and not revision.get("instances"):
+                decisions.append(dict(decision, revision=revision.name))
+            if len(revisions) >= MAX_REVISIONS and not revision.instances:
                 continue  # older revisions that run nothing: `homerun revisions list` has them
             revisions.append(
                 {
-                    "name": revision["name"],
-                    "status": revision["status"],
-                    "concurrency": revision["concurrency"],
+                    "name": revision.name,
+                    "status": revision.status,
+                    "concurrency": revision.concurrency,
                     "instances": states,
-                    "in_flight": revision.get("in_flight", 0),
-                    "queue_length": revision.get("queue_length", 0),
+                    "in_flight": revision.in_flight,
+                    "queue_length": revision.queue_length,
                     "last_decision": revision_decisions[0] if revision_decisions else None,
                 }
             )
@@ -73,9 +76,9 @@ def overview(
         services.append(
             {
                 "name": name,
-                "url": summary["url"],
-                "ready": summary["ready"],
-                "traffic": summary["traffic"],
+                "url": summary.url,
+                "ready": summary.ready,
+                "traffic": [route.model_dump() for route in summary.traffic],
                 "revisions": revisions,
                 "instances": instances,
                 "series": telemetry.series(name, window),

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from homerun.errors import InvalidSpec
+from homerun.model.annotations import ANNOTATION_PREFIX, MAX_WINDOW, MIN_WINDOW, check_annotations
+from homerun.model.durations import parse_seconds
 from homerun.scaling.autoscaler import ScalingPolicy
-
-ANNOTATION_PREFIX = "autoscaling.knative.dev/"
-MIN_WINDOW, MAX_WINDOW = 6.0, 3600.0  # Knative's bounds for the stable window
 
 
 @dataclass(frozen=True)
@@ -27,22 +25,6 @@ class AutoscalerConfig:
     container_concurrency_target_percentage: float = 60.0  # Cloud Run's; Knative says 70
     max_scale: int = 100  # Cloud Run's default --max-instances
     tick_interval: float = 2.0  # Knative decides every 2 s
-
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_seconds(value: Any, where: str) -> float:
-    """`60`, `60s`, `1m`, `500ms` -> seconds."""
-    if isinstance(value, bool):
-        raise InvalidSpec(f"{where}: expected a duration such as 60s, got {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.match(str(value).strip())
-    if match is None:
-        raise InvalidSpec(f"{where}: expected a duration such as 60s or 1m, got {value!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _number(value: Any, where: str) -> float:
@@ -105,48 +87,6 @@ def load_autoscaler_config(raw: Any, where: str = "autoscaler") -> AutoscalerCon
         _check(f"{where}.{key}", number, low, high, unit)
         values[name] = number
     return replace(AutoscalerConfig(), **values)
-
-
-# Knative's per-revision annotations homerun honours, with their bounds.
-_ANNOTATIONS: dict[str, tuple[Callable[[Any, str], float], float, float, str]] = {
-    "min-scale": (_integer, 0, 1000, ""),
-    "max-scale": (_integer, 1, 1000, ""),
-    "target": (_number, 0.01, 1000, ""),
-    "target-utilization-percentage": (_number, 1, 100, ""),
-    "window": (parse_seconds, MIN_WINDOW, MAX_WINDOW, "s"),
-    "panic-window-percentage": (_number, 1, 100, ""),
-    "panic-threshold-percentage": (_number, 110, 1000, ""),
-}
-
-
-def check_annotations(annotations: Mapping[str, str]) -> dict[str, float]:
-    """Validate the `autoscaling.knative.dev/*` annotations; other prefixes pass through."""
-    values: dict[str, float] = {}
-    for key, value in annotations.items():
-        if not key.startswith(ANNOTATION_PREFIX):
-            continue
-        name = key[len(ANNOTATION_PREFIX) :]
-        if name == "class" and value.endswith("kpa.autoscaling.knative.dev"):
-            continue
-        if name == "metric" and value == "concurrency":
-            continue
-        known = _ANNOTATIONS.get(name)
-        if known is None:
-            raise InvalidSpec(
-                f"annotation {key}: not supported; homerun honours "
-                + ", ".join(ANNOTATION_PREFIX + k for k in sorted(_ANNOTATIONS))
-            )
-        parse, low, high, unit = known
-        number = parse(value, f"annotation {key}")
-        _check(f"annotation {key}", number, low, high, unit)
-        values[name] = number
-    low_scale, high_scale = values.get("min-scale"), values.get("max-scale")
-    if low_scale is not None and high_scale is not None and low_scale > high_scale:
-        raise InvalidSpec(
-            f"min-scale ({low_scale:g}) is above max-scale ({high_scale:g}): "
-            "--min-instances must not exceed --max-instances"
-        )
-    return values
 
 
 def policy_for(

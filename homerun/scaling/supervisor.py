@@ -20,6 +20,26 @@ from homerun.spec import expand_k8s_vars
 T = TypeVar("T")
 
 
+# An app that listens on ports of its own but not on $PORT for this long has a hard-coded
+# port (Flask's 5000, Django's 8000): its start fails then, not at the startup timeout. An
+# app that opens another port first (metrics) and binds $PORT later has this long to do so.
+WRONG_PORT_SECONDS = 5.0
+_PORT_CHECK_SECONDS = 0.5
+
+
+def wrong_port(port: int, ports: set[int]) -> str:
+    """Why an app that listens elsewhere is not ready, and how each server reads PORT."""
+    listed = ", ".join(str(p) for p in sorted(ports))
+    return (
+        f"the app listens on port {listed}, not on $PORT={port}; it must take the port from "
+        "the PORT environment variable, e.g.\n"
+        '  Flask:    app.run(port=int(os.environ.get("PORT", 8080)))\n'
+        "  uvicorn:  uvicorn main:app --port $PORT\n"
+        "  gunicorn: gunicorn --bind :$PORT main:app\n"
+        "  Django:   python manage.py runserver $PORT (or gunicorn on PKG.wsgi)"
+    )
+
+
 class StartFailed(HomerunError):
     """An instance exited or never listened on $PORT before the startup timeout."""
 
@@ -64,8 +84,14 @@ class Supervisor:
         probe_interval: float,
         stop_grace: float,
         listener_in_tree: Callable[[int, int], bool | None] | None = None,
+        listening_ports: Callable[[int], set[int]] | None = None,
+        wrong_port_seconds: float = WRONG_PORT_SECONDS,
     ) -> None:
+        self._wrong_port_seconds = wrong_port_seconds
         self._runtime = runtime
+        # listening_ports(pid): the TCP ports the process tree of pid listens on (access/peers):
+        # an app that listens on its own port, not $PORT, fails its start in seconds.
+        self._listening_ports = listening_ports
         # listener_in_tree(port, pid): whether the process tree of pid holds the socket that
         # takes connections to the port (access/peers); None: the probe trusts any listener.
         self._listener_in_tree = listener_in_tree
@@ -271,6 +297,8 @@ class Supervisor:
         # 2 ms at first and half as long again each time (probes at 0, 2, 5, 9.5, 16, 26,
         # 42 ... ms) up to the probe interval.
         interval = 0.002
+        elsewhere_since: float | None = None  # since when it listens, but not on $PORT
+        next_port_check = instance.started_at + _PORT_CHECK_SECONDS
         while True:
             if exit_watch.done():
                 status = exit_watch.result()
@@ -289,7 +317,19 @@ class Supervisor:
                 # Another program took the port before the instance bound it: the instance
                 # will fail to bind (and exit), or bind elsewhere and time out.
                 foreign = True
-            if self._clock() >= deadline:
+            now = self._clock()
+            if self._listening_ports is not None and now >= next_port_check:
+                next_port_check = now + _PORT_CHECK_SECONDS
+                ports = self._listening_ports(instance.process.pid) - {instance.port}
+                if not ports or foreign:
+                    elsewhere_since = None
+                elif elsewhere_since is None:
+                    elsewhere_since = now
+                elif now - elsewhere_since >= self._wrong_port_seconds:
+                    raise StartFailed(
+                        wrong_port(instance.port, ports), list(unit.supervised.recent_output)
+                    )
+            if now >= deadline:
                 raise StartFailed(
                     f"the app did not listen on $PORT={instance.port} within the startup "
                     f"timeout of {startup_timeout:g}s; it must listen on the port given "

@@ -20,8 +20,8 @@ from homerun.model.views import (
     IdentityToken,
     InstanceView,
     PlatformStatus,
-    Route,
     RevisionSummary,
+    Route,
     SecretSummary,
     SecretVersionCreated,
     SecretVersionView,
@@ -32,8 +32,6 @@ from homerun.model.views import (
 )
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
-
-URL = "http://hello.localhost:8080"
 
 
 def service_summary(name: str = "hello", **fields: Any) -> ServiceSummary:
@@ -75,7 +73,11 @@ def revision_summary(name: str = "hello-00002-abc", **fields: Any) -> RevisionSu
         "tags": [Tag(tag="blue", url="http://blue---hello.localhost:8080")],
         "instances": [
             InstanceView(
-                name="hello-00002-abc-1", state="ready", pid=4242, port=9001, in_flight=1,
+                name="hello-00002-abc-1",
+                state="ready",
+                pid=4242,
+                port=9001,
+                in_flight=1,
                 age_seconds=3.0,
             )
         ],
@@ -106,10 +108,16 @@ class FakeClient:
         self.existing = {"hello"}  # other services are new: iam_policy answers NotFound
         self.service_views = [service_summary()]
         self.revision_views = [revision_summary()]
-        self.events: list[DeployEvent] = [Phase(message="Starting revision hello-00003-xyz"), done()]
+        self.events: list[DeployEvent] = [
+            Phase(message="Starting revision hello-00003-xyz"),
+            done(),
+        ]
         self.secret_views = [
             SecretSummary(
-                name="db-url", versions=2, latest=2, created_at=1_700_000_000.0,
+                name="db-url",
+                versions=2,
+                latest=2,
+                created_at=1_700_000_000.0,
                 used_by=["hello-00002-abc"],
             )
         ]
@@ -137,8 +145,12 @@ class FakeClient:
     def status(self) -> PlatformStatus:
         self._record("status")
         return PlatformStatus(
-            pid=4242, router="http://127.0.0.1:8080", dashboard="http://127.0.0.1:8081",
-            services=len(self.service_views), revisions=len(self.revision_views), instances=1,
+            pid=4242,
+            router="http://127.0.0.1:8080",
+            dashboard="http://127.0.0.1:8081",
+            services=len(self.service_views),
+            revisions=len(self.revision_views),
+            instances=1,
         )
 
     def shutdown(self) -> None:
@@ -157,8 +169,11 @@ class FakeClient:
     def knative_service(self, service: str) -> dict[str, Any]:
         self._record("knative_service", service)
         self._service(service)
-        return {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                "metadata": {"name": service}}
+        return {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": {"name": service},
+        }
 
     def deploy(self, request: DeployRequest) -> Iterator[DeployEvent]:
         self._record("deploy", request)
@@ -187,8 +202,11 @@ class FakeClient:
     def knative_revision(self, name: str) -> dict[str, Any]:
         self._record("knative_revision", name)
         self._revision(name)
-        return {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
-                "metadata": {"name": name}}
+        return {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Revision",
+            "metadata": {"name": name},
+        }
 
     def delete_revision(self, name: str) -> None:
         self._record("delete_revision", name)

@@ -6,8 +6,14 @@ from .conftest import FakeClient, Run
 
 
 def test_the_token_alone_on_the_last_line(run: Run, fake: FakeClient) -> None:
-    result = run("auth", "print-identity-token", "--account", "bob", "--audiences",
-                 "http://hello.localhost:8080")
+    result = run(
+        "auth",
+        "print-identity-token",
+        "--account",
+        "bob",
+        "--audiences",
+        "http://hello.localhost:8080",
+    )
     assert result.out == "aaa.bbb.ccc\n"
     assert fake.called("identity_token") == [("user:bob", "http://hello.localhost:8080")]
 
@@ -18,6 +24,7 @@ def test_as_a_services_instances(run: Run, fake: FakeClient) -> None:
 
 
 def test_account_and_impersonation_exclude_each_other(run: Run) -> None:
-    result = run("auth", "print-identity-token", "--account", "a", "--impersonate-service-account",
-                 "b")
+    result = run(
+        "auth", "print-identity-token", "--account", "a", "--impersonate-service-account", "b"
+    )
     assert result.code == 2 and "not allowed with argument" in result.err

@@ -29,9 +29,7 @@ def test_a_new_service_is_private_and_says_how_to_open_it(
     ]
 
 
-def test_a_new_public_service_says_how_to_close_it(
-    run: Run, fake: FakeClient, app: Path
-) -> None:
+def test_a_new_public_service_says_how_to_close_it(run: Run, fake: FakeClient, app: Path) -> None:
     fake.events = [done("new", "new-00001-abc")]
     result = run("deploy", "new", "--source", str(app), "--allow-unauthenticated")
     assert "Service [new] is public" in result.out
@@ -82,10 +80,29 @@ def test_the_entrypoint_is_said_once(run: Run, fake: FakeClient, app: Path) -> N
 
 def test_flags_become_the_request(run: Run, fake: FakeClient, app: Path) -> None:
     result = run(
-        "deploy", "hello", "--source", str(app), "--set-env-vars", "A=1,B=2",
-        "--update-secrets", "DB=db-url:latest", "--concurrency", "10", "--timeout", "5m",
-        "--min-instances", "1", "--max-instances", "default", "--tag", "blue", "--no-traffic",
-        "--ingress", "internal", "--command", "gunicorn -b :$PORT main:app",
+        "deploy",
+        "hello",
+        "--source",
+        str(app),
+        "--set-env-vars",
+        "A=1,B=2",
+        "--update-secrets",
+        "DB=db-url:latest",
+        "--concurrency",
+        "10",
+        "--timeout",
+        "5m",
+        "--min-instances",
+        "1",
+        "--max-instances",
+        "default",
+        "--tag",
+        "blue",
+        "--no-traffic",
+        "--ingress",
+        "internal",
+        "--command",
+        "gunicorn -b :$PORT main:app",
     )
     assert result.code == 0, result.err
     (request,) = fake.called("deploy")[0]
@@ -106,8 +123,10 @@ def test_a_failed_deploy_says_why_once_and_exits_1(run: Run, fake: FakeClient, a
     fake.events = [
         Phase(message="Building revision hello-00003-xyz from /srv/hello"),
         BuildLine(line="ERROR: No matching distribution found for nope"),
-        Failed(message="pip install -r requirements.txt failed (exit 1); its last lines:\n"
-               "  ERROR: No matching distribution found for nope\nFix the requirement."),
+        Failed(
+            message="pip install -r requirements.txt failed (exit 1); its last lines:\n"
+            "  ERROR: No matching distribution found for nope\nFix the requirement."
+        ),
     ]
     result = run("deploy", "hello", "--source", str(app))
     assert result.code == 1

@@ -43,8 +43,12 @@ def test_same_destination() -> None:
 def test_follow_returns_the_outcome_and_whether_it_was_announced(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    outcome = follow([Phase(message="No change: hello-00002-abc already runs this template"),
-                      done(unchanged=True)])
+    outcome = follow(
+        [
+            Phase(message="No change: hello-00002-abc already runs this template"),
+            done(unchanged=True),
+        ]
+    )
     assert outcome.announced and outcome.done.unchanged
     assert not follow([done()]).announced
     assert not follow([Phase(message="Building"), BuildLine(line="pip"), done()]).announced

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from homerun.cli import main
+from homerun.cli import COMMANDS
+from homerun.cli._commands import build_parser, parse
+from homerun.cli._context import Context
 
 from .conftest import FakeClient, Run
 
@@ -27,17 +29,20 @@ def test_read_refuses_bad_filters(run: Run, fake: FakeClient) -> None:
 
 
 def test_tail_polls_after_the_last_entry_until_interrupted(
-    fake: FakeClient, home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    fake: FakeClient, home, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    polls = []
+    polls: list[float] = []
 
-    def sleep(seconds: float) -> None:
+    def sleep(seconds: float) -> None:  # simulated time: the third poll is a Ctrl-C
         polls.append(seconds)
-        if len(polls) == 2:
+        if len(polls) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr("homerun.cli._context.time.sleep", sleep)
-    assert main(["logs", "tail", "hello"], client=fake) == 130  # type: ignore[arg-type]
+    invocation = parse(build_parser(COMMANDS, "0"), ["logs", "tail", "hello"])
+    assert invocation.command is not None
+    with pytest.raises(KeyboardInterrupt):
+        invocation.command.handler(invocation.arguments, Context(fake, sleep=sleep))  # type: ignore[arg-type]
     assert capsys.readouterr().out.count("GET / 200") == 1
     first, *rest = fake.called("logs")
-    assert first[1] == 20 and all(call[2]["after"] == "2026-11-25T10:00:00.000000Z" for call in rest)
+    assert first[1] == 20 and len(rest) == 2
+    assert all(call[2]["after"] == "2026-11-25T10:00:00.000000Z" for call in rest)

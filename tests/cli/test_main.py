@@ -7,8 +7,8 @@ from importlib.metadata import version
 
 import pytest
 
-from homerun.cli import COMMANDS, main
-from homerun.cli._commands import Command, Group, build_parser, parse
+from homerun.cli import COMMANDS
+from homerun.cli._commands import Command, Group, _flags, build_parser, parse
 
 from .conftest import Run
 
@@ -35,7 +35,9 @@ GROUPS = _walk(COMMANDS)
 LEAVES = _commands(COMMANDS)
 
 
-@pytest.mark.parametrize(("path", "group"), GROUPS, ids=[" ".join(p) or "homerun" for p, _ in GROUPS])
+@pytest.mark.parametrize(
+    ("path", "group"), GROUPS, ids=[" ".join(p) or "homerun" for p, _ in GROUPS]
+)
 def test_every_group_lists_its_commands_with_one_line_each(
     run: Run, path: tuple[str, ...], group: Group
 ) -> None:
@@ -128,7 +130,11 @@ def test_required_flags_are_in_the_usage(run: Run) -> None:
 
 def test_flag_equals_value_and_repeated_flags(run: Run, fake, app) -> None:
     result = run(
-        "deploy", "hello", f"--source={app}", "--update-env-vars=A=1", "--update-env-vars=B=2",
+        "deploy",
+        "hello",
+        f"--source={app}",
+        "--update-env-vars=A=1",
+        "--update-env-vars=B=2",
         "--allow-unauthenticated",
     )
     assert result.code == 0, result.err
@@ -150,14 +156,10 @@ def test_quiet_is_accepted_everywhere(path: tuple[str, ...], command: Command) -
 
 
 def _positionals(command: Command) -> list[str]:
-    from homerun.cli._commands import _flags
-
     return [f.names[0] for f in _flags(command.arguments) if f.positional]
 
 
 def _required(command: Command) -> list[str]:
-    from homerun.cli._commands import _flags
-
     return [f.names[0] for f in _flags(command.arguments) if f.options.get("required")]
 
 

@@ -29,8 +29,9 @@ def test_describe(run: Run, fake: FakeClient) -> None:
     assert "  Entrypoint:   gunicorn main:app (Procfile web:)" in out
     assert "  Env:          MODE=beta" in out
     assert "  Secret:       DB_URL from db-url:latest" in out
-    assert "kind: Revision" in run("revisions", "describe", "hello-00002-abc", "--format",
-                                   "yaml").out
+    assert (
+        "kind: Revision" in run("revisions", "describe", "hello-00002-abc", "--format", "yaml").out
+    )
 
 
 def test_delete_confirms_on_a_terminal_only(run: Run, fake: FakeClient) -> None:

@@ -23,7 +23,11 @@ def test_create_from_a_file_and_from_stdin(
 
 def test_list_and_versions(run: Run) -> None:
     assert run("secrets", "list").out.splitlines()[1].split() == [
-        "db-url", "2", "2023-11-14", "22:13:20Z", "hello-00002-abc",
+        "db-url",
+        "2",
+        "2023-11-14",
+        "22:13:20Z",
+        "hello-00002-abc",
     ]
     versions = run("secrets", "versions", "list", "db-url").out.splitlines()
     assert [line.split()[0] for line in versions] == ["VERSION", "2", "1"]

@@ -30,15 +30,25 @@ def test_describe(run: Run, fake: FakeClient) -> None:
     fake.revision_views = [
         revision_summary(
             scaling=Scaling(
-                min_instances=0, max_instances=100, target_per_instance=48,
-                stable_window_seconds=60, overloaded_requests=2, waited_requests=3,
+                min_instances=0,
+                max_instances=100,
+                target_per_instance=48,
+                stable_window_seconds=60,
+                overloaded_requests=2,
+                waited_requests=3,
                 median_wait_ms=21.5,
                 decisions=[Decision(seconds_ago=2, desired=1, mode="stable", reason="1 in flight")],
             ),
             start_mode=StartMode(mode="fork", reason="gunicorn app preloaded"),
         ),
-        revision_summary("hello-00001-old", status="failed", message="boom\nline 2", percent=0,
-                         instances=[], tags=[]),
+        revision_summary(
+            "hello-00001-old",
+            status="failed",
+            message="boom\nline 2",
+            percent=0,
+            instances=[],
+            tags=[],
+        ),
     ]
     out = run("services", "describe", "hello").out
     assert "Service hello\n  URL:      http://hello.localhost:8080\n  Ready:    yes\n" in out
@@ -75,9 +85,11 @@ def test_delete_asks_on_a_terminal(run: Run, fake: FakeClient) -> None:
 
 
 def test_delete_without_a_terminal_or_with_quiet_asks_nothing(run: Run, fake: FakeClient) -> None:
-    for result in (run("services", "delete", "hello"),
-                   run("services", "delete", "hello", "-q", typed=""),
-                   run("-q", "services", "delete", "hello", typed="")):
+    for result in (
+        run("services", "delete", "hello"),
+        run("services", "delete", "hello", "-q", typed=""),
+        run("-q", "services", "delete", "hello", typed=""),
+    ):
         assert result.code == 0 and result.out == "Deleted service [hello].\n"
     assert len(fake.called("delete")) == 3
 
@@ -85,8 +97,11 @@ def test_delete_without_a_terminal_or_with_quiet_asks_nothing(run: Run, fake: Fa
 def test_update_access_without_a_new_revision(run: Run, fake: FakeClient) -> None:
     fake.events = [
         Phase(message="No change: hello-00002-abc already runs this template"),
-        done(revision="hello-00002-abc", unchanged=True,
-             service_changes=["access set to public (allUsers may invoke)"]),
+        done(
+            revision="hello-00002-abc",
+            unchanged=True,
+            service_changes=["access set to public (allUsers may invoke)"],
+        ),
     ]
     result = run("services", "update", "hello", "--allow-unauthenticated")
     assert result.code == 0
@@ -121,14 +136,27 @@ def test_update_deploys_a_revision(run: Run, fake: FakeClient) -> None:
 
 def test_update_traffic(run: Run, fake: FakeClient) -> None:
     fake.service_views = [
-        service_summary(traffic=[
-            Route(revision="hello-00002-abc", percent=90),
-            Route(revision="hello-00001-old", percent=10, tag="old",
-                  url="http://old---hello.localhost:8080"),
-        ])
+        service_summary(
+            traffic=[
+                Route(revision="hello-00002-abc", percent=90),
+                Route(
+                    revision="hello-00001-old",
+                    percent=10,
+                    tag="old",
+                    url="http://old---hello.localhost:8080",
+                ),
+            ]
+        )
     ]
-    result = run("services", "update-traffic", "hello", "--to-revisions",
-                 "hello-00001-old=10,LATEST=90", "--update-tags", "old=hello-00001-old")
+    result = run(
+        "services",
+        "update-traffic",
+        "hello",
+        "--to-revisions",
+        "hello-00001-old=10,LATEST=90",
+        "--update-tags",
+        "old=hello-00001-old",
+    )
     assert result.code == 0, result.err
     _, update = fake.called("update_traffic")[0]
     assert update.to_revisions == {"hello-00001-old": 10, "LATEST": 90}
@@ -149,8 +177,10 @@ def test_replace(run: Run, fake: FakeClient, tmp_path: Path) -> None:
         f"'homerun.local/hello@sha256:{'a' * 64}'}}]\n"
         "  traffic: [{latestRevision: true, percent: 100}]\n"
     )
-    fake.events = [Phase(message="The template is unchanged: hello-00002-abc stays"),
-                   done(revision="hello-00002-abc", unchanged=True)]
+    fake.events = [
+        Phase(message="The template is unchanged: hello-00002-abc stays"),
+        done(revision="hello-00002-abc", unchanged=True),
+    ]
     result = run("services", "replace", str(manifest))
     assert result.code == 0, result.err
     assert result.out.count("unchanged") == 1

@@ -42,6 +42,13 @@ def _still_served_by(platform, service: str, revision: str) -> None:
         ("crash_on_boot", (), [r"DATABASE_URL is not set"]),
         # Never binds $PORT: the startup timeout fires, and the app's output is shown.
         ("never_listens", ("--startup-timeout", "3"), [r"never_listens: started"]),
+        # Listens, but not on $PORT: said within seconds (not at the 240 s timeout), with the
+        # port it took and how servers read PORT.
+        (
+            "hardcoded_port",
+            (),
+            [r"listens on port \d+, not on \$PORT=\d+", r"uvicorn main:app --port \$PORT"],
+        ),
         # pip's own error, naming the package.
         ("bad_requirements", (), [r"homerun-e2e-no-such-package", r"(?i)no matching distribution"]),
         # The instruction outside the subset, by file and line.

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fakes import Clock, FakeInstance, FakeRuntime
 
-from homerun.access.peers import listener_in_tree
+from homerun.access.peers import listener_in_tree, listening_ports
 from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore
 from homerun.routing.throttler import Throttler
@@ -35,6 +35,7 @@ def make(
     *,
     deploying: bool = False,
     clock: Callable[[], float] = time.monotonic,
+    **options: Any,
 ) -> tuple[Supervisor, RevisionUnit, dict[str, int]]:
     recorded: dict[str, int] = {}
     supervisor = Supervisor(
@@ -48,6 +49,7 @@ def make(
         probe_interval=0.05,
         stop_grace=2,
         listener_in_tree=listener_in_tree,  # as the daemon wires it
+        **options,
     )
     holder: list[RevisionUnit] = []
     plan = RevisionPlan(
@@ -119,6 +121,29 @@ def test_never_listening_app_times_out_and_is_killed(tmp_path: Path) -> None:
         with pytest.raises(StartFailed, match="did not listen on \\$PORT"):
             await supervisor.start_instance(unit)
         assert recorded == {}
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_app_listening_on_another_port_fails_in_seconds_saying_which(tmp_path: Path) -> None:
+    elsewhere = [
+        sys.executable, "-c",
+        "import socket, time; s = socket.create_server(('127.0.0.1', 0)); "
+        "print('listening on', s.getsockname()[1], flush=True); time.sleep(60)",
+    ]  # fmt: skip
+
+    async def scenario() -> None:
+        supervisor, unit, _ = make(
+            tmp_path, elsewhere, listening_ports=listening_ports, wrong_port_seconds=0.3
+        )
+        started = time.monotonic()
+        with pytest.raises(StartFailed) as failure:
+            await supervisor.start_instance(unit)
+        assert time.monotonic() - started < 5  # not the 10 s startup timeout
+        port = unit.supervised.recent_output[-1].split()[-1]
+        assert f"listens on port {port}, not on $PORT=" in failure.value.message
+        assert "gunicorn --bind :$PORT main:app" in failure.value.message
         await supervisor.close()
 
     asyncio.run(scenario())

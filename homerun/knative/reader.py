@@ -1,0 +1,141 @@
+"""`homerun services replace FILE`: a Knative Service document -> what homerun applies, or one
+InvalidSpec that lists every problem of the document at its field path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from homerun.errors import InvalidSpec
+from homerun.knative.models import (
+    SOURCE_ANNOTATION,
+    ServiceDocument,
+    Template,
+    level_at,
+)
+from homerun.model.validation import Problem, problems, validation_message
+from homerun.spec import DEFAULT_STARTUP_TIMEOUT_SECONDS, RevisionSpec, SecretRef
+from homerun.traffic import DEFAULT_TRAFFIC, TrafficEntry
+
+
+@dataclass(frozen=True)
+class TemplateManifest:
+    name: str | None  # Knative's "bring your own revision name"
+    spec: RevisionSpec  # source is "" when the document names none
+    digest: str | None  # the artifact asked for; None never happens for a valid document
+    source: str | None  # the homerun.dev/source annotation
+
+
+@dataclass(frozen=True)
+class ServiceManifest:
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    template: TemplateManifest
+    traffic: tuple[TrafficEntry, ...]
+
+
+def parse_service(document: Any, *, where: str = "the document") -> ServiceManifest:
+    """A Knative Service document -> what homerun applies; InvalidSpec lists every problem."""
+    try:
+        service = ServiceDocument.model_validate(
+            document, context={"service": _name_as_written(document)}
+        )
+    except ValidationError as error:
+        raise _invalid(where, [_explained(problem) for problem in problems(error)]) from None
+    template = service.spec.template
+    try:
+        spec = RevisionSpec.model_validate(_revision_fields(template))
+    except ValidationError as error:  # the models check more than RevisionSpec does
+        raise _invalid(
+            where, [Problem(("spec", "template", "spec"), validation_message(error))]
+        ) from None
+    metadata = service.metadata
+    traffic = service.spec.traffic
+    template_annotations = template.metadata.annotations if template.metadata else None
+    return ServiceManifest(
+        name=metadata.name,
+        labels=dict(metadata.labels or {}),
+        annotations=dict(metadata.annotations or {}),
+        template=TemplateManifest(
+            name=template.metadata.name if template.metadata else None,
+            spec=spec,
+            digest=template.spec.containers[0].digest,
+            source=(template_annotations or {}).get(SOURCE_ANNOTATION),
+        ),
+        traffic=DEFAULT_TRAFFIC if traffic is None else tuple(t.entry() for t in traffic),
+    )
+
+
+def _revision_fields(template: Template) -> dict[str, Any]:
+    """RevisionSpec's fields from a template that passed the models' checks."""
+    metadata = template.metadata
+    annotations = dict(metadata.annotations or {}) if metadata else {}
+    source = annotations.pop(SOURCE_ANNOTATION, None)
+    spec = template.spec
+    container = spec.containers[0]
+    env: dict[str, str] = {}
+    secrets: dict[str, SecretRef] = {}
+    for variable in container.env or []:
+        ref = variable.value_from.secret_key_ref if variable.value_from else None
+        if ref is not None:
+            secrets[variable.name] = SecretRef(secret=ref.name, version=ref.key)
+        else:
+            env[variable.name] = variable.value or ""
+    limits = container.resources.limits if container.resources else None
+    probe = container.startup_probe
+    fields: dict[str, Any] = {
+        "source": source or "",
+        "labels": dict(metadata.labels or {}) if metadata else {},
+        "annotations": annotations,
+        "command": container.command or None,
+        "args": container.args or None,
+        "env": env,
+        "secrets": secrets,
+        "startup_timeout_seconds": probe.budget if probe else DEFAULT_STARTUP_TIMEOUT_SECONDS,
+        "cpu": limits.cpu if limits else None,
+        "memory": limits.memory if limits else None,
+        "container_port": container.port,
+        "container_name": container.name,
+        "service_account": spec.service_account_name,
+    }
+    if spec.container_concurrency is not None:
+        fields["container_concurrency"] = spec.container_concurrency
+    if spec.timeout_seconds is not None:
+        fields["timeout_seconds"] = spec.timeout_seconds
+    return fields
+
+
+def _name_as_written(document: Any) -> str:
+    """metadata.name, for the checks that depend on it (a revision name's prefix, a tag's
+    length), which run while metadata.name itself is being checked."""
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def _explained(problem: Problem) -> Problem:
+    """An unknown field with why homerun refuses it or the field probably meant; a required
+    one with what it holds."""
+    *parent, last = problem.location or ("",)
+    level = level_at(parent)
+    if level is None or not problem.location:
+        return problem
+    if problem.kind in ("extra_forbidden", "invalid_key"):
+        key = str(last)  # YAML may give a key that is a number
+        return Problem((*parent, key), level.unknown_field(key), problem.kind)
+    description = level.field_description(str(last))
+    if problem.message == "required" and description:
+        return Problem(problem.location, f"required: {description}", problem.kind)
+    return problem
+
+
+def _invalid(where: str, found: list[Problem]) -> InvalidSpec:
+    lines = "\n".join(f"  {problem.path or '(document)'}: {problem.message}" for problem in found)
+    count = len(found)
+    return InvalidSpec(
+        f"{where} is not a valid Knative Service "
+        f"({count} problem{'s' if count > 1 else ''}):\n{lines}"
+    )

@@ -1,0 +1,275 @@
+"""Knative serving.knative.dev/v1 Service and Revision documents rendered from homerun's
+records, for `describe --format yaml|json`; reader.py reads them back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from homerun.knative.models import (
+    API_VERSION,
+    DEFAULT_PORT,
+    IMAGE_REGISTRY,
+    SOURCE_ANNOTATION,
+    image_for,
+)
+from homerun.spec import RevisionSpec
+from homerun.traffic import DEFAULT_TRAFFIC, ResolvedTarget, TrafficEntry, resolve
+
+# Cloud Run's own cap on one startup probe timeout; longer budgets come from periodSeconds.
+MAX_PROBE_TIMEOUT = 240
+READY, FAILED = "ready", "failed"
+
+
+def timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class RevisionView:
+    name: str
+    service: str
+    spec: RevisionSpec
+    status: str  # building | starting | ready | failed
+    message: str
+    created_at: float
+    ready_at: float | None
+    digest: str | None
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    name: str
+    created_at: float
+    generation: int
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    traffic: tuple[TrafficEntry, ...]
+    revisions: list[RevisionView]  # newest first
+    url: str
+    tag_urls: Mapping[str, str] = field(default_factory=dict)  # tag -> URL
+
+
+def render_template(spec: RevisionSpec, image: str | None) -> dict[str, Any]:
+    """spec.template of a Service (and spec of a Revision) for a revision's spec."""
+    annotations = dict(spec.annotations)
+    if spec.source:
+        annotations[SOURCE_ANNOTATION] = spec.source
+    metadata: dict[str, Any] = {}
+    if spec.labels:
+        metadata["labels"] = dict(sorted(spec.labels.items()))
+    if annotations:
+        metadata["annotations"] = dict(sorted(annotations.items()))
+    container: dict[str, Any] = {}
+    if spec.container_name:
+        container["name"] = spec.container_name
+    container["image"] = image or f"{IMAGE_REGISTRY}/unbuilt"
+    if spec.command:
+        container["command"] = list(spec.command)
+    if spec.args:
+        container["args"] = list(spec.args)
+    env: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in spec.env.items()]
+    env.extend(
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.secret, "key": ref.version}}}
+        for name, ref in spec.secrets.items()
+    )
+    if env:
+        container["env"] = env
+    if spec.container_port is not None:
+        container["ports"] = [{"name": "http1", "containerPort": spec.container_port}]
+    limits = {key: value for key, value in (("cpu", spec.cpu), ("memory", spec.memory)) if value}
+    if limits:
+        container["resources"] = {"limits": limits}
+    budget = spec.startup_timeout_seconds
+    container["startupProbe"] = {
+        "tcpSocket": {"port": spec.container_port or DEFAULT_PORT},
+        "timeoutSeconds": min(budget, MAX_PROBE_TIMEOUT),
+        "periodSeconds": budget,
+        "failureThreshold": 1,
+    }
+    revision_spec: dict[str, Any] = {
+        "containerConcurrency": spec.container_concurrency,
+        "timeoutSeconds": spec.timeout_seconds,
+    }
+    if spec.service_account:
+        revision_spec["serviceAccountName"] = spec.service_account
+    revision_spec["containers"] = [container]
+    return {"metadata": metadata, "spec": revision_spec}
+
+
+def render_traffic_entry(entry: TrafficEntry) -> dict[str, Any]:
+    rendered: dict[str, Any] = {}
+    if entry.tag:
+        rendered["tag"] = entry.tag
+    if not entry.latest:
+        rendered["revisionName"] = entry.revision
+    rendered["latestRevision"] = entry.latest
+    if entry.percent:
+        rendered["percent"] = entry.percent
+    return rendered
+
+
+def render_service(view: ServiceView) -> dict[str, Any]:
+    latest_created = view.revisions[0] if view.revisions else None
+    latest_ready = next((r for r in view.revisions if r.status == READY), None)
+    metadata: dict[str, Any] = {
+        "name": view.name,
+        "namespace": "default",
+        "generation": view.generation,
+        "creationTimestamp": timestamp(view.created_at),
+    }
+    if view.labels:
+        metadata["labels"] = dict(sorted(view.labels.items()))
+    if view.annotations:
+        metadata["annotations"] = dict(sorted(view.annotations.items()))
+    spec: dict[str, Any] = {}
+    if latest_created is not None:
+        spec["template"] = render_template(
+            latest_created.spec,
+            image_for(view.name, latest_created.digest) if latest_created.digest else None,
+        )
+    spec["traffic"] = [render_traffic_entry(entry) for entry in view.traffic or DEFAULT_TRAFFIC]
+    resolved = resolve(view.traffic or DEFAULT_TRAFFIC, latest_ready.name if latest_ready else None)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": spec,
+        "status": _service_status(view, latest_created, latest_ready, resolved),
+    }
+
+
+def render_revision(view: RevisionView, routed: bool, image: str | None) -> dict[str, Any]:
+    template = render_template(view.spec, image)
+    labels = {
+        "serving.knative.dev/configuration": view.service,
+        "serving.knative.dev/service": view.service,
+        **template["metadata"].get("labels", {}),
+    }
+    if routed:
+        labels["serving.knative.dev/route"] = view.service
+    metadata: dict[str, Any] = {
+        "name": view.name,
+        "namespace": "default",
+        "generation": 1,
+        "creationTimestamp": timestamp(view.created_at),
+        "labels": dict(sorted(labels.items())),
+    }
+    if template["metadata"].get("annotations"):
+        metadata["annotations"] = template["metadata"]["annotations"]
+    ready = _revision_condition(view)
+    active = (
+        _condition("Active", "True", view.ready_at or view.created_at)
+        if routed
+        else _condition(
+            "Active",
+            "False",
+            view.ready_at or view.created_at,
+            "NoTraffic",
+            "The target is not receiving traffic.",
+        )
+    )
+    status: dict[str, Any] = {"observedGeneration": 1, "conditions": [active, ready]}
+    if image:
+        status["imageDigest"] = image
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Revision",
+        "metadata": metadata,
+        "spec": template["spec"],
+        "status": status,
+    }
+
+
+def _service_status(
+    view: ServiceView,
+    latest_created: RevisionView | None,
+    latest_ready: RevisionView | None,
+    resolved: list[ResolvedTarget],
+) -> dict[str, Any]:
+    since = view.created_at
+    if latest_created is None:
+        configuration = _condition("ConfigurationsReady", "Unknown", since, "Deploying")
+    else:
+        revision_condition = _revision_condition(latest_created)
+        configuration = dict(revision_condition, type="ConfigurationsReady")
+        if revision_condition["status"] == "False":
+            configuration["message"] = (
+                f'Revision "{latest_created.name}" failed with message: '
+                f"{revision_condition.get('message', '')}"
+            )
+    statuses = {revision.name: revision.status for revision in view.revisions}
+    missing = [target for target in resolved if statuses.get(target.revision or "") != READY]
+    route_since = latest_ready.ready_at or latest_ready.created_at if latest_ready else since
+    if missing:
+        names = ", ".join(target.revision or "LATEST" for target in missing)
+        routes = _condition(
+            "RoutesReady",
+            "False",
+            route_since,
+            "RevisionMissing",
+            f"Revision(s) {names} referenced in traffic are not ready.",
+        )
+    else:
+        routes = _condition("RoutesReady", "True", route_since)
+    ready = _worst(configuration, routes)
+    status: dict[str, Any] = {
+        "observedGeneration": view.generation,
+        "conditions": [ready, configuration, routes],
+    }
+    if latest_ready is not None:
+        status["latestReadyRevisionName"] = latest_ready.name
+    if latest_created is not None:
+        status["latestCreatedRevisionName"] = latest_created.name
+    status["url"] = view.url
+    status["address"] = {"url": view.url}
+    traffic = []
+    for target in resolved:
+        entry: dict[str, Any] = {}
+        if target.tag:
+            entry["tag"] = target.tag
+        if target.revision:
+            entry["revisionName"] = target.revision
+        entry["latestRevision"] = target.latest
+        if target.percent:
+            entry["percent"] = target.percent
+        if target.tag and target.tag in view.tag_urls:
+            entry["url"] = view.tag_urls[target.tag]
+        traffic.append(entry)
+    status["traffic"] = traffic
+    return status
+
+
+def _revision_condition(view: RevisionView) -> dict[str, Any]:
+    if view.status == READY:
+        return _condition("Ready", "True", view.ready_at or view.created_at)
+    if view.status == FAILED:
+        first_line = view.message.strip().splitlines()[0] if view.message.strip() else "failed"
+        return _condition("Ready", "False", view.created_at, "RevisionFailed", first_line)
+    return _condition("Ready", "Unknown", view.created_at, "Deploying")
+
+
+def _condition(
+    kind: str, status: str, since: float, reason: str | None = None, message: str | None = None
+) -> dict[str, Any]:
+    condition: dict[str, Any] = {
+        "type": kind,
+        "status": status,
+        "lastTransitionTime": timestamp(since),
+    }
+    if reason:
+        condition["reason"] = reason
+    if message:
+        condition["message"] = message
+    return condition
+
+
+def _worst(*conditions: dict[str, Any]) -> dict[str, Any]:
+    for status in ("False", "Unknown"):
+        for condition in conditions:
+            if condition["status"] == status:
+                return dict(condition, type="Ready")
+    latest = max(conditions, key=lambda condition: condition["lastTransitionTime"])
+    return _condition("Ready", "True", 0) | {"lastTransitionTime": latest["lastTransitionTime"]}
