@@ -91,6 +91,7 @@ class FakeRuntime:
 
     def __init__(self) -> None:
         self.started: list[FakeInstance] = []
+        self.a_start = asyncio.Event()  # set at each start (tests clear it to wait for the next)
         self.fail = False
         self.hold: asyncio.Event | None = None
         self.forgotten: list[str] = []
@@ -104,6 +105,7 @@ class FakeRuntime:
             return instance
         instance = FakeInstance(spec.name, spec.port, None)
         self.started.append(instance)
+        self.a_start.set()
         hold = self.hold
 
         async def listen() -> None:

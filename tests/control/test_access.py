@@ -50,7 +50,10 @@ def test_iam_errors_say_what_to_do(make_plane: Callable[..., Plane]) -> None:
         with pytest.raises(InvalidSpec, match="one user or service account"):
             plane.control.iam.mint_identity_token("allUsers", None)
         changes = plane.control.iam.set_access("svc", False, "internal")
-        assert changes == ["unauthenticated invocations no longer allowed", "ingress set to internal"]
+        assert changes == [
+            "unauthenticated invocations no longer allowed",
+            "ingress set to internal",
+        ]
         await plane.control.close()
 
     asyncio.run(scenario(make_plane()))

@@ -122,9 +122,9 @@ def test_a_starting_revision_survives_routing_changes_elsewhere(make_plane) -> N
     async def scenario(plane: Plane) -> None:
         await plane.deployed("other", source=str(plane.source))
         plane.runtime.hold = asyncio.Event()
+        plane.runtime.a_start.clear()
         slow = asyncio.ensure_future(plane.deploy("slow", source=str(plane.source)))
-        while not plane.runtime.started[1:]:
-            await asyncio.sleep(0.001)
+        await plane.runtime.a_start.wait()
         starting = plane.runtime.started[1]
         plane.runtime.hold, hold = None, plane.runtime.hold
         second = await plane.deployed("other", env={"update": {"A": "1"}})
