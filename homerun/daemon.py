@@ -307,6 +307,7 @@ def control_plane(
     metadata_address: Address | None,
     dashboard_url: str | None,
     host_env: Mapping[str, str] = os.environ,
+    progress_seconds: float = 1.0,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with."""
     urls = Urls(settings.domain, settings.port)
@@ -366,6 +367,8 @@ def control_plane(
             secrets=secret_values,
             tasks=tasks,
             urls=urls,
+            clock=clock,
+            progress_seconds=progress_seconds,
         ),
         iam=iam,
         secrets=Secrets(

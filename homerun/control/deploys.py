@@ -33,10 +33,11 @@ from homerun.control.urls import Urls
 from homerun.errors import HomerunError, InvalidSpec
 from homerun.knative import ServiceManifest
 from homerun.model.artifact import ArtifactRecord
-from homerun.model.events import BuildLine, DeployEvent, Done, Phase
+from homerun.model.events import BuildLine, DeployEvent, Done, Phase, Starting
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.scaling.supervisor import StartFailed, Supervisor
+from homerun.scaling.unit import ManagedInstance, RevisionUnit
 from homerun.spec import DeployRequest, RevisionSpec, validate_service_name
 from homerun.store import RevisionRecord, Store
 from homerun.traffic import DEFAULT_TRAFFIC, retag, served_percent, tags_of
@@ -62,7 +63,11 @@ class Deploys:
         secrets: SecretValues,
         tasks: Tasks,
         urls: Urls,
+        clock: Callable[[], float],
+        progress_seconds: float = 1.0,
     ) -> None:
+        self._clock = clock
+        self._progress_seconds = progress_seconds  # between Starting events
         self._settings = settings
         self._paths = paths
         self._store = store
@@ -172,7 +177,7 @@ class Deploys:
         emit(Phase(message=f"Starting revision {name}"))
         try:
             unit = self._live.unit(revision)
-            instance = await self._supervisor.start_instance(unit)
+            instance = await self._started(unit, emit)
             await self._supervisor.confirm(unit, instance, self._settings.deploy_settle_seconds)
         except StartFailed as failure:
             detail = self._secrets.redact(failure.detail(), spec)
@@ -203,6 +208,26 @@ class Deploys:
             )
         )
         emit(done)
+
+    async def _started(self, unit: RevisionUnit, emit: Emit) -> ManagedInstance:
+        """Start the revision's first instance; say how long it has been starting, and what
+        the app printed last, every second until it listens."""
+        start = asyncio.ensure_future(self._supervisor.start_instance(unit))
+        began = self._clock()
+        try:
+            while not (await asyncio.wait([start], timeout=self._progress_seconds))[0]:
+                output = unit.supervised.recent_output
+                emit(
+                    Starting(
+                        revision=unit.name,
+                        elapsed_seconds=round(self._clock() - began, 1),
+                        last_line=output[-1] if output else None,
+                    )
+                )
+        finally:
+            if not start.done():
+                start.cancel()
+        return start.result()
 
     async def _artifact_for(
         self, name: str, spec: RevisionSpec, plan: Build | Reuse, emit: Emit

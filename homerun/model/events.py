@@ -25,6 +25,15 @@ class Phase(_Event):
     message: str
 
 
+class Starting(_Event):
+    """The revision's first instance is starting: sent every second until it listens."""
+
+    event: Literal["starting"] = "starting"
+    revision: str
+    elapsed_seconds: float
+    last_line: str | None = None  # the app's newest log line, if it printed any
+
+
 class Done(_Event):
     """The deploy is over: the revision is ready (or nothing had to change)."""
 
@@ -46,7 +55,7 @@ class Failed(_Event):
     message: str
 
 
-DeployEvent = Annotated[BuildLine | Phase | Done | Failed, Field(discriminator="event")]
+DeployEvent = Annotated[BuildLine | Phase | Starting | Done | Failed, Field(discriminator="event")]
 DEPLOY_EVENT: TypeAdapter[DeployEvent] = TypeAdapter(DeployEvent)
 
 

@@ -105,6 +105,7 @@ def make_plane(tmp_path: Path) -> Callable[..., Plane]:
             metadata_address=None,
             dashboard_url=None,
             host_env={"PATH": "/usr/bin"},
+            progress_seconds=0.005,
         )
         return Plane(control, runtime, store, source, pokes)
 
