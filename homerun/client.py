@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
 from homerun.model.events import DeployEvent, parse_event
+from homerun.model.validation import validation_message
 from homerun.model.views import (
     IamPolicy,
     IdentityToken,
@@ -259,9 +260,9 @@ def _read_list(view: type[View], answer: Any) -> list[View]:
 
 def _unreadable(view: type[BaseModel], error: ValidationError) -> UnreadableAnswer:
     return UnreadableAnswer(
-        f"the daemon's answer does not read as {view.__name__}: {_problems(error)}; are the "
-        "daemon and this CLI the same homerun version? (`homerun down` stops an older daemon; "
-        "the next deploy starts this one)"
+        f"the daemon's answer does not read as {view.__name__}: {validation_message(error)}; "
+        "are the daemon and this CLI the same homerun version? (`homerun down` stops an older "
+        "daemon; the next deploy starts this one)"
     )
 
 
@@ -270,16 +271,9 @@ def _event(line: str) -> DeployEvent:
         return parse_event(line)
     except ValidationError as error:
         raise UnreadableAnswer(
-            f"the daemon sent a deploy event this CLI cannot read: {_problems(error)}; are the "
-            "daemon and this CLI the same homerun version?"
+            "the daemon sent a deploy event this CLI cannot read: "
+            f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
         ) from None
-
-
-def _problems(error: ValidationError) -> str:
-    return "; ".join(
-        ".".join(str(part) for part in item["loc"]) + f": {item['msg']}"
-        for item in error.errors()[:3]
-    )
 
 
 def _raise_for(response: httpx.Response) -> None:

@@ -36,7 +36,10 @@ def app(tmp_path: Path) -> Path:
         (["deploy", "ok", "--source", "{app}", "--concurrency", "0"], "between 1 and 1000"),
         (["deploy", "ok", "--source", "{app}", "--concurrency", "lots"], "--concurrency"),
         (["deploy", "ok", "--source", "{app}", "--timeout", "3601"], "between 1 and 3600"),
-        (["deploy", "ok", "--source", "{app}", "--timeout", "soon"], "not a duration"),
+        (
+            ["deploy", "ok", "--source", "{app}", "--timeout", "soon"],
+            "--timeout: expected a duration",
+        ),
         (["deploy", "ok", "--source", "{app}", "--image", "x"], "--image needs"),
     ],
 )

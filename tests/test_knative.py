@@ -445,6 +445,138 @@ def test_output_only_fields_are_ignored() -> None:
     assert "serving.knative.dev/creator" not in manifest.annotations
 
 
+def _problems(document: Any) -> dict[str, str]:
+    """field path -> message, from the InvalidSpec a document gets."""
+    with pytest.raises(InvalidSpec) as error:
+        parse_service(document)
+    lines = str(error.value).splitlines()[1:]
+    return dict(line.strip().split(": ", 1) for line in lines)
+
+
+CONTAINER = "spec.template.spec.containers[0]"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "message"),
+    [
+        (
+            "spec/template/spec/containers/0/env",
+            [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}, {"name": "1X"}],
+            f"{CONTAINER}.env[2].name",
+            "invalid variable name '1X'",
+        ),
+        (
+            "spec/template/spec/containers/0/env",
+            [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "a/b", "key": "1"}}}],
+            f"{CONTAINER}.env[0].valueFrom.secretKeyRef.name",
+            "invalid secret name 'a/b'",
+        ),
+        (
+            "spec/template/spec/containers/0/env",
+            [{"name": "A", "valueFrom": {"secretKeyRef": {"key": "1"}}}],
+            f"{CONTAINER}.env[0].valueFrom.secretKeyRef.name",
+            "required: the secret's name",
+        ),
+        (
+            "spec/template/spec/containers/0/ports",
+            [{"containerPort": 70000}],
+            f"{CONTAINER}.ports[0].containerPort",
+            "must be 1..65535, got 70000",
+        ),
+        (
+            "spec/template/spec/containers/0/startupProbe",
+            {"tcpSocket": {"port": 9000}},
+            f"{CONTAINER}.startupProbe.tcpSocket.port",
+            "must be the container port (8080), got 9000",
+        ),
+        (
+            "spec/template/spec/containers/0/startupProbe",
+            {"periodSeconds": 0},
+            f"{CONTAINER}.startupProbe.periodSeconds",
+            "must be at least 1, got 0",
+        ),
+        (
+            "spec/template/spec/containers/0/command",
+            ["python", 3],
+            f"{CONTAINER}.command[1]",
+            "must be a string (quote it), got 3",
+        ),
+        (
+            "spec/template/spec/containers/0/resources",
+            {"limits": {"memory": "lots"}},
+            f"{CONTAINER}.resources.limits.memory",
+            "not a memory amount",
+        ),
+        (
+            "spec/template/metadata/annotations",
+            {"autoscaling.knative.dev/minScale": "5", "autoscaling.knative.dev/maxScale": "2"},
+            # The key as the document writes it, though homerun stores min-scale.
+            "spec.template.metadata.annotations.autoscaling.knative.dev/minScale",
+            "min-scale (5) is above max-scale (2)",
+        ),
+        ("spec/traffic/1/revisionName", "", "spec.traffic[1].revisionName", "a revision name"),
+        ("spec/traffic/0/percent", "50", "spec.traffic[0].percent", "a whole number, got '50'"),
+        ("metadata", {"labels": {"a": "b"}}, "metadata.name", "required: the service's name"),
+        ("spec/template/spec/containers", [None], f"{CONTAINER}", "required"),
+    ],
+)
+def test_nested_problems_carry_their_field_path(
+    path: str, value: Any, field: str, message: str
+) -> None:
+    problems = _problems(_set(BASE, path, value))
+    assert field in problems, problems
+    assert message in problems[field]
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "meant"),
+    [
+        (
+            "spec/template/spec/contianerConcurrency",
+            "spec.template.spec.contianerConcurrency",
+            "containerConcurrency",
+        ),
+        ("spec/template/spec/containers/0/imgae", f"{CONTAINER}.imgae", "image"),
+        ("spec/traffic/0/precent", "spec.traffic[0].precent", "percent"),
+        ("metadata/lables", "metadata.lables", "labels"),
+        ("apiversion", "apiversion", "apiVersion"),
+    ],
+)
+def test_a_misspelled_field_says_what_was_meant(path: str, field: str, meant: str) -> None:
+    problems = _problems(_set(BASE, path, 1))
+    assert problems[field] == f"unknown field; did you mean {meant!r}?"
+
+
+def test_an_unknown_field_lists_the_fields_there() -> None:
+    problems = _problems(_set(BASE, "spec/template/spec/containers/0/ports", [{"xyz": 1}]))
+    assert problems[f"{CONTAINER}.ports[0].xyz"] == (
+        "unknown field; the fields here are containerPort, name, protocol"
+    )
+
+
+def test_a_refused_field_gives_the_reason_not_a_guess() -> None:
+    problems = _problems(_set(BASE, "spec/template/spec/containers/0/readinessProbe", {}))
+    assert problems[f"{CONTAINER}.readinessProbe"].startswith("not supported: homerun probes")
+
+
+def test_a_null_traffic_target_is_a_problem_not_a_missing_share() -> None:
+    document = copy.deepcopy(BASE)
+    document["spec"]["traffic"][0] = None
+    assert _problems(document) == {"spec.traffic[0]": "required"}
+
+
+def test_numbers_written_where_kubernetes_takes_strings_are_read_as_text() -> None:
+    document = _set(minimal(), "spec/template/spec/containers/0/resources", {"limits": {"cpu": 2}})
+    document = _set(
+        document,
+        "spec/template/spec/containers/0/env",
+        [{"name": "DB", "valueFrom": {"secretKeyRef": {"name": "db", "key": 3}}}],
+    )
+    spec = parse_service(document).template.spec
+    assert spec.cpu == "2"
+    assert spec.secrets == {"DB": SecretRef(secret="db", version="3")}
+
+
 # -- any input: a manifest or InvalidSpec, never another exception (hypothesis) ------------
 
 json_values = st.recursive(

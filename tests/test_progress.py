@@ -41,3 +41,28 @@ def _read_available(fd: int) -> bytes:
 
     ready, _, _ = select.select([fd], [], [], 0.2)
     return os.read(fd, 65536) if ready else b""
+
+
+def test_a_detail_is_a_line_of_its_own_once_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+    with Progress(stream) as progress:
+        progress.step("Starting revision svc-00001-abc")
+        for line in ("booting", "booting", "loading model"):
+            progress.detail(line)
+    assert stream.getvalue() == ("Starting revision svc-00001-abc\n  booting\n  loading model\n")
+
+
+def test_a_detail_sits_beside_the_spinner_on_a_terminal() -> None:
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w", encoding="utf-8") as terminal:
+        with Progress(terminal) as progress:
+            progress.step("Starting revision svc-00001-abc")
+            progress.detail("loading model")
+            time.sleep(0.25)  # a spinner frame or two (this is the behaviour under test)
+        output = b""
+        while chunk := _read_available(leader):
+            output += chunk
+    os.close(leader)
+    text = output.decode("utf-8")
+    assert "Starting revision svc-00001-abc (0." in text and "s): loading model" in text
+    assert "✓ Starting revision svc-00001-abc (" in text

@@ -13,11 +13,12 @@ from homerun.spec import (
     SecretRef,
     check_cpu,
     check_memory,
+    env_name,
     expand_k8s_vars,
-    parse_duration,
     parse_env_vars,
     parse_list,
     parse_secret_refs,
+    validate_env_name,
     validate_service_name,
 )
 
@@ -58,17 +59,13 @@ def test_malformed_env_vars_are_rejected(text: str, message: str) -> None:
         parse_env_vars(text)
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("300", 300), ("300s", 300), ("5m", 300), ("1h", 3600), ("1h30m", 5400)]
-)
-def test_durations(text: str, seconds: int) -> None:
-    assert parse_duration(text, "--timeout") == seconds
-
-
-@pytest.mark.parametrize("text", ["", "abc", "5x", "-1"])
-def test_bad_durations(text: str) -> None:
-    with pytest.raises(InvalidSpec, match="--timeout"):
-        parse_duration(text, "--timeout")
+def test_a_check_names_no_field_and_its_flag_form_names_the_flag() -> None:
+    with pytest.raises(ValueError, match=r"^PORT is reserved"):
+        env_name("PORT")
+    with pytest.raises(InvalidSpec, match=r"^--update-env-vars: PORT is reserved"):
+        validate_env_name("PORT", "--update-env-vars")
+    with pytest.raises(InvalidSpec, match=r"^--cpu: 'lots' is not a CPU amount"):
+        check_cpu("lots", "--cpu")
 
 
 def test_lists_and_k8s_expansion() -> None:
@@ -175,6 +172,15 @@ def test_bad_values_are_refused(changes: RevisionChanges, message: str) -> None:
         changes.apply(BASE)
 
 
+def test_an_out_of_range_setting_names_the_field_and_the_bound() -> None:
+    with pytest.raises(InvalidSpec) as error:
+        RevisionChanges(container_concurrency=0, timeout_seconds=4000).apply(BASE)
+    assert str(error.value) == (
+        "container_concurrency: must be at least 1, got 0; "
+        "timeout_seconds: must be at most 3600, got 4000"
+    )
+
+
 # -- any input: a value or InvalidSpec, never another exception (hypothesis) ---------------
 
 # Text that looks like flag values often enough: the delimiters and signs they are made of.
@@ -195,10 +201,9 @@ def test_any_env_list_parses_or_is_refused(text: str) -> None:
 
 
 @given(flag_text)
-def test_any_secret_list_duration_or_quantity_parses_or_is_refused(text: str) -> None:
+def test_any_secret_list_or_quantity_parses_or_is_refused(text: str) -> None:
     for parse in (
         parse_secret_refs,
-        lambda value: parse_duration(value, "--timeout"),
         lambda value: check_cpu(value, "--cpu"),
         lambda value: check_memory(value, "--memory"),
         validate_service_name,

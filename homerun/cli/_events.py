@@ -9,15 +9,13 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from homerun.errors import HomerunError
-from homerun.model.events import BuildLine, DeployEvent, Done, Failed, Phase
+from homerun.model.events import BuildLine, DeployEvent, Done, Failed, Phase, Starting
 from homerun.progress import Progress
 
 # The builder's own summary of the entrypoint. The daemon follows every build with the phase
 # "Entrypoint (ORIGIN): ARGV" (and sends that phase alone when it reuses an artifact), so
 # showing both printed the entrypoint twice.
 _BUILDER_ENTRYPOINT = "entrypoint: "
-
-
 _SHOWN_ABOVE = "  (shown above)"
 
 
@@ -31,7 +29,7 @@ def follow(events: Iterable[DeployEvent]) -> Outcome:
     """Show a deploy's progress; its outcome, or HomerunError with the daemon's reason."""
     done: Done | None = None
     announced = False
-    shown: set[str] = set()  # build output on screen, not to be repeated by the error
+    shown: set[str] = set()  # output on screen (build, app), not to be repeated by the error
     with Progress() as progress:
         for event in events:
             if isinstance(event, BuildLine):
@@ -43,6 +41,10 @@ def follow(events: Iterable[DeployEvent]) -> Outcome:
             elif isinstance(event, Phase):
                 progress.step(event.message)
                 announced = True
+            elif isinstance(event, Starting):
+                if event.last_line:  # the spinner already counts the seconds
+                    progress.detail(event.last_line)
+                    shown.add(event.last_line.strip())
             elif isinstance(event, Failed):
                 raise HomerunError(_unseen(event.message, shown, sys.stdout, sys.stderr))
             elif isinstance(event, Done):

@@ -11,6 +11,7 @@ import yaml
 from homerun.access.iam import check_ingress
 from homerun.cli._commands import FlagGroup, flag, one_of
 from homerun.errors import HomerunError
+from homerun.model.durations import parse_duration
 from homerun.scaling.policy import ANNOTATION_PREFIX
 from homerun.spec import (
     DEFAULT_CONCURRENCY,
@@ -22,7 +23,6 @@ from homerun.spec import (
     check_cpu,
     check_memory,
     check_range,
-    parse_duration,
     parse_env_vars,
     parse_list,
     parse_secret_refs,

@@ -11,8 +11,9 @@ from typing import Any
 from homerun.cli._commands import Group, command, flag, positional
 from homerun.cli._context import Context
 from homerun.errors import HomerunError
+from homerun.model.durations import parse_duration
 from homerun.observe.logs import SEVERITIES
-from homerun.spec import parse_duration, validate_service_name
+from homerun.spec import validate_service_name
 
 TAIL_POLL_SECONDS = 0.5
 TAIL_BACKLOG = 20  # entries shown before new ones, as `tail` shows the last lines first

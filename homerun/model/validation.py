@@ -86,7 +86,9 @@ def describe(item: ErrorDetails) -> str:
         return f"must be {_WRONG_TYPE[kind]}, got {_shown(value)}"
     if kind in _BOUNDS:
         key, relation = _BOUNDS[kind]
-        return f"must be {relation} {context.get(key)}, got {_shown(value)}"
+        bound = context.get(key)
+        shown = f"{bound:g}" if isinstance(bound, int | float) else str(bound)
+        return f"must be {relation} {shown}, got {_shown(value)}"
     if kind == "literal_error":
         return f"must be {context.get('expected')}, got {_shown(value)}"
     return item["msg"]

@@ -67,6 +67,7 @@ CASES: list[tuple[str, str, Any]] = [
     ("ENV A=1\nENV X=${A:+alt}", "env", {"A": "1", "X": "alt"}),
     ("ENV X='$NOT_EXPANDED'", "env", {"X": "$NOT_EXPANDED"}),
     ("ENV X=\\$LITERAL", "env", {"X": "$LITERAL"}),
+    ('ENV A="x \\" y" B=\'q\\\'', "env", {"A": 'x " y', "B": "q\\"}),
     (
         "ENV PATH=/app/bin:$PATH",
         "env",
@@ -308,6 +309,7 @@ def test_refused_instructions_name_the_line_and_how_to_proceed(
         ("FROM python:3.11\nCOPY onlyone\n", 2, ["source and a destination"]),
         ("FROM python:3.11\nENV LONELY\n", 2, ["missing value"]),
         ('FROM python:3.11\nENV A="unclosed\n', 2, ["unterminated"]),
+        ("FROM python:3.11\nLABEL a='unclosed\n", 2, ["LABEL: unterminated single quote"]),
         ("FROM python:3.11\nEXPOSE http\n", 2, ["not a port"]),
         ("FROM python:3.11\nENV X=${A/b/c}\n", 2, ["substitution"]),
         ("FROM python:3.11\nCMD\n", 2, ["needs a command"]),

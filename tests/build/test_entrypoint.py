@@ -365,6 +365,8 @@ def test_nothing_found_in_an_empty_app(tmp_path: Path) -> None:
         (["python", "-m", "uvicorn", "main:app"], "uvicorn"),
         (["/srv/venv/bin/gunicorn", "main:app"], "gunicorn"),
         (["/bin/sh", "-c", "PYTHONUNBUFFERED=1 exec gunicorn main:app"], "gunicorn"),
+        (["/bin/sh", "-c", "exec 'gunicorn' --bind \":$PORT\" main:app"], "gunicorn"),
+        (["/bin/sh", "-c", "exec uvicorn 'main:app"], "uvicorn"),  # open quote: plain split
         (["/bin/sh", "-c", "hypercorn main:app --bind 0.0.0.0:$PORT"], "other"),
         (["python", "main.py"], "other"),
         (["/bin/sh", "-c", "python main.py --log-file=/var/log/gunicorn"], "other"),

@@ -9,7 +9,7 @@ import pytest
 
 from homerun.cli._events import _same_destination, _unseen, follow
 from homerun.errors import HomerunError
-from homerun.model.events import BuildLine, Phase
+from homerun.model.events import BuildLine, Phase, Starting
 
 from .conftest import done
 
@@ -58,3 +58,12 @@ def test_follow_returns_the_outcome_and_whether_it_was_announced(
 def test_a_stream_without_a_result_is_an_error() -> None:
     with pytest.raises(HomerunError, match="without a result"):
         follow([Phase(message="Starting revision hello-00003-xyz")])
+
+
+def test_a_starting_app_s_last_line_is_shown_once(capsys: pytest.CaptureFixture[str]) -> None:
+    started = [
+        Starting(revision="hello-00003-xyz", elapsed_seconds=seconds, last_line=line)
+        for seconds, line in ((1.0, None), (2.0, "loading model"), (3.0, "loading model"))
+    ]
+    follow([Phase(message="Starting revision hello-00003-xyz"), *started, done()])
+    assert capsys.readouterr().out == "Starting revision hello-00003-xyz\n  loading model\n"
