@@ -10,7 +10,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from homerun.errors import InvalidSpec
 from homerun.model.annotations import check_annotations
-from homerun.model.durations import parse_duration as parse_duration  # for cli/flags.py
 from homerun.model.validation import validation_message
 
 # A DNS label (RFC 1123) that starts with a letter, as Cloud Run requires for service names.

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
 from homerun.errors import InvalidSpec
 from homerun.model.annotations import CAMEL_CASE_ALIASES, annotation_problems
@@ -104,11 +105,12 @@ class KnativeModel(BaseModel):
         return f"unknown field; the fields here are {', '.join(known)}"
 
     @classmethod
-    def field_description(cls, key: str) -> str | None:
-        for name, field in cls.model_fields.items():
-            if (field.alias or name) == key:
-                return field.description
-        return None
+    def field_named(cls, key: int | str) -> FieldInfo | None:
+        """The field a document's `key` sets here (keys are the camelCase aliases)."""
+        return next(
+            (field for name, field in cls.model_fields.items() if (field.alias or name) == key),
+            None,
+        )
 
 
 def level_at(location: Sequence[int | str]) -> type[KnativeModel] | None:
@@ -117,10 +119,7 @@ def level_at(location: Sequence[int | str]) -> type[KnativeModel] | None:
     for part in location:
         annotation = _unwrapped(annotation)
         if isinstance(annotation, type) and issubclass(annotation, KnativeModel):
-            field = next(
-                (f for name, f in annotation.model_fields.items() if (f.alias or name) == part),
-                None,
-            )
+            field = annotation.field_named(part)
             if field is None:
                 return None
             annotation = field.annotation
@@ -144,9 +143,6 @@ def _unwrapped(annotation: Any) -> Any:
             annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
         else:
             return annotation
-
-
-# -- field types ------------------------------------------------------------------------------
 
 
 def _string_keys(value: Any) -> Any:
@@ -214,7 +210,7 @@ StringMap = Annotated[dict[str, str], BeforeValidator(_string_keys)]
 Quantity = BeforeValidator(_number_as_text)
 
 
-# -- the document, from the leaves up ---------------------------------------------------------
+# The document's levels, from the leaves up.
 
 
 class SecretKeySelector(KnativeModel):

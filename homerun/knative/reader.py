@@ -126,9 +126,9 @@ def _explained(problem: Problem) -> Problem:
     if problem.kind in ("extra_forbidden", "invalid_key"):
         key = str(last)  # YAML may give a key that is a number
         return Problem((*parent, key), level.unknown_field(key), problem.kind)
-    description = level.field_description(str(last))
-    if problem.message == "required" and description:
-        return Problem(problem.location, f"required: {description}", problem.kind)
+    field = level.field_named(last)
+    if problem.message == "required" and field is not None and field.description:
+        return Problem(problem.location, f"required: {field.description}", problem.kind)
     return problem
 
 

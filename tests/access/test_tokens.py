@@ -7,25 +7,19 @@ from typing import Any
 
 import jwt
 import pytest
+from fakes import Clock
 
 from homerun.access import tokens
 from homerun.access.tokens import SIGNATURE_REMOVED, TokenAuthority, TokenRejected
 
 KEY = b"k" * 32
+NOW = 1_800_000_000.0  # a wall-clock time, as the authority reads time.time()
 ISSUER = "http://localhost:8080"
 CLAIMS = {"sub": "user:a", "aud": "x", "exp": 2e9, "iss": ISSUER}
 
 
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_token_carries_member_audience_issuer_and_an_hour() -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     authority = TokenAuthority(KEY, ISSUER, clock=clock)
     token = authority.mint("user:alice", "http://svc.localhost:8080")
     claims = authority.verify(token.encode())
@@ -39,7 +33,7 @@ def test_a_token_carries_member_audience_issuer_and_an_hour() -> None:
 
 
 def test_expired_tokens_are_refused_even_from_the_cache() -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     authority = TokenAuthority(KEY, ISSUER, clock=clock)
     token = authority.mint("user:alice", "aud").encode()
     authority.verify(token)
@@ -63,17 +57,17 @@ def test_expired_tokens_are_refused_even_from_the_cache() -> None:
 )
 def test_tokens_not_ours_are_refused_with_a_reason(token: str, reason: str) -> None:
     with pytest.raises(TokenRejected, match=reason):
-        TokenAuthority(KEY, ISSUER, clock=Clock()).verify(token.encode())
+        TokenAuthority(KEY, ISSUER, clock=Clock(NOW)).verify(token.encode())
 
 
 def test_the_none_algorithm_is_refused() -> None:
     forged = jwt.encode(dict(CLAIMS), None, algorithm="none")
     with pytest.raises(TokenRejected):
-        TokenAuthority(KEY, ISSUER, clock=Clock()).verify(forged.encode())
+        TokenAuthority(KEY, ISSUER, clock=Clock(NOW)).verify(forged.encode())
 
 
 def test_a_repeated_token_is_not_verified_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    authority = TokenAuthority(KEY, ISSUER, clock=Clock())
+    authority = TokenAuthority(KEY, ISSUER, clock=Clock(NOW))
     token = authority.mint("user:alice", "aud").encode()
     decodes = []
     real_decode = jwt.decode
@@ -89,7 +83,7 @@ def test_a_repeated_token_is_not_verified_again(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_cache_is_bounded_and_forgets_the_oldest_first() -> None:
-    authority = TokenAuthority(KEY, ISSUER, clock=Clock(), cache_size=3)
+    authority = TokenAuthority(KEY, ISSUER, clock=Clock(NOW), cache_size=3)
     minted = [authority.mint(f"user:u{index}", "aud").encode() for index in range(5)]
     for token in minted:
         authority.verify(token)
@@ -97,7 +91,7 @@ def test_the_cache_is_bounded_and_forgets_the_oldest_first() -> None:
 
 
 def test_the_app_gets_our_tokens_without_their_signature() -> None:
-    authority = TokenAuthority(KEY, ISSUER, clock=Clock())
+    authority = TokenAuthority(KEY, ISSUER, clock=Clock(NOW))
     token = authority.mint("user:alice", "aud")
     forwarded = authority.forwarded_authorization(b"Bearer " + token.encode())
     head, claims, _ = token.split(".")
@@ -107,7 +101,7 @@ def test_the_app_gets_our_tokens_without_their_signature() -> None:
     # Anything else passes as it is: the app's own schemes, other issuers' tokens.
     for other in (b"Basic dXNlcjpwYXNz", b"Bearer abc.def.ghi", b"Bearer", b""):
         assert authority.forwarded_authorization(other) == other
-    other_platform = TokenAuthority(b"o" * 32, ISSUER, clock=Clock()).mint("user:a", "aud")
+    other_platform = TokenAuthority(b"o" * 32, ISSUER, clock=Clock(NOW)).mint("user:a", "aud")
     assert authority.forwarded_authorization(b"Bearer " + other_platform.encode()).endswith(
         other_platform.encode()
     )

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from fakes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APPS = REPO_ROOT / "tests" / "apps"
@@ -47,10 +47,6 @@ SHARED_CONFIG = {"max-request-body-bytes": 1024 * 1024, "stop-grace-seconds": 3}
 REVISION_NAME = re.compile(r"\b[a-z][-a-z0-9]*-\d{5}-[a-z0-9]+\b")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def process_alive(pid: int) -> bool:

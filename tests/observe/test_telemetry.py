@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from fakes import FakeInstanceReading, FakeRequests, FakeRevision
+from fakes import Clock, FakeInstanceReading, FakeRequests, FakeRevision
 from prometheus_client.parser import text_string_to_metric_families
 
 from homerun.model.states import InstanceState
@@ -12,14 +12,6 @@ from homerun.observe.metrics import Metrics
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
 from homerun.routing.types import RequestRecord
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def record(

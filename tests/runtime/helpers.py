@@ -6,11 +6,12 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fakes import free_port
 
 from homerun.build import Artifact
 from homerun.runtime import Instance, InstanceSpec
@@ -28,10 +29,6 @@ class Seeds:
     fastapi: Artifact  # fastapi + uvicorn
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def spec(
