@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homerun.errors import InvalidSpec, NotFound
+from homerun.model.suggest import did_you_mean
 from homerun.spec import LATEST_VERSION, SecretRef, check_secret_version, validate_secret_name
 
 # Environment values cannot hold NUL, and a secret read into one must be text.
@@ -91,7 +92,10 @@ class SecretStore:
         validate_secret_name(name)
         folder = self._root / name
         if not folder.is_dir():
-            raise NotFound(f"secret {name!r} not found; `homerun secrets list` shows them")
+            raise NotFound(
+                f"secret {name!r} not found{did_you_mean(name, self.names())} "
+                "(`homerun secrets list` shows them)"
+            )
         return folder
 
     def _path(self, ref: SecretRef) -> Path:

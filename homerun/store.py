@@ -13,6 +13,7 @@ from homerun.access.iam import ALL_USERS, INVOKER_ROLE
 from homerun.errors import NotFound
 from homerun.model.artifact import ArtifactRecord
 from homerun.model.states import RevisionStatus
+from homerun.model.suggest import did_you_mean
 from homerun.spec import RevisionSpec
 from homerun.traffic import TrafficEntry
 
@@ -138,7 +139,11 @@ class Store:
     def service(self, name: str) -> ServiceRecord:
         row = self._db.execute(f"{_SERVICE_ROWS} WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise NotFound(f"service {name!r} not found; `homerun services list` shows them")
+            names = [row[0] for row in self._db.execute("SELECT name FROM services")]
+            raise NotFound(
+                f"service {name!r} not found{did_you_mean(name, names)} "
+                "(`homerun services list` shows them)"
+            )
         return _service(row)
 
     def has_service(self, name: str) -> bool:
@@ -272,7 +277,11 @@ class Store:
     def revision(self, name: str) -> RevisionRecord:
         row = self._db.execute("SELECT * FROM revisions WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise NotFound(f"revision {name!r} not found; `homerun revisions list` shows them")
+            names = [row[0] for row in self._db.execute("SELECT name FROM revisions")]
+            raise NotFound(
+                f"revision {name!r} not found{did_you_mean(name, names)} "
+                "(`homerun revisions list` shows them)"
+            )
         return _revision(row)
 
     def revisions(self, service: str | None = None) -> list[RevisionRecord]:

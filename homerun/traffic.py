@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from homerun.errors import InvalidSpec
+from homerun.model.suggest import did_you_mean
 
 # A tag's URL: TAG---SERVICE.DOMAIN (Cloud Run's form).
 TAG_SEPARATOR = "---"
@@ -158,7 +159,8 @@ def update_traffic(
             if tag not in tagged:
                 known = ", ".join(sorted(tag for tag in tagged if tag)) or "none"
                 raise InvalidSpec(
-                    f"--to-tags: no revision of {service} is tagged {tag!r} (tags: {known}); "
+                    f"--to-tags: no revision of {service} is tagged {tag!r}"
+                    f"{did_you_mean(tag, [t for t in tagged if t])} (tags: {known}); "
                     "tag one first with --update-tags TAG=REVISION"
                 )
             percentages[tagged[tag]] = percent
@@ -177,7 +179,8 @@ def update_traffic(
     for tag in update.remove_tags:
         if tag not in existing_tags:
             known = ", ".join(sorted(str(tag) for tag in existing_tags)) or "none"
-            raise InvalidSpec(f"--remove-tags: {service} has no tag {tag!r} (tags: {known})")
+            hint = did_you_mean(tag, [str(t) for t in existing_tags])
+            raise InvalidSpec(f"--remove-tags: {service} has no tag {tag!r}{hint} (tags: {known})")
 
     edited = assign_percentages(current, percentages) if percentages else current
     if update.changes_tags:
@@ -192,7 +195,8 @@ def check_target(key: str, service: str, revisions: Mapping[str, str], where: st
     status = revisions.get(key)
     if status is None:
         raise InvalidSpec(
-            f"{where}: revision {key!r} is not a revision of {service}; "
+            f"{where}: revision {key!r} is not a revision of {service}"
+            f"{did_you_mean(key, revisions)}; "
             f"`homerun revisions list --service {service}` shows them (or use LATEST)"
         )
     if status != READY:

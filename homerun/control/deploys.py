@@ -186,7 +186,8 @@ class Deploys:
             keeps = f"; {previous.name} keeps serving" if previous else ""
             raise HomerunError(
                 f"revision {name} is not ready: {detail}\n"
-                f"Traffic was not moved{keeps}. Fix the app and deploy again "
+                + _carried_over(plan, service)
+                + f"Traffic was not moved{keeps}. Fix the app and deploy again "
                 f"(`homerun logs read {service}` shows its full log)."
             ) from None
         except HomerunError as error:  # a secret went missing between the check and now
@@ -301,6 +302,19 @@ class Deploys:
             tag_urls={tag: self._urls.tag(service, tag) for tag in tags_of(resolved, revision)},
             **extra,
         )
+
+
+def _carried_over(plan: NewRevision, service: str) -> str:
+    """Entrypoint flags kept from an earlier deploy, said where a start failure is reported."""
+    if not plan.carried_over:
+        return ""
+    kept = ", ".join(f"{flag} {value}" for flag, value in plan.carried_over.items())
+    flags = " ".join(f"{flag}=''" for flag in plan.carried_over)
+    return (
+        f"This revision runs {kept} from an earlier deploy of {service} (a deploy keeps what "
+        f"it does not change); give the flag again to replace it, or `homerun services update "
+        f"{service} {flags}` to go back to the source's own entrypoint.\n"
+    )
 
 
 def _revision_name(service: str, seq: int) -> str:

@@ -73,6 +73,9 @@ class NewRevision:
     allow_unauthenticated: bool | None = None
     ingress: str | None = None
     metadata: Metadata | None = None
+    # Entrypoint flags this deploy did not give but kept from the current template, with
+    # their values: a start failure names them, since the user may not remember them.
+    carried_over: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,14 @@ def plan_deploy(
         else:
             artifact = Reuse(base)
     pinned = previous_ready.name if request.no_traffic and previous_ready else None
+    carried_over = {}
+    if base is not None:
+        for flag, given, kept in (
+            ("--command", changes.command, spec.command),
+            ("--args", changes.args, spec.args),
+        ):
+            if given is None and kept:
+                carried_over[flag] = ",".join(kept)
     return NewRevision(
         service,
         spec,
@@ -144,6 +155,7 @@ def plan_deploy(
         TrafficAfter(pin_to=pinned, tag=request.tag),
         allow_unauthenticated=request.allow_unauthenticated,
         ingress=request.ingress,
+        carried_over=carried_over,
     )
 
 

@@ -14,6 +14,7 @@ from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.routing.throttler import Endpoint
 from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
+from homerun.scaling.diagnosis import hint, trimmed
 from homerun.scaling.unit import ManagedInstance, RevisionUnit
 from homerun.spec import expand_k8s_vars
 
@@ -49,12 +50,16 @@ class StartFailed(HomerunError):
         self.last_lines = last_lines
 
     def detail(self) -> str:
+        """The message, the app's last log lines (library frames of a traceback folded) and,
+        for a common failure, what to do."""
         if not self.last_lines:
             return self.message + " (the app printed nothing)"
+        advice = hint(self.last_lines)
         return (
             self.message
             + "\nLast lines of the app's log:\n"
-            + "\n".join("  " + line for line in self.last_lines)
+            + "\n".join("  " + line for line in trimmed(self.last_lines))
+            + (f"\nHint: {advice}" if advice else "")
         )
 
 

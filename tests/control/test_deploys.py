@@ -142,3 +142,17 @@ def test_a_starting_revision_survives_routing_changes_elsewhere(make_plane) -> N
         assert routed(plane, "slow.localhost:8080") == done.revision
 
     run(make_plane, scenario)
+
+
+def test_a_failure_names_the_entrypoint_flags_kept_from_an_earlier_deploy(make_plane) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(plane: Plane) -> None:
+        await plane.deployed("svc", source=str(plane.source), args=["--workers", "2"])
+        plane.runtime.fail = True
+        failed = await plane.failed("svc", env={"update": {"A": "1"}})
+        assert "This revision runs --args --workers,2 from an earlier deploy of svc" in (
+            failed.message
+        )
+        assert "homerun services update svc --args=''" in failed.message
+        assert "Hint: the app imports flask, which is not installed" in failed.message
+
+    run(make_plane, scenario)

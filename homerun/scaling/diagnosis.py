@@ -1,0 +1,69 @@
+"""Why an app did not start, in few lines: its traceback cut to its own frames, and a hint
+for the failures newcomers meet most (a missing module, a taken port, a permission)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+# A frame of a traceback: `  File "PATH", line N, in NAME`, then (usually) its source line.
+_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line \d+')
+# Frames of installed packages and of Python itself are not the app's.
+_LIBRARY = re.compile(r"/(site|dist)-packages/|/lib/python\d|^<frozen |^<string>$")
+
+_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"ModuleNotFoundError: No module named '(?P<module>[\w]+)"),
+        "the app imports {module}, which is not installed: add its package to "
+        "requirements.txt (the name on PyPI may differ, e.g. PIL is pillow) and deploy again",
+    ),
+    (
+        re.compile(r"Address already in use|\[Errno 98\]"),
+        "the address is taken: the app must listen on the port in the PORT environment "
+        "variable, which homerun keeps free for it, not on a fixed one",
+    ),
+    (
+        re.compile(r"Permission denied|\[Errno 13\]"),
+        "permission denied: ports below 1024 need privileges (listen on $PORT), and files the "
+        "app writes belong under /tmp",
+    ),
+)
+
+
+def trimmed(lines: Sequence[str]) -> list[str]:
+    """`lines` with each run of library frames of a traceback folded into one line."""
+    result: list[str] = []
+    folded = 0
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        frame = _FRAME.match(line)
+        if frame and _LIBRARY.search(frame["path"]):
+            folded += 1
+            index += 1
+            # Its source line, when Python printed one (indented deeper, not another frame).
+            if (
+                index < len(lines)
+                and lines[index].startswith("    ")
+                and not _FRAME.match(lines[index])
+            ):
+                index += 1
+            continue
+        if folded:
+            result.append(f"  ... {folded} frame{'s' if folded > 1 else ''} in libraries ...")
+            folded = 0
+        result.append(line)
+        index += 1
+    if folded:
+        result.append(f"  ... {folded} frame{'s' if folded > 1 else ''} in libraries ...")
+    return result
+
+
+def hint(lines: Sequence[str]) -> str | None:
+    """What to do about the failure these log lines show, when it is a common one."""
+    for line in reversed(lines):
+        for pattern, advice in _HINTS:
+            found = pattern.search(line)
+            if found:
+                return advice.format(**found.groupdict())
+    return None
