@@ -74,8 +74,7 @@ _SERVICE_ROWS = (
     f"AND role = '{INVOKER_ROLE}' AND member = '{ALL_USERS}') AS public FROM services"
 )
 
-# Revision lifecycle: starting -> ready | failed ("building" only in stores of old versions)
-STARTING, READY, FAILED = RevisionStatus.STARTING, RevisionStatus.READY, RevisionStatus.FAILED
+# Stores of old versions may hold revisions in state "building": they count as starting.
 _BUILDING = "building"
 
 
@@ -190,7 +189,7 @@ class Store:
                     service,
                     seq,
                     spec.model_dump_json(),
-                    STARTING,
+                    RevisionStatus.STARTING,
                     now,
                     artifact.model_dump_json(),
                 ),  # fmt: skip
@@ -318,7 +317,7 @@ class Store:
     def latest_ready(self, service: str) -> RevisionRecord | None:
         row = self._db.execute(
             "SELECT * FROM revisions WHERE service = ? AND status = ? ORDER BY seq DESC LIMIT 1",
-            (service, READY),
+            (service, RevisionStatus.READY),
         ).fetchone()
         return _revision(row) if row else None
 
@@ -347,10 +346,11 @@ class Store:
     def fail_unfinished_revisions(self, message: str) -> list[str]:
         """Revisions caught mid-deploy by a daemon that stopped are failed, not resumed."""
         rows = self._db.execute(
-            "SELECT name FROM revisions WHERE status IN (?, ?)", (_BUILDING, STARTING)
+            "SELECT name FROM revisions WHERE status IN (?, ?)",
+            (_BUILDING, RevisionStatus.STARTING),
         ).fetchall()
         for row in rows:
-            self.set_revision_status(row[0], FAILED, message)
+            self.set_revision_status(row[0], RevisionStatus.FAILED, message)
         return [row[0] for row in rows]
 
     # -- instances (only so that a restarted daemon can kill what a dead one left) -----
@@ -400,7 +400,9 @@ def _revision(row: sqlite3.Row) -> RevisionRecord:
         service=row["service"],
         seq=row["seq"],
         spec=RevisionSpec.model_validate_json(row["spec"]),
-        status=RevisionStatus(row["status"]) if row["status"] != _BUILDING else STARTING,
+        status=RevisionStatus(row["status"])
+        if row["status"] != _BUILDING
+        else RevisionStatus.STARTING,
         message=row["message"],
         created_at=row["created_at"],
         ready_at=row["ready_at"],

@@ -19,12 +19,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from homerun.errors import InvalidSpec
+from homerun.model.states import RevisionStatus
 from homerun.model.suggest import did_you_mean
 
 # A tag's URL: TAG---SERVICE.DOMAIN (Cloud Run's form).
 TAG_SEPARATOR = "---"
 LATEST = "LATEST"  # gcloud's key for the latest ready revision; revision names are lowercase
-READY = "ready"
 # Knative checks tags as DNS-1035 labels; '---' separates a tag from the service in a host.
 _TAG = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_LABEL = 63
@@ -199,7 +199,7 @@ def check_target(key: str, service: str, revisions: Mapping[str, str], where: st
             f"{did_you_mean(key, revisions)}; "
             f"`homerun revisions list --service {service}` shows them (or use LATEST)"
         )
-    if status != READY:
+    if status != RevisionStatus.READY:
         raise InvalidSpec(
             f"{where}: revision {key} is {status}, not ready: only ready revisions can take "
             "traffic or tags"

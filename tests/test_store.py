@@ -6,8 +6,11 @@ import pytest
 from homerun import store as store_module
 from homerun.errors import NotFound
 from homerun.model.artifact import ArtifactRecord
+from homerun.model.states import RevisionStatus
 from homerun.spec import RevisionSpec
-from homerun.store import FAILED, READY, STARTING, Store, TrafficEntry
+from homerun.store import Store, TrafficEntry
+
+STARTING, READY, FAILED = RevisionStatus.STARTING, RevisionStatus.READY, RevisionStatus.FAILED
 
 EMPTY = ArtifactRecord(argv=[], env={})
 ARTIFACT_X = ArtifactRecord(argv=["x"], env={})

@@ -15,12 +15,13 @@ from homerun.knative.models import (
     SOURCE_ANNOTATION,
     image_for,
 )
+from homerun.model.states import RevisionStatus
 from homerun.spec import RevisionSpec
 from homerun.traffic import DEFAULT_TRAFFIC, ResolvedTarget, TrafficEntry, resolve
 
 # Cloud Run's own cap on one startup probe timeout; longer budgets come from periodSeconds.
 MAX_PROBE_TIMEOUT = 240
-READY, FAILED = "ready", "failed"
+READY, FAILED = RevisionStatus.READY, RevisionStatus.FAILED
 
 
 def timestamp(seconds: float) -> str:
@@ -32,7 +33,7 @@ class RevisionView:
     name: str
     service: str
     spec: RevisionSpec
-    status: str  # building | starting | ready | failed
+    status: RevisionStatus
     message: str
     created_at: float
     ready_at: float | None

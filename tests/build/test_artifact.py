@@ -8,8 +8,11 @@ from pathlib import Path
 
 from homerun.build.artifact import MANIFEST, artifact_digest, copy_artifact
 from homerun.model.artifact import ArtifactRecord
+from homerun.model.states import RevisionStatus
 from homerun.spec import RevisionSpec
-from homerun.store import READY, RevisionRecord
+from homerun.store import RevisionRecord
+
+READY = RevisionStatus.READY
 
 
 def artifact(root: Path) -> ArtifactRecord:
