@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import models_json_schema
+
+from homerun.model import views
+from homerun.model.events import DeployEvent
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
 
@@ -33,6 +38,7 @@ def _operation(
     query: dict[str, dict[str, Any]] | None = None,
     body: dict[str, Any] | None = None,
     streams: bool = False,
+    returns: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One operation: 200 with JSON (or NDJSON events), 400 and 404 with {"error": ...}."""
     operation: dict[str, Any] = {"summary": summary}
@@ -46,9 +52,9 @@ def _operation(
     if body is not None:
         operation["requestBody"] = {"required": True, **_json(body)}
     ok = (
-        {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}
+        {"content": {"application/x-ndjson": {"schema": _ref("DeployEvent")}}}
         if streams
-        else _json(_ANY_JSON)
+        else _json(returns if returns is not None else _ANY_JSON)
     )
     operation["responses"] = {
         "200": {"description": "done", **ok},
@@ -58,15 +64,47 @@ def _operation(
     return operation
 
 
+# What the API answers: the views the control plane returns (model/views.py).
+_VIEWS: tuple[type[BaseModel], ...] = (
+    views.PlatformStatus,
+    views.ServiceSummary,
+    views.ServiceDescription,
+    views.RevisionSummary,
+    views.SecretSummary,
+    views.SecretVersionView,
+    views.SecretVersionCreated,
+    views.IamPolicy,
+    views.IdentityToken,
+)
+
+
+def _ref(model: str) -> dict[str, Any]:
+    return {"$ref": _REF.format(model=model)}
+
+
+def _list_of(model: str) -> dict[str, Any]:
+    return {"type": "array", "items": _ref(model)}
+
+
+def _view_schemas() -> dict[str, Any]:
+    _, document = models_json_schema(
+        [(view, "serialization") for view in _VIEWS], ref_template=_REF
+    )
+    event = TypeAdapter(DeployEvent).json_schema(ref_template=_REF, mode="serialization")
+    return {**document.get("$defs", {}), **event.pop("$defs", {}), "DeployEvent": event}
+
+
 def openapi_document() -> dict[str, Any]:
     deploy = DeployRequest.model_json_schema(ref_template=_REF)
     traffic = TrafficUpdate.model_json_schema(ref_template=_REF)
+    knative_document = {"type": "object", "description": "a Knative document (?format=knative)"}
     components = {
+        **_view_schemas(),
         **deploy.pop("$defs", {}),
         **traffic.pop("$defs", {}),
         "DeployRequest": deploy,
         "TrafficUpdate": traffic,
-        "Binding": {
+        "BindingRequest": {
             "type": "object",
             "properties": {"member": {"type": "string"}, "role": {"type": "string"}},
             "required": ["member", "role"],
@@ -86,8 +124,7 @@ def openapi_document() -> dict[str, Any]:
         },
     }
 
-    def ref(model: str) -> dict[str, Any]:
-        return {"$ref": _REF.format(model=model)}
+    ref = _ref
 
     knative = {"format": {"type": "string", "enum": ["knative"]}}
     return {
@@ -105,11 +142,18 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"adminToken": []}],
         "paths": {
             "/v1/openapi.json": {"get": _operation("this description")},
-            "/v1/status": {"get": _operation("the daemon's status")},
+            "/v1/status": {"get": _operation("the daemon's status", returns=ref("PlatformStatus"))},
             "/v1/shutdown": {"post": _operation("stop the daemon and its instances")},
-            "/v1/services": {"get": _operation("list services")},
+            "/v1/services": {
+                "get": _operation("list services", returns=_list_of("ServiceSummary"))
+            },
             "/v1/services/{name}": {
-                "get": _operation("describe a service", path_name=True, query=knative),
+                "get": _operation(
+                    "describe a service",
+                    path_name=True,
+                    query=knative,
+                    returns={"anyOf": [ref("ServiceDescription"), knative_document]},
+                ),
                 "put": _operation(
                     "apply a Knative Service (`services replace`)",
                     path_name=True,
@@ -121,13 +165,18 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/services/{name}/deploy": {
                 "post": _operation(
-                    "deploy or update a service", path_name=True, body=ref("DeployRequest"),
+                    "deploy or update a service",
+                    path_name=True,
+                    body=ref("DeployRequest"),
                     streams=True,
                 )
             },
             "/v1/services/{name}/traffic": {
                 "post": _operation(
-                    "split traffic and tag revisions", path_name=True, body=ref("TrafficUpdate")
+                    "split traffic and tag revisions",
+                    path_name=True,
+                    body=ref("TrafficUpdate"),
+                    returns=ref("ServiceSummary"),
                 )
             },
             "/v1/services/{name}/logs": {
@@ -144,35 +193,65 @@ def openapi_document() -> dict[str, Any]:
                 )
             },
             "/v1/services/{name}/iam": {
-                "get": _operation("the service's IAM policy", path_name=True)
+                "get": _operation(
+                    "the service's IAM policy", path_name=True, returns=ref("IamPolicy")
+                )
             },
             "/v1/services/{name}/iam/add": {
-                "post": _operation("grant roles/run.invoker", path_name=True, body=ref("Binding"))
+                "post": _operation(
+                    "grant roles/run.invoker",
+                    path_name=True,
+                    body=ref("BindingRequest"),
+                    returns=ref("IamPolicy"),
+                )
             },
             "/v1/services/{name}/iam/remove": {
                 "post": _operation(
-                    "revoke roles/run.invoker", path_name=True, body=ref("Binding")
+                    "revoke roles/run.invoker",
+                    path_name=True,
+                    body=ref("BindingRequest"),
+                    returns=ref("IamPolicy"),
                 )
             },
             "/v1/tokens": {
-                "post": _operation("mint an ID token", body=ref("TokenRequest"))
+                "post": _operation(
+                    "mint an ID token", body=ref("TokenRequest"), returns=ref("IdentityToken")
+                )
             },
             "/v1/revisions": {
-                "get": _operation("list revisions", query={"service": {"type": "string"}})
+                "get": _operation(
+                    "list revisions",
+                    query={"service": {"type": "string"}},
+                    returns=_list_of("RevisionSummary"),
+                )
             },
             "/v1/revisions/{name}": {
-                "get": _operation("describe a revision", path_name=True, query=knative),
+                "get": _operation(
+                    "describe a revision",
+                    path_name=True,
+                    query=knative,
+                    returns={"anyOf": [ref("RevisionSummary"), knative_document]},
+                ),
                 "delete": _operation("delete a revision", path_name=True),
             },
             "/v1/secrets": {
-                "get": _operation("list secrets"),
-                "post": _operation("create a secret", body=ref("SecretData")),
+                "get": _operation("list secrets", returns=_list_of("SecretSummary")),
+                "post": _operation(
+                    "create a secret", body=ref("SecretData"), returns=ref("SecretVersionCreated")
+                ),
             },
             "/v1/secrets/{name}": {"delete": _operation("delete a secret", path_name=True)},
             "/v1/secrets/{name}/versions": {
-                "get": _operation("list a secret's versions", path_name=True),
+                "get": _operation(
+                    "list a secret's versions",
+                    path_name=True,
+                    returns=_list_of("SecretVersionView"),
+                ),
                 "post": _operation(
-                    "add a version to a secret", path_name=True, body=ref("SecretData")
+                    "add a version to a secret",
+                    path_name=True,
+                    body=ref("SecretData"),
+                    returns=ref("SecretVersionCreated"),
                 ),
             },
         },
