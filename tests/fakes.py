@@ -93,10 +93,13 @@ class FakeRuntime:
         self.started: list[FakeInstance] = []
         self.a_start = asyncio.Event()  # set at each start (tests clear it to wait for the next)
         self.fail = False
+        self.unstartable: OSError | None = None  # raised by start, as by a missing program
         self.hold: asyncio.Event | None = None
         self.forgotten: list[str] = []
 
     async def start(self, spec: Any, output: Callable[[str, str], None]) -> FakeInstance:
+        if self.unstartable is not None:
+            raise self.unstartable
         if self.fail:
             instance = FakeInstance(spec.name, spec.port, None)
             output("stderr", "ModuleNotFoundError: No module named 'flask'")

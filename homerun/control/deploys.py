@@ -193,6 +193,9 @@ class Deploys:
         except HomerunError as error:  # a secret went missing between the check and now
             await self._fail(revision, str(error), str(error))
             raise
+        except Exception as error:  # a bug: the revision must not stay "starting" for ever
+            await self._fail(revision, f"internal error: {error!r}", f"internal error: {error!r}")
+            raise
         self._store.set_revision_status(name, RevisionStatus.READY)
         record = self._store.service(service)
         self._store.set_traffic(service, plan.traffic.apply(record.traffic, name))

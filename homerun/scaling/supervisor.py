@@ -41,19 +41,36 @@ def wrong_port(port: int, ports: set[int]) -> str:
     )
 
 
+def _unstartable(argv: list[str], error: OSError) -> str:
+    """Why the instance's command could not be run at all, and what to do."""
+    program = argv[0] if argv else "(no command)"
+    reason = error.strerror or str(error)
+    if isinstance(error, FileNotFoundError):
+        advice = (
+            "install it (add its package to requirements.txt) or fix --command; the command "
+            "runs in the revision's folder with the virtualenv's bin first on PATH"
+        )
+    elif isinstance(error, PermissionError):
+        advice = "make it executable (chmod +x) or run it through its interpreter"
+    else:
+        advice = "check that it is a program for this machine (architecture, interpreter line)"
+    return f"the app could not be started: {program}: {reason}; {advice}"
+
+
 class StartFailed(HomerunError):
     """An instance exited or never listened on $PORT before the startup timeout."""
 
-    def __init__(self, message: str, last_lines: list[str]) -> None:
+    def __init__(self, message: str, last_lines: list[str] | None) -> None:
         super().__init__(message)
         self.message = message
-        self.last_lines = last_lines
+        self.last_lines = last_lines or []
+        self._ran = last_lines is not None  # None: the app never ran, so printed nothing
 
     def detail(self) -> str:
         """The message, the app's last log lines (library frames of a traceback folded) and,
         for a common failure, what to do."""
         if not self.last_lines:
-            return self.message + " (the app printed nothing)"
+            return self.message + (" (the app printed nothing)" if self._ran else "")
         advice = hint(self.last_lines)
         return (
             self.message
@@ -276,6 +293,9 @@ class Supervisor:
                 ),
                 output,
             )
+        except OSError as error:  # a missing or not executable program, a bad interpreter
+            self._ports.discard(port)
+            raise StartFailed(_unstartable(argv, error), None) from None
         except BaseException:
             self._ports.discard(port)
             raise

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-
-from conftest import Plane
+from collections.abc import Awaitable, Callable
 
 from homerun.model.events import BuildLine, Done, Phase, Starting
 from homerun.model.states import RevisionStatus
 from homerun.routing.types import Route, RouteError
 from homerun.traffic import TrafficUpdate
 
+from .conftest import Plane
 
-def run(make_plane: Callable[..., Plane], scenario: Callable[[Plane], object]) -> None:
+
+def run(make_plane: Callable[..., Plane], scenario: Callable[[Plane], Awaitable[None]]) -> None:
     async def main() -> None:
         plane = make_plane()
         try:
-            await scenario(plane)  # type: ignore[misc]
+            await scenario(plane)
         finally:
             await plane.control.close()
 
@@ -29,18 +29,21 @@ def routed(plane: Plane, host: str) -> str | None:
     return route.revision if isinstance(route, Route) else None
 
 
-def test_a_new_service_serves_its_first_revision_once_it_listens(make_plane) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_service_serves_its_first_revision_once_it_listens(
+    make_plane: Callable[..., Plane],
+) -> None:
     async def scenario(plane: Plane) -> None:
         done = await plane.deployed("svc", source=str(plane.source))
         assert done.percent == 100 and done.url == "http://svc.localhost:8080"
         assert plane.store.revision(done.revision).status == RevisionStatus.READY
         assert routed(plane, "svc.localhost:8080") == done.revision
-        assert plane.store.revision(done.revision).artifact.digest  # type: ignore[union-attr]
+        artifact = plane.store.revision(done.revision).artifact
+        assert artifact is not None and artifact.digest
 
     run(make_plane, scenario)
 
 
-def test_the_deploy_reports_its_phases_in_order(make_plane) -> None:  # type: ignore[no-untyped-def]
+def test_the_deploy_reports_its_phases_in_order(make_plane: Callable[..., Plane]) -> None:
     async def scenario(plane: Plane) -> None:
         events = await plane.deploy("svc", source=str(plane.source))
         phases = [event.message for event in events if isinstance(event, Phase)]
@@ -52,7 +55,7 @@ def test_the_deploy_reports_its_phases_in_order(make_plane) -> None:  # type: ig
     run(make_plane, scenario)
 
 
-def test_a_failed_start_leaves_the_traffic_where_it_was(make_plane) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_start_leaves_the_traffic_where_it_was(make_plane: Callable[..., Plane]) -> None:
     async def scenario(plane: Plane) -> None:
         first = await plane.deployed("svc", source=str(plane.source))
         plane.runtime.fail = True
@@ -66,7 +69,7 @@ def test_a_failed_start_leaves_the_traffic_where_it_was(make_plane) -> None:  # 
     run(make_plane, scenario)
 
 
-def test_an_unchanged_update_makes_no_revision(make_plane) -> None:  # type: ignore[no-untyped-def]
+def test_an_unchanged_update_makes_no_revision(make_plane: Callable[..., Plane]) -> None:
     async def scenario(plane: Plane) -> None:
         first = await plane.deployed("svc", source=str(plane.source))
         again = await plane.deployed("svc")
@@ -76,19 +79,24 @@ def test_an_unchanged_update_makes_no_revision(make_plane) -> None:  # type: ign
     run(make_plane, scenario)
 
 
-def test_an_env_change_copies_the_artifact_and_moves_the_traffic(make_plane) -> None:  # type: ignore[no-untyped-def]
+def test_an_env_change_copies_the_artifact_and_moves_the_traffic(
+    make_plane: Callable[..., Plane],
+) -> None:
     async def scenario(plane: Plane) -> None:
         first = await plane.deployed("svc", source=str(plane.source))
         events = await plane.deploy("svc", env={"update": {"A": "1"}})
         second = events[-1]
+        assert isinstance(second, Done), second
         messages = [event.message for event in events if isinstance(event, Phase)]
         assert f"from the artifact of {first.revision} (no rebuild)" in messages[0]
-        assert routed(plane, "svc.localhost:8080") == second.revision  # type: ignore[union-attr]
+        assert routed(plane, "svc.localhost:8080") == second.revision
 
     run(make_plane, scenario)
 
 
-def test_no_traffic_keeps_the_old_revision_serving_and_tags_the_new(make_plane) -> None:  # type: ignore[no-untyped-def]
+def test_no_traffic_keeps_the_old_revision_serving_and_tags_the_new(
+    make_plane: Callable[..., Plane],
+) -> None:
     async def scenario(plane: Plane) -> None:
         first = await plane.deployed("svc", source=str(plane.source))
         second = await plane.deployed(
@@ -102,7 +110,9 @@ def test_no_traffic_keeps_the_old_revision_serving_and_tags_the_new(make_plane) 
     run(make_plane, scenario)
 
 
-def test_unknown_hosts_and_services_without_a_ready_revision(make_plane) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_hosts_and_services_without_a_ready_revision(
+    make_plane: Callable[..., Plane],
+) -> None:
     async def scenario(plane: Plane) -> None:
         assert plane.control.live.resolve("nothing.localhost") == RouteError(
             404, "no service answers at nothing.localhost"
@@ -115,18 +125,20 @@ def test_unknown_hosts_and_services_without_a_ready_revision(make_plane) -> None
     run(make_plane, scenario)
 
 
-def test_a_starting_revision_survives_routing_changes_elsewhere(make_plane) -> None:  # type: ignore[no-untyped-def]
+def test_a_starting_revision_survives_routing_changes_elsewhere(
+    make_plane: Callable[..., Plane],
+) -> None:
     """The newcomer issue's lost deploy: while a slow app starts, another service deploys,
     changes its traffic and deletes a revision; the starting instance is left alone."""
 
     async def scenario(plane: Plane) -> None:
         await plane.deployed("other", source=str(plane.source))
-        plane.runtime.hold = asyncio.Event()
+        hold = plane.runtime.hold = asyncio.Event()
         plane.runtime.a_start.clear()
         slow = asyncio.ensure_future(plane.deploy("slow", source=str(plane.source)))
         await plane.runtime.a_start.wait()
         instance = plane.runtime.started[1]
-        plane.runtime.hold, hold = None, plane.runtime.hold
+        plane.runtime.hold = None
         second = await plane.deployed("other", env={"update": {"A": "1"}})
         plane.control.traffic.update("other", TrafficUpdate(to_latest=True))
         await plane.deployed("other", env={"update": {"A": "2"}})
@@ -135,16 +147,18 @@ def test_a_starting_revision_survives_routing_changes_elsewhere(make_plane) -> N
         hold.set()
         events = await slow
         done = events[-1]
-        starting = [event for event in events if isinstance(event, Starting)]
-        assert starting and starting[0].revision == done.revision  # type: ignore[union-attr]
         assert isinstance(done, Done), done
+        starting = [event for event in events if isinstance(event, Starting)]
+        assert starting and starting[0].revision == done.revision
         assert instance.signals == [] and instance.returncode is None
         assert routed(plane, "slow.localhost:8080") == done.revision
 
     run(make_plane, scenario)
 
 
-def test_a_failure_names_the_entrypoint_flags_kept_from_an_earlier_deploy(make_plane) -> None:  # type: ignore[no-untyped-def]
+def test_a_failure_names_the_entrypoint_flags_kept_from_an_earlier_deploy(
+    make_plane: Callable[..., Plane],
+) -> None:
     async def scenario(plane: Plane) -> None:
         await plane.deployed("svc", source=str(plane.source), args=["--workers", "2"])
         plane.runtime.fail = True
@@ -154,5 +168,17 @@ def test_a_failure_names_the_entrypoint_flags_kept_from_an_earlier_deploy(make_p
         )
         assert "homerun services update svc --args=''" in failed.message
         assert "Hint: the app imports flask, which is not installed" in failed.message
+
+    run(make_plane, scenario)
+
+
+def test_a_missing_program_fails_the_deploy_and_the_revision(make_plane) -> None:  # type: ignore[no-untyped-def]
+    async def scenario(plane: Plane) -> None:
+        plane.runtime.unstartable = FileNotFoundError(2, "No such file or directory")
+        failed = await plane.failed("svc", source=str(plane.source))
+        assert "the app could not be started: python: No such file or directory" in (
+            failed.message
+        )
+        assert [r.status for r in plane.store.revisions("svc")] == [RevisionStatus.FAILED]
 
     run(make_plane, scenario)

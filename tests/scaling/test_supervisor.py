@@ -38,12 +38,16 @@ def make(
     **options: Any,
 ) -> tuple[Supervisor, RevisionUnit, dict[str, int]]:
     recorded: dict[str, int] = {}
+
+    def forget(name: str) -> None:
+        recorded.pop(name, None)
+
     supervisor = Supervisor(
         ProcessRuntime(),
         LogStore(tmp_path / "logs"),
         InstanceRegistry(
             record=lambda name, revision, pid: recorded.__setitem__(name, pid),
-            forget=lambda name: recorded.pop(name, None),
+            forget=forget,
         ),
         clock=clock,
         probe_interval=0.05,
@@ -328,6 +332,31 @@ def test_the_startup_timeout_passes_on_the_injected_clock(tmp_path: Path) -> Non
         with pytest.raises(StartFailed, match="within the startup timeout of 240s"):
             await supervisor.start_instance(unit)
         assert unit.instances == [] and runtime.started[0].signals
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["homerun-no-such-program", "--port", "$(PORT)"], "No such file or directory"),
+        (["./data.txt"], "Permission denied"),  # not executable
+    ],
+)
+def test_a_command_that_cannot_run_fails_the_start_saying_why(
+    tmp_path: Path, argv: list[str], expected: str
+) -> None:
+    (tmp_path / "data.txt").write_text("not a program\n")
+
+    async def scenario() -> None:
+        supervisor, unit, recorded = make(tmp_path, argv)
+        with pytest.raises(StartFailed) as failure:
+            await supervisor.start_instance(unit)
+        detail = failure.value.detail()
+        assert detail.startswith(f"the app could not be started: {argv[0]}: {expected}; ")
+        assert "printed nothing" not in detail
+        assert recorded == {} and unit.instances == []
         await supervisor.close()
 
     asyncio.run(scenario())
