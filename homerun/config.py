@@ -1,4 +1,5 @@
-"""Platform settings: defaults, HOMERUN_HOME/config.yaml and the environment; no I/O on creation."""
+"""Platform settings: defaults, HOMERUN_HOME/config.yaml, the environment and flags, and which
+of them each value came from; no I/O on creation."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from homerun.errors import InvalidSpec
 from homerun.scaling.policy import AutoscalerConfig, load_autoscaler_config
 
 MiB = 1024 * 1024
+HOME_VARIABLE = "HOMERUN_HOME"
+VENV_CACHE_VARIABLE = "HOMERUN_VENV_CACHE"  # wins over config.yaml's venv-cache
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("HOMERUN_HOME") or Path.home() / ".homerun").expanduser().resolve()
+    return Path(os.environ.get(HOME_VARIABLE) or Path.home() / ".homerun").expanduser().resolve()
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ class Settings:
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
 
     def paths(self, home: Path) -> Paths:
-        cache = os.environ.get("HOMERUN_VENV_CACHE") or self.venv_cache
+        cache = os.environ.get(VENV_CACHE_VARIABLE) or self.venv_cache
         return Paths(home=home, venv_cache=Path(cache).expanduser() if cache else home / "venvs")
 
 
@@ -119,6 +122,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "bool": bool,
 }
 
+AUTOSCALER = "autoscaler"  # the one nested mapping: Knative's config-autoscaler keys
 _KEYS = {
     "listen": "listen",
     "port": "port",
@@ -141,9 +145,73 @@ _KEYS = {
 }
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a setting's value came from: `default`, `config.yaml`, `environment NAME` or
+    `flag --NAME`."""
+
+    kind: str
+    name: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}" if self.name else self.kind
+
+
+DEFAULT = Origin("default")
+CONFIG_FILE = Origin("config.yaml")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One effective setting, keyed as config.yaml spells it (`port`, `autoscaler.max-scale`)."""
+
+    key: str
+    value: Any
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Settings with the origin of every value that is not its default."""
+
+    settings: Settings
+    config_file: Path
+    origins: dict[str, Origin]  # by config.yaml key; a key not here has its default
+
+    def origin(self, key: str) -> Origin:
+        return self.origins.get(key, DEFAULT)
+
+    def effective(self, home: Path) -> list[Setting]:
+        """Every setting config.yaml takes, in its order, with its value and origin; venv-cache
+        as the folder in use (HOMERUN_VENV_CACHE, else config.yaml's, else HOMERUN_HOME/venvs)."""
+        found = []
+        for key, name in _KEYS.items():
+            value = getattr(self.settings, name)
+            if name == "venv_cache":
+                value = str(self.settings.paths(home).venv_cache)
+            found.append(Setting(key, value, self.origin(key)))
+        for each in fields(AutoscalerConfig):
+            key = f"{AUTOSCALER}.{_key(each.name)}"
+            found.append(
+                Setting(key, getattr(self.settings.autoscaler, each.name), self.origin(key))
+            )
+        return found
+
+
+def home_origin() -> Origin:
+    return Origin("environment", HOME_VARIABLE) if os.environ.get(HOME_VARIABLE) else DEFAULT
+
+
 def load_settings(home: Path, **overrides: Any) -> Settings:
     """Read HOMERUN_HOME/config.yaml (if any) and apply command-line overrides on top."""
+    return load(home, **overrides).settings
+
+
+def load(home: Path, **overrides: Any) -> LoadedSettings:
+    """`load_settings`, saying where each value came from. `overrides` are flags by field name
+    (`port=9000` is `--port`); None means the flag was not given."""
     settings = Settings()
+    origins: dict[str, Origin] = {}
     config_file = home / "config.yaml"
     if config_file.exists():
         try:
@@ -155,13 +223,15 @@ def load_settings(home: Path, **overrides: Any) -> Settings:
         known: dict[str, Any] = {}
         types = {f.name: f.type for f in fields(Settings)}
         for key, value in raw.items():
-            if key == "autoscaler":
+            if key == AUTOSCALER:
                 known["autoscaler"] = load_autoscaler_config(value, f"{config_file}: autoscaler")
+                # load_autoscaler_config refused any key that is not a field's.
+                origins.update({f"{AUTOSCALER}.{name}": CONFIG_FILE for name in value or {}})
                 continue
             name = _KEYS.get(str(key))
             if name is None:
                 # A misspelled setting would otherwise leave the default in force, silently.
-                settings_names = [*_KEYS, "autoscaler"]
+                settings_names = [*_KEYS, AUTOSCALER]
                 close = difflib.get_close_matches(str(key), settings_names, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise InvalidSpec(
@@ -173,10 +243,20 @@ def load_settings(home: Path, **overrides: Any) -> Settings:
             if not isinstance(value, expected) or bool_for_number:
                 raise InvalidSpec(f"{config_file}: {key}: expected {types[name]}, got {value!r}")
             known[name] = value
+            origins[str(key)] = CONFIG_FILE
         if known.get("admin_listen"):
             split_address(known["admin_listen"], f"{config_file}: admin-listen")
         settings = replace(settings, **known)
-    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if os.environ.get(VENV_CACHE_VARIABLE):
+        origins["venv-cache"] = Origin("environment", VENV_CACHE_VARIABLE)
+    given = {name: value for name, value in overrides.items() if value is not None}
+    origins.update({_key(name): Origin("flag", "--" + _key(name)) for name in given})
+    return LoadedSettings(replace(settings, **given), config_file, origins)
+
+
+def _key(field_name: str) -> str:
+    """config.yaml's spelling of a field: max_scale -> max-scale."""
+    return field_name.replace("_", "-")
 
 
 def split_address(text: str, where: str) -> tuple[str, int]:

@@ -161,7 +161,8 @@ class Daemon:
             runtime.close()
             raise HomerunError(
                 f"cannot listen on {self.settings.listen}:{self.settings.port}: "
-                f"{error.strerror}; choose another with `homerun up --port N`"
+                f"{error.strerror}; set another `port:` in {self.paths.config_file} (read at "
+                "every start), or give `homerun up --port N` for one run"
             ) from None
         listen = self.settings.dashboard_listen
         local = is_loopback(listen)

@@ -22,6 +22,7 @@ from homerun.knative import (
     render_service,
     render_template,
 )
+from homerun.model.states import RevisionStatus
 from homerun.spec import RevisionSpec, SecretRef
 from homerun.traffic import DEFAULT_TRAFFIC, TrafficEntry
 
@@ -32,12 +33,14 @@ IMAGE = image_for("svc", DIGEST)
 def service_view(
     spec: RevisionSpec,
     traffic: tuple[TrafficEntry, ...] = DEFAULT_TRAFFIC,
-    status: str = "ready",
+    status: RevisionStatus = RevisionStatus.READY,
     message: str = "",
 ) -> ServiceView:
     revisions = [
         RevisionView("svc-00002-abc", "svc", spec, status, message, 2000.0, 2001.0, DIGEST),
-        RevisionView("svc-00001-xyz", "svc", spec, "ready", "", 1000.0, 1001.0, "cd" * 32),
+        RevisionView(
+            "svc-00001-xyz", "svc", spec, RevisionStatus.READY, "", 1000.0, 1001.0, "cd" * 32
+        ),
     ]
     return ServiceView(
         name="svc",
@@ -121,7 +124,9 @@ def test_describe_renders_a_knative_service() -> None:
 
 def test_a_failed_latest_revision_makes_the_service_not_ready() -> None:
     spec = RevisionSpec(source="/src")
-    document = render_service(service_view(spec, status="failed", message="the app exited\nmore"))
+    document = render_service(
+        service_view(spec, status=RevisionStatus.FAILED, message="the app exited\nmore")
+    )
     ready, configurations, routes = document["status"]["conditions"]
     assert configurations["status"] == "False"
     assert configurations["reason"] == "RevisionFailed"
@@ -133,7 +138,9 @@ def test_a_failed_latest_revision_makes_the_service_not_ready() -> None:
 
 
 def test_a_revision_document() -> None:
-    view = RevisionView("svc-00001-xyz", "svc", RevisionSpec(source="/s"), "ready", "", 1, 2, None)
+    view = RevisionView(
+        "svc-00001-xyz", "svc", RevisionSpec(source="/s"), RevisionStatus.READY, "", 1, 2, None
+    )
     document = render_revision(view, routed=True, image=IMAGE)
     assert document["kind"] == "Revision"
     assert document["metadata"]["labels"]["serving.knative.dev/service"] == "svc"
@@ -146,7 +153,7 @@ def test_a_revision_document() -> None:
 names = st.from_regex(r"[A-Z][A-Z0-9_]{0,8}", fullmatch=True).filter(
     lambda name: name not in {"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"}
 )
-text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=20)
+text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"), max_size=20)
 
 
 @st.composite

@@ -34,7 +34,8 @@ def test_revisions_traffic_and_restart_survive_on_disk(tmp_path: Path) -> None:
     service = reopened.service("svc")
     assert service.allow_unauthenticated is True
     assert service.traffic == (TrafficEntry(percent=100, latest=True),)
-    assert reopened.latest_ready("svc").name == "svc-00001-abc"  # type: ignore[union-attr]
+    latest_ready = reopened.latest_ready("svc")
+    assert latest_ready is not None and latest_ready.name == "svc-00001-abc"
     assert [r.name for r in reopened.revisions("svc")] == ["svc-00002-def", "svc-00001-abc"]
     assert reopened.revision("svc-00002-def").message == "boom"
 
@@ -76,10 +77,12 @@ def test_generation_metadata_and_revision_deletes(tmp_path: Path) -> None:
         {"a": "b"},
         4,
     )
-    assert store.latest_created("svc").name == "svc-00002-def"  # type: ignore[union-attr]
+    latest = store.latest_created("svc")
+    assert latest is not None and latest.name == "svc-00002-def"
     store.delete_revision("svc-00002-def")
     assert not store.has_revision("svc-00002-def")
-    assert store.latest_created("svc").name == "svc-00001-abc"  # type: ignore[union-attr]
+    latest = store.latest_created("svc")
+    assert latest is not None and latest.name == "svc-00001-abc"
 
 
 def test_invoker_bindings_and_ingress(tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""The dashboard: one page of live charts over the platform's overview, and its /metrics."""
+"""The dashboard: one page of live charts over the platform's overview, and its /metrics.
+
+Its routes: `GET /` the page; `GET /api/overview?window=300|3600` what the page shows, as JSON
+(the page fetches it every 2 s and links to it; README.md documents it); `GET /metrics`
+Prometheus' exposition; `/static/...` the page's script, style and icon."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from homerun.cli import auth, deploy, logs, platform, revisions, secrets, services
+from homerun.cli import auth, config, deploy, logs, platform, revisions, secrets, services
 from homerun.cli._commands import Group, ParserExit, UsageError, build_parser, parse
 from homerun.cli._context import Context
 from homerun.client import Client
@@ -19,12 +19,21 @@ COMMANDS = Group(
     "Cloud Run on your own machine.",
     (
         *platform.COMMANDS,
+        *config.COMMANDS,
         *deploy.COMMANDS,
         services.GROUP,
         revisions.GROUP,
         secrets.GROUP,
         logs.GROUP,
         auth.GROUP,
+    ),
+    examples=(
+        (
+            "Deploy the app in this folder as the public service hello (homerun starts if needed)",
+            "homerun deploy hello --source . --allow-unauthenticated",
+        ),
+        ("See whether homerun runs, its URLs and its services", "homerun status"),
+        ("See the settings (port, dashboard...) and where each comes from", "homerun config"),
     ),
 )
 

@@ -92,6 +92,7 @@ class Group:
     name: str
     summary: str
     entries: tuple[Command | Group, ...]
+    examples: tuple[tuple[str, str], ...] = ()  # the top level's: where a newcomer starts
 
 
 HELP_WIDTH = 79  # descriptions are wrapped here; examples stay one command per line
@@ -115,7 +116,8 @@ class UsageError(Exception):
     def report(self) -> None:
         self.parser.print_usage(sys.stderr)
         prog = self.parser.prog
-        print(f"ERROR: {prog}: {self.message}\nRun `{prog} --help` for the flags.", file=sys.stderr)
+        what = "its commands" if getattr(self.parser, "is_group", False) else "the flags"
+        print(f"ERROR: {prog}: {self.message}\nRun `{prog} --help` for {what}.", file=sys.stderr)
 
 
 class ParserExit(Exception):
@@ -147,6 +149,7 @@ class Parser(argparse.ArgumentParser):
         kwargs["allow_abbrev"] = False  # `--set-env-var` is a typo, not --set-env-vars
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self.is_group = False  # set once it has commands below it
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(self, message)
@@ -177,7 +180,7 @@ class Invocation:
 
 
 def build_parser(root: Group, version: str) -> Parser:
-    parser = Parser(prog=root.name, description=root.summary)
+    parser = Parser(prog=root.name, description=root.summary, epilog=_group_epilog(root, ""))
     parser.add_argument("--version", action="version", version=f"{root.name} {version}")
     parser.add_argument(*QUIET_NAMES, action="store_true", help=QUIET_HELP)
     _add_entries(parser, root.entries)
@@ -195,11 +198,15 @@ def parse(parser: Parser, argv: Sequence[str]) -> Invocation:
 
 def _add_entries(parser: Parser, entries: Iterable[Command | Group]) -> None:
     parser.set_defaults(_parser=parser, _command=None)
+    parser.is_group = True
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     for entry in entries:
         if isinstance(entry, Group):
             group = subcommands.add_parser(
-                entry.name, help=entry.summary, description=entry.summary
+                entry.name,
+                help=entry.summary,
+                description=entry.summary,
+                epilog=_group_epilog(entry, parser.prog),
             )
             _add_quiet(group)
             _add_entries(group, entry.entries)
@@ -258,6 +265,14 @@ def _flags(arguments: Iterable[Argument]) -> Iterable[Flag]:
             yield from argument.flags
         else:
             yield from _flags(argument.members)
+
+
+def _group_epilog(group: Group, parent: str) -> str:
+    prog = f"{parent} {group.name}".strip()
+    text = f"Run `{prog} COMMAND --help` for a command's flags and examples."
+    if group.examples:
+        text = f"{_examples(group.examples)}\n\n{text}"
+    return text
 
 
 def _examples(examples: Sequence[tuple[str, str]]) -> str:

@@ -66,10 +66,11 @@ class Context:
         on this machine (a remote daemon is not started from here)."""
         if self._given is not None or self._connected is not None or remote_target():
             return self.client()
-        paths = self.paths()
-        if not _daemon.running(paths):
+        home = self.home
+        settings = load_settings(home)
+        if not _daemon.running(settings.paths(home)):
             self._connected = _daemon.start_in_background(
-                self.home, paths, sleep=self.sleep, clock=self.clock
+                home, settings, sleep=self.sleep, clock=self.clock
             )
         return self.client()
 

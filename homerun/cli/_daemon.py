@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from homerun.client import Client
-from homerun.config import Paths
+from homerun.config import Paths, Settings
 from homerun.errors import HomerunError
 
 DAEMON_START_SECONDS = 30.0
@@ -30,12 +30,16 @@ def running(paths: Paths) -> bool:
 
 def start_in_background(
     home: Path,
-    paths: Paths,
+    settings: Settings,
     *,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
 ) -> Client:
-    """`homerun up` in a session of its own, logging to daemon.log; its client once it answers."""
+    """`homerun up` in a session of its own, logging to daemon.log; its client once it answers.
+
+    It reads config.yaml as any start does, so its router's port is config.yaml's `port:`
+    (8080 when unset), not the `--port` of an earlier `homerun up`: the message says so."""
+    paths = settings.paths(home)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(paths.daemon_log, "ab") as log:
         process = subprocess.Popen(
@@ -50,18 +54,31 @@ def start_in_background(
     while clock() < deadline:
         if process.poll() is not None:
             tail = paths.daemon_log.read_text(errors="replace").splitlines()[-10:]
+            # The daemon's own hint for a taken port names `homerun up --port`, which is not
+            # how to move a daemon that deploy starts.
+            taken = any("cannot listen on" in line for line in tail)
             raise HomerunError(
                 "homerun was not running and could not be started in the background:\n"
                 + "\n".join("  " + line for line in tail)
+                + (f"\n{port_rule(paths)}" if taken else "")
             )
         if running(paths):
             print(
-                f"homerun was not running: started it in the background (pid {process.pid}); "
-                f"its log is {paths.daemon_log}; stop it with `homerun down`",
+                f"homerun was not running: started it in the background (pid {process.pid}) "
+                f"with its router on {settings.listen}:{settings.port}; its log is "
+                f"{paths.daemon_log}; stop it with `homerun down`\n{port_rule(paths)}",
                 file=sys.stderr,
             )
             return Client(paths.admin_socket)
         sleep(START_POLL_SECONDS)
     raise HomerunError(
         f"homerun did not start within {DAEMON_START_SECONDS:g}s; see {paths.daemon_log}"
+    )
+
+
+def port_rule(paths: Paths) -> str:
+    """Where a daemon's port comes from, said wherever one is started for the user."""
+    return (
+        f"The port comes from `port:` in {paths.config_file} (8080 when unset) at every "
+        "start; `homerun up --port N` sets it for one foreground run only."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from homerun.cli._commands import command, flag
 from homerun.cli._context import Context
@@ -17,24 +18,47 @@ STOP_POLL_SECONDS = 0.1
 @command(
     "up",
     "run the platform in the foreground",
-    flag("--port", type=int, help="the router's port (default 8080, or config.yaml's)"),
-    flag("--listen", help="the router's address (default 127.0.0.1, or config.yaml's)"),
+    flag(
+        "--port",
+        type=int,
+        metavar="N",
+        help="the router's port for this run only (default: `port:` in config.yaml, else 8080)",
+    ),
+    flag(
+        "--listen",
+        metavar="ADDRESS",
+        help="the router's address for this run only (default: `listen:` in config.yaml, "
+        "else 127.0.0.1)",
+    ),
     examples=[
-        ("Run homerun until Ctrl-C, its router on port 8080", "homerun up"),
+        (
+            "Run homerun until Ctrl-C, its router on config.yaml's port (8080 when unset)",
+            "homerun up",
+        ),
         (
             "Serve other machines of your network on port 80",
             "homerun up --listen 0.0.0.0 --port 80",
         ),
     ],
     description="Run the platform in the foreground: the router, the dashboard, the admin API "
-    "and the instances. `homerun deploy` starts it in the background when none runs.",
+    "and the instances. `homerun deploy` starts it in the background when none runs. Both "
+    "read HOMERUN_HOME/config.yaml (`homerun config` shows what it sets); --port and --listen "
+    "apply to this run only.",
 )
 def up(arguments: argparse.Namespace, context: Context) -> int:
     home = context.home
+    configured = load_settings(home)
     settings = load_settings(home, port=arguments.port, listen=arguments.listen)
     if context.daemon_answers():
         raise HomerunError(
             f"homerun already runs with HOMERUN_HOME={home}; `homerun status` shows it"
+        )
+    if settings.port != configured.port:
+        print(
+            f"--port {settings.port} is for this run only: a daemon that `homerun deploy` "
+            f"starts later listens on {configured.port} (`port:` in "
+            f"{settings.paths(home).config_file}, 8080 when unset)",
+            file=sys.stderr,
         )
     from homerun.daemon import run  # the entry point, not its internals
 

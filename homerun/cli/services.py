@@ -281,13 +281,21 @@ def update_traffic(arguments: argparse.Namespace, context: Context) -> int:
 
 
 def _print_traffic(summary: ServiceSummary) -> None:
+    """One line per revision: its share, and its tags. The daemon lists a tag as a route of its
+    own (0% when the split does not name it), which printed one revision twice."""
     latest = any(entry.latest for entry in summary.traffic_spec)
+    percents: dict[str, int] = {}
+    tags: dict[str, list[str]] = {}
     for route in summary.traffic:
-        line = f"  {route.percent:>3}% {route.revision}"
-        if latest and route.revision == summary.latest_ready_revision:
-            line += " (LATEST)"
+        percents[route.revision] = percents.get(route.revision, 0) + route.percent
         if route.tag:
-            line += f"  tag {route.tag}: {route.url}"
+            tags.setdefault(route.revision, []).append(f"tag {route.tag}: {route.url}")
+    for revision, percent in percents.items():
+        line = f"  {percent:>3}% {revision}"
+        if latest and revision == summary.latest_ready_revision:
+            line += " (LATEST)"
+        if revision in tags:
+            line += "  " + ", ".join(tags[revision])
         print(line)
 
 

@@ -150,7 +150,8 @@ class Deploys:
                     service, retag(record.traffic or DEFAULT_TRAFFIC, {plan.tag: base.name})
                 )
                 self._traffic.changed(service)
-            emit(Phase(message=f"No change: {base.name} already runs this template"))
+            what = "No new revision" if changes or plan.tag else "No change"
+            emit(Phase(message=f"{what}: {base.name} already runs this template"))
         emit(self._done(service, base.name, unchanged=True, service_changes=changes))
 
     async def _roll_out(self, plan: NewRevision, emit: Emit) -> None:

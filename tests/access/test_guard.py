@@ -4,6 +4,7 @@ service, 403 for a valid token of a member who is not an invoker or a caller fro
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ PLATFORM = "http://localhost:8080"
 authority = TokenAuthority(b"k" * 32, PLATFORM)
 
 
-def policy(**changes: object) -> AccessPolicy:
+def policy(**changes: Any) -> AccessPolicy:
     base = AccessPolicy(
         service="svc",
         public=False,
@@ -38,7 +39,11 @@ def instance(member: str) -> Callable[[], str | None]:
     return lambda: member
 
 
-def status(guard: Guard | None, authorization: bytes | None, caller=nobody) -> int:  # type: ignore[no-untyped-def]
+def status(
+    guard: Guard | None,
+    authorization: bytes | None,
+    caller: Callable[[], str | None] = nobody,
+) -> int:
     assert guard is not None
     denial = guard(authorization, caller)
     return 200 if denial is None else denial.status

@@ -79,9 +79,10 @@ def test_a_child_process_holding_the_connection_is_found_and_no_one_else() -> No
                 mine.close()
             connection.close()
         finally:
-            assert holder.stdin is not None
+            assert holder.stdin is not None and holder.stdout is not None
             holder.stdin.close()
             holder.wait(10)
+            holder.stdout.close()
 
 
 def test_the_listener_on_a_port_is_found_in_its_owners_tree_only() -> None:

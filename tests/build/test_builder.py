@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -288,7 +288,9 @@ def test_command_gets_past_a_dockerfile_outside_the_subset(
         (lambda root: write_tree(root / "empty", {}), "is empty"),
     ],
 )
-def test_build_validates_the_source(tmp_path: Path, venv_cache: Path, setup, message: str) -> None:
+def test_build_validates_the_source(
+    tmp_path: Path, venv_cache: Path, setup: Callable[[Path], Path], message: str
+) -> None:
     with pytest.raises(BuildError, match=message):
         _build(setup(tmp_path), tmp_path / "revision", venv_cache)
     assert not (tmp_path / "revision").exists()

@@ -14,6 +14,7 @@ import pytest
 from homerun.cli import main
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
 from homerun.model.events import DeployEvent, Done, Phase
+from homerun.model.states import InstanceState
 from homerun.model.views import (
     Binding,
     IamPolicy,
@@ -74,7 +75,7 @@ def revision_summary(name: str = "hello-00002-abc", **fields: Any) -> RevisionSu
         "instances": [
             InstanceView(
                 name="hello-00002-abc-1",
-                state="ready",
+                state=InstanceState.READY,
                 pid=4242,
                 port=9001,
                 in_flight=1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +30,7 @@ def test_read_refuses_bad_filters(run: Run, fake: FakeClient) -> None:
 
 
 def test_tail_polls_after_the_last_entry_until_interrupted(
-    fake: FakeClient, home, capsys: pytest.CaptureFixture[str]
+    fake: FakeClient, home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     polls: list[float] = []
 

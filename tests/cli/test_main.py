@@ -4,13 +4,14 @@ codes. Nothing here needs a daemon."""
 from __future__ import annotations
 
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
 from homerun.cli import COMMANDS
 from homerun.cli._commands import Command, Group, _flags, build_parser, parse
 
-from .conftest import Run
+from .conftest import FakeClient, Run
 
 
 def _walk(group: Group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Group]]:
@@ -128,7 +129,7 @@ def test_required_flags_are_in_the_usage(run: Run) -> None:
     assert "usage: homerun secrets create NAME --data-file FILE [flags]" in result.err
 
 
-def test_flag_equals_value_and_repeated_flags(run: Run, fake, app) -> None:
+def test_flag_equals_value_and_repeated_flags(run: Run, fake: FakeClient, app: Path) -> None:
     result = run(
         "deploy",
         "hello",
@@ -173,3 +174,24 @@ def test_main_returns_instead_of_exiting(run: Run) -> None:
     # Only the console script calls sys.exit: main returns argparse's codes.
     assert run("--help").code == 0
     assert run("--no-such-flag").code == 2
+
+
+def test_the_top_level_help_shows_where_to_start(run: Run) -> None:
+    out = run("--help").out
+    examples = out.partition("\nexamples:\n")[2]
+    for line in ("homerun deploy hello --source .", "homerun status", "homerun config"):
+        assert f"    $ {line}" in examples, out
+    assert out.rstrip().endswith("Run `homerun COMMAND --help` for a command's flags and examples.")
+
+
+@pytest.mark.parametrize(("path", "group"), GROUPS[1:], ids=[" ".join(p) for p, _ in GROUPS[1:]])
+def test_a_group_says_how_to_see_its_commands_help(
+    run: Run, path: tuple[str, ...], group: Group
+) -> None:
+    out = run(*path, "--help").out
+    assert f"Run `homerun {' '.join(path)} COMMAND --help` for a command's flags" in out
+
+
+def test_a_mistyped_command_points_to_the_groups_help(run: Run) -> None:
+    assert "Run `homerun services --help` for its commands." in run("services", "lst").err
+    assert "Run `homerun deploy --help` for the flags." in run("deploy", "x", "--souce").err

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+import homerun.daemon
+from homerun.config import Settings
+
 from .conftest import FakeClient, Run
 
 
-def test_status_says_where_and_what(run: Run, home) -> None:
+def test_status_says_where_and_what(run: Run, home: Path) -> None:
     result = run("status")
     assert result.code == 0
     assert result.out.splitlines() == [
@@ -17,7 +24,7 @@ def test_status_says_where_and_what(run: Run, home) -> None:
     ]
 
 
-def test_status_without_a_daemon(run: Run, fake: FakeClient, home) -> None:
+def test_status_without_a_daemon(run: Run, fake: FakeClient, home: Path) -> None:
     fake.running = False
     result = run("status")
     assert result.code == 1
@@ -40,3 +47,22 @@ def test_up_refuses_a_second_daemon(run: Run) -> None:
     result = run("up")
     assert result.code == 1
     assert "homerun already runs" in result.err
+
+
+def test_up_says_its_port_is_for_this_run_only(
+    run: Run, fake: FakeClient, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[Settings] = []
+    monkeypatch.setattr(homerun.daemon, "run", lambda home, settings: started.append(settings))
+    fake.running = False
+    result = run("up", "--port", "9090")
+    assert result.code == 0 and started[0].port == 9090
+    assert result.err == (
+        "--port 9090 is for this run only: a daemon that `homerun deploy` starts later listens "
+        f"on 8080 (`port:` in {home}/config.yaml, 8080 when unset)\n"
+    )
+    # The port config.yaml names is no news.
+    home.mkdir()
+    (home / "config.yaml").write_text("port: 9090\n")
+    assert run("up", "--port", "9090").err == ""
+    assert run("up").err == "" and started[-1].port == 9090

@@ -187,3 +187,28 @@ def test_replace(run: Run, fake: FakeClient, tmp_path: Path) -> None:
     assert "Service [hello] replaced: traffic and metadata are applied." in result.out
     service, document, file = fake.called("replace")[0]
     assert service == "hello" and document["metadata"] == {"name": "hello"}
+
+
+def test_update_traffic_prints_a_revision_once_with_its_tags(run: Run, fake: FakeClient) -> None:
+    # The daemon lists a tag as a 0% route of its own beside the revision's share.
+    fake.service_views = [
+        service_summary(
+            traffic=[
+                Route(revision="hello-00001-old", percent=90),
+                Route(revision="hello-00002-abc", percent=10),
+                Route(
+                    revision="hello-00002-abc",
+                    percent=0,
+                    tag="canary",
+                    url="http://canary---hello.localhost:8080",
+                ),
+            ]
+        )
+    ]
+    result = run("services", "update-traffic", "hello", "--to-tags", "canary=10")
+    assert result.out.splitlines() == [
+        "Traffic of [hello]:",
+        "   90% hello-00001-old",
+        "   10% hello-00002-abc (LATEST)  tag canary: http://canary---hello.localhost:8080",
+        "Service URL: http://hello.localhost:8080",
+    ]

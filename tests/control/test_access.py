@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from conftest import Plane
 
 from homerun.errors import InvalidSpec
 from homerun.routing.types import Route
+
+from .conftest import Plane
 
 
 def guard_answer(plane: Plane, host: str, token: str | None) -> int:
@@ -22,7 +23,7 @@ def guard_answer(plane: Plane, host: str, token: str | None) -> int:
     return 200 if refusal is None else refusal.status
 
 
-def test_bindings_change_who_may_call_at_the_next_request(make_plane) -> None:  # type: ignore[no-untyped-def]
+def test_bindings_change_who_may_call_at_the_next_request(make_plane: Callable[..., Plane]) -> None:
     async def scenario(plane: Plane) -> None:
         await plane.deployed("svc", source=str(plane.source))  # deployed public
         iam = plane.control.iam

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,9 +29,9 @@ def revision(name: str, spec: RevisionSpec, status: str = "ready") -> RevisionRe
     return RevisionRecord(name, "svc", 1, spec, RevisionStatus(status), "", 0.0, 1.0)
 
 
-def request(**changes: object) -> DeployRequest:
+def request(**changes: Any) -> DeployRequest:
     options = {key: changes.pop(key) for key in ("tag", "no_traffic") if key in changes}
-    return DeployRequest(service="svc", changes=RevisionChanges(**changes), **options)  # type: ignore[arg-type]
+    return DeployRequest(service="svc", changes=RevisionChanges(**changes), **options)
 
 
 BASE = revision("svc-00001-abc", RevisionSpec(source="/src"))
@@ -82,13 +83,13 @@ def manifest(spec: RevisionSpec, *, name: str | None = None, digest: str = "d1")
     return ServiceManifest("svc", {}, {}, template, traffic)
 
 
-def facts(**overrides: object) -> ReplaceFacts:
-    given: dict[str, object] = dict(
+def facts(**overrides: Any) -> ReplaceFacts:
+    given: dict[str, Any] = dict(
         base=BASE, base_digest="d1", named=None, named_digest=None,
         statuses={BASE.name: "ready"}, next_name="svc-00002-xyz", origin=None,
     )  # fmt: skip
     given.update(overrides)
-    return ReplaceFacts(**given)  # type: ignore[arg-type]
+    return ReplaceFacts(**given)
 
 
 def test_replace_with_the_same_template_only_applies_traffic_and_metadata() -> None:
@@ -112,6 +113,4 @@ def test_replace_without_a_known_digest_or_source_says_which_field() -> None:
 def test_replace_refuses_a_taken_revision_name_with_another_template() -> None:
     changed = RevisionSpec(source="/src", env={"A": "1"})
     with pytest.raises(InvalidSpec, match=r"^spec\.template\.metadata\.name"):
-        plan_replace(
-            manifest(changed, name=BASE.name), facts(named=BASE, named_digest="d1")
-        )
+        plan_replace(manifest(changed, name=BASE.name), facts(named=BASE, named_digest="d1"))

@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from conftest import Plane
 
 from homerun.errors import InvalidSpec
+
+from .conftest import Plane
 
 
 def test_idle_revisions_past_the_retention_count_go_with_their_folders(

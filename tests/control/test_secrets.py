@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from conftest import Plane
 
 from homerun.errors import InvalidSpec
+
+from .conftest import Plane
 
 
 def test_a_secret_reaches_the_instance_env_and_a_new_latest_version_later_starts(

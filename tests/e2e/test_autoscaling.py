@@ -210,7 +210,7 @@ def get_in_background(
 # 1. Scale out under load, back to zero, and up again ----------------------------------------
 
 
-def test_seed_scales_out_under_load_then_to_zero_then_serves_from_zero(scaling) -> None:
+def test_seed_scales_out_under_load_then_to_zero_then_serves_from_zero(scaling: Platform) -> None:
     clients, concurrency = 30, 5
     needed = math.ceil(clients / (concurrency * UTILIZATION))  # 10
     with deployed(scaling, "as-seed", FASTAPI_SEED, "--concurrency", str(concurrency)) as service:
@@ -262,7 +262,7 @@ def test_seed_scales_out_under_load_then_to_zero_then_serves_from_zero(scaling) 
 # 2. The router never gives an instance more than its concurrency ----------------------------
 
 
-def test_no_instance_ever_holds_more_than_its_concurrency(scaling) -> None:
+def test_no_instance_ever_holds_more_than_its_concurrency(scaling: Platform) -> None:
     concurrency = 3
     with deployed(scaling, "as-inflight", INFLIGHT, "--concurrency", str(concurrency)) as service:
         # 0.3 s per request: about 65 a second from 20 clients, 5 s of load.
@@ -295,7 +295,7 @@ def test_no_instance_ever_holds_more_than_its_concurrency(scaling) -> None:
 # 3. --min-instances keeps an instance warm through an idle period ---------------------------
 
 
-def test_min_instances_keeps_one_instance_through_idle_periods(scaling) -> None:
+def test_min_instances_keeps_one_instance_through_idle_periods(scaling: Platform) -> None:
     with (
         deployed(scaling, "as-cold", INFLIGHT) as cold,
         deployed(scaling, "as-warm", INFLIGHT, "--min-instances", "1") as warm,
@@ -331,7 +331,7 @@ def test_min_instances_keeps_one_instance_through_idle_periods(scaling) -> None:
 # 4. At max-instances with every slot taken, a request waits ~10 s and gets 429 --------------
 
 
-def test_full_max_instances_answers_429_after_the_overload_wait(scaling) -> None:
+def test_full_max_instances_answers_429_after_the_overload_wait(scaling: Platform) -> None:
     flags = ("--max-instances", "1", "--concurrency", "1")
     with deployed(scaling, "as-full", INFLIGHT, *flags) as service, ThreadPoolExecutor(2) as pool:
         occupying = get_in_background(pool, scaling, service, "/work", seconds=12)
@@ -366,7 +366,7 @@ def test_full_max_instances_answers_429_after_the_overload_wait(scaling) -> None
 LONG_REQUESTS = 6
 
 
-def test_scale_down_drains_instances_with_requests_in_flight(scaling) -> None:
+def test_scale_down_drains_instances_with_requests_in_flight(scaling: Platform) -> None:
     # A short burst scales the revision out to 4 or more instances, and puts it in panic mode,
     # which holds the instances for a stable window (6 s) after the last panic reading. Once
     # the burst's requests are over, six long requests go to idle instances: round robin
@@ -430,7 +430,7 @@ def test_scale_down_drains_instances_with_requests_in_flight(scaling) -> None:
 # 6. A cold start is counted and timed --------------------------------------------------------
 
 
-def test_cold_start_wait_is_recorded(scaling) -> None:
+def test_cold_start_wait_is_recorded(scaling: Platform) -> None:
     with deployed(scaling, "as-coldstart", INFLIGHT) as service:
         idle = poll_revision(
             scaling,

@@ -492,6 +492,48 @@ def test_only_loopback_names_reach_the_dashboard(served: Served) -> None:
             assert "host" in answer.text.lower()
 
 
+def test_the_page_links_to_its_json(served: Served, watched: Watched) -> None:
+    page = watched.page
+    page.goto(served.url + "/")
+    page.wait_for_function("Number(document.body.dataset.refreshes || 0) >= 1")
+    link = page.get_by_test_id("json-link")
+    assert link.is_visible()
+    assert link.get_attribute("href") == "api/overview?window=300"
+    assert page.get_by_test_id("metrics-link").get_attribute("href") == "metrics"
+    # The link follows the window the page shows.
+    page.get_by_test_id("window-3600").click()
+    page.wait_for_selector('body[data-window="3600"]', state="attached")
+    assert link.get_attribute("href") == "api/overview?window=3600"
+    with httpx.Client(base_url=served.url, trust_env=False, timeout=10) as client:
+        answer = client.get("/" + (link.get_attribute("href") or ""))
+    assert answer.status_code == 200 and answer.json()["window"] == 3600
+    assert not page.get_by_test_id("noscript").is_visible()
+    assert watched.errors == []
+
+
+def test_without_javascript_the_page_says_where_its_data_is(served: Served, browser: Any) -> None:
+    context = browser.new_context(viewport=VIEWPORT, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(PAGE_SECONDS * 1000)
+        page.goto(served.url + "/")
+        notice = page.get_by_test_id("noscript")
+        assert notice.is_visible()
+        text = " ".join(notice.inner_text().split())
+        assert "JavaScript, which is off" in text
+        assert "/api/overview?window=300" in text and "/metrics" in text
+        assert not page.get_by_test_id("status").is_visible()  # no "Loading…" forever
+        assert page.get_by_test_id("json-link").is_visible()
+        hrefs = notice.locator("a").evaluate_all("links => links.map(link => link.href)")
+        assert served.url + "/api/overview?window=300" in hrefs
+        with page.expect_navigation():
+            notice.locator("a").first.click()
+        assert page.url == served.url + "/api/overview?window=300"
+        assert '"window":300' in page.content()
+    finally:
+        context.close()
+
+
 # Level 2: a real daemon with real traffic --------------------------------------------------------
 
 

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from .harness import APPS, REVISION_NAME, describe, instance_processes, process_environ
+from .harness import APPS, REVISION_NAME, Platform, describe, instance_processes, process_environ
 
 pytestmark = pytest.mark.e2e
 
 
-def _deploy_healthy(platform, service: str) -> str:
+def _deploy_healthy(platform: Platform, service: str) -> str:
     """A healthy first revision, which must keep serving whatever the next deploy does."""
     platform.deploy_ok(service, APPS / "streaming")
     return platform.env_of(service)["K_REVISION"]
 
 
-def _still_served_by(platform, service: str, revision: str) -> None:
+def _still_served_by(platform: Platform, service: str, revision: str) -> None:
     assert platform.env_of(service)["K_REVISION"] == revision
     # A failed revision leaves no instance behind (stop grace is 3 s on this platform).
     deadline = time.monotonic() + 15
@@ -56,7 +56,7 @@ def _still_served_by(platform, service: str, revision: str) -> None:
     ],
 )
 def test_failing_deploy_reports_the_cause_and_keeps_traffic(
-    platform, app: str, flags: tuple[str, ...], expected: list[str]
+    platform: Platform, app: str, flags: tuple[str, ...], expected: list[str]
 ) -> None:
     # One service per case, so that one case's failure cannot break the next one's baseline.
     service = "fails-" + app.replace("_", "-")
@@ -75,7 +75,7 @@ def test_failing_deploy_reports_the_cause_and_keeps_traffic(
     _still_served_by(platform, service, healthy)
 
 
-def _state(platform) -> tuple[set[str], set[str]]:
+def _state(platform: Platform) -> tuple[set[str], set[str]]:
     """Service and revision names: what a failed command must not change. (Not the whole
     listing: instance counts and readiness of other services move on their own.)"""
     services = platform.run("services", "list", check=True).stdout
@@ -145,7 +145,7 @@ SEED = str(APPS / "flask_seed")
     ],
 )
 def test_bad_input_fails_clearly_and_changes_nothing(
-    platform, tmp_path: Path, args: list[str], expected: list[str]
+    platform: Platform, tmp_path: Path, args: list[str], expected: list[str]
 ) -> None:
     folders = {f"{{{kind}}}": _folder(tmp_path, kind) for kind in ("missing", "empty", "no-app")}
 

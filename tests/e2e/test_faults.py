@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.e2e
 WHOAMI = APPS / "whoami"
 
 
-def until(condition, what: str, within: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+def until(condition: Callable[[], object], what: str, within: float = 30.0) -> None:
     deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

@@ -9,10 +9,12 @@ import uuid
 
 import pytest
 
+from .harness import Platform
+
 pytestmark = pytest.mark.e2e
 
 
-def test_instance_environment(platform, streaming: str) -> None:
+def test_instance_environment(platform: Platform, streaming: str) -> None:
     env = platform.env_of(streaming)
     assert env["PORT"].isdigit() and int(env["PORT"]) != platform.port
     assert env["K_SERVICE"] == streaming
@@ -26,13 +28,13 @@ def test_instance_environment(platform, streaming: str) -> None:
     assert env["main_py_in_cwd"] is True
 
 
-def test_instance_runs_in_its_own_process_group(platform, streaming: str) -> None:
+def test_instance_runs_in_its_own_process_group(platform: Platform, streaming: str) -> None:
     env = platform.env_of(streaming)
     assert env["pgid"] != os.getpgid(platform.pid)
     assert env["pid"] != platform.pid
 
 
-def test_logs_read_shows_the_app_output(platform, streaming: str) -> None:
+def test_logs_read_shows_the_app_output(platform: Platform, streaming: str) -> None:
     marker = uuid.uuid4().hex
     assert platform.request(streaming, "GET", "/log", params={"msg": marker}).status_code == 200
     # Logs travel from the instance's pipes to the store asynchronously: poll, bounded.

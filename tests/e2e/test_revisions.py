@@ -6,14 +6,14 @@ import re
 
 import pytest
 
-from .harness import APPS, wait_until_dead
+from .harness import APPS, Platform, wait_until_dead
 
 pytestmark = pytest.mark.e2e
 
 STREAMING = APPS / "streaming"
 
 
-def test_redeploy_creates_a_new_revision_and_moves_traffic(platform) -> None:
+def test_redeploy_creates_a_new_revision_and_moves_traffic(platform: Platform) -> None:
     platform.deploy_ok("redeploy", STREAMING, "--set-env-vars", "GREETING=one")
     first = platform.env_of("redeploy")
     assert re.fullmatch(r"redeploy-00001-[a-z0-9]+", first["K_REVISION"])
@@ -31,7 +31,7 @@ def test_redeploy_creates_a_new_revision_and_moves_traffic(platform) -> None:
     assert first["K_REVISION"] in revisions and second["K_REVISION"] in revisions
 
 
-def test_services_list_describe_and_delete(platform) -> None:
+def test_services_list_describe_and_delete(platform: Platform) -> None:
     platform.deploy_ok("throwaway", STREAMING)
     instance = platform.env_of("throwaway")
 
@@ -51,7 +51,7 @@ def test_services_list_describe_and_delete(platform) -> None:
     assert wait_until_dead(instance["pid"], timeout=15), "a deleted service's instance still runs"
 
 
-def test_describe_unknown_service_fails_clearly(platform) -> None:
+def test_describe_unknown_service_fails_clearly(platform: Platform) -> None:
     result = platform.run("services", "describe", "never-deployed")
     assert result.returncode != 0
     assert "never-deployed" in result.stderr

@@ -11,14 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from websockets.sync.client import connect as websocket_connect
 
-from .harness import APPS
+from .harness import APPS, Platform
 
 pytestmark = pytest.mark.e2e
 
 STREAMING = APPS / "streaming"
 
 
-def _raw_get(platform, service: str, path: str) -> socket.socket:
+def _raw_get(platform: Platform, service: str, path: str) -> socket.socket:
     """Send a GET on a bare socket and return the socket, to read or drop the response."""
     connection = socket.create_connection(("127.0.0.1", platform.port), timeout=30)
     request = f"GET {path} HTTP/1.1\r\nHost: {platform.host(service)}\r\n\r\n"
@@ -26,14 +26,16 @@ def _raw_get(platform, service: str, path: str) -> socket.socket:
     return connection
 
 
-def test_unknown_host_gets_404(platform) -> None:
+def test_unknown_host_gets_404(platform: Platform) -> None:
     response = platform.request("no-such-service", "GET", "/")
     assert response.status_code == 404
     assert len(response.content) < 1024
     assert response.headers.get("content-type", "").startswith("text/plain")
 
 
-def test_keep_alive_serves_several_requests_on_one_connection(platform, streaming: str) -> None:
+def test_keep_alive_serves_several_requests_on_one_connection(
+    platform: Platform, streaming: str
+) -> None:
     connection = socket.create_connection(("127.0.0.1", platform.port), timeout=30)
     with connection, connection.makefile("rb") as reader:
         for _ in range(3):
@@ -50,7 +52,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(platform, streamin
             assert json.loads(reader.read(length))["in_flight"] >= 0
 
 
-def test_server_sent_events_arrive_one_by_one(platform, streaming: str) -> None:
+def test_server_sent_events_arrive_one_by_one(platform: Platform, streaming: str) -> None:
     arrivals = []
     with platform.client(streaming) as client:
         with client.stream("GET", "/sse", params={"events": 5, "interval": 0.3}) as response:
@@ -66,14 +68,14 @@ def test_server_sent_events_arrive_one_by_one(platform, streaming: str) -> None:
     assert min(gaps) >= 0.1, gaps
 
 
-def test_request_body_streams_to_the_app(platform, streaming: str) -> None:
+def test_request_body_streams_to_the_app(platform: Platform, streaming: str) -> None:
     pieces = [bytes([number]) * 50_000 for number in range(10)]
     response = platform.request(streaming, "POST", "/echo", content=iter(pieces))
     assert response.status_code == 200
     assert response.content == b"".join(pieces)
 
 
-def test_websocket_echo_through_the_router(platform, streaming: str) -> None:
+def test_websocket_echo_through_the_router(platform: Platform, streaming: str) -> None:
     # websockets names the Host from the URI; the socket itself goes to the router on loopback.
     tcp = socket.create_connection(("127.0.0.1", platform.port), timeout=30)
     uri = f"ws://{platform.host(streaming)}/ws"
@@ -83,7 +85,7 @@ def test_websocket_echo_through_the_router(platform, streaming: str) -> None:
             assert websocket.recv(timeout=10) == f"echo: {message}"
 
 
-def test_request_timeout_gives_504(platform) -> None:
+def test_request_timeout_gives_504(platform: Platform) -> None:
     platform.ensure_deployed("slowpoke", STREAMING, "--timeout", "1")
     platform.env_of("slowpoke")  # the instance is up, so the timeout measures the request alone
     started = time.monotonic()
@@ -95,7 +97,7 @@ def test_request_timeout_gives_504(platform) -> None:
     assert platform.request("slowpoke", "GET", "/env", timeout=10).status_code == 200
 
 
-def test_instance_dying_mid_request_gives_502_then_a_new_instance(platform) -> None:
+def test_instance_dying_mid_request_gives_502_then_a_new_instance(platform: Platform) -> None:
     platform.ensure_deployed("crashy", STREAMING)
     before = platform.env_of("crashy")
     response = platform.request("crashy", "GET", "/crash")
@@ -105,7 +107,7 @@ def test_instance_dying_mid_request_gives_502_then_a_new_instance(platform) -> N
     assert after["K_REVISION"] == before["K_REVISION"]
 
 
-def test_concurrency_one_serves_one_request_at_a_time(platform) -> None:
+def test_concurrency_one_serves_one_request_at_a_time(platform: Platform) -> None:
     # One instance allowed, so the other two requests must queue for its only slot.
     platform.ensure_deployed("serial", STREAMING, "--concurrency", "1", "--max-instances", "1")
     assert platform.request("serial", "POST", "/inflight/reset").json()["in_flight"] == 0
@@ -126,7 +128,7 @@ def test_concurrency_one_serves_one_request_at_a_time(platform) -> None:
             assert started >= finished - 0.05, spans
 
 
-def test_client_disconnect_mid_stream_frees_the_slot(platform) -> None:
+def test_client_disconnect_mid_stream_frees_the_slot(platform: Platform) -> None:
     platform.ensure_deployed("hangup", STREAMING, "--concurrency", "1", "--max-instances", "1")
     platform.env_of("hangup")
     # A stream of 100 events 0.2 s apart holds the only slot for 20 s unless the router notices
@@ -144,7 +146,7 @@ def test_client_disconnect_mid_stream_frees_the_slot(platform) -> None:
     assert time.monotonic() - started < 5
 
 
-def test_client_disconnect_before_the_response_frees_the_slot(platform) -> None:
+def test_client_disconnect_before_the_response_frees_the_slot(platform: Platform) -> None:
     platform.ensure_deployed(
         "hangup-early", STREAMING, "--concurrency", "1", "--max-instances", "1"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import APPS, REPO_ROOT, SEEDS
+from .harness import APPS, REPO_ROOT, SEEDS, Platform
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +56,7 @@ def test_fastapi_seed_keeps_the_seed_code() -> None:
             position = app.index(line, position) + len(line)
 
 
-def test_flask_seed_deploys_and_answers(platform) -> None:
+def test_flask_seed_deploys_and_answers(platform: Platform) -> None:
     result = platform.ensure_deployed("helloworld", APPS / "flask_seed")
     # The Dockerfile's `RUN pip install flask gunicorn` ran as the build: its output streams.
     assert "gunicorn" in result.stdout + result.stderr
@@ -67,17 +67,17 @@ def test_flask_seed_deploys_and_answers(platform) -> None:
     assert response.headers.get("server", "").startswith("gunicorn")
 
 
-def test_fastapi_seed_without_entrypoint_runs_under_uvicorn(platform) -> None:
+def test_fastapi_seed_without_entrypoint_runs_under_uvicorn(platform: Platform) -> None:
     platform.ensure_deployed("fastapi-seed", APPS / "fastapi_seed")
     _check_fastapi_seed(platform, "fastapi-seed")
 
 
-def test_fastapi_seed_with_procfile(platform) -> None:
+def test_fastapi_seed_with_procfile(platform: Platform) -> None:
     platform.ensure_deployed("fastapi-procfile", APPS / "fastapi_procfile")
     _check_fastapi_seed(platform, "fastapi-procfile")
 
 
-def _check_fastapi_seed(platform, service: str) -> None:
+def _check_fastapi_seed(platform: Platform, service: str) -> None:
     with platform.client(service) as client:
         users = client.get("/usuarios")
         assert users.status_code == 200, users.text
@@ -118,7 +118,7 @@ def django_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_django_startproject_deploys_and_answers(platform, django_project: Path) -> None:
+def test_django_startproject_deploys_and_answers(platform: Platform, django_project: Path) -> None:
     platform.ensure_deployed("mysite", django_project)
     response = platform.request("mysite", "GET", "/")
     # DEBUG=True with empty ALLOWED_HOSTS accepts `.localhost`: the Host header arrived intact.
@@ -127,7 +127,7 @@ def test_django_startproject_deploys_and_answers(platform, django_project: Path)
     assert response.headers.get("server", "").startswith("gunicorn")
 
 
-def test_httpbin_from_pypi_deploys_and_answers(platform, httpbin: str) -> None:
+def test_httpbin_from_pypi_deploys_and_answers(platform: Platform, httpbin: str) -> None:
     response = platform.request(httpbin, "GET", "/status/418")
     assert response.status_code == 418
     assert "teapot" in response.text

@@ -27,15 +27,15 @@ time.sleep(60)
 
 @pytest.fixture
 def parent() -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        assert process.stdout is not None and process.stdout.readline() == "ready\n"
-        yield process
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    ) as process:
+        try:
+            assert process.stdout is not None and process.stdout.readline() == "ready\n"
+            yield process
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def workers_of(pid: int, count: int) -> list[psutil.Process]:
@@ -99,25 +99,22 @@ for line in sys.stdin:
 
 
 def test_cpu_time_of_a_child_that_exited_stays_counted() -> None:
-    runner = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", RUNNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         start_new_session=True,
-    )  # fmt: skip
-    try:
-        assert runner.stdin is not None and runner.stdout is not None
-        assert runner.stdout.readline() == "ready\n"
-        sampler = ProcessSampler()
-        before = sampler.usage(runner.pid)
-        assert before is not None
-        runner.stdin.write("go\n")
-        runner.stdin.flush()
-        assert runner.stdout.readline() == "done\n"  # the child ran and was reaped
-        after = sampler.usage(runner.pid)
-        assert after is not None
-        assert after.cpu_seconds - before.cpu_seconds >= 0.25, (before, after)
-    finally:
-        os.killpg(runner.pid, signal.SIGKILL)
-        runner.wait()
-        for stream in (runner.stdin, runner.stdout):
-            if stream is not None:
-                stream.close()
+    ) as runner:  # fmt: skip
+        try:
+            assert runner.stdin is not None and runner.stdout is not None
+            assert runner.stdout.readline() == "ready\n"
+            sampler = ProcessSampler()
+            before = sampler.usage(runner.pid)
+            assert before is not None
+            runner.stdin.write("go\n")
+            runner.stdin.flush()
+            assert runner.stdout.readline() == "done\n"  # the child ran and was reaped
+            after = sampler.usage(runner.pid)
+            assert after is not None
+            assert after.cpu_seconds - before.cpu_seconds >= 0.25, (before, after)
+        finally:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()

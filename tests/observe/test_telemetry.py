@@ -15,12 +15,18 @@ from homerun.routing.types import RequestRecord
 
 
 def record(
-    status: int, latency: float, service: str | None = "svc", arrival: float = 10.0
+    status: int,
+    latency: float,
+    service: str | None = "svc",
+    arrival: float = 10.0,
+    *,
+    target: bytes = b"/path?q=1",
+    user_agent: bytes = b"curl/8",
+    traceparent: bytes = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
 ) -> RequestRecord:
     return (
-        arrival, arrival + latency, b"GET", b"/path?q=1", b"svc.localhost:8080", status, 56,
-        144, b"curl/8", b"127.0.0.1", False,
-        b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        arrival, arrival + latency, b"GET", target, b"svc.localhost:8080", status, 56,
+        144, user_agent, b"127.0.0.1", False, traceparent,
         service, "svc-00001-abc" if service else None, "svc-00001-abc-123456" if service else None,
     )  # fmt: skip
 
@@ -70,11 +76,14 @@ def test_request_log_entries_are_shaped_like_cloud_run(tmp_path: Path) -> None:
 
 def test_request_log_entries_escape_what_the_client_sent(tmp_path: Path) -> None:
     telemetry, logs, _, wall = make(tmp_path)
-    odd = list(record(200, 0.002))
-    odd[3] = b'/say?q="hi"\\\xe9'  # a quote, a backslash and a byte above ASCII in the target
-    odd[8] = b'agent "quoted"\t\\'  # a quote, a tab and a backslash in the user agent
-    odd[11] = b"00-not-a-trace-id-0"  # a malformed traceparent gives no trace
-    telemetry.records += [tuple(odd)]  # type: ignore[list-item]
+    odd = record(
+        200,
+        0.002,
+        target=b'/say?q="hi"\\\xe9',  # a quote, a backslash and a byte above ASCII
+        user_agent=b'agent "quoted"\t\\',  # a quote, a tab and a backslash
+        traceparent=b"00-not-a-trace-id-0",  # malformed: it gives no trace
+    )
+    telemetry.records.append(odd)
     wall.now += 1
     telemetry.tick()
     (entry,) = logs.read("svc")

@@ -11,13 +11,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 
 import pytest
 from fakes import free_port
 
-from homerun.routing.proxy import Router
+from homerun.routing.proxy import HEADER_TIMEOUT_SECONDS, KEEPALIVE_TIMEOUT_SECONDS, Router
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.routing.types import Route, RouteError
 
@@ -49,11 +49,19 @@ def instance() -> Iterator[tuple[str, int]]:
 
 
 class Harness:
-    def __init__(self, upstream: tuple[str, int], **router_options: float) -> None:
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        *,
+        header_timeout: float = HEADER_TIMEOUT_SECONDS,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT_SECONDS,
+    ) -> None:
         throttler = Throttler("svc-00001-abc", lambda: None, time.monotonic)
         throttler.add(Endpoint("svc-00001-abc-1", upstream[0], upstream[1], 10))
         self.route = Route("svc", "svc-00001-abc", throttler, 10.0)
-        self.router = Router(self.resolve, **router_options)  # type: ignore[arg-type]
+        self.router = Router(
+            self.resolve, header_timeout=header_timeout, keepalive_timeout=keepalive_timeout
+        )
 
     def resolve(self, host: str) -> Route | RouteError:
         if host.split(":")[0] == "svc.test":
@@ -81,8 +89,7 @@ class Harness:
 
     async def seen(self, tag: str) -> dict[str, int]:
         response = await self.exchange(
-            f"GET /stats?tag={tag} HTTP/1.1\r\nHost: svc.test\r\nConnection: close\r\n\r\n"
-            .encode()
+            f"GET /stats?tag={tag} HTTP/1.1\r\nHost: svc.test\r\nConnection: close\r\n\r\n".encode()
         )
         return json.loads(response.split(b"\r\n\r\n", 1)[1]) if response else {}
 
@@ -91,8 +98,8 @@ def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
 
 
-def run(coroutine: object) -> None:
-    asyncio.run(asyncio.wait_for(coroutine, 30))  # type: ignore[arg-type]
+def run(coroutine: Coroutine[object, object, None]) -> None:
+    asyncio.run(asyncio.wait_for(coroutine, 30))
 
 
 @pytest.mark.parametrize(

@@ -250,8 +250,8 @@ def test_routes_by_host_and_answers_errors_itself(run: Run, instance: Address) -
 
             reader, writer = await proxy.connect()
             writer.write(b"GET /hello HTTP/1.1\r\n\r\n")
-            response = await read_response(reader)
-            assert response.status == 400 and response.headers["connection"] == "close"
+            raw = await read_response(reader)
+            assert raw.status == 400 and raw.headers["connection"] == "close"
             assert await reader.read() == b""
             writer.close()
 
@@ -542,8 +542,8 @@ def test_body_limit(run: Run, instance: Address) -> None:
                 b"POST /upload HTTP/1.1\r\nHost: svc.test\r\nContent-Length: %d\r\n\r\n"
                 % (limit + 1)
             )
-            response = await read_response(reader)
-            assert response.status == 413 and response.headers["connection"] == "close"
+            raw = await read_response(reader)
+            assert raw.status == 413 and raw.headers["connection"] == "close"
             assert await reader.read() == b""
             writer.close()
 

@@ -5,6 +5,7 @@ import pytest
 
 from homerun.routing.table import (
     RoutingTable,
+    Selection,
     SelectionMemo,
     ServiceRoutes,
     StratifiedRolls,
@@ -39,6 +40,12 @@ def table(*targets: TrafficTarget) -> RoutingTable:
     return RoutingTable("localhost", {"svc": ServiceRoutes("svc", targets)})
 
 
+def revision_of(selection: Selection | None) -> str | None:
+    """The revision selected for a host the table knows."""
+    assert selection is not None
+    return selection.revision
+
+
 def test_unknown_service_is_none() -> None:
     assert select(table(TrafficTarget("svc-00001-abc", 100)), "other.localhost", 0.5) is None
 
@@ -51,16 +58,16 @@ def test_service_without_traffic_selects_no_revision() -> None:
 
 def test_split_follows_the_roll() -> None:
     routes = table(TrafficTarget("r1", 90), TrafficTarget("r2", 10))
-    assert select(routes, "svc.localhost", 0.0).revision == "r1"  # type: ignore[union-attr]
-    assert select(routes, "svc.localhost", 0.8999).revision == "r1"  # type: ignore[union-attr]
-    assert select(routes, "svc.localhost", 0.9).revision == "r2"  # type: ignore[union-attr]
-    assert select(routes, "svc.localhost", 0.9999).revision == "r2"  # type: ignore[union-attr]
+    assert revision_of(select(routes, "svc.localhost", 0.0)) == "r1"
+    assert revision_of(select(routes, "svc.localhost", 0.8999)) == "r1"
+    assert revision_of(select(routes, "svc.localhost", 0.9)) == "r2"
+    assert revision_of(select(routes, "svc.localhost", 0.9999)) == "r2"
 
 
 def test_zero_percent_target_never_selected_but_reachable_by_tag() -> None:
     routes = table(TrafficTarget("r1", 100), TrafficTarget("r2", 0, tag="canary"))
     for roll in (0.0, 0.5, 0.99999):
-        assert select(routes, "svc.localhost", roll).revision == "r1"  # type: ignore[union-attr]
+        assert revision_of(select(routes, "svc.localhost", roll)) == "r1"
     tagged = select(routes, "canary---svc.localhost:8080", 0.0)
     assert tagged is not None and tagged.revision == "r2" and tagged.tag == "canary"
     assert select(routes, "nope---svc.localhost:8080", 0.0) is None
@@ -68,9 +75,9 @@ def test_zero_percent_target_never_selected_but_reachable_by_tag() -> None:
 
 def test_split_shares_match_percentages() -> None:
     routes = table(TrafficTarget("r1", 30), TrafficTarget("r2", 70))
-    counts = {"r1": 0, "r2": 0}
-    for step in range(1000):
-        counts[select(routes, "svc.localhost", step / 1000).revision] += 1  # type: ignore[union-attr,index]
+    counts = Counter(
+        revision_of(select(routes, "svc.localhost", step / 1000)) for step in range(1000)
+    )
     assert counts == {"r1": 300, "r2": 700}
 
 
@@ -78,10 +85,7 @@ def test_stratified_rolls_follow_the_split_in_every_hundred() -> None:
     routes = table(TrafficTarget("r1", 37), TrafficTarget("r2", 63))
     rolls = StratifiedRolls(random.Random(7))
     for _ in range(5):
-        hundred = Counter(
-            select(routes, "svc.localhost", rolls).revision  # type: ignore[union-attr]
-            for _ in range(100)
-        )
+        hundred = Counter(revision_of(select(routes, "svc.localhost", rolls)) for _ in range(100))
         assert hundred == {"r1": 37, "r2": 63}
 
 
@@ -91,7 +95,7 @@ def test_rolls_are_asked_only_for_a_split() -> None:
     def roll(service: str) -> float:
         raise AssertionError("a tag or an unknown host needs no roll")
 
-    assert select(routes, "t---svc.localhost", roll).revision == "r1"  # type: ignore[union-attr]
+    assert revision_of(select(routes, "t---svc.localhost", roll)) == "r1"
     assert select(routes, "other.localhost", roll) is None
 
 
@@ -120,16 +124,15 @@ def test_the_memo_keeps_fixed_selections_per_table_and_rolls_splits_every_time()
     first = memo.select(routes, "svc.localhost:8080", 0.0)
     assert first is not None and memo.select(routes, "svc.localhost:8080", 0.0) is first
     assert [
-        memo.select(routes, "split.localhost", lambda _: next(rolls)).revision  # type: ignore[union-attr]
-        for _ in range(3)
+        revision_of(memo.select(routes, "split.localhost", lambda _: next(rolls))) for _ in range(3)
     ] == ["a", "b", "a"]
     assert memo.select(routes, "nope.localhost", 0.0) is None
 
     # Traffic moved: a new snapshot, and the old selection is not reused.
     moved = RoutingTable("localhost", {"svc": ServiceRoutes("svc", (TrafficTarget("r2", 100),))})
-    assert memo.select(moved, "svc.localhost:8080", 0.0).revision == "r2"  # type: ignore[union-attr]
+    assert revision_of(memo.select(moved, "svc.localhost:8080", 0.0)) == "r2"
     assert memo.select(moved, "blue---svc.localhost", 0.0) is None
 
     # Past the limit a host is still selected, just not remembered.
     for port in range(8081, 8090):
-        assert memo.select(moved, f"svc.localhost:{port}", 0.0).revision == "r2"  # type: ignore[union-attr]
+        assert revision_of(memo.select(moved, f"svc.localhost:{port}", 0.0)) == "r2"

@@ -1,6 +1,7 @@
 """The throttler's slots and FIFO queue, driven on a real event loop (no clock needed)."""
 
 import asyncio
+from collections.abc import Coroutine
 
 import pytest
 from fakes import Clock
@@ -16,8 +17,8 @@ class Demand:
         self.calls += 1
 
 
-def run(coroutine):  # type: ignore[no-untyped-def]
-    return asyncio.run(coroutine)
+def run(coroutine: Coroutine[object, object, None]) -> None:
+    asyncio.run(coroutine)
 
 
 clock = Clock()

@@ -12,6 +12,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from homerun.runtime import InstanceSpec
 from homerun.runtime.zygote import ZygoteRuntime
@@ -31,12 +32,12 @@ async def listening(port: int, within: float = 20) -> None:
         return
 
 
-async def main(specs: list[dict[str, object]]) -> None:
+async def main(specs: list[dict[str, Any]]) -> None:
     runtime = ZygoteRuntime()
     runtime.open()
     instances = []
     for fields in specs:
-        spec = InstanceSpec(**dict(fields, cwd=Path(str(fields["cwd"]))))  # type: ignore[arg-type]
+        spec = InstanceSpec(**dict(fields, cwd=Path(fields["cwd"])))
         instance = await runtime.start(spec, lambda stream, line: None)
         await listening(spec.port)
         instances.append(instance.pid)

@@ -40,9 +40,9 @@ def test_the_plan_keeps_copies_that_nobody_edits(tmp_path: Path) -> None:
     env["A"] = "2"
     assert revision_plan.argv == ("gunicorn", "app:app") and revision_plan.env == {"A": "1"}
     with pytest.raises(TypeError):
-        revision_plan.env["A"] = "3"  # type: ignore[index]
+        revision_plan.env["A"] = "3"  # type: ignore[index]  # a Mapping: the test writes anyway
     with pytest.raises(FrozenInstanceError):
-        revision_plan.concurrency = 1  # type: ignore[misc]
+        revision_plan.concurrency = 1  # type: ignore[misc]  # frozen: the test assigns anyway
 
 
 def test_a_changed_secret_makes_a_new_plan(tmp_path: Path) -> None:

@@ -474,6 +474,7 @@ function selectWindow(seconds) {
     button.setAttribute("aria-pressed", String(Number(button.dataset.windowSeconds) === seconds));
   }
   window.history.replaceState(null, "", `#window=${seconds}`);
+  document.getElementById("json-link").href = `api/overview?window=${seconds}`;
 }
 
 for (const button of document.querySelectorAll("[data-window-seconds]")) {

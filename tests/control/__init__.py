@@ -1,0 +1,1 @@
+"""Tests of homerun.control: a whole control plane over a fake runtime."""

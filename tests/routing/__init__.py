@@ -1,0 +1,1 @@
+"""Tests of homerun.routing: the routing table, the throttler and the proxy."""

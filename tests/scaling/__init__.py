@@ -1,0 +1,1 @@
+"""Tests of homerun.scaling: the autoscaler, its policy, units and the supervisor."""
