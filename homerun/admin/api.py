@@ -136,7 +136,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             name: request.query_params.get(name)
             for name in ("revision", "min_severity", "since", "after")
         }
-        return JSONResponse(control.views.logs(request.path_params["name"], limit, **filters))
+        return JSONResponse(await control.views.logs(request.path_params["name"], limit, **filters))
 
     async def homerun_error(request: Request, exc: Exception) -> Response:
         status_code = 404 if isinstance(exc, NotFound) else 400

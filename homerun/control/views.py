@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -72,10 +74,16 @@ class Views:
     def revision(self, name: str) -> views.RevisionSummary:
         return self._revision(self._store.revision(name))
 
-    def logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
-        """Newest entries; filters: revision, min_severity, since, after (see LogStore.read)."""
+    async def logs(
+        self, service: str, limit: int, **filters: str | None
+    ) -> list[dict[str, Any]]:
+        """Newest entries; filters: revision, min_severity, since, after (see LogStore.read).
+        Files are read in a thread: the router's requests go on meanwhile."""
         self._store.service(service)
-        return self._logs.read(service, limit=limit, **filters)
+        self._logs.flush()  # on the loop, which is where entries are added
+        return await asyncio.to_thread(
+            functools.partial(self._logs.read_written, service, limit=limit, **filters)
+        )
 
     # -- Knative documents --------------------------------------------------------------
 

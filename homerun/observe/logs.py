@@ -6,13 +6,14 @@ request's path or an instance's output path waits on the disk.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -169,14 +170,49 @@ class LogStore:
         `logs tail` asks for, with the timestamp of the last entry it printed).
         """
         self.flush()
+        return self.read_written(
+            service,
+            limit=limit,
+            revision=revision,
+            min_severity=min_severity,
+            since=since,
+            after=after,
+        )
+
+    def read_written(
+        self,
+        service: str,
+        *,
+        limit: int = 50,
+        revision: str | None = None,
+        min_severity: str | None = None,
+        since: str | None = None,
+        after: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """`read` of what is on disk (no flush: safe in a thread while the loop logs).
+
+        Files are read from their end, newest entry first, and reading stops once `limit`
+        entries matched or the entries are older than `since`/`after`: the newest 50 of a
+        130 MB log cost a few blocks, not the whole file."""
         rank = severity_rank(min_severity) if min_severity else 0
-        newest: deque[dict[str, Any]] = deque(maxlen=limit)
-        for path in (self._path(service).with_suffix(".jsonl.1"), self._path(service)):
-            if not path.exists():
+        bound = max(filter(None, (since, after)), default=None)
+        # Entries are written nearly in time order: a request's entry is written with the next
+        # second's batch, after lines its instance printed later. So reading backwards stops
+        # only at entries a minute older than the bound.
+        stop_before = _minute_before(bound) if bound is not None else None
+        newest: list[dict[str, Any]] = []
+        for path in (self._path(service), self._path(service).with_suffix(".jsonl.1")):
+            if len(newest) >= limit:
+                break
+            try:
+                file = open(path, "rb")  # noqa: SIM115 - closed below, read lazily
+            except FileNotFoundError:
                 continue
-            with open(path, "rb") as file:
-                for entry in _parse(file):
+            with file:
+                for entry in _parse(_lines_backwards(file)):
                     timestamp = entry.get("timestamp", "")
+                    if stop_before is not None and timestamp and timestamp < stop_before:
+                        return newest[::-1]  # older entries follow: none can match
                     if revision is not None and entry.get("revision") != revision:
                         continue
                     if rank and severity_rank(entry.get("severity", "DEFAULT")) < rank:
@@ -186,7 +222,9 @@ class LogStore:
                     if after is not None and timestamp <= after:
                         continue
                     newest.append(entry)
-        return list(newest)
+                    if len(newest) >= limit:
+                        break
+        return newest[::-1]
 
     def delete(self, service: str) -> None:
         self._pending.pop(service, None)
@@ -209,6 +247,33 @@ def severity_rank(severity: str) -> int:
         raise InvalidSpec(
             f"unknown severity {severity!r}; use one of {', '.join(SEVERITIES)}"
         ) from None
+
+
+def _minute_before(timestamp: str) -> str:
+    """The ISO time a minute before `timestamp` (itself, when it cannot be read)."""
+    try:
+        moment = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return timestamp
+    return iso_time(moment.timestamp() - 60)
+
+
+def _lines_backwards(file: BinaryIO, block: int = 64 * 1024) -> Iterator[bytes]:
+    """The lines of a file, last first, read in blocks from its end."""
+    file.seek(0, os.SEEK_END)
+    position = file.tell()
+    partial = b""
+    while position > 0:
+        step = min(block, position)
+        position -= step
+        file.seek(position)
+        lines = (file.read(step) + partial).split(b"\n")
+        partial = lines.pop(0)  # may continue in the block before
+        for line in reversed(lines):
+            if line:
+                yield line
+    if partial:
+        yield partial
 
 
 def _parse(lines: Iterable[bytes]) -> Iterable[dict[str, Any]]:
