@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,11 +12,16 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
-from homerun.model.events import DeployEvent, parse_event
+from homerun.model.events import DeployEvent, JobEvent, parse_event, parse_job_event
+from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.validation import validation_message
 from homerun.model.views import (
+    ExecutionDescription,
+    ExecutionSummary,
     IamPolicy,
     IdentityToken,
+    JobDescription,
+    JobSummary,
     PlatformStatus,
     RevisionSummary,
     SecretSummary,
@@ -25,10 +30,11 @@ from homerun.model.views import (
     ServiceDescription,
     ServiceSummary,
 )
-from homerun.spec import DeployRequest
+from homerun.spec import DeployRequest, RevisionChanges
 from homerun.traffic import TrafficUpdate
 
 View = TypeVar("View", bound=BaseModel)
+Event = TypeVar("Event")
 
 
 def remote_target() -> tuple[str, str] | None:
@@ -196,6 +202,87 @@ class Client:
         answer = self._call("POST", "/v1/tokens", json={"member": member, "audience": audience})
         return _read(IdentityToken, answer)
 
+    # Jobs and executions
+
+    def jobs(self) -> list[JobSummary]:
+        return _read_list(JobSummary, self._call("GET", "/v1/jobs"))
+
+    def job(self, name: str) -> JobDescription:
+        return _read(JobDescription, self._call("GET", f"/v1/jobs/{name}"))
+
+    def deploy_job(
+        self,
+        job: str,
+        changes: RevisionChanges,
+        settings: TaskSettingsChanges,
+        mode: str,
+        schedule: str | None = None,
+        time_zone: str | None = None,
+    ) -> Iterator[JobEvent]:
+        """`jobs create|deploy|update` (mode): the build's events, the last `job` or `error`.
+        `schedule` "" removes the job's; None keeps it."""
+        body = {
+            "job": job,
+            "changes": changes.model_dump(mode="json"),
+            "settings": settings.model_dump(mode="json"),
+            "mode": mode,
+            "schedule": schedule,
+            "time_zone": time_zone,
+        }
+        return self._stream_lines("POST", f"/v1/jobs/{job}/deploy", _job_event, json=body)
+
+    def delete_job(self, name: str) -> None:
+        self._call("DELETE", f"/v1/jobs/{name}")
+
+    def execute_job(self, job: str, overrides: ExecutionOverrides) -> ExecutionDescription:
+        answer = self._call(
+            "POST", f"/v1/jobs/{job}/executions", json=overrides.model_dump(mode="json")
+        )
+        return _read(ExecutionDescription, answer)
+
+    def executions(self, job: str | None = None) -> list[ExecutionSummary]:
+        params = {"job": job} if job else {}
+        return _read_list(ExecutionSummary, self._call("GET", "/v1/executions", params=params))
+
+    def execution(self, name: str) -> ExecutionDescription:
+        return _read(ExecutionDescription, self._call("GET", f"/v1/executions/{name}"))
+
+    def cancel_execution(self, name: str) -> ExecutionDescription:
+        answer = self._call("POST", f"/v1/executions/{name}/cancel")
+        return _read(ExecutionDescription, answer)
+
+    def delete_execution(self, name: str) -> None:
+        self._call("DELETE", f"/v1/executions/{name}")
+
+    def job_logs(
+        self, job: str, limit: int, execution: str | None = None, task: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A job's newest log entries; of one execution, and one task of it, when given."""
+        params: dict[str, Any] = {"limit": limit}
+        if execution is not None:
+            params["execution"] = execution
+        if task is not None:
+            params["task"] = task
+        entries: list[dict[str, Any]] = self._call("GET", f"/v1/jobs/{job}/logs", params=params)
+        return entries
+
+    def _stream_lines(
+        self, method: str, path: str, parse: Callable[[str], Event], **kwargs: Any
+    ) -> Iterator[Event]:
+        """An NDJSON answer, each line parsed as it comes (as `_stream` for deploys)."""
+        try:
+            with self._http.stream(method, path, **kwargs) as response:
+                if response.status_code != 200:
+                    response.read()
+                    _raise_for(response)
+                for line in response.iter_lines():
+                    if line:
+                        yield parse(line)
+        except (httpx.ConnectError, FileNotFoundError) as error:
+            raise self._unavailable(error) from None
+        except httpx.RemoteProtocolError as error:
+            raise HomerunError(f"the daemon closed the connection midway: {error}") from None
+
     # The exchange
 
     def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[DeployEvent]:
@@ -272,6 +359,16 @@ def _event(line: str) -> DeployEvent:
     except ValidationError as error:
         raise UnreadableAnswer(
             "the daemon sent a deploy event this CLI cannot read: "
+            f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
+        ) from None
+
+
+def _job_event(line: str) -> JobEvent:
+    try:
+        return parse_job_event(line)
+    except ValidationError as error:
+        raise UnreadableAnswer(
+            "the daemon sent a job event this CLI cannot read: "
             f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
         ) from None
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from homerun.access.project import DEFAULT_PROJECT, check_project_id
 from homerun.errors import InvalidSpec
 from homerun.scaling.policy import AutoscalerConfig, load_autoscaler_config
 
@@ -86,6 +87,14 @@ class Settings:
     max_request_body_bytes: int = 32 * MiB
     header_timeout_seconds: float = 10.0  # to send a request's line and headers (slowloris)
     keepalive_timeout_seconds: float = 75.0  # an idle client connection stays open (nginx's)
+    # A request body may pause this long between two reads (nginx's client_body_timeout) and
+    # must come at this rate on top of it (Apache's MinRate): N bytes get 60 s + N / 500 s.
+    request_body_timeout_seconds: float = 60.0
+    request_body_min_bytes_per_second: float = 500.0
+    # Bodies up to this size are read whole before the request takes an instance's slot.
+    request_body_buffer_bytes: int = 1 * MiB
+    # A client that takes none of its response for this long is cut off (nginx's send_timeout).
+    send_timeout_seconds: float = 60.0
     # Knative probes a starting instance every 50-200 ms; a TCP connect is cheap, so start fast.
     probe_interval_seconds: float = 0.05
     stop_grace_seconds: float = 10.0
@@ -108,6 +117,14 @@ class Settings:
     # Fork instances from a per-revision zygote that has imported the app (runtime/zygote.py);
     # off: every instance is spawned (the reference the cold-start benchmark compares with).
     zygote: bool = True
+    # Zygotes of revisions with no instance running are stopped, least recently used first,
+    # while their memory (PSS) is over this. A revision's zygote is forked from the base of its
+    # virtualenv and costs some 7 MB of its own (the base 15-40 MB, shared); the first request
+    # to a revision whose zygote was stopped forks a new one from the base, in tens of ms.
+    zygote_memory_budget_bytes: int = 128 * MiB
+    # The Google Cloud project instances are told they run in (the metadata server's
+    # project-id; service accounts are NAME@PROJECT.iam.gserviceaccount.com).
+    project: str = DEFAULT_PROJECT
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
 
     def paths(self, home: Path) -> Paths:
@@ -130,6 +147,10 @@ _KEYS = {
     "max-request-body-bytes": "max_request_body_bytes",
     "header-timeout-seconds": "header_timeout_seconds",
     "keepalive-timeout-seconds": "keepalive_timeout_seconds",
+    "request-body-timeout-seconds": "request_body_timeout_seconds",
+    "request-body-min-bytes-per-second": "request_body_min_bytes_per_second",
+    "request-body-buffer-bytes": "request_body_buffer_bytes",
+    "send-timeout-seconds": "send_timeout_seconds",
     "stop-grace-seconds": "stop_grace_seconds",
     "deploy-settle-seconds": "deploy_settle_seconds",
     "dashboard-listen": "dashboard_listen",
@@ -142,6 +163,8 @@ _KEYS = {
     "venv-cache": "venv_cache",
     "revision-retention": "revision_retention",
     "zygote": "zygote",
+    "zygote-memory-budget-bytes": "zygote_memory_budget_bytes",
+    "project": "project",
 }
 
 
@@ -244,6 +267,13 @@ def load(home: Path, **overrides: Any) -> LoadedSettings:
                 raise InvalidSpec(f"{config_file}: {key}: expected {types[name]}, got {value!r}")
             known[name] = value
             origins[str(key)] = CONFIG_FILE
+        if "project" in known:
+            check_project_id(known["project"], f"{config_file}: project")
+        if known.get("zygote_memory_budget_bytes", 0) < 0:
+            raise InvalidSpec(
+                f"{config_file}: zygote-memory-budget-bytes: expected 0 or more, got "
+                f"{known['zygote_memory_budget_bytes']} (0 keeps no zygote of an idle revision)"
+            )
         if known.get("admin_listen"):
             split_address(known["admin_listen"], f"{config_file}: admin-listen")
         settings = replace(settings, **known)

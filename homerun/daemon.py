@@ -24,7 +24,8 @@ from homerun.access import keys
 from homerun.access.iam import user_member
 from homerun.access.metadata import create_metadata_app
 from homerun.access.peers import connection_owner, listener_in_tree, listening_ports
-from homerun.access.tokens import TokenAuthority
+from homerun.access.project import Project
+from homerun.access.tokens import SigningKey, TokenAuthority
 from homerun.admin.api import create_app
 from homerun.admin.bearer import RequireToken
 from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
@@ -32,9 +33,15 @@ from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.control import ControlPlane
 from homerun.control.access import Guards, Iam
 from homerun.control.deploys import BuildFunction, Deploys
+from homerun.control.executions import Executions, NoRuntime
+from homerun.control.job_artifacts import JobArtifacts
+from homerun.control.job_logs import JobLogs
+from homerun.control.job_views import JobViews
+from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
 from homerun.control.resolved import routed_revisions
 from homerun.control.revisions import Revisions
+from homerun.control.schedules import Schedules
 from homerun.control.secrets import Secrets, SecretValues
 from homerun.control.tasks import Tasks
 from homerun.control.traffic import Traffic
@@ -48,6 +55,7 @@ from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address
+from homerun.runtime import Runtime
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
@@ -81,12 +89,17 @@ class Daemon:
 
     async def serve(self) -> None:
         self._take_lock()
-        signing_key = keys.signing_key(self.paths.signing_key)
+        # RSA: ID tokens are RS256, their public key published by the metadata server.
+        signing_key = keys.private_key(keys.signing_key(self.paths.signing_key))
         admin_token = keys.admin_token(self.paths.admin_token)
         store = Store(self.paths.database)
         _kill_leftovers(store)
         logs = LogStore(self.paths.logs, max_bytes=self.settings.log_max_bytes)
-        runtime = ZygoteRuntime() if self.settings.zygote else ProcessRuntime()
+        runtime = (
+            ZygoteRuntime(memory_budget=self.settings.zygote_memory_budget_bytes)
+            if self.settings.zygote
+            else ProcessRuntime()
+        )
         runtime.open()
         loop = asyncio.get_running_loop()
         clock = loop.time
@@ -130,6 +143,7 @@ class Daemon:
             signing_key=signing_key,
             metadata_address=metadata_socket.getsockname()[:2],
             dashboard_url=dashboard_url,
+            runtime=runtime,
         )
         live, authority = control.live, control.authority
         processes = ProcessSampler()
@@ -148,6 +162,10 @@ class Daemon:
             max_body_bytes=self.settings.max_request_body_bytes,
             header_timeout=self.settings.header_timeout_seconds,
             keepalive_timeout=self.settings.keepalive_timeout_seconds,
+            body_timeout=self.settings.request_body_timeout_seconds,
+            body_min_rate=self.settings.request_body_min_bytes_per_second,
+            body_buffer_bytes=self.settings.request_body_buffer_bytes,
+            send_timeout=self.settings.send_timeout_seconds,
             on_request=telemetry.records.append if self.settings.telemetry else None,
             identify_caller=lambda peer, server: connection_owner(
                 peer, server, live.instance_members()
@@ -168,7 +186,9 @@ class Daemon:
         local = is_loopback(listen)
         dashboard = _embedded(
             create_dashboard_app(
-                lambda window: overview(control.views, telemetry, logs, processes, window),
+                lambda window: overview(
+                    control.views, telemetry, logs, processes, window, jobs=control.jobs.views
+                ),
                 metrics.exposition,
                 # Beyond loopback, anyone who reaches the port would see every service; on
                 # loopback, only this machine's names for it may be asked for.
@@ -191,7 +211,14 @@ class Daemon:
         admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_socket]))
         servers, server_tasks = [admin, dashboard], [admin_task, dashboard_task]
         metadata = _embedded(
-            create_metadata_app(live.instance_members, authority.mint, authority.issuer)
+            create_metadata_app(
+                live.instance_members,
+                authority.mint,
+                authority.issuer,
+                project=authority.project,
+                email_of=authority.email_of,
+                keys=authority.published(),
+            )
         )
         servers.append(metadata)
         server_tasks.append(asyncio.ensure_future(metadata.serve(sockets=[metadata_socket])))
@@ -224,15 +251,24 @@ class Daemon:
             )
             await self._stop.wait()
         finally:
-            print("homerun is stopping: draining instances", flush=True)
-            for server in servers:
-                server.should_exit = True
+            grace = self.settings.stop_grace_seconds
+            print(
+                f"homerun is stopping: requests in flight finish (up to {grace:g}s), "
+                "then instances stop",
+                flush=True,
+            )
+            # Everything still runs while requests finish: the scaler (a queued request may
+            # need an instance), the metadata server (an app may fetch a token to answer),
+            # the admin API (`homerun down` waits while it answers).
+            await router.drain(grace)
             scaling.cancel()
             sampler.cancel()
             await router.close()
             await control.close()
             await supervisor.close()
             runtime.close()
+            for server in servers:
+                server.should_exit = True
             await asyncio.gather(*server_tasks, return_exceptions=True)
             flusher.cancel()
             logs.flush()
@@ -304,18 +340,23 @@ def control_plane(
     build: BuildFunction,
     poke: Callable[[RevisionUnit], None],
     clock: Callable[[], float],
-    signing_key: bytes,
+    signing_key: SigningKey,
     metadata_address: Address | None,
     dashboard_url: str | None,
     host_env: Mapping[str, str] = os.environ,
     progress_seconds: float = 1.0,
+    runtime: Runtime | None = None,
+    task_registry: InstanceRegistry | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> ControlPlane:
-    """The control plane's parts, each given what it works with."""
+    """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
+    runs jobs' tasks; their pids go to `task_registry` (by default the store's instances, which
+    a restarted daemon kills if a killed one left them)."""
     urls = Urls(settings.domain, settings.port)
     # ID tokens: issued by this platform (its URL), which is also the audience of tokens
     # good for any of its services (`homerun auth print-identity-token` without
     # --audiences).
-    authority = TokenAuthority(signing_key, urls.platform)
+    authority = TokenAuthority(signing_key, urls.platform, project=Project(settings.project))
     # The OS user running the daemon owns the platform and may invoke every service, as a
     # project's owner may on Cloud Run.
     guards = Guards(store, authority, urls, owner=user_member(getpass.getuser()))
@@ -346,6 +387,33 @@ def control_plane(
     )
     traffic = Traffic(store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values)
     iam = Iam(store, logs, authority, access_changed=live.refresh_access)
+    job_logs = JobLogs(logs)
+    job_artifacts = JobArtifacts(paths, store)
+    executions = Executions(
+        store=store,
+        logs=job_logs,
+        runtime=runtime or NoRuntime(),
+        secrets=secret_values,
+        artifacts=job_artifacts,
+        tasks=tasks,
+        registry=task_registry
+        or InstanceRegistry(
+            record=lambda name, execution, pid: store.record_instance(
+                name, execution, pid, process_start_ticks(pid)
+            ),
+            forget=store.forget_instance,
+        ),
+        clock=clock,
+        wall_clock=wall_clock,
+        host_env=host_env,
+        stop_grace=settings.stop_grace_seconds,
+        # Parallelism 0 is "as many as possible": on Cloud Run a number that grows with the
+        # CPUs used; here 4 tasks per CPU of this machine.
+        max_parallelism=4 * (os.cpu_count() or 1),
+    )
+    schedules = Schedules(
+        store=store, logs=job_logs, executions=executions, tasks=tasks, wall_clock=wall_clock
+    )
     return ControlPlane(
         authority=authority,
         store=store,
@@ -389,6 +457,19 @@ def control_plane(
             clock=clock,
             router_url=f"http://{settings.listen}:{settings.port}",
             dashboard_url=dashboard_url,
+        ),
+        jobs=Jobs(
+            settings=settings,
+            store=store,
+            logs=job_logs,
+            build=build,
+            artifacts=job_artifacts,
+            secrets=secret_values,
+            executions=executions,
+            views=JobViews(store, job_logs, next_run=schedules.next_run),
+            schedules=schedules,
+            tasks=tasks,
+            wall_clock=wall_clock,
         ),
     )
 

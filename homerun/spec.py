@@ -20,6 +20,13 @@ _SECRET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 # Kubernetes quantities as Cloud Run takes them: cpu `1`, `0.5`, `500m`; memory `512Mi`, `1Gi`.
 _CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 _MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$")
+# A service account as Cloud Run takes it, an account's e-mail (NAME@PROJECT.iam.gserviceaccount
+# .com, PROJECT_NUMBER-compute@developer.gserviceaccount.com), or a bare name as Kubernetes'
+# serviceAccountName (a DNS subdomain), read as NAME@PROJECT.iam.gserviceaccount.com.
+_ACCOUNT_NAME = r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?"
+_SERVICE_ACCOUNT = re.compile(
+    rf"^{_ACCOUNT_NAME}(@[a-z0-9]([-a-z0-9.]{{0,200}}[a-z0-9])?\.gserviceaccount\.com)?$"
+)
 LATEST_VERSION = "latest"
 
 # Cloud Run sets these itself; a user may not.
@@ -93,6 +100,16 @@ def memory_amount(value: str) -> str:
     return value
 
 
+def service_account(value: str) -> str:
+    if not _SERVICE_ACCOUNT.match(value):
+        raise ValueError(
+            f"{value!r} is not a service account; give its e-mail, "
+            "NAME@PROJECT.iam.gserviceaccount.com, or a name of lowercase letters, digits, '-' "
+            "and '.' (read as NAME@PROJECT.iam.gserviceaccount.com)"
+        )
+    return value
+
+
 def _quantity(text: str) -> float:
     try:
         return float(text)
@@ -107,6 +124,7 @@ SecretName = Annotated[str, AfterValidator(secret_name)]
 SecretVersion = Annotated[str, AfterValidator(secret_version)]
 CpuAmount = Annotated[str, AfterValidator(cpu_amount)]
 MemoryAmount = Annotated[str, AfterValidator(memory_amount)]
+ServiceAccount = Annotated[str, AfterValidator(service_account)]
 
 
 def _checked(check: Callable[[str], str], value: str, where: str | None) -> str:
@@ -138,6 +156,10 @@ def check_cpu(value: str, where: str) -> str:
 
 def check_memory(value: str, where: str) -> str:
     return _checked(memory_amount, value, where)
+
+
+def check_service_account(value: str, where: str) -> str:
+    return _checked(service_account, value, where)
 
 
 def parse_env_vars(
@@ -219,6 +241,8 @@ class RevisionSpec(BaseModel):
             check_cpu(self.cpu, "--cpu")
         if self.memory is not None:
             check_memory(self.memory, "--memory")
+        if self.service_account is not None:
+            check_service_account(self.service_account, "--service-account")
         return self
 
     def configuration(self) -> dict[str, Any]:
@@ -286,6 +310,7 @@ class RevisionChanges(BaseModel):
     annotations: dict[str, str | None] = Field(default_factory=dict)  # None removes
     cpu: str | None = None
     memory: str | None = None
+    service_account: str | None = None  # "" goes back to the service's own account
     env: EnvChanges = Field(default_factory=EnvChanges)
     secrets: SecretChanges = Field(default_factory=SecretChanges)
 
@@ -312,6 +337,8 @@ class RevisionChanges(BaseModel):
             value = getattr(self, name)
             if value is not None:
                 fields[name] = value
+        if self.service_account is not None:
+            fields["service_account"] = self.service_account or None
         annotations = dict(base.annotations)
         for key, annotation in self.annotations.items():
             if annotation is None:

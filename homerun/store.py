@@ -12,6 +12,7 @@ from pathlib import Path
 from homerun.access.iam import ALL_USERS, INVOKER_ROLE
 from homerun.errors import NotFound
 from homerun.model.artifact import ArtifactRecord
+from homerun.model.jobs import Attempt, ExecutionStatus, TaskSettings
 from homerun.model.states import RevisionStatus
 from homerun.model.suggest import did_you_mean
 from homerun.spec import RevisionSpec
@@ -66,6 +67,45 @@ _MIGRATIONS = [
     INSERT INTO iam_bindings (service, role, member)
         SELECT name, 'roles/run.invoker', 'allUsers' FROM services
         WHERE allow_unauthenticated IS NULL OR allow_unauthenticated = 1
+    """,
+    # Jobs: a job's template (container settings) and task settings; its executions, each
+    # with the template, settings and artifact it runs (a job updated meanwhile keeps running
+    # executions unchanged); and each task's attempts as a JSON list.
+    """
+    CREATE TABLE jobs (
+        name TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        generation INTEGER NOT NULL DEFAULT 1,
+        template TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        artifact TEXT NOT NULL,
+        artifact_dir TEXT NOT NULL,
+        schedule TEXT,
+        time_zone TEXT NOT NULL DEFAULT 'UTC',
+        scheduled_at REAL
+    );
+    CREATE TABLE executions (
+        name TEXT PRIMARY KEY,
+        job TEXT NOT NULL REFERENCES jobs(name) ON DELETE CASCADE,
+        generation INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        completed_at REAL,
+        status TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        template TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        artifact TEXT NOT NULL,
+        artifact_dir TEXT NOT NULL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX executions_by_job ON executions(job, created_at);
+    CREATE TABLE tasks (
+        execution TEXT NOT NULL REFERENCES executions(name) ON DELETE CASCADE,
+        task_index INTEGER NOT NULL,
+        attempts TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (execution, task_index)
+    )
     """,
 ]
 # A service row with whether allUsers may invoke it.
@@ -369,6 +409,184 @@ class Store:
         rows = self._db.execute("SELECT name, pid, start_ticks FROM instances").fetchall()
         return [(row[0], row[1], row[2]) for row in rows]
 
+    # -- jobs -------------------------------------------------------------------------------
+
+    def jobs(self) -> list[JobRecord]:
+        return [_job(row) for row in self._db.execute("SELECT * FROM jobs ORDER BY name")]
+
+    def job(self, name: str) -> JobRecord:
+        row = self._db.execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            names = [row[0] for row in self._db.execute("SELECT name FROM jobs")]
+            raise NotFound(
+                f"job {name!r} not found{did_you_mean(name, names)} "
+                "(`homerun jobs list` shows them)"
+            )
+        return _job(row)
+
+    def has_job(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM jobs WHERE name = ?", (name,)).fetchone() is not None
+
+    def put_job(
+        self,
+        name: str,
+        template: RevisionSpec,
+        settings: TaskSettings,
+        artifact: ArtifactRecord,
+        artifact_dir: str,
+        schedule: str | None = None,
+        time_zone: str = "UTC",
+        scheduled_from: float | None = None,
+    ) -> JobRecord:
+        """Create the job, or make this its next generation. A schedule set or changed counts
+        from `scheduled_from` (default now): runs it named before are not made up."""
+        now = time.time()
+        since = now if scheduled_from is None else scheduled_from
+        values = (
+            template.model_dump_json(),
+            settings.model_dump_json(),
+            artifact.model_dump_json(),
+            artifact_dir,
+            schedule,
+            time_zone,
+        )
+        with self._transaction():
+            if self.has_job(name):
+                self._db.execute(
+                    "UPDATE jobs SET scheduled_at = CASE WHEN schedule IS ? AND time_zone = ? "
+                    "THEN scheduled_at ELSE ? END WHERE name = ?",
+                    (schedule, time_zone, since, name),
+                )
+                self._db.execute(
+                    "UPDATE jobs SET generation = generation + 1, updated_at = ?, template = ?, "
+                    "settings = ?, artifact = ?, artifact_dir = ?, schedule = ?, time_zone = ? "
+                    "WHERE name = ?",
+                    (now, *values, name),
+                )
+            else:
+                self._db.execute(
+                    "INSERT INTO jobs (name, created_at, updated_at, template, settings, "
+                    "artifact, artifact_dir, schedule, time_zone, scheduled_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, now, now, *values, since),
+                )
+        return self.job(name)
+
+    def mark_scheduled(self, name: str, up_to: float) -> None:
+        """The job's scheduled runs up to `up_to` are done with (made or skipped)."""
+        with self._transaction():
+            self._db.execute("UPDATE jobs SET scheduled_at = ? WHERE name = ?", (up_to, name))
+
+    def delete_job(self, name: str) -> None:
+        """The job, its executions and their tasks."""
+        with self._transaction():
+            self._db.execute("DELETE FROM jobs WHERE name = ?", (name,))
+
+    # -- executions ---------------------------------------------------------------------------
+
+    def create_execution(
+        self,
+        name: str,
+        job: JobRecord,
+        template: RevisionSpec,
+        settings: TaskSettings,
+        artifact: ArtifactRecord,
+    ) -> ExecutionRecord:
+        """An execution of `job` as it is now, running `template`, `settings` and `artifact`
+        (the job's own, or overridden for this execution: env, task count, args)."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO executions (name, job, generation, created_at, status, template, "
+                "settings, artifact, artifact_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    job.name,
+                    job.generation,
+                    time.time(),
+                    ExecutionStatus.RUNNING,
+                    template.model_dump_json(),
+                    settings.model_dump_json(),
+                    artifact.model_dump_json(),
+                    job.artifact_dir,
+                ),  # fmt: skip
+            )
+        return self.execution(name)
+
+    def execution(self, name: str) -> ExecutionRecord:
+        row = self._db.execute("SELECT * FROM executions WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            names = [row[0] for row in self._db.execute("SELECT name FROM executions")]
+            raise NotFound(
+                f"execution {name!r} not found{did_you_mean(name, names)} "
+                "(`homerun jobs executions list` shows them)"
+            )
+        return _execution(row)
+
+    def has_execution(self, name: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM executions WHERE name = ?", (name,)).fetchone()
+        return row is not None
+
+    def executions(
+        self, job: str | None = None, status: ExecutionStatus | None = None
+    ) -> list[ExecutionRecord]:
+        """Newest first."""
+        clauses: list[str] = []
+        values: list[str] = []
+        if job is not None:
+            clauses.append("job = ?")
+            values.append(job)
+        if status is not None:
+            clauses.append("status = ?")
+            values.append(status)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        rows = self._db.execute(
+            f"SELECT * FROM executions {where}ORDER BY created_at DESC, rowid DESC", values
+        )
+        return [_execution(row) for row in rows.fetchall()]
+
+    def finish_execution(self, name: str, status: ExecutionStatus, message: str) -> None:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE executions SET status = ?, message = ?, completed_at = ? WHERE name = ?",
+                (status, message, time.time(), name),
+            )
+
+    def request_cancel(self, name: str) -> None:
+        with self._transaction():
+            self._db.execute("UPDATE executions SET cancel_requested = 1 WHERE name = ?", (name,))
+
+    def delete_execution(self, name: str) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM executions WHERE name = ?", (name,))
+
+    def record_attempt(self, execution: str, index: int, attempt: Attempt) -> None:
+        """Add the task's attempt, or replace the one with its number (once it has ended)."""
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT attempts FROM tasks WHERE execution = ? AND task_index = ?",
+                (execution, index),
+            ).fetchone()
+            attempts = [Attempt.model_validate(item) for item in json.loads(row[0])] if row else []
+            attempts = [item for item in attempts if item.number != attempt.number]
+            attempts.append(attempt)
+            attempts.sort(key=lambda item: item.number)
+            payload = json.dumps([item.model_dump() for item in attempts])
+            self._db.execute(
+                "INSERT INTO tasks (execution, task_index, attempts) VALUES (?, ?, ?) "
+                "ON CONFLICT (execution, task_index) DO UPDATE SET attempts = excluded.attempts",
+                (execution, index, payload),
+            )
+
+    def attempts(self, execution: str) -> dict[int, tuple[Attempt, ...]]:
+        """Task index -> its attempts, oldest first; tasks never started are absent."""
+        rows = self._db.execute(
+            "SELECT task_index, attempts FROM tasks WHERE execution = ?", (execution,)
+        ).fetchall()
+        return {
+            row[0]: tuple(Attempt.model_validate(item) for item in json.loads(row[1]))
+            for row in rows
+        }
+
 
 class _Tx:
     def __init__(self, db: sqlite3.Connection) -> None:
@@ -407,4 +625,68 @@ def _revision(row: sqlite3.Row) -> RevisionRecord:
         created_at=row["created_at"],
         ready_at=row["ready_at"],
         artifact=ArtifactRecord.model_validate_json(row["artifact"]) if row["artifact"] else None,
+    )
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    name: str
+    created_at: float
+    updated_at: float
+    generation: int  # counts the job's updates; an execution keeps the one it ran
+    template: RevisionSpec  # what each task runs: source, command, env, secrets, limits
+    settings: TaskSettings
+    artifact: ArtifactRecord
+    artifact_dir: str  # the artifact's folder, under HOMERUN_HOME/jobs/artifacts/JOB/
+    schedule: str | None = None  # unix-cron, read in `time_zone`
+    time_zone: str = "UTC"
+    scheduled_at: float | None = None  # runs named up to then are made or skipped
+
+
+@dataclass(frozen=True)
+class ExecutionRecord:
+    name: str
+    job: str
+    generation: int
+    created_at: float
+    completed_at: float | None
+    status: ExecutionStatus
+    message: str
+    template: RevisionSpec  # the job's, with this execution's overrides
+    settings: TaskSettings
+    artifact: ArtifactRecord
+    artifact_dir: str
+    cancel_requested: bool
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        name=row["name"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        generation=row["generation"],
+        template=RevisionSpec.model_validate_json(row["template"]),
+        settings=TaskSettings.model_validate_json(row["settings"]),
+        artifact=ArtifactRecord.model_validate_json(row["artifact"]),
+        artifact_dir=row["artifact_dir"],
+        schedule=row["schedule"],
+        time_zone=row["time_zone"],
+        scheduled_at=row["scheduled_at"],
+    )
+
+
+def _execution(row: sqlite3.Row) -> ExecutionRecord:
+    return ExecutionRecord(
+        name=row["name"],
+        job=row["job"],
+        generation=row["generation"],
+        created_at=row["created_at"],
+        completed_at=row["completed_at"],
+        status=ExecutionStatus(row["status"]),
+        message=row["message"],
+        template=RevisionSpec.model_validate_json(row["template"]),
+        settings=TaskSettings.model_validate_json(row["settings"]),
+        artifact=ArtifactRecord.model_validate_json(row["artifact"]),
+        artifact_dir=row["artifact_dir"],
+        cancel_requested=bool(row["cancel_requested"]),
     )

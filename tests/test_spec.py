@@ -227,8 +227,19 @@ json_values = st.recursive(
 @given(
     st.dictionaries(
         st.sampled_from(
-            ["source", "command", "args", "container_concurrency", "timeout_seconds",
-             "startup_timeout_seconds", "annotations", "cpu", "memory", "env", "secrets"]
+            [
+                "source",
+                "command",
+                "args",
+                "container_concurrency",
+                "timeout_seconds",
+                "startup_timeout_seconds",
+                "annotations",
+                "cpu",
+                "memory",
+                "env",
+                "secrets",
+            ]
         ),
         json_values,
     )

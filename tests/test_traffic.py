@@ -218,13 +218,16 @@ def current_splits(draw: st.DrawFn) -> tuple[TrafficEntry, ...]:
     count = len(keys) - 1
     cuts = sorted(draw(st.lists(st.integers(0, 100), min_size=count, max_size=count)))
     bounds = [0, *cuts, 100]
-    return tuple(
-        TrafficEntry(bounds[i + 1] - bounds[i], latest=True)
-        if key == LATEST
-        else TrafficEntry(bounds[i + 1] - bounds[i], key)
-        for i, key in enumerate(keys)
-        if bounds[i + 1] > bounds[i]
-    ) or DEFAULT_TRAFFIC
+    return (
+        tuple(
+            TrafficEntry(bounds[i + 1] - bounds[i], latest=True)
+            if key == LATEST
+            else TrafficEntry(bounds[i + 1] - bounds[i], key)
+            for i, key in enumerate(keys)
+            if bounds[i + 1] > bounds[i]
+        )
+        or DEFAULT_TRAFFIC
+    )
 
 
 @given(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from homerun.access.iam import INVOKER_ROLE, may_invoke
+from homerun.access.iam import INVOKER_ROLE, canonical_member, may_invoke
 from homerun.access.tokens import TokenAuthority, TokenRejected
 from homerun.routing.types import RouteError
 
@@ -31,11 +31,15 @@ class Guard:
     opened the connection (its member), or None for anyone else; it looks in /proc, so it is
     called only for internal services, and the router keeps its answer per connection."""
 
-    __slots__ = ("policy", "_authority", "_fix_public", "_fix_invoker")
+    __slots__ = ("policy", "_authority", "_invokers", "_fix_public", "_fix_invoker")
 
     def __init__(self, policy: AccessPolicy, authority: TokenAuthority) -> None:
         self.policy = policy
         self._authority = authority
+        # Service accounts by e-mail, as Claims.principal names the caller.
+        self._invokers = frozenset(
+            canonical_member(member, authority.project) for member in policy.invokers
+        )
         service = policy.service
         self._fix_public = (
             f"send `Authorization: Bearer $(homerun auth print-identity-token)`, or make the "
@@ -75,7 +79,7 @@ class Guard:
                 f"the token's audience {claims.audience!r} is not {policy.service}'s URL; "
                 "mint one with --audiences URL",
             )
-        if not may_invoke(policy.invokers, claims.member):
+        if not may_invoke(self._invokers, claims.principal):
             return RouteError(
                 403,
                 f"{claims.member} may not invoke {policy.service}: it does not hold "

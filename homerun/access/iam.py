@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from homerun.access.project import Project
 from homerun.errors import InvalidSpec
 from homerun.model.views import Binding, IamPolicy
 
@@ -37,8 +38,8 @@ def parse_member(text: str, flag: str = "--member") -> str:
             return text
     raise InvalidSpec(
         f"{flag}: {text!r} is not a member; write user:NAME (e.g. user:alice), "
-        "serviceAccount:SERVICE (the identity of a service's instances), allUsers or "
-        "allAuthenticatedUsers"
+        "serviceAccount:SERVICE or serviceAccount:NAME@PROJECT.iam.gserviceaccount.com (the "
+        "identity of a service's instances), allUsers or allAuthenticatedUsers"
     )
 
 
@@ -65,16 +66,28 @@ def user_member(name: str) -> str:
 
 
 def instance_member(service: str, service_account: str | None) -> str:
-    """The identity a service's instances call with: its serviceAccountName when set (as on
-    Cloud Run, where a revision runs as its service account), else the service's own name."""
+    """The identity a service's instances call with: its service account when set
+    (`--service-account`, serviceAccountName: as on Cloud Run, a revision runs as it), else the
+    service's own account, `serviceAccount:SERVICE`, whose e-mail is
+    SERVICE@PROJECT.iam.gserviceaccount.com. (Cloud Run's default is one account for every
+    service, PROJECT_NUMBER-compute@developer.gserviceaccount.com; one per service lets a
+    binding admit one caller without creating accounts first.)"""
     return SERVICE_ACCOUNT_PREFIX + (service_account or service)
+
+
+def canonical_member(member: str, project: Project) -> str:
+    """The member as IAM compares it: a service account by its e-mail address, so that a binding
+    of `serviceAccount:api` (a service's own account, by the name homerun gave it first) and one
+    of `serviceAccount:api@PROJECT.iam.gserviceaccount.com` name the same account."""
+    if member.startswith(SERVICE_ACCOUNT_PREFIX):
+        name = member[len(SERVICE_ACCOUNT_PREFIX) :]
+        return SERVICE_ACCOUNT_PREFIX + project.account_email(name)
+    return member
 
 
 def may_invoke(invokers: frozenset[str], member: str) -> bool:
     """Whether a member holding a valid token may call a service granting `invokers`."""
-    return (
-        member in invokers or ALL_AUTHENTICATED_USERS in invokers or ALL_USERS in invokers
-    )
+    return member in invokers or ALL_AUTHENTICATED_USERS in invokers or ALL_USERS in invokers
 
 
 def policy_document(members: Iterable[str]) -> IamPolicy:

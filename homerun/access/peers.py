@@ -162,9 +162,7 @@ def _address(text: str) -> tuple[_IP, int]:
     # /proc prints each 32-bit word as a number: little-endian hosts reverse its bytes.
     if sys.byteorder == "little":
         raw = b"".join(raw[index : index + 4][::-1] for index in range(0, len(raw), 4))
-    address: _IP = (
-        ipaddress.IPv4Address(raw) if len(raw) == 4 else ipaddress.IPv6Address(raw)
-    )
+    address: _IP = ipaddress.IPv4Address(raw) if len(raw) == 4 else ipaddress.IPv6Address(raw)
     return _unmapped(address), int(port, 16)
 
 

@@ -14,9 +14,11 @@ from starlette.routing import Route
 
 from homerun.admin.openapi import openapi_document
 from homerun.control import ControlPlane
+from homerun.control.job_plan import JobRequest
 from homerun.errors import HomerunError, InvalidSpec, NotFound
 from homerun.knative import parse_service
-from homerun.model.events import DeployEvent
+from homerun.model.events import DeployEvent, JobEvent
+from homerun.model.jobs import ExecutionOverrides
 from homerun.model.validation import validation_message
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
@@ -138,6 +140,68 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         }
         return JSONResponse(await control.views.logs(request.path_params["name"], limit, **filters))
 
+    # Jobs and their executions
+
+    async def jobs(request: Request) -> Response:
+        return _views(control.jobs.views.jobs())
+
+    async def job(request: Request) -> Response:
+        name = request.path_params["name"]
+        if request.method == "DELETE":
+            await control.jobs.delete(name)
+            return JSONResponse({"deleted": name})
+        return _view(control.jobs.views.describe(name))
+
+    async def job_deploy(request: Request) -> Response:
+        try:
+            body = JobRequest.model_validate_json(await request.body())
+        except ValidationError as error:
+            raise InvalidSpec(f"invalid job request: {validation_message(error)}") from None
+        if body.job != request.path_params["name"]:
+            raise InvalidSpec(
+                f"job: {body.job!r} does not match the path's {request.path_params['name']!r}"
+            )
+        return StreamingResponse(
+            _job_ndjson(control.jobs.deploy(body)), media_type="application/x-ndjson"
+        )
+
+    async def job_executions(request: Request) -> Response:
+        name = request.path_params["name"]
+        if request.method == "POST":
+            try:
+                overrides = ExecutionOverrides.model_validate_json(await request.body() or b"{}")
+            except ValidationError as error:
+                raise InvalidSpec(f"invalid overrides: {validation_message(error)}") from None
+            execution = control.jobs.executions.execute(name, overrides)
+            return _view(control.jobs.views.execution(execution.name))
+        return _views(control.jobs.views.executions(name))
+
+    async def job_logs(request: Request) -> Response:
+        task = request.query_params.get("task")
+        if task is not None and not task.isdigit():
+            raise InvalidSpec(f"task: expected a task index (0, 1, ...), got {task!r}")
+        entries = await control.jobs.views.logs(
+            request.path_params["name"],
+            _int_param(request, "limit", 50),
+            execution=request.query_params.get("execution"),
+            task=int(task) if task is not None else None,
+        )
+        return JSONResponse(entries)
+
+    async def executions(request: Request) -> Response:
+        return _views(control.jobs.views.executions(request.query_params.get("job")))
+
+    async def execution(request: Request) -> Response:
+        name = request.path_params["name"]
+        if request.method == "DELETE":
+            await control.jobs.executions.delete(name)
+            return JSONResponse({"deleted": name})
+        return _view(control.jobs.views.execution(name))
+
+    async def execution_cancel(request: Request) -> Response:
+        record = control.jobs.executions.cancel(request.path_params["name"])
+        return _view(control.jobs.views.execution(record.name))
+
     async def homerun_error(request: Request, exc: Exception) -> Response:
         status_code = 404 if isinstance(exc, NotFound) else 400
         return JSONResponse({"error": str(exc)}, status_code=status_code)
@@ -161,12 +225,25 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             Route("/v1/secrets", secrets, methods=["GET", "POST"]),
             Route("/v1/secrets/{name}", secret, methods=["DELETE"]),
             Route("/v1/secrets/{name}/versions", secret_versions, methods=["GET", "POST"]),
+            Route("/v1/jobs", jobs),
+            Route("/v1/jobs/{name}", job, methods=["GET", "DELETE"]),
+            Route("/v1/jobs/{name}/deploy", job_deploy, methods=["POST"]),
+            Route("/v1/jobs/{name}/executions", job_executions, methods=["GET", "POST"]),
+            Route("/v1/jobs/{name}/logs", job_logs),
+            Route("/v1/executions", executions),
+            Route("/v1/executions/{name}", execution, methods=["GET", "DELETE"]),
+            Route("/v1/executions/{name}/cancel", execution_cancel, methods=["POST"]),
         ],
         exception_handlers={HomerunError: homerun_error},
     )
 
 
 async def _ndjson(events: AsyncIterator[DeployEvent]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield event.model_dump_json().encode() + b"\n"
+
+
+async def _job_ndjson(events: AsyncIterator[JobEvent]) -> AsyncIterator[bytes]:
     async for event in events:
         yield event.model_dump_json().encode() + b"\n"
 
@@ -194,14 +271,18 @@ def _field(body: Any, name: str) -> str:
     return str(body[name])
 
 
-def _int_param(request: Request, name: str, default: int) -> int:
+# The most log entries one read returns: a read holds them all in memory, and a larger number
+# (limit=1e20) is a mistake to say, not to pass on to the reader.
+MAX_LIMIT = 10_000
+
+
+def _int_param(request: Request, name: str, default: int, *, maximum: int = MAX_LIMIT) -> int:
+    """A whole number from 1 to `maximum`: digits only (not 1e3, 1_000, -1 or 5.0)."""
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidSpec(f"{name}: expected a whole number, got {raw!r}") from None
-    if value < 1:
-        raise InvalidSpec(f"{name}: must be at least 1, got {value}")
-    return value
+    # int() alone would take " 5", "1_000" and non-ASCII digits, and refuse 5,000 digits with
+    # an error of its own.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20 or not 1 <= int(raw) <= maximum:
+        raise InvalidSpec(f"{name}: expected a whole number from 1 to {maximum}, got {raw[:40]!r}")
+    return int(raw)

@@ -12,8 +12,10 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
+from homerun.control.job_plan import JobRequest
 from homerun.model import views
-from homerun.model.events import DeployEvent
+from homerun.model.events import DeployEvent, JobEvent
+from homerun.model.jobs import ExecutionOverrides
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
 
@@ -75,6 +77,10 @@ _VIEWS: tuple[type[BaseModel], ...] = (
     views.SecretVersionCreated,
     views.IamPolicy,
     views.IdentityToken,
+    views.JobSummary,
+    views.JobDescription,
+    views.ExecutionSummary,
+    views.ExecutionDescription,
 )
 
 
@@ -91,18 +97,30 @@ def _view_schemas() -> dict[str, Any]:
         [(view, "serialization") for view in _VIEWS], ref_template=_REF
     )
     event = TypeAdapter(DeployEvent).json_schema(ref_template=_REF, mode="serialization")
-    return {**document.get("$defs", {}), **event.pop("$defs", {}), "DeployEvent": event}
+    job_event = TypeAdapter(JobEvent).json_schema(ref_template=_REF, mode="serialization")
+    return {
+        **document.get("$defs", {}),
+        **event.pop("$defs", {}),
+        **job_event.pop("$defs", {}),
+        "DeployEvent": event,
+        "JobEvent": job_event,
+    }
 
 
 def openapi_document() -> dict[str, Any]:
     deploy = DeployRequest.model_json_schema(ref_template=_REF)
     traffic = TrafficUpdate.model_json_schema(ref_template=_REF)
+    job_request = JobRequest.model_json_schema(ref_template=_REF)
+    overrides = ExecutionOverrides.model_json_schema(ref_template=_REF)
     knative_document = {"type": "object", "description": "a Knative document (?format=knative)"}
     components = {
         **_view_schemas(),
         **deploy.pop("$defs", {}),
         **traffic.pop("$defs", {}),
         "DeployRequest": deploy,
+        **job_request.pop("$defs", {}),
+        "JobRequest": job_request,
+        "ExecutionOverrides": overrides,
         "TrafficUpdate": traffic,
         "BindingRequest": {
             "type": "object",
@@ -254,5 +272,71 @@ def openapi_document() -> dict[str, Any]:
                     returns=ref("SecretVersionCreated"),
                 ),
             },
+            **_job_paths(),
+        },
+    }
+
+
+def _job_paths() -> dict[str, Any]:
+    """Jobs and their executions."""
+    ref = _ref
+    execution = ref("ExecutionDescription")
+    deploy = _operation(
+        "create or update a job (`jobs create|deploy|update`)",
+        path_name=True,
+        body=ref("JobRequest"),
+    )
+    deploy["responses"]["200"] = {
+        "description": "its events as they happen, the last `job` or `error`",
+        "content": {"application/x-ndjson": {"schema": ref("JobEvent")}},
+    }
+    return {
+        "/v1/jobs": {"get": _operation("list jobs", returns=_list_of("JobSummary"))},
+        "/v1/jobs/{name}": {
+            "get": _operation("describe a job", path_name=True, returns=ref("JobDescription")),
+            "delete": _operation(
+                "delete a job, its executions (running ones cancelled) and logs", path_name=True
+            ),
+        },
+        "/v1/jobs/{name}/deploy": {"post": deploy},
+        "/v1/jobs/{name}/executions": {
+            "get": _operation(
+                "list a job's executions", path_name=True, returns=_list_of("ExecutionSummary")
+            ),
+            "post": _operation(
+                "execute a job (`jobs execute`)",
+                path_name=True,
+                body=ref("ExecutionOverrides"),
+                returns=execution,
+            ),
+        },
+        "/v1/jobs/{name}/logs": {
+            "get": _operation(
+                "read a job's logs: its tasks' output and the platform's events",
+                path_name=True,
+                query={
+                    "limit": {"type": "integer", "minimum": 1},
+                    "execution": {"type": "string"},
+                    "task": {"type": "integer", "minimum": 0},
+                },
+            )
+        },
+        "/v1/executions": {
+            "get": _operation(
+                "list executions",
+                query={"job": {"type": "string"}},
+                returns=_list_of("ExecutionSummary"),
+            )
+        },
+        "/v1/executions/{name}": {
+            "get": _operation(
+                "describe an execution and its tasks", path_name=True, returns=execution
+            ),
+            "delete": _operation("delete a finished execution", path_name=True),
+        },
+        "/v1/executions/{name}/cancel": {
+            "post": _operation(
+                "cancel a running execution: its tasks stop", path_name=True, returns=execution
+            )
         },
     }

@@ -89,9 +89,7 @@ def copy_artifact(
     if not root.is_dir() or not record:
         raise HomerunError(f"the artifact of {owner} is gone ({root}); deploy again with --source")
     try:
-        shutil.copytree(
-            root, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
-        )
+        shutil.copytree(root, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
         copied = ArtifactRecord.model_validate(
             _rebase(record.model_dump(exclude={"digest"}), str(root), str(dest))
         )

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from homerun.build._pip import GLOBAL_OPTIONS_WITH_VALUE
-from homerun.build._shellwords import Word, WordError, expand, split_unexpanded, split_words
 from homerun.errors import DockerfileError
+from homerun.shellwords import Word, WordError, expand, split_unexpanded, split_words
 
 HOW_TO_PROCEED = (
     "install podman or docker so homerun can build the image, or deploy with --command "

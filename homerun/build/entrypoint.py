@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from homerun.build._shellwords import WordError, split_words
 from homerun.build.dockerfile import Dockerfile
 from homerun.build.source import SKIPPED_NAMES
 from homerun.errors import BuildError
+from homerun.shellwords import WordError, split_words
 
 SHELL = ("/bin/sh", "-c")
 APP_FILES = ("main.py", "app.py")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from homerun.cli import auth, config, deploy, logs, platform, revisions, secrets, services
+from homerun.cli import auth, config, deploy, jobs, logs, platform, revisions, secrets, services
 from homerun.cli._commands import Group, ParserExit, UsageError, build_parser, parse
 from homerun.cli._context import Context
 from homerun.client import Client
@@ -23,6 +23,7 @@ COMMANDS = Group(
         *deploy.COMMANDS,
         services.GROUP,
         revisions.GROUP,
+        jobs.GROUP,
         secrets.GROUP,
         logs.GROUP,
         auth.GROUP,

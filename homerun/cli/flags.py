@@ -23,6 +23,7 @@ from homerun.spec import (
     check_cpu,
     check_memory,
     check_range,
+    check_service_account,
     parse_env_vars,
     parse_list,
     parse_secret_refs,
@@ -270,8 +271,8 @@ def secret_changes(arguments: argparse.Namespace) -> SecretChanges:
 
 
 def revision_changes(arguments: argparse.Namespace, source: str | None) -> RevisionChanges:
-    """CONTAINER, SCALING, ENV_VARS and SECRETS as changes to the service's latest revision:
-    a flag not given keeps its value, as gcloud does."""
+    """CONTAINER, SCALING, ENV_VARS, SECRETS and ACCESS's --service-account as changes to the
+    service's latest revision: a flag not given keeps its value, as gcloud does."""
     return RevisionChanges(
         source=source,
         command=_command(arguments.command),
@@ -284,6 +285,7 @@ def revision_changes(arguments: argparse.Namespace, source: str | None) -> Revis
         annotations=_scaling_annotations(arguments),
         cpu=check_cpu(arguments.cpu, "--cpu") if arguments.cpu else None,
         memory=check_memory(arguments.memory, "--memory") if arguments.memory else None,
+        service_account=_service_account(arguments.service_account),
         env=env_changes(arguments),
         secrets=secret_changes(arguments),
     )
@@ -336,8 +338,21 @@ ACCESS = FlagGroup(
             metavar="all|internal",
             help="who may reach the service: all (default) or internal (homerun instances only)",
         ),
+        flag(
+            "--service-account",
+            metavar="EMAIL",
+            help="the identity its instances call other services with, e.g. "
+            "NAME@PROJECT.iam.gserviceaccount.com (default: the service's own, "
+            "SERVICE@PROJECT.iam.gserviceaccount.com; '' goes back to it)",
+        ),
     ),
 )
+
+
+def _service_account(text: str | None) -> str | None:
+    if text is None or text == "":
+        return text
+    return check_service_account(text, "--service-account")
 
 
 def ingress(arguments: argparse.Namespace) -> str | None:

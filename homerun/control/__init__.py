@@ -9,6 +9,8 @@ live routing state the router reads. One module per concept; daemon.py wires the
     access.py     Guards (the router's per-service check) and Iam (bindings, tokens)
     secrets.py    SecretValues (what revisions read) and Secrets (`homerun secrets`)
     views.py      Views: describe, list, status, Knative documents
+    jobs.py       Jobs: `jobs create|deploy|update|delete` (plan in job_plan.py); its
+                  executions (executions.py) run tasks as task_decision.py decides
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from homerun.access.tokens import TokenAuthority
 from homerun.control.access import Iam
 from homerun.control.deploys import Deploys
+from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
 from homerun.control.revisions import Revisions
 from homerun.control.secrets import Secrets
@@ -43,6 +46,7 @@ class ControlPlane:
     iam: Iam
     secrets: Secrets
     views: Views
+    jobs: Jobs
 
     async def restore(self) -> None:
         """After a (re)start: route every service to its ready revisions and start them."""
@@ -64,8 +68,10 @@ class ControlPlane:
         for record in self.store.services():
             self.revisions.collect_garbage(record.name)
         self.revisions.collect_venvs()
+        self.jobs.restore()
 
     async def close(self) -> None:
+        await self.jobs.executions.close()  # their tasks stop; executions resume next start
         await self.tasks.close()
         await self.live.close()
 

@@ -32,11 +32,16 @@ def instance_env(
     env.update(secrets)
     env.update(K_SERVICE=service, K_REVISION=revision, K_CONFIGURATION=service)
     if metadata_address is not None:
-        # Where an instance gets ID tokens for its own identity, as from Cloud Run's
-        # metadata server; GCE_METADATA_HOST is the variable google-auth reads for it.
+        # The metadata server (access/metadata.py), where Google's client libraries look for
+        # the project and the instance's identity and tokens: google-auth (and Go's and Node's
+        # clients) read GCE_METADATA_HOST for its requests and GCE_METADATA_IP for the ping that
+        # tells them they run on Google, which otherwise go to metadata.google.internal and
+        # 169.254.169.254, names that reach nothing here.
         host, port = metadata_address
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         env.update(
-            HOMERUN_METADATA_URL=f"http://{host}:{port}/computeMetadata/v1",
-            GCE_METADATA_HOST=f"{host}:{port}",
+            HOMERUN_METADATA_URL=f"http://{address}/computeMetadata/v1",
+            GCE_METADATA_HOST=address,
+            GCE_METADATA_IP=address,
         )
     return env

@@ -74,9 +74,7 @@ class Views:
     def revision(self, name: str) -> views.RevisionSummary:
         return self._revision(self._store.revision(name))
 
-    async def logs(
-        self, service: str, limit: int, **filters: str | None
-    ) -> list[dict[str, Any]]:
+    async def logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
         """Newest entries; filters: revision, min_severity, since, after (see LogStore.read).
         Files are read in a thread: the router's requests go on meanwhile."""
         self._store.service(service)

@@ -62,3 +62,23 @@ DEPLOY_EVENT: TypeAdapter[DeployEvent] = TypeAdapter(DeployEvent)
 def parse_event(line: bytes | str) -> DeployEvent:
     """One NDJSON line of a deploy's stream, as the CLI reads it."""
     return DEPLOY_EVENT.validate_json(line)
+
+
+class JobDeployed(_Event):
+    """`jobs create|deploy|update` is over: the job has these settings now."""
+
+    event: Literal["job"] = "job"
+    job: str
+    generation: int
+    created: bool = False  # a new job
+    unchanged: bool = False  # nothing to change: the job already had these settings
+    entrypoint: str = ""  # what each task runs
+
+
+# What `jobs create|deploy|update` report: the build's lines and steps, then `job` or `error`.
+JobEvent = Annotated[BuildLine | Phase | JobDeployed | Failed, Field(discriminator="event")]
+JOB_EVENT: TypeAdapter[JobEvent] = TypeAdapter(JobEvent)
+
+
+def parse_job_event(line: bytes | str) -> JobEvent:
+    return JOB_EVENT.validate_json(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from homerun.model.jobs import ExecutionStatus, TaskStatus
 from homerun.model.states import InstanceState, RevisionStatus
 
 
@@ -155,3 +156,70 @@ class IdentityToken(_View):
     token: str
     member: str
     audience: str
+
+
+class TaskSummary(_View):
+    """One task of an execution: its latest attempt and how many it took."""
+
+    index: int
+    status: TaskStatus
+    attempts: int  # started so far
+    failures: int  # failed attempts held against --max-retries
+    last_failure: str | None  # why its latest failed attempt failed
+    started_at: float | None  # its latest attempt's
+    ended_at: float | None
+    exit_status: int | None  # >= 0 an exit code, < 0 the signal that ended it
+
+
+class ExecutionSummary(_View):
+    name: str
+    job: str
+    status: ExecutionStatus
+    message: str | None  # how it ended: which tasks failed, and why
+    created_at: float
+    completed_at: float | None
+    generation: int  # of the job it ran
+    task_count: int
+    parallelism: int  # 0: as many as the platform allows
+    max_retries: int
+    task_timeout_seconds: int
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    retries: int  # failed attempts tried again (or about to be); interrupted ones are not
+    cancel_requested: bool
+
+
+class ExecutionDescription(ExecutionSummary):
+    entrypoint: list[str]
+    env: dict[str, str]
+    tasks: list[TaskSummary]
+
+
+class JobSummary(_View):
+    name: str
+    created_at: float
+    updated_at: float
+    generation: int
+    source: str
+    entrypoint: list[str]
+    entrypoint_origin: str
+    env: dict[str, str]
+    secrets: dict[str, str]  # ENV -> SECRET:VERSION; never a value
+    cpu: str | None
+    memory: str | None
+    task_count: int
+    parallelism: int
+    max_retries: int
+    task_timeout_seconds: int
+    executions: int
+    latest_execution: ExecutionSummary | None
+    schedule: str | None = None  # unix-cron, read in `time_zone`
+    time_zone: str | None = None
+    next_run_at: float | None = None  # when the schedule runs it next
+
+
+class JobDescription(JobSummary):
+    recent_executions: list[ExecutionSummary]  # newest first

@@ -5,13 +5,19 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from homerun.model.views import ServiceDescription, ServiceSummary
+from homerun.model.views import ExecutionSummary, JobSummary, ServiceDescription, ServiceSummary
 from homerun.observe.logs import LogStore
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
 
 WINDOWS = (300, 3600)
 MAX_REVISIONS = 20
+MAX_EXECUTIONS = 10  # per job: the newest
+# What the page shows of an execution: how it went, its tasks counted by state.
+_EXECUTION_FIELDS = {
+    "name", "status", "message", "created_at", "completed_at", "task_count", "pending",
+    "running", "succeeded", "failed", "cancelled", "retries",
+}  # fmt: skip
 
 
 class ServiceSource(Protocol):
@@ -20,12 +26,21 @@ class ServiceSource(Protocol):
     def describe(self, service: str) -> ServiceDescription: ...
 
 
+class JobSource(Protocol):
+    def jobs(self) -> list[JobSummary]: ...
+
+    def executions(
+        self, job: str | None = None, limit: int | None = None
+    ) -> list[ExecutionSummary]: ...
+
+
 def overview(
     control: ServiceSource,
     telemetry: Telemetry,
     logs: LogStore,
     processes: ProcessSampler,
     window: int,
+    jobs: JobSource | None = None,
 ) -> dict[str, Any]:
     services = []
     for summary in control.services():
@@ -86,4 +101,33 @@ def overview(
                 "logs": logs.recent(name, 50),
             }
         )
-    return {"generated_at": round(time.time(), 3), "window": window, "services": services}
+    return {
+        "generated_at": round(time.time(), 3),
+        "window": window,
+        "services": services,
+        "jobs": _jobs(jobs) if jobs is not None else [],
+    }
+
+
+def _jobs(source: JobSource) -> list[dict[str, Any]]:
+    """Each job with its settings and newest executions (their task counts by state)."""
+    listed = []
+    for job in source.jobs():
+        executions = source.executions(job.name, MAX_EXECUTIONS)
+        listed.append(
+            {
+                "name": job.name,
+                "task_count": job.task_count,
+                "parallelism": job.parallelism,
+                "max_retries": job.max_retries,
+                "task_timeout_seconds": job.task_timeout_seconds,
+                "entrypoint": job.entrypoint,
+                "schedule": job.schedule,
+                "time_zone": job.time_zone,
+                "next_run_at": job.next_run_at,
+                "executions": [
+                    execution.model_dump(include=_EXECUTION_FIELDS) for execution in executions
+                ],
+            }
+        )
+    return listed

@@ -222,13 +222,15 @@ class Telemetry:
         seen = self._seen.setdefault(unit.name, _Seen())
         labels = (unit.service, unit.name)
         waits = unit.throttler.waits
-        for seconds in list(waits)[len(waits) - min(unit.throttler.wait_count - seen.waits,
-                                                    len(waits)):]:
+        for seconds in list(waits)[
+            len(waits) - min(unit.throttler.wait_count - seen.waits, len(waits)) :
+        ]:
             self._metrics.queue_wait.labels(*labels).observe(seconds)
         seen.waits = unit.throttler.wait_count
         startups = unit.startup_seconds
-        for seconds in list(startups)[len(startups) - min(unit.startups - seen.startups,
-                                                          len(startups)):]:
+        for seconds in list(startups)[
+            len(startups) - min(unit.startups - seen.startups, len(startups)) :
+        ]:
             self._metrics.startup.labels(*labels).observe(seconds)
         seen.startups = unit.startups
         if unit.cold_starts > seen.cold_starts:

@@ -21,6 +21,7 @@ from homerun.routing._http import (
     without_named,
 )
 from homerun.routing.exchange import Exchange
+from homerun.routing.table import InvalidPort, split_port
 from homerun.routing.types import RouteError
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 # Request headers that need more than passing through: read, rewritten, or dropped.
 _REQUEST_HEADERS_OF_INTEREST = HOP_BY_HOP | {
     b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"forwarded",
-    b"traceparent", b"user-agent", b"authorization", b"x-serverless-authorization",
+    b"traceparent", b"user-agent", b"authorization", b"x-serverless-authorization", b"expect",
 }  # fmt: skip
 # An Authorization header given twice (it is a singleton field, RFC 9110 section 11.6.2); a
 # header value cannot hold NUL, so this never collides with a real one.
@@ -70,6 +71,20 @@ def _split_absolute(url: bytes) -> tuple[bytes | None, bytes]:
     return authority, path if path.startswith(b"/") else b"/" + path
 
 
+def _port_refusal(host: bytes, ports: frozenset[int]) -> tuple[int, str] | None:
+    """Why a Host (or an absolute target's authority) naming a port is not for this router, if
+    it is not: 400 for a port that cannot be, 404 for another port, as for an unknown host."""
+    text = host.decode("latin-1")
+    try:
+        _, port = split_port(text)
+    except InvalidPort as invalid:
+        return (400, f"the Host header's port is not valid: {invalid}")
+    if port is None or port in ports:
+        return None
+    listening = ", ".join(str(each) for each in sorted(ports))
+    return (404, f"no service answers at {text}: this router listens on port {listening}")
+
+
 def _quoted(value: bytes) -> bytes:
     """An RFC 7239 quoted-string: a host with a port is not a token."""
     return b'"%s"' % value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
@@ -99,7 +114,9 @@ class ClientConnection(asyncio.Protocol):
         self.exchanges: deque[Exchange] = deque()  # the first is in flight, the rest pipelined
         self.tunnel: Exchange | None = None  # after an upgrade request the bytes are not HTTP
         self.read_pauses = 0
+        self.held_back = False  # reading was paused since the last sweep (not the client's fault)
         self.writing_paused = False
+        self.writing_paused_at = 0.0  # since then the client has taken none of its response
         self.closed = False
         self.lingering: asyncio.TimerHandle | None = None
         self.idle_since = self.loop.time()  # no request on it since then
@@ -129,6 +146,13 @@ class ClientConnection(asyncio.Protocol):
         self.user_agent = b""
         self.authorization: bytes | None = None
         self.serverless_authorization: bytes | None = None
+        self.expect_continue = False
+
+        # Per-body state, while a request body comes in (the sweep's view of its progress)
+        self.body_since = 0.0  # when it began, or when the router last held the client back
+        self.body_base = 0  # bytes received by then
+        self.body_seen = 0  # bytes received at the last sweep that saw progress
+        self.body_progress_at = 0.0  # and when that was
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -177,8 +201,9 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The client reads the response slower than the instance writes it: stop reading the
-        # instance until the client catches up.
+        # instance until the client catches up (or the send timeout gives up on it).
         self.writing_paused = True
+        self.writing_paused_at = self.loop.time()
         upstream = self.exchanges[0].upstream if self.exchanges else None
         if upstream is not None:
             upstream.pause_reading()
@@ -211,6 +236,7 @@ class ClientConnection(asyncio.Protocol):
         self.user_agent = b""
         self.authorization = None
         self.serverless_authorization = None
+        self.expect_continue = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -259,6 +285,13 @@ class ClientConnection(asyncio.Protocol):
             # Cloud Run's header for the ID token when the app wants Authorization for itself.
             once = self.serverless_authorization is None
             self.serverless_authorization = value if once else _DUPLICATE
+        elif lower_name == b"expect":
+            # 100-continue is answered by whoever reads the body first: the router for a body it
+            # buffers, else the instance (on_headers_complete puts the header back).
+            if value.strip().lower() == b"100-continue":
+                self.expect_continue = True
+            else:
+                self.header_pieces += (name, b": ", value, b"\r\n")
         # keep-alive, proxy-connection, te, trailer, x-forwarded-proto: dropped
 
     def on_headers_complete(self) -> None:
@@ -266,18 +299,32 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         parser = self.parser
+        router = self.router
         method = parser.get_method()
         is_upgrade = parser.should_upgrade() and method != b"CONNECT"
+        has_body = self.chunked or self.content_length > 0
         exchange = Exchange(
             self,
             is_head=method == b"HEAD",
             keep_alive=parser.should_keep_alive() and not is_upgrade,
             http_10=parser.get_http_version() == "1.0",
-            has_body=self.chunked or self.content_length > 0,
+            has_body=has_body,
             chunked=self.chunked,
             is_upgrade=is_upgrade,
         )
         self.requests += 1
+        if has_body:
+            # A body of declared size up to the buffer is read whole before the request takes a
+            # slot. A chunked one streams from its head: its size is not known, and client and
+            # app may be talking both ways at once (each piece answered as it comes).
+            exchange.streams_body = self.chunked or self.content_length > router.body_buffer_bytes
+            if self.expect_continue:
+                if exchange.streams_body:
+                    self.header_pieces += (b"expect", b": ", b"100-continue", b"\r\n")
+                else:
+                    exchange.expects_continue = not exchange.http_10
+            self.body_since = self.body_progress_at = exchange.arrival
+            self.body_base = self.body_seen = 0
         host = self.host
         url = self.url
         if url[:1] != b"/" and url != b"*" and method != b"CONNECT":
@@ -302,13 +349,22 @@ class ClientConnection(asyncio.Protocol):
         elif method == b"CONNECT":
             exchange.error = (405, "this router does not proxy CONNECT")
             exchange.close_client = True  # the parser takes what follows for a tunnel
-        elif self.content_length > self.router.max_body_bytes:
-            exchange.error = (413, f"request body over {self.router.max_body_bytes} bytes")
+        elif (
+            b":" in host
+            and not host.endswith(router.port_suffix)
+            and (refusal := _port_refusal(host, router.ports)) is not None
+        ):
+            # The port is part of the service's URL: svc.localhost:99999 is not this router.
+            exchange.error = refusal
+            if refusal[0] == 400:
+                exchange.close_client = True  # as for any invalid Host
+        elif self.content_length > router.max_body_bytes:
+            exchange.error = (413, f"request body over {router.max_body_bytes} bytes")
             exchange.close_client = True  # its body stays unread
         elif self.authorization is _DUPLICATE or self.serverless_authorization is _DUPLICATE:
             exchange.error = (400, "the request has more than one Authorization header")
         else:
-            destination = self.router.resolve(host.decode("latin-1"))
+            destination = router.resolve(host.decode("latin-1"))
             guard = None if isinstance(destination, RouteError) else destination.guard
             if guard is not None:
                 credentials = self.serverless_authorization or self.authorization
@@ -363,6 +419,7 @@ class ClientConnection(asyncio.Protocol):
         if not self.read_pauses and not self.closed:
             self.transport.pause_reading()
         self.read_pauses |= reason
+        self.held_back = True
 
     def resume_reading(self, reasons: int) -> None:
         """Drop `reasons`; reading resumes once no reason to pause is left."""
@@ -374,16 +431,24 @@ class ClientConnection(asyncio.Protocol):
     def advance(self) -> None:
         """Start the oldest request once it can start; answer the router's own errors at once.
 
-        A request starts when its body is complete, or at its head when it has a body to stream.
-        Pipelined requests wait their turn, so that responses go out in request order.
+        A request starts when its body is complete, or at its head when it has a body to stream
+        (one too large for the buffer). Pipelined requests wait their turn, so that responses go
+        out in request order.
         """
         exchanges = self.exchanges
         while exchanges and not self.closed:
             exchange = exchanges[0]
-            if exchange.started or not (exchange.request_complete or exchange.has_body):
+            if exchange.started:
                 break
             if exchange.error is None:
-                exchange.start()
+                if exchange.request_complete or exchange.streams_body:
+                    exchange.start()
+                elif exchange.expects_continue:
+                    # The client waits for this before it sends the body the router buffers.
+                    exchange.expects_continue = False
+                    self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                break
+            if not (exchange.request_complete or exchange.has_body):
                 break
             exchanges.popleft()
             if exchange.answer_error():
@@ -411,13 +476,18 @@ class ClientConnection(asyncio.Protocol):
             self.resume_reading(UPSTREAM_FULL | BODY_BUFFER_FULL | PIPELINED)
 
     def check_timeouts(self, now: float) -> None:
+        if self.writing_paused and now - self.writing_paused_at > self.router.send_timeout:
+            self._cut_off_reader()
+            return
         if self.closed or self.tunnel is not None:
             return
         if self.in_head:
             if now - self.head_started > self.router.header_timeout:
                 # A head this slow is an attack or a broken client: answer and hang up.
                 self._unparsable(408, "request headers not received in time")
-        elif not self.exchanges and self.parsing is None:
+        elif self.parsing is not None:
+            self._check_body(now, self.parsing)
+        elif not self.exchanges:
             # A connection that never sent a request gets the header timeout, not keep-alive's.
             limit = self.router.keepalive_timeout if self.requests else self.router.header_timeout
             if now - self.idle_since > limit:
@@ -519,6 +589,41 @@ class ClientConnection(asyncio.Protocol):
         if early_bytes:
             self.tunnel.send(early_bytes)
 
+    def _check_body(self, now: float, exchange: Exchange) -> None:
+        """408 for a body that stalls for the body timeout, or comes slower than the minimum
+        rate allows: a body of N bytes gets body_timeout + N / body_min_rate seconds."""
+        if self.read_pauses or self.held_back:
+            # The router held the client back (a full instance or buffer, a request before it):
+            # time it was not let to send is not held against it, so its clocks start again.
+            self.held_back = False
+            self.body_since = self.body_progress_at = now
+            self.body_base = self.body_seen = exchange.body_received
+            return
+        if exchange.finished or not self.exchanges or self.exchanges[0] is not exchange:
+            return  # answered already, or waiting behind another request
+        router = self.router
+        received = exchange.body_received
+        if received != self.body_seen:
+            self.body_seen = received
+            self.body_progress_at = now
+        elif now - self.body_progress_at > router.body_timeout:
+            exchange.reject_slow_body(f"no request body bytes came for {router.body_timeout:g} s")
+            return
+        if router.body_min_rate > 0:
+            allowed = router.body_timeout + (received - self.body_base) / router.body_min_rate
+            if now - self.body_since > allowed:
+                exchange.reject_slow_body(
+                    f"the request body came slower than {router.body_min_rate:g} bytes/s"
+                )
+
+    def _cut_off_reader(self) -> None:
+        """The client has taken nothing for the send timeout while the router holds more for
+        it: end its requests (their slots go back, the instance connections mid-response are
+        closed) and drop the connection. A close would wait for a buffer that never drains."""
+        self.closed = True
+        self.transport.abort()
+        self._abort_exchanges()
+
     def _unparsable(self, status: int, message: str) -> None:
         """Answer a request that cannot be read, then close: nothing after it can be parsed."""
         self.pause_reading(UNPARSABLE)
@@ -526,6 +631,7 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not None:
             self.parsing = None
             exchange.fail(400, "malformed request body", close=True)
+            self.advance()  # one still reading its body into the buffer is answered here
             return
         exchange = Exchange(
             self, is_head=False, keep_alive=False, http_10=False, has_body=False,

@@ -10,19 +10,26 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from homerun.routing._http import BODY_BUFFER_FULL, UPSTREAM_FULL, error_response
-from homerun.routing.throttler import Lease, RevisionUnavailable, Throttler
+from homerun.routing.throttler import Endpoint, Lease, RevisionUnavailable, Throttler
 from homerun.routing.types import Route
 from homerun.routing.upstream import UpstreamConnection, take_idle
 
 if TYPE_CHECKING:
     from homerun.routing.client import ClientConnection
 
-# Body bytes held while a request waits for a slot or a connection. 256 KiB is about one socket
-# read, so a small upload still leaves with its request head in a single write.
+# Body bytes held while a streamed body waits for a slot or a connection (a body the router
+# buffers whole is held up to Router.body_buffer_bytes before it takes a slot). 256 KiB is about
+# one socket read, so an upload still leaves with its request head in a single write.
 _BODY_BUFFER_LIMIT = 256 * 1024
 # A refused connection to an instance is tried again after these pauses (an instance that
 # exited leaves routing within milliseconds, when the supervisor sees its exit).
 _REFUSED_RETRY_SECONDS = (0.02, 0.05, 0.1)
+# When an instance's connection closes before an answer, the 502 says whether the instance
+# exited: the supervisor sees an exit within milliseconds (the process's status), so a close
+# with no exit seen this long after it was the app's own doing.
+_EXITED = "the instance exited while handling the request"
+_CLOSED = "the instance closed the connection before it answered"
+_EXIT_NOTICE_SECONDS = 0.5
 # Request timeouts fire on ticks of this length, up to one tick late.
 _DEADLINE_TICK = 0.1
 
@@ -74,8 +81,9 @@ class Exchange:
     __slots__ = (
         "client", "arrival", "is_head", "keep_alive", "http_10", "has_body", "chunked",
         "is_upgrade", "route", "error", "head", "request_complete", "body_received",
-        "pending_body", "pending_bytes", "started", "finished", "task", "deadline_tick",
-        "lease", "upstream", "retried", "response_started", "close_client",
+        "streams_body", "expects_continue", "pending_body", "pending_bytes", "started",
+        "finished", "task", "deadline_tick", "lease", "upstream", "retried", "response_started",
+        "close_client",
         "method", "url", "host", "user_agent", "trace", "request_bytes", "status",
         "response_bytes", "received_at",
     )  # fmt: skip
@@ -105,6 +113,10 @@ class Exchange:
         self.head = b""
         self.request_complete = False
         self.body_received = 0
+        # False: the body is read whole before the request starts (takes a slot); True: it
+        # starts at its head and the body streams (the client connection decides).
+        self.streams_body = False
+        self.expects_continue = False  # the router owes the client a 100 Continue
         # Body bytes that came before an instance connection; written right after the head.
         self.pending_body: list[bytes] = []
         self.pending_bytes = 0
@@ -139,9 +151,11 @@ class Exchange:
         assert route is not None  # only exchanges without an error start
         self.started = True
         loop = self.client.loop
-        # The timeout counts from arrival, so the wait for a slot is part of it.
+        # The timeout counts from arrival, so the wait for a slot is part of it; for a body read
+        # whole first, from the end of the body, when the instance may first see the request.
+        since = loop.time() if self.has_body and not self.streams_body else self.arrival
         self.deadline_tick = self.client.router.deadlines.add(
-            loop, self, self.arrival + route.timeout_seconds
+            loop, self, since + route.timeout_seconds
         )
         # The common case, a free slot and an idle pooled connection, needs no task at all.
         lease = None if self.is_upgrade else route.throttler.try_acquire()
@@ -173,11 +187,8 @@ class Exchange:
                 self.task = None
                 self.fail(unavailable.status, unavailable.message)
             except OSError as error:
-                if (
-                    isinstance(error, ConnectionRefusedError)
-                    and not self.retried
-                    and refusals < len(_REFUSED_RETRY_SECONDS)
-                ):
+                refused = isinstance(error, ConnectionRefusedError)
+                if refused and not self.retried and refusals < len(_REFUSED_RETRY_SECONDS):
                     # Nothing listens on the instance's port: it exited, and the supervisor
                     # has not taken it out of routing yet. Nothing reached the app, so, as
                     # Knative's activator does, the request goes back to the throttler after
@@ -191,7 +202,13 @@ class Exchange:
                     refusals += 1
                     continue
                 self.task = None
-                self.fail(502, f"cannot connect to the instance: {error.strerror or error}")
+                if refused and self.retried:
+                    # Its pooled connection closed with the request, and now nothing listens.
+                    self.fail(502, _EXITED)
+                elif refused:
+                    self.fail(502, "cannot connect to the instance: it exited (connection refused)")
+                else:
+                    self.fail(502, f"cannot connect to the instance: {error.strerror or error}")
             else:
                 self.task = None
                 self._attach(upstream, reused=idle is not None)
@@ -223,6 +240,22 @@ class Exchange:
         assert route is not None
         self.task = self.client.loop.create_task(self._connect(route.throttler, fresh=True))
 
+    def instance_lost(self) -> None:
+        """The instance's connection closed before it answered: 502, saying whether the
+        instance exited (killed, out of memory) or only closed the connection."""
+        lease, route = self.lease, self.route
+        if lease is None or route is None:
+            self.fail(502, _CLOSED)
+            return
+        self.task = self.client.loop.create_task(
+            self._explain_loss(route.throttler, lease.endpoint)
+        )
+
+    async def _explain_loss(self, throttler: Throttler, endpoint: Endpoint) -> None:
+        exited = await throttler.exit_seen(endpoint, _EXIT_NOTICE_SECONDS)
+        self.task = None
+        self.fail(502, _EXITED if exited else _CLOSED)
+
     def receive_body(self, body: bytes) -> None:
         self.body_received += len(body)
         if self.body_received > self.client.router.max_body_bytes:
@@ -242,8 +275,23 @@ class Exchange:
             return
         self.pending_body.append(data)
         self.pending_bytes += len(data)
-        if self.pending_bytes > _BODY_BUFFER_LIMIT:
+        # A body read whole before the request starts is not paused: it fits the buffer.
+        if self.pending_bytes > _BODY_BUFFER_LIMIT and self.streams_body:
             self.client.pause_reading(BODY_BUFFER_FULL)
+
+    def reject_slow_body(self, message: str) -> None:
+        """408 for a body that comes too slowly (nginx's client_body_timeout): the connection
+        closes, the slot goes back if one was taken, and the request log says 408."""
+        if self.finished:
+            return
+        self.close_client = True
+        if self.started:
+            self.fail(408, message)
+            return
+        self.error = (408, message)
+        self.answer_error()
+        self._end(reuse_upstream=False)
+        self.client.exchange_finished(self, close=True)
 
     def on_timeout(self) -> None:
         self.deadline_tick = 0

@@ -3,8 +3,10 @@
 Each client connection (client.py) parses its requests; each request becomes an exchange
 (exchange.py) that takes a slot from its revision's throttler, borrows a pooled keep-alive
 connection to the chosen instance (upstream.py) and then moves bytes both ways from protocol
-callbacks, so bodies stream without being held whole. Only the two steps that must wait (a slot,
-a new connection) run in a task. The `Router` here listens, sweeps idle connections and closes.
+callbacks. A body up to `body_buffer_bytes` is read whole before the slot is taken (a slow
+client costs a buffer, not a slot); larger ones and all responses stream without being held
+whole. Only the steps that must wait (a slot, a new connection) run in a task. The `Router`
+here listens, sweeps slow and idle connections and closes.
 
     router = Router(resolve, max_body_bytes=32 * 1024 * 1024)
     await router.start("127.0.0.1", 8080)      # binds and listens
@@ -31,7 +33,21 @@ if TYPE_CHECKING:
 # time to hold connections open), and a keep-alive connection this long between requests.
 HEADER_TIMEOUT_SECONDS = 10.0
 KEEPALIVE_TIMEOUT_SECONDS = 75.0  # nginx's keepalive_timeout
+# A request body may pause this long between two reads (nginx's client_body_timeout), and must
+# average this rate on top of it (Apache mod_reqtimeout's MinRate): a body of N bytes gets
+# 60 s + N / 500 s in all, so a client trickling a byte a second is cut after about 60 s.
+BODY_TIMEOUT_SECONDS = 60.0
+BODY_MIN_BYTES_PER_SECOND = 500.0
+# Bodies up to this size are read whole before the request takes a slot on an instance: a slow
+# client then holds a buffer, not one of an instance's `--concurrency` slots. Larger ones
+# stream, holding their slot while they arrive.
+BODY_BUFFER_BYTES = 1024 * 1024
+# A client that reads nothing of its response for this long, while the router holds more for
+# it than the socket takes, is cut off and its slot given back (nginx's send_timeout).
+SEND_TIMEOUT_SECONDS = 60.0
 _SWEEP_SECONDS = 1.0
+# How often drain() looks for connections whose requests are done.
+_DRAIN_POLL_SECONDS = 0.05
 
 
 def _unchanged(value: bytes) -> bytes:
@@ -49,6 +65,10 @@ class Router:
         on_request: Callable[[RequestRecord], None] | None = None,
         header_timeout: float = HEADER_TIMEOUT_SECONDS,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT_SECONDS,
+        body_timeout: float = BODY_TIMEOUT_SECONDS,
+        body_min_rate: float = BODY_MIN_BYTES_PER_SECOND,
+        body_buffer_bytes: int = BODY_BUFFER_BYTES,
+        send_timeout: float = SEND_TIMEOUT_SECONDS,
         identify_caller: Callable[[Address, Address], str | None] | None = None,
         forwarded_authorization: Callable[[bytes], bytes] | None = None,
     ) -> None:
@@ -63,6 +83,14 @@ class Router:
         self.on_request = on_request
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
+        self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate  # bytes per second; 0: no minimum
+        self.body_buffer_bytes = body_buffer_bytes
+        self.send_timeout = send_timeout
+        # Where clients reach the router: a Host naming another port is not for it. Set once
+        # listening (an ephemeral port is known only then).
+        self.ports: frozenset[int] = frozenset()
+        self.port_suffix = b""  # b":8080", what a Host that names the router's port ends with
         self._sweeper: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
         self.deadlines = Deadlines()
@@ -75,10 +103,13 @@ class Router:
         self._server = await loop.create_server(
             partial(ClientConnection, self), host, port, reuse_address=True, backlog=1024
         )
+        self.ports = frozenset(int(sock.getsockname()[1]) for sock in self._server.sockets)
+        self.port_suffix = b":%d" % self.port
         self._sweeper = loop.call_later(_SWEEP_SECONDS, self._sweep)
 
     def _sweep(self) -> None:
-        """Once a second: cut clients too slow to send a head, and idle keep-alive ones.
+        """Once a second: cut clients too slow to send a head or a body, clients that stopped
+        reading their response, and idle keep-alive connections.
 
         One timer for all connections rather than one per connection and request.
         """
@@ -96,6 +127,25 @@ class Router:
     def port(self) -> int:
         """The bound port (useful after start(host, 0))."""
         return int(self.sockets[0].getsockname()[1])
+
+    async def drain(self, grace: float) -> None:
+        """Take no new connection and let the requests in flight finish, for `grace` seconds
+        at most (`homerun down`): a connection is closed once nothing is in flight on it.
+        close() ends whatever is left."""
+        server = self._server
+        if server is None:
+            return
+        server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while True:
+            for client in list(self.clients):
+                busy = client.exchanges or client.in_head or client.tunnel is not None
+                if not busy and client.parsing is None:
+                    client.close()
+            if not self.clients or loop.time() >= deadline:
+                return
+            await asyncio.sleep(_DRAIN_POLL_SECONDS)
 
     async def close(self) -> None:
         server, self._server = self._server, None

@@ -39,9 +39,31 @@ class Selection:
     fixed: bool = True
 
 
+class InvalidPort(ValueError):
+    """A Host value whose port is not a TCP port (`svc.localhost:99999`, `svc.localhost:`)."""
+
+
+def split_port(host: str) -> tuple[str, int | None]:
+    """`svc.localhost:8080` -> ('svc.localhost', 8080); no port (`svc.localhost`, `[::1]`):
+    None. InvalidPort when what follows the colon is not a port from 1 to 65535."""
+    if host.endswith("]"):
+        return host, None  # an IPv6 literal alone: its colons are not a port's
+    name, separator, port = host.rpartition(":")
+    if not separator:
+        return host, None
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise InvalidPort(f"{port!r} is not a port (1-65535)")
+    return name, int(port)
+
+
 def parse_host(host: str, domain: str) -> tuple[str, str | None] | None:
-    """`tag---svc.localhost:8080` -> ('svc', 'tag'); None when the host is not ours."""
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    """`tag---svc.localhost:8080` -> ('svc', 'tag'); None when the host is not ours, or names
+    no valid port. Whether a valid port is the router's is for the router to say (it alone
+    knows where it listens)."""
+    try:
+        name, _ = split_port(host)
+    except InvalidPort:
+        return None
     name = name.rstrip(".").lower()
     suffix = "." + domain.lower()
     if not name.endswith(suffix):

@@ -30,9 +30,11 @@ class Endpoint:
     capacity: int
     in_flight: int = 0
     draining: bool = False
+    exited: bool = False  # the supervisor saw the instance exit (Throttler.remove)
     # Keep-alive connections to this instance that no request uses right now; the proxy owns them.
     idle_connections: list[Any] = field(default_factory=list)
     _idle_waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    _exit_waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -120,8 +122,13 @@ class Throttler:
         if endpoint in self.endpoints:
             self.endpoints.remove(endpoint)
         endpoint.draining = True
+        endpoint.exited = True
         endpoint.close_idle_connections()
         self._wake_idle(endpoint)
+        waiters, endpoint._exit_waiters = endpoint._exit_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def drain(self, endpoint: Endpoint) -> None:
         """Stop sending requests to an instance and wait until its in-flight ones finish."""
@@ -133,6 +140,22 @@ class Throttler:
             waiter = asyncio.get_running_loop().create_future()
             endpoint._idle_waiters.append(waiter)
             await waiter
+
+    async def exit_seen(self, endpoint: Endpoint, within: float) -> bool:
+        """Whether the instance's exit is seen (remove()) within `within` seconds: the proxy
+        asks when an instance's connection closed before it answered, to say which it was."""
+        if endpoint.exited:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        endpoint._exit_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, within)
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in endpoint._exit_waiters:
+                endpoint._exit_waiters.remove(waiter)
+        return True
 
     def fail_waiters(self, status: int, message: str) -> None:
         """Answer every queued request with an error (no instance could be started)."""

@@ -102,7 +102,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange = None
             exchange.retry()
         else:
-            exchange.fail(502, "the instance closed the connection before it answered")
+            exchange.instance_lost()
 
     def eof_received(self) -> None:
         # The transport closes itself and connection_lost() follows in a later callback; until

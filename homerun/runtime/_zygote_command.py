@@ -15,15 +15,15 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from homerun.shellwords import split_script
+
 SERVERS = ("gunicorn", "uvicorn")
 SHELLS = ("sh", "bash", "dash")
 # Marks where the command says $PORT; NUL never occurs in a real argument.
 PORT_MARK = "\0"
 
-# Unquoted, these make a shell script of the command (lists, pipes, redirections, globs,
-# subshells): not one server started with arguments.
-_SHELL_SYNTAX = set(";&|<>()`*?[]\n")
-_PORT_REFERENCE = re.compile(r"\$(?:\{PORT\}|PORT(?![A-Za-z0-9_]))")
+# The only expansions a zygote follows: it substitutes each instance's port for them.
+_PORT_REFERENCES = ("$PORT", "${PORT}")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _PYTHON = re.compile(r"^python(?:3(?:\.\d+)?)?$")
 # pip's launcher for a path too long (or spaced) for a #! line:
@@ -107,68 +107,26 @@ def command_words(argv: Sequence[str]) -> list[str] | Unrecognised:
 def shell_words(script: str) -> list[str] | Unrecognised:
     """Split a one-command shell script as sh would: quotes, backslashes and $PORT (as
     PORT_MARK); any other expansion or shell syntax is Unrecognised."""
-    words: list[str] = []
-    current: list[str] = []
-    in_word = False
-    quote = ""
-    index = 0
-    while index < len(script):
-        char = script[index]
-        if quote == "'":
-            if char == "'":
-                quote = ""
-            else:
-                current.append(char)
-            index += 1
-            continue
-        if char == "$":
-            match = _PORT_REFERENCE.match(script, index)
-            if match is None:
-                return Unrecognised(
-                    f"the command uses shell expansion ({script[index : index + 12]}...)"
-                )
-            current.append(PORT_MARK)
-            in_word = True
-            index = match.end()
-            continue
-        if quote == '"':
-            if char == '"':
-                quote = ""
-            elif char == "\\" and index + 1 < len(script) and script[index + 1] in '$`"\\\n':
-                if script[index + 1] != "\n":
-                    current.append(script[index + 1])
-                index += 1
-            elif char == "`":
+    words = split_script(script, {"PORT": PORT_MARK})
+    for word in words:
+        if word.operator:
+            return Unrecognised(_a_script(word.text[0]))
+        for special in word.specials:
+            if special.source in _PORT_REFERENCES:
+                continue
+            if special.source in ("'", '"'):
+                return Unrecognised("the command has an unterminated quote")
+            if special.source.startswith("$"):
+                shown = script[special.start : special.start + 12]
+                return Unrecognised(f"the command uses shell expansion ({shown}...)")
+            if special.source == "`" and special.quoted:
                 return Unrecognised("the command uses command substitution")
-            else:
-                current.append(char)
-            index += 1
-            continue
-        if char in " \t":
-            if in_word:
-                words.append("".join(current))
-                current, in_word = [], False
-        elif char == "\\":
-            if index + 1 < len(script) and script[index + 1] != "\n":
-                current.append(script[index + 1])
-                in_word = True
-            index += 1
-        elif char in "'\"":
-            quote = char
-            in_word = True
-        elif char in _SHELL_SYNTAX or (char in "~{#" and not in_word):
-            return Unrecognised(
-                f"the command is a shell script (it uses {char!r}), not one command"
-            )
-        else:
-            current.append(char)
-            in_word = True
-        index += 1
-    if quote:
-        return Unrecognised("the command has an unterminated quote")
-    if in_word:
-        words.append("".join(current))
-    return words
+            return Unrecognised(_a_script(special.source[0]))
+    return [word.text for word in words]
+
+
+def _a_script(syntax: str) -> str:
+    return f"the command is a shell script (it uses {syntax!r}), not one command"
 
 
 def _runs_a_shell(argv: Sequence[str]) -> bool:

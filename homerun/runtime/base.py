@@ -53,8 +53,9 @@ class Runtime(Protocol):
         ...
 
     def forget(self, revision: str) -> None:
-        """The revision has no instance left and serves no traffic: drop what is kept for it
-        (its zygote). A later start sets it up again."""
+        """The revision has no instance left and serves no traffic (retired, deleted): drop
+        what is kept for it (its zygote). A later start sets it up again. What an instance of
+        the revision still uses (a unit of it routed again meanwhile) is kept."""
         ...
 
 

@@ -2,13 +2,29 @@
 
 Booting an instance the ordinary way costs an interpreter start and every import of the app
 and its server: some 250 ms for the seed's Flask app under gunicorn, 340 ms for FastAPI under
-uvicorn. The first start of a revision here launches a zygote instead (`_zygote_main.py`, run
-with the revision's interpreter, cwd and environment): it imports the server and the app once,
-checks that forking is safe (no threads, no sockets, pipes or writable files left open by the
-imports, no $PORT read at import), and then forks each instance, which runs the start command's
-own entry point (gunicorn's or uvicorn's console script) with the instance's arguments,
-environment, stdout and stderr. Commands other than a plain gunicorn or uvicorn command, and
-apps that are not fork-safe, are spawned by a ProcessRuntime; `mode()` says which and why.
+uvicorn. The first start of a revision here makes a zygote instead (`_zygote_main.py`): it
+imports the server and the app once, checks that forking is safe (no threads, no sockets, pipes
+or writable files left open by the imports, no $PORT read at import), and then forks each
+instance, which runs the start command's own entry point (gunicorn's or uvicorn's console
+script) with the instance's arguments, environment, stdout and stderr. Commands other than a
+plain gunicorn or uvicorn command, and apps that are not fork-safe, are spawned by a
+ProcessRuntime; `mode()` says which and why.
+
+A revision's zygote is itself forked from a *base*: one per virtualenv and server (and the
+variables the interpreter reads as it starts), which has imported the server and the web
+framework (Flask, FastAPI) but no app. A zygote forked from it imports only the app, in tens
+of milliseconds, and shares the base's pages: it holds some 7 MB of its own (what importing
+the app and parsing the server's options wrote to), where a zygote started on its own holds a
+whole interpreter's 25-40. Where the base's imports would differ from the revision's own (a
+variable they read has another value, the app's folder has a module of a name the base
+imported) the revision's zygote is started on its own, as a spawned instance would start.
+
+Zygotes cost memory while their revision has no instance. A revision's zygote stops with the
+revision (`forget`), a base with the last revision forked from it; and with a memory budget,
+the idle ones (no instance running or starting) are stopped, those quickest to make again
+first and the least recently used first among them, until the PSS of those left fits it
+(`_eviction.py` decides). The next start of an evicted revision
+forks a new zygote from its base, or makes both again.
 """
 
 from __future__ import annotations
@@ -17,315 +33,145 @@ import asyncio
 import itertools
 import json
 import os
-import signal
 import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from homerun.runtime._eviction import IdleZygote, evictions
 from homerun.runtime._zygote_command import ServerCommand, Unrecognised, recognise
-from homerun.runtime.base import Instance, InstanceSpec, OutputSink, describe_status
-from homerun.runtime.output import drain, pump
+from homerun.runtime._zygote_process import (
+    Started,
+    ZygoteLost,
+    ZygoteProcess,
+    without_port,
+    zygote_boot,
+)
+from homerun.runtime.base import Instance, InstanceSpec, OutputSink
 from homerun.runtime.process import ProcessRuntime
 
 ZYGOTE, SPAWN = "zygote", "spawn"
 _ZYGOTE_MAIN = Path(__file__).with_name("_zygote_main.py")
-_MAX_MESSAGE = 1 << 20  # _zygote_main reads at most this much per message
-_EARLY_LINES = 200  # the zygote's own output kept until it is ready (then: the instance's log)
-
-
-class ZygoteLost(Exception):
-    """The zygote exited (or refused) before it forked the instance asked for."""
-
-
-class ZygoteInstance:
-    """An instance forked by a zygote: its own session and process group, like a spawned one.
-    The zygote, its parent, reaps it and reports the exit status."""
-
-    def __init__(
-        self,
-        name: str,
-        port: int,
-        pid: int,
-        status: asyncio.Future[int],
-        readers: list[asyncio.Task[None]],
-    ) -> None:
-        self.name = name
-        self.port = port
-        self.pid = pid
-        self._status = status
-        self._readers = readers
-
-    @property
-    def returncode(self) -> int | None:
-        if self._status.done() and not self._status.cancelled():
-            return self._status.result()
-        return None
-
-    async def exited(self) -> int:
-        return await asyncio.shield(self._status)
-
-    async def wait(self) -> int:
-        status = await self.exited()
-        await drain(self._readers)
-        return status
-
-    def signal(self, signum: int) -> None:
-        try:
-            os.killpg(self.pid, signum)
-        except ProcessLookupError:
-            pass
-
-
-class _Zygote:
-    """One revision's zygote process, and the conversation with it over a socket."""
-
-    def __init__(
-        self,
-        revision: str,
-        command: ServerCommand,
-        process: subprocess.Popen[bytes],
-        control: socket.socket,
-        first_output: OutputSink,
-    ) -> None:
-        self.revision = revision
-        self.command = command
-        self.process = process
-        self._control = control
-        self._loop = asyncio.get_running_loop()
-        # Set once: None when ready to fork, else why the app cannot be forked.
-        self.ready: asyncio.Future[str | None] = self._loop.create_future()
-        self.app = ""  # "main:app", as the zygote imported it
-        self.import_ms = 0
-        self.alive = True
-        self.on_lost: Callable[[_Zygote, str], None] | None = None
-        # The zygote's own output: held until it is ready, then it belongs to the instance that
-        # caused the import (a spawned instance prints its import-time lines in its own log).
-        self._early: list[tuple[str, str]] = []
-        self._output = first_output
-        self._pumps = [
-            asyncio.ensure_future(self._pump_own(process.stdout, "stdout")),
-            asyncio.ensure_future(self._pump_own(process.stderr, "stderr")),
-        ]
-        # Per-fork state
-        self._ids = itertools.count(1)
-        self._forks: dict[int, asyncio.Future[tuple[int, asyncio.Future[int]]]] = {}
-        self._exits: dict[int, asyncio.Future[int]] = {}
-        control.setblocking(False)
-        self._loop.add_reader(control.fileno(), self._on_readable)
-
-    async def fork(
-        self, spec: InstanceSpec, command: ServerCommand, output: OutputSink
-    ) -> ZygoteInstance:
-        """Have the zygote fork an instance running `command` (this instance's arguments: with
-        Kubernetes' $(PORT) the supervisor has put each instance's own port in them)."""
-        out_read, out_write = os.pipe()
-        err_read, err_write = os.pipe()
-        readers = [
-            asyncio.ensure_future(pump(out_read, "stdout", output)),
-            asyncio.ensure_future(pump(err_read, "stderr", output)),
-        ]
-        request_id = next(self._ids)
-        forked: asyncio.Future[tuple[int, asyncio.Future[int]]] = self._loop.create_future()
-        self._forks[request_id] = forked
-        request = {
-            "fork": request_id,
-            "argv": command.args_for(spec.port),
-            "env": spec.env,
-            "cwd": str(spec.cwd),
-        }
-        try:
-            if not self.alive:
-                raise ZygoteLost("the zygote has exited")
-            await self._send(json.dumps(request).encode(), [out_write, err_write])
-        except BaseException:
-            self._forks.pop(request_id, None)
-            raise
-        finally:
-            # The zygote holds its own copies now; with ours closed, the instance's exit is
-            # what ends the readers.
-            os.close(out_write)
-            os.close(err_write)
-        self._output = output
-        pid, status = await forked
-        return ZygoteInstance(spec.name, spec.port, pid, status, readers)
-
-    @property
-    def forking(self) -> bool:
-        """Ready, alive, and fit: instances are forked from it."""
-        return self.alive and self.ready.done() and self.ready.result() is None
-
-    def close(self) -> None:
-        """End of file for the zygote: it SIGKILLs its instances' groups and exits."""
-        if self.alive:
-            self._loop.remove_reader(self._control.fileno())
-            self.alive = False
-        self._control.close()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        _settle(self.ready, "the zygote was stopped")
-        self._end_all(ZygoteLost("the zygote was stopped"))
-
-    # -- the conversation -------------------------------------------------------------
-
-    async def _send(self, payload: bytes, fds: list[int]) -> None:
-        while True:
-            try:
-                socket.send_fds(self._control, [payload], fds)
-                return
-            except BlockingIOError:
-                writable = self._loop.create_future()
-                fd = self._control.fileno()
-                self._loop.add_writer(fd, writable.set_result, None)
-                try:
-                    await writable
-                finally:
-                    self._loop.remove_writer(fd)
-            except OSError as error:
-                raise ZygoteLost(f"the zygote is gone ({error.strerror})") from error
-
-    def _on_readable(self) -> None:
-        while True:
-            try:
-                payload = self._control.recv(_MAX_MESSAGE)
-            except BlockingIOError:
-                return
-            except OSError:
-                payload = b""
-            if not payload:
-                self._lost()
-                return
-            self._handle(json.loads(payload))
-
-    def _handle(self, message: dict[str, Any]) -> None:
-        if "ready" in message:
-            self.app = str(message.get("app", ""))
-            self.import_ms = int(message.get("import_ms", 0))
-            for stream, line in self._early:
-                self._output(stream, line)
-            self._early = []
-            _settle(self.ready, None)
-        elif "unfit" in message:
-            self._early = []  # the spawned instance prints the same lines again
-            _settle(self.ready, str(message["unfit"]))
-        elif "forked" in message:
-            pid = int(message["pid"])
-            status: asyncio.Future[int] = self._loop.create_future()
-            self._exits[pid] = status
-            forked = self._forks.pop(int(message["forked"]), None)
-            if forked is not None and not forked.done():
-                forked.set_result((pid, status))
-            else:
-                # The start was cancelled while the zygote forked: nobody will stop this one.
-                _kill_group(pid)
-        elif "failed" in message:
-            forked = self._forks.pop(int(message["failed"]), None)
-            if forked is not None and not forked.done():
-                forked.set_exception(ZygoteLost(f"the zygote could not fork: {message['error']}"))
-        elif "exited" in message:
-            exited = self._exits.pop(int(message["exited"]), None)
-            if exited is not None:
-                _settle(exited, int(message["status"]))
-
-    def _lost(self) -> None:
-        """End of file from the zygote: it exited (after an `unfit`, or killed outright)."""
-        self._loop.remove_reader(self._control.fileno())
-        self.alive = False
-        self._control.close()
-        try:
-            status = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            status = self.process.wait()
-        how = describe_status(status)
-        said = next((line for stream, line in reversed(self._early) if stream == "stderr"), "")
-        _settle(
-            self.ready,
-            f"the zygote exited while importing the app ({how}{': ' + said if said else ''})",
-        )
-        self._end_all(ZygoteLost(f"the zygote exited ({how})"))
-        if self.on_lost is not None:
-            self.on_lost(self, how)
-
-    def _end_all(self, error: ZygoteLost) -> None:
-        """Nothing more will come from the zygote: forks fail, instances are gone."""
-        for forked in self._forks.values():
-            if not forked.done():
-                forked.set_exception(error)
-        self._forks.clear()
-        for pid, status in self._exits.items():
-            # Each instance died with the zygote (its parent-death signal is SIGKILL); whatever
-            # else is left in its group goes too.
-            _kill_group(pid)
-            _settle(status, -signal.SIGKILL)
-        self._exits.clear()
-
-    async def _pump_own(self, stream: Any, name: str) -> None:
-        fd = os.dup(stream.fileno())
-        stream.close()
-        await pump(fd, name, self._own_line)
-
-    def _own_line(self, stream: str, line: str) -> None:
-        if not self.ready.done():
-            if len(self._early) < _EARLY_LINES:
-                self._early.append((stream, line))
-        else:
-            self._output(stream, line)
+# What a base is given of a revision's environment: what the interpreter reads as it starts
+# (PYTHON*, the locale, HOME for the user's site-packages), PATH, and what an instance inherits
+# from the daemon anyway. Revisions share a base only when these are the same.
+_BASE_VARIABLES = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SSL_CERT_FILE")
+_BASE_PREFIXES = ("PYTHON", "LC_")
+# Room a base keeps in its environment for the zygotes forked from it to write their own over
+# (_zygote_main._show_environment): a revision whose variables take more gets its own zygote.
+_ENVIRON_ROOM = "HOMERUN_ENVIRON_ROOM"
+_ENVIRON_ROOM_BYTES = 32 * 1024
+_MiB = 1024 * 1024
 
 
 class ZygoteRuntime:
     """Starts instances by forking a per-revision zygote, or spawns them when it cannot.
 
     `open()` before the first start, `close()` after the last (it kills what is left);
-    `forget(revision)` stops a revision's zygote once none of its instances is left.
+    `forget(revision)` stops a revision's zygote once none of its instances is left. With a
+    `memory_budget` (bytes), idle zygotes are stopped so that their PSS (`measure(pid)`) stays
+    within it: those forked from a base first, least recently used first (_eviction.py).
     """
 
-    def __init__(self, *, import_wait: float = 30.0, max_losses: int = 3) -> None:
+    def __init__(
+        self,
+        *,
+        import_wait: float = 30.0,
+        max_losses: int = 3,
+        memory_budget: int | None = None,
+        measure: Callable[[int], int | None] | None = None,
+    ) -> None:
         # A start waits this long for the zygote's imports, then spawns (the zygote goes on).
         self._import_wait = import_wait
         # A zygote that dies this often (not by our hand) is given up for spawning.
         self._max_losses = max_losses
         self._spawner = ProcessRuntime()
         # Per-revision state
-        self._zygotes: dict[str, _Zygote] = {}
+        self._zygotes: dict[str, ZygoteProcess] = {}
+        self._making: dict[str, asyncio.Task[ZygoteProcess | str]] = {}
+        self._starting: dict[str, int] = {}  # starts under way: their zygote is not idle
         self._modes: dict[str, tuple[str, str]] = {}
         self._unfit: dict[str, str] = {}
+        self._standalone: dict[str, str] = {}  # why its zygote is not forked from a base
         self._losses: dict[str, int] = {}
+        # Per-base state, by what revisions must share to share a base (_base_key)
+        self._bases: dict[tuple[Any, ...], ZygoteProcess] = {}
+        self._base_unfit: dict[tuple[Any, ...], str] = {}
+        self._base_revisions: dict[ZygoteProcess, set[str]] = {}  # forked from it, not forgotten
+        self._base_waiters: dict[ZygoteProcess, int] = {}  # starts waiting for it to be ready
+        # Eviction
+        self._memory_budget = memory_budget
+        self._measure = measure or pss_bytes
+        self._uses = itertools.count(1)
+        self._eviction: asyncio.Task[None] | None = None
+        self._evict_again = False
+        self._stopping: set[asyncio.Future[None]] = set()
 
     def open(self) -> None:
         self._spawner.open()
 
     def close(self) -> None:
-        for zygote in list(self._zygotes.values()):
-            zygote.close()
+        for task in [*self._making.values(), self._eviction]:
+            if task is not None:
+                task.cancel()
+        self._making.clear()
+        zygotes = [*self._zygotes.values(), *self._bases.values()]
         self._zygotes.clear()
+        self._bases.clear()
+        self._base_revisions.clear()
+        self._base_waiters.clear()
+        # Revisions' zygotes first: each kills its instances as its socket closes; then the
+        # bases, which wait for the zygotes they forked.
+        for zygote in zygotes:
+            zygote.close()
+        for zygote in zygotes:
+            zygote.process.stop()
         self._spawner.close()
 
     def mode(self, revision: str) -> tuple[str, str]:
         """("zygote" | "spawn", why), for `describe`."""
         zygote = self._zygotes.get(revision)
         if zygote is not None and zygote.forking:
+            origin = ""
+            if zygote.base is not None:
+                imported = " and ".join([zygote.command.server, *zygote.base.frameworks])
+                origin = (
+                    f", forked from the base pid {zygote.base.process.pid} that imported "
+                    f"{imported} once for the revisions of this virtualenv"
+                )
+            elif revision in self._standalone:
+                origin = f" (started on its own: {self._standalone[revision]})"
             return (
                 ZYGOTE,
                 f"{zygote.command.server} {zygote.app} imported once ({zygote.import_ms} ms) by "
-                f"zygote pid {zygote.process.pid}; instances are forked from it",
+                f"zygote pid {zygote.process.pid}{origin}; instances are forked from it",
             )
         return self._modes.get(revision, (SPAWN, "no instance was started yet"))
 
     def forget(self, revision: str) -> None:
-        zygote = self._zygotes.pop(revision, None)
+        """Stop the revision's zygote, and its base if no other revision came from it. Kept
+        while an instance of the revision runs or starts: a unit of the same revision routed
+        again (a rollback) may be using it."""
+        zygote = self._zygotes.get(revision)
+        if self._starting.get(revision) or (zygote is not None and zygote.busy):
+            return
+        making = self._making.pop(revision, None)
+        if making is not None:
+            making.cancel()
         if zygote is not None:
-            zygote.close()
+            del self._zygotes[revision]
+            self._stop(zygote)
             if revision not in self._unfit:
                 self._modes[revision] = (
                     ZYGOTE,
                     "zygote stopped with the revision's last instance; the next start "
                     "imports the app again",
                 )
+        for base, revisions in list(self._base_revisions.items()):
+            revisions.discard(revision)
+            if not revisions and not self._base_in_use(base):
+                self._stop_base(base)
 
     async def start(self, spec: InstanceSpec, output: OutputSink) -> Instance:
         if not spec.revision:
@@ -336,40 +182,72 @@ class ZygoteRuntime:
         if isinstance(command, Unrecognised):
             self._unfit[spec.revision] = command.reason
             return await self._spawn(spec, output, command.reason)
-        zygote = await self._zygote_for(spec, command, output)
-        if isinstance(zygote, str):
-            return await self._spawn(spec, output, zygote)
+        revision = spec.revision
+        self._starting[revision] = self._starting.get(revision, 0) + 1
         try:
-            return await zygote.fork(spec, command, output)
-        except ZygoteLost as lost:
-            return await self._spawn(spec, output, str(lost))
+            zygote = await self._zygote_for(spec, command, output)
+            if isinstance(zygote, str):
+                return await self._spawn(spec, output, zygote)
+            try:
+                instance = await zygote.fork(spec, command, output)
+            except ZygoteLost as lost:
+                return await self._spawn(spec, output, str(lost))
+            self._used(zygote)
+            return instance
+        finally:
+            self._starting[revision] -= 1
+            if not self._starting[revision]:
+                del self._starting[revision]
 
     async def _spawn(self, spec: InstanceSpec, output: OutputSink, reason: str) -> Instance:
-        if spec.revision and spec.revision not in self._zygotes:
-            self._modes[spec.revision] = (SPAWN, reason)
+        revision = spec.revision
+        if revision and revision not in self._zygotes and revision not in self._making:
+            self._modes[revision] = (SPAWN, reason)
         return await self._spawner.start(spec, output)
+
+    # -- making zygotes ---------------------------------------------------------------
 
     async def _zygote_for(
         self, spec: InstanceSpec, command: ServerCommand, output: OutputSink
-    ) -> _Zygote | str:
+    ) -> ZygoteProcess | str:
         """The revision's zygote, ready to fork; or why this instance is spawned."""
         revision = spec.revision
+        deadline = self._loop_time() + self._import_wait
         zygote = self._zygotes.get(revision)
         if zygote is None:
+            making = self._making.get(revision)
+            if making is None:
+                making = asyncio.ensure_future(self._make(spec, command, output))
+                self._making[revision] = making
+                making.add_done_callback(self._made(revision))
+                self._modes[revision] = (
+                    ZYGOTE,
+                    "the zygote is importing the app; instances started meanwhile are spawned",
+                )
             try:
-                zygote = self._launch(spec, command, output)
-            except OSError as error:
-                self._unfit[revision] = f"the zygote could not be started ({error})"
-                return self._unfit[revision]
+                made = await asyncio.wait_for(asyncio.shield(making), self._import_wait)
+            except TimeoutError:
+                return f"the zygote was still importing the app after {self._import_wait:g} s"
+            except asyncio.CancelledError:
+                if making.cancelled():  # forgotten meanwhile, not this start cancelled
+                    return "the revision was stopped while its zygote was being made"
+                raise
+            if isinstance(made, str):
+                return made
+            zygote = made
         elif zygote.command.launcher != command.launcher:
             return "this instance's command differs from the one the zygote runs"
         try:
-            reason = await asyncio.wait_for(asyncio.shield(zygote.ready), self._import_wait)
+            reason = await asyncio.wait_for(
+                asyncio.shield(zygote.ready), max(0.0, deadline - self._loop_time())
+            )
         except TimeoutError:
             return f"the zygote was still importing the app after {self._import_wait:g} s"
         if reason is not None:
             # Said unfit, or died importing (a crash in a C extension, say): spawn from now on.
-            self._unfit[revision] = reason
+            # (Not when we stopped it: the next start makes it again.)
+            if not zygote.stopped:
+                self._unfit[revision] = reason
             if self._zygotes.get(revision) is zygote:
                 del self._zygotes[revision]
             return reason
@@ -377,19 +255,146 @@ class ZygoteRuntime:
             return "the zygote exited"
         return zygote
 
-    def _launch(self, spec: InstanceSpec, command: ServerCommand, output: OutputSink) -> _Zygote:
+    def _made(self, revision: str) -> Callable[[asyncio.Task[ZygoteProcess | str]], None]:
+        def done(task: asyncio.Task[ZygoteProcess | str]) -> None:
+            if self._making.get(revision) is task:
+                del self._making[revision]
+            if not task.cancelled():
+                task.exception()  # retrieved: a failure is the start's to report
+            # A zygote ready after its start gave up waiting (and spawned) is idle already.
+            self._consider_eviction()
+
+        return done
+
+    async def _make(
+        self, spec: InstanceSpec, command: ServerCommand, output: OutputSink
+    ) -> ZygoteProcess | str:
+        """A new zygote for the revision, registered: forked from the base of its virtualenv
+        and server when it can be, else started on its own; or why its instances are spawned."""
+        revision = spec.revision
+        if revision not in self._standalone:
+            made = await self._from_base(spec, command, output)
+            if isinstance(made, ZygoteProcess):
+                return made
+        try:
+            zygote = self._launch(spec, command, output)
+        except OSError as error:
+            self._unfit[revision] = f"the zygote could not be started ({error})"
+            return self._unfit[revision]
+        self._adopt(zygote)
+        return zygote
+
+    async def _from_base(
+        self, spec: InstanceSpec, command: ServerCommand, output: OutputSink
+    ) -> ZygoteProcess | None:
+        """The revision's zygote forked from its base (started first if need be), once it has
+        imported the app; None if it needs a zygote of its own (`_standalone` says why, when
+        that will not change)."""
+        revision = spec.revision
+        if command.program is None:
+            self._standalone[revision] = (
+                "`python -m` puts the app's folder on sys.path before the server is imported"
+            )
+            return None
+        if _environment_bytes(spec.env) > _ENVIRON_ROOM_BYTES:
+            self._standalone[revision] = (
+                f"its environment is over {_ENVIRON_ROOM_BYTES // 1024} KiB, more than a "
+                "zygote forked from a base can show as its own in /proc/PID/environ"
+            )
+            return None
+        key = _base_key(command, spec.env)
+        if key in self._base_unfit:
+            self._standalone[revision] = f"the base cannot fork: {self._base_unfit[key]}"
+            return None
+        base = self._bases.get(key)
+        if base is None:
+            try:
+                base = self._launch_base(key, spec, command, output)
+            except OSError:
+                return None  # nor will the zygote start, most likely, and say why
+        reason = await self._base_ready(base)
+        if reason is not None:
+            if not base.stopped:
+                self._base_unfit[key] = reason
+                self._standalone[revision] = f"the base cannot fork: {reason}"
+            self._stop_base(base)
+            return None
+        reads = base.reads.items()
+        different = sorted(name for name, value in reads if spec.env.get(name) != value)
+        if different:
+            self._standalone[revision] = (
+                f"the server or framework reads {', '.join(different[:3])} as it is imported, "
+                "and the revision's value differs from its base's"
+            )
+            return None
+        try:
+            zygote = await base.fork_zygote(spec, command, output)
+        except ZygoteLost:
+            return None  # the base died: this revision's zygote starts on its own this time
+        self._base_revisions.setdefault(base, set()).add(revision)
+        self._used(base)
+        self._adopt(zygote)
+        try:
+            await asyncio.shield(zygote.ready)
+        except asyncio.CancelledError:
+            self._zygotes.pop(revision, None)
+            self._stop(zygote)
+            raise
+        if zygote.standalone is not None:
+            self._zygotes.pop(revision, None)
+            self._standalone[revision] = zygote.standalone
+            return None
+        return zygote
+
+    async def _base_ready(self, base: ZygoteProcess) -> str | None:
+        """Wait for the base's imports; while a start waits, the base is not idle."""
+        self._base_waiters[base] = self._base_waiters.get(base, 0) + 1
+        try:
+            return await asyncio.shield(base.ready)
+        finally:
+            if base in self._base_waiters:
+                self._base_waiters[base] -= 1
+
+    def _adopt(self, zygote: ZygoteProcess) -> None:
+        zygote.on_lost = self._zygote_lost
+        zygote.on_exit = self._zygote_exited
+        zygote.on_child_exit = self._child_exited
+        self._zygotes[zygote.revision] = zygote
+
+    def _launch(
+        self, spec: InstanceSpec, command: ServerCommand, output: OutputSink
+    ) -> ZygoteProcess:
+        """A revision's zygote on its own, in the revision's folder with its environment."""
+        boot, env = zygote_boot(spec, command), without_port(spec.env)
+        return self._start_process(spec.revision, command, boot, env, spec.cwd, output)
+
+    def _launch_base(
+        self,
+        key: tuple[Any, ...],
+        spec: InstanceSpec,
+        command: ServerCommand,
+        output: OutputSink,
+    ) -> ZygoteProcess:
+        """A base for revisions like this one: in `/`, with only the variables they share."""
+        boot = dict(zygote_boot(spec, command), base=True, args=[])
+        env = dict(_base_env(spec.env), **{_ENVIRON_ROOM: "x" * _ENVIRON_ROOM_BYTES})
+        base = self._start_process("", command, boot, env, Path("/"), output)
+        base.on_lost = self._base_lost
+        base.on_child_exit = self._base_child_exited
+        self._bases[key] = base
+        self._base_revisions[base] = set()
+        return base
+
+    def _start_process(
+        self,
+        revision: str,
+        command: ServerCommand,
+        boot: dict[str, Any],
+        env: dict[str, str],
+        cwd: Path,
+        output: OutputSink,
+    ) -> ZygoteProcess:
         daemon_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        boot = {
-            "server": command.server,
-            "program": command.program,
-            "module": command.module,
-            "args": command.args_for(spec.port),
-            # sys.path[0] as the server's own script (or `python -m`) would have it.
-            "path0": os.path.dirname(command.program) if command.program else str(spec.cwd),
-            "daemon_pid": os.getpid(),
-        }
-        # The zygote is not an instance: no PORT, which would be the wrong one for the next.
-        env = {name: value for name, value in spec.env.items() if name != "PORT"}
         argv = [command.interpreter, str(_ZYGOTE_MAIN), str(zygote_end.fileno())]
         if command.shell:
             # Through the same shell, which may add to the environment (PWD) as it would for
@@ -398,7 +403,7 @@ class ZygoteRuntime:
         try:
             process = subprocess.Popen(
                 argv,
-                cwd=spec.cwd,
+                cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -418,40 +423,193 @@ class ZygoteRuntime:
             daemon_end.send(json.dumps({"boot": boot, "env": env}).encode())
         except OSError:
             pass  # it is gone already (a shell that could not run python): _lost tells why
-        zygote = _Zygote(spec.revision, command, process, daemon_end, output)
-        zygote.on_lost = self._zygote_lost
-        self._zygotes[spec.revision] = zygote
-        self._modes[spec.revision] = (
-            ZYGOTE,
-            "the zygote is importing the app; instances started meanwhile are spawned",
-        )
-        return zygote
+        assert process.stdout is not None and process.stderr is not None
+        streams = (os.dup(process.stdout.fileno()), os.dup(process.stderr.fileno()))
+        process.stdout.close()
+        process.stderr.close()
+        return ZygoteProcess(revision, command, Started(process), daemon_end, streams, output)
 
-    def _zygote_lost(self, zygote: _Zygote, how: str) -> None:
-        """A zygote that was forking instances exited without being asked to."""
+    # -- zygotes that go ----------------------------------------------------------------
+
+    def _zygote_lost(self, zygote: ZygoteProcess) -> None:
+        """A revision's zygote exited without being asked to."""
         revision = zygote.revision
-        if self._zygotes.get(revision) is not zygote or zygote.ready.result() is not None:
+        if self._zygotes.get(revision) is not zygote:
+            return
+        if not zygote.ready.done() or zygote.ready.result() is not None:
             return  # _zygote_for handles a zygote that never got ready
         del self._zygotes[revision]
         losses = self._losses[revision] = self._losses.get(revision, 0) + 1
         if losses >= self._max_losses:
-            self._unfit[revision] = f"the zygote exited {losses} times (last: {how})"
+            self._unfit[revision] = f"the zygote exited {losses} times"
             self._modes[revision] = (SPAWN, self._unfit[revision])
         else:
-            self._modes[revision] = (
+            self._modes[revision] = (ZYGOTE, "the zygote exited; the next start makes it again")
+
+    def _zygote_exited(self, zygote: ZygoteProcess, how: str) -> None:
+        """Once the exit status of a zygote that was lost is known, say it."""
+        revision = zygote.revision
+        kind, said = self._modes.get(revision, ("", ""))
+        if said.startswith("the zygote exited") and zygote.revision not in self._zygotes:
+            if revision in self._unfit and self._unfit[revision] == said:
+                self._unfit[revision] = said = f"{said} (last: {how})"
+            else:
+                said = said.replace("the zygote exited", f"the zygote exited ({how})", 1)
+            self._modes[revision] = (kind, said)
+
+    def _base_lost(self, base: ZygoteProcess) -> None:
+        """A base exited without being asked to: the next revision to need one starts another
+        (its zygotes die with it, and each is lost as above)."""
+        for key, known in list(self._bases.items()):
+            if known is base:
+                del self._bases[key]
+        self._base_revisions.pop(base, None)
+        self._base_waiters.pop(base, None)
+
+    def _stop(self, zygote: ZygoteProcess) -> None:
+        zygote.close()
+        if isinstance(zygote.process, Started):
+            # Reaped in a thread: it exits as soon as it has stopped its children.
+            stopping = asyncio.ensure_future(asyncio.to_thread(zygote.process.stop))
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
+
+    def _stop_base(self, base: ZygoteProcess) -> None:
+        self._base_lost(base)
+        self._stop(base)
+
+    def _base_in_use(self, base: ZygoteProcess) -> bool:
+        """A zygote forked from it is kept or being forked, or a start waits for it (zygotes
+        that were stopped and have not exited yet do not count: the base stops them too)."""
+        return (
+            base.forking_now
+            or bool(self._base_waiters.get(base))
+            or any(zygote.base is base for zygote in self._zygotes.values())
+        )
+
+    # -- the memory budget --------------------------------------------------------------
+
+    def _used(self, zygote: ZygoteProcess) -> None:
+        zygote.last_used = next(self._uses)
+
+    def _child_exited(self, zygote: ZygoteProcess) -> None:
+        """An instance (or a base's zygote) exited: its zygote was used until now, and may be
+        idle now."""
+        self._used(zygote)
+        if not zygote.busy:
+            self._consider_eviction()
+
+    def _base_child_exited(self, base: ZygoteProcess) -> None:
+        """A zygote forked from the base exited (stopped, most likely): the base may be idle
+        now, but was not used."""
+        if not base.busy:
+            self._consider_eviction()
+
+    def _consider_eviction(self) -> None:
+        if self._memory_budget is None:
+            return
+        if self._eviction is not None and not self._eviction.done():
+            self._evict_again = True  # measure again once this round is done
+            return
+        self._eviction = asyncio.ensure_future(self._evict(self._memory_budget))
+
+    async def _evict(self, budget: int) -> None:
+        """Stop idle zygotes, least recently used first, until the others' PSS fits `budget`."""
+        while True:
+            self._evict_again = False
+            idle = self._idle()
+            sizes = await asyncio.to_thread(self._sizes, [zygote.process.pid for zygote in idle])
+            keys = {id(zygote): zygote for zygote in idle}
+            candidates = [
+                IdleZygote(
+                    key=id(zygote),
+                    pss=size or 0,
+                    last_used=zygote.last_used,
+                    base=id(zygote.base) if zygote.base is not None else None,
+                    quick=zygote.base is not None and zygote.base.alive,
+                )
+                for zygote, size in zip(idle, sizes, strict=True)
+            ]
+            for key in evictions(candidates, budget):
+                zygote = keys[key]
+                if zygote in self._idle():  # nothing started meanwhile
+                    self._evict_one(zygote, budget)
+            if not self._evict_again:
+                return
+
+    def _sizes(self, pids: list[int]) -> list[int | None]:
+        return [self._measure(pid) for pid in pids]
+
+    def _idle(self) -> list[ZygoteProcess]:
+        """Zygotes no instance of which runs or starts, and bases all of whose zygotes are
+        such (a base that is forking one, or that a start waits for, is not)."""
+        revisions = [
+            zygote
+            for revision, zygote in self._zygotes.items()
+            if zygote.forking and not zygote.busy and not self._starting.get(revision)
+        ]
+        idle = set(revisions)
+        bases = [
+            base
+            for base in self._bases.values()
+            if base.forking
+            and not base.forking_now
+            and not self._base_waiters.get(base)
+            and all(zygote in idle for zygote in self._zygotes.values() if zygote.base is base)
+        ]
+        return [*revisions, *bases]
+
+    def _evict_one(self, zygote: ZygoteProcess, budget: int) -> None:
+        if zygote.revision:
+            self._zygotes.pop(zygote.revision, None)
+            self._stop(zygote)
+            self._modes[zygote.revision] = (
                 ZYGOTE,
-                f"the zygote exited ({how}); the next start restarts it",
+                "zygote stopped while the revision was idle, to keep idle zygotes within "
+                f"{budget / _MiB:.0f} MiB (zygote-memory-budget-bytes, least recently used "
+                "first); the next start makes it again",
             )
+        else:
+            self._stop_base(zygote)
+
+    @staticmethod
+    def _loop_time() -> float:
+        return asyncio.get_running_loop().time()
 
 
-def _kill_group(pgid: int) -> None:
+def pss_bytes(pid: int) -> int | None:
+    """A process's proportional set size: its private pages and its share of those it shares
+    (with its base and the zygotes forked from it, or with other interpreters' file pages)."""
     try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            for line in rollup:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
-def _settle(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
+def _base_env(env: dict[str, str]) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in env.items()
+        if name in _BASE_VARIABLES or name.startswith(_BASE_PREFIXES)
+    }
 
+
+def _environment_bytes(env: dict[str, str]) -> int:
+    # As /proc/PID/environ has them, with some room for what the shell adds (PWD).
+    return sum(len(name.encode()) + len(value.encode()) + 2 for name, value in env.items()) + 4096
+
+
+def _base_key(command: ServerCommand, env: dict[str, str]) -> tuple[Any, ...]:
+    """What revisions must share to share a base: the same server run the same way by the
+    same interpreter, with the same variables given to the base."""
+    return (
+        command.server,
+        command.program,
+        command.interpreter,
+        command.shell,
+        tuple(sorted(_base_env(env).items())),
+    )

@@ -15,7 +15,7 @@ from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.routing.throttler import Endpoint
 from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
 from homerun.scaling.diagnosis import hint, trimmed
-from homerun.scaling.unit import ManagedInstance, RevisionUnit
+from homerun.scaling.unit import ManagedInstance, RevisionUnit, UnitPhase
 from homerun.spec import expand_k8s_vars
 
 T = TypeVar("T")
@@ -171,8 +171,10 @@ class Supervisor:
 
     def retire(self, unit: RevisionUnit) -> None:
         """The unit is no longer routed: the scaler leaves it alone from now on (its instances
-        are stopped by whoever retired it, with stop_instance or stop_revision)."""
+        are stopped by whoever retired it, with stop_instance or stop_revision). Once its last
+        instance is gone, the runtime forgets the revision (its zygote stops)."""
         unit.supervised.retire()
+        self._release_if_done(unit)
 
     async def stop_revision(self, unit: RevisionUnit) -> None:
         """Retire the unit and stop every instance it has or is starting."""
@@ -183,7 +185,8 @@ class Supervisor:
         await asyncio.gather(
             *(self.stop_instance(unit, instance) for instance in list(unit.instances))
         )
-        self._runtime.forget(unit.name)  # its zygote, if it has one
+        if not unit.supervised.released:
+            self._release(unit)
 
     def start_mode(self, unit: RevisionUnit) -> tuple[str, str]:
         """("zygote" | "spawn", why): how the revision's instances start."""
@@ -200,6 +203,7 @@ class Supervisor:
             except TimeoutError:
                 pass
         await self._terminate(instance)
+        self._release_if_done(unit)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -208,12 +212,33 @@ class Supervisor:
 
     # -- internals --------------------------------------------------------------------
 
+    def _release_if_done(self, unit: RevisionUnit) -> None:
+        """A retired unit whose last instance is gone: the runtime drops what it keeps for the
+        revision. This is where a retired revision's zygote stops, whoever retired it (a traffic
+        change, a deletion, retention). (Should requests still queued get an instance after
+        all, its start makes the zygote again, and this runs again once it is gone.)"""
+        supervised = unit.supervised
+        if supervised.phase is not UnitPhase.RETIRED or supervised.released:
+            return
+        if supervised.pending_starts or supervised.start_tasks:
+            return
+        if any(instance.process.returncode is None for instance in supervised.instances):
+            return
+        self._release(unit)
+
+    def _release(self, unit: RevisionUnit) -> None:
+        unit.supervised.released = True
+        self._runtime.forget(unit.name)  # its zygote, if it has one
+
     def _start_in_background(self, unit: RevisionUnit) -> asyncio.Task[ManagedInstance]:
         supervised = unit.supervised
         supervised.pending_starts += 1
+        supervised.released = False  # a retired unit serving its queue: released again after
         task = self._spawn(self._start_for_waiters(unit))
         supervised.start_tasks.add(task)
         task.add_done_callback(supervised.start_tasks.discard)
+        # A retired unit's start that failed (or was cancelled) may have been its last hope.
+        task.add_done_callback(lambda _: self._release_if_done(unit))
         return task
 
     async def _start_for_waiters(self, unit: RevisionUnit) -> ManagedInstance:
@@ -394,6 +419,7 @@ class Supervisor:
                 instance=instance.name,
             )
         )
+        self._release_if_done(unit)
 
     async def _terminate(self, instance: ManagedInstance) -> None:
         instance.state = InstanceState.DRAINING

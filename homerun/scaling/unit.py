@@ -84,6 +84,8 @@ class Supervised:
     startup_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=10))
     startups: int = 0  # instances that became ready, ever (startup_seconds keeps the last)
     cold_starts: int = 0  # instances started while none was ready
+    # Retired with no instance left, and the runtime told to forget the revision (its zygote).
+    released: bool = False
 
     def confirm(self, now: float) -> None:
         """Its deploy succeeded: the scaler decides from now on. A retired unit stays retired."""

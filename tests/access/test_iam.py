@@ -17,8 +17,14 @@ from homerun.errors import InvalidSpec
 
 @pytest.mark.parametrize(
     "member",
-    ["allUsers", "allAuthenticatedUsers", "user:alice", "user:alice@example.com",
-     "serviceAccount:caller", "serviceAccount:run@project.iam.gserviceaccount.com"],
+    [
+        "allUsers",
+        "allAuthenticatedUsers",
+        "user:alice",
+        "user:alice@example.com",
+        "serviceAccount:caller",
+        "serviceAccount:run@project.iam.gserviceaccount.com",
+    ],
 )
 def test_members_accepted(member: str) -> None:
     assert parse_member(member) == member
@@ -26,9 +32,14 @@ def test_members_accepted(member: str) -> None:
 
 @pytest.mark.parametrize(
     ("member", "says"),
-    [("alice", "not a member"), ("user:", "the name after"), ("group:devs", "not a member"),
-     ("user:a b", "the name after"), ("serviceAccount:../x", "the name after"),
-     ("allusers", "not a member")],
+    [
+        ("alice", "not a member"),
+        ("user:", "the name after"),
+        ("group:devs", "not a member"),
+        ("user:a b", "the name after"),
+        ("serviceAccount:../x", "the name after"),
+        ("allusers", "not a member"),
+    ],
 )
 def test_members_refused_with_the_forms_that_work(member: str, says: str) -> None:
     with pytest.raises(InvalidSpec, match=says) as raised:

@@ -28,7 +28,10 @@ def authority() -> TokenAuthority:
 
 @contextlib.contextmanager
 def client(
-    authority: TokenAuthority, monkeypatch: pytest.MonkeyPatch, serve: Serve, *,
+    authority: TokenAuthority,
+    monkeypatch: pytest.MonkeyPatch,
+    serve: Serve,
+    *,
     caller: str | None,
 ) -> Iterator[httpx.Client]:
     """The metadata app on a real server, and a client of it. Who is calling is decided

@@ -13,13 +13,18 @@ import pytest
 
 from homerun.cli import main
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
-from homerun.model.events import DeployEvent, Done, Phase
+from homerun.model.events import DeployEvent, Done, JobDeployed, JobEvent, Phase
+from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.states import InstanceState
 from homerun.model.views import (
     Binding,
+    ExecutionDescription,
+    ExecutionSummary,
     IamPolicy,
     IdentityToken,
     InstanceView,
+    JobDescription,
+    JobSummary,
     PlatformStatus,
     RevisionSummary,
     Route,
@@ -31,7 +36,7 @@ from homerun.model.views import (
     Tag,
     TrafficSpec,
 )
-from homerun.spec import DeployRequest
+from homerun.spec import DeployRequest, RevisionChanges
 from homerun.traffic import TrafficUpdate
 
 
@@ -99,6 +104,58 @@ def done(service: str = "hello", revision: str = "hello-00003-xyz", **fields: An
     return Done(**(values | fields))
 
 
+def execution_view(name: str = "report-x7k2p", **fields: Any) -> ExecutionDescription:
+    values: dict[str, Any] = {
+        "name": name,
+        "job": "report",
+        "status": "running",
+        "message": None,
+        "created_at": 1_700_000_000.0,
+        "completed_at": None,
+        "generation": 1,
+        "task_count": 3,
+        "parallelism": 0,
+        "max_retries": 3,
+        "task_timeout_seconds": 600,
+        "pending": 1,
+        "running": 2,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "retries": 0,
+        "cancel_requested": False,
+        "entrypoint": ["python", "main.py"],
+        "env": {},
+        "tasks": [],
+    }
+    return ExecutionDescription(**(values | fields))
+
+
+def job_summary(name: str = "report", **fields: Any) -> JobSummary:
+    values: dict[str, Any] = {
+        "name": name,
+        "created_at": 1_700_000_000.0,
+        "updated_at": 1_700_000_000.0,
+        "generation": 1,
+        "source": "/srv/report",
+        "entrypoint": ["/bin/sh", "-c", "python main.py"],
+        "entrypoint_origin": "Procfile web:",
+        "env": {"SLEEP_MS": "10"},
+        "secrets": {},
+        "cpu": None,
+        "memory": None,
+        "task_count": 3,
+        "parallelism": 0,
+        "max_retries": 3,
+        "task_timeout_seconds": 600,
+        "executions": 1,
+        "latest_execution": ExecutionSummary(
+            **execution_view(status="succeeded").model_dump(exclude={"entrypoint", "env", "tasks"})
+        ),
+    }
+    return JobSummary(**(values | fields))
+
+
 class FakeClient:
     """homerun.client.Client's methods over canned views; `calls` records what was asked.
     tests/cli/test_fake_client.py keeps its methods in step with the real ones."""
@@ -122,6 +179,11 @@ class FakeClient:
                 used_by=["hello-00002-abc"],
             )
         ]
+        self.job_events: list[JobEvent] = [
+            Phase(message="Building job report from /srv/report"),
+            JobDeployed(job="report", generation=1, created=True, entrypoint="python main.py"),
+        ]
+        self.execution_views: list[ExecutionDescription] = [execution_view()]
         self.log_entries: list[dict[str, Any]] = [
             {
                 "timestamp": "2026-11-25T10:00:00.000000Z",
@@ -268,6 +330,70 @@ class FakeClient:
             if view.name == name:
                 return view
         raise NotFound(f"revision {name!r} not found")
+
+    # Jobs: one job `report`, one execution of it; `job_events` is what a job deploy streams,
+    # `execution_views` what successive reads of an execution answer (the last one sticks).
+
+    def jobs(self) -> list[JobSummary]:
+        self._record("jobs")
+        return [job_summary()]
+
+    def job(self, name: str) -> JobDescription:
+        self._record("job", name)
+        if name != "report":
+            raise NotFound(f"job {name!r} not found")
+        return JobDescription(**job_summary().model_dump(), recent_executions=[execution_view()])
+
+    def deploy_job(
+        self,
+        job: str,
+        changes: RevisionChanges,
+        settings: TaskSettingsChanges,
+        mode: str,
+        schedule: str | None = None,
+        time_zone: str | None = None,
+    ) -> Iterator[JobEvent]:
+        self._record("deploy_job", job, changes, settings, mode, schedule, time_zone)
+        return iter(self.job_events)
+
+    def delete_job(self, name: str) -> None:
+        self._record("delete_job", name)
+
+    def execute_job(self, job: str, overrides: ExecutionOverrides) -> ExecutionDescription:
+        self._record("execute_job", job, overrides)
+        return self.execution_views[0]
+
+    def executions(self, job: str | None = None) -> list[ExecutionSummary]:
+        self._record("executions", job)
+        return [execution_view()]
+
+    def execution(self, name: str) -> ExecutionDescription:
+        self._record("execution", name)
+        views = self.execution_views
+        return views.pop(0) if len(views) > 1 else views[0]
+
+    def cancel_execution(self, name: str) -> ExecutionDescription:
+        self._record("cancel_execution", name)
+        return execution_view(cancel_requested=True)
+
+    def delete_execution(self, name: str) -> None:
+        self._record("delete_execution", name)
+
+    def job_logs(
+        self, job: str, limit: int, execution: str | None = None, task: int | None = None
+    ) -> list[dict[str, Any]]:
+        self._record("job_logs", job, limit, execution, task)
+        return [
+            {
+                "timestamp": "2026-11-25T10:00:00.000000Z",
+                "severity": "DEFAULT",
+                "job": job,
+                "execution": "report-x7k2p",
+                "task": 3,
+                "attempt": 1,
+                "message": "Completed Task #3.",
+            }
+        ]
 
 
 @dataclass

@@ -28,3 +28,17 @@ def test_account_and_impersonation_exclude_each_other(run: Run) -> None:
         "auth", "print-identity-token", "--account", "a", "--impersonate-service-account", "b"
     )
     assert result.code == 2 and "not allowed with argument" in result.err
+
+
+def test_impersonating_a_service_account_by_its_email(run: Run, fake: FakeClient) -> None:
+    account = "editor@homerun-local.iam.gserviceaccount.com"
+    result = run(
+        "auth", "print-identity-token", "--impersonate-service-account", account,
+        "--include-email", "--audiences", "http://hello.localhost:8080",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert fake.called("identity_token") == [
+        (f"serviceAccount:{account}", "http://hello.localhost:8080")
+    ]
+    refused = run("auth", "print-identity-token", "--impersonate-service-account", "a@b.com")
+    assert refused.code != 0 and "--impersonate-service-account" in refused.err

@@ -140,3 +140,13 @@ def test_bad_input_never_reaches_the_client(run: Run, fake: FakeClient, app: Pat
     result = run("deploy", "hello", "--source", str(app), "--concurrency", "0")
     assert result.code == 1 and "between 1 and 1000" in result.err
     assert fake.calls == []
+
+
+def test_service_account_flag(run: Run, fake: FakeClient, app: Path) -> None:
+    account = "runner@homerun-local.iam.gserviceaccount.com"
+    fake.events = [done("new", "new-00001-abc")]
+    result = run("deploy", "new", "--source", str(app), "--service-account", account)
+    assert result.code == 0, result.err
+    assert fake.called("deploy")[0][0].changes.service_account == account
+    refused = run("deploy", "new", "--source", str(app), "--service-account", "alice@example.com")
+    assert refused.code != 0 and "--service-account" in refused.err

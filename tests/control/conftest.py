@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Clock, FakeRuntime
+from fakes import Clock, FakeInstance, FakeRuntime
 
 from homerun.build import Artifact
 from homerun.config import Settings
@@ -108,5 +108,97 @@ def make_plane(tmp_path: Path) -> Callable[..., Plane]:
             progress_seconds=0.005,
         )
         return Plane(control, runtime, store, source, pokes)
+
+    return make
+
+
+# -- jobs: a plane whose tasks run on a runtime the test holds ------------------------------
+
+
+class RecordingRuntime(FakeRuntime):
+    """The fake runtime for tasks, which do not listen: an instance runs until the test ends
+    it (`exit`) or a signal does. Each start's spec and output sink are kept: a test reads a
+    task's env and makes it print. `fail` and `unstartable` work as in FakeRuntime."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.specs: list[Any] = []
+        self.outputs: list[Callable[[str, str], None]] = []
+
+    async def start(self, spec: Any, output: Callable[[str, str], None]) -> FakeInstance:
+        self.specs.append(spec)
+        self.outputs.append(output)
+        if self.unstartable is not None:
+            raise self.unstartable
+        instance = FakeInstance(spec.name, spec.port, None)
+        self.started.append(instance)
+        if self.fail:
+            output("stderr", "ModuleNotFoundError: No module named 'flask'")
+            instance.exit(1)
+        return instance
+
+
+@dataclass
+class JobsPlane:
+    control: ControlPlane
+    runtime: RecordingRuntime
+    store: Store
+    source: Path
+    clock: Clock
+    wall: Clock  # the wall clock: attempts' times, schedules
+    registered: dict[str, int] = field(default_factory=dict)  # task instance -> pid
+
+
+# 2026-12-04T10:00:30Z, a Friday
+WALL_NOW = 1_796_378_430.0
+
+
+@pytest.fixture
+def make_jobs_plane(tmp_path: Path) -> Callable[..., JobsPlane]:
+    """`make_jobs_plane(**settings)`, as make_plane, with the runtime given to the plane for
+    jobs' tasks; a second call makes a new plane over the same home (a daemon restart)."""
+
+    def make(wall_now: float = WALL_NOW, **settings: Any) -> JobsPlane:
+        home = tmp_path / "home"
+        home.mkdir(exist_ok=True)
+        configured = Settings(**{"stop_grace_seconds": 1.0, **settings})
+        paths = configured.paths(home)
+        paths.revisions.mkdir(exist_ok=True)
+        store = Store(paths.database)
+        logs = LogStore(paths.logs)
+        runtime = RecordingRuntime()
+        clock = Clock()
+        wall = Clock(wall_now)
+        registered: dict[str, int] = {}
+        source = tmp_path / "source"
+        source.mkdir(exist_ok=True)
+        control = control_plane(
+            settings=configured,
+            paths=paths,
+            store=store,
+            logs=logs,
+            supervisor=Supervisor(
+                runtime,
+                logs,
+                InstanceRegistry(record=lambda *_: None, forget=lambda _: None),
+                clock=clock,
+                probe_interval=0.002,
+                stop_grace=1.0,
+            ),
+            build=fake_build,
+            poke=lambda unit: None,
+            clock=clock,
+            signing_key=b"k" * 32,
+            metadata_address=None,
+            dashboard_url=None,
+            host_env={"PATH": "/usr/bin"},
+            runtime=runtime,
+            task_registry=InstanceRegistry(
+                record=lambda name, execution, pid: registered.__setitem__(name, pid),
+                forget=lambda name: registered.__delitem__(name),
+            ),
+            wall_clock=wall,
+        )
+        return JobsPlane(control, runtime, store, source, clock, wall, registered)
 
     return make

@@ -172,13 +172,14 @@ def test_a_failure_names_the_entrypoint_flags_kept_from_an_earlier_deploy(
     run(make_plane, scenario)
 
 
-def test_a_missing_program_fails_the_deploy_and_the_revision(make_plane) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_program_fails_the_deploy_and_the_revision(
+    make_plane: Callable[..., Plane],
+) -> None:
     async def scenario(plane: Plane) -> None:
         plane.runtime.unstartable = FileNotFoundError(2, "No such file or directory")
         failed = await plane.failed("svc", source=str(plane.source))
-        assert "the app could not be started: python: No such file or directory" in (
-            failed.message
-        )
+        expected = "the app could not be started: python: No such file or directory"
+        assert expected in failed.message
         assert [r.status for r in plane.store.revisions("svc")] == [RevisionStatus.FAILED]
 
     run(make_plane, scenario)

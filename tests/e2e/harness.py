@@ -47,8 +47,6 @@ SHARED_CONFIG = {"max-request-body-bytes": 1024 * 1024, "stop-grace-seconds": 3}
 REVISION_NAME = re.compile(r"\b[a-z][-a-z0-9]*-\d{5}-[a-z0-9]+\b")
 
 
-
-
 def process_alive(pid: int) -> bool:
     """True while `pid` runs; a zombie (dead, not yet reaped by its new parent) counts as dead."""
     try:

@@ -548,9 +548,7 @@ def dashboard_url(platform: Platform) -> str:
 def ready_instances(platform: Platform, service: str) -> int:
     """Ready instances of `service` as `homerun services describe --format summary-json`
     counts them (`--format json` prints the Knative Service)."""
-    result = platform.run(
-        "services", "describe", service, "--format", "summary-json", check=True
-    )
+    result = platform.run("services", "describe", service, "--format", "summary-json", check=True)
     described = json.loads(result.stdout)
     platform.revisions_seen |= {revision["name"] for revision in described["revisions"]}
     return sum(

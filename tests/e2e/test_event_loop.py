@@ -19,14 +19,30 @@ LOG_BYTES = 110 * 1024 * 1024
 def write_big_log(path: Path) -> None:
     """110 MB of INFO entries from last year, with one ERROR entry at the very start."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(
-        {"severity": "INFO", "message": "x" * 400, "timestamp": "2025-01-01T00:00:00.000000Z",
-         "service": "loglot", "logName": "stdout"}  # fmt: skip
-    ).encode() + b"\n"
-    first = json.dumps(
-        {"severity": "ERROR", "message": "the oldest error", "service": "loglot",
-         "timestamp": "2025-01-01T00:00:00.000000Z", "logName": "stderr"}  # fmt: skip
-    ).encode() + b"\n"
+    line = (
+        json.dumps(
+            {
+                "severity": "INFO",
+                "message": "x" * 400,
+                "timestamp": "2025-01-01T00:00:00.000000Z",
+                "service": "loglot",
+                "logName": "stdout",
+            }  # fmt: skip
+        ).encode()
+        + b"\n"
+    )
+    first = (
+        json.dumps(
+            {
+                "severity": "ERROR",
+                "message": "the oldest error",
+                "service": "loglot",
+                "timestamp": "2025-01-01T00:00:00.000000Z",
+                "logName": "stderr",
+            }  # fmt: skip
+        ).encode()
+        + b"\n"
+    )
     with open(path, "wb") as file:
         file.write(first)
         chunk = line * 1024

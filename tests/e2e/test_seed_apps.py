@@ -41,8 +41,7 @@ def test_flask_seed_folder_is_the_seed_byte_for_byte() -> None:
         blocks = dict(_code_blocks("000_*.txt"))
         assert hashlib.sha256(blocks["python"].encode()).hexdigest() == SEED_SHA256["main.py"]
         assert (
-            hashlib.sha256(blocks["Dockerfile"].encode()).hexdigest()
-            == SEED_SHA256["Dockerfile"]
+            hashlib.sha256(blocks["Dockerfile"].encode()).hexdigest() == SEED_SHA256["Dockerfile"]
         )
 
 

@@ -29,8 +29,6 @@ class Seeds:
     fastapi: Artifact  # fastapi + uvicorn
 
 
-
-
 def spec(
     artifact: Artifact,
     *,

@@ -140,3 +140,131 @@ def test_shell_arguments_after_the_script_are_left_alone(venv: Path) -> None:
 )
 def test_shell_words(script: str, words: list[str]) -> None:
     assert shell_words(script) == words
+
+
+# Start commands as Cloud Run samples and Procfiles write them: their words (PORT_MARK where
+# $PORT was), or why a zygote leaves them to a plain spawn (the first thing read decides).
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (
+            "exec gunicorn --bind :$PORT --workers 1 --threads 8 --timeout 0 main:app",
+            ["exec", "gunicorn", "--bind", f":{PORT_MARK}", "--workers", "1", "--threads", "8"]
+            + ["--timeout", "0", "main:app"],
+        ),
+        (
+            "gunicorn -b 0.0.0.0:${PORT} app:app",
+            ["gunicorn", "-b", f"0.0.0.0:{PORT_MARK}", "app:app"],
+        ),
+        (
+            'exec uvicorn main:app --host 0.0.0.0 --port "$PORT"',
+            ["exec", "uvicorn", "main:app", "--host", "0.0.0.0", "--port", PORT_MARK],
+        ),
+        (
+            "uvicorn main:app --port=$PORT --proxy-headers --forwarded-allow-ips='*'",
+            ["uvicorn", "main:app", f"--port={PORT_MARK}", "--proxy-headers"]
+            + ["--forwarded-allow-ips=*"],
+        ),
+        (
+            "gunicorn -k uvicorn.workers.UvicornWorker -b :$PORT 'main:create_app()'",
+            ["gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-b", f":{PORT_MARK}"]
+            + ["main:create_app()"],
+        ),
+        ("gunicorn --bind ':$PORT' main:app", ["gunicorn", "--bind", ":$PORT", "main:app"]),
+        (
+            "gunicorn \\\n  --bind :$PORT \\\n  main:app",
+            ["gunicorn", "--bind", f":{PORT_MARK}", "main:app"],
+        ),
+        (
+            'gunicorn --name "web \\"1\\" \\$2 \\x" main:app',
+            ["gunicorn", "--name", 'web "1" $2 \\x', "main:app"],
+        ),
+        ("echo 'it''s' a\\ b", ["echo", "its", "a b"]),
+        ("\t gunicorn\tmain:app  ", ["gunicorn", "main:app"]),
+        ("gunicorn --bind=:$PORT\r", ["gunicorn", f"--bind=:{PORT_MARK}\r"]),
+        ('""', [""]),
+        ("   ", []),
+        (
+            "gunicorn main:create_app()",
+            "the command is a shell script (it uses '('), not one command",
+        ),
+        (
+            "exec gunicorn --bind :${PORT:-8080} main:app",
+            "the command uses shell expansion (${PORT:-8080...)",
+        ),
+        (
+            "gunicorn -b :$PORT main:app 2>&1",
+            "the command is a shell script (it uses '>'), not one command",
+        ),
+        (
+            "cd /app && exec gunicorn main:app",
+            "the command is a shell script (it uses '&'), not one command",
+        ),
+        (
+            "gunicorn main:app; echo done",
+            "the command is a shell script (it uses ';'), not one command",
+        ),
+        (
+            "gunicorn main:app | tee log",
+            "the command is a shell script (it uses '|'), not one command",
+        ),
+        (
+            "gunicorn main:app\nsleep 1",
+            "the command is a shell script (it uses '\\n'), not one command",
+        ),
+        (
+            "gunicorn --bind :$PORT main:app # the web server",
+            "the command is a shell script (it uses '#'), not one command",
+        ),
+        (
+            "gunicorn --chdir ~/app main:app",
+            "the command is a shell script (it uses '~'), not one command",
+        ),
+        (
+            "gunicorn -c conf/*.py main:app",
+            "the command is a shell script (it uses '*'), not one command",
+        ),
+        ("{ gunicorn main:app; }", "the command is a shell script (it uses '{'), not one command"),
+        (
+            'gunicorn --name "$(hostname)" main:app',
+            'the command uses shell expansion ($(hostname)"...)',
+        ),
+        ('gunicorn --name "`hostname`" main:app', "the command uses command substitution"),
+        (
+            "gunicorn --name `hostname` main:app",
+            "the command is a shell script (it uses '`'), not one command",
+        ),
+        (
+            "gunicorn --workers $WEB_CONCURRENCY main:app",
+            "the command uses shell expansion ($WEB_CONCURR...)",
+        ),
+        (
+            'gunicorn --log-level "$1" main:app',
+            'the command uses shell expansion ($1" main:app...)',
+        ),
+        (
+            "uvicorn main:app --port $PORTNUMBER",
+            "the command uses shell expansion ($PORTNUMBER...)",
+        ),
+        ("gunicorn --bind :$ main:app", "the command uses shell expansion ($ main:app...)"),
+        ("gunicorn main:app 'unterminated", "the command has an unterminated quote"),
+        # The $ inside the open quote is read before the quote is found open.
+        ('gunicorn "$HOME main:app', "the command uses shell expansion ($HOME main:a...)"),
+        (
+            'gunicorn main:app | "open',
+            "the command is a shell script (it uses '|'), not one command",
+        ),
+    ],
+)
+def test_shell_words_of_start_commands(script: str, expected: list[str] | str) -> None:
+    outcome = shell_words(script)
+    if isinstance(expected, str):
+        assert outcome == Unrecognised(expected)
+    else:
+        assert outcome == expected
+
+
+def test_a_trailing_backslash_stays_as_sh_keeps_it() -> None:
+    # dash and bash pass `main:app\` for `gunicorn main:app\`: a zygote must run the same.
+    assert shell_words("gunicorn main:app\\") == ["gunicorn", "main:app\\"]
+    assert shell_words("gunicorn \\") == ["gunicorn", "\\"]

@@ -3,6 +3,7 @@
 // lines and scaling reasons come from user apps.
 
 import { Chart, html } from "./chart.js";
+import { renderJobs } from "./jobs.js";
 
 const REFRESH_MS = 2000;
 const FETCH_TIMEOUT_MS = 10000;
@@ -372,6 +373,7 @@ const page = {
   cards: new Map(),
   services: document.getElementById("services"),
   summary: document.getElementById("summary"),
+  jobs: document.getElementById("jobs"),
   empty: document.getElementById("empty"),
   status: document.getElementById("status"),
 };
@@ -403,8 +405,9 @@ function render(overview) {
       page.cards.delete(name);
     }
   }
-  page.empty.hidden = services.length > 0;
+  page.empty.hidden = services.length > 0 || (overview.jobs || []).length > 0;
   renderSummary(services);
+  renderJobs(overview.jobs || [], page.jobs);
   page.refreshes += 1;
   document.body.dataset.window = String(overview.window);
   document.body.dataset.generatedAt = String(overview.generated_at);

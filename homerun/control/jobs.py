@@ -1,0 +1,209 @@
+"""Jobs: `jobs create|deploy|update` (plan in control/job_plan.py, then build or keep the
+artifact, then record) and `jobs delete`. A job has no traffic and no routes: its tasks run
+only in executions (control/executions.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from homerun.build.artifact import artifact_record
+from homerun.config import Settings
+from homerun.control.deploys import BuildFunction
+from homerun.control.executions import Executions
+from homerun.control.job_artifacts import JobArtifacts
+from homerun.control.job_logs import JobLogs, job_event
+from homerun.control.job_plan import JobPlan, JobRequest, plan_job
+from homerun.control.job_views import JobViews
+from homerun.control.schedules import Schedules
+from homerun.control.secrets import SecretValues
+from homerun.control.tasks import Tasks
+from homerun.errors import HomerunError
+from homerun.model.artifact import ArtifactRecord
+from homerun.model.events import BuildLine, Failed, JobDeployed, JobEvent, Phase
+from homerun.model.jobs import validate_job_name
+from homerun.spec import RevisionSpec
+from homerun.store import Store
+
+JobEmit = Callable[[JobEvent], None]
+
+
+class Jobs:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        logs: JobLogs,
+        build: BuildFunction,
+        artifacts: JobArtifacts,
+        secrets: SecretValues,
+        executions: Executions,
+        views: JobViews,
+        schedules: Schedules,
+        tasks: Tasks,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._logs = logs
+        self._build = build
+        self._artifacts = artifacts
+        self._secrets = secrets
+        self.executions = executions  # the admin API runs, cancels and deletes them here
+        self.views = views  # and reads jobs and executions here
+        self.schedules = schedules
+        self._tasks = tasks
+        self._wall_clock = wall_clock  # a schedule counts from when it is set
+        self._locks: dict[str, asyncio.Lock] = {}  # one change at a time per job
+
+    def deploy(self, request: JobRequest) -> AsyncIterator[JobEvent]:
+        """Create or update a job; its events stream to the caller, who may go away."""
+
+        async def work(emit: JobEmit) -> None:
+            job = validate_job_name(request.job)
+            async with self._locks.setdefault(job, asyncio.Lock()):
+                current = self._store.job(job) if self._store.has_job(job) else None
+                plan = plan_job(request, current)
+                self._secrets.check(plan.template)
+                if plan.unchanged:
+                    assert current is not None
+                    emit(Phase(message=f"No change: job {job} already has these settings"))
+                    emit(
+                        JobDeployed(
+                            job=job,
+                            generation=current.generation,
+                            unchanged=True,
+                            entrypoint=current.artifact.command_line,
+                        )
+                    )
+                    return
+                await self._apply(plan, current.generation if current else 0, emit)
+
+        return self._stream(work)
+
+    async def delete(self, name: str) -> None:
+        """The job, its executions (running ones are cancelled first), its artifacts and log."""
+        async with self._locks.setdefault(name, asyncio.Lock()):  # not while it is deployed
+            self._store.job(name)  # NotFound for an unknown job
+            await self.executions.stop_job(name)
+            self._store.delete_job(name)
+            self.schedules.changed()
+            self._artifacts.collect(name)
+            self._logs.delete(name)
+
+    def restore(self) -> None:
+        """After a (re)start: drop artifact folders nothing uses (a build the last daemon did
+        not finish), resume the executions it left running, and follow the schedules."""
+        if self._artifacts.root.is_dir():
+            for folder in self._artifacts.root.iterdir():
+                self._artifacts.collect(folder.name)
+        self.executions.restore()
+        self.schedules.start()
+
+    async def _apply(self, plan: JobPlan, generation: int, emit: JobEmit) -> None:
+        job = plan.job
+        if plan.build is None:
+            current = self._store.job(job)
+            artifact, artifact_dir = current.artifact, current.artifact_dir
+            emit(Phase(message=f"Updating job {job} (no rebuild: its code is unchanged)"))
+        else:
+            artifact_dir = f"{generation + 1:05d}"
+            if plan.reason:
+                emit(Phase(message=f"Rebuilding: {plan.reason}"))
+            emit(Phase(message=f"Building job {job} from {plan.build}"))
+            artifact = await self._built(plan.build, job, artifact_dir, plan.template, emit)
+            emit(
+                Phase(message=f"Entrypoint ({artifact.entrypoint_origin}): {artifact.command_line}")
+            )
+        record = self._store.put_job(
+            job,
+            plan.template,
+            plan.settings,
+            artifact,
+            artifact_dir,
+            schedule=plan.schedule,
+            time_zone=plan.time_zone,
+            scheduled_from=self._wall_clock(),
+        )
+        self._artifacts.collect(job)
+        self.schedules.changed()
+        verb = "created" if plan.created else "updated"
+        self._logs.emit(
+            job_event(
+                job,
+                f"Job {job} {verb} (generation {record.generation}); each task runs "
+                f"{artifact.command_line}",
+            )  # fmt: skip
+        )
+        emit(
+            JobDeployed(
+                job=job,
+                generation=record.generation,
+                created=plan.created,
+                entrypoint=artifact.command_line,
+            )
+        )
+
+    async def _built(
+        self, source: Path, job: str, artifact_dir: str, template: RevisionSpec, emit: JobEmit
+    ) -> ArtifactRecord:
+        dest = self._artifacts.folder(job, artifact_dir)
+        shutil.rmtree(dest, ignore_errors=True)  # a build a stopped daemon left half done
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+
+        def output(line: str) -> None:
+            loop.call_soon_threadsafe(emit, BuildLine(line=line))
+
+        def build() -> ArtifactRecord:
+            return artifact_record(
+                self._build(
+                    source,
+                    dest,
+                    command=template.command,
+                    args=template.args,
+                    user_env=template.env,
+                    venv_cache=self._artifacts.venv_cache,
+                    output=output,
+                    max_source_bytes=self._settings.max_source_bytes,
+                )
+            )
+
+        self._artifacts.builds += 1
+        try:
+            return await asyncio.to_thread(build)
+        except BaseException:  # a failed build, or the daemon stopping: leave nothing behind
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        finally:
+            self._artifacts.builds -= 1
+
+    def _stream(
+        self, work: Callable[[JobEmit], Coroutine[Any, Any, None]]
+    ) -> AsyncIterator[JobEvent]:
+        """Run `work` as a task of the plane; stream what it emits until it ends (an error
+        ends it with `Failed`), as Tasks.stream does for deploys."""
+        events: asyncio.Queue[JobEvent | None] = asyncio.Queue()
+        emit = events.put_nowait
+
+        async def run() -> None:
+            try:
+                await work(emit)
+            except HomerunError as error:
+                emit(Failed(message=str(error)))
+            except Exception as error:  # a bug: report it rather than leave the client hanging
+                emit(Failed(message=f"internal error: {error!r}"))
+                raise
+
+        task = self._tasks.spawn(run())
+        task.add_done_callback(lambda _: events.put_nowait(None))
+
+        async def drain() -> AsyncIterator[JobEvent]:
+            while (event := await events.get()) is not None:
+                yield event
+
+        return drain()

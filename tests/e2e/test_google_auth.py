@@ -1,0 +1,129 @@
+"""Google's own client library in instances, with no configuration: google.auth.default() finds
+the project, fetch_id_token() gets a token a private service's router accepts, and an app
+checks its caller's token with verify_token against the platform's published keys.
+
+The apps (tests/apps/gauth_*) are written as Cloud Run's samples are (Flask, google-auth,
+requests). Names under .localhost do not resolve inside instances, so the editor connects to
+the router at 127.0.0.1 and names the service in the Host header; the tokens' audience is the
+service's URL, http://SERVICE.localhost:PORT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from jwt.api_jwk import PyJWKSet
+
+from .harness import APPS, Platform, describe, running_platform
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = "homerun-e2e"
+EDITOR_ACCOUNT = f"editor-sa@{PROJECT}.iam.gserviceaccount.com"
+INVOKER = "roles/run.invoker"
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory, venv_cache: Path) -> Iterator[Platform]:
+    """A daemon whose project is homerun-e2e, with the three services deployed."""
+    config = {"stop-grace-seconds": 2, "project": PROJECT}
+    home = tmp_path_factory.mktemp("google-auth") / "home"
+    with running_platform(home, venv_cache, config) as platform:
+        renderer = platform.deploy(
+            "renderer", APPS / "gauth_renderer", "--no-allow-unauthenticated"
+        )
+        assert renderer.returncode == 0, describe(renderer)
+        platform.deploy_ok(
+            "verifier", APPS / "gauth_verifier",
+            "--set-env-vars", f"AUDIENCE={platform.url('verifier')}",
+        )  # fmt: skip
+        platform.deploy_ok(
+            "editor", APPS / "gauth_editor",
+            "--service-account", EDITOR_ACCOUNT,
+            "--set-env-vars",
+            f"EDITOR_UPSTREAM_RENDER_URL={platform.url('renderer')},"
+            f"VERIFIER_URL={platform.url('verifier')},"
+            f"ROUTER_URL=http://127.0.0.1:{platform.port}",
+        )  # fmt: skip
+        yield platform
+
+
+def answer(platform: Platform, service: str, method: str, path: str, **kwargs: Any) -> Any:
+    response = platform.request(service, method, path, **kwargs)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_application_default_credentials_find_the_project_and_the_account(
+    cloud: Platform,
+) -> None:
+    found = answer(cloud, "editor", "GET", "/project")
+    assert found["project"] == PROJECT
+    assert found["email"] == EDITOR_ACCOUNT
+    assert found["token"] == "ya29."  # an access token: refresh() worked
+    assert found["metadata_host"] == found["metadata_ip"]
+    assert found["metadata_host"].startswith("127.0.0.1:")
+
+
+def test_an_id_token_from_fetch_id_token_opens_a_private_service(cloud: Platform) -> None:
+    refused = answer(cloud, "editor", "POST", "/render", content=b"hello <world>")
+    assert refused["status"] == 403, refused  # a valid token, of an account not yet invoker
+    assert f"serviceAccount:{EDITOR_ACCOUNT}" in refused["body"]
+    cloud.run(
+        "services", "add-iam-policy-binding", "renderer",
+        f"--member=serviceAccount:{EDITOR_ACCOUNT}", f"--role={INVOKER}", check=True,
+    )  # fmt: skip
+    rendered = answer(cloud, "editor", "POST", "/render", content=b"hello <world>")
+    assert rendered["status"] == 200, rendered
+    body = httpx.Response(200, content=rendered["body"]).json()
+    assert body["html"] == "<p>hello &lt;world&gt;</p>"
+    assert body["caller"] == EDITOR_ACCOUNT
+    assert body["sub"] == f"serviceAccount:{EDITOR_ACCOUNT}"
+
+
+def test_an_app_checks_its_callers_token_against_the_published_keys(cloud: Platform) -> None:
+    # From another instance: the metadata server's token for the verifier's URL.
+    called = answer(cloud, "editor", "GET", "/call-verifier")
+    assert called["status"] == 200, called
+    verified = httpx.Response(200, content=called["body"]).json()
+    assert verified["email"] == EDITOR_ACCOUNT and verified["email_verified"] is True
+    assert verified["iss"] == f"http://localhost:{cloud.port}"
+
+    # From the host: the CLI's tokens are signed with the same key. A service's own account
+    # (no --service-account) is SERVICE@PROJECT.iam.gserviceaccount.com.
+    def token(*flags: str) -> str:
+        result = cloud.run("auth", "print-identity-token", *flags, check=True)
+        return result.stdout.strip().splitlines()[-1]
+
+    mine = token("--impersonate-service-account", "renderer", "--audiences", cloud.url("verifier"))
+    seen = cloud.request("verifier", "GET", "/", headers={"X-Caller-Token": mine})
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["email"] == f"renderer@{PROJECT}.iam.gserviceaccount.com"
+    elsewhere = token("--audiences", cloud.url("renderer"))
+    refused = cloud.request("verifier", "GET", "/", headers={"X-Caller-Token": elsewhere})
+    assert refused.status_code == 401 and "udience" in refused.json()["error"]
+    forged = mine[: mine.rindex(".")] + ".AAAA"
+    refused = cloud.request("verifier", "GET", "/", headers={"X-Caller-Token": forged})
+    assert refused.status_code == 401
+
+
+def test_the_keys_from_the_host(cloud: Platform) -> None:
+    """A client on the host reads the discovery document where instances do (the metadata
+    server's address is in every instance's environment) and checks a CLI token with it."""
+    metadata_host = answer(cloud, "editor", "GET", "/project")["metadata_host"]
+    with httpx.Client(base_url=f"http://{metadata_host}", trust_env=False) as http:
+        discovery = http.get("/.well-known/openid-configuration").json()
+        assert discovery["issuer"] == f"http://localhost:{cloud.port}"
+        jwks = http.get(discovery["jwks_uri"]).json()
+    result = cloud.run("auth", "print-identity-token", "--audiences", cloud.url("x"), check=True)
+    token = result.stdout.strip().splitlines()[-1]
+    (key,) = PyJWKSet.from_dict(jwks).keys
+    claims = jwt.decode(
+        token, key.key, algorithms=["RS256"], audience=cloud.url("x"), issuer=discovery["issuer"]
+    )
+    assert claims["sub"].startswith("user:") and claims["azp"] == claims["sub"]

@@ -1,0 +1,180 @@
+"""Jobs on a real daemon: tasks are real processes (tests/apps/job_tasks) that fail as told,
+retry, respect parallelism, and an execution outlives a daemon killed in its middle."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .harness import APPS, Platform, describe, process_alive, wait_until_dead
+
+# The dashboard's browser fixtures (a page on Chromium that records the console's errors).
+from .test_dashboard import Watched, browser, dashboard_url, watched  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+
+APP = APPS / "job_tasks"
+EXECUTION_SECONDS = 120.0
+
+
+def create(platform: Platform, job: str, records: Path, *flags: str) -> None:
+    """`jobs create` of tests/apps/job_tasks; the flags set RECORD_DIR to `records`."""
+    records.mkdir(parents=True, exist_ok=True)
+    result = platform.run("jobs", "create", job, "--source", str(APP), *flags, timeout=270)
+    assert result.returncode == 0, describe(result)
+    assert f"Job [{job}] has successfully been created." in result.stdout
+
+
+def execution_of(result_stdout: str) -> str:
+    """The execution's name in `jobs execute`'s output: Execution [NAME] has ..."""
+    return result_stdout.split("Execution [", 1)[1].split("]", 1)[0]
+
+
+def described(platform: Platform, execution: str) -> dict[str, Any]:
+    result = platform.run("jobs", "executions", "describe", execution, "--format", "json")
+    assert result.returncode == 0, describe(result)
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+def wait_for(platform: Platform, execution: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + EXECUTION_SECONDS
+    while time.monotonic() < deadline:
+        answer = described(platform, execution)
+        if answer["status"] != "running":
+            assert answer["status"] == status, answer
+            return answer
+        time.sleep(0.2)
+    pytest.fail(f"{execution} still runs after {EXECUTION_SECONDS}s: {answer}")
+
+
+def attempts(records: Path) -> dict[tuple[int, int], dict[str, Any]]:
+    """(index, attempt) -> what that attempt recorded."""
+    found = {}
+    for path in records.glob("*.json"):
+        report = json.loads(path.read_text())
+        found[(report["index"], report["attempt"])] = report
+    return found
+
+
+def test_tasks_that_fail_at_first_are_retried_to_success(
+    platform: Platform, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    create(platform, "retries", records, "--tasks", "4", "--max-retries", "1",
+           "--set-env-vars", f"RECORD_DIR={records},FAIL_MODE=odd-first")  # fmt: skip
+    result = platform.run("jobs", "execute", "retries", "--wait", timeout=EXECUTION_SECONDS)
+    assert result.returncode == 0, describe(result)
+    assert "has successfully completed: 4 tasks completed successfully after 2 retries" in (
+        result.stdout
+    )
+    execution = execution_of(result.stdout)
+    ran = attempts(records)
+    assert sorted(ran) == [(0, 0), (1, 0), (1, 1), (2, 0), (3, 0), (3, 1)]
+    first = ran[(0, 0)]["env"]
+    assert first["CLOUD_RUN_JOB"] == "retries" and first["CLOUD_RUN_EXECUTION"] == execution
+    assert first["CLOUD_RUN_TASK_COUNT"] == "4"
+    assert first["PORT"] is None and first["K_SERVICE"] is None  # a task does not listen
+    answer = described(platform, execution)
+    assert (answer["succeeded"], answer["retries"]) == (4, 2)
+    logs = platform.run(
+        "jobs", "logs", "read", "retries", "--execution", execution, "--task", "1"
+    )  # fmt: skip
+    assert logs.returncode == 0, describe(logs)
+    assert "ERROR" in logs.stdout and "Task #1, Attempt #0 failed." in logs.stdout
+    assert "Completed Task #1." in logs.stdout
+
+
+def test_an_execution_whose_tasks_all_fail_fails_naming_them(
+    platform: Platform, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    create(platform, "hopeless", records, "--tasks", "2", "--max-retries", "1",
+           "--set-env-vars", f"RECORD_DIR={records},FAIL_MODE=always")  # fmt: skip
+    result = platform.run("jobs", "execute", "hopeless", "--wait", timeout=EXECUTION_SECONDS)
+    assert result.returncode == 1, describe(result)
+    assert "failed: 2 of 2 tasks failed: task 0: exit code 1; its last line: Task #0, " in (
+        result.stderr
+    )
+    assert "task 1: exit code 1; its last line: Task #1, Attempt #1 failed. (2 attempts)" in (
+        result.stderr
+    )
+    assert sorted(attempts(records)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    listed = platform.run("jobs", "executions", "list", "--job", "hopeless")
+    assert " failed " in listed.stdout, describe(listed)
+
+
+def test_parallelism_bounds_how_many_tasks_run_at_once(platform: Platform, tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    create(platform, "two-at-a-time", records, "--tasks", "6", "--parallelism", "2",
+           "--set-env-vars", f"RECORD_DIR={records},SLEEP_MS=400")  # fmt: skip
+    result = platform.run("jobs", "execute", "two-at-a-time", "--wait", timeout=EXECUTION_SECONDS)
+    assert result.returncode == 0, describe(result)
+    ran = attempts(records).values()
+    assert len(ran) == 6
+    # Sweep the start and end times: the most tasks alive at one moment.
+    events = sorted([(r["start"], 1) for r in ran] + [(r["end"], -1) for r in ran])
+    alive = most = 0
+    for _, change in events:
+        alive += change
+        most = max(most, alive)
+    assert most == 2
+
+
+@pytest.mark.parametrize("stop", ["kill", "down"])
+def test_an_execution_survives_a_stopped_daemon_and_resumes(
+    own_platform: Platform, tmp_path: Path, stop: str
+) -> None:
+    """SIGKILL (the task dies with the daemon; the next start finds its attempt still
+    recorded as running) or `homerun down` (the task is stopped and recorded interrupted)."""
+    records, go = tmp_path / "records", tmp_path / "go"
+    create(own_platform, "survivor", records, "--tasks", "3", "--parallelism", "1",
+           "--set-env-vars", f"RECORD_DIR={records},WAIT_INDEX=1,WAIT_FOR={go}")  # fmt: skip
+    result = own_platform.run("jobs", "execute", "survivor")
+    assert result.returncode == 0, describe(result)
+    execution = execution_of(result.stdout)
+    deadline = time.monotonic() + 60
+    while (1, 0) not in attempts(records) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    blocked = attempts(records)[(1, 0)]  # task 0 is done; task 1 waits for `go`
+    assert (0, 0) in attempts(records) and process_alive(blocked["pid"])
+
+    if stop == "kill":
+        own_platform.kill()
+    else:
+        assert own_platform.down().returncode == 0
+    assert wait_until_dead(blocked["pid"], timeout=15), f"a task outlived its daemon ({stop})"
+    own_platform.start()
+    go.touch()
+    answer = wait_for(own_platform, execution, "succeeded")
+    ran = attempts(records)
+    # Task 0 is not run again; task 1's interrupted attempt is not held against its retries.
+    assert sorted(ran) == [(0, 0), (1, 0), (1, 1), (2, 0)]
+    assert answer["message"] == "3 tasks completed successfully"
+    assert answer["retries"] == 0
+    logs = own_platform.run("jobs", "logs", "read", "survivor", "--execution", execution)
+    assert "resumes after a daemon restart; task(s) 1 were interrupted" in logs.stdout
+
+
+def test_the_dashboard_lists_jobs_and_their_executions(
+    platform: Platform,
+    tmp_path: Path,
+    watched: Watched,  # noqa: F811 - test_dashboard's fixture, imported above
+) -> None:
+    records = tmp_path / "records"
+    create(platform, "on-the-page", records, "--tasks", "2",
+           "--set-env-vars", f"RECORD_DIR={records}")  # fmt: skip
+    result = platform.run("jobs", "execute", "on-the-page", "--wait", timeout=EXECUTION_SECONDS)
+    assert result.returncode == 0, describe(result)
+    execution = execution_of(result.stdout)
+    page = watched.page
+    page.goto(dashboard_url(platform) + "/")
+    row = page.get_by_test_id("job-on-the-page")
+    row.wait_for()
+    text = row.inner_text()
+    assert execution in text and "succeeded" in text and "2/2 succeeded" in text
+    assert watched.errors == []
