@@ -3,9 +3,8 @@ the project, fetch_id_token() gets a token a private service's router accepts, a
 checks its caller's token with verify_token against the platform's published keys.
 
 The apps (tests/apps/gauth_*) are written as Cloud Run's samples are (Flask, google-auth,
-requests). Names under .localhost do not resolve inside instances, so the editor connects to
-the router at 127.0.0.1 and names the service in the Host header; the tokens' audience is the
-service's URL, http://SERVICE.localhost:PORT.
+requests). The editor calls the other services by their URLs, http://SERVICE.localhost:PORT,
+which resolve to the router inside instances; they are the tokens' audiences too.
 """
 
 from __future__ import annotations
@@ -47,8 +46,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, venv_cache: Path) -> Iterato
             "--service-account", EDITOR_ACCOUNT,
             "--set-env-vars",
             f"EDITOR_UPSTREAM_RENDER_URL={platform.url('renderer')},"
-            f"VERIFIER_URL={platform.url('verifier')},"
-            f"ROUTER_URL=http://127.0.0.1:{platform.port}",
+            f"VERIFIER_URL={platform.url('verifier')}",
         )  # fmt: skip
         yield platform
 
@@ -84,6 +82,20 @@ def test_an_id_token_from_fetch_id_token_opens_a_private_service(cloud: Platform
     assert body["html"] == "<p>hello &lt;world&gt;</p>"
     assert body["caller"] == EDITOR_ACCOUNT
     assert body["sub"] == f"serviceAccount:{EDITOR_ACCOUNT}"
+
+
+def test_service_hosts_resolve_to_the_router_inside_instances(cloud: Platform) -> None:
+    """Any host under .localhost reaches the router from an instance, as from a browser: an
+    unknown service gets the router's own 404, a tag URL its revision."""
+    unknown = cloud.url("nothing")
+    fetched = answer(cloud, "editor", "GET", "/fetch", params={"url": unknown})
+    assert fetched["status"] == 404 and "no service answers" in fetched["body"], fetched
+    deployed = cloud.deploy("verifier", APPS / "gauth_verifier", "--no-traffic", "--tag", "blue",
+                            "--set-env-vars", f"AUDIENCE={cloud.url('verifier')}")  # fmt: skip
+    assert deployed.returncode == 0, describe(deployed)
+    tag_url = f"http://blue---verifier.localhost:{cloud.port}/"
+    fetched = answer(cloud, "editor", "GET", "/fetch", params={"url": tag_url})
+    assert fetched["status"] == 401 and "X-Caller-Token" in fetched["body"], fetched
 
 
 def test_an_app_checks_its_callers_token_against_the_published_keys(cloud: Platform) -> None:
