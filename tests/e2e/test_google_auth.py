@@ -9,6 +9,9 @@ which resolve to the router inside instances; they are the tokens' audiences too
 
 from __future__ import annotations
 
+import json
+import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, venv_cache: Path) -> Iterato
             f"EDITOR_UPSTREAM_RENDER_URL={platform.url('renderer')},"
             f"VERIFIER_URL={platform.url('verifier')}",
         )  # fmt: skip
+        platform.deploy_ok("tracer", APPS / "gauth_tracer")
         yield platform
 
 
@@ -139,3 +143,47 @@ def test_the_keys_from_the_host(cloud: Platform) -> None:
         token, key.key, algorithms=["RS256"], audience=cloud.url("x"), issuer=discovery["issuer"]
     )
     assert claims["sub"].startswith("user:") and claims["azp"] == claims["sub"]
+
+
+def log_entries(platform: Platform, service: str, *flags: str) -> list[dict[str, Any]]:
+    result = platform.run("logs", "read", service, "--format", "json", *flags, check=True)
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def entries_of_trace(platform: Platform, trace_id: str) -> list[dict[str, Any]]:
+    """The request's log entry and the app's line, once both are written (the request log is
+    written by the next second's batch)."""
+    deadline = time.monotonic() + 15
+    while True:
+        entries = log_entries(platform, "tracer", "--trace", trace_id)
+        if len(entries) >= 2 or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sent", ["traceparent", "x-cloud-trace-context", None])
+def test_an_apps_log_lines_and_its_request_log_share_a_trace(
+    cloud: Platform, sent: str | None
+) -> None:
+    trace_id = secrets.token_hex(16)
+    headers = {
+        "traceparent": {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+        "x-cloud-trace-context": {"X-Cloud-Trace-Context": f"{trace_id}/12345;o=1"},
+        None: {},
+    }[sent]
+    seen = answer(cloud, "tracer", "GET", "/", headers=headers)
+    if sent is None:  # the router started a trace: both headers name it
+        trace_id = seen["x_cloud_trace_context"].split("/")[0]
+    assert seen["x_cloud_trace_context"].startswith(f"{trace_id}/")
+    assert seen["traceparent"].split("-")[1] == trace_id
+    full = f"projects/{PROJECT}/traces/{trace_id}"
+    assert seen["trace"] == full
+    entries = entries_of_trace(cloud, trace_id)
+    request_log, app_line = sorted(entries, key=lambda entry: "httpRequest" not in entry)
+    assert request_log["trace"] == full and request_log["httpRequest"]["status"] == 200
+    assert app_line["trace"] == full and app_line["severity"] == "NOTICE"
+    assert app_line["labels"] == {"handler": "index"}
+    assert app_line["jsonPayload"] == {
+        "severity": "NOTICE", "message": "handled a request", "component": "tracer"
+    }  # fmt: skip
+    assert len(entries) == 2, entries  # no other request's entries
