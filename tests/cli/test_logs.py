@@ -23,6 +23,13 @@ def test_read(run: Run, fake: FakeClient) -> None:
     assert json.loads(as_json) == fake.log_entries[0]
 
 
+def test_services_logs_read_is_logs_read(run: Run, fake: FakeClient) -> None:
+    """gcloud's `gcloud beta run services logs read SERVICE`."""
+    result = run("services", "logs", "read", "hello", "--limit", "5", "--region", "r")
+    assert "GET / 200" in result.out
+    assert fake.called("logs")[0][:2] == ("hello", 5)
+
+
 def test_read_by_trace(run: Run, fake: FakeClient) -> None:
     trace_id = "4BF92F3577B34DA6A3CE929D0E0E4736"
     run("logs", "read", "hello", "--trace", trace_id)
