@@ -136,5 +136,4 @@ def _print_entry(entry: dict[str, Any], format: str) -> None:
     print(f"{entry['timestamp']} {entry['severity']:<8} {where}: {entry['message']}", flush=True)
 
 
-COMMANDS = (read, tail)
-GROUP = Group("logs", "read a service's logs, or follow them", COMMANDS)
+GROUP = Group("logs", "read a service's logs, or follow them", (read, tail))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -24,6 +25,8 @@ from homerun.spec import DeployRequest, validate_service_name
 
 SERVICE = positional("service", "SERVICE", "the service's name")
 OWN_FORMATS = ("text", "summary-json")
+LOGS_READ_EXAMPLE = (("Read hello's newest entries", "homerun services logs read hello --limit 20"),)
+LOGS_TAIL_EXAMPLE = (("Follow hello's logs", "homerun services logs tail hello"),)
 
 
 FORMAT_HELP = (
@@ -325,6 +328,13 @@ GROUP = Group(
         iam.remove_binding,
         iam.get_policy,
         # gcloud's `gcloud beta run services logs read|tail SERVICE`: the same as `homerun logs`.
-        Group("logs", "read a service's logs, or follow them (as `homerun logs`)", logs.COMMANDS),
+        Group(
+            "logs",
+            "read a service's logs, or follow them (as `homerun logs`)",
+            (
+                dataclasses.replace(logs.read, examples=LOGS_READ_EXAMPLE),
+                dataclasses.replace(logs.tail, examples=LOGS_TAIL_EXAMPLE),
+            ),
+        ),
     ),
 )
