@@ -25,7 +25,7 @@ from homerun.spec import DeployRequest, validate_service_name
 
 SERVICE = positional("service", "SERVICE", "the service's name")
 OWN_FORMATS = ("text", "summary-json")
-LOGS_READ_EXAMPLE = (("Read hello's newest entries", "homerun services logs read hello --limit 20"),)
+LOGS_READ_EXAMPLE = (("Read hello's newest entries", "homerun services logs read hello --limit 9"),)
 LOGS_TAIL_EXAMPLE = (("Follow hello's logs", "homerun services logs tail hello"),)
 
 
