@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from homerun.cli import flags, iam, logs
+from homerun.cli import flags, iam, logs, proxy
 from homerun.cli._commands import Group, command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._events import follow, print_deployed, print_tag_urls
@@ -327,6 +327,7 @@ GROUP = Group(
         iam.add_binding,
         iam.remove_binding,
         iam.get_policy,
+        proxy.proxy,
         # gcloud's `gcloud beta run services logs read|tail SERVICE`: the same as `homerun logs`.
         Group(
             "logs",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +21,10 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from fakes import free_port
 from jwt.api_jwk import PyJWKSet
 
-from .harness import APPS, Platform, describe, running_platform
+from .harness import APPS, HOMERUN, Platform, describe, running_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -187,3 +190,38 @@ def test_an_apps_log_lines_and_its_request_log_share_a_trace(
         "severity": "NOTICE", "message": "handled a request", "component": "tracer"
     }  # fmt: skip
     assert len(entries) == 2, entries  # no other request's entries
+
+
+def test_services_proxy_reaches_a_private_service_as_its_caller(cloud: Platform) -> None:
+    """`homerun services proxy renderer`: a plain client (no token) on the local port gets the
+    private service's answer, made with the caller's identity; without the proxy, 401."""
+    refused = cloud.request("renderer", "POST", "/", content=b"x")
+    assert refused.status_code == 401
+    port = free_port()
+    process = subprocess.Popen(
+        [*HOMERUN, "services", "proxy", "renderer", "--port", str(port), "--region", "local"],
+        env=cloud.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline() + process.stdout.readline()
+        assert f"http://127.0.0.1:{port} proxies to {cloud.url('renderer')}" in banner, banner
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
+            answered = http.post("/", content=b"a < b", timeout=30)
+            assert answered.status_code == 200, answered.text
+            assert answered.json()["html"] == "<p>a &lt; b</p>"
+            assert answered.json()["sub"].startswith("user:")
+            # The app's own Authorization header passes unchanged beside the proxy's token.
+            own = http.post("/", content=b"y", headers={"Authorization": "Basic abc"})
+            assert own.status_code == 200 and own.json()["sub"].startswith("user:")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert process.returncode in (0, -signal.SIGTERM), process.returncode
