@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 
 from homerun import build
 from homerun.access import keys
+from homerun.access.discovery import issuer_documents
 from homerun.access.iam import user_member
 from homerun.access.metadata import create_metadata_app
 from homerun.access.peers import connection_owner, listener_in_tree, listening_ports
@@ -146,6 +147,7 @@ class Daemon:
             runtime=runtime,
         )
         live, authority = control.live, control.authority
+        published = authority.published()
         processes = ProcessSampler()
         units = lambda: live.units.values()  # noqa: E731 - read when called
         metrics = Metrics(units, processes)
@@ -172,6 +174,10 @@ class Daemon:
                 peer, server, live.instance_members()
             ),
             forwarded_authorization=authority.forwarded_authorization,
+            platform_names=frozenset(
+                name.encode() for name in {self.settings.domain.lower(), "127.0.0.1", "[::1]"}
+            ),
+            platform_documents=issuer_documents(published) if published else None,
         )
         try:
             await router.start(self.settings.listen, self.settings.port)
@@ -218,7 +224,7 @@ class Daemon:
                 authority.issuer,
                 project=authority.project,
                 email_of=authority.email_of,
-                keys=authority.published(),
+                keys=published,
             )
         )
         servers.append(metadata)
