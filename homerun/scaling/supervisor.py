@@ -355,11 +355,17 @@ class Supervisor:
                 # The last lines it printed (a traceback) explain why.
                 instance.process.signal(signal.SIGKILL)
                 await instance.process.wait()
-                raise StartFailed(
+                message = (
                     f"the app exited ({describe_status(status)}) before listening on "
-                    f"$PORT={instance.port}",
-                    list(unit.supervised.recent_output),
+                    f"$PORT={instance.port}"
                 )
+                if status == 0:
+                    message += (
+                        "; an app that does its work and exits by itself is a job: "
+                        "`homerun jobs deploy NAME --source DIR`, then "
+                        "`homerun jobs execute NAME`"
+                    )
+                raise StartFailed(message, list(unit.supervised.recent_output))
             foreign = False
             if await _can_connect(instance.port):
                 if self._listens_itself(instance):
