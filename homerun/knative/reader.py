@@ -85,6 +85,7 @@ def _revision_fields(template: Template) -> dict[str, Any]:
         else:
             env[variable.name] = variable.value or ""
     limits = container.resources.limits if container.resources else None
+    requests = container.resources.requests if container.resources else None
     probe = container.startup_probe
     fields: dict[str, Any] = {
         "source": source or "",
@@ -97,6 +98,15 @@ def _revision_fields(template: Template) -> dict[str, Any]:
         "startup_timeout_seconds": probe.budget if probe else DEFAULT_STARTUP_TIMEOUT_SECONDS,
         "cpu": limits.cpu if limits else None,
         "memory": limits.memory if limits else None,
+        "cpu_request": requests.cpu if requests else None,
+        "memory_request": requests.memory if requests else None,
+        "working_dir": container.working_dir,
+        # A TCP startup probe is the default one: its budget is all it changes.
+        "startup_probe": probe.probe() if probe and (probe.http_get or probe.exec) else None,
+        "readiness_probe": (
+            container.readiness_probe.probe() if container.readiness_probe else None
+        ),
+        "liveness_probe": container.liveness_probe.probe() if container.liveness_probe else None,
         "container_port": container.port,
         "container_name": container.name,
         "service_account": spec.service_account_name,
