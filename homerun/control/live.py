@@ -119,6 +119,10 @@ class LiveRevisions:
             concurrency=revision.spec.container_concurrency,
             startup_timeout=revision.spec.startup_timeout_seconds,
             request_timeout=revision.spec.timeout_seconds,
+            startup_probe=revision.spec.startup_probe,
+            readiness_probe=revision.spec.readiness_probe,
+            liveness_probe=revision.spec.liveness_probe,
+            container_port=revision.spec.container_port,
             policy=policy_for(
                 self._settings.autoscaler,
                 revision.spec.container_concurrency,
