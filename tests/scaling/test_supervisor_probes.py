@@ -71,7 +71,7 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 
 def http_probe(path: str = "/ready", **timing: int) -> Probe:
-    return Probe(action=ProbeAction.HTTP, path=path, **timing)
+    return Probe.model_validate({"action": ProbeAction.HTTP, "path": path, **timing})
 
 
 def test_an_instance_is_ready_only_once_its_readiness_probe_passes(tmp_path: Path) -> None:
