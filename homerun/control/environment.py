@@ -53,7 +53,9 @@ def instance_env(
 BUILDPACK_APP_DIR = PurePosixPath("/workspace")
 
 
-def instance_cwd(revision_dir: Path, artifact: ArtifactRecord | None, working_dir: str | None) -> Path:
+def instance_cwd(
+    revision_dir: Path, artifact: ArtifactRecord | None, working_dir: str | None
+) -> Path:
     """The folder instances start in: the artifact's (its Dockerfile's WORKDIR), or the
     container's workingDir, a path in the image: under the artifact's rootfs/ when a Dockerfile
     built it, else under /workspace, which stands for the code's folder (app/)."""
