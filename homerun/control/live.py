@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from homerun.access.iam import instance_member
 from homerun.config import Paths, Settings
 from homerun.control.access import Guards
-from homerun.control.environment import instance_env
+from homerun.control.environment import instance_cwd, instance_env
 from homerun.control.secrets import SecretValues, reads_latest
 from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, NotFound
@@ -115,10 +115,16 @@ class LiveRevisions:
             name=revision.name,
             argv=list(artifact.argv) if artifact else [],
             env=env,
-            cwd=self._paths.revisions / revision.name / (artifact.cwd if artifact else "."),
+            cwd=instance_cwd(
+                self._paths.revisions / revision.name, artifact, revision.spec.working_dir
+            ),
             concurrency=revision.spec.container_concurrency,
             startup_timeout=revision.spec.startup_timeout_seconds,
             request_timeout=revision.spec.timeout_seconds,
+            startup_probe=revision.spec.startup_probe,
+            readiness_probe=revision.spec.readiness_probe,
+            liveness_probe=revision.spec.liveness_probe,
+            container_port=revision.spec.container_port,
             policy=policy_for(
                 self._settings.autoscaler,
                 revision.spec.container_concurrency,
