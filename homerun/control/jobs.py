@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from homerun.build.artifact import artifact_record
+from homerun.build.artifact import artifact_record, write_failure
 from homerun.config import Settings
 from homerun.control.deploys import BuildFunction
 from homerun.control.executions import Executions
@@ -176,6 +176,9 @@ class Jobs:
         self._artifacts.builds += 1
         try:
             return await asyncio.to_thread(build)
+        except OSError as error:  # a full disk, most likely: say so, not "internal error"
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+            raise write_failure(error, dest, "the job is as it was") from None
         except BaseException:  # a failed build, or the daemon stopping: leave nothing behind
             shutil.rmtree(dest, ignore_errors=True)
             raise
