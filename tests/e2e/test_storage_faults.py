@@ -5,7 +5,6 @@ start. Each gets a clear error; nothing on disk is left corrupt; the service kee
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sqlite3
@@ -22,6 +21,7 @@ from .harness import (
     Platform,
     describe,
     free_port,
+    json_lines_whole,
     running_platform,
 )
 
@@ -63,20 +63,6 @@ def fill(folder: Path, leave: int) -> Path:
                 size -= file.write(chunk[: min(size, MiB)])
                 file.flush()
     return filler
-
-
-def json_lines_whole(folder: Path) -> list[str]:
-    """Lines of the folder's *.jsonl* files that are not one JSON object each."""
-    broken = []
-    for path in folder.glob("*.jsonl*"):
-        data = path.read_bytes()
-        assert data == b"" or data.endswith(b"\n"), f"{path} ends in the middle of a line"
-        for line in data.splitlines():
-            try:
-                assert isinstance(json.loads(line), dict)
-            except (ValueError, AssertionError):
-                broken.append(f"{path.name}: {line[:200]!r}")
-    return broken
 
 
 def until(condition: object, what: str, within: float = 30.0) -> None:
