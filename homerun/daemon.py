@@ -392,7 +392,7 @@ def control_plane(
     traffic = Traffic(store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values)
     iam = Iam(store, logs, authority, access_changed=live.refresh_access)
     job_logs = JobLogs(logs)
-    job_artifacts = JobArtifacts(paths, store)
+    job_artifacts = JobArtifacts(paths, store, tasks)
     executions = Executions(
         store=store,
         logs=job_logs,

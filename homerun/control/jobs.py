@@ -152,7 +152,8 @@ class Jobs:
         self, source: Path, job: str, artifact_dir: str, template: RevisionSpec, emit: JobEmit
     ) -> ArtifactRecord:
         dest = self._artifacts.folder(job, artifact_dir)
-        shutil.rmtree(dest, ignore_errors=True)  # a build a stopped daemon left half done
+        # A build a stopped daemon left half done.
+        await asyncio.to_thread(shutil.rmtree, dest, True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
 
