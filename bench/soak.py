@@ -119,7 +119,7 @@ def client(
 
 def record_one(
     c: httpx.Client, daemon: Daemon, record: Record, started: float, service: str, path: str
-) -> None:
+) -> Outcome:
     sent = time.monotonic()
     try:
         response = c.get(path, headers={"Host": f"{service}.localhost:{daemon.port}"})
@@ -128,10 +128,10 @@ def record_one(
         status, detail = 0, repr(error)
         time.sleep(0.05)
     done = time.monotonic()
+    outcome = Outcome(done - started, service, status, (done - sent) * 1000, detail[:200])
     with record.lock:
-        record.outcomes.append(
-            Outcome(done - started, service, status, (done - sent) * 1000, detail[:200])
-        )
+        record.outcomes.append(outcome)
+    return outcome
 
 
 def bursts(daemon: Daemon, record: Record, started: float, stop: threading.Event) -> None:
@@ -139,15 +139,10 @@ def bursts(daemon: Daemon, record: Record, started: float, stop: threading.Event
     with httpx.Client(base_url=f"http://127.0.0.1:{daemon.port}", timeout=30, trust_env=False) as c:
         while not stop.wait(15.0):
             before = sum(len(r["instances"]) for r in describe(daemon, "sleepy")["revisions"])
-            for _ in range(20):
+            first = record_one(c, daemon, record, started, "sleepy", "/usuarios")
+            record.bursts.append((first.at, before, round(first.latency_ms, 1), first.status))
+            for _ in range(19):
                 record_one(c, daemon, record, started, "sleepy", "/usuarios")
-            with record.lock:
-                first = record.outcomes[-20:]
-                first = [o for o in first if o.service == "sleepy"][:1]
-            if first:
-                record.bursts.append(
-                    (first[0].at, before, round(first[0].latency_ms, 1), first[0].status)
-                )
 
 
 def sampler(

@@ -105,6 +105,24 @@ class Revisions:
             self._store.set_artifact(revision.name, artifact)
         return artifact.digest
 
+    async def fill_digests(self) -> None:
+        """At startup: the digests of revisions built before digests existed, hashed in a
+        thread (every file of the artifact is read), so that describe and deploys never hash
+        on the event loop."""
+        missing = [
+            revision
+            for revision in self._store.revisions()
+            if revision.artifact is not None and revision.artifact.digest is None
+        ]
+        for revision in missing:
+            root = self._paths.revisions / revision.name
+            if revision.artifact is None or not root.is_dir():
+                continue
+            digest = await asyncio.to_thread(artifact_digest, root, revision.artifact)
+            if self._store.has_revision(revision.name):
+                update = {"digest": digest}
+                self._store.set_artifact(revision.name, revision.artifact.model_copy(update=update))
+
     def with_digest(self, service: str, digest: str | None) -> RevisionRecord | None:
         """A revision (the service's own first) whose artifact has `digest` and is on disk."""
         if digest is None:
