@@ -10,6 +10,7 @@ import getpass
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -53,6 +54,7 @@ from homerun.observe.metrics import Metrics
 from homerun.observe.overview import overview
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
+from homerun.procfs import lock_holders, process_name
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address
 from homerun.runtime import Runtime
@@ -92,9 +94,11 @@ class Daemon:
         # RSA: ID tokens are RS256, their public key published by the metadata server.
         signing_key = keys.private_key(keys.signing_key(self.paths.signing_key))
         admin_token = keys.admin_token(self.paths.admin_token)
-        store = Store(self.paths.database)
+        store = open_store(self.paths.database)
         _kill_leftovers(store)
-        logs = LogStore(self.paths.logs, max_bytes=self.settings.log_max_bytes)
+        logs = LogStore(
+            self.paths.logs, max_bytes=self.settings.log_max_bytes, report=_print_problem
+        )
         runtime = (
             ZygoteRuntime(memory_budget=self.settings.zygote_memory_budget_bytes)
             if self.settings.zygote
@@ -388,7 +392,7 @@ def control_plane(
     traffic = Traffic(store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values)
     iam = Iam(store, logs, authority, access_changed=live.refresh_access)
     job_logs = JobLogs(logs)
-    job_artifacts = JobArtifacts(paths, store)
+    job_artifacts = JobArtifacts(paths, store, tasks)
     executions = Executions(
         store=store,
         logs=job_logs,
@@ -497,10 +501,11 @@ async def _sample(telemetry: Telemetry) -> None:
 async def _flush_logs(logs: LogStore) -> None:
     while True:
         await asyncio.sleep(LOG_FLUSH_SECONDS)
-        try:
-            logs.flush()
-        except OSError as error:
-            print(f"homerun: cannot write logs: {error}", file=sys.stderr, flush=True)
+        logs.flush()
+
+
+def _print_problem(message: str) -> None:
+    print(f"homerun: {message}", file=sys.stderr, flush=True)
 
 
 def _unix_socket(path: Path) -> socket.socket:
@@ -517,6 +522,44 @@ def _unix_socket(path: Path) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+def open_store(path: Path, lock_timeout: float = 5.0) -> Store:
+    """The store, once SQLite can read all of it and write to it; else a clear error.
+
+    A damaged file (not a database, a page that does not check) or a write lock that another
+    program holds for `lock_timeout` stops the start here, before anything is served, rather
+    than as an internal error at the first deploy."""
+    try:
+        probe = sqlite3.connect(path, timeout=lock_timeout, isolation_level=None)
+    except sqlite3.Error as error:
+        raise HomerunError(f"cannot open the store {path}: {error}") from None
+    try:
+        problems = [row[0] for row in probe.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems[:3]))
+        probe.execute("BEGIN IMMEDIATE")  # a write lock, as the first deploy would take
+        probe.execute("ROLLBACK")
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error) and "busy" not in str(error):
+            raise HomerunError(f"cannot use the store {path}: {error}") from None
+        holders = sorted(lock_holders([path, Path(f"{path}-wal"), Path(f"{path}-shm")]))
+        named = ", ".join(f"{pid} ({process_name(pid)})" for pid in holders)
+        raise HomerunError(
+            f"the store {path} is locked by another program"
+            + (f" (pid {named})" if named else "")
+            + f": homerun waited {lock_timeout:g}s for it. Close that program (an sqlite3 "
+            "shell, a backup) and start homerun again"
+        ) from None
+    except sqlite3.DatabaseError as error:
+        raise HomerunError(
+            f"the store {path} is damaged ({error}): homerun cannot read it. Restore it from a "
+            f"backup, or move it and its -wal and -shm files away to start with an empty store "
+            "(services, revisions and jobs are then forgotten, and their artifacts removed)"
+        ) from None
+    finally:
+        probe.close()
+    return Store(path)
 
 
 def _kill_leftovers(store: Store) -> None:

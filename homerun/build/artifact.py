@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -142,3 +143,28 @@ def artifact_digest(root: Path, record: ArtifactRecord) -> str:
             content = hashlib.sha256(path.read_bytes()).digest()
             digest.update(b"F" + relative.encode() + b"\0" + executable + content)
     return digest.hexdigest()
+
+
+_OUT_OF_ROOM = {errno.ENOSPC, errno.EDQUOT}
+
+
+def write_failure(error: OSError, dest: Path, unchanged: str) -> BuildError:
+    """What to tell a user whose build could not write its artifact (a full disk, a quota, a
+    read-only or failing filesystem) under `dest`; `unchanged` says what goes on as before."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list):
+        # copytree gathers (source, destination, reason) of each file it could not copy.
+        first = error.args[0][0]
+        reason, where = str(first[2]), str(first[1])
+    else:
+        reason = error.strerror or str(error)
+        where = str(error.filename or dest)
+    if error.errno in _OUT_OF_ROOM or "No space left" in reason or "quota" in reason.lower():
+        advice = (
+            f"free some space on the filesystem that holds {dest.parent} (`df -h "
+            f"{dest.parent}`) and deploy again"
+        )
+    else:
+        advice = f"check the filesystem that holds {dest.parent} and deploy again"
+    return BuildError(
+        f"the build stopped at {where}: {reason}. Nothing of it was kept and {unchanged}; {advice}"
+    )

@@ -69,6 +69,7 @@ class ControlPlane:
             self.revisions.collect_garbage(record.name)
         self.revisions.collect_venvs()
         self.jobs.restore()
+        self.tasks.spawn(self.revisions.fill_digests())
 
     async def close(self) -> None:
         await self.jobs.executions.close()  # their tasks stop; executions resume next start

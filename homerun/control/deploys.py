@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from homerun.build import Artifact
-from homerun.build.artifact import artifact_record, copy_artifact
+from homerun.build.artifact import artifact_record, copy_artifact, write_failure
 from homerun.config import Paths, Settings
 from homerun.control.access import Iam
 from homerun.control.live import LiveRevisions
@@ -262,6 +262,9 @@ class Deploys:
                 loop.call_soon_threadsafe(emit, BuildLine(line=line))
 
             return await asyncio.to_thread(self._build_artifact, plan.source, dest, spec, output)
+        except OSError as error:  # a full disk, most likely: say so, not "internal error"
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+            raise write_failure(error, dest, "the service serves as before") from None
         except BaseException:  # a failed build, or the daemon stopping: leave nothing behind
             shutil.rmtree(dest, ignore_errors=True)
             raise
