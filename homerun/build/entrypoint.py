@@ -1,7 +1,8 @@
 """Decide what an instance executes, in the order Google's Python buildpack does.
 
---command/--args, then GOOGLE_ENTRYPOINT, then a Procfile `web:` line, then the Dockerfile's
-ENTRYPOINT/CMD, then a default read (with `ast`, never by importing user code) from main.py,
+--command/--args, then GOOGLE_ENTRYPOINT, then a function (`--function`, GOOGLE_FUNCTION_TARGET:
+build/function.py), then a Procfile `web:` line, then the Dockerfile's ENTRYPOINT/CMD, then a
+default read (with `ast`, never by importing user code) from main.py,
 app.py or a Django project. Unlike the buildpack, an ASGI app (FastAPI, Starlette...) gets
 uvicorn by default: under gunicorn's sync workers it would not answer at all.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from homerun.build.dockerfile import Dockerfile
+from homerun.build.function import Function
 from homerun.build.source import SKIPPED_NAMES
 from homerun.errors import BuildError
 from homerun.shellwords import WordError, split_words
@@ -154,6 +156,7 @@ def resolve_entrypoint(
     dockerfile: Dockerfile | None,
     app_dir: Path,
     shown_as: Path | None = None,
+    function: Function | None = None,
 ) -> Entrypoint:
     """The first entrypoint found, by the buildpack's precedence; BuildError if none.
 
@@ -171,6 +174,9 @@ def resolve_entrypoint(
     google_entrypoint = user_env.get("GOOGLE_ENTRYPOINT", "").strip()
     if google_entrypoint:
         return Entrypoint(argv=shell(google_entrypoint), origin="GOOGLE_ENTRYPOINT")
+    if function is not None:
+        # The functions buildpack's web process: a Procfile or Dockerfile CMD does not apply.
+        return Entrypoint(argv=shell(function.command()), origin=function.describe())
 
     if procfile is None:
         looked.append("no Procfile")

@@ -150,3 +150,26 @@ def test_service_account_flag(run: Run, fake: FakeClient, app: Path) -> None:
     assert fake.called("deploy")[0][0].changes.service_account == account
     refused = run("deploy", "new", "--source", str(app), "--service-account", "alice@example.com")
     assert refused.code != 0 and "--service-account" in refused.err
+
+
+def test_function_and_base_image_are_sent_as_cloud_runs_annotations(
+    run: Run, fake: FakeClient, app: Path
+) -> None:
+    fake.events = [done("fn", "fn-00001-abc")]
+    result = run("deploy", "fn", "--source", str(app), "--function", "hello_http",
+                 "--base-image", "python312")  # fmt: skip
+    assert result.code == 0, result.err
+    (request,) = fake.called("deploy")[0]
+    assert request.changes.annotations == {
+        "run.googleapis.com/build-function-target": "hello_http",
+        "run.googleapis.com/build-base-image": "python312",
+    }
+
+
+def test_a_function_target_that_is_not_a_name_is_refused(
+    run: Run, fake: FakeClient, app: Path
+) -> None:
+    result = run("deploy", "fn", "--source", str(app), "--function", "main.hello")
+    assert result.code == 1
+    assert "--function: 'main.hello' is not a function name" in result.err
+    assert not fake.called("deploy")
