@@ -165,6 +165,9 @@ def resolve_entrypoint(
     # Kubernetes semantics: command replaces ENTRYPOINT (and drops CMD unless args are given);
     # args replace CMD.
     if command:
+        process = _process_type(command, args, procfile)
+        if process is not None:
+            return process
         origin = "--command and --args" if args else "--command"
         return Entrypoint(argv=(*command, *(args or ())), origin=origin)
     if args:
@@ -205,6 +208,23 @@ def resolve_entrypoint(
         f"({'; '.join(looked)}). Add a Procfile (web: gunicorn --bind :$PORT main:app), "
         "a main.py that defines `app`, or pass --command."
     )
+
+
+def _process_type(
+    command: Sequence[str], args: Sequence[str] | None, procfile: str | None
+) -> Entrypoint | None:
+    """`--command migrate` with a Procfile `migrate:` line runs that line, as a buildpacks
+    image does (each process type is a command of the image: Google's Django sample runs its
+    migrations with `gcloud run jobs create migrate --command migrate`); --args follow it."""
+    if len(command) != 1 or procfile is None:
+        return None
+    name = command[0]
+    script = parse_procfile(procfile).get(name, "").strip()
+    if not script:
+        return None
+    if args:
+        script = f"{script} {shlex.join(args)}"
+    return Entrypoint(argv=shell(script), origin=f"Procfile {name}: (--command {name})")
 
 
 def _args_only(args: Sequence[str], dockerfile: Dockerfile | None) -> Entrypoint:
