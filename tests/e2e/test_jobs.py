@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from .harness import APPS, Platform, describe, process_alive, wait_until_dead
 
@@ -221,3 +222,34 @@ def test_a_procfile_migrate_line_runs_as_a_job_from_the_same_source(
     assert {"auth", "contenttypes", "sessions", "admin"} <= applied
     logs = platform.run("jobs", "logs", "read", "migrate", "--limit", "200")
     assert "Applying auth.0001_initial... OK" in logs.stdout, describe(logs)
+
+
+def test_a_jobs_yaml_round_trips_through_replace(platform: Platform, tmp_path: Path) -> None:
+    """`jobs describe --format yaml`, edited, then `jobs replace`: Cloud Run's Job document
+    changes the job without a rebuild (its image is the job's artifact)."""
+    records = tmp_path / "records"
+    create(platform, "from-yaml", records, "--tasks", "1",
+           "--set-env-vars", f"RECORD_DIR={records}")  # fmt: skip
+    described = platform.run("jobs", "describe", "from-yaml", "--format", "yaml")
+    assert described.returncode == 0, describe(described)
+    document = yaml.safe_load(described.stdout)
+    assert document["apiVersion"] == "run.googleapis.com/v1" and document["kind"] == "Job"
+    execution = document["spec"]["template"]["spec"]
+    execution["taskCount"] = 3
+    container = execution["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("homerun.local/from-yaml@sha256:")
+    container["env"].append({"name": "SLEEP_MS", "value": "1"})
+    edited = tmp_path / "job.yaml"
+    edited.write_text(yaml.safe_dump(document))
+    replaced = platform.run("jobs", "replace", str(edited), timeout=120)
+    assert replaced.returncode == 0, describe(replaced)
+    assert "Job [from-yaml] has successfully been replaced." in replaced.stdout
+    assert "Building" not in replaced.stdout + replaced.stderr  # the same code: no build
+    result = platform.run("jobs", "execute", "from-yaml", "--wait", timeout=EXECUTION_SECONDS)
+    assert result.returncode == 0, describe(result)
+    ran = attempts(records)
+    assert sorted(ran) == [(0, 0), (1, 0), (2, 0)]
+    assert ran[(2, 0)]["env"]["CLOUD_RUN_TASK_COUNT"] == "3"
+    again = yaml.safe_load(platform.run("jobs", "describe", "from-yaml", "--format", "yaml").stdout)
+    assert again["spec"]["template"]["spec"]["taskCount"] == 3
+    assert again["status"]["latestCreatedExecution"]["completionStatus"] == "EXECUTION_SUCCEEDED"
