@@ -201,6 +201,18 @@ class SecretRef(BaseModel):
         return f"{self.secret}:{self.version}"
 
 
+# How Cloud Run records `gcloud run deploy --function` and `--base-image` on a revision.
+FUNCTION_TARGET_ANNOTATION = "run.googleapis.com/build-function-target"
+BASE_IMAGE_ANNOTATION = "run.googleapis.com/build-base-image"
+# Read by the build, as GOOGLE_ENTRYPOINT: changing one makes a new build.
+BUILD_VARIABLES = (
+    "GOOGLE_ENTRYPOINT",
+    "GOOGLE_FUNCTION_TARGET",
+    "GOOGLE_FUNCTION_SIGNATURE_TYPE",
+    "GOOGLE_FUNCTION_SOURCE",
+)
+
+
 class RevisionSpec(BaseModel):
     """The immutable settings of one revision, as the user gave them."""
 
@@ -262,7 +274,21 @@ class RevisionSpec(BaseModel):
     def entrypoint_inputs(self) -> tuple[Any, ...]:
         """What the build resolves the entrypoint from: when these change, the artifact of
         another revision cannot be reused (its argv was decided at build time)."""
-        return (self.command, self.args, self.env.get("GOOGLE_ENTRYPOINT"))
+        return (
+            self.command,
+            self.args,
+            *(self.env.get(name) for name in BUILD_VARIABLES),
+            self.function_target,
+            self.base_image,
+        )
+
+    @property
+    def function_target(self) -> str | None:
+        return self.annotations.get(FUNCTION_TARGET_ANNOTATION) or None
+
+    @property
+    def base_image(self) -> str | None:
+        return self.annotations.get(BASE_IMAGE_ANNOTATION) or None
 
 
 V = TypeVar("V")

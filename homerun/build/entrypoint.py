@@ -1,7 +1,8 @@
 """Decide what an instance executes, in the order Google's Python buildpack does.
 
---command/--args, then GOOGLE_ENTRYPOINT, then a Procfile `web:` line, then the Dockerfile's
-ENTRYPOINT/CMD, then a default read (with `ast`, never by importing user code) from main.py,
+--command/--args, then GOOGLE_ENTRYPOINT, then a function (`--function`, GOOGLE_FUNCTION_TARGET:
+build/function.py), then a Procfile `web:` line, then the Dockerfile's ENTRYPOINT/CMD, then a
+default read (with `ast`, never by importing user code) from main.py,
 app.py or a Django project. Unlike the buildpack, an ASGI app (FastAPI, Starlette...) gets
 uvicorn by default: under gunicorn's sync workers it would not answer at all.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from homerun.build.dockerfile import Dockerfile
+from homerun.build.function import Function
 from homerun.build.source import SKIPPED_NAMES
 from homerun.errors import BuildError
 from homerun.shellwords import WordError, split_words
@@ -154,6 +156,7 @@ def resolve_entrypoint(
     dockerfile: Dockerfile | None,
     app_dir: Path,
     shown_as: Path | None = None,
+    function: Function | None = None,
 ) -> Entrypoint:
     """The first entrypoint found, by the buildpack's precedence; BuildError if none.
 
@@ -162,6 +165,9 @@ def resolve_entrypoint(
     # Kubernetes semantics: command replaces ENTRYPOINT (and drops CMD unless args are given);
     # args replace CMD.
     if command:
+        process = _process_type(command, args, procfile)
+        if process is not None:
+            return process
         origin = "--command and --args" if args else "--command"
         return Entrypoint(argv=(*command, *(args or ())), origin=origin)
     if args:
@@ -171,6 +177,9 @@ def resolve_entrypoint(
     google_entrypoint = user_env.get("GOOGLE_ENTRYPOINT", "").strip()
     if google_entrypoint:
         return Entrypoint(argv=shell(google_entrypoint), origin="GOOGLE_ENTRYPOINT")
+    if function is not None:
+        # The functions buildpack's web process: a Procfile or Dockerfile CMD does not apply.
+        return Entrypoint(argv=shell(function.command()), origin=function.describe())
 
     if procfile is None:
         looked.append("no Procfile")
@@ -199,6 +208,23 @@ def resolve_entrypoint(
         f"({'; '.join(looked)}). Add a Procfile (web: gunicorn --bind :$PORT main:app), "
         "a main.py that defines `app`, or pass --command."
     )
+
+
+def _process_type(
+    command: Sequence[str], args: Sequence[str] | None, procfile: str | None
+) -> Entrypoint | None:
+    """`--command migrate` with a Procfile `migrate:` line runs that line, as a buildpacks
+    image does (each process type is a command of the image: Google's Django sample runs its
+    migrations with `gcloud run jobs create migrate --command migrate`); --args follow it."""
+    if len(command) != 1 or procfile is None:
+        return None
+    name = command[0]
+    script = parse_procfile(procfile).get(name, "").strip()
+    if not script:
+        return None
+    if args:
+        script = f"{script} {shlex.join(args)}"
+    return Entrypoint(argv=shell(script), origin=f"Procfile {name}: (--command {name})")
 
 
 def _args_only(args: Sequence[str], dockerfile: Dockerfile | None) -> Entrypoint:

@@ -282,6 +282,8 @@ class Deploys:
             venv_cache=self._paths.venv_cache,
             output=output,
             max_source_bytes=self._settings.max_source_bytes,
+            function=spec.function_target,
+            base_image=spec.base_image,
         )
         return artifact_record(artifact)
 

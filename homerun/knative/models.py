@@ -127,9 +127,12 @@ class KnativeModel(BaseModel):
         )
 
 
-def level_at(location: Sequence[int | str]) -> type[KnativeModel] | None:
-    """The model that reads the mapping at `location` in a Service document, if one does."""
-    annotation: Any = ServiceDocument
+def level_at(
+    location: Sequence[int | str], document: type[KnativeModel] | None = None
+) -> type[KnativeModel] | None:
+    """The model that reads the mapping at `location` in a Service document (or another
+    `document` model), if one does."""
+    annotation: Any = document or ServiceDocument
     for part in location:
         annotation = _unwrapped(annotation)
         if isinstance(annotation, type) and issubclass(annotation, KnativeModel):

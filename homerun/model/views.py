@@ -219,6 +219,9 @@ class JobSummary(_View):
     schedule: str | None = None  # unix-cron, read in `time_zone`
     time_zone: str | None = None
     next_run_at: float | None = None  # when the schedule runs it next
+    command: list[str] | None = None  # as given (--command); `entrypoint` is what runs
+    args: list[str] | None = None
+    digest: str | None = None  # of the job's artifact: its image homerun.local/JOB@sha256:...
 
 
 class JobDescription(JobSummary):

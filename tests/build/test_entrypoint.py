@@ -167,6 +167,35 @@ def test_an_empty_procfile_web_line_falls_through(tmp_path: Path) -> None:
     }
 
 
+DJANGO_PROCFILE = (
+    "web: gunicorn --bind 0.0.0.0:$PORT --workers 1 --threads 8 --timeout 0 "
+    "mysite.wsgi:application\n"
+    "migrate: python manage.py migrate && python manage.py collectstatic --no-input\n"
+)
+
+
+def test_command_naming_a_procfile_process_type_runs_its_line(tmp_path: Path) -> None:
+    """Google's Django sample: `gcloud run jobs create migrate --command migrate`."""
+    argv, origin = _resolve(tmp_path, command=["migrate"], procfile=DJANGO_PROCFILE)
+    assert argv == [
+        "/bin/sh",
+        "-c",
+        "python manage.py migrate && python manage.py collectstatic --no-input",
+    ]
+    assert origin == "Procfile migrate: (--command migrate)"
+    with_args, _ = _resolve(
+        tmp_path, command=["migrate"], args=["--verbosity", "2 3"], procfile=DJANGO_PROCFILE
+    )
+    assert with_args[2].endswith("--no-input --verbosity '2 3'")
+    # Not a process type (or no Procfile): the command is the program, as before.
+    assert _resolve(tmp_path, command=["python"], procfile=DJANGO_PROCFILE)[0] == ["python"]
+    assert _resolve(tmp_path, command=["migrate"])[0] == ["migrate"]
+    assert _resolve(tmp_path, command=["migrate", "x"], procfile=DJANGO_PROCFILE)[0] == [
+        "migrate",
+        "x",
+    ]
+
+
 # main.py sources, and the (interface, framework, origin) found in them
 APPS = [
     (FLASK_MAIN, "wsgi", "Flask"),

@@ -187,3 +187,26 @@ def test_a_bad_probe_flag_says_which_key_and_why(run: Run, fake: FakeClient, app
         result = run("deploy", "hello", "--source", str(app), flag, value)
         assert result.code == 1 and message in result.err, result.err
     assert fake.called("deploy") == []
+
+
+def test_function_and_base_image_are_sent_as_cloud_runs_annotations(
+    run: Run, fake: FakeClient, app: Path
+) -> None:
+    fake.events = [done("fn", "fn-00001-abc")]
+    result = run("deploy", "fn", "--source", str(app), "--function", "hello_http",
+                 "--base-image", "python312")  # fmt: skip
+    assert result.code == 0, result.err
+    (request,) = fake.called("deploy")[0]
+    assert request.changes.annotations == {
+        "run.googleapis.com/build-function-target": "hello_http",
+        "run.googleapis.com/build-base-image": "python312",
+    }
+
+
+def test_a_function_target_that_is_not_a_name_is_refused(
+    run: Run, fake: FakeClient, app: Path
+) -> None:
+    result = run("deploy", "fn", "--source", str(app), "--function", "main.hello")
+    assert result.code == 1
+    assert "--function: 'main.hello' is not a function name" in result.err
+    assert not fake.called("deploy")
