@@ -176,7 +176,7 @@ class Client:
     # Logs
 
     def logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
-        """Newest entries; filters: revision, min_severity, since, after."""
+        """Newest entries; filters: revision, min_severity, since, after, trace."""
         params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
         params["limit"] = limit
         entries: list[dict[str, Any]] = self._call(

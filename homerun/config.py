@@ -53,6 +53,11 @@ class Paths:
         return self.home / "daemon.log"
 
     @property
+    def hosts(self) -> Path:
+        """Every service host -> the router, in /etc/hosts form (routing/hosts.py)."""
+        return self.home / "hosts"
+
+    @property
     def revisions(self) -> Path:
         return self.home / "revisions"
 

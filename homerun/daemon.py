@@ -160,6 +160,7 @@ class Daemon:
             units=units,
             precise_clock=time.perf_counter,
             request_logs=self.settings.request_logs,
+            project=self.settings.project,
         )
         router = Router(
             live.resolve,

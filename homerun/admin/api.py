@@ -136,7 +136,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         limit = _int_param(request, "limit", 50)
         filters = {
             name: request.query_params.get(name)
-            for name in ("revision", "min_severity", "since", "after")
+            for name in ("revision", "min_severity", "since", "after", "trace")
         }
         return JSONResponse(await control.views.logs(request.path_params["name"], limit, **filters))
 

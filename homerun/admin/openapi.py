@@ -207,6 +207,7 @@ def openapi_document() -> dict[str, Any]:
                         "min_severity": {"type": "string"},
                         "since": {"type": "string"},
                         "after": {"type": "string"},
+                        "trace": {"type": "string"},
                     },
                 )
             },

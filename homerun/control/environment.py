@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 from homerun.errors import InvalidSpec
 from homerun.model.artifact import ArtifactRecord
 from homerun.routing.types import Address
+from homerun.runtime.names import resolving_env
 from homerun.spec import RevisionSpec
 
 # What an instance inherits from the daemon, as a container inherits its image's settings.
@@ -23,6 +24,7 @@ def instance_env(
     secrets: Mapping[str, str],
     host_env: Mapping[str, str],
     metadata_address: Address | None,
+    hosts_file: Path | None = None,
 ) -> dict[str, str]:
     """Later sources win: the host's basics, the image's ENV, the user's env vars, the secrets
     (values read now), then what Cloud Run sets itself (K_SERVICE...); PORT is per instance."""
@@ -33,6 +35,10 @@ def instance_env(
     env.update(spec.env)
     env.update(secrets)
     env.update(K_SERVICE=service, K_REVISION=revision, K_CONFIGURATION=service)
+    if hosts_file is not None:
+        # Service hosts (renderer.localhost) resolve to the router in the instance's Python,
+        # which glibc does not do for names under localhost (runtime/_site/sitecustomize.py).
+        env.update(resolving_env(env, hosts_file))
     if metadata_address is not None:
         # The metadata server (access/metadata.py), where Google's client libraries look for
         # the project and the instance's identity and tokens: google-auth (and Go's and Node's

@@ -75,7 +75,7 @@ class Views:
         return self._revision(self._store.revision(name))
 
     async def logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
-        """Newest entries; filters: revision, min_severity, since, after (see LogStore.read).
+        """Newest entries; filters: revision, min_severity, since, after, trace (see LogStore.read).
         Files are read in a thread: the router's requests go on meanwhile."""
         self._store.service(service)
         self._logs.flush()  # on the loop, which is where entries are added

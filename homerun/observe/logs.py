@@ -58,6 +58,20 @@ def entry_tail(service: str, revision: str | None, instance: str | None, log_nam
     return b"," + orjson.dumps({**fields, "logName": log_name})[1:]
 
 
+# Fields of an app's JSON line that Cloud Logging lifts out of the payload onto the entry
+# (its "special JSON fields"), so that an app's line and its request's log share a trace.
+_PROMOTED = {
+    "logging.googleapis.com/trace": "trace",
+    "logging.googleapis.com/spanId": "spanId",
+    "logging.googleapis.com/trace_sampled": "traceSampled",
+    "logging.googleapis.com/labels": "labels",
+    "logging.googleapis.com/sourceLocation": "sourceLocation",
+    "logging.googleapis.com/insertId": "insertId",
+    "logging.googleapis.com/operation": "operation",
+    "httpRequest": "httpRequest",
+}
+
+
 def instance_entry(service: str, revision: str, instance: str, stream: str, line: str) -> bytes:
     """An instance's output line as a serialized log entry; a JSON object line keeps its
     fields. Built from pieces (an app may print a line per request): for LogStore.emit_serialized.
@@ -71,12 +85,14 @@ def instance_entry(service: str, revision: str, instance: str, stream: str, line
             parsed = None
         if isinstance(parsed, dict):
             severity = str(parsed.get("severity", "DEFAULT")).upper()
+            promoted = {field: parsed.pop(key) for key, field in _PROMOTED.items() if key in parsed}
             try:
                 return orjson.dumps(
                     {
                         "jsonPayload": parsed,
                         "severity": severity if severity in SEVERITIES else "DEFAULT",
                         "message": str(parsed.get("message", text)),
+                        **promoted,
                         "timestamp": now_iso(),
                         "service": service,
                         "revision": revision,
@@ -213,6 +229,7 @@ class LogStore:
         min_severity: str | None = None,
         since: str | None = None,
         after: str | None = None,
+        trace: str | None = None,
     ) -> list[dict[str, Any]]:
         """The newest `limit` matching entries, oldest first.
 
@@ -227,6 +244,7 @@ class LogStore:
             min_severity=min_severity,
             since=since,
             after=after,
+            trace=trace,
         )
 
     def read_written(
@@ -238,6 +256,7 @@ class LogStore:
         min_severity: str | None = None,
         since: str | None = None,
         after: str | None = None,
+        trace: str | None = None,
     ) -> list[dict[str, Any]]:
         """`read` of what is on disk (no flush: safe in a thread while the loop logs).
 
@@ -271,6 +290,8 @@ class LogStore:
                         continue
                     if after is not None and timestamp <= after:
                         continue
+                    if trace is not None and not _same_trace(entry.get("trace"), trace):
+                        continue
                     newest.append(entry)
                     if len(newest) >= limit:
                         break
@@ -287,6 +308,14 @@ class LogStore:
 
     def _path(self, service: str) -> Path:
         return self._directory / f"{service}.jsonl"
+
+
+def _same_trace(value: Any, trace: str) -> bool:
+    """`trace` is a trace id or projects/P/traces/ID: an entry's trace matches either form (an
+    app may log the bare id)."""
+    if not isinstance(value, str):
+        return False
+    return value.rpartition("/")[2].lower() == trace.rpartition("/")[2].lower()
 
 
 def severity_rank(severity: str) -> int:

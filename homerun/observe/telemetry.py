@@ -36,7 +36,7 @@ _REQUEST_ENTRY = (
     b'"requestUrl":"http://%s%s","requestSize":"%d","responseSize":"%d","latency":"%.6fs",'
     b'"userAgent":%s,"remoteIp":"%s","protocol":"%s"%s},"message":"%s %s %s"%s%s'
 )
-# The trace id of a traceparent header (00-<32 hex digits>-<16 hex digits>-<flags>).
+# A trace id as the router records it (routing/trace.py): 32 lowercase hex digits.
 _HEX_TRACE_ID = re.compile(rb"[0-9a-f]{32}").fullmatch
 
 
@@ -95,6 +95,7 @@ class Telemetry:
         precise_clock: Callable[[], float],
         request_logs: bool = True,
         wall_clock: Callable[[], float] = time.time,
+        project: str = "homerun-local",
     ) -> None:
         self._logs = logs
         self._metrics = metrics
@@ -103,6 +104,8 @@ class Telemetry:
         self._precise_clock = precise_clock
         self._wall_clock = wall_clock
         self._request_logs = request_logs
+        # A request entry's trace is projects/PROJECT/traces/ID, as Cloud Run's.
+        self._trace_prefix = b"projects/%s/traces/" % project.encode()
         # The router appends here (router.on_request = telemetry.records.append).
         self.records: list[RequestRecord] = []
         self.rows: dict[str, deque[Row]] = defaultdict(lambda: deque(maxlen=HISTORY_SECONDS))
@@ -191,8 +194,9 @@ class Telemetry:
         # router's pattern, so only the target and the user agent need JSON escaping.
         target = orjson.dumps(url.decode("latin-1"))[1:-1]
         status_field = b',"status":%d' % status if status else b""
-        trace_id = trace[3:35] if len(trace) == 55 else b""
-        trace_field = b',"trace":"%s"' % trace_id if _HEX_TRACE_ID(trace_id) else b""
+        trace_field = (
+            b',"trace":"%s%s"' % (self._trace_prefix, trace) if _HEX_TRACE_ID(trace) else b""
+        )
         self._logs.emit_serialized(
             service,
             _REQUEST_ENTRY

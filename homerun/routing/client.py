@@ -22,6 +22,7 @@ from homerun.routing._http import (
 )
 from homerun.routing.exchange import Exchange
 from homerun.routing.table import InvalidPort, split_port
+from homerun.routing.trace import trace_context
 from homerun.routing.types import RouteError
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ logger = logging.getLogger(__name__)
 # Request headers that need more than passing through: read, rewritten, or dropped.
 _REQUEST_HEADERS_OF_INTEREST = HOP_BY_HOP | {
     b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"forwarded",
-    b"traceparent", b"user-agent", b"authorization", b"x-serverless-authorization", b"expect",
+    b"traceparent", b"x-cloud-trace-context", b"user-agent", b"authorization",
+    b"x-serverless-authorization", b"expect",
 }  # fmt: skip
 # An Authorization header given twice (it is a singleton field, RFC 9110 section 11.6.2); a
 # header value cannot hold NUL, so this never collides with a real one.
@@ -143,6 +145,8 @@ class ClientConnection(asyncio.Protocol):
         self.forwarded_for: bytes | None = None
         self.forwarded: bytes | None = None
         self.traceparent: bytes | None = None
+        self.cloud_trace: bytes | None = None  # X-Cloud-Trace-Context
+        self.trace_id = b""  # of the trace forwarded (routing/trace.py), for the request log
         self.user_agent = b""
         self.authorization: bytes | None = None
         self.serverless_authorization: bytes | None = None
@@ -233,6 +237,8 @@ class ClientConnection(asyncio.Protocol):
         self.forwarded_for = None
         self.forwarded = None
         self.traceparent = None
+        self.cloud_trace = None
+        self.trace_id = b""
         self.user_agent = b""
         self.authorization = None
         self.serverless_authorization = None
@@ -274,8 +280,9 @@ class ClientConnection(asyncio.Protocol):
             hops = self.forwarded
             self.forwarded = value if hops is None else hops + b", " + value
         elif lower_name == b"traceparent":
-            self.traceparent = value
-            self.header_pieces += (name, b": ", value, b"\r\n")
+            self.traceparent = value  # forwarded by _upstream_head, with X-Cloud-Trace-Context
+        elif lower_name == b"x-cloud-trace-context":
+            self.cloud_trace = value
         elif lower_name == b"user-agent":
             self.user_agent = value
             self.header_pieces += (name, b": ", value, b"\r\n")
@@ -381,7 +388,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.url = self.url
         exchange.host = host or b""
         exchange.user_agent = self.user_agent
-        exchange.trace = self.traceparent or b""
+        exchange.trace = self.trace_id
         exchange.request_bytes = len(self.url) + self.head_bytes
         self.parsing = exchange
         self.exchanges.append(exchange)
@@ -569,11 +576,13 @@ class ClientConnection(asyncio.Protocol):
             extra += b"transfer-encoding: chunked\r\n"
         if is_upgrade:
             extra += b"connection: upgrade\r\nupgrade: %s\r\n" % self.upgrade_protocol
-        if self.traceparent is None:
-            # W3C trace context: 16 random bytes of trace id, 8 of parent id, "sampled".
-            trace_id, parent_id = _random_bits(128) or 1, _random_bits(64) or 1
-            self.traceparent = b"00-%032x-%016x-01" % (trace_id, parent_id)
-            extra += b"traceparent: %s\r\n" % self.traceparent
+        # Both trace headers, as Cloud Run sends them (routing/trace.py).
+        trace = trace_context(self.traceparent, self.cloud_trace, _random_bits)
+        self.trace_id = trace.trace_id
+        extra += b"traceparent: %s\r\nx-cloud-trace-context: %s\r\n" % (
+            trace.traceparent,
+            trace.cloud,
+        )
         return (
             b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: http\r\n"
             b"forwarded: %s\r\n%s\r\n"

@@ -21,9 +21,30 @@ def test_list(run: Run, fake: FakeClient) -> None:
     assert "No services. Deploy one" in run("services", "list").out
 
 
-def test_list_as_json_is_the_view(run: Run, fake: FakeClient) -> None:
+def test_list_as_json_is_the_knative_services_and_summary_json_the_view(
+    run: Run, fake: FakeClient
+) -> None:
     listed = json.loads(run("services", "list", "--format", "json").out)
-    assert listed == [service_summary().model_dump(mode="json")]
+    assert [each["metadata"]["name"] for each in listed] == ["hello"]
+    assert listed[0]["kind"] == "Service"
+    summaries = json.loads(run("services", "list", "--format", "summary-json").out)
+    assert summaries == [service_summary().model_dump(mode="json")]
+
+
+def test_gcloud_command_lines_run_as_written(run: Run, fake: FakeClient) -> None:
+    """A README's gcloud line, with `gcloud run` replaced: its global flags are accepted."""
+    result = run(
+        "services", "describe", "hello", "--project", "my-project", "--region", "us-central1",
+        "--platform", "managed", "--format=value(metadata.name)", "-q",
+    )  # fmt: skip
+    assert result.out == "hello\n", result.err
+    listed = run("--project", "p", "services", "list", "--region=europe-west1",
+                 "--format", "table(metadata.name)")  # fmt: skip
+    assert listed.out == "NAME\nhello\n"
+    refused = run("services", "list", "--platform", "gke")
+    assert "invalid choice: 'gke'" in refused.err and "managed" in refused.err
+    bad = run("services", "describe", "hello", "--format", "xml")
+    assert "--format: 'xml' is not a format homerun prints" in bad.err
 
 
 def test_describe(run: Run, fake: FakeClient) -> None:

@@ -205,3 +205,23 @@ def test_a_revision_recorded_without_a_digest_gets_it_at_restore_off_the_loop(
         assert filled is not None and filled.digest == artifact.digest
 
     run(make_plane, scenario)
+
+
+def test_the_hosts_file_follows_services_and_tags(make_plane: Callable[..., Plane]) -> None:
+    """Instances resolve service hosts from it (runtime/_site): rewritten as services and
+    tags are added, and named in every instance's environment."""
+
+    async def scenario(plane: Plane) -> None:
+        hosts = plane.control.live.hosts_file
+        first = await plane.deployed("svc", source=str(plane.source))
+        env = plane.control.live.units[first.revision].plan.env
+        assert env["HOMERUN_HOSTS"] == str(hosts)
+        assert env["PYTHONPATH"].endswith("/homerun/runtime/_site")
+        assert "127.0.0.1\tsvc.localhost\n" in hosts.read_text()
+        await plane.deployed("svc", env={"update": {"A": "2"}}, no_traffic=True, tag="canary")
+        await plane.deployed("api", source=str(plane.source))
+        assert "127.0.0.1\tapi.localhost svc.localhost canary---svc.localhost\n" in (
+            hosts.read_text()
+        )
+
+    run(make_plane, scenario)

@@ -22,11 +22,11 @@ def record(
     *,
     target: bytes = b"/path?q=1",
     user_agent: bytes = b"curl/8",
-    traceparent: bytes = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    trace: bytes = b"0af7651916cd43dd8448eb211c80319c",
 ) -> RequestRecord:
     return (
         arrival, arrival + latency, b"GET", target, b"svc.localhost:8080", status, 56,
-        144, user_agent, b"127.0.0.1", False, traceparent,
+        144, user_agent, b"127.0.0.1", False, trace,
         service, "svc-00001-abc" if service else None, "svc-00001-abc-123456" if service else None,
     )  # fmt: skip
 
@@ -43,6 +43,7 @@ def make(tmp_path: Path) -> tuple[Telemetry, LogStore, Metrics, Clock]:
         units=lambda: [],
         precise_clock=lambda: 20.0,
         wall_clock=wall,
+        project="my-project",
     )
     return telemetry, logs, metrics, wall
 
@@ -66,7 +67,7 @@ def test_request_log_entries_are_shaped_like_cloud_run(tmp_path: Path) -> None:
         "remoteIp": "127.0.0.1",
         "protocol": "HTTP/1.1",
     }
-    assert first["trace"] == "0af7651916cd43dd8448eb211c80319c"
+    assert first["trace"] == "projects/my-project/traces/0af7651916cd43dd8448eb211c80319c"
     assert (first["service"], first["revision"], first["instance"]) == (
         "svc", "svc-00001-abc", "svc-00001-abc-123456",
     )  # fmt: skip
@@ -81,7 +82,7 @@ def test_request_log_entries_escape_what_the_client_sent(tmp_path: Path) -> None
         0.002,
         target=b'/say?q="hi"\\\xe9',  # a quote, a backslash and a byte above ASCII
         user_agent=b'agent "quoted"\t\\',  # a quote, a tab and a backslash
-        traceparent=b"00-not-a-trace-id-0",  # malformed: it gives no trace
+        trace=b"",  # an answer of the router's own, before any trace
     )
     telemetry.records.append(odd)
     wall.now += 1

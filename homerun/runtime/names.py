@@ -1,0 +1,21 @@
+"""How an instance's Python resolves service hosts (`renderer.localhost`): the folder whose
+sitecustomize.py an instance's PYTHONPATH starts with, and the variable naming the hosts file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+SITE_FOLDER = Path(__file__).with_name("_site")
+HOSTS_VARIABLE = "HOMERUN_HOSTS"
+
+
+def resolving_env(env: Mapping[str, str], hosts_file: Path) -> dict[str, str]:
+    """The variables to add to `env`: HOMERUN_HOSTS, and PYTHONPATH with SITE_FOLDER first (an
+    app's own PYTHONPATH is kept after it)."""
+    path = str(SITE_FOLDER)
+    given = env.get("PYTHONPATH", "")
+    return {
+        HOSTS_VARIABLE: str(hosts_file),
+        "PYTHONPATH": f"{path}:{given}" if given else path,
+    }
