@@ -15,6 +15,7 @@ from homerun.control.environment import instance_env
 from homerun.control.secrets import SecretValues, reads_latest
 from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, NotFound
+from homerun.model.limits import limits
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.routing.table import (
@@ -119,6 +120,7 @@ class LiveRevisions:
             concurrency=revision.spec.container_concurrency,
             startup_timeout=revision.spec.startup_timeout_seconds,
             request_timeout=revision.spec.timeout_seconds,
+            limits=limits(revision.spec.cpu, revision.spec.memory),
             policy=policy_for(
                 self._settings.autoscaler,
                 revision.spec.container_concurrency,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import os
 import posixpath
 import re
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from homerun.procfs import process_tree
-from homerun.runtime.base import InstanceSpec, OutputSink
+from homerun.runtime.base import InstanceSpec, OutputSink, join_cgroups
 from homerun.runtime.output import drain, pump
 from homerun.shellwords import split_script
 
@@ -34,8 +35,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
 
 
-def _prepare_child() -> None:
-    # Runs in the child between fork and exec; both settings survive the exec.
+def _prepare_child(cgroup_procs: tuple[str, ...] = ()) -> None:
+    # Runs in the child between fork and exec; all of it survives the exec.
+    # Into the instance's control groups first: everything it starts is there too.
+    join_cgroups(cgroup_procs)
     # If the daemon dies (even by SIGKILL), the kernel kills the instance too. Servers that
     # fork workers (gunicorn) watch their parent.
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -178,7 +181,7 @@ class ProcessRuntime:
                 stdout=out_write,
                 stderr=err_write,
                 start_new_session=True,
-                preexec_fn=_prepare_child,
+                preexec_fn=functools.partial(_prepare_child, spec.cgroup_procs),
             )
         except BaseException:
             os.close(out_read)
