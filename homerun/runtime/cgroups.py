@@ -155,13 +155,7 @@ class InstanceCgroup:
 
     def members(self) -> set[int]:
         """The processes in the group now (an exited one leaves it before it is a zombie)."""
-        if self._membership is None:
-            return set()
-        try:
-            text = (self._membership / "cgroup.procs").read_text()
-        except OSError:
-            return set()
-        return {int(pid) for pid in text.split()}
+        return _members(self._membership) if self._membership is not None else set()
 
     def signal(self, signum: int) -> None:
         """Send `signum` to every process in the group. A SIGKILL freezes the group first,
@@ -221,17 +215,15 @@ class InstanceCgroup:
                 if error.errno != errno.EBUSY:
                     raise
                 removed = False
+        cpu = self.folders.get("cpu")
+        if removed and cpu is not None and not cpu.parent.name.startswith(_PREFIX):
+            with contextlib.suppress(OSError):
+                cpu.parent.rmdir()  # the revision's group, once its last instance is gone
         return removed
 
     def _freeze(self, frozen: bool) -> bool:
         freezer = self.folders.get("freezer")
-        if freezer is None:
-            return False
-        try:
-            (freezer / "freezer.state").write_text("FROZEN" if frozen else "THAWED")
-        except OSError:
-            return False
-        return True
+        return freezer is not None and _freeze(freezer, frozen)
 
 
 class Cgroups:
@@ -245,12 +237,15 @@ class Cgroups:
     def controllers(self) -> tuple[str, ...]:
         return tuple(self.folders)
 
-    def create(self, name: str, limits: Limits) -> InstanceCgroup:
+    def create(self, name: str, limits: Limits, group: str = "") -> InstanceCgroup:
+        """The instance's groups, limits written. In the cpu hierarchy it goes under `group`
+        (its revision's): under contention a revision's instances share one weight, so one
+        that scales out on a CPU-bound load does not take its neighbours' time."""
         folders: dict[str, Path] = {}
         try:
             for controller, root in self.folders.items():
-                folder = root / name
-                folder.mkdir(exist_ok=True)
+                folder = root / group / name if group and controller == "cpu" else root / name
+                folder.mkdir(parents=True, exist_ok=True)
                 folders[controller] = folder
             cgroup = InstanceCgroup(name, folders)
             for controller, values in limit_values(limits, self._pids_max).items():
@@ -264,25 +259,59 @@ class Cgroups:
             raise
         return cgroup
 
-    def existing(self) -> list[InstanceCgroup]:
-        """The instance groups there are now (left by a daemon that was killed, or not yet
-        removed)."""
-        names: set[str] = set()
-        for root in self.folders.values():
-            with contextlib.suppress(OSError):
-                names.update(entry.name for entry in root.iterdir() if entry.is_dir())
-        return [
-            InstanceCgroup(name, {c: root / name for c, root in self.folders.items()})
-            for name in sorted(names)
-        ]
-
     def clean(self, attempts: int = 50) -> int:
-        """Kill every process left in this home's instance groups and remove them; how many
-        groups there were."""
-        left = self.existing()
-        for cgroup in left:
-            kill_and_remove(cgroup, attempts)
-        return len(left)
+        """Kill every process left in this home's groups (left by a daemon that was killed,
+        or not yet removed) and remove the groups; how many instance groups there were."""
+        trees = {controller: _below(root) for controller, root in self.folders.items()}
+        folders = [folder for tree in trees.values() for folder in tree]
+        instances = {folder.name for folder in folders if not _has_subfolder(folder)}
+        for attempt in range(attempts):
+            frozen = [folder for folder in trees.get("freezer", []) if _freeze(folder, True)]
+            left: set[int] = set()
+            for folder in folders:
+                left |= _members(folder)
+            _signal_all(left, signal.SIGKILL)
+            for folder in frozen:
+                _freeze(folder, False)
+            if not left:
+                break
+            time.sleep(0 if attempt < 5 else 0.01)
+        for folder in folders:  # the deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        return len(instances)
+
+
+def _below(root: Path) -> list[Path]:
+    """The folders under root, each after those under it."""
+    found: list[Path] = []
+    with contextlib.suppress(OSError):
+        for entry in root.iterdir():
+            if entry.is_dir():
+                found.extend(_below(entry))
+                found.append(entry)
+    return found
+
+
+def _has_subfolder(folder: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return any(entry.is_dir() for entry in folder.iterdir())
+    return False
+
+
+def _members(folder: Path) -> set[int]:
+    try:
+        return {int(pid) for pid in (folder / "cgroup.procs").read_text().split()}
+    except OSError:
+        return set()
+
+
+def _freeze(folder: Path, frozen: bool) -> bool:
+    try:
+        (folder / "freezer.state").write_text("FROZEN" if frozen else "THAWED")
+    except OSError:
+        return False
+    return True
 
 
 def kill_and_remove(cgroup: InstanceCgroup, attempts: int = 50) -> None:

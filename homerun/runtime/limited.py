@@ -208,7 +208,7 @@ class LimitedRuntime:
 
     async def start(self, spec: InstanceSpec, output: OutputSink) -> LimitedInstance:
         wanted = spec.limits or DEFAULT_LIMITS
-        cgroup = self._cgroups.create(spec.name, wanted)
+        cgroup = self._cgroups.create(spec.name, wanted, group=spec.revision)
         try:
             inner = await self._inner.start(
                 replace(spec, limits=wanted, cgroup_procs=cgroup.procs_files), output

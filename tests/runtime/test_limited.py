@@ -263,3 +263,44 @@ def test_the_reaper_empties_the_groups_once_the_daemon_is_gone(
 def bare(name: str, argv: list[str], cwd: Path) -> InstanceSpec:
     """A process that is no server (as a job's task): no port, no revision."""
     return InstanceSpec(name=name, argv=argv, env={"PATH": os.environ["PATH"]}, cwd=cwd, port=0)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_revision_scaled_out_on_a_busy_loop_does_not_starve_its_neighbour(
+    tmp_path: Path, folders: dict[str, Path], leftovers: Leftovers
+) -> None:
+    """Four instances of one revision against one of another, all burning CPU: under
+    contention each revision weighs the same, so the lone instance gets about as much CPU
+    time as the four together (1/5 of it if every instance weighed the same)."""
+    busy = [sys.executable, "-c", "while True: pass"]
+
+    async def scenario() -> None:
+        async with opened(limited("spawn", folders), leftovers) as runtime:
+            burners = []
+            for number in range(4):
+                instance = await runtime.start(
+                    replace(bare(f"burner-{number}", busy, tmp_path), revision="burner-00001"),
+                    Output(),
+                )
+                leftovers.add(instance)
+                burners.append(instance)
+            neighbour = await runtime.start(
+                replace(bare("neighbour-0", busy, tmp_path), revision="neighbour-00001"),
+                Output(),
+            )
+            leftovers.add(neighbour)
+            await asyncio.sleep(0.5)
+            pids = [instance.pid for instance in [*burners, neighbour]]
+            before = [cpu_seconds(pid) for pid in pids]
+            await asyncio.sleep(3)
+            used = [cpu_seconds(pid) - start for pid, start in zip(pids, before, strict=True)]
+            burner_total, neighbour_used = sum(used[:-1]), used[-1]
+            assert neighbour_used >= 0.6 * burner_total, used
+            assert burner_total <= 1.15 * 3, used  # four instances, and not more than a core
+
+    run(scenario())
