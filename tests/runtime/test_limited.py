@@ -26,11 +26,11 @@ from homerun.runtime.limited import LimitedInstance, LimitedRuntime
 from homerun.runtime.process import ProcessRuntime
 from homerun.runtime.zygote import ZygoteRuntime
 
-from .helpers import APPS, GUNICORN_SEED, Leftovers, Output, Seeds, alive, first_response, spec
+from .helpers import GUNICORN_SEED, REPO_ROOT, Leftovers, Output, Seeds, alive, first_response, spec
 
 pytestmark = pytest.mark.timeout(300)
 
-HOSTILE = APPS / "hostile_wsgi"
+HOSTILE = REPO_ROOT / "tests" / "apps" / "hostile"
 RUNTIMES = ("zygote", "spawn")
 
 
