@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import gc
 import getpass
+import hashlib
 import os
 import signal
 import socket
@@ -57,7 +58,8 @@ from homerun.observe.telemetry import Telemetry
 from homerun.procfs import lock_holders, process_name
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address
-from homerun.runtime import Runtime
+from homerun.runtime import Runtime, cgroups
+from homerun.runtime.limited import LimitedRuntime, OpenRuntime
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
@@ -99,10 +101,11 @@ class Daemon:
         logs = LogStore(
             self.paths.logs, max_bytes=self.settings.log_max_bytes, report=_print_problem
         )
-        runtime = (
+        runtime = _limited(
             ZygoteRuntime(memory_budget=self.settings.zygote_memory_budget_bytes)
             if self.settings.zygote
-            else ProcessRuntime()
+            else ProcessRuntime(),
+            self.home,
         )
         runtime.open()
         loop = asyncio.get_running_loop()
@@ -561,6 +564,19 @@ def open_store(path: Path, lock_timeout: float = 5.0) -> Store:
     finally:
         probe.close()
     return Store(path)
+
+
+def _limited(runtime: OpenRuntime, home: Path) -> OpenRuntime:
+    """The runtime with each instance in control groups of its own, as far as this machine
+    lets homerun make them; what it cannot do is said once, here."""
+    key = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+    availability = cgroups.available(key)
+    warning = availability.warning()
+    if warning is not None:
+        print(f"homerun: warning: {warning}", file=sys.stderr, flush=True)
+    if not availability.folders:
+        return runtime
+    return LimitedRuntime(runtime, cgroups.Cgroups(availability.folders))
 
 
 def _kill_leftovers(store: Store) -> None:

@@ -17,6 +17,7 @@ from homerun.control.environment import instance_cwd, instance_env
 from homerun.control.secrets import SecretValues, reads_latest
 from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, NotFound
+from homerun.model.limits import limits
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.routing.hosts import hosts_text, router_address, service_hosts
@@ -136,6 +137,7 @@ class LiveRevisions:
             readiness_probe=revision.spec.readiness_probe,
             liveness_probe=revision.spec.liveness_probe,
             container_port=revision.spec.container_port,
+            limits=limits(revision.spec.cpu, revision.spec.memory),
             policy=policy_for(
                 self._settings.autoscaler,
                 revision.spec.container_concurrency,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import fcntl
+import functools
 import os
 import posixpath
 import re
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from homerun.procfs import process_tree
-from homerun.runtime.base import InstanceSpec, OutputSink
+from homerun.runtime.base import InstanceSpec, OutputSink, join_cgroups
 from homerun.runtime.output import drain, pump
 from homerun.shellwords import split_script
 
@@ -50,8 +51,10 @@ def close_inherited_fds() -> None:
                 pass
 
 
-def _prepare_child() -> None:
-    # Runs in the child between fork and exec; these settings survive the exec.
+def _prepare_child(cgroup_procs: tuple[str, ...] = ()) -> None:
+    # Runs in the child between fork and exec; all of it survives the exec.
+    # Into the instance's control groups first: everything it starts is there too.
+    join_cgroups(cgroup_procs)
     close_inherited_fds()
     # If the daemon dies (even by SIGKILL), the kernel kills the instance too. Servers that
     # fork workers (gunicorn) watch their parent.
@@ -195,7 +198,7 @@ class ProcessRuntime:
                 stdout=out_write,
                 stderr=err_write,
                 start_new_session=True,
-                preexec_fn=_prepare_child,
+                preexec_fn=functools.partial(_prepare_child, spec.cgroup_procs),
             )
         except BaseException:
             os.close(out_read)

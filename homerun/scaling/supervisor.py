@@ -323,7 +323,13 @@ class Supervisor:
         try:
             process = await self._runtime.start(
                 InstanceSpec(
-                    name=name, argv=argv, env=env, cwd=plan.cwd, port=port, revision=plan.name
+                    name=name,
+                    argv=argv,
+                    env=env,
+                    cwd=plan.cwd,
+                    port=port,
+                    revision=plan.name,
+                    limits=plan.limits,
                 ),
                 output,
             )

@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 
+from homerun.model.limits import DEFAULT_LIMITS, Limits
 from homerun.model.probes import Probe
 from homerun.model.states import InstanceState
 from homerun.routing.throttler import Endpoint, Throttler
@@ -41,6 +42,7 @@ class RevisionPlan:
     liveness_probe: Probe | None = None
     # The container's port when the spec names one: the first instance gets it as $PORT.
     container_port: int | None = None
+    limits: Limits = DEFAULT_LIMITS  # --memory and --cpu, enforced where the runtime can
 
     def __post_init__(self) -> None:
         # Copies: a caller that edits its list or dict afterwards does not edit the plan.
