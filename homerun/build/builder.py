@@ -12,7 +12,7 @@ from pathlib import Path
 from homerun.build.artifact import Artifact
 from homerun.build.dependencies import plan_dependencies
 from homerun.build.dockerfile import Dockerfile, parse
-from homerun.build.entrypoint import guess_server, resolve_entrypoint
+from homerun.build.entrypoint import DEFAULT_THREADS, guess_server, resolve_entrypoint
 from homerun.build.interpreter import Interpreter, probe_interpreter
 from homerun.build.source import (
     DEFAULT_MAX_SOURCE_BYTES,
@@ -40,11 +40,13 @@ def build(
     output: Callable[[str], None],
     python: str | None = None,
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+    concurrency: int = DEFAULT_THREADS,
 ) -> Artifact:
     """Build `source` into `dest` (which must not exist, or be empty). Blocking.
 
     Every line of progress, pip's output included, goes to `output` as it happens. On any
     failure `dest` is left as it was found and BuildError (or DockerfileError) says why.
+    `concurrency` is the revision's --concurrency, the threads of a default gunicorn command.
     """
     source = check_source(Path(source))
     scan_source(source, max_source_bytes)
@@ -64,6 +66,7 @@ def build(
             user_env=user_env,
             venv_cache=Path(venv_cache),
             output=output,
+            concurrency=concurrency,
         )
     except BaseException:
         _discard(dest, created)
@@ -81,6 +84,7 @@ def _build_into(
     user_env: Mapping[str, str],
     venv_cache: Path,
     output: Callable[[str], None],
+    concurrency: int,
 ) -> Artifact:
     layout = lay_out(source, dest, dockerfile, output)
     entrypoint = resolve_entrypoint(
@@ -91,6 +95,7 @@ def _build_into(
         dockerfile=dockerfile,
         app_dir=layout.cwd,
         shown_as=source,
+        concurrency=concurrency,
     )
     for note in entrypoint.notes:
         output(note)

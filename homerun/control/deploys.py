@@ -252,6 +252,7 @@ class Deploys:
                     plan.revision.artifact,
                     plan.revision.name,
                     dest,
+                    spec.container_concurrency,
                 )
             if plan.reason:
                 emit(Phase(message=f"Rebuilding: {plan.reason}"))
@@ -279,6 +280,7 @@ class Deploys:
             venv_cache=self._paths.venv_cache,
             output=output,
             max_source_bytes=self._settings.max_source_bytes,
+            concurrency=spec.container_concurrency,
         )
         return artifact_record(artifact)
 
