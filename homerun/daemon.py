@@ -32,6 +32,7 @@ from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
 from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.control import ControlPlane
 from homerun.control.access import Guards, Iam
+from homerun.control.advice import Advisor
 from homerun.control.deploys import BuildFunction, Deploys
 from homerun.control.executions import Executions, NoRuntime
 from homerun.control.job_artifacts import JobArtifacts
@@ -56,6 +57,7 @@ from homerun.observe.telemetry import Telemetry
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address
 from homerun.runtime import Runtime
+from homerun.runtime.inspection import Inspector
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
@@ -363,6 +365,10 @@ def control_plane(
     tasks = Tasks()
     secret_store = SecretStore(paths.secrets)
     secret_values = SecretValues(secret_store)
+    inspector = (
+        Inspector(paths.inspections, settings.inspector_block_ms) if settings.inspector else None
+    )
+    advisor = Advisor(store=store, folder=inspector.folder if inspector else None)
     live = LiveRevisions(
         settings=settings,
         paths=paths,
@@ -376,6 +382,7 @@ def control_plane(
         clock=clock,
         host_env=host_env,
         metadata_address=metadata_address,
+        inspector=inspector,
     )
     revisions = Revisions(
         paths=paths,
@@ -457,6 +464,7 @@ def control_plane(
             clock=clock,
             router_url=f"http://{settings.listen}:{settings.port}",
             dashboard_url=dashboard_url,
+            advisor=advisor,
         ),
         jobs=Jobs(
             settings=settings,
@@ -471,6 +479,7 @@ def control_plane(
             tasks=tasks,
             wall_clock=wall_clock,
         ),
+        advisor=advisor,
     )
 
 

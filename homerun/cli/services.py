@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from homerun.cli import flags, iam
+from homerun.cli import advise, flags, iam
 from homerun.cli._commands import Group, command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._events import follow, print_deployed, print_tag_urls
@@ -135,6 +135,7 @@ def _print_revision_lines(revision: RevisionSummary) -> None:
     if revision.start_mode:
         mode = revision.start_mode
         print(f"      instances start by {mode.mode}: {mode.reason}")
+    advise.print_capacity_lines(revision)
     for instance in revision.instances:
         print(
             f"      instance {instance.name}  {instance.state}  pid {instance.pid}"
@@ -312,5 +313,6 @@ GROUP = Group(
         iam.add_binding,
         iam.remove_binding,
         iam.get_policy,
+        advise.advise,
     ),
 )

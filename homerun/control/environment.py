@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from homerun.model.artifact import ArtifactRecord
 from homerun.routing.types import Address
+from homerun.runtime.inspection import Inspector
 from homerun.spec import RevisionSpec
 
 # What an instance inherits from the daemon, as a container inherits its image's settings.
@@ -21,6 +22,7 @@ def instance_env(
     secrets: Mapping[str, str],
     host_env: Mapping[str, str],
     metadata_address: Address | None,
+    inspector: Inspector | None = None,
 ) -> dict[str, str]:
     """Later sources win: the host's basics, the image's ENV, the user's env vars, the secrets
     (values read now), then what Cloud Run sets itself (K_SERVICE...); PORT is per instance."""
@@ -31,6 +33,8 @@ def instance_env(
     env.update(spec.env)
     env.update(secrets)
     env.update(K_SERVICE=service, K_REVISION=revision, K_CONFIGURATION=service)
+    if inspector is not None:
+        env.update(inspector.env(revision, env))
     if metadata_address is not None:
         # The metadata server (access/metadata.py), where Google's client libraries look for
         # the project and the instance's identity and tokens: google-auth (and Go's and Node's
