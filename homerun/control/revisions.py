@@ -93,6 +93,7 @@ class Revisions:
         for revision in revisions:
             await self._live.stop(revision.name)
             shutil.rmtree(self._paths.revisions / revision.name, ignore_errors=True)
+            shutil.rmtree(self._paths.inspections / revision.name, ignore_errors=True)
         self._logs.delete(service)
 
     def digest_of(self, revision: RevisionRecord) -> str | None:
@@ -202,6 +203,8 @@ class Revisions:
         self._live.forget(name)
         self._store.delete_revision(name)
         self._discard(self._paths.revisions / name)
+        # What its instances measured (runtime inspector), written outside the artifact.
+        shutil.rmtree(self._paths.inspections / name, ignore_errors=True)
 
     def _discard(self, path: Path) -> None:
         """Move a folder out of the way at once; delete it in a thread (a venv is many files)."""

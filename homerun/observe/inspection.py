@@ -3,7 +3,9 @@ and summing them per revision."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,26 +23,43 @@ from homerun.model.inspection import (
 MAX_SNAPSHOT_BYTES = 64 * 1024
 MAX_SNAPSHOTS = 64
 MAX_PLACES = 20
+MAX_LISTED = 1024
 
 
 def read_snapshots(folder: Path) -> list[ProcessSnapshot]:
     """Blocking: the newest snapshots of a revision's processes; unreadable ones skipped."""
     try:
-        entries = [entry for entry in os.scandir(folder) if entry.name.endswith(".json")]
+        with os.scandir(folder) as listing:
+            # A folder an app filled with files is listed only this far.
+            entries = list(itertools.islice(listing, MAX_LISTED))
     except OSError:
         return []
+    entries = [entry for entry in entries if entry.name.endswith(".json")]
     entries.sort(key=_mtime, reverse=True)
     snapshots = []
     for entry in entries[:MAX_SNAPSHOTS]:
         try:
-            with open(entry.path, "rb") as file:
-                data = file.read(MAX_SNAPSHOT_BYTES + 1)
-            if len(data) > MAX_SNAPSHOT_BYTES or not entry.is_file(follow_symlinks=False):
-                continue
-            snapshots.append(ProcessSnapshot.model_validate_json(data))
+            data = _read_regular_file(entry.path)
+            if data is not None:
+                snapshots.append(ProcessSnapshot.model_validate_json(data))
         except (OSError, ValidationError, ValueError):
             continue
     return snapshots
+
+
+def _read_regular_file(path: str) -> bytes | None:
+    """The file's bytes if it is a regular file of at most MAX_SNAPSHOT_BYTES: never through a
+    symlink, and never blocking on a FIFO or a device the app put there instead."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SNAPSHOT_BYTES:
+            return None
+        with os.fdopen(descriptor, "rb", closefd=False) as file:
+            data = file.read(MAX_SNAPSHOT_BYTES + 1)
+        return data if len(data) <= MAX_SNAPSHOT_BYTES else None
+    finally:
+        os.close(descriptor)
 
 
 def _mtime(entry: os.DirEntry[str]) -> float:

@@ -108,3 +108,22 @@ def test_autoscale(tmp_path: Path) -> None:
     assert (tmp_path / "autoscale.csv").exists() and (tmp_path / "autoscale.png").exists()
     rows = summary_rows(tmp_path / "autoscale.json", "autoscale")
     assert any("not measured" in row[1] for row in rows)  # no spawned run here
+
+
+def test_inspector_benchmark_runs(tmp_path: Path) -> None:
+    result = run(
+        "inspector.py",
+        tmp_path / "inspector.json",
+        "--connections",
+        "4",
+        "--duration",
+        "2",
+        "--rounds",
+        "1",
+        "--tool",
+        "python",
+        "--no-install",
+    )
+    for kind in ("async", "sync"):
+        assert result["summary"][kind]["on_rps"] > 0 and result["summary"][kind]["off_rps"] > 0
+    assert result["advisor_ms"] > 0

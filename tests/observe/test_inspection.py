@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,7 @@ def test_hostile_snapshots_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "4.json").write_bytes(b" " * (MAX_SNAPSHOT_BYTES + 1))
     (tmp_path / "5.json").symlink_to("/etc/passwd")
     (tmp_path / "6.json").mkdir()
+    os.mkfifo(tmp_path / "7.json")  # opening it to read would wait for a writer forever
     assert read_snapshots(tmp_path) == []
     assert summarize([]) is None
     assert read_snapshots(tmp_path / "missing") == []
