@@ -34,6 +34,7 @@ from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
 from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.control import ControlPlane
 from homerun.control.access import Guards, Iam
+from homerun.control.advice import Advisor
 from homerun.control.deploys import BuildFunction, Deploys
 from homerun.control.executions import Executions, NoRuntime
 from homerun.control.job_artifacts import JobArtifacts
@@ -59,6 +60,7 @@ from homerun.procfs import lock_holders, process_name
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address
 from homerun.runtime import Runtime, cgroups
+from homerun.runtime.inspection import Inspector
 from homerun.runtime.limited import LimitedRuntime, OpenRuntime
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.zygote import ZygoteRuntime
@@ -371,6 +373,10 @@ def control_plane(
     tasks = Tasks()
     secret_store = SecretStore(paths.secrets)
     secret_values = SecretValues(secret_store)
+    inspector = (
+        Inspector(paths.inspections, settings.inspector_block_ms) if settings.inspector else None
+    )
+    advisor = Advisor(store=store, folder=inspector.folder if inspector else None)
     live = LiveRevisions(
         settings=settings,
         paths=paths,
@@ -384,6 +390,7 @@ def control_plane(
         clock=clock,
         host_env=host_env,
         metadata_address=metadata_address,
+        inspector=inspector,
     )
     revisions = Revisions(
         paths=paths,
@@ -465,6 +472,7 @@ def control_plane(
             clock=clock,
             router_url=f"http://{settings.listen}:{settings.port}",
             dashboard_url=dashboard_url,
+            advisor=advisor,
         ),
         jobs=Jobs(
             settings=settings,
@@ -479,6 +487,7 @@ def control_plane(
             tasks=tasks,
             wall_clock=wall_clock,
         ),
+        advisor=advisor,
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from homerun.build.entrypoint import fit_default_threads
 from homerun.errors import BuildError, HomerunError
 from homerun.model.artifact import ArtifactRecord
 
@@ -82,11 +83,16 @@ def artifact_record(artifact: Artifact) -> ArtifactRecord:
 
 
 def copy_artifact(
-    root: Path, record: ArtifactRecord | None, owner: str, dest: Path
+    root: Path,
+    record: ArtifactRecord | None,
+    owner: str,
+    dest: Path,
+    concurrency: int | None = None,
 ) -> ArtifactRecord:
     """Blocking: a new revision's artifact folder as a copy of the artifact of revision `owner`
     at `root`, stored as `record` (a few files of code; the virtualenv is shared), with paths
-    that named the old folder pointing at the new."""
+    that named the old folder pointing at the new, and homerun's default gunicorn command
+    given `concurrency` threads (the new revision's --concurrency)."""
     if not root.is_dir() or not record:
         raise HomerunError(f"the artifact of {owner} is gone ({root}); deploy again with --source")
     try:
@@ -94,11 +100,17 @@ def copy_artifact(
         copied = ArtifactRecord.model_validate(
             _rebase(record.model_dump(exclude={"digest"}), str(root), str(dest))
         )
-        digest = record.digest or artifact_digest(dest, copied)
-        copied = copied.model_copy(update={"digest": digest})
+        if concurrency is not None:
+            argv = fit_default_threads(copied.argv, copied.entrypoint_origin, concurrency)
+            copied = copied.model_copy(update={"argv": argv})
+        # The digest covers what runs: a refitted command is another artifact.
+        refitted = copied.argv != _rebase(record.argv, str(root), str(dest))
+        digest = record.digest if record.digest and not refitted else None
+        copied = copied.model_copy(update={"digest": digest or artifact_digest(dest, copied)})
         manifest = dest / MANIFEST
         if manifest.exists():
             rebased = _rebase(json.loads(manifest.read_text()), str(root), str(dest))
+            rebased["argv"] = copied.argv
             manifest.write_text(json.dumps(rebased, indent=2) + "\n")
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from homerun.build.artifact import Artifact
 from homerun.build.dependencies import plan_dependencies
 from homerun.build.dockerfile import Dockerfile, parse
-from homerun.build.entrypoint import guess_server, resolve_entrypoint
+from homerun.build.entrypoint import DEFAULT_THREADS, guess_server, resolve_entrypoint
 from homerun.build.function import Function, build_env, find_function
 from homerun.build.interpreter import Interpreter, probe_interpreter, python_for_base_image
 from homerun.build.source import (
@@ -43,12 +43,14 @@ def build(
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
     function: str | None = None,
     base_image: str | None = None,
+    concurrency: int = DEFAULT_THREADS,
 ) -> Artifact:
     """Build `source` into `dest` (which must not exist, or be empty). Blocking.
 
     `function` is `--function`'s target; `base_image` (`python312`) chooses the interpreter.
     Every line of progress, pip's output included, goes to `output` as it happens. On any
     failure `dest` is left as it was found and BuildError (or DockerfileError) says why.
+    `concurrency` is the revision's --concurrency, the threads of a default gunicorn command.
     """
     source = check_source(Path(source))
     scan_source(source, max_source_bytes)
@@ -71,6 +73,7 @@ def build(
             venv_cache=Path(venv_cache),
             output=output,
             function_flag=function,
+            concurrency=concurrency,
         )
     except BaseException:
         _discard(dest, created)
@@ -89,6 +92,7 @@ def _build_into(
     venv_cache: Path,
     output: Callable[[str], None],
     function_flag: str | None = None,
+    concurrency: int,
 ) -> Artifact:
     layout = lay_out(source, dest, dockerfile, output)
     function = None
@@ -110,6 +114,7 @@ def _build_into(
         app_dir=layout.cwd,
         shown_as=source,
         function=function,
+        concurrency=concurrency,
     )
     for note in entrypoint.notes:
         output(note)

@@ -13,6 +13,7 @@ from homerun.build import Artifact
 from homerun.build.artifact import artifact_record, copy_artifact, write_failure
 from homerun.config import Paths, Settings
 from homerun.control.access import Iam
+from homerun.control.advice import capacity_warning
 from homerun.control.live import LiveRevisions
 from homerun.control.plan import (
     Build,
@@ -175,6 +176,10 @@ class Deploys:
             )
         )
         emit(Phase(message=f"Entrypoint ({origin}): {argv}"))
+        mismatch = capacity_warning(revision)
+        if mismatch is not None:
+            emit(Phase(message=f"Warning: {mismatch}"))
+            self._logs.emit(platform_entry(service, mismatch, severity="WARNING", revision=name))
         emit(Phase(message=f"Starting revision {name}"))
         try:
             unit = self._live.unit(revision)
@@ -252,6 +257,7 @@ class Deploys:
                     plan.revision.artifact,
                     plan.revision.name,
                     dest,
+                    spec.container_concurrency,
                 )
             if plan.reason:
                 emit(Phase(message=f"Rebuilding: {plan.reason}"))
@@ -284,6 +290,7 @@ class Deploys:
             max_source_bytes=self._settings.max_source_bytes,
             function=spec.function_target,
             base_image=spec.base_image,
+            concurrency=spec.container_concurrency,
         )
         return artifact_record(artifact)
 

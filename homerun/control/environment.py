@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 from homerun.errors import InvalidSpec
 from homerun.model.artifact import ArtifactRecord
 from homerun.routing.types import Address
+from homerun.runtime.inspection import Inspector
 from homerun.runtime.names import resolving_env
 from homerun.spec import RevisionSpec
 
@@ -25,6 +26,7 @@ def instance_env(
     host_env: Mapping[str, str],
     metadata_address: Address | None,
     hosts_file: Path | None = None,
+    inspector: Inspector | None = None,
 ) -> dict[str, str]:
     """Later sources win: the host's basics, the image's ENV, the user's env vars, the secrets
     (values read now), then what Cloud Run sets itself (K_SERVICE...); PORT is per instance."""
@@ -39,6 +41,8 @@ def instance_env(
         # Service hosts (renderer.localhost) resolve to the router in the instance's Python,
         # which glibc does not do for names under localhost (runtime/_site/sitecustomize.py).
         env.update(resolving_env(env, hosts_file))
+    if inspector is not None:
+        env.update(inspector.env(revision, env))
     if metadata_address is not None:
         # The metadata server (access/metadata.py), where Google's client libraries look for
         # the project and the instance's identity and tokens: google-auth (and Go's and Node's

@@ -30,6 +30,7 @@ from homerun.routing.table import (
 )
 from homerun.routing.throttler import Throttler
 from homerun.routing.types import Address, Route, RouteError
+from homerun.runtime.inspection import Inspector
 from homerun.scaling.policy import policy_for
 from homerun.scaling.supervisor import Supervisor
 from homerun.scaling.unit import RevisionPlan, RevisionUnit
@@ -56,6 +57,7 @@ class LiveRevisions:
         clock: Callable[[], float],
         host_env: Mapping[str, str],
         metadata_address: Address | None = None,
+        inspector: Inspector | None = None,
         rng: random.Random | None = None,
     ) -> None:
         # Collaborators
@@ -71,6 +73,7 @@ class LiveRevisions:
         self._clock = clock
         self._host_env = host_env
         self._metadata_address = metadata_address
+        self._inspector = inspector
         self._rolls = StratifiedRolls(rng or random.Random())
         # Per running revision
         self.units: dict[str, RevisionUnit] = {}
@@ -119,6 +122,7 @@ class LiveRevisions:
             host_env=self._host_env,
             metadata_address=self._metadata_address,
             hosts_file=self._paths.hosts,
+            inspector=self._inspector,
         )
         holder: list[RevisionUnit] = []
         throttler = Throttler(revision.name, lambda: self._poke(holder[0]), self._clock)

@@ -90,6 +90,7 @@ class Revisions:
         for revision in revisions:
             await self._live.stop(revision.name)
             self._discard(self._paths.revisions / revision.name)
+            self._discard(self._paths.inspections / revision.name)
         self._logs.delete(service)
 
     def digest_of(self, revision: RevisionRecord) -> str | None:
@@ -217,6 +218,8 @@ class Revisions:
         self._live.forget(name)
         self._store.delete_revision(name)
         self._discard(self._paths.revisions / name)
+        # What its instances measured (runtime inspector), written outside the artifact.
+        self._discard(self._paths.inspections / name)
 
     def _discard(self, path: Path) -> None:
         self._tasks.discard(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from homerun.model.inspection import Capacity, RevisionInspection
 from homerun.model.jobs import ExecutionStatus, TaskStatus
 from homerun.model.states import InstanceState, RevisionStatus
 
@@ -106,6 +107,11 @@ class RevisionSummary(_View):
     start_mode: StartMode | None
     queue_length: int
     scaling: Scaling | None = None  # present while the revision is live
+    # The server's real capacity (measured by the runtime inspector, else read from the start
+    # command), what its instances measured, and where capacity and concurrency disagree.
+    capacity: Capacity | None = None
+    inspection: RevisionInspection | None = None
+    warnings: list[str] = []
 
 
 class ServiceDescription(ServiceSummary):

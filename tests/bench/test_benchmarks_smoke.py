@@ -123,3 +123,22 @@ def test_soak(tmp_path: Path) -> None:
     assert len(record["samples"]) >= 5
     assert all(sample["daemon_rss_mib"] > 0 for sample in record["samples"])
     assert all(sample["daemon_open_files"] > 0 for sample in record["samples"])
+
+
+def test_inspector_benchmark_runs(tmp_path: Path) -> None:
+    result = run(
+        "inspector.py",
+        tmp_path / "inspector.json",
+        "--connections",
+        "4",
+        "--duration",
+        "2",
+        "--rounds",
+        "1",
+        "--tool",
+        "python",
+        "--no-install",
+    )
+    for kind in ("async", "sync"):
+        assert result["summary"][kind]["on_rps"] > 0 and result["summary"][kind]["off_rps"] > 0
+    assert result["advisor_ms"] > 0
