@@ -190,14 +190,6 @@ async def memory(
     }
 
 
-def zygote_pid(runtime: ZygoteRuntime, revision: str) -> int | None:
-    reason = runtime.mode(revision)[1]
-    marker = "zygote pid "
-    if marker not in reason:
-        return None
-    return int(reason.split(marker, 1)[1].split(";")[0])
-
-
 # -- one app ----------------------------------------------------------------------------
 
 
@@ -222,7 +214,7 @@ async def measure_app(app: App, artifact: Artifact, args: argparse.Namespace) ->
             fork.append(await cold_start(zygotes, artifact, revision, app.path))
         memory_spawn = await memory(spawner, artifact, revision, app.path, args.instances, None)
         memory_zygote = await memory(
-            zygotes, artifact, revision, app.path, args.instances, zygote_pid(zygotes, revision)
+            zygotes, artifact, revision, app.path, args.instances, zygotes.zygote_pid(revision)
         )
     finally:
         zygotes.close()

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
 from homerun.model.events import DeployEvent, JobEvent, parse_event, parse_job_event
+from homerun.model.inspection import Advice
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.validation import validation_message
 from homerun.model.views import (
@@ -106,6 +107,10 @@ class Client:
 
     def describe(self, service: str) -> ServiceDescription:
         return _read(ServiceDescription, self._call("GET", f"/v1/services/{service}"))
+
+    def advise(self, service: str) -> Advice:
+        """The concurrency to set for the service's latest revision, and why."""
+        return _read(Advice, self._call("GET", f"/v1/services/{service}/advice"))
 
     def knative_service(self, service: str) -> dict[str, Any]:
         """The service as a serving.knative.dev/v1 Service document."""

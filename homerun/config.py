@@ -66,6 +66,10 @@ class Paths:
         return self.home / "logs"
 
     @property
+    def inspections(self) -> Path:
+        return self.home / "inspect"
+
+    @property
     def config_file(self) -> Path:
         return self.home / "config.yaml"
 
@@ -127,6 +131,11 @@ class Settings:
     # virtualenv and costs some 7 MB of its own (the base 15-40 MB, shared); the first request
     # to a revision whose zygote was stopped forks a new one from the base, in tens of ms.
     zygote_memory_budget_bytes: int = 128 * MiB
+    # The runtime inspector inside Python instances (runtime/inspection.py): event-loop lag,
+    # blocking calls in coroutines (a stall past inspector-block-ms is sampled), thread-pool
+    # use and the server's workers x threads, for describe and `homerun services advise`.
+    inspector: bool = True
+    inspector_block_ms: float = 100.0
     # The Google Cloud project instances are told they run in (the metadata server's
     # project-id; service accounts are NAME@PROJECT.iam.gserviceaccount.com).
     project: str = DEFAULT_PROJECT
@@ -169,6 +178,8 @@ _KEYS = {
     "revision-retention": "revision_retention",
     "zygote": "zygote",
     "zygote-memory-budget-bytes": "zygote_memory_budget_bytes",
+    "inspector": "inspector",
+    "inspector-block-ms": "inspector_block_ms",
     "project": "project",
 }
 
@@ -278,6 +289,12 @@ def load(home: Path, **overrides: Any) -> LoadedSettings:
             raise InvalidSpec(
                 f"{config_file}: zygote-memory-budget-bytes: expected 0 or more, got "
                 f"{known['zygote_memory_budget_bytes']} (0 keeps no zygote of an idle revision)"
+            )
+        if not 10 <= known.get("inspector_block_ms", 100.0) <= 60_000:
+            raise InvalidSpec(
+                f"{config_file}: inspector-block-ms: expected 10 to 60000 (milliseconds the "
+                f"event loop may stall before the inspector samples it), got "
+                f"{known['inspector_block_ms']}"
             )
         if known.get("admin_listen"):
             split_address(known["admin_listen"], f"{config_file}: admin-listen")

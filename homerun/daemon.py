@@ -7,9 +7,11 @@ import contextlib
 import fcntl
 import gc
 import getpass
+import hashlib
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +35,7 @@ from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
 from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.control import ControlPlane
 from homerun.control.access import Guards, Iam
+from homerun.control.advice import Advisor
 from homerun.control.deploys import BuildFunction, Deploys
 from homerun.control.executions import Executions, NoRuntime
 from homerun.control.job_artifacts import JobArtifacts
@@ -54,9 +57,12 @@ from homerun.observe.metrics import Metrics
 from homerun.observe.overview import overview
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
+from homerun.procfs import lock_holders, process_name
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address
-from homerun.runtime import Runtime
+from homerun.runtime import Runtime, cgroups
+from homerun.runtime.inspection import Inspector
+from homerun.runtime.limited import LimitedRuntime, OpenRuntime
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
@@ -93,13 +99,16 @@ class Daemon:
         # RSA: ID tokens are RS256, their public key published by the metadata server.
         signing_key = keys.private_key(keys.signing_key(self.paths.signing_key))
         admin_token = keys.admin_token(self.paths.admin_token)
-        store = Store(self.paths.database)
+        store = open_store(self.paths.database)
         _kill_leftovers(store)
-        logs = LogStore(self.paths.logs, max_bytes=self.settings.log_max_bytes)
-        runtime = (
+        logs = LogStore(
+            self.paths.logs, max_bytes=self.settings.log_max_bytes, report=_print_problem
+        )
+        runtime = _limited(
             ZygoteRuntime(memory_budget=self.settings.zygote_memory_budget_bytes)
             if self.settings.zygote
-            else ProcessRuntime()
+            else ProcessRuntime(),
+            self.home,
         )
         runtime.open()
         loop = asyncio.get_running_loop()
@@ -370,6 +379,10 @@ def control_plane(
     tasks = Tasks()
     secret_store = SecretStore(paths.secrets)
     secret_values = SecretValues(secret_store)
+    inspector = (
+        Inspector(paths.inspections, settings.inspector_block_ms) if settings.inspector else None
+    )
+    advisor = Advisor(store=store, folder=inspector.folder if inspector else None)
     live = LiveRevisions(
         settings=settings,
         paths=paths,
@@ -383,6 +396,7 @@ def control_plane(
         clock=clock,
         host_env=host_env,
         metadata_address=metadata_address,
+        inspector=inspector,
     )
     revisions = Revisions(
         paths=paths,
@@ -395,7 +409,7 @@ def control_plane(
     traffic = Traffic(store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values)
     iam = Iam(store, logs, authority, access_changed=live.refresh_access)
     job_logs = JobLogs(logs)
-    job_artifacts = JobArtifacts(paths, store)
+    job_artifacts = JobArtifacts(paths, store, tasks)
     executions = Executions(
         store=store,
         logs=job_logs,
@@ -464,6 +478,7 @@ def control_plane(
             clock=clock,
             router_url=f"http://{settings.listen}:{settings.port}",
             dashboard_url=dashboard_url,
+            advisor=advisor,
         ),
         jobs=Jobs(
             settings=settings,
@@ -478,6 +493,7 @@ def control_plane(
             tasks=tasks,
             wall_clock=wall_clock,
         ),
+        advisor=advisor,
     )
 
 
@@ -504,10 +520,11 @@ async def _sample(telemetry: Telemetry) -> None:
 async def _flush_logs(logs: LogStore) -> None:
     while True:
         await asyncio.sleep(LOG_FLUSH_SECONDS)
-        try:
-            logs.flush()
-        except OSError as error:
-            print(f"homerun: cannot write logs: {error}", file=sys.stderr, flush=True)
+        logs.flush()
+
+
+def _print_problem(message: str) -> None:
+    print(f"homerun: {message}", file=sys.stderr, flush=True)
 
 
 def _unix_socket(path: Path) -> socket.socket:
@@ -524,6 +541,57 @@ def _unix_socket(path: Path) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+def open_store(path: Path, lock_timeout: float = 5.0) -> Store:
+    """The store, once SQLite can read all of it and write to it; else a clear error.
+
+    A damaged file (not a database, a page that does not check) or a write lock that another
+    program holds for `lock_timeout` stops the start here, before anything is served, rather
+    than as an internal error at the first deploy."""
+    try:
+        probe = sqlite3.connect(path, timeout=lock_timeout, isolation_level=None)
+    except sqlite3.Error as error:
+        raise HomerunError(f"cannot open the store {path}: {error}") from None
+    try:
+        problems = [row[0] for row in probe.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems[:3]))
+        probe.execute("BEGIN IMMEDIATE")  # a write lock, as the first deploy would take
+        probe.execute("ROLLBACK")
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error) and "busy" not in str(error):
+            raise HomerunError(f"cannot use the store {path}: {error}") from None
+        holders = sorted(lock_holders([path, Path(f"{path}-wal"), Path(f"{path}-shm")]))
+        named = ", ".join(f"{pid} ({process_name(pid)})" for pid in holders)
+        raise HomerunError(
+            f"the store {path} is locked by another program"
+            + (f" (pid {named})" if named else "")
+            + f": homerun waited {lock_timeout:g}s for it. Close that program (an sqlite3 "
+            "shell, a backup) and start homerun again"
+        ) from None
+    except sqlite3.DatabaseError as error:
+        raise HomerunError(
+            f"the store {path} is damaged ({error}): homerun cannot read it. Restore it from a "
+            f"backup, or move it and its -wal and -shm files away to start with an empty store "
+            "(services, revisions and jobs are then forgotten, and their artifacts removed)"
+        ) from None
+    finally:
+        probe.close()
+    return Store(path)
+
+
+def _limited(runtime: OpenRuntime, home: Path) -> OpenRuntime:
+    """The runtime with each instance in control groups of its own, as far as this machine
+    lets homerun make them; what it cannot do is said once, here."""
+    key = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+    availability = cgroups.available(key)
+    warning = availability.warning()
+    if warning is not None:
+        print(f"homerun: warning: {warning}", file=sys.stderr, flush=True)
+    if not availability.folders:
+        return runtime
+    return LimitedRuntime(runtime, cgroups.Cgroups(availability.folders))
 
 
 def _kill_leftovers(store: Store) -> None:

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from homerun.errors import InvalidSpec
 from homerun.model.annotations import check_annotations
+from homerun.model.probes import Probe, ProbeAction
 from homerun.model.validation import validation_message
 
 # A DNS label (RFC 1123) that starts with a letter, as Cloud Run requires for service names.
@@ -200,6 +201,18 @@ class SecretRef(BaseModel):
         return f"{self.secret}:{self.version}"
 
 
+# How Cloud Run records `gcloud run deploy --function` and `--base-image` on a revision.
+FUNCTION_TARGET_ANNOTATION = "run.googleapis.com/build-function-target"
+BASE_IMAGE_ANNOTATION = "run.googleapis.com/build-base-image"
+# Read by the build, as GOOGLE_ENTRYPOINT: changing one makes a new build.
+BUILD_VARIABLES = (
+    "GOOGLE_ENTRYPOINT",
+    "GOOGLE_FUNCTION_TARGET",
+    "GOOGLE_FUNCTION_SIGNATURE_TYPE",
+    "GOOGLE_FUNCTION_SOURCE",
+)
+
+
 class RevisionSpec(BaseModel):
     """The immutable settings of one revision, as the user gave them."""
 
@@ -223,6 +236,15 @@ class RevisionSpec(BaseModel):
     container_port: int | None = Field(default=None, ge=1, le=65535)
     container_name: str | None = None
     service_account: str | None = None
+    # Knative's resources.requests: recorded and shown; nothing reserves them on one machine.
+    cpu_request: str | None = None
+    memory_request: str | None = None
+    # The container's workingDir: a path in the artifact (its rootfs stands for `/`).
+    working_dir: str | None = None
+    # Probes as the container spec gives them; None: TCP at startup only (startup_timeout).
+    startup_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None
 
     def check(self) -> RevisionSpec:
         """Checks pydantic cannot express; raises InvalidSpec naming the flag."""
@@ -252,7 +274,21 @@ class RevisionSpec(BaseModel):
     def entrypoint_inputs(self) -> tuple[Any, ...]:
         """What the build resolves the entrypoint from: when these change, the artifact of
         another revision cannot be reused (its argv was decided at build time)."""
-        return (self.command, self.args, self.env.get("GOOGLE_ENTRYPOINT"))
+        return (
+            self.command,
+            self.args,
+            *(self.env.get(name) for name in BUILD_VARIABLES),
+            self.function_target,
+            self.base_image,
+        )
+
+    @property
+    def function_target(self) -> str | None:
+        return self.annotations.get(FUNCTION_TARGET_ANNOTATION) or None
+
+    @property
+    def base_image(self) -> str | None:
+        return self.annotations.get(BASE_IMAGE_ANNOTATION) or None
 
 
 V = TypeVar("V")
@@ -311,6 +347,10 @@ class RevisionChanges(BaseModel):
     cpu: str | None = None
     memory: str | None = None
     service_account: str | None = None  # "" goes back to the service's own account
+    # gcloud's --startup-probe, --liveness-probe, --readiness-probe.
+    startup_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None
     env: EnvChanges = Field(default_factory=EnvChanges)
     secrets: SecretChanges = Field(default_factory=SecretChanges)
 
@@ -339,6 +379,16 @@ class RevisionChanges(BaseModel):
                 fields[name] = value
         if self.service_account is not None:
             fields["service_account"] = self.service_account or None
+        for name in ("readiness_probe", "liveness_probe"):
+            probe = getattr(self, name)
+            if probe is not None:
+                fields[name] = probe.model_dump()
+        if self.startup_probe is not None:
+            # A TCP startup probe is the default one: its budget is all it changes.
+            tcp = self.startup_probe.action is ProbeAction.TCP
+            fields["startup_probe"] = None if tcp else self.startup_probe.model_dump()
+            if self.startup_timeout_seconds is None:
+                fields["startup_timeout_seconds"] = self.startup_probe.budget
         annotations = dict(base.annotations)
         for key, annotation in self.annotations.items():
             if annotation is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -59,6 +60,11 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         if request.query_params.get("format") == "knative":
             return JSONResponse(control.views.knative_service(name))
         return _view(control.views.describe(name))
+
+    async def advice(request: Request) -> Response:
+        # Reads the inspector's snapshot files: in a thread, off the router's loop.
+        answer = await asyncio.to_thread(control.advisor.advise, request.path_params["name"])
+        return _view(answer)
 
     async def traffic(request: Request) -> Response:
         try:
@@ -213,6 +219,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             Route("/v1/shutdown", stop, methods=["POST"]),
             Route("/v1/services", services),
             Route("/v1/services/{name}", service, methods=["GET", "DELETE", "PUT"]),
+            Route("/v1/services/{name}/advice", advice),
             Route("/v1/services/{name}/deploy", deploy, methods=["POST"]),
             Route("/v1/services/{name}/traffic", traffic, methods=["POST"]),
             Route("/v1/services/{name}/logs", logs),

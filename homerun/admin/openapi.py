@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 from homerun.control.job_plan import JobRequest
 from homerun.model import views
 from homerun.model.events import DeployEvent, JobEvent
+from homerun.model.inspection import Advice
 from homerun.model.jobs import ExecutionOverrides
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
@@ -81,6 +82,7 @@ _VIEWS: tuple[type[BaseModel], ...] = (
     views.JobDescription,
     views.ExecutionSummary,
     views.ExecutionDescription,
+    Advice,
 )
 
 
@@ -180,6 +182,13 @@ def openapi_document() -> dict[str, Any]:
                     streams=True,
                 ),
                 "delete": _operation("delete a service", path_name=True),
+            },
+            "/v1/services/{name}/advice": {
+                "get": _operation(
+                    "the concurrency to set and why (`services advise`)",
+                    path_name=True,
+                    returns=ref("Advice"),
+                )
             },
             "/v1/services/{name}/deploy": {
                 "post": _operation(

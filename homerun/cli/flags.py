@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,9 @@ import yaml
 from homerun.access.iam import check_ingress
 from homerun.cli._commands import FlagGroup, flag, one_of
 from homerun.errors import HomerunError
+from homerun.knative import parse_probe
 from homerun.model.durations import parse_duration
+from homerun.model.probes import Probe, ProbeKind
 from homerun.scaling.policy import ANNOTATION_PREFIX
 from homerun.spec import (
     DEFAULT_CONCURRENCY,
@@ -78,8 +82,47 @@ CONTAINER = FlagGroup(
         ),
         flag("--cpu", help="CPU limit, recorded (e.g. 1, 2, 500m)"),
         flag("--memory", help="memory limit, recorded (e.g. 512Mi, 2Gi)"),
+        flag(
+            "--startup-probe",
+            metavar="KEY=VALUE,...",
+            help="e.g. httpGet.path=/ready,periodSeconds=2,failureThreshold=30 (or "
+            "tcpSocket.port=8080): what must pass before an instance gets requests",
+        ),
+        flag(
+            "--readiness-probe",
+            metavar="KEY=VALUE,...",
+            help="e.g. httpGet.path=/ready,periodSeconds=1,failureThreshold=1: while it fails "
+            "the instance gets no new requests",
+        ),
+        flag(
+            "--liveness-probe",
+            metavar="KEY=VALUE,...",
+            help="e.g. httpGet.path=/healthz,periodSeconds=10,failureThreshold=3: when it "
+            "fails the instance is restarted",
+        ),
     ),
 )
+
+
+def _probe(text: str | None, flag_name: str, kind: ProbeKind) -> Probe | None:
+    """gcloud's probe flags: KEY=VALUE pairs, nested at the dots (httpGet.path=/ready), with
+    whole numbers read as numbers; checked with the YAML's rules."""
+    if text is None:
+        return None
+    fields: dict[str, Any] = {}
+    for key, value in parse_env_vars(text, flag_name, check_names=False).items():
+        *parents, last = key.split(".")
+        level = fields
+        for parent in parents:
+            nested = level.setdefault(parent, {})
+            if not isinstance(nested, dict):
+                raise HomerunError(f"{flag_name}: {parent} is given both as a value and as keys")
+            level = nested
+        if key == "exec.command":  # a command line; the YAML gives a list of words
+            level[last] = shlex.split(value)
+        else:
+            level[last] = int(value) if re.fullmatch(r"-?\d+", value) else value
+    return parse_probe(fields, kind, flag_name)
 
 
 def _command(text: str | None) -> list[str] | None:
@@ -287,6 +330,9 @@ def revision_changes(arguments: argparse.Namespace, source: str | None) -> Revis
         annotations=_scaling_annotations(arguments),
         cpu=check_cpu(arguments.cpu, "--cpu") if arguments.cpu else None,
         memory=check_memory(arguments.memory, "--memory") if arguments.memory else None,
+        startup_probe=_probe(arguments.startup_probe, "--startup-probe", ProbeKind.STARTUP),
+        readiness_probe=_probe(arguments.readiness_probe, "--readiness-probe", ProbeKind.READINESS),
+        liveness_probe=_probe(arguments.liveness_probe, "--liveness-probe", ProbeKind.LIVENESS),
         service_account=_service_account(arguments.service_account),
         env=env_changes(arguments),
         secrets=secret_changes(arguments),

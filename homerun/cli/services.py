@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from homerun.cli import flags, iam, logs, proxy
+from homerun.cli import advise, flags, iam, logs, proxy
 from homerun.cli._commands import Group, command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._events import follow, print_deployed, print_tag_urls
@@ -150,6 +150,7 @@ def _print_revision_lines(revision: RevisionSummary) -> None:
     if revision.start_mode:
         mode = revision.start_mode
         print(f"      instances start by {mode.mode}: {mode.reason}")
+    advise.print_capacity_lines(revision)
     for instance in revision.instances:
         print(
             f"      instance {instance.name}  {instance.state}  pid {instance.pid}"
@@ -338,5 +339,6 @@ GROUP = Group(
                 dataclasses.replace(logs.tail, examples=LOGS_TAIL_EXAMPLE),
             ),
         ),
+        advise.advise,
     ),
 )

@@ -9,6 +9,7 @@ live routing state the router reads. One module per concept; daemon.py wires the
     access.py     Guards (the router's per-service check) and Iam (bindings, tokens)
     secrets.py    SecretValues (what revisions read) and Secrets (`homerun secrets`)
     views.py      Views: describe, list, status, Knative documents
+    advice.py     Advisor: `services advise` (the runtime inspector's measurements, advised on)
     jobs.py       Jobs: `jobs create|deploy|update|delete` (plan in job_plan.py); its
                   executions (executions.py) run tasks as task_decision.py decides
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from homerun.access.tokens import TokenAuthority
 from homerun.control.access import Iam
+from homerun.control.advice import Advisor
 from homerun.control.deploys import Deploys
 from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
@@ -47,6 +49,7 @@ class ControlPlane:
     secrets: Secrets
     views: Views
     jobs: Jobs
+    advisor: Advisor
 
     async def restore(self) -> None:
         """After a (re)start: route every service to its ready revisions and start them."""
@@ -69,6 +72,7 @@ class ControlPlane:
             self.revisions.collect_garbage(record.name)
         self.revisions.collect_venvs()
         self.jobs.restore()
+        self.tasks.spawn(self.revisions.fill_digests())
 
     async def close(self) -> None:
         await self.jobs.executions.close()  # their tasks stop; executions resume next start

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from homerun.build import Artifact
-from homerun.build.artifact import artifact_record, copy_artifact
+from homerun.build.artifact import artifact_record, copy_artifact, write_failure
 from homerun.config import Paths, Settings
 from homerun.control.access import Iam
+from homerun.control.advice import capacity_warning
 from homerun.control.live import LiveRevisions
 from homerun.control.plan import (
     Build,
@@ -194,6 +195,10 @@ class Deploys:
             )
         )
         emit(Phase(message=f"Entrypoint ({origin}): {argv}"))
+        mismatch = capacity_warning(revision)
+        if mismatch is not None:
+            emit(Phase(message=f"Warning: {mismatch}"))
+            self._logs.emit(platform_entry(service, mismatch, severity="WARNING", revision=name))
         emit(Phase(message=f"Starting revision {name}"))
         try:
             unit = self._live.unit(revision)
@@ -271,6 +276,7 @@ class Deploys:
                     plan.revision.artifact,
                     plan.revision.name,
                     dest,
+                    spec.container_concurrency,
                 )
             if plan.reason:
                 emit(Phase(message=f"Rebuilding: {plan.reason}"))
@@ -281,6 +287,9 @@ class Deploys:
                 loop.call_soon_threadsafe(emit, BuildLine(line=line))
 
             return await asyncio.to_thread(self._build_artifact, plan.source, dest, spec, output)
+        except OSError as error:  # a full disk, most likely: say so, not "internal error"
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+            raise write_failure(error, dest, "the service serves as before") from None
         except BaseException:  # a failed build, or the daemon stopping: leave nothing behind
             shutil.rmtree(dest, ignore_errors=True)
             raise
@@ -298,6 +307,9 @@ class Deploys:
             venv_cache=self._paths.venv_cache,
             output=output,
             max_source_bytes=self._settings.max_source_bytes,
+            function=spec.function_target,
+            base_image=spec.base_image,
+            concurrency=spec.container_concurrency,
         )
         return artifact_record(artifact)
 

@@ -31,6 +31,7 @@ from homerun.model.jobs import (
     ExecutionOverrides,
     ExecutionStatus,
 )
+from homerun.model.limits import limits
 from homerun.runtime import Instance, InstanceSpec, OutputSink, Runtime, describe_status
 from homerun.scaling.supervisor import InstanceRegistry
 from homerun.spec import expand_k8s_vars
@@ -284,6 +285,7 @@ class Executions:
             env=env,
             cwd=self._artifacts.folder(record.job, record.artifact_dir) / record.artifact.cwd,
             port=0,  # a task does not listen: no PORT
+            limits=limits(record.template.cpu, record.template.memory),
         )
         attempt = Attempt(number=number, started_at=self._wall_clock())
         task.recent.clear()

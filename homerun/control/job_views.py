@@ -93,6 +93,9 @@ class JobViews:
             schedule=record.schedule,
             time_zone=record.time_zone if record.schedule else None,
             next_run_at=self._next_run(record),
+            command=template.command,
+            args=template.args,
+            digest=record.artifact.digest,
         )
 
     def _summary(

@@ -13,10 +13,11 @@ from pathlib import Path
 from homerun.access.iam import instance_member
 from homerun.config import Paths, Settings
 from homerun.control.access import Guards
-from homerun.control.environment import instance_env
+from homerun.control.environment import instance_cwd, instance_env
 from homerun.control.secrets import SecretValues, reads_latest
 from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, NotFound
+from homerun.model.limits import limits
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.routing.hosts import hosts_text, router_address, service_hosts
@@ -29,6 +30,7 @@ from homerun.routing.table import (
 )
 from homerun.routing.throttler import Throttler
 from homerun.routing.types import Address, Route, RouteError
+from homerun.runtime.inspection import Inspector
 from homerun.scaling.policy import policy_for
 from homerun.scaling.supervisor import Supervisor
 from homerun.scaling.unit import RevisionPlan, RevisionUnit
@@ -55,6 +57,7 @@ class LiveRevisions:
         clock: Callable[[], float],
         host_env: Mapping[str, str],
         metadata_address: Address | None = None,
+        inspector: Inspector | None = None,
         rng: random.Random | None = None,
     ) -> None:
         # Collaborators
@@ -70,6 +73,7 @@ class LiveRevisions:
         self._clock = clock
         self._host_env = host_env
         self._metadata_address = metadata_address
+        self._inspector = inspector
         self._rolls = StratifiedRolls(rng or random.Random())
         # Per running revision
         self.units: dict[str, RevisionUnit] = {}
@@ -118,6 +122,7 @@ class LiveRevisions:
             host_env=self._host_env,
             metadata_address=self._metadata_address,
             hosts_file=self._paths.hosts,
+            inspector=self._inspector,
         )
         holder: list[RevisionUnit] = []
         throttler = Throttler(revision.name, lambda: self._poke(holder[0]), self._clock)
@@ -126,10 +131,17 @@ class LiveRevisions:
             name=revision.name,
             argv=list(artifact.argv) if artifact else [],
             env=env,
-            cwd=self._paths.revisions / revision.name / (artifact.cwd if artifact else "."),
+            cwd=instance_cwd(
+                self._paths.revisions / revision.name, artifact, revision.spec.working_dir
+            ),
             concurrency=revision.spec.container_concurrency,
             startup_timeout=revision.spec.startup_timeout_seconds,
             request_timeout=revision.spec.timeout_seconds,
+            startup_probe=revision.spec.startup_probe,
+            readiness_probe=revision.spec.readiness_probe,
+            liveness_probe=revision.spec.liveness_probe,
+            container_port=revision.spec.container_port,
+            limits=limits(revision.spec.cpu, revision.spec.memory),
             policy=policy_for(
                 self._settings.autoscaler,
                 revision.spec.container_concurrency,

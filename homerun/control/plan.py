@@ -152,8 +152,8 @@ def plan_deploy(
         if spec.entrypoint_inputs() != base.spec.entrypoint_inputs():
             artifact = Build(
                 Path(spec.source),
-                "the entrypoint changes (--command, --args or GOOGLE_ENTRYPOINT), so the "
-                f"source is built again from {spec.source}",
+                "the entrypoint changes (--command, --args, --function, --base-image or a "
+                f"GOOGLE_* variable), so the source is built again from {spec.source}",
             )
         else:
             artifact = Reuse(base)
@@ -248,8 +248,8 @@ def plan_replace(manifest: ServiceManifest, facts: ReplaceFacts) -> Plan:
     elif origin is not None:
         artifact = Build(
             Path(source or origin.spec.source),
-            "the entrypoint changes (command, args or GOOGLE_ENTRYPOINT), so the source "
-            f"is built again from {source or origin.spec.source}",
+            "the entrypoint changes (command, args, function, base image or a GOOGLE_* "
+            f"variable), so the source is built again from {source or origin.spec.source}",
         )
     elif template.source:
         artifact = Build(

@@ -26,6 +26,13 @@ from pydantic.fields import FieldInfo
 
 from homerun.errors import InvalidSpec
 from homerun.model.annotations import CAMEL_CASE_ALIASES, annotation_problems
+from homerun.model.probes import (
+    DEFAULT_FAILURE_THRESHOLD,
+    DEFAULT_PERIOD_SECONDS,
+    DEFAULT_TIMEOUT_SECONDS,
+    Probe,
+    ProbeAction,
+)
 from homerun.model.validation import Location, errors_at
 from homerun.spec import (
     MAX_CONCURRENCY,
@@ -66,9 +73,16 @@ _OUTPUT_ONLY_METADATA = frozenset(
 )
 _ONE_MACHINE = "homerun runs on one machine"
 _WHOLE_REQUEST = "not supported; timeoutSeconds bounds the whole request"
-_STARTUP_ONLY = "not supported: homerun probes an instance only at startup (TCP)"
-_TCP_ONLY = "only tcpSocket startup probes are supported (homerun connects to $PORT)"
+_NO_GRPC_PROBE = (
+    "gRPC probes are not supported yet: homerun speaks HTTP/1.1 to instances; use httpGet or "
+    "tcpSocket"
+)
+_PROBE_HOST = "not supported: a probe goes to the instance itself"
 _NO_STDIN = "stdin is always /dev/null"
+_RUN_AS = (
+    "not supported yet: instances run as the daemon's own user (runAsUser, runAsGroup and "
+    "runAsNonRoot come with the sandbox); remove securityContext"
+)
 
 
 def image_for(service: str, digest: str) -> str:
@@ -113,9 +127,12 @@ class KnativeModel(BaseModel):
         )
 
 
-def level_at(location: Sequence[int | str]) -> type[KnativeModel] | None:
-    """The model that reads the mapping at `location` in a Service document, if one does."""
-    annotation: Any = ServiceDocument
+def level_at(
+    location: Sequence[int | str], document: type[KnativeModel] | None = None
+) -> type[KnativeModel] | None:
+    """The model that reads the mapping at `location` in a Service document (or another
+    `document` model), if one does."""
+    annotation: Any = document or ServiceDocument
     for part in location:
         annotation = _unwrapped(annotation)
         if isinstance(annotation, type) and issubclass(annotation, KnativeModel):
@@ -182,6 +199,14 @@ def _artifact_image(image: str) -> str:
             "--format yaml` prints them (running other images needs a container engine)"
         )
     return image
+
+
+def _absolute_path(path: str) -> str:
+    if not path.startswith("/") or "\0" in path:
+        raise ValueError(f"must be an absolute path in the image, got {path!r}")
+    if ".." in path.split("/"):
+        raise ValueError(f"may not contain '..', got {path!r}")
+    return path
 
 
 def _without_server_annotations(annotations: dict[str, str]) -> dict[str, str]:
@@ -278,38 +303,138 @@ class ResourceLimits(KnativeModel):
 
 
 class Resources(KnativeModel):
-    refused = {"requests": "homerun records limits only", "claims": "not supported"}
+    refused = {"claims": "not supported"}
 
     limits: ResourceLimits | None = None
+    requests: ResourceLimits | None = None  # recorded and shown, not reserved
 
 
 class TcpSocket(KnativeModel):
+    refused = {"host": _PROBE_HOST}
+
     port: int | None = None  # the container port; 0 or none means it too
 
 
-class StartupProbe(KnativeModel):
-    """homerun's startup budget: initialDelaySeconds + periodSeconds x failureThreshold
-    (Kubernetes' defaults 0, 10 and 3), spent probing $PORT by TCP connect."""
+class HttpHeader(KnativeModel):
+    name: str
+    value: str
 
-    refused = {"httpGet": _TCP_ONLY, "grpc": _TCP_ONLY, "exec": _TCP_ONLY}
 
+class HttpGet(KnativeModel):
+    refused = {"host": _PROBE_HOST}
+
+    path: str = "/"
+    port: int | None = None  # the container port; 0 or none means it too
+    http_headers: list[HttpHeader] | None = None
+    scheme: str = "HTTP"
+
+    @field_validator("scheme")
+    @classmethod
+    def _http(cls, scheme: str) -> str:
+        if scheme != "HTTP":
+            raise ValueError("only HTTP: instances are spoken to in plain HTTP/1.1")
+        return scheme
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError(f"must start with '/', got {path!r}")
+        return path
+
+
+class ExecAction(KnativeModel):
+    command: list[str] = Field(description="the command to run in the instance's environment")
+
+    @field_validator("command")
+    @classmethod
+    def _some_command(cls, command: list[str]) -> list[str]:
+        if not command:
+            raise ValueError("required: the command to run")
+        return command
+
+
+class ContainerProbe(KnativeModel):
+    """A startupProbe, readinessProbe or livenessProbe: one action (httpGet, tcpSocket or exec;
+    tcpSocket when none is given) and Kubernetes' timing fields with their defaults."""
+
+    refused = {
+        "grpc": _NO_GRPC_PROBE,
+        "terminationGracePeriodSeconds": "not supported: stop-grace-seconds applies",
+    }
+    # Kubernetes requires successThreshold 1 for these; readiness may ask for more.
+    once_only: ClassVar[bool] = True
+    # Knative lets readiness probe every 0 s (aggressively, until first ready).
+    zero_period: ClassVar[bool] = False
+
+    http_get: HttpGet | None = None
     tcp_socket: TcpSocket | None = None
-    initial_delay_seconds: int = Field(default=0, ge=0)
-    period_seconds: int = Field(default=10, ge=1)
-    timeout_seconds: int = Field(default=1, ge=1)
-    failure_threshold: int = Field(default=3, ge=1)
-    success_threshold: int = Field(default=1, ge=1)
+    exec: ExecAction | None = None
+    initial_delay_seconds: Annotated[int, _within(0, MAX_STARTUP_SECONDS)] = 0
+    period_seconds: int | None = None
+    timeout_seconds: Annotated[int, _within(1, MAX_STARTUP_SECONDS)] = DEFAULT_TIMEOUT_SECONDS
+    success_threshold: Annotated[int, _within(1, 1000)] = 1
+    failure_threshold: Annotated[int, _within(1, 1000)] = DEFAULT_FAILURE_THRESHOLD
+
+    @field_validator("period_seconds")
+    @classmethod
+    def _period(cls, period: int | None) -> int | None:
+        low = 0 if cls.zero_period else 1
+        if period is not None and not low <= period <= MAX_STARTUP_SECONDS:
+            raise ValueError(f"must be {low}..{MAX_STARTUP_SECONDS}, got {period}")
+        return period
 
     @field_validator("success_threshold")
     @classmethod
     def _once(cls, threshold: int) -> int:
-        if threshold != 1:
+        if cls.once_only and threshold != 1:
             raise ValueError("must be 1")
         return threshold
 
+    @model_validator(mode="after")
+    def _one_action(self) -> ContainerProbe:
+        given = [name for name in ("httpGet", "tcpSocket", "exec") if self._action(name)]
+        if len(given) > 1:
+            raise ValueError(f"give one of httpGet, tcpSocket, exec, not {' and '.join(given)}")
+        return self
+
+    def _action(self, name: str) -> object:
+        return {"httpGet": self.http_get, "tcpSocket": self.tcp_socket, "exec": self.exec}[name]
+
+    @property
+    def port(self) -> int | None:
+        action = self.http_get or self.tcp_socket
+        return action.port if action is not None else None
+
+    def probe(self) -> Probe:
+        """homerun's probe for this one."""
+        fields: dict[str, Any] = {
+            "action": ProbeAction.TCP,
+            "initial_delay_seconds": self.initial_delay_seconds,
+            "period_seconds": (
+                DEFAULT_PERIOD_SECONDS if self.period_seconds is None else self.period_seconds
+            ),
+            "timeout_seconds": self.timeout_seconds,
+            "success_threshold": self.success_threshold,
+            "failure_threshold": self.failure_threshold,
+        }
+        if self.http_get is not None:
+            fields["action"] = ProbeAction.HTTP
+            fields["path"] = self.http_get.path
+            fields["headers"] = tuple((h.name, h.value) for h in self.http_get.http_headers or [])
+        elif self.exec is not None:
+            fields["action"] = ProbeAction.EXEC
+            fields["command"] = tuple(self.exec.command)
+        return Probe.model_validate(fields)
+
+
+class StartupProbe(ContainerProbe):
+    """homerun's startup budget: initialDelaySeconds + periodSeconds x failureThreshold
+    (Kubernetes' defaults 0, 10 and 3), spent waiting for $PORT and then for the probe."""
+
     @property
     def budget(self) -> int:
-        return self.initial_delay_seconds + self.period_seconds * self.failure_threshold
+        return self.probe().budget
 
     @model_validator(mode="after")
     def _budget_in_range(self) -> StartupProbe:
@@ -321,14 +446,24 @@ class StartupProbe(KnativeModel):
         return self
 
 
+class ReadinessProbe(ContainerProbe):
+    once_only = False
+    zero_period = True
+
+
+class LivenessProbe(ContainerProbe):
+    pass
+
+
 class Container(KnativeModel):
     refused = {
-        "envFrom": "not supported; list each variable under env",
-        "livenessProbe": _STARTUP_ONLY,
-        "readinessProbe": _STARTUP_ONLY,
-        "workingDir": "not supported: instances run in the artifact's working directory",
+        "envFrom": (
+            "not supported: homerun's secrets are Secret Manager's (versions, no keys), as on "
+            "Cloud Run; list each variable under env, with valueFrom.secretKeyRef "
+            "(name: SECRET, key: VERSION or latest) for a secret"
+        ),
         "volumeMounts": "volumes are not supported",
-        "securityContext": "not supported",
+        "securityContext": _RUN_AS,
         "lifecycle": "not supported",
         "imagePullPolicy": "homerun does not pull images",
         "terminationMessagePath": "not supported",
@@ -347,7 +482,10 @@ class Container(KnativeModel):
     env: list[EnvVar] | None = None
     ports: list[ContainerPort] | None = None
     resources: Resources | None = None
+    working_dir: Annotated[str, AfterValidator(_absolute_path)] | None = None
     startup_probe: StartupProbe | None = None
+    readiness_probe: ReadinessProbe | None = None
+    liveness_probe: LivenessProbe | None = None
 
     @property
     def digest(self) -> str:
@@ -379,17 +517,24 @@ class Container(KnativeModel):
 
     @model_validator(mode="after")
     def _probe_the_container_port(self) -> Container:
-        socket = self.startup_probe.tcp_socket if self.startup_probe else None
+        # The runtime contract: probes MUST target the inbound container port.
         port = self.port or DEFAULT_PORT
-        if socket is not None and socket.port not in (None, 0, port):
-            raise errors_at(
-                [
+        problems: list[tuple[Location, str]] = []
+        for field, probe in (
+            ("startupProbe", self.startup_probe),
+            ("readinessProbe", self.readiness_probe),
+            ("livenessProbe", self.liveness_probe),
+        ):
+            if probe is not None and probe.port not in (None, 0, port):
+                action = "httpGet" if probe.http_get is not None else "tcpSocket"
+                problems.append(
                     (
-                        ("startupProbe", "tcpSocket", "port"),
-                        f"must be the container port ({port}), got {socket.port}",
+                        (field, action, "port"),
+                        f"must be the container port ({port}), got {probe.port}",
                     )
-                ]
-            )
+                )
+        if problems:
+            raise errors_at(problems)
         return self
 
 
@@ -409,7 +554,7 @@ class TemplateSpec(KnativeModel):
         "affinity": _ONE_MACHINE,
         "tolerations": _ONE_MACHINE,
         "topologySpreadConstraints": _ONE_MACHINE,
-        "securityContext": "not supported",
+        "securityContext": _RUN_AS,
         "hostAliases": "not supported",
         "dnsPolicy": "not supported",
         "dnsConfig": "not supported",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from homerun.model.inspection import Capacity, RevisionInspection
 from homerun.model.jobs import ExecutionStatus, TaskStatus
 from homerun.model.states import InstanceState, RevisionStatus
 
@@ -106,6 +107,11 @@ class RevisionSummary(_View):
     start_mode: StartMode | None
     queue_length: int
     scaling: Scaling | None = None  # present while the revision is live
+    # The server's real capacity (measured by the runtime inspector, else read from the start
+    # command), what its instances measured, and where capacity and concurrency disagree.
+    capacity: Capacity | None = None
+    inspection: RevisionInspection | None = None
+    warnings: list[str] = []
 
 
 class ServiceDescription(ServiceSummary):
@@ -219,6 +225,9 @@ class JobSummary(_View):
     schedule: str | None = None  # unix-cron, read in `time_zone`
     time_zone: str | None = None
     next_run_at: float | None = None  # when the schedule runs it next
+    command: list[str] | None = None  # as given (--command); `entrypoint` is what runs
+    args: list[str] | None = None
+    digest: str | None = None  # of the job's artifact: its image homerun.local/JOB@sha256:...
 
 
 class JobDescription(JobSummary):

@@ -66,6 +66,12 @@ class Metrics:
             labels,
             registry=self.registry,
         )
+        self.liveness_restarts = Counter(
+            "homerun_liveness_restarts",
+            "Instances stopped and replaced because their liveness probe failed.",
+            labels,
+            registry=self.registry,
+        )
         self.registry.register(_LiveState(units, processes))
 
     def exposition(self) -> tuple[bytes, str]:

@@ -81,6 +81,7 @@ class _Seen:
     waits: int = 0
     startups: int = 0
     cold_starts: int = 0
+    liveness_restarts: int = 0
 
 
 class Telemetry:
@@ -239,6 +240,10 @@ class Telemetry:
         seen.startups = unit.startups
         if unit.cold_starts > seen.cold_starts:
             self._metrics.cold_starts.labels(*labels).inc(unit.cold_starts - seen.cold_starts)
+        if unit.liveness_restarts > seen.liveness_restarts:
+            restarts = unit.liveness_restarts - seen.liveness_restarts
+            self._metrics.liveness_restarts.labels(*labels).inc(restarts)
+            seen.liveness_restarts = unit.liveness_restarts
 
     def _row(
         self,

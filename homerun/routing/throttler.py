@@ -130,6 +130,24 @@ class Throttler:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def suspend(self, endpoint: Endpoint) -> None:
+        """Send no new request to a ready instance (its readiness probe fails); those in flight
+        finish, and a slot they free goes to another instance's waiter."""
+        if endpoint in self.endpoints:
+            self.endpoints.remove(endpoint)
+        endpoint.draining = True
+        endpoint.close_idle_connections()
+        if self._waiters:
+            self._on_demand()  # its capacity is gone: the autoscaler decides now
+
+    def resume(self, endpoint: Endpoint) -> None:
+        """A suspended instance passes its readiness probe again: it takes requests again."""
+        if endpoint.exited or endpoint in self.endpoints:
+            return
+        endpoint.draining = False
+        self.endpoints.append(endpoint)
+        self._dispatch()
+
     async def drain(self, endpoint: Endpoint) -> None:
         """Stop sending requests to an instance and wait until its in-flight ones finish."""
         endpoint.draining = True

@@ -5,6 +5,9 @@ its stdin as instances start and end. End of input means the daemon exited (a SI
 included: the kernel closes the pipe), so every group still listed is killed. A kill-on-
 parent-death signal alone is not enough: it reaches only the instance's first process, and
 `/bin/sh -c "uvicorn ..."` forks uvicorn rather than exec'ing it.
+
+Given CONTROLLER=FOLDER arguments (a home's control groups, runtime/limited.py), it also kills
+every process left in their instance groups, detached ones included, and removes the groups.
 """
 
 import os
@@ -23,6 +26,13 @@ def main() -> None:
             os.killpg(group, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    if len(sys.argv) > 1:
+        from pathlib import Path
+
+        from homerun.runtime.cgroups import Cgroups
+
+        folders = dict(argument.split("=", 1) for argument in sys.argv[1:])
+        Cgroups({name: Path(folder) for name, folder in folders.items()}).clean()
 
 
 if __name__ == "__main__":

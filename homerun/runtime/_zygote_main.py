@@ -25,8 +25,10 @@ Messages on CONTROL_FD, a SOCK_SEQPACKET socket, are one JSON object each:
     zygote -> daemon  {"ready": PID}  or  {"unfit": REASON}, once, after the imports; a base's
                       ready says which variables its imports read ("reads": NAME -> the value
                       it was given, or null) and the modules it imported for the framework
-    daemon -> zygote  {"fork": ID, "argv": [...], "env": {...}, "cwd": DIR}
-                      with two descriptors (SCM_RIGHTS): the instance's stdout and stderr
+    daemon -> zygote  {"fork": ID, "argv": [...], "env": {...}, "cwd": DIR,
+                      "cgroup_procs": [...]} with two descriptors (SCM_RIGHTS): the
+                      instance's stdout and stderr; the child first writes its pid to each
+                      cgroup.procs file given (its control groups, runtime/limited.py)
     daemon -> base    {"fork": ID, "zygote": {"boot": {...}, "env": {...}, "cwd": DIR}}
                       with three: the new zygote's control socket, its stdout and its stderr
     zygote -> daemon  {"forked": ID, "pid": PID}  or  {"failed": ID, "error": TEXT}
@@ -650,6 +652,14 @@ def _become_instance(
     boot: dict[str, Any],
 ) -> None:
     """In the new child: the same process state a spawned instance would start with."""
+    # Into the instance's control groups before anything else: all it starts is there too.
+    pid = str(os.getpid()).encode()
+    for procs in request.get("cgroup_procs", ()):
+        fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, pid)
+        finally:
+            os.close(fd)
     # As a spawned instance dies with the daemon, this one dies with the zygote (which kills
     # the group when the daemon goes: this covers a zygote killed outright).
     _leave_the_parent(control, wake, signal.SIGKILL)

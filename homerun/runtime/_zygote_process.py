@@ -186,7 +186,12 @@ class ZygoteProcess:
             asyncio.ensure_future(pump(out_read, "stdout", output)),
             asyncio.ensure_future(pump(err_read, "stderr", output)),
         ]
-        request = {"argv": command.args_for(spec.port), "env": spec.env, "cwd": str(spec.cwd)}
+        request = {
+            "argv": command.args_for(spec.port),
+            "env": spec.env,
+            "cwd": str(spec.cwd),
+            "cgroup_procs": list(spec.cgroup_procs),
+        }
         pid, status = await self._fork(request, [out_write, err_write])
         self._output = output
         return ZygoteInstance(spec.name, spec.port, pid, status, readers)

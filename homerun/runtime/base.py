@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from homerun.model.limits import Limits
 
 # (stream name "stdout"/"stderr", one line without its newline)
 OutputSink = Callable[[str, str], None]
@@ -20,6 +23,10 @@ class InstanceSpec:
     cwd: Path
     port: int
     revision: str = ""  # instances of one revision share argv, env (but PORT) and cwd
+    limits: Limits | None = None  # enforced where the runtime can (runtime/limited.py)
+    # Files the instance's first process writes its pid to before it runs anything: the
+    # cgroup.procs of its control groups, so that all it starts is in them (runtime/limited.py).
+    cgroup_procs: tuple[str, ...] = ()
 
 
 class Instance(Protocol):
@@ -67,3 +74,15 @@ def describe_status(status: int) -> str:
         except ValueError:
             return f"killed by signal {-status}"
     return f"exit code {status}"
+
+
+def join_cgroups(procs_files: tuple[str, ...] | list[str]) -> None:
+    """Move this process into the control groups whose cgroup.procs files are given (in a new
+    instance's first process, before it runs anything)."""
+    pid = str(os.getpid()).encode()
+    for procs in procs_files:
+        fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, pid)
+        finally:
+            os.close(fd)

@@ -10,12 +10,14 @@ SITE_FOLDER = Path(__file__).with_name("_site")
 HOSTS_VARIABLE = "HOMERUN_HOSTS"
 
 
-def resolving_env(env: Mapping[str, str], hosts_file: Path) -> dict[str, str]:
-    """The variables to add to `env`: HOMERUN_HOSTS, and PYTHONPATH with SITE_FOLDER first (an
-    app's own PYTHONPATH is kept after it)."""
+def site_pythonpath(env: Mapping[str, str]) -> str:
+    """`env`'s PYTHONPATH with SITE_FOLDER first, once (an app's own PYTHONPATH is kept after
+    it). Its sitecustomize.py resolves service hosts and loads the runtime inspector's hooks."""
     path = str(SITE_FOLDER)
-    given = env.get("PYTHONPATH", "")
-    return {
-        HOSTS_VARIABLE: str(hosts_file),
-        "PYTHONPATH": f"{path}:{given}" if given else path,
-    }
+    given = [part for part in env.get("PYTHONPATH", "").split(":") if part and part != path]
+    return ":".join([path, *given])
+
+
+def resolving_env(env: Mapping[str, str], hosts_file: Path) -> dict[str, str]:
+    """The variables to add to `env`: HOMERUN_HOSTS, and PYTHONPATH with SITE_FOLDER first."""
+    return {HOSTS_VARIABLE: str(hosts_file), "PYTHONPATH": site_pythonpath(env)}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
+import functools
 import os
 import posixpath
 import re
@@ -15,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from homerun.procfs import process_tree
-from homerun.runtime.base import InstanceSpec, OutputSink
+from homerun.runtime.base import InstanceSpec, OutputSink, join_cgroups
 from homerun.runtime.output import drain, pump
 from homerun.shellwords import split_script
 
@@ -34,8 +36,26 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
 
 
-def _prepare_child() -> None:
-    # Runs in the child between fork and exec; both settings survive the exec.
+def close_inherited_fds() -> None:
+    """In a child between fork and exec: every descriptor past stdin, stdout and stderr closes
+    at the exec. uvloop's subprocess ignores close_fds, so an instance would otherwise get the
+    daemon's inheritable descriptors (uvloop's own copies of the stdio, whatever started the
+    daemon left open). Marked close-on-exec rather than closed: the pipe on which the exec
+    reports its failure (a missing program) is among them and must stay open until then."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+            except OSError:  # the listing's own descriptor, closed by now
+                pass
+
+
+def _prepare_child(cgroup_procs: tuple[str, ...] = ()) -> None:
+    # Runs in the child between fork and exec; all of it survives the exec.
+    # Into the instance's control groups first: everything it starts is there too.
+    join_cgroups(cgroup_procs)
+    close_inherited_fds()
     # If the daemon dies (even by SIGKILL), the kernel kills the instance too. Servers that
     # fork workers (gunicorn) watch their parent.
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -178,7 +198,7 @@ class ProcessRuntime:
                 stdout=out_write,
                 stderr=err_write,
                 start_new_session=True,
-                preexec_fn=_prepare_child,
+                preexec_fn=functools.partial(_prepare_child, spec.cgroup_procs),
             )
         except BaseException:
             os.close(out_read)

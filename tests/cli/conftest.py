@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from homerun.build.capacity import command_capacity
 from homerun.cli import main
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
 from homerun.model.events import DeployEvent, Done, JobDeployed, JobEvent, Phase
+from homerun.model.inspection import Advice
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.states import InstanceState
 from homerun.model.views import (
@@ -36,6 +38,7 @@ from homerun.model.views import (
     Tag,
     TrafficSpec,
 )
+from homerun.observe.advisor import advise
 from homerun.spec import DeployRequest, RevisionChanges
 from homerun.traffic import TrafficUpdate
 
@@ -184,6 +187,17 @@ class FakeClient:
             JobDeployed(job="report", generation=1, created=True, entrypoint="python main.py"),
         ]
         self.execution_views: list[ExecutionDescription] = [execution_view()]
+        # The seed's Flask Dockerfile (gunicorn 1 x 8) behind the default --concurrency 80.
+        self.advice = advise(
+            service="hello",
+            revision="hello-00002-abc",
+            concurrency=80,
+            declared=command_capacity(
+                ["/bin/sh", "-c", "exec gunicorn --bind :$PORT --workers 1 --threads 8 main:app"],
+                {},
+            ),
+            inspection=None,
+        )
         self.log_entries: list[dict[str, Any]] = [
             {
                 "timestamp": "2026-11-25T10:00:00.000000Z",
@@ -228,6 +242,11 @@ class FakeClient:
         self._record("describe", service)
         summary = self._service(service)
         return ServiceDescription(**summary.model_dump(), revisions=self.revision_views)
+
+    def advise(self, service: str) -> Advice:
+        self._record("advise", service)
+        self._service(service)
+        return self.advice
 
     def knative_service(self, service: str) -> dict[str, Any]:
         self._record("knative_service", service)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from homerun.model.events import Failed
 from homerun.model.jobs import ExecutionOverrides, TaskStatus
@@ -209,3 +210,35 @@ def test_logs_read_names_execution_task_and_attempt(run: Run, fake: FakeClient) 
     )
     refused = run("jobs", "logs", "read", "report", "--task", "3")
     assert refused.code == 1 and "--task needs --execution" in refused.err
+
+
+def test_describe_yaml_then_replace_sends_the_document_as_a_deploy(
+    run: Run, fake: FakeClient, tmp_path: Path, app: Path
+) -> None:
+    described = run("jobs", "describe", "report", "--format", "yaml")
+    assert described.code == 0, described.err
+    document = yaml.safe_load(described.out)
+    assert document["kind"] == "Job" and document["metadata"]["name"] == "report"
+    assert document["metadata"]["annotations"]["homerun.dev/source"] == "/srv/report"
+    document["metadata"]["annotations"]["homerun.dev/source"] = str(app)
+    document["spec"]["template"]["spec"]["taskCount"] = 7
+    edited = tmp_path / "job.yaml"
+    edited.write_text(yaml.safe_dump(document))
+    replaced = run("jobs", "replace", str(edited))
+    assert replaced.code == 0, replaced.err
+    [(job, changes, settings, mode, schedule, zone)] = fake.called("deploy_job")
+    assert (job, mode, schedule) == ("report", "deploy", "")
+    assert settings.task_count == 7 and changes.env.replace == {"SLEEP_MS": "10"}
+    # The fake's job has no artifact digest: the code is built again from its folder.
+    assert changes.source == str(app)
+
+
+def test_replace_of_a_bad_document_names_the_field(
+    run: Run, fake: FakeClient, tmp_path: Path
+) -> None:
+    bad = tmp_path / "job.yaml"
+    bad.write_text("apiVersion: run.googleapis.com/v1\nkind: Job\nmetadata: {name: report}\n")
+    result = run("jobs", "replace", str(bad))
+    assert result.code == 1
+    assert "is not a valid Cloud Run Job (1 problem):\n  spec: required" in result.err
+    assert not fake.called("deploy_job")

@@ -233,3 +233,14 @@ def test_update_traffic_prints_a_revision_once_with_its_tags(run: Run, fake: Fak
         "   10% hello-00002-abc (LATEST)  tag canary: http://canary---hello.localhost:8080",
         "Service URL: http://hello.localhost:8080",
     ]
+
+
+def test_advise_names_the_gap_and_the_concurrency_to_set(run: Run, fake: FakeClient) -> None:
+    out = run("services", "advise", "hello").out
+    assert "Server capacity:    gunicorn: 1 worker(s) x 8 thread(s) = 8 request(s)" in out
+    assert "up to 72 requests wait inside gunicorn" in out
+    assert "Recommended --concurrency: 8 (homerun services update hello --concurrency 8)" in out
+    assert "Or change the server: gunicorn --workers 1 --threads 80" in out
+    assert fake.called("advise") == [("hello",)]
+    as_json = json.loads(run("services", "advise", "hello", "--format", "json").out)
+    assert as_json["recommended_concurrency"] == 8

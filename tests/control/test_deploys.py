@@ -185,6 +185,28 @@ def test_a_missing_program_fails_the_deploy_and_the_revision(
     run(make_plane, scenario)
 
 
+def test_a_revision_recorded_without_a_digest_gets_it_at_restore_off_the_loop(
+    make_plane: Callable[..., Plane],
+) -> None:
+    """Revisions built before digests existed are hashed in a thread after a restart, not by
+    the first describe or deploy on the event loop."""
+
+    async def scenario(plane: Plane) -> None:
+        done = await plane.deployed("svc", source=str(plane.source))
+        artifact = plane.store.revision(done.revision).artifact
+        assert artifact is not None and artifact.digest
+        plane.store.set_artifact(done.revision, artifact.model_copy(update={"digest": None}))
+        await plane.control.restore()
+        for _ in range(200):  # the task hashes in a thread
+            filled = plane.store.revision(done.revision).artifact
+            if filled is not None and filled.digest:
+                break
+            await asyncio.sleep(0.01)
+        assert filled is not None and filled.digest == artifact.digest
+
+    run(make_plane, scenario)
+
+
 def test_the_hosts_file_follows_services_and_tags(make_plane: Callable[..., Plane]) -> None:
     """Instances resolve service hosts from it (runtime/_site): rewritten as services and
     tags are added, and named in every instance's environment."""

@@ -4,11 +4,15 @@ retry, respect parallelism, and an execution outlives a daemon killed in its mid
 from __future__ import annotations
 
 import json
+import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from .harness import APPS, Platform, describe, process_alive, wait_until_dead
 
@@ -178,3 +182,74 @@ def test_the_dashboard_lists_jobs_and_their_executions(
     text = row.inner_text()
     assert execution in text and "succeeded" in text and "2/2 succeeded" in text
     assert watched.errors == []
+
+
+def test_a_procfile_migrate_line_runs_as_a_job_from_the_same_source(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """Google's Django sample: a Procfile with `web:` and `migrate:` lines, the migrations run
+    by `gcloud run jobs create migrate --command migrate` from the service's own source."""
+    folder = tmp_path / "mysite"
+    folder.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "django", "startproject", "mysite", str(folder)],
+        check=True,
+        timeout=60,
+    )
+    settings = folder / "mysite" / "settings.py"
+    # The database is outside the source (Cloud SQL on Cloud Run; a file named by env here).
+    settings.write_text(
+        settings.read_text()
+        .replace("BASE_DIR / 'db.sqlite3'", "__import__('os').environ['DATABASE_PATH']")
+        .replace('BASE_DIR / "db.sqlite3"', "__import__('os').environ['DATABASE_PATH']")
+    )
+    (folder / "requirements.txt").write_text("django\ngunicorn\n")
+    (folder / "Procfile").write_text(
+        "web: gunicorn --bind 127.0.0.1:$PORT --workers 1 --threads 8 --timeout 0 "
+        "mysite.wsgi:application\n"
+        "migrate: python manage.py migrate && python manage.py check\n"
+    )
+    database = tmp_path / "db.sqlite3"
+    result = platform.run(
+        "jobs", "deploy", "migrate", "--source", str(folder), "--command", "migrate",
+        "--set-env-vars", f"DATABASE_PATH={database}", "--execute-now", "--wait",
+        timeout=270,
+    )  # fmt: skip
+    assert result.returncode == 0, describe(result)
+    assert "Procfile migrate: (--command migrate)" in result.stdout + result.stderr
+    with sqlite3.connect(database) as connection:
+        applied = {app for (app,) in connection.execute("SELECT app FROM django_migrations")}
+    assert {"auth", "contenttypes", "sessions", "admin"} <= applied
+    logs = platform.run("jobs", "logs", "read", "migrate", "--limit", "200")
+    assert "Applying auth.0001_initial... OK" in logs.stdout, describe(logs)
+
+
+def test_a_jobs_yaml_round_trips_through_replace(platform: Platform, tmp_path: Path) -> None:
+    """`jobs describe --format yaml`, edited, then `jobs replace`: Cloud Run's Job document
+    changes the job without a rebuild (its image is the job's artifact)."""
+    records = tmp_path / "records"
+    create(platform, "from-yaml", records, "--tasks", "1",
+           "--set-env-vars", f"RECORD_DIR={records}")  # fmt: skip
+    described = platform.run("jobs", "describe", "from-yaml", "--format", "yaml")
+    assert described.returncode == 0, describe(described)
+    document = yaml.safe_load(described.stdout)
+    assert document["apiVersion"] == "run.googleapis.com/v1" and document["kind"] == "Job"
+    execution = document["spec"]["template"]["spec"]
+    execution["taskCount"] = 3
+    container = execution["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("homerun.local/from-yaml@sha256:")
+    container["env"].append({"name": "SLEEP_MS", "value": "1"})
+    edited = tmp_path / "job.yaml"
+    edited.write_text(yaml.safe_dump(document))
+    replaced = platform.run("jobs", "replace", str(edited), timeout=120)
+    assert replaced.returncode == 0, describe(replaced)
+    assert "Job [from-yaml] has successfully been replaced." in replaced.stdout
+    assert "Building" not in replaced.stdout + replaced.stderr  # the same code: no build
+    result = platform.run("jobs", "execute", "from-yaml", "--wait", timeout=EXECUTION_SECONDS)
+    assert result.returncode == 0, describe(result)
+    ran = attempts(records)
+    assert sorted(ran) == [(0, 0), (1, 0), (2, 0)]
+    assert ran[(2, 0)]["env"]["CLOUD_RUN_TASK_COUNT"] == "3"
+    again = yaml.safe_load(platform.run("jobs", "describe", "from-yaml", "--format", "yaml").stdout)
+    assert again["spec"]["template"]["spec"]["taskCount"] == 3
+    assert again["status"]["latestCreatedExecution"]["completionStatus"] == "EXECUTION_SUCCEEDED"

@@ -164,6 +164,7 @@ def test_rows_and_counters_read_the_live_revisions(tmp_path: Path) -> None:
         startup_seconds=[0.5, 1.5],
         startups=2,
         cold_starts=1,
+        liveness_restarts=1,
     )
     processes = ProcessSampler()
     metrics = Metrics(lambda: [revision], processes)
@@ -185,6 +186,7 @@ def test_rows_and_counters_read_the_live_revisions(tmp_path: Path) -> None:
     # Totals become increments: only what is new since the last tick is observed again.
     revision.startup_seconds.append(2.5)
     revision.startups += 1
+    revision.liveness_restarts += 1
     wall.now += 1
     telemetry.tick()
     assert telemetry.rows["svc"][-1].cold_starts == 0
@@ -196,3 +198,4 @@ def test_rows_and_counters_read_the_live_revisions(tmp_path: Path) -> None:
     assert (startup_count, startup_sum) == (3, 4.5)
     assert metrics.registry.get_sample_value("homerun_queue_wait_seconds_count", labels) == 1
     assert metrics.registry.get_sample_value("homerun_cold_starts_total", labels) == 1
+    assert metrics.registry.get_sample_value("homerun_liveness_restarts_total", labels) == 2

@@ -3,6 +3,7 @@
 // lines and scaling reasons come from user apps.
 
 import { Chart, html } from "./chart.js";
+import { renderInside } from "./inside.js";
 import { renderJobs } from "./jobs.js";
 
 const REFRESH_MS = 2000;
@@ -151,6 +152,7 @@ class ServiceCard {
     }));
 
     this.revisions = html("tbody");
+    this.inside = html("tbody");
     this.instances = html("tbody");
     this.decisions = html("tbody");
     this.logs = html("tbody");
@@ -166,6 +168,8 @@ class ServiceCard {
         panel("Revisions", table(["Revision", "Status", "#Traffic", "#Concurrency", "#Starting",
           "#Ready", "#Draining", "#In flight", "#Queued", "Last scaling decision"], this.revisions,
           `revisions-${name}`), "wide"),
+        panel("Inside the instances", table(["Revision", "Capacity", "#Loop lag",
+          "#Thread pool", "Blocking calls", "Advice"], this.inside, `inside-${name}`), "wide"),
         panel("Instances", table(["Instance", "Revision", "State", "#PID", "#In flight", "#CPU",
           "#Memory"], this.instances, `instances-${name}`)),
         panel("Scaling decisions", table(["When", "Revision", "#Desired", "Mode", "Reason"],
@@ -185,6 +189,7 @@ class ServiceCard {
     this.updateTiles(service);
     this.updateCharts(service, overview);
     this.updateRevisions(service);
+    renderInside(service, this.inside, emptyRow);
     this.updateInstances(service);
     this.updateDecisions(service);
     this.updateLogs(service);

@@ -224,6 +224,18 @@ def _chain() -> None:
             sys.modules[__name__] = this
 
 
+def _load_inspector() -> None:
+    """The runtime inspector's import hooks (_homerun_inspector.py, beside this file): they do
+    nothing until a server runs with HOMERUN_INSPECT set, so a zygote's base can load them."""
+    try:
+        import _homerun_inspector  # type: ignore[import-not-found]
+
+        _homerun_inspector.install()
+    except Exception:  # noqa: BLE001 - the inspector never stops the app from starting
+        pass
+
+
 if __name__ == "sitecustomize":  # as Python starts; a test imports it under its own name
     install()
+    _load_inspector()
     _chain()

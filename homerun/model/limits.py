@@ -1,0 +1,59 @@
+"""An instance's resource limits as numbers: `--memory 512Mi` in bytes, `--cpu 500m` in
+thousandths of a core, with Cloud Run's defaults (512 MiB, one CPU) where none was given."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MEMORY = "512Mi"
+DEFAULT_CPU = "1"
+MiB = 1024 * 1024
+
+# Kubernetes quantities: binary suffixes are powers of 1024, decimal ones of 1000.
+_MEMORY_UNITS = {
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+    "k": 1000,
+    "K": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "T": 1000**4,
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int
+    cpu_millis: int  # 1000 is one core
+
+    @property
+    def memory_mib(self) -> int:
+        return round(self.memory_bytes / MiB)
+
+
+def memory_bytes(quantity: str) -> int:
+    """`512Mi` -> 536870912, `1G` -> 10**9, `1000000` -> 1000000 (spec.py validated it)."""
+    for suffix in sorted(_MEMORY_UNITS, key=len, reverse=True):
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * _MEMORY_UNITS[suffix])
+    return int(float(quantity))
+
+
+def cpu_millis(quantity: str) -> int:
+    """`1` -> 1000, `0.5` -> 500, `250m` -> 250."""
+    if quantity.endswith("m"):
+        return int(quantity[:-1])
+    return round(float(quantity) * 1000)
+
+
+def limits(cpu: str | None, memory: str | None) -> Limits:
+    """A revision's (or job's) limits: what it asked for, else Cloud Run's defaults."""
+    return Limits(
+        memory_bytes=memory_bytes(memory or DEFAULT_MEMORY),
+        cpu_millis=cpu_millis(cpu or DEFAULT_CPU),
+    )
+
+
+DEFAULT_LIMITS = limits(None, None)

@@ -1,0 +1,221 @@
+"""Any runtime's instances, each in control groups of its own: its limits enforced, and a stop
+that reaches every process it started.
+
+The wrapped runtime starts the instance as usual; its first process joins the instance's
+groups before it runs anything (`InstanceSpec.cgroup_procs`), so what it starts is there too,
+`setsid` children and double forks included. Past `--memory`, the kernel's OOM killer ends a
+process of the group; the whole instance is then ended, as on Cloud Run, with Cloud Run's log
+line. `--cpu` is a CFS quota (at most that many cores' time in each 100 ms) and a share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Protocol
+
+from homerun.model.limits import DEFAULT_LIMITS, Limits
+from homerun.runtime.base import Instance, InstanceSpec, OutputSink, Runtime
+from homerun.runtime.cgroups import Cgroups, InstanceCgroup, kill_and_remove
+
+# While a stop waits for the group to empty: 5 ms at first, half as long again each time, then
+# every 100 ms.
+_FIRST_POLL_SECONDS = 0.005
+_POLL_SECONDS = 0.1
+MEMORY_LIMITS_DOC = "https://cloud.google.com/run/docs/configuring/memory-limits"
+
+
+class OpenRuntime(Runtime, Protocol):
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def memory_exceeded(limit_mib: int, used_mib: int) -> str:
+    """Cloud Run's line for an instance ended past its memory limit."""
+    return (
+        f"Memory limit of {limit_mib} MiB exceeded with {used_mib} MiB used. Consider "
+        f"increasing the memory limit, see {MEMORY_LIMITS_DOC}"
+    )
+
+
+class LimitedInstance:
+    """An instance and its control groups. A signal goes to every process in them; once
+    signalled, it has exited only when the groups are empty."""
+
+    def __init__(
+        self,
+        inner: Instance,
+        cgroup: InstanceCgroup,
+        limits: Limits,
+        output: OutputSink,
+        *,
+        on_gone: Callable[[LimitedInstance], None],
+    ) -> None:
+        self.name = inner.name
+        self.port = inner.port
+        self.pid = inner.pid
+        self.cgroup = cgroup
+        self.limits = limits
+        self.memory_exceeded = False
+        self._inner = inner
+        self._output = output
+        self._on_gone = on_gone
+        self._loop = asyncio.get_running_loop()
+        # Per-stop state
+        self._signal: int | None = None  # the last one sent
+        self._emptied: asyncio.Future[None] | None = None
+        self._released = False
+        self._oom = cgroup.oom_eventfd()
+        if self._oom is not None:
+            self._loop.add_reader(self._oom[0], self._on_memory_event)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._inner.returncode
+
+    async def exited(self) -> int:
+        status = await self._inner.exited()
+        if self._signal is not None:
+            await self._all_gone()
+        return status
+
+    async def wait(self) -> int:
+        status = await self._inner.exited()
+        if self._signal is None:
+            # The first process ended on its own: the instance is over, and whatever it left
+            # running (a detached child) ends with it, as a container's processes do.
+            self.signal(signal.SIGKILL)
+        await self._all_gone()
+        if not self.memory_exceeded and self.cgroup.oom_kills():
+            self._memory_exceeded()  # a kill the event did not tell (it came too late)
+        status = await self._inner.wait()
+        self._release()
+        return status
+
+    def signal(self, signum: int) -> None:
+        self._signal = signum
+        self._inner.signal(signum)
+        self.cgroup.signal(signum)
+
+    def kill_now(self) -> None:
+        """The runtime closes: kill what is left and remove the groups, without waiting."""
+        self._signal = signal.SIGKILL
+        self._inner.signal(signal.SIGKILL)
+        self._release()
+
+    async def _all_gone(self) -> None:
+        if self._emptied is None:
+            self._emptied = asyncio.ensure_future(self._until_empty())
+        await asyncio.shield(self._emptied)
+
+    async def _until_empty(self) -> None:
+        interval = _FIRST_POLL_SECONDS
+        while self.cgroup.members():
+            if self._signal == signal.SIGKILL:
+                self.cgroup.signal(signal.SIGKILL)  # born since the kill
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, _POLL_SECONDS)
+
+    def _on_memory_event(self) -> None:
+        assert self._oom is not None
+        try:
+            os.eventfd_read(self._oom[0])
+        except BlockingIOError:
+            return
+        # The kernel tells before its OOM killer picks a process (the group's removal would
+        # tell too, but the reader is gone by then).
+        if not self.memory_exceeded:
+            self._memory_exceeded()
+
+    def _memory_exceeded(self) -> None:
+        self.memory_exceeded = True
+        used = self.cgroup.memory_peak() or self.limits.memory_bytes
+        line = memory_exceeded(self.limits.memory_mib, round(used / (1024 * 1024)))
+        self._output("stderr", json.dumps({"severity": "ERROR", "message": line}))
+        # The OOM killer ends one process (a worker, which its master would fork again): the
+        # instance as a whole ends, and the supervisor replaces it.
+        self.signal(signal.SIGKILL)
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._oom is not None:
+            self._loop.remove_reader(self._oom[0])
+            for fd in self._oom:
+                os.close(fd)
+            self._oom = None
+        if not self.cgroup.members() and self.cgroup.remove():
+            self._on_gone(self)
+            return
+        kill_and_remove(self.cgroup)
+        self._on_gone(self)
+
+
+class LimitedRuntime:
+    """Starts each instance of `inner` in control groups made for it with its limits
+    (InstanceSpec.limits, else Cloud Run's defaults). `open()` removes groups a killed daemon
+    left (and kills what is in them); a helper process does the same if the daemon dies."""
+
+    def __init__(self, inner: OpenRuntime, cgroups: Cgroups) -> None:
+        self._inner = inner
+        self._cgroups = cgroups
+        self._instances: set[LimitedInstance] = set()
+        self._reaper: subprocess.Popen[bytes] | None = None
+
+    @property
+    def controllers(self) -> tuple[str, ...]:
+        return self._cgroups.controllers
+
+    def open(self) -> None:
+        self._cgroups.clean()
+        self._inner.open()
+        # End of its input (the daemon gone, by SIGKILL too) makes it kill whatever is left in
+        # this home's instance groups: `setsid` children would outlive the daemon otherwise.
+        self._reaper = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "homerun.runtime._reaper",
+                *(f"{name}={folder}" for name, folder in self._cgroups.folders.items()),
+            ],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def close(self) -> None:
+        for instance in list(self._instances):
+            instance.kill_now()
+        self._inner.close()
+        self._cgroups.clean()
+        if self._reaper is not None and self._reaper.stdin is not None:
+            self._reaper.stdin.close()
+            self._reaper.wait()
+            self._reaper = None
+
+    def mode(self, revision: str) -> tuple[str, str]:
+        return self._inner.mode(revision)
+
+    def forget(self, revision: str) -> None:
+        self._inner.forget(revision)
+
+    async def start(self, spec: InstanceSpec, output: OutputSink) -> LimitedInstance:
+        wanted = spec.limits or DEFAULT_LIMITS
+        cgroup = self._cgroups.create(spec.name, wanted, group=spec.revision)
+        try:
+            inner = await self._inner.start(
+                replace(spec, limits=wanted, cgroup_procs=cgroup.procs_files), output
+            )
+        except BaseException:
+            kill_and_remove(cgroup)
+            raise
+        instance = LimitedInstance(inner, cgroup, wanted, output, on_gone=self._instances.discard)
+        self._instances.add(instance)
+        return instance
