@@ -174,7 +174,7 @@ class Telemetry:
 
     def _request(self, record: RequestRecord, second: _Second) -> None:
         (arrival, finished, method, url, host, status, request_bytes, response_bytes,
-         user_agent, remote_ip, http_10, trace, service, revision, instance) = record  # fmt: skip
+         user_agent, remote_ip, protocol, trace, service, revision, instance) = record  # fmt: skip
         latency = finished - arrival
         code_class = _CODE_CLASSES.get(status // 100) or f"{status // 100}xx"
         key = (service or "", revision or "")
@@ -206,7 +206,7 @@ class Telemetry:
                 latency,
                 orjson.dumps(user_agent.decode("latin-1")),
                 remote_ip,
-                b"HTTP/1.0" if http_10 else b"HTTP/1.1",
+                protocol,
                 status_field,
                 method,
                 b"%d" % status if status else b"-",

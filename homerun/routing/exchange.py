@@ -374,7 +374,8 @@ class Exchange:
                 (
                     self.received_at, _precise_clock(), self.method, self.url, self.host,
                     self.status, self.request_bytes + self.body_received, self.response_bytes,
-                    self.user_agent, client.client_address, self.http_10, self.trace,
+                    self.user_agent, client.client_address,
+                    b"HTTP/1.0" if self.http_10 else client.protocol, self.trace,
                     route.service if route else None, route.revision if route else None,
                     lease.endpoint.name if lease else None,
                 )

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from homerun.routing.client import ClientConnection
 from homerun.routing.exchange import Deadlines
+from homerun.routing.http2 import Http2Connection
 from homerun.routing.types import Address, RequestRecord, Resolver
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class Router:
         # Every open connection, so that close() can end them.
         self.clients: set[ClientConnection] = set()
         self.upstreams: set[UpstreamConnection] = set()
+        self.http2_connections: set[Http2Connection] = set()
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -117,7 +119,30 @@ class Router:
         now = loop.time()
         for client in list(self.clients):
             client.check_timeouts(now)
+        for connection in list(self.http2_connections):
+            connection.check_timeouts(now)
         self._sweeper = loop.call_later(_SWEEP_SECONDS, self._sweep)
+
+    def serve_http2(self, transport: asyncio.Transport, data: bytes) -> None:
+        """A client connection that opened with the HTTP/2 preface (h2c, prior knowledge)."""
+        connection = Http2Connection(self, transport)
+        transport.set_protocol(connection)
+        connection.start(data)
+
+    def upgrade_to_http2(
+        self,
+        transport: asyncio.Transport,
+        settings: bytes,
+        request: list[tuple[bytes, bytes]],
+        data: bytes,
+    ) -> None:
+        """A client connection whose request asked for `Upgrade: h2c`: 101, then HTTP/2."""
+        transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
+        )
+        connection = Http2Connection(self, transport)
+        transport.set_protocol(connection)
+        connection.start_upgraded(settings, request, data)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -139,11 +164,13 @@ class Router:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while True:
+            for connection in list(self.http2_connections):
+                connection.go_away()  # closes the connection once its streams are done
             for client in list(self.clients):
                 busy = client.exchanges or client.in_head or client.tunnel is not None
                 if not busy and client.parsing is None:
                     client.close()
-            if not self.clients or loop.time() >= deadline:
+            if not (self.clients or self.http2_connections) or loop.time() >= deadline:
                 return
             await asyncio.sleep(_DRAIN_POLL_SECONDS)
 
@@ -156,6 +183,8 @@ class Router:
         server.close()
         for client in list(self.clients):
             client.abort()
+        for connection in list(self.http2_connections):
+            connection.abort()
         for upstream in list(self.upstreams):
             upstream.abort()
         self.deadlines.close()

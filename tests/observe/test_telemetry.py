@@ -26,7 +26,7 @@ def record(
 ) -> RequestRecord:
     return (
         arrival, arrival + latency, b"GET", target, b"svc.localhost:8080", status, 56,
-        144, user_agent, b"127.0.0.1", False, traceparent,
+        144, user_agent, b"127.0.0.1", b"HTTP/1.1", traceparent,
         service, "svc-00001-abc" if service else None, "svc-00001-abc-123456" if service else None,
     )  # fmt: skip
 
