@@ -174,7 +174,8 @@ class Telemetry:
 
     def _request(self, record: RequestRecord, second: _Second) -> None:
         (arrival, finished, method, url, host, status, request_bytes, response_bytes,
-         user_agent, remote_ip, protocol, trace, service, revision, instance) = record  # fmt: skip
+         user_agent, remote_ip, protocol, trace, service, revision, instance,
+         grpc_status) = record  # fmt: skip
         latency = finished - arrival
         code_class = _CODE_CLASSES.get(status // 100) or f"{status // 100}xx"
         key = (service or "", revision or "")
@@ -192,6 +193,9 @@ class Telemetry:
         status_field = b',"status":%d' % status if status else b""
         trace_id = trace[3:35] if len(trace) == 55 else b""
         trace_field = b',"trace":"%s"' % trace_id if _HEX_TRACE_ID(trace_id) else b""
+        if grpc_status.isdigit():
+            # A gRPC call's outcome, from the instance's trailers: its HTTP status is 200.
+            trace_field += b',"grpcStatus":%d' % int(grpc_status)
         self._logs.emit_serialized(
             service,
             _REQUEST_ENTRY

@@ -60,6 +60,9 @@ class StreamTransport(asyncio.Transport):
         # The response
         self.headers: list[tuple[bytes, bytes]] = []
         self.interim = False
+        self.unsent_headers: list[tuple[bytes, bytes]] | None = None  # see write()
+        self.trailers: list[tuple[bytes, bytes]] = []  # after the body (gRPC's status)
+        self.in_body = False
         self.headers_sent = False
         self.response_done = False  # the whole response is parsed (maybe not yet all sent)
         self.pending: deque[bytes] = deque()  # DATA waiting for flow-control window
@@ -88,6 +91,12 @@ class StreamTransport(asyncio.Transport):
         except httptools.HttpParserError:
             # The router wrote this response itself, from a parsed one: not expected.
             self.abort()
+            return
+        # A response's HEADERS wait to the end of the write that brought them, so that one
+        # with no body leaves as a single HEADERS frame ending the stream (gRPC's
+        # trailers-only answer, an empty 200), and the rest go out at once.
+        if self.unsent_headers is not None:
+            self._send_final_headers(end_stream=False)
 
     def can_write_eof(self) -> bool:
         return False
@@ -199,7 +208,7 @@ class StreamTransport(asyncio.Transport):
     def on_header(self, name: bytes, value: bytes) -> None:
         lower_name = name.lower()
         if lower_name not in _NOT_IN_HTTP2:
-            self.headers.append((lower_name, value))
+            (self.trailers if self.in_body else self.headers).append((lower_name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -210,18 +219,33 @@ class StreamTransport(asyncio.Transport):
             self.connection.send_headers(self, headers, end_stream=False)
             return
         self.interim = False
-        no_body = self.is_head or status == 204 or status == 304
-        self.headers_sent = True
-        if no_body:
+        self.in_body = True
+        if self.is_head or status == 204 or status == 304:
             self.response_done = True  # a HEAD's Content-Length announces no bytes here
-        self.connection.send_headers(self, headers, end_stream=no_body)
+            self.headers_sent = True
+            self.connection.send_headers(self, headers, end_stream=True)
+            return
+        self.unsent_headers = headers
 
     def on_body(self, body: bytes) -> None:
-        if not self.response_done:
-            self.connection.send_data(self, body)
+        if self.response_done:
+            return
+        if self.unsent_headers is not None:
+            self._send_final_headers(end_stream=False)
+        self.connection.send_data(self, body)
 
     def on_message_complete(self) -> None:
         if self.interim or self.response_done:
             return
         self.response_done = True
+        if self.unsent_headers is not None:
+            self._send_final_headers(end_stream=not self.trailers)
+            if not self.trailers:
+                return
         self.connection.send_data(self, b"", end_stream=True)
+
+    def _send_final_headers(self, *, end_stream: bool) -> None:
+        headers, self.unsent_headers = self.unsent_headers, None
+        self.headers_sent = True
+        if headers is not None:
+            self.connection.send_headers(self, headers, end_stream=end_stream)

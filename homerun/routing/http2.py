@@ -406,7 +406,10 @@ class Http2Connection(asyncio.Protocol):
             stream.pending_bytes -= len(data)
             h2_connection.send_data(stream_id, data)
         if not pending and stream.end_pending:
-            h2_connection.end_stream(stream_id)
+            if stream.trailers:
+                h2_connection.send_headers(stream_id, stream.trailers, end_stream=True)
+            else:
+                h2_connection.end_stream(stream_id)
             self._stream_done(stream)
             return
         stream.update_writing()

@@ -28,6 +28,7 @@ from homerun.routing.http2 import Http2Connection
 from homerun.routing.types import Address, RequestRecord, Resolver
 
 if TYPE_CHECKING:
+    from homerun.routing.h2_upstream import Http2Upstream
     from homerun.routing.upstream import UpstreamConnection
 
 # A client gets this long to send a request's line and headers (slowloris sends a byte at a
@@ -99,6 +100,7 @@ class Router:
         self.clients: set[ClientConnection] = set()
         self.upstreams: set[UpstreamConnection] = set()
         self.http2_connections: set[Http2Connection] = set()
+        self.http2_upstreams: set[Http2Upstream] = set()
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -187,6 +189,8 @@ class Router:
             connection.abort()
         for upstream in list(self.upstreams):
             upstream.abort()
+        for http2_upstream in list(self.http2_upstreams):
+            http2_upstream.abort()
         self.deadlines.close()
         await server.wait_closed()
         # One turn of the loop lets the aborted transports and cancelled tasks finish.
