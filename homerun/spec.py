@@ -223,6 +223,8 @@ class RevisionSpec(BaseModel):
     container_port: int | None = Field(default=None, ge=1, le=65535)
     container_name: str | None = None
     service_account: str | None = None
+    # --use-http2 (Knative's port name h2c): the router speaks HTTP/2 cleartext to instances.
+    use_http2: bool = False
 
     def check(self) -> RevisionSpec:
         """Checks pydantic cannot express; raises InvalidSpec naming the flag."""
@@ -311,6 +313,7 @@ class RevisionChanges(BaseModel):
     cpu: str | None = None
     memory: str | None = None
     service_account: str | None = None  # "" goes back to the service's own account
+    use_http2: bool | None = None
     env: EnvChanges = Field(default_factory=EnvChanges)
     secrets: SecretChanges = Field(default_factory=SecretChanges)
 
@@ -333,6 +336,7 @@ class RevisionChanges(BaseModel):
             "startup_timeout_seconds",
             "cpu",
             "memory",
+            "use_http2",
         ):
             value = getattr(self, name)
             if value is not None:

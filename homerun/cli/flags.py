@@ -76,6 +76,23 @@ CONTAINER = FlagGroup(
         ),
         flag("--cpu", help="CPU limit, recorded (e.g. 1, 2, 500m)"),
         flag("--memory", help="memory limit, recorded (e.g. 512Mi, 2Gi)"),
+        one_of(
+            flag(
+                "--use-http2",
+                dest="use_http2",
+                action="store_const",
+                const=True,
+                default=None,
+                help="send requests to instances as HTTP/2 cleartext (h2c), as gRPC servers need",
+            ),
+            flag(
+                "--no-use-http2",
+                dest="use_http2",
+                action="store_const",
+                const=False,
+                help="send them as HTTP/1.1 (the default)",
+            ),
+        ),
     ),
 )
 
@@ -286,6 +303,7 @@ def revision_changes(arguments: argparse.Namespace, source: str | None) -> Revis
         cpu=check_cpu(arguments.cpu, "--cpu") if arguments.cpu else None,
         memory=check_memory(arguments.memory, "--memory") if arguments.memory else None,
         service_account=_service_account(arguments.service_account),
+        use_http2=arguments.use_http2,
         env=env_changes(arguments),
         secrets=secret_changes(arguments),
     )

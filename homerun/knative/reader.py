@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from homerun.errors import InvalidSpec
 from homerun.knative.models import (
     SOURCE_ANNOTATION,
+    Container,
     ServiceDocument,
     Template,
     level_at,
@@ -97,7 +98,8 @@ def _revision_fields(template: Template) -> dict[str, Any]:
         "startup_timeout_seconds": probe.budget if probe else DEFAULT_STARTUP_TIMEOUT_SECONDS,
         "cpu": limits.cpu if limits else None,
         "memory": limits.memory if limits else None,
-        "container_port": container.port,
+        "container_port": container.port if _port_given(container) else None,
+        "use_http2": container.h2c,
         "container_name": container.name,
         "service_account": spec.service_account_name,
     }
@@ -139,3 +141,9 @@ def _invalid(where: str, found: list[Problem]) -> InvalidSpec:
         f"{where} is not a valid Knative Service "
         f"({count} problem{'s' if count > 1 else ''}):\n{lines}"
     )
+
+
+def _port_given(container: Container) -> bool:
+    """Whether the YAML gave a containerPort (`ports: [{name: h2c}]` names a protocol alone)."""
+    ports = container.ports
+    return bool(ports) and ports is not None and "container_port" in ports[0].model_fields_set
