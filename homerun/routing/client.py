@@ -54,6 +54,13 @@ _VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,
 
 _random_bits = random.getrandbits
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# The request head an instance gets, by the scheme the client used: method, target, headers,
+# X-Forwarded-For, Forwarded, the rest.
+_HEAD_FORMATS = {
+    scheme: b"%%s %%s HTTP/1.1\r\n%%sx-forwarded-for: %%s\r\nx-forwarded-proto: %s\r\n"
+    b"forwarded: %%s\r\n%%s\r\n" % scheme
+    for scheme in (b"http", b"https")
+}
 
 
 def _split_absolute(url: bytes) -> tuple[bytes | None, bytes]:
@@ -102,10 +109,14 @@ class _HeadTooLarge(Exception):
 class ClientConnection(asyncio.Protocol):
     """One client's connection: parses its requests and answers them in the order they came."""
 
-    def __init__(self, router: Router, protocol: bytes = b"HTTP/1.1") -> None:
+    def __init__(
+        self, router: Router, protocol: bytes = b"HTTP/1.1", scheme: bytes = b"http"
+    ) -> None:
         # Per-connection state
         self.router = router
         self.protocol = protocol  # what the client spoke, for the request log (HTTP/2: a stream)
+        self.scheme = scheme  # https on the router's TLS port
+        self.head_format = _HEAD_FORMATS[scheme]
         self.loop = asyncio.get_running_loop()
         self.transport = cast(asyncio.Transport, None)
         self.parser = httptools.HttpRequestParser(self)
@@ -214,7 +225,7 @@ class ClientConnection(asyncio.Protocol):
             self._start_tunnel(early_bytes)
         else:
             self._hand_over()
-            self.router.serve_http2(self.transport, http2_bytes)
+            self.router.serve_http2(self.transport, http2_bytes, self.scheme)
 
     def pause_writing(self) -> None:
         # The client reads the response slower than the instance writes it: stop reading the
@@ -571,7 +582,7 @@ class ClientConnection(asyncio.Protocol):
         forwarded_for = address if hops is None else hops + b", " + address
         if host != self.node_host:  # a client names the same host request after request
             self.node_host = host
-            self.node = b"%s;proto=http;host=%s" % (self.forwarded_node, _quoted(host))
+            self.node = b"%s;proto=%s;host=%s" % (self.forwarded_node, self.scheme, _quoted(host))
         node = self.node
         forwarded = node if self.forwarded is None else self.forwarded + b", " + node
         extra = b""
@@ -593,11 +604,9 @@ class ClientConnection(asyncio.Protocol):
             trace_id, parent_id = _random_bits(128) or 1, _random_bits(64) or 1
             self.traceparent = b"00-%032x-%016x-01" % (trace_id, parent_id)
             extra += b"traceparent: %s\r\n" % self.traceparent
-        return (
-            b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: http\r\n"
-            b"forwarded: %s\r\n%s\r\n"
-            % (method, self.url, b"".join(header_pieces), forwarded_for, forwarded, extra)
-        )
+        return self.head_format % (
+            method, self.url, b"".join(header_pieces), forwarded_for, forwarded, extra,
+        )  # fmt: skip
 
     def _start_tunnel(self, early_bytes: bytes) -> None:
         # The parser stopped after an upgrade request; what follows is the new protocol, sent
@@ -656,6 +665,11 @@ class ClientConnection(asyncio.Protocol):
         self.h2c_upgrade = (settings[0], request)
         self.parsing = None
         return True
+
+    def alpn_http2(self) -> None:
+        """On the TLS port, a client that chose h2 by ALPN: HTTP/2 from its first byte."""
+        self._hand_over()
+        self.router.serve_http2(self.transport, b"", self.scheme)
 
     def _hand_over(self) -> None:
         """This connection speaks HTTP/2 from now on: another protocol object takes it."""

@@ -134,8 +134,9 @@ def request_head(
 class Http2Connection(asyncio.Protocol):
     """A client's HTTP/2 connection: its streams go to instances as HTTP/1.1 requests."""
 
-    def __init__(self, router: Router, transport: asyncio.Transport) -> None:
+    def __init__(self, router: Router, transport: asyncio.Transport, scheme: bytes) -> None:
         self.router = router
+        self.scheme = scheme  # http (h2c) or https (h2 on the TLS port)
         self.loop = asyncio.get_running_loop()
         self.transport = transport
         self.h2 = h2.connection.H2Connection(config=_CONFIG)
@@ -291,7 +292,7 @@ class Http2Connection(asyncio.Protocol):
             request_open=not ended,
         )
         self.streams[stream_id] = stream
-        stream.start(ClientConnection(self.router, b"HTTP/2"), head)
+        stream.start(ClientConnection(self.router, b"HTTP/2", self.scheme), head)
 
     def _client_reset(self, stream_id: int) -> None:
         self.resets += 1

@@ -5,14 +5,18 @@ client (httpx, h2c with prior knowledge) of an HTTP/1.1 app."""
 from __future__ import annotations
 
 import json
+import ssl
 import time
+from pathlib import Path
 
 import grpc
 import httpx
 import pytest
+import trustme
 import yaml
+from fakes import free_port
 
-from .harness import APPS, Platform, describe
+from .harness import APPS, Platform, describe, running_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -74,3 +78,57 @@ def test_an_http2_client_of_an_http11_app(platform: Platform, streaming: str) ->
         assert response.http_version == "HTTP/2" and response.status_code == 200
         assert response.json()["K_SERVICE"] == streaming
         assert client.get("/no-such-path").status_code == 404
+
+
+def test_https_with_a_certificate_made_by_trustme(tmp_path: Path, venv_cache: Path) -> None:
+    """config.yaml's https-port with tls-cert-file and tls-key-file: HTTP/2 and HTTP/1.1 by ALPN
+    to a deployed app, with the original Host and X-Forwarded-Proto https."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("whoami.localhost")
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    https_port = free_port()
+    config = {
+        "stop-grace-seconds": 3,
+        "https-port": https_port,
+        "tls-cert-file": str(cert),
+        "tls-key-file": str(key),
+    }
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+    with running_platform(tmp_path / "home", venv_cache, config) as platform:
+        platform.deploy_ok("whoami", APPS / "whoami")
+        for http2, version in ((True, "HTTP/2"), (False, "HTTP/1.1")):
+            with httpx.Client(verify=trusted, http2=http2, timeout=60, trust_env=False) as client:
+                request = client.build_request(
+                    "GET",
+                    f"https://127.0.0.1:{https_port}/",
+                    headers={"Host": f"whoami.localhost:{https_port}"},
+                    extensions={"sni_hostname": "whoami.localhost"},
+                )
+                response = client.send(request)
+                assert response.status_code == 200, response.text
+                assert response.http_version == version
+        assert f"https://127.0.0.1:{https_port}" in platform.log_path.read_text()
+
+
+def test_https_without_certificate_files_uses_the_local_authority(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    https_port = free_port()
+    config = {"stop-grace-seconds": 3, "https-port": https_port}
+    with running_platform(tmp_path / "home", venv_cache, config) as platform:
+        platform.deploy_ok("whoami", APPS / "whoami")
+        authority = platform.home / "tls" / "ca.crt"
+        assert f"trust {authority}" in platform.log_path.read_text()
+        trusted = ssl.create_default_context(cafile=str(authority))
+        with httpx.Client(verify=trusted, http2=True, timeout=60, trust_env=False) as client:
+            request = client.build_request(
+                "GET",
+                f"https://127.0.0.1:{https_port}/",
+                headers={"Host": f"whoami.localhost:{https_port}"},
+                extensions={"sni_hostname": "whoami.localhost"},  # issued for it at first use
+            )
+            response = client.send(request)
+            assert response.status_code == 200 and response.http_version == "HTTP/2"
