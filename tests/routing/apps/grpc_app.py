@@ -50,6 +50,7 @@ def main() -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
     checker = health.HealthServicer()
     checker.set("", health_pb2.HealthCheckResponse.SERVING)
+    checker.set("warming", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
