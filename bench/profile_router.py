@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds of load (max 60)")
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="also a second load under `perf record`: the daemon's CPU by library and kernel",
+    )
     args = parser.parse_args(argv)
     if not args.py_spy:
         parser.error("py-spy not found: pip install py-spy (or give --py-spy PATH)")
@@ -81,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             spy.wait(timeout=args.duration + 30)
             report = summarize(raw.read_text(), load.stdout, args)
+            if args.perf:
+                report += by_library(daemon.pid, wrk, host, url, args, Path(scratch))
     finally:
         daemon.stop()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -130,6 +137,36 @@ def summarize(stacks: str, wrk_output: str, args: argparse.Namespace) -> str:
     for name, what in STEPS.items():
         lines.append(f"  {100 * inclusive.get(name, 0) / total:5.1f} %  {name}: {what}")
     return "\n".join(lines) + "\n"
+
+
+def by_library(
+    pid: int, wrk: str, host: str, url: str, args: argparse.Namespace, scratch: Path
+) -> str:
+    """perf's samples of the daemon (all threads) under the same load, by shared object: what
+    the kernel, the interpreter, uvloop, httptools and libc each take. No sampling pause."""
+    data = scratch / "perf.data"
+    recorder = subprocess.Popen(
+        ["perf", "record", "-F", "999", "-p", str(pid), "-o", str(data), "--", "sleep",
+         str(args.duration)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    subprocess.run(
+        [wrk, "-t1", f"-c{args.connections}", f"-d{args.duration}s", "-H", f"Host: {host}", url],
+        capture_output=True,
+        timeout=args.duration + 30,
+    )
+    recorder.wait(timeout=args.duration + 30)
+    report = subprocess.run(
+        ["perf", "report", "-i", str(data), "--stdio", "--sort", "dso", "--no-children"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    rows = [line.strip() for line in report.splitlines() if line.strip() and line[:1] != "#"]
+    return "\nperf record of the daemon under the same load, by shared object:\n" + "".join(
+        f"  {row}\n" for row in rows[:12]
+    )
 
 
 def _frame(frame: str) -> str:

@@ -72,6 +72,8 @@ class _Second:
     counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
     # (service, revision) -> latencies in seconds
     latencies: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # (service, revision, grpc-status) -> gRPC calls
+    grpc_calls: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -149,6 +151,8 @@ class Telemetry:
             self._metrics.requests.labels(service, revision, code_class).inc(count)
             if service and code_class in CODE_CLASSES:
                 counts[service][code_class] += count
+        for labels, count in second.grpc_calls.items():
+            self._metrics.grpc_calls.labels(*labels).inc(count)
         latencies: dict[str, list[float]] = defaultdict(list)
         for (service, revision), values in second.latencies.items():
             self._metrics.latency.observe_many((service, revision), values)
@@ -185,6 +189,9 @@ class Telemetry:
         if latencies is None:
             latencies = second.latencies[key] = []
         latencies.append(latency)
+        if grpc_status:
+            call = (*key, grpc_status.decode("latin-1"))
+            second.grpc_calls[call] = second.grpc_calls.get(call, 0) + 1
         if service is None or not self._request_logs:
             return  # a request with no service (an unknown host, a malformed request) has no log
         # The entry is built from bytes: the method is an HTTP token and the host matched the

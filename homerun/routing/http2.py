@@ -313,7 +313,11 @@ class Http2Connection(asyncio.Protocol):
     ) -> None:
         if stream.ended or self.closed:
             return
-        self.h2.send_headers(stream.stream_id, headers, end_stream=end_stream)
+        try:
+            self.h2.send_headers(stream.stream_id, headers, end_stream=end_stream)
+        except h2.exceptions.ProtocolError as error:
+            self._cannot_send(stream, error)
+            return
         if end_stream:
             self._stream_done(stream)
         self._write_out()
@@ -326,8 +330,20 @@ class Http2Connection(asyncio.Protocol):
             stream.pending_bytes += len(data)
         if end_stream:
             stream.end_pending = True
-        self._flush(stream)
+        try:
+            self._flush(stream)
+        except h2.exceptions.ProtocolError as error:
+            self._cannot_send(stream, error)
+            return
         self._write_out()
+
+    def _cannot_send(self, stream: StreamTransport, error: Exception) -> None:
+        """The library refused a frame (the stream closed under it, a header HTTP/2 forbids
+        from the instance): the stream is cut, the connection and its other streams go on."""
+        logger.info("HTTP/2 stream %d cut: %s", stream.stream_id, error)
+        self.reset_stream(stream, internal=True)
+        stream.closing = True
+        self.loop.call_soon(stream.connection_lost)  # not from inside the write that failed
 
     def reset_stream(self, stream: StreamTransport, *, internal: bool) -> None:
         """Cut a stream whose response cannot be completed (RST_STREAM)."""

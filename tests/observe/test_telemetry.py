@@ -78,7 +78,7 @@ def test_request_log_entries_are_shaped_like_cloud_run(tmp_path: Path) -> None:
 
 
 def test_grpc_calls_log_their_protocol_and_grpc_status(tmp_path: Path) -> None:
-    telemetry, logs, _, wall = make(tmp_path)
+    telemetry, logs, metrics, wall = make(tmp_path)
     telemetry.records += [
         record(200, 0.002, protocol=b"HTTP/2", grpc_status=b"5"),
         record(200, 0.002, protocol=b"HTTP/2"),
@@ -88,6 +88,11 @@ def test_grpc_calls_log_their_protocol_and_grpc_status(tmp_path: Path) -> None:
     failed, plain = logs.read("svc", limit=10)
     assert failed["httpRequest"]["protocol"] == "HTTP/2" and failed["grpcStatus"] == 5
     assert "grpcStatus" not in plain
+    exposition = metrics.exposition()[0].decode()
+    assert (
+        'homerun_grpc_calls_total{grpc_status="5",revision="svc-00001-abc",service="svc"} 1.0'
+        in exposition
+    )
 
 
 def test_request_log_entries_escape_what_the_client_sent(tmp_path: Path) -> None:
