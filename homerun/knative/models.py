@@ -282,10 +282,11 @@ class ContainerPort(KnativeModel):
 
     @field_validator("name")
     @classmethod
-    def _http1(cls, name: str) -> str:
-        if name not in ("http1", ""):
+    def _http1_or_h2c(cls, name: str) -> str:
+        if name not in ("http1", "h2c", ""):
             raise ValueError(
-                f"{name!r} is not supported: homerun speaks HTTP/1.1 to instances (http1)"
+                f"{name!r} is not supported: http1 (HTTP/1.1 to the instance, the default) or "
+                "h2c (HTTP/2 cleartext, as gRPC servers need)"
             )
         return name
 
@@ -494,6 +495,11 @@ class Container(KnativeModel):
     @property
     def port(self) -> int | None:
         return self.ports[0].container_port if self.ports else None
+
+    @property
+    def h2c(self) -> bool:
+        """Knative's port name h2c: the instance speaks HTTP/2 cleartext (--use-http2)."""
+        return self.ports is not None and bool(self.ports) and self.ports[0].name == "h2c"
 
     @field_validator("ports", mode="before")
     @classmethod
