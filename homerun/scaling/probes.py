@@ -50,7 +50,9 @@ async def _connect(probe: Probe, target: ProbeTarget) -> ProbeResult:
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
     except OSError as error:
-        return ProbeResult(False, f"connect to $PORT={target.port}: {error.strerror or error}")
+        # asyncio words it "Connect call failed (address)"; the errno says why.
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        return ProbeResult(False, f"connect to $PORT={target.port}: {reason}")
     try:
         if probe.action is ProbeAction.TCP:
             return ProbeResult(True, "connected")
