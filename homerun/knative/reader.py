@@ -12,14 +12,11 @@ from homerun.errors import InvalidSpec
 from homerun.knative.models import (
     DEFAULT_PORT,
     SOURCE_ANNOTATION,
-    ContainerProbe,
-    LivenessProbe,
-    ReadinessProbe,
     ServiceDocument,
-    StartupProbe,
     Template,
     level_at,
 )
+from homerun.knative.probes import ContainerProbe, LivenessProbe, ReadinessProbe, StartupProbe
 from homerun.model.probes import Probe, ProbeKind
 from homerun.model.validation import Problem, field_path, problems, validation_message
 from homerun.spec import DEFAULT_STARTUP_TIMEOUT_SECONDS, RevisionSpec, SecretRef
