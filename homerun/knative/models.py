@@ -35,8 +35,8 @@ from homerun.spec import (
     EnvName,
     MemoryAmount,
     SecretName,
-    SecretVersion,
     ServiceName,
+    secret_version,
 )
 from homerun.traffic import TrafficEntry, check_tag, traffic_problems
 
@@ -147,6 +147,17 @@ def _absolute_path(path: str) -> str:
     return path
 
 
+def _version_as_key(key: str) -> str:
+    """Cloud Run reads a secretKeyRef's key as the secret's version, and so does homerun."""
+    try:
+        return secret_version(key)
+    except ValueError as error:
+        raise ValueError(
+            f"{error}: the key is the secret's version, as on Cloud Run (homerun's secrets have "
+            "versions, not named keys: keep one secret per value)"
+        ) from None
+
+
 def _without_server_annotations(annotations: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in annotations.items() if key not in _SERVER_ANNOTATIONS}
 
@@ -180,7 +191,7 @@ class SecretKeySelector(KnativeModel):
     refused = {"optional": "not supported"}
 
     name: SecretName = Field(description="the secret's name")
-    key: Annotated[SecretVersion, Quantity] = Field(
+    key: Annotated[str, Quantity, AfterValidator(_version_as_key)] = Field(
         description="the secret version (a number or 'latest')"
     )
 
