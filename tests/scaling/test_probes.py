@@ -99,3 +99,27 @@ def test_a_missing_exec_program_fails_with_the_reason(tmp_path: Path) -> None:
     probe = Probe(action=ProbeAction.EXEC, command=("homerun-no-such-probe",))
     result = probe_once(probe, ProbeTarget(1, {"PATH": "/usr/bin"}, tmp_path))
     assert result == ProbeResult(False, "homerun-no-such-probe: No such file or directory")
+
+
+def test_a_hostile_answer_fails_the_probe_and_nothing_else(tmp_path: Path) -> None:
+    async def scenario() -> ProbeResult:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"HTTP/1.1 200 " + b"x" * 200_000)  # a status line without end
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        result = await run_probe(Probe(action=ProbeAction.HTTP), ProbeTarget(port, {}, tmp_path))
+        server.close()
+        return result
+
+    result = asyncio.run(scenario())
+    assert not result.ok and result.detail.startswith("GET /: "), result
+
+
+def test_an_exec_probe_that_prints_without_end_keeps_only_the_first_bytes(tmp_path: Path) -> None:
+    script = "head -c 50000000 /dev/zero | tr '\\0' x; exit 1"
+    probe = Probe(action=ProbeAction.EXEC, command=("/bin/sh", "-c", script), timeout_seconds=10)
+    result = probe_once(probe, ProbeTarget(1, {"PATH": os.environ["PATH"]}, tmp_path))
+    assert not result.ok and result.detail.endswith(": " + "x" * 200)
