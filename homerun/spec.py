@@ -393,6 +393,11 @@ class RevisionChanges(BaseModel):
             fields["startup_probe"] = None if tcp else self.startup_probe.model_dump()
             if self.startup_timeout_seconds is None:
                 fields["startup_timeout_seconds"] = self.startup_probe.budget
+        kept = fields.get("startup_probe")
+        if kept is not None and self.startup_timeout_seconds is not None:
+            # --startup-timeout is the startup probe's budget: the two stay one.
+            probe = Probe.model_validate(kept).with_budget(self.startup_timeout_seconds)
+            fields["startup_probe"] = probe.model_dump()
         annotations = dict(base.annotations)
         for key, annotation in self.annotations.items():
             if annotation is None:

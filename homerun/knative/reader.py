@@ -13,14 +13,11 @@ from homerun.knative.models import (
     DEFAULT_PORT,
     SOURCE_ANNOTATION,
     Container,
-    ContainerProbe,
-    LivenessProbe,
-    ReadinessProbe,
     ServiceDocument,
-    StartupProbe,
     Template,
     level_at,
 )
+from homerun.knative.probes import ContainerProbe, LivenessProbe, ReadinessProbe, StartupProbe
 from homerun.model.probes import Probe, ProbeKind
 from homerun.model.validation import Problem, field_path, problems, validation_message
 from homerun.spec import DEFAULT_STARTUP_TIMEOUT_SECONDS, RevisionSpec, SecretRef
