@@ -259,3 +259,23 @@ def test_a_store_locked_while_serving_fails_changes_clearly_and_not_the_router(
     assert platform.request("busy", "GET", "/").status_code == 200
     platform.run("services", "update", "busy", "--update-env-vars", "V=2", check=True)
     assert platform.request("busy", "GET", "/").json()["K_REVISION"].startswith("busy-00002-")
+
+
+def test_a_full_disk_while_making_a_virtualenv_says_so_not_fix_the_requirement(
+    tmp_path: Path,
+) -> None:
+    """The virtualenv cache on a full disk: `python -m venv` (ensurepip says nothing of the
+    space) and pip fail; the error says the disk is full, not that the interpreter or the
+    requirement is to blame."""
+    with (
+        tmpfs(tmp_path / "venvs", 4 * MiB) as venvs,
+        running_platform(tmp_path / "home", venvs, {"stop-grace-seconds": 3}) as platform,
+    ):
+        failed = platform.deploy("cramped", APPS / "flask_seed")
+        assert failed.returncode != 0, describe(failed)
+        assert f"The disk that holds {venvs}/" in failed.stderr, describe(failed)
+        assert "is full" in failed.stderr and "free some space there" in failed.stderr
+        assert "has the venv module" not in failed.stderr, describe(failed)
+        assert "Fix the requirement" not in failed.stderr, describe(failed)
+        assert [p.name for p in venvs.iterdir() if not p.name.endswith(".lock")] == []
+        assert platform.run("status").returncode == 0
