@@ -85,6 +85,11 @@ class Paths:
     def admin_token(self) -> Path:
         return self.home / "admin-token"
 
+    @property
+    def tls(self) -> Path:
+        """The local certificate authority and what it issued (HTTPS without tls-cert-file)."""
+        return self.home / "tls"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -93,6 +98,11 @@ class Settings:
     listen: str = "127.0.0.1"
     port: int = 8080
     domain: str = "localhost"
+    # The HTTPS port (0: none), HTTP/2 and HTTP/1.1 by ALPN, on the same address as `listen`.
+    # Without a certificate and key, the local authority in HOMERUN_HOME/tls issues them.
+    https_port: int = 0
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     max_request_body_bytes: int = 32 * MiB
     header_timeout_seconds: float = 10.0  # to send a request's line and headers (slowloris)
     keepalive_timeout_seconds: float = 75.0  # an idle client connection stays open (nginx's)
@@ -158,6 +168,9 @@ _KEYS = {
     "listen": "listen",
     "port": "port",
     "domain": "domain",
+    "https-port": "https_port",
+    "tls-cert-file": "tls_cert_file",
+    "tls-key-file": "tls_key_file",
     "max-request-body-bytes": "max_request_body_bytes",
     "header-timeout-seconds": "header_timeout_seconds",
     "keepalive-timeout-seconds": "keepalive_timeout_seconds",
@@ -298,6 +311,22 @@ def load(home: Path, **overrides: Any) -> LoadedSettings:
             )
         if known.get("admin_listen"):
             split_address(known["admin_listen"], f"{config_file}: admin-listen")
+        if not 0 <= known.get("https_port", 0) <= 65535:
+            raise InvalidSpec(
+                f"{config_file}: https-port: expected a port from 1 to 65535 (0: no HTTPS), "
+                f"got {known['https_port']}"
+            )
+        if bool(known.get("tls_cert_file")) != bool(known.get("tls_key_file")):
+            named, missing = (
+                ("tls-cert-file", "tls-key-file")
+                if known.get("tls_cert_file")
+                else ("tls-key-file", "tls-cert-file")
+            )
+            raise InvalidSpec(
+                f"{config_file}: {named} is set but {missing} is not: give both (the PEM "
+                "certificate chain and its private key), or neither for a certificate of the "
+                "local authority in HOMERUN_HOME/tls"
+            )
         settings = replace(settings, **known)
     if os.environ.get(VENV_CACHE_VARIABLE):
         origins["venv-cache"] = Origin("environment", VENV_CACHE_VARIABLE)

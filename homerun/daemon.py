@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import fcntl
 import gc
 import getpass
@@ -12,6 +13,7 @@ import os
 import signal
 import socket
 import sqlite3
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,6 +25,13 @@ from starlette.types import ASGIApp
 
 from homerun import build
 from homerun.access import keys
+from homerun.access.certificates import (
+    CertificateFiles,
+    LocalAuthority,
+    Reloader,
+    authority_context,
+    server_context,
+)
 from homerun.access.discovery import issuer_documents
 from homerun.access.iam import user_member
 from homerun.access.metadata import create_metadata_app
@@ -59,7 +68,7 @@ from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
 from homerun.procfs import lock_holders, process_name
 from homerun.routing.proxy import Router
-from homerun.routing.types import Address
+from homerun.routing.types import Address, Route
 from homerun.runtime import Runtime, cgroups
 from homerun.runtime.inspection import Inspector
 from homerun.runtime.limited import LimitedRuntime, OpenRuntime
@@ -189,15 +198,30 @@ class Daemon:
             platform_documents=issuer_documents(published) if published else None,
         )
         try:
-            await router.start(self.settings.listen, self.settings.port)
-        except OSError as error:
+            https = self._https(lambda name: isinstance(live.resolve(name), Route))
+        except HomerunError:
             store.close()
             runtime.close()
+            raise
+        key, port = "port", self.settings.port
+        try:
+            await router.start(self.settings.listen, port)
+            if https is not None:
+                key, port = "https-port", self.settings.https_port
+                await router.start_tls(self.settings.listen, port, https[0])
+        except OSError as error:
+            await router.close()
+            store.close()
+            runtime.close()
+            for_one_run = ", or give `homerun up --port N` for one run" if key == "port" else ""
             raise HomerunError(
-                f"cannot listen on {self.settings.listen}:{self.settings.port}: "
-                f"{error.strerror}; set another `port:` in {self.paths.config_file} (read at "
-                "every start), or give `homerun up --port N` for one run"
+                f"cannot listen on {self.settings.listen}:{port}: "
+                f"{error.strerror}; set another `{key}:` in {self.paths.config_file} (read at "
+                f"every start){for_one_run}"
             ) from None
+        https_url = ""
+        if https is not None:
+            https_url = f" and https://{self.settings.listen}:{router.tls_port}{https[1]}"
         listen = self.settings.dashboard_listen
         local = is_loopback(listen)
         dashboard = _embedded(
@@ -249,6 +273,7 @@ class Daemon:
             servers.append(remote_admin)
             server_tasks.append(asyncio.ensure_future(remote_admin.serve(sockets=[remote_socket])))
         flusher = asyncio.ensure_future(_flush_logs(logs))
+        reloads = asyncio.ensure_future(_reload_certificate(https[2] if https else None))
         sampler = asyncio.ensure_future(_sample(telemetry))
         scaling = asyncio.ensure_future(scaler.run())
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -260,7 +285,8 @@ class Daemon:
             # collector's sight, a full collection walks only what requests allocate since.
             gc.freeze()
             print(
-                f"homerun is up: router on http://{self.settings.listen}:{self.settings.port}, "
+                f"homerun is up: router on http://{self.settings.listen}:{self.settings.port}"
+                f"{https_url}, "
                 f"dashboard on {dashboard_url}, admin API on {self.paths.admin_socket}"
                 f"{admin_url}, state in {self.home}",
                 flush=True,
@@ -279,6 +305,7 @@ class Daemon:
             await router.drain(grace)
             scaling.cancel()
             sampler.cancel()
+            reloads.cancel()
             await router.close()
             await control.close()
             await supervisor.close()
@@ -293,6 +320,25 @@ class Daemon:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
             print("homerun stopped", flush=True)
+
+    def _https(
+        self, routes: Callable[[str], bool]
+    ) -> tuple[ssl.SSLContext, str, Reloader | None] | None:
+        """The HTTPS listener's TLS context, what the start line says of its certificate, and
+        what reloads the user's certificate files when they change; None without https-port."""
+        settings = self.settings
+        if not settings.https_port:
+            return None
+        if settings.tls_cert_file:
+            files = CertificateFiles(
+                Path(settings.tls_cert_file).expanduser(), Path(settings.tls_key_file).expanduser()
+            )
+            where = f"{self.paths.config_file}: tls-cert-file, tls-key-file"
+            context = server_context(files, where)
+            return context, f" (certificate {files.cert})", Reloader(context, files, where)
+        authority = LocalAuthority(self.paths.tls, lambda: datetime.datetime.now(datetime.UTC))
+        context = authority_context(authority, settings.domain, routes)
+        return context, f" (trust {authority.files.cert} to verify it)", None
 
     def _dashboard_socket(self) -> socket.socket:
         """The dashboard's socket; an ephemeral port when the set one is taken."""
@@ -608,3 +654,14 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+async def _reload_certificate(reloader: Reloader | None) -> None:
+    """Every 10 s: new handshakes take the user's certificate files once they change."""
+    if reloader is None:
+        return
+    while True:
+        await asyncio.sleep(10)
+        message = reloader.check()
+        if message:
+            print(f"homerun: {message}", flush=True)

@@ -245,6 +245,8 @@ class RevisionSpec(BaseModel):
     startup_probe: Probe | None = None
     readiness_probe: Probe | None = None
     liveness_probe: Probe | None = None
+    # --use-http2 (Knative's port name h2c): the router speaks HTTP/2 cleartext to instances.
+    use_http2: bool = False
 
     def check(self) -> RevisionSpec:
         """Checks pydantic cannot express; raises InvalidSpec naming the flag."""
@@ -351,6 +353,7 @@ class RevisionChanges(BaseModel):
     startup_probe: Probe | None = None
     readiness_probe: Probe | None = None
     liveness_probe: Probe | None = None
+    use_http2: bool | None = None
     env: EnvChanges = Field(default_factory=EnvChanges)
     secrets: SecretChanges = Field(default_factory=SecretChanges)
 
@@ -373,6 +376,7 @@ class RevisionChanges(BaseModel):
             "startup_timeout_seconds",
             "cpu",
             "memory",
+            "use_http2",
         ):
             value = getattr(self, name)
             if value is not None:
@@ -389,6 +393,11 @@ class RevisionChanges(BaseModel):
             fields["startup_probe"] = None if tcp else self.startup_probe.model_dump()
             if self.startup_timeout_seconds is None:
                 fields["startup_timeout_seconds"] = self.startup_probe.budget
+        kept = fields.get("startup_probe")
+        if kept is not None and self.startup_timeout_seconds is not None:
+            # --startup-timeout is the startup probe's budget: the two stay one.
+            probe = Probe.model_validate(kept).with_budget(self.startup_timeout_seconds)
+            fields["startup_probe"] = probe.model_dump()
         annotations = dict(base.annotations)
         for key, annotation in self.annotations.items():
             if annotation is None:

@@ -217,6 +217,7 @@ def revision_specs(draw: st.DrawFn) -> RevisionSpec:
         container_port=draw(st.none() | st.integers(1, 65535)),
         container_name=draw(st.none() | st.just("app")),
         service_account=draw(st.none() | st.just("robot@example.iam")),
+        use_http2=draw(st.booleans()),
     )
 
 
@@ -234,6 +235,16 @@ def test_a_rendered_template_parses_back_to_the_same_spec(spec: RevisionSpec) ->
     assert manifest.labels == {"team": "web"}
     # And rendering what was parsed gives the same template again.
     assert render_template(manifest.template.spec, IMAGE) == document["spec"]["template"]
+
+
+def test_the_port_name_h2c_is_use_http2() -> None:
+    spec = RevisionSpec(source="/src", use_http2=True)
+    container = render_template(spec, IMAGE)["spec"]["containers"][0]
+    assert container["ports"] == [{"name": "h2c"}]
+    with_port = render_template(spec.model_copy(update={"container_port": 50051}), IMAGE)
+    assert with_port["spec"]["containers"][0]["ports"] == [{"name": "h2c", "containerPort": 50051}]
+    document = render_service(service_view(spec))
+    assert parse_service(document).template.spec.use_http2
 
 
 def test_traffic_round_trips() -> None:
@@ -453,9 +464,9 @@ BASE["spec"]["traffic"] = [
         ),
         (
             "spec/template/spec/containers/0/ports",
-            [{"name": "h2c", "containerPort": 8080}],
+            [{"name": "grpc", "containerPort": 8080}],
             "spec.template.spec.containers[0].ports[0].name",
-            "HTTP/1.1",
+            "h2c (HTTP/2 cleartext",
         ),
         (
             "spec/template/spec/containers/0/resources",

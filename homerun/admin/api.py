@@ -16,7 +16,7 @@ from starlette.routing import Route
 from homerun.admin.openapi import openapi_document
 from homerun.control import ControlPlane
 from homerun.control.job_plan import JobRequest
-from homerun.errors import HomerunError, InvalidSpec, NotFound
+from homerun.errors import HomerunError, InvalidSpec, NotFound, StoreUnavailable
 from homerun.knative import parse_service
 from homerun.model.events import DeployEvent, JobEvent
 from homerun.model.jobs import ExecutionOverrides
@@ -209,7 +209,9 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         return _view(control.jobs.views.execution(record.name))
 
     async def homerun_error(request: Request, exc: Exception) -> Response:
-        status_code = 404 if isinstance(exc, NotFound) else 400
+        status_code = (
+            404 if isinstance(exc, NotFound) else 503 if isinstance(exc, StoreUnavailable) else 400
+        )
         return JSONResponse({"error": str(exc)}, status_code=status_code)
 
     return Starlette(

@@ -80,8 +80,8 @@ CONTAINER = FlagGroup(
             metavar="DURATION",
             help="time an instance has to listen on $PORT (default 240s)",
         ),
-        flag("--cpu", help="CPU limit, recorded (e.g. 1, 2, 500m)"),
-        flag("--memory", help="memory limit, recorded (e.g. 512Mi, 2Gi)"),
+        flag("--cpu", help="CPU per instance: its share when CPUs are busy (e.g. 1, 2, 500m)"),
+        flag("--memory", help="memory limit per instance (e.g. 512Mi, 2Gi)"),
         flag(
             "--startup-probe",
             metavar="KEY=VALUE,...",
@@ -99,6 +99,23 @@ CONTAINER = FlagGroup(
             metavar="KEY=VALUE,...",
             help="e.g. httpGet.path=/healthz,periodSeconds=10,failureThreshold=3: when it "
             "fails the instance is restarted",
+        ),
+        one_of(
+            flag(
+                "--use-http2",
+                dest="use_http2",
+                action="store_const",
+                const=True,
+                default=None,
+                help="send requests to instances as HTTP/2 cleartext (h2c), as gRPC servers need",
+            ),
+            flag(
+                "--no-use-http2",
+                dest="use_http2",
+                action="store_const",
+                const=False,
+                help="send them as HTTP/1.1 (the default)",
+            ),
         ),
     ),
 )
@@ -334,6 +351,7 @@ def revision_changes(arguments: argparse.Namespace, source: str | None) -> Revis
         readiness_probe=_probe(arguments.readiness_probe, "--readiness-probe", ProbeKind.READINESS),
         liveness_probe=_probe(arguments.liveness_probe, "--liveness-probe", ProbeKind.LIVENESS),
         service_account=_service_account(arguments.service_account),
+        use_http2=arguments.use_http2,
         env=env_changes(arguments),
         secrets=secret_changes(arguments),
     )

@@ -129,7 +129,13 @@ def _print_revision_lines(revision: RevisionSummary) -> None:
         states = Counter(instance.state for instance in revision.instances)
         print(
             f"      instances: {states[InstanceState.STARTING]} starting, "
-            f"{states[InstanceState.READY]} ready, {states[InstanceState.DRAINING]} draining "
+            f"{states[InstanceState.READY]} ready, "
+            + (
+                f"{states[InstanceState.UNREADY]} unready (failing readiness), "
+                if states[InstanceState.UNREADY]
+                else ""
+            )
+            + f"{states[InstanceState.DRAINING]} draining "
             f"(min {scaling.min_instances}, "
             f"max {scaling.max_instances}, target {scaling.target_per_instance:g} per instance)"
         )

@@ -183,9 +183,13 @@ class Deploys:
             )
         with self._revisions.building():
             artifact = await self._artifact_for(name, spec, plan.artifact, emit)
-            revision = self._store.create_revision(
-                service, name, seq, spec, artifact, plan.allow_unauthenticated, plan.ingress
-            )
+            try:
+                revision = self._store.create_revision(
+                    service, name, seq, spec, artifact, plan.allow_unauthenticated, plan.ingress
+                )
+            except BaseException:  # the store is locked or full: no artifact without its record
+                self._tasks.discard(self._paths.revisions / name)
+                raise
         # Access is the service's, not the revision's: revisions serving now get it at once.
         self._live.refresh_access()
         origin, argv = artifact.entrypoint_origin, artifact.command_line

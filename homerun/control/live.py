@@ -125,7 +125,12 @@ class LiveRevisions:
             inspector=self._inspector,
         )
         holder: list[RevisionUnit] = []
-        throttler = Throttler(revision.name, lambda: self._poke(holder[0]), self._clock)
+        throttler = Throttler(
+            revision.name,
+            lambda: self._poke(holder[0]),
+            self._clock,
+            http2=revision.spec.use_http2,
+        )
         plan = RevisionPlan(
             service=revision.service,
             name=revision.name,

@@ -5,34 +5,28 @@ pydantic's error location is the field path the user sees."""
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import UnionType
-from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
-from pydantic.fields import FieldInfo
 
 from homerun.errors import InvalidSpec
-from homerun.model.annotations import CAMEL_CASE_ALIASES, annotation_problems
-from homerun.model.probes import (
-    DEFAULT_FAILURE_THRESHOLD,
-    DEFAULT_PERIOD_SECONDS,
-    DEFAULT_TIMEOUT_SECONDS,
-    Probe,
-    ProbeAction,
+from homerun.knative._level import KnativeModel, within
+from homerun.knative.probes import (
+    LivenessProbe,
+    ReadinessProbe,
+    StartupProbe,
 )
+from homerun.model.annotations import CAMEL_CASE_ALIASES, annotation_problems
 from homerun.model.validation import Location, errors_at
 from homerun.spec import (
     MAX_CONCURRENCY,
@@ -41,8 +35,8 @@ from homerun.spec import (
     EnvName,
     MemoryAmount,
     SecretName,
-    SecretVersion,
     ServiceName,
+    secret_version,
 )
 from homerun.traffic import TrafficEntry, check_tag, traffic_problems
 
@@ -52,7 +46,6 @@ IMAGE_REGISTRY = "homerun.local"
 # The folder the artifact was built from; used to build again when the digest is unknown here.
 SOURCE_ANNOTATION = "homerun.dev/source"
 DEFAULT_PORT = 8080  # Knative's and Cloud Run's default containerPort
-MAX_STARTUP_SECONDS = 3600
 
 _IMAGE = re.compile(
     rf"^{re.escape(IMAGE_REGISTRY)}/(?P<name>[a-z0-9][-a-z0-9._/]*)@sha256:(?P<digest>[0-9a-f]{{64}})$"
@@ -73,11 +66,6 @@ _OUTPUT_ONLY_METADATA = frozenset(
 )
 _ONE_MACHINE = "homerun runs on one machine"
 _WHOLE_REQUEST = "not supported; timeoutSeconds bounds the whole request"
-_NO_GRPC_PROBE = (
-    "gRPC probes are not supported yet: homerun speaks HTTP/1.1 to instances; use httpGet or "
-    "tcpSocket"
-)
-_PROBE_HOST = "not supported: a probe goes to the instance itself"
 _NO_STDIN = "stdin is always /dev/null"
 _RUN_AS = (
     "not supported yet: instances run as the daemon's own user (runAsUser, runAsGroup and "
@@ -87,44 +75,6 @@ _RUN_AS = (
 
 def image_for(service: str, digest: str) -> str:
     return f"{IMAGE_REGISTRY}/{service}@sha256:{digest}"
-
-
-class KnativeModel(BaseModel):
-    """One level of the document."""
-
-    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", strict=True, frozen=True)
-
-    # Fields Knative has that homerun does not run, with the reason given to the user.
-    refused: ClassVar[Mapping[str, str]] = {}
-    # Output-only fields, which a document read back from a cluster may carry.
-    ignored: ClassVar[frozenset[str]] = frozenset()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_ignored(cls, data: Any) -> Any:
-        if cls.ignored and isinstance(data, dict):
-            return {key: value for key, value in data.items() if key not in cls.ignored}
-        return data
-
-    @classmethod
-    def unknown_field(cls, key: str) -> str:
-        """What to tell a user who wrote `key` here: why homerun refuses that field, or the
-        known field they probably meant."""
-        if key in cls.refused:
-            return cls.refused[key]
-        known = sorted(field.alias or name for name, field in cls.model_fields.items())
-        close = difflib.get_close_matches(key, known, n=1)
-        if close:
-            return f"unknown field; did you mean {close[0]!r}?"
-        return f"unknown field; the fields here are {', '.join(known)}"
-
-    @classmethod
-    def field_named(cls, key: int | str) -> FieldInfo | None:
-        """The field a document's `key` sets here (keys are the camelCase aliases)."""
-        return next(
-            (field for name, field in cls.model_fields.items() if (field.alias or name) == key),
-            None,
-        )
 
 
 def level_at(
@@ -174,15 +124,6 @@ def _number_as_text(value: Any) -> Any:
     return value
 
 
-def _within(low: int, high: int) -> AfterValidator:
-    def check(number: int) -> int:
-        if not low <= number <= high:
-            raise ValueError(f"must be {low}..{high}, got {number}")
-        return number
-
-    return AfterValidator(check)
-
-
 def _concurrency(number: int) -> int:
     if number == 0:
         raise ValueError(f"0 (unlimited) is not supported; give 1..{MAX_CONCURRENCY}")
@@ -207,6 +148,17 @@ def _absolute_path(path: str) -> str:
     if ".." in path.split("/"):
         raise ValueError(f"may not contain '..', got {path!r}")
     return path
+
+
+def _version_as_key(key: str) -> str:
+    """Cloud Run reads a secretKeyRef's key as the secret's version, and so does homerun."""
+    try:
+        return secret_version(key)
+    except ValueError as error:
+        raise ValueError(
+            f"{error}: the key is the secret's version, as on Cloud Run (homerun's secrets have "
+            "versions, not named keys: keep one secret per value)"
+        ) from None
 
 
 def _without_server_annotations(annotations: dict[str, str]) -> dict[str, str]:
@@ -242,7 +194,7 @@ class SecretKeySelector(KnativeModel):
     refused = {"optional": "not supported"}
 
     name: SecretName = Field(description="the secret's name")
-    key: Annotated[SecretVersion, Quantity] = Field(
+    key: Annotated[str, Quantity, AfterValidator(_version_as_key)] = Field(
         description="the secret version (a number or 'latest')"
     )
 
@@ -277,15 +229,16 @@ class EnvVar(KnativeModel):
 
 class ContainerPort(KnativeModel):
     name: str = "http1"
-    container_port: Annotated[int, _within(1, 65535)] = DEFAULT_PORT
+    container_port: Annotated[int, within(1, 65535)] = DEFAULT_PORT
     protocol: str = "TCP"
 
     @field_validator("name")
     @classmethod
-    def _http1(cls, name: str) -> str:
-        if name not in ("http1", ""):
+    def _http1_or_h2c(cls, name: str) -> str:
+        if name not in ("http1", "h2c", ""):
             raise ValueError(
-                f"{name!r} is not supported: homerun speaks HTTP/1.1 to instances (http1)"
+                f"{name!r} is not supported: http1 (HTTP/1.1 to the instance, the default) or "
+                "h2c (HTTP/2 cleartext, as gRPC servers need)"
             )
         return name
 
@@ -307,152 +260,6 @@ class Resources(KnativeModel):
 
     limits: ResourceLimits | None = None
     requests: ResourceLimits | None = None  # recorded and shown, not reserved
-
-
-class TcpSocket(KnativeModel):
-    refused = {"host": _PROBE_HOST}
-
-    port: int | None = None  # the container port; 0 or none means it too
-
-
-class HttpHeader(KnativeModel):
-    name: str
-    value: str
-
-
-class HttpGet(KnativeModel):
-    refused = {"host": _PROBE_HOST}
-
-    path: str = "/"
-    port: int | None = None  # the container port; 0 or none means it too
-    http_headers: list[HttpHeader] | None = None
-    scheme: str = "HTTP"
-
-    @field_validator("scheme")
-    @classmethod
-    def _http(cls, scheme: str) -> str:
-        if scheme != "HTTP":
-            raise ValueError("only HTTP: instances are spoken to in plain HTTP/1.1")
-        return scheme
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, path: str) -> str:
-        if not path.startswith("/"):
-            raise ValueError(f"must start with '/', got {path!r}")
-        return path
-
-
-class ExecAction(KnativeModel):
-    command: list[str] = Field(description="the command to run in the instance's environment")
-
-    @field_validator("command")
-    @classmethod
-    def _some_command(cls, command: list[str]) -> list[str]:
-        if not command:
-            raise ValueError("required: the command to run")
-        return command
-
-
-class ContainerProbe(KnativeModel):
-    """A startupProbe, readinessProbe or livenessProbe: one action (httpGet, tcpSocket or exec;
-    tcpSocket when none is given) and Kubernetes' timing fields with their defaults."""
-
-    refused = {
-        "grpc": _NO_GRPC_PROBE,
-        "terminationGracePeriodSeconds": "not supported: stop-grace-seconds applies",
-    }
-    # Kubernetes requires successThreshold 1 for these; readiness may ask for more.
-    once_only: ClassVar[bool] = True
-    # Knative lets readiness probe every 0 s (aggressively, until first ready).
-    zero_period: ClassVar[bool] = False
-
-    http_get: HttpGet | None = None
-    tcp_socket: TcpSocket | None = None
-    exec: ExecAction | None = None
-    initial_delay_seconds: Annotated[int, _within(0, MAX_STARTUP_SECONDS)] = 0
-    period_seconds: int | None = None
-    timeout_seconds: Annotated[int, _within(1, MAX_STARTUP_SECONDS)] = DEFAULT_TIMEOUT_SECONDS
-    success_threshold: Annotated[int, _within(1, 1000)] = 1
-    failure_threshold: Annotated[int, _within(1, 1000)] = DEFAULT_FAILURE_THRESHOLD
-
-    @field_validator("period_seconds")
-    @classmethod
-    def _period(cls, period: int | None) -> int | None:
-        low = 0 if cls.zero_period else 1
-        if period is not None and not low <= period <= MAX_STARTUP_SECONDS:
-            raise ValueError(f"must be {low}..{MAX_STARTUP_SECONDS}, got {period}")
-        return period
-
-    @field_validator("success_threshold")
-    @classmethod
-    def _once(cls, threshold: int) -> int:
-        if cls.once_only and threshold != 1:
-            raise ValueError("must be 1")
-        return threshold
-
-    @model_validator(mode="after")
-    def _one_action(self) -> ContainerProbe:
-        given = [name for name in ("httpGet", "tcpSocket", "exec") if self._action(name)]
-        if len(given) > 1:
-            raise ValueError(f"give one of httpGet, tcpSocket, exec, not {' and '.join(given)}")
-        return self
-
-    def _action(self, name: str) -> object:
-        return {"httpGet": self.http_get, "tcpSocket": self.tcp_socket, "exec": self.exec}[name]
-
-    @property
-    def port(self) -> int | None:
-        action = self.http_get or self.tcp_socket
-        return action.port if action is not None else None
-
-    def probe(self) -> Probe:
-        """homerun's probe for this one."""
-        fields: dict[str, Any] = {
-            "action": ProbeAction.TCP,
-            "initial_delay_seconds": self.initial_delay_seconds,
-            "period_seconds": (
-                DEFAULT_PERIOD_SECONDS if self.period_seconds is None else self.period_seconds
-            ),
-            "timeout_seconds": self.timeout_seconds,
-            "success_threshold": self.success_threshold,
-            "failure_threshold": self.failure_threshold,
-        }
-        if self.http_get is not None:
-            fields["action"] = ProbeAction.HTTP
-            fields["path"] = self.http_get.path
-            fields["headers"] = tuple((h.name, h.value) for h in self.http_get.http_headers or [])
-        elif self.exec is not None:
-            fields["action"] = ProbeAction.EXEC
-            fields["command"] = tuple(self.exec.command)
-        return Probe.model_validate(fields)
-
-
-class StartupProbe(ContainerProbe):
-    """homerun's startup budget: initialDelaySeconds + periodSeconds x failureThreshold
-    (Kubernetes' defaults 0, 10 and 3), spent waiting for $PORT and then for the probe."""
-
-    @property
-    def budget(self) -> int:
-        return self.probe().budget
-
-    @model_validator(mode="after")
-    def _budget_in_range(self) -> StartupProbe:
-        if not 1 <= self.budget <= MAX_STARTUP_SECONDS:
-            raise ValueError(
-                "initialDelaySeconds + periodSeconds x failureThreshold must be "
-                f"1..{MAX_STARTUP_SECONDS} s, got {self.budget}"
-            )
-        return self
-
-
-class ReadinessProbe(ContainerProbe):
-    once_only = False
-    zero_period = True
-
-
-class LivenessProbe(ContainerProbe):
-    pass
 
 
 class Container(KnativeModel):
@@ -494,6 +301,11 @@ class Container(KnativeModel):
     @property
     def port(self) -> int | None:
         return self.ports[0].container_port if self.ports else None
+
+    @property
+    def h2c(self) -> bool:
+        """Knative's port name h2c: the instance speaks HTTP/2 cleartext (--use-http2)."""
+        return self.ports is not None and bool(self.ports) and self.ports[0].name == "h2c"
 
     @field_validator("ports", mode="before")
     @classmethod
@@ -565,9 +377,9 @@ class TemplateSpec(KnativeModel):
 
     containers: list[Container] = Field(description="a list with one container")
     container_concurrency: (
-        Annotated[int, AfterValidator(_concurrency), _within(1, MAX_CONCURRENCY)] | None
+        Annotated[int, AfterValidator(_concurrency), within(1, MAX_CONCURRENCY)] | None
     ) = None
-    timeout_seconds: Annotated[int, _within(1, MAX_TIMEOUT_SECONDS)] | None = None
+    timeout_seconds: Annotated[int, within(1, MAX_TIMEOUT_SECONDS)] | None = None
     service_account_name: str | None = None
 
     @field_validator("containers", mode="before")

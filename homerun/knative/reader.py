@@ -12,14 +12,12 @@ from homerun.errors import InvalidSpec
 from homerun.knative.models import (
     DEFAULT_PORT,
     SOURCE_ANNOTATION,
-    ContainerProbe,
-    LivenessProbe,
-    ReadinessProbe,
+    Container,
     ServiceDocument,
-    StartupProbe,
     Template,
     level_at,
 )
+from homerun.knative.probes import ContainerProbe, LivenessProbe, ReadinessProbe, StartupProbe
 from homerun.model.probes import Probe, ProbeKind
 from homerun.model.validation import Problem, field_path, problems, validation_message
 from homerun.spec import DEFAULT_STARTUP_TIMEOUT_SECONDS, RevisionSpec, SecretRef
@@ -113,7 +111,8 @@ def _revision_fields(template: Template) -> dict[str, Any]:
             container.readiness_probe.probe() if container.readiness_probe else None
         ),
         "liveness_probe": container.liveness_probe.probe() if container.liveness_probe else None,
-        "container_port": container.port,
+        "container_port": container.port if _port_given(container) else None,
+        "use_http2": container.h2c,
         "container_name": container.name,
         "service_account": spec.service_account_name,
     }
@@ -189,3 +188,9 @@ def _invalid(where: str, found: list[Problem]) -> InvalidSpec:
         f"{where} is not a valid Knative Service "
         f"({count} problem{'s' if count > 1 else ''}):\n{lines}"
     )
+
+
+def _port_given(container: Container) -> bool:
+    """Whether the YAML gave a containerPort (`ports: [{name: h2c}]` names a protocol alone)."""
+    ports = container.ports
+    return bool(ports) and ports is not None and "container_port" in ports[0].model_fields_set

@@ -80,7 +80,10 @@ def render_template(spec: RevisionSpec, image: str | None) -> dict[str, Any]:
     if env:
         container["env"] = env
     if spec.container_port is not None:
-        container["ports"] = [{"name": "http1", "containerPort": spec.container_port}]
+        name = "h2c" if spec.use_http2 else "http1"
+        container["ports"] = [{"name": name, "containerPort": spec.container_port}]
+    elif spec.use_http2:
+        container["ports"] = [{"name": "h2c"}]  # the port stays Knative's default
     if spec.working_dir:
         container["workingDir"] = spec.working_dir
     resources: dict[str, Any] = {}

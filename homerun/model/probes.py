@@ -57,6 +57,22 @@ class Probe(BaseModel):
         """As a startup probe: how long an instance has to pass it (Kubernetes' reading)."""
         return self.initial_delay_seconds + max(self.period_seconds, 1) * self.failure_threshold
 
+    def with_budget(self, seconds: int) -> Probe:
+        """The same startup probe with `budget` = seconds (`--startup-timeout` given): the
+        period kept when it divides what is left after the delay, else 1 s."""
+        delay = min(self.initial_delay_seconds, seconds - 1)
+        left = seconds - delay
+        period = (
+            self.period_seconds if self.period_seconds and left % self.period_seconds == 0 else 1
+        )
+        return self.model_copy(
+            update={
+                "initial_delay_seconds": delay,
+                "period_seconds": period,
+                "failure_threshold": left // period,
+            }
+        )
+
     def describe(self) -> str:
         """The probe in words, for log lines: `GET /ready`, `TCP connect to $PORT`."""
         if self.action is ProbeAction.HTTP:

@@ -72,6 +72,8 @@ class _Second:
     counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
     # (service, revision) -> latencies in seconds
     latencies: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # (service, revision, grpc-status) -> gRPC calls
+    grpc_calls: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -153,6 +155,8 @@ class Telemetry:
             self._metrics.requests.labels(service, revision, code_class).inc(count)
             if service and code_class in CODE_CLASSES:
                 counts[service][code_class] += count
+        for labels, count in second.grpc_calls.items():
+            self._metrics.grpc_calls.labels(*labels).inc(count)
         latencies: dict[str, list[float]] = defaultdict(list)
         for (service, revision), values in second.latencies.items():
             self._metrics.latency.observe_many((service, revision), values)
@@ -178,7 +182,8 @@ class Telemetry:
 
     def _request(self, record: RequestRecord, second: _Second) -> None:
         (arrival, finished, method, url, host, status, request_bytes, response_bytes,
-         user_agent, remote_ip, http_10, trace, service, revision, instance) = record  # fmt: skip
+         user_agent, remote_ip, protocol, trace, service, revision, instance,
+         grpc_status) = record  # fmt: skip
         latency = finished - arrival
         code_class = _CODE_CLASSES.get(status // 100) or f"{status // 100}xx"
         key = (service or "", revision or "")
@@ -188,6 +193,9 @@ class Telemetry:
         if latencies is None:
             latencies = second.latencies[key] = []
         latencies.append(latency)
+        if grpc_status:
+            call = (*key, grpc_status.decode("latin-1"))
+            second.grpc_calls[call] = second.grpc_calls.get(call, 0) + 1
         if service is None or not self._request_logs:
             return  # a request with no service (an unknown host, a malformed request) has no log
         # The entry is built from bytes: the method is an HTTP token and the host matched the
@@ -197,6 +205,9 @@ class Telemetry:
         trace_field = (
             b',"trace":"%s%s"' % (self._trace_prefix, trace) if _HEX_TRACE_ID(trace) else b""
         )
+        if grpc_status.isdigit():
+            # A gRPC call's outcome, from the instance's trailers: its HTTP status is 200.
+            trace_field += b',"grpcStatus":%d' % int(grpc_status)
         self._logs.emit_serialized(
             service,
             _REQUEST_ENTRY
@@ -211,7 +222,7 @@ class Telemetry:
                 latency,
                 orjson.dumps(user_agent.decode("latin-1")),
                 remote_ip,
-                b"HTTP/1.0" if http_10 else b"HTTP/1.1",
+                protocol,
                 status_field,
                 method,
                 b"%d" % status if status else b"-",

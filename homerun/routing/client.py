@@ -55,6 +55,14 @@ _MAX_URL_BYTES = 8 * 1024
 _VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 _random_bits = random.getrandbits
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# The request head an instance gets, by the scheme the client used: method, target, headers,
+# X-Forwarded-For, Forwarded, the rest.
+_HEAD_FORMATS = {
+    scheme: b"%%s %%s HTTP/1.1\r\n%%sx-forwarded-for: %%s\r\nx-forwarded-proto: %s\r\n"
+    b"forwarded: %%s\r\n%%s\r\n" % scheme
+    for scheme in (b"http", b"https")
+}
 
 
 def _split_absolute(url: bytes) -> tuple[bytes | None, bytes]:
@@ -103,9 +111,14 @@ class _HeadTooLarge(Exception):
 class ClientConnection(asyncio.Protocol):
     """One client's connection: parses its requests and answers them in the order they came."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(
+        self, router: Router, protocol: bytes = b"HTTP/1.1", scheme: bytes = b"http"
+    ) -> None:
         # Per-connection state
         self.router = router
+        self.protocol = protocol  # what the client spoke, for the request log (HTTP/2: a stream)
+        self.scheme = scheme  # https on the router's TLS port
+        self.head_format = _HEAD_FORMATS[scheme]
         self.loop = asyncio.get_running_loop()
         self.transport = cast(asyncio.Transport, None)
         self.parser = httptools.HttpRequestParser(self)
@@ -127,6 +140,8 @@ class ClientConnection(asyncio.Protocol):
         self.requests = 0  # heads read on this connection
         self.caller_known = False  # whether self.caller was looked up (once per connection)
         self.caller: str | None = None
+        # An `Upgrade: h2c` request taken: (HTTP2-Settings, the request as HTTP/2 headers).
+        self.h2c_upgrade: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
 
         # Per-request state, while the parser reads a request
         self.parsing: Exchange | None = None  # from the end of the head to the end of the body
@@ -186,7 +201,8 @@ class ClientConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self._start_tunnel(data[upgrade.args[0] :])
+            early_bytes = data[upgrade.args[0] :]
+            http2_bytes = None
         except httptools.HttpParserCallbackError as error:
             if isinstance(error.__context__, _HeadTooLarge):
                 self._unparsable(431, _HEAD_TOO_LARGE)
@@ -195,13 +211,25 @@ class ClientConnection(asyncio.Protocol):
             else:
                 logger.error("proxy bug while reading a request", exc_info=error.__context__)
                 self._unparsable(400, "malformed request")
+            return
         except httptools.HttpParserError:
-            self._unparsable(400, "malformed request")
+            http2_bytes = self._http2_preface(data)
+            if http2_bytes is None:
+                self._unparsable(400, "malformed request")
+                return
         else:
             if self.in_head:
                 self.head_read_bytes += len(data)
                 if self.head_read_bytes > _MAX_INCOMPLETE_HEAD_READ_BYTES:
                     self._unparsable(431, _HEAD_TOO_LARGE)
+            return
+        # Another protocol takes over: outside the except clauses, so that what goes wrong in
+        # it is not chained to the parser's exception.
+        if http2_bytes is None:
+            self._start_tunnel(early_bytes)
+        else:
+            self._hand_over()
+            self.router.serve_http2(self.transport, http2_bytes, self.scheme)
 
     def pause_writing(self) -> None:
         # The client reads the response slower than the instance writes it: stop reading the
@@ -310,6 +338,8 @@ class ClientConnection(asyncio.Protocol):
         method = parser.get_method()
         is_upgrade = parser.should_upgrade() and method != b"CONNECT"
         has_body = self.chunked or self.content_length > 0
+        if is_upgrade and self._upgrades_to_http2(method, has_body):
+            return
         exchange = Exchange(
             self,
             is_head=method == b"HEAD",
@@ -565,7 +595,7 @@ class ClientConnection(asyncio.Protocol):
         forwarded_for = address if hops is None else hops + b", " + address
         if host != self.node_host:  # a client names the same host request after request
             self.node_host = host
-            self.node = b"%s;proto=http;host=%s" % (self.forwarded_node, _quoted(host))
+            self.node = b"%s;proto=%s;host=%s" % (self.forwarded_node, self.scheme, _quoted(host))
         node = self.node
         forwarded = node if self.forwarded is None else self.forwarded + b", " + node
         extra = b""
@@ -589,20 +619,81 @@ class ClientConnection(asyncio.Protocol):
             trace.traceparent,
             trace.cloud,
         )
-        return (
-            b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: http\r\n"
-            b"forwarded: %s\r\n%s\r\n"
-            % (method, self.url, b"".join(header_pieces), forwarded_for, forwarded, extra)
-        )
+        return self.head_format % (
+            method, self.url, b"".join(header_pieces), forwarded_for, forwarded, extra,
+        )  # fmt: skip
 
     def _start_tunnel(self, early_bytes: bytes) -> None:
         # The parser stopped after an upgrade request; what follows is the new protocol, sent
         # on once the instance agrees (or dropped with the connection when it does not).
+        if self.h2c_upgrade is not None and not self.closed:
+            settings, request = self.h2c_upgrade
+            self._hand_over()
+            self.router.upgrade_to_http2(self.transport, settings, request, early_bytes)
+            return
         if self.closed or not self.exchanges:
             return
         self.tunnel = self.exchanges[-1]
         if early_bytes:
             self.tunnel.send(early_bytes)
+
+    def _http2_preface(self, data: bytes) -> bytes | None:
+        """A client with prior knowledge of HTTP/2 (h2c) opens with PRI * HTTP/2.0, which
+        llhttp stops at: what the HTTP/2 side is to read, preface and all, or None if this
+        was no preface."""
+        if self.requests or self.exchanges or not self.in_head or self.url != b"*":
+            return None
+        seen = self.head_read_bytes  # preface bytes of earlier reads
+        preface = _HTTP2_PREFACE
+        if seen >= len(preface) or data[: len(preface) - seen] != preface[seen:]:
+            return None
+        return preface + data[len(preface) - seen :]
+
+    def _upgrades_to_http2(self, method: bytes, has_body: bool) -> bool:
+        """Take an `Upgrade: h2c` request (RFC 7540 section 3.2): its response comes as HTTP/2
+        on stream 1. One with a body, or behind other requests, stays HTTP/1.1 (the server
+        may ignore an upgrade)."""
+        if self.upgrade_protocol.strip().lower() != b"h2c" or has_body or self.exchanges:
+            return False
+        pieces = self.header_pieces
+        settings = [pieces[at + 2] for at in range(0, len(pieces), 4)
+                    if pieces[at].lower() == b"http2-settings"]  # fmt: skip
+        duplicate = self.authorization is _DUPLICATE or self.serverless_authorization is _DUPLICATE
+        if len(settings) != 1 or self.host is None or self.host_count != 1 or duplicate:
+            return False
+        request = [
+            (b":method", method), (b":scheme", b"http"), (b":authority", self.host),
+            (b":path", self.url),
+        ]  # fmt: skip
+        for at in range(0, len(pieces), 4):
+            name = pieces[at].lower()
+            if name not in (b"host", b"http2-settings"):
+                request.append((name, pieces[at + 2]))
+        for name, value in (
+            (b"x-forwarded-for", self.forwarded_for),
+            (b"forwarded", self.forwarded),
+            (b"authorization", self.authorization),
+            (b"x-serverless-authorization", self.serverless_authorization),
+        ):
+            if value is not None:
+                request.append((name, value))
+        self.h2c_upgrade = (settings[0], request)
+        self.parsing = None
+        return True
+
+    def alpn_http2(self) -> None:
+        """On the TLS port, a client that chose h2 by ALPN: HTTP/2 from its first byte."""
+        self._hand_over()
+        self.router.serve_http2(self.transport, b"", self.scheme)
+
+    def _hand_over(self) -> None:
+        """This connection speaks HTTP/2 from now on: another protocol object takes it."""
+        self.closed = True
+        self.parsing = None
+        self.router.clients.discard(self)
+        if self.read_pauses:
+            self.read_pauses = 0
+            self.transport.resume_reading()
 
     def _check_body(self, now: float, exchange: Exchange) -> None:
         """408 for a body that stalls for the body timeout, or comes slower than the minimum

@@ -33,6 +33,8 @@ class Endpoint:
     exited: bool = False  # the supervisor saw the instance exit (Throttler.remove)
     # Keep-alive connections to this instance that no request uses right now; the proxy owns them.
     idle_connections: list[Any] = field(default_factory=list)
+    # h2c connections to it (a revision deployed with --use-http2), each with streams in flight.
+    http2_connections: list[Any] = field(default_factory=list)
     _idle_waiters: list[asyncio.Future[None]] = field(default_factory=list)
     _exit_waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
@@ -44,6 +46,8 @@ class Endpoint:
         idle, self.idle_connections = self.idle_connections, []
         for connection in idle:
             connection.close()
+        for connection in list(self.http2_connections):
+            connection.close()  # at once if it carries no stream, else after its last one
 
 
 class RevisionUnavailable(Exception):
@@ -94,8 +98,12 @@ class Throttler:
         on_demand: Callable[[], None],
         clock: Callable[[], float],
         meter: ConcurrencyMeter | None = None,
+        *,
+        http2: bool = False,
     ) -> None:
         self.revision = revision
+        # Its instances speak h2c (--use-http2): requests go to them as HTTP/2 streams.
+        self.http2 = http2
         # Called when a request waits and may need a new instance; the autoscaler decides.
         self._on_demand = on_demand
         self.clock = clock

@@ -50,7 +50,9 @@ async def _connect(probe: Probe, target: ProbeTarget) -> ProbeResult:
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
     except OSError as error:
-        return ProbeResult(False, f"connect to $PORT={target.port}: {error.strerror or error}")
+        # asyncio words it "Connect call failed (address)"; the errno says why.
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        return ProbeResult(False, f"connect to $PORT={target.port}: {reason}")
     try:
         if probe.action is ProbeAction.TCP:
             return ProbeResult(True, "connected")
@@ -71,8 +73,9 @@ async def _get(
     )
     try:
         writer.write((head + "Connection: close\r\n\r\n").encode("latin-1"))
+        # At most the reader's limit (64 KiB): an app that sends a longer line fails the probe.
         status_line = await reader.readline()
-    except (OSError, UnicodeEncodeError) as error:
+    except (OSError, UnicodeEncodeError, ValueError) as error:
         return ProbeResult(False, f"GET {probe.path}: {error}")
     parts = status_line.split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
@@ -98,7 +101,7 @@ async def _exec(probe: Probe, target: ProbeTarget) -> ProbeResult:
     except OSError as error:
         return ProbeResult(False, f"{probe.command[0]}: {error.strerror or error}")
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), probe.timeout_seconds)
+        output = await asyncio.wait_for(_output(process), probe.timeout_seconds)
     except TimeoutError:
         _kill_group(process.pid)
         await process.wait()
@@ -115,6 +118,16 @@ async def _exec(probe: Probe, target: ProbeTarget) -> ProbeResult:
     shown = output.decode(errors="replace").strip()[:_OUTPUT_SHOWN]
     detail = f"{probe.describe()} exited with {process.returncode}"
     return ProbeResult(False, detail + (f": {shown}" if shown else ""))
+
+
+async def _output(process: asyncio.subprocess.Process) -> bytes:
+    """What the command printed, of which the first bytes are kept (a command that prints
+    without end costs reading, not memory), once it exits."""
+    kept = b""
+    while process.stdout is not None and (chunk := await process.stdout.read(65536)):
+        kept += chunk[: max(_OUTPUT_SHOWN - len(kept), 0)]
+    await process.wait()
+    return kept
 
 
 def _kill_group(pgid: int) -> None:

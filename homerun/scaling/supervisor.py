@@ -7,7 +7,7 @@ import secrets
 import signal
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from homerun.errors import HomerunError
 from homerun.model.probes import Probe, ProbeAction, ProbeRecord, observe
@@ -399,7 +399,7 @@ class Supervisor:
 
     async def _exited_at_start(
         self, unit: RevisionUnit, instance: ManagedInstance, status: int, before: str
-    ) -> None:
+    ) -> NoReturn:
         # The last lines it printed (a traceback) explain why.
         instance.process.signal(signal.SIGKILL)
         await instance.process.wait()
@@ -449,9 +449,11 @@ class Supervisor:
                         f"the startup timeout of {plan.startup_timeout:g}s",
                         list(unit.supervised.recent_output),
                     )
-                wait = max(min(interval, first_try - now, deadline - now), interval)
+                if now < first_try:  # initialDelaySeconds: the first try waits
+                    wait = min(first_try, deadline) - now
+                else:
+                    wait, interval = interval, min(interval * 1.5, pace)
                 await asyncio.wait([exit_watch], timeout=wait)
-                interval = min(interval * 1.5, pace)
 
     def _check_while_serving(self, unit: RevisionUnit, instance: ManagedInstance) -> None:
         plan = unit.plan

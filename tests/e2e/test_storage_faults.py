@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,3 +203,79 @@ def test_a_locked_store_stops_the_start_with_a_clear_error(own_platform: Platfor
 
     platform.start()  # the lock is gone: it starts
     assert platform.request("waiting", "GET", "/").status_code == 200
+
+
+def test_a_store_locked_while_serving_fails_changes_clearly_and_not_the_router(
+    own_platform: Platform,
+) -> None:
+    """Another program holds the store's write lock (an sqlite3 shell in a transaction): a
+    change says so (503 from the admin API, the deploy's error), the router keeps answering
+    (a write waits 0.5 s for the lock, not 5 s, on the event loop), and once the lock is given
+    back the same change works."""
+    platform = own_platform
+    platform.deploy_ok("busy", WHOAMI, "--min-instances", "1")
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with platform.client("busy", timeout=10) as client:
+            deadline = time.monotonic() + 60  # bounded whatever happens
+            for _ in range(20_000):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                started = time.monotonic()
+                assert client.get("/").status_code == 200
+                latencies.append(time.monotonic() - started)
+                time.sleep(0.01)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    holder = sqlite3.connect(platform.home / "homerun.db", isolation_level=None)
+    try:
+        time.sleep(0.5)
+        holder.execute("BEGIN EXCLUSIVE")
+        update = platform.run("services", "update", "busy", "--update-env-vars", "V=2")
+        current = platform.describe_service("busy")["revisions"][0]["name"]
+        traffic = platform.run(
+            "services", "update-traffic", "busy", "--update-tags", f"x={current}"
+        )
+        holder.execute("ROLLBACK")
+        time.sleep(0.5)
+    finally:
+        holder.close()
+        stop.set()
+        loader.join(timeout=60)
+    recorded = {r["name"] for r in platform.describe_service("busy")["revisions"]}
+    until(
+        lambda: {p.name for p in (platform.home / "revisions").iterdir()} == recorded,
+        "the artifact of the revision that could not be recorded to go",
+    )
+    for failed in (update, traffic):
+        assert failed.returncode != 0, describe(failed)
+        assert "is locked by another program" in failed.stderr, describe(failed)
+        assert "internal error" not in failed.stderr, describe(failed)
+    assert len(latencies) > 20
+    assert max(latencies) < 1.0, f"max {max(latencies):.3f}s over {len(latencies)} requests"
+    assert platform.request("busy", "GET", "/").status_code == 200
+    platform.run("services", "update", "busy", "--update-env-vars", "V=2", check=True)
+    assert platform.request("busy", "GET", "/").json()["K_REVISION"].startswith("busy-00002-")
+
+
+def test_a_full_disk_while_making_a_virtualenv_says_so_not_fix_the_requirement(
+    tmp_path: Path,
+) -> None:
+    """The virtualenv cache on a full disk: `python -m venv` (ensurepip says nothing of the
+    space) and pip fail; the error says the disk is full, not that the interpreter or the
+    requirement is to blame."""
+    with (
+        tmpfs(tmp_path / "venvs", 4 * MiB) as venvs,
+        running_platform(tmp_path / "home", venvs, {"stop-grace-seconds": 3}) as platform,
+    ):
+        failed = platform.deploy("cramped", APPS / "flask_seed")
+        assert failed.returncode != 0, describe(failed)
+        assert f"The disk that holds {venvs}/" in failed.stderr, describe(failed)
+        assert "is full" in failed.stderr and "free some space there" in failed.stderr
+        assert "has the venv module" not in failed.stderr, describe(failed)
+        assert "Fix the requirement" not in failed.stderr, describe(failed)
+        assert [p.name for p in venvs.iterdir() if not p.name.endswith(".lock")] == []
+        assert platform.run("status").returncode == 0

@@ -43,3 +43,13 @@ def test_an_exec_probe_needs_a_command_and_http_a_path() -> None:
     with pytest.raises(ValidationError, match="must start with '/'"):
         Probe(action=ProbeAction.HTTP, path="ready")
     assert Probe(action=ProbeAction.HTTP, path="/ready").describe() == "GET /ready"
+
+
+def test_a_startup_budget_given_alone_reshapes_the_probe() -> None:
+    probe = Probe(action=ProbeAction.HTTP, initial_delay_seconds=5, period_seconds=5)
+    assert probe.with_budget(25).budget == 25
+    assert probe.with_budget(25).period_seconds == 5
+    assert probe.with_budget(23) == probe.model_copy(
+        update={"failure_threshold": 18, "period_seconds": 1}
+    )
+    assert probe.with_budget(3).budget == 3

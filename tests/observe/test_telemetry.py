@@ -23,11 +23,14 @@ def record(
     target: bytes = b"/path?q=1",
     user_agent: bytes = b"curl/8",
     trace: bytes = b"0af7651916cd43dd8448eb211c80319c",
+    protocol: bytes = b"HTTP/1.1",
+    grpc_status: bytes = b"",
 ) -> RequestRecord:
     return (
         arrival, arrival + latency, b"GET", target, b"svc.localhost:8080", status, 56,
-        144, user_agent, b"127.0.0.1", False, trace,
+        144, user_agent, b"127.0.0.1", protocol, trace,
         service, "svc-00001-abc" if service else None, "svc-00001-abc-123456" if service else None,
+        grpc_status,
     )  # fmt: skip
 
 
@@ -73,6 +76,24 @@ def test_request_log_entries_are_shaped_like_cloud_run(tmp_path: Path) -> None:
     )  # fmt: skip
     # It ended at 10.002 on the router's clock, which read 20 when the wall read 1.8e9 + 1.
     assert first["timestamp"] == "2027-01-15T07:59:51.002000Z"
+
+
+def test_grpc_calls_log_their_protocol_and_grpc_status(tmp_path: Path) -> None:
+    telemetry, logs, metrics, wall = make(tmp_path)
+    telemetry.records += [
+        record(200, 0.002, protocol=b"HTTP/2", grpc_status=b"5"),
+        record(200, 0.002, protocol=b"HTTP/2"),
+    ]
+    wall.now += 1
+    telemetry.tick()
+    failed, plain = logs.read("svc", limit=10)
+    assert failed["httpRequest"]["protocol"] == "HTTP/2" and failed["grpcStatus"] == 5
+    assert "grpcStatus" not in plain
+    exposition = metrics.exposition()[0].decode()
+    assert (
+        'homerun_grpc_calls_total{grpc_status="5",revision="svc-00001-abc",service="svc"} 1.0'
+        in exposition
+    )
 
 
 def test_request_log_entries_escape_what_the_client_sent(tmp_path: Path) -> None:

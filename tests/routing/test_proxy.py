@@ -100,15 +100,17 @@ class Proxy:
         capacity: int = 10,
         timeout: float = 10.0,
         max_body_bytes: int = 32 * 1024 * 1024,
+        http2: bool = False,
+        **router_options: Any,
     ) -> None:
-        self.throttler = Throttler("svc-00001-abc", lambda: None, time.monotonic)
+        self.throttler = Throttler("svc-00001-abc", lambda: None, time.monotonic, http2=http2)
         self.endpoint = Endpoint("svc-00001-abc-1", upstream[0], upstream[1], capacity)
         self.throttler.add(self.endpoint)
         self.routes = {
             "svc.test": Route("svc", "svc-00001-abc", self.throttler, timeout),
             "patient.test": Route("svc", "svc-00001-abc", self.throttler, 60.0),
         }
-        self.router = Router(self.resolve, max_body_bytes=max_body_bytes)
+        self.router = Router(self.resolve, max_body_bytes=max_body_bytes, **router_options)
 
     def resolve(self, host: str) -> Route | RouteError:
         name = host.rsplit(":", 1)[0]

@@ -217,3 +217,18 @@ def test_the_container_port_is_the_first_instances_port(tmp_path: Path) -> None:
         await supervisor.close()
 
     run(scenario)
+
+
+def test_a_probe_is_first_tried_after_its_initial_delay(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        (tmp_path / "ready").touch()
+        probe = http_probe(initial_delay_seconds=2, period_seconds=0)
+        supervisor, unit, _ = make(tmp_path, startup_probe=probe)
+        started = time.monotonic()
+        instance = await supervisor.start_instance(unit)
+        assert time.monotonic() - started >= 2 - 0.05
+        assert instance.ready_at is not None and instance.ready_at - instance.started_at < 3
+        await supervisor.stop_revision(unit)
+        await supervisor.close()
+
+    run(scenario)

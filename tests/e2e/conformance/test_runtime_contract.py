@@ -125,8 +125,8 @@ def test_must_log_failures_of_the_developer_specified_process(platform: Platform
 # -- File descriptors ------------------------------------------------------------------------
 
 
-def test_should_read_eof_from_stdin(platform: Platform, contract: str) -> None:
-    assert runtime(platform, contract)["stdin"] == "eof"
+def test_should_read_eof_from_stdin(platform: Platform, instance_of: str) -> None:
+    assert runtime(platform, instance_of)["stdin"] == "eof"
 
 
 def test_should_collect_stdout_and_stderr_in_the_developers_logs(
@@ -156,16 +156,16 @@ def test_should_start_with_no_descriptors_beyond_stdin_stdout_stderr(
 
 
 def test_must_accept_http11_requests_from_the_environment(
-    platform: Platform, contract: str
+    platform: Platform, instance_of: str
 ) -> None:
-    assert runtime(platform, contract)["request"]["version"] == "HTTP/1.1"
+    assert runtime(platform, instance_of)["request"]["version"] == "HTTP/1.1"
 
 
 def test_must_provide_a_default_port_when_the_developer_gives_none(
-    platform: Platform, contract: str
+    platform: Platform, instance_of: str
 ) -> None:
     # The app listens on $PORT, and the router reached it there.
-    assert runtime(platform, contract)["env"]["PORT"].isdigit()
+    assert runtime(platform, instance_of)["env"]["PORT"].isdigit()
 
 
 def test_must_set_port_to_the_containerPort(
@@ -221,31 +221,31 @@ def test_should_offer_an_http2_upgrade_on_the_same_port() -> None:
 
 
 def test_should_set_inbound_request_headers_to_the_incoming_values(
-    platform: Platform, contract: str
+    platform: Platform, instance_of: str
 ) -> None:
-    seen = headers_seen(runtime(platform, contract, headers={"X-Contract": "a, b;c=1"}))
+    seen = headers_seen(runtime(platform, instance_of, headers={"X-Contract": "a, b;c=1"}))
     assert seen["x-contract"] == ["a, b;c=1"]
 
 
-def test_must_set_the_host_header(platform: Platform, contract: str) -> None:
-    assert headers_seen(runtime(platform, contract))["host"] == [platform.host(contract)]
+def test_must_set_the_host_header(platform: Platform, instance_of: str) -> None:
+    assert headers_seen(runtime(platform, instance_of))["host"] == [platform.host(instance_of)]
 
 
-def test_must_set_the_forwarded_header(platform: Platform, contract: str) -> None:
-    (forwarded,) = headers_seen(runtime(platform, contract))["forwarded"]
+def test_must_set_the_forwarded_header(platform: Platform, instance_of: str) -> None:
+    (forwarded,) = headers_seen(runtime(platform, instance_of))["forwarded"]
     assert "for=" in forwarded and "proto=http" in forwarded, forwarded
 
 
 def test_should_set_x_forwarded_for_and_x_forwarded_proto(
-    platform: Platform, contract: str
+    platform: Platform, instance_of: str
 ) -> None:
-    seen = headers_seen(runtime(platform, contract))
+    seen = headers_seen(runtime(platform, instance_of))
     assert seen["x-forwarded-for"][0].split(",")[-1].strip() == "127.0.0.1"
     assert seen["x-forwarded-proto"] == ["http"]
 
 
-def test_should_set_trace_headers(platform: Platform, contract: str) -> None:
-    seen = headers_seen(runtime(platform, contract))
+def test_should_set_trace_headers(platform: Platform, instance_of: str) -> None:
+    seen = headers_seen(runtime(platform, instance_of))
     assert seen["traceparent"][0].startswith("00-"), seen
 
 
@@ -380,11 +380,11 @@ def test_should_run_in_the_containers_workingDir(
 
 
 def test_should_set_k_service_k_configuration_and_k_revision(
-    platform: Platform, contract: str
+    platform: Platform, instance_of: str
 ) -> None:
-    env = runtime(platform, contract)["env"]
-    assert env["K_SERVICE"] == contract and env["K_CONFIGURATION"] == contract
-    assert env["K_REVISION"].startswith(f"{contract}-0000")
+    env = runtime(platform, instance_of)["env"]
+    assert env["K_SERVICE"] == instance_of and env["K_CONFIGURATION"] == instance_of
+    assert env["K_REVISION"].startswith(f"{instance_of}-0000")
 
 
 def test_should_propagate_env_and_secret_key_refs(platform: Platform, tmp_path: Path) -> None:
@@ -420,14 +420,14 @@ def test_must_fail_a_user_the_platform_does_not_allow(
     refused(platform, tmp_path, document, edit, "securityContext: not supported yet")
 
 
-def test_should_document_the_default_user(platform: Platform, contract: str) -> None:
-    assert runtime(platform, contract)["uid"] == os.getuid()  # the daemon's, as documented
+def test_should_document_the_default_user(platform: Platform, instance_of: str) -> None:
+    assert runtime(platform, instance_of)["uid"] == os.getuid()  # the daemon's, as documented
     docs = (Path(__file__).resolve().parents[3] / "docs" / "knative.md").read_text()
     assert "Instances run as the user that runs the daemon" in docs
 
 
-def test_must_provide_a_read_write_tmp(platform: Platform, contract: str) -> None:
-    assert runtime(platform, contract)["tmp_writable"] is True
+def test_must_provide_a_read_write_tmp(platform: Platform, instance_of: str) -> None:
+    assert runtime(platform, instance_of)["tmp_writable"] is True
 
 
 def test_must_let_the_operator_select_and_configure_cgroups() -> None:
