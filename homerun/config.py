@@ -54,8 +54,10 @@ class Paths:
 
     @property
     def hosts(self) -> Path:
-        """Every service host -> the router, in /etc/hosts form (routing/hosts.py)."""
-        return self.home / "hosts"
+        """Every service host -> the router, in /etc/hosts form (routing/hosts.py). In a folder
+        of its own, holding nothing else, so that a sandbox can show it to instances (a bind
+        mount of the folder sees each new file renamed into it; one of the file would not)."""
+        return self.home / "network" / "hosts"
 
     @property
     def revisions(self) -> Path:

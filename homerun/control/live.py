@@ -242,6 +242,7 @@ class LiveRevisions:
         path = self._paths.hosts
         partial = path.with_name(path.name + ".partial")
         try:
+            path.parent.mkdir(mode=0o755, exist_ok=True)
             partial.write_text(text, encoding="utf-8")
             os.replace(partial, path)
         except OSError as error:  # the routing table is in force all the same
