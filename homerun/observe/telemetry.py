@@ -36,8 +36,10 @@ _REQUEST_ENTRY = (
     b'"requestUrl":"http://%s%s","requestSize":"%d","responseSize":"%d","latency":"%.6fs",'
     b'"userAgent":%s,"remoteIp":"%s","protocol":"%s"%s},"message":"%s %s %s"%s%s'
 )
-# A trace id as the router records it (routing/trace.py): 32 lowercase hex digits.
-_HEX_TRACE_ID = re.compile(rb"[0-9a-f]{32}").fullmatch
+# The traceparent the router forwarded (routing/trace.py): version-trace-span-flags, the
+# fields' widths fixed (2, 32, 16 and 2 hex digits), perhaps more fields after.
+_ODD_HEX = frozenset(b"%x" % digit for digit in range(1, 16, 2))
+_TRACEPARENT = re.compile(rb"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}").match
 
 
 @dataclass
@@ -202,9 +204,16 @@ class Telemetry:
         # router's pattern, so only the target and the user agent need JSON escaping.
         target = orjson.dumps(url.decode("latin-1"))[1:-1]
         status_field = b',"status":%d' % status if status else b""
-        trace_field = (
-            b',"trace":"%s%s"' % (self._trace_prefix, trace) if _HEX_TRACE_ID(trace) else b""
-        )
+        trace_field = b""
+        if _TRACEPARENT(trace):
+            # As Cloud Run's request log: the trace, the span the router sent, and the sampled
+            # flag (the flags' lowest bit).
+            trace_field = b',"trace":"%s%s","spanId":"%s","traceSampled":%s' % (
+                self._trace_prefix,
+                trace[3:35],
+                trace[36:52],
+                b"true" if trace[54:55] in _ODD_HEX else b"false",
+            )
         if grpc_status.isdigit():
             # A gRPC call's outcome, from the instance's trailers: its HTTP status is 200.
             trace_field += b',"grpcStatus":%d' % int(grpc_status)

@@ -161,7 +161,7 @@ class ClientConnection(asyncio.Protocol):
         self.forwarded: bytes | None = None
         self.traceparent: bytes | None = None
         self.cloud_trace: bytes | None = None  # X-Cloud-Trace-Context
-        self.trace_id = b""  # of the trace forwarded (routing/trace.py), for the request log
+        self.trace = b""  # the traceparent forwarded (routing/trace.py), for the request log
         self.user_agent = b""
         self.authorization: bytes | None = None
         self.serverless_authorization: bytes | None = None
@@ -266,7 +266,7 @@ class ClientConnection(asyncio.Protocol):
         self.forwarded = None
         self.traceparent = None
         self.cloud_trace = None
-        self.trace_id = b""
+        self.trace = b""
         self.user_agent = b""
         self.authorization = None
         self.serverless_authorization = None
@@ -424,7 +424,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.url = self.url
         exchange.host = host or b""
         exchange.user_agent = self.user_agent
-        exchange.trace = self.trace_id
+        exchange.trace = self.trace
         exchange.request_bytes = len(self.url) + self.head_bytes
         self.parsing = exchange
         self.exchanges.append(exchange)
@@ -614,7 +614,7 @@ class ClientConnection(asyncio.Protocol):
             extra += b"connection: upgrade\r\nupgrade: %s\r\n" % self.upgrade_protocol
         # Both trace headers, as Cloud Run sends them (routing/trace.py).
         trace = trace_context(self.traceparent, self.cloud_trace, _random_bits)
-        self.trace_id = trace.trace_id
+        self.trace = trace.traceparent
         extra += b"traceparent: %s\r\nx-cloud-trace-context: %s\r\n" % (
             trace.traceparent,
             trace.cloud,

@@ -196,6 +196,10 @@ def test_an_apps_log_lines_and_its_request_log_share_a_trace(
     entries = entries_of_trace(cloud, trace_id)
     request_log, app_line = sorted(entries, key=lambda entry: "httpRequest" not in entry)
     assert request_log["trace"] == full and request_log["httpRequest"]["status"] == 200
+    assert request_log["traceSampled"] is True
+    spans = {"traceparent": "00f067aa0ba902b7", "x-cloud-trace-context": f"{12345:016x}"}
+    if sent is not None:  # the span the client sent, as traceparent writes it (hex)
+        assert request_log["spanId"] == spans[sent]
     assert app_line["trace"] == full and app_line["severity"] == "NOTICE"
     assert app_line["labels"] == {"handler": "index"}
     assert app_line["jsonPayload"] == {

@@ -22,7 +22,7 @@ def record(
     *,
     target: bytes = b"/path?q=1",
     user_agent: bytes = b"curl/8",
-    trace: bytes = b"0af7651916cd43dd8448eb211c80319c",
+    trace: bytes = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     protocol: bytes = b"HTTP/1.1",
     grpc_status: bytes = b"",
 ) -> RequestRecord:
@@ -71,6 +71,7 @@ def test_request_log_entries_are_shaped_like_cloud_run(tmp_path: Path) -> None:
         "protocol": "HTTP/1.1",
     }
     assert first["trace"] == "projects/my-project/traces/0af7651916cd43dd8448eb211c80319c"
+    assert first["spanId"] == "b7ad6b7169203331" and first["traceSampled"] is True
     assert (first["service"], first["revision"], first["instance"]) == (
         "svc", "svc-00001-abc", "svc-00001-abc-123456",
     )  # fmt: skip
@@ -220,3 +221,14 @@ def test_rows_and_counters_read_the_live_revisions(tmp_path: Path) -> None:
     assert metrics.registry.get_sample_value("homerun_queue_wait_seconds_count", labels) == 1
     assert metrics.registry.get_sample_value("homerun_cold_starts_total", labels) == 1
     assert metrics.registry.get_sample_value("homerun_liveness_restarts_total", labels) == 2
+
+
+def test_an_unsampled_trace_is_logged_as_such(tmp_path: Path) -> None:
+    telemetry, logs, _, wall = make(tmp_path)
+    telemetry.records.append(
+        record(200, 0.001, trace=b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")
+    )
+    wall.now += 1
+    telemetry.tick()
+    (entry,) = logs.read("svc")
+    assert entry["traceSampled"] is False and entry["spanId"] == "b7ad6b7169203331"
