@@ -74,8 +74,8 @@ CONTAINER = FlagGroup(
             metavar="DURATION",
             help="time an instance has to listen on $PORT (default 240s)",
         ),
-        flag("--cpu", help="CPU limit, recorded (e.g. 1, 2, 500m)"),
-        flag("--memory", help="memory limit, recorded (e.g. 512Mi, 2Gi)"),
+        flag("--cpu", help="CPU limit per instance, default 1 (e.g. 1, 2, 500m)"),
+        flag("--memory", help="memory limit per instance, default 512Mi (e.g. 512Mi, 2Gi)"),
     ),
 )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 
 import pytest
 
@@ -82,3 +83,8 @@ def test_a_cpu_burner_at_half_a_core_uses_half_a_core(platform: Platform) -> Non
     used = platform.request("halfcore", "GET", "/burn?seconds=2").json()
     # The CFS quota: 50 ms in every 100 ms period.
     assert 0.05 < used["cpu"] / used["wall"] <= 0.56, used
+
+
+def test_homerun_home_is_the_daemons_users_alone(platform: Platform) -> None:
+    # The harness made it with the default mode (0755 under umask 022).
+    assert stat.S_IMODE(platform.home.stat().st_mode) == 0o700
