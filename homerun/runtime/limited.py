@@ -201,7 +201,9 @@ class LimitedRuntime:
             self._reaper = None
 
     def mode(self, revision: str) -> tuple[str, str]:
-        return self._inner.mode(revision)
+        mode, reason = self._inner.mode(revision)
+        groups = ", ".join(self._cgroups.controllers)
+        return mode, f"{reason}; each instance in control groups of its own ({groups})"
 
     def forget(self, revision: str) -> None:
         self._inner.forget(revision)
