@@ -281,6 +281,12 @@ class Cgroups:
                 folder.rmdir()
         return len(instances)
 
+    def remove(self) -> None:
+        """Remove this home's own folders (once clean: the daemon stops)."""
+        for folder in self.folders.values():
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
 
 def _below(root: Path) -> list[Path]:
     """The folders under root, each after those under it."""

@@ -195,6 +195,7 @@ class LimitedRuntime:
             instance.kill_now()
         self._inner.close()
         self._cgroups.clean()
+        self._cgroups.remove()
         if self._reaper is not None and self._reaper.stdin is not None:
             self._reaper.stdin.close()
             self._reaper.wait()
