@@ -106,6 +106,8 @@ class RevisionSummary(_View):
     start_mode: StartMode | None
     queue_length: int
     scaling: Scaling | None = None  # present while the revision is live
+    # Instances ended for going past the memory limit while the revision was live.
+    memory_limit_exceeded: int = 0
 
 
 class ServiceDescription(ServiceSummary):

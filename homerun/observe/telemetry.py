@@ -81,6 +81,7 @@ class _Seen:
     waits: int = 0
     startups: int = 0
     cold_starts: int = 0
+    memory_exceeded: int = 0
 
 
 class Telemetry:
@@ -235,6 +236,10 @@ class Telemetry:
         seen.startups = unit.startups
         if unit.cold_starts > seen.cold_starts:
             self._metrics.cold_starts.labels(*labels).inc(unit.cold_starts - seen.cold_starts)
+        if unit.memory_exceeded > seen.memory_exceeded:
+            ended = unit.memory_exceeded - seen.memory_exceeded
+            self._metrics.memory_exceeded.labels(*labels).inc(ended)
+            seen.memory_exceeded = unit.memory_exceeded
 
     def _row(
         self,

@@ -86,6 +86,7 @@ class Supervised:
     startup_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=10))
     startups: int = 0  # instances that became ready, ever (startup_seconds keeps the last)
     cold_starts: int = 0  # instances started while none was ready
+    memory_exceeded: int = 0  # instances ended for going past --memory, ever
     # Retired with no instance left, and the runtime told to forget the revision (its zygote).
     released: bool = False
 
@@ -177,6 +178,10 @@ class RevisionUnit:
     @property
     def cold_starts(self) -> int:
         return self.supervised.cold_starts
+
+    @property
+    def memory_exceeded(self) -> int:
+        return self.supervised.memory_exceeded
 
     # -- the scaler's state, read-only -----------------------------------------------------
 

@@ -76,8 +76,10 @@ def test_an_app_past_its_memory_limit_is_ended_logged_and_replaced(platform: Pla
     assert "Memory limit of 128 MiB exceeded with " in logs.stdout, describe(logs)
     described = platform.run("services", "describe", "memhog", "--format", "yaml").stdout
     assert "memory: 128Mi" in described
+    assert "past its memory limit of 128 MiB" in logs.stdout, describe(logs)
     revision = platform.describe_service("memhog")["revisions"][0]
     assert "control groups of its own (memory, cpu" in revision["start_mode"]["reason"]
+    assert revision["memory_limit_exceeded"] == 1
 
 
 def test_a_cpu_burner_at_half_a_core_uses_half_a_core(platform: Platform) -> None:

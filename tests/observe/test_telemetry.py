@@ -163,6 +163,7 @@ def test_rows_and_counters_read_the_live_revisions(tmp_path: Path) -> None:
         startup_seconds=[0.5, 1.5],
         startups=2,
         cold_starts=1,
+        memory_exceeded=1,
     )
     processes = ProcessSampler()
     metrics = Metrics(lambda: [revision], processes)
@@ -195,3 +196,8 @@ def test_rows_and_counters_read_the_live_revisions(tmp_path: Path) -> None:
     assert (startup_count, startup_sum) == (3, 4.5)
     assert metrics.registry.get_sample_value("homerun_queue_wait_seconds_count", labels) == 1
     assert metrics.registry.get_sample_value("homerun_cold_starts_total", labels) == 1
+    revision.memory_exceeded += 1
+    wall.now += 1
+    telemetry.tick()
+    memory_ends = metrics.registry.get_sample_value("homerun_memory_limit_exceeded_total", labels)
+    assert memory_ends == 2
