@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from homerun.model.limits import Limits, MiB
-from homerun.runtime.cgroups import Availability, Placement, limit_values, placements
+from homerun.runtime.cgroups import (
+    Availability,
+    CgroupError,
+    Cgroups,
+    Placement,
+    limit_values,
+    placements,
+)
 
 # This machine's: memory under a group of its own, cpu at the root, and a cgroup2 beside.
 MOUNTINFO = """\
@@ -99,3 +106,14 @@ def test_a_daemon_that_is_not_root_says_what_it_cannot_enforce() -> None:
     assert "memory: cannot create" in warning and "Permission denied" in warning
     assert "--memory is not enforced, --cpu is not enforced" in warning
     assert "run homerun as root" in warning
+
+
+def test_a_group_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    cgroups = Cgroups({"memory": blocker / "homerun-k"})
+    with pytest.raises(CgroupError) as raised:
+        cgroups.create("svc-00001-abc-1a2b3c", Limits(memory_bytes=MiB, cpu_millis=1000))
+    message = str(raised.value)
+    assert "cannot set up the control group of instance svc-00001-abc-1a2b3c" in message
+    assert str(blocker) in message and "Not a directory" in message
