@@ -360,6 +360,9 @@ class Daemon:
 
     def _take_lock(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Whatever it was made with: the store, the keys, the logs and the revisions' files
+        # inside are the daemon's user's alone.
+        os.chmod(self.home, 0o700)
         self.paths.revisions.mkdir(exist_ok=True)
         lock_file = open(self.paths.lock_file, "a+")  # noqa: SIM115 - held for the daemon's life
         try:

@@ -79,8 +79,8 @@ CONTAINER = FlagGroup(
             metavar="DURATION",
             help="time an instance has to listen on $PORT (default 240s)",
         ),
-        flag("--cpu", help="CPU per instance: its share when CPUs are busy (e.g. 1, 2, 500m)"),
-        flag("--memory", help="memory limit per instance (e.g. 512Mi, 2Gi)"),
+        flag("--cpu", help="CPU limit per instance, default 1 (e.g. 1, 2, 500m)"),
+        flag("--memory", help="memory limit per instance, default 512Mi (e.g. 512Mi, 2Gi)"),
         flag(
             "--startup-probe",
             metavar="KEY=VALUE,...",

@@ -84,8 +84,8 @@ CONTAINER = FlagGroup(
             help="the entrypoint, comma-separated (or one shell command)",
         ),
         flag("--args", metavar="ARG,...", help="its arguments, comma-separated"),
-        flag("--cpu", help="CPU limit, recorded (e.g. 1, 2, 500m)"),
-        flag("--memory", help="memory limit, recorded (e.g. 512Mi, 2Gi)"),
+        flag("--cpu", help="CPU limit per instance, default 1 (e.g. 1, 2, 500m)"),
+        flag("--memory", help="memory limit per instance, default 512Mi (e.g. 512Mi, 2Gi)"),
     ),
 )
 
@@ -367,7 +367,7 @@ def _print_job(job: JobSummary) -> None:
         following = f", next run at {when(job.next_run_at)}" if job.next_run_at else ""
         print(f"  Schedule:      {job.schedule} ({job.time_zone}){following}")
     if job.cpu or job.memory:
-        print(f"  CPU / memory:  {job.cpu or '-'} / {job.memory or '-'} (recorded)")
+        print(f"  CPU / memory:  {job.cpu or '1'} / {job.memory or '512Mi'} per task")
     for name, value in job.env.items():
         print(f"  Env:           {name}={value}")
     for name, ref in job.secrets.items():

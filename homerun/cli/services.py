@@ -157,6 +157,11 @@ def _print_revision_lines(revision: RevisionSummary) -> None:
         mode = revision.start_mode
         print(f"      instances start by {mode.mode}: {mode.reason}")
     advise.print_capacity_lines(revision)
+    if revision.memory_limit_exceeded:
+        print(
+            f"      {revision.memory_limit_exceeded} instance(s) ended past the memory limit "
+            "(a larger --memory may be needed)"
+        )
     for instance in revision.instances:
         print(
             f"      instance {instance.name}  {instance.state}  pid {instance.pid}"

@@ -227,6 +227,7 @@ class Views:
             in_flight=unit.throttler.in_flight if unit else 0,
             start_mode=start_mode,
             queue_length=unit.throttler.queue_length if unit else 0,
+            memory_limit_exceeded=unit.memory_exceeded if unit else 0,
             scaling=scaling,
             **self._advice_fields(revision),
         )

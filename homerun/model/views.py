@@ -112,6 +112,8 @@ class RevisionSummary(_View):
     capacity: Capacity | None = None
     inspection: RevisionInspection | None = None
     warnings: list[str] = []
+    # Instances ended for going past the memory limit while the revision was live.
+    memory_limit_exceeded: int = 0
 
 
 class ServiceDescription(ServiceSummary):

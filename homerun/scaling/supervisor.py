@@ -588,10 +588,14 @@ class Supervisor:
         await instance.process.wait()
         self._gone(instance)
         expected = instance.state == InstanceState.DRAINING
+        how = describe_status(status)
+        if instance.process.memory_exceeded:
+            unit.supervised.memory_exceeded += 1
+            how += f", past its memory limit of {unit.plan.limits.memory_mib} MiB"
         self._logs.emit(
             platform_entry(
                 unit.service,
-                f"Instance {instance.name} exited ({describe_status(status)})",
+                f"Instance {instance.name} exited ({how})",
                 severity="INFO" if expected else "ERROR",
                 revision=unit.name,
                 instance=instance.name,
