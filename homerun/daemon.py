@@ -32,6 +32,7 @@ from homerun.access.certificates import (
     authority_context,
     server_context,
 )
+from homerun.access.discovery import issuer_documents
 from homerun.access.iam import user_member
 from homerun.access.metadata import create_metadata_app
 from homerun.access.peers import connection_owner, listener_in_tree, listening_ports
@@ -164,6 +165,7 @@ class Daemon:
             runtime=runtime,
         )
         live, authority = control.live, control.authority
+        published = authority.published()
         processes = ProcessSampler()
         units = lambda: live.units.values()  # noqa: E731 - read when called
         metrics = Metrics(units, processes)
@@ -190,6 +192,10 @@ class Daemon:
                 peer, server, live.instance_members()
             ),
             forwarded_authorization=authority.forwarded_authorization,
+            platform_names=frozenset(
+                name.encode() for name in {self.settings.domain.lower(), "127.0.0.1", "[::1]"}
+            ),
+            platform_documents=issuer_documents(published) if published else None,
         )
         try:
             https = self._https(lambda name: isinstance(live.resolve(name), Route))
@@ -251,7 +257,7 @@ class Daemon:
                 authority.issuer,
                 project=authority.project,
                 email_of=authority.email_of,
-                keys=authority.published(),
+                keys=published,
             )
         )
         servers.append(metadata)

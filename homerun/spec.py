@@ -436,6 +436,49 @@ class DeployRequest(BaseModel):
     ingress: str | None = None  # all | internal; None: as it is (a new service: all)
     no_traffic: bool = False  # pin LATEST to the revision serving now (gcloud's --no-traffic)
     tag: str | None = None  # the new revision's tag: TAG---SERVICE.DOMAIN
+    # The service's metadata (gcloud's --labels, --description): labels added to its own, and
+    # its description annotation; the new revision's name SERVICE-SUFFIX (--revision-suffix).
+    update_labels: dict[str, str] = Field(default_factory=dict)
+    description: str | None = None
+    revision_suffix: str | None = None
+
+
+# Cloud Run keeps a service's --description in this annotation.
+DESCRIPTION_ANNOTATION = "run.googleapis.com/description"
+# Google's label rules: a key starts with a lowercase letter; keys and values hold lowercase
+# letters, digits, _ and -, 63 at most.
+_LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+_REVISION_SUFFIX = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+_MAX_REVISION_NAME = 63  # a DNS label, as Knative's revision names
+
+
+def parse_labels(text: str, flag: str = "--labels") -> dict[str, str]:
+    """`KEY=VALUE,...` with Google's label rules."""
+    labels = parse_env_vars(text, flag, check_names=False)
+    for key, value in labels.items():
+        if not _LABEL_KEY.fullmatch(key):
+            raise InvalidSpec(
+                f"{flag}: {key!r} is not a label key: start with a lowercase letter, then "
+                "lowercase letters, digits, _ or - (63 at most)"
+            )
+        if not _LABEL_VALUE.fullmatch(value):
+            raise InvalidSpec(
+                f"{flag}: {key}={value!r}: a label value holds lowercase letters, digits, _ or "
+                "- (63 at most)"
+            )
+    return labels
+
+
+def revision_name_with_suffix(service: str, suffix: str, flag: str = "--revision-suffix") -> str:
+    """SERVICE-SUFFIX, as gcloud names a revision given --revision-suffix."""
+    name = f"{service}-{suffix}"
+    if not _REVISION_SUFFIX.fullmatch(suffix) or len(name) > _MAX_REVISION_NAME:
+        raise InvalidSpec(
+            f"{flag}: {suffix!r} would name the revision {name!r}: use lowercase letters, "
+            f"digits and - (not first or last), {_MAX_REVISION_NAME} characters in all"
+        )
+    return name
 
 
 def parse_secret_refs(text: str, flag: str = "--set-secrets") -> dict[str, SecretRef]:

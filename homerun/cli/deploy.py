@@ -87,6 +87,7 @@ def deploy(arguments: argparse.Namespace, context: Context) -> int:
         ingress=ingress,
         no_traffic=arguments.no_traffic,
         tag=tag,
+        **flags.metadata_changes(arguments),
     )
     done = follow(client.deploy(request)).done
     print_deployed(done)

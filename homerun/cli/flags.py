@@ -30,6 +30,7 @@ from homerun.spec import (
     check_range,
     check_service_account,
     parse_env_vars,
+    parse_labels,
     parse_list,
     parse_secret_refs,
     validate_env_name,
@@ -424,7 +425,40 @@ def ingress(arguments: argparse.Namespace) -> str | None:
     return check_ingress(arguments.ingress) if arguments.ingress else None
 
 
-REVISION_FLAGS = (CONTAINER, SCALING, ENV_VARS, SECRETS, TRAFFIC, ACCESS)
+# -- the service's metadata and the revision's name (gcloud's) -------------------------------
+
+METADATA = FlagGroup(
+    "labels, description, revision name",
+    (
+        flag(
+            "--labels",
+            "--update-labels",
+            dest="update_labels",
+            metavar="KEY=VALUE,...",
+            help="add these labels to the service's (gcloud: --labels is --update-labels)",
+        ),
+        flag("--description", help="the service's description ('' removes it)"),
+        flag(
+            "--revision-suffix",
+            metavar="SUFFIX",
+            help="name the new revision SERVICE-SUFFIX instead of SERVICE-0000N-xyz",
+        ),
+    ),
+)
+
+
+def metadata_changes(arguments: argparse.Namespace) -> dict[str, Any]:
+    """DeployRequest's update_labels, description and revision_suffix."""
+    return {
+        "update_labels": parse_labels(arguments.update_labels, "--labels")
+        if arguments.update_labels
+        else {},
+        "description": arguments.description,
+        "revision_suffix": arguments.revision_suffix,
+    }
+
+
+REVISION_FLAGS = (CONTAINER, SCALING, ENV_VARS, SECRETS, TRAFFIC, ACCESS, METADATA)
 """What deploy and `services update` take: one not given keeps the latest revision's value."""
 
 

@@ -210,6 +210,7 @@ def update(arguments: argparse.Namespace, context: Context) -> int:
         ingress=flags.ingress(arguments),
         no_traffic=arguments.no_traffic,
         tag=flags.new_revision_tag(arguments, service),
+        **flags.metadata_changes(arguments),
     )
     outcome = follow(context.client().deploy(request))
     done = outcome.done

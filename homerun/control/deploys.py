@@ -17,6 +17,7 @@ from homerun.control.advice import capacity_warning
 from homerun.control.live import LiveRevisions
 from homerun.control.plan import (
     Build,
+    Metadata,
     NewRevision,
     NoChange,
     Plan,
@@ -93,7 +94,10 @@ class Deploys:
                 exists = self._store.has_service(service)
                 base = self._store.latest_created(service) if exists else None
                 previous_ready = self._store.latest_ready(service) if exists else None
-                await self._apply(plan_deploy(request, base, previous_ready), emit)
+                record = self._store.service(service) if exists else None
+                metadata = Metadata(record.labels, record.annotations) if record else None
+                plan = plan_deploy(request, base, previous_ready, metadata)
+                await self._apply(plan, emit)
 
         return self._tasks.stream(work)
 
@@ -143,6 +147,16 @@ class Deploys:
             self._traffic.changed(service)
             emit(Phase(message=f"The template is unchanged: {base.name} stays"))
         else:
+            if plan.metadata is not None:
+                record = self._store.service(service)
+                if (record.labels, record.annotations) != (
+                    plan.metadata.labels,
+                    plan.metadata.annotations,
+                ):
+                    self._store.set_metadata(
+                        service, plan.metadata.labels, plan.metadata.annotations
+                    )
+                    changes = [*changes, "labels and description set"]
             if plan.tag:
                 if base.status != RevisionStatus.READY:
                     raise InvalidSpec(f"--tag: revision {base.name} is {base.status}, not ready")
@@ -162,6 +176,11 @@ class Deploys:
         service, spec = plan.service, plan.spec
         seq = self._store.next_seq(service)
         name = plan.name or _revision_name(service, seq)
+        if plan.name is not None and self._store.has_revision(plan.name):
+            raise InvalidSpec(
+                f"revision {plan.name} already exists; give another --revision-suffix (or none "
+                "for the next SERVICE-0000N-xyz name)"
+            )
         with self._revisions.building():
             artifact = await self._artifact_for(name, spec, plan.artifact, emit)
             try:

@@ -409,7 +409,13 @@ class ClientConnection(asyncio.Protocol):
                 if denial is not None:
                     destination = denial
             if isinstance(destination, RouteError):
-                exchange.error = (destination.status, destination.message)
+                document = None
+                if destination.status == 404 and method in (b"GET", b"HEAD"):
+                    document = router.platform_document(host, self.url)
+                if document is not None:  # answered as an error is, with 200 and JSON
+                    exchange.error = (200, document.decode())
+                else:
+                    exchange.error = (destination.status, destination.message)
             else:
                 exchange.route = destination
                 exchange.head = self._upstream_head(method, host, is_upgrade)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -74,8 +74,15 @@ class Router:
         send_timeout: float = SEND_TIMEOUT_SECONDS,
         identify_caller: Callable[[Address, Address], str | None] | None = None,
         forwarded_authorization: Callable[[bytes], bytes] | None = None,
+        platform_names: frozenset[bytes] = frozenset(),
+        platform_documents: Mapping[bytes, bytes] | None = None,
     ) -> None:
         self.resolve = resolve
+        # The platform's own host (the ID tokens' issuer, http://localhost:8080) is no service:
+        # the router answers there itself, with the documents that check its tokens (path ->
+        # JSON: OpenID Connect discovery, the JWK set), only for hosts no service answers at.
+        self.platform_names = platform_names
+        self.platform_documents = platform_documents or {}
         # identify_caller(peer, server address): the instance that opened a connection, for
         # guards of internal services. forwarded_authorization(value): what an app gets of an
         # Authorization header (the platform's tokens lose their signature).
@@ -103,6 +110,15 @@ class Router:
         self.upstreams: set[UpstreamConnection] = set()
         self.http2_connections: set[Http2Connection] = set()
         self.http2_upstreams: set[Http2Upstream] = set()
+
+    def platform_document(self, host: bytes, target: bytes) -> bytes | None:
+        """The JSON the router answers itself for `target` at the platform's host, or None."""
+        if not self.platform_documents:
+            return None
+        name = host[: -len(self.port_suffix)] if host.endswith(self.port_suffix) else host
+        if name.lower() not in self.platform_names:
+            return None
+        return self.platform_documents.get(target.partition(b"?")[0])
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()

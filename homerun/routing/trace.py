@@ -29,6 +29,12 @@ def trace_context(
 ) -> TraceContext:
     """The two headers to forward. A malformed header counts as not sent (W3C: restart the
     trace); when both are sent and well formed, both pass unchanged."""
+    if traceparent is None and cloud is None:  # most requests: a new trace, formatted once
+        trace_bits = random_bits(128) or 1
+        new_span = random_bits(64) or 1
+        header = b"00-%032x-%016x-01" % (trace_bits, new_span)
+        new_trace = header[3:35]
+        return TraceContext(header, b"%s/%d;o=1" % (new_trace, new_span), new_trace)
     parent = _parse_traceparent(traceparent) if traceparent is not None else None
     google = _parse_cloud(cloud) if cloud is not None else None
     if parent is not None and google is not None and cloud is not None:

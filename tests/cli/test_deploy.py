@@ -153,6 +153,30 @@ def test_service_account_flag(run: Run, fake: FakeClient, app: Path) -> None:
     assert refused.code != 0 and "--service-account" in refused.err
 
 
+def test_a_readmes_gcloud_deploy_line_runs_as_written(
+    run: Run, fake: FakeClient, app: Path
+) -> None:
+    fake.events = [done("hello", "hello-v2")]
+    result = run(
+        "deploy", "hello", "--source", str(app), "--region", "us-central1", "--project", "p",
+        "--platform", "managed", "--allow-unauthenticated", "--quiet", "--async",
+        "--labels", "team=web,env=prod", "--description", "the front", "--revision-suffix", "v2",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    (request,) = fake.called("deploy")[0]
+    assert request.update_labels == {"team": "web", "env": "prod"}
+    assert (request.description, request.revision_suffix) == ("the front", "v2")
+    updated = run("services", "update", "hello", "--update-labels", "tier=1", "-q")
+    assert updated.code == 0, updated.err
+    assert fake.called("deploy")[1][0].update_labels == {"tier": "1"}
+
+
+def test_labels_follow_googles_rules(run: Run, fake: FakeClient, app: Path) -> None:
+    result = run("deploy", "hello", "--source", str(app), "--labels", "Team=web")
+    assert result.code == 1 and "--labels: 'Team' is not a label key" in result.err
+    assert fake.called("deploy") == []
+
+
 def test_probe_flags_take_gclouds_key_value_lists(run: Run, fake: FakeClient, app: Path) -> None:
     result = run(
         "deploy",

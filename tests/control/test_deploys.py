@@ -225,3 +225,34 @@ def test_the_hosts_file_follows_services_and_tags(make_plane: Callable[..., Plan
         )
 
     run(make_plane, scenario)
+
+
+def test_labels_description_and_revision_suffix(make_plane: Callable[..., Plane]) -> None:
+    """gcloud's --labels (added to the service's), --description and --revision-suffix."""
+
+    async def scenario(plane: Plane) -> None:
+        first = await plane.deployed(
+            "svc", source=str(plane.source), update_labels={"team": "web"},
+            description="the shop's front", revision_suffix="v1",
+        )  # fmt: skip
+        assert first.revision == "svc-v1"
+        record = plane.store.service("svc")
+        assert record.labels == {"team": "web"}
+        assert record.annotations["run.googleapis.com/description"] == "the shop's front"
+        knative = plane.control.views.knative_service("svc")
+        assert knative["metadata"]["labels"]["team"] == "web"
+        # Labels alone make no revision; they are added to the service's.
+        same = await plane.deployed("svc", update_labels={"env": "prod"})
+        assert same.unchanged and same.revision == "svc-v1"
+        assert "labels and description set" in same.service_changes
+        assert plane.store.service("svc").labels == {"team": "web", "env": "prod"}
+        # A new suffix is a new revision, even with the same settings; a taken one is refused.
+        second = await plane.deployed("svc", revision_suffix="v2")
+        assert second.revision == "svc-v2" and not second.unchanged
+        refused = await plane.failed("svc", env={"update": {"A": "1"}}, revision_suffix="v1")
+        assert "revision svc-v1 already exists" in refused.message
+        assert plane.store.latest_ready("svc").name == "svc-v2"  # type: ignore[union-attr]
+        bad = await plane.failed("svc", revision_suffix="-V")
+        assert "--revision-suffix: '-V'" in bad.message
+
+    run(make_plane, scenario)

@@ -132,13 +132,25 @@ def test_an_app_checks_its_callers_token_against_the_published_keys(cloud: Platf
 
 
 def test_the_keys_from_the_host(cloud: Platform) -> None:
-    """A client on the host reads the discovery document where instances do (the metadata
-    server's address is in every instance's environment) and checks a CLI token with it."""
-    metadata_host = answer(cloud, "editor", "GET", "/project")["metadata_host"]
-    with httpx.Client(base_url=f"http://{metadata_host}", trust_env=False) as http:
-        discovery = http.get("/.well-known/openid-configuration").json()
-        assert discovery["issuer"] == f"http://localhost:{cloud.port}"
+    """A client on the host reads the discovery document where OpenID Connect says it is, at
+    the issuer (the router's own host), and checks a CLI token with the keys it names; the
+    metadata server, where instances read them, serves the same keys."""
+    issuer = f"http://localhost:{cloud.port}"
+    with httpx.Client(trust_env=False) as http:
+        found = http.get(f"{issuer}/.well-known/openid-configuration")
+        assert found.status_code == 200 and found.headers["content-type"] == "application/json"
+        discovery = found.json()
+        assert discovery["issuer"] == issuer
+        assert discovery["jwks_uri"] == f"{issuer}/oauth2/v3/certs"
         jwks = http.get(discovery["jwks_uri"]).json()
+        # At 127.0.0.1 too; a POST, another path or a service's host get no document.
+        assert http.get(f"http://127.0.0.1:{cloud.port}/oauth2/v3/certs").json() == jwks
+        assert http.post(f"{issuer}/oauth2/v3/certs").status_code == 404
+        assert http.get(f"{issuer}/other").status_code == 404
+        metadata_host = answer(cloud, "editor", "GET", "/project")["metadata_host"]
+        assert http.get(f"http://{metadata_host}/oauth2/v3/certs").json() == jwks
+    wrong = cloud.request("verifier", "GET", "/.well-known/openid-configuration")
+    assert wrong.status_code == 404 and "issuer" not in wrong.text  # the app's own (Flask's)
     result = cloud.run("auth", "print-identity-token", "--audiences", cloud.url("x"), check=True)
     token = result.stdout.strip().splitlines()[-1]
     (key,) = PyJWKSet.from_dict(jwks).keys

@@ -140,6 +140,26 @@ asyncio.run(main())
     assert out == [f"renderer.localhost:{server}", "asyncio.localhost"]
 
 
+def test_clients_on_uvloop_reach_a_service_url(tmp_path: Path, server: int) -> None:
+    """uvicorn runs apps on uvloop, which resolves in C: httpx (anyio: the loop's getaddrinfo)
+    and asyncio.open_connection (the loop's create_connection) still reach the service."""
+    code = f"""
+import asyncio, httpx, uvloop
+async def main():
+    async with httpx.AsyncClient(trust_env=False) as client:
+        answer = await client.get("http://renderer.localhost:{server}/")
+    print(type(asyncio.get_running_loop()).__module__, answer.text)
+    reader, writer = await asyncio.open_connection("renderer.localhost", {server})
+    writer.write(b"GET / HTTP/1.0\\r\\nHost: raw.localhost\\r\\n\\r\\n")
+    data = await reader.read()
+    writer.close()
+    print(data.split(b"\\r\\n\\r\\n", 1)[1].decode())
+uvloop.run(main())
+"""
+    out = run_python(code, resolving_env({}, tmp_path / "absent")).split()
+    assert out == ["uvloop", f"renderer.localhost:{server}", "raw.localhost"]
+
+
 def test_without_the_folder_glibc_does_not_resolve_localhost_names(tmp_path: Path) -> None:
     """Why the hook exists: the same lookup fails in a plain interpreter on this machine
     (skipped where the system resolves them itself, as with libnss-myhostname)."""

@@ -5,7 +5,9 @@ or systemd-resolved do, and neither is everywhere), and without a mount namespac
 an instance cannot be given another /etc/hosts. Python runs this file as it starts, because
 the daemon puts its folder first on an instance's PYTHONPATH: it wraps socket.getaddrinfo,
 gethostbyname and gethostbyname_ex, which requests, urllib3, httpx, aiohttp and asyncio's
-getaddrinfo all go through. A name is looked up, in order:
+getaddrinfo all go through, and uvloop's getaddrinfo and create_connection, which resolve in C
+(uvicorn runs apps on uvloop when it is installed; httpx and aiohttp then resolve through it).
+A name is looked up, in order:
 
 1. in the hosts file named by HOMERUN_HOSTS (written by the daemon as services come and go,
    every service and tag host -> the router's address; read again when it changes);
@@ -20,6 +22,9 @@ app's own sitecustomize, or the interpreter's (Debian's), still runs: it is impo
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
 import socket
 import sys
@@ -130,6 +135,76 @@ def install() -> None:
     socket.getaddrinfo = getaddrinfo
     socket.gethostbyname = gethostbyname
     socket.gethostbyname_ex = gethostbyname_ex
+    sys.meta_path.insert(0, _UvloopFinder())
+
+
+def patch_uvloop(module: Any) -> None:
+    """uvloop.Loop (a Python subclass of its C loop) resolves names itself, in C: its
+    getaddrinfo and create_connection look a name up here first."""
+    loop_class = module.Loop
+    system_getaddrinfo = loop_class.getaddrinfo
+    system_create_connection = loop_class.create_connection
+
+    async def loop_getaddrinfo(
+        self: Any, host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0,
+        flags: int = 0,
+    ) -> Any:  # fmt: skip
+        addresses = _addresses(host, family)
+        if not addresses:
+            return await system_getaddrinfo(
+                self, host, port, family=family, type=type, proto=proto, flags=flags
+            )
+        results = []
+        for address in addresses:
+            results += await system_getaddrinfo(
+                self, address, port, family=family, type=type, proto=proto,
+                flags=flags | socket.AI_NUMERICHOST,
+            )  # fmt: skip
+        return results
+
+    async def loop_create_connection(
+        self: Any, protocol_factory: Any, host: Any = None, port: Any = None, **options: Any
+    ) -> Any:
+        addresses = _addresses(host, options.get("family", 0))
+        if addresses:
+            if options.get("ssl") and options.get("server_hostname") is None:
+                options["server_hostname"] = host  # TLS still names the host, not the address
+            host = addresses[0]
+        return await system_create_connection(self, protocol_factory, host, port, **options)
+
+    loop_class.getaddrinfo = loop_getaddrinfo
+    loop_class.create_connection = loop_create_connection
+
+
+class _UvloopFinder(importlib.abc.MetaPathFinder):
+    """Patches uvloop once it is imported (importing it here would cost every process)."""
+
+    def find_spec(
+        self, fullname: str, path: Any, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "uvloop":
+            return None
+        sys.meta_path.remove(self)  # once: the next finders find the real module
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _PatchingLoader(spec.loader)
+        return spec
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        patch_uvloop(module)
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the loader's protocol (resources)
+        return getattr(self._loader, name)
 
 
 def _chain() -> None:
