@@ -11,6 +11,7 @@ live routing state the router reads. One module per concept; daemon.py wires the
     views.py      Views: describe, list, status, Knative documents
     jobs.py       Jobs: `jobs create|deploy|update|delete` (plan in job_plan.py); its
                   executions (executions.py) run tasks as task_decision.py decides
+    worker_pools.py  WorkerPools: instances with no port kept at a count (pool_decision.py)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from homerun.control.secrets import Secrets
 from homerun.control.tasks import Tasks
 from homerun.control.traffic import Traffic
 from homerun.control.views import Views
+from homerun.control.worker_pools import WorkerPools
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.store import Store
 
@@ -47,6 +49,7 @@ class ControlPlane:
     secrets: Secrets
     views: Views
     jobs: Jobs
+    worker_pools: WorkerPools
 
     async def restore(self) -> None:
         """After a (re)start: route every service to its ready revisions and start them."""
@@ -69,9 +72,11 @@ class ControlPlane:
             self.revisions.collect_garbage(record.name)
         self.revisions.collect_venvs()
         self.jobs.restore()
+        self.worker_pools.restore()
 
     async def close(self) -> None:
         await self.jobs.executions.close()  # their tasks stop; executions resume next start
+        await self.worker_pools.close()  # their instances stop; pools start again next start
         await self.tasks.close()
         await self.live.close()
 
