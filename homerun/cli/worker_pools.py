@@ -4,7 +4,6 @@ at a fixed count (deploy, describe, list, delete, logs)."""
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Iterable
 
 from homerun.cli import flags
@@ -16,13 +15,12 @@ from homerun.cli.executions import print_entry
 from homerun.cli.flags import _command
 from homerun.errors import HomerunError
 from homerun.model.events import BuildLine, Failed, Phase, PoolDeployed, PoolEvent
+from homerun.model.pools import MAX_POOL_INSTANCES, validate_pool_name
 from homerun.progress import Progress
 from homerun.spec import RevisionChanges, check_cpu, check_memory, check_range, parse_list
 
 POOL = positional("pool", "WORKER_POOL", "the worker pool's name: lowercase letters, digits, -")
 FORMAT = flag("--format", choices=["text", "json"], default="text", help="json: homerun's summary")
-MAX_INSTANCES = 100
-_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$")
 
 CONTAINER = FlagGroup(
     "container",
@@ -40,15 +38,6 @@ CONTAINER = FlagGroup(
 )
 
 
-def _name(text: str) -> str:
-    if not _NAME.match(text):
-        raise HomerunError(
-            f"invalid worker pool name {text!r}: use at most 49 lowercase letters, digits and "
-            "hyphens, starting with a letter and not ending with a hyphen (e.g. 'consumer')"
-        )
-    return text
-
-
 @command(
     "deploy",
     "create or update a worker pool: instances with no URL, kept running at a fixed count",
@@ -63,7 +52,7 @@ def _name(text: str) -> str:
         "--instances",
         type=int,
         metavar="N",
-        help=f"how many instances run: 0-{MAX_INSTANCES} (a new pool: 1)",
+        help=f"how many instances run: 0-{MAX_POOL_INSTANCES} (a new pool: 1)",
     ),
     CONTAINER,
     flags.ENV_VARS,
@@ -86,14 +75,14 @@ def _name(text: str) -> str:
     "starts the new ones; a flag not given keeps its value.",
 )
 def deploy(arguments: argparse.Namespace, context: Context) -> int:
-    pool = _name(arguments.pool)
+    pool = validate_pool_name(arguments.pool)
     if arguments.image:
         raise HomerunError(
             "--image needs a container engine, which this homerun does not use yet; "
             "give the pool's code with --source DIR"
         )
     if arguments.instances is not None:
-        check_range("--instances", arguments.instances, 0, MAX_INSTANCES)
+        check_range("--instances", arguments.instances, 0, MAX_POOL_INSTANCES)
     client = context.client_starting_daemon()
     source = arguments.source
     if source is None and not _exists(context, pool):
@@ -148,7 +137,7 @@ def _follow(events: Iterable[PoolEvent]) -> PoolDeployed:
     examples=[("See a worker pool's instances", "homerun worker-pools describe consumer")],
 )
 def describe(arguments: argparse.Namespace, context: Context) -> int:
-    pool = context.client().worker_pool(_name(arguments.pool))
+    pool = context.client().worker_pool(validate_pool_name(arguments.pool))
     if arguments.format == "json":
         print_json(pool)
         return 0
@@ -203,7 +192,7 @@ def list_pools(arguments: argparse.Namespace, context: Context) -> int:
     ],
 )
 def delete(arguments: argparse.Namespace, context: Context) -> int:
-    pool = _name(arguments.pool)
+    pool = validate_pool_name(arguments.pool)
     context.confirm(f"Worker pool [{pool}] will be deleted.", quiet=arguments.quiet)
     context.client().delete_worker_pool(pool)
     print(f"Deleted worker pool [{pool}].")
@@ -219,7 +208,7 @@ def delete(arguments: argparse.Namespace, context: Context) -> int:
     examples=[("Read what a worker pool printed", "homerun worker-pools logs read consumer")],
 )
 def read_logs(arguments: argparse.Namespace, context: Context) -> int:
-    pool = _name(arguments.pool)
+    pool = validate_pool_name(arguments.pool)
     if arguments.limit < 1:
         raise HomerunError(f"--limit: must be at least 1, got {arguments.limit}")
     for entry in context.client().worker_pool_logs(pool, arguments.limit):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import shutil
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -37,24 +36,14 @@ from homerun.errors import HomerunError, InvalidSpec
 from homerun.model import views
 from homerun.model.artifact import ArtifactRecord
 from homerun.model.events import BuildLine, Failed, Phase, PoolDeployed, PoolEvent
+from homerun.model.pools import MAX_POOL_INSTANCES, validate_pool_name
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.pool_store import PoolStore, WorkerPoolRecord
 from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
 from homerun.scaling.supervisor import InstanceRegistry
 from homerun.spec import RevisionChanges, RevisionSpec, expand_k8s_vars
 
-MAX_INSTANCES = 100
-_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$")
 PoolEmit = Callable[[PoolEvent], None]
-
-
-def validate_pool_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise InvalidSpec(
-            f"invalid worker pool name {name!r}: use at most 49 lowercase letters, digits and "
-            "hyphens, starting with a letter and not ending with a hyphen (e.g. 'consumer')"
-        )
-    return name
 
 
 def log_name(pool: str) -> str:
@@ -69,7 +58,7 @@ class PoolRequest(BaseModel):
 
     pool: str
     changes: RevisionChanges = Field(default_factory=RevisionChanges)
-    instances: int | None = Field(default=None, ge=0, le=MAX_INSTANCES)  # None: keep (new: 1)
+    instances: int | None = Field(default=None, ge=0, le=MAX_POOL_INSTANCES)  # None: keep (new: 1)
 
 
 @dataclass
