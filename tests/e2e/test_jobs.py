@@ -253,3 +253,26 @@ def test_a_jobs_yaml_round_trips_through_replace(platform: Platform, tmp_path: P
     again = yaml.safe_load(platform.run("jobs", "describe", "from-yaml", "--format", "yaml").stdout)
     assert again["spec"]["template"]["spec"]["taskCount"] == 3
     assert again["status"]["latestCreatedExecution"]["completionStatus"] == "EXECUTION_SUCCEEDED"
+
+
+def test_a_job_on_a_one_minute_schedule_runs_by_itself(platform: Platform, tmp_path: Path) -> None:
+    """Cloud Scheduler's shortest interval: `* * * * *` runs within the next minute."""
+    records = tmp_path / "records"
+    create(platform, "ticker", records, "--schedule", "* * * * *",
+           "--set-env-vars", f"RECORD_DIR={records}")  # fmt: skip
+    described = platform.run("jobs", "describe", "ticker")
+    assert "Schedule:      * * * * * (UTC), next run at " in described.stdout, describe(described)
+    deadline = time.monotonic() + 75
+    listed: list[dict[str, Any]] = []
+    while not listed and time.monotonic() < deadline:
+        result = platform.run("jobs", "executions", "list", "--job", "ticker", "--format", "json")
+        assert result.returncode == 0, describe(result)
+        listed = json.loads(result.stdout)
+        time.sleep(0.5)
+    assert listed, "no scheduled execution within 75 s"
+    answer = wait_for(platform, listed[0]["name"], "succeeded")
+    assert answer["succeeded"] == 1 and (0, 0) in attempts(records)
+    cleared = platform.run("jobs", "update", "ticker", "--clear-schedule")
+    assert cleared.returncode == 0, describe(cleared)
+    assert "Schedule:" not in platform.run("jobs", "describe", "ticker").stdout
+    assert platform.run("jobs", "delete", "ticker", "-q").returncode == 0
