@@ -263,14 +263,22 @@ class Client:
         self._call("DELETE", f"/v1/executions/{name}")
 
     def job_logs(
-        self, job: str, limit: int, execution: str | None = None, task: int | None = None
+        self,
+        job: str,
+        limit: int,
+        execution: str | None = None,
+        task: int | None = None,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
-        """A job's newest log entries; of one execution, and one task of it, when given."""
+        """A job's newest log entries; of one execution, and one task of it, when given; only
+        those written after `after` when given."""
         params: dict[str, Any] = {"limit": limit}
         if execution is not None:
             params["execution"] = execution
         if task is not None:
             params["task"] = task
+        if after is not None:
+            params["after"] = after
         entries: list[dict[str, Any]] = self._call("GET", f"/v1/jobs/{job}/logs", params=params)
         return entries
 

@@ -186,6 +186,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             _int_param(request, "limit", 50),
             execution=request.query_params.get("execution"),
             task=int(task) if task is not None else None,
+            after=request.query_params.get("after"),
         )
         return JSONResponse(entries)
 

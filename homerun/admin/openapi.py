@@ -327,6 +327,7 @@ def _job_paths() -> dict[str, Any]:
                     "limit": {"type": "integer", "minimum": 1},
                     "execution": {"type": "string"},
                     "task": {"type": "integer", "minimum": 0},
+                    "after": {"type": "string", "description": "only entries after this time"},
                 },
             )
         },

@@ -390,9 +390,16 @@ class FakeClient:
         self._record("delete_execution", name)
 
     def job_logs(
-        self, job: str, limit: int, execution: str | None = None, task: int | None = None
+        self,
+        job: str,
+        limit: int,
+        execution: str | None = None,
+        task: int | None = None,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
-        self._record("job_logs", job, limit, execution, task)
+        self._record("job_logs", job, limit, execution, task, after)
+        if after is not None:
+            return []  # a tail's next poll: nothing new
         return [
             {
                 "timestamp": "2026-11-25T10:00:00.000000Z",

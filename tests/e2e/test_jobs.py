@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .harness import APPS, Platform, describe, process_alive, wait_until_dead
+from .harness import APPS, HOMERUN, Platform, describe, process_alive, wait_until_dead
 
 # The dashboard's browser fixtures (a page on Chromium that records the console's errors).
 from .test_dashboard import Watched, browser, dashboard_url, watched  # noqa: F401
@@ -91,6 +91,22 @@ def test_tasks_that_fail_at_first_are_retried_to_success(
     assert logs.returncode == 0, describe(logs)
     assert "ERROR" in logs.stdout and "Task #1, Attempt #0 failed." in logs.stdout
     assert "Completed Task #1." in logs.stdout
+    # `jobs logs tail` shows the newest entries, then follows; it runs until stopped.
+    tail = subprocess.Popen(
+        [*HOMERUN, "jobs", "logs", "tail", "retries", "--execution", execution],
+        env=platform.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert tail.stdout is not None
+        seen = [tail.stdout.readline() for _ in range(3)]
+        assert all(execution in line for line in seen), seen
+    finally:
+        tail.kill()
+        tail.communicate(timeout=10)  # reaps it and closes its pipe
 
 
 def test_an_execution_whose_tasks_all_fail_fails_naming_them(
