@@ -189,7 +189,13 @@ class Daemon:
         dashboard = _embedded(
             create_dashboard_app(
                 lambda window: overview(
-                    control.views, telemetry, logs, processes, window, jobs=control.jobs.views
+                    control.views,
+                    telemetry,
+                    logs,
+                    processes,
+                    window,
+                    jobs=control.jobs.views,
+                    pools=control.worker_pools,
                 ),
                 metrics.exposition,
                 # Beyond loopback, anyone who reaches the port would see every service; on

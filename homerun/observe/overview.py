@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from homerun.model.views import ExecutionSummary, JobSummary, ServiceDescription, ServiceSummary
+from homerun.model.views import (
+    ExecutionSummary,
+    JobSummary,
+    ServiceDescription,
+    ServiceSummary,
+    WorkerPoolSummary,
+)
 from homerun.observe.logs import LogStore
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
@@ -34,6 +40,10 @@ class JobSource(Protocol):
     ) -> list[ExecutionSummary]: ...
 
 
+class PoolSource(Protocol):
+    def pools(self) -> list[WorkerPoolSummary]: ...
+
+
 def overview(
     control: ServiceSource,
     telemetry: Telemetry,
@@ -41,6 +51,7 @@ def overview(
     processes: ProcessSampler,
     window: int,
     jobs: JobSource | None = None,
+    pools: PoolSource | None = None,
 ) -> dict[str, Any]:
     services = []
     for summary in control.services():
@@ -106,6 +117,7 @@ def overview(
         "window": window,
         "services": services,
         "jobs": _jobs(jobs) if jobs is not None else [],
+        "worker_pools": _pools(pools) if pools is not None else [],
     }
 
 
@@ -131,3 +143,19 @@ def _jobs(source: JobSource) -> list[dict[str, Any]]:
             }
         )
     return listed
+
+
+def _pools(source: PoolSource) -> list[dict[str, Any]]:
+    """Each worker pool: its revision, instances running of its count, and restarts."""
+    return [
+        {
+            "name": pool.name,
+            "revision": pool.revision,
+            "instances": pool.instances,
+            "running": pool.running,
+            "restarts": sum(slot.restarts for slot in pool.slots),
+            "entrypoint": pool.entrypoint,
+            "last_exit": next((slot.last_exit for slot in pool.slots if slot.last_exit), None),
+        }
+        for pool in source.pools()
+    ]

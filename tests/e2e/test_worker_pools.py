@@ -14,6 +14,9 @@ import pytest
 
 from .harness import APPS, Platform, describe, process_alive, wait_until_dead
 
+# The dashboard's browser fixtures (a page on Chromium that records the console's errors).
+from .test_dashboard import Watched, browser, dashboard_url, watched  # noqa: F401
+
 pytestmark = pytest.mark.e2e
 
 APP = APPS / "pool_worker"
@@ -49,7 +52,11 @@ def pool(platform: Platform, name: str) -> dict[str, Any]:
     return answer
 
 
-def test_a_worker_pool_keeps_its_instances_running(platform: Platform, tmp_path: Path) -> None:
+def test_a_worker_pool_keeps_its_instances_running(
+    platform: Platform,
+    tmp_path: Path,
+    watched: Watched,  # noqa: F811 - test_dashboard's fixture, imported above
+) -> None:
     records = tmp_path / "records"
     records.mkdir()
     result = platform.run(
@@ -76,6 +83,15 @@ def test_a_worker_pool_keeps_its_instances_running(platform: Platform, tmp_path:
     slots = pool(platform, "consumer")["slots"]
     restarted = [slot for slot in slots if slot["restarts"] == 1]
     assert len(restarted) == 1 and restarted[0]["last_exit"] == "killed by SIGKILL"
+
+    # The dashboard lists the pool with its instances and the restart.
+    page = watched.page
+    page.goto(dashboard_url(platform) + "/")
+    row = page.get_by_test_id("pool-consumer")
+    row.wait_for()
+    text = row.inner_text()
+    assert "consumer-00001" in text and "2/2 running" in text and "killed by SIGKILL" in text
+    assert watched.errors == []
 
     # A deploy without --source keeps the code and replaces every instance.
     before = alive(records)
