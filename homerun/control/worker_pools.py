@@ -84,7 +84,6 @@ class _Run:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     watchers: set[asyncio.Task[None]] = field(default_factory=set)
     loop: asyncio.Task[None] | None = None
-    wake_at: float | None = None
 
 
 class WorkerPools:
@@ -297,7 +296,6 @@ class WorkerPools:
                     run.slots.append(_Slot(len(run.slots)))
                 for index in decision.start:
                     await self._start(run, run.slots[index])
-                run.wake_at = decision.wake_at
                 timeout = None
                 if decision.wake_at is not None:
                     timeout = max(0.0, decision.wake_at - self._clock())
@@ -309,6 +307,10 @@ class WorkerPools:
         except HomerunError as error:  # a secret it reads is gone
             await self._halt(run)
             self._event(record.name, f"Worker pool {record.name} stopped: {error}", "ERROR")
+        except Exception as error:  # a bug: stop the instances and say so, not silently
+            await self._halt(run)
+            self._event(record.name, f"Worker pool {record.name} stopped: {error!r}", "ERROR")
+            raise
 
     async def _start(self, run: _Run, slot: _Slot) -> None:
         record = run.record
