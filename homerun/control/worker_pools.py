@@ -156,6 +156,11 @@ class WorkerPools:
         self._logs.flush()
         return await asyncio.to_thread(self._logs.read_written, log_name(name), limit=limit)
 
+    def wake(self) -> None:
+        """Decide again now for every pool (a waiting instance's backoff included)."""
+        for run in self._runs.values():
+            run.changed.set()
+
     # -- startup and shutdown -------------------------------------------------------------
 
     def restore(self) -> None:
