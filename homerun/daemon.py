@@ -60,12 +60,14 @@ from homerun.control.tasks import Tasks
 from homerun.control.traffic import Traffic
 from homerun.control.urls import Urls
 from homerun.control.views import Views
+from homerun.control.worker_pools import WorkerPools
 from homerun.errors import HomerunError
 from homerun.observe.logs import LogStore
 from homerun.observe.metrics import Metrics
 from homerun.observe.overview import overview
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
+from homerun.pool_store import PoolStore
 from homerun.procfs import lock_holders, process_name
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address, Route
@@ -227,7 +229,13 @@ class Daemon:
         dashboard = _embedded(
             create_dashboard_app(
                 lambda window: overview(
-                    control.views, telemetry, logs, processes, window, jobs=control.jobs.views
+                    control.views,
+                    telemetry,
+                    logs,
+                    processes,
+                    window,
+                    jobs=control.jobs.views,
+                    pools=control.worker_pools,
                 ),
                 metrics.exposition,
                 # Beyond loopback, anyone who reaches the port would see every service; on
@@ -459,6 +467,12 @@ def control_plane(
     iam = Iam(store, logs, authority, access_changed=live.refresh_access)
     job_logs = JobLogs(logs)
     job_artifacts = JobArtifacts(paths, store, tasks)
+    registry = task_registry or InstanceRegistry(
+        record=lambda name, execution, pid: store.record_instance(
+            name, execution, pid, process_start_ticks(pid)
+        ),
+        forget=store.forget_instance,
+    )
     executions = Executions(
         store=store,
         logs=job_logs,
@@ -466,13 +480,7 @@ def control_plane(
         secrets=secret_values,
         artifacts=job_artifacts,
         tasks=tasks,
-        registry=task_registry
-        or InstanceRegistry(
-            record=lambda name, execution, pid: store.record_instance(
-                name, execution, pid, process_start_ticks(pid)
-            ),
-            forget=store.forget_instance,
-        ),
+        registry=registry,
         clock=clock,
         wall_clock=wall_clock,
         host_env=host_env,
@@ -543,6 +551,20 @@ def control_plane(
             wall_clock=wall_clock,
         ),
         advisor=advisor,
+        worker_pools=WorkerPools(
+            settings=settings,
+            paths=paths,
+            store=PoolStore(paths.database),
+            logs=logs,
+            build=build,
+            runtime=runtime or NoRuntime(),
+            secrets=secret_values,
+            tasks=tasks,
+            registry=registry,
+            clock=clock,
+            wall_clock=wall_clock,
+            host_env=host_env,
+        ),
     )
 
 

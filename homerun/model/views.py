@@ -234,3 +234,31 @@ class JobSummary(_View):
 
 class JobDescription(JobSummary):
     recent_executions: list[ExecutionSummary]  # newest first
+
+
+class PoolInstance(_View):
+    """One slot of a worker pool: its running instance, or why it waits."""
+
+    index: int
+    pid: int | None  # None: not running (waiting to start again)
+    started_at: float | None
+    restarts: int  # instances of this slot started since the pool's deploy, but the first
+    last_exit: str | None  # how its last instance ended ("exit code 1")
+    restart_at: float | None = None  # when a waiting slot starts again
+
+
+class WorkerPoolSummary(_View):
+    name: str
+    revision: str  # POOL-0000N: the generation its instances run
+    created_at: float
+    updated_at: float
+    source: str
+    entrypoint: list[str]
+    entrypoint_origin: str
+    env: dict[str, str]
+    secrets: dict[str, str]  # ENV -> SECRET:VERSION; never a value
+    cpu: str | None
+    memory: str | None
+    instances: int  # the count kept running
+    running: int
+    slots: list[PoolInstance]
