@@ -15,7 +15,7 @@ from homerun.build.capacity import command_capacity
 from homerun.cli import main
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
 from homerun.model.events import DeployEvent, Done, JobDeployed, JobEvent, Phase
-from homerun.model.inspection import Advice
+from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.states import InstanceState
 from homerun.model.views import (
@@ -243,8 +243,8 @@ class FakeClient:
         summary = self._service(service)
         return ServiceDescription(**summary.model_dump(), revisions=self.revision_views)
 
-    def advise(self, service: str) -> Advice:
-        self._record("advise", service)
+    def advise(self, service: str, ramp: RampRequest | None = None) -> Advice:
+        self._record("advise", service, ramp)
         self._service(service)
         return self.advice
 

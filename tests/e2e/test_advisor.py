@@ -155,3 +155,34 @@ def test_the_flask_seed_under_its_dockerfile_has_8_threads_behind_80(platform: P
     assert advice["server_settings"] == "gunicorn --workers 1 --threads 80"
     described = platform.describe_service("helloworld")["revisions"][0]
     assert any("8 thread(s) = 8 request(s) at once" in w for w in described["warnings"])
+
+
+def test_a_ramp_on_a_private_instance_finds_the_40_thread_knee(platform: Platform) -> None:
+    platform.ensure_deployed("seed-ramp", APPS / "fastapi_seed", "--min-instances", "1")
+    before = platform.describe_service("seed-ramp")["revisions"][0]
+    live = {instance["name"] for instance in before["instances"]}
+    began = time.monotonic()
+    result = platform.run(
+        "services", "advise", "seed-ramp", "--path", "/produtos", "--max-concurrency", "64",
+        "--duration", "16", "--target-rps", "200", "--format", "json", timeout=200,
+    )  # fmt: skip
+    took = time.monotonic() - began
+    assert result.returncode == 0, describe(result)
+    advice = json.loads(result.stdout)
+    ramp = advice["ramp"]
+    levels = [step["concurrency"] for step in ramp["steps"]]
+    assert levels == [1, 2, 4, 8, 16, 32, 40, 64]  # 40: anyio's pool, a level of its own
+    # 1 s a request in 40 threads: about 40 req/s, however many are in flight past 40.
+    assert ramp["knee"] in (32, 40, 64), ramp
+    assert 25 <= ramp["knee_rps"] <= 45, ramp
+    assert advice["recommended_concurrency"] == ramp["knee"]
+    assert advice["instances_for_target"] >= 5
+    # Bounded: 16 s of load, the instance's start and stop, and the CLI around it.
+    assert took < 16 + 40, took
+    # The private instance saw the pool fill; it is gone, and the live one never moved.
+    assert advice["inspection"]["pool_peak_borrowed"] == 40
+    after = platform.describe_service("seed-ramp")["revisions"][0]
+    assert {instance["name"] for instance in after["instances"]} == live
+    assert ramp["instance"] not in live
+    logged = platform.run("logs", "read", "seed-ramp", "--limit", "200", check=True).stdout
+    assert ramp["instance"] in logged  # its own log lines, named
