@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from pathlib import Path
 
 from pydantic import ValidationError
 
+from homerun.cli._chart import write_chart
 from homerun.cli._commands import command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._output import print_json
@@ -45,6 +47,11 @@ from homerun.spec import validate_service_name
         type=float,
         help="requests/s to serve: the advice says how many instances that takes; implies --ramp",
     ),
+    flag(
+        "--chart",
+        metavar="FILE.png",
+        help="draw the ramp (requests/s and latency against requests in flight) to a PNG",
+    ),
     flag("--format", choices=["text", "json"], default="text", help="json: the advice as data"),
     examples=[
         ("Ask after some traffic what limits hello's instances", "homerun services advise hello"),
@@ -57,7 +64,11 @@ from homerun.spec import validate_service_name
 def advise(arguments: argparse.Namespace, context: Context) -> int:
     service = validate_service_name(arguments.service)
     ramp = _ramp_request(arguments)
+    if arguments.chart and ramp is None:
+        ramp = RampRequest()  # a chart is of a ramp
     advice = context.client().advise(service, ramp)
+    if arguments.chart:
+        write_chart(advice, Path(arguments.chart))
     if arguments.format == "json":
         print_json(advice)
         return 0
@@ -69,6 +80,8 @@ def advise(arguments: argparse.Namespace, context: Context) -> int:
             print(f"  {line}")
     if advice.ramp is not None:
         print(f"  Ramp ({advice.ramp.seconds:g} s, private instance {advice.ramp.instance}):")
+        if arguments.chart:
+            print(f"    chart: {arguments.chart}")
         print(f"    {'IN FLIGHT':>9} {'REQ/S':>9} {'P50 MS':>9} {'P99 MS':>9} {'ERRORS':>7}")
         for step in advice.ramp.steps:
             mark = "  <- knee" if step.concurrency == advice.ramp.knee else ""

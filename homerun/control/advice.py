@@ -17,6 +17,12 @@ class Advisor:
     def __init__(self, *, store: Store, folder: Path | None) -> None:
         self._store = store
         self._folder = folder  # HOMERUN_HOME/inspect; None: the inspector is off
+        # The latest ramp of each revision (`services advise --ramp`), until the daemon stops:
+        # describe, the dashboard and a later `services advise` show it.
+        self._ramps: dict[str, RampResult] = {}
+
+    def remember(self, revision: str, ramp: RampResult) -> None:
+        self._ramps[revision] = ramp
 
     def inspection(self, revision: str, port: int | None = None) -> RevisionInspection | None:
         """Blocking (reads a few small files): what the revision's instances measured (only
@@ -50,7 +56,7 @@ class Advisor:
             concurrency=revision.spec.container_concurrency,
             declared=declared_capacity(revision),
             inspection=self.inspection(revision.name, port),
-            ramp=ramp,
+            ramp=ramp or self._ramps.get(revision.name),
             target_rps=target_rps,
         )
 

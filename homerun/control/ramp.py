@@ -94,6 +94,7 @@ class Ramp:
             instance=name_of_instance,
             seconds=round(self._clock() - began, 2),
         )
+        self._advisor.remember(revision.name, ramp)
         # What the private instance measured inside (its snapshots are those of its port).
         return await asyncio.to_thread(
             self._advisor.for_revision,

@@ -239,6 +239,7 @@ class Views:
         return {
             "capacity": advice.capacity,
             "inspection": advice.inspection,
+            "ramp": advice.ramp,
             "warnings": [
                 finding.message for finding in advice.findings if finding.severity == "warning"
             ],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from homerun.model.inspection import Capacity, RevisionInspection
+from homerun.model.inspection import Capacity, RampResult, RevisionInspection
 from homerun.model.jobs import ExecutionStatus, TaskStatus
 from homerun.model.states import InstanceState, RevisionStatus
 
@@ -112,6 +112,7 @@ class RevisionSummary(_View):
     capacity: Capacity | None = None
     inspection: RevisionInspection | None = None
     warnings: list[str] = []
+    ramp: RampResult | None = None  # the latest `services advise --ramp` of the revision
 
 
 class ServiceDescription(ServiceSummary):

@@ -36,6 +36,17 @@ def advice_when(platform: Platform, service: str, ready: Any) -> dict[str, Any]:
         time.sleep(0.25)
 
 
+def _overview(platform: Platform) -> dict[str, Any]:
+    """The dashboard's JSON (what its page draws)."""
+    status = platform.run("status", check=True).stdout
+    dashboard = re.search(r"dashboard: (http://\S+)", status)
+    assert dashboard, status
+    answer = httpx.get(f"{dashboard.group(1)}/api/overview", trust_env=False, timeout=30)
+    assert answer.status_code == 200, answer.text
+    overview: dict[str, Any] = answer.json()
+    return overview
+
+
 def kinds(advice: dict[str, Any]) -> list[str]:
     return [finding["kind"] for finding in advice["findings"]]
 
@@ -86,10 +97,7 @@ def test_an_async_endpoint_calling_time_sleep_is_found_forked(platform: Platform
     described = platform.run("services", "describe", "blocking", check=True).stdout
     assert "main.py:11 in legacy_lookup" in described
     # The dashboard's "Inside the instances" panel reads the same from its overview.
-    status = platform.run("status", check=True).stdout
-    dashboard = re.search(r"dashboard: (http://\S+)", status)
-    assert dashboard, status
-    overview = httpx.get(f"{dashboard.group(1)}/api/overview", trust_env=False, timeout=30).json()
+    overview = _overview(platform)
     [service] = [service for service in overview["services"] if service["name"] == "blocking"]
     inside = service["revisions"][0]["inside"]
     assert inside["blocking"][0]["place"] == "main.py:11"
@@ -183,6 +191,15 @@ def test_a_ramp_on_a_private_instance_finds_the_40_thread_knee(platform: Platfor
     assert advice["inspection"]["pool_peak_borrowed"] == 40
     after = platform.describe_service("seed-ramp")["revisions"][0]
     assert {instance["name"] for instance in after["instances"]} == live
+    # describe and the dashboard show the latest ramp; a later advise keeps its knee.
+    assert after["ramp"]["knee"] == ramp["knee"]
+    again = json.loads(
+        platform.run("services", "advise", "seed-ramp", "--format", "json", check=True).stdout
+    )
+    assert again["recommended_concurrency"] == ramp["knee"]
+    overview = _overview(platform)
+    [service] = [service for service in overview["services"] if service["name"] == "seed-ramp"]
+    assert service["revisions"][0]["inside"]["ramp"]["knee"] == ramp["knee"]
     assert ramp["instance"] not in live
     logged = platform.run("logs", "read", "seed-ramp", "--limit", "200", check=True).stdout
     assert ramp["instance"] in logged  # its own log lines, named
