@@ -15,6 +15,7 @@ from homerun.control.environment import instance_env
 from homerun.control.secrets import SecretValues, reads_latest
 from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, NotFound
+from homerun.model.annotations import ADAPTIVE_CONCURRENCY
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.routing.table import (
@@ -121,6 +122,7 @@ class LiveRevisions:
             env=env,
             cwd=self._paths.revisions / revision.name / (artifact.cwd if artifact else "."),
             concurrency=revision.spec.container_concurrency,
+            adaptive_concurrency=revision.spec.annotations.get(ADAPTIVE_CONCURRENCY) == "auto",
             startup_timeout=revision.spec.startup_timeout_seconds,
             request_timeout=revision.spec.timeout_seconds,
             policy=policy_for(

@@ -92,6 +92,7 @@ class RevisionInspection(_Read):
     pool_peak_borrowed: int
     pool_peak_waiting: int
     pool_full_seconds: float
+    pool_waiting: int = 0  # waiting for a thread now (at the newest snapshots)
     blocking: list[BlockingPlace]  # most stalls first
 
 

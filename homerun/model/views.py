@@ -60,6 +60,7 @@ class InstanceView(_View):
     port: int
     in_flight: int
     age_seconds: float
+    limit: int | None = None  # --concurrency auto: the instance's adaptive limit now
 
 
 class StartMode(_View):
@@ -94,6 +95,7 @@ class RevisionSummary(_View):
     entrypoint: list[str] | None
     entrypoint_origin: str | None
     concurrency: int
+    adaptive_concurrency: bool = False  # --concurrency auto: `concurrency` is the maximum
     timeout_seconds: int
     env: dict[str, str]
     secrets: dict[str, str]  # ENV -> SECRET:VERSION; never a value

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from homerun.errors import HomerunError
 from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
+from homerun.routing.adaptive import AdaptiveLimit
 from homerun.routing.throttler import Endpoint
 from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
 from homerun.scaling.diagnosis import hint, trimmed
@@ -279,7 +280,10 @@ class Supervisor:
             raise
         instance.state = InstanceState.READY
         instance.ready_at = self._clock()
-        instance.endpoint = Endpoint(instance.name, "127.0.0.1", instance.port, unit.concurrency)
+        limiter = AdaptiveLimit(unit.concurrency) if unit.plan.adaptive_concurrency else None
+        instance.endpoint = Endpoint(
+            instance.name, "127.0.0.1", instance.port, unit.concurrency, limiter=limiter
+        )
         unit.throttler.add(instance.endpoint)
         startup = instance.ready_at - instance.started_at
         supervised.startup_seconds.append(startup)

@@ -34,6 +34,8 @@ class RevisionPlan:
     startup_timeout: float
     request_timeout: float
     policy: ScalingPolicy = ScalingPolicy()
+    # `--concurrency auto`: each instance's limit adapts below `concurrency` (routing/adaptive)
+    adaptive_concurrency: bool = False
 
     def __post_init__(self) -> None:
         # Copies: a caller that edits its list or dict afterwards does not edit the plan.
