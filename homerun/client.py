@@ -20,7 +20,7 @@ from homerun.model.events import (
     parse_job_event,
     parse_pool_event,
 )
-from homerun.model.inspection import Advice
+from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.validation import validation_message
 from homerun.model.views import (
@@ -116,9 +116,20 @@ class Client:
     def describe(self, service: str) -> ServiceDescription:
         return _read(ServiceDescription, self._call("GET", f"/v1/services/{service}"))
 
-    def advise(self, service: str) -> Advice:
-        """The concurrency to set for the service's latest revision, and why."""
-        return _read(Advice, self._call("GET", f"/v1/services/{service}/advice"))
+    def advise(self, service: str, ramp: RampRequest | None = None) -> Advice:
+        """The concurrency to set for the service's latest revision, and why; with `ramp`,
+        after a bounded load on a private instance of it (which takes its duration)."""
+        if ramp is None:
+            return _read(Advice, self._call("GET", f"/v1/services/{service}/advice"))
+        # The ramp's own time, its instance's start (up to the startup timeout) and a margin.
+        timeout = ramp.duration_seconds + 300.0
+        answer = self._call(
+            "POST",
+            f"/v1/services/{service}/advice",
+            json=ramp.model_dump(mode="json"),
+            timeout=timeout,
+        )
+        return _read(Advice, answer)
 
     def knative_service(self, service: str) -> dict[str, Any]:
         """The service as a serving.knative.dev/v1 Service document."""

@@ -52,6 +52,7 @@ from homerun.control.job_logs import JobLogs
 from homerun.control.job_views import JobViews
 from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
+from homerun.control.ramp import Ramp
 from homerun.control.resolved import routed_revisions
 from homerun.control.revisions import Revisions
 from homerun.control.schedules import Schedules
@@ -565,6 +566,7 @@ def control_plane(
             wall_clock=wall_clock,
             host_env=host_env,
         ),
+        ramp=Ramp(store=store, live=live, supervisor=supervisor, advisor=advisor, clock=clock),
     )
 
 

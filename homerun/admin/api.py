@@ -20,6 +20,7 @@ from homerun.control.worker_pools import PoolRequest
 from homerun.errors import HomerunError, InvalidSpec, NotFound, StoreUnavailable
 from homerun.knative import parse_service
 from homerun.model.events import DeployEvent, JobEvent, PoolEvent
+from homerun.model.inspection import RampRequest
 from homerun.model.jobs import ExecutionOverrides
 from homerun.model.validation import validation_message
 from homerun.spec import DeployRequest
@@ -63,9 +64,16 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         return _view(control.views.describe(name))
 
     async def advice(request: Request) -> Response:
+        name = request.path_params["name"]
+        if request.method == "POST":
+            # `services advise --ramp`: a bounded load on a private instance, then the advice.
+            try:
+                ramp = RampRequest.model_validate_json(await request.body())
+            except ValidationError as error:
+                raise InvalidSpec(f"invalid ramp: {validation_message(error)}") from None
+            return _view(await control.ramp.run(name, ramp))
         # Reads the inspector's snapshot files: in a thread, off the router's loop.
-        answer = await asyncio.to_thread(control.advisor.advise, request.path_params["name"])
-        return _view(answer)
+        return _view(await asyncio.to_thread(control.advisor.advise, name))
 
     async def traffic(request: Request) -> Response:
         try:
@@ -254,7 +262,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             Route("/v1/shutdown", stop, methods=["POST"]),
             Route("/v1/services", services),
             Route("/v1/services/{name}", service, methods=["GET", "DELETE", "PUT"]),
-            Route("/v1/services/{name}/advice", advice),
+            Route("/v1/services/{name}/advice", advice, methods=["GET", "POST"]),
             Route("/v1/services/{name}/deploy", deploy, methods=["POST"]),
             Route("/v1/services/{name}/traffic", traffic, methods=["POST"]),
             Route("/v1/services/{name}/logs", logs),

@@ -16,7 +16,7 @@ from homerun.control.job_plan import JobRequest
 from homerun.control.worker_pools import PoolRequest
 from homerun.model import views
 from homerun.model.events import DeployEvent, JobEvent, PoolEvent
-from homerun.model.inspection import Advice
+from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
@@ -126,6 +126,7 @@ def openapi_document() -> dict[str, Any]:
         **deploy.pop("$defs", {}),
         **traffic.pop("$defs", {}),
         "DeployRequest": deploy,
+        "RampRequest": RampRequest.model_json_schema(ref_template=_REF),
         **job_request.pop("$defs", {}),
         "JobRequest": job_request,
         **pool_request.pop("$defs", {}),
@@ -196,7 +197,13 @@ def openapi_document() -> dict[str, Any]:
                     "the concurrency to set and why (`services advise`)",
                     path_name=True,
                     returns=ref("Advice"),
-                )
+                ),
+                "post": _operation(
+                    "ramp a private instance, then advise (`services advise --ramp`)",
+                    path_name=True,
+                    body=ref("RampRequest"),
+                    returns=ref("Advice"),
+                ),
             },
             "/v1/services/{name}/deploy": {
                 "post": _operation(

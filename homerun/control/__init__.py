@@ -10,6 +10,7 @@ live routing state the router reads. One module per concept; daemon.py wires the
     secrets.py    SecretValues (what revisions read) and Secrets (`homerun secrets`)
     views.py      Views: describe, list, status, Knative documents
     advice.py     Advisor: `services advise` (the runtime inspector's measurements, advised on)
+    ramp.py       Ramp: `services advise --ramp`, a bounded load on a private instance
     jobs.py       Jobs: `jobs create|deploy|update|delete` (plan in job_plan.py); its
                   executions (executions.py) run tasks as task_decision.py decides
     worker_pools.py  WorkerPools: instances with no port kept at a count (pool_decision.py)
@@ -25,6 +26,7 @@ from homerun.control.advice import Advisor
 from homerun.control.deploys import Deploys
 from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
+from homerun.control.ramp import Ramp
 from homerun.control.revisions import Revisions
 from homerun.control.secrets import Secrets
 from homerun.control.tasks import Tasks
@@ -53,6 +55,7 @@ class ControlPlane:
     jobs: Jobs
     advisor: Advisor
     worker_pools: WorkerPools
+    ramp: Ramp
 
     async def restore(self) -> None:
         """After a (re)start: route every service to its ready revisions and start them."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from homerun.model.inspection import Capacity, RevisionInspection
+from homerun.model.inspection import Capacity, RampResult, RevisionInspection
 from homerun.model.jobs import ExecutionStatus, TaskStatus
 from homerun.model.states import InstanceState, RevisionStatus
 
@@ -60,6 +60,7 @@ class InstanceView(_View):
     port: int
     in_flight: int
     age_seconds: float
+    limit: int | None = None  # --concurrency auto: the instance's adaptive limit now
 
 
 class StartMode(_View):
@@ -94,6 +95,7 @@ class RevisionSummary(_View):
     entrypoint: list[str] | None
     entrypoint_origin: str | None
     concurrency: int
+    adaptive_concurrency: bool = False  # --concurrency auto: `concurrency` is the maximum
     timeout_seconds: int
     env: dict[str, str]
     secrets: dict[str, str]  # ENV -> SECRET:VERSION; never a value
@@ -114,6 +116,7 @@ class RevisionSummary(_View):
     warnings: list[str] = []
     # Instances ended for going past the memory limit while the revision was live.
     memory_limit_exceeded: int = 0
+    ramp: RampResult | None = None  # the latest `services advise --ramp` of the revision
 
 
 class ServiceDescription(ServiceSummary):

@@ -127,7 +127,12 @@ def _inside(revision: RevisionSummary) -> dict[str, Any] | None:
     """What the runtime inspector measured in the revision's instances, for the dashboard's
     "Inside the instances" panel: capacity, loop lag, thread pool, blocking calls, warnings."""
     inspection = revision.inspection
-    if revision.capacity is None and inspection is None and not revision.warnings:
+    if (
+        revision.capacity is None
+        and inspection is None
+        and not revision.warnings
+        and revision.ramp is None
+    ):
         return None
     return {
         "capacity": revision.capacity.model_dump() if revision.capacity else None,
@@ -141,6 +146,7 @@ def _inside(revision: RevisionSummary) -> dict[str, Any] | None:
             for place in (inspection.blocking if inspection else [])
         ][:5],
         "warnings": revision.warnings,
+        "ramp": revision.ramp.model_dump() if revision.ramp else None,
     }
 
 

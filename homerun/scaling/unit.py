@@ -43,6 +43,8 @@ class RevisionPlan:
     # The container's port when the spec names one: the first instance gets it as $PORT.
     container_port: int | None = None
     limits: Limits = DEFAULT_LIMITS  # --memory and --cpu, enforced where the runtime can
+    # `--concurrency auto`: each instance's limit adapts below `concurrency` (routing/adaptive)
+    adaptive_concurrency: bool = False
 
     def __post_init__(self) -> None:
         # Copies: a caller that edits its list or dict afterwards does not edit the plan.

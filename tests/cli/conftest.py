@@ -23,7 +23,7 @@ from homerun.model.events import (
     PoolDeployed,
     PoolEvent,
 )
-from homerun.model.inspection import Advice
+from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.states import InstanceState
 from homerun.model.views import (
@@ -253,8 +253,8 @@ class FakeClient:
         summary = self._service(service)
         return ServiceDescription(**summary.model_dump(), revisions=self.revision_views)
 
-    def advise(self, service: str) -> Advice:
-        self._record("advise", service)
+    def advise(self, service: str, ramp: RampRequest | None = None) -> Advice:
+        self._record("advise", service, ramp)
         self._service(service)
         return self.advice
 
