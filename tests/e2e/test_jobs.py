@@ -1,5 +1,7 @@
 """Jobs on a real daemon: tasks are real processes (tests/apps/job_tasks) that fail as told,
-retry, respect parallelism, and an execution outlives a daemon killed in its middle."""
+retry, respect parallelism, and an execution outlives a daemon killed in its middle; a job on a
+one-minute schedule, Cloud Run's Job YAML through describe and replace, and Django's Procfile
+`migrate:` line run as a job from the service's source."""
 
 from __future__ import annotations
 
