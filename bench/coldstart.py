@@ -5,8 +5,11 @@ For the seed Flask app (examples/cloudrun_example, its Dockerfile's `exec gunico
 (tests/apps/fastapi_seed, the default `exec uvicorn main:app --host 127.0.0.1 --port $PORT`),
 each built by homerun's builder, the same instance spec is started N times by a ProcessRuntime
 (spawn) and by a ZygoteRuntime (fork), alternating, and timed from the start call to the first
-200 response. Then K instances of each kind run side by side and their resident and
-proportional set sizes are read from /proc/PID/smaps_rollup. Usage and figures: bench/README.md.
+200 response; where homerun can make control groups (root, cgroup v1), a third runtime forks
+in them too (LimitedRuntime over a ZygoteRuntime: each instance in its own memory, cpu, pids
+and freezer groups), alternating with the others, for the cost of that. Then K instances of
+each kind run side by side and their resident and proportional set sizes are read from
+/proc/PID/smaps_rollup. Usage and figures: bench/README.md.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from _processes import WORK as BENCH_WORK
 
 from homerun.build import Artifact, build
 from homerun.runtime import Instance, InstanceSpec
+from homerun.runtime.cgroups import Cgroups, available
+from homerun.runtime.limited import LimitedRuntime
 from homerun.runtime.process import ProcessRuntime
 from homerun.runtime.zygote import ZygoteRuntime
 
@@ -195,9 +200,18 @@ async def memory(
 
 async def measure_app(app: App, artifact: Artifact, args: argparse.Namespace) -> dict[str, Any]:
     spawner, zygotes = ProcessRuntime(), ZygoteRuntime()
+    groups = available(f"bench-{os.getpid()}")
+    limited = (
+        LimitedRuntime(ZygoteRuntime(), Cgroups(groups.folders))
+        if {"memory", "cpu"} <= set(groups.folders)
+        else None
+    )
     spawner.open()
     zygotes.open()
+    if limited is not None:
+        limited.open()
     revision = f"bench{APPS.index(app)}-00001-abc"
+    in_cgroups: list[float] = []
     try:
         # A revision's first instance: the zygote imports the app first (as in a deploy).
         first = []
@@ -212,11 +226,19 @@ async def measure_app(app: App, artifact: Artifact, args: argparse.Namespace) ->
         for _ in range(args.runs):  # alternating, so drift of the machine hits both alike
             spawn.append(await cold_start(spawner, artifact, revision, app.path))
             fork.append(await cold_start(zygotes, artifact, revision, app.path))
+            if limited is not None:
+                if not in_cgroups:  # its own zygote imports the app first
+                    await cold_start(limited, artifact, revision, app.path)
+                in_cgroups.append(await cold_start(limited, artifact, revision, app.path))
         memory_spawn = await memory(spawner, artifact, revision, app.path, args.instances, None)
         memory_zygote = await memory(
             zygotes, artifact, revision, app.path, args.instances, zygotes.zygote_pid(revision)
         )
     finally:
+        if limited is not None:
+            limited.close()
+            for folder in groups.folders.values():
+                folder.rmdir()
         zygotes.close()
         spawner.close()
     return {
@@ -224,11 +246,17 @@ async def measure_app(app: App, artifact: Artifact, args: argparse.Namespace) ->
         "source": str(app.source.relative_to(REPO_ROOT)),
         "argv": artifact.argv,
         "mode": mode,
-        "samples_ms": {"spawn": spawn, "zygote": fork, "zygote_first": first},
+        "samples_ms": {
+            "spawn": spawn,
+            "zygote": fork,
+            "zygote_first": first,
+            "zygote_cgroups": in_cgroups,
+        },
         "summary": {
             "spawn": summarize(spawn),
             "zygote": summarize(fork),
             "zygote_first": summarize(first),
+            "zygote_cgroups": summarize(in_cgroups),
         },
         "memory": {"spawn": memory_spawn, "zygote": memory_zygote},
     }
@@ -268,6 +296,23 @@ def tables(results: list[dict[str, Any]], runs: int, cores: int) -> str:
             f"| {result['app']} | {spawn['median_ms']:.1f} | {spawn['p90_ms']:.1f} "
             f"| {fork['median_ms']:.1f} | {fork['p90_ms']:.1f} | **{ratio:.2f}** "
             f"| {'met' if met else 'NOT met'} | {first['median_ms']:.1f} |"
+        )
+    lines += [
+        "",
+        "Forked into control groups of its own (memory, cpu, pids, freezer) vs not, same run "
+        "(issue 13: at most a few ms more)",
+        "",
+        "| app | zygote median ms | zygote + cgroups median ms | p90 ms | **difference** ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        fork, grouped = result["summary"]["zygote"], result["summary"]["zygote_cgroups"]
+        if not grouped:
+            lines.append(f"| {result['app']} | {fork['median_ms']:.1f} | (no cgroups) | | |")
+            continue
+        lines.append(
+            f"| {result['app']} | {fork['median_ms']:.1f} | {grouped['median_ms']:.1f} "
+            f"| {grouped['p90_ms']:.1f} | **{grouped['median_ms'] - fork['median_ms']:+.1f}** |"
         )
     lines += [
         "",

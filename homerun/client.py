@@ -12,8 +12,15 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
-from homerun.model.events import DeployEvent, JobEvent, parse_event, parse_job_event
-from homerun.model.inspection import Advice
+from homerun.model.events import (
+    DeployEvent,
+    JobEvent,
+    PoolEvent,
+    parse_event,
+    parse_job_event,
+    parse_pool_event,
+)
+from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.validation import validation_message
 from homerun.model.views import (
@@ -30,6 +37,7 @@ from homerun.model.views import (
     SecretVersionView,
     ServiceDescription,
     ServiceSummary,
+    WorkerPoolSummary,
 )
 from homerun.spec import DeployRequest, RevisionChanges
 from homerun.traffic import TrafficUpdate
@@ -108,9 +116,20 @@ class Client:
     def describe(self, service: str) -> ServiceDescription:
         return _read(ServiceDescription, self._call("GET", f"/v1/services/{service}"))
 
-    def advise(self, service: str) -> Advice:
-        """The concurrency to set for the service's latest revision, and why."""
-        return _read(Advice, self._call("GET", f"/v1/services/{service}/advice"))
+    def advise(self, service: str, ramp: RampRequest | None = None) -> Advice:
+        """The concurrency to set for the service's latest revision, and why; with `ramp`,
+        after a bounded load on a private instance of it (which takes its duration)."""
+        if ramp is None:
+            return _read(Advice, self._call("GET", f"/v1/services/{service}/advice"))
+        # The ramp's own time, its instance's start (up to the startup timeout) and a margin.
+        timeout = ramp.duration_seconds + 300.0
+        answer = self._call(
+            "POST",
+            f"/v1/services/{service}/advice",
+            json=ramp.model_dump(mode="json"),
+            timeout=timeout,
+        )
+        return _read(Advice, answer)
 
     def knative_service(self, service: str) -> dict[str, Any]:
         """The service as a serving.knative.dev/v1 Service document."""
@@ -260,15 +279,47 @@ class Client:
         self._call("DELETE", f"/v1/executions/{name}")
 
     def job_logs(
-        self, job: str, limit: int, execution: str | None = None, task: int | None = None
+        self,
+        job: str,
+        limit: int,
+        execution: str | None = None,
+        task: int | None = None,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
-        """A job's newest log entries; of one execution, and one task of it, when given."""
+        """A job's newest log entries; of one execution, and one task of it, when given; only
+        those written after `after` when given."""
         params: dict[str, Any] = {"limit": limit}
         if execution is not None:
             params["execution"] = execution
         if task is not None:
             params["task"] = task
+        if after is not None:
+            params["after"] = after
         entries: list[dict[str, Any]] = self._call("GET", f"/v1/jobs/{job}/logs", params=params)
+        return entries
+
+    # Worker pools
+
+    def worker_pools(self) -> list[WorkerPoolSummary]:
+        return _read_list(WorkerPoolSummary, self._call("GET", "/v1/worker-pools"))
+
+    def worker_pool(self, name: str) -> WorkerPoolSummary:
+        return _read(WorkerPoolSummary, self._call("GET", f"/v1/worker-pools/{name}"))
+
+    def deploy_worker_pool(
+        self, pool: str, changes: RevisionChanges, instances: int | None
+    ) -> Iterator[PoolEvent]:
+        """`worker-pools deploy`: the build's events, the last `pool` or `error`."""
+        body = {"pool": pool, "changes": changes.model_dump(mode="json"), "instances": instances}
+        return self._stream_lines("POST", f"/v1/worker-pools/{pool}/deploy", _pool_event, json=body)
+
+    def delete_worker_pool(self, name: str) -> None:
+        self._call("DELETE", f"/v1/worker-pools/{name}")
+
+    def worker_pool_logs(self, name: str, limit: int) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = self._call(
+            "GET", f"/v1/worker-pools/{name}/logs", params={"limit": limit}
+        )
         return entries
 
     def _stream_lines(
@@ -374,6 +425,16 @@ def _job_event(line: str) -> JobEvent:
     except ValidationError as error:
         raise UnreadableAnswer(
             "the daemon sent a job event this CLI cannot read: "
+            f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
+        ) from None
+
+
+def _pool_event(line: str) -> PoolEvent:
+    try:
+        return parse_pool_event(line)
+    except ValidationError as error:
+        raise UnreadableAnswer(
+            "the daemon sent a worker pool event this CLI cannot read: "
             f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
         ) from None
 

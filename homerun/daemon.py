@@ -52,6 +52,7 @@ from homerun.control.job_logs import JobLogs
 from homerun.control.job_views import JobViews
 from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
+from homerun.control.ramp import Ramp
 from homerun.control.resolved import routed_revisions
 from homerun.control.revisions import Revisions
 from homerun.control.schedules import Schedules
@@ -60,12 +61,14 @@ from homerun.control.tasks import Tasks
 from homerun.control.traffic import Traffic
 from homerun.control.urls import Urls
 from homerun.control.views import Views
+from homerun.control.worker_pools import WorkerPools
 from homerun.errors import HomerunError
 from homerun.observe.logs import LogStore
 from homerun.observe.metrics import Metrics
 from homerun.observe.overview import overview
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
+from homerun.pool_store import PoolStore
 from homerun.procfs import lock_holders, process_name
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address, Route
@@ -227,7 +230,13 @@ class Daemon:
         dashboard = _embedded(
             create_dashboard_app(
                 lambda window: overview(
-                    control.views, telemetry, logs, processes, window, jobs=control.jobs.views
+                    control.views,
+                    telemetry,
+                    logs,
+                    processes,
+                    window,
+                    jobs=control.jobs.views,
+                    pools=control.worker_pools,
                 ),
                 metrics.exposition,
                 # Beyond loopback, anyone who reaches the port would see every service; on
@@ -366,6 +375,9 @@ class Daemon:
 
     def _take_lock(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Whatever it was made with: the store, the keys, the logs and the revisions' files
+        # inside are the daemon's user's alone.
+        os.chmod(self.home, 0o700)
         self.paths.revisions.mkdir(exist_ok=True)
         lock_file = open(self.paths.lock_file, "a+")  # noqa: SIM115 - held for the daemon's life
         try:
@@ -456,6 +468,12 @@ def control_plane(
     iam = Iam(store, logs, authority, access_changed=live.refresh_access)
     job_logs = JobLogs(logs)
     job_artifacts = JobArtifacts(paths, store, tasks)
+    registry = task_registry or InstanceRegistry(
+        record=lambda name, execution, pid: store.record_instance(
+            name, execution, pid, process_start_ticks(pid)
+        ),
+        forget=store.forget_instance,
+    )
     executions = Executions(
         store=store,
         logs=job_logs,
@@ -463,13 +481,7 @@ def control_plane(
         secrets=secret_values,
         artifacts=job_artifacts,
         tasks=tasks,
-        registry=task_registry
-        or InstanceRegistry(
-            record=lambda name, execution, pid: store.record_instance(
-                name, execution, pid, process_start_ticks(pid)
-            ),
-            forget=store.forget_instance,
-        ),
+        registry=registry,
         clock=clock,
         wall_clock=wall_clock,
         host_env=host_env,
@@ -540,6 +552,21 @@ def control_plane(
             wall_clock=wall_clock,
         ),
         advisor=advisor,
+        worker_pools=WorkerPools(
+            settings=settings,
+            paths=paths,
+            store=PoolStore(paths.database),
+            logs=logs,
+            build=build,
+            runtime=runtime or NoRuntime(),
+            secrets=secret_values,
+            tasks=tasks,
+            registry=registry,
+            clock=clock,
+            wall_clock=wall_clock,
+            host_env=host_env,
+        ),
+        ramp=Ramp(store=store, live=live, supervisor=supervisor, advisor=advisor, clock=clock),
     )
 
 

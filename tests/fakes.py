@@ -59,6 +59,7 @@ class FakeInstance:
         self.name = name
         self.port = port
         self.pid = os.getpid()  # stands for the process; nothing signals it for real
+        self.memory_exceeded = False
         self._server = server
         self._status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.signals: list[int] = []
@@ -220,6 +221,7 @@ class FakeRevision:
     cold_starts: int = 0
     overloaded_requests: int = 0
     liveness_restarts: int = 0
+    memory_exceeded: int = 0
 
     def count(self, state: InstanceState) -> int:
         return sum(1 for instance in self.instances if instance.state == state)

@@ -121,6 +121,11 @@ def find_function(
         )
     source = settings.get(SOURCE_VARIABLE, "").strip() or DEFAULT_SOURCE
     path = app_dir / source
+    if not path.resolve().is_relative_to(app_dir.resolve()):
+        raise BuildError(
+            f"{SOURCE_VARIABLE}={source!r}: the function's file must be in the app's folder; "
+            "give its path relative to the folder, e.g. main.py or functions/hello.py"
+        )
     if not path.is_file():
         raise BuildError(
             f"missing {source}: a function's code goes in main.py, or set {SOURCE_VARIABLE} "

@@ -5,27 +5,70 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from pathlib import Path
 
+from pydantic import ValidationError
+
+from homerun.cli._chart import write_chart
 from homerun.cli._commands import command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._output import print_json
-from homerun.model.inspection import Capacity, RevisionInspection
+from homerun.errors import HomerunError
+from homerun.model.inspection import Capacity, RampRequest, RevisionInspection
 from homerun.model.views import RevisionSummary
 from homerun.spec import validate_service_name
 
 
 @command(
     "advise",
-    "the --concurrency to set for a service and why, from what its instances measured",
+    "the --concurrency to set for a service and why, from what its instances measured "
+    "(and, with --ramp, from a bounded load on a private instance)",
     positional("service", "SERVICE", "the service's name"),
+    flag(
+        "--ramp",
+        action="store_true",
+        help="load one private instance of the latest revision (never the ones serving "
+        "traffic), level after level up to --max-concurrency, and find the knee",
+    ),
+    flag("--path", help="the path the ramp requests (default /); implies --ramp"),
+    flag("--method", help="the ramp's HTTP method (default GET); implies --ramp"),
+    flag(
+        "--max-concurrency",
+        type=int,
+        help="the ramp's highest level (default: the revision's --concurrency); implies --ramp",
+    ),
+    flag(
+        "--duration",
+        type=float,
+        help="seconds the whole ramp may load (default 30, at most 300); implies --ramp",
+    ),
+    flag(
+        "--target-rps",
+        type=float,
+        help="requests/s to serve: the advice says how many instances that takes; implies --ramp",
+    ),
+    flag(
+        "--chart",
+        metavar="FILE.png",
+        help="draw the ramp (requests/s and latency against requests in flight) to a PNG",
+    ),
     flag("--format", choices=["text", "json"], default="text", help="json: the advice as data"),
     examples=[
-        ("Ask after some traffic what limits hello's instances", "homerun services advise hello")
+        ("Ask after some traffic what limits hello's instances", "homerun services advise hello"),
+        (
+            "Ramp a private instance on GET /produtos for 20 s and size for 200 req/s",
+            "homerun services advise hello --path /produtos --duration 20 --target-rps 200",
+        ),
     ],
 )
 def advise(arguments: argparse.Namespace, context: Context) -> int:
     service = validate_service_name(arguments.service)
-    advice = context.client().advise(service)
+    ramp = _ramp_request(arguments)
+    if arguments.chart and ramp is None:
+        ramp = RampRequest()  # a chart is of a ramp
+    advice = context.client().advise(service, ramp)
+    if arguments.chart:
+        write_chart(advice, Path(arguments.chart))
     if arguments.format == "json":
         print_json(advice)
         return 0
@@ -35,6 +78,17 @@ def advise(arguments: argparse.Namespace, context: Context) -> int:
     if advice.inspection is not None:
         for line in inspection_lines(advice.inspection):
             print(f"  {line}")
+    if advice.ramp is not None:
+        print(f"  Ramp ({advice.ramp.seconds:g} s, private instance {advice.ramp.instance}):")
+        if arguments.chart:
+            print(f"    chart: {arguments.chart}")
+        print(f"    {'IN FLIGHT':>9} {'REQ/S':>9} {'P50 MS':>9} {'P99 MS':>9} {'ERRORS':>7}")
+        for step in advice.ramp.steps:
+            mark = "  <- knee" if step.concurrency == advice.ramp.knee else ""
+            print(
+                f"    {step.concurrency:>9} {step.requests_per_second:>9g} "
+                f"{_ms(step.p50_ms):>9} {_ms(step.p99_ms):>9} {step.errors:>7}{mark}"
+            )
     print("  Findings:")
     for finding in advice.findings:
         text = textwrap.fill(
@@ -53,7 +107,47 @@ def advise(arguments: argparse.Namespace, context: Context) -> int:
     print(f"  Recommended --concurrency: {advice.recommended_concurrency} ({change})")
     if advice.server_settings:
         print(f"  Or change the server: {advice.server_settings}")
+    if advice.instances_for_target is not None:
+        print(
+            f"  For {advice.target_rps:g} req/s: {advice.instances_for_target} instance(s) at "
+            f"the knee (--min-instances {advice.instances_for_target} keeps them warm)"
+        )
     return 0
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _ramp_request(arguments: argparse.Namespace) -> RampRequest | None:
+    given = {
+        "path": arguments.path,
+        "method": arguments.method.upper() if arguments.method else None,
+        "max_concurrency": arguments.max_concurrency,
+        "duration_seconds": arguments.duration,
+        "target_rps": arguments.target_rps,
+    }
+    given = {key: value for key, value in given.items() if value is not None}
+    if not given and not arguments.ramp:
+        return None
+    try:
+        return RampRequest(**given)
+    except ValidationError as error:
+        flags = {
+            "path": "--path",
+            "method": "--method",
+            "max_concurrency": "--max-concurrency",
+            "duration_seconds": "--duration",
+            "target_rps": "--target-rps",
+        }
+        problems = "; ".join(
+            f"{flags.get(str(problem['loc'][0]), problem['loc'][0])}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise HomerunError(
+            f"{problems}. The ramp takes --path /..., --method GET|POST|..., --max-concurrency "
+            "1 to 1000, --duration 2 to 300 (seconds) and a positive --target-rps."
+        ) from None
 
 
 def capacity_text(capacity: Capacity | None) -> str:

@@ -15,6 +15,7 @@ from homerun.access.iam import check_ingress
 from homerun.cli._commands import FlagGroup, flag, one_of
 from homerun.errors import HomerunError
 from homerun.knative import parse_probe
+from homerun.model.annotations import ADAPTIVE_CONCURRENCY
 from homerun.model.durations import parse_duration
 from homerun.model.probes import Probe, ProbeKind
 from homerun.scaling.policy import ANNOTATION_PREFIX
@@ -80,8 +81,8 @@ CONTAINER = FlagGroup(
             metavar="DURATION",
             help="time an instance has to listen on $PORT (default 240s)",
         ),
-        flag("--cpu", help="CPU per instance: its share when CPUs are busy (e.g. 1, 2, 500m)"),
-        flag("--memory", help="memory limit per instance (e.g. 512Mi, 2Gi)"),
+        flag("--cpu", help="CPU limit per instance, default 1 (e.g. 1, 2, 500m)"),
+        flag("--memory", help="memory limit per instance, default 512Mi (e.g. 512Mi, 2Gi)"),
         flag(
             "--startup-probe",
             metavar="KEY=VALUE,...",
@@ -168,7 +169,8 @@ SCALING = FlagGroup(
             "--concurrency",
             metavar="N",
             help=f"most requests in flight per instance: 1-{MAX_CONCURRENCY}, or 'default' "
-            f"(default {DEFAULT_CONCURRENCY})",
+            f"(default {DEFAULT_CONCURRENCY}); 'auto' (beyond Cloud Run): the router adapts "
+            "each instance's limit to its latency, up to the number set before",
         ),
         flag(
             "--min-instances",
@@ -185,18 +187,25 @@ SCALING = FlagGroup(
 
 
 def _concurrency(text: str | None) -> int | None:
-    if text is None:
-        return None
+    if text is None or text == "auto":
+        return None  # auto: an annotation (_concurrency_annotation); the number stays the max
     if text == "default":
         return DEFAULT_CONCURRENCY
     try:
         value = int(text)
     except ValueError:
         raise HomerunError(
-            f"--concurrency: expected a number from 1 to {MAX_CONCURRENCY} or 'default', "
-            f"got {text!r}"
+            f"--concurrency: expected a number from 1 to {MAX_CONCURRENCY}, 'default' or "
+            f"'auto', got {text!r}"
         ) from None
     return check_range("--concurrency", value, 1, MAX_CONCURRENCY)
+
+
+def _concurrency_annotation(text: str | None) -> dict[str, str | None]:
+    """`--concurrency auto` sets homerun's annotation; a number or `default` removes it."""
+    if text is None:
+        return {}
+    return {ADAPTIVE_CONCURRENCY: "auto" if text == "auto" else None}
 
 
 def _scaling_annotations(arguments: argparse.Namespace) -> dict[str, str | None]:
@@ -344,7 +353,10 @@ def revision_changes(arguments: argparse.Namespace, source: str | None) -> Revis
         startup_timeout_seconds=_seconds(
             arguments.startup_timeout, "--startup-timeout", MAX_STARTUP_TIMEOUT_SECONDS
         ),
-        annotations=_scaling_annotations(arguments),
+        annotations={
+            **_scaling_annotations(arguments),
+            **_concurrency_annotation(arguments.concurrency),
+        },
         cpu=check_cpu(arguments.cpu, "--cpu") if arguments.cpu else None,
         memory=check_memory(arguments.memory, "--memory") if arguments.memory else None,
         startup_probe=_probe(arguments.startup_probe, "--startup-probe", ProbeKind.STARTUP),

@@ -17,6 +17,7 @@ from homerun.cli._context import Context
 from homerun.cli._output import print_json, when
 from homerun.cli.deploy import _source_folder
 from homerun.cli.flags import _command
+from homerun.cli.logs import TAIL_BACKLOG, TAIL_BATCH, TAIL_POLL_SECONDS
 from homerun.errors import HomerunError, NotFound
 from homerun.knative.job import parse_job, render_job
 from homerun.model.cron import parse_cron, time_zone
@@ -84,8 +85,8 @@ CONTAINER = FlagGroup(
             help="the entrypoint, comma-separated (or one shell command)",
         ),
         flag("--args", metavar="ARG,...", help="its arguments, comma-separated"),
-        flag("--cpu", help="CPU limit, recorded (e.g. 1, 2, 500m)"),
-        flag("--memory", help="memory limit, recorded (e.g. 512Mi, 2Gi)"),
+        flag("--cpu", help="CPU limit per instance, default 1 (e.g. 1, 2, 500m)"),
+        flag("--memory", help="memory limit per instance, default 512Mi (e.g. 512Mi, 2Gi)"),
     ),
 )
 
@@ -367,7 +368,7 @@ def _print_job(job: JobSummary) -> None:
         following = f", next run at {when(job.next_run_at)}" if job.next_run_at else ""
         print(f"  Schedule:      {job.schedule} ({job.time_zone}){following}")
     if job.cpu or job.memory:
-        print(f"  CPU / memory:  {job.cpu or '-'} / {job.memory or '-'} (recorded)")
+        print(f"  CPU / memory:  {job.cpu or '1'} / {job.memory or '512Mi'} per task")
     for name, value in job.env.items():
         print(f"  Env:           {name}={value}")
     for name, ref in job.secrets.items():
@@ -501,6 +502,36 @@ def read_logs(arguments: argparse.Namespace, context: Context) -> int:
     return 0
 
 
+@command(
+    "tail",
+    "follow a job's log: its tasks' output and its executions' events, as they are written",
+    JOB,
+    flag("--execution", metavar="EXECUTION", help="only this execution's entries"),
+    flag("--task", type=int, metavar="INDEX", help="with --execution: only this task's"),
+    FORMAT,
+    examples=[
+        (
+            "Watch an execution's tasks as they run (Ctrl-C stops)",
+            "homerun jobs logs tail job-quickstart --execution job-quickstart-x7k2p",
+        )
+    ],
+)
+def tail_logs(arguments: argparse.Namespace, context: Context) -> int:
+    job = validate_job_name(arguments.job)
+    if arguments.task is not None and arguments.execution is None:
+        raise HomerunError("--task needs --execution: task indexes are per execution")
+    client = context.client()
+    last: str | None = None
+    for entry in client.job_logs(job, TAIL_BACKLOG, arguments.execution, arguments.task):
+        executions.print_entry(entry, arguments.format)
+        last = entry["timestamp"]
+    while True:
+        context.sleep(TAIL_POLL_SECONDS)
+        for entry in client.job_logs(job, TAIL_BATCH, arguments.execution, arguments.task, last):
+            executions.print_entry(entry, arguments.format)
+            last = entry["timestamp"]
+
+
 GROUP = Group(
     "jobs",
     "jobs: tasks that run to completion, executed on demand",
@@ -514,6 +545,6 @@ GROUP = Group(
         delete,
         replace,
         executions.GROUP,
-        Group("logs", "read a job's logs", (read_logs,)),
+        Group("logs", "read or follow a job's logs", (read_logs, tail_logs)),
     ),
 )

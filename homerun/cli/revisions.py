@@ -79,6 +79,8 @@ def describe(arguments: argparse.Namespace, context: Context) -> int:
         print(f"  Entrypoint:   {' '.join(revision.entrypoint)} ({revision.entrypoint_origin})")
     if revision.start_mode:
         print(f"  Start mode:   {revision.start_mode.mode} ({revision.start_mode.reason})")
+    if revision.memory_limit_exceeded:
+        print(f"  Memory:       {revision.memory_limit_exceeded} instance(s) ended past the limit")
     print(f"  Concurrency:  {revision.concurrency}, timeout {revision.timeout_seconds}s")
     for name, value in revision.env.items():
         print(f"  Env:          {name}={value}")

@@ -113,8 +113,13 @@ def describe(arguments: argparse.Namespace, context: Context) -> int:
 
 
 def _print_revision_lines(revision: RevisionSummary) -> None:
+    concurrency = (
+        f"auto (max {revision.concurrency})"
+        if revision.adaptive_concurrency
+        else revision.concurrency
+    )
     print(
-        f"    {revision.name}  {revision.status}  concurrency {revision.concurrency}, "
+        f"    {revision.name}  {revision.status}  concurrency {concurrency}, "
         f"timeout {revision.timeout_seconds}s, in flight {revision.in_flight}, "
         f"queue {revision.queue_length}"
     )
@@ -157,10 +162,16 @@ def _print_revision_lines(revision: RevisionSummary) -> None:
         mode = revision.start_mode
         print(f"      instances start by {mode.mode}: {mode.reason}")
     advise.print_capacity_lines(revision)
+    if revision.memory_limit_exceeded:
+        print(
+            f"      {revision.memory_limit_exceeded} instance(s) ended past the memory limit "
+            "(a larger --memory may be needed)"
+        )
     for instance in revision.instances:
         print(
             f"      instance {instance.name}  {instance.state}  pid {instance.pid}"
             f"  port {instance.port}  in flight {instance.in_flight}"
+            + (f" (limit {instance.limit})" if instance.limit is not None else "")
         )
     if revision.status == RevisionStatus.FAILED and revision.message:
         print("      " + revision.message.replace("\n", "\n      "))

@@ -10,8 +10,10 @@ live routing state the router reads. One module per concept; daemon.py wires the
     secrets.py    SecretValues (what revisions read) and Secrets (`homerun secrets`)
     views.py      Views: describe, list, status, Knative documents
     advice.py     Advisor: `services advise` (the runtime inspector's measurements, advised on)
+    ramp.py       Ramp: `services advise --ramp`, a bounded load on a private instance
     jobs.py       Jobs: `jobs create|deploy|update|delete` (plan in job_plan.py); its
                   executions (executions.py) run tasks as task_decision.py decides
+    worker_pools.py  WorkerPools: instances with no port kept at a count (pool_decision.py)
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from homerun.control.advice import Advisor
 from homerun.control.deploys import Deploys
 from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
+from homerun.control.ramp import Ramp
 from homerun.control.revisions import Revisions
 from homerun.control.secrets import Secrets
 from homerun.control.tasks import Tasks
 from homerun.control.traffic import Traffic
 from homerun.control.views import Views
+from homerun.control.worker_pools import WorkerPools
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.store import Store
 
@@ -50,6 +54,8 @@ class ControlPlane:
     views: Views
     jobs: Jobs
     advisor: Advisor
+    worker_pools: WorkerPools
+    ramp: Ramp
 
     async def restore(self) -> None:
         """After a (re)start: route every service to its ready revisions and start them."""
@@ -73,9 +79,11 @@ class ControlPlane:
         self.revisions.collect_venvs()
         self.jobs.restore()
         self.tasks.spawn(self.revisions.fill_digests())
+        self.worker_pools.restore()
 
     async def close(self) -> None:
         await self.jobs.executions.close()  # their tasks stop; executions resume next start
+        await self.worker_pools.close()  # their instances stop; pools start again next start
         await self.tasks.close()
         await self.live.close()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from homerun.build.capacity import command_capacity
 from homerun.errors import NotFound
-from homerun.model.inspection import Advice, Capacity, RevisionInspection
+from homerun.model.inspection import Advice, Capacity, RampResult, RevisionInspection
 from homerun.observe.advisor import advise
 from homerun.observe.inspection import read_snapshots, summarize
 from homerun.store import RevisionRecord, Store
@@ -17,12 +17,20 @@ class Advisor:
     def __init__(self, *, store: Store, folder: Path | None) -> None:
         self._store = store
         self._folder = folder  # HOMERUN_HOME/inspect; None: the inspector is off
+        # The latest ramp of each revision (`services advise --ramp`), until the daemon stops:
+        # describe, the dashboard and a later `services advise` show it.
+        self._ramps: dict[str, RampResult] = {}
 
-    def inspection(self, revision: str) -> RevisionInspection | None:
-        """Blocking (reads a few small files): what the revision's instances measured."""
+    def remember(self, revision: str, ramp: RampResult) -> None:
+        self._ramps[revision] = ramp
+
+    def inspection(self, revision: str, port: int | None = None) -> RevisionInspection | None:
+        """Blocking (reads a few small files): what the revision's instances measured (only
+        the one on `port`, if given: the ramp's private instance)."""
         if self._folder is None:
             return None
-        return summarize(read_snapshots(self._folder / revision))
+        snapshots = read_snapshots(self._folder / revision)
+        return summarize(s for s in snapshots if port is None or s.port == port)
 
     def advise(self, service: str) -> Advice:
         """Blocking: the advice for the service's latest ready revision (else its latest)."""
@@ -32,13 +40,24 @@ class Advisor:
             raise NotFound(f"service {service!r} has no revision to advise on; deploy it first")
         return self.for_revision(revision)
 
-    def for_revision(self, revision: RevisionRecord) -> Advice:
+    def for_revision(
+        self,
+        revision: RevisionRecord,
+        *,
+        port: int | None = None,
+        ramp: RampResult | None = None,
+        target_rps: float | None = None,
+    ) -> Advice:
+        """Blocking: the advice, from what the revision's instances (or the one on `port`)
+        measured and, after `services advise --ramp`, the ramp's steps."""
         return advise(
             service=revision.service,
             revision=revision.name,
             concurrency=revision.spec.container_concurrency,
             declared=declared_capacity(revision),
-            inspection=self.inspection(revision.name),
+            inspection=self.inspection(revision.name, port),
+            ramp=ramp or self._ramps.get(revision.name),
+            target_rps=target_rps,
         )
 
 

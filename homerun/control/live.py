@@ -17,6 +17,7 @@ from homerun.control.environment import instance_cwd, instance_env
 from homerun.control.secrets import SecretValues, reads_latest
 from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, NotFound
+from homerun.model.annotations import ADAPTIVE_CONCURRENCY
 from homerun.model.limits import limits
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry
@@ -140,6 +141,7 @@ class LiveRevisions:
                 self._paths.revisions / revision.name, artifact, revision.spec.working_dir
             ),
             concurrency=revision.spec.container_concurrency,
+            adaptive_concurrency=revision.spec.annotations.get(ADAPTIVE_CONCURRENCY) == "auto",
             startup_timeout=revision.spec.startup_timeout_seconds,
             request_timeout=revision.spec.timeout_seconds,
             startup_probe=revision.spec.startup_probe,

@@ -15,6 +15,7 @@ from homerun.control.revisions import Revisions
 from homerun.control.urls import Urls
 from homerun.knative import RevisionView, ServiceView, image_for, render_revision, render_service
 from homerun.model import views
+from homerun.model.annotations import ADAPTIVE_CONCURRENCY
 from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore
 from homerun.scaling.supervisor import Supervisor
@@ -201,6 +202,7 @@ class Views:
             entrypoint=artifact.argv if artifact else None,
             entrypoint_origin=artifact.entrypoint_origin if artifact else None,
             concurrency=revision.spec.container_concurrency,
+            adaptive_concurrency=revision.spec.annotations.get(ADAPTIVE_CONCURRENCY) == "auto",
             timeout_seconds=revision.spec.timeout_seconds,
             env=revision.spec.env,
             # Names and versions only: a secret's value is never part of a description.
@@ -220,6 +222,9 @@ class Views:
                     pid=instance.process.pid,
                     port=instance.port,
                     in_flight=instance.endpoint.in_flight if instance.endpoint else 0,
+                    limit=instance.endpoint.capacity
+                    if instance.endpoint and instance.endpoint.limiter
+                    else None,
                     age_seconds=round(now - instance.started_at, 1),
                 )
                 for instance in (unit.instances if unit else [])
@@ -227,6 +232,7 @@ class Views:
             in_flight=unit.throttler.in_flight if unit else 0,
             start_mode=start_mode,
             queue_length=unit.throttler.queue_length if unit else 0,
+            memory_limit_exceeded=unit.memory_exceeded if unit else 0,
             scaling=scaling,
             **self._advice_fields(revision),
         )
@@ -239,6 +245,7 @@ class Views:
         return {
             "capacity": advice.capacity,
             "inspection": advice.inspection,
+            "ramp": advice.ramp,
             "warnings": [
                 finding.message for finding in advice.findings if finding.severity == "warning"
             ],

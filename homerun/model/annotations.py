@@ -10,6 +10,10 @@ from homerun.errors import InvalidSpec
 from homerun.model.durations import seconds
 
 ANNOTATION_PREFIX = "autoscaling.knative.dev/"
+# `--concurrency auto` (beyond Cloud Run): containerConcurrency is then the most an instance
+# is given, and the router adapts each instance's limit below it (routing/adaptive.py).
+# Knative and Cloud Run ignore an annotation they do not know, so the YAML stays portable.
+ADAPTIVE_CONCURRENCY = "run.homerun.dev/concurrency"
 MIN_WINDOW, MAX_WINDOW = 6.0, 3600.0  # Knative's bounds for the stable window
 # Knative still accepts the camelCase forms Cloud Run writes; homerun stores the kebab ones.
 CAMEL_CASE_ALIASES = {
@@ -64,6 +68,9 @@ def _read(annotations: Mapping[str, str]) -> tuple[dict[str, float], list[tuple[
     values: dict[str, float] = {}
     problems: list[tuple[str, str]] = []
     for key, value in annotations.items():
+        if key == ADAPTIVE_CONCURRENCY and value != "auto":
+            problems.append((key, f'the only value is "auto" (--concurrency auto), got {value!r}'))
+            continue
         if not key.startswith(ANNOTATION_PREFIX):
             continue
         name = key[len(ANNOTATION_PREFIX) :]

@@ -92,6 +92,7 @@ class RevisionInspection(_Read):
     pool_peak_borrowed: int
     pool_peak_waiting: int
     pool_full_seconds: float
+    pool_waiting: int = 0  # waiting for a thread now (at the newest snapshots)
     blocking: list[BlockingPlace]  # most stalls first
 
 
@@ -101,6 +102,38 @@ class Finding(_Read):
     kind: str  # "capacity-below-concurrency" | "blocking-call" | "sync-pool-full" | ...
     severity: str  # "warning" | "info"
     message: str
+
+
+class RampRequest(_Read):
+    """`services advise --ramp`: a bounded load on one private instance of the latest
+    revision. Requests and time are both capped; it stops by itself."""
+
+    path: str = Field(default="/", min_length=1, max_length=2000, pattern=r"^/")
+    method: str = Field(default="GET", pattern=r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)$")
+    max_concurrency: int | None = Field(default=None, ge=1, le=1000)  # None: --concurrency
+    duration_seconds: float = Field(default=30.0, ge=2.0, le=300.0)
+    max_requests: int = Field(default=20_000, ge=10, le=200_000)
+    target_rps: float | None = Field(default=None, gt=0, le=1_000_000)
+
+
+class RampStep(_Read):
+    """One level of the ramp: this many requests kept in flight for a while."""
+
+    concurrency: int
+    seconds: float
+    requests: int  # answered (any status)
+    errors: int  # no answer, or 5xx
+    requests_per_second: float
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class RampResult(_Read):
+    steps: list[RampStep]
+    knee: int | None  # the concurrency past which throughput stops growing
+    knee_rps: float | None
+    instance: str  # the private instance it loaded
+    seconds: float  # the ramp's own run time, its instance's start included
 
 
 class Advice(_Read):
@@ -114,3 +147,6 @@ class Advice(_Read):
     server_settings: str | None  # a server change that would let the current concurrency in
     findings: list[Finding]
     inspection: RevisionInspection | None
+    ramp: RampResult | None = None
+    target_rps: float | None = None
+    instances_for_target: int | None = None  # instances for --target-rps at the knee

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from homerun.model.inspection import Capacity, RevisionInspection
+from homerun.model.inspection import Capacity, RampResult, RevisionInspection
 from homerun.model.jobs import ExecutionStatus, TaskStatus
 from homerun.model.states import InstanceState, RevisionStatus
 
@@ -60,6 +60,7 @@ class InstanceView(_View):
     port: int
     in_flight: int
     age_seconds: float
+    limit: int | None = None  # --concurrency auto: the instance's adaptive limit now
 
 
 class StartMode(_View):
@@ -94,6 +95,7 @@ class RevisionSummary(_View):
     entrypoint: list[str] | None
     entrypoint_origin: str | None
     concurrency: int
+    adaptive_concurrency: bool = False  # --concurrency auto: `concurrency` is the maximum
     timeout_seconds: int
     env: dict[str, str]
     secrets: dict[str, str]  # ENV -> SECRET:VERSION; never a value
@@ -112,6 +114,9 @@ class RevisionSummary(_View):
     capacity: Capacity | None = None
     inspection: RevisionInspection | None = None
     warnings: list[str] = []
+    # Instances ended for going past the memory limit while the revision was live.
+    memory_limit_exceeded: int = 0
+    ramp: RampResult | None = None  # the latest `services advise --ramp` of the revision
 
 
 class ServiceDescription(ServiceSummary):
@@ -232,3 +237,31 @@ class JobSummary(_View):
 
 class JobDescription(JobSummary):
     recent_executions: list[ExecutionSummary]  # newest first
+
+
+class PoolInstance(_View):
+    """One slot of a worker pool: its running instance, or why it waits."""
+
+    index: int
+    pid: int | None  # None: not running (waiting to start again)
+    started_at: float | None
+    restarts: int  # instances of this slot started since the pool's deploy, but the first
+    last_exit: str | None  # how its last instance ended ("exit code 1")
+    restart_at: float | None = None  # when a waiting slot starts again
+
+
+class WorkerPoolSummary(_View):
+    name: str
+    revision: str  # POOL-0000N: the generation its instances run
+    created_at: float
+    updated_at: float
+    source: str
+    entrypoint: list[str]
+    entrypoint_origin: str
+    env: dict[str, str]
+    secrets: dict[str, str]  # ENV -> SECRET:VERSION; never a value
+    cpu: str | None
+    memory: str | None
+    instances: int  # the count kept running
+    running: int
+    slots: list[PoolInstance]

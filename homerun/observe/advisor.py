@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import math
 
-from homerun.model.inspection import Advice, Capacity, Finding, RevisionInspection
+from homerun.model.inspection import (
+    Advice,
+    Capacity,
+    Finding,
+    RampResult,
+    RevisionInspection,
+)
+from homerun.observe.ramp import instances_for
 
 # Stalls at one place from this many requests make the loop, not --concurrency, the limit.
 REPEATED_STALLS = 3
@@ -18,6 +25,8 @@ def advise(
     concurrency: int,
     declared: Capacity | None,
     inspection: RevisionInspection | None,
+    ramp: RampResult | None = None,
+    target_rps: float | None = None,
 ) -> Advice:
     """The advice for one revision. `declared` is the capacity read from its start command;
     the inspector's measured capacity, when there is one, wins (gunicorn may read a config
@@ -77,6 +86,23 @@ def advise(
             if pool_capacity < recommended:
                 recommended = pool_capacity
 
+    instances = None
+    if ramp is not None and ramp.knee is not None and ramp.knee_rps:
+        findings.append(_ramp_finding(ramp))
+        # What the instance did under load wins over what its settings imply.
+        recommended = ramp.knee
+        if target_rps:
+            instances = instances_for(target_rps, ramp.knee_rps)
+    elif ramp is not None:
+        findings.append(
+            Finding(
+                kind="ramp-failed",
+                severity="warning",
+                message="the ramp got no level answered without errors (5xx or no answer) "
+                "from the private instance: check the path and method, and the app's logs",
+            )
+        )
+
     if not findings:
         findings.append(
             Finding(
@@ -104,6 +130,29 @@ def advise(
         server_settings=server_settings,
         findings=findings,
         inspection=inspection,
+        ramp=ramp,
+        target_rps=target_rps,
+        instances_for_target=instances,
+    )
+
+
+def _ramp_finding(ramp: RampResult) -> Finding:
+    at_knee = next(step for step in ramp.steps if step.concurrency == ramp.knee)
+    last = ramp.steps[-1]
+    beyond = (
+        f"; at {last.concurrency} in flight it served {last.requests_per_second:g} req/s with "
+        f"p99 {last.p99_ms} ms: past the knee, requests only wait"
+        if last.concurrency > at_knee.concurrency
+        else ""
+    )
+    return Finding(
+        kind="ramp",
+        severity="info",
+        message=(
+            f"a ramp on a private instance ({ramp.instance}): throughput grew to "
+            f"{at_knee.requests_per_second:g} req/s at {at_knee.concurrency} request(s) in "
+            f"flight (p50 {at_knee.p50_ms} ms, p99 {at_knee.p99_ms} ms){beyond}."
+        ),
     )
 
 

@@ -107,6 +107,7 @@ def summarize(snapshots: Iterable[ProcessSnapshot]) -> RevisionInspection | None
         pool_peak_borrowed=max((pool.peak_borrowed for pool in pools), default=0),
         pool_peak_waiting=max((pool.peak_waiting for pool in pools), default=0),
         pool_full_seconds=round(sum(pool.full_seconds for pool in pools), 3),
+        pool_waiting=sum(pool.waiting for pool in pools),
         blocking=sorted(places.values(), key=lambda place: -place.count)[:MAX_PLACES],
     )
 

@@ -79,6 +79,12 @@ class Metrics:
             labels,
             registry=self.registry,
         )
+        self.memory_exceeded = Counter(
+            "homerun_memory_limit_exceeded",
+            "Instances ended for going past their memory limit (--memory).",
+            labels,
+            registry=self.registry,
+        )
         self.registry.register(_LiveState(units, processes))
 
     def exposition(self) -> tuple[bytes, str]:

@@ -11,6 +11,7 @@ from homerun.model.views import (
     RevisionSummary,
     ServiceDescription,
     ServiceSummary,
+    WorkerPoolSummary,
 )
 from homerun.observe.logs import LogStore
 from homerun.observe.processes import ProcessSampler
@@ -40,6 +41,10 @@ class JobSource(Protocol):
     ) -> list[ExecutionSummary]: ...
 
 
+class PoolSource(Protocol):
+    def pools(self) -> list[WorkerPoolSummary]: ...
+
+
 def overview(
     control: ServiceSource,
     telemetry: Telemetry,
@@ -47,6 +52,7 @@ def overview(
     processes: ProcessSampler,
     window: int,
     jobs: JobSource | None = None,
+    pools: PoolSource | None = None,
 ) -> dict[str, Any]:
     services = []
     for summary in control.services():
@@ -113,6 +119,7 @@ def overview(
         "window": window,
         "services": services,
         "jobs": _jobs(jobs) if jobs is not None else [],
+        "worker_pools": _pools(pools) if pools is not None else [],
     }
 
 
@@ -120,7 +127,12 @@ def _inside(revision: RevisionSummary) -> dict[str, Any] | None:
     """What the runtime inspector measured in the revision's instances, for the dashboard's
     "Inside the instances" panel: capacity, loop lag, thread pool, blocking calls, warnings."""
     inspection = revision.inspection
-    if revision.capacity is None and inspection is None and not revision.warnings:
+    if (
+        revision.capacity is None
+        and inspection is None
+        and not revision.warnings
+        and revision.ramp is None
+    ):
         return None
     return {
         "capacity": revision.capacity.model_dump() if revision.capacity else None,
@@ -134,6 +146,7 @@ def _inside(revision: RevisionSummary) -> dict[str, Any] | None:
             for place in (inspection.blocking if inspection else [])
         ][:5],
         "warnings": revision.warnings,
+        "ramp": revision.ramp.model_dump() if revision.ramp else None,
     }
 
 
@@ -159,3 +172,19 @@ def _jobs(source: JobSource) -> list[dict[str, Any]]:
             }
         )
     return listed
+
+
+def _pools(source: PoolSource) -> list[dict[str, Any]]:
+    """Each worker pool: its revision, instances running of its count, and restarts."""
+    return [
+        {
+            "name": pool.name,
+            "revision": pool.revision,
+            "instances": pool.instances,
+            "running": pool.running,
+            "restarts": sum(slot.restarts for slot in pool.slots),
+            "entrypoint": pool.entrypoint,
+            "last_exit": next((slot.last_exit for slot in pool.slots if slot.last_exit), None),
+        }
+        for pool in source.pools()
+    ]

@@ -61,6 +61,9 @@ class RevisionSource(Protocol):
     def cold_starts(self) -> int: ...  # instances started while none was ready, ever
 
     @property
+    def memory_exceeded(self) -> int: ...  # instances ended past their memory limit, ever
+
+    @property
     def overloaded_requests(self) -> int: ...  # answered 429 at max-instances, ever
 
     @property

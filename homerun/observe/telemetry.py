@@ -86,6 +86,7 @@ class _Seen:
     startups: int = 0
     cold_starts: int = 0
     liveness_restarts: int = 0
+    memory_exceeded: int = 0
 
 
 class Telemetry:
@@ -264,6 +265,10 @@ class Telemetry:
             restarts = unit.liveness_restarts - seen.liveness_restarts
             self._metrics.liveness_restarts.labels(*labels).inc(restarts)
             seen.liveness_restarts = unit.liveness_restarts
+        if unit.memory_exceeded > seen.memory_exceeded:
+            ended = unit.memory_exceeded - seen.memory_exceeded
+            self._metrics.memory_exceeded.labels(*labels).inc(ended)
+            seen.memory_exceeded = unit.memory_exceeded
 
     def _row(
         self,

@@ -655,6 +655,8 @@ class ClientConnection(asyncio.Protocol):
         may ignore an upgrade)."""
         if self.upgrade_protocol.strip().lower() != b"h2c" or has_body or self.exchanges:
             return False
+        if self.scheme != b"http":
+            return False  # h2c is HTTP/2 without TLS; over TLS, ALPN chooses (RFC 9113 3.2)
         pieces = self.header_pieces
         settings = [pieces[at + 2] for at in range(0, len(pieces), 4)
                     if pieces[at].lower() == b"http2-settings"]  # fmt: skip

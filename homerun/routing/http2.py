@@ -217,12 +217,19 @@ class Http2Connection(asyncio.Protocol):
             stream.connection_lost()
 
     def pause_writing(self) -> None:
+        # The client reads nothing: its streams' instances pause, and so does reading from it,
+        # or frames the library answers by itself (PING, SETTINGS: floods of CVE-2019-9512
+        # and -9515) would pile their answers up here without end.
         self.writing_paused = True
+        if not self.closed:
+            self.transport.pause_reading()
         for stream in list(self.streams.values()):
             stream.update_writing()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        if not self.closed:
+            self.transport.resume_reading()
         for stream in list(self.streams.values()):
             stream.update_writing()
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from homerun.routing.adaptive import AdaptiveLimit
 from homerun.routing.concurrency import ConcurrencyMeter
 
 
@@ -31,6 +32,8 @@ class Endpoint:
     in_flight: int = 0
     draining: bool = False
     exited: bool = False  # the supervisor saw the instance exit (Throttler.remove)
+    # `--concurrency auto`: sets `capacity` from the instance's latency (routing/adaptive.py).
+    limiter: AdaptiveLimit | None = None
     # Keep-alive connections to this instance that no request uses right now; the proxy owns them.
     idle_connections: list[Any] = field(default_factory=list)
     # h2c connections to it (a revision deployed with --use-http2), each with streams in flight.
@@ -66,7 +69,7 @@ class Lease:
     once); the proxy reports the first byte of a waited request as its cold-start latency.
     """
 
-    __slots__ = ("endpoint", "waited_since", "_throttler", "_released")
+    __slots__ = ("endpoint", "waited_since", "_throttler", "_released", "_started", "_load")
 
     def __init__(
         self, throttler: Throttler, endpoint: Endpoint, waited_since: float | None = None
@@ -75,13 +78,23 @@ class Lease:
         self.waited_since = waited_since
         self._throttler = throttler
         self._released = False
+        # --concurrency auto: when the instance got the request, and how many it then held.
+        self._started = throttler.clock() if endpoint.limiter is not None else 0.0
+        self._load = endpoint.in_flight
 
     def first_byte(self) -> None:
-        """The response began: record how long a request that had to wait took to get here."""
+        """The response began: record how long a request that had to wait took to get here,
+        and how long the instance took to answer it (`--concurrency auto` adapts to that)."""
+        throttler = self._throttler
         if self.waited_since is not None:
-            throttler = self._throttler
             throttler.record_wait(throttler.clock() - self.waited_since)
             self.waited_since = None
+        limiter = self.endpoint.limiter
+        if limiter is not None and self._started:
+            latency = throttler.clock() - self._started
+            self._started = 0.0
+            if limiter.sample(latency, self._load):
+                throttler._adapted(self.endpoint)
 
     def release(self) -> None:
         if not self._released:
@@ -300,6 +313,16 @@ class Throttler:
                 self._next = (self._next + offset + 1) % count
                 return endpoint
         return None
+
+    def _adapted(self, endpoint: Endpoint) -> None:
+        """An instance's adaptive limit moved: a higher one may take queued requests now."""
+        limiter = endpoint.limiter
+        if limiter is None:
+            return
+        grew = limiter.capacity > endpoint.capacity
+        endpoint.capacity = limiter.capacity
+        if grew:
+            self._dispatch()
 
     def _release(self, endpoint: Endpoint) -> None:
         endpoint.in_flight -= 1

@@ -121,8 +121,12 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.received_any:
             self.received_any = True
             lease = exchange.lease
-            if lease is not None and lease.waited_since is not None:
-                lease.first_byte()  # a request that queued: its cold-start latency
+            if lease is not None and (
+                lease.waited_since is not None or lease.endpoint.limiter is not None
+            ):
+                # A request that queued: its cold-start latency; --concurrency auto: the
+                # instance's latency, which its limit follows.
+                lease.first_byte()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:

@@ -32,7 +32,9 @@ def main() -> None:
         from homerun.runtime.cgroups import Cgroups
 
         folders = dict(argument.split("=", 1) for argument in sys.argv[1:])
-        Cgroups({name: Path(folder) for name, folder in folders.items()}).clean()
+        cgroups = Cgroups({name: Path(folder) for name, folder in folders.items()})
+        cgroups.clean()
+        cgroups.remove()
 
 
 if __name__ == "__main__":

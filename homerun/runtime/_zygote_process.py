@@ -42,6 +42,7 @@ class ZygoteInstance:
         self.name = name
         self.port = port
         self.pid = pid
+        self.memory_exceeded = False
         self._status = status
         self._readers = readers
 

@@ -33,6 +33,8 @@ class Instance(Protocol):
     name: str
     pid: int
     port: int
+    # Ended for going past its memory limit (runtime/limited.py); False where none is enforced.
+    memory_exceeded: bool
 
     @property
     def returncode(self) -> int | None: ...

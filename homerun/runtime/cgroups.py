@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from homerun.errors import HomerunError
 from homerun.model.limits import Limits
 
 # The controllers used, by what for: memory (--memory), cpu (--cpu as a CFS quota and a
@@ -32,6 +33,10 @@ CFS_PERIOD_US = 100_000  # 100 ms, the kernel's default and Kubernetes'
 # fork bomb stops there.
 DEFAULT_PIDS_MAX = 4096
 _PREFIX = "homerun-"
+
+
+class CgroupError(HomerunError):
+    """An instance's control group could not be made or limited."""
 
 
 @dataclass(frozen=True)
@@ -242,20 +247,28 @@ class Cgroups:
         (its revision's): under contention a revision's instances share one weight, so one
         that scales out on a CPU-bound load does not take its neighbours' time."""
         folders: dict[str, Path] = {}
+        where = self.folders.get("memory") or next(iter(self.folders.values()), Path("/"))
         try:
             for controller, root in self.folders.items():
-                folder = root / group / name if group and controller == "cpu" else root / name
-                folder.mkdir(parents=True, exist_ok=True)
-                folders[controller] = folder
+                where = root / group / name if group and controller == "cpu" else root / name
+                where.mkdir(parents=True, exist_ok=True)
+                folders[controller] = where
             cgroup = InstanceCgroup(name, folders)
             for controller, values in limit_values(limits, self._pids_max).items():
                 if controller in folders:
                     for file_name, value in values:
-                        _write(folders[controller] / file_name, value)
-        except BaseException:
+                        where = folders[controller] / file_name
+                        _write(where, value)
+        except BaseException as error:
             for folder in folders.values():
                 with contextlib.suppress(OSError):
                     folder.rmdir()
+            if isinstance(error, OSError):
+                raise CgroupError(
+                    f"cannot set up the control group of instance {name} ({where}: "
+                    f"{error.strerror or error}); the daemon must be able to write under "
+                    f"{where.parent}: check that it still runs as root and the folder exists"
+                ) from error
             raise
         return cgroup
 
@@ -280,6 +293,12 @@ class Cgroups:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         return len(instances)
+
+    def remove(self) -> None:
+        """Remove this home's own folders (once clean: the daemon stops)."""
+        for folder in self.folders.values():
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _below(root: Path) -> list[Path]:

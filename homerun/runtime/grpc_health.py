@@ -3,7 +3,7 @@ Run's `grpc` probes make it: an instance is ready when its server answers SERVIN
 service named (empty: the server as a whole).
 
     answer = await check_health("127.0.0.1", port, service="", timeout=1.0)
-    answer.serving          # True when the status is SERVING
+    answer.ready            # True when the status is SERVING
     answer.reason           # otherwise what was wrong, for the deploy's message
 
 No generated code: the request and the answer are one-field protobuf messages, written and
@@ -13,22 +13,18 @@ read here (field 1, a string in the request and an enum in the answer).
 from __future__ import annotations
 
 import asyncio
-from typing import NamedTuple
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 
+from homerun.runtime.http_check import ProbeAnswer
+
 _PATH = b"/grpc.health.v1.Health/Check"
 # HealthCheckResponse.ServingStatus
 _STATUSES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
 _MAX_ANSWER_BYTES = 64 * 1024
-
-
-class HealthAnswer(NamedTuple):
-    serving: bool
-    reason: str  # empty when serving
 
 
 def encode_request(service: str) -> bytes:
@@ -69,19 +65,19 @@ def decode_status(frame: bytes) -> int | None:
     return status
 
 
-async def check_health(host: str, port: int, *, service: str, within: float) -> HealthAnswer:
+async def check_health(host: str, port: int, *, service: str, within: float) -> ProbeAnswer:
     """One Check call on a new connection, answered within `within` seconds."""
     try:
         return await asyncio.wait_for(_check(host, port, service), within)
     except TimeoutError:
-        return HealthAnswer(False, f"no answer to grpc.health.v1.Health/Check within {within:g} s")
+        return ProbeAnswer(False, f"no answer to grpc.health.v1.Health/Check within {within:g} s")
     except OSError as error:
-        return HealthAnswer(False, f"cannot connect: {error.strerror or error}")
+        return ProbeAnswer(False, f"cannot connect: {error.strerror or error}")
     except h2.exceptions.ProtocolError as error:
-        return HealthAnswer(False, f"the server does not speak HTTP/2 (h2c): {error}")
+        return ProbeAnswer(False, f"the server does not speak HTTP/2 (h2c): {error}")
 
 
-async def _check(host: str, port: int, service: str) -> HealthAnswer:
+async def _check(host: str, port: int, service: str) -> ProbeAnswer:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         connection = h2.connection.H2Connection(
@@ -105,12 +101,12 @@ async def _check(host: str, port: int, service: str) -> HealthAnswer:
         while True:
             data = await reader.read(65536)
             if not data:
-                return HealthAnswer(False, "the server closed the connection before it answered")
+                return ProbeAnswer(False, "the server closed the connection before it answered")
             for event in connection.receive_data(data):
                 if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
                     body += event.data or b""
                     if len(body) > _MAX_ANSWER_BYTES:
-                        return HealthAnswer(False, "the health answer is too large")
+                        return ProbeAnswer(False, "the health answer is too large")
                     connection.acknowledge_received_data(
                         event.flow_controlled_length or 0, stream_id
                     )
@@ -123,7 +119,7 @@ async def _check(host: str, port: int, service: str) -> HealthAnswer:
                         elif name == b"grpc-message":
                             grpc_message = value
                 elif isinstance(event, h2.events.StreamReset) and event.stream_id == stream_id:
-                    return HealthAnswer(False, "the server reset the health check's stream")
+                    return ProbeAnswer(False, "the server reset the health check's stream")
                 elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream_id:
                     return _answer(grpc_status, grpc_message, body)
             writer.write(connection.data_to_send())
@@ -131,19 +127,19 @@ async def _check(host: str, port: int, service: str) -> HealthAnswer:
         writer.close()
 
 
-def _answer(grpc_status: bytes | None, grpc_message: bytes, body: bytes) -> HealthAnswer:
+def _answer(grpc_status: bytes | None, grpc_message: bytes, body: bytes) -> ProbeAnswer:
     if grpc_status != b"0":
         if grpc_status == b"12":
-            return HealthAnswer(False, "the server has no grpc.health.v1.Health service")
+            return ProbeAnswer(False, "the server has no grpc.health.v1.Health service")
         detail = f": {grpc_message.decode(errors='replace')}" if grpc_message else ""
         code = grpc_status.decode() if grpc_status else "none"
-        return HealthAnswer(False, f"the health check failed with grpc-status {code}{detail}")
+        return ProbeAnswer(False, f"the health check failed with grpc-status {code}{detail}")
     status = decode_status(body)
     if status is None:
-        return HealthAnswer(False, "the health answer is not a HealthCheckResponse")
+        return ProbeAnswer(False, "the health answer is not a HealthCheckResponse")
     if status == 1:
-        return HealthAnswer(True, "")
-    return HealthAnswer(False, f"the server says {_STATUSES.get(status) or status}")
+        return ProbeAnswer(True, "")
+    return ProbeAnswer(False, f"the server says {_STATUSES.get(status) or status}")
 
 
 def _varint(value: int) -> bytes:

@@ -195,13 +195,16 @@ class LimitedRuntime:
             instance.kill_now()
         self._inner.close()
         self._cgroups.clean()
+        self._cgroups.remove()
         if self._reaper is not None and self._reaper.stdin is not None:
             self._reaper.stdin.close()
             self._reaper.wait()
             self._reaper = None
 
     def mode(self, revision: str) -> tuple[str, str]:
-        return self._inner.mode(revision)
+        mode, reason = self._inner.mode(revision)
+        groups = ", ".join(self._cgroups.controllers)
+        return mode, f"{reason}; each instance in control groups of its own ({groups})"
 
     def forget(self, revision: str) -> None:
         self._inner.forget(revision)

@@ -82,6 +82,7 @@ class ProcessInstance:
         self.name = name
         self.port = port
         self.pid = process.pid
+        self.memory_exceeded = False
         self.processes = processes
         self._process = process
         self._readers = readers

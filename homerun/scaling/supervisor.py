@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
 from homerun.errors import HomerunError
 from homerun.model.probes import Probe, ProbeAction, ProbeRecord, observe
 from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
+from homerun.routing.adaptive import AdaptiveLimit
 from homerun.routing.throttler import Endpoint
 from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
 from homerun.scaling.diagnosis import hint, trimmed
@@ -286,7 +288,10 @@ class Supervisor:
             raise
         instance.state = InstanceState.READY
         instance.ready_at = self._clock()
-        instance.endpoint = Endpoint(instance.name, "127.0.0.1", instance.port, unit.concurrency)
+        limiter = AdaptiveLimit(unit.concurrency) if unit.plan.adaptive_concurrency else None
+        instance.endpoint = Endpoint(
+            instance.name, "127.0.0.1", instance.port, unit.concurrency, limiter=limiter
+        )
         unit.throttler.add(instance.endpoint)
         startup = instance.ready_at - instance.started_at
         supervised.startup_seconds.append(startup)
@@ -588,16 +593,74 @@ class Supervisor:
         await instance.process.wait()
         self._gone(instance)
         expected = instance.state == InstanceState.DRAINING
+        how = describe_status(status)
+        if instance.process.memory_exceeded:
+            unit.supervised.memory_exceeded += 1
+            how += f", past its memory limit of {unit.plan.limits.memory_mib} MiB"
         self._logs.emit(
             platform_entry(
                 unit.service,
-                f"Instance {instance.name} exited ({describe_status(status)})",
+                f"Instance {instance.name} exited ({how})",
                 severity="INFO" if expected else "ERROR",
                 revision=unit.name,
                 instance=instance.name,
             )
         )
         self._release_if_done(unit)
+
+    @contextlib.asynccontextmanager
+    async def private_instance(self, unit: RevisionUnit) -> AsyncIterator[ManagedInstance]:
+        """An instance of the revision that the router never sees: not among the unit's
+        instances, not in its throttler, not counted by the autoscaler (`services advise
+        --ramp` loads it). Stopped, as any instance is, when the block ends."""
+        plan = unit.plan
+        port = _free_port(self._ports)
+        name = f"{plan.name}-advise-{secrets.token_hex(2)}"
+        env = dict(plan.env, PORT=str(port))
+
+        def output(stream: str, line: str) -> None:
+            self._logs.emit_serialized(
+                unit.service, instance_entry(unit.service, unit.name, name, stream, line)
+            )
+
+        argv = [expand_k8s_vars(argument, env) for argument in plan.argv]
+        self._ports.add(port)
+        try:
+            process = await self._runtime.start(
+                InstanceSpec(
+                    name=name, argv=argv, env=env, cwd=plan.cwd, port=port, revision=plan.name
+                ),
+                output,
+            )
+        except OSError as error:
+            self._ports.discard(port)
+            raise StartFailed(_unstartable(argv, error), None) from None
+        except BaseException:
+            self._ports.discard(port)
+            raise
+        instance = ManagedInstance(name, port, process, InstanceState.STARTING, self._clock())
+        self._registry.record(name, unit.name, process.pid)
+        try:
+            deadline = instance.started_at + plan.startup_timeout
+            while not await _can_connect(port):
+                if process.returncode is not None:
+                    raise StartFailed(
+                        f"the private instance {name} ended before it listened "
+                        f"({describe_status(process.returncode)})",
+                        None,
+                    )
+                if self._clock() > deadline:
+                    raise StartFailed(
+                        f"the private instance {name} did not listen on $PORT={port} within "
+                        f"{plan.startup_timeout:g} s",
+                        None,
+                    )
+                await asyncio.sleep(self._probe_interval)
+            instance.state = InstanceState.READY
+            instance.ready_at = self._clock()
+            yield instance
+        finally:
+            await self._terminate(instance)
 
     async def _terminate(self, instance: ManagedInstance) -> None:
         instance.state = InstanceState.DRAINING

@@ -43,6 +43,8 @@ class RevisionPlan:
     # The container's port when the spec names one: the first instance gets it as $PORT.
     container_port: int | None = None
     limits: Limits = DEFAULT_LIMITS  # --memory and --cpu, enforced where the runtime can
+    # `--concurrency auto`: each instance's limit adapts below `concurrency` (routing/adaptive)
+    adaptive_concurrency: bool = False
 
     def __post_init__(self) -> None:
         # Copies: a caller that edits its list or dict afterwards does not edit the plan.
@@ -96,6 +98,7 @@ class Supervised:
     startups: int = 0  # instances that became ready, ever (startup_seconds keeps the last)
     cold_starts: int = 0  # instances started while none was ready
     liveness_restarts: int = 0  # instances stopped and replaced for failing their liveness probe
+    memory_exceeded: int = 0  # instances ended for going past --memory, ever
     # Retired with no instance left, and the runtime told to forget the revision (its zygote).
     released: bool = False
 
@@ -191,6 +194,10 @@ class RevisionUnit:
     @property
     def liveness_restarts(self) -> int:
         return self.supervised.liveness_restarts
+
+    @property
+    def memory_exceeded(self) -> int:
+        return self.supervised.memory_exceeded
 
     # -- the scaler's state, read-only -----------------------------------------------------
 

@@ -107,6 +107,9 @@ def test_the_source_file_can_be_another_and_must_exist(folder: Path) -> None:
     assert other is not None and other.source == "fn.py"
     with pytest.raises(BuildError, match="missing nope.py: a function's code goes in main.py"):
         find(folder, "other", GOOGLE_FUNCTION_SOURCE="nope.py")
+    for outside in ("../main.py", "/etc/hostname"):
+        with pytest.raises(BuildError, match="the function's file must be in the app's folder"):
+            find(folder, "other", GOOGLE_FUNCTION_SOURCE=outside)
     (folder / "broken.py").write_text("def f(:\n")
     with pytest.raises(BuildError, match=r"^broken.py:1: "):
         find(folder, "f", GOOGLE_FUNCTION_SOURCE="broken.py")

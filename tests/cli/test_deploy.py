@@ -114,6 +114,7 @@ def test_flags_become_the_request(run: Run, fake: FakeClient, app: Path) -> None
     assert changes.annotations == {
         "autoscaling.knative.dev/min-scale": "1",
         "autoscaling.knative.dev/max-scale": None,
+        "run.homerun.dev/concurrency": None,  # a number turns `--concurrency auto` off
     }
     assert changes.command == ["/bin/sh", "-c", "gunicorn -b :$PORT main:app"]
     assert (request.tag, request.no_traffic, request.ingress) == ("blue", True, "internal")
@@ -234,3 +235,17 @@ def test_a_function_target_that_is_not_a_name_is_refused(
     assert result.code == 1
     assert "--function: 'main.hello' is not a function name" in result.err
     assert not fake.called("deploy")
+
+
+def test_concurrency_auto_is_an_annotation_and_keeps_the_number(
+    run: Run, fake: FakeClient, tmp_path: Path
+) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text("app = None\n")
+    run("deploy", "hello", "--source", str(app), "--concurrency", "auto")
+    (request,) = fake.called("deploy")[0]
+    assert request.changes.container_concurrency is None  # the maximum stays as it was
+    assert request.changes.annotations == {"run.homerun.dev/concurrency": "auto"}
+    refused = run("deploy", "hello", "--source", str(app), "--concurrency", "fast")
+    assert refused.code != 0 and "'default' or 'auto'" in refused.err

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from homerun.cli import COMMANDS
+from homerun.cli._commands import build_parser, parse
+from homerun.cli._context import Context
 from homerun.model.events import Failed
 from homerun.model.jobs import ExecutionOverrides, TaskStatus
 from homerun.model.views import TaskSummary
@@ -204,7 +207,7 @@ def test_executions_commands(run: Run, fake: FakeClient) -> None:
 def test_logs_read_names_execution_task_and_attempt(run: Run, fake: FakeClient) -> None:
     result = run("jobs", "logs", "read", "report", "--execution", "report-x7k2p", "--task", "3")
     assert result.code == 0, result.err
-    assert fake.called("job_logs") == [("report", 50, "report-x7k2p", 3)]
+    assert fake.called("job_logs") == [("report", 50, "report-x7k2p", 3, None)]
     assert result.out == (
         "2026-11-25T10:00:00.000000Z DEFAULT  report-x7k2p task 3 (attempt 1): Completed Task #3.\n"
     )
@@ -242,3 +245,26 @@ def test_replace_of_a_bad_document_names_the_field(
     assert result.code == 1
     assert "is not a valid Cloud Run Job (1 problem):\n  spec: required" in result.err
     assert not fake.called("deploy_job")
+
+
+def test_logs_tail_polls_after_the_last_entry_until_interrupted(
+    fake: FakeClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    polls: list[float] = []
+
+    def sleep(seconds: float) -> None:  # simulated time: the third poll is a Ctrl-C
+        polls.append(seconds)
+        if len(polls) == 3:
+            raise KeyboardInterrupt
+
+    invocation = parse(
+        build_parser(COMMANDS, "0"),
+        ["jobs", "logs", "tail", "report", "--execution", "report-x7k2p"],
+    )
+    assert invocation.command is not None
+    with pytest.raises(KeyboardInterrupt):
+        invocation.command.handler(invocation.arguments, Context(fake, sleep=sleep))  # type: ignore[arg-type]
+    assert capsys.readouterr().out.count("Completed Task #3.") == 1
+    first, *rest = fake.called("job_logs")
+    assert first == ("report", 20, "report-x7k2p", None, None) and len(rest) == 2
+    assert all(call[4] == "2026-11-25T10:00:00.000000Z" for call in rest)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from homerun.model.events import Phase
+from homerun.model.inspection import RampRequest, RampResult, RampStep
 from homerun.model.views import Decision, Route, Scaling, StartMode
 
 from .conftest import FakeClient, Run, done, revision_summary, service_summary
@@ -241,6 +242,41 @@ def test_advise_names_the_gap_and_the_concurrency_to_set(run: Run, fake: FakeCli
     assert "up to 72 requests wait inside gunicorn" in out
     assert "Recommended --concurrency: 8 (homerun services update hello --concurrency 8)" in out
     assert "Or change the server: gunicorn --workers 1 --threads 80" in out
-    assert fake.called("advise") == [("hello",)]
+    assert fake.called("advise") == [("hello", None)]
     as_json = json.loads(run("services", "advise", "hello", "--format", "json").out)
     assert as_json["recommended_concurrency"] == 8
+
+
+def test_advise_ramp_flags_make_a_bounded_ramp_request(run: Run, fake: FakeClient) -> None:
+    run("services", "advise", "hello", "--path", "/produtos", "--duration", "20",
+        "--target-rps", "200", "--method", "post")  # fmt: skip
+    [(_, ramp)] = fake.called("advise")
+    assert ramp == RampRequest(path="/produtos", method="POST", duration_seconds=20, target_rps=200)
+    run("services", "advise", "hello", "--ramp")
+    assert fake.called("advise")[-1][1] == RampRequest()
+
+
+def test_advise_refuses_a_ramp_out_of_bounds_saying_which_flag(run: Run, fake: FakeClient) -> None:
+    result = run("services", "advise", "hello", "--duration", "3600", "--path", "x")
+    assert result.code != 0
+    assert "--duration: Input should be less than or equal to 300" in result.err
+    assert "--path: String should match pattern" in result.err
+    assert not fake.called("advise")
+
+
+def test_advise_draws_the_ramp_to_a_png(run: Run, fake: FakeClient, tmp_path: Path) -> None:
+    steps = [
+        RampStep(concurrency=level, seconds=2, requests=level * 2, errors=0,
+                 requests_per_second=min(level, 40) * 0.99, p50_ms=1000.0 * max(1, level / 40),
+                 p99_ms=1010.0 * max(1, level / 40))
+        for level in (1, 2, 4, 8, 16, 32, 40, 64)
+    ]  # fmt: skip
+    ramp = RampResult(steps=steps, knee=40, knee_rps=39.6, instance="hello-advise-ab", seconds=18)
+    fake.advice = fake.advice.model_copy(update={"ramp": ramp, "recommended_concurrency": 40})
+    chart = tmp_path / "ramp.png"
+    out = run("services", "advise", "hello", "--path", "/produtos", "--chart", str(chart)).out
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"chart: {chart}" in out
+    assert "       40      39.6      1000      1010       0  <- knee" in out
+    refused = run("services", "advise", "hello", "--chart", str(tmp_path / "no" / "x.png"))
+    assert refused.code != 0 and "--chart: cannot write" in refused.err

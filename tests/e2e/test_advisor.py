@@ -36,6 +36,17 @@ def advice_when(platform: Platform, service: str, ready: Any) -> dict[str, Any]:
         time.sleep(0.25)
 
 
+def _overview(platform: Platform) -> dict[str, Any]:
+    """The dashboard's JSON (what its page draws)."""
+    status = platform.run("status", check=True).stdout
+    dashboard = re.search(r"dashboard: (http://\S+)", status)
+    assert dashboard, status
+    answer = httpx.get(f"{dashboard.group(1)}/api/overview", trust_env=False, timeout=30)
+    assert answer.status_code == 200, answer.text
+    overview: dict[str, Any] = answer.json()
+    return overview
+
+
 def kinds(advice: dict[str, Any]) -> list[str]:
     return [finding["kind"] for finding in advice["findings"]]
 
@@ -86,10 +97,7 @@ def test_an_async_endpoint_calling_time_sleep_is_found_forked(platform: Platform
     described = platform.run("services", "describe", "blocking", check=True).stdout
     assert "main.py:11 in legacy_lookup" in described
     # The dashboard's "Inside the instances" panel reads the same from its overview.
-    status = platform.run("status", check=True).stdout
-    dashboard = re.search(r"dashboard: (http://\S+)", status)
-    assert dashboard, status
-    overview = httpx.get(f"{dashboard.group(1)}/api/overview", trust_env=False, timeout=30).json()
+    overview = _overview(platform)
     [service] = [service for service in overview["services"] if service["name"] == "blocking"]
     inside = service["revisions"][0]["inside"]
     assert inside["blocking"][0]["place"] == "main.py:11"
@@ -155,3 +163,43 @@ def test_the_flask_seed_under_its_dockerfile_has_8_threads_behind_80(platform: P
     assert advice["server_settings"] == "gunicorn --workers 1 --threads 80"
     described = platform.describe_service("helloworld")["revisions"][0]
     assert any("8 thread(s) = 8 request(s) at once" in w for w in described["warnings"])
+
+
+def test_a_ramp_on_a_private_instance_finds_the_40_thread_knee(platform: Platform) -> None:
+    platform.ensure_deployed("seed-ramp", APPS / "fastapi_seed", "--min-instances", "1")
+    before = platform.describe_service("seed-ramp")["revisions"][0]
+    live = {instance["name"] for instance in before["instances"]}
+    began = time.monotonic()
+    result = platform.run(
+        "services", "advise", "seed-ramp", "--path", "/produtos", "--max-concurrency", "64",
+        "--duration", "16", "--target-rps", "200", "--format", "json", timeout=200,
+    )  # fmt: skip
+    took = time.monotonic() - began
+    assert result.returncode == 0, describe(result)
+    advice = json.loads(result.stdout)
+    ramp = advice["ramp"]
+    levels = [step["concurrency"] for step in ramp["steps"]]
+    assert levels == [1, 2, 4, 8, 16, 32, 40, 64]  # 40: anyio's pool, a level of its own
+    # 1 s a request in 40 threads: about 40 req/s, however many are in flight past 40.
+    assert ramp["knee"] in (32, 40, 64), ramp
+    assert 25 <= ramp["knee_rps"] <= 45, ramp
+    assert advice["recommended_concurrency"] == ramp["knee"]
+    assert advice["instances_for_target"] >= 5
+    # Bounded: 16 s of load, the instance's start and stop, and the CLI around it.
+    assert took < 16 + 40, took
+    # The private instance saw the pool fill; it is gone, and the live one never moved.
+    assert advice["inspection"]["pool_peak_borrowed"] == 40
+    after = platform.describe_service("seed-ramp")["revisions"][0]
+    assert {instance["name"] for instance in after["instances"]} == live
+    # describe and the dashboard show the latest ramp; a later advise keeps its knee.
+    assert after["ramp"]["knee"] == ramp["knee"]
+    again = json.loads(
+        platform.run("services", "advise", "seed-ramp", "--format", "json", check=True).stdout
+    )
+    assert again["recommended_concurrency"] == ramp["knee"]
+    overview = _overview(platform)
+    [service] = [service for service in overview["services"] if service["name"] == "seed-ramp"]
+    assert service["revisions"][0]["inside"]["ramp"]["knee"] == ramp["knee"]
+    assert ramp["instance"] not in live
+    logged = platform.run("logs", "read", "seed-ramp", "--limit", "200", check=True).stdout
+    assert ramp["instance"] in logged  # its own log lines, named

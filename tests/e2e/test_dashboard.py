@@ -618,6 +618,15 @@ def test_dashboard_of_a_real_daemon(tmp_path: Path, venv_cache: Path, watched: W
             assert watched.points("chart-latency-dash") > 0
             assert watched.points("chart-instances-dash") > 0
             assert page.locator('[data-testid="logs-dash"] tr.log').count() > 0
+            # "Inside the instances": uvicorn's capacity as the runtime inspector measured it
+            # inside the instance (anyio's 40 threads for the seed's `def` endpoint).
+            page.wait_for_function(
+                """() => {
+                    const table = document.querySelector('[data-testid="inside-dash"]');
+                    return table && table.textContent.includes('40 threads for def (measured)');
+                }""",
+                timeout=30_000,
+            )
 
             # The page's count equals the platform's, read before and after one fresh render
             # so that a scaling step in between cannot make them agree or differ by chance.

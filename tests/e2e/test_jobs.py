@@ -1,5 +1,7 @@
 """Jobs on a real daemon: tasks are real processes (tests/apps/job_tasks) that fail as told,
-retry, respect parallelism, and an execution outlives a daemon killed in its middle."""
+retry, respect parallelism, and an execution outlives a daemon killed in its middle; a job on a
+one-minute schedule, Cloud Run's Job YAML through describe and replace, and Django's Procfile
+`migrate:` line run as a job from the service's source."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .harness import APPS, Platform, describe, process_alive, wait_until_dead
+from .harness import APPS, HOMERUN, Platform, describe, process_alive, wait_until_dead
 
 # The dashboard's browser fixtures (a page on Chromium that records the console's errors).
 from .test_dashboard import Watched, browser, dashboard_url, watched  # noqa: F401
@@ -91,6 +93,22 @@ def test_tasks_that_fail_at_first_are_retried_to_success(
     assert logs.returncode == 0, describe(logs)
     assert "ERROR" in logs.stdout and "Task #1, Attempt #0 failed." in logs.stdout
     assert "Completed Task #1." in logs.stdout
+    # `jobs logs tail` shows the newest entries, then follows; it runs until stopped.
+    tail = subprocess.Popen(
+        [*HOMERUN, "jobs", "logs", "tail", "retries", "--execution", execution],
+        env=platform.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert tail.stdout is not None
+        seen = [tail.stdout.readline() for _ in range(3)]
+        assert all(execution in line for line in seen), seen
+    finally:
+        tail.kill()
+        tail.communicate(timeout=10)  # reaps it and closes its pipe
 
 
 def test_an_execution_whose_tasks_all_fail_fails_naming_them(
@@ -253,3 +271,26 @@ def test_a_jobs_yaml_round_trips_through_replace(platform: Platform, tmp_path: P
     again = yaml.safe_load(platform.run("jobs", "describe", "from-yaml", "--format", "yaml").stdout)
     assert again["spec"]["template"]["spec"]["taskCount"] == 3
     assert again["status"]["latestCreatedExecution"]["completionStatus"] == "EXECUTION_SUCCEEDED"
+
+
+def test_a_job_on_a_one_minute_schedule_runs_by_itself(platform: Platform, tmp_path: Path) -> None:
+    """Cloud Scheduler's shortest interval: `* * * * *` runs within the next minute."""
+    records = tmp_path / "records"
+    create(platform, "ticker", records, "--schedule", "* * * * *",
+           "--set-env-vars", f"RECORD_DIR={records}")  # fmt: skip
+    described = platform.run("jobs", "describe", "ticker")
+    assert "Schedule:      * * * * * (UTC), next run at " in described.stdout, describe(described)
+    deadline = time.monotonic() + 75
+    listed: list[dict[str, Any]] = []
+    while not listed and time.monotonic() < deadline:
+        result = platform.run("jobs", "executions", "list", "--job", "ticker", "--format", "json")
+        assert result.returncode == 0, describe(result)
+        listed = json.loads(result.stdout)
+        time.sleep(0.5)
+    assert listed, "no scheduled execution within 75 s"
+    answer = wait_for(platform, listed[0]["name"], "succeeded")
+    assert answer["succeeded"] == 1 and (0, 0) in attempts(records)
+    cleared = platform.run("jobs", "update", "ticker", "--clear-schedule")
+    assert cleared.returncode == 0, describe(cleared)
+    assert "Schedule:" not in platform.run("jobs", "describe", "ticker").stdout
+    assert platform.run("jobs", "delete", "ticker", "-q").returncode == 0

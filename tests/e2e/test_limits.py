@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 
 import pytest
 
@@ -75,6 +76,10 @@ def test_an_app_past_its_memory_limit_is_ended_logged_and_replaced(platform: Pla
     assert "Memory limit of 128 MiB exceeded with " in logs.stdout, describe(logs)
     described = platform.run("services", "describe", "memhog", "--format", "yaml").stdout
     assert "memory: 128Mi" in described
+    assert "past its memory limit of 128 MiB" in logs.stdout, describe(logs)
+    revision = platform.describe_service("memhog")["revisions"][0]
+    assert "control groups of its own (memory, cpu" in revision["start_mode"]["reason"]
+    assert revision["memory_limit_exceeded"] == 1
 
 
 def test_a_cpu_burner_at_half_a_core_uses_half_a_core(platform: Platform) -> None:
@@ -82,3 +87,8 @@ def test_a_cpu_burner_at_half_a_core_uses_half_a_core(platform: Platform) -> Non
     used = platform.request("halfcore", "GET", "/burn?seconds=2").json()
     # The CFS quota: 50 ms in every 100 ms period.
     assert 0.05 < used["cpu"] / used["wall"] <= 0.56, used
+
+
+def test_homerun_home_is_the_daemons_users_alone(platform: Platform) -> None:
+    # The harness made it with the default mode (0755 under umask 022).
+    assert stat.S_IMODE(platform.home.stat().st_mode) == 0o700

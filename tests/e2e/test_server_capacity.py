@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from .harness import APPS, Platform
@@ -62,3 +63,46 @@ def test_a_concurrency_update_refits_the_default_command(platform: Platform) -> 
     assert "--workers 1 --threads 12 " in latest["entrypoint"][-1], latest["entrypoint"]
     response = platform.request("flask-refit", "GET", "/slow", params={"seconds": 0})
     assert response.status_code == 200, response.text
+
+
+def test_concurrency_auto_lowers_the_limit_of_a_40_thread_app(platform: Platform) -> None:
+    platform.ensure_deployed(
+        "seed-auto", APPS / "fastapi_seed", "--concurrency", "auto", "--max-instances", "1"
+    )
+    document = platform.run("services", "describe", "seed-auto", "--format", "yaml", check=True)
+    assert "run.homerun.dev/concurrency: auto" in document.stdout
+    assert "containerConcurrency: 80" in document.stdout  # the maximum
+    text = platform.run("services", "describe", "seed-auto", check=True).stdout
+    assert "concurrency auto (max 80)" in text
+
+    limits: list[int] = []
+    # 80 clients on the 1 s sync endpoint, twice what its 40 threads serve: bounded in time.
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{platform.port}",
+        headers={"Host": platform.host("seed-auto")},
+        timeout=60,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=100),
+    ) as client:
+        deadline = time.monotonic() + 12
+
+        def client_loop(_: int) -> int:
+            answered = 0
+            while time.monotonic() < deadline:
+                assert client.get("/produtos").status_code == 200
+                answered += 1
+            return answered
+
+        with ThreadPoolExecutor(80) as pool:
+            load = [pool.submit(client_loop, index) for index in range(80)]
+            while not all(future.done() for future in load):
+                revision = platform.describe_service("seed-auto")["revisions"][0]
+                limits += [i["limit"] for i in revision["instances"] if i["limit"] is not None]
+                time.sleep(1.0)
+            assert sum(future.result() for future in load) > 100
+    # Started at 80; queued inside the app, latency doubled and the limit came down.
+    assert limits and min(limits) < 70, limits
+
+    platform.run("services", "update", "seed-auto", "--concurrency", "40", check=True)
+    document = platform.run("services", "describe", "seed-auto", "--format", "yaml", check=True)
+    assert "run.homerun.dev/concurrency" not in document.stdout

@@ -187,6 +187,7 @@ def test_rows_and_counters_read_the_live_revisions(tmp_path: Path) -> None:
         startups=2,
         cold_starts=1,
         liveness_restarts=1,
+        memory_exceeded=1,
     )
     processes = ProcessSampler()
     metrics = Metrics(lambda: [revision], processes)
@@ -221,6 +222,11 @@ def test_rows_and_counters_read_the_live_revisions(tmp_path: Path) -> None:
     assert metrics.registry.get_sample_value("homerun_queue_wait_seconds_count", labels) == 1
     assert metrics.registry.get_sample_value("homerun_cold_starts_total", labels) == 1
     assert metrics.registry.get_sample_value("homerun_liveness_restarts_total", labels) == 2
+    revision.memory_exceeded += 1
+    wall.now += 1
+    telemetry.tick()
+    memory_ends = metrics.registry.get_sample_value("homerun_memory_limit_exceeded_total", labels)
+    assert memory_ends == 2
 
 
 def test_an_unsampled_trace_is_logged_as_such(tmp_path: Path) -> None:

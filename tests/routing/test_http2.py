@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import h2.config
@@ -421,6 +422,32 @@ def test_too_many_concurrent_streams_are_refused(run: Run, instance: Address) ->
             assert proxy.endpoint.in_flight <= 100
             await client.close()
             await until(lambda: proxy.endpoint.in_flight == 0, "the slots to come back")
+
+    run(scenario)
+
+
+def test_a_ping_flood_from_a_client_that_reads_nothing_stays_bounded(
+    run: Run, instance: Address
+) -> None:
+    async def scenario() -> None:
+        async with Proxy(instance) as proxy:
+            client = await RawH2.open(proxy)
+            await client.read_until(client.settled)
+            (connection,) = proxy.router.http2_connections
+            # Small kernel buffers on both ends, so that what piles up is the router's own.
+            router_socket = connection.transport.get_extra_info("socket")
+            router_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            client_socket = client.writer.get_extra_info("socket")
+            client_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            ping = _frame(6, 0, 0, b"12345678")
+            # 2.5 MB of PINGs, each answered by a PING ACK the client never reads.
+            for _ in range(10):
+                client.writer.write(ping * 15_000)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            assert connection.writing_paused
+            assert connection.transport.get_write_buffer_size() < 1024 * 1024
+            await client.close()
 
     run(scenario)
 

@@ -1,9 +1,22 @@
-"""Where homerun's control groups go and what it writes in them (pure parts)."""
+"""Where homerun's control groups go, what it writes in them, and what it says without them."""
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from homerun.model.limits import Limits, MiB
-from homerun.runtime.cgroups import Availability, Placement, limit_values, placements
+from homerun.runtime.cgroups import (
+    Availability,
+    CgroupError,
+    Cgroups,
+    Placement,
+    limit_values,
+    placements,
+)
 
 # This machine's: memory under a group of its own, cpu at the root, and a cgroup2 beside.
 MOUNTINFO = """\
@@ -67,3 +80,40 @@ def test_what_is_missing_is_said_with_what_it_costs() -> None:
     assert warning is not None
     assert "--memory is not enforced" in warning and "--cpu is not enforced" in warning
     assert "Permission denied" in warning and "setsid" in warning
+
+
+def test_a_daemon_that_is_not_root_says_what_it_cannot_enforce() -> None:
+    """Run as `nobody`, homerun cannot make control groups: the warning names each missing
+    controller and its cost, and nothing raises."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become nobody")
+    script = (
+        "from homerun.runtime.cgroups import available; "
+        "found = available('as-nobody'); print(sorted(found.folders)); print(found.warning())"
+    )
+    result = subprocess.run(
+        [shutil.which("python3", path="/usr/bin:/bin") or sys.executable, "-c", script],
+        user="nobody",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert result.returncode == 0, result.stderr
+    folders, warning = result.stdout.splitlines()
+    assert folders == "[]"
+    assert "memory: cannot create" in warning and "Permission denied" in warning
+    assert "--memory is not enforced, --cpu is not enforced" in warning
+    assert "run homerun as root" in warning
+
+
+def test_a_group_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    cgroups = Cgroups({"memory": blocker / "homerun-k"})
+    with pytest.raises(CgroupError) as raised:
+        cgroups.create("svc-00001-abc-1a2b3c", Limits(memory_bytes=MiB, cpu_millis=1000))
+    message = str(raised.value)
+    assert "cannot set up the control group of instance svc-00001-abc-1a2b3c" in message
+    assert str(blocker) in message and "Not a directory" in message

@@ -16,7 +16,8 @@ import pytest
 from fakes import free_port
 from grpc_health.v1 import health_pb2
 
-from homerun.runtime.grpc_health import HealthAnswer, check_health, decode_status, encode_request
+from homerun.runtime.grpc_health import check_health, decode_status, encode_request
+from homerun.runtime.http_check import ProbeAnswer
 
 APPS = Path(__file__).resolve().parents[1] / "routing" / "apps"
 
@@ -39,27 +40,27 @@ def grpc_server() -> Iterator[int]:
         process.wait(10)
 
 
-def check(port: int, service: str = "", timeout: float = 5.0) -> HealthAnswer:
+def check(port: int, service: str = "", timeout: float = 5.0) -> ProbeAnswer:
     return asyncio.run(check_health("127.0.0.1", port, service=service, within=timeout))
 
 
 def test_a_serving_server_is_ready(grpc_server: int) -> None:
-    assert check(grpc_server) == HealthAnswer(True, "")
+    assert check(grpc_server) == ProbeAnswer(True, "")
 
 
 def test_what_is_not_ready_says_why(grpc_server: int) -> None:
-    assert check(grpc_server, "warming") == HealthAnswer(False, "the server says NOT_SERVING")
+    assert check(grpc_server, "warming") == ProbeAnswer(False, "the server says NOT_SERVING")
     unknown = check(grpc_server, "no.such.Service")
-    assert not unknown.serving and "grpc-status 5" in unknown.reason  # NOT_FOUND
+    assert not unknown.ready and "grpc-status 5" in unknown.reason  # NOT_FOUND
     closed = check(free_port())
-    assert not closed.serving and closed.reason.startswith("cannot connect")
+    assert not closed.ready and closed.reason.startswith("cannot connect")
 
 
 def test_a_server_that_is_not_http2_is_not_ready() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
 
-        async def scenario() -> HealthAnswer:
+        async def scenario() -> ProbeAnswer:
             async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 await reader.read(100)
                 writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
@@ -72,7 +73,7 @@ def test_a_server_that_is_not_http2_is_not_ready() -> None:
                 return await check_health("127.0.0.1", port, service="", within=5)
 
         answer = asyncio.run(scenario())
-    assert not answer.serving
+    assert not answer.ready
     assert "does not speak HTTP/2" in answer.reason or "closed the connection" in answer.reason
 
 

@@ -42,9 +42,10 @@ def folders(tmp_path: Path) -> Iterator[dict[str, Path]]:
     if os.geteuid() != 0 or not {"memory", "cpu"} <= set(found.folders):
         pytest.skip(f"needs root and cgroup v1 memory and cpu hierarchies: {found.warning()}")
     yield dict(found.folders)
-    Cgroups(found.folders).clean()
-    for folder in found.folders.values():
-        folder.rmdir()
+    cgroups = Cgroups(found.folders)
+    cgroups.clean()
+    cgroups.remove()
+    assert not any(folder.exists() for folder in found.folders.values())
 
 
 def run(scenario: Coroutine[Any, Any, None]) -> None:

@@ -33,6 +33,16 @@ function blockingCell(inside) {
     text: `${place.place} in ${place.function}: ${place.count}×, worst ${place.worst_ms} ms` })));
 }
 
+function rampCell(inside) {
+  const ramp = inside.ramp;
+  if (!ramp) return html("td", { className: "muted", text: "homerun services advise --ramp" });
+  const steps = (ramp.steps || []).map((step) => html("div", { className: "mono",
+    text: `${step.concurrency} in flight: ${step.requests_per_second} req/s, p99 `
+      + `${step.p99_ms ?? "–"} ms${step.concurrency === ramp.knee ? "  ← knee" : ""}` }));
+  return html("td", {}, html("div", { text: ramp.knee == null ? "no knee found"
+    : `knee ${ramp.knee} (${ramp.knee_rps} req/s)` }), ...steps);
+}
+
 export function renderInside(service, tbody, emptyRow) {
   const rows = (service.revisions || []).filter((revision) => revision.inside).map((revision) => {
     const inside = revision.inside;
@@ -42,9 +52,10 @@ export function renderInside(service, tbody, emptyRow) {
       html("td", { className: "num", text: lagText(inside) }),
       html("td", { className: "num", text: poolText(inside) }),
       blockingCell(inside),
+      rampCell(inside),
       html("td", {}, ...(inside.warnings || []).map((warning) =>
         html("div", { className: "reason", text: warning }))));
   });
   tbody.replaceChildren(...(rows.length ? rows
-    : [emptyRow(6, "nothing measured yet (Python instances report once they serve)")]));
+    : [emptyRow(7, "nothing measured yet (Python instances report once they serve)")]));
 }

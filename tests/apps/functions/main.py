@@ -54,3 +54,17 @@ def hello_cloud_event(cloud_event):
 def plain_target(request):
     """No decorator: its signature type comes from GOOGLE_FUNCTION_SIGNATURE_TYPE (or http)."""
     return {"path": request.path, "method": request.method}
+
+
+def hello_background(event, context):
+    """A background (legacy `event`) function: GOOGLE_FUNCTION_SIGNATURE_TYPE=event."""
+    print(
+        json.dumps(
+            {
+                "message": f"background event {context.event_id}",
+                "event_id": context.event_id,
+                "event_type": context.event_type,
+                "data": event,
+            }
+        )
+    )
