@@ -485,6 +485,7 @@ def control_plane(
         clock=clock,
         wall_clock=wall_clock,
         host_env=host_env,
+        hosts_file=paths.hosts,
         stop_grace=settings.stop_grace_seconds,
         # Parallelism 0 is "as many as possible": on Cloud Run a number that grows with the
         # CPUs used; here 4 tasks per CPU of this machine.

@@ -15,6 +15,7 @@ import string
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from secrets import choice
 
 from homerun.control.environment import INHERITED
@@ -33,6 +34,7 @@ from homerun.model.jobs import (
 )
 from homerun.model.limits import limits
 from homerun.runtime import Instance, InstanceSpec, OutputSink, Runtime, describe_status
+from homerun.runtime.names import resolving_env
 from homerun.scaling.supervisor import InstanceRegistry
 from homerun.spec import expand_k8s_vars
 from homerun.store import ExecutionRecord, Store
@@ -90,6 +92,7 @@ class Executions:
         host_env: Mapping[str, str],
         stop_grace: float,
         max_parallelism: int,
+        hosts_file: Path | None = None,
     ) -> None:
         # Collaborators
         self._store = store
@@ -102,6 +105,7 @@ class Executions:
         self._clock = clock
         self._wall_clock = wall_clock
         self._host_env = host_env
+        self._hosts_file = hosts_file
         self._stop_grace = stop_grace
         self._max_parallelism = max_parallelism
         # Per running execution
@@ -431,6 +435,8 @@ class Executions:
             CLOUD_RUN_EXECUTION=record.name,
             CLOUD_RUN_TASK_COUNT=str(record.settings.task_count),
         )
+        if self._hosts_file is not None:  # service URLs resolve in a task as in an instance
+            env.update(resolving_env(env, self._hosts_file))
         return env
 
     def _new_name(self, job: str) -> str:

@@ -110,6 +110,9 @@ def test_each_task_runs_with_cloud_run_job_env_and_no_port(
         assert first.env["CLOUD_RUN_TASK_COUNT"] == "2"
         assert first.env["MODE"] == "full" and first.env["PATH"] == "/usr/bin"
         assert not {"PORT", "K_SERVICE", "K_REVISION"} & set(first.env)
+        # Service URLs resolve in tasks as in instances (runtime/_site).
+        assert first.env["HOMERUN_HOSTS"].endswith("/network/hosts")
+        assert first.env["PYTHONPATH"].endswith("/homerun/runtime/_site")
         assert first.argv == ["python", "app.py"] and first.cwd.is_dir()
         assert len(plane.registered) == 2  # pids recorded: a restart kills what a crash left
         for instance in running(plane):
