@@ -108,7 +108,8 @@ class Availability:
             consequences.append("--cpu is not enforced")
         if not self.folders:
             consequences.append(
-                "a process an instance detaches (setsid) may outlive a stop by up to 2 s"
+                "a process an instance detaches (setsid) may outlive it when the instance "
+                "crashes, is forked by a zygote, or the daemon is SIGKILLed"
             )
         if "pids" in self.missing and self.folders:
             consequences.append("an instance's process count is not bounded")
