@@ -20,7 +20,6 @@ import datetime
 import json
 import os
 import platform as host_platform
-import re
 import shutil
 import signal
 import statistics
@@ -196,15 +195,6 @@ async def memory(
     }
 
 
-def zygote_pid(runtime: ZygoteRuntime, revision: str) -> int | None:
-    reason = runtime.mode(revision)[1]
-    marker = "zygote pid "
-    if marker not in reason:
-        return None
-    found = re.search(r"zygote pid (\d+)", reason)
-    return int(found[1]) if found else None
-
-
 # -- one app ----------------------------------------------------------------------------
 
 
@@ -242,7 +232,7 @@ async def measure_app(app: App, artifact: Artifact, args: argparse.Namespace) ->
                 in_cgroups.append(await cold_start(limited, artifact, revision, app.path))
         memory_spawn = await memory(spawner, artifact, revision, app.path, args.instances, None)
         memory_zygote = await memory(
-            zygotes, artifact, revision, app.path, args.instances, zygote_pid(zygotes, revision)
+            zygotes, artifact, revision, app.path, args.instances, zygotes.zygote_pid(revision)
         )
     finally:
         if limited is not None:

@@ -12,7 +12,15 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
-from homerun.model.events import DeployEvent, JobEvent, parse_event, parse_job_event
+from homerun.model.events import (
+    DeployEvent,
+    JobEvent,
+    PoolEvent,
+    parse_event,
+    parse_job_event,
+    parse_pool_event,
+)
+from homerun.model.inspection import Advice
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.validation import validation_message
 from homerun.model.views import (
@@ -29,6 +37,7 @@ from homerun.model.views import (
     SecretVersionView,
     ServiceDescription,
     ServiceSummary,
+    WorkerPoolSummary,
 )
 from homerun.spec import DeployRequest, RevisionChanges
 from homerun.traffic import TrafficUpdate
@@ -107,6 +116,10 @@ class Client:
     def describe(self, service: str) -> ServiceDescription:
         return _read(ServiceDescription, self._call("GET", f"/v1/services/{service}"))
 
+    def advise(self, service: str) -> Advice:
+        """The concurrency to set for the service's latest revision, and why."""
+        return _read(Advice, self._call("GET", f"/v1/services/{service}/advice"))
+
     def knative_service(self, service: str) -> dict[str, Any]:
         """The service as a serving.knative.dev/v1 Service document."""
         document: dict[str, Any] = self._call(
@@ -176,7 +189,7 @@ class Client:
     # Logs
 
     def logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
-        """Newest entries; filters: revision, min_severity, since, after."""
+        """Newest entries; filters: revision, min_severity, since, after, trace."""
         params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
         params["limit"] = limit
         entries: list[dict[str, Any]] = self._call(
@@ -255,15 +268,47 @@ class Client:
         self._call("DELETE", f"/v1/executions/{name}")
 
     def job_logs(
-        self, job: str, limit: int, execution: str | None = None, task: int | None = None
+        self,
+        job: str,
+        limit: int,
+        execution: str | None = None,
+        task: int | None = None,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
-        """A job's newest log entries; of one execution, and one task of it, when given."""
+        """A job's newest log entries; of one execution, and one task of it, when given; only
+        those written after `after` when given."""
         params: dict[str, Any] = {"limit": limit}
         if execution is not None:
             params["execution"] = execution
         if task is not None:
             params["task"] = task
+        if after is not None:
+            params["after"] = after
         entries: list[dict[str, Any]] = self._call("GET", f"/v1/jobs/{job}/logs", params=params)
+        return entries
+
+    # Worker pools
+
+    def worker_pools(self) -> list[WorkerPoolSummary]:
+        return _read_list(WorkerPoolSummary, self._call("GET", "/v1/worker-pools"))
+
+    def worker_pool(self, name: str) -> WorkerPoolSummary:
+        return _read(WorkerPoolSummary, self._call("GET", f"/v1/worker-pools/{name}"))
+
+    def deploy_worker_pool(
+        self, pool: str, changes: RevisionChanges, instances: int | None
+    ) -> Iterator[PoolEvent]:
+        """`worker-pools deploy`: the build's events, the last `pool` or `error`."""
+        body = {"pool": pool, "changes": changes.model_dump(mode="json"), "instances": instances}
+        return self._stream_lines("POST", f"/v1/worker-pools/{pool}/deploy", _pool_event, json=body)
+
+    def delete_worker_pool(self, name: str) -> None:
+        self._call("DELETE", f"/v1/worker-pools/{name}")
+
+    def worker_pool_logs(self, name: str, limit: int) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = self._call(
+            "GET", f"/v1/worker-pools/{name}/logs", params={"limit": limit}
+        )
         return entries
 
     def _stream_lines(
@@ -369,6 +414,16 @@ def _job_event(line: str) -> JobEvent:
     except ValidationError as error:
         raise UnreadableAnswer(
             "the daemon sent a job event this CLI cannot read: "
+            f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
+        ) from None
+
+
+def _pool_event(line: str) -> PoolEvent:
+    try:
+        return parse_pool_event(line)
+    except ValidationError as error:
+        raise UnreadableAnswer(
+            "the daemon sent a worker pool event this CLI cannot read: "
             f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
         ) from None
 

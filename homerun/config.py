@@ -53,12 +53,21 @@ class Paths:
         return self.home / "daemon.log"
 
     @property
+    def hosts(self) -> Path:
+        """Every service host -> the router, in /etc/hosts form (routing/hosts.py)."""
+        return self.home / "hosts"
+
+    @property
     def revisions(self) -> Path:
         return self.home / "revisions"
 
     @property
     def logs(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def inspections(self) -> Path:
+        return self.home / "inspect"
 
     @property
     def config_file(self) -> Path:
@@ -76,6 +85,11 @@ class Paths:
     def admin_token(self) -> Path:
         return self.home / "admin-token"
 
+    @property
+    def tls(self) -> Path:
+        """The local certificate authority and what it issued (HTTPS without tls-cert-file)."""
+        return self.home / "tls"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -84,6 +98,11 @@ class Settings:
     listen: str = "127.0.0.1"
     port: int = 8080
     domain: str = "localhost"
+    # The HTTPS port (0: none), HTTP/2 and HTTP/1.1 by ALPN, on the same address as `listen`.
+    # Without a certificate and key, the local authority in HOMERUN_HOME/tls issues them.
+    https_port: int = 0
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     max_request_body_bytes: int = 32 * MiB
     header_timeout_seconds: float = 10.0  # to send a request's line and headers (slowloris)
     keepalive_timeout_seconds: float = 75.0  # an idle client connection stays open (nginx's)
@@ -122,6 +141,11 @@ class Settings:
     # virtualenv and costs some 7 MB of its own (the base 15-40 MB, shared); the first request
     # to a revision whose zygote was stopped forks a new one from the base, in tens of ms.
     zygote_memory_budget_bytes: int = 128 * MiB
+    # The runtime inspector inside Python instances (runtime/inspection.py): event-loop lag,
+    # blocking calls in coroutines (a stall past inspector-block-ms is sampled), thread-pool
+    # use and the server's workers x threads, for describe and `homerun services advise`.
+    inspector: bool = True
+    inspector_block_ms: float = 100.0
     # The Google Cloud project instances are told they run in (the metadata server's
     # project-id; service accounts are NAME@PROJECT.iam.gserviceaccount.com).
     project: str = DEFAULT_PROJECT
@@ -144,6 +168,9 @@ _KEYS = {
     "listen": "listen",
     "port": "port",
     "domain": "domain",
+    "https-port": "https_port",
+    "tls-cert-file": "tls_cert_file",
+    "tls-key-file": "tls_key_file",
     "max-request-body-bytes": "max_request_body_bytes",
     "header-timeout-seconds": "header_timeout_seconds",
     "keepalive-timeout-seconds": "keepalive_timeout_seconds",
@@ -164,6 +191,8 @@ _KEYS = {
     "revision-retention": "revision_retention",
     "zygote": "zygote",
     "zygote-memory-budget-bytes": "zygote_memory_budget_bytes",
+    "inspector": "inspector",
+    "inspector-block-ms": "inspector_block_ms",
     "project": "project",
 }
 
@@ -274,8 +303,30 @@ def load(home: Path, **overrides: Any) -> LoadedSettings:
                 f"{config_file}: zygote-memory-budget-bytes: expected 0 or more, got "
                 f"{known['zygote_memory_budget_bytes']} (0 keeps no zygote of an idle revision)"
             )
+        if not 10 <= known.get("inspector_block_ms", 100.0) <= 60_000:
+            raise InvalidSpec(
+                f"{config_file}: inspector-block-ms: expected 10 to 60000 (milliseconds the "
+                f"event loop may stall before the inspector samples it), got "
+                f"{known['inspector_block_ms']}"
+            )
         if known.get("admin_listen"):
             split_address(known["admin_listen"], f"{config_file}: admin-listen")
+        if not 0 <= known.get("https_port", 0) <= 65535:
+            raise InvalidSpec(
+                f"{config_file}: https-port: expected a port from 1 to 65535 (0: no HTTPS), "
+                f"got {known['https_port']}"
+            )
+        if bool(known.get("tls_cert_file")) != bool(known.get("tls_key_file")):
+            named, missing = (
+                ("tls-cert-file", "tls-key-file")
+                if known.get("tls_cert_file")
+                else ("tls-key-file", "tls-cert-file")
+            )
+            raise InvalidSpec(
+                f"{config_file}: {named} is set but {missing} is not: give both (the PEM "
+                "certificate chain and its private key), or neither for a certificate of the "
+                "local authority in HOMERUN_HOME/tls"
+            )
         settings = replace(settings, **known)
     if os.environ.get(VENV_CACHE_VARIABLE):
         origins["venv-cache"] = Origin("environment", VENV_CACHE_VARIABLE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import fcntl
 import gc
 import getpass
@@ -11,6 +12,8 @@ import hashlib
 import os
 import signal
 import socket
+import sqlite3
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +25,14 @@ from starlette.types import ASGIApp
 
 from homerun import build
 from homerun.access import keys
+from homerun.access.certificates import (
+    CertificateFiles,
+    LocalAuthority,
+    Reloader,
+    authority_context,
+    server_context,
+)
+from homerun.access.discovery import issuer_documents
 from homerun.access.iam import user_member
 from homerun.access.metadata import create_metadata_app
 from homerun.access.peers import connection_owner, listener_in_tree, listening_ports
@@ -33,6 +44,7 @@ from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
 from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.control import ControlPlane
 from homerun.control.access import Guards, Iam
+from homerun.control.advice import Advisor
 from homerun.control.deploys import BuildFunction, Deploys
 from homerun.control.executions import Executions, NoRuntime
 from homerun.control.job_artifacts import JobArtifacts
@@ -48,15 +60,19 @@ from homerun.control.tasks import Tasks
 from homerun.control.traffic import Traffic
 from homerun.control.urls import Urls
 from homerun.control.views import Views
+from homerun.control.worker_pools import WorkerPools
 from homerun.errors import HomerunError
 from homerun.observe.logs import LogStore
 from homerun.observe.metrics import Metrics
 from homerun.observe.overview import overview
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
+from homerun.pool_store import PoolStore
+from homerun.procfs import lock_holders, process_name
 from homerun.routing.proxy import Router
-from homerun.routing.types import Address
+from homerun.routing.types import Address, Route
 from homerun.runtime import Runtime, cgroups
+from homerun.runtime.inspection import Inspector
 from homerun.runtime.limited import LimitedRuntime, OpenRuntime
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.zygote import ZygoteRuntime
@@ -94,9 +110,11 @@ class Daemon:
         # RSA: ID tokens are RS256, their public key published by the metadata server.
         signing_key = keys.private_key(keys.signing_key(self.paths.signing_key))
         admin_token = keys.admin_token(self.paths.admin_token)
-        store = Store(self.paths.database)
+        store = open_store(self.paths.database)
         _kill_leftovers(store)
-        logs = LogStore(self.paths.logs, max_bytes=self.settings.log_max_bytes)
+        logs = LogStore(
+            self.paths.logs, max_bytes=self.settings.log_max_bytes, report=_print_problem
+        )
         runtime = _limited(
             ZygoteRuntime(memory_budget=self.settings.zygote_memory_budget_bytes)
             if self.settings.zygote
@@ -149,6 +167,7 @@ class Daemon:
             runtime=runtime,
         )
         live, authority = control.live, control.authority
+        published = authority.published()
         processes = ProcessSampler()
         units = lambda: live.units.values()  # noqa: E731 - read when called
         metrics = Metrics(units, processes)
@@ -159,6 +178,7 @@ class Daemon:
             units=units,
             precise_clock=time.perf_counter,
             request_logs=self.settings.request_logs,
+            project=self.settings.project,
         )
         router = Router(
             live.resolve,
@@ -174,23 +194,48 @@ class Daemon:
                 peer, server, live.instance_members()
             ),
             forwarded_authorization=authority.forwarded_authorization,
+            platform_names=frozenset(
+                name.encode() for name in {self.settings.domain.lower(), "127.0.0.1", "[::1]"}
+            ),
+            platform_documents=issuer_documents(published) if published else None,
         )
         try:
-            await router.start(self.settings.listen, self.settings.port)
-        except OSError as error:
+            https = self._https(lambda name: isinstance(live.resolve(name), Route))
+        except HomerunError:
             store.close()
             runtime.close()
+            raise
+        key, port = "port", self.settings.port
+        try:
+            await router.start(self.settings.listen, port)
+            if https is not None:
+                key, port = "https-port", self.settings.https_port
+                await router.start_tls(self.settings.listen, port, https[0])
+        except OSError as error:
+            await router.close()
+            store.close()
+            runtime.close()
+            for_one_run = ", or give `homerun up --port N` for one run" if key == "port" else ""
             raise HomerunError(
-                f"cannot listen on {self.settings.listen}:{self.settings.port}: "
-                f"{error.strerror}; set another `port:` in {self.paths.config_file} (read at "
-                "every start), or give `homerun up --port N` for one run"
+                f"cannot listen on {self.settings.listen}:{port}: "
+                f"{error.strerror}; set another `{key}:` in {self.paths.config_file} (read at "
+                f"every start){for_one_run}"
             ) from None
+        https_url = ""
+        if https is not None:
+            https_url = f" and https://{self.settings.listen}:{router.tls_port}{https[1]}"
         listen = self.settings.dashboard_listen
         local = is_loopback(listen)
         dashboard = _embedded(
             create_dashboard_app(
                 lambda window: overview(
-                    control.views, telemetry, logs, processes, window, jobs=control.jobs.views
+                    control.views,
+                    telemetry,
+                    logs,
+                    processes,
+                    window,
+                    jobs=control.jobs.views,
+                    pools=control.worker_pools,
                 ),
                 metrics.exposition,
                 # Beyond loopback, anyone who reaches the port would see every service; on
@@ -220,7 +265,7 @@ class Daemon:
                 authority.issuer,
                 project=authority.project,
                 email_of=authority.email_of,
-                keys=authority.published(),
+                keys=published,
             )
         )
         servers.append(metadata)
@@ -236,6 +281,7 @@ class Daemon:
             servers.append(remote_admin)
             server_tasks.append(asyncio.ensure_future(remote_admin.serve(sockets=[remote_socket])))
         flusher = asyncio.ensure_future(_flush_logs(logs))
+        reloads = asyncio.ensure_future(_reload_certificate(https[2] if https else None))
         sampler = asyncio.ensure_future(_sample(telemetry))
         scaling = asyncio.ensure_future(scaler.run())
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -247,7 +293,8 @@ class Daemon:
             # collector's sight, a full collection walks only what requests allocate since.
             gc.freeze()
             print(
-                f"homerun is up: router on http://{self.settings.listen}:{self.settings.port}, "
+                f"homerun is up: router on http://{self.settings.listen}:{self.settings.port}"
+                f"{https_url}, "
                 f"dashboard on {dashboard_url}, admin API on {self.paths.admin_socket}"
                 f"{admin_url}, state in {self.home}",
                 flush=True,
@@ -266,6 +313,7 @@ class Daemon:
             await router.drain(grace)
             scaling.cancel()
             sampler.cancel()
+            reloads.cancel()
             await router.close()
             await control.close()
             await supervisor.close()
@@ -280,6 +328,25 @@ class Daemon:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
             print("homerun stopped", flush=True)
+
+    def _https(
+        self, routes: Callable[[str], bool]
+    ) -> tuple[ssl.SSLContext, str, Reloader | None] | None:
+        """The HTTPS listener's TLS context, what the start line says of its certificate, and
+        what reloads the user's certificate files when they change; None without https-port."""
+        settings = self.settings
+        if not settings.https_port:
+            return None
+        if settings.tls_cert_file:
+            files = CertificateFiles(
+                Path(settings.tls_cert_file).expanduser(), Path(settings.tls_key_file).expanduser()
+            )
+            where = f"{self.paths.config_file}: tls-cert-file, tls-key-file"
+            context = server_context(files, where)
+            return context, f" (certificate {files.cert})", Reloader(context, files, where)
+        authority = LocalAuthority(self.paths.tls, lambda: datetime.datetime.now(datetime.UTC))
+        context = authority_context(authority, settings.domain, routes)
+        return context, f" (trust {authority.files.cert} to verify it)", None
 
     def _dashboard_socket(self) -> socket.socket:
         """The dashboard's socket; an ephemeral port when the set one is taken."""
@@ -369,6 +436,10 @@ def control_plane(
     tasks = Tasks()
     secret_store = SecretStore(paths.secrets)
     secret_values = SecretValues(secret_store)
+    inspector = (
+        Inspector(paths.inspections, settings.inspector_block_ms) if settings.inspector else None
+    )
+    advisor = Advisor(store=store, folder=inspector.folder if inspector else None)
     live = LiveRevisions(
         settings=settings,
         paths=paths,
@@ -382,6 +453,7 @@ def control_plane(
         clock=clock,
         host_env=host_env,
         metadata_address=metadata_address,
+        inspector=inspector,
     )
     revisions = Revisions(
         paths=paths,
@@ -394,7 +466,13 @@ def control_plane(
     traffic = Traffic(store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values)
     iam = Iam(store, logs, authority, access_changed=live.refresh_access)
     job_logs = JobLogs(logs)
-    job_artifacts = JobArtifacts(paths, store)
+    job_artifacts = JobArtifacts(paths, store, tasks)
+    registry = task_registry or InstanceRegistry(
+        record=lambda name, execution, pid: store.record_instance(
+            name, execution, pid, process_start_ticks(pid)
+        ),
+        forget=store.forget_instance,
+    )
     executions = Executions(
         store=store,
         logs=job_logs,
@@ -402,13 +480,7 @@ def control_plane(
         secrets=secret_values,
         artifacts=job_artifacts,
         tasks=tasks,
-        registry=task_registry
-        or InstanceRegistry(
-            record=lambda name, execution, pid: store.record_instance(
-                name, execution, pid, process_start_ticks(pid)
-            ),
-            forget=store.forget_instance,
-        ),
+        registry=registry,
         clock=clock,
         wall_clock=wall_clock,
         host_env=host_env,
@@ -463,6 +535,7 @@ def control_plane(
             clock=clock,
             router_url=f"http://{settings.listen}:{settings.port}",
             dashboard_url=dashboard_url,
+            advisor=advisor,
         ),
         jobs=Jobs(
             settings=settings,
@@ -476,6 +549,21 @@ def control_plane(
             schedules=schedules,
             tasks=tasks,
             wall_clock=wall_clock,
+        ),
+        advisor=advisor,
+        worker_pools=WorkerPools(
+            settings=settings,
+            paths=paths,
+            store=PoolStore(paths.database),
+            logs=logs,
+            build=build,
+            runtime=runtime or NoRuntime(),
+            secrets=secret_values,
+            tasks=tasks,
+            registry=registry,
+            clock=clock,
+            wall_clock=wall_clock,
+            host_env=host_env,
         ),
     )
 
@@ -503,10 +591,11 @@ async def _sample(telemetry: Telemetry) -> None:
 async def _flush_logs(logs: LogStore) -> None:
     while True:
         await asyncio.sleep(LOG_FLUSH_SECONDS)
-        try:
-            logs.flush()
-        except OSError as error:
-            print(f"homerun: cannot write logs: {error}", file=sys.stderr, flush=True)
+        logs.flush()
+
+
+def _print_problem(message: str) -> None:
+    print(f"homerun: {message}", file=sys.stderr, flush=True)
 
 
 def _unix_socket(path: Path) -> socket.socket:
@@ -523,6 +612,44 @@ def _unix_socket(path: Path) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+def open_store(path: Path, lock_timeout: float = 5.0) -> Store:
+    """The store, once SQLite can read all of it and write to it; else a clear error.
+
+    A damaged file (not a database, a page that does not check) or a write lock that another
+    program holds for `lock_timeout` stops the start here, before anything is served, rather
+    than as an internal error at the first deploy."""
+    try:
+        probe = sqlite3.connect(path, timeout=lock_timeout, isolation_level=None)
+    except sqlite3.Error as error:
+        raise HomerunError(f"cannot open the store {path}: {error}") from None
+    try:
+        problems = [row[0] for row in probe.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems[:3]))
+        probe.execute("BEGIN IMMEDIATE")  # a write lock, as the first deploy would take
+        probe.execute("ROLLBACK")
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error) and "busy" not in str(error):
+            raise HomerunError(f"cannot use the store {path}: {error}") from None
+        holders = sorted(lock_holders([path, Path(f"{path}-wal"), Path(f"{path}-shm")]))
+        named = ", ".join(f"{pid} ({process_name(pid)})" for pid in holders)
+        raise HomerunError(
+            f"the store {path} is locked by another program"
+            + (f" (pid {named})" if named else "")
+            + f": homerun waited {lock_timeout:g}s for it. Close that program (an sqlite3 "
+            "shell, a backup) and start homerun again"
+        ) from None
+    except sqlite3.DatabaseError as error:
+        raise HomerunError(
+            f"the store {path} is damaged ({error}): homerun cannot read it. Restore it from a "
+            f"backup, or move it and its -wal and -shm files away to start with an empty store "
+            "(services, revisions and jobs are then forgotten, and their artifacts removed)"
+        ) from None
+    finally:
+        probe.close()
+    return Store(path)
 
 
 def _limited(runtime: OpenRuntime, home: Path) -> OpenRuntime:
@@ -552,3 +679,14 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+async def _reload_certificate(reloader: Reloader | None) -> None:
+    """Every 10 s: new handshakes take the user's certificate files once they change."""
+    if reloader is None:
+        return
+    while True:
+        await asyncio.sleep(10)
+        message = reloader.check()
+        if message:
+            print(f"homerun: {message}", flush=True)

@@ -46,3 +46,38 @@ def _scanned_tree(root: int) -> Iterator[int]:
         return
     yield root
     yield from (child.pid for child in descendants)
+
+
+def lock_holders(paths: list[Path]) -> set[int]:
+    """Processes holding a POSIX or flock lock on any of `paths`, from /proc/locks (where the
+    holder's pid, the device as hex major:minor and the inode name each lock)."""
+    wanted = set()
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        wanted.add(f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}")
+    holders: set[int] = set()
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return holders
+    for line in lines:
+        fields = line.split()
+        # "1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF" ("->" marks a blocked waiter)
+        if len(fields) >= 6 and fields[1] != "->" and fields[5] in wanted:
+            try:
+                holders.add(int(fields[4]))
+            except ValueError:
+                continue
+    holders.discard(os.getpid())
+    return holders
+
+
+def process_name(pid: int) -> str:
+    """The process's command name (/proc/PID/comm), or "?" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"

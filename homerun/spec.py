@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from homerun.errors import InvalidSpec
 from homerun.model.annotations import check_annotations
+from homerun.model.probes import Probe, ProbeAction
 from homerun.model.validation import validation_message
 
 # A DNS label (RFC 1123) that starts with a letter, as Cloud Run requires for service names.
@@ -200,6 +201,18 @@ class SecretRef(BaseModel):
         return f"{self.secret}:{self.version}"
 
 
+# How Cloud Run records `gcloud run deploy --function` and `--base-image` on a revision.
+FUNCTION_TARGET_ANNOTATION = "run.googleapis.com/build-function-target"
+BASE_IMAGE_ANNOTATION = "run.googleapis.com/build-base-image"
+# Read by the build, as GOOGLE_ENTRYPOINT: changing one makes a new build.
+BUILD_VARIABLES = (
+    "GOOGLE_ENTRYPOINT",
+    "GOOGLE_FUNCTION_TARGET",
+    "GOOGLE_FUNCTION_SIGNATURE_TYPE",
+    "GOOGLE_FUNCTION_SOURCE",
+)
+
+
 class RevisionSpec(BaseModel):
     """The immutable settings of one revision, as the user gave them."""
 
@@ -223,6 +236,17 @@ class RevisionSpec(BaseModel):
     container_port: int | None = Field(default=None, ge=1, le=65535)
     container_name: str | None = None
     service_account: str | None = None
+    # Knative's resources.requests: recorded and shown; nothing reserves them on one machine.
+    cpu_request: str | None = None
+    memory_request: str | None = None
+    # The container's workingDir: a path in the artifact (its rootfs stands for `/`).
+    working_dir: str | None = None
+    # Probes as the container spec gives them; None: TCP at startup only (startup_timeout).
+    startup_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None
+    # --use-http2 (Knative's port name h2c): the router speaks HTTP/2 cleartext to instances.
+    use_http2: bool = False
 
     def check(self) -> RevisionSpec:
         """Checks pydantic cannot express; raises InvalidSpec naming the flag."""
@@ -252,7 +276,21 @@ class RevisionSpec(BaseModel):
     def entrypoint_inputs(self) -> tuple[Any, ...]:
         """What the build resolves the entrypoint from: when these change, the artifact of
         another revision cannot be reused (its argv was decided at build time)."""
-        return (self.command, self.args, self.env.get("GOOGLE_ENTRYPOINT"))
+        return (
+            self.command,
+            self.args,
+            *(self.env.get(name) for name in BUILD_VARIABLES),
+            self.function_target,
+            self.base_image,
+        )
+
+    @property
+    def function_target(self) -> str | None:
+        return self.annotations.get(FUNCTION_TARGET_ANNOTATION) or None
+
+    @property
+    def base_image(self) -> str | None:
+        return self.annotations.get(BASE_IMAGE_ANNOTATION) or None
 
 
 V = TypeVar("V")
@@ -311,6 +349,11 @@ class RevisionChanges(BaseModel):
     cpu: str | None = None
     memory: str | None = None
     service_account: str | None = None  # "" goes back to the service's own account
+    # gcloud's --startup-probe, --liveness-probe, --readiness-probe.
+    startup_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None
+    use_http2: bool | None = None
     env: EnvChanges = Field(default_factory=EnvChanges)
     secrets: SecretChanges = Field(default_factory=SecretChanges)
 
@@ -333,12 +376,28 @@ class RevisionChanges(BaseModel):
             "startup_timeout_seconds",
             "cpu",
             "memory",
+            "use_http2",
         ):
             value = getattr(self, name)
             if value is not None:
                 fields[name] = value
         if self.service_account is not None:
             fields["service_account"] = self.service_account or None
+        for name in ("readiness_probe", "liveness_probe"):
+            probe = getattr(self, name)
+            if probe is not None:
+                fields[name] = probe.model_dump()
+        if self.startup_probe is not None:
+            # A TCP startup probe is the default one: its budget is all it changes.
+            tcp = self.startup_probe.action is ProbeAction.TCP
+            fields["startup_probe"] = None if tcp else self.startup_probe.model_dump()
+            if self.startup_timeout_seconds is None:
+                fields["startup_timeout_seconds"] = self.startup_probe.budget
+        kept = fields.get("startup_probe")
+        if kept is not None and self.startup_timeout_seconds is not None:
+            # --startup-timeout is the startup probe's budget: the two stay one.
+            probe = Probe.model_validate(kept).with_budget(self.startup_timeout_seconds)
+            fields["startup_probe"] = probe.model_dump()
         annotations = dict(base.annotations)
         for key, annotation in self.annotations.items():
             if annotation is None:
@@ -377,6 +436,49 @@ class DeployRequest(BaseModel):
     ingress: str | None = None  # all | internal; None: as it is (a new service: all)
     no_traffic: bool = False  # pin LATEST to the revision serving now (gcloud's --no-traffic)
     tag: str | None = None  # the new revision's tag: TAG---SERVICE.DOMAIN
+    # The service's metadata (gcloud's --labels, --description): labels added to its own, and
+    # its description annotation; the new revision's name SERVICE-SUFFIX (--revision-suffix).
+    update_labels: dict[str, str] = Field(default_factory=dict)
+    description: str | None = None
+    revision_suffix: str | None = None
+
+
+# Cloud Run keeps a service's --description in this annotation.
+DESCRIPTION_ANNOTATION = "run.googleapis.com/description"
+# Google's label rules: a key starts with a lowercase letter; keys and values hold lowercase
+# letters, digits, _ and -, 63 at most.
+_LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+_REVISION_SUFFIX = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+_MAX_REVISION_NAME = 63  # a DNS label, as Knative's revision names
+
+
+def parse_labels(text: str, flag: str = "--labels") -> dict[str, str]:
+    """`KEY=VALUE,...` with Google's label rules."""
+    labels = parse_env_vars(text, flag, check_names=False)
+    for key, value in labels.items():
+        if not _LABEL_KEY.fullmatch(key):
+            raise InvalidSpec(
+                f"{flag}: {key!r} is not a label key: start with a lowercase letter, then "
+                "lowercase letters, digits, _ or - (63 at most)"
+            )
+        if not _LABEL_VALUE.fullmatch(value):
+            raise InvalidSpec(
+                f"{flag}: {key}={value!r}: a label value holds lowercase letters, digits, _ or "
+                "- (63 at most)"
+            )
+    return labels
+
+
+def revision_name_with_suffix(service: str, suffix: str, flag: str = "--revision-suffix") -> str:
+    """SERVICE-SUFFIX, as gcloud names a revision given --revision-suffix."""
+    name = f"{service}-{suffix}"
+    if not _REVISION_SUFFIX.fullmatch(suffix) or len(name) > _MAX_REVISION_NAME:
+        raise InvalidSpec(
+            f"{flag}: {suffix!r} would name the revision {name!r}: use lowercase letters, "
+            f"digits and - (not first or last), {_MAX_REVISION_NAME} characters in all"
+        )
+    return name
 
 
 def parse_secret_refs(text: str, flag: str = "--set-secrets") -> dict[str, SecretRef]:

@@ -16,6 +16,7 @@ from homerun.model.jobs import Attempt, ExecutionStatus, TaskSettings
 from homerun.model.states import RevisionStatus
 from homerun.model.suggest import did_you_mean
 from homerun.spec import RevisionSpec
+from homerun.store_db import Transaction, connect
 from homerun.traffic import TrafficEntry
 
 _MIGRATIONS = [
@@ -145,7 +146,7 @@ class RevisionRecord:
 
 class Store:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = connect(path)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -164,10 +165,10 @@ class Store:
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {number}")
 
-    def _transaction(self) -> _Tx:
+    def _transaction(self) -> Transaction:
         # isolation_level=None: we issue BEGIN ourselves; `with` commits or rolls back.
         self._db.execute("BEGIN IMMEDIATE")
-        return _Tx(self._db)
+        return Transaction(self._db)
 
     # -- services ---------------------------------------------------------------------
 
@@ -586,17 +587,6 @@ class Store:
             row[0]: tuple(Attempt.model_validate(item) for item in json.loads(row[1]))
             for row in rows
         }
-
-
-class _Tx:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self._db
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _service(row: sqlite3.Row) -> ServiceRecord:

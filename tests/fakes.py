@@ -220,6 +220,7 @@ class FakeRevision:
     startups: int = 0
     cold_starts: int = 0
     overloaded_requests: int = 0
+    liveness_restarts: int = 0
     memory_exceeded: int = 0
 
     def count(self, state: InstanceState) -> int:

@@ -22,6 +22,7 @@ from homerun.knative import (
     render_service,
     render_template,
 )
+from homerun.model.probes import Probe, ProbeAction
 from homerun.model.states import RevisionStatus
 from homerun.spec import RevisionSpec, SecretRef
 from homerun.traffic import DEFAULT_TRAFFIC, TrafficEntry
@@ -157,7 +158,30 @@ text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0")
 
 
 @st.composite
+def probes(draw: st.DrawFn, *, startup: bool = False, readiness: bool = False) -> Probe:
+    action = draw(st.sampled_from([ProbeAction.HTTP, ProbeAction.EXEC, ProbeAction.TCP]))
+    if startup and action is ProbeAction.TCP:
+        action = ProbeAction.HTTP  # a TCP startup probe is the default one (its budget)
+    return Probe(
+        action=action,
+        path=draw(st.sampled_from(["/", "/ready", "/healthz?deep=1"]))
+        if action is ProbeAction.HTTP
+        else "/",
+        headers=tuple(draw(st.lists(st.tuples(st.just("X-Probe"), text), max_size=2)))
+        if action is ProbeAction.HTTP
+        else (),
+        command=("cat", "/tmp/healthy") if action is ProbeAction.EXEC else (),
+        initial_delay_seconds=draw(st.integers(0, 30)),
+        period_seconds=draw(st.integers(0 if readiness else 1, 60)),
+        timeout_seconds=draw(st.integers(1, 10)),
+        success_threshold=draw(st.integers(1, 5)) if readiness else 1,
+        failure_threshold=draw(st.integers(1, 10)),
+    )
+
+
+@st.composite
 def revision_specs(draw: st.DrawFn) -> RevisionSpec:
+    startup = draw(st.none() | probes(startup=True))
     env_names = draw(st.lists(names, max_size=4, unique=True))
     split = draw(st.integers(0, len(env_names)))
     annotations = {}
@@ -179,7 +203,13 @@ def revision_specs(draw: st.DrawFn) -> RevisionSpec:
         },
         container_concurrency=draw(st.integers(1, 1000)),
         timeout_seconds=draw(st.integers(1, 3600)),
-        startup_timeout_seconds=draw(st.integers(1, 3600)),
+        startup_timeout_seconds=startup.budget if startup else draw(st.integers(1, 3600)),
+        startup_probe=startup,
+        readiness_probe=draw(st.none() | probes(readiness=True)),
+        liveness_probe=draw(st.none() | probes()),
+        working_dir=draw(st.none() | st.sampled_from(["/app", "/workspace/src"])),
+        cpu_request=draw(st.none() | st.sampled_from(["1", "250m"])),
+        memory_request=draw(st.none() | st.sampled_from(["128Mi"])),
         annotations=annotations,
         labels=draw(st.dictionaries(st.sampled_from(["app", "team"]), text, max_size=2)),
         cpu=draw(st.none() | st.sampled_from(["1", "2", "500m"])),
@@ -187,10 +217,11 @@ def revision_specs(draw: st.DrawFn) -> RevisionSpec:
         container_port=draw(st.none() | st.integers(1, 65535)),
         container_name=draw(st.none() | st.just("app")),
         service_account=draw(st.none() | st.just("robot@example.iam")),
+        use_http2=draw(st.booleans()),
     )
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(revision_specs())
 def test_a_rendered_template_parses_back_to_the_same_spec(spec: RevisionSpec) -> None:
     document = render_service(service_view(spec))
@@ -204,6 +235,16 @@ def test_a_rendered_template_parses_back_to_the_same_spec(spec: RevisionSpec) ->
     assert manifest.labels == {"team": "web"}
     # And rendering what was parsed gives the same template again.
     assert render_template(manifest.template.spec, IMAGE) == document["spec"]["template"]
+
+
+def test_the_port_name_h2c_is_use_http2() -> None:
+    spec = RevisionSpec(source="/src", use_http2=True)
+    container = render_template(spec, IMAGE)["spec"]["containers"][0]
+    assert container["ports"] == [{"name": "h2c"}]
+    with_port = render_template(spec.model_copy(update={"container_port": 50051}), IMAGE)
+    assert with_port["spec"]["containers"][0]["ports"] == [{"name": "h2c", "containerPort": 50051}]
+    document = render_service(service_view(spec))
+    assert parse_service(document).template.spec.use_http2
 
 
 def test_traffic_round_trips() -> None:
@@ -357,15 +398,39 @@ BASE["spec"]["traffic"] = [
         ),
         (
             "spec/template/spec/containers/0/livenessProbe",
-            {},
+            {"grpc": {"port": 8080}},
+            "spec.template.spec.containers[0].livenessProbe.grpc",
+            "gRPC probes are not supported yet",
+        ),
+        (
+            "spec/template/spec/containers/0/readinessProbe",
+            {"httpGet": {"path": "/ready", "port": 9000}},
+            "spec.template.spec.containers[0].readinessProbe.httpGet.port",
+            "must be the container port (8080), got 9000",
+        ),
+        (
+            "spec/template/spec/containers/0/livenessProbe",
+            {"httpGet": {"path": "/"}, "tcpSocket": {}},
             "spec.template.spec.containers[0].livenessProbe",
-            "not supported",
+            "give one of httpGet, tcpSocket, exec, not httpGet and tcpSocket",
+        ),
+        (
+            "spec/template/spec/containers/0/livenessProbe",
+            {"tcpSocket": {}, "successThreshold": 2},
+            "spec.template.spec.containers[0].livenessProbe.successThreshold",
+            "must be 1",
         ),
         (
             "spec/template/spec/containers/0/startupProbe",
-            {"httpGet": {"path": "/"}},
-            "spec.template.spec.containers[0].startupProbe.httpGet",
-            "only tcpSocket",
+            {"httpGet": {"path": "ready"}},
+            "spec.template.spec.containers[0].startupProbe.httpGet.path",
+            "must start with '/'",
+        ),
+        (
+            "spec/template/spec/containers/0/workingDir",
+            "src",
+            "spec.template.spec.containers[0].workingDir",
+            "must be an absolute path",
         ),
         (
             "spec/template/spec/containers/0/env",
@@ -399,9 +464,9 @@ BASE["spec"]["traffic"] = [
         ),
         (
             "spec/template/spec/containers/0/ports",
-            [{"name": "h2c", "containerPort": 8080}],
+            [{"name": "grpc", "containerPort": 8080}],
             "spec.template.spec.containers[0].ports[0].name",
-            "HTTP/1.1",
+            "h2c (HTTP/2 cleartext",
         ),
         (
             "spec/template/spec/containers/0/resources",
@@ -500,7 +565,7 @@ CONTAINER = "spec.template.spec.containers[0]"
             "spec/template/spec/containers/0/startupProbe",
             {"periodSeconds": 0},
             f"{CONTAINER}.startupProbe.periodSeconds",
-            "must be at least 1, got 0",
+            "must be 1..3600, got 0",
         ),
         (
             "spec/template/spec/containers/0/command",
@@ -562,8 +627,48 @@ def test_an_unknown_field_lists_the_fields_there() -> None:
 
 
 def test_a_refused_field_gives_the_reason_not_a_guess() -> None:
-    problems = _problems(_set(BASE, "spec/template/spec/containers/0/readinessProbe", {}))
-    assert problems[f"{CONTAINER}.readinessProbe"].startswith("not supported: homerun probes")
+    problems = _problems(_set(BASE, "spec/template/spec/containers/0/securityContext", {}))
+    assert problems[f"{CONTAINER}.securityContext"].startswith("not supported yet: instances run")
+
+
+def test_probes_read_as_knative_writes_them() -> None:
+    container = "spec/template/spec/containers/0"
+    document = _set(
+        BASE,
+        f"{container}/readinessProbe",
+        {
+            "httpGet": {"path": "/ready", "httpHeaders": [{"name": "X-A", "value": "1"}]},
+            "periodSeconds": 0,
+            "successThreshold": 2,
+        },
+    )
+    document = _set(document, f"{container}/livenessProbe", {"exec": {"command": ["true"]}})
+    document = _set(
+        document,
+        f"{container}/startupProbe",
+        {"httpGet": {"path": "/started", "port": 8080}, "periodSeconds": 1, "failureThreshold": 30},
+    )
+    spec = parse_service(document).template.spec
+    assert spec.readiness_probe == Probe(
+        action=ProbeAction.HTTP,
+        path="/ready",
+        headers=(("X-A", "1"),),
+        period_seconds=0,
+        success_threshold=2,
+    )
+    assert spec.liveness_probe == Probe(action=ProbeAction.EXEC, command=("true",))
+    assert spec.startup_probe == Probe(
+        action=ProbeAction.HTTP, path="/started", period_seconds=1, failure_threshold=30
+    )
+    assert spec.startup_timeout_seconds == 30
+
+
+def test_requests_and_working_dir_are_recorded() -> None:
+    container = "spec/template/spec/containers/0"
+    document = _set(BASE, f"{container}/resources", {"requests": {"cpu": "250m", "memory": "64Mi"}})
+    document = _set(document, f"{container}/workingDir", "/app/src")
+    spec = parse_service(document).template.spec
+    assert (spec.cpu_request, spec.memory_request, spec.working_dir) == ("250m", "64Mi", "/app/src")
 
 
 def test_a_null_traffic_target_is_a_problem_not_a_missing_share() -> None:

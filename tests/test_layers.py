@@ -14,10 +14,10 @@ LAYERS: list[set[str]] = [
     {"errors", "procfs", "shellwords"},  # leaves
     {"model"},  # nouns without I/O
     {"spec", "traffic"},  # what users ask for, validated
-    {"knative", "build", "runtime", "secret_store", "progress", "client"},
+    {"knative", "build", "runtime", "secret_store", "store_db", "progress", "client"},
     {"routing"},  # the data plane
     {"access"},
-    {"store"},
+    {"store", "pool_store"},
     {"observe"},
     {"scaling"},
     {"config"},  # settings, autoscaler's included

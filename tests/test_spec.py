@@ -4,6 +4,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from homerun.errors import HomerunError, InvalidSpec
+from homerun.model.probes import Probe, ProbeAction
 from homerun.spec import (
     DeployRequest,
     EnvChanges,
@@ -255,3 +256,16 @@ def test_any_revision_changes_give_a_spec_or_a_named_error(fields: dict[str, obj
     except HomerunError:
         return
     assert spec.check() is spec
+
+
+def test_startup_probe_flags_and_the_startup_timeout_stay_one_budget() -> None:
+    http = Probe(action=ProbeAction.HTTP, path="/started", period_seconds=2, failure_threshold=5)
+    first = RevisionChanges(source="/s", startup_probe=http).apply(None)
+    assert first.startup_probe == http and first.startup_timeout_seconds == 10
+    # --startup-timeout alone later: the kept probe takes the new budget.
+    second = RevisionChanges(startup_timeout_seconds=30).apply(first)
+    assert second.startup_probe is not None and second.startup_probe.budget == 30
+    assert second.startup_probe.path == "/started"
+    # A TCP startup probe is the default one: only its budget is kept.
+    third = RevisionChanges(startup_probe=Probe(period_seconds=3)).apply(second)
+    assert third.startup_probe is None and third.startup_timeout_seconds == 9

@@ -90,3 +90,13 @@ def _certificate(private_key: rsa.RSAPrivateKey, issuer: str, now: datetime.date
         .sign(private_key, hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def issuer_documents(keys: PublishedKeys) -> dict[bytes, bytes]:
+    """The three documents as the router serves them at the issuer itself (path -> JSON), where
+    an OpenID Connect client looks: ISSUER/.well-known/openid-configuration."""
+    return {
+        DISCOVERY_PATH.encode(): json.dumps(keys.discovery(keys.issuer)).encode(),
+        JWKS_PATH.encode(): json.dumps(keys.jwks).encode(),
+        CERTIFICATES_PATH.encode(): json.dumps(keys.certificates).encode(),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -15,9 +16,10 @@ from starlette.routing import Route
 from homerun.admin.openapi import openapi_document
 from homerun.control import ControlPlane
 from homerun.control.job_plan import JobRequest
-from homerun.errors import HomerunError, InvalidSpec, NotFound
+from homerun.control.worker_pools import PoolRequest
+from homerun.errors import HomerunError, InvalidSpec, NotFound, StoreUnavailable
 from homerun.knative import parse_service
-from homerun.model.events import DeployEvent, JobEvent
+from homerun.model.events import DeployEvent, JobEvent, PoolEvent
 from homerun.model.jobs import ExecutionOverrides
 from homerun.model.validation import validation_message
 from homerun.spec import DeployRequest
@@ -59,6 +61,11 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         if request.query_params.get("format") == "knative":
             return JSONResponse(control.views.knative_service(name))
         return _view(control.views.describe(name))
+
+    async def advice(request: Request) -> Response:
+        # Reads the inspector's snapshot files: in a thread, off the router's loop.
+        answer = await asyncio.to_thread(control.advisor.advise, request.path_params["name"])
+        return _view(answer)
 
     async def traffic(request: Request) -> Response:
         try:
@@ -136,7 +143,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         limit = _int_param(request, "limit", 50)
         filters = {
             name: request.query_params.get(name)
-            for name in ("revision", "min_severity", "since", "after")
+            for name in ("revision", "min_severity", "since", "after", "trace")
         }
         return JSONResponse(await control.views.logs(request.path_params["name"], limit, **filters))
 
@@ -185,6 +192,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             _int_param(request, "limit", 50),
             execution=request.query_params.get("execution"),
             task=int(task) if task is not None else None,
+            after=request.query_params.get("after"),
         )
         return JSONResponse(entries)
 
@@ -202,8 +210,41 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         record = control.jobs.executions.cancel(request.path_params["name"])
         return _view(control.jobs.views.execution(record.name))
 
+    # Worker pools
+
+    async def worker_pools(request: Request) -> Response:
+        return _views(control.worker_pools.pools())
+
+    async def worker_pool(request: Request) -> Response:
+        name = request.path_params["name"]
+        if request.method == "DELETE":
+            await control.worker_pools.delete(name)
+            return JSONResponse({"deleted": name})
+        return _view(control.worker_pools.describe(name))
+
+    async def worker_pool_deploy(request: Request) -> Response:
+        try:
+            body = PoolRequest.model_validate_json(await request.body())
+        except ValidationError as error:
+            raise InvalidSpec(f"invalid worker pool request: {validation_message(error)}") from None
+        if body.pool != request.path_params["name"]:
+            raise InvalidSpec(
+                f"pool: {body.pool!r} does not match the path's {request.path_params['name']!r}"
+            )
+        return StreamingResponse(
+            _pool_ndjson(control.worker_pools.deploy(body)), media_type="application/x-ndjson"
+        )
+
+    async def worker_pool_logs(request: Request) -> Response:
+        entries = await control.worker_pools.read_logs(
+            request.path_params["name"], _int_param(request, "limit", 50)
+        )
+        return JSONResponse(entries)
+
     async def homerun_error(request: Request, exc: Exception) -> Response:
-        status_code = 404 if isinstance(exc, NotFound) else 400
+        status_code = (
+            404 if isinstance(exc, NotFound) else 503 if isinstance(exc, StoreUnavailable) else 400
+        )
         return JSONResponse({"error": str(exc)}, status_code=status_code)
 
     return Starlette(
@@ -213,6 +254,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             Route("/v1/shutdown", stop, methods=["POST"]),
             Route("/v1/services", services),
             Route("/v1/services/{name}", service, methods=["GET", "DELETE", "PUT"]),
+            Route("/v1/services/{name}/advice", advice),
             Route("/v1/services/{name}/deploy", deploy, methods=["POST"]),
             Route("/v1/services/{name}/traffic", traffic, methods=["POST"]),
             Route("/v1/services/{name}/logs", logs),
@@ -233,6 +275,10 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             Route("/v1/executions", executions),
             Route("/v1/executions/{name}", execution, methods=["GET", "DELETE"]),
             Route("/v1/executions/{name}/cancel", execution_cancel, methods=["POST"]),
+            Route("/v1/worker-pools", worker_pools),
+            Route("/v1/worker-pools/{name}", worker_pool, methods=["GET", "DELETE"]),
+            Route("/v1/worker-pools/{name}/deploy", worker_pool_deploy, methods=["POST"]),
+            Route("/v1/worker-pools/{name}/logs", worker_pool_logs),
         ],
         exception_handlers={HomerunError: homerun_error},
     )
@@ -244,6 +290,11 @@ async def _ndjson(events: AsyncIterator[DeployEvent]) -> AsyncIterator[bytes]:
 
 
 async def _job_ndjson(events: AsyncIterator[JobEvent]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield event.model_dump_json().encode() + b"\n"
+
+
+async def _pool_ndjson(events: AsyncIterator[PoolEvent]) -> AsyncIterator[bytes]:
     async for event in events:
         yield event.model_dump_json().encode() + b"\n"
 

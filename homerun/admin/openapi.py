@@ -13,8 +13,10 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from homerun.control.job_plan import JobRequest
+from homerun.control.worker_pools import PoolRequest
 from homerun.model import views
-from homerun.model.events import DeployEvent, JobEvent
+from homerun.model.events import DeployEvent, JobEvent, PoolEvent
+from homerun.model.inspection import Advice
 from homerun.model.jobs import ExecutionOverrides
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
@@ -81,6 +83,8 @@ _VIEWS: tuple[type[BaseModel], ...] = (
     views.JobDescription,
     views.ExecutionSummary,
     views.ExecutionDescription,
+    Advice,
+    views.WorkerPoolSummary,
 )
 
 
@@ -98,12 +102,15 @@ def _view_schemas() -> dict[str, Any]:
     )
     event = TypeAdapter(DeployEvent).json_schema(ref_template=_REF, mode="serialization")
     job_event = TypeAdapter(JobEvent).json_schema(ref_template=_REF, mode="serialization")
+    pool_event = TypeAdapter(PoolEvent).json_schema(ref_template=_REF, mode="serialization")
     return {
         **document.get("$defs", {}),
         **event.pop("$defs", {}),
         **job_event.pop("$defs", {}),
+        **pool_event.pop("$defs", {}),
         "DeployEvent": event,
         "JobEvent": job_event,
+        "PoolEvent": pool_event,
     }
 
 
@@ -111,6 +118,7 @@ def openapi_document() -> dict[str, Any]:
     deploy = DeployRequest.model_json_schema(ref_template=_REF)
     traffic = TrafficUpdate.model_json_schema(ref_template=_REF)
     job_request = JobRequest.model_json_schema(ref_template=_REF)
+    pool_request = PoolRequest.model_json_schema(ref_template=_REF)
     overrides = ExecutionOverrides.model_json_schema(ref_template=_REF)
     knative_document = {"type": "object", "description": "a Knative document (?format=knative)"}
     components = {
@@ -120,6 +128,8 @@ def openapi_document() -> dict[str, Any]:
         "DeployRequest": deploy,
         **job_request.pop("$defs", {}),
         "JobRequest": job_request,
+        **pool_request.pop("$defs", {}),
+        "PoolRequest": pool_request,
         "ExecutionOverrides": overrides,
         "TrafficUpdate": traffic,
         "BindingRequest": {
@@ -181,6 +191,13 @@ def openapi_document() -> dict[str, Any]:
                 ),
                 "delete": _operation("delete a service", path_name=True),
             },
+            "/v1/services/{name}/advice": {
+                "get": _operation(
+                    "the concurrency to set and why (`services advise`)",
+                    path_name=True,
+                    returns=ref("Advice"),
+                )
+            },
             "/v1/services/{name}/deploy": {
                 "post": _operation(
                     "deploy or update a service",
@@ -207,6 +224,7 @@ def openapi_document() -> dict[str, Any]:
                         "min_severity": {"type": "string"},
                         "since": {"type": "string"},
                         "after": {"type": "string"},
+                        "trace": {"type": "string"},
                     },
                 )
             },
@@ -273,6 +291,7 @@ def openapi_document() -> dict[str, Any]:
                 ),
             },
             **_job_paths(),
+            **_pool_paths(),
         },
     }
 
@@ -318,6 +337,7 @@ def _job_paths() -> dict[str, Any]:
                     "limit": {"type": "integer", "minimum": 1},
                     "execution": {"type": "string"},
                     "task": {"type": "integer", "minimum": 0},
+                    "after": {"type": "string", "description": "only entries after this time"},
                 },
             )
         },
@@ -337,6 +357,38 @@ def _job_paths() -> dict[str, Any]:
         "/v1/executions/{name}/cancel": {
             "post": _operation(
                 "cancel a running execution: its tasks stop", path_name=True, returns=execution
+            )
+        },
+    }
+
+
+def _pool_paths() -> dict[str, Any]:
+    """Worker pools."""
+    ref = _ref
+    pool = ref("WorkerPoolSummary")
+    deploy = _operation(
+        "create or update a worker pool (`worker-pools deploy`)",
+        path_name=True,
+        body=ref("PoolRequest"),
+    )
+    deploy["responses"]["200"] = {
+        "description": "its events as they happen, the last `pool` or `error`",
+        "content": {"application/x-ndjson": {"schema": ref("PoolEvent")}},
+    }
+    return {
+        "/v1/worker-pools": {
+            "get": _operation("list worker pools", returns=_list_of("WorkerPoolSummary"))
+        },
+        "/v1/worker-pools/{name}": {
+            "get": _operation("describe a worker pool", path_name=True, returns=pool),
+            "delete": _operation("delete a worker pool: its instances stop", path_name=True),
+        },
+        "/v1/worker-pools/{name}/deploy": {"post": deploy},
+        "/v1/worker-pools/{name}/logs": {
+            "get": _operation(
+                "read a worker pool's logs: its instances' output and the platform's events",
+                path_name=True,
+                query={"limit": {"type": "integer", "minimum": 1}},
             )
         },
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from homerun.build.entrypoint import fit_default_threads
 from homerun.errors import BuildError, HomerunError
 from homerun.model.artifact import ArtifactRecord
 
@@ -81,11 +83,16 @@ def artifact_record(artifact: Artifact) -> ArtifactRecord:
 
 
 def copy_artifact(
-    root: Path, record: ArtifactRecord | None, owner: str, dest: Path
+    root: Path,
+    record: ArtifactRecord | None,
+    owner: str,
+    dest: Path,
+    concurrency: int | None = None,
 ) -> ArtifactRecord:
     """Blocking: a new revision's artifact folder as a copy of the artifact of revision `owner`
     at `root`, stored as `record` (a few files of code; the virtualenv is shared), with paths
-    that named the old folder pointing at the new."""
+    that named the old folder pointing at the new, and homerun's default gunicorn command
+    given `concurrency` threads (the new revision's --concurrency)."""
     if not root.is_dir() or not record:
         raise HomerunError(f"the artifact of {owner} is gone ({root}); deploy again with --source")
     try:
@@ -93,11 +100,17 @@ def copy_artifact(
         copied = ArtifactRecord.model_validate(
             _rebase(record.model_dump(exclude={"digest"}), str(root), str(dest))
         )
-        digest = record.digest or artifact_digest(dest, copied)
-        copied = copied.model_copy(update={"digest": digest})
+        if concurrency is not None:
+            argv = fit_default_threads(copied.argv, copied.entrypoint_origin, concurrency)
+            copied = copied.model_copy(update={"argv": argv})
+        # The digest covers what runs: a refitted command is another artifact.
+        refitted = copied.argv != _rebase(record.argv, str(root), str(dest))
+        digest = record.digest if record.digest and not refitted else None
+        copied = copied.model_copy(update={"digest": digest or artifact_digest(dest, copied)})
         manifest = dest / MANIFEST
         if manifest.exists():
             rebased = _rebase(json.loads(manifest.read_text()), str(root), str(dest))
+            rebased["argv"] = copied.argv
             manifest.write_text(json.dumps(rebased, indent=2) + "\n")
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
@@ -142,3 +155,28 @@ def artifact_digest(root: Path, record: ArtifactRecord) -> str:
             content = hashlib.sha256(path.read_bytes()).digest()
             digest.update(b"F" + relative.encode() + b"\0" + executable + content)
     return digest.hexdigest()
+
+
+_OUT_OF_ROOM = {errno.ENOSPC, errno.EDQUOT}
+
+
+def write_failure(error: OSError, dest: Path, unchanged: str) -> BuildError:
+    """What to tell a user whose build could not write its artifact (a full disk, a quota, a
+    read-only or failing filesystem) under `dest`; `unchanged` says what goes on as before."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list):
+        # copytree gathers (source, destination, reason) of each file it could not copy.
+        first = error.args[0][0]
+        reason, where = str(first[2]), str(first[1])
+    else:
+        reason = error.strerror or str(error)
+        where = str(error.filename or dest)
+    if error.errno in _OUT_OF_ROOM or "No space left" in reason or "quota" in reason.lower():
+        advice = (
+            f"free some space on the filesystem that holds {dest.parent} (`df -h "
+            f"{dest.parent}`) and deploy again"
+        )
+    else:
+        advice = f"check the filesystem that holds {dest.parent} and deploy again"
+    return BuildError(
+        f"the build stopped at {where}: {reason}. Nothing of it was kept and {unchanged}; {advice}"
+    )

@@ -12,8 +12,9 @@ from pathlib import Path
 from homerun.build.artifact import Artifact
 from homerun.build.dependencies import plan_dependencies
 from homerun.build.dockerfile import Dockerfile, parse
-from homerun.build.entrypoint import guess_server, resolve_entrypoint
-from homerun.build.interpreter import Interpreter, probe_interpreter
+from homerun.build.entrypoint import DEFAULT_THREADS, guess_server, resolve_entrypoint
+from homerun.build.function import Function, build_env, find_function
+from homerun.build.interpreter import Interpreter, probe_interpreter, python_for_base_image
 from homerun.build.source import (
     DEFAULT_MAX_SOURCE_BYTES,
     Layout,
@@ -40,14 +41,21 @@ def build(
     output: Callable[[str], None],
     python: str | None = None,
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+    function: str | None = None,
+    base_image: str | None = None,
+    concurrency: int = DEFAULT_THREADS,
 ) -> Artifact:
     """Build `source` into `dest` (which must not exist, or be empty). Blocking.
 
+    `function` is `--function`'s target; `base_image` (`python312`) chooses the interpreter.
     Every line of progress, pip's output included, goes to `output` as it happens. On any
     failure `dest` is left as it was found and BuildError (or DockerfileError) says why.
+    `concurrency` is the revision's --concurrency, the threads of a default gunicorn command.
     """
     source = check_source(Path(source))
     scan_source(source, max_source_bytes)
+    if base_image and python is None:
+        python = python_for_base_image(base_image)
     interpreter = probe_interpreter(python)
     output(f"building {source} with Python {interpreter.version} ({interpreter.executable})")
     dockerfile = _read_dockerfile(source, interpreter, bypass=bool(command), output=output)
@@ -64,6 +72,8 @@ def build(
             user_env=user_env,
             venv_cache=Path(venv_cache),
             output=output,
+            function_flag=function,
+            concurrency=concurrency,
         )
     except BaseException:
         _discard(dest, created)
@@ -81,8 +91,20 @@ def _build_into(
     user_env: Mapping[str, str],
     venv_cache: Path,
     output: Callable[[str], None],
+    function_flag: str | None = None,
+    concurrency: int,
 ) -> Artifact:
     layout = lay_out(source, dest, dockerfile, output)
+    function = None
+    if not command:
+        function = find_function(
+            flag=function_flag,
+            user_env=user_env,
+            project_env=build_env(
+                _read_optional(source / "project.toml"), str(source / "project.toml")
+            ),
+            app_dir=layout.cwd,
+        )
     entrypoint = resolve_entrypoint(
         command=command,
         args=args,
@@ -91,6 +113,8 @@ def _build_into(
         dockerfile=dockerfile,
         app_dir=layout.cwd,
         shown_as=source,
+        function=function,
+        concurrency=concurrency,
     )
     for note in entrypoint.notes:
         output(note)
@@ -103,6 +127,7 @@ def _build_into(
         dockerfile=dockerfile,
         default_app=entrypoint.default,
         output=output,
+        function=function is not None,
     )
     output(f"dependencies: {plan.origin}")
     venv = ensure_venv(plan=plan, interpreter=interpreter, cache=venv_cache, output=output)
@@ -111,7 +136,7 @@ def _build_into(
         root=dest,
         cwd=layout.cwd,
         argv=argv,
-        env=_environment(dockerfile, venv, output),
+        env=_environment(dockerfile, venv, output, function),
         venv=venv,
         entrypoint_origin=entrypoint.origin,
         server=guess_server(argv),
@@ -193,9 +218,14 @@ def _container_paths(argv: list[str], layout: Layout, output: Callable[[str], No
 
 
 def _environment(
-    dockerfile: Dockerfile | None, venv: Path, output: Callable[[str], None]
+    dockerfile: Dockerfile | None,
+    venv: Path,
+    output: Callable[[str], None],
+    function: Function | None = None,
 ) -> dict[str, str]:
-    env: dict[str, str] = {}
+    # A function's FUNCTION_* variables are defaults, as the buildpack's launch env: the
+    # user's env vars (applied later, over these) win.
+    env: dict[str, str] = function.environment() if function else {}
     for name, value in dockerfile.env.items() if dockerfile else ():
         if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIX):
             output(f"ENV {name} ignored: PORT and K_* are set by the platform")

@@ -12,7 +12,8 @@ Where the dependencies come from, first found wins:
 4. with a default entrypoint, the framework that was detected (flask, fastapi, django...).
 
 With a default entrypoint, its server (gunicorn or uvicorn) is added when not listed, as the
-buildpack does for gunicorn.
+buildpack does for gunicorn; a function gets functions-framework when it is not listed, as the
+functions buildpack does.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from homerun.build._pip import INSTALL_OPTIONS_WITH_VALUE
 from homerun.build.dockerfile import Dockerfile
 from homerun.build.entrypoint import DefaultApp
+from homerun.build.function import PACKAGE as FUNCTIONS_FRAMEWORK
 from homerun.build.source import SKIPPED_NAMES, Layout
 from homerun.errors import BuildError
 
@@ -69,6 +71,7 @@ def plan_dependencies(
     dockerfile: Dockerfile | None,
     default_app: DefaultApp | None,
     output: Callable[[str], None],
+    function: bool = False,
 ) -> InstallPlan:
     plan = (
         _from_dockerfile(dockerfile, layout, output)
@@ -78,21 +81,23 @@ def plan_dependencies(
         or InstallPlan(origin="nothing to install", steps=(), names=frozenset())
     )
     if default_app is not None and canonical_name(default_app.server) not in plan.names:
-        plan = _with_server(plan, default_app.server, layout)
+        plan = _with_package(plan, default_app.server, "the default entrypoint's server", layout)
+    if function and FUNCTIONS_FRAMEWORK not in plan.names:
+        plan = _with_package(plan, FUNCTIONS_FRAMEWORK, "it serves the function", layout)
     return plan
 
 
-def _with_server(plan: InstallPlan, server: str, layout: Layout) -> InstallPlan:
+def _with_package(plan: InstallPlan, package: str, why: str, layout: Layout) -> InstallPlan:
     if not plan.steps:
-        steps: tuple[PipStep, ...] = (PipStep((server,), layout.cwd),)
+        steps: tuple[PipStep, ...] = (PipStep((package,), layout.cwd),)
     else:
-        # Into the last pip run, so pip resolves the server together with everything else.
+        # Into the last pip run, so pip resolves it together with everything else.
         last = plan.steps[-1]
-        steps = (*plan.steps[:-1], PipStep((*last.arguments, server), last.cwd))
+        steps = (*plan.steps[:-1], PipStep((*last.arguments, package), last.cwd))
     return InstallPlan(
-        origin=f"{plan.origin} + {server} (the default entrypoint's server)",
+        origin=f"{plan.origin} + {package} ({why})",
         steps=steps,
-        names=plan.names | {server},
+        names=plan.names | {package},
     )
 
 

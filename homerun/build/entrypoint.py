@@ -1,7 +1,8 @@
 """Decide what an instance executes, in the order Google's Python buildpack does.
 
---command/--args, then GOOGLE_ENTRYPOINT, then a Procfile `web:` line, then the Dockerfile's
-ENTRYPOINT/CMD, then a default read (with `ast`, never by importing user code) from main.py,
+--command/--args, then GOOGLE_ENTRYPOINT, then a function (`--function`, GOOGLE_FUNCTION_TARGET:
+build/function.py), then a Procfile `web:` line, then the Dockerfile's ENTRYPOINT/CMD, then a
+default read (with `ast`, never by importing user code) from main.py,
 app.py or a Django project. Unlike the buildpack, an ASGI app (FastAPI, Starlette...) gets
 uvicorn by default: under gunicorn's sync workers it would not answer at all.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from homerun.build.dockerfile import Dockerfile
+from homerun.build.function import Function
 from homerun.build.source import SKIPPED_NAMES
 from homerun.errors import BuildError
 from homerun.shellwords import WordError, split_words
@@ -24,6 +26,10 @@ from homerun.shellwords import WordError, split_words
 SHELL = ("/bin/sh", "-c")
 APP_FILES = ("main.py", "app.py")
 SERVERS = ("gunicorn", "uvicorn")
+# Cloud Run's own default --concurrency, for callers that have no revision (jobs).
+DEFAULT_THREADS = 80
+# The --threads of homerun's default gunicorn command, found again to fit a new concurrency.
+_DEFAULT_THREADS_FLAG = re.compile(r"(?<= --workers 1 --threads )\d+(?= --timeout 0 )")
 
 
 @dataclass(frozen=True)
@@ -111,16 +117,23 @@ class DefaultApp:
     def packages(self) -> tuple[str, ...]:
         return (self.framework.package,) if self.framework else ()
 
-    def command(self) -> str:
-        """Shell form, so $PORT expands when the instance starts; exec so signals reach it."""
+    def command(self, threads: int = DEFAULT_THREADS) -> str:
+        """Shell form, so $PORT expands when the instance starts; exec so signals reach it.
+
+        `threads` is the revision's --concurrency: gunicorn takes one request per thread, so
+        with Cloud Run's sample flags (1 worker x 8 threads) behind a concurrency of 80, up to
+        72 requests would wait inside gunicorn while the router and the autoscaler count them
+        as served (2 s requests took 4 s at p50 and no instance was added). gthread makes its
+        threads as requests need them, so a high number costs nothing until used.
+        """
         if self.server == "uvicorn":
             app_dir = f" --app-dir {shlex.quote(self.chdir)}" if self.chdir else ""
             return f"exec uvicorn {self.target}{app_dir} --host 127.0.0.1 --port $PORT"
         chdir = f" --chdir {shlex.quote(self.chdir)}" if self.chdir else ""
-        # gunicorn's flags as Cloud Run's samples write them: one worker, 8 threads, and no
+        # One worker (one CPU by default), a thread per request the router may send, and no
         # worker timeout (the platform's request timeout applies instead).
         return (
-            f"exec gunicorn{chdir} --bind 127.0.0.1:$PORT --workers 1 --threads 8 "
+            f"exec gunicorn{chdir} --bind 127.0.0.1:$PORT --workers 1 --threads {threads} "
             f"--timeout 0 {self.target}"
         )
 
@@ -145,6 +158,20 @@ def shell(command: str) -> tuple[str, ...]:
     return (*SHELL, command)
 
 
+def fit_default_threads(argv: Sequence[str], origin: str, concurrency: int) -> list[str]:
+    """argv with homerun's default gunicorn command given `concurrency` threads; any other
+    command (the user's own, a Dockerfile's CMD) unchanged: homerun never rewrites those.
+
+    A revision made from another's artifact (`services update --concurrency 20`) runs the same
+    code with a new concurrency, so the default command's thread count follows it.
+    """
+    words = list(argv)
+    if not origin.startswith("default:") or len(words) != 3 or tuple(words[:2]) != SHELL:
+        return words
+    words[2] = _DEFAULT_THREADS_FLAG.sub(str(concurrency), words[2], count=1)
+    return words
+
+
 def resolve_entrypoint(
     *,
     command: Sequence[str] | None,
@@ -154,14 +181,20 @@ def resolve_entrypoint(
     dockerfile: Dockerfile | None,
     app_dir: Path,
     shown_as: Path | None = None,
+    function: Function | None = None,
+    concurrency: int = DEFAULT_THREADS,
 ) -> Entrypoint:
     """The first entrypoint found, by the buildpack's precedence; BuildError if none.
 
-    `shown_as` is the folder the user gave, named in errors instead of homerun's copy of it.
+    `shown_as` is the folder the user gave, named in errors instead of homerun's copy of it;
+    `concurrency` is the revision's, which a default gunicorn command takes as its threads.
     """
     # Kubernetes semantics: command replaces ENTRYPOINT (and drops CMD unless args are given);
     # args replace CMD.
     if command:
+        process = _process_type(command, args, procfile)
+        if process is not None:
+            return process
         origin = "--command and --args" if args else "--command"
         return Entrypoint(argv=(*command, *(args or ())), origin=origin)
     if args:
@@ -171,6 +204,9 @@ def resolve_entrypoint(
     google_entrypoint = user_env.get("GOOGLE_ENTRYPOINT", "").strip()
     if google_entrypoint:
         return Entrypoint(argv=shell(google_entrypoint), origin="GOOGLE_ENTRYPOINT")
+    if function is not None:
+        # The functions buildpack's web process: a Procfile or Dockerfile CMD does not apply.
+        return Entrypoint(argv=shell(function.command()), origin=function.describe())
 
     if procfile is None:
         looked.append("no Procfile")
@@ -190,7 +226,11 @@ def resolve_entrypoint(
 
     default, notes = detect_default_app(app_dir)
     if default is not None:
-        return Entrypoint(argv=shell(default.command()), origin=default.describe(), default=default)
+        return Entrypoint(
+            argv=shell(default.command(threads=concurrency)),
+            origin=default.describe(),
+            default=default,
+        )
     looked.extend(notes)
     raise BuildError(
         f"no entrypoint found in {shown_as or app_dir}: homerun looked for --command, "
@@ -199,6 +239,23 @@ def resolve_entrypoint(
         f"({'; '.join(looked)}). Add a Procfile (web: gunicorn --bind :$PORT main:app), "
         "a main.py that defines `app`, or pass --command."
     )
+
+
+def _process_type(
+    command: Sequence[str], args: Sequence[str] | None, procfile: str | None
+) -> Entrypoint | None:
+    """`--command migrate` with a Procfile `migrate:` line runs that line, as a buildpacks
+    image does (each process type is a command of the image: Google's Django sample runs its
+    migrations with `gcloud run jobs create migrate --command migrate`); --args follow it."""
+    if len(command) != 1 or procfile is None:
+        return None
+    name = command[0]
+    script = parse_procfile(procfile).get(name, "").strip()
+    if not script:
+        return None
+    if args:
+        script = f"{script} {shlex.join(args)}"
+    return Entrypoint(argv=shell(script), origin=f"Procfile {name}: (--command {name})")
 
 
 def _args_only(args: Sequence[str], dockerfile: Dockerfile | None) -> Entrypoint:

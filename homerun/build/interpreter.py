@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from homerun.errors import BuildError
 
@@ -60,4 +63,36 @@ def probe_interpreter(python: str | None = None) -> Interpreter:
     facts["realpath"] = os.path.realpath(executable)
     return Interpreter(
         executable=executable, version=facts["version"], identity=json.dumps(facts, sort_keys=True)
+    )
+
+
+# `--base-image python312`, or the full name of Google's image that ends the same way.
+_BASE_IMAGE = re.compile(r"(?:^|/)python(\d)(\d+)(?:[:@].*)?$")
+
+
+def python_for_base_image(base_image: str, pyenv_root: Path | None = None) -> str:
+    """The interpreter standing for a Cloud Run base image (`python312` → Python 3.12): a
+    pyenv version of it, else `python3.12` on PATH; BuildError naming what to install."""
+    match = _BASE_IMAGE.search(base_image.strip())
+    if match is None:
+        raise BuildError(
+            f"--base-image {base_image}: homerun runs Python base images, named as Cloud Run "
+            "names them: python38 ... python313 (or their full image name ending in /python312)"
+        )
+    version = f"{match.group(1)}.{match.group(2)}"
+    root = pyenv_root or Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    found = sorted(
+        root.glob(f"versions/{version}.*/bin/python{version}"),
+        key=lambda path: [int(part) for part in re.findall(r"\d+", path.parent.parent.name)],
+    )
+    if found:
+        return str(found[-1])
+    on_path = shutil.which(f"python{version}")
+    if on_path is not None and "/shims/" not in on_path:
+        return on_path
+    raise BuildError(
+        f"--base-image {base_image}: Python {version} is not installed on this machine "
+        f"(looked for python{version} on PATH and in {root}/versions); install it "
+        f"(apt-get install python{version}, or pyenv install {version}) or choose another "
+        "--base-image"
     )

@@ -18,7 +18,7 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from homerun.build.dependencies import InstallPlan, fingerprint
@@ -100,6 +100,7 @@ def _create(
         cwd=None,
         output=output,
         what=f"{interpreter.executable} -m venv",
+        writes_to=venv,
         advice="Check that this Python has the venv module (Debian: apt-get install "
         f"python{interpreter.short_version}-venv), or pick another interpreter.",
     )
@@ -120,6 +121,7 @@ def _create(
             cwd=step.cwd,
             output=output,
             what=f"pip install {shlex.join(step.arguments)}",
+            writes_to=venv,
             advice="Fix the requirement (its name, its version, or a system library it "
             "needs to build) and deploy again.",
         )
@@ -139,6 +141,7 @@ def _stream(
     output: Callable[[str], None],
     what: str,
     advice: str,
+    writes_to: Path,
 ) -> None:
     """Run `command`, passing each line of its stdout and stderr to `output` as it comes."""
     env = {name: value for name, value in os.environ.items() if name not in _SCRUBBED_ENV}
@@ -169,6 +172,31 @@ def _stream(
         returncode = process.wait()
     if returncode != 0:
         last_lines = "\n".join(f"  {line}" for line in tail)
+        full = out_of_room(writes_to, tail)
+        if full:
+            advice = full  # the requirement or the interpreter are not to blame
         raise BuildError(
             f"{what} failed (exit {returncode}); its last lines:\n{last_lines}\n{advice}"
         )
+
+
+_FULL_BYTES = 1024 * 1024  # less free than this where a build writes: its disk is full
+
+
+def out_of_room(path: Path, lines: Iterable[str]) -> str | None:
+    """What to say when a step failed for want of space where it writes (`path`): its output
+    says so (pip's `[Errno 28]`), or the disk is full now (ensurepip says nothing of it)."""
+    said = any("No space left on device" in line or "Disk quota exceeded" in line for line in lines)
+    existing = next((folder for folder in (path, *path.parents) if folder.exists()), None)
+    free = None
+    if existing is not None:
+        stat = os.statvfs(existing)
+        free = stat.f_bavail * stat.f_frsize
+    if not said and (free is None or free >= _FULL_BYTES):
+        return None
+    left = f" ({free // 1024} KiB free)" if free is not None else ""
+    return (
+        f"The disk that holds {path} is full{left}: free some space there (`df -h "
+        f"{existing or path}`), or keep virtualenvs on another disk (`venv-cache` in "
+        "config.yaml or HOMERUN_VENV_CACHE, read at `homerun up`), and deploy again."
+    )

@@ -8,7 +8,18 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from homerun.cli import auth, config, deploy, jobs, logs, platform, revisions, secrets, services
+from homerun.cli import (
+    auth,
+    config,
+    deploy,
+    jobs,
+    logs,
+    platform,
+    revisions,
+    secrets,
+    services,
+    worker_pools,
+)
 from homerun.cli._commands import Group, ParserExit, UsageError, build_parser, parse
 from homerun.cli._context import Context
 from homerun.client import Client
@@ -24,6 +35,7 @@ COMMANDS = Group(
         services.GROUP,
         revisions.GROUP,
         jobs.GROUP,
+        worker_pools.GROUP,
         secrets.GROUP,
         logs.GROUP,
         auth.GROUP,

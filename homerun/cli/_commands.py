@@ -100,6 +100,27 @@ HELP_WIDTH = 79  # descriptions are wrapped here; examples stay one command per 
 # gcloud's global flag: no question asked, as in scripts.
 QUIET_NAMES = ("-q", "--quiet")
 QUIET_HELP = "do not ask for confirmation; take the default answer"
+# gcloud's flags that every `gcloud run` command takes and that choose nothing here, accepted so
+# that a README's command line runs as written: (names, add_argument options).
+GCLOUD_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (
+        ("--project",),
+        {"metavar": "PROJECT", "help": "accepted for gcloud: homerun serves one project "
+         "(config.yaml's `project`), whatever this says"},
+    ),
+    (
+        ("--region",),
+        {"metavar": "REGION", "help": "accepted for gcloud: homerun runs in one place"},
+    ),
+    (
+        ("--platform",),
+        {"choices": ["managed"], "help": "accepted for gcloud: homerun is Cloud Run's managed "
+         "platform (gke and kubernetes are not here)"},
+    ),
+)  # fmt: skip
+# Commands that change something: gcloud gives them --async (return before the operation ends).
+ASYNC_COMMANDS = frozenset({"deploy", "update", "update-traffic", "replace", "delete", "create"})
+ASYNC_HELP = "accepted for gcloud: homerun's operations end in seconds, and it waits for them"
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -183,6 +204,7 @@ def build_parser(root: Group, version: str) -> Parser:
     parser = Parser(prog=root.name, description=root.summary, epilog=_group_epilog(root, ""))
     parser.add_argument("--version", action="version", version=f"{root.name} {version}")
     parser.add_argument(*QUIET_NAMES, action="store_true", help=QUIET_HELP)
+    _add_gcloud_flags(parser)
     _add_entries(parser, root.entries)
     return parser
 
@@ -209,6 +231,7 @@ def _add_entries(parser: Parser, entries: Iterable[Command | Group]) -> None:
                 epilog=_group_epilog(entry, parser.prog),
             )
             _add_quiet(group)
+            _add_gcloud_flags(group)
             _add_entries(group, entry.entries)
             continue
         leaf = subcommands.add_parser(
@@ -220,6 +243,7 @@ def _add_entries(parser: Parser, entries: Iterable[Command | Group]) -> None:
         for argument in entry.arguments:
             _add_argument(leaf, argument)
         _add_quiet(leaf)
+        _add_gcloud_flags(leaf, asynchronous=entry.name in ASYNC_COMMANDS)
         leaf.usage = _usage(entry.arguments)
         leaf.set_defaults(_parser=leaf, _command=entry)
 
@@ -229,6 +253,21 @@ def _add_quiet(parser: Parser) -> None:
     parser.add_argument(
         *QUIET_NAMES, action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP
     )
+
+
+def _add_gcloud_flags(parser: Parser, *, asynchronous: bool = False) -> None:
+    """gcloud's --project, --region, --platform (and --async where it has it), unless the
+    command has a flag of that name itself. SUPPRESS, as for --quiet."""
+    section = parser.add_argument_group("gcloud flags, accepted and ignored")
+    taken = set(parser.flag_names())
+    for names, options in GCLOUD_FLAGS:
+        if not taken.intersection(names):
+            section.add_argument(*names, default=argparse.SUPPRESS, **options)
+    if asynchronous and "--async" not in taken:
+        section.add_argument(
+            "--async", dest="async_", action="store_true", default=argparse.SUPPRESS,
+            help=ASYNC_HELP,
+        )  # fmt: skip
 
 
 def _add_argument(parser: argparse._ActionsContainer, argument: Argument) -> None:

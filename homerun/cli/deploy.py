@@ -6,12 +6,35 @@ import argparse
 from pathlib import Path
 
 from homerun.cli import flags
-from homerun.cli._commands import command, flag, positional
+from homerun.cli._commands import FlagGroup, command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._events import follow, print_deployed
 from homerun.client import Client, remote_target
 from homerun.errors import HomerunError, NotFound
-from homerun.spec import DeployRequest, validate_service_name
+from homerun.spec import (
+    BASE_IMAGE_ANNOTATION,
+    FUNCTION_TARGET_ANNOTATION,
+    DeployRequest,
+    RevisionChanges,
+    validate_service_name,
+)
+
+FUNCTION = FlagGroup(
+    "functions",
+    (
+        flag(
+            "--function",
+            metavar="TARGET",
+            help="serve the function TARGET of main.py with functions-framework (a Cloud Run "
+            "function); GOOGLE_FUNCTION_TARGET in the env or project.toml does the same",
+        ),
+        flag(
+            "--base-image",
+            metavar="IMAGE",
+            help="the language runtime: python38 ... python313 (default: this machine's python3)",
+        ),
+    ),
+)
 
 
 @command(
@@ -21,6 +44,7 @@ from homerun.spec import DeployRequest, validate_service_name
     flag("--source", metavar="DIR", help="the app's folder (default: the current folder)"),
     flag("--image", help=argparse.SUPPRESS),
     *flags.REVISION_FLAGS,
+    FUNCTION,
     examples=[
         (
             "Deploy the app in the current folder as the public service hello",
@@ -30,6 +54,10 @@ from homerun.spec import DeployRequest, validate_service_name
             "Deploy with an env var and a secret, without moving traffic to the new revision",
             "homerun deploy api --source ./api --update-env-vars MODE=beta "
             "--update-secrets DB_URL=db-url:latest --no-traffic --tag beta",
+        ),
+        (
+            "Deploy the function hello_http of main.py on Python 3.12",
+            "homerun deploy hello --source . --function hello_http --base-image python312",
         ),
     ],
     description="Build the app in --source into a new revision of SERVICE (created if new), "
@@ -44,7 +72,7 @@ def deploy(arguments: argparse.Namespace, context: Context) -> int:
             "deploy from source with --source DIR"
         )
     source = _source_folder(arguments.source)
-    changes = flags.revision_changes(arguments, source=str(source))
+    changes = function_changes(arguments, flags.revision_changes(arguments, source=str(source)))
     tag = flags.new_revision_tag(arguments, service)
     ingress = flags.ingress(arguments)
     client = context.client_starting_daemon()
@@ -59,6 +87,7 @@ def deploy(arguments: argparse.Namespace, context: Context) -> int:
         ingress=ingress,
         no_traffic=arguments.no_traffic,
         tag=tag,
+        **flags.metadata_changes(arguments),
     )
     done = follow(client.deploy(request)).done
     print_deployed(done)
@@ -66,6 +95,22 @@ def deploy(arguments: argparse.Namespace, context: Context) -> int:
         print(access_note(service, public=bool(allow_unauthenticated)))
     print(f"Service URL: {done.url}")
     return 0
+
+
+def function_changes(arguments: argparse.Namespace, changes: RevisionChanges) -> RevisionChanges:
+    """FUNCTION as the annotations Cloud Run writes for them; a flag not given keeps its value."""
+    annotations = dict(changes.annotations)
+    if arguments.function is not None:
+        target = arguments.function.strip()
+        if not target.isidentifier():
+            raise HomerunError(
+                f"--function: {arguments.function!r} is not a function name; give the name of "
+                "the function in main.py, e.g. --function hello_http"
+            )
+        annotations[FUNCTION_TARGET_ANNOTATION] = target
+    if arguments.base_image is not None:
+        annotations[BASE_IMAGE_ANNOTATION] = arguments.base_image.strip() or None
+    return changes.model_copy(update={"annotations": annotations})
 
 
 def access_note(service: str, *, public: bool) -> str:

@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from homerun.access.iam import check_ingress
 from homerun.cli._commands import FlagGroup, flag, one_of
 from homerun.errors import HomerunError
+from homerun.knative import parse_probe
 from homerun.model.durations import parse_duration
+from homerun.model.probes import Probe, ProbeKind
 from homerun.scaling.policy import ANNOTATION_PREFIX
 from homerun.spec import (
     DEFAULT_CONCURRENCY,
@@ -25,6 +30,7 @@ from homerun.spec import (
     check_range,
     check_service_account,
     parse_env_vars,
+    parse_labels,
     parse_list,
     parse_secret_refs,
     validate_env_name,
@@ -76,8 +82,64 @@ CONTAINER = FlagGroup(
         ),
         flag("--cpu", help="CPU limit per instance, default 1 (e.g. 1, 2, 500m)"),
         flag("--memory", help="memory limit per instance, default 512Mi (e.g. 512Mi, 2Gi)"),
+        flag(
+            "--startup-probe",
+            metavar="KEY=VALUE,...",
+            help="e.g. httpGet.path=/ready,periodSeconds=2,failureThreshold=30 (or "
+            "tcpSocket.port=8080): what must pass before an instance gets requests",
+        ),
+        flag(
+            "--readiness-probe",
+            metavar="KEY=VALUE,...",
+            help="e.g. httpGet.path=/ready,periodSeconds=1,failureThreshold=1: while it fails "
+            "the instance gets no new requests",
+        ),
+        flag(
+            "--liveness-probe",
+            metavar="KEY=VALUE,...",
+            help="e.g. httpGet.path=/healthz,periodSeconds=10,failureThreshold=3: when it "
+            "fails the instance is restarted",
+        ),
+        one_of(
+            flag(
+                "--use-http2",
+                dest="use_http2",
+                action="store_const",
+                const=True,
+                default=None,
+                help="send requests to instances as HTTP/2 cleartext (h2c), as gRPC servers need",
+            ),
+            flag(
+                "--no-use-http2",
+                dest="use_http2",
+                action="store_const",
+                const=False,
+                help="send them as HTTP/1.1 (the default)",
+            ),
+        ),
     ),
 )
+
+
+def _probe(text: str | None, flag_name: str, kind: ProbeKind) -> Probe | None:
+    """gcloud's probe flags: KEY=VALUE pairs, nested at the dots (httpGet.path=/ready), with
+    whole numbers read as numbers; checked with the YAML's rules."""
+    if text is None:
+        return None
+    fields: dict[str, Any] = {}
+    for key, value in parse_env_vars(text, flag_name, check_names=False).items():
+        *parents, last = key.split(".")
+        level = fields
+        for parent in parents:
+            nested = level.setdefault(parent, {})
+            if not isinstance(nested, dict):
+                raise HomerunError(f"{flag_name}: {parent} is given both as a value and as keys")
+            level = nested
+        if key == "exec.command":  # a command line; the YAML gives a list of words
+            level[last] = shlex.split(value)
+        else:
+            level[last] = int(value) if re.fullmatch(r"-?\d+", value) else value
+    return parse_probe(fields, kind, flag_name)
 
 
 def _command(text: str | None) -> list[str] | None:
@@ -285,7 +347,11 @@ def revision_changes(arguments: argparse.Namespace, source: str | None) -> Revis
         annotations=_scaling_annotations(arguments),
         cpu=check_cpu(arguments.cpu, "--cpu") if arguments.cpu else None,
         memory=check_memory(arguments.memory, "--memory") if arguments.memory else None,
+        startup_probe=_probe(arguments.startup_probe, "--startup-probe", ProbeKind.STARTUP),
+        readiness_probe=_probe(arguments.readiness_probe, "--readiness-probe", ProbeKind.READINESS),
+        liveness_probe=_probe(arguments.liveness_probe, "--liveness-probe", ProbeKind.LIVENESS),
         service_account=_service_account(arguments.service_account),
+        use_http2=arguments.use_http2,
         env=env_changes(arguments),
         secrets=secret_changes(arguments),
     )
@@ -359,7 +425,40 @@ def ingress(arguments: argparse.Namespace) -> str | None:
     return check_ingress(arguments.ingress) if arguments.ingress else None
 
 
-REVISION_FLAGS = (CONTAINER, SCALING, ENV_VARS, SECRETS, TRAFFIC, ACCESS)
+# -- the service's metadata and the revision's name (gcloud's) -------------------------------
+
+METADATA = FlagGroup(
+    "labels, description, revision name",
+    (
+        flag(
+            "--labels",
+            "--update-labels",
+            dest="update_labels",
+            metavar="KEY=VALUE,...",
+            help="add these labels to the service's (gcloud: --labels is --update-labels)",
+        ),
+        flag("--description", help="the service's description ('' removes it)"),
+        flag(
+            "--revision-suffix",
+            metavar="SUFFIX",
+            help="name the new revision SERVICE-SUFFIX instead of SERVICE-0000N-xyz",
+        ),
+    ),
+)
+
+
+def metadata_changes(arguments: argparse.Namespace) -> dict[str, Any]:
+    """DeployRequest's update_labels, description and revision_suffix."""
+    return {
+        "update_labels": parse_labels(arguments.update_labels, "--labels")
+        if arguments.update_labels
+        else {},
+        "description": arguments.description,
+        "revision_suffix": arguments.revision_suffix,
+    }
+
+
+REVISION_FLAGS = (CONTAINER, SCALING, ENV_VARS, SECRETS, TRAFFIC, ACCESS, METADATA)
 """What deploy and `services update` take: one not given keeps the latest revision's value."""
 
 

@@ -4,8 +4,12 @@ list, delete, execute, logs); `jobs executions ...` is in cli/executions.py."""
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from homerun.cli import executions, flags
 from homerun.cli._commands import FlagGroup, Group, command, flag, positional
@@ -13,7 +17,9 @@ from homerun.cli._context import Context
 from homerun.cli._output import print_json, when
 from homerun.cli.deploy import _source_folder
 from homerun.cli.flags import _command
-from homerun.errors import HomerunError
+from homerun.cli.logs import TAIL_BACKLOG, TAIL_BATCH, TAIL_POLL_SECONDS
+from homerun.errors import HomerunError, NotFound
+from homerun.knative.job import parse_job, render_job
 from homerun.model.cron import parse_cron, time_zone
 from homerun.model.durations import parse_duration
 from homerun.model.events import BuildLine, Failed, JobDeployed, JobEvent, Phase
@@ -314,13 +320,27 @@ def execute(arguments: argparse.Namespace, context: Context) -> int:
     "describe",
     "a job's settings and its latest executions",
     JOB,
-    FORMAT,
-    examples=[("See a job and how its executions went", "homerun jobs describe job-quickstart")],
+    flag(
+        "--format",
+        choices=["text", "json", "yaml"],
+        default="text",
+        help="json: homerun's summary; yaml: Cloud Run's Job document (run.googleapis.com/v1)",
+    ),
+    examples=[
+        ("See a job and how its executions went", "homerun jobs describe job-quickstart"),
+        (
+            "Save the job as Cloud Run's YAML, to edit and apply with `jobs replace`",
+            "homerun jobs describe job-quickstart --format yaml > job.yaml",
+        ),
+    ],
 )
 def describe(arguments: argparse.Namespace, context: Context) -> int:
     job = context.client().job(validate_job_name(arguments.job))
     if arguments.format == "json":
         print_json(job)
+        return 0
+    if arguments.format == "yaml":
+        print(yaml.safe_dump(render_job(job, job.digest), sort_keys=False), end="")
         return 0
     _print_job(job)
     if job.recent_executions:
@@ -391,6 +411,71 @@ def delete(arguments: argparse.Namespace, context: Context) -> int:
 
 
 @command(
+    "replace",
+    "create or update a job from Cloud Run's YAML (a run.googleapis.com/v1 Job)",
+    positional("file", "FILE", "the Job document, YAML or JSON"),
+    examples=[
+        (
+            "Edit a job's YAML and apply it",
+            "homerun jobs describe report --format yaml > report.yaml && "
+            "homerun jobs replace report.yaml",
+        )
+    ],
+    description="Apply a Cloud Run Job document: its task count, parallelism, retries, "
+    "timeout, command, args, env, secrets and limits replace the job's. Its image keeps the "
+    "job's code when it is the job's artifact (as `describe --format yaml` prints it); "
+    "otherwise the folder in the homerun.dev/source annotation is built.",
+)
+def replace(arguments: argparse.Namespace, context: Context) -> int:
+    path = Path(arguments.file)
+    document = _read_document(path)
+    name = document.get("metadata", {}).get("name") if isinstance(document, dict) else None
+    client = context.client_starting_daemon()
+    current = None
+    if isinstance(name, str) and name:
+        try:
+            current = client.job(validate_job_name(name)).digest
+        except NotFound:
+            current = None  # a new job: built from its homerun.dev/source folder
+    manifest = parse_job(document, current_digest=current, where=str(path))
+    changes = manifest.changes
+    if changes.source is not None:
+        changes = changes.model_copy(update={"source": str(_source_folder(changes.source))})
+    deployed = _follow(
+        client.deploy_job(
+            manifest.name,
+            changes,
+            manifest.settings,
+            "deploy",
+            manifest.schedule,
+            manifest.time_zone,
+        )
+    )
+    if deployed.unchanged:
+        print(f"Job [{manifest.name}] is unchanged.")
+    else:
+        verb = "created" if deployed.created else "replaced"
+        print(f"Job [{manifest.name}] has successfully been {verb}.")
+    return 0
+
+
+def _read_document(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise HomerunError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise HomerunError(f"{path} is not UTF-8 text: {error}") from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        raise HomerunError(f"{path} is not valid YAML: {error}") from None
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        raise HomerunError(f"{path} must hold one Cloud Run Job (a YAML or JSON mapping)")
+    return json.loads(json.dumps(documents[0], default=str))
+
+
+@command(
     "read",
     "a job's newest log entries: its tasks' output and how its executions went",
     JOB,
@@ -417,6 +502,36 @@ def read_logs(arguments: argparse.Namespace, context: Context) -> int:
     return 0
 
 
+@command(
+    "tail",
+    "follow a job's log: its tasks' output and its executions' events, as they are written",
+    JOB,
+    flag("--execution", metavar="EXECUTION", help="only this execution's entries"),
+    flag("--task", type=int, metavar="INDEX", help="with --execution: only this task's"),
+    FORMAT,
+    examples=[
+        (
+            "Watch an execution's tasks as they run (Ctrl-C stops)",
+            "homerun jobs logs tail job-quickstart --execution job-quickstart-x7k2p",
+        )
+    ],
+)
+def tail_logs(arguments: argparse.Namespace, context: Context) -> int:
+    job = validate_job_name(arguments.job)
+    if arguments.task is not None and arguments.execution is None:
+        raise HomerunError("--task needs --execution: task indexes are per execution")
+    client = context.client()
+    last: str | None = None
+    for entry in client.job_logs(job, TAIL_BACKLOG, arguments.execution, arguments.task):
+        executions.print_entry(entry, arguments.format)
+        last = entry["timestamp"]
+    while True:
+        context.sleep(TAIL_POLL_SECONDS)
+        for entry in client.job_logs(job, TAIL_BATCH, arguments.execution, arguments.task, last):
+            executions.print_entry(entry, arguments.format)
+            last = entry["timestamp"]
+
+
 GROUP = Group(
     "jobs",
     "jobs: tasks that run to completion, executed on demand",
@@ -428,7 +543,8 @@ GROUP = Group(
         describe,
         list_jobs,
         delete,
+        replace,
         executions.GROUP,
-        Group("logs", "read a job's logs", (read_logs,)),
+        Group("logs", "read or follow a job's logs", (read_logs, tail_logs)),
     ),
 )

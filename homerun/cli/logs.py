@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,12 @@ TAIL_BATCH = 1000
 SERVICE = positional("service", "SERVICE", "the service's name")
 REVISION = flag("--revision", help="only this revision's entries")
 SEVERITY = flag("--severity", help=f"the lowest severity shown: {', '.join(SEVERITIES)}")
+TRACE = flag(
+    "--trace",
+    metavar="ID",
+    help="only the entries of one trace: its id (a request's X-Cloud-Trace-Context or "
+    "traceparent names it), or projects/PROJECT/traces/ID",
+)
 FORMAT = flag("--format", choices=["text", "json"], default="text", help="json: one entry per line")
 
 
@@ -37,12 +44,17 @@ FORMAT = flag("--format", choices=["text", "json"], default="text", help="json: 
         metavar="DURATION|TIME",
         help="a duration back from now (10m) or a time (ISO 8601)",
     ),
+    TRACE,
     FORMAT,
     examples=[
         (
             "Read hello's warnings and errors of the last hour",
             "homerun logs read hello --severity WARNING --since 1h",
-        )
+        ),
+        (
+            "Read one request's entries: its request log and the app's lines of its trace",
+            "homerun logs read hello --trace 4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
     ],
 )
 def read(arguments: argparse.Namespace, context: Context) -> int:
@@ -61,6 +73,7 @@ def read(arguments: argparse.Namespace, context: Context) -> int:
     SERVICE,
     REVISION,
     SEVERITY,
+    TRACE,
     FORMAT,
     examples=[("Follow hello's logs", "homerun logs tail hello")],
 )
@@ -88,7 +101,19 @@ def _filters(arguments: argparse.Namespace) -> dict[str, str | None]:
         "revision": arguments.revision,
         "min_severity": severity,
         "since": _since(since) if since else None,
+        "trace": _trace(arguments.trace) if arguments.trace else None,
     }
+
+
+def _trace(text: str) -> str:
+    trace_id = text.strip().rpartition("/")[2]
+    if not re.fullmatch(r"[0-9a-fA-F]{32}", trace_id):
+        raise HomerunError(
+            f"--trace: {text!r} is not a trace id: give its 32 hex digits (the part of "
+            "X-Cloud-Trace-Context before '/', or of traceparent after '00-'), or "
+            "projects/PROJECT/traces/ID"
+        )
+    return trace_id.lower()
 
 
 def _since(text: str) -> str:

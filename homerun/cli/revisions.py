@@ -6,9 +6,15 @@ import argparse
 
 from homerun.cli._commands import Group, command, flag, positional
 from homerun.cli._context import Context
-from homerun.cli._output import print_document, print_json
+from homerun.cli._output import print_json
+from homerun.cli._projection import parse_format, render
 from homerun.model.states import RevisionStatus
 
+OWN_FORMATS = ("text", "summary-json")
+FORMAT_HELP = (
+    "text (homerun's), summary-json (homerun's summary), or as gcloud: json, yaml (Knative "
+    "Revisions), value(KEY,...), table(KEY,...), csv(KEY,...), none"
+)
 REVISION = positional("revision", "REVISION", "the revision's name, e.g. hello-00002-abc")
 
 
@@ -16,18 +22,19 @@ REVISION = positional("revision", "REVISION", "the revision's name, e.g. hello-0
     "list",
     "list revisions with their traffic, status and instances",
     flag("--service", help="only this service's revisions"),
-    flag(
-        "--format",
-        choices=["text", "json"],
-        default="text",
-        help="json: homerun's summary of each revision",
-    ),
+    flag("--format", default="text", metavar="FORMAT", help=FORMAT_HELP),
     examples=[("List the revisions of hello", "homerun revisions list --service hello")],
 )
 def list_revisions(arguments: argparse.Namespace, context: Context) -> int:
-    revisions = context.client().revisions(arguments.service)
-    if arguments.format == "json":
+    format = parse_format(arguments.format, OWN_FORMATS)
+    client = context.client()
+    revisions = client.revisions(arguments.service)
+    if format.name == "summary-json":
         print_json(revisions)
+        return 0
+    if format.name != "text":
+        resources = [client.knative_revision(revision.name) for revision in revisions]
+        print(render(resources, format, listing=True), end="")
         return 0
     print(f"{'REVISION':<36} {'ACTIVE':<6} {'SERVICE':<24} {'STATUS':<9} {'TRAFFIC':<20} INSTANCES")
     for revision in revisions:
@@ -47,21 +54,17 @@ def list_revisions(arguments: argparse.Namespace, context: Context) -> int:
     "describe",
     "a revision's settings, entrypoint, traffic and instances",
     REVISION,
-    flag(
-        "--format",
-        choices=["text", "yaml", "json", "summary-json"],
-        default="text",
-        help="yaml/json: the Knative Revision; summary-json: homerun's own summary",
-    ),
+    flag("--format", default="text", metavar="FORMAT", help=FORMAT_HELP),
     examples=[("See how a revision runs", "homerun revisions describe hello-00002-abc")],
 )
 def describe(arguments: argparse.Namespace, context: Context) -> int:
+    format = parse_format(arguments.format, OWN_FORMATS)
     client = context.client()
-    if arguments.format in ("yaml", "json"):
-        print_document(client.knative_revision(arguments.revision), arguments.format)
+    if format.name not in OWN_FORMATS:
+        print(render([client.knative_revision(arguments.revision)], format, listing=False), end="")
         return 0
     revision = client.revision(arguments.revision)
-    if arguments.format == "summary-json":
+    if format.name == "summary-json":
         print_json(revision)
         return 0
     print(f"Revision {revision.name}")

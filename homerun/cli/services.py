@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -10,11 +11,12 @@ from typing import Any
 
 import yaml
 
-from homerun.cli import flags, iam
+from homerun.cli import advise, flags, iam, logs, proxy
 from homerun.cli._commands import Group, command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._events import follow, print_deployed, print_tag_urls
-from homerun.cli._output import print_document, print_json
+from homerun.cli._output import print_json
+from homerun.cli._projection import parse_format, render
 from homerun.errors import HomerunError
 from homerun.knative import parse_service
 from homerun.model.states import InstanceState, RevisionStatus
@@ -22,23 +24,39 @@ from homerun.model.views import RevisionSummary, ServiceSummary
 from homerun.spec import DeployRequest, validate_service_name
 
 SERVICE = positional("service", "SERVICE", "the service's name")
+OWN_FORMATS = ("text", "summary-json")
+LOGS_READ_EXAMPLE = (("Read hello's newest entries", "homerun services logs read hello --limit 9"),)
+LOGS_TAIL_EXAMPLE = (("Follow hello's logs", "homerun services logs tail hello"),)
+
+
+FORMAT_HELP = (
+    "text (homerun's), summary-json (homerun's summary), or as gcloud: json, yaml (Knative "
+    "Services), value(KEY,...), table(KEY,...), csv(KEY,...), none; e.g. value(status.url)"
+)
 
 
 @command(
     "list",
     "list services with their readiness, latest revision and URL",
-    flag(
-        "--format",
-        choices=["text", "json"],
-        default="text",
-        help="json: homerun's summary of each service",
-    ),
-    examples=[("List the services", "homerun services list")],
+    flag("--format", default="text", metavar="FORMAT", help=FORMAT_HELP),
+    examples=[
+        ("List the services", "homerun services list"),
+        (
+            "List each service's URL",
+            "homerun services list --format 'value(metadata.name,status.url)'",
+        ),
+    ],
 )
 def list_services(arguments: argparse.Namespace, context: Context) -> int:
-    services = context.client().services()
-    if arguments.format == "json":
+    format = parse_format(arguments.format, OWN_FORMATS)
+    client = context.client()
+    services = client.services()
+    if format.name == "summary-json":
         print_json(services)
+        return 0
+    if format.name != "text":
+        resources = [client.knative_service(service.name) for service in services]
+        print(render(resources, format, listing=True), end="")
         return 0
     if not services:
         print("No services. Deploy one with `homerun deploy NAME --source DIR`.")
@@ -56,27 +74,24 @@ def list_services(arguments: argparse.Namespace, context: Context) -> int:
     "describe",
     "a service's access, traffic, revisions, instances and scaling decisions",
     SERVICE,
-    flag(
-        "--format",
-        choices=["text", "yaml", "json", "summary-json"],
-        default="text",
-        help="yaml/json: the Knative Service; summary-json: homerun's own summary",
-    ),
+    flag("--format", default="text", metavar="FORMAT", help=FORMAT_HELP),
     examples=[
         ("See what serves hello and how it scales", "homerun services describe hello"),
         (
             "Save hello as a Knative Service, to edit and apply with `services replace`",
             "homerun services describe hello --format yaml > hello.yaml",
         ),
+        ("Print hello's URL alone", "homerun services describe hello --format 'value(status.url)'"),
     ],
 )
 def describe(arguments: argparse.Namespace, context: Context) -> int:
     service = validate_service_name(arguments.service)
-    if arguments.format in ("yaml", "json"):
-        print_document(context.client().knative_service(service), arguments.format)
+    format = parse_format(arguments.format, OWN_FORMATS)
+    if format.name not in OWN_FORMATS:
+        print(render([context.client().knative_service(service)], format, listing=False), end="")
         return 0
     described = context.client().describe(service)
-    if arguments.format == "summary-json":
+    if format.name == "summary-json":
         print_json(described)
         return 0
     print(f"Service {described.name}")
@@ -114,7 +129,13 @@ def _print_revision_lines(revision: RevisionSummary) -> None:
         states = Counter(instance.state for instance in revision.instances)
         print(
             f"      instances: {states[InstanceState.STARTING]} starting, "
-            f"{states[InstanceState.READY]} ready, {states[InstanceState.DRAINING]} draining "
+            f"{states[InstanceState.READY]} ready, "
+            + (
+                f"{states[InstanceState.UNREADY]} unready (failing readiness), "
+                if states[InstanceState.UNREADY]
+                else ""
+            )
+            + f"{states[InstanceState.DRAINING]} draining "
             f"(min {scaling.min_instances}, "
             f"max {scaling.max_instances}, target {scaling.target_per_instance:g} per instance)"
         )
@@ -135,6 +156,7 @@ def _print_revision_lines(revision: RevisionSummary) -> None:
     if revision.start_mode:
         mode = revision.start_mode
         print(f"      instances start by {mode.mode}: {mode.reason}")
+    advise.print_capacity_lines(revision)
     if revision.memory_limit_exceeded:
         print(
             f"      {revision.memory_limit_exceeded} instance(s) ended past the memory limit "
@@ -188,6 +210,7 @@ def update(arguments: argparse.Namespace, context: Context) -> int:
         ingress=flags.ingress(arguments),
         no_traffic=arguments.no_traffic,
         tag=flags.new_revision_tag(arguments, service),
+        **flags.metadata_changes(arguments),
     )
     outcome = follow(context.client().deploy(request))
     done = outcome.done
@@ -317,5 +340,16 @@ GROUP = Group(
         iam.add_binding,
         iam.remove_binding,
         iam.get_policy,
+        proxy.proxy,
+        # gcloud's `gcloud beta run services logs read|tail SERVICE`: the same as `homerun logs`.
+        Group(
+            "logs",
+            "read a service's logs, or follow them (as `homerun logs`)",
+            (
+                dataclasses.replace(logs.read, examples=LOGS_READ_EXAMPLE),
+                dataclasses.replace(logs.tail, examples=LOGS_TAIL_EXAMPLE),
+            ),
+        ),
+        advise.advise,
     ),
 )

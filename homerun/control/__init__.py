@@ -9,8 +9,10 @@ live routing state the router reads. One module per concept; daemon.py wires the
     access.py     Guards (the router's per-service check) and Iam (bindings, tokens)
     secrets.py    SecretValues (what revisions read) and Secrets (`homerun secrets`)
     views.py      Views: describe, list, status, Knative documents
+    advice.py     Advisor: `services advise` (the runtime inspector's measurements, advised on)
     jobs.py       Jobs: `jobs create|deploy|update|delete` (plan in job_plan.py); its
                   executions (executions.py) run tasks as task_decision.py decides
+    worker_pools.py  WorkerPools: instances with no port kept at a count (pool_decision.py)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 from homerun.access.tokens import TokenAuthority
 from homerun.control.access import Iam
+from homerun.control.advice import Advisor
 from homerun.control.deploys import Deploys
 from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
@@ -27,6 +30,7 @@ from homerun.control.secrets import Secrets
 from homerun.control.tasks import Tasks
 from homerun.control.traffic import Traffic
 from homerun.control.views import Views
+from homerun.control.worker_pools import WorkerPools
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.store import Store
 
@@ -47,6 +51,8 @@ class ControlPlane:
     secrets: Secrets
     views: Views
     jobs: Jobs
+    advisor: Advisor
+    worker_pools: WorkerPools
 
     async def restore(self) -> None:
         """After a (re)start: route every service to its ready revisions and start them."""
@@ -69,9 +75,12 @@ class ControlPlane:
             self.revisions.collect_garbage(record.name)
         self.revisions.collect_venvs()
         self.jobs.restore()
+        self.tasks.spawn(self.revisions.fill_digests())
+        self.worker_pools.restore()
 
     async def close(self) -> None:
         await self.jobs.executions.close()  # their tasks stop; executions resume next start
+        await self.worker_pools.close()  # their instances stop; pools start again next start
         await self.tasks.close()
         await self.live.close()
 

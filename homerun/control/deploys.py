@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from homerun.build import Artifact
-from homerun.build.artifact import artifact_record, copy_artifact
+from homerun.build.artifact import artifact_record, copy_artifact, write_failure
 from homerun.config import Paths, Settings
 from homerun.control.access import Iam
+from homerun.control.advice import capacity_warning
 from homerun.control.live import LiveRevisions
 from homerun.control.plan import (
     Build,
+    Metadata,
     NewRevision,
     NoChange,
     Plan,
@@ -92,7 +94,10 @@ class Deploys:
                 exists = self._store.has_service(service)
                 base = self._store.latest_created(service) if exists else None
                 previous_ready = self._store.latest_ready(service) if exists else None
-                await self._apply(plan_deploy(request, base, previous_ready), emit)
+                record = self._store.service(service) if exists else None
+                metadata = Metadata(record.labels, record.annotations) if record else None
+                plan = plan_deploy(request, base, previous_ready, metadata)
+                await self._apply(plan, emit)
 
         return self._tasks.stream(work)
 
@@ -142,6 +147,16 @@ class Deploys:
             self._traffic.changed(service)
             emit(Phase(message=f"The template is unchanged: {base.name} stays"))
         else:
+            if plan.metadata is not None:
+                record = self._store.service(service)
+                if (record.labels, record.annotations) != (
+                    plan.metadata.labels,
+                    plan.metadata.annotations,
+                ):
+                    self._store.set_metadata(
+                        service, plan.metadata.labels, plan.metadata.annotations
+                    )
+                    changes = [*changes, "labels and description set"]
             if plan.tag:
                 if base.status != RevisionStatus.READY:
                     raise InvalidSpec(f"--tag: revision {base.name} is {base.status}, not ready")
@@ -161,11 +176,20 @@ class Deploys:
         service, spec = plan.service, plan.spec
         seq = self._store.next_seq(service)
         name = plan.name or _revision_name(service, seq)
+        if plan.name is not None and self._store.has_revision(plan.name):
+            raise InvalidSpec(
+                f"revision {plan.name} already exists; give another --revision-suffix (or none "
+                "for the next SERVICE-0000N-xyz name)"
+            )
         with self._revisions.building():
             artifact = await self._artifact_for(name, spec, plan.artifact, emit)
-            revision = self._store.create_revision(
-                service, name, seq, spec, artifact, plan.allow_unauthenticated, plan.ingress
-            )
+            try:
+                revision = self._store.create_revision(
+                    service, name, seq, spec, artifact, plan.allow_unauthenticated, plan.ingress
+                )
+            except BaseException:  # the store is locked or full: no artifact without its record
+                self._tasks.discard(self._paths.revisions / name)
+                raise
         # Access is the service's, not the revision's: revisions serving now get it at once.
         self._live.refresh_access()
         origin, argv = artifact.entrypoint_origin, artifact.command_line
@@ -175,6 +199,10 @@ class Deploys:
             )
         )
         emit(Phase(message=f"Entrypoint ({origin}): {argv}"))
+        mismatch = capacity_warning(revision)
+        if mismatch is not None:
+            emit(Phase(message=f"Warning: {mismatch}"))
+            self._logs.emit(platform_entry(service, mismatch, severity="WARNING", revision=name))
         emit(Phase(message=f"Starting revision {name}"))
         try:
             unit = self._live.unit(revision)
@@ -252,6 +280,7 @@ class Deploys:
                     plan.revision.artifact,
                     plan.revision.name,
                     dest,
+                    spec.container_concurrency,
                 )
             if plan.reason:
                 emit(Phase(message=f"Rebuilding: {plan.reason}"))
@@ -262,6 +291,9 @@ class Deploys:
                 loop.call_soon_threadsafe(emit, BuildLine(line=line))
 
             return await asyncio.to_thread(self._build_artifact, plan.source, dest, spec, output)
+        except OSError as error:  # a full disk, most likely: say so, not "internal error"
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+            raise write_failure(error, dest, "the service serves as before") from None
         except BaseException:  # a failed build, or the daemon stopping: leave nothing behind
             shutil.rmtree(dest, ignore_errors=True)
             raise
@@ -279,6 +311,9 @@ class Deploys:
             venv_cache=self._paths.venv_cache,
             output=output,
             max_source_bytes=self._settings.max_source_bytes,
+            function=spec.function_target,
+            base_image=spec.base_image,
+            concurrency=spec.container_concurrency,
         )
         return artifact_record(artifact)
 

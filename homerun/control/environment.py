@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 
+from homerun.errors import InvalidSpec
 from homerun.model.artifact import ArtifactRecord
 from homerun.routing.types import Address
+from homerun.runtime.inspection import Inspector
+from homerun.runtime.names import resolving_env
 from homerun.spec import RevisionSpec
 
 # What an instance inherits from the daemon, as a container inherits its image's settings.
@@ -21,6 +25,8 @@ def instance_env(
     secrets: Mapping[str, str],
     host_env: Mapping[str, str],
     metadata_address: Address | None,
+    hosts_file: Path | None = None,
+    inspector: Inspector | None = None,
 ) -> dict[str, str]:
     """Later sources win: the host's basics, the image's ENV, the user's env vars, the secrets
     (values read now), then what Cloud Run sets itself (K_SERVICE...); PORT is per instance."""
@@ -31,6 +37,12 @@ def instance_env(
     env.update(spec.env)
     env.update(secrets)
     env.update(K_SERVICE=service, K_REVISION=revision, K_CONFIGURATION=service)
+    if hosts_file is not None:
+        # Service hosts (renderer.localhost) resolve to the router in the instance's Python,
+        # which glibc does not do for names under localhost (runtime/_site/sitecustomize.py).
+        env.update(resolving_env(env, hosts_file))
+    if inspector is not None:
+        env.update(inspector.env(revision, env))
     if metadata_address is not None:
         # The metadata server (access/metadata.py), where Google's client libraries look for
         # the project and the instance's identity and tokens: google-auth (and Go's and Node's
@@ -45,3 +57,37 @@ def instance_env(
             GCE_METADATA_IP=address,
         )
     return env
+
+
+# Where a source build without a Dockerfile has its code, as Google's buildpacks put it.
+BUILDPACK_APP_DIR = PurePosixPath("/workspace")
+
+
+def instance_cwd(
+    revision_dir: Path, artifact: ArtifactRecord | None, working_dir: str | None
+) -> Path:
+    """The folder instances start in: the artifact's (its Dockerfile's WORKDIR), or the
+    container's workingDir, a path in the image: under the artifact's rootfs/ when a Dockerfile
+    built it, else under /workspace, which stands for the code's folder (app/)."""
+    default = revision_dir / (artifact.cwd if artifact else ".")
+    if working_dir is None:
+        return default
+    path = PurePosixPath(working_dir)
+    rootfs = revision_dir / "rootfs"
+    if artifact is not None and PurePosixPath(artifact.cwd).parts[:1] == ("rootfs",):
+        root, inside = rootfs, path.relative_to("/")
+    elif path == BUILDPACK_APP_DIR or BUILDPACK_APP_DIR in path.parents:
+        root, inside = revision_dir / "app", path.relative_to(BUILDPACK_APP_DIR)
+    else:
+        raise InvalidSpec(
+            f"workingDir {working_dir}: without a Dockerfile the code is at "
+            f"{BUILDPACK_APP_DIR} (as Google's buildpacks put it); give {BUILDPACK_APP_DIR} "
+            "or a folder under it"
+        )
+    folder = (root / inside).resolve()
+    if not folder.is_relative_to(root.resolve()) or not folder.is_dir():
+        raise InvalidSpec(
+            f"workingDir {working_dir}: no such folder in the image; it must be a folder of the "
+            "deployed code (or one the Dockerfile makes)"
+        )
+    return folder

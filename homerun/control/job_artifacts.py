@@ -10,19 +10,20 @@ only this module collects.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 from homerun.config import Paths
 from homerun.control.retention import unused_venvs
+from homerun.control.tasks import TRASH_PREFIX, Tasks
 from homerun.model.jobs import ExecutionStatus
 from homerun.store import ExecutionRecord, Store
 
 
 class JobArtifacts:
-    def __init__(self, paths: Paths, store: Store) -> None:
+    def __init__(self, paths: Paths, store: Store, tasks: Tasks) -> None:
         self._store = store
+        self._tasks = tasks  # folders are deleted in threads (Tasks.discard)
         self.root = paths.home / "jobs" / "artifacts"
         shared = not paths.venv_cache.resolve().is_relative_to(paths.home.resolve())
         self.venv_cache = paths.venv_cache if shared else paths.home / "jobs" / "venvs"
@@ -41,10 +42,10 @@ class JobArtifacts:
         folder = self.root / job
         if folder.is_dir():
             for entry in folder.iterdir():
-                if entry.name not in keep:
-                    shutil.rmtree(entry, ignore_errors=True)
+                if entry.name not in keep and not entry.name.startswith(TRASH_PREFIX):
+                    self._tasks.discard(entry)
             if not keep:
-                shutil.rmtree(folder, ignore_errors=True)
+                self._tasks.discard(folder)
         self.collect_venvs()
 
     def collect_venvs(self) -> None:
@@ -52,7 +53,7 @@ class JobArtifacts:
             return
         referenced = [Path(venv) for venv in self._venvs_in_use() if venv]
         for venv in unused_venvs(self.venv_cache.iterdir(), referenced):
-            shutil.rmtree(venv, ignore_errors=True)
+            self._tasks.discard(venv)
 
     def _venvs_in_use(self) -> Iterable[str | None]:
         for job in self._store.jobs():

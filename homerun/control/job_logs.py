@@ -86,18 +86,22 @@ class JobLogs:
         execution: str | None = None,
         since: str | None = None,
         task: int | None = None,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
         """The newest `limit` entries, oldest first; of one execution (read back only to its
-        start, `since`) and one task when given. Files are read in a thread."""
+        start, `since`) and one task when given; only those written after `after` (a tail's
+        last timestamp) when given. Files are read in a thread."""
         self._logs.flush()
         if execution is None and task is None:
             return await asyncio.to_thread(
-                functools.partial(self._logs.read_written, log_name(job), limit=limit)
+                functools.partial(self._logs.read_written, log_name(job), limit=limit, after=after)
             )
         # The LogStore filters on services' fields only: an execution's entries are read back
         # to its start and filtered here. Bounded by the entries written since it began.
         entries = await asyncio.to_thread(
-            functools.partial(self._logs.read_written, log_name(job), limit=1_000_000, since=since)
+            functools.partial(
+                self._logs.read_written, log_name(job), limit=1_000_000, since=since, after=after
+            )
         )
         kept = [
             entry

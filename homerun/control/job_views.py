@@ -59,15 +59,24 @@ class JobViews:
         )
 
     async def logs(
-        self, job: str, limit: int, *, execution: str | None = None, task: int | None = None
+        self,
+        job: str,
+        limit: int,
+        *,
+        execution: str | None = None,
+        task: int | None = None,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
-        """The job's newest entries; of one execution (and one of its tasks) when given."""
+        """The job's newest entries; of one execution (and one of its tasks) when given; only
+        those after `after` when given (`jobs logs tail`)."""
         self._store.job(job)
         since = None
         if execution is not None:
             record = self._store.execution(execution)
             since = iso_time(record.created_at)
-        return await self._logs.read(job, limit, execution=execution, since=since, task=task)
+        return await self._logs.read(
+            job, limit, execution=execution, since=since, task=task, after=after
+        )
 
     def _job(self, record: JobRecord) -> views.JobSummary:
         executions = self._store.executions(record.name)
@@ -93,6 +102,9 @@ class JobViews:
             schedule=record.schedule,
             time_zone=record.time_zone if record.schedule else None,
             next_run_at=self._next_run(record),
+            command=template.command,
+            args=template.args,
+            digest=record.artifact.digest,
         )
 
     def _summary(

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from homerun.build.artifact import artifact_record
+from homerun.build.artifact import artifact_record, write_failure
 from homerun.config import Settings
 from homerun.control.deploys import BuildFunction
 from homerun.control.executions import Executions
@@ -152,7 +152,8 @@ class Jobs:
         self, source: Path, job: str, artifact_dir: str, template: RevisionSpec, emit: JobEmit
     ) -> ArtifactRecord:
         dest = self._artifacts.folder(job, artifact_dir)
-        shutil.rmtree(dest, ignore_errors=True)  # a build a stopped daemon left half done
+        # A build a stopped daemon left half done.
+        await asyncio.to_thread(shutil.rmtree, dest, True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
 
@@ -176,6 +177,9 @@ class Jobs:
         self._artifacts.builds += 1
         try:
             return await asyncio.to_thread(build)
+        except OSError as error:  # a full disk, most likely: say so, not "internal error"
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+            raise write_failure(error, dest, "the job is as it was") from None
         except BaseException:  # a failed build, or the daemon stopping: leave nothing behind
             shutil.rmtree(dest, ignore_errors=True)
             raise

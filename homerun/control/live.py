@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from homerun.access.iam import instance_member
 from homerun.config import Paths, Settings
 from homerun.control.access import Guards
-from homerun.control.environment import instance_env
+from homerun.control.environment import instance_cwd, instance_env
 from homerun.control.secrets import SecretValues, reads_latest
 from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, NotFound
 from homerun.model.limits import limits
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry
+from homerun.routing.hosts import hosts_text, router_address, service_hosts
 from homerun.routing.table import (
     RoutingTable,
     SelectionMemo,
@@ -27,6 +30,7 @@ from homerun.routing.table import (
 )
 from homerun.routing.throttler import Throttler
 from homerun.routing.types import Address, Route, RouteError
+from homerun.runtime.inspection import Inspector
 from homerun.scaling.policy import policy_for
 from homerun.scaling.supervisor import Supervisor
 from homerun.scaling.unit import RevisionPlan, RevisionUnit
@@ -53,6 +57,7 @@ class LiveRevisions:
         clock: Callable[[], float],
         host_env: Mapping[str, str],
         metadata_address: Address | None = None,
+        inspector: Inspector | None = None,
         rng: random.Random | None = None,
     ) -> None:
         # Collaborators
@@ -68,6 +73,7 @@ class LiveRevisions:
         self._clock = clock
         self._host_env = host_env
         self._metadata_address = metadata_address
+        self._inspector = inspector
         self._rolls = StratifiedRolls(rng or random.Random())
         # Per running revision
         self.units: dict[str, RevisionUnit] = {}
@@ -77,6 +83,7 @@ class LiveRevisions:
         self.table = RoutingTable(settings.domain)
         self._selections = SelectionMemo()
         self._unroutable_logged: set[str] = set()
+        self._hosts_written = ""  # the hosts file's text as last written
 
     # -- the data plane's question ------------------------------------------------------
 
@@ -90,6 +97,12 @@ class LiveRevisions:
         if route is None:
             return RouteError(503, f"revision {selection.revision} is not running")
         return route
+
+    @property
+    def hosts_file(self) -> Path:
+        """Every service and tag host -> the router, in /etc/hosts form; rewritten (renamed
+        over) whenever they change. A sandbox can bind-mount its folder and link /etc/hosts."""
+        return self._paths.hosts
 
     # -- units ----------------------------------------------------------------------------
 
@@ -108,18 +121,31 @@ class LiveRevisions:
             secrets=self._secrets.env(revision.spec),
             host_env=self._host_env,
             metadata_address=self._metadata_address,
+            hosts_file=self._paths.hosts,
+            inspector=self._inspector,
         )
         holder: list[RevisionUnit] = []
-        throttler = Throttler(revision.name, lambda: self._poke(holder[0]), self._clock)
+        throttler = Throttler(
+            revision.name,
+            lambda: self._poke(holder[0]),
+            self._clock,
+            http2=revision.spec.use_http2,
+        )
         plan = RevisionPlan(
             service=revision.service,
             name=revision.name,
             argv=list(artifact.argv) if artifact else [],
             env=env,
-            cwd=self._paths.revisions / revision.name / (artifact.cwd if artifact else "."),
+            cwd=instance_cwd(
+                self._paths.revisions / revision.name, artifact, revision.spec.working_dir
+            ),
             concurrency=revision.spec.container_concurrency,
             startup_timeout=revision.spec.startup_timeout_seconds,
             request_timeout=revision.spec.timeout_seconds,
+            startup_probe=revision.spec.startup_probe,
+            readiness_probe=revision.spec.readiness_probe,
+            liveness_probe=revision.spec.liveness_probe,
+            container_port=revision.spec.container_port,
             limits=limits(revision.spec.cpu, revision.spec.memory),
             policy=policy_for(
                 self._settings.autoscaler,
@@ -196,6 +222,7 @@ class LiveRevisions:
                 targets.append(TrafficTarget(revision.name, target.percent, target.tag))
             services[record.name] = ServiceRoutes(record.name, tuple(targets))
         self.table = RoutingTable(self._settings.domain, services)
+        self._write_hosts()
         for name in [name for name in self.units if name not in serving]:
             if self._deploying(name):
                 continue
@@ -204,6 +231,27 @@ class LiveRevisions:
             self._routes.pop(name, None)
             self._tasks.spawn(self._retire(unit))
         self.refresh_access()
+
+    def _write_hosts(self) -> None:
+        """Rewrite the hosts file when its hosts changed: written beside it, then renamed over
+        it, so that a reader never sees half of it."""
+        address = router_address(self._settings.listen)
+        text = hosts_text(service_hosts(self.table), address, f"{address}:{self._settings.port}")
+        if text == self._hosts_written:
+            return
+        path = self._paths.hosts
+        partial = path.with_name(path.name + ".partial")
+        try:
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, path)
+        except OSError as error:  # the routing table is in force all the same
+            message = (
+                f"Cannot write {path}: {error.strerror or error}; service hosts may not "
+                "resolve in instances"
+            )
+            self._logs.emit(platform_entry("homerun", message, severity="WARNING"))
+            return
+        self._hosts_written = text
 
     def refresh_access(self) -> None:
         """Rebuild every service's guard and hand it to its routes (after an IAM, ingress or

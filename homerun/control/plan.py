@@ -9,7 +9,13 @@ from pathlib import Path
 from homerun.access.iam import check_ingress
 from homerun.errors import InvalidSpec, NotFound
 from homerun.knative import SOURCE_ANNOTATION, ServiceManifest
-from homerun.spec import DeployRequest, RevisionSpec, validate_service_name
+from homerun.spec import (
+    DESCRIPTION_ANNOTATION,
+    DeployRequest,
+    RevisionSpec,
+    revision_name_with_suffix,
+    validate_service_name,
+)
 from homerun.store import RevisionRecord
 from homerun.traffic import (
     DEFAULT_TRAFFIC,
@@ -96,11 +102,21 @@ Plan = NewRevision | NoChange
 
 
 def plan_deploy(
-    request: DeployRequest, base: RevisionRecord | None, previous_ready: RevisionRecord | None
+    request: DeployRequest,
+    base: RevisionRecord | None,
+    previous_ready: RevisionRecord | None,
+    metadata: Metadata | None = None,
 ) -> Plan:
     """`homerun deploy` / `services update`: `base` is the service's latest created revision
-    (its current template), `previous_ready` its latest ready one; None for a new service."""
+    (its current template), `previous_ready` its latest ready one, `metadata` the service's
+    labels and annotations; None for a new service."""
     service = validate_service_name(request.service)
+    new_metadata = _metadata_after(request, metadata)
+    name = (
+        revision_name_with_suffix(service, request.revision_suffix)
+        if request.revision_suffix
+        else None
+    )
     if request.tag is not None:
         check_tag(request.tag, service, "--tag")
     if request.ingress is not None:
@@ -123,19 +139,21 @@ def plan_deploy(
         artifact = Build(Path(changes.source))
     else:
         assert base is not None  # a new service without --source was refused above
-        if spec.configuration() == base.spec.configuration():
+        # A new name is a new template (Knative), even with the same settings.
+        if spec.configuration() == base.spec.configuration() and name in (None, base.name):
             return NoChange(
                 service,
                 base,
                 tag=request.tag,
                 allow_unauthenticated=request.allow_unauthenticated,
                 ingress=request.ingress,
+                metadata=new_metadata,
             )
         if spec.entrypoint_inputs() != base.spec.entrypoint_inputs():
             artifact = Build(
                 Path(spec.source),
-                "the entrypoint changes (--command, --args or GOOGLE_ENTRYPOINT), so the "
-                f"source is built again from {spec.source}",
+                "the entrypoint changes (--command, --args, --function, --base-image or a "
+                f"GOOGLE_* variable), so the source is built again from {spec.source}",
             )
         else:
             artifact = Reuse(base)
@@ -153,10 +171,27 @@ def plan_deploy(
         spec,
         artifact,
         TrafficAfter(pin_to=pinned, tag=request.tag),
+        name=name,
         allow_unauthenticated=request.allow_unauthenticated,
         ingress=request.ingress,
+        metadata=new_metadata,
         carried_over=carried_over,
     )
+
+
+def _metadata_after(request: DeployRequest, current: Metadata | None) -> Metadata | None:
+    """The service's labels and annotations after --labels and --description; None when the
+    request changes neither."""
+    if not request.update_labels and request.description is None:
+        return None
+    labels = dict(current.labels) if current else {}
+    annotations = dict(current.annotations) if current else {}
+    labels.update(request.update_labels)
+    if request.description == "":
+        annotations.pop(DESCRIPTION_ANNOTATION, None)
+    elif request.description is not None:
+        annotations[DESCRIPTION_ANNOTATION] = request.description
+    return Metadata(labels, annotations)
 
 
 @dataclass(frozen=True)
@@ -213,8 +248,8 @@ def plan_replace(manifest: ServiceManifest, facts: ReplaceFacts) -> Plan:
     elif origin is not None:
         artifact = Build(
             Path(source or origin.spec.source),
-            "the entrypoint changes (command, args or GOOGLE_ENTRYPOINT), so the source "
-            f"is built again from {source or origin.spec.source}",
+            "the entrypoint changes (command, args, function, base image or a GOOGLE_* "
+            f"variable), so the source is built again from {source or origin.spec.source}",
         )
     elif template.source:
         artifact = Build(

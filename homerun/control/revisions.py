@@ -17,14 +17,11 @@ from homerun.config import Paths
 from homerun.control.live import LiveRevisions
 from homerun.control.resolved import resolved_traffic
 from homerun.control.retention import FINISHED, doomed_revisions, unused_venvs
-from homerun.control.tasks import Tasks
+from homerun.control.tasks import TRASH_PREFIX, Tasks
 from homerun.errors import InvalidSpec
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.store import RevisionRecord, Store
 from homerun.traffic import served_percent, tags_of
-
-# Folders being deleted in the background: renamed first, so they vanish from view at once.
-_TRASH_PREFIX = ".trash-"
 
 
 class Revisions:
@@ -92,7 +89,8 @@ class Revisions:
         self._live.rebuild()
         for revision in revisions:
             await self._live.stop(revision.name)
-            shutil.rmtree(self._paths.revisions / revision.name, ignore_errors=True)
+            self._discard(self._paths.revisions / revision.name)
+            self._discard(self._paths.inspections / revision.name)
         self._logs.delete(service)
 
     def digest_of(self, revision: RevisionRecord) -> str | None:
@@ -107,6 +105,24 @@ class Revisions:
             artifact = artifact.model_copy(update={"digest": artifact_digest(root, artifact)})
             self._store.set_artifact(revision.name, artifact)
         return artifact.digest
+
+    async def fill_digests(self) -> None:
+        """At startup: the digests of revisions built before digests existed, hashed in a
+        thread (every file of the artifact is read), so that describe and deploys never hash
+        on the event loop."""
+        missing = [
+            revision
+            for revision in self._store.revisions()
+            if revision.artifact is not None and revision.artifact.digest is None
+        ]
+        for revision in missing:
+            root = self._paths.revisions / revision.name
+            if revision.artifact is None or not root.is_dir():
+                continue
+            digest = await asyncio.to_thread(artifact_digest, root, revision.artifact)
+            if self._store.has_revision(revision.name):
+                update = {"digest": digest}
+                self._store.set_artifact(revision.name, revision.artifact.model_copy(update=update))
 
     def with_digest(self, service: str, digest: str | None) -> RevisionRecord | None:
         """A revision (the service's own first) whose artifact has `digest` and is on disk."""
@@ -185,13 +201,13 @@ class Revisions:
         for folder in (self._paths.revisions, self._paths.venv_cache):
             if folder.is_dir():
                 for entry in folder.iterdir():
-                    if entry.name.startswith(_TRASH_PREFIX):
+                    if entry.name.startswith(TRASH_PREFIX):
                         self._tasks.spawn(asyncio.to_thread(shutil.rmtree, entry, True))
         # A daemon killed during a build leaves the artifact folder of a revision that was
         # never recorded (the record is written once the build is done): it goes too.
         if self._paths.revisions.is_dir() and not self._builds:
             for entry in self._paths.revisions.iterdir():
-                if entry.name.startswith(_TRASH_PREFIX) or self._store.has_revision(entry.name):
+                if entry.name.startswith(TRASH_PREFIX) or self._store.has_revision(entry.name):
                     continue
                 self._discard(entry)
                 self._logs.emit(
@@ -202,17 +218,11 @@ class Revisions:
         self._live.forget(name)
         self._store.delete_revision(name)
         self._discard(self._paths.revisions / name)
+        # What its instances measured (runtime inspector), written outside the artifact.
+        self._discard(self._paths.inspections / name)
 
     def _discard(self, path: Path) -> None:
-        """Move a folder out of the way at once; delete it in a thread (a venv is many files)."""
-        if not path.exists():
-            return
-        trash = path.with_name(f"{_TRASH_PREFIX}{path.name}-{random_suffix()}")
-        try:
-            path.rename(trash)
-        except OSError:
-            trash = path
-        self._tasks.spawn(asyncio.to_thread(shutil.rmtree, trash, True))
+        self._tasks.discard(path)
 
 
 def random_suffix() -> str:

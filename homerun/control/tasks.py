@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
+import shutil
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from homerun.errors import HomerunError
 from homerun.model.events import DeployEvent, Failed
 
 Emit = Callable[[DeployEvent], None]
+TRASH_PREFIX = ".trash-"  # folders being deleted; a restart finishes their deletion
 
 
 class Tasks:
@@ -23,6 +27,18 @@ class Tasks:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return task
+
+    def discard(self, path: Path) -> None:
+        """Remove a folder without blocking the loop: moved out of the way at once (renamed
+        `.trash-NAME-xyz` beside it), deleted in a thread (a virtualenv is many files)."""
+        if not path.exists():
+            return
+        trash = path.with_name(f"{TRASH_PREFIX}{path.name}-{secrets.token_hex(3)}")
+        try:
+            path.rename(trash)
+        except OSError:
+            trash = path
+        self.spawn(asyncio.to_thread(shutil.rmtree, trash, True))
 
     def stream(
         self, work: Callable[[Emit], Coroutine[Any, Any, None]]

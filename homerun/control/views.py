@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from homerun.control.advice import Advisor
 from homerun.control.live import LiveRevisions
 from homerun.control.resolved import resolved_traffic
 from homerun.control.revisions import Revisions
@@ -35,6 +36,7 @@ class Views:
         clock: Callable[[], float],
         router_url: str,
         dashboard_url: str | None,
+        advisor: Advisor | None = None,
     ) -> None:
         self._store = store
         self._logs = logs
@@ -46,6 +48,7 @@ class Views:
         self._clock = clock
         self._router_url = router_url
         self._dashboard_url = dashboard_url
+        self._advisor = advisor
 
     def status(self) -> views.PlatformStatus:
         return views.PlatformStatus(
@@ -75,7 +78,7 @@ class Views:
         return self._revision(self._store.revision(name))
 
     async def logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
-        """Newest entries; filters: revision, min_severity, since, after (see LogStore.read).
+        """Newest entries; filters: revision, min_severity, since, after, trace (see LogStore.read).
         Files are read in a thread: the router's requests go on meanwhile."""
         self._store.service(service)
         self._logs.flush()  # on the loop, which is where entries are added
@@ -226,7 +229,21 @@ class Views:
             queue_length=unit.throttler.queue_length if unit else 0,
             memory_limit_exceeded=unit.memory_exceeded if unit else 0,
             scaling=scaling,
+            **self._advice_fields(revision),
         )
+
+    def _advice_fields(self, revision: RevisionRecord) -> dict[str, Any]:
+        """The capacity, measurements and warnings of the advisor, for describe."""
+        if self._advisor is None:
+            return {}
+        advice = self._advisor.for_revision(revision)
+        return {
+            "capacity": advice.capacity,
+            "inspection": advice.inspection,
+            "warnings": [
+                finding.message for finding in advice.findings if finding.severity == "warning"
+            ],
+        }
 
 
 def _median_ms(seconds: Iterable[float]) -> float | None:

@@ -10,7 +10,12 @@ from homerun.knative.models import (
     SOURCE_ANNOTATION,
     image_for,
 )
-from homerun.knative.reader import ServiceManifest, TemplateManifest, parse_service
+from homerun.knative.reader import (
+    ServiceManifest,
+    TemplateManifest,
+    parse_probe,
+    parse_service,
+)
 from homerun.knative.render import (
     RevisionView,
     ServiceView,
@@ -31,6 +36,7 @@ __all__ = [
     "ServiceView",
     "TemplateManifest",
     "image_for",
+    "parse_probe",
     "parse_service",
     "render_revision",
     "render_service",

@@ -5,26 +5,27 @@ pydantic's error location is the field path the user sees."""
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import UnionType
-from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
-from pydantic.fields import FieldInfo
 
 from homerun.errors import InvalidSpec
+from homerun.knative._level import KnativeModel, within
+from homerun.knative.probes import (
+    LivenessProbe,
+    ReadinessProbe,
+    StartupProbe,
+)
 from homerun.model.annotations import CAMEL_CASE_ALIASES, annotation_problems
 from homerun.model.validation import Location, errors_at
 from homerun.spec import (
@@ -34,8 +35,8 @@ from homerun.spec import (
     EnvName,
     MemoryAmount,
     SecretName,
-    SecretVersion,
     ServiceName,
+    secret_version,
 )
 from homerun.traffic import TrafficEntry, check_tag, traffic_problems
 
@@ -45,7 +46,6 @@ IMAGE_REGISTRY = "homerun.local"
 # The folder the artifact was built from; used to build again when the digest is unknown here.
 SOURCE_ANNOTATION = "homerun.dev/source"
 DEFAULT_PORT = 8080  # Knative's and Cloud Run's default containerPort
-MAX_STARTUP_SECONDS = 3600
 
 _IMAGE = re.compile(
     rf"^{re.escape(IMAGE_REGISTRY)}/(?P<name>[a-z0-9][-a-z0-9._/]*)@sha256:(?P<digest>[0-9a-f]{{64}})$"
@@ -66,56 +66,23 @@ _OUTPUT_ONLY_METADATA = frozenset(
 )
 _ONE_MACHINE = "homerun runs on one machine"
 _WHOLE_REQUEST = "not supported; timeoutSeconds bounds the whole request"
-_STARTUP_ONLY = "not supported: homerun probes an instance only at startup (TCP)"
-_TCP_ONLY = "only tcpSocket startup probes are supported (homerun connects to $PORT)"
 _NO_STDIN = "stdin is always /dev/null"
+_RUN_AS = (
+    "not supported yet: instances run as the daemon's own user (runAsUser, runAsGroup and "
+    "runAsNonRoot come with the sandbox); remove securityContext"
+)
 
 
 def image_for(service: str, digest: str) -> str:
     return f"{IMAGE_REGISTRY}/{service}@sha256:{digest}"
 
 
-class KnativeModel(BaseModel):
-    """One level of the document."""
-
-    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", strict=True, frozen=True)
-
-    # Fields Knative has that homerun does not run, with the reason given to the user.
-    refused: ClassVar[Mapping[str, str]] = {}
-    # Output-only fields, which a document read back from a cluster may carry.
-    ignored: ClassVar[frozenset[str]] = frozenset()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_ignored(cls, data: Any) -> Any:
-        if cls.ignored and isinstance(data, dict):
-            return {key: value for key, value in data.items() if key not in cls.ignored}
-        return data
-
-    @classmethod
-    def unknown_field(cls, key: str) -> str:
-        """What to tell a user who wrote `key` here: why homerun refuses that field, or the
-        known field they probably meant."""
-        if key in cls.refused:
-            return cls.refused[key]
-        known = sorted(field.alias or name for name, field in cls.model_fields.items())
-        close = difflib.get_close_matches(key, known, n=1)
-        if close:
-            return f"unknown field; did you mean {close[0]!r}?"
-        return f"unknown field; the fields here are {', '.join(known)}"
-
-    @classmethod
-    def field_named(cls, key: int | str) -> FieldInfo | None:
-        """The field a document's `key` sets here (keys are the camelCase aliases)."""
-        return next(
-            (field for name, field in cls.model_fields.items() if (field.alias or name) == key),
-            None,
-        )
-
-
-def level_at(location: Sequence[int | str]) -> type[KnativeModel] | None:
-    """The model that reads the mapping at `location` in a Service document, if one does."""
-    annotation: Any = ServiceDocument
+def level_at(
+    location: Sequence[int | str], document: type[KnativeModel] | None = None
+) -> type[KnativeModel] | None:
+    """The model that reads the mapping at `location` in a Service document (or another
+    `document` model), if one does."""
+    annotation: Any = document or ServiceDocument
     for part in location:
         annotation = _unwrapped(annotation)
         if isinstance(annotation, type) and issubclass(annotation, KnativeModel):
@@ -157,15 +124,6 @@ def _number_as_text(value: Any) -> Any:
     return value
 
 
-def _within(low: int, high: int) -> AfterValidator:
-    def check(number: int) -> int:
-        if not low <= number <= high:
-            raise ValueError(f"must be {low}..{high}, got {number}")
-        return number
-
-    return AfterValidator(check)
-
-
 def _concurrency(number: int) -> int:
     if number == 0:
         raise ValueError(f"0 (unlimited) is not supported; give 1..{MAX_CONCURRENCY}")
@@ -182,6 +140,25 @@ def _artifact_image(image: str) -> str:
             "--format yaml` prints them (running other images needs a container engine)"
         )
     return image
+
+
+def _absolute_path(path: str) -> str:
+    if not path.startswith("/") or "\0" in path:
+        raise ValueError(f"must be an absolute path in the image, got {path!r}")
+    if ".." in path.split("/"):
+        raise ValueError(f"may not contain '..', got {path!r}")
+    return path
+
+
+def _version_as_key(key: str) -> str:
+    """Cloud Run reads a secretKeyRef's key as the secret's version, and so does homerun."""
+    try:
+        return secret_version(key)
+    except ValueError as error:
+        raise ValueError(
+            f"{error}: the key is the secret's version, as on Cloud Run (homerun's secrets have "
+            "versions, not named keys: keep one secret per value)"
+        ) from None
 
 
 def _without_server_annotations(annotations: dict[str, str]) -> dict[str, str]:
@@ -217,7 +194,7 @@ class SecretKeySelector(KnativeModel):
     refused = {"optional": "not supported"}
 
     name: SecretName = Field(description="the secret's name")
-    key: Annotated[SecretVersion, Quantity] = Field(
+    key: Annotated[str, Quantity, AfterValidator(_version_as_key)] = Field(
         description="the secret version (a number or 'latest')"
     )
 
@@ -252,15 +229,16 @@ class EnvVar(KnativeModel):
 
 class ContainerPort(KnativeModel):
     name: str = "http1"
-    container_port: Annotated[int, _within(1, 65535)] = DEFAULT_PORT
+    container_port: Annotated[int, within(1, 65535)] = DEFAULT_PORT
     protocol: str = "TCP"
 
     @field_validator("name")
     @classmethod
-    def _http1(cls, name: str) -> str:
-        if name not in ("http1", ""):
+    def _http1_or_h2c(cls, name: str) -> str:
+        if name not in ("http1", "h2c", ""):
             raise ValueError(
-                f"{name!r} is not supported: homerun speaks HTTP/1.1 to instances (http1)"
+                f"{name!r} is not supported: http1 (HTTP/1.1 to the instance, the default) or "
+                "h2c (HTTP/2 cleartext, as gRPC servers need)"
             )
         return name
 
@@ -278,57 +256,21 @@ class ResourceLimits(KnativeModel):
 
 
 class Resources(KnativeModel):
-    refused = {"requests": "homerun records limits only", "claims": "not supported"}
+    refused = {"claims": "not supported"}
 
     limits: ResourceLimits | None = None
-
-
-class TcpSocket(KnativeModel):
-    port: int | None = None  # the container port; 0 or none means it too
-
-
-class StartupProbe(KnativeModel):
-    """homerun's startup budget: initialDelaySeconds + periodSeconds x failureThreshold
-    (Kubernetes' defaults 0, 10 and 3), spent probing $PORT by TCP connect."""
-
-    refused = {"httpGet": _TCP_ONLY, "grpc": _TCP_ONLY, "exec": _TCP_ONLY}
-
-    tcp_socket: TcpSocket | None = None
-    initial_delay_seconds: int = Field(default=0, ge=0)
-    period_seconds: int = Field(default=10, ge=1)
-    timeout_seconds: int = Field(default=1, ge=1)
-    failure_threshold: int = Field(default=3, ge=1)
-    success_threshold: int = Field(default=1, ge=1)
-
-    @field_validator("success_threshold")
-    @classmethod
-    def _once(cls, threshold: int) -> int:
-        if threshold != 1:
-            raise ValueError("must be 1")
-        return threshold
-
-    @property
-    def budget(self) -> int:
-        return self.initial_delay_seconds + self.period_seconds * self.failure_threshold
-
-    @model_validator(mode="after")
-    def _budget_in_range(self) -> StartupProbe:
-        if not 1 <= self.budget <= MAX_STARTUP_SECONDS:
-            raise ValueError(
-                "initialDelaySeconds + periodSeconds x failureThreshold must be "
-                f"1..{MAX_STARTUP_SECONDS} s, got {self.budget}"
-            )
-        return self
+    requests: ResourceLimits | None = None  # recorded and shown, not reserved
 
 
 class Container(KnativeModel):
     refused = {
-        "envFrom": "not supported; list each variable under env",
-        "livenessProbe": _STARTUP_ONLY,
-        "readinessProbe": _STARTUP_ONLY,
-        "workingDir": "not supported: instances run in the artifact's working directory",
+        "envFrom": (
+            "not supported: homerun's secrets are Secret Manager's (versions, no keys), as on "
+            "Cloud Run; list each variable under env, with valueFrom.secretKeyRef "
+            "(name: SECRET, key: VERSION or latest) for a secret"
+        ),
         "volumeMounts": "volumes are not supported",
-        "securityContext": "not supported",
+        "securityContext": _RUN_AS,
         "lifecycle": "not supported",
         "imagePullPolicy": "homerun does not pull images",
         "terminationMessagePath": "not supported",
@@ -347,7 +289,10 @@ class Container(KnativeModel):
     env: list[EnvVar] | None = None
     ports: list[ContainerPort] | None = None
     resources: Resources | None = None
+    working_dir: Annotated[str, AfterValidator(_absolute_path)] | None = None
     startup_probe: StartupProbe | None = None
+    readiness_probe: ReadinessProbe | None = None
+    liveness_probe: LivenessProbe | None = None
 
     @property
     def digest(self) -> str:
@@ -356,6 +301,11 @@ class Container(KnativeModel):
     @property
     def port(self) -> int | None:
         return self.ports[0].container_port if self.ports else None
+
+    @property
+    def h2c(self) -> bool:
+        """Knative's port name h2c: the instance speaks HTTP/2 cleartext (--use-http2)."""
+        return self.ports is not None and bool(self.ports) and self.ports[0].name == "h2c"
 
     @field_validator("ports", mode="before")
     @classmethod
@@ -379,17 +329,24 @@ class Container(KnativeModel):
 
     @model_validator(mode="after")
     def _probe_the_container_port(self) -> Container:
-        socket = self.startup_probe.tcp_socket if self.startup_probe else None
+        # The runtime contract: probes MUST target the inbound container port.
         port = self.port or DEFAULT_PORT
-        if socket is not None and socket.port not in (None, 0, port):
-            raise errors_at(
-                [
+        problems: list[tuple[Location, str]] = []
+        for field, probe in (
+            ("startupProbe", self.startup_probe),
+            ("readinessProbe", self.readiness_probe),
+            ("livenessProbe", self.liveness_probe),
+        ):
+            if probe is not None and probe.port not in (None, 0, port):
+                action = "httpGet" if probe.http_get is not None else "tcpSocket"
+                problems.append(
                     (
-                        ("startupProbe", "tcpSocket", "port"),
-                        f"must be the container port ({port}), got {socket.port}",
+                        (field, action, "port"),
+                        f"must be the container port ({port}), got {probe.port}",
                     )
-                ]
-            )
+                )
+        if problems:
+            raise errors_at(problems)
         return self
 
 
@@ -409,7 +366,7 @@ class TemplateSpec(KnativeModel):
         "affinity": _ONE_MACHINE,
         "tolerations": _ONE_MACHINE,
         "topologySpreadConstraints": _ONE_MACHINE,
-        "securityContext": "not supported",
+        "securityContext": _RUN_AS,
         "hostAliases": "not supported",
         "dnsPolicy": "not supported",
         "dnsConfig": "not supported",
@@ -420,9 +377,9 @@ class TemplateSpec(KnativeModel):
 
     containers: list[Container] = Field(description="a list with one container")
     container_concurrency: (
-        Annotated[int, AfterValidator(_concurrency), _within(1, MAX_CONCURRENCY)] | None
+        Annotated[int, AfterValidator(_concurrency), within(1, MAX_CONCURRENCY)] | None
     ) = None
-    timeout_seconds: Annotated[int, _within(1, MAX_TIMEOUT_SECONDS)] | None = None
+    timeout_seconds: Annotated[int, within(1, MAX_TIMEOUT_SECONDS)] | None = None
     service_account_name: str | None = None
 
     @field_validator("containers", mode="before")

@@ -10,12 +10,16 @@ from pydantic import ValidationError
 
 from homerun.errors import InvalidSpec
 from homerun.knative.models import (
+    DEFAULT_PORT,
     SOURCE_ANNOTATION,
+    Container,
     ServiceDocument,
     Template,
     level_at,
 )
-from homerun.model.validation import Problem, problems, validation_message
+from homerun.knative.probes import ContainerProbe, LivenessProbe, ReadinessProbe, StartupProbe
+from homerun.model.probes import Probe, ProbeKind
+from homerun.model.validation import Problem, field_path, problems, validation_message
 from homerun.spec import DEFAULT_STARTUP_TIMEOUT_SECONDS, RevisionSpec, SecretRef
 from homerun.traffic import DEFAULT_TRAFFIC, TrafficEntry
 
@@ -85,6 +89,7 @@ def _revision_fields(template: Template) -> dict[str, Any]:
         else:
             env[variable.name] = variable.value or ""
     limits = container.resources.limits if container.resources else None
+    requests = container.resources.requests if container.resources else None
     probe = container.startup_probe
     fields: dict[str, Any] = {
         "source": source or "",
@@ -97,7 +102,17 @@ def _revision_fields(template: Template) -> dict[str, Any]:
         "startup_timeout_seconds": probe.budget if probe else DEFAULT_STARTUP_TIMEOUT_SECONDS,
         "cpu": limits.cpu if limits else None,
         "memory": limits.memory if limits else None,
-        "container_port": container.port,
+        "cpu_request": requests.cpu if requests else None,
+        "memory_request": requests.memory if requests else None,
+        "working_dir": container.working_dir,
+        # A TCP startup probe is the default one: its budget is all it changes.
+        "startup_probe": probe.probe() if probe and (probe.http_get or probe.exec) else None,
+        "readiness_probe": (
+            container.readiness_probe.probe() if container.readiness_probe else None
+        ),
+        "liveness_probe": container.liveness_probe.probe() if container.liveness_probe else None,
+        "container_port": container.port if _port_given(container) else None,
+        "use_http2": container.h2c,
         "container_name": container.name,
         "service_account": spec.service_account_name,
     }
@@ -106,6 +121,40 @@ def _revision_fields(template: Template) -> dict[str, Any]:
     if spec.timeout_seconds is not None:
         fields["timeout_seconds"] = spec.timeout_seconds
     return fields
+
+
+_PROBES: dict[ProbeKind, tuple[str, type[ContainerProbe]]] = {
+    ProbeKind.STARTUP: ("startupProbe", StartupProbe),
+    ProbeKind.READINESS: ("readinessProbe", ReadinessProbe),
+    ProbeKind.LIVENESS: ("livenessProbe", LivenessProbe),
+}
+
+
+def parse_probe(fields: dict[str, Any], kind: ProbeKind, where: str) -> Probe:
+    """A probe given as the container spec's fields (gcloud's --liveness-probe KEY=VALUE list,
+    nested at the dots), read with the YAML's rules; InvalidSpec names each problem's key."""
+    name, model = _PROBES[kind]
+    base = ("spec", "template", "spec", "containers", 0, name)
+    try:
+        probe = model.model_validate(fields)
+    except ValidationError as error:
+        found = [
+            _explained(Problem((*base, *problem.location), problem.message, problem.kind))
+            for problem in problems(error)
+        ]
+        raise InvalidSpec(
+            f"{where}: "
+            + "; ".join(
+                f"{field_path(problem.location[len(base) :]) or name}: {problem.message}"
+                for problem in found
+            )
+        ) from None
+    if probe.port not in (None, 0, DEFAULT_PORT):
+        raise InvalidSpec(
+            f"{where}: the port must be the container port ({DEFAULT_PORT}): a probe goes to "
+            f"the instance's $PORT, got {probe.port}"
+        )
+    return probe.probe()
 
 
 def _name_as_written(document: Any) -> str:
@@ -139,3 +188,9 @@ def _invalid(where: str, found: list[Problem]) -> InvalidSpec:
         f"{where} is not a valid Knative Service "
         f"({count} problem{'s' if count > 1 else ''}):\n{lines}"
     )
+
+
+def _port_given(container: Container) -> bool:
+    """Whether the YAML gave a containerPort (`ports: [{name: h2c}]` names a protocol alone)."""
+    ports = container.ports
+    return bool(ports) and ports is not None and "container_port" in ports[0].model_fields_set

@@ -15,6 +15,7 @@ from homerun.knative.models import (
     SOURCE_ANNOTATION,
     image_for,
 )
+from homerun.model.probes import Probe, ProbeAction
 from homerun.model.states import RevisionStatus
 from homerun.spec import RevisionSpec
 from homerun.traffic import DEFAULT_TRAFFIC, ResolvedTarget, TrafficEntry, resolve
@@ -79,17 +80,40 @@ def render_template(spec: RevisionSpec, image: str | None) -> dict[str, Any]:
     if env:
         container["env"] = env
     if spec.container_port is not None:
-        container["ports"] = [{"name": "http1", "containerPort": spec.container_port}]
+        name = "h2c" if spec.use_http2 else "http1"
+        container["ports"] = [{"name": name, "containerPort": spec.container_port}]
+    elif spec.use_http2:
+        container["ports"] = [{"name": "h2c"}]  # the port stays Knative's default
+    if spec.working_dir:
+        container["workingDir"] = spec.working_dir
+    resources: dict[str, Any] = {}
     limits = {key: value for key, value in (("cpu", spec.cpu), ("memory", spec.memory)) if value}
     if limits:
-        container["resources"] = {"limits": limits}
-    budget = spec.startup_timeout_seconds
-    container["startupProbe"] = {
-        "tcpSocket": {"port": spec.container_port or DEFAULT_PORT},
-        "timeoutSeconds": min(budget, MAX_PROBE_TIMEOUT),
-        "periodSeconds": budget,
-        "failureThreshold": 1,
+        resources["limits"] = limits
+    requests = {
+        key: value
+        for key, value in (("cpu", spec.cpu_request), ("memory", spec.memory_request))
+        if value
     }
+    if requests:
+        resources["requests"] = requests
+    if resources:
+        container["resources"] = resources
+    port = spec.container_port or DEFAULT_PORT
+    budget = spec.startup_timeout_seconds
+    if spec.startup_probe is not None and spec.startup_probe.budget == budget:
+        container["startupProbe"] = render_probe(spec.startup_probe, port)
+    else:
+        container["startupProbe"] = {
+            "tcpSocket": {"port": port},
+            "timeoutSeconds": min(budget, MAX_PROBE_TIMEOUT),
+            "periodSeconds": budget,
+            "failureThreshold": 1,
+        }
+    if spec.readiness_probe is not None:
+        container["readinessProbe"] = render_probe(spec.readiness_probe, port)
+    if spec.liveness_probe is not None:
+        container["livenessProbe"] = render_probe(spec.liveness_probe, port)
     revision_spec: dict[str, Any] = {
         "containerConcurrency": spec.container_concurrency,
         "timeoutSeconds": spec.timeout_seconds,
@@ -98,6 +122,30 @@ def render_template(spec: RevisionSpec, image: str | None) -> dict[str, Any]:
         revision_spec["serviceAccountName"] = spec.service_account
     revision_spec["containers"] = [container]
     return {"metadata": metadata, "spec": revision_spec}
+
+
+def render_probe(probe: Probe, port: int) -> dict[str, Any]:
+    """A probe as the container spec writes it, every field given (so it reads back equal)."""
+    rendered: dict[str, Any] = {}
+    if probe.action is ProbeAction.HTTP:
+        http_get: dict[str, Any] = {"path": probe.path, "port": port}
+        if probe.headers:
+            http_get["httpHeaders"] = [
+                {"name": name, "value": value} for name, value in probe.headers
+            ]
+        rendered["httpGet"] = http_get
+    elif probe.action is ProbeAction.EXEC:
+        rendered["exec"] = {"command": list(probe.command)}
+    else:
+        rendered["tcpSocket"] = {"port": port}
+    rendered.update(
+        initialDelaySeconds=probe.initial_delay_seconds,
+        periodSeconds=probe.period_seconds,
+        timeoutSeconds=probe.timeout_seconds,
+        successThreshold=probe.success_threshold,
+        failureThreshold=probe.failure_threshold,
+    )
+    return rendered
 
 
 def render_traffic_entry(entry: TrafficEntry) -> dict[str, Any]:

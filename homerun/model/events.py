@@ -82,3 +82,23 @@ JOB_EVENT: TypeAdapter[JobEvent] = TypeAdapter(JobEvent)
 
 def parse_job_event(line: bytes | str) -> JobEvent:
     return JOB_EVENT.validate_json(line)
+
+
+class PoolDeployed(_Event):
+    """`worker-pools deploy` is over: the pool runs this revision now."""
+
+    event: Literal["pool"] = "pool"
+    pool: str
+    revision: str
+    instances: int
+    created: bool = False
+    entrypoint: str = ""
+
+
+# What `worker-pools deploy` reports: the build's lines and steps, then `pool` or `error`.
+PoolEvent = Annotated[BuildLine | Phase | PoolDeployed | Failed, Field(discriminator="event")]
+POOL_EVENT: TypeAdapter[PoolEvent] = TypeAdapter(PoolEvent)
+
+
+def parse_pool_event(line: bytes | str) -> PoolEvent:
+    return POOL_EVENT.validate_json(line)

@@ -19,4 +19,6 @@ class InstanceState(StrEnum):
 
     STARTING = "starting"
     READY = "ready"
+    # Its readiness probe fails: out of routing until it passes again (Knative's not-ready pod).
+    UNREADY = "unready"
     DRAINING = "draining"

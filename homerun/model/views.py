@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from homerun.model.inspection import Capacity, RevisionInspection
 from homerun.model.jobs import ExecutionStatus, TaskStatus
 from homerun.model.states import InstanceState, RevisionStatus
 
@@ -106,6 +107,11 @@ class RevisionSummary(_View):
     start_mode: StartMode | None
     queue_length: int
     scaling: Scaling | None = None  # present while the revision is live
+    # The server's real capacity (measured by the runtime inspector, else read from the start
+    # command), what its instances measured, and where capacity and concurrency disagree.
+    capacity: Capacity | None = None
+    inspection: RevisionInspection | None = None
+    warnings: list[str] = []
     # Instances ended for going past the memory limit while the revision was live.
     memory_limit_exceeded: int = 0
 
@@ -221,7 +227,38 @@ class JobSummary(_View):
     schedule: str | None = None  # unix-cron, read in `time_zone`
     time_zone: str | None = None
     next_run_at: float | None = None  # when the schedule runs it next
+    command: list[str] | None = None  # as given (--command); `entrypoint` is what runs
+    args: list[str] | None = None
+    digest: str | None = None  # of the job's artifact: its image homerun.local/JOB@sha256:...
 
 
 class JobDescription(JobSummary):
     recent_executions: list[ExecutionSummary]  # newest first
+
+
+class PoolInstance(_View):
+    """One slot of a worker pool: its running instance, or why it waits."""
+
+    index: int
+    pid: int | None  # None: not running (waiting to start again)
+    started_at: float | None
+    restarts: int  # instances of this slot started since the pool's deploy, but the first
+    last_exit: str | None  # how its last instance ended ("exit code 1")
+    restart_at: float | None = None  # when a waiting slot starts again
+
+
+class WorkerPoolSummary(_View):
+    name: str
+    revision: str  # POOL-0000N: the generation its instances run
+    created_at: float
+    updated_at: float
+    source: str
+    entrypoint: list[str]
+    entrypoint_origin: str
+    env: dict[str, str]
+    secrets: dict[str, str]  # ENV -> SECRET:VERSION; never a value
+    cpu: str | None
+    memory: str | None
+    instances: int  # the count kept running
+    running: int
+    slots: list[PoolInstance]

@@ -11,7 +11,7 @@ import functools
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -58,6 +58,20 @@ def entry_tail(service: str, revision: str | None, instance: str | None, log_nam
     return b"," + orjson.dumps({**fields, "logName": log_name})[1:]
 
 
+# Fields of an app's JSON line that Cloud Logging lifts out of the payload onto the entry
+# (its "special JSON fields"), so that an app's line and its request's log share a trace.
+_PROMOTED = {
+    "logging.googleapis.com/trace": "trace",
+    "logging.googleapis.com/spanId": "spanId",
+    "logging.googleapis.com/trace_sampled": "traceSampled",
+    "logging.googleapis.com/labels": "labels",
+    "logging.googleapis.com/sourceLocation": "sourceLocation",
+    "logging.googleapis.com/insertId": "insertId",
+    "logging.googleapis.com/operation": "operation",
+    "httpRequest": "httpRequest",
+}
+
+
 def instance_entry(service: str, revision: str, instance: str, stream: str, line: str) -> bytes:
     """An instance's output line as a serialized log entry; a JSON object line keeps its
     fields. Built from pieces (an app may print a line per request): for LogStore.emit_serialized.
@@ -71,12 +85,14 @@ def instance_entry(service: str, revision: str, instance: str, stream: str, line
             parsed = None
         if isinstance(parsed, dict):
             severity = str(parsed.get("severity", "DEFAULT")).upper()
+            promoted = {field: parsed.pop(key) for key, field in _PROMOTED.items() if key in parsed}
             try:
                 return orjson.dumps(
                     {
                         "jsonPayload": parsed,
                         "severity": severity if severity in SEVERITIES else "DEFAULT",
                         "message": str(parsed.get("message", text)),
+                        **promoted,
                         "timestamp": now_iso(),
                         "service": service,
                         "revision": revision,
@@ -111,9 +127,19 @@ def platform_entry(
 class LogStore:
     """Per-service JSON-lines files, each kept under `max_bytes` (one older file kept beside)."""
 
-    def __init__(self, directory: Path, max_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int = 64 * 1024 * 1024,
+        report: Callable[[str], None] = lambda message: None,
+    ) -> None:
         self._directory = directory
         self._max_bytes = max_bytes
+        # Told when writing a service's log starts failing (a full disk) and when it works
+        # again: the daemon prints it on its stderr.
+        self._report = report
+        # Service -> (entries dropped since its writes began to fail, the first error).
+        self._lost: dict[str, tuple[int, str]] = {}
         # Serialized entries waiting for the next flush. Request log entries and instance output
         # lines, which a busy router makes thousands of a second, come serialized already (built
         # from byte templates); other entries go through orjson.
@@ -141,18 +167,58 @@ class LogStore:
         return [orjson.loads(entry) for entry in entries]
 
     def flush(self) -> None:
+        """Write the pending entries. A write that fails (no space left, a read-only disk)
+        leaves no part of a line behind: the file is cut back to where it was, the entries are
+        dropped (memory stays bounded) and counted, and once a write of the service's log
+        works again a WARNING entry there says how many were lost and why."""
         pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        self._directory.mkdir(parents=True, exist_ok=True)
         for service, lines in pending.items():
-            path = self._path(service)
-            with open(path, "ab") as file:
-                file.write(b"\n".join(lines) + b"\n")
-                size = file.tell()
-            if size > self._max_bytes:
-                # Size-based retention: the full file becomes the older one, replacing it.
-                os.replace(path, path.with_suffix(".jsonl.1"))
+            lost = self._lost.get(service)
+            if lost is not None:
+                count, reason = lost
+                notice = platform_entry(
+                    service,
+                    f"{count} log entries were lost: they could not be written ({reason})",
+                    severity="WARNING",
+                )
+                lines = [orjson.dumps(notice), *lines]
+            try:
+                self._append(self._path(service), b"\n".join(lines) + b"\n")
+            except OSError as error:
+                reason = error.strerror or str(error)
+                count = len(lines) - (lost is not None)
+                if lost is None:
+                    self._report(
+                        f"cannot write the log of {service} to {self._path(service)}: {reason}; "
+                        "its entries are dropped until writing works again (free some space)"
+                    )
+                    self._lost[service] = (count, reason)
+                else:
+                    self._lost[service] = (lost[0] + count, lost[1])
+                continue
+            if lost is not None:
+                del self._lost[service]
+                self._report(f"the log of {service} is written again; {lost[0]} entries were lost")
+
+    def _append(self, path: Path, data: bytes) -> None:
+        """Append `data` whole or not at all; keep the file under its size (rotation)."""
+        self._directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError:
+                os.ftruncate(fd, start)  # no half line that the next entries would run into
+                raise
+            size = start + len(data)
+        finally:
+            os.close(fd)
+        if size > self._max_bytes:
+            # Size-based retention: the full file becomes the older one, replacing it.
+            os.replace(path, path.with_suffix(".jsonl.1"))
 
     def read(
         self,
@@ -163,6 +229,7 @@ class LogStore:
         min_severity: str | None = None,
         since: str | None = None,
         after: str | None = None,
+        trace: str | None = None,
     ) -> list[dict[str, Any]]:
         """The newest `limit` matching entries, oldest first.
 
@@ -177,6 +244,7 @@ class LogStore:
             min_severity=min_severity,
             since=since,
             after=after,
+            trace=trace,
         )
 
     def read_written(
@@ -188,6 +256,7 @@ class LogStore:
         min_severity: str | None = None,
         since: str | None = None,
         after: str | None = None,
+        trace: str | None = None,
     ) -> list[dict[str, Any]]:
         """`read` of what is on disk (no flush: safe in a thread while the loop logs).
 
@@ -221,6 +290,8 @@ class LogStore:
                         continue
                     if after is not None and timestamp <= after:
                         continue
+                    if trace is not None and not _same_trace(entry.get("trace"), trace):
+                        continue
                     newest.append(entry)
                     if len(newest) >= limit:
                         break
@@ -237,6 +308,14 @@ class LogStore:
 
     def _path(self, service: str) -> Path:
         return self._directory / f"{service}.jsonl"
+
+
+def _same_trace(value: Any, trace: str) -> bool:
+    """`trace` is a trace id or projects/P/traces/ID: an entry's trace matches either form (an
+    app may log the bare id)."""
+    if not isinstance(value, str):
+        return False
+    return value.rpartition("/")[2].lower() == trace.rpartition("/")[2].lower()
 
 
 def severity_rank(severity: str) -> int:

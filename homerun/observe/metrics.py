@@ -39,6 +39,13 @@ class Metrics:
             (*labels, "code_class"),
             registry=self.registry,
         )
+        self.grpc_calls = Counter(
+            "homerun_grpc_calls",
+            "gRPC calls answered (to revisions deployed with --use-http2), by grpc-status code "
+            "(0 OK, 5 NOT_FOUND, 14 UNAVAILABLE...).",
+            (*labels, "grpc_status"),
+            registry=self.registry,
+        )
         self.latency = BatchHistogram(
             "homerun_request_latency_seconds",
             "Time from a request's arrival at the router to the end of its response.",
@@ -63,6 +70,12 @@ class Metrics:
         self.cold_starts = Counter(
             "homerun_cold_starts",
             "Instances started while their revision had none ready (scale from zero).",
+            labels,
+            registry=self.registry,
+        )
+        self.liveness_restarts = Counter(
+            "homerun_liveness_restarts",
+            "Instances stopped and replaced because their liveness probe failed.",
             labels,
             registry=self.registry,
         )

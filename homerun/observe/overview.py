@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from homerun.model.views import ExecutionSummary, JobSummary, ServiceDescription, ServiceSummary
+from homerun.model.views import (
+    ExecutionSummary,
+    JobSummary,
+    RevisionSummary,
+    ServiceDescription,
+    ServiceSummary,
+    WorkerPoolSummary,
+)
 from homerun.observe.logs import LogStore
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
@@ -34,6 +41,10 @@ class JobSource(Protocol):
     ) -> list[ExecutionSummary]: ...
 
 
+class PoolSource(Protocol):
+    def pools(self) -> list[WorkerPoolSummary]: ...
+
+
 def overview(
     control: ServiceSource,
     telemetry: Telemetry,
@@ -41,6 +52,7 @@ def overview(
     processes: ProcessSampler,
     window: int,
     jobs: JobSource | None = None,
+    pools: PoolSource | None = None,
 ) -> dict[str, Any]:
     services = []
     for summary in control.services():
@@ -85,6 +97,7 @@ def overview(
                     "in_flight": revision.in_flight,
                     "queue_length": revision.queue_length,
                     "last_decision": revision_decisions[0] if revision_decisions else None,
+                    "inside": _inside(revision),
                 }
             )
         decisions.sort(key=lambda decision: decision["seconds_ago"])
@@ -106,6 +119,28 @@ def overview(
         "window": window,
         "services": services,
         "jobs": _jobs(jobs) if jobs is not None else [],
+        "worker_pools": _pools(pools) if pools is not None else [],
+    }
+
+
+def _inside(revision: RevisionSummary) -> dict[str, Any] | None:
+    """What the runtime inspector measured in the revision's instances, for the dashboard's
+    "Inside the instances" panel: capacity, loop lag, thread pool, blocking calls, warnings."""
+    inspection = revision.inspection
+    if revision.capacity is None and inspection is None and not revision.warnings:
+        return None
+    return {
+        "capacity": revision.capacity.model_dump() if revision.capacity else None,
+        "loop_lag_ms_mean": inspection.loop_lag_ms_mean if inspection else None,
+        "loop_lag_ms_max": inspection.loop_lag_ms_max if inspection else None,
+        "pool_total": inspection.pool_total if inspection else None,
+        "pool_peak_borrowed": inspection.pool_peak_borrowed if inspection else 0,
+        "pool_peak_waiting": inspection.pool_peak_waiting if inspection else 0,
+        "blocking": [
+            place.model_dump(exclude={"stack"})
+            for place in (inspection.blocking if inspection else [])
+        ][:5],
+        "warnings": revision.warnings,
     }
 
 
@@ -131,3 +166,19 @@ def _jobs(source: JobSource) -> list[dict[str, Any]]:
             }
         )
     return listed
+
+
+def _pools(source: PoolSource) -> list[dict[str, Any]]:
+    """Each worker pool: its revision, instances running of its count, and restarts."""
+    return [
+        {
+            "name": pool.name,
+            "revision": pool.revision,
+            "instances": pool.instances,
+            "running": pool.running,
+            "restarts": sum(slot.restarts for slot in pool.slots),
+            "entrypoint": pool.entrypoint,
+            "last_exit": next((slot.last_exit for slot in pool.slots if slot.last_exit), None),
+        }
+        for pool in source.pools()
+    ]

@@ -65,3 +65,6 @@ class RevisionSource(Protocol):
 
     @property
     def overloaded_requests(self) -> int: ...  # answered 429 at max-instances, ever
+
+    @property
+    def liveness_restarts(self) -> int: ...  # instances replaced for failing liveness, ever

@@ -36,7 +36,7 @@ _REQUEST_ENTRY = (
     b'"requestUrl":"http://%s%s","requestSize":"%d","responseSize":"%d","latency":"%.6fs",'
     b'"userAgent":%s,"remoteIp":"%s","protocol":"%s"%s},"message":"%s %s %s"%s%s'
 )
-# The trace id of a traceparent header (00-<32 hex digits>-<16 hex digits>-<flags>).
+# A trace id as the router records it (routing/trace.py): 32 lowercase hex digits.
 _HEX_TRACE_ID = re.compile(rb"[0-9a-f]{32}").fullmatch
 
 
@@ -72,6 +72,8 @@ class _Second:
     counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
     # (service, revision) -> latencies in seconds
     latencies: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # (service, revision, grpc-status) -> gRPC calls
+    grpc_calls: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +83,7 @@ class _Seen:
     waits: int = 0
     startups: int = 0
     cold_starts: int = 0
+    liveness_restarts: int = 0
     memory_exceeded: int = 0
 
 
@@ -95,6 +98,7 @@ class Telemetry:
         precise_clock: Callable[[], float],
         request_logs: bool = True,
         wall_clock: Callable[[], float] = time.time,
+        project: str = "homerun-local",
     ) -> None:
         self._logs = logs
         self._metrics = metrics
@@ -103,6 +107,8 @@ class Telemetry:
         self._precise_clock = precise_clock
         self._wall_clock = wall_clock
         self._request_logs = request_logs
+        # A request entry's trace is projects/PROJECT/traces/ID, as Cloud Run's.
+        self._trace_prefix = b"projects/%s/traces/" % project.encode()
         # The router appends here (router.on_request = telemetry.records.append).
         self.records: list[RequestRecord] = []
         self.rows: dict[str, deque[Row]] = defaultdict(lambda: deque(maxlen=HISTORY_SECONDS))
@@ -150,6 +156,8 @@ class Telemetry:
             self._metrics.requests.labels(service, revision, code_class).inc(count)
             if service and code_class in CODE_CLASSES:
                 counts[service][code_class] += count
+        for labels, count in second.grpc_calls.items():
+            self._metrics.grpc_calls.labels(*labels).inc(count)
         latencies: dict[str, list[float]] = defaultdict(list)
         for (service, revision), values in second.latencies.items():
             self._metrics.latency.observe_many((service, revision), values)
@@ -175,7 +183,8 @@ class Telemetry:
 
     def _request(self, record: RequestRecord, second: _Second) -> None:
         (arrival, finished, method, url, host, status, request_bytes, response_bytes,
-         user_agent, remote_ip, http_10, trace, service, revision, instance) = record  # fmt: skip
+         user_agent, remote_ip, protocol, trace, service, revision, instance,
+         grpc_status) = record  # fmt: skip
         latency = finished - arrival
         code_class = _CODE_CLASSES.get(status // 100) or f"{status // 100}xx"
         key = (service or "", revision or "")
@@ -185,14 +194,21 @@ class Telemetry:
         if latencies is None:
             latencies = second.latencies[key] = []
         latencies.append(latency)
+        if grpc_status:
+            call = (*key, grpc_status.decode("latin-1"))
+            second.grpc_calls[call] = second.grpc_calls.get(call, 0) + 1
         if service is None or not self._request_logs:
             return  # a request with no service (an unknown host, a malformed request) has no log
         # The entry is built from bytes: the method is an HTTP token and the host matched the
         # router's pattern, so only the target and the user agent need JSON escaping.
         target = orjson.dumps(url.decode("latin-1"))[1:-1]
         status_field = b',"status":%d' % status if status else b""
-        trace_id = trace[3:35] if len(trace) == 55 else b""
-        trace_field = b',"trace":"%s"' % trace_id if _HEX_TRACE_ID(trace_id) else b""
+        trace_field = (
+            b',"trace":"%s%s"' % (self._trace_prefix, trace) if _HEX_TRACE_ID(trace) else b""
+        )
+        if grpc_status.isdigit():
+            # A gRPC call's outcome, from the instance's trailers: its HTTP status is 200.
+            trace_field += b',"grpcStatus":%d' % int(grpc_status)
         self._logs.emit_serialized(
             service,
             _REQUEST_ENTRY
@@ -207,7 +223,7 @@ class Telemetry:
                 latency,
                 orjson.dumps(user_agent.decode("latin-1")),
                 remote_ip,
-                b"HTTP/1.0" if http_10 else b"HTTP/1.1",
+                protocol,
                 status_field,
                 method,
                 b"%d" % status if status else b"-",
@@ -236,6 +252,10 @@ class Telemetry:
         seen.startups = unit.startups
         if unit.cold_starts > seen.cold_starts:
             self._metrics.cold_starts.labels(*labels).inc(unit.cold_starts - seen.cold_starts)
+        if unit.liveness_restarts > seen.liveness_restarts:
+            restarts = unit.liveness_restarts - seen.liveness_restarts
+            self._metrics.liveness_restarts.labels(*labels).inc(restarts)
+            seen.liveness_restarts = unit.liveness_restarts
         if unit.memory_exceeded > seen.memory_exceeded:
             ended = unit.memory_exceeded - seen.memory_exceeded
             self._metrics.memory_exceeded.labels(*labels).inc(ended)

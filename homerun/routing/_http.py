@@ -26,12 +26,14 @@ _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
 def error_response(status: int, message: str, *, close: bool, with_body: bool) -> bytes:
-    """A short text/plain response that the router writes itself."""
+    """A short text/plain response that the router writes itself; a 200 is one of the
+    platform's JSON documents (Router.platform_document)."""
     body = message.encode() + b"\n"
+    content_type = b"application/json" if status == 200 else b"text/plain; charset=utf-8"
     return b"HTTP/1.1 %d %s\r\n%s%s%s\r\n%s" % (
         status,
         _REASONS.get(status, b"Error"),
-        b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body),
+        b"content-type: %s\r\ncontent-length: %d\r\n" % (content_type, len(body)),
         # The router's own 401s all ask for an ID token (RFC 6750).
         b"www-authenticate: Bearer\r\n" if status == 401 else b"",
         b"connection: close\r\n" if close else b"",

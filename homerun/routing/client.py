@@ -22,6 +22,7 @@ from homerun.routing._http import (
 )
 from homerun.routing.exchange import Exchange
 from homerun.routing.table import InvalidPort, split_port
+from homerun.routing.trace import trace_context
 from homerun.routing.types import RouteError
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ logger = logging.getLogger(__name__)
 # Request headers that need more than passing through: read, rewritten, or dropped.
 _REQUEST_HEADERS_OF_INTEREST = HOP_BY_HOP | {
     b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"forwarded",
-    b"traceparent", b"user-agent", b"authorization", b"x-serverless-authorization", b"expect",
+    b"traceparent", b"x-cloud-trace-context", b"user-agent", b"authorization",
+    b"x-serverless-authorization", b"expect",
 }  # fmt: skip
 # An Authorization header given twice (it is a singleton field, RFC 9110 section 11.6.2); a
 # header value cannot hold NUL, so this never collides with a real one.
@@ -53,6 +55,14 @@ _MAX_URL_BYTES = 8 * 1024
 _VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 _random_bits = random.getrandbits
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# The request head an instance gets, by the scheme the client used: method, target, headers,
+# X-Forwarded-For, Forwarded, the rest.
+_HEAD_FORMATS = {
+    scheme: b"%%s %%s HTTP/1.1\r\n%%sx-forwarded-for: %%s\r\nx-forwarded-proto: %s\r\n"
+    b"forwarded: %%s\r\n%%s\r\n" % scheme
+    for scheme in (b"http", b"https")
+}
 
 
 def _split_absolute(url: bytes) -> tuple[bytes | None, bytes]:
@@ -101,9 +111,14 @@ class _HeadTooLarge(Exception):
 class ClientConnection(asyncio.Protocol):
     """One client's connection: parses its requests and answers them in the order they came."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(
+        self, router: Router, protocol: bytes = b"HTTP/1.1", scheme: bytes = b"http"
+    ) -> None:
         # Per-connection state
         self.router = router
+        self.protocol = protocol  # what the client spoke, for the request log (HTTP/2: a stream)
+        self.scheme = scheme  # https on the router's TLS port
+        self.head_format = _HEAD_FORMATS[scheme]
         self.loop = asyncio.get_running_loop()
         self.transport = cast(asyncio.Transport, None)
         self.parser = httptools.HttpRequestParser(self)
@@ -125,6 +140,8 @@ class ClientConnection(asyncio.Protocol):
         self.requests = 0  # heads read on this connection
         self.caller_known = False  # whether self.caller was looked up (once per connection)
         self.caller: str | None = None
+        # An `Upgrade: h2c` request taken: (HTTP2-Settings, the request as HTTP/2 headers).
+        self.h2c_upgrade: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
 
         # Per-request state, while the parser reads a request
         self.parsing: Exchange | None = None  # from the end of the head to the end of the body
@@ -143,6 +160,8 @@ class ClientConnection(asyncio.Protocol):
         self.forwarded_for: bytes | None = None
         self.forwarded: bytes | None = None
         self.traceparent: bytes | None = None
+        self.cloud_trace: bytes | None = None  # X-Cloud-Trace-Context
+        self.trace_id = b""  # of the trace forwarded (routing/trace.py), for the request log
         self.user_agent = b""
         self.authorization: bytes | None = None
         self.serverless_authorization: bytes | None = None
@@ -182,7 +201,8 @@ class ClientConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self._start_tunnel(data[upgrade.args[0] :])
+            early_bytes = data[upgrade.args[0] :]
+            http2_bytes = None
         except httptools.HttpParserCallbackError as error:
             if isinstance(error.__context__, _HeadTooLarge):
                 self._unparsable(431, _HEAD_TOO_LARGE)
@@ -191,13 +211,25 @@ class ClientConnection(asyncio.Protocol):
             else:
                 logger.error("proxy bug while reading a request", exc_info=error.__context__)
                 self._unparsable(400, "malformed request")
+            return
         except httptools.HttpParserError:
-            self._unparsable(400, "malformed request")
+            http2_bytes = self._http2_preface(data)
+            if http2_bytes is None:
+                self._unparsable(400, "malformed request")
+                return
         else:
             if self.in_head:
                 self.head_read_bytes += len(data)
                 if self.head_read_bytes > _MAX_INCOMPLETE_HEAD_READ_BYTES:
                     self._unparsable(431, _HEAD_TOO_LARGE)
+            return
+        # Another protocol takes over: outside the except clauses, so that what goes wrong in
+        # it is not chained to the parser's exception.
+        if http2_bytes is None:
+            self._start_tunnel(early_bytes)
+        else:
+            self._hand_over()
+            self.router.serve_http2(self.transport, http2_bytes, self.scheme)
 
     def pause_writing(self) -> None:
         # The client reads the response slower than the instance writes it: stop reading the
@@ -233,6 +265,8 @@ class ClientConnection(asyncio.Protocol):
         self.forwarded_for = None
         self.forwarded = None
         self.traceparent = None
+        self.cloud_trace = None
+        self.trace_id = b""
         self.user_agent = b""
         self.authorization = None
         self.serverless_authorization = None
@@ -274,8 +308,9 @@ class ClientConnection(asyncio.Protocol):
             hops = self.forwarded
             self.forwarded = value if hops is None else hops + b", " + value
         elif lower_name == b"traceparent":
-            self.traceparent = value
-            self.header_pieces += (name, b": ", value, b"\r\n")
+            self.traceparent = value  # forwarded by _upstream_head, with X-Cloud-Trace-Context
+        elif lower_name == b"x-cloud-trace-context":
+            self.cloud_trace = value
         elif lower_name == b"user-agent":
             self.user_agent = value
             self.header_pieces += (name, b": ", value, b"\r\n")
@@ -303,6 +338,8 @@ class ClientConnection(asyncio.Protocol):
         method = parser.get_method()
         is_upgrade = parser.should_upgrade() and method != b"CONNECT"
         has_body = self.chunked or self.content_length > 0
+        if is_upgrade and self._upgrades_to_http2(method, has_body):
+            return
         exchange = Exchange(
             self,
             is_head=method == b"HEAD",
@@ -372,7 +409,13 @@ class ClientConnection(asyncio.Protocol):
                 if denial is not None:
                     destination = denial
             if isinstance(destination, RouteError):
-                exchange.error = (destination.status, destination.message)
+                document = None
+                if destination.status == 404 and method in (b"GET", b"HEAD"):
+                    document = router.platform_document(host, self.url)
+                if document is not None:  # answered as an error is, with 200 and JSON
+                    exchange.error = (200, document.decode())
+                else:
+                    exchange.error = (destination.status, destination.message)
             else:
                 exchange.route = destination
                 exchange.head = self._upstream_head(method, host, is_upgrade)
@@ -381,7 +424,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.url = self.url
         exchange.host = host or b""
         exchange.user_agent = self.user_agent
-        exchange.trace = self.traceparent or b""
+        exchange.trace = self.trace_id
         exchange.request_bytes = len(self.url) + self.head_bytes
         self.parsing = exchange
         self.exchanges.append(exchange)
@@ -552,7 +595,7 @@ class ClientConnection(asyncio.Protocol):
         forwarded_for = address if hops is None else hops + b", " + address
         if host != self.node_host:  # a client names the same host request after request
             self.node_host = host
-            self.node = b"%s;proto=http;host=%s" % (self.forwarded_node, _quoted(host))
+            self.node = b"%s;proto=%s;host=%s" % (self.forwarded_node, self.scheme, _quoted(host))
         node = self.node
         forwarded = node if self.forwarded is None else self.forwarded + b", " + node
         extra = b""
@@ -569,25 +612,88 @@ class ClientConnection(asyncio.Protocol):
             extra += b"transfer-encoding: chunked\r\n"
         if is_upgrade:
             extra += b"connection: upgrade\r\nupgrade: %s\r\n" % self.upgrade_protocol
-        if self.traceparent is None:
-            # W3C trace context: 16 random bytes of trace id, 8 of parent id, "sampled".
-            trace_id, parent_id = _random_bits(128) or 1, _random_bits(64) or 1
-            self.traceparent = b"00-%032x-%016x-01" % (trace_id, parent_id)
-            extra += b"traceparent: %s\r\n" % self.traceparent
-        return (
-            b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: http\r\n"
-            b"forwarded: %s\r\n%s\r\n"
-            % (method, self.url, b"".join(header_pieces), forwarded_for, forwarded, extra)
+        # Both trace headers, as Cloud Run sends them (routing/trace.py).
+        trace = trace_context(self.traceparent, self.cloud_trace, _random_bits)
+        self.trace_id = trace.trace_id
+        extra += b"traceparent: %s\r\nx-cloud-trace-context: %s\r\n" % (
+            trace.traceparent,
+            trace.cloud,
         )
+        return self.head_format % (
+            method, self.url, b"".join(header_pieces), forwarded_for, forwarded, extra,
+        )  # fmt: skip
 
     def _start_tunnel(self, early_bytes: bytes) -> None:
         # The parser stopped after an upgrade request; what follows is the new protocol, sent
         # on once the instance agrees (or dropped with the connection when it does not).
+        if self.h2c_upgrade is not None and not self.closed:
+            settings, request = self.h2c_upgrade
+            self._hand_over()
+            self.router.upgrade_to_http2(self.transport, settings, request, early_bytes)
+            return
         if self.closed or not self.exchanges:
             return
         self.tunnel = self.exchanges[-1]
         if early_bytes:
             self.tunnel.send(early_bytes)
+
+    def _http2_preface(self, data: bytes) -> bytes | None:
+        """A client with prior knowledge of HTTP/2 (h2c) opens with PRI * HTTP/2.0, which
+        llhttp stops at: what the HTTP/2 side is to read, preface and all, or None if this
+        was no preface."""
+        if self.requests or self.exchanges or not self.in_head or self.url != b"*":
+            return None
+        seen = self.head_read_bytes  # preface bytes of earlier reads
+        preface = _HTTP2_PREFACE
+        if seen >= len(preface) or data[: len(preface) - seen] != preface[seen:]:
+            return None
+        return preface + data[len(preface) - seen :]
+
+    def _upgrades_to_http2(self, method: bytes, has_body: bool) -> bool:
+        """Take an `Upgrade: h2c` request (RFC 7540 section 3.2): its response comes as HTTP/2
+        on stream 1. One with a body, or behind other requests, stays HTTP/1.1 (the server
+        may ignore an upgrade)."""
+        if self.upgrade_protocol.strip().lower() != b"h2c" or has_body or self.exchanges:
+            return False
+        pieces = self.header_pieces
+        settings = [pieces[at + 2] for at in range(0, len(pieces), 4)
+                    if pieces[at].lower() == b"http2-settings"]  # fmt: skip
+        duplicate = self.authorization is _DUPLICATE or self.serverless_authorization is _DUPLICATE
+        if len(settings) != 1 or self.host is None or self.host_count != 1 or duplicate:
+            return False
+        request = [
+            (b":method", method), (b":scheme", b"http"), (b":authority", self.host),
+            (b":path", self.url),
+        ]  # fmt: skip
+        for at in range(0, len(pieces), 4):
+            name = pieces[at].lower()
+            if name not in (b"host", b"http2-settings"):
+                request.append((name, pieces[at + 2]))
+        for name, value in (
+            (b"x-forwarded-for", self.forwarded_for),
+            (b"forwarded", self.forwarded),
+            (b"authorization", self.authorization),
+            (b"x-serverless-authorization", self.serverless_authorization),
+        ):
+            if value is not None:
+                request.append((name, value))
+        self.h2c_upgrade = (settings[0], request)
+        self.parsing = None
+        return True
+
+    def alpn_http2(self) -> None:
+        """On the TLS port, a client that chose h2 by ALPN: HTTP/2 from its first byte."""
+        self._hand_over()
+        self.router.serve_http2(self.transport, b"", self.scheme)
+
+    def _hand_over(self) -> None:
+        """This connection speaks HTTP/2 from now on: another protocol object takes it."""
+        self.closed = True
+        self.parsing = None
+        self.router.clients.discard(self)
+        if self.read_pauses:
+            self.read_pauses = 0
+            self.transport.resume_reading()
 
     def _check_body(self, now: float, exchange: Exchange) -> None:
         """408 for a body that stalls for the body timeout, or comes slower than the minimum

@@ -10,6 +10,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from homerun.routing._http import BODY_BUFFER_FULL, UPSTREAM_FULL, error_response
+from homerun.routing.h2_upstream import Http2Upstream, UpstreamStream, take_stream
 from homerun.routing.throttler import Endpoint, Lease, RevisionUnavailable, Throttler
 from homerun.routing.types import Route
 from homerun.routing.upstream import UpstreamConnection, take_idle
@@ -34,6 +35,10 @@ _EXIT_NOTICE_SECONDS = 0.5
 _DEADLINE_TICK = 0.1
 
 _precise_clock = time.perf_counter
+
+
+class _NotOverHttp2(Exception):
+    """An upgrade request to a revision whose instances speak HTTP/2."""
 
 
 class Deadlines:
@@ -85,7 +90,7 @@ class Exchange:
         "finished", "task", "deadline_tick", "lease", "upstream", "retried", "response_started",
         "close_client",
         "method", "url", "host", "user_agent", "trace", "request_bytes", "status",
-        "response_bytes", "received_at",
+        "response_bytes", "received_at", "grpc_status",
     )  # fmt: skip
 
     def __init__(
@@ -127,7 +132,7 @@ class Exchange:
         self.task: asyncio.Task[None] | None = None
         self.deadline_tick = 0  # while the timeout is armed
         self.lease: Lease | None = None
-        self.upstream: UpstreamConnection | None = None
+        self.upstream: UpstreamConnection | UpstreamStream | None = None
         self.retried = False
 
         # The response
@@ -145,6 +150,7 @@ class Exchange:
         self.request_bytes = 0
         self.status = 0
         self.response_bytes = 0
+        self.grpc_status = b""  # set by an h2c instance's answer (h2_upstream.py)
 
     def start(self) -> None:
         route = self.route
@@ -176,7 +182,12 @@ class Exchange:
                     self.lease = await throttler.acquire()
                 endpoint = self.lease.endpoint
                 idle = None if fresh else take_idle(endpoint)
-                if idle is None:
+                upstream: UpstreamConnection | UpstreamStream
+                if throttler.http2:
+                    if self.is_upgrade:
+                        raise _NotOverHttp2
+                    upstream = UpstreamStream(await self._http2_connection(endpoint))
+                elif idle is None:
                     factory = partial(UpstreamConnection, self.client.router, endpoint)
                     _, upstream = await loop.create_connection(
                         factory, endpoint.host, endpoint.port
@@ -186,6 +197,13 @@ class Exchange:
             except RevisionUnavailable as unavailable:
                 self.task = None
                 self.fail(unavailable.status, unavailable.message)
+            except _NotOverHttp2:
+                self.task = None
+                self.fail(
+                    502,
+                    "this revision speaks HTTP/2 to its instances (--use-http2), which cannot "
+                    "carry an Upgrade (WebSocket) request; deploy with --no-use-http2 for it",
+                )
             except OSError as error:
                 refused = isinstance(error, ConnectionRefusedError)
                 if refused and not self.retried and refusals < len(_REFUSED_RETRY_SECONDS):
@@ -214,7 +232,17 @@ class Exchange:
                 self._attach(upstream, reused=idle is not None)
             return
 
-    def _attach(self, upstream: UpstreamConnection, reused: bool) -> None:
+    async def _http2_connection(self, endpoint: Endpoint) -> Http2Upstream:
+        """A pooled h2c connection to the instance with room for a stream, or a new one."""
+        connection = take_stream(endpoint)
+        if connection is None:
+            factory = partial(Http2Upstream, self.client.router, endpoint)
+            _, connection = await self.client.loop.create_connection(
+                factory, endpoint.host, endpoint.port
+            )
+        return connection
+
+    def _attach(self, upstream: UpstreamConnection | UpstreamStream, reused: bool) -> None:
         self.upstream = upstream
         upstream.attach(self, reused)
         data = self.head
@@ -374,8 +402,9 @@ class Exchange:
                 (
                     self.received_at, _precise_clock(), self.method, self.url, self.host,
                     self.status, self.request_bytes + self.body_received, self.response_bytes,
-                    self.user_agent, client.client_address, self.http_10, self.trace,
+                    self.user_agent, client.client_address,
+                    b"HTTP/1.0" if self.http_10 else client.protocol, self.trace,
                     route.service if route else None, route.revision if route else None,
-                    lease.endpoint.name if lease else None,
+                    lease.endpoint.name if lease else None, self.grpc_status,
                 )
             )  # fmt: skip

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 
 from homerun.routing.client import ClientConnection
 from homerun.routing.exchange import Deadlines
+from homerun.routing.http2 import Http2Connection
 from homerun.routing.types import Address, RequestRecord, Resolver
 
 if TYPE_CHECKING:
+    from homerun.routing.h2_upstream import Http2Upstream
     from homerun.routing.upstream import UpstreamConnection
 
 # A client gets this long to send a request's line and headers (slowloris sends a byte at a
@@ -71,8 +74,15 @@ class Router:
         send_timeout: float = SEND_TIMEOUT_SECONDS,
         identify_caller: Callable[[Address, Address], str | None] | None = None,
         forwarded_authorization: Callable[[bytes], bytes] | None = None,
+        platform_names: frozenset[bytes] = frozenset(),
+        platform_documents: Mapping[bytes, bytes] | None = None,
     ) -> None:
         self.resolve = resolve
+        # The platform's own host (the ID tokens' issuer, http://localhost:8080) is no service:
+        # the router answers there itself, with the documents that check its tokens (path ->
+        # JSON: OpenID Connect discovery, the JWK set), only for hosts no service answers at.
+        self.platform_names = platform_names
+        self.platform_documents = platform_documents or {}
         # identify_caller(peer, server address): the instance that opened a connection, for
         # guards of internal services. forwarded_authorization(value): what an app gets of an
         # Authorization header (the platform's tokens lose their signature).
@@ -93,10 +103,22 @@ class Router:
         self.port_suffix = b""  # b":8080", what a Host that names the router's port ends with
         self._sweeper: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self.deadlines = Deadlines()
         # Every open connection, so that close() can end them.
         self.clients: set[ClientConnection] = set()
         self.upstreams: set[UpstreamConnection] = set()
+        self.http2_connections: set[Http2Connection] = set()
+        self.http2_upstreams: set[Http2Upstream] = set()
+
+    def platform_document(self, host: bytes, target: bytes) -> bytes | None:
+        """The JSON the router answers itself for `target` at the platform's host, or None."""
+        if not self.platform_documents:
+            return None
+        name = host[: -len(self.port_suffix)] if host.endswith(self.port_suffix) else host
+        if name.lower() not in self.platform_names:
+            return None
+        return self.platform_documents.get(target.partition(b"?")[0])
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -106,6 +128,28 @@ class Router:
         self.ports = frozenset(int(sock.getsockname()[1]) for sock in self._server.sockets)
         self.port_suffix = b":%d" % self.port
         self._sweeper = loop.call_later(_SWEEP_SECONDS, self._sweep)
+
+    async def start_tls(self, host: str, port: int, context: ssl.SSLContext) -> None:
+        """Listen for HTTPS too (after start()): HTTP/2 or HTTP/1.1 as the client's ALPN says.
+
+        Its port routes as the HTTP port does (a Host naming it is for this router)."""
+        loop = asyncio.get_running_loop()
+        self._tls_server = await loop.create_server(
+            partial(_TlsClientConnection, self, b"HTTP/1.1", b"https"),
+            host,
+            port,
+            ssl=context,
+            ssl_handshake_timeout=self.header_timeout,
+            reuse_address=True,
+            backlog=1024,
+        )
+        tls_ports = {int(sock.getsockname()[1]) for sock in self._tls_server.sockets}
+        self.ports = self.ports | tls_ports
+
+    @property
+    def tls_port(self) -> int | None:
+        server = self._tls_server
+        return int(server.sockets[0].getsockname()[1]) if server is not None else None
 
     def _sweep(self) -> None:
         """Once a second: cut clients too slow to send a head or a body, clients that stopped
@@ -117,7 +161,31 @@ class Router:
         now = loop.time()
         for client in list(self.clients):
             client.check_timeouts(now)
+        for connection in list(self.http2_connections):
+            connection.check_timeouts(now)
         self._sweeper = loop.call_later(_SWEEP_SECONDS, self._sweep)
+
+    def serve_http2(self, transport: asyncio.Transport, data: bytes, scheme: bytes) -> None:
+        """A client connection that opened with the HTTP/2 preface (h2c, prior knowledge), or
+        chose h2 by ALPN on the TLS port."""
+        connection = Http2Connection(self, transport, scheme)
+        transport.set_protocol(connection)
+        connection.start(data)
+
+    def upgrade_to_http2(
+        self,
+        transport: asyncio.Transport,
+        settings: bytes,
+        request: list[tuple[bytes, bytes]],
+        data: bytes,
+    ) -> None:
+        """A client connection whose request asked for `Upgrade: h2c`: 101, then HTTP/2."""
+        transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
+        )
+        connection = Http2Connection(self, transport, b"http")
+        transport.set_protocol(connection)
+        connection.start_upgraded(settings, request, data)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -136,14 +204,18 @@ class Router:
         if server is None:
             return
         server.close()
+        if self._tls_server is not None:
+            self._tls_server.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while True:
+            for connection in list(self.http2_connections):
+                connection.go_away()  # closes the connection once its streams are done
             for client in list(self.clients):
                 busy = client.exchanges or client.in_head or client.tunnel is not None
                 if not busy and client.parsing is None:
                     client.close()
-            if not self.clients or loop.time() >= deadline:
+            if not (self.clients or self.http2_connections) or loop.time() >= deadline:
                 return
             await asyncio.sleep(_DRAIN_POLL_SECONDS)
 
@@ -154,11 +226,30 @@ class Router:
         if self._sweeper is not None:
             self._sweeper.cancel()
         server.close()
+        tls_server, self._tls_server = self._tls_server, None
+        if tls_server is not None:
+            tls_server.close()
         for client in list(self.clients):
             client.abort()
+        for connection in list(self.http2_connections):
+            connection.abort()
         for upstream in list(self.upstreams):
             upstream.abort()
+        for http2_upstream in list(self.http2_upstreams):
+            http2_upstream.abort()
         self.deadlines.close()
         await server.wait_closed()
+        if tls_server is not None:
+            await tls_server.wait_closed()
         # One turn of the loop lets the aborted transports and cancelled tasks finish.
         await asyncio.sleep(0)
+
+
+class _TlsClientConnection(ClientConnection):
+    """A client of the TLS port: HTTP/1.1 as on the HTTP port, unless ALPN chose h2."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        tls = transport.get_extra_info("ssl_object")
+        if tls is not None and tls.selected_alpn_protocol() == "h2":
+            self.alpn_http2()

@@ -33,6 +33,8 @@ class Endpoint:
     exited: bool = False  # the supervisor saw the instance exit (Throttler.remove)
     # Keep-alive connections to this instance that no request uses right now; the proxy owns them.
     idle_connections: list[Any] = field(default_factory=list)
+    # h2c connections to it (a revision deployed with --use-http2), each with streams in flight.
+    http2_connections: list[Any] = field(default_factory=list)
     _idle_waiters: list[asyncio.Future[None]] = field(default_factory=list)
     _exit_waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
@@ -44,6 +46,8 @@ class Endpoint:
         idle, self.idle_connections = self.idle_connections, []
         for connection in idle:
             connection.close()
+        for connection in list(self.http2_connections):
+            connection.close()  # at once if it carries no stream, else after its last one
 
 
 class RevisionUnavailable(Exception):
@@ -94,8 +98,12 @@ class Throttler:
         on_demand: Callable[[], None],
         clock: Callable[[], float],
         meter: ConcurrencyMeter | None = None,
+        *,
+        http2: bool = False,
     ) -> None:
         self.revision = revision
+        # Its instances speak h2c (--use-http2): requests go to them as HTTP/2 streams.
+        self.http2 = http2
         # Called when a request waits and may need a new instance; the autoscaler decides.
         self._on_demand = on_demand
         self.clock = clock
@@ -129,6 +137,24 @@ class Throttler:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    def suspend(self, endpoint: Endpoint) -> None:
+        """Send no new request to a ready instance (its readiness probe fails); those in flight
+        finish, and a slot they free goes to another instance's waiter."""
+        if endpoint in self.endpoints:
+            self.endpoints.remove(endpoint)
+        endpoint.draining = True
+        endpoint.close_idle_connections()
+        if self._waiters:
+            self._on_demand()  # its capacity is gone: the autoscaler decides now
+
+    def resume(self, endpoint: Endpoint) -> None:
+        """A suspended instance passes its readiness probe again: it takes requests again."""
+        if endpoint.exited or endpoint in self.endpoints:
+            return
+        endpoint.draining = False
+        self.endpoints.append(endpoint)
+        self._dispatch()
 
     async def drain(self, endpoint: Endpoint) -> None:
         """Stop sending requests to an instance and wait until its in-flight ones finish."""

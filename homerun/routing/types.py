@@ -33,9 +33,10 @@ Guard = Callable[[bytes | None, Callable[[], str | None]], RouteError | None]
 # One finished request, as the router hands it to observers (logs, metrics). A plain tuple:
 # building it is the only cost the router pays per request; the observer does the rest later.
 #   (arrival, finished) perf_counter times, method, url, host, status, request bytes,
-#   response bytes, user agent, client address, HTTP/1.0?, traceparent, service, revision,
-#   instance
+#   response bytes, user agent, client address, protocol (b"HTTP/1.1", b"HTTP/1.0",
+#   b"HTTP/2"), trace id (32 hex digits, or b""), service, revision, instance, grpc-status
+#   (b"": none)
 RequestRecord = tuple[
-    float, float, bytes, bytes, bytes, int, int, int, bytes, bytes, bool, bytes,
-    str | None, str | None, str | None,
+    float, float, bytes, bytes, bytes, int, int, int, bytes, bytes, bytes, bytes,
+    str | None, str | None, str | None, bytes,
 ]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import functools
 import os
 import posixpath
@@ -35,10 +36,26 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
 
 
+def close_inherited_fds() -> None:
+    """In a child between fork and exec: every descriptor past stdin, stdout and stderr closes
+    at the exec. uvloop's subprocess ignores close_fds, so an instance would otherwise get the
+    daemon's inheritable descriptors (uvloop's own copies of the stdio, whatever started the
+    daemon left open). Marked close-on-exec rather than closed: the pipe on which the exec
+    reports its failure (a missing program) is among them and must stay open until then."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+            except OSError:  # the listing's own descriptor, closed by now
+                pass
+
+
 def _prepare_child(cgroup_procs: tuple[str, ...] = ()) -> None:
     # Runs in the child between fork and exec; all of it survives the exec.
     # Into the instance's control groups first: everything it starts is there too.
     join_cgroups(cgroup_procs)
+    close_inherited_fds()
     # If the daemon dies (even by SIGKILL), the kernel kills the instance too. Servers that
     # fork workers (gunicorn) watch their parent.
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -149,6 +149,11 @@ class ZygoteRuntime:
             )
         return self._modes.get(revision, (SPAWN, "no instance was started yet"))
 
+    def zygote_pid(self, revision: str) -> int | None:
+        """The pid of the process the revision's instances are forked from, if there is one."""
+        zygote = self._zygotes.get(revision)
+        return zygote.process.pid if zygote is not None and zygote.forking else None
+
     def forget(self, revision: str) -> None:
         """Stop the revision's zygote, and its base if no other revision came from it. Kept
         while an instance of the revision runs or starts: a unit of the same revision routed

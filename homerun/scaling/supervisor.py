@@ -7,14 +7,16 @@ import secrets
 import signal
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from homerun.errors import HomerunError
+from homerun.model.probes import Probe, ProbeAction, ProbeRecord, observe
 from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.routing.throttler import Endpoint
 from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
 from homerun.scaling.diagnosis import hint, trimmed
+from homerun.scaling.probes import ProbeResult, ProbeTarget, run_probe
 from homerun.scaling.unit import ManagedInstance, RevisionUnit, UnitPhase
 from homerun.spec import expand_k8s_vars
 
@@ -136,6 +138,11 @@ class Supervisor:
         missing = desired - unit.active
         for _ in range(missing):
             self._start_in_background(unit)
+        if desired == 0:
+            # Instances out of routing (failing readiness) count for nothing; at zero they go.
+            for instance in unit.instances:
+                if instance.state == InstanceState.UNREADY:
+                    self._spawn(self.stop_instance(unit, instance))
         if missing >= 0:
             return
         # Surplus: ready instances with the fewest requests in flight go first. Starting
@@ -270,6 +277,7 @@ class Supervisor:
         exit_watch = asyncio.ensure_future(process.exited())
         try:
             await self._probe(unit, instance, exit_watch)
+            await self._pass_probes(unit, instance, exit_watch)
         except BaseException:
             exit_watch.cancel()
             await self._terminate(instance)
@@ -292,13 +300,14 @@ class Supervisor:
             )
         )
         self._spawn(self._watch(unit, instance, exit_watch))
+        self._check_while_serving(unit, instance)
         return instance
 
     async def _spawn_process(self, unit: RevisionUnit) -> tuple[Instance, ManagedInstance]:
         plan, supervised = unit.plan, unit.supervised
         if not unit.count(InstanceState.READY):
             supervised.cold_starts += 1
-        port = _free_port(self._ports)
+        port, why_not_container_port = self._port_for(plan.container_port)
         name = f"{plan.name}-{secrets.token_hex(3)}"
         env = dict(plan.env, PORT=str(port))
 
@@ -336,7 +345,7 @@ class Supervisor:
         self._logs.emit(
             platform_entry(
                 unit.service,
-                f"Starting instance {name} on port {port}",
+                f"Starting instance {name} on port {port}{why_not_container_port}",
                 revision=unit.name,
                 instance=name,
             )
@@ -357,15 +366,7 @@ class Supervisor:
         next_port_check = instance.started_at + _PORT_CHECK_SECONDS
         while True:
             if exit_watch.done():
-                status = exit_watch.result()
-                # The last lines it printed (a traceback) explain why.
-                instance.process.signal(signal.SIGKILL)
-                await instance.process.wait()
-                raise StartFailed(
-                    f"the app exited ({describe_status(status)}) before listening on "
-                    f"$PORT={instance.port}",
-                    list(unit.supervised.recent_output),
-                )
+                await self._exited_at_start(unit, instance, exit_watch.result(), "listening on")
             foreign = False
             if await _can_connect(instance.port):
                 if self._listens_itself(instance):
@@ -396,6 +397,176 @@ class Supervisor:
             await asyncio.wait([exit_watch], timeout=interval)
             interval = min(interval * 1.5, self._probe_interval)
 
+    async def _exited_at_start(
+        self, unit: RevisionUnit, instance: ManagedInstance, status: int, before: str
+    ) -> NoReturn:
+        # The last lines it printed (a traceback) explain why.
+        instance.process.signal(signal.SIGKILL)
+        await instance.process.wait()
+        how = describe_status(status)
+        message = f"the app exited ({how}) before {before} $PORT={instance.port}"
+        if status == 0:
+            message += (
+                "; an app that does its work and exits by itself is a job: "
+                "`homerun jobs deploy NAME --source DIR`, then `homerun jobs execute NAME`"
+            )
+        raise StartFailed(message, list(unit.supervised.recent_output))
+
+    async def _pass_probes(
+        self, unit: RevisionUnit, instance: ManagedInstance, exit_watch: asyncio.Future[int]
+    ) -> None:
+        """The instance listens; its startup probe, then its readiness probe, must pass before
+        it is ready. Both are tried at the startup pace (Knative probes aggressively until an
+        instance is first ready), from initialDelaySeconds on, until the startup timeout."""
+        plan = unit.plan
+        deadline = instance.started_at + plan.startup_timeout
+        target = ProbeTarget(instance.port, plan.env, plan.cwd)
+        for kind, probe in (("startup", plan.startup_probe), ("readiness", plan.readiness_probe)):
+            if probe is None:
+                continue
+            first_try = instance.started_at + probe.initial_delay_seconds
+            # A command costs a process per try: 4 a second at most.
+            pace = self._probe_interval if probe.action is not ProbeAction.EXEC else 0.25
+            interval = 0.002
+            record = ProbeRecord(passing=False)
+            result: ProbeResult | None = None
+            while True:
+                now = self._clock()
+                if now >= first_try:
+                    result = await run_probe(probe, target)
+                    record = observe(record, result.ok, probe)
+                    if record.passing:
+                        break
+                    now = self._clock()
+                if exit_watch.done():
+                    await self._exited_at_start(
+                        unit, instance, exit_watch.result(), f"passing its {kind} probe on"
+                    )
+                if now >= deadline:
+                    why = f" ({result.detail})" if result is not None else ""
+                    raise StartFailed(
+                        f"the app did not pass its {kind} probe, {probe.describe()}{why}, within "
+                        f"the startup timeout of {plan.startup_timeout:g}s",
+                        list(unit.supervised.recent_output),
+                    )
+                if now < first_try:  # initialDelaySeconds: the first try waits
+                    wait = min(first_try, deadline) - now
+                else:
+                    wait, interval = interval, min(interval * 1.5, pace)
+                await asyncio.wait([exit_watch], timeout=wait)
+
+    def _check_while_serving(self, unit: RevisionUnit, instance: ManagedInstance) -> None:
+        plan = unit.plan
+        target = ProbeTarget(instance.port, plan.env, plan.cwd)
+        if plan.readiness_probe is not None:
+            instance.checks.append(
+                self._spawn(self._readiness(unit, instance, plan.readiness_probe, target))
+            )
+        if plan.liveness_probe is not None:
+            instance.checks.append(
+                self._spawn(self._liveness(unit, instance, plan.liveness_probe, target))
+            )
+
+    async def _readiness(
+        self, unit: RevisionUnit, instance: ManagedInstance, probe: Probe, target: ProbeTarget
+    ) -> None:
+        """While it serves: failureThreshold failures in a row take it out of routing,
+        successThreshold successes in a row put it back."""
+        record = ProbeRecord(passing=True)
+        # periodSeconds 0 is Knative's aggressive probing until first ready; then every second.
+        period = max(probe.period_seconds, 1)
+        while True:
+            await asyncio.sleep(period)
+            result = await run_probe(probe, target)
+            if instance.state not in (InstanceState.READY, InstanceState.UNREADY):
+                return
+            verdict = observe(record, result.ok, probe)
+            if record.passing and not verdict.passing:
+                self._take_out(unit, instance, probe, result, verdict.failures)
+            elif verdict.passing and not record.passing:
+                self._put_back(unit, instance, probe, result)
+            record = verdict
+
+    def _take_out(
+        self,
+        unit: RevisionUnit,
+        instance: ManagedInstance,
+        probe: Probe,
+        result: ProbeResult,
+        failures: int,
+    ) -> None:
+        instance.state = InstanceState.UNREADY
+        if instance.endpoint is not None:
+            unit.throttler.suspend(instance.endpoint)
+        self._logs.emit(
+            platform_entry(
+                unit.service,
+                f"Instance {instance.name} is not ready: readiness probe {probe.describe()} "
+                f"failed {failures} times in a row ({result.detail}); it gets no new requests "
+                "until the probe passes again",
+                severity="WARNING",
+                revision=unit.name,
+                instance=instance.name,
+            )
+        )
+
+    def _put_back(
+        self, unit: RevisionUnit, instance: ManagedInstance, probe: Probe, result: ProbeResult
+    ) -> None:
+        instance.state = InstanceState.READY
+        if instance.endpoint is not None:
+            unit.throttler.resume(instance.endpoint)
+        self._logs.emit(
+            platform_entry(
+                unit.service,
+                f"Instance {instance.name} is ready again: readiness probe {probe.describe()} "
+                f"passed ({result.detail})",
+                revision=unit.name,
+                instance=instance.name,
+            )
+        )
+
+    async def _liveness(
+        self, unit: RevisionUnit, instance: ManagedInstance, probe: Probe, target: ProbeTarget
+    ) -> None:
+        """While it serves: failureThreshold failures in a row stop the instance and start
+        another in its place (the kubelet restarts the container)."""
+        record = ProbeRecord(passing=True)
+        period = max(probe.period_seconds, 1)
+        # initialDelaySeconds counts from the start, as the kubelet counts it.
+        delay = max(period, instance.started_at + probe.initial_delay_seconds - self._clock())
+        while True:
+            await asyncio.sleep(delay)
+            delay = period
+            result = await run_probe(probe, target)
+            if instance.state not in (InstanceState.READY, InstanceState.UNREADY):
+                return
+            record = observe(record, result.ok, probe)
+            if not record.passing:
+                break
+        unit.supervised.liveness_restarts += 1
+        self._logs.emit(
+            platform_entry(
+                unit.service,
+                f"Instance {instance.name} failed its liveness probe {probe.describe()} "
+                f"{record.failures} times in a row ({result.detail}); restarting it",
+                severity="ERROR",
+                revision=unit.name,
+                instance=instance.name,
+            )
+        )
+        was_routed = instance.state == InstanceState.READY
+        instance.state = InstanceState.DRAINING  # no longer counted: a replacement may start
+        if unit.phase is UnitPhase.SERVING and was_routed:
+            self._start_in_background(unit)
+        # This task is one of the checks: it stops the instance itself, the others end now.
+        current = asyncio.current_task()
+        for task in instance.checks:
+            if task is not current:
+                task.cancel()
+        instance.checks.clear()
+        await self.stop_instance(unit, instance)
+
     def _listens_itself(self, instance: ManagedInstance) -> bool:
         if self._listener_in_tree is None:
             return True
@@ -405,6 +576,7 @@ class Supervisor:
         self, unit: RevisionUnit, instance: ManagedInstance, exit_watch: asyncio.Future[int]
     ) -> None:
         status = await exit_watch
+        _cancel_checks(instance)
         # No request goes to it from now on.
         if instance.endpoint is not None:
             unit.throttler.remove(instance.endpoint)
@@ -433,6 +605,7 @@ class Supervisor:
 
     async def _terminate(self, instance: ManagedInstance) -> None:
         instance.state = InstanceState.DRAINING
+        _cancel_checks(instance)
         process = instance.process
         if process.returncode is None:
             process.signal(signal.SIGTERM)
@@ -445,6 +618,23 @@ class Supervisor:
         process.signal(signal.SIGKILL)
         self._gone(instance)
 
+    def _port_for(self, container_port: int | None) -> tuple[int, str]:
+        """The instance's $PORT: the container port the spec names, while no other instance of
+        ours holds it and it is free on loopback, else a free port of its own (and why).
+
+        Instances share this machine's loopback, so only one at a time can listen on a fixed
+        port; the others get ports of their own (apps take $PORT, so they work the same).
+        With a network namespace per instance, each could have the container port."""
+        if container_port is None:
+            return _free_port(self._ports), ""
+        if container_port not in self._ports and _port_is_free(container_port):
+            return container_port, ""
+        holder = "another instance" if container_port in self._ports else "another program"
+        return _free_port(self._ports), (
+            f" (containerPort {container_port} is held by {holder}: instances share this "
+            "machine's loopback)"
+        )
+
     def _gone(self, instance: ManagedInstance) -> None:
         """Its process is gone: forget it, and its port may be given out again."""
         self._registry.forget(instance.name)
@@ -456,6 +646,12 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_consume_exception)
         return task
+
+
+def _cancel_checks(instance: ManagedInstance) -> None:
+    checks, instance.checks = instance.checks, []
+    for task in checks:
+        task.cancel()
 
 
 def _consume_exception(task: asyncio.Task[Any]) -> None:
@@ -472,6 +668,18 @@ def _free_port(taken: set[int]) -> int:
             port = int(probe.getsockname()[1])
         if port not in taken:
             return port
+
+
+def _port_is_free(port: int) -> bool:
+    """Whether a server could bind the port on loopback now (with SO_REUSEADDR, as servers
+    bind: a port whose last connections linger in TIME_WAIT is free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 async def _can_connect(port: int) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from homerun.model.limits import DEFAULT_LIMITS, Limits
+from homerun.model.probes import Probe
 from homerun.model.states import InstanceState
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.runtime import Instance
@@ -35,6 +36,12 @@ class RevisionPlan:
     startup_timeout: float
     request_timeout: float
     policy: ScalingPolicy = ScalingPolicy()
+    # The container's probes; a TCP connect to $PORT at startup is always made first.
+    startup_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None
+    # The container's port when the spec names one: the first instance gets it as $PORT.
+    container_port: int | None = None
     limits: Limits = DEFAULT_LIMITS  # --memory and --cpu, enforced where the runtime can
 
     def __post_init__(self) -> None:
@@ -65,6 +72,8 @@ class ManagedInstance:
     started_at: float
     ready_at: float | None = None
     endpoint: Endpoint | None = None
+    # Its readiness and liveness checks while it serves.
+    checks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -86,6 +95,7 @@ class Supervised:
     startup_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=10))
     startups: int = 0  # instances that became ready, ever (startup_seconds keeps the last)
     cold_starts: int = 0  # instances started while none was ready
+    liveness_restarts: int = 0  # instances stopped and replaced for failing their liveness probe
     memory_exceeded: int = 0  # instances ended for going past --memory, ever
     # Retired with no instance left, and the runtime told to forget the revision (its zygote).
     released: bool = False
@@ -178,6 +188,10 @@ class RevisionUnit:
     @property
     def cold_starts(self) -> int:
         return self.supervised.cold_starts
+
+    @property
+    def liveness_restarts(self) -> int:
+        return self.supervised.liveness_restarts
 
     @property
     def memory_exceeded(self) -> int:

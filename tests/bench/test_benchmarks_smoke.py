@@ -108,3 +108,37 @@ def test_autoscale(tmp_path: Path) -> None:
     assert (tmp_path / "autoscale.csv").exists() and (tmp_path / "autoscale.png").exists()
     rows = summary_rows(tmp_path / "autoscale.json", "autoscale")
     assert any("not measured" in row[1] for row in rows)  # no spawned run here
+
+
+def test_soak(tmp_path: Path) -> None:
+    """Twenty seconds with a step every 3 s: a deploy, an instance kill and a split happen;
+    the run exits 0 only if every failed request followed a kill and every step worked."""
+    flags = ["--minutes", "0.35", "--step-seconds", "3", "--sample-seconds", "2", "--clients", "3"]
+    record = run("soak.py", tmp_path / "soak.json", *flags)
+    summary = record["summary"]
+    assert summary["requests"] > 100
+    assert summary["failed_otherwise"] == 0
+    assert {"deploy", "kill", "split"} <= set(summary["steps"]), summary["steps"]
+    assert summary["instance_kills"] >= 1
+    assert len(record["samples"]) >= 5
+    assert all(sample["daemon_rss_mib"] > 0 for sample in record["samples"])
+    assert all(sample["daemon_open_files"] > 0 for sample in record["samples"])
+
+
+def test_inspector_benchmark_runs(tmp_path: Path) -> None:
+    result = run(
+        "inspector.py",
+        tmp_path / "inspector.json",
+        "--connections",
+        "4",
+        "--duration",
+        "2",
+        "--rounds",
+        "1",
+        "--tool",
+        "python",
+        "--no-install",
+    )
+    for kind in ("async", "sync"):
+        assert result["summary"][kind]["on_rps"] > 0 and result["summary"][kind]["off_rps"] > 0
+    assert result["advisor_ms"] > 0

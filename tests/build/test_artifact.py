@@ -61,3 +61,43 @@ def test_a_copied_artifact_points_at_its_own_folder_and_keeps_its_digest(tmp_pat
     manifest = json.loads((dest / MANIFEST).read_text())
     assert manifest["root"] == str(dest)
     assert (dest / "app" / "run.sh").stat().st_mode & 0o100
+
+
+def _default_gunicorn(root: Path, threads: int) -> ArtifactRecord:
+    record = artifact(root).model_copy(
+        update={
+            "argv": [
+                "/bin/sh",
+                "-c",
+                "exec gunicorn --bind 127.0.0.1:$PORT --workers 1 "
+                f"--threads {threads} --timeout 0 main:app",
+            ],
+            "entrypoint_origin": "default: WSGI app (Flask) in main.py -> gunicorn",
+            "server": "gunicorn",
+        }
+    )
+    return record.model_copy(update={"digest": artifact_digest(root, record)})
+
+
+def test_a_copy_fits_the_default_gunicorn_threads_to_the_new_concurrency(tmp_path: Path) -> None:
+    root = tmp_path / "revisions" / "svc-00001-abc"
+    record = _default_gunicorn(root, 80)
+    dest = tmp_path / "revisions" / "svc-00002-def"
+    copied = copy_artifact(root, record, "svc-00001-abc", dest, concurrency=20)
+    assert copied.argv[2] == (
+        "exec gunicorn --bind 127.0.0.1:$PORT --workers 1 --threads 20 --timeout 0 main:app"
+    )
+    # Another command is another artifact: its digest (and image name) differ.
+    assert copied.digest == artifact_digest(dest, copied) != record.digest
+    assert json.loads((dest / MANIFEST).read_text())["argv"] == copied.argv
+    same = copy_artifact(root, record, "svc-00001-abc", tmp_path / "same", concurrency=80)
+    assert same.argv == record.argv and same.digest == record.digest
+
+
+def test_a_copy_never_rewrites_the_users_own_command(tmp_path: Path) -> None:
+    root = tmp_path / "revisions" / "svc-00001-abc"
+    record = _default_gunicorn(root, 8).model_copy(
+        update={"entrypoint_origin": "Dockerfile CMD (line 5)"}
+    )
+    copied = copy_artifact(root, record, "svc-00001-abc", tmp_path / "copy", concurrency=80)
+    assert "--threads 8 " in copied.argv[2]

@@ -11,6 +11,7 @@ import pytest
 from homerun.build.dockerfile import parse
 from homerun.build.entrypoint import (
     detect_default_app,
+    fit_default_threads,
     guess_server,
     parse_procfile,
     resolve_entrypoint,
@@ -21,7 +22,7 @@ from .helpers import SEED_FASTAPI_MAIN, SEED_FLASK, write_tree
 
 FLASK_MAIN = "from flask import Flask\n\napp = Flask(__name__)\n"
 GUNICORN_DEFAULT = (
-    "exec gunicorn --bind 127.0.0.1:$PORT --workers 1 --threads 8 --timeout 0 main:app"
+    "exec gunicorn --bind 127.0.0.1:$PORT --workers 1 --threads 80 --timeout 0 main:app"
 )
 UVICORN_DEFAULT = "exec uvicorn main:app --host 127.0.0.1 --port $PORT"
 
@@ -167,6 +168,35 @@ def test_an_empty_procfile_web_line_falls_through(tmp_path: Path) -> None:
     }
 
 
+DJANGO_PROCFILE = (
+    "web: gunicorn --bind 0.0.0.0:$PORT --workers 1 --threads 8 --timeout 0 "
+    "mysite.wsgi:application\n"
+    "migrate: python manage.py migrate && python manage.py collectstatic --no-input\n"
+)
+
+
+def test_command_naming_a_procfile_process_type_runs_its_line(tmp_path: Path) -> None:
+    """Google's Django sample: `gcloud run jobs create migrate --command migrate`."""
+    argv, origin = _resolve(tmp_path, command=["migrate"], procfile=DJANGO_PROCFILE)
+    assert argv == [
+        "/bin/sh",
+        "-c",
+        "python manage.py migrate && python manage.py collectstatic --no-input",
+    ]
+    assert origin == "Procfile migrate: (--command migrate)"
+    with_args, _ = _resolve(
+        tmp_path, command=["migrate"], args=["--verbosity", "2 3"], procfile=DJANGO_PROCFILE
+    )
+    assert with_args[2].endswith("--no-input --verbosity '2 3'")
+    # Not a process type (or no Procfile): the command is the program, as before.
+    assert _resolve(tmp_path, command=["python"], procfile=DJANGO_PROCFILE)[0] == ["python"]
+    assert _resolve(tmp_path, command=["migrate"])[0] == ["migrate"]
+    assert _resolve(tmp_path, command=["migrate", "x"], procfile=DJANGO_PROCFILE)[0] == [
+        "migrate",
+        "x",
+    ]
+
+
 # main.py sources, and the (interface, framework, origin) found in them
 APPS = [
     (FLASK_MAIN, "wsgi", "Flask"),
@@ -310,7 +340,7 @@ def test_django_startproject_in_the_current_folder(tmp_path: Path) -> None:
         "/bin/sh",
         "-c",
         "exec gunicorn --bind 127.0.0.1:$PORT --workers 1 "
-        "--threads 8 --timeout 0 mysite.wsgi:application",
+        "--threads 80 --timeout 0 mysite.wsgi:application",
     ]
     assert origin == "default: Django project in mysite/wsgi.py -> gunicorn"
 
@@ -374,3 +404,31 @@ def test_nothing_found_in_an_empty_app(tmp_path: Path) -> None:
 )
 def test_guess_server(argv: list[str], server: str) -> None:
     assert guess_server(argv) == server
+
+
+@pytest.mark.parametrize("concurrency", [1, 8, 80, 1000])
+def test_the_default_gunicorn_command_has_a_thread_per_request_of_the_concurrency(
+    tmp_path: Path, concurrency: int
+) -> None:
+    """gunicorn serves one request per thread: fewer threads than --concurrency would queue
+    requests inside gunicorn while the router and autoscaler count them as being served."""
+    app_dir = write_tree(tmp_path, {"main.py": FLASK_MAIN})
+    entrypoint = resolve_entrypoint(
+        command=None,
+        args=None,
+        user_env={},
+        procfile=None,
+        dockerfile=None,
+        app_dir=app_dir,
+        concurrency=concurrency,
+    )
+    assert entrypoint.argv[2] == (
+        f"exec gunicorn --bind 127.0.0.1:$PORT --workers 1 --threads {concurrency} "
+        "--timeout 0 main:app"
+    )
+    assert fit_default_threads(entrypoint.argv, entrypoint.origin, 3)[2] == (
+        "exec gunicorn --bind 127.0.0.1:$PORT --workers 1 --threads 3 --timeout 0 main:app"
+    )
+    # The seed's Dockerfile CMD is the user's choice: never rewritten.
+    seed = ("/bin/sh", "-c", "exec gunicorn --bind :$PORT --workers 1 --threads 8 --timeout 0 x:a")
+    assert fit_default_threads(seed, "Dockerfile CMD (line 8)", 80) == list(seed)

@@ -10,7 +10,7 @@ import pytest
 
 from homerun.build.dependencies import InstallPlan, PipStep
 from homerun.build.interpreter import probe_interpreter
-from homerun.build.venv import COMPLETE_MARKER, ensure_venv, venv_key
+from homerun.build.venv import COMPLETE_MARKER, ensure_venv, out_of_room, venv_key
 from homerun.errors import BuildError
 
 from .helpers import Output
@@ -94,3 +94,15 @@ def test_the_key_covers_the_interpreter_and_what_is_installed(tmp_path: Path) ->
 def test_an_interpreter_that_does_not_exist(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="cannot run the Python interpreter"):
         probe_interpreter(str(tmp_path / "python9"))
+
+
+def test_a_step_that_ranout_of_room_is_told_apart_from_a_bad_requirement(tmp_path: Path) -> None:
+    venv = tmp_path / "venvs" / "abc"  # not made yet: the nearest folder that exists is asked
+    pip_said = [
+        "ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device"
+    ]
+    said = out_of_room(venv, pip_said)
+    assert said is not None and said.startswith(f"The disk that holds {venv} is full (")
+    assert f"`df -h {tmp_path}`" in said
+    resolver = ["ERROR: No matching distribution found for flaskk"]
+    assert out_of_room(venv, resolver) is None  # room left here: the requirement's fault

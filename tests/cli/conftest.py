@@ -11,9 +11,19 @@ from typing import Any
 
 import pytest
 
+from homerun.build.capacity import command_capacity
 from homerun.cli import main
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
-from homerun.model.events import DeployEvent, Done, JobDeployed, JobEvent, Phase
+from homerun.model.events import (
+    DeployEvent,
+    Done,
+    JobDeployed,
+    JobEvent,
+    Phase,
+    PoolDeployed,
+    PoolEvent,
+)
+from homerun.model.inspection import Advice
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.states import InstanceState
 from homerun.model.views import (
@@ -26,6 +36,7 @@ from homerun.model.views import (
     JobDescription,
     JobSummary,
     PlatformStatus,
+    PoolInstance,
     RevisionSummary,
     Route,
     SecretSummary,
@@ -35,7 +46,9 @@ from homerun.model.views import (
     ServiceSummary,
     Tag,
     TrafficSpec,
+    WorkerPoolSummary,
 )
+from homerun.observe.advisor import advise
 from homerun.spec import DeployRequest, RevisionChanges
 from homerun.traffic import TrafficUpdate
 
@@ -184,6 +197,17 @@ class FakeClient:
             JobDeployed(job="report", generation=1, created=True, entrypoint="python main.py"),
         ]
         self.execution_views: list[ExecutionDescription] = [execution_view()]
+        # The seed's Flask Dockerfile (gunicorn 1 x 8) behind the default --concurrency 80.
+        self.advice = advise(
+            service="hello",
+            revision="hello-00002-abc",
+            concurrency=80,
+            declared=command_capacity(
+                ["/bin/sh", "-c", "exec gunicorn --bind :$PORT --workers 1 --threads 8 main:app"],
+                {},
+            ),
+            inspection=None,
+        )
         self.log_entries: list[dict[str, Any]] = [
             {
                 "timestamp": "2026-11-25T10:00:00.000000Z",
@@ -228,6 +252,11 @@ class FakeClient:
         self._record("describe", service)
         summary = self._service(service)
         return ServiceDescription(**summary.model_dump(), revisions=self.revision_views)
+
+    def advise(self, service: str) -> Advice:
+        self._record("advise", service)
+        self._service(service)
+        return self.advice
 
     def knative_service(self, service: str) -> dict[str, Any]:
         self._record("knative_service", service)
@@ -380,9 +409,16 @@ class FakeClient:
         self._record("delete_execution", name)
 
     def job_logs(
-        self, job: str, limit: int, execution: str | None = None, task: int | None = None
+        self,
+        job: str,
+        limit: int,
+        execution: str | None = None,
+        task: int | None = None,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
-        self._record("job_logs", job, limit, execution, task)
+        self._record("job_logs", job, limit, execution, task, after)
+        if after is not None:
+            return []  # a tail's next poll: nothing new
         return [
             {
                 "timestamp": "2026-11-25T10:00:00.000000Z",
@@ -394,6 +430,68 @@ class FakeClient:
                 "message": "Completed Task #3.",
             }
         ]
+
+    def worker_pools(self) -> list[WorkerPoolSummary]:
+        self._record("worker_pools")
+        return [pool_summary()]
+
+    def worker_pool(self, name: str) -> WorkerPoolSummary:
+        self._record("worker_pool", name)
+        if name != "consumer":
+            raise NotFound(f"worker pool {name!r} not found")
+        return pool_summary()
+
+    def deploy_worker_pool(
+        self, pool: str, changes: RevisionChanges, instances: int | None
+    ) -> Iterator[PoolEvent]:
+        self._record("deploy_worker_pool", pool, changes, instances)
+        deployed = PoolDeployed(pool=pool, revision=f"{pool}-00002", instances=instances or 1)
+        return iter([Phase(message=f"Building worker pool {pool}"), deployed])
+
+    def delete_worker_pool(self, name: str) -> None:
+        self._record("delete_worker_pool", name)
+
+    def worker_pool_logs(self, name: str, limit: int) -> list[dict[str, Any]]:
+        self._record("worker_pool_logs", name, limit)
+        return [
+            {
+                "timestamp": "2026-11-25T10:00:00.000000Z",
+                "severity": "DEFAULT",
+                "service": name,
+                "instance": f"{name}-00001-0-0",
+                "message": "took job 7",
+            }
+        ]
+
+
+def pool_summary(**fields: Any) -> WorkerPoolSummary:
+    values: dict[str, Any] = {
+        "name": "consumer",
+        "revision": "consumer-00001",
+        "created_at": 1_700_000_000.0,
+        "updated_at": 1_700_000_000.0,
+        "source": "/srv/consumer",
+        "entrypoint": ["/bin/sh", "-c", "python worker.py"],
+        "entrypoint_origin": "Procfile web:",
+        "env": {"QUEUE": "jobs"},
+        "secrets": {},
+        "cpu": None,
+        "memory": None,
+        "instances": 2,
+        "running": 1,
+        "slots": [
+            PoolInstance(index=0, pid=4242, started_at=1_700_000_000.0, restarts=0, last_exit=None),
+            PoolInstance(
+                index=1,
+                pid=None,
+                started_at=1_700_000_000.0,
+                restarts=2,
+                last_exit="exit code 1",
+                restart_at=1_700_000_040.0,
+            ),
+        ],
+    }
+    return WorkerPoolSummary(**(values | fields))
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from homerun.model.events import BuildLine, Failed, Phase
+from homerun.model.probes import Probe, ProbeAction
 
 from .conftest import FakeClient, Run, done
 
@@ -150,3 +151,86 @@ def test_service_account_flag(run: Run, fake: FakeClient, app: Path) -> None:
     assert fake.called("deploy")[0][0].changes.service_account == account
     refused = run("deploy", "new", "--source", str(app), "--service-account", "alice@example.com")
     assert refused.code != 0 and "--service-account" in refused.err
+
+
+def test_a_readmes_gcloud_deploy_line_runs_as_written(
+    run: Run, fake: FakeClient, app: Path
+) -> None:
+    fake.events = [done("hello", "hello-v2")]
+    result = run(
+        "deploy", "hello", "--source", str(app), "--region", "us-central1", "--project", "p",
+        "--platform", "managed", "--allow-unauthenticated", "--quiet", "--async",
+        "--labels", "team=web,env=prod", "--description", "the front", "--revision-suffix", "v2",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    (request,) = fake.called("deploy")[0]
+    assert request.update_labels == {"team": "web", "env": "prod"}
+    assert (request.description, request.revision_suffix) == ("the front", "v2")
+    updated = run("services", "update", "hello", "--update-labels", "tier=1", "-q")
+    assert updated.code == 0, updated.err
+    assert fake.called("deploy")[1][0].update_labels == {"tier": "1"}
+
+
+def test_labels_follow_googles_rules(run: Run, fake: FakeClient, app: Path) -> None:
+    result = run("deploy", "hello", "--source", str(app), "--labels", "Team=web")
+    assert result.code == 1 and "--labels: 'Team' is not a label key" in result.err
+    assert fake.called("deploy") == []
+
+
+def test_probe_flags_take_gclouds_key_value_lists(run: Run, fake: FakeClient, app: Path) -> None:
+    result = run(
+        "deploy",
+        "hello",
+        "--source",
+        str(app),
+        "--readiness-probe",
+        "httpGet.path=/ready,periodSeconds=1,failureThreshold=1",
+        "--liveness-probe",
+        "httpGet.path=/healthz,httpGet.port=8080,periodSeconds=5",
+        "--startup-probe",
+        "tcpSocket.port=8080,periodSeconds=2,failureThreshold=30",
+    )
+    assert result.code == 0, result.err
+    changes = fake.called("deploy")[0][0].changes
+    assert changes.readiness_probe == Probe(
+        action=ProbeAction.HTTP, path="/ready", period_seconds=1, failure_threshold=1
+    )
+    assert changes.liveness_probe == Probe(
+        action=ProbeAction.HTTP, path="/healthz", period_seconds=5
+    )
+    assert changes.startup_probe == Probe(period_seconds=2, failure_threshold=30)
+
+
+def test_a_bad_probe_flag_says_which_key_and_why(run: Run, fake: FakeClient, app: Path) -> None:
+    for flag, value, message in (
+        ("--liveness-probe", "grpc.port=8080", "--liveness-probe: grpc: gRPC probes are not"),
+        ("--readiness-probe", "periodSeconds=-1", "--readiness-probe: periodSeconds: must be"),
+        ("--startup-probe", "httpGet.pth=/", "--startup-probe: httpGet.pth: unknown field; did"),
+        ("--liveness-probe", "tcpSocket.port=9", "must be the container port (8080)"),
+    ):
+        result = run("deploy", "hello", "--source", str(app), flag, value)
+        assert result.code == 1 and message in result.err, result.err
+    assert fake.called("deploy") == []
+
+
+def test_function_and_base_image_are_sent_as_cloud_runs_annotations(
+    run: Run, fake: FakeClient, app: Path
+) -> None:
+    fake.events = [done("fn", "fn-00001-abc")]
+    result = run("deploy", "fn", "--source", str(app), "--function", "hello_http",
+                 "--base-image", "python312")  # fmt: skip
+    assert result.code == 0, result.err
+    (request,) = fake.called("deploy")[0]
+    assert request.changes.annotations == {
+        "run.googleapis.com/build-function-target": "hello_http",
+        "run.googleapis.com/build-base-image": "python312",
+    }
+
+
+def test_a_function_target_that_is_not_a_name_is_refused(
+    run: Run, fake: FakeClient, app: Path
+) -> None:
+    result = run("deploy", "fn", "--source", str(app), "--function", "main.hello")
+    assert result.code == 1
+    assert "--function: 'main.hello' is not a function name" in result.err
+    assert not fake.called("deploy")

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
+from homerun.cli import COMMANDS
+from homerun.cli._commands import build_parser, parse
+from homerun.cli._context import Context
 from homerun.model.events import Failed
 from homerun.model.jobs import ExecutionOverrides, TaskStatus
 from homerun.model.views import TaskSummary
@@ -203,9 +207,64 @@ def test_executions_commands(run: Run, fake: FakeClient) -> None:
 def test_logs_read_names_execution_task_and_attempt(run: Run, fake: FakeClient) -> None:
     result = run("jobs", "logs", "read", "report", "--execution", "report-x7k2p", "--task", "3")
     assert result.code == 0, result.err
-    assert fake.called("job_logs") == [("report", 50, "report-x7k2p", 3)]
+    assert fake.called("job_logs") == [("report", 50, "report-x7k2p", 3, None)]
     assert result.out == (
         "2026-11-25T10:00:00.000000Z DEFAULT  report-x7k2p task 3 (attempt 1): Completed Task #3.\n"
     )
     refused = run("jobs", "logs", "read", "report", "--task", "3")
     assert refused.code == 1 and "--task needs --execution" in refused.err
+
+
+def test_describe_yaml_then_replace_sends_the_document_as_a_deploy(
+    run: Run, fake: FakeClient, tmp_path: Path, app: Path
+) -> None:
+    described = run("jobs", "describe", "report", "--format", "yaml")
+    assert described.code == 0, described.err
+    document = yaml.safe_load(described.out)
+    assert document["kind"] == "Job" and document["metadata"]["name"] == "report"
+    assert document["metadata"]["annotations"]["homerun.dev/source"] == "/srv/report"
+    document["metadata"]["annotations"]["homerun.dev/source"] = str(app)
+    document["spec"]["template"]["spec"]["taskCount"] = 7
+    edited = tmp_path / "job.yaml"
+    edited.write_text(yaml.safe_dump(document))
+    replaced = run("jobs", "replace", str(edited))
+    assert replaced.code == 0, replaced.err
+    [(job, changes, settings, mode, schedule, zone)] = fake.called("deploy_job")
+    assert (job, mode, schedule) == ("report", "deploy", "")
+    assert settings.task_count == 7 and changes.env.replace == {"SLEEP_MS": "10"}
+    # The fake's job has no artifact digest: the code is built again from its folder.
+    assert changes.source == str(app)
+
+
+def test_replace_of_a_bad_document_names_the_field(
+    run: Run, fake: FakeClient, tmp_path: Path
+) -> None:
+    bad = tmp_path / "job.yaml"
+    bad.write_text("apiVersion: run.googleapis.com/v1\nkind: Job\nmetadata: {name: report}\n")
+    result = run("jobs", "replace", str(bad))
+    assert result.code == 1
+    assert "is not a valid Cloud Run Job (1 problem):\n  spec: required" in result.err
+    assert not fake.called("deploy_job")
+
+
+def test_logs_tail_polls_after_the_last_entry_until_interrupted(
+    fake: FakeClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    polls: list[float] = []
+
+    def sleep(seconds: float) -> None:  # simulated time: the third poll is a Ctrl-C
+        polls.append(seconds)
+        if len(polls) == 3:
+            raise KeyboardInterrupt
+
+    invocation = parse(
+        build_parser(COMMANDS, "0"),
+        ["jobs", "logs", "tail", "report", "--execution", "report-x7k2p"],
+    )
+    assert invocation.command is not None
+    with pytest.raises(KeyboardInterrupt):
+        invocation.command.handler(invocation.arguments, Context(fake, sleep=sleep))  # type: ignore[arg-type]
+    assert capsys.readouterr().out.count("Completed Task #3.") == 1
+    first, *rest = fake.called("job_logs")
+    assert first == ("report", 20, "report-x7k2p", None, None) and len(rest) == 2
+    assert all(call[4] == "2026-11-25T10:00:00.000000Z" for call in rest)

@@ -23,9 +23,24 @@ def test_read(run: Run, fake: FakeClient) -> None:
     assert json.loads(as_json) == fake.log_entries[0]
 
 
+def test_services_logs_read_is_logs_read(run: Run, fake: FakeClient) -> None:
+    """gcloud's `gcloud beta run services logs read SERVICE`."""
+    result = run("services", "logs", "read", "hello", "--limit", "5", "--region", "r")
+    assert "GET / 200" in result.out
+    assert fake.called("logs")[0][:2] == ("hello", 5)
+
+
+def test_read_by_trace(run: Run, fake: FakeClient) -> None:
+    trace_id = "4BF92F3577B34DA6A3CE929D0E0E4736"
+    run("logs", "read", "hello", "--trace", trace_id)
+    run("logs", "read", "hello", "--trace", f"projects/p/traces/{trace_id}")
+    assert [call[2]["trace"] for call in fake.called("logs")] == [trace_id.lower()] * 2
+
+
 def test_read_refuses_bad_filters(run: Run, fake: FakeClient) -> None:
     assert "--limit: must be at least 1" in run("logs", "read", "hello", "--limit", "0").err
     assert "--severity: use one of" in run("logs", "read", "hello", "--severity", "loud").err
+    assert "is not a trace id" in run("logs", "read", "hello", "--trace", "abc/1;o=1").err
     assert fake.calls == []
 
 

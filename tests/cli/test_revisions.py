@@ -13,8 +13,12 @@ def test_list(run: Run, fake: FakeClient) -> None:
     header, line = result.out.splitlines()
     assert header.split() == ["REVISION", "ACTIVE", "SERVICE", "STATUS", "TRAFFIC", "INSTANCES"]
     assert line.split() == ["hello-00002-abc", "yes", "hello", "ready", "100%", "tag", "blue", "1"]
-    listed = json.loads(run("revisions", "list", "--format", "json").out)
+    listed = json.loads(run("revisions", "list", "--format", "summary-json").out)
     assert listed == [revision_summary().model_dump(mode="json")]
+    knative = json.loads(run("revisions", "list", "--format", "json").out)
+    assert [each["metadata"]["name"] for each in knative] == ["hello-00002-abc"]
+    names = run("revisions", "list", "--format", "value(metadata.name)", "--region", "r").out
+    assert names == "hello-00002-abc\n"
 
 
 def test_describe(run: Run, fake: FakeClient) -> None:

@@ -21,9 +21,30 @@ def test_list(run: Run, fake: FakeClient) -> None:
     assert "No services. Deploy one" in run("services", "list").out
 
 
-def test_list_as_json_is_the_view(run: Run, fake: FakeClient) -> None:
+def test_list_as_json_is_the_knative_services_and_summary_json_the_view(
+    run: Run, fake: FakeClient
+) -> None:
     listed = json.loads(run("services", "list", "--format", "json").out)
-    assert listed == [service_summary().model_dump(mode="json")]
+    assert [each["metadata"]["name"] for each in listed] == ["hello"]
+    assert listed[0]["kind"] == "Service"
+    summaries = json.loads(run("services", "list", "--format", "summary-json").out)
+    assert summaries == [service_summary().model_dump(mode="json")]
+
+
+def test_gcloud_command_lines_run_as_written(run: Run, fake: FakeClient) -> None:
+    """A README's gcloud line, with `gcloud run` replaced: its global flags are accepted."""
+    result = run(
+        "services", "describe", "hello", "--project", "my-project", "--region", "us-central1",
+        "--platform", "managed", "--format=value(metadata.name)", "-q",
+    )  # fmt: skip
+    assert result.out == "hello\n", result.err
+    listed = run("--project", "p", "services", "list", "--region=europe-west1",
+                 "--format", "table(metadata.name)")  # fmt: skip
+    assert listed.out == "NAME\nhello\n"
+    refused = run("services", "list", "--platform", "gke")
+    assert "invalid choice: 'gke'" in refused.err and "managed" in refused.err
+    bad = run("services", "describe", "hello", "--format", "xml")
+    assert "--format: 'xml' is not a format homerun prints" in bad.err
 
 
 def test_describe(run: Run, fake: FakeClient) -> None:
@@ -212,3 +233,14 @@ def test_update_traffic_prints_a_revision_once_with_its_tags(run: Run, fake: Fak
         "   10% hello-00002-abc (LATEST)  tag canary: http://canary---hello.localhost:8080",
         "Service URL: http://hello.localhost:8080",
     ]
+
+
+def test_advise_names_the_gap_and_the_concurrency_to_set(run: Run, fake: FakeClient) -> None:
+    out = run("services", "advise", "hello").out
+    assert "Server capacity:    gunicorn: 1 worker(s) x 8 thread(s) = 8 request(s)" in out
+    assert "up to 72 requests wait inside gunicorn" in out
+    assert "Recommended --concurrency: 8 (homerun services update hello --concurrency 8)" in out
+    assert "Or change the server: gunicorn --workers 1 --threads 80" in out
+    assert fake.called("advise") == [("hello",)]
+    as_json = json.loads(run("services", "advise", "hello", "--format", "json").out)
+    assert as_json["recommended_concurrency"] == 8

@@ -46,7 +46,8 @@ class Plane:
     pokes: list[str] = field(default_factory=list)
 
     async def deploy(self, service: str, **changes: Any) -> list[DeployEvent]:
-        options = {key: changes.pop(key) for key in ("tag", "no_traffic") if key in changes}
+        request_fields = ("tag", "no_traffic", "update_labels", "description", "revision_suffix")
+        options = {key: changes.pop(key) for key in request_fields if key in changes}
         request = DeployRequest(
             service=service,
             changes=RevisionChanges(**changes),

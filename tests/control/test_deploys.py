@@ -183,3 +183,76 @@ def test_a_missing_program_fails_the_deploy_and_the_revision(
         assert [r.status for r in plane.store.revisions("svc")] == [RevisionStatus.FAILED]
 
     run(make_plane, scenario)
+
+
+def test_a_revision_recorded_without_a_digest_gets_it_at_restore_off_the_loop(
+    make_plane: Callable[..., Plane],
+) -> None:
+    """Revisions built before digests existed are hashed in a thread after a restart, not by
+    the first describe or deploy on the event loop."""
+
+    async def scenario(plane: Plane) -> None:
+        done = await plane.deployed("svc", source=str(plane.source))
+        artifact = plane.store.revision(done.revision).artifact
+        assert artifact is not None and artifact.digest
+        plane.store.set_artifact(done.revision, artifact.model_copy(update={"digest": None}))
+        await plane.control.restore()
+        for _ in range(200):  # the task hashes in a thread
+            filled = plane.store.revision(done.revision).artifact
+            if filled is not None and filled.digest:
+                break
+            await asyncio.sleep(0.01)
+        assert filled is not None and filled.digest == artifact.digest
+
+    run(make_plane, scenario)
+
+
+def test_the_hosts_file_follows_services_and_tags(make_plane: Callable[..., Plane]) -> None:
+    """Instances resolve service hosts from it (runtime/_site): rewritten as services and
+    tags are added, and named in every instance's environment."""
+
+    async def scenario(plane: Plane) -> None:
+        hosts = plane.control.live.hosts_file
+        first = await plane.deployed("svc", source=str(plane.source))
+        env = plane.control.live.units[first.revision].plan.env
+        assert env["HOMERUN_HOSTS"] == str(hosts)
+        assert env["PYTHONPATH"].endswith("/homerun/runtime/_site")
+        assert "127.0.0.1\tsvc.localhost\n" in hosts.read_text()
+        await plane.deployed("svc", env={"update": {"A": "2"}}, no_traffic=True, tag="canary")
+        await plane.deployed("api", source=str(plane.source))
+        assert "127.0.0.1\tapi.localhost svc.localhost canary---svc.localhost\n" in (
+            hosts.read_text()
+        )
+
+    run(make_plane, scenario)
+
+
+def test_labels_description_and_revision_suffix(make_plane: Callable[..., Plane]) -> None:
+    """gcloud's --labels (added to the service's), --description and --revision-suffix."""
+
+    async def scenario(plane: Plane) -> None:
+        first = await plane.deployed(
+            "svc", source=str(plane.source), update_labels={"team": "web"},
+            description="the shop's front", revision_suffix="v1",
+        )  # fmt: skip
+        assert first.revision == "svc-v1"
+        record = plane.store.service("svc")
+        assert record.labels == {"team": "web"}
+        assert record.annotations["run.googleapis.com/description"] == "the shop's front"
+        knative = plane.control.views.knative_service("svc")
+        assert knative["metadata"]["labels"]["team"] == "web"
+        # Labels alone make no revision; they are added to the service's.
+        same = await plane.deployed("svc", update_labels={"env": "prod"})
+        assert same.unchanged and same.revision == "svc-v1"
+        assert "labels and description set" in same.service_changes
+        assert plane.store.service("svc").labels == {"team": "web", "env": "prod"}
+        # A new suffix is a new revision, even with the same settings; a taken one is refused.
+        second = await plane.deployed("svc", revision_suffix="v2")
+        assert second.revision == "svc-v2" and not second.unchanged
+        refused = await plane.failed("svc", env={"update": {"A": "1"}}, revision_suffix="v1")
+        assert "revision svc-v1 already exists" in refused.message
+        assert plane.store.latest_ready("svc").name == "svc-v2"  # type: ignore[union-attr]
+        bad = await plane.failed("svc", revision_suffix="-V")
+        assert "--revision-suffix: '-V'" in bad.message
+
+    run(make_plane, scenario)

@@ -62,6 +62,18 @@ def test_settings_reuse_the_artifact_and_an_entrypoint_change_rebuilds() -> None
     assert "the entrypoint changes" in entrypoint.artifact.reason
 
 
+def test_a_function_target_base_image_or_google_variable_change_rebuilds() -> None:
+    for changes in (
+        {"annotations": {"run.googleapis.com/build-function-target": "hello_http"}},
+        {"annotations": {"run.googleapis.com/build-base-image": "python312"}},
+        {"env": {"update": {"GOOGLE_FUNCTION_TARGET": "hello_http"}}},
+        {"env": {"update": {"GOOGLE_FUNCTION_SIGNATURE_TYPE": "cloudevent"}}},
+    ):
+        plan = plan_deploy(request(**changes), BASE, BASE)
+        assert isinstance(plan, NewRevision) and isinstance(plan.artifact, Build), changes
+        assert "--function, --base-image or a GOOGLE_* variable" in plan.artifact.reason
+
+
 def test_no_traffic_pins_latest_to_the_revision_serving_now() -> None:
     plan = plan_deploy(request(env={"update": {"A": "1"}}, no_traffic=True, tag="new"), BASE, BASE)
     assert isinstance(plan, NewRevision)

@@ -337,6 +337,20 @@ def running_platform(
             warnings.warn(f"homerun e2e teardown had to clean up: {leaks}", stacklevel=1)
 
 
+def json_lines_whole(folder: Path) -> list[str]:
+    """Lines of the folder's *.jsonl* files that are not one JSON object each."""
+    broken = []
+    for path in folder.glob("*.jsonl*"):
+        data = path.read_bytes()
+        assert data == b"" or data.endswith(b"\n"), f"{path} ends in the middle of a line"
+        for line in data.splitlines():
+            try:
+                assert isinstance(json.loads(line), dict)
+            except (ValueError, AssertionError):
+                broken.append(f"{path.name}: {line[:200]!r}")
+    return broken
+
+
 def copy_app(name: str, destination: Path) -> Path:
     """A private copy of an app folder, for tests that must not touch tests/apps."""
     target = destination / name

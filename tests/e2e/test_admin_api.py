@@ -1,5 +1,6 @@
 """schemathesis against the admin API's OpenAPI description, on a real daemon's TCP admin
-listener with the admin token: no request may get a 5xx, and the daemon keeps serving.
+listener with the admin token: no request may get a 5xx, and the daemon keeps serving
+(HOMERUN_FUZZ_EXAMPLES sets the examples per operation, 30 by default).
 
 Deploys and `services replace` are left out: a generated body may name any folder as its
 source, and a build of `/` would copy the machine. Their bodies are validated by the models
@@ -8,6 +9,7 @@ that test_spec.py and test_knative.py fuzz with hypothesis. /v1/shutdown is left
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,7 @@ schema = (
 
 @schema.parametrize()
 @settings(
-    max_examples=30,
+    max_examples=int(os.environ.get("HOMERUN_FUZZ_EXAMPLES", "30")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

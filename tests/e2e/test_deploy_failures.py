@@ -49,6 +49,8 @@ def _still_served_by(platform: Platform, service: str, revision: str) -> None:
             (),
             [r"listens on port \d+, not on \$PORT=\d+", r"uvicorn main:app --port \$PORT"],
         ),
+        # Exits 0 without listening: a job, and the message says how to run one.
+        ("exits_at_once", (), [r"exit code 0", r"homerun jobs deploy NAME --source DIR"]),
         # pip's own error, naming the package.
         ("bad_requirements", (), [r"homerun-e2e-no-such-package", r"(?i)no matching distribution"]),
         # The instruction outside the subset, by file and line.

@@ -1,14 +1,20 @@
-"""Faults, each against a real daemon: an instance killed mid-request, an instance that ignores
-SIGTERM, the daemon killed during a deploy, a second daemon on the same HOMERUN_HOME."""
+"""Faults, each against a real daemon: an instance killed mid-request and under load, an
+instance that ignores SIGTERM, the daemon killed during a deploy and under load, a second daemon
+on the same HOMERUN_HOME. (Disk and store faults: test_storage_faults.py.)"""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import json
 import os
 import signal
+import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -19,6 +25,7 @@ from .harness import (
     Platform,
     describe,
     free_port,
+    json_lines_whole,
     process_alive,
     wait_until_dead,
 )
@@ -150,3 +157,99 @@ def test_a_second_daemon_on_the_same_home_refuses(own_platform: Platform) -> Non
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2, trust_env=False)
     assert own_platform.run("status").returncode == 0
+
+
+@dataclass
+class Load:
+    """`threads` clients sending GET `path` in a loop until stopped (bounded in time and
+    count); what each got, with when."""
+
+    platform: Platform
+    service: str
+    path: str
+    threads: int
+    results: list[tuple[float, int, str]] = field(default_factory=list)  # (time, status, body)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> list[threading.Thread]:
+        workers = [threading.Thread(target=self._client) for _ in range(self.threads)]
+        for worker in workers:
+            worker.start()
+        return workers
+
+    def _client(self) -> None:
+        deadline = time.monotonic() + 120
+        with self.platform.client(self.service, timeout=30) as client:
+            for _ in range(2000):
+                if self.stop.is_set() or time.monotonic() > deadline:
+                    return
+                try:
+                    response = client.get(self.path)
+                    outcome = (time.monotonic(), response.status_code, response.text)
+                except httpx.TransportError as error:
+                    outcome = (time.monotonic(), 0, repr(error))
+                    time.sleep(0.05)
+                self.results.append(outcome)
+
+
+def test_an_instance_killed_under_load_fails_only_its_own_requests(platform: Platform) -> None:
+    """Three instances of two slots each, six clients keeping them full: the killed one's two
+    requests get a 502 that says the instance exited; every other request is answered."""
+    platform.deploy_ok(
+        "loaded", WHOAMI, "--concurrency", "2", "--min-instances", "3", "--max-instances", "6"
+    )
+    until(lambda: len(platform.describe_service("loaded")["revisions"][0]["instances"]) == 3, "3")
+    load = Load(platform, "loaded", "/slow?seconds=0.5", threads=6)
+    workers = load.run()
+    try:
+        time.sleep(3)
+        pids = {json.loads(body)["pid"] for _, status, body in load.results if status == 200}
+        victim = sorted(pids)[0]
+        killed_at = time.monotonic()
+        os.killpg(os.getpgid(victim), signal.SIGKILL)
+        time.sleep(4)
+    finally:
+        load.stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+    failed = [(status, body) for _, status, body in load.results if status != 200]
+    after = [json.loads(body)["pid"] for at, status, body in load.results if at > killed_at + 1]
+    assert len(load.results) > 40, load.results
+    assert 1 <= len(failed) <= 2, failed  # the requests it held, and no other
+    for status, body in failed:
+        assert status == 502 and "the instance exited while handling the request" in body, body
+    assert victim not in after and len(after) > 10
+
+
+def test_the_daemon_killed_under_load_recovers_at_restart(own_platform: Platform) -> None:
+    """SIGKILL while requests run and logs are written: the restart kills what the old daemon
+    left, the store and logs are whole, and the service answers again."""
+    platform = own_platform
+    platform.deploy_ok("survivor", WHOAMI, "--concurrency", "4")
+    load = Load(platform, "survivor", "/slow?seconds=0.05", threads=4)
+    workers = load.run()
+    try:
+        time.sleep(2)
+        served = {json.loads(body)["pid"] for _, status, body in load.results if status == 200}
+        assert served, load.results
+        killed_at = time.monotonic()
+        platform.kill()
+        time.sleep(1)
+        assert all(wait_until_dead(pid, timeout=10) for pid in served)  # they die with it
+        database = f"file:{platform.home}/homerun.db?mode=ro"
+        with contextlib.closing(sqlite3.connect(database, uri=True)) as db:
+            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert json_lines_whole(platform.home / "logs") == []
+        platform.start()
+        restarted_at = time.monotonic()
+        time.sleep(3)
+    finally:
+        load.stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+    before = [status for at, status, _ in load.results if at < killed_at]
+    after = [status for at, status, _ in load.results if at > restarted_at + 1]
+    assert before and set(before) == {200}, set(before)
+    assert len(after) > 10 and set(after) == {200}, after
+    logged = platform.run("logs", "read", "survivor", "--limit", "50", check=True).stdout
+    assert "GET" in logged  # request entries are written again

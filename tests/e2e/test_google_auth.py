@@ -3,13 +3,17 @@ the project, fetch_id_token() gets a token a private service's router accepts, a
 checks its caller's token with verify_token against the platform's published keys.
 
 The apps (tests/apps/gauth_*) are written as Cloud Run's samples are (Flask, google-auth,
-requests). Names under .localhost do not resolve inside instances, so the editor connects to
-the router at 127.0.0.1 and names the service in the Host header; the tokens' audience is the
-service's URL, http://SERVICE.localhost:PORT.
+requests). The editor calls the other services by their URLs, http://SERVICE.localhost:PORT,
+which resolve to the router inside instances; they are the tokens' audiences too.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +21,10 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from fakes import free_port
 from jwt.api_jwk import PyJWKSet
 
-from .harness import APPS, Platform, describe, running_platform
+from .harness import APPS, HOMERUN, Platform, describe, running_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -47,9 +52,9 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, venv_cache: Path) -> Iterato
             "--service-account", EDITOR_ACCOUNT,
             "--set-env-vars",
             f"EDITOR_UPSTREAM_RENDER_URL={platform.url('renderer')},"
-            f"VERIFIER_URL={platform.url('verifier')},"
-            f"ROUTER_URL=http://127.0.0.1:{platform.port}",
+            f"VERIFIER_URL={platform.url('verifier')}",
         )  # fmt: skip
+        platform.deploy_ok("tracer", APPS / "gauth_tracer")
         yield platform
 
 
@@ -86,6 +91,20 @@ def test_an_id_token_from_fetch_id_token_opens_a_private_service(cloud: Platform
     assert body["sub"] == f"serviceAccount:{EDITOR_ACCOUNT}"
 
 
+def test_service_hosts_resolve_to_the_router_inside_instances(cloud: Platform) -> None:
+    """Any host under .localhost reaches the router from an instance, as from a browser: an
+    unknown service gets the router's own 404, a tag URL its revision."""
+    unknown = cloud.url("nothing")
+    fetched = answer(cloud, "editor", "GET", "/fetch", params={"url": unknown})
+    assert fetched["status"] == 404 and "no service answers" in fetched["body"], fetched
+    deployed = cloud.deploy("verifier", APPS / "gauth_verifier", "--no-traffic", "--tag", "blue",
+                            "--set-env-vars", f"AUDIENCE={cloud.url('verifier')}")  # fmt: skip
+    assert deployed.returncode == 0, describe(deployed)
+    tag_url = f"http://blue---verifier.localhost:{cloud.port}/"
+    fetched = answer(cloud, "editor", "GET", "/fetch", params={"url": tag_url})
+    assert fetched["status"] == 401 and "X-Caller-Token" in fetched["body"], fetched
+
+
 def test_an_app_checks_its_callers_token_against_the_published_keys(cloud: Platform) -> None:
     # From another instance: the metadata server's token for the verifier's URL.
     called = answer(cloud, "editor", "GET", "/call-verifier")
@@ -113,13 +132,25 @@ def test_an_app_checks_its_callers_token_against_the_published_keys(cloud: Platf
 
 
 def test_the_keys_from_the_host(cloud: Platform) -> None:
-    """A client on the host reads the discovery document where instances do (the metadata
-    server's address is in every instance's environment) and checks a CLI token with it."""
-    metadata_host = answer(cloud, "editor", "GET", "/project")["metadata_host"]
-    with httpx.Client(base_url=f"http://{metadata_host}", trust_env=False) as http:
-        discovery = http.get("/.well-known/openid-configuration").json()
-        assert discovery["issuer"] == f"http://localhost:{cloud.port}"
+    """A client on the host reads the discovery document where OpenID Connect says it is, at
+    the issuer (the router's own host), and checks a CLI token with the keys it names; the
+    metadata server, where instances read them, serves the same keys."""
+    issuer = f"http://localhost:{cloud.port}"
+    with httpx.Client(trust_env=False) as http:
+        found = http.get(f"{issuer}/.well-known/openid-configuration")
+        assert found.status_code == 200 and found.headers["content-type"] == "application/json"
+        discovery = found.json()
+        assert discovery["issuer"] == issuer
+        assert discovery["jwks_uri"] == f"{issuer}/oauth2/v3/certs"
         jwks = http.get(discovery["jwks_uri"]).json()
+        # At 127.0.0.1 too; a POST, another path or a service's host get no document.
+        assert http.get(f"http://127.0.0.1:{cloud.port}/oauth2/v3/certs").json() == jwks
+        assert http.post(f"{issuer}/oauth2/v3/certs").status_code == 404
+        assert http.get(f"{issuer}/other").status_code == 404
+        metadata_host = answer(cloud, "editor", "GET", "/project")["metadata_host"]
+        assert http.get(f"http://{metadata_host}/oauth2/v3/certs").json() == jwks
+    wrong = cloud.request("verifier", "GET", "/.well-known/openid-configuration")
+    assert wrong.status_code == 404 and "issuer" not in wrong.text  # the app's own (Flask's)
     result = cloud.run("auth", "print-identity-token", "--audiences", cloud.url("x"), check=True)
     token = result.stdout.strip().splitlines()[-1]
     (key,) = PyJWKSet.from_dict(jwks).keys
@@ -127,3 +158,82 @@ def test_the_keys_from_the_host(cloud: Platform) -> None:
         token, key.key, algorithms=["RS256"], audience=cloud.url("x"), issuer=discovery["issuer"]
     )
     assert claims["sub"].startswith("user:") and claims["azp"] == claims["sub"]
+
+
+def log_entries(platform: Platform, service: str, *flags: str) -> list[dict[str, Any]]:
+    result = platform.run("logs", "read", service, "--format", "json", *flags, check=True)
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def entries_of_trace(platform: Platform, trace_id: str) -> list[dict[str, Any]]:
+    """The request's log entry and the app's line, once both are written (the request log is
+    written by the next second's batch)."""
+    deadline = time.monotonic() + 15
+    while True:
+        entries = log_entries(platform, "tracer", "--trace", trace_id)
+        if len(entries) >= 2 or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sent", ["traceparent", "x-cloud-trace-context", None])
+def test_an_apps_log_lines_and_its_request_log_share_a_trace(
+    cloud: Platform, sent: str | None
+) -> None:
+    trace_id = secrets.token_hex(16)
+    headers = {
+        "traceparent": {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+        "x-cloud-trace-context": {"X-Cloud-Trace-Context": f"{trace_id}/12345;o=1"},
+        None: {},
+    }[sent]
+    seen = answer(cloud, "tracer", "GET", "/", headers=headers)
+    if sent is None:  # the router started a trace: both headers name it
+        trace_id = seen["x_cloud_trace_context"].split("/")[0]
+    assert seen["x_cloud_trace_context"].startswith(f"{trace_id}/")
+    assert seen["traceparent"].split("-")[1] == trace_id
+    full = f"projects/{PROJECT}/traces/{trace_id}"
+    assert seen["trace"] == full
+    entries = entries_of_trace(cloud, trace_id)
+    request_log, app_line = sorted(entries, key=lambda entry: "httpRequest" not in entry)
+    assert request_log["trace"] == full and request_log["httpRequest"]["status"] == 200
+    assert app_line["trace"] == full and app_line["severity"] == "NOTICE"
+    assert app_line["labels"] == {"handler": "index"}
+    assert app_line["jsonPayload"] == {
+        "severity": "NOTICE", "message": "handled a request", "component": "tracer"
+    }  # fmt: skip
+    assert len(entries) == 2, entries  # no other request's entries
+
+
+def test_services_proxy_reaches_a_private_service_as_its_caller(cloud: Platform) -> None:
+    """`homerun services proxy renderer`: a plain client (no token) on the local port gets the
+    private service's answer, made with the caller's identity; without the proxy, 401."""
+    refused = cloud.request("renderer", "POST", "/", content=b"x")
+    assert refused.status_code == 401
+    port = free_port()
+    process = subprocess.Popen(
+        [*HOMERUN, "services", "proxy", "renderer", "--port", str(port), "--region", "local"],
+        env=cloud.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline() + process.stdout.readline()
+        assert f"http://127.0.0.1:{port} proxies to {cloud.url('renderer')}" in banner, banner
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
+            answered = http.post("/", content=b"a < b", timeout=30)
+            assert answered.status_code == 200, answered.text
+            assert answered.json()["html"] == "<p>a &lt; b</p>"
+            assert answered.json()["sub"].startswith("user:")
+            # The app's own Authorization header passes unchanged beside the proxy's token.
+            own = http.post("/", content=b"y", headers={"Authorization": "Basic abc"})
+            assert own.status_code == 200 and own.json()["sub"].startswith("user:")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert process.returncode in (0, -signal.SIGTERM), process.returncode

@@ -4,13 +4,17 @@ retry, respect parallelism, and an execution outlives a daemon killed in its mid
 from __future__ import annotations
 
 import json
+import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from .harness import APPS, Platform, describe, process_alive, wait_until_dead
+from .harness import APPS, HOMERUN, Platform, describe, process_alive, wait_until_dead
 
 # The dashboard's browser fixtures (a page on Chromium that records the console's errors).
 from .test_dashboard import Watched, browser, dashboard_url, watched  # noqa: F401
@@ -87,6 +91,22 @@ def test_tasks_that_fail_at_first_are_retried_to_success(
     assert logs.returncode == 0, describe(logs)
     assert "ERROR" in logs.stdout and "Task #1, Attempt #0 failed." in logs.stdout
     assert "Completed Task #1." in logs.stdout
+    # `jobs logs tail` shows the newest entries, then follows; it runs until stopped.
+    tail = subprocess.Popen(
+        [*HOMERUN, "jobs", "logs", "tail", "retries", "--execution", execution],
+        env=platform.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert tail.stdout is not None
+        seen = [tail.stdout.readline() for _ in range(3)]
+        assert all(execution in line for line in seen), seen
+    finally:
+        tail.kill()
+        tail.communicate(timeout=10)  # reaps it and closes its pipe
 
 
 def test_an_execution_whose_tasks_all_fail_fails_naming_them(
@@ -178,3 +198,97 @@ def test_the_dashboard_lists_jobs_and_their_executions(
     text = row.inner_text()
     assert execution in text and "succeeded" in text and "2/2 succeeded" in text
     assert watched.errors == []
+
+
+def test_a_procfile_migrate_line_runs_as_a_job_from_the_same_source(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """Google's Django sample: a Procfile with `web:` and `migrate:` lines, the migrations run
+    by `gcloud run jobs create migrate --command migrate` from the service's own source."""
+    folder = tmp_path / "mysite"
+    folder.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "django", "startproject", "mysite", str(folder)],
+        check=True,
+        timeout=60,
+    )
+    settings = folder / "mysite" / "settings.py"
+    # The database is outside the source (Cloud SQL on Cloud Run; a file named by env here).
+    settings.write_text(
+        settings.read_text()
+        .replace("BASE_DIR / 'db.sqlite3'", "__import__('os').environ['DATABASE_PATH']")
+        .replace('BASE_DIR / "db.sqlite3"', "__import__('os').environ['DATABASE_PATH']")
+    )
+    (folder / "requirements.txt").write_text("django\ngunicorn\n")
+    (folder / "Procfile").write_text(
+        "web: gunicorn --bind 127.0.0.1:$PORT --workers 1 --threads 8 --timeout 0 "
+        "mysite.wsgi:application\n"
+        "migrate: python manage.py migrate && python manage.py check\n"
+    )
+    database = tmp_path / "db.sqlite3"
+    result = platform.run(
+        "jobs", "deploy", "migrate", "--source", str(folder), "--command", "migrate",
+        "--set-env-vars", f"DATABASE_PATH={database}", "--execute-now", "--wait",
+        timeout=270,
+    )  # fmt: skip
+    assert result.returncode == 0, describe(result)
+    assert "Procfile migrate: (--command migrate)" in result.stdout + result.stderr
+    with sqlite3.connect(database) as connection:
+        applied = {app for (app,) in connection.execute("SELECT app FROM django_migrations")}
+    assert {"auth", "contenttypes", "sessions", "admin"} <= applied
+    logs = platform.run("jobs", "logs", "read", "migrate", "--limit", "200")
+    assert "Applying auth.0001_initial... OK" in logs.stdout, describe(logs)
+
+
+def test_a_jobs_yaml_round_trips_through_replace(platform: Platform, tmp_path: Path) -> None:
+    """`jobs describe --format yaml`, edited, then `jobs replace`: Cloud Run's Job document
+    changes the job without a rebuild (its image is the job's artifact)."""
+    records = tmp_path / "records"
+    create(platform, "from-yaml", records, "--tasks", "1",
+           "--set-env-vars", f"RECORD_DIR={records}")  # fmt: skip
+    described = platform.run("jobs", "describe", "from-yaml", "--format", "yaml")
+    assert described.returncode == 0, describe(described)
+    document = yaml.safe_load(described.stdout)
+    assert document["apiVersion"] == "run.googleapis.com/v1" and document["kind"] == "Job"
+    execution = document["spec"]["template"]["spec"]
+    execution["taskCount"] = 3
+    container = execution["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("homerun.local/from-yaml@sha256:")
+    container["env"].append({"name": "SLEEP_MS", "value": "1"})
+    edited = tmp_path / "job.yaml"
+    edited.write_text(yaml.safe_dump(document))
+    replaced = platform.run("jobs", "replace", str(edited), timeout=120)
+    assert replaced.returncode == 0, describe(replaced)
+    assert "Job [from-yaml] has successfully been replaced." in replaced.stdout
+    assert "Building" not in replaced.stdout + replaced.stderr  # the same code: no build
+    result = platform.run("jobs", "execute", "from-yaml", "--wait", timeout=EXECUTION_SECONDS)
+    assert result.returncode == 0, describe(result)
+    ran = attempts(records)
+    assert sorted(ran) == [(0, 0), (1, 0), (2, 0)]
+    assert ran[(2, 0)]["env"]["CLOUD_RUN_TASK_COUNT"] == "3"
+    again = yaml.safe_load(platform.run("jobs", "describe", "from-yaml", "--format", "yaml").stdout)
+    assert again["spec"]["template"]["spec"]["taskCount"] == 3
+    assert again["status"]["latestCreatedExecution"]["completionStatus"] == "EXECUTION_SUCCEEDED"
+
+
+def test_a_job_on_a_one_minute_schedule_runs_by_itself(platform: Platform, tmp_path: Path) -> None:
+    """Cloud Scheduler's shortest interval: `* * * * *` runs within the next minute."""
+    records = tmp_path / "records"
+    create(platform, "ticker", records, "--schedule", "* * * * *",
+           "--set-env-vars", f"RECORD_DIR={records}")  # fmt: skip
+    described = platform.run("jobs", "describe", "ticker")
+    assert "Schedule:      * * * * * (UTC), next run at " in described.stdout, describe(described)
+    deadline = time.monotonic() + 75
+    listed: list[dict[str, Any]] = []
+    while not listed and time.monotonic() < deadline:
+        result = platform.run("jobs", "executions", "list", "--job", "ticker", "--format", "json")
+        assert result.returncode == 0, describe(result)
+        listed = json.loads(result.stdout)
+        time.sleep(0.5)
+    assert listed, "no scheduled execution within 75 s"
+    answer = wait_for(platform, listed[0]["name"], "succeeded")
+    assert answer["succeeded"] == 1 and (0, 0) in attempts(records)
+    cleared = platform.run("jobs", "update", "ticker", "--clear-schedule")
+    assert cleared.returncode == 0, describe(cleared)
+    assert "Schedule:" not in platform.run("jobs", "describe", "ticker").stdout
+    assert platform.run("jobs", "delete", "ticker", "-q").returncode == 0

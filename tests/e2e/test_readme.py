@@ -259,6 +259,7 @@ def test_the_tour_shows_what_a_newcomer_needs() -> None:
         "homerun services update-traffic",
         "homerun logs read",
         "homerun services add-iam-policy-binding",
+        "homerun deploy editor --source examples/editor",  # a private service called by another
         "homerun config",
         "homerun down",
     ]

@@ -5,6 +5,7 @@ then instances stop, their SIGTERM handlers run to their end, and nothing they s
 from __future__ import annotations
 
 import concurrent.futures
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,13 +13,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .harness import APPS, Platform, process_alive, running_platform, wait_until_dead
+from .harness import (
+    APPS,
+    HOMERUN,
+    Platform,
+    process_alive,
+    running_platform,
+    wait_until_dead,
+)
 
 pytestmark = pytest.mark.e2e
 
 WHOAMI = APPS / "whoami"
 STOP_GRACE_SECONDS = 10.0
-SLOW_SECONDS = 2.0
+SLOW_SECONDS = 5.0  # wide enough a window to see all of them in flight on a busy machine
 IN_FLIGHT = 20
 HANDLER_SECONDS = 1.5
 
@@ -95,10 +103,30 @@ def test_down_lets_requests_in_flight_finish_then_stops(patient_platform: Platfo
 
         until(all_in_flight, f"{IN_FLIGHT} requests in flight")
         asked = time.monotonic()
-        down = platform.run("down", timeout=60)
+        down = subprocess.Popen(
+            [*HOMERUN, "down"], env=platform.env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        with down:
+            try:
+                # While the requests finish, nobody new is let in: the listener is closed first.
+                until(
+                    lambda: "homerun is stopping" in platform.log_path.read_text(),
+                    "the daemon to begin its stop",
+                    within=SLOW_SECONDS / 2,
+                )
+                with pytest.raises(httpx.ConnectError):
+                    platform.request("patient", "GET", "/", timeout=2)
+                refused_at = time.monotonic()
+                assert not any(future.done() for future in in_flight)  # still running
+                _, down_stderr = down.communicate(timeout=60)
+            finally:
+                if down.poll() is None:
+                    down.kill()
         took = time.monotonic() - asked
         statuses = [future.result(timeout=30) for future in in_flight]
-    assert down.returncode == 0, down.stderr
+    assert refused_at - asked < SLOW_SECONDS
+    assert down.returncode == 0, down_stderr
     assert statuses == [200] * IN_FLIGHT, statuses
     # `down` returned once the daemon stopped: requests done, then the instance stopped.
     assert platform.process is not None and platform.process.wait(timeout=5) == 0

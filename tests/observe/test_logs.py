@@ -23,6 +23,50 @@ def test_json_lines_keep_fields_and_plain_lines_are_default(tmp_path: Path) -> N
     assert (plain["service"], plain["revision"], plain["instance"]) == ("svc", "rev", "inst")
 
 
+def test_cloud_loggings_special_fields_are_promoted_to_the_entry() -> None:
+    trace = "projects/p/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+    line = {
+        "severity": "ERROR",
+        "message": "boom",
+        "logging.googleapis.com/trace": trace,
+        "logging.googleapis.com/spanId": "00f067aa0ba902b7",
+        "logging.googleapis.com/trace_sampled": True,
+        "logging.googleapis.com/labels": {"user": "ada"},
+        "logging.googleapis.com/sourceLocation": {"file": "main.py", "line": "7"},
+        "httpRequest": {"requestMethod": "GET"},
+        "kept": 1,
+        "service": "an app's own field, not the entry's",
+    }
+    entry = json.loads(instance_entry("svc", "rev", "inst", "stdout", json.dumps(line)))
+    assert entry["trace"] == trace and entry["spanId"] == "00f067aa0ba902b7"
+    assert entry["traceSampled"] is True and entry["labels"] == {"user": "ada"}
+    assert entry["sourceLocation"] == {"file": "main.py", "line": "7"}
+    assert entry["httpRequest"] == {"requestMethod": "GET"}
+    assert entry["service"] == "svc"
+    assert entry["jsonPayload"] == {
+        "severity": "ERROR",
+        "message": "boom",
+        "kept": 1,
+        "service": "an app's own field, not the entry's",
+    }
+
+
+def test_read_filters_by_trace_in_either_form(tmp_path: Path) -> None:
+    logs = LogStore(tmp_path)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    for message, trace in [("request", f"projects/p/traces/{trace_id}"), ("bare", trace_id),
+                           ("other", "projects/p/traces/" + "1" * 32), ("none", None)]:  # fmt: skip
+        entry = platform_entry("svc", message)
+        if trace is not None:
+            entry["trace"] = trace
+        logs.emit(entry)
+    assert [e["message"] for e in logs.read("svc", trace=trace_id)] == ["request", "bare"]
+    assert [e["message"] for e in logs.read("svc", trace=f"projects/p/traces/{trace_id}")] == [
+        "request",
+        "bare",
+    ]
+
+
 @pytest.mark.parametrize(
     "line",
     ['say "hi" \\ to C:\\path', "tab\there\x01\x1f end", "Usuário ✓ 😀", "{not json}", "", "}"],

@@ -22,12 +22,15 @@ def record(
     *,
     target: bytes = b"/path?q=1",
     user_agent: bytes = b"curl/8",
-    traceparent: bytes = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    trace: bytes = b"0af7651916cd43dd8448eb211c80319c",
+    protocol: bytes = b"HTTP/1.1",
+    grpc_status: bytes = b"",
 ) -> RequestRecord:
     return (
         arrival, arrival + latency, b"GET", target, b"svc.localhost:8080", status, 56,
-        144, user_agent, b"127.0.0.1", False, traceparent,
+        144, user_agent, b"127.0.0.1", protocol, trace,
         service, "svc-00001-abc" if service else None, "svc-00001-abc-123456" if service else None,
+        grpc_status,
     )  # fmt: skip
 
 
@@ -43,6 +46,7 @@ def make(tmp_path: Path) -> tuple[Telemetry, LogStore, Metrics, Clock]:
         units=lambda: [],
         precise_clock=lambda: 20.0,
         wall_clock=wall,
+        project="my-project",
     )
     return telemetry, logs, metrics, wall
 
@@ -66,12 +70,30 @@ def test_request_log_entries_are_shaped_like_cloud_run(tmp_path: Path) -> None:
         "remoteIp": "127.0.0.1",
         "protocol": "HTTP/1.1",
     }
-    assert first["trace"] == "0af7651916cd43dd8448eb211c80319c"
+    assert first["trace"] == "projects/my-project/traces/0af7651916cd43dd8448eb211c80319c"
     assert (first["service"], first["revision"], first["instance"]) == (
         "svc", "svc-00001-abc", "svc-00001-abc-123456",
     )  # fmt: skip
     # It ended at 10.002 on the router's clock, which read 20 when the wall read 1.8e9 + 1.
     assert first["timestamp"] == "2027-01-15T07:59:51.002000Z"
+
+
+def test_grpc_calls_log_their_protocol_and_grpc_status(tmp_path: Path) -> None:
+    telemetry, logs, metrics, wall = make(tmp_path)
+    telemetry.records += [
+        record(200, 0.002, protocol=b"HTTP/2", grpc_status=b"5"),
+        record(200, 0.002, protocol=b"HTTP/2"),
+    ]
+    wall.now += 1
+    telemetry.tick()
+    failed, plain = logs.read("svc", limit=10)
+    assert failed["httpRequest"]["protocol"] == "HTTP/2" and failed["grpcStatus"] == 5
+    assert "grpcStatus" not in plain
+    exposition = metrics.exposition()[0].decode()
+    assert (
+        'homerun_grpc_calls_total{grpc_status="5",revision="svc-00001-abc",service="svc"} 1.0'
+        in exposition
+    )
 
 
 def test_request_log_entries_escape_what_the_client_sent(tmp_path: Path) -> None:
@@ -81,7 +103,7 @@ def test_request_log_entries_escape_what_the_client_sent(tmp_path: Path) -> None
         0.002,
         target=b'/say?q="hi"\\\xe9',  # a quote, a backslash and a byte above ASCII
         user_agent=b'agent "quoted"\t\\',  # a quote, a tab and a backslash
-        traceparent=b"00-not-a-trace-id-0",  # malformed: it gives no trace
+        trace=b"",  # an answer of the router's own, before any trace
     )
     telemetry.records.append(odd)
     wall.now += 1
@@ -163,6 +185,7 @@ def test_rows_and_counters_read_the_live_revisions(tmp_path: Path) -> None:
         startup_seconds=[0.5, 1.5],
         startups=2,
         cold_starts=1,
+        liveness_restarts=1,
         memory_exceeded=1,
     )
     processes = ProcessSampler()
@@ -185,6 +208,7 @@ def test_rows_and_counters_read_the_live_revisions(tmp_path: Path) -> None:
     # Totals become increments: only what is new since the last tick is observed again.
     revision.startup_seconds.append(2.5)
     revision.startups += 1
+    revision.liveness_restarts += 1
     wall.now += 1
     telemetry.tick()
     assert telemetry.rows["svc"][-1].cold_starts == 0
@@ -196,6 +220,7 @@ def test_rows_and_counters_read_the_live_revisions(tmp_path: Path) -> None:
     assert (startup_count, startup_sum) == (3, 4.5)
     assert metrics.registry.get_sample_value("homerun_queue_wait_seconds_count", labels) == 1
     assert metrics.registry.get_sample_value("homerun_cold_starts_total", labels) == 1
+    assert metrics.registry.get_sample_value("homerun_liveness_restarts_total", labels) == 2
     revision.memory_exceeded += 1
     wall.now += 1
     telemetry.tick()

@@ -100,15 +100,17 @@ class Proxy:
         capacity: int = 10,
         timeout: float = 10.0,
         max_body_bytes: int = 32 * 1024 * 1024,
+        http2: bool = False,
+        **router_options: Any,
     ) -> None:
-        self.throttler = Throttler("svc-00001-abc", lambda: None, time.monotonic)
+        self.throttler = Throttler("svc-00001-abc", lambda: None, time.monotonic, http2=http2)
         self.endpoint = Endpoint("svc-00001-abc-1", upstream[0], upstream[1], capacity)
         self.throttler.add(self.endpoint)
         self.routes = {
             "svc.test": Route("svc", "svc-00001-abc", self.throttler, timeout),
             "patient.test": Route("svc", "svc-00001-abc", self.throttler, 60.0),
         }
-        self.router = Router(self.resolve, max_body_bytes=max_body_bytes)
+        self.router = Router(self.resolve, max_body_bytes=max_body_bytes, **router_options)
 
     def resolve(self, host: str) -> Route | RouteError:
         name = host.rsplit(":", 1)[0]
@@ -666,8 +668,23 @@ def test_forwarding_headers_and_hop_by_hop_ones(run: Run, instance: Address) -> 
                 ]
             )
             assert kept["traceparent"] == traceparent
+            # Cloud Run's own header names the same trace and span (the span in decimal).
+            span = int("00f067aa0ba902b7", 16)
+            assert kept["x-cloud-trace-context"] == f"4bf92f3577b34da6a3ce929d0e0e4736/{span};o=1"
             other = dict((await client.get("/headers")).json()["headers"])
             assert other["traceparent"].split("-")[1] != headers["traceparent"].split("-")[1]
+            trace_id, parent_id = other["traceparent"].split("-")[1:3]
+            assert other["x-cloud-trace-context"] == f"{trace_id}/{int(parent_id, 16)};o=1"
+            cloud = "105445aa7843bc8bf206b12000100000/1;o=1"
+            from_cloud = dict(
+                (await client.get("/headers", headers={"x-cloud-trace-context": cloud})).json()[
+                    "headers"
+                ]
+            )
+            assert from_cloud["x-cloud-trace-context"] == cloud
+            assert from_cloud["traceparent"] == (
+                "00-105445aa7843bc8bf206b12000100000-0000000000000001-01"
+            )
 
     run(scenario)
 

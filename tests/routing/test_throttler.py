@@ -261,3 +261,35 @@ def test_queue_drained_returns_once_the_queue_is_served() -> None:
         (await waiter).release()
 
     run(scenario())
+
+
+def test_a_suspended_instance_gets_no_new_request_until_resumed() -> None:
+    async def scenario() -> None:
+        demand = Demand()
+        throttler = Throttler("rev", demand, clock)
+        unready = Endpoint("i1", "127.0.0.1", 1, capacity=1)
+        other = Endpoint("i2", "127.0.0.1", 2, capacity=1)
+        throttler.add(unready)
+        in_flight = await throttler.acquire()
+        throttler.add(other)
+        held = await throttler.acquire()
+        assert held.endpoint is other
+        waiter = asyncio.create_task(throttler.acquire())
+        await asyncio.sleep(0)
+        calls = demand.calls
+        throttler.suspend(unready)
+        assert demand.calls == calls + 1  # a request waits and capacity went: decide now
+        # Its in-flight request finishes; the slot it frees is not handed on to the waiter.
+        in_flight.release()
+        await asyncio.sleep(0)
+        assert not waiter.done() and unready.in_flight == 0
+        throttler.resume(unready)
+        lease = await waiter
+        assert lease.endpoint is unready and throttler.endpoints == [other, unready]
+        # An instance that exited meanwhile is not resumed.
+        throttler.suspend(unready)
+        throttler.remove(unready)
+        throttler.resume(unready)
+        assert throttler.endpoints == [other]
+
+    run(scenario())

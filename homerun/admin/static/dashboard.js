@@ -3,7 +3,9 @@
 // lines and scaling reasons come from user apps.
 
 import { Chart, html } from "./chart.js";
+import { renderInside } from "./inside.js";
 import { renderJobs } from "./jobs.js";
+import { renderPools } from "./pools.js";
 
 const REFRESH_MS = 2000;
 const FETCH_TIMEOUT_MS = 10000;
@@ -151,6 +153,7 @@ class ServiceCard {
     }));
 
     this.revisions = html("tbody");
+    this.inside = html("tbody");
     this.instances = html("tbody");
     this.decisions = html("tbody");
     this.logs = html("tbody");
@@ -166,6 +169,8 @@ class ServiceCard {
         panel("Revisions", table(["Revision", "Status", "#Traffic", "#Concurrency", "#Starting",
           "#Ready", "#Draining", "#In flight", "#Queued", "Last scaling decision"], this.revisions,
           `revisions-${name}`), "wide"),
+        panel("Inside the instances", table(["Revision", "Capacity", "#Loop lag",
+          "#Thread pool", "Blocking calls", "Advice"], this.inside, `inside-${name}`), "wide"),
         panel("Instances", table(["Instance", "Revision", "State", "#PID", "#In flight", "#CPU",
           "#Memory"], this.instances, `instances-${name}`)),
         panel("Scaling decisions", table(["When", "Revision", "#Desired", "Mode", "Reason"],
@@ -185,6 +190,7 @@ class ServiceCard {
     this.updateTiles(service);
     this.updateCharts(service, overview);
     this.updateRevisions(service);
+    renderInside(service, this.inside, emptyRow);
     this.updateInstances(service);
     this.updateDecisions(service);
     this.updateLogs(service);
@@ -374,6 +380,7 @@ const page = {
   services: document.getElementById("services"),
   summary: document.getElementById("summary"),
   jobs: document.getElementById("jobs"),
+  pools: document.getElementById("worker-pools"),
   empty: document.getElementById("empty"),
   status: document.getElementById("status"),
 };
@@ -405,9 +412,11 @@ function render(overview) {
       page.cards.delete(name);
     }
   }
-  page.empty.hidden = services.length > 0 || (overview.jobs || []).length > 0;
+  page.empty.hidden = services.length > 0 || (overview.jobs || []).length > 0
+    || (overview.worker_pools || []).length > 0;
   renderSummary(services);
   renderJobs(overview.jobs || [], page.jobs);
+  renderPools(overview.worker_pools || [], page.pools);
   page.refreshes += 1;
   document.body.dataset.window = String(overview.window);
   document.body.dataset.generatedAt = String(overview.generated_at);

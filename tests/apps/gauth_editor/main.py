@@ -5,13 +5,13 @@ GET  /project        -> what Application Default Credentials find: project, acco
 POST /render (text)  -> the renderer's answer (status and body)
 GET  /call-verifier  -> the verifier's answer to a call with an ID token for its URL
 
-Env: EDITOR_UPSTREAM_RENDER_URL and VERIFIER_URL, the services' URLs (the tokens' audiences);
-ROUTER_URL, where to connect: names under .localhost do not resolve inside instances, so
-requests go to the router with the service's host in the Host header.
+GET  /fetch?url=URL   -> a plain GET of URL (no token): its status and body
+
+Env: EDITOR_UPSTREAM_RENDER_URL and VERIFIER_URL, the services' URLs (the tokens' audiences),
+called by those URLs as on Cloud Run (their hosts resolve to the router inside instances).
 """
 
 import os
-import urllib.parse
 
 import google.auth
 import google.auth.transport.requests
@@ -25,7 +25,6 @@ credentials, project_id = google.auth.default()
 app = Flask(__name__)
 RENDER_URL = os.environ["EDITOR_UPSTREAM_RENDER_URL"]
 VERIFIER_URL = os.environ.get("VERIFIER_URL", "")
-ROUTER_URL = os.environ.get("ROUTER_URL", "")
 
 
 def call(url, method="GET", token_header="Authorization", data=None):
@@ -33,12 +32,7 @@ def call(url, method="GET", token_header="Authorization", data=None):
     auth_request = google.auth.transport.requests.Request()
     token = google.oauth2.id_token.fetch_id_token(auth_request, url)
     value = f"Bearer {token}" if token_header == "Authorization" else token
-    headers = {token_header: value}
-    target = url
-    if ROUTER_URL:
-        headers["Host"] = urllib.parse.urlsplit(url).netloc
-        target = ROUTER_URL
-    response = requests.request(method, target, headers=headers, data=data, timeout=30)
+    response = requests.request(method, url, headers={token_header: value}, data=data, timeout=30)
     return {"status": response.status_code, "body": response.text}
 
 
@@ -52,6 +46,12 @@ def project():
         "metadata_host": os.environ.get("GCE_METADATA_HOST"),
         "metadata_ip": os.environ.get("GCE_METADATA_IP"),
     }
+
+
+@app.get("/fetch")
+def fetch():
+    response = requests.get(request.args["url"], timeout=30)
+    return {"status": response.status_code, "body": response.text}
 
 
 @app.post("/render")

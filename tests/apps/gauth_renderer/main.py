@@ -29,7 +29,11 @@ def caller_claims(authorization):
 @app.post("/")
 def render():
     text = request.get_data(as_text=True)
-    claims = caller_claims(request.headers.get("Authorization", ""))
+    # Cloud Run's X-Serverless-Authorization (what `services proxy` sends) comes first.
+    header = request.headers.get("X-Serverless-Authorization") or request.headers.get(
+        "Authorization", ""
+    )
+    claims = caller_claims(header)
     return {
         "html": "<p>" + html.escape(text) + "</p>",
         "caller": claims.get("email"),

@@ -1,0 +1,43 @@
+"""The folder an instance starts in: the artifact's, or the container's workingDir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from homerun.control.environment import instance_cwd
+from homerun.errors import InvalidSpec
+from homerun.model.artifact import ArtifactRecord
+
+
+def artifact(cwd: str) -> ArtifactRecord:
+    return ArtifactRecord(argv=["python", "main.py"], env={}, cwd=cwd)
+
+
+def test_without_working_dir_the_artifacts_folder(tmp_path: Path) -> None:
+    assert instance_cwd(tmp_path, artifact("app"), None) == tmp_path / "app"
+
+
+def test_a_source_builds_code_is_at_workspace(tmp_path: Path) -> None:
+    (tmp_path / "app" / "sub").mkdir(parents=True)
+    built = artifact("app")
+    assert instance_cwd(tmp_path, built, "/workspace") == (tmp_path / "app").resolve()
+    assert instance_cwd(tmp_path, built, "/workspace/sub") == (tmp_path / "app/sub").resolve()
+    with pytest.raises(InvalidSpec, match="without a Dockerfile the code is at /workspace"):
+        instance_cwd(tmp_path, built, "/srv")
+    with pytest.raises(InvalidSpec, match="no such folder in the image"):
+        instance_cwd(tmp_path, built, "/workspace/missing")
+
+
+def test_a_dockerfiles_working_dir_is_in_its_rootfs(tmp_path: Path) -> None:
+    (tmp_path / "rootfs" / "app" / "src").mkdir(parents=True)
+    built = artifact("rootfs/app")
+    assert instance_cwd(tmp_path, built, "/app/src") == (tmp_path / "rootfs/app/src").resolve()
+
+
+def test_a_link_out_of_the_image_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "escape").symlink_to("/etc")
+    with pytest.raises(InvalidSpec, match="no such folder in the image"):
+        instance_cwd(tmp_path, artifact("app"), "/workspace/escape")

@@ -1,0 +1,463 @@
+"""Knative's runtime contract (knative/specs specs/serving/runtime-contract.md) and the
+assertions of knative/serving's test/conformance/runtime tests, one test per statement, named
+after it (test_must_..., test_should_...), against the process runtime. A statement that cannot
+apply here is skipped with the reason; conftest.py prints the tally per level."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from homerun.errors import InvalidSpec
+from homerun.knative import parse_service
+
+from ..harness import Platform, describe
+from .conftest import CONTRACT_APP
+
+pytestmark = pytest.mark.e2e
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def runtime(platform: Platform, service: str, **kwargs: Any) -> dict[str, Any]:
+    response = platform.request(service, "GET", "/runtime", **kwargs)
+    assert response.status_code == 200, response.text
+    report: dict[str, Any] = response.json()
+    return report
+
+
+def headers_seen(report: dict[str, Any]) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = {}
+    for name, value in report["request"]["headers"]:
+        seen.setdefault(name.lower(), []).append(value)
+    return seen
+
+
+def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds}s: {what}"
+        time.sleep(0.2)
+
+
+def log_messages(platform: Platform, service: str) -> str:
+    result = platform.run("logs", "read", service, "--limit", "200", timeout=30)
+    assert result.returncode == 0, describe(result)
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def document(platform: Platform, contract: str) -> dict[str, Any]:
+    """The contract service as a Knative Service document (what `services replace` reads)."""
+    described = platform.run("services", "describe", contract, "--format", "yaml", check=True)
+    loaded: dict[str, Any] = yaml.safe_load(described.stdout)
+    return loaded
+
+
+def replaced(
+    platform: Platform, tmp_path: Path, base: dict[str, Any], edit: Callable[[dict[str, Any]], None]
+) -> Any:
+    changed = copy.deepcopy(base)
+    changed.pop("status", None)
+    edit(changed)
+    path = tmp_path / "service.yaml"
+    path.write_text(yaml.safe_dump(changed, sort_keys=False))
+    return platform.run("services", "replace", str(path), timeout=270)
+
+
+def public(platform: Platform, service: str) -> None:
+    """A service made by `services replace` is private, as on Cloud Run; the tests call it
+    without a token."""
+    platform.run(
+        "services",
+        "add-iam-policy-binding",
+        service,
+        "--member=allUsers",
+        "--role=roles/run.invoker",
+        check=True,
+    )
+
+
+def container(document: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = document["spec"]["template"]["spec"]["containers"][0]
+    return found
+
+
+def refused(
+    platform: Platform,
+    tmp_path: Path,
+    base: dict[str, Any],
+    edit: Callable[[dict[str, Any]], None],
+    *expected: str,
+) -> None:
+    result = replaced(platform, tmp_path, base, edit)
+    assert result.returncode != 0, describe(result)
+    for text in expected:
+        assert text in result.stderr, describe(result)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- Lifecycle -------------------------------------------------------------------------------
+
+
+def test_must_log_failures_of_the_developer_specified_process(platform: Platform) -> None:
+    service = "contract-nosuchprog"
+    result = platform.deploy(service, CONTRACT_APP, "--command", "contract-no-such-program")
+    assert result.returncode != 0
+    assert "contract-no-such-program: No such file or directory" in result.stderr, describe(result)
+    assert "could not be started" in log_messages(platform, service)
+
+
+# -- File descriptors ------------------------------------------------------------------------
+
+
+def test_should_read_eof_from_stdin(platform: Platform, instance_of: str) -> None:
+    assert runtime(platform, instance_of)["stdin"] == "eof"
+
+
+def test_should_collect_stdout_and_stderr_in_the_developers_logs(
+    platform: Platform, contract: str
+) -> None:
+    runtime(platform, contract)
+    until(
+        lambda: (
+            "runtime_contract: to stderr" in log_messages(platform, contract)
+            and "runtime_contract: listening on" in log_messages(platform, contract)
+        ),
+        15,
+        "the app's stdout and stderr lines in `logs read`",
+    )
+
+
+def test_should_start_with_no_descriptors_beyond_stdin_stdout_stderr(
+    platform: Platform, contract: str
+) -> None:
+    # What the process had open before it opened anything: the daemon's own descriptors
+    # (uvloop's copies of its stdio, its log files, sockets) must not leak into it.
+    report = runtime(platform, contract)
+    assert sorted(report["descriptors_at_start"]) == ["0", "1", "2"], report["descriptors_at_start"]
+
+
+# -- Protocols and ports ---------------------------------------------------------------------
+
+
+def test_must_accept_http11_requests_from_the_environment(
+    platform: Platform, instance_of: str
+) -> None:
+    assert runtime(platform, instance_of)["request"]["version"] == "HTTP/1.1"
+
+
+def test_must_provide_a_default_port_when_the_developer_gives_none(
+    platform: Platform, instance_of: str
+) -> None:
+    # The app listens on $PORT, and the router reached it there.
+    assert runtime(platform, instance_of)["env"]["PORT"].isdigit()
+
+
+def test_must_set_port_to_the_containerPort(
+    platform: Platform, document: dict[str, Any], tmp_path: Path
+) -> None:
+    # knative/serving envvars_test TestMustEnvVars: containerPort 8801 -> PORT=8801. A port
+    # free here stands for 8801, which another test on this machine may hold.
+    port = free_port()
+
+    def edit(changed: dict[str, Any]) -> None:
+        changed["metadata"]["name"] = "contract-port"
+        container(changed)["ports"] = [{"name": "http1", "containerPort": port}]
+        container(changed)["startupProbe"]["tcpSocket"]["port"] = port
+
+    result = replaced(platform, tmp_path, document, edit)
+    assert result.returncode == 0, describe(result)
+    public(platform, "contract-port")
+    assert runtime(platform, "contract-port")["env"]["PORT"] == str(port)
+
+
+def test_must_specify_only_one_inbound_containerPort(
+    platform: Platform, document: dict[str, Any], tmp_path: Path
+) -> None:
+    def edit(changed: dict[str, Any]) -> None:
+        container(changed)["ports"] = [{"containerPort": 8080}, {"containerPort": 8081}]
+
+    refused(platform, tmp_path, document, edit, "ports: must be a list of at most one port")
+
+
+def test_should_not_set_hostPort(
+    platform: Platform, document: dict[str, Any], tmp_path: Path
+) -> None:
+    def edit(changed: dict[str, Any]) -> None:
+        container(changed)["ports"] = [{"containerPort": 8080, "hostPort": 80}]
+
+    refused(platform, tmp_path, document, edit, "ports[0].hostPort: unknown field")
+
+
+def test_must_not_set_the_port_name_to_arbitrary_values(
+    platform: Platform, document: dict[str, Any], tmp_path: Path
+) -> None:
+    def edit(changed: dict[str, Any]) -> None:
+        container(changed)["ports"] = [{"name": "websocket", "containerPort": 8080}]
+
+    refused(platform, tmp_path, document, edit, "ports[0].name: 'websocket' is not supported")
+
+
+def test_should_offer_an_http2_upgrade_on_the_same_port() -> None:
+    pytest.skip("HTTP/2 (h2c) to and from instances is the data plane issue's (18)")
+
+
+# -- Headers ---------------------------------------------------------------------------------
+
+
+def test_should_set_inbound_request_headers_to_the_incoming_values(
+    platform: Platform, instance_of: str
+) -> None:
+    seen = headers_seen(runtime(platform, instance_of, headers={"X-Contract": "a, b;c=1"}))
+    assert seen["x-contract"] == ["a, b;c=1"]
+
+
+def test_must_set_the_host_header(platform: Platform, instance_of: str) -> None:
+    assert headers_seen(runtime(platform, instance_of))["host"] == [platform.host(instance_of)]
+
+
+def test_must_set_the_forwarded_header(platform: Platform, instance_of: str) -> None:
+    (forwarded,) = headers_seen(runtime(platform, instance_of))["forwarded"]
+    assert "for=" in forwarded and "proto=http" in forwarded, forwarded
+
+
+def test_should_set_x_forwarded_for_and_x_forwarded_proto(
+    platform: Platform, instance_of: str
+) -> None:
+    seen = headers_seen(runtime(platform, instance_of))
+    assert seen["x-forwarded-for"][0].split(",")[-1].strip() == "127.0.0.1"
+    assert seen["x-forwarded-proto"] == ["http"]
+
+
+def test_should_set_trace_headers(platform: Platform, instance_of: str) -> None:
+    seen = headers_seen(runtime(platform, instance_of))
+    assert seen["traceparent"][0].startswith("00-"), seen
+
+
+# -- Meta requests: probes -------------------------------------------------------------------
+
+
+def test_must_target_the_inbound_container_port_with_probes(
+    platform: Platform, document: dict[str, Any], tmp_path: Path
+) -> None:
+    def edit(changed: dict[str, Any]) -> None:
+        container(changed)["readinessProbe"] = {"httpGet": {"path": "/", "port": 9}}
+
+    refused(
+        platform,
+        tmp_path,
+        document,
+        edit,
+        "readinessProbe.httpGet.port: must be the container port (8080), got 9",
+    )
+
+
+def test_should_start_an_instance_at_deployment_and_mark_it_ready_by_its_readiness_probe(
+    platform: Platform,
+) -> None:
+    # knative/serving readiness_probe_test TestProbeRuntime: a service with an httpGet
+    # readiness probe becomes ready; the instance starts at deployment, before any request.
+    service = "contract-readiness"
+    probe = "httpGet.path=/healthz/readiness,periodSeconds=0"
+    platform.deploy_ok(service, CONTRACT_APP, "--readiness-probe", probe)
+    logs = log_messages(platform, service)
+    assert "ready in" in logs and "GET /healthz/readiness" in logs, logs
+    assert "GET /runtime" not in logs
+
+
+def test_should_mark_the_revision_failed_when_readiness_fails_at_deployment(
+    platform: Platform,
+) -> None:
+    result = platform.deploy(
+        "contract-unready",
+        CONTRACT_APP,
+        "--set-env-vars",
+        "NOT_READY_AT_START=1",
+        "--readiness-probe",
+        "httpGet.path=/healthz/readiness",
+        "--startup-timeout",
+        "4",
+    )
+    assert result.returncode != 0, describe(result)
+    assert (
+        "did not pass its readiness probe, GET /healthz/readiness (GET /healthz/readiness "
+        "answered 503), within the startup timeout of 4s" in result.stderr
+    ), describe(result)
+
+
+def test_should_stop_routing_to_an_instance_whose_readiness_probe_fails(
+    platform: Platform,
+) -> None:
+    service = "contract-unrouted"
+    probe = "httpGet.path=/healthz/readiness,periodSeconds=1,failureThreshold=1"
+    platform.deploy_ok(service, CONTRACT_APP, "--readiness-probe", probe)
+    first = runtime(platform, service)["pid"]
+    assert platform.request(service, "POST", "/readiness/off").status_code == 200
+    # From the next probe on, the instance gets no request: another one answers them.
+    until(
+        lambda: runtime(platform, service, timeout=30)["pid"] != first,
+        20,
+        "a request answered by another instance",
+    )
+    assert "is not ready: readiness probe GET /healthz/readiness failed 1 times" in (
+        log_messages(platform, service)
+    )
+
+
+def test_should_restart_an_instance_whose_liveness_probe_fails(platform: Platform) -> None:
+    # knative/serving liveness_probe_test TestLivenessWithFail.
+    service = "contract-liveness"
+    probe = "httpGet.path=/healthz/liveness,periodSeconds=1,failureThreshold=3"
+    platform.deploy_ok(service, CONTRACT_APP, "--liveness-probe", probe)
+
+    def checks() -> int:
+        response = platform.request(service, "GET", "/healthz/livenessCounter", timeout=30)
+        return int(response.text) if response.status_code == 200 else -1
+
+    until(lambda: checks() >= 5, 20, "5 liveness checks")
+    first = runtime(platform, service)["pid"]
+    assert platform.request(service, "POST", "/start-failing").status_code == 200
+    until(lambda: runtime(platform, service)["pid"] != first, 30, "a restarted instance")
+    until(lambda: checks() >= 5, 20, "5 liveness checks after the restart")
+    logs = log_messages(platform, service)
+    assert "failed its liveness probe GET /healthz/liveness 3 times in a row" in logs, logs
+    assert "restarting it" in logs
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="deliberately not held: exec probes run, as Kubernetes runs them (docs/knative.md)",
+)
+def test_should_disallow_probe_methods_other_than_httpGet_and_tcpSocket(
+    document: dict[str, Any],
+) -> None:
+    changed = copy.deepcopy(document)
+    container(changed)["livenessProbe"] = {"exec": {"command": ["true"]}}
+    with pytest.raises(InvalidSpec):
+        parse_service(changed)
+
+
+# -- Process: command, args, working directory, env ------------------------------------------
+
+
+def test_should_run_the_containers_command_and_args(platform: Platform) -> None:
+    # knative/serving cmd_args_test.
+    service = "contract-args"
+    platform.deploy_ok(service, CONTRACT_APP, "--command", "python", "--args", "main.py,extra")
+    assert runtime(platform, service)["argv"] == ["main.py", "extra"]
+
+
+def test_should_run_in_the_containers_workingDir(
+    platform: Platform, document: dict[str, Any], tmp_path: Path
+) -> None:
+    # knative/serving workingdir_test: the process starts in workingDir. A source build's
+    # code is /workspace, as Google's buildpacks put it.
+    def edit(changed: dict[str, Any]) -> None:
+        changed["metadata"]["name"] = "contract-workdir"
+        container(changed)["workingDir"] = "/workspace/sub"
+        container(changed)["command"] = ["python", "../main.py"]
+
+    result = replaced(platform, tmp_path, document, edit)
+    assert result.returncode == 0, describe(result)
+    public(platform, "contract-workdir")
+    cwd = runtime(platform, "contract-workdir")["cwd"]
+    assert cwd.endswith("/app/sub"), cwd
+
+
+def test_should_set_k_service_k_configuration_and_k_revision(
+    platform: Platform, instance_of: str
+) -> None:
+    env = runtime(platform, instance_of)["env"]
+    assert env["K_SERVICE"] == instance_of and env["K_CONFIGURATION"] == instance_of
+    assert env["K_REVISION"].startswith(f"{instance_of}-0000")
+
+
+def test_should_propagate_env_and_secret_key_refs(platform: Platform, tmp_path: Path) -> None:
+    # knative/serving envpropagation_test: env values and secretKeyRef values reach the app.
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret-value")
+    created = platform.run("secrets", "create", "contract-secret", "--data-file", str(secret))
+    assert created.returncode == 0 or "exists" in created.stderr, describe(created)
+    service = "contract-env"
+    platform.deploy_ok(
+        service,
+        CONTRACT_APP,
+        "--set-env-vars",
+        "PLAIN=value",
+        "--set-secrets",
+        "FROM_SECRET=contract-secret:latest",
+    )
+    env = runtime(platform, service)["env"]
+    assert env["PLAIN"] == "value" and env["FROM_SECRET"] == "s3cret-value"
+
+
+# -- User, filesystems, cgroups, sysctl, hooks -----------------------------------------------
+
+
+def test_must_fail_a_user_the_platform_does_not_allow(
+    platform: Platform, document: dict[str, Any], tmp_path: Path
+) -> None:
+    # Instances run as the daemon's own user (docs/knative.md); a runAsUser is refused,
+    # the revision's deployment fails and the current one keeps serving.
+    def edit(changed: dict[str, Any]) -> None:
+        container(changed)["securityContext"] = {"runAsUser": 1000}
+
+    refused(platform, tmp_path, document, edit, "securityContext: not supported yet")
+
+
+def test_should_document_the_default_user(platform: Platform, instance_of: str) -> None:
+    assert runtime(platform, instance_of)["uid"] == os.getuid()  # the daemon's, as documented
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "knative.md").read_text()
+    assert "Instances run as the user that runs the daemon" in docs
+
+
+def test_must_provide_a_read_write_tmp(platform: Platform, instance_of: str) -> None:
+    assert runtime(platform, instance_of)["tmp_writable"] is True
+
+
+def test_must_let_the_operator_select_and_configure_cgroups() -> None:
+    pytest.skip("cgroups per instance are the sandbox's (issue 13); none are set here yet")
+
+
+def test_should_not_expose_sysctls_to_the_developer(
+    platform: Platform, document: dict[str, Any], tmp_path: Path
+) -> None:
+    def edit(changed: dict[str, Any]) -> None:
+        changed["spec"]["template"]["spec"]["securityContext"] = {
+            "sysctls": [{"name": "net.core.somaxconn", "value": "1024"}]
+        }
+
+    refused(platform, tmp_path, document, edit, "spec.template.spec.securityContext")
+
+
+def test_should_not_let_the_developer_configure_hooks(
+    platform: Platform, document: dict[str, Any], tmp_path: Path
+) -> None:
+    def edit(changed: dict[str, Any]) -> None:
+        container(changed)["lifecycle"] = {"preStop": {"exec": {"command": ["true"]}}}
+
+    refused(platform, tmp_path, document, edit, "lifecycle: not supported")
+
+
+def test_should_not_set_the_terminal_property(
+    platform: Platform, document: dict[str, Any], tmp_path: Path
+) -> None:
+    def edit(changed: dict[str, Any]) -> None:
+        container(changed)["tty"] = True
+
+    refused(platform, tmp_path, document, edit, "tty: not supported")
