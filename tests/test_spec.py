@@ -255,3 +255,10 @@ def test_any_revision_changes_give_a_spec_or_a_named_error(fields: dict[str, obj
     except HomerunError:
         return
     assert spec.check() is spec
+
+
+def test_use_http2_is_kept_until_changed() -> None:
+    on = RevisionChanges(use_http2=True).apply(BASE)
+    assert on.use_http2 and not BASE.use_http2
+    assert RevisionChanges(timeout_seconds=30).apply(on).use_http2  # a flag not given keeps it
+    assert not RevisionChanges(use_http2=False).apply(on).use_http2  # --no-use-http2
