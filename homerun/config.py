@@ -103,6 +103,8 @@ class Settings:
     https_port: int = 0
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # A folder of NAME.crt + NAME.key pairs for several domains, chosen by SNI.
+    tls_certificates_dir: str = ""
     max_request_body_bytes: int = 32 * MiB
     header_timeout_seconds: float = 10.0  # to send a request's line and headers (slowloris)
     keepalive_timeout_seconds: float = 75.0  # an idle client connection stays open (nginx's)
@@ -171,6 +173,7 @@ _KEYS = {
     "https-port": "https_port",
     "tls-cert-file": "tls_cert_file",
     "tls-key-file": "tls_key_file",
+    "tls-certificates-dir": "tls_certificates_dir",
     "max-request-body-bytes": "max_request_body_bytes",
     "header-timeout-seconds": "header_timeout_seconds",
     "keepalive-timeout-seconds": "keepalive_timeout_seconds",
