@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from homerun.model.cost import CostEstimate
 from homerun.model.inspection import Capacity, RampResult, RevisionInspection
 from homerun.model.jobs import ExecutionStatus, TaskStatus
 from homerun.model.states import InstanceState, RevisionStatus
@@ -115,6 +116,7 @@ class RevisionSummary(_View):
     inspection: RevisionInspection | None = None
     warnings: list[str] = []
     ramp: RampResult | None = None  # the latest `services advise --ramp` of the revision
+    cost: CostEstimate | None = None  # its observed use in Cloud Run's terms, while it runs
 
 
 class ServiceDescription(ServiceSummary):
