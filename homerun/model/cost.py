@@ -142,8 +142,8 @@ def _cost(billing: str, seconds: float, usage: Usage, prices: Prices) -> Cost:
 
     return Cost(
         billing=billing,
-        vcpu_seconds=round(vcpu_seconds, 1),
-        gib_seconds=round(gib_seconds, 1),
+        vcpu_seconds=round(vcpu_seconds, 3),
+        gib_seconds=round(gib_seconds, 3),
         requests=requests,
         usd=round(priced(vcpu_seconds, gib_seconds, requests), 6),
         usd_after_free_tier=round(

@@ -166,7 +166,8 @@ def test_the_flask_seed_under_its_dockerfile_has_8_threads_behind_80(platform: P
     # What it used so far, in Cloud Run's terms: busy time, its requests, both billings.
     request_based, instance_based = advice["cost"]["costs"]
     assert request_based["billing"] == "request-based" and request_based["requests"] >= 1
-    assert 0 < request_based["vcpu_seconds"] <= instance_based["vcpu_seconds"]
+    # A few fast requests: milliseconds busy, against the instance's whole life.
+    assert 0 <= request_based["vcpu_seconds"] < instance_based["vcpu_seconds"]
     assert request_based["usd_after_free_tier"] == 0
 
 
