@@ -8,7 +8,18 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from homerun.cli import auth, config, deploy, jobs, logs, platform, revisions, secrets, services
+from homerun.cli import (
+    advise,
+    auth,
+    config,
+    deploy,
+    jobs,
+    logs,
+    platform,
+    revisions,
+    secrets,
+    services,
+)
 from homerun.cli._commands import Group, ParserExit, UsageError, build_parser, parse
 from homerun.cli._context import Context
 from homerun.client import Client
@@ -21,6 +32,7 @@ COMMANDS = Group(
         *platform.COMMANDS,
         *config.COMMANDS,
         *deploy.COMMANDS,
+        advise.advise,  # `homerun advise SERVICE`, as the issue names it; also under services
         services.GROUP,
         revisions.GROUP,
         jobs.GROUP,

@@ -58,7 +58,7 @@ from homerun.spec import validate_service_name
         ("Ask after some traffic what limits hello's instances", "homerun services advise hello"),
         (
             "Ramp a private instance on GET /produtos for 20 s and size for 200 req/s",
-            "homerun services advise hello --path /produtos --duration 20 --target-rps 200",
+            "homerun advise hello --path /produtos --duration 20 --target-rps 200",
         ),
     ],
 )
