@@ -454,7 +454,6 @@ def control_plane(
     inspector = (
         Inspector(paths.inspections, settings.inspector_block_ms) if settings.inspector else None
     )
-    advisor = Advisor(store=store, folder=inspector.folder if inspector else None)
     live = LiveRevisions(
         settings=settings,
         paths=paths,
@@ -469,6 +468,12 @@ def control_plane(
         host_env=host_env,
         metadata_address=metadata_address,
         inspector=inspector,
+    )
+    advisor = Advisor(
+        store=store,
+        folder=inspector.folder if inspector else None,
+        prices=settings.prices,
+        usage=live.usage,
     )
     revisions = Revisions(
         paths=paths,
