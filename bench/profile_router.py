@@ -2,7 +2,7 @@
 deployed seed app through it, and the samples are summed by function (own time, and the time
 of the router's steps with what they call).
 
-    .venv/bin/python bench/profile_router.py --py-spy /path/to/py-spy --duration 10
+    .venv/bin/python bench/profile_router.py [--duration 10] [--perf] [--py-spy PATH]
 
 Bounded: one daemon, one deploy, `--duration` seconds of load (at most 60). The figures go to
 bench/results/profile-STAMP.txt; bench/README.md shows a run.
@@ -14,6 +14,7 @@ import argparse
 import collections
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -39,7 +40,12 @@ IDLE = ("epoll_pwait", "epoll_wait", "futex", "pthread_cond", "sem_", "select", 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="the py-spy program")
+    beside = Path(sys.executable).with_name("py-spy")  # the bench extra installs it here
+    parser.add_argument(
+        "--py-spy",
+        default=str(beside) if beside.exists() else shutil.which("py-spy"),
+        help="the py-spy program",
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds of load (max 60)")
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--rate", type=int, default=250, help="samples per second")

@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from homerun.access.project import DEFAULT_PROJECT, check_project_id
 from homerun.errors import InvalidSpec
+from homerun.model.cost import DEFAULT_PRICES, PriceTable
+from homerun.model.validation import validation_message
 from homerun.scaling.policy import AutoscalerConfig, load_autoscaler_config
 
 MiB = 1024 * 1024
@@ -105,6 +108,8 @@ class Settings:
     https_port: int = 0
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # A folder of NAME.crt + NAME.key pairs for several domains, chosen by SNI.
+    tls_certificates_dir: str = ""
     max_request_body_bytes: int = 32 * MiB
     header_timeout_seconds: float = 10.0  # to send a request's line and headers (slowloris)
     keepalive_timeout_seconds: float = 75.0  # an idle client connection stays open (nginx's)
@@ -152,6 +157,9 @@ class Settings:
     # project-id; service accounts are NAME@PROJECT.iam.gserviceaccount.com).
     project: str = DEFAULT_PROJECT
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
+    # What describe, the dashboard and `services advise` price usage with (config.yaml's
+    # `prices:` overrides any of it: date, source, request-based, instance-based).
+    prices: PriceTable = DEFAULT_PRICES
 
     def paths(self, home: Path) -> Paths:
         cache = os.environ.get(VENV_CACHE_VARIABLE) or self.venv_cache
@@ -165,7 +173,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "bool": bool,
 }
 
-AUTOSCALER = "autoscaler"  # the one nested mapping: Knative's config-autoscaler keys
+AUTOSCALER = "autoscaler"  # a nested mapping: Knative's config-autoscaler keys
+PRICES = "prices"  # Cloud Run's price table (model/cost.py), for the cost homerun estimates
 _KEYS = {
     "listen": "listen",
     "port": "port",
@@ -173,6 +182,7 @@ _KEYS = {
     "https-port": "https_port",
     "tls-cert-file": "tls_cert_file",
     "tls-key-file": "tls_key_file",
+    "tls-certificates-dir": "tls_certificates_dir",
     "max-request-body-bytes": "max_request_body_bytes",
     "header-timeout-seconds": "header_timeout_seconds",
     "keepalive-timeout-seconds": "keepalive_timeout_seconds",
@@ -249,7 +259,47 @@ class LoadedSettings:
             found.append(
                 Setting(key, getattr(self.settings.autoscaler, each.name), self.origin(key))
             )
+        for name, value in _flat(self.settings.prices.model_dump()).items():
+            key = f"{PRICES}.{name}"
+            found.append(Setting(key, value, self.origin(key)))
         return found
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """{"request_based": {"per_vcpu_second": 1}} -> {"request-based.per-vcpu-second": 1}."""
+    if not isinstance(value, dict):
+        return {prefix: value} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}.{_key(str(key))}" if prefix else _key(str(key))
+        flat.update(_flat(item, name) if isinstance(item, dict) else {name: item})
+    return flat
+
+
+def load_prices(value: Any, where: str) -> PriceTable:
+    """config.yaml's `prices:` over the default table; InvalidSpec says what is wrong."""
+    if not isinstance(value, dict):
+        raise InvalidSpec(
+            f"{where}: expected a mapping (date, source, request-based, instance-based), "
+            f"got {value!r}"
+        )
+
+    def snake(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {str(key).replace("-", "_"): snake(inner) for key, inner in item.items()}
+        return item
+
+    merged = DEFAULT_PRICES.model_dump()
+    for key, item in snake(value).items():
+        if isinstance(item, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **item}
+        else:
+            merged[key] = item
+    try:
+        return PriceTable.model_validate(merged)
+    except ValidationError as error:
+        # config.yaml spells the keys with dashes (request-based.per-vcpu-second).
+        raise InvalidSpec(f"{where}: {validation_message(error).replace('_', '-')}") from None
 
 
 def home_origin() -> Origin:
@@ -277,6 +327,10 @@ def load(home: Path, **overrides: Any) -> LoadedSettings:
         known: dict[str, Any] = {}
         types = {f.name: f.type for f in fields(Settings)}
         for key, value in raw.items():
+            if key == PRICES:
+                known["prices"] = load_prices(value, f"{config_file}: prices")
+                origins.update({f"{PRICES}.{name}": CONFIG_FILE for name in _flat(value)})
+                continue
             if key == AUTOSCALER:
                 known["autoscaler"] = load_autoscaler_config(value, f"{config_file}: autoscaler")
                 # load_autoscaler_config refused any key that is not a field's.
@@ -285,7 +339,7 @@ def load(home: Path, **overrides: Any) -> LoadedSettings:
             name = _KEYS.get(str(key))
             if name is None:
                 # A misspelled setting would otherwise leave the default in force, silently.
-                settings_names = [*_KEYS, AUTOSCALER]
+                settings_names = [*_KEYS, AUTOSCALER, PRICES]
                 close = difflib.get_close_matches(str(key), settings_names, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise InvalidSpec(

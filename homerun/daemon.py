@@ -27,10 +27,10 @@ from homerun import build
 from homerun.access import keys
 from homerun.access.certificates import (
     CertificateFiles,
+    CertificateFolder,
     LocalAuthority,
     Reloader,
-    authority_context,
-    server_context,
+    https_context,
 )
 from homerun.access.discovery import issuer_documents
 from homerun.access.iam import user_member
@@ -282,7 +282,7 @@ class Daemon:
             servers.append(remote_admin)
             server_tasks.append(asyncio.ensure_future(remote_admin.serve(sockets=[remote_socket])))
         flusher = asyncio.ensure_future(_flush_logs(logs))
-        reloads = asyncio.ensure_future(_reload_certificate(https[2] if https else None))
+        reloads = asyncio.ensure_future(_reload_certificates(https[2] if https else []))
         sampler = asyncio.ensure_future(_sample(telemetry))
         scaling = asyncio.ensure_future(scaler.run())
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -332,22 +332,36 @@ class Daemon:
 
     def _https(
         self, routes: Callable[[str], bool]
-    ) -> tuple[ssl.SSLContext, str, Reloader | None] | None:
-        """The HTTPS listener's TLS context, what the start line says of its certificate, and
-        what reloads the user's certificate files when they change; None without https-port."""
+    ) -> tuple[ssl.SSLContext, str, list[Callable[[], str | None]]] | None:
+        """The HTTPS listener's TLS context, what the start line says of its certificates, and
+        the checks that reload the user's certificate files when they change; None without
+        https-port."""
         settings = self.settings
         if not settings.https_port:
             return None
+        config = self.paths.config_file
+        folder = None
+        checks: list[Callable[[], str | None]] = []
+        if settings.tls_certificates_dir:
+            folder = CertificateFolder(
+                Path(settings.tls_certificates_dir).expanduser(),
+                f"{config}: tls-certificates-dir",
+            )
+            checks.append(folder.check)
+        default: CertificateFiles | LocalAuthority
+        where = f"{config}: tls-cert-file, tls-key-file"
         if settings.tls_cert_file:
-            files = CertificateFiles(
+            default = CertificateFiles(
                 Path(settings.tls_cert_file).expanduser(), Path(settings.tls_key_file).expanduser()
             )
-            where = f"{self.paths.config_file}: tls-cert-file, tls-key-file"
-            context = server_context(files, where)
-            return context, f" (certificate {files.cert})", Reloader(context, files, where)
-        authority = LocalAuthority(self.paths.tls, lambda: datetime.datetime.now(datetime.UTC))
-        context = authority_context(authority, settings.domain, routes)
-        return context, f" (trust {authority.files.cert} to verify it)", None
+            note = f" (certificate {default.cert})"
+        else:
+            default = LocalAuthority(self.paths.tls, lambda: datetime.datetime.now(datetime.UTC))
+            note = f" (trust {default.files.cert} to verify it)"
+        context = https_context(default, settings.domain, folder, routes, where)
+        if isinstance(default, CertificateFiles):
+            checks.append(Reloader(context, default, where).check)
+        return context, note, checks
 
     def _dashboard_socket(self) -> socket.socket:
         """The dashboard's socket; an ephemeral port when the set one is taken."""
@@ -440,7 +454,6 @@ def control_plane(
     inspector = (
         Inspector(paths.inspections, settings.inspector_block_ms) if settings.inspector else None
     )
-    advisor = Advisor(store=store, folder=inspector.folder if inspector else None)
     live = LiveRevisions(
         settings=settings,
         paths=paths,
@@ -455,6 +468,12 @@ def control_plane(
         host_env=host_env,
         metadata_address=metadata_address,
         inspector=inspector,
+    )
+    advisor = Advisor(
+        store=store,
+        folder=inspector.folder if inspector else None,
+        prices=settings.prices,
+        usage=live.usage,
     )
     revisions = Revisions(
         paths=paths,
@@ -684,12 +703,13 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-async def _reload_certificate(reloader: Reloader | None) -> None:
+async def _reload_certificates(checks: list[Callable[[], str | None]]) -> None:
     """Every 10 s: new handshakes take the user's certificate files once they change."""
-    if reloader is None:
+    if not checks:
         return
     while True:
         await asyncio.sleep(10)
-        message = reloader.check()
-        if message:
-            print(f"homerun: {message}", flush=True)
+        for check in checks:
+            message = check()
+            if message:
+                print(f"homerun: {message}", flush=True)

@@ -80,3 +80,33 @@ def test_the_readme_example_is_a_valid_config_yaml(tmp_path: Path) -> None:
     settings = settings_from(tmp_path, example.group(1))
     assert settings.port == 9090 and settings.dashboard_port == 9091
     assert settings.autoscaler.stable_window == 30.0
+
+
+def test_prices_override_the_cloud_run_table_and_say_where_from(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(
+        "prices:\n  date: '2027-01-01'\n  request-based:\n    per-vcpu-second: 0.00003\n"
+    )
+    loaded = load(tmp_path)
+    prices = loaded.settings.prices
+    assert prices.date == "2027-01-01" and prices.request_based.per_vcpu_second == 0.00003
+    assert prices.request_based.free_requests == 2_000_000  # the rest as Cloud Run's
+    assert loaded.origin("prices.request-based.per-vcpu-second") == CONFIG_FILE
+    effective = {setting.key: setting for setting in loaded.effective(tmp_path)}
+    assert effective["prices.instance-based.per-vcpu-second"].value == 0.000018
+    assert effective["prices.instance-based.per-vcpu-second"].origin == DEFAULT
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("prices: cheap\n", "prices: expected a mapping"),
+        ("prices:\n  request-based:\n    per-vcpu-second: -1\n", "request-based.per-vcpu-second"),
+        ("prices:\n  per-request: 1\n", "per-request: unknown field"),
+        ("inspector-block-ms: 5\n", "inspector-block-ms: expected 10 to 60000"),
+    ],
+)
+def test_bad_prices_and_inspector_settings_are_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(InvalidSpec, match=re.escape(message)):
+        settings_from(tmp_path, text)

@@ -269,3 +269,10 @@ def test_startup_probe_flags_and_the_startup_timeout_stay_one_budget() -> None:
     # A TCP startup probe is the default one: only its budget is kept.
     third = RevisionChanges(startup_probe=Probe(period_seconds=3)).apply(second)
     assert third.startup_probe is None and third.startup_timeout_seconds == 9
+
+
+def test_use_http2_is_kept_until_changed() -> None:
+    on = RevisionChanges(use_http2=True).apply(BASE)
+    assert on.use_http2 and not BASE.use_http2
+    assert RevisionChanges(timeout_seconds=30).apply(on).use_http2  # a flag not given keeps it
+    assert not RevisionChanges(use_http2=False).apply(on).use_http2  # --no-use-http2

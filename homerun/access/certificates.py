@@ -280,12 +280,113 @@ class Reloader:
         return f"reloaded the HTTPS certificate {self.files.cert}"
 
 
-def authority_context(
-    authority: LocalAuthority, domain: str, routes: Callable[[str], bool]
+class CertificateFolder:
+    """The user's certificates for several domains: PEM pairs in a folder (`NAME.crt` with
+    `NAME.key`), each given to handshakes whose SNI names a host it covers (its DNS names; a
+    wildcard `*.example.com` covers one label). Loaded again when a file there changes."""
+
+    def __init__(self, folder: Path, where: str) -> None:
+        self.folder = folder
+        self.where = where
+        self.contexts: dict[str, ssl.SSLContext] = {}
+        self.seen = self._signature()
+        problems = self._load()
+        if problems:
+            raise HomerunError("; ".join(problems))
+
+    def context_for(self, name: str) -> ssl.SSLContext | None:
+        name = name.lower().rstrip(".")
+        exact = self.contexts.get(name)
+        if exact is not None:
+            return exact
+        _, dot, parent = name.partition(".")
+        return self.contexts.get(f"*.{parent}") if dot else None
+
+    def check(self) -> str | None:
+        """Load the folder again if a file there changed; what happened, or None."""
+        signature = self._signature()
+        if signature == self.seen:
+            return None
+        self.seen = signature
+        kept = self.contexts
+        problems = self._load()
+        if problems:
+            self.contexts = kept
+            return "; ".join(problems) + "; the certificates loaded before stay in use"
+        return f"reloaded the HTTPS certificates in {self.folder} ({len(self.contexts)} names)"
+
+    def _signature(self) -> tuple[tuple[str, int], ...]:
+        try:
+            entries = sorted(self.folder.iterdir())
+        except OSError:
+            return ()
+        return tuple(
+            (entry.name, entry.stat().st_mtime_ns)
+            for entry in entries
+            if entry.suffix in (".crt", ".key") and entry.is_file()
+        )
+
+    def _load(self) -> list[str]:
+        if not self.folder.is_dir():
+            return [f"{self.where}: {self.folder} is not a folder"]
+        contexts: dict[str, ssl.SSLContext] = {}
+        problems = []
+        for cert in sorted(self.folder.glob("*.crt")):
+            files = CertificateFiles(cert, cert.with_suffix(".key"))
+            try:
+                context = server_context(files, self.where)
+                certificate = x509.load_pem_x509_certificate(cert.read_bytes())
+                names = certificate.extensions.get_extension_for_class(
+                    x509.SubjectAlternativeName
+                ).value.get_values_for_type(x509.DNSName)
+            except HomerunError as error:
+                problems.append(str(error))
+                continue
+            except (ValueError, x509.ExtensionNotFound):
+                problems.append(f"{self.where}: {cert} names no host (no DNS subjectAltName)")
+                continue
+            for name in names:
+                contexts.setdefault(name.lower(), context)
+        self.contexts = contexts
+        return problems
+
+
+class SniChooser:
+    """The HTTPS port's SNI callback: the user's certificate for the name from the folder if
+    one covers it, else one the local authority issues for a routed name, else the default."""
+
+    def __init__(self, folder: CertificateFolder | None, issuer: SniIssuer | None) -> None:
+        self.folder = folder
+        self.issuer = issuer
+
+    def __call__(self, tls: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+        if name is None:
+            return
+        if self.folder is not None:
+            chosen = self.folder.context_for(name)
+            if chosen is not None:
+                tls.context = chosen
+                return
+        if self.issuer is not None:
+            self.issuer(tls, name, context)
+
+
+def https_context(
+    default: CertificateFiles | LocalAuthority,
+    domain: str,
+    folder: CertificateFolder | None,
+    routes: Callable[[str], bool],
+    where: str,
 ) -> ssl.SSLContext:
-    """The HTTPS context without certificate files of the user's: the local authority's
-    default certificate, and one per routed service name by SNI."""
-    where = f"the local authority's certificate in {authority.directory}"
-    context = server_context(authority.issue(local_names(domain), "default"), where)
-    context.sni_callback = SniIssuer(authority, routes)
+    """The HTTPS port's context: the user's default certificate, or the local authority's
+    (which also issues one per routed service name), with the folder's certificates by SNI."""
+    if isinstance(default, LocalAuthority):
+        where = f"the local authority's certificate in {default.directory}"
+        context = server_context(default.issue(local_names(domain), "default"), where)
+        issuer: SniIssuer | None = SniIssuer(default, routes)
+    else:
+        context = server_context(default, where)
+        issuer = None
+    if folder is not None or issuer is not None:
+        context.sni_callback = SniChooser(folder, issuer)
     return context

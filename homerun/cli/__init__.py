@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from homerun.cli import (
+    advise,
     auth,
     config,
     deploy,
@@ -32,6 +33,7 @@ COMMANDS = Group(
         *platform.COMMANDS,
         *config.COMMANDS,
         *deploy.COMMANDS,
+        advise.advise,  # `homerun advise SERVICE`, as the issue names it; also under services
         services.GROUP,
         revisions.GROUP,
         jobs.GROUP,

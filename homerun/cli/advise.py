@@ -14,6 +14,7 @@ from homerun.cli._commands import command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._output import print_json
 from homerun.errors import HomerunError
+from homerun.model.cost import CostEstimate
 from homerun.model.inspection import Capacity, RampRequest, RevisionInspection
 from homerun.model.views import RevisionSummary
 from homerun.spec import validate_service_name
@@ -57,7 +58,7 @@ from homerun.spec import validate_service_name
         ("Ask after some traffic what limits hello's instances", "homerun services advise hello"),
         (
             "Ramp a private instance on GET /produtos for 20 s and size for 200 req/s",
-            "homerun services advise hello --path /produtos --duration 20 --target-rps 200",
+            "homerun advise hello --path /produtos --duration 20 --target-rps 200",
         ),
     ],
 )
@@ -107,12 +108,31 @@ def advise(arguments: argparse.Namespace, context: Context) -> int:
     print(f"  Recommended --concurrency: {advice.recommended_concurrency} ({change})")
     if advice.server_settings:
         print(f"  Or change the server: {advice.server_settings}")
+    for line in cost_lines(advice.cost, "Cost so far"):
+        print(f"  {line}")
+    for line in cost_lines(advice.cost_per_million_at_knee, "A million requests at the knee"):
+        print(f"  {line}")
     if advice.instances_for_target is not None:
         print(
             f"  For {advice.target_rps:g} req/s: {advice.instances_for_target} instance(s) at "
             f"the knee (--min-instances {advice.instances_for_target} keeps them warm)"
         )
     return 0
+
+
+def cost_lines(estimate: CostEstimate | None, title: str) -> list[str]:
+    """Both billing settings, in Cloud Run's units, with the price table's date."""
+    if estimate is None:
+        return []
+    lines = [f"{title} on Cloud Run (prices of {estimate.prices_date}):"]
+    for cost in estimate.costs:
+        requests = f", {cost.requests:,} requests" if cost.requests else ""
+        lines.append(
+            f"  {cost.billing:<15} ${cost.usd:.6f} ({cost.vcpu_seconds:,.1f} vCPU-s, "
+            f"{cost.gib_seconds:,.1f} GiB-s{requests}); after the free tier "
+            f"${cost.usd_after_free_tier:.6f}"
+        )
+    return lines
 
 
 def _ms(value: float | None) -> str:
@@ -199,6 +219,8 @@ def print_capacity_lines(revision: RevisionSummary) -> None:
     if revision.inspection is not None:
         for line in inspection_lines(revision.inspection)[1:]:
             print(f"      {line}")
+    for line in cost_lines(revision.cost, "cost so far"):
+        print(f"      {line}")
     for warning in revision.warnings:
         print(
             textwrap.fill(

@@ -11,7 +11,7 @@ import yaml
 
 from homerun.cli._commands import command, flag
 from homerun.cli._context import Context
-from homerun.config import AUTOSCALER, LoadedSettings, Setting, home_origin, load
+from homerun.config import LoadedSettings, Setting, home_origin, load
 from homerun.errors import HomerunError
 
 # Origins line up after `key: value`: the longest, the autoscaler's target percentage, fits.
@@ -72,17 +72,17 @@ def _header(loaded: LoadedSettings, home: str) -> list[str]:
 
 
 def _as_yaml(settings: list[Setting]) -> list[str]:
-    """config.yaml's own form: the top-level keys, then the `autoscaler:` mapping."""
+    """config.yaml's own form: the top-level keys, then the `autoscaler:` and `prices:`
+    mappings (`prices.request-based.per-vcpu-second` nested two deep)."""
     lines = []
-    nested = False
+    opened: list[str] = []  # the mappings the previous key was in
     for setting in settings:
-        key = setting.key
-        if key.startswith(AUTOSCALER + "."):
-            if not nested:
-                lines.append(f"{AUTOSCALER}:")
-                nested = True
-            key = "  " + key.removeprefix(AUTOSCALER + ".")
-        text = f"{key}: {_scalar(setting.value)}"
+        *parents, name = setting.key.split(".")
+        for depth, parent in enumerate(parents):
+            if opened[: depth + 1] != parents[: depth + 1]:
+                lines.append(f"{'  ' * depth}{parent}:")
+        opened = parents
+        text = f"{'  ' * len(parents)}{name}: {_scalar(setting.value)}"
         lines.append(f"{text:<{COMMENT_COLUMN}} # {setting.origin}")
     return lines
 

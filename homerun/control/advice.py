@@ -3,10 +3,12 @@ and its start command, handed to the pure advisor (observe/advisor.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from homerun.build.capacity import command_capacity
 from homerun.errors import NotFound
+from homerun.model.cost import DEFAULT_PRICES, PriceTable, Usage
 from homerun.model.inspection import Advice, Capacity, RampResult, RevisionInspection
 from homerun.observe.advisor import advise
 from homerun.observe.inspection import read_snapshots, summarize
@@ -14,9 +16,19 @@ from homerun.store import RevisionRecord, Store
 
 
 class Advisor:
-    def __init__(self, *, store: Store, folder: Path | None) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        folder: Path | None,
+        prices: PriceTable = DEFAULT_PRICES,
+        usage: Callable[[RevisionRecord], Usage | None] = lambda _: None,
+    ) -> None:
         self._store = store
         self._folder = folder  # HOMERUN_HOME/inspect; None: the inspector is off
+        self._prices = prices
+        # What the revision's instances did so far (LiveRevisions.usage), for its cost.
+        self._usage = usage
         # The latest ramp of each revision (`services advise --ramp`), until the daemon stops:
         # describe, the dashboard and a later `services advise` show it.
         self._ramps: dict[str, RampResult] = {}
@@ -58,6 +70,8 @@ class Advisor:
             inspection=self.inspection(revision.name, port),
             ramp=ramp or self._ramps.get(revision.name),
             target_rps=target_rps,
+            usage=self._usage(revision),
+            prices=self._prices,
         )
 
 

@@ -18,6 +18,7 @@ from homerun.control.secrets import SecretValues, reads_latest
 from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, NotFound
 from homerun.model.annotations import ADAPTIVE_CONCURRENCY
+from homerun.model.cost import Usage, gib, vcpus
 from homerun.model.limits import limits
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry
@@ -106,6 +107,21 @@ class LiveRevisions:
         return self._paths.hosts
 
     # -- units ----------------------------------------------------------------------------
+
+    def usage(self, revision: RevisionRecord) -> Usage | None:
+        """What the revision's instances did while it ran here (None: it does not run now),
+        in the units Cloud Run bills."""
+        unit = self.units.get(revision.name)
+        if unit is None:
+            return None
+        instance_seconds, busy_seconds, requests = unit.supervised.usage(self._clock())
+        return Usage(
+            instance_seconds=instance_seconds,
+            busy_seconds=busy_seconds,
+            requests=requests,
+            vcpus=vcpus(revision.spec.cpu),
+            gib=gib(revision.spec.memory),
+        )
 
     def unit(self, revision: RevisionRecord) -> RevisionUnit:
         """The revision's unit, made with its route on first use (HomerunError when a secret

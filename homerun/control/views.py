@@ -246,6 +246,7 @@ class Views:
             "capacity": advice.capacity,
             "inspection": advice.inspection,
             "ramp": advice.ramp,
+            "cost": advice.cost,
             "warnings": [
                 finding.message for finding in advice.findings if finding.severity == "warning"
             ],

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from homerun.model.cost import CostEstimate
+
 _BIG = 10**9
 
 
@@ -150,3 +152,7 @@ class Advice(_Read):
     ramp: RampResult | None = None
     target_rps: float | None = None
     instances_for_target: int | None = None  # instances for --target-rps at the knee
+    # In Cloud Run's terms: what the revision's observed use would cost, and what a million
+    # requests would at the knee (the recommended setting's throughput).
+    cost: CostEstimate | None = None
+    cost_per_million_at_knee: CostEstimate | None = None

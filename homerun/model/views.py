@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from homerun.model.cost import CostEstimate
 from homerun.model.inspection import Capacity, RampResult, RevisionInspection
 from homerun.model.jobs import ExecutionStatus, TaskStatus
 from homerun.model.states import InstanceState, RevisionStatus
@@ -117,6 +118,7 @@ class RevisionSummary(_View):
     # Instances ended for going past the memory limit while the revision was live.
     memory_limit_exceeded: int = 0
     ramp: RampResult | None = None  # the latest `services advise --ramp` of the revision
+    cost: CostEstimate | None = None  # its observed use in Cloud Run's terms, while it runs
 
 
 class ServiceDescription(ServiceSummary):

@@ -5,6 +5,13 @@ from __future__ import annotations
 
 import math
 
+from homerun.model.cost import (
+    DEFAULT_PRICES,
+    PriceTable,
+    Usage,
+    estimate,
+    per_million_requests,
+)
 from homerun.model.inspection import (
     Advice,
     Capacity,
@@ -27,6 +34,8 @@ def advise(
     inspection: RevisionInspection | None,
     ramp: RampResult | None = None,
     target_rps: float | None = None,
+    usage: Usage | None = None,
+    prices: PriceTable = DEFAULT_PRICES,
 ) -> Advice:
     """The advice for one revision. `declared` is the capacity read from its start command;
     the inspector's measured capacity, when there is one, wins (gunicorn may read a config
@@ -87,6 +96,9 @@ def advise(
                 recommended = pool_capacity
 
     instances = None
+    per_million = None
+    if ramp is not None and ramp.knee is not None and ramp.knee_rps and usage is not None:
+        per_million = per_million_requests(ramp.knee_rps, usage.vcpus, usage.gib, prices)
     if ramp is not None and ramp.knee is not None and ramp.knee_rps:
         findings.append(_ramp_finding(ramp))
         # What the instance did under load wins over what its settings imply.
@@ -133,6 +145,8 @@ def advise(
         ramp=ramp,
         target_rps=target_rps,
         instances_for_target=instances,
+        cost=estimate(usage, prices) if usage is not None else None,
+        cost_per_million_at_knee=per_million,
     )
 
 

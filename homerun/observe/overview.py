@@ -132,6 +132,7 @@ def _inside(revision: RevisionSummary) -> dict[str, Any] | None:
         and inspection is None
         and not revision.warnings
         and revision.ramp is None
+        and revision.cost is None
     ):
         return None
     return {
@@ -147,6 +148,7 @@ def _inside(revision: RevisionSummary) -> dict[str, Any] | None:
         ][:5],
         "warnings": revision.warnings,
         "ramp": revision.ramp.model_dump() if revision.ramp else None,
+        "cost": revision.cost.model_dump() if revision.cost else None,
     }
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from homerun.routing._h2c import after_preface, upgrade_request
+from homerun.routing._hosts import port_refusal, quoted, split_absolute
 from homerun.routing._http import (
     BODY_BUFFER_FULL,
     HOP_BY_HOP,
@@ -21,7 +23,6 @@ from homerun.routing._http import (
     without_named,
 )
 from homerun.routing.exchange import Exchange
-from homerun.routing.table import InvalidPort, split_port
 from homerun.routing.trace import trace_context
 from homerun.routing.types import RouteError
 
@@ -55,7 +56,6 @@ _MAX_URL_BYTES = 8 * 1024
 _VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 _random_bits = random.getrandbits
-_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # The request head an instance gets, by the scheme the client used: method, target, headers,
 # X-Forwarded-For, Forwarded, the rest.
 _HEAD_FORMATS = {
@@ -63,41 +63,6 @@ _HEAD_FORMATS = {
     b"forwarded: %%s\r\n%%s\r\n" % scheme
     for scheme in (b"http", b"https")
 }
-
-
-def _split_absolute(url: bytes) -> tuple[bytes | None, bytes]:
-    """`http://host:port/path?q` -> (b"host:port", b"/path?q"); (None, url) if not an URL."""
-    scheme, separator, rest = url.partition(b"://")
-    if not separator or scheme.lower() not in (b"http", b"https"):
-        return None, url
-    cut = len(rest)
-    for delimiter in (b"/", b"?"):
-        position = rest.find(delimiter)
-        if position != -1:
-            cut = min(cut, position)
-    authority, path = rest[:cut], rest[cut:]
-    if not authority or b"@" in authority:
-        return None, url
-    return authority, path if path.startswith(b"/") else b"/" + path
-
-
-def _port_refusal(host: bytes, ports: frozenset[int]) -> tuple[int, str] | None:
-    """Why a Host (or an absolute target's authority) naming a port is not for this router, if
-    it is not: 400 for a port that cannot be, 404 for another port, as for an unknown host."""
-    text = host.decode("latin-1")
-    try:
-        _, port = split_port(text)
-    except InvalidPort as invalid:
-        return (400, f"the Host header's port is not valid: {invalid}")
-    if port is None or port in ports:
-        return None
-    listening = ", ".join(str(each) for each in sorted(ports))
-    return (404, f"no service answers at {text}: this router listens on port {listening}")
-
-
-def _quoted(value: bytes) -> bytes:
-    """An RFC 7239 quoted-string: a host with a port is not a token."""
-    return b'"%s"' % value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
 
 
 class _UrlTooLong(Exception):
@@ -367,7 +332,7 @@ class ClientConnection(asyncio.Protocol):
         if url[:1] != b"/" and url != b"*" and method != b"CONNECT":
             # The absolute form (GET http://svc.localhost/path): RFC 9112 section 3.2.2 has a
             # server accept it and take the host from it, ignoring any Host header.
-            authority, path = _split_absolute(url)
+            authority, path = split_absolute(url)
             if authority is None:
                 exchange.error = (400, "the request target must be a path or an http(s) URL")
                 exchange.close_client = True
@@ -389,7 +354,7 @@ class ClientConnection(asyncio.Protocol):
         elif (
             b":" in host
             and not host.endswith(router.port_suffix)
-            and (refusal := _port_refusal(host, router.ports)) is not None
+            and (refusal := port_refusal(host, router.ports)) is not None
         ):
             # The port is part of the service's URL: svc.localhost:99999 is not this router.
             exchange.error = refusal
@@ -595,7 +560,7 @@ class ClientConnection(asyncio.Protocol):
         forwarded_for = address if hops is None else hops + b", " + address
         if host != self.node_host:  # a client names the same host request after request
             self.node_host = host
-            self.node = b"%s;proto=%s;host=%s" % (self.forwarded_node, self.scheme, _quoted(host))
+            self.node = b"%s;proto=%s;host=%s" % (self.forwarded_node, self.scheme, quoted(host))
         node = self.node
         forwarded = node if self.forwarded is None else self.forwarded + b", " + node
         extra = b""
@@ -638,48 +603,31 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel.send(early_bytes)
 
     def _http2_preface(self, data: bytes) -> bytes | None:
-        """A client with prior knowledge of HTTP/2 (h2c) opens with PRI * HTTP/2.0, which
-        llhttp stops at: what the HTTP/2 side is to read, preface and all, or None if this
-        was no preface."""
+        """A client with prior knowledge of HTTP/2 (h2c): the bytes for the HTTP/2 side."""
         if self.requests or self.exchanges or not self.in_head or self.url != b"*":
             return None
-        seen = self.head_read_bytes  # preface bytes of earlier reads
-        preface = _HTTP2_PREFACE
-        if seen >= len(preface) or data[: len(preface) - seen] != preface[seen:]:
-            return None
-        return preface + data[len(preface) - seen :]
+        return after_preface(data, self.head_read_bytes)
 
     def _upgrades_to_http2(self, method: bytes, has_body: bool) -> bool:
         """Take an `Upgrade: h2c` request (RFC 7540 section 3.2): its response comes as HTTP/2
         on stream 1. One with a body, or behind other requests, stays HTTP/1.1 (the server
-        may ignore an upgrade)."""
+        may ignore an upgrade); so does one over TLS, where ALPN chooses (RFC 9113 3.2)."""
         if self.upgrade_protocol.strip().lower() != b"h2c" or has_body or self.exchanges:
             return False
-        if self.scheme != b"http":
-            return False  # h2c is HTTP/2 without TLS; over TLS, ALPN chooses (RFC 9113 3.2)
-        pieces = self.header_pieces
-        settings = [pieces[at + 2] for at in range(0, len(pieces), 4)
-                    if pieces[at].lower() == b"http2-settings"]  # fmt: skip
         duplicate = self.authorization is _DUPLICATE or self.serverless_authorization is _DUPLICATE
-        if len(settings) != 1 or self.host is None or self.host_count != 1 or duplicate:
+        if self.scheme != b"http" or self.host is None or self.host_count != 1 or duplicate:
             return False
-        request = [
-            (b":method", method), (b":scheme", b"http"), (b":authority", self.host),
-            (b":path", self.url),
-        ]  # fmt: skip
-        for at in range(0, len(pieces), 4):
-            name = pieces[at].lower()
-            if name not in (b"host", b"http2-settings"):
-                request.append((name, pieces[at + 2]))
-        for name, value in (
+        taken_out = (
             (b"x-forwarded-for", self.forwarded_for),
             (b"forwarded", self.forwarded),
             (b"authorization", self.authorization),
             (b"x-serverless-authorization", self.serverless_authorization),
-        ):
-            if value is not None:
-                request.append((name, value))
-        self.h2c_upgrade = (settings[0], request)
+        )
+        forwarded = [(name, value) for name, value in taken_out if value is not None]
+        upgrade = upgrade_request(method, self.url, self.host, self.header_pieces, forwarded)
+        if upgrade is None:
+            return False
+        self.h2c_upgrade = upgrade
         self.parsing = None
         return True
 

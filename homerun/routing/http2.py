@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # Streams a client may have open at once (nginx's http2_max_concurrent_streams is 128, gRPC's
 # servers and Google's front end announce 100). The library refuses one more.
 MAX_CONCURRENT_STREAMS = 100

@@ -34,6 +34,10 @@ class Endpoint:
     exited: bool = False  # the supervisor saw the instance exit (Throttler.remove)
     # `--concurrency auto`: sets `capacity` from the instance's latency (routing/adaptive.py).
     limiter: AdaptiveLimit | None = None
+    # What Cloud Run's request-based billing counts: time with a request in flight.
+    requests: int = 0
+    busy_seconds: float = 0.0  # ended busy periods
+    busy_since: float | None = None  # the one under way
     # Keep-alive connections to this instance that no request uses right now; the proxy owns them.
     idle_connections: list[Any] = field(default_factory=list)
     # h2c connections to it (a revision deployed with --use-http2), each with streams in flight.
@@ -81,6 +85,9 @@ class Lease:
         # --concurrency auto: when the instance got the request, and how many it then held.
         self._started = throttler.clock() if endpoint.limiter is not None else 0.0
         self._load = endpoint.in_flight
+        endpoint.requests += 1
+        if endpoint.busy_since is None:
+            endpoint.busy_since = self._started or throttler.clock()
 
     def first_byte(self) -> None:
         """The response began: record how long a request that had to wait took to get here,
@@ -326,7 +333,11 @@ class Throttler:
 
     def _release(self, endpoint: Endpoint) -> None:
         endpoint.in_flight -= 1
-        self.meter.change(-1, self.clock())
+        now = self.clock()
+        self.meter.change(-1, now)
+        if not endpoint.in_flight and endpoint.busy_since is not None:
+            endpoint.busy_seconds += now - endpoint.busy_since
+            endpoint.busy_since = None
         if endpoint.draining:
             if endpoint.in_flight == 0:
                 self._wake_idle(endpoint)

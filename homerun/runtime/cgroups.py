@@ -33,6 +33,7 @@ CFS_PERIOD_US = 100_000  # 100 ms, the kernel's default and Kubernetes'
 # fork bomb stops there.
 DEFAULT_PIDS_MAX = 4096
 _PREFIX = "homerun-"
+_MAX_SHARES = 262_144  # the kernel's
 
 
 class CgroupError(HomerunError):
@@ -107,7 +108,8 @@ class Availability:
             consequences.append("--cpu is not enforced")
         if not self.folders:
             consequences.append(
-                "a process an instance detaches (setsid) may outlive a stop by up to 2 s"
+                "a process an instance detaches (setsid) may outlive it when the instance "
+                "crashes, is forked by a zygote, or the daemon is SIGKILLed"
             )
         if "pids" in self.missing and self.folders:
             consequences.append("an instance's process count is not bounded")
@@ -254,6 +256,7 @@ class Cgroups:
                 where.mkdir(parents=True, exist_ok=True)
                 folders[controller] = where
             cgroup = InstanceCgroup(name, folders)
+            self.reweigh()
             for controller, values in limit_values(limits, self._pids_max).items():
                 if controller in folders:
                     for file_name, value in values:
@@ -271,6 +274,18 @@ class Cgroups:
                 ) from error
             raise
         return cgroup
+
+    def reweigh(self) -> None:
+        """Give this home's cpu group the weight of what is in it: 1024 (a process's) for each
+        revision group or task in it. Outside it each process weighs 1024, and so did each
+        instance before it was grouped: a daemon's instances together must not weigh as one
+        process against the rest of the machine."""
+        root = self.folders.get("cpu")
+        if root is None:
+            return
+        with contextlib.suppress(OSError):
+            groups = sum(1 for entry in root.iterdir() if entry.is_dir())
+            (root / "cpu.shares").write_text(str(min(_MAX_SHARES, 1024 * max(1, groups))))
 
     def clean(self, attempts: int = 50) -> int:
         """Kill every process left in this home's groups (left by a daemon that was killed,

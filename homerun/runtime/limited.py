@@ -201,6 +201,10 @@ class LimitedRuntime:
             self._reaper.wait()
             self._reaper = None
 
+    def _gone(self, instance: LimitedInstance) -> None:
+        self._instances.discard(instance)
+        self._cgroups.reweigh()
+
     def mode(self, revision: str) -> tuple[str, str]:
         mode, reason = self._inner.mode(revision)
         groups = ", ".join(self._cgroups.controllers)
@@ -219,6 +223,6 @@ class LimitedRuntime:
         except BaseException:
             kill_and_remove(cgroup)
             raise
-        instance = LimitedInstance(inner, cgroup, wanted, output, on_gone=self._instances.discard)
+        instance = LimitedInstance(inner, cgroup, wanted, output, on_gone=self._gone)
         self._instances.add(instance)
         return instance

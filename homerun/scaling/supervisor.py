@@ -283,8 +283,7 @@ class Supervisor:
         except BaseException:
             exit_watch.cancel()
             await self._terminate(instance)
-            if instance in supervised.instances:
-                supervised.instances.remove(instance)
+            supervised.end(instance, self._clock())
             raise
         instance.state = InstanceState.READY
         instance.ready_at = self._clock()
@@ -585,8 +584,7 @@ class Supervisor:
         # No request goes to it from now on.
         if instance.endpoint is not None:
             unit.throttler.remove(instance.endpoint)
-        if instance in unit.supervised.instances:
-            unit.supervised.instances.remove(instance)
+        unit.supervised.end(instance, self._clock())
         # Whatever the main process left in its group (workers, a forked server) goes too,
         # and its last lines are read before the entry that says it exited.
         instance.process.signal(signal.SIGKILL)

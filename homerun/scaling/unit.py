@@ -101,6 +101,41 @@ class Supervised:
     memory_exceeded: int = 0  # instances ended for going past --memory, ever
     # Retired with no instance left, and the runtime told to forget the revision (its zygote).
     released: bool = False
+    # What instances that are gone did (cost in Cloud Run's terms): their lives, their time with
+    # a request in flight, their requests.
+    ended_instance_seconds: float = 0.0
+    ended_busy_seconds: float = 0.0
+    ended_requests: int = 0
+
+    def usage(self, now: float) -> tuple[float, float, int]:
+        """(instance-seconds, busy seconds, requests) of the revision so far."""
+        instance_seconds, busy, requests = (
+            self.ended_instance_seconds,
+            self.ended_busy_seconds,
+            self.ended_requests,
+        )
+        for instance in self.instances:
+            instance_seconds += now - instance.started_at
+            endpoint = instance.endpoint
+            if endpoint is not None:
+                busy += endpoint.busy_seconds
+                if endpoint.busy_since is not None:
+                    busy += now - endpoint.busy_since
+                requests += endpoint.requests
+        return instance_seconds, busy, requests
+
+    def end(self, instance: ManagedInstance, now: float) -> None:
+        """An instance leaves `instances`: what it did is kept in the totals."""
+        if instance not in self.instances:
+            return
+        self.instances.remove(instance)
+        self.ended_instance_seconds += now - instance.started_at
+        endpoint = instance.endpoint
+        if endpoint is not None:
+            self.ended_busy_seconds += endpoint.busy_seconds
+            if endpoint.busy_since is not None:
+                self.ended_busy_seconds += now - endpoint.busy_since
+            self.ended_requests += endpoint.requests
 
     def confirm(self, now: float) -> None:
         """Its deploy succeeded: the scaler decides from now on. A retired unit stays retired."""

@@ -30,6 +30,10 @@ def test_without_config_yaml_every_setting_is_its_default(run: Run, home: Path) 
     assert f"{'venv-cache: ' + str(home / 'venvs'):<48} # default" in lines
     assert "autoscaler:" in lines
     assert f"{'  stable-window: 60.0':<48} # default" in lines
+    # The price table nests two deep, as config.yaml would write it.
+    at = lines.index("prices:")
+    assert lines[at + 3] == "  request-based:"
+    assert lines[at + 4] == f"{'    per-vcpu-second: 2.4e-05':<48} # default"
     assert lines[-2].startswith("# Read when the daemon starts")
     assert "--port N --listen ADDRESS` overrides those two for that run only" in lines[-1]
 

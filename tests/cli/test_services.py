@@ -245,6 +245,7 @@ def test_advise_names_the_gap_and_the_concurrency_to_set(run: Run, fake: FakeCli
     assert fake.called("advise") == [("hello", None)]
     as_json = json.loads(run("services", "advise", "hello", "--format", "json").out)
     assert as_json["recommended_concurrency"] == 8
+    assert run("advise", "hello").out == out  # `homerun advise`, as the issue names it
 
 
 def test_advise_ramp_flags_make_a_bounded_ramp_request(run: Run, fake: FakeClient) -> None:

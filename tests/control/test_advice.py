@@ -54,6 +54,13 @@ def test_instances_load_the_inspector_and_the_advice_reads_what_they_wrote(
         described = plane.control.views.describe("svc").revisions[0]
         assert described.capacity == advice.capacity
         assert any("72 requests wait inside gunicorn" in w for w in described.warnings)
+        # Its use so far, priced as Cloud Run would (the fake instance took no request).
+        assert described.cost is not None
+        assert [cost.billing for cost in described.cost.costs] == [
+            "request-based",
+            "instance-based",
+        ]
+        assert described.cost.prices_source.startswith("https://cloud.google.com/run/pricing")
 
         await plane.control.close()  # stops the instance first (the fake's socket with it)
         await plane.control.revisions.delete_service("svc")

@@ -163,6 +163,12 @@ def test_the_flask_seed_under_its_dockerfile_has_8_threads_behind_80(platform: P
     assert advice["server_settings"] == "gunicorn --workers 1 --threads 80"
     described = platform.describe_service("helloworld")["revisions"][0]
     assert any("8 thread(s) = 8 request(s) at once" in w for w in described["warnings"])
+    # What it used so far, in Cloud Run's terms: busy time, its requests, both billings.
+    request_based, instance_based = advice["cost"]["costs"]
+    assert request_based["billing"] == "request-based" and request_based["requests"] >= 1
+    # A few fast requests: milliseconds busy, against the instance's whole life.
+    assert 0 <= request_based["vcpu_seconds"] < instance_based["vcpu_seconds"]
+    assert request_based["usd_after_free_tier"] == 0
 
 
 def test_a_ramp_on_a_private_instance_finds_the_40_thread_knee(platform: Platform) -> None:
@@ -185,6 +191,10 @@ def test_a_ramp_on_a_private_instance_finds_the_40_thread_knee(platform: Platfor
     assert 25 <= ramp["knee_rps"] <= 45, ramp
     assert advice["recommended_concurrency"] == ramp["knee"]
     assert advice["instances_for_target"] >= 5
+    # A million requests at the knee: 1e6 / knee_rps busy vCPU-seconds (1 vCPU by default).
+    million = advice["cost_per_million_at_knee"]["costs"][0]
+    assert million["requests"] == 1_000_000
+    assert abs(million["vcpu_seconds"] - 1_000_000 / ramp["knee_rps"]) < 1
     # Bounded: 16 s of load, the instance's start and stop, and the CLI around it.
     assert took < 16 + 40, took
     # The private instance saw the pool fill; it is gone, and the live one never moved.

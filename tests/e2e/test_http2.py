@@ -5,7 +5,9 @@ client (httpx, h2c with prior knowledge) of an HTTP/1.1 app."""
 from __future__ import annotations
 
 import json
+import os
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import trustme
 import yaml
 from fakes import free_port
 
-from .harness import APPS, Platform, describe, running_platform
+from .harness import APPS, HOMERUN, Platform, describe, running_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -132,3 +134,30 @@ def test_https_without_certificate_files_uses_the_local_authority(
             )
             response = client.send(request)
             assert response.status_code == 200 and response.http_version == "HTTP/2"
+
+
+def test_a_missing_certificate_stops_the_start_naming_the_setting(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    missing = tmp_path / "nowhere.crt"
+    (home / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "https-port": free_port(),
+                "tls-cert-file": str(missing),
+                "tls-key-file": str(tmp_path / "nowhere.key"),
+            }
+        )
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HOMERUN_")}
+    env["HOMERUN_HOME"] = str(home)
+    result = subprocess.run(
+        [*HOMERUN, "up", "--port", str(free_port())],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "tls-cert-file" in result.stderr and f"{missing} does not exist" in result.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,21 @@ def test_a_cpu_burner_at_half_a_core_uses_half_a_core(platform: Platform) -> Non
 def test_homerun_home_is_the_daemons_users_alone(platform: Platform) -> None:
     # The harness made it with the default mode (0755 under umask 022).
     assert stat.S_IMODE(platform.home.stat().st_mode) == 0o700
+
+
+def test_a_job_task_past_its_memory_limit_fails_saying_so(
+    platform: Platform, tmp_path: Path
+) -> None:
+    source = tmp_path / "hog"
+    source.mkdir()
+    # Written, so every page is really used (a zero-filled allocation would not be).
+    (source / "main.py").write_text("hoard = b'x' * (400 << 20)\nprint('survived')\n")
+    (source / "Procfile").write_text("web: python main.py\n")
+    created = platform.run(
+        "jobs", "create", "hogjob", "--source", str(source), "--memory", "128Mi",
+        "--max-retries", "0", timeout=270,
+    )  # fmt: skip
+    assert created.returncode == 0, describe(created)
+    result = platform.run("jobs", "execute", "hogjob", "--wait", timeout=120)
+    assert result.returncode == 1, describe(result)
+    assert "Memory limit of 128 MiB exceeded with " in result.stderr, describe(result)

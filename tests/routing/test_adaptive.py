@@ -87,3 +87,26 @@ def test_the_throttler_follows_the_limit_and_dispatches_when_it_grows() -> None:
         assert endpoint.in_flight == lowered + 1 <= endpoint.capacity
 
     asyncio.run(scenario())
+
+
+def test_the_throttler_counts_busy_time_and_requests_for_the_cost() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        throttler = Throttler("rev", lambda: None, clock)
+        endpoint = Endpoint("i1", "127.0.0.1", 1, capacity=4)
+        throttler.add(endpoint)
+        first = await throttler.acquire()
+        clock.advance(1.0)
+        second = await throttler.acquire()  # overlapping: the instance is busy once
+        clock.advance(1.0)
+        first.release()
+        clock.advance(0.5)
+        second.release()
+        clock.advance(10.0)  # idle: not billed under request-based billing
+        third = await throttler.acquire()
+        clock.advance(0.25)
+        third.release()
+        assert endpoint.requests == 3
+        assert endpoint.busy_seconds == 2.75 and endpoint.busy_since is None
+
+    asyncio.run(scenario())

@@ -11,12 +11,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
+import trustme
 from fakes import free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from homerun.access.certificates import CertificateFiles, server_context
 from homerun.routing.types import RequestRecord
 
 from .test_proxy import APPS, Address, Proxy, Run, read_response, run, until
@@ -173,5 +176,36 @@ def test_a_websocket_upgrade_to_an_h2c_revision_gets_502(run: Run, grpc_instance
             answer = await read_response(reader)
             assert answer.status == 502 and b"--use-http2" in answer.body
             writer.close()
+
+    run(scenario)
+
+
+def test_grpc_over_tls_with_alpn_h2(run: Run, grpc_instance: Address, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    issued = ca.issue_cert("svc.test")
+    files = CertificateFiles(tmp_path / "server.crt", tmp_path / "server.key")
+    issued.cert_chain_pems[0].write_to_path(str(files.cert))
+    issued.private_key_pem.write_to_path(str(files.key))
+    context = server_context(files, "config.yaml")
+
+    async def scenario() -> None:
+        async with Proxy(grpc_instance, http2=True) as proxy:
+            await proxy.router.start_tls("127.0.0.1", 0, context)
+
+            def call() -> None:
+                credentials = grpc.ssl_channel_credentials(root_certificates=ca.cert_pem.bytes())
+                options = [
+                    ("grpc.ssl_target_name_override", "svc.test"),
+                    ("grpc.default_authority", "svc.test"),
+                    ("grpc.enable_http_proxy", 0),
+                ]
+                address = f"127.0.0.1:{proxy.router.tls_port}"
+                with grpc.secure_channel(address, credentials, options=options) as client:
+                    answer = client.unary_unary("/test.Echo/Unary")(b"tls", timeout=10)
+                    assert answer == b"echo:tls:127.0.0.1"
+                    streamed = client.unary_stream("/test.Echo/ServerStream")(b"2", timeout=10)
+                    assert list(streamed) == [b"0", b"1"]
+
+            await asyncio.to_thread(call)
 
     run(scenario)

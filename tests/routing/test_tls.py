@@ -14,9 +14,11 @@ import trustme
 
 from homerun.access.certificates import (
     CertificateFiles,
+    CertificateFolder,
     LocalAuthority,
     Reloader,
     SniIssuer,
+    https_context,
     local_names,
     server_context,
 )
@@ -190,3 +192,65 @@ class Clock:
 
     def __call__(self) -> datetime.datetime:
         return self.now
+
+
+def test_several_domains_by_sni_from_a_certificate_folder(
+    run: Run, instance: Address, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    folder = tmp_path / "certificates"
+    folder.mkdir()
+    issued(ca, folder, "a.test").cert.rename(folder / "a.crt")
+    (folder / "server.key").rename(folder / "a.key")
+    issued(ca, folder, "*.b.test").cert.rename(folder / "b.crt")
+    (folder / "server.key").rename(folder / "b.key")
+    default = issued(ca, tmp_path, "svc.test")
+    certificates = CertificateFolder(folder, "config.yaml: tls-certificates-dir")
+    context = https_context(default, "localhost", certificates, lambda name: False, "config.yaml")
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+
+    async def get(port: int, name: str) -> int:
+        async with httpx.AsyncClient(
+            verify=trusted, http2=True, timeout=10, trust_env=False
+        ) as client:
+            request = client.build_request(
+                "GET",
+                f"https://127.0.0.1:{port}/hello",
+                headers={"host": "svc.test"},
+                extensions={"sni_hostname": name},
+            )
+            return (await client.send(request)).status_code
+
+    async def scenario() -> None:
+        async with Proxy(instance) as proxy:
+            await proxy.router.start_tls("127.0.0.1", 0, context)
+            port = proxy.router.tls_port
+            assert port is not None
+            # Each name gets the certificate that covers it; any other the default one.
+            for name in ("a.test", "x.b.test", "svc.test"):
+                assert await get(port, name) == 200
+            for uncovered in ("c.test", "x.y.b.test"):
+                with pytest.raises(httpx.ConnectError, match="not valid for"):
+                    await get(port, uncovered)
+            # A certificate added to the folder is served after the next check.
+            issued(ca, folder, "c.test").cert.rename(folder / "c.crt")
+            (folder / "server.key").rename(folder / "c.key")
+            message = certificates.check()
+            assert message is not None and "reloaded" in message
+            assert await get(port, "c.test") == 200
+            # A broken pair is reported; what was loaded stays.
+            (folder / "d.crt").write_text("not a certificate")
+            message = certificates.check()
+            assert message is not None and "stay in use" in message and "d.key" in message
+            assert await get(port, "c.test") == 200
+
+    run(scenario)
+
+
+def test_a_certificate_folder_with_a_problem_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(HomerunError, match="is not a folder"):
+        CertificateFolder(tmp_path / "missing", "config.yaml: tls-certificates-dir")
+    (tmp_path / "lonely.crt").write_text("x")
+    with pytest.raises(HomerunError, match=r"lonely.key does not exist"):
+        CertificateFolder(tmp_path, "config.yaml: tls-certificates-dir")

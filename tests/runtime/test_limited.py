@@ -295,13 +295,15 @@ def test_a_revision_scaled_out_on_a_busy_loop_does_not_starve_its_neighbour(
                 Output(),
             )
             leftovers.add(neighbour)
+            # Against the rest of the machine, the two revisions weigh as two processes.
+            assert (folders["cpu"] / "cpu.shares").read_text().strip() == "2048"
             await asyncio.sleep(0.5)
             pids = [instance.pid for instance in [*burners, neighbour]]
             before = [cpu_seconds(pid) for pid in pids]
             await asyncio.sleep(3)
             used = [cpu_seconds(pid) - start for pid, start in zip(pids, before, strict=True)]
             burner_total, neighbour_used = sum(used[:-1]), used[-1]
-            assert neighbour_used >= 0.6 * burner_total, used
+            assert neighbour_used >= 0.5 * burner_total, used  # about 1; 0.25 ungrouped
             assert burner_total <= 1.15 * 3, used  # four instances, and not more than a core
 
     run(scenario())

@@ -170,7 +170,7 @@ class ServiceCard {
           "#Ready", "#Draining", "#In flight", "#Queued", "Last scaling decision"], this.revisions,
           `revisions-${name}`), "wide"),
         panel("Inside the instances", table(["Revision", "Capacity", "#Loop lag",
-          "#Thread pool", "Blocking calls", "Ramp", "Advice"], this.inside, `inside-${name}`), "wide"),
+          "#Thread pool", "Blocking calls", "Ramp", "Cost so far", "Advice"], this.inside, `inside-${name}`), "wide"),
         panel("Instances", table(["Instance", "Revision", "State", "#PID", "#In flight", "#CPU",
           "#Memory"], this.instances, `instances-${name}`)),
         panel("Scaling decisions", table(["When", "Revision", "#Desired", "Mode", "Reason"],

@@ -43,6 +43,15 @@ function rampCell(inside) {
     : `knee ${ramp.knee} (${ramp.knee_rps} req/s)` }), ...steps);
 }
 
+function costCell(inside) {
+  const estimate = inside.cost;
+  if (!estimate) return html("td", { className: "muted", text: "–" });
+  return html("td", { title: `prices of ${estimate.prices_date}: ${estimate.prices_source}` },
+    ...(estimate.costs || []).map((cost) => html("div", { className: "mono",
+      text: `${cost.billing}: $${cost.usd.toFixed(6)} (${cost.vcpu_seconds} vCPU-s, `
+        + `${cost.gib_seconds} GiB-s${cost.requests ? `, ${cost.requests} req` : ""})` })));
+}
+
 export function renderInside(service, tbody, emptyRow) {
   const rows = (service.revisions || []).filter((revision) => revision.inside).map((revision) => {
     const inside = revision.inside;
@@ -53,9 +62,10 @@ export function renderInside(service, tbody, emptyRow) {
       html("td", { className: "num", text: poolText(inside) }),
       blockingCell(inside),
       rampCell(inside),
+      costCell(inside),
       html("td", {}, ...(inside.warnings || []).map((warning) =>
         html("div", { className: "reason", text: warning }))));
   });
   tbody.replaceChildren(...(rows.length ? rows
-    : [emptyRow(7, "nothing measured yet (Python instances report once they serve)")]));
+    : [emptyRow(8, "nothing measured yet (Python instances report once they serve)")]));
 }
