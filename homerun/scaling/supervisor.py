@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import secrets
 import signal
-import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
@@ -18,6 +17,7 @@ from homerun.routing.adaptive import AdaptiveLimit
 from homerun.routing.throttler import Endpoint
 from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
 from homerun.scaling.diagnosis import hint, trimmed
+from homerun.scaling.ports import can_connect, free_port, port_is_free, wrong_port
 from homerun.scaling.probes import ProbeResult, ProbeTarget, run_probe
 from homerun.scaling.unit import ManagedInstance, RevisionUnit, UnitPhase
 from homerun.spec import expand_k8s_vars
@@ -30,19 +30,6 @@ T = TypeVar("T")
 # app that opens another port first (metrics) and binds $PORT later has this long to do so.
 WRONG_PORT_SECONDS = 5.0
 _PORT_CHECK_SECONDS = 0.5
-
-
-def wrong_port(port: int, ports: set[int]) -> str:
-    """Why an app that listens elsewhere is not ready, and how each server reads PORT."""
-    listed = ", ".join(str(p) for p in sorted(ports))
-    return (
-        f"the app listens on port {listed}, not on $PORT={port}; it must take the port from "
-        "the PORT environment variable, e.g.\n"
-        '  Flask:    app.run(port=int(os.environ.get("PORT", 8080)))\n'
-        "  uvicorn:  uvicorn main:app --port $PORT\n"
-        "  gunicorn: gunicorn --bind :$PORT main:app\n"
-        "  Django:   python manage.py runserver $PORT (or gunicorn on PKG.wsgi)"
-    )
 
 
 def _unstartable(argv: list[str], error: OSError) -> str:
@@ -372,7 +359,7 @@ class Supervisor:
             if exit_watch.done():
                 await self._exited_at_start(unit, instance, exit_watch.result(), "listening on")
             foreign = False
-            if await _can_connect(instance.port):
+            if await can_connect(instance.port):
                 if self._listens_itself(instance):
                     return
                 # Another program took the port before the instance bound it: the instance
@@ -612,7 +599,7 @@ class Supervisor:
         instances, not in its throttler, not counted by the autoscaler (`services advise
         --ramp` loads it). Stopped, as any instance is, when the block ends."""
         plan = unit.plan
-        port = _free_port(self._ports)
+        port = free_port(self._ports)
         name = f"{plan.name}-advise-{secrets.token_hex(2)}"
         env = dict(plan.env, PORT=str(port))
 
@@ -640,7 +627,7 @@ class Supervisor:
         self._registry.record(name, unit.name, process.pid)
         try:
             deadline = instance.started_at + plan.startup_timeout
-            while not await _can_connect(port):
+            while not await can_connect(port):
                 if process.returncode is not None:
                     raise StartFailed(
                         f"the private instance {name} ended before it listened "
@@ -683,11 +670,11 @@ class Supervisor:
         port; the others get ports of their own (apps take $PORT, so they work the same).
         With a network namespace per instance, each could have the container port."""
         if container_port is None:
-            return _free_port(self._ports), ""
-        if container_port not in self._ports and _port_is_free(container_port):
+            return free_port(self._ports), ""
+        if container_port not in self._ports and port_is_free(container_port):
             return container_port, ""
         holder = "another instance" if container_port in self._ports else "another program"
-        return _free_port(self._ports), (
+        return free_port(self._ports), (
             f" (containerPort {container_port} is held by {holder}: instances share this "
             "machine's loopback)"
         )
@@ -714,35 +701,3 @@ def _cancel_checks(instance: ManagedInstance) -> None:
 def _consume_exception(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
-
-
-def _free_port(taken: set[int]) -> int:
-    """A port free now and given to no instance of ours (one that is starting does not listen
-    yet, so the kernel may offer its port again)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port not in taken:
-            return port
-
-
-def _port_is_free(port: int) -> bool:
-    """Whether a server could bind the port on loopback now (with SO_REUSEADDR, as servers
-    bind: a port whose last connections linger in TIME_WAIT is free)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-async def _can_connect(port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    return True

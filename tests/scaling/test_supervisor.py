@@ -17,11 +17,11 @@ from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore
 from homerun.routing.throttler import Throttler
 from homerun.runtime.process import ProcessRuntime
+from homerun.scaling.ports import free_port
 from homerun.scaling.supervisor import (
     InstanceRegistry,
     StartFailed,
     Supervisor,
-    _free_port,
 )
 from homerun.scaling.unit import RevisionPlan, RevisionUnit, UnitPhase
 
@@ -215,7 +215,7 @@ def test_a_port_given_to_an_instance_is_not_given_again() -> None:
     # The kernel may offer a port again while the instance that got it has not bound it yet.
     taken: set[int] = set()
     for _ in range(300):
-        port = _free_port(taken)
+        port = free_port(taken)
         assert port not in taken
         taken.add(port)
 
