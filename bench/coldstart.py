@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -236,9 +237,11 @@ async def measure_app(app: App, artifact: Artifact, args: argparse.Namespace) ->
         )
     finally:
         if limited is not None:
-            limited.close()
+            limited.close()  # removes the bench's groups too
+        else:
             for folder in groups.folders.values():
-                folder.rmdir()
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         zygotes.close()
         spawner.close()
     return {
