@@ -61,6 +61,10 @@ class Paths:
         return self.home / "logs"
 
     @property
+    def images(self) -> Path:
+        return self.home / "images"
+
+    @property
     def config_file(self) -> Path:
         return self.home / "config.yaml"
 

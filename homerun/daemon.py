@@ -29,11 +29,13 @@ from homerun.access.tokens import SigningKey, TokenAuthority
 from homerun.admin.api import create_app
 from homerun.admin.bearer import RequireToken
 from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
+from homerun.build.images import ImageStore
 from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.control import ControlPlane
 from homerun.control.access import Guards, Iam
 from homerun.control.deploys import BuildFunction, Deploys
 from homerun.control.executions import Executions, NoRuntime
+from homerun.control.images import Images
 from homerun.control.job_artifacts import JobArtifacts
 from homerun.control.job_logs import JobLogs
 from homerun.control.job_views import JobViews
@@ -377,6 +379,7 @@ def control_plane(
         host_env=host_env,
         metadata_address=metadata_address,
     )
+    images = ImageStore(paths.images, clock=wall_clock)
     revisions = Revisions(
         paths=paths,
         store=store,
@@ -384,6 +387,7 @@ def control_plane(
         live=live,
         tasks=tasks,
         retention=settings.revision_retention,
+        image_venvs=images.venvs,
     )
     traffic = Traffic(store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values)
     iam = Iam(store, logs, authority, access_changed=live.refresh_access)
@@ -436,6 +440,7 @@ def control_plane(
             secrets=secret_values,
             tasks=tasks,
             urls=urls,
+            images=images,
             clock=clock,
             progress_seconds=progress_seconds,
         ),
@@ -470,6 +475,14 @@ def control_plane(
             schedules=schedules,
             tasks=tasks,
             wall_clock=wall_clock,
+        ),
+        images=Images(
+            store=images,
+            settings=settings,
+            paths=paths,
+            build=build,
+            revisions=revisions,
+            tasks=tasks,
         ),
     )
 

@@ -18,6 +18,7 @@ from homerun.control.job_plan import JobRequest
 from homerun.errors import HomerunError, InvalidSpec, NotFound
 from homerun.knative import parse_service
 from homerun.model.events import DeployEvent, JobEvent
+from homerun.model.images import BuildEvent, BuildRequest
 from homerun.model.jobs import ExecutionOverrides
 from homerun.model.validation import validation_message
 from homerun.spec import DeployRequest
@@ -202,6 +203,25 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         record = control.jobs.executions.cancel(request.path_params["name"])
         return _view(control.jobs.views.execution(record.name))
 
+    async def builds(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                body = BuildRequest.model_validate_json(await request.body())
+            except ValidationError as error:
+                raise InvalidSpec(f"invalid build request: {validation_message(error)}") from None
+            return StreamingResponse(
+                _build_ndjson(control.images.submit(body)), media_type="application/x-ndjson"
+            )
+        return _views(control.images.builds())
+
+    async def images(request: Request) -> Response:
+        if request.method == "DELETE":
+            name = request.query_params.get("name")
+            if not name:
+                raise InvalidSpec("name: give the image to delete (?name=IMAGE)")
+            return JSONResponse({"deleted": control.images.delete(name)})
+        return _views(control.images.images())
+
     async def homerun_error(request: Request, exc: Exception) -> Response:
         status_code = 404 if isinstance(exc, NotFound) else 400
         return JSONResponse({"error": str(exc)}, status_code=status_code)
@@ -233,6 +253,8 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             Route("/v1/executions", executions),
             Route("/v1/executions/{name}", execution, methods=["GET", "DELETE"]),
             Route("/v1/executions/{name}/cancel", execution_cancel, methods=["POST"]),
+            Route("/v1/builds", builds, methods=["GET", "POST"]),
+            Route("/v1/images", images, methods=["GET", "DELETE"]),
         ],
         exception_handlers={HomerunError: homerun_error},
     )
@@ -244,6 +266,11 @@ async def _ndjson(events: AsyncIterator[DeployEvent]) -> AsyncIterator[bytes]:
 
 
 async def _job_ndjson(events: AsyncIterator[JobEvent]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield event.model_dump_json().encode() + b"\n"
+
+
+async def _build_ndjson(events: AsyncIterator[BuildEvent]) -> AsyncIterator[bytes]:
     async for event in events:
         yield event.model_dump_json().encode() + b"\n"
 

@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 from homerun.control.job_plan import JobRequest
 from homerun.model import views
 from homerun.model.events import DeployEvent, JobEvent
+from homerun.model.images import BuildEvent, BuildRequest, BuildSummary, ImageSummary
 from homerun.model.jobs import ExecutionOverrides
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
@@ -81,6 +82,9 @@ _VIEWS: tuple[type[BaseModel], ...] = (
     views.JobDescription,
     views.ExecutionSummary,
     views.ExecutionDescription,
+    BuildSummary,
+    ImageSummary,
+    BuildRequest,
 )
 
 
@@ -98,12 +102,15 @@ def _view_schemas() -> dict[str, Any]:
     )
     event = TypeAdapter(DeployEvent).json_schema(ref_template=_REF, mode="serialization")
     job_event = TypeAdapter(JobEvent).json_schema(ref_template=_REF, mode="serialization")
+    build_event = TypeAdapter(BuildEvent).json_schema(ref_template=_REF, mode="serialization")
     return {
         **document.get("$defs", {}),
         **event.pop("$defs", {}),
         **job_event.pop("$defs", {}),
+        **build_event.pop("$defs", {}),
         "DeployEvent": event,
         "JobEvent": job_event,
+        "BuildEvent": build_event,
     }
 
 
@@ -273,6 +280,29 @@ def openapi_document() -> dict[str, Any]:
                 ),
             },
             **_job_paths(),
+            **_image_paths(),
+        },
+    }
+
+
+def _image_paths() -> dict[str, Any]:
+    """Builds and the local image store."""
+    submit = _operation("build a folder into an image (`builds submit`)", body=_ref("BuildRequest"))
+    submit["responses"]["200"] = {
+        "description": "its events as they happen, the last `built` or `error`",
+        "content": {"application/x-ndjson": {"schema": _ref("BuildEvent")}},
+    }
+    return {
+        "/v1/builds": {
+            "get": _operation("list builds, newest first", returns=_list_of("BuildSummary")),
+            "post": submit,
+        },
+        "/v1/images": {
+            "get": _operation("list the local image store", returns=_list_of("ImageSummary")),
+            "delete": _operation(
+                "delete an image name (NAME[:TAG]) or every name of a digest (NAME@sha256:...)",
+                query={"name": {"type": "string"}},
+            ),
         },
     }
 

@@ -105,6 +105,19 @@ def copy_artifact(
     return copied
 
 
+def move_artifact(root: Path, record: ArtifactRecord, dest: Path) -> ArtifactRecord:
+    """Blocking: rename the artifact folder `root` to `dest` (same file system), with the
+    paths that named it pointing at `dest`; its digest does not change (it leaves paths out)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    root.rename(dest)
+    moved = ArtifactRecord.model_validate(_rebase(record.model_dump(), str(root), str(dest)))
+    manifest = dest / MANIFEST
+    if manifest.exists():
+        rebased = _rebase(json.loads(manifest.read_text()), str(root), str(dest))
+        manifest.write_text(json.dumps(rebased, indent=2) + "\n")
+    return moved
+
+
 def _rebase(value: Any, old: str, new: str) -> Any:
     if isinstance(value, str):
         if value == old or value.startswith(old + os.sep):

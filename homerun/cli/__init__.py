@@ -8,7 +8,18 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from homerun.cli import auth, config, deploy, jobs, logs, platform, revisions, secrets, services
+from homerun.cli import (
+    auth,
+    builds,
+    config,
+    deploy,
+    jobs,
+    logs,
+    platform,
+    revisions,
+    secrets,
+    services,
+)
 from homerun.cli._commands import Group, ParserExit, UsageError, build_parser, parse
 from homerun.cli._context import Context
 from homerun.client import Client
@@ -27,6 +38,9 @@ COMMANDS = Group(
         secrets.GROUP,
         logs.GROUP,
         auth.GROUP,
+        builds.BUILDS,
+        builds.IMAGES,
+        deploy.RUN,
     ),
     examples=(
         (

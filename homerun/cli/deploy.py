@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from homerun.cli import flags
-from homerun.cli._commands import command, flag, positional
+from homerun.cli._commands import Group, command, flag, one_of, positional
 from homerun.cli._context import Context
 from homerun.cli._events import follow, print_deployed
 from homerun.client import Client, remote_target
 from homerun.errors import HomerunError, NotFound
+from homerun.model.images import parse_image_name
 from homerun.spec import DeployRequest, validate_service_name
 
 
 @command(
     "deploy",
-    "build and deploy a service from source",
+    "build and deploy a service from source, or deploy an image",
     positional("service", "SERVICE", "the service's name: lowercase letters, digits and -"),
-    flag("--source", metavar="DIR", help="the app's folder (default: the current folder)"),
-    flag("--image", help=argparse.SUPPRESS),
+    one_of(
+        flag("--source", metavar="DIR", help="the app's folder (default: the current folder)"),
+        flag(
+            "--image",
+            metavar="IMAGE",
+            help="an image of the local store, made by `homerun builds submit --tag IMAGE`",
+        ),
+    ),
     *flags.REVISION_FLAGS,
     examples=[
         (
@@ -27,24 +35,30 @@ from homerun.spec import DeployRequest, validate_service_name
             "homerun deploy hello --source . --allow-unauthenticated",
         ),
         (
+            "Deploy an image built with `homerun builds submit --tag gcr.io/my-project/hello`",
+            "homerun deploy hello --image gcr.io/my-project/hello",
+        ),
+        (
             "Deploy with an env var and a secret, without moving traffic to the new revision",
             "homerun deploy api --source ./api --update-env-vars MODE=beta "
             "--update-secrets DB_URL=db-url:latest --no-traffic --tag beta",
         ),
     ],
-    description="Build the app in --source into a new revision of SERVICE (created if new), "
+    description="Build the app in --source (or take the image --image names, pinned to its "
+    "digest) into a new revision of SERVICE (created if new), "
     "start it, and move traffic to it once it answers; if it never does, the revision serving "
     "now keeps serving. A flag not given keeps the value of the service's latest revision.",
 )
 def deploy(arguments: argparse.Namespace, context: Context) -> int:
     service = validate_service_name(arguments.service)
-    if arguments.image:
-        raise HomerunError(
-            "--image needs a container engine, which this homerun does not use yet; "
-            "deploy from source with --source DIR"
+    if arguments.image is not None:
+        parse_image_name(arguments.image, "--image")
+        changes = flags.revision_changes(arguments, source=None).model_copy(
+            update={"image": arguments.image}
         )
-    source = _source_folder(arguments.source)
-    changes = flags.revision_changes(arguments, source=str(source))
+    else:
+        source = source_folder(arguments.source)
+        changes = flags.revision_changes(arguments, source=str(source))
     tag = flags.new_revision_tag(arguments, service)
     ingress = flags.ingress(arguments)
     client = context.client_starting_daemon()
@@ -88,23 +102,24 @@ def ask_allow_unauthenticated(context: Context, service: str) -> bool:
     return answer in ("y", "yes")
 
 
-def _source_folder(given: str | None) -> Path:
+def source_folder(given: str | None, flag: str = "--source") -> Path:
+    """The app's folder, checked as far as the CLI can (the daemon builds from it)."""
     if remote_target() is not None:
         # The daemon builds from a folder of its own machine: the CLI cannot look at it.
         source = Path(given or "")
         if not source.is_absolute():
             raise HomerunError(
-                "--source: with HOMERUN_URL, give the absolute path of the app's folder on "
+                f"{flag}: with HOMERUN_URL, give the absolute path of the app's folder on "
                 "the daemon's machine (sources are not uploaded)"
             )
         return source
     source = Path(given or ".").expanduser().resolve()
     if not source.exists():
-        raise HomerunError(f"--source: {source} does not exist; give the folder of your app")
+        raise HomerunError(f"{flag}: {source} does not exist; give the folder of your app")
     if not source.is_dir():
-        raise HomerunError(f"--source: {source} is not a folder; give the folder of your app")
+        raise HomerunError(f"{flag}: {source} is not a folder; give the folder of your app")
     if not any(source.iterdir()):
-        raise HomerunError(f"--source: {source} is empty; put your app (e.g. main.py) there")
+        raise HomerunError(f"{flag}: {source} is empty; put your app (e.g. main.py) there")
     return source
 
 
@@ -117,3 +132,20 @@ def _is_new(client: Client, service: str) -> bool:
 
 
 COMMANDS = (deploy,)
+# gcloud's own spelling, so that `gcloud run deploy …` lines work with `homerun` for `gcloud`.
+RUN = Group(
+    "run",
+    "gcloud's spelling: `homerun run deploy` is `homerun deploy`",
+    (
+        dataclasses.replace(
+            deploy,
+            examples=(
+                (
+                    "The seed's deploy, as written for gcloud",
+                    "homerun run deploy helloworld --image=gcr.io/my-project/helloworld",
+                ),
+                ("Deploy the current folder", "homerun run deploy hello --source ."),
+            ),
+        ),
+    ),
+)

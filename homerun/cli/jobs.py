@@ -11,7 +11,7 @@ from homerun.cli import executions, flags
 from homerun.cli._commands import FlagGroup, Group, command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._output import print_json, when
-from homerun.cli.deploy import _source_folder
+from homerun.cli.deploy import source_folder
 from homerun.cli.flags import _command
 from homerun.errors import HomerunError
 from homerun.model.cron import parse_cron, time_zone
@@ -136,7 +136,7 @@ def _deploy(mode: str, arguments: argparse.Namespace, context: Context) -> int:
     if arguments.wait and not arguments.execute_now:
         raise HomerunError("--wait goes with --execute-now: it waits for that execution")
     given = arguments.source
-    source = None if mode == "update" and given is None else str(_source_folder(given))
+    source = None if mode == "update" and given is None else str(source_folder(given))
     changes = _changes(arguments, source)
     settings = task_settings(arguments)
     schedule, zone = _schedule(arguments)

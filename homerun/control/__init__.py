@@ -9,6 +9,7 @@ live routing state the router reads. One module per concept; daemon.py wires the
     access.py     Guards (the router's per-service check) and Iam (bindings, tokens)
     secrets.py    SecretValues (what revisions read) and Secrets (`homerun secrets`)
     views.py      Views: describe, list, status, Knative documents
+    images.py     Images: `builds submit|list`, `images list|delete` (the local image store)
     jobs.py       Jobs: `jobs create|deploy|update|delete` (plan in job_plan.py); its
                   executions (executions.py) run tasks as task_decision.py decides
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from homerun.access.tokens import TokenAuthority
 from homerun.control.access import Iam
 from homerun.control.deploys import Deploys
+from homerun.control.images import Images
 from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
 from homerun.control.revisions import Revisions
@@ -47,6 +49,7 @@ class ControlPlane:
     secrets: Secrets
     views: Views
     jobs: Jobs
+    images: Images
 
     async def restore(self) -> None:
         """After a (re)start: route every service to its ready revisions and start them."""
@@ -67,6 +70,7 @@ class ControlPlane:
         self.revisions.empty_trash()
         for record in self.store.services():
             self.revisions.collect_garbage(record.name)
+        self.images.discard_unfinished()
         self.revisions.collect_venvs()
         self.jobs.restore()
 

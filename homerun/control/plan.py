@@ -37,6 +37,13 @@ class Reuse:
 
 
 @dataclass(frozen=True)
+class FromImage:
+    """Copy the artifact of an image in the local image store (`deploy --image`)."""
+
+    image: str  # pinned: repository@sha256:…
+
+
+@dataclass(frozen=True)
 class TrafficAfter:
     """What the service's traffic block becomes once the new revision is ready."""
 
@@ -67,7 +74,7 @@ class NewRevision:
 
     service: str
     spec: RevisionSpec
-    artifact: Build | Reuse
+    artifact: Build | Reuse | FromImage
     traffic: TrafficAfter
     name: str | None = None  # None: the next SERVICE-0000N-xyz
     allow_unauthenticated: bool | None = None
@@ -94,6 +101,12 @@ class NoChange:
 
 Plan = NewRevision | NoChange
 
+_IMAGE_ENTRYPOINT = (
+    "--command and --args cannot change what an image built without a container engine runs "
+    "(its entrypoint was fixed when it was built); put the command in the Dockerfile's CMD "
+    "and build the image again, or deploy the folder with --source DIR --command ..."
+)
+
 
 def plan_deploy(
     request: DeployRequest, base: RevisionRecord | None, previous_ready: RevisionRecord | None
@@ -106,10 +119,10 @@ def plan_deploy(
     if request.ingress is not None:
         check_ingress(request.ingress)
     changes = request.changes
-    if base is None and changes.source is None:
+    if base is None and changes.source is None and changes.image is None:
         raise NotFound(
             f"service {service!r} not found; deploy it first with "
-            f"`homerun deploy {service} --source DIR`"
+            f"`homerun deploy {service} --source DIR` (or --image IMAGE)"
         )
     # gcloud: whatever the flags do not change is kept from the service's current template.
     spec = changes.apply(base.spec if base else None)
@@ -118,8 +131,23 @@ def plan_deploy(
             f"--no-traffic: {service} has no ready revision that could keep the traffic; "
             "deploy without --no-traffic"
         )
-    artifact: Build | Reuse
-    if changes.source is not None:
+    artifact: Build | Reuse | FromImage
+    if changes.image is not None:
+        if changes.command or changes.args:
+            raise InvalidSpec(_IMAGE_ENTRYPOINT)
+        # An image runs its own entrypoint: a --command kept from a source deploy goes.
+        spec = spec.model_copy(update={"command": None, "args": None})
+        if base is not None and spec.configuration() == base.spec.configuration():
+            # The same digest with the same settings: the template is unchanged (Knative).
+            return NoChange(
+                service,
+                base,
+                tag=request.tag,
+                allow_unauthenticated=request.allow_unauthenticated,
+                ingress=request.ingress,
+            )
+        artifact = FromImage(changes.image)
+    elif changes.source is not None:
         artifact = Build(Path(changes.source))
     else:
         assert base is not None  # a new service without --source was refused above
@@ -131,6 +159,8 @@ def plan_deploy(
                 allow_unauthenticated=request.allow_unauthenticated,
                 ingress=request.ingress,
             )
+        if spec.entrypoint_inputs() != base.spec.entrypoint_inputs() and spec.image:
+            raise InvalidSpec(_IMAGE_ENTRYPOINT)
         if spec.entrypoint_inputs() != base.spec.entrypoint_inputs():
             artifact = Build(
                 Path(spec.source),

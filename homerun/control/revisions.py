@@ -9,7 +9,7 @@ import fcntl
 import secrets
 import shutil
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from homerun.build.artifact import artifact_digest
@@ -37,6 +37,7 @@ class Revisions:
         live: LiveRevisions,
         tasks: Tasks,
         retention: int,
+        image_venvs: Callable[[], list[Path]] = list,
     ) -> None:
         self._paths = paths
         self._store = store
@@ -44,6 +45,7 @@ class Revisions:
         self._live = live
         self._tasks = tasks
         self._retention = retention  # idle revisions kept per service
+        self._image_venvs = image_venvs  # the virtualenvs stored images run on
         self._builds = 0  # artifacts being built or copied: no virtualenv is collected meanwhile
 
     @contextlib.contextmanager
@@ -166,7 +168,7 @@ class Revisions:
             Path(revision.artifact.venv)
             for revision in self._store.revisions()
             if revision.artifact and revision.artifact.venv
-        ]
+        ] + self._image_venvs()
         for venv in unused_venvs(cache.iterdir(), referenced):
             lock_path = cache / f"{venv.name}.lock"
             with open(lock_path, "a+b") as lock:

@@ -106,7 +106,9 @@ class Views:
         revision = self._store.revision(name)
         view = self._knative_view(revision)
         routed = any(t.revision == name for t in resolved_traffic(self._store, revision.service))
-        image = image_for(revision.service, view.digest) if view.digest else None
+        image = revision.spec.image or (
+            image_for(revision.service, view.digest) if view.digest else None
+        )
         return render_revision(view, routed, image)
 
     def _knative_view(self, revision: RevisionRecord) -> RevisionView:
@@ -203,7 +205,7 @@ class Views:
             # Names and versions only: a secret's value is never part of a description.
             secrets={name: str(ref) for name, ref in revision.spec.secrets.items()},
             annotations=revision.spec.annotations,
-            image=image_for(revision.service, digest) if digest else None,
+            image=revision.spec.image or (image_for(revision.service, digest) if digest else None),
             source=revision.spec.source,
             percent=served_percent(resolved, revision.name),
             tags=[
