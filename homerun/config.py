@@ -126,6 +126,9 @@ class Settings:
     # virtualenv and costs some 7 MB of its own (the base 15-40 MB, shared); the first request
     # to a revision whose zygote was stopped forks a new one from the base, in tens of ms.
     zygote_memory_budget_bytes: int = 128 * MiB
+    # Builds Dockerfiles outside the engine-less subset and runs the images: auto (podman
+    # when installed), podman, or none.
+    container_engine: str = "auto"
     # The Google Cloud project instances are told they run in (the metadata server's
     # project-id; service accounts are NAME@PROJECT.iam.gserviceaccount.com).
     project: str = DEFAULT_PROJECT
@@ -168,6 +171,7 @@ _KEYS = {
     "revision-retention": "revision_retention",
     "zygote": "zygote",
     "zygote-memory-budget-bytes": "zygote_memory_budget_bytes",
+    "container-engine": "container_engine",
     "project": "project",
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import gc
 import getpass
 import os
@@ -50,7 +51,8 @@ from homerun.control.traffic import Traffic
 from homerun.control.urls import Urls
 from homerun.control.views import Views
 from homerun.errors import HomerunError
-from homerun.observe.logs import LogStore
+from homerun.model.engine import Engine
+from homerun.observe.logs import LogStore, platform_entry
 from homerun.observe.metrics import Metrics
 from homerun.observe.overview import overview
 from homerun.observe.processes import ProcessSampler
@@ -58,6 +60,7 @@ from homerun.observe.telemetry import Telemetry
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address
 from homerun.runtime import Runtime
+from homerun.runtime.container import ContainerRuntime, find_engine
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
@@ -97,16 +100,25 @@ class Daemon:
         store = Store(self.paths.database)
         _kill_leftovers(store)
         logs = LogStore(self.paths.logs, max_bytes=self.settings.log_max_bytes)
+        engine = _container_engine(self.settings.container_engine)
         runtime = (
             ZygoteRuntime(memory_budget=self.settings.zygote_memory_budget_bytes)
             if self.settings.zygote
             else ProcessRuntime()
         )
         runtime.open()
+        # Revisions built into container images run as containers; all others as processes.
+        instances: Runtime = (
+            ContainerRuntime(engine, runtime, home=self.paths.home) if engine else runtime
+        )
+        if isinstance(instances, ContainerRuntime):
+            await instances.remove_leftovers(
+                lambda line: logs.emit(platform_entry("homerun", line))
+            )
         loop = asyncio.get_running_loop()
         clock = loop.time
         supervisor = Supervisor(
-            runtime,
+            instances,
             logs,
             InstanceRegistry(
                 record=lambda name, revision, pid: store.record_instance(
@@ -139,13 +151,14 @@ class Daemon:
             store=store,
             logs=logs,
             supervisor=supervisor,
-            build=build.build,
+            build=functools.partial(build.build, engine=engine),
             poke=scaler.poke,
             clock=clock,
             signing_key=signing_key,
             metadata_address=metadata_socket.getsockname()[:2],
             dashboard_url=dashboard_url,
             runtime=runtime,
+            container_engine=f"{engine.name} {engine.version}" if engine else None,
         )
         live, authority = control.live, control.authority
         processes = ProcessSampler()
@@ -350,6 +363,7 @@ def control_plane(
     runtime: Runtime | None = None,
     task_registry: InstanceRegistry | None = None,
     wall_clock: Callable[[], float] = time.time,
+    container_engine: str | None = None,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
     runs jobs' tasks; their pids go to `task_registry` (by default the store's instances, which
@@ -462,6 +476,7 @@ def control_plane(
             clock=clock,
             router_url=f"http://{settings.listen}:{settings.port}",
             dashboard_url=dashboard_url,
+            container_engine=container_engine,
         ),
         jobs=Jobs(
             settings=settings,
@@ -485,6 +500,13 @@ def control_plane(
             tasks=tasks,
         ),
     )
+
+
+def _container_engine(setting: str) -> Engine | None:
+    try:
+        return find_engine(setting)
+    except ValueError as error:
+        raise HomerunError(str(error)) from None
 
 
 def run(home: Path, settings: Settings) -> None:

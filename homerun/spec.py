@@ -314,6 +314,7 @@ class RevisionChanges(BaseModel):
     annotations: dict[str, str | None] = Field(default_factory=dict)  # None removes
     cpu: str | None = None
     memory: str | None = None
+    container_port: int | None = Field(default=None, ge=1, le=65535)  # --port
     service_account: str | None = None  # "" goes back to the service's own account
     env: EnvChanges = Field(default_factory=EnvChanges)
     secrets: SecretChanges = Field(default_factory=SecretChanges)
@@ -339,6 +340,7 @@ class RevisionChanges(BaseModel):
             "startup_timeout_seconds",
             "cpu",
             "memory",
+            "container_port",
         ):
             value = getattr(self, name)
             if value is not None:

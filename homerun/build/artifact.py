@@ -27,6 +27,7 @@ class Artifact:
     venv: Path | None
     entrypoint_origin: str  # "Dockerfile CMD (line 14)", "Procfile web:", "--command", ...
     server: str  # "gunicorn" | "uvicorn" | "other", guessed from argv
+    engine_image: str | None = None  # built by a container engine: its image ID
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class Artifact:
             "venv": str(self.venv) if self.venv else None,
             "entrypoint_origin": self.entrypoint_origin,
             "server": self.server,
+            "engine_image": self.engine_image,
         }
 
     @classmethod
@@ -49,6 +51,7 @@ class Artifact:
             venv=Path(data["venv"]) if data.get("venv") else None,
             entrypoint_origin=str(data["entrypoint_origin"]),
             server=str(data["server"]),
+            engine_image=data.get("engine_image"),
         )
 
     def save(self) -> None:
@@ -76,6 +79,7 @@ def artifact_record(artifact: Artifact) -> ArtifactRecord:
         venv=str(artifact.venv) if artifact.venv else None,
         entrypoint_origin=artifact.entrypoint_origin,
         server=artifact.server,
+        engine_image=artifact.engine_image,
     )
     return record.model_copy(update={"digest": artifact_digest(artifact.root, record)})
 

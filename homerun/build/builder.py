@@ -12,6 +12,7 @@ from pathlib import Path
 from homerun.build.artifact import Artifact
 from homerun.build.dependencies import plan_dependencies
 from homerun.build.dockerfile import Dockerfile, parse
+from homerun.build.engine_build import engine_build
 from homerun.build.entrypoint import guess_server, resolve_entrypoint
 from homerun.build.interpreter import Interpreter, probe_interpreter
 from homerun.build.source import (
@@ -23,6 +24,7 @@ from homerun.build.source import (
 )
 from homerun.build.venv import ensure_venv
 from homerun.errors import BuildError, DockerfileError
+from homerun.model.engine import Engine
 
 # Set by the platform for every instance; an image cannot choose them (Cloud Run's contract).
 RESERVED_ENV = ("PORT",)
@@ -40,14 +42,33 @@ def build(
     output: Callable[[str], None],
     python: str | None = None,
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+    engine: Engine | None = None,
 ) -> Artifact:
     """Build `source` into `dest` (which must not exist, or be empty). Blocking.
 
     Every line of progress, pip's output included, goes to `output` as it happens. On any
     failure `dest` is left as it was found and BuildError (or DockerfileError) says why.
+    A Dockerfile outside the engine-less subset is built by `engine` when there is one.
     """
     source = check_source(Path(source))
     scan_source(source, max_source_bytes)
+    refusal = _outside_subset(source)
+    if engine is not None and refusal is not None:
+        dest = Path(dest).absolute()
+        created = _claim(dest)
+        try:
+            return engine_build(
+                engine,
+                source,
+                dest,
+                dockerfile=source / "Dockerfile",
+                output=output,
+                why=f"line {refusal.line} of the Dockerfile is outside the subset homerun "
+                "runs without a container engine",
+            )
+        except BaseException:
+            _discard(dest, created)
+            raise
     interpreter = probe_interpreter(python)
     output(f"building {source} with Python {interpreter.version} ({interpreter.executable})")
     dockerfile = _read_dockerfile(source, interpreter, bypass=bool(command), output=output)
@@ -119,6 +140,18 @@ def _build_into(
     artifact.save()
     output(f"artifact ready: {dest}")
     return artifact
+
+
+def _outside_subset(source: Path) -> DockerfileError | None:
+    """Why the source's Dockerfile needs an engine; None when it has none or needs none."""
+    path = source / "Dockerfile"
+    if not path.is_file():
+        return None
+    try:
+        parse(_read_text(path), str(path))
+    except DockerfileError as error:
+        return error
+    return None
 
 
 def _read_dockerfile(

@@ -28,6 +28,13 @@ from homerun.spec import DeployRequest, validate_service_name
             help="an image of the local store, made by `homerun builds submit --tag IMAGE`",
         ),
     ),
+    flag(
+        "--port",
+        type=int,
+        metavar="PORT",
+        help="the port a container listens on, given to it as PORT (default 8080; "
+        "Cloud Run's containerPort); instances that are processes get a port of their own",
+    ),
     *flags.REVISION_FLAGS,
     examples=[
         (
@@ -51,14 +58,18 @@ from homerun.spec import DeployRequest, validate_service_name
 )
 def deploy(arguments: argparse.Namespace, context: Context) -> int:
     service = validate_service_name(arguments.service)
+    if arguments.port is not None and not 1 <= arguments.port <= 65535:
+        raise HomerunError(f"--port: {arguments.port} is not a port; give 1..65535")
     if arguments.image is not None:
         parse_image_name(arguments.image, "--image")
         changes = flags.revision_changes(arguments, source=None).model_copy(
-            update={"image": arguments.image}
+            update={"image": arguments.image, "container_port": arguments.port}
         )
     else:
         source = source_folder(arguments.source)
-        changes = flags.revision_changes(arguments, source=str(source))
+        changes = flags.revision_changes(arguments, source=str(source)).model_copy(
+            update={"container_port": arguments.port}
+        )
     tag = flags.new_revision_tag(arguments, service)
     ingress = flags.ingress(arguments)
     client = context.client_starting_daemon()

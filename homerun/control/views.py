@@ -35,6 +35,7 @@ class Views:
         clock: Callable[[], float],
         router_url: str,
         dashboard_url: str | None,
+        container_engine: str | None = None,
     ) -> None:
         self._store = store
         self._logs = logs
@@ -46,6 +47,7 @@ class Views:
         self._clock = clock
         self._router_url = router_url
         self._dashboard_url = dashboard_url
+        self._container_engine = container_engine  # "podman 4.3.1"; None: no engine
 
     def status(self) -> views.PlatformStatus:
         return views.PlatformStatus(
@@ -55,6 +57,7 @@ class Views:
             services=len(self._store.services()),
             revisions=len(self._store.revisions()),
             instances=self._live.instances(),
+            container_engine=self._container_engine,
         )
 
     def services(self) -> list[views.ServiceSummary]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from homerun.model.engine import ContainerSpec
+
 # (stream name "stdout"/"stderr", one line without its newline)
 OutputSink = Callable[[str, str], None]
 
@@ -20,6 +22,7 @@ class InstanceSpec:
     cwd: Path
     port: int
     revision: str = ""  # instances of one revision share argv, env (but PORT) and cwd
+    container: ContainerSpec | None = None  # a container of an image, not a process
 
 
 class Instance(Protocol):

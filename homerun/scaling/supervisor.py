@@ -314,7 +314,13 @@ class Supervisor:
         try:
             process = await self._runtime.start(
                 InstanceSpec(
-                    name=name, argv=argv, env=env, cwd=plan.cwd, port=port, revision=plan.name
+                    name=name,
+                    argv=argv,
+                    env=env,
+                    cwd=plan.cwd,
+                    port=port,
+                    revision=plan.name,
+                    container=plan.container,
                 ),
                 output,
             )

@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 
+from homerun.model.engine import ContainerSpec
 from homerun.model.states import InstanceState
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.runtime import Instance
@@ -34,6 +35,7 @@ class RevisionPlan:
     startup_timeout: float
     request_timeout: float
     policy: ScalingPolicy = ScalingPolicy()
+    container: ContainerSpec | None = None  # instances are containers of this image
 
     def __post_init__(self) -> None:
         # Copies: a caller that edits its list or dict afterwards does not edit the plan.
