@@ -1,0 +1,163 @@
+"""Dockerfiles beyond the engine-less subset, built with podman and run as containers: the
+instance contract, loopback-only ports, bad inputs, and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .containers import BASE_IMAGE, containers_of, ensure_base_image, podman, remove_containers
+from .harness import APPS, Platform, describe, running_platform
+
+pytestmark = [pytest.mark.e2e, pytest.mark.containers, pytest.mark.slow]
+
+# The seed's app in a container that is not a python image: pip runs in the build (through
+# this machine's TLS proxy, with the CA bundle the base image got) and CMD is shell form.
+FLASK_DOCKERFILE = f"""\
+FROM {BASE_IMAGE}
+WORKDIR /srv
+RUN pip install --no-cache-dir flask gunicorn
+COPY main.py .
+CMD exec gunicorn --bind :$PORT --workers 1 --threads 8 --timeout 0 main:app
+"""
+
+
+@pytest.fixture(scope="module")
+def engine_platform(
+    tmp_path_factory: pytest.TempPathFactory, venv_cache: Path
+) -> Iterator[Platform]:
+    ensure_base_image()
+    home = tmp_path_factory.mktemp("containers") / "home"
+    try:
+        with running_platform(home, venv_cache, {"stop-grace-seconds": 3}) as platform:
+            yield platform
+        # `homerun down` stopped every instance: no container of this home is left.
+        assert containers_of(home) == []
+    finally:
+        remove_containers(home)
+
+
+def report(platform: Platform, service: str) -> dict[str, object]:
+    response = platform.request(service, "GET", "/")
+    assert response.status_code == 200, response.text
+    answer: dict[str, object] = response.json()
+    return answer
+
+
+def test_apt_get_multi_stage_and_user_build_with_podman_and_run_as_a_container(
+    engine_platform: Platform,
+) -> None:
+    result = engine_platform.deploy_ok("ctr", APPS / "container_app")
+    output = result.stdout + result.stderr
+    assert "building with podman" in output and "outside the subset" in output
+    answer = report(engine_platform, "ctr")
+    assert answer["jq"] and str(answer["jq"]).startswith("jq-")  # apt-get installed it
+    assert answer["stage"] == "built in stage one"  # COPY --from the first stage
+    assert answer["uid"] == 4321  # USER app
+    assert answer["cwd"] == "/app"
+    assert answer["port"] == "8080"  # PORT is the container's port
+    assert answer["k_service"] == "ctr"
+    described = engine_platform.describe_service("ctr")
+    (revision,) = described["revisions"]
+    assert revision["start_mode"]["mode"] == "container", revision
+    assert answer["k_revision"] == revision["name"]
+    status = engine_platform.run("status", check=True).stdout
+    assert "containers: podman" in status
+    # Published on loopback only.
+    home = engine_platform.home
+    (container,) = containers_of(home)
+    ports = subprocess.run(
+        [*podman(), "port", container], capture_output=True, text=True, check=True
+    ).stdout
+    assert ports.strip().startswith("8080/tcp -> 127.0.0.1:"), ports
+    logs = engine_platform.run("logs", "read", "ctr", "--limit", "50", check=True).stdout
+    assert "listening on 8080" in logs  # the container's stdout is the instance's log
+
+
+def test_shell_form_cmd_pip_port_env_and_memory(engine_platform: Platform, tmp_path: Path) -> None:
+    app = tmp_path / "flask_container"
+    app.mkdir()
+    (app / "main.py").write_text((APPS / "flask_seed" / "main.py").read_text())
+    (app / "Dockerfile").write_text(FLASK_DOCKERFILE)
+    engine_platform.deploy_ok(
+        "ctr-flask", app, "--port", "9090", "--memory", "256Mi", "--set-env-vars", "MODE=x"
+    )
+    response = engine_platform.request("ctr-flask", "GET", "/")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"hello": "world"}
+    assert response.headers.get("server", "").startswith("gunicorn")
+    (container,) = [c for c in containers_of(engine_platform.home) if "ctr-flask" in _name(c)]
+    inspected = json.loads(
+        subprocess.run(
+            [*podman(), "inspect", container], capture_output=True, text=True, check=True
+        ).stdout
+    )[0]
+    assert inspected["HostConfig"]["Memory"] == 256 * 1024 * 1024
+    env = dict(item.split("=", 1) for item in inspected["Config"]["Env"])
+    assert env["PORT"] == "9090" and env["MODE"] == "x" and env["K_SERVICE"] == "ctr-flask"
+    assert "HOMERUN_E2E_MARKER" not in env  # the daemon's own environment stays out
+
+
+def test_builds_submit_and_deploy_image_with_the_engine(engine_platform: Platform) -> None:
+    built = engine_platform.run(
+        "builds", "submit", str(APPS / "container_app"), "--tag", "localhost/ctr:v1", timeout=600
+    )
+    assert built.returncode == 0, describe(built)
+    deployed = engine_platform.run(
+        "deploy", "ctr-image", "--image", "localhost/ctr:v1", "--allow-unauthenticated"
+    )
+    assert deployed.returncode == 0, describe(deployed)
+    assert report(engine_platform, "ctr-image")["uid"] == 4321
+
+
+def test_a_failing_step_and_a_crashing_container_keep_the_revision_serving(
+    engine_platform: Platform, tmp_path: Path
+) -> None:
+    engine_platform.ensure_deployed("ctr", APPS / "container_app")
+    app = tmp_path / "broken"
+    app.mkdir()
+    (app / "main.py").write_text("print('never runs')\n")
+    (app / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nCOPY main.py /main.py\nRUN apt-get install -y no-such-package-xyz\n"
+        'CMD ["python3", "/main.py"]\n'
+    )
+    failed = engine_platform.deploy("ctr", app)
+    assert failed.returncode == 1
+    assert "Dockerfile:3: `RUN apt-get install -y no-such-package-xyz` failed" in failed.stderr
+    assert "Unable to locate package" in failed.stdout + failed.stderr
+
+    (app / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nRUN true\n"
+        'CMD ["python3", "-c", "import sys; print(\'boom: no DB_URL\'); sys.exit(3)"]\n'
+    )
+    crashed = engine_platform.deploy("ctr", app)
+    assert crashed.returncode == 1
+    assert "boom: no DB_URL" in crashed.stderr and "exit code 3" in crashed.stderr
+    assert report(engine_platform, "ctr")["uid"] == 4321  # the first revision still serves
+
+
+def test_deleting_the_service_removes_its_containers(engine_platform: Platform) -> None:
+    engine_platform.ensure_deployed("ctr-gone", APPS / "container_app")
+    assert [c for c in containers_of(engine_platform.home) if "ctr-gone" in _name(c)]
+    deleted = engine_platform.run("services", "delete", "ctr-gone", "-q")
+    assert deleted.returncode == 0, describe(deleted)
+    # Python as PID 1 ignores SIGTERM (no handler), as in any container: the SIGKILL after
+    # the stop grace (3 s here) ends it, and the container is removed.
+    deadline = time.monotonic() + 30
+    while [c for c in containers_of(engine_platform.home) if "ctr-gone" in _name(c)]:
+        assert time.monotonic() < deadline, "the container of a deleted service is still there"
+        time.sleep(0.2)
+
+
+def _name(container: str) -> str:
+    return subprocess.run(
+        [*podman(), "inspect", "--format", "{{.Name}}", container],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
