@@ -23,9 +23,10 @@ from homerun.shellwords import Word, WordError, expand, split_unexpanded, split_
 # config.yaml's container-engine left at auto) the next daemon builds such Dockerfiles.
 HOW_TO_PROCEED = (
     "install podman (apt-get install podman buildah runc, or `./scripts/setup containers` in "
-    "homerun's checkout) and restart homerun (`homerun down`): it then builds the Dockerfile "
-    "with podman and runs the image as containers; or deploy with --command (homerun then "
-    "ignores this Dockerfile and installs requirements.txt)"
+    "homerun's checkout) and restart homerun (`homerun down`) with `container-engine: auto` "
+    "(the default) in config.yaml: it then builds the Dockerfile with podman and runs the "
+    "image as containers; or deploy with --command (homerun then ignores this Dockerfile and "
+    "installs requirements.txt)"
 )
 
 # The python images set this PATH, so `ENV PATH=/app/bin:$PATH` means the same here.

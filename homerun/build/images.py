@@ -177,9 +177,18 @@ class ImageStore:
                     created_at=entry.created_at,
                     build=entry.build,
                     source=entry.source,
+                    runtime=self._runtime_of(entry.digest),
                 )
                 for name, entry in sorted(self._names().items())
             ]
+
+    def _runtime_of(self, digest: str) -> str:
+        """ "homerun" for an engine-less artifact, the engine's name for its image."""
+        try:
+            record = self._record(digest)
+        except HomerunError:
+            return "damaged"
+        return "podman" if record.engine_image else "homerun"
 
     def resolve(self, text: str, where: str = "--image") -> StoredImage:
         """The stored image `text` names (by tag or by digest); NotFound says what there is."""

@@ -130,8 +130,8 @@ def _deploy(mode: str, arguments: argparse.Namespace, context: Context) -> int:
     job = validate_job_name(arguments.job)
     if arguments.image:
         raise HomerunError(
-            "--image needs a container engine, which this homerun does not use yet; "
-            "give the job's code with --source DIR"
+            "--image: jobs do not run images yet (services do: `homerun deploy SERVICE "
+            "--image IMAGE`); give the job's code with --source DIR"
         )
     if arguments.wait and not arguments.execute_now:
         raise HomerunError("--wait goes with --execute-now: it waits for that execution")

@@ -130,7 +130,7 @@ class ImageSummary(_View):
     created_at: float
     build: str | None = None  # the build that made it
     source: str | None = None  # the folder it was built from
-    runtime: str = "homerun"  # "homerun": an engine-less artifact image
+    runtime: str = "homerun"  # "homerun": an engine-less artifact; "podman": podman's image
 
 
 class BuildSummary(_View):

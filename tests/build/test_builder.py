@@ -310,3 +310,24 @@ def test_no_entrypoint_fails_and_leaves_nothing(tmp_path: Path, venv_cache: Path
     with pytest.raises(BuildError, match="no entrypoint found"):
         _build(source, tmp_path / "revision", venv_cache)
     assert not (tmp_path / "revision").exists()
+
+
+def test_a_python_version_the_machine_lacks_is_refused_plainly(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    source = tmp_path / "src"
+    write_tree(
+        source,
+        {
+            "main.py": (SEED_FLASK / "main.py").read_text(),
+            "Dockerfile": "FROM python:3.99-slim\nCOPY . .\nRUN pip install flask\n"
+            'CMD ["python", "main.py"]\n',
+        },
+    )
+    with pytest.raises(BuildError) as raised:
+        _build(source, tmp_path / "dest", venv_cache)
+    message = str(raised.value)
+    assert message.startswith(f"{source / 'Dockerfile'}:1: FROM python:3.99-slim asks for ")
+    assert "Python 3.99, and this machine has none (it has " in message
+    assert "pyenv install 3.99" in message and "install podman" in message
+    assert not (tmp_path / "dest").exists()

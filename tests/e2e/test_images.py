@@ -7,11 +7,12 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .harness import APPS, HOMERUN, SEEDS, Platform, describe
+from .harness import APPS, HOMERUN, SEEDS, Platform, describe, running_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +54,14 @@ def run_in(
 def token(platform: Platform) -> str:
     result = platform.run("auth", "print-identity-token", check=True)
     return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def own_platform(tmp_path: Path, venv_cache: Path) -> Iterator[Platform]:
+    """A daemon of its own without a container engine, as on a machine without podman."""
+    config = {"stop-grace-seconds": 3, "container-engine": "none"}
+    with running_platform(tmp_path / "home", venv_cache, config) as own:
+        yield own
 
 
 def test_the_seeds_two_commands_word_for_word(own_platform: Platform, tmp_path: Path) -> None:
@@ -103,6 +112,7 @@ def test_the_seeds_two_commands_word_for_word(own_platform: Platform, tmp_path: 
     refused = run_in(own_platform, app, submit)
     assert refused.returncode == 1
     assert f"Dockerfile:{len(lines) + 1}: `RUN apt-get" in refused.stderr
+    assert "install podman" in refused.stderr and "container-engine: auto" in refused.stderr
     response = own_platform.request("helloworld", "GET", "/", headers=headers)
     assert response.status_code == 200
     assert [r["name"] for r in own_platform.describe_service("helloworld")["revisions"]] == [
