@@ -96,22 +96,27 @@ class Deploys:
                 exists = self._store.has_service(service)
                 base = self._store.latest_created(service) if exists else None
                 previous_ready = self._store.latest_ready(service) if exists else None
-                pinned = self._pinned(request, emit)
-                await self._apply(plan_deploy(pinned, base, previous_ready), emit)
+                pinned, container = self._pinned(request, emit)
+                plan = plan_deploy(pinned, base, previous_ready, container_image=container)
+                await self._apply(plan, emit)
 
         return self._tasks.stream(work)
 
-    def _pinned(self, request: DeployRequest, emit: Emit) -> DeployRequest:
+    def _pinned(self, request: DeployRequest, emit: Emit) -> tuple[DeployRequest, bool]:
         """`--image NAME[:TAG]` as the digest it names now (Cloud Run pins the digest too):
-        a later build to the same tag does not change what this revision runs."""
+        a later build to the same tag does not change what this revision runs; and whether
+        that image runs as containers."""
         if request.changes.image is None:
-            return request
+            return request, False
         image = self._images.resolve(request.changes.image)
         emit(Phase(message=f"Image {image.name} is {image.pinned}"))
         changes = request.changes.model_copy(
             update={"image": image.pinned, "source": image.source or ""}
         )
-        return request.model_copy(update={"changes": changes})
+        return (
+            request.model_copy(update={"changes": changes}),
+            image.record.engine_image is not None,
+        )
 
     def replace(self, manifest: ServiceManifest) -> AsyncIterator[DeployEvent]:
         """Apply a Knative Service (already validated)."""

@@ -109,9 +109,15 @@ _IMAGE_ENTRYPOINT = (
 
 
 def plan_deploy(
-    request: DeployRequest, base: RevisionRecord | None, previous_ready: RevisionRecord | None
+    request: DeployRequest,
+    base: RevisionRecord | None,
+    previous_ready: RevisionRecord | None,
+    *,
+    container_image: bool = False,
 ) -> Plan:
     """`homerun deploy` / `services update`: `base` is the service's latest created revision
+    (`container_image`: the image --image names runs as containers, whose ENTRYPOINT and CMD
+    --command and --args replace at each start)
     (its current template), `previous_ready` its latest ready one; None for a new service."""
     service = validate_service_name(request.service)
     if request.tag is not None:
@@ -133,10 +139,15 @@ def plan_deploy(
         )
     artifact: Build | Reuse | FromImage
     if changes.image is not None:
-        if changes.command or changes.args:
+        if (changes.command or changes.args) and not container_image:
             raise InvalidSpec(_IMAGE_ENTRYPOINT)
         # An image runs its own entrypoint: a --command kept from a source deploy goes.
-        spec = spec.model_copy(update={"command": None, "args": None})
+        spec = spec.model_copy(
+            update={
+                "command": changes.command or None if container_image else None,
+                "args": changes.args or None if container_image else None,
+            }
+        )
         if base is not None and spec.configuration() == base.spec.configuration():
             # The same digest with the same settings: the template is unchanged (Knative).
             return NoChange(
@@ -159,9 +170,13 @@ def plan_deploy(
                 allow_unauthenticated=request.allow_unauthenticated,
                 ingress=request.ingress,
             )
-        if spec.entrypoint_inputs() != base.spec.entrypoint_inputs() and spec.image:
+        in_container = base.artifact is not None and base.artifact.engine_image is not None
+        if spec.entrypoint_inputs() != base.spec.entrypoint_inputs() and in_container:
+            # A container's ENTRYPOINT and CMD are replaced at its start: no rebuild.
+            artifact = Reuse(base)
+        elif spec.entrypoint_inputs() != base.spec.entrypoint_inputs() and spec.image:
             raise InvalidSpec(_IMAGE_ENTRYPOINT)
-        if spec.entrypoint_inputs() != base.spec.entrypoint_inputs():
+        elif spec.entrypoint_inputs() != base.spec.entrypoint_inputs():
             artifact = Build(
                 Path(spec.source),
                 "the entrypoint changes (--command, --args or GOOGLE_ENTRYPOINT), so the "

@@ -113,6 +113,19 @@ def test_builds_submit_and_deploy_image_with_the_engine(engine_platform: Platfor
     )
     assert deployed.returncode == 0, describe(deployed)
     assert report(engine_platform, "ctr-image")["uid"] == 4321
+    # --command and --args replace the image's ENTRYPOINT and CMD (Kubernetes semantics).
+    updated = engine_platform.run(
+        "deploy",
+        "ctr-image",
+        "--image",
+        "localhost/ctr:v1",
+        "--command",
+        "sh",
+        "--args=-c,GREETING=from-command exec python3 main.py",
+    )
+    assert updated.returncode == 0, describe(updated)
+    answer = report(engine_platform, "ctr-image")
+    assert answer["greeting"] == "from-command" and answer["uid"] == 4321
 
 
 def test_a_failing_step_and_a_crashing_container_keep_the_revision_serving(
@@ -161,3 +174,22 @@ def _name(container: str) -> str:
         text=True,
         check=False,
     ).stdout.strip()
+
+
+def test_containers_a_killed_daemon_left_are_removed_at_its_next_start(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    ensure_base_image()
+    home = tmp_path / "home"
+    try:
+        with running_platform(home, venv_cache, {"stop-grace-seconds": 3}) as platform:
+            platform.deploy_ok("ctr-left", APPS / "container_app")
+            assert len(containers_of(home)) == 1
+            platform.kill()  # SIGKILL: no stop of anything
+            assert len(containers_of(home)) == 1  # conmon keeps the container running
+            platform.start()
+            assert containers_of(home) == []
+            # The revision comes back as a new container, reachable as before.
+            assert report(platform, "ctr-left")["uid"] == 4321
+    finally:
+        remove_containers(home)
