@@ -155,15 +155,7 @@ def main() -> int:
     )
     image = artifact.engine_image
     assert image is not None
-    processes = ProcessRuntime()
-    runtime = ContainerRuntime(engine, processes, home=WORK)
-    homerun_ms: list[float] = []
-    podman_ms: list[float] = []
-    for index in range(options.runs):  # alternating: both see the same machine state
-        homerun_ms.append(await through_homerun(runtime, image, index))
-        podman_ms.append(
-            await asyncio.to_thread(plain_podman, podman, engine.run_args, image, index)
-        )
+    homerun_ms, podman_ms = asyncio.run(measure(engine, image, options.runs))
     homerun_median = statistics.median(homerun_ms)
     podman_median = statistics.median(podman_ms)
     ratio = homerun_median / podman_median
