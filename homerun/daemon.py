@@ -60,7 +60,7 @@ from homerun.observe.telemetry import Telemetry
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address
 from homerun.runtime import Runtime
-from homerun.runtime.container import ContainerRuntime, find_engine
+from homerun.runtime.container import ContainerRuntime, find_engine, remove_unused_images
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
@@ -159,6 +159,7 @@ class Daemon:
             dashboard_url=dashboard_url,
             runtime=runtime,
             container_engine=f"{engine.name} {engine.version}" if engine else None,
+            release_images=functools.partial(remove_unused_images, engine) if engine else None,
         )
         live, authority = control.live, control.authority
         processes = ProcessSampler()
@@ -364,6 +365,7 @@ def control_plane(
     task_registry: InstanceRegistry | None = None,
     wall_clock: Callable[[], float] = time.time,
     container_engine: str | None = None,
+    release_images: Callable[[set[str]], object] | None = None,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
     runs jobs' tasks; their pids go to `task_registry` (by default the store's instances, which
@@ -402,6 +404,8 @@ def control_plane(
         tasks=tasks,
         retention=settings.revision_retention,
         image_venvs=images.venvs,
+        engine_images=images.engine_images,
+        release_images=release_images,
     )
     traffic = Traffic(store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values)
     iam = Iam(store, logs, authority, access_changed=live.refresh_access)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from homerun.build.artifact import Artifact
 from homerun.build.dependencies import plan_dependencies
-from homerun.build.dockerfile import Dockerfile, parse
+from homerun.build.dockerfile import HOW_TO_PROCEED, Dockerfile, parse
 from homerun.build.engine_build import engine_build
 from homerun.build.entrypoint import guess_server, resolve_entrypoint
 from homerun.build.interpreter import Interpreter, default_python, probe_interpreter
@@ -55,10 +55,8 @@ def build(
     scan_source(source, max_source_bytes)
     refusal = _outside_subset(source)
     if engine is not None and refusal is not None:
-        why = (
-            f"line {refusal.line} of the Dockerfile is outside the subset homerun runs "
-            "without a container engine"
-        )
+        # "…/Dockerfile:4: `RUN apt-get install -y curl` is outside the Dockerfile subset…"
+        why = str(refusal).replace(f"; {HOW_TO_PROCEED}", "")
         return _engine_build_into(engine, source, Path(dest), why, output)
     dockerfile = _read_dockerfile(source, bypass=bool(command), output=output)
     interpreter = probe_interpreter(python)

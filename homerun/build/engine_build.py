@@ -14,11 +14,9 @@ from typing import Any
 from homerun.build.artifact import Artifact
 from homerun.build.dockerfile import Instruction, split_instructions
 from homerun.errors import BuildError
-from homerun.model.engine import Engine
+from homerun.model.engine import BUILD_REPOSITORY, Engine
 
 BUILD_SECONDS = 3600.0  # Cloud Build's default timeout is 10 minutes; apt and pip can be slow
-# Images homerun built are tagged here, so that `podman image prune` keeps them.
-BUILD_REPOSITORY = "localhost/homerun-build"
 # podman's progress: "STEP 3/5: RUN …", or "[2/2] STEP 3/5: …" in a multi-stage build.
 _STEP = re.compile(r"^(?:\[(\d+)/\d+\] )?STEP (\d+)/\d+: ")
 

@@ -71,6 +71,10 @@ class ImageStore:
         """Where a build puts its artifact until its digest is known."""
         return self.blobs / f"{_BUILDING_PREFIX}{build_id}"
 
+    def engine_images(self) -> set[str]:
+        """The container engine's images stored images are (they must not be removed)."""
+        return {record.engine_image for record in self._blob_records() if record.engine_image}
+
     def venvs(self) -> list[Path]:
         """The cached virtualenvs stored images run on: they must not be collected."""
         found = []

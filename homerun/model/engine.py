@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DEFAULT_CONTAINER_PORT = 8080  # Cloud Run's and Knative's containerPort
+# Images homerun built are tagged here, so that `podman image prune` keeps them; the daemon
+# untags those no revision or stored image uses any more.
+BUILD_REPOSITORY = "localhost/homerun-build"
 
 # What podman needs on a machine without systemd and with low hard limits (this project's
 # machines): runc with plain cgroupfs, and ulimits below the hard ones (higher are refused).

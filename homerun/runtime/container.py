@@ -23,10 +23,17 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from homerun.model.engine import PODMAN_GLOBAL_ARGS, PODMAN_RUN_ARGS, ContainerSpec, Engine
+from homerun.model.engine import (
+    BUILD_REPOSITORY,
+    PODMAN_GLOBAL_ARGS,
+    PODMAN_RUN_ARGS,
+    ContainerSpec,
+    Engine,
+)
 from homerun.runtime.base import Instance, InstanceSpec, OutputSink, Runtime
 from homerun.runtime.output import drain, pump
 
@@ -270,6 +277,58 @@ async def _engine_call(command: list[str]) -> str:
         await process.wait()
         return ""
     return out.decode(errors="replace")
+
+
+def remove_unused_images(
+    engine: Engine,
+    used: set[str],
+    *,
+    retry_seconds: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """Blocking: untag the images homerun built (BUILD_REPOSITORY) whose ID is not in `used`
+    (sha256:… IDs of revisions and stored images); podman deletes an image with its last tag.
+    One a container still runs (an instance of a deleted revision stopping, up to its stop
+    grace) is refused by podman: it is tried again every second for `retry_seconds`. The
+    tags removed."""
+    listed = subprocess.run(
+        engine.command(
+            "images",
+            "--no-trunc",
+            "--filter",
+            f"reference={BUILD_REPOSITORY}",
+            "--format",
+            "{{.ID}} {{.Repository}}:{{.Tag}}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=_ENGINE_SECONDS,
+        stdin=subprocess.DEVNULL,
+    )
+    unused = []
+    for line in listed.stdout.splitlines():
+        image, _, tag = line.partition(" ")
+        image = image if image.startswith("sha256:") else f"sha256:{image}"
+        if image not in used and tag.startswith(f"{BUILD_REPOSITORY}:"):
+            unused.append(tag)
+    removed: list[str] = []
+    waited = 0.0
+    while unused:
+        for tag in list(unused):
+            untagged = subprocess.run(
+                engine.command("rmi", tag),
+                capture_output=True,
+                timeout=_ENGINE_SECONDS,
+                stdin=subprocess.DEVNULL,
+            )
+            if untagged.returncode == 0:
+                removed.append(tag)
+                unused.remove(tag)
+        if not unused or waited >= retry_seconds:
+            break
+        sleep(1.0)
+        waited += 1.0
+    return removed
 
 
 def _limits(container: ContainerSpec) -> list[str]:

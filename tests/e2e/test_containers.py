@@ -54,7 +54,8 @@ def test_apt_get_multi_stage_and_user_build_with_podman_and_run_as_a_container(
 ) -> None:
     result = engine_platform.deploy_ok("ctr", APPS / "container_app")
     output = result.stdout + result.stderr
-    assert "building with podman" in output and "outside the subset" in output
+    assert "building with podman" in output
+    assert "Dockerfile:3: `FROM localhost/homerun-test-debian:bookworm AS build`" in output
     answer = report(engine_platform, "ctr")
     assert answer["jq"] and str(answer["jq"]).startswith("jq-")  # apt-get installed it
     assert answer["stage"] == "built in stage one"  # COPY --from the first stage
@@ -152,6 +153,60 @@ def test_a_failing_step_and_a_crashing_container_keep_the_revision_serving(
     assert crashed.returncode == 1
     assert "boom: no DB_URL" in crashed.stderr and "exit code 3" in crashed.stderr
     assert report(engine_platform, "ctr")["uid"] == 4321  # the first revision still serves
+
+
+def test_deleting_a_service_removes_the_image_only_it_ran(
+    engine_platform: Platform, tmp_path: Path
+) -> None:
+    app = tmp_path / "own_image"
+    app.mkdir()
+    (app / "main.py").write_text((APPS / "container_app" / "main.py").read_text())
+    marker = tmp_path.name  # unique to this test run: podman's cache cannot share the image
+    (app / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nRUN echo {marker} > /marker\nCOPY main.py /main.py\n"
+        'CMD ["python3", "/main.py"]\n'
+    )
+    engine_platform.ensure_deployed("ctr", APPS / "container_app")
+    engine_platform.deploy_ok("ctr-own", app)
+    assert _image_with_marker(marker)
+    deleted = engine_platform.run("services", "delete", "ctr-own", "-q")
+    assert deleted.returncode == 0, describe(deleted)
+    deadline = time.monotonic() + 60
+    while _image_with_marker(marker):
+        assert time.monotonic() < deadline, "the deleted service's image is still there"
+        time.sleep(0.5)
+    assert report(engine_platform, "ctr")["uid"] == 4321  # other services' images stay
+
+
+def _build_tags() -> list[str]:
+    listed = subprocess.run(
+        [
+            *podman(),
+            "images",
+            "--filter",
+            "reference=localhost/homerun-build",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split()
+
+
+def _image_with_marker(marker: str) -> bool:
+    """Whether an image homerun built still has /marker = marker (its own layer)."""
+    for tag in _build_tags():
+        history = subprocess.run(
+            [*podman(), "history", "--no-trunc", "--format", "{{.CreatedBy}}", tag],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        if marker in history:
+            return True
+    return False
 
 
 def test_deleting_the_service_removes_its_containers(engine_platform: Platform) -> None:
