@@ -18,6 +18,7 @@ from homerun.model.images import (
     BuildRequest,
     BuildSummary,
     ImageSummary,
+    PushedImage,
     parse_build_event,
 )
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
@@ -286,6 +287,9 @@ class Client:
 
     def images(self) -> list[ImageSummary]:
         return _read_list(ImageSummary, self._call("GET", "/v1/images"))
+
+    def push_image(self, name: str) -> PushedImage:
+        return _read(PushedImage, self._call("POST", "/v1/images/push", json={"name": name}))
 
     def delete_image(self, name: str) -> list[str]:
         answer = self._call("DELETE", "/v1/images", params={"name": name})

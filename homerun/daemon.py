@@ -152,13 +152,13 @@ class Daemon:
             logs=logs,
             supervisor=supervisor,
             build=functools.partial(build.build, engine=engine),
+            engine=engine,
             poke=scaler.poke,
             clock=clock,
             signing_key=signing_key,
             metadata_address=metadata_socket.getsockname()[:2],
             dashboard_url=dashboard_url,
             runtime=runtime,
-            container_engine=f"{engine.name} {engine.version}" if engine else None,
             release_images=functools.partial(remove_unused_images, engine) if engine else None,
         )
         live, authority = control.live, control.authority
@@ -364,7 +364,7 @@ def control_plane(
     runtime: Runtime | None = None,
     task_registry: InstanceRegistry | None = None,
     wall_clock: Callable[[], float] = time.time,
-    container_engine: str | None = None,
+    engine: Engine | None = None,
     release_images: Callable[[set[str]], object] | None = None,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
@@ -480,7 +480,7 @@ def control_plane(
             clock=clock,
             router_url=f"http://{settings.listen}:{settings.port}",
             dashboard_url=dashboard_url,
-            container_engine=container_engine,
+            container_engine=f"{engine.name} {engine.version}" if engine else None,
         ),
         jobs=Jobs(
             settings=settings,
@@ -502,6 +502,7 @@ def control_plane(
             build=build,
             revisions=revisions,
             tasks=tasks,
+            engine=engine,
         ),
     )
 

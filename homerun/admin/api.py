@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -222,6 +223,11 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             return JSONResponse({"deleted": control.images.delete(name)})
         return _views(control.images.images())
 
+    async def push(request: Request) -> Response:
+        body = await _json_body(request)
+        pushed = await asyncio.to_thread(control.images.push, _field(body, "name"))
+        return _view(pushed)
+
     async def homerun_error(request: Request, exc: Exception) -> Response:
         status_code = 404 if isinstance(exc, NotFound) else 400
         return JSONResponse({"error": str(exc)}, status_code=status_code)
@@ -255,6 +261,7 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             Route("/v1/executions/{name}/cancel", execution_cancel, methods=["POST"]),
             Route("/v1/builds", builds, methods=["GET", "POST"]),
             Route("/v1/images", images, methods=["GET", "DELETE"]),
+            Route("/v1/images/push", push, methods=["POST"]),
         ],
         exception_handlers={HomerunError: homerun_error},
     )

@@ -15,7 +15,13 @@ from pydantic.json_schema import models_json_schema
 from homerun.control.job_plan import JobRequest
 from homerun.model import views
 from homerun.model.events import DeployEvent, JobEvent
-from homerun.model.images import BuildEvent, BuildRequest, BuildSummary, ImageSummary
+from homerun.model.images import (
+    BuildEvent,
+    BuildRequest,
+    BuildSummary,
+    ImageSummary,
+    PushedImage,
+)
 from homerun.model.jobs import ExecutionOverrides
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
@@ -85,6 +91,7 @@ _VIEWS: tuple[type[BaseModel], ...] = (
     BuildSummary,
     ImageSummary,
     BuildRequest,
+    PushedImage,
 )
 
 
@@ -296,6 +303,13 @@ def _image_paths() -> dict[str, Any]:
         "/v1/builds": {
             "get": _operation("list builds, newest first", returns=_list_of("BuildSummary")),
             "post": submit,
+        },
+        "/v1/images/push": {
+            "post": _operation(
+                "push an image podman built to its registry (`images push`)",
+                body={"type": "object", "properties": {"name": {"type": "string"}}},
+                returns=_ref("PushedImage"),
+            )
         },
         "/v1/images": {
             "get": _operation("list the local image store", returns=_list_of("ImageSummary")),

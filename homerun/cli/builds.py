@@ -155,7 +155,31 @@ def delete_image(arguments: argparse.Namespace, context: Context) -> int:
     return 0
 
 
+@command(
+    "push",
+    "push an image podman built to the registry its name names",
+    positional("image", "IMAGE", "REGISTRY_HOST[:PORT]/PATH[:TAG] of the local image store"),
+    examples=[
+        (
+            "Push an image to a registry on this machine",
+            "homerun images push localhost:5000/hello:v1",
+        )
+    ],
+    description="The registry answers with the image's digest: a Knative Service or Cloud Run "
+    "references the image by it (REGISTRY/PATH@sha256:...). A registry on loopback is spoken "
+    "to over plain HTTP, any other with TLS verified.",
+)
+def push_image(arguments: argparse.Namespace, context: Context) -> int:
+    parse_image_name(arguments.image, "IMAGE")
+    pushed = context.client().push_image(arguments.image)
+    print(f"Pushed [{pushed.name}]: {pushed.digest}")
+    print(pushed.pinned)
+    return 0
+
+
 BUILDS = Group("builds", "build images: submit a folder, list builds", (submit, list_builds))
 IMAGES = Group(
-    "images", "the local image store: list and delete images", (list_images, delete_image)
+    "images",
+    "the local image store: list, push and delete images",
+    (list_images, push_image, delete_image),
 )

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from homerun.build.images import ImageStore
+from homerun.build.push import push_image
 from homerun.config import Paths, Settings
 from homerun.control.deploys import BuildFunction
 from homerun.control.revisions import Revisions
 from homerun.control.tasks import Tasks
 from homerun.errors import BuildError, HomerunError
+from homerun.model.engine import Engine
 from homerun.model.events import BuildLine, Failed, Phase
 from homerun.model.images import (
     BuildEvent,
@@ -23,6 +25,7 @@ from homerun.model.images import (
     Built,
     ImageName,
     ImageSummary,
+    PushedImage,
     parse_image_name,
 )
 
@@ -39,7 +42,9 @@ class Images:
         build: BuildFunction,
         revisions: Revisions,
         tasks: Tasks,
+        engine: Engine | None = None,
     ) -> None:
+        self._engine = engine  # pushes the images it built
         self._store = store
         self._settings = settings
         self._paths = paths
@@ -114,6 +119,29 @@ class Images:
 
     def delete(self, name: str) -> list[str]:
         return self._store.delete(name)
+
+    def push(self, name: str) -> PushedImage:
+        """Blocking: push a stored image podman built to the registry its name names."""
+        stored = self._store.resolve(name, "IMAGE")
+        if stored.record.engine_image is None:
+            raise HomerunError(
+                f"{stored.name.tagged} was built without a container engine: it is homerun's own "
+                "artifact (code and a virtualenv), which no registry takes. Only images podman "
+                "built (Dockerfiles beyond the Python subset) can be pushed for now."
+            )
+        if self._engine is None:
+            raise HomerunError(
+                f"{stored.name.tagged} is a podman image, and this homerun runs without a "
+                "container engine now (config.yaml: container-engine); start it with podman "
+                "installed and container-engine: auto to push it"
+            )
+        target = (
+            stored.name
+            if stored.name.digest is None
+            else parse_image_name(stored.name.tagged.split("@")[0])
+        )
+        digest = push_image(self._engine, stored.record.engine_image, target)
+        return PushedImage(name=target.tagged, digest=digest, pinned=target.pinned(digest))
 
     def discard_unfinished(self) -> None:
         """At startup: what a daemon stopped during a build left."""

@@ -146,6 +146,14 @@ class BuildSummary(_View):
     detail: str | None = None  # why it failed
 
 
+class PushedImage(_View):
+    """`homerun images push`: where the image went, and the digest the registry knows."""
+
+    name: str  # registry/path:tag
+    digest: str  # sha256:… (the registry's: the manifest's digest)
+    pinned: str  # registry/path@sha256:…, what a Knative Service or Cloud Run references
+
+
 class BuildRequest(_View):
     """What `homerun builds submit` sends to the daemon."""
 

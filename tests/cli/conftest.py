@@ -14,7 +14,14 @@ import pytest
 from homerun.cli import main
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
 from homerun.model.events import BuildLine, DeployEvent, Done, JobDeployed, JobEvent, Phase
-from homerun.model.images import BuildEvent, BuildRequest, BuildSummary, Built, ImageSummary
+from homerun.model.images import (
+    BuildEvent,
+    BuildRequest,
+    BuildSummary,
+    Built,
+    ImageSummary,
+    PushedImage,
+)
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.states import InstanceState
 from homerun.model.views import (
@@ -433,6 +440,11 @@ class FakeClient:
                 created_at=1_700_000_000.0,
             )
         ]
+
+    def push_image(self, name: str) -> PushedImage:
+        self._record("push_image", name)
+        digest = "sha256:" + "cd" * 32
+        return PushedImage(name=name, digest=digest, pinned=f"{name.rsplit(':', 1)[0]}@{digest}")
 
     def delete_image(self, name: str) -> list[str]:
         self._record("delete_image", name)

@@ -4,14 +4,24 @@ instance contract, loopback-only ports, bad inputs, and nothing left behind."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from fakes import free_port
 
-from .containers import BASE_IMAGE, containers_of, ensure_base_image, podman, remove_containers
+from .containers import (
+    BASE_IMAGE,
+    PODMAN_RUN,
+    containers_of,
+    ensure_base_image,
+    podman,
+    remove_containers,
+)
 from .harness import APPS, Platform, describe, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.containers, pytest.mark.slow]
@@ -248,3 +258,125 @@ def test_containers_a_killed_daemon_left_are_removed_at_its_next_start(
             assert report(platform, "ctr-left")["uid"] == 4321
     finally:
         remove_containers(home)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """Debian's docker-registry on a loopback port of its own: REGISTRY_HOST:PORT."""
+    program = shutil.which("docker-registry")
+    if program is None:
+        pytest.skip("docker-registry is not installed (./scripts/setup containers installs it)")
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'registry'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    process = subprocess.Popen(
+        [program, "serve", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/", trust_env=False).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "docker-registry did not answer"
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_push_then_pull_and_run_as_a_knative_pod_would(
+    engine_platform: Platform, registry: str
+) -> None:
+    image = f"{registry}/homerun-e2e/ctr:v1"
+    built = engine_platform.run(
+        "builds", "submit", str(APPS / "container_app"), "--tag", image, timeout=600
+    )
+    assert built.returncode == 0, describe(built)
+    pushed = engine_platform.run("images", "push", image)
+    assert pushed.returncode == 0, describe(pushed)
+    first, pinned = pushed.stdout.strip().splitlines()
+    digest = first.rpartition(": ")[2]
+    assert first == f"Pushed [{image}]: {digest}" and digest.startswith("sha256:")
+    assert pinned == f"{registry}/homerun-e2e/ctr@{digest}"
+    # The registry has it under that digest.
+    manifest = httpx.get(
+        f"http://{registry}/v2/homerun-e2e/ctr/manifests/{digest}",
+        headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json, "
+            "application/vnd.docker.distribution.manifest.v2+json"
+        },  # fmt: skip
+        trust_env=False,
+    )
+    assert manifest.status_code == 200, manifest.text
+    # Pulled back by digest and run as a Knative pod runs it: PORT=8080 and the K_* env.
+    command = podman()
+    subprocess.run(
+        [*command, "pull", "--tls-verify=false", pinned], check=True, capture_output=True
+    )
+    port = free_port()
+    name = f"homerun-e2e-pod-{port}"
+    subprocess.run(
+        [
+            *command,
+            "run",
+            "--detach",
+            "--rm",
+            "--name",
+            name,
+            *PODMAN_RUN,
+            "--publish",
+            f"127.0.0.1:{port}:8080",
+            "--env",
+            "PORT=8080",
+            "--env",
+            "K_SERVICE=ctr",
+            "--env",
+            "K_REVISION=ctr-00001-pod",
+            "--env",
+            "K_CONFIGURATION=ctr",
+            pinned,
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/", trust_env=False)
+                if response.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the pulled image did not answer"
+            time.sleep(0.1)
+        answer = response.json()
+        assert answer["uid"] == 4321 and answer["port"] == "8080"
+        assert answer["k_service"] == "ctr" and answer["stage"] == "built in stage one"
+    finally:
+        subprocess.run([*command, "rm", "--force", "--time", "0", name], capture_output=True)
+        subprocess.run([*command, "rmi", pinned], capture_output=True)
+
+
+def test_an_image_built_without_the_engine_is_not_pushed(
+    engine_platform: Platform, tmp_path: Path
+) -> None:
+    built = engine_platform.run(
+        "builds", "submit", str(APPS / "flask_seed"), "--tag", "127.0.0.1:1/seed:v1"
+    )
+    assert built.returncode == 0, describe(built)
+    refused = engine_platform.run("images", "push", "127.0.0.1:1/seed:v1")
+    assert refused.returncode == 1
+    assert "built without a container engine" in refused.stderr
+    assert "Only images podman built" in refused.stderr
