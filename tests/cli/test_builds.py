@@ -63,3 +63,14 @@ def test_images_delete(run: Run, fake: FakeClient) -> None:
     assert result.code == 0, result.err
     assert fake.called("delete_image") == [("gcr.io/my-project/hello",)]
     assert result.out == "Deleted [gcr.io/my-project/hello:latest].\n"
+
+
+def test_images_push_prints_the_digest_and_the_pinned_name(run: Run, fake: FakeClient) -> None:
+    result = run("images", "push", "localhost:5000/hello:v1")
+    assert result.code == 0, result.err
+    assert fake.called("push_image") == [("localhost:5000/hello:v1",)]
+    digest = "sha256:" + "cd" * 32
+    assert result.out.splitlines() == [
+        f"Pushed [localhost:5000/hello:v1]: {digest}",
+        f"localhost:5000/hello@{digest}",
+    ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from homerun.errors import HomerunError, NotFound
 from homerun.knative import parse_service
 from homerun.model.events import Done, Phase
 from homerun.model.images import BuildEvent, BuildRequest, Built, InvalidImageName
@@ -195,5 +196,16 @@ def test_the_knative_document_names_the_image_and_applies_unchanged(
         events = [event async for event in plane.control.deploys.replace(manifest)]
         done = events[-1]
         assert isinstance(done, Done) and done.unchanged and done.revision == first.revision
+
+    run(make_plane, scenario)
+
+
+def test_an_artifact_image_is_not_pushed(make_plane: Callable[..., Plane]) -> None:
+    async def scenario(plane: Plane) -> None:
+        await built(plane, plane.source, "localhost:5000/hello:v1")
+        with pytest.raises(HomerunError, match="built without a container engine"):
+            plane.control.images.push("localhost:5000/hello:v1")
+        with pytest.raises(NotFound, match="there is no image localhost:5000/other:latest"):
+            plane.control.images.push("localhost:5000/other")
 
     run(make_plane, scenario)
