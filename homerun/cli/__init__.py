@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from homerun.cli import (
     auth,
+    builds,
     config,
     deploy,
     jobs,
@@ -39,6 +40,9 @@ COMMANDS = Group(
         secrets.GROUP,
         logs.GROUP,
         auth.GROUP,
+        builds.BUILDS,
+        builds.IMAGES,
+        deploy.RUN,
     ),
     examples=(
         (
