@@ -20,6 +20,14 @@ from homerun.model.events import (
     parse_job_event,
     parse_pool_event,
 )
+from homerun.model.images import (
+    BuildEvent,
+    BuildRequest,
+    BuildSummary,
+    ImageSummary,
+    PushedImage,
+    parse_build_event,
+)
 from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.validation import validation_message
@@ -322,6 +330,27 @@ class Client:
         )
         return entries
 
+    # Builds and images
+
+    def submit_build(self, request: BuildRequest) -> Iterator[BuildEvent]:
+        """The build's events as they happen; the last one is `built` or `error`."""
+        return self._stream_lines(
+            "POST", "/v1/builds", _build_event, content=request.model_dump_json()
+        )
+
+    def builds(self) -> list[BuildSummary]:
+        return _read_list(BuildSummary, self._call("GET", "/v1/builds"))
+
+    def images(self) -> list[ImageSummary]:
+        return _read_list(ImageSummary, self._call("GET", "/v1/images"))
+
+    def push_image(self, name: str) -> PushedImage:
+        return _read(PushedImage, self._call("POST", "/v1/images/push", json={"name": name}))
+
+    def delete_image(self, name: str) -> list[str]:
+        answer = self._call("DELETE", "/v1/images", params={"name": name})
+        return [str(deleted) for deleted in answer.get("deleted", [])]
+
     def _stream_lines(
         self, method: str, path: str, parse: Callable[[str], Event], **kwargs: Any
     ) -> Iterator[Event]:
@@ -415,6 +444,16 @@ def _event(line: str) -> DeployEvent:
     except ValidationError as error:
         raise UnreadableAnswer(
             "the daemon sent a deploy event this CLI cannot read: "
+            f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
+        ) from None
+
+
+def _build_event(line: str) -> BuildEvent:
+    try:
+        return parse_build_event(line)
+    except ValidationError as error:
+        raise UnreadableAnswer(
+            "the daemon sent a build event this CLI cannot read: "
             f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
         ) from None
 

@@ -75,6 +75,10 @@ class Paths:
         return self.home / "inspect"
 
     @property
+    def images(self) -> Path:
+        return self.home / "images"
+
+    @property
     def config_file(self) -> Path:
         return self.home / "config.yaml"
 
@@ -153,6 +157,9 @@ class Settings:
     # use and the server's workers x threads, for describe and `homerun services advise`.
     inspector: bool = True
     inspector_block_ms: float = 100.0
+    # Builds Dockerfiles outside the engine-less subset and runs the images: auto (podman
+    # when installed), podman, or none.
+    container_engine: str = "auto"
     # The Google Cloud project instances are told they run in (the metadata server's
     # project-id; service accounts are NAME@PROJECT.iam.gserviceaccount.com).
     project: str = DEFAULT_PROJECT
@@ -205,6 +212,7 @@ _KEYS = {
     "zygote-memory-budget-bytes": "zygote_memory_budget_bytes",
     "inspector": "inspector",
     "inspector-block-ms": "inspector_block_ms",
+    "container-engine": "container_engine",
     "project": "project",
 }
 

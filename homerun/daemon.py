@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime
 import fcntl
+import functools
 import gc
 import getpass
 import hashlib
@@ -41,12 +42,14 @@ from homerun.access.tokens import SigningKey, TokenAuthority
 from homerun.admin.api import create_app
 from homerun.admin.bearer import RequireToken
 from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
+from homerun.build.images import ImageStore
 from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.control import ControlPlane
 from homerun.control.access import Guards, Iam
 from homerun.control.advice import Advisor
 from homerun.control.deploys import BuildFunction, Deploys
 from homerun.control.executions import Executions, NoRuntime
+from homerun.control.images import Images
 from homerun.control.job_artifacts import JobArtifacts
 from homerun.control.job_logs import JobLogs
 from homerun.control.job_views import JobViews
@@ -63,7 +66,8 @@ from homerun.control.urls import Urls
 from homerun.control.views import Views
 from homerun.control.worker_pools import WorkerPools
 from homerun.errors import HomerunError
-from homerun.observe.logs import LogStore
+from homerun.model.engine import Engine
+from homerun.observe.logs import LogStore, platform_entry
 from homerun.observe.metrics import Metrics
 from homerun.observe.overview import overview
 from homerun.observe.processes import ProcessSampler
@@ -73,6 +77,7 @@ from homerun.procfs import lock_holders, process_name
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address, Route
 from homerun.runtime import Runtime, cgroups
+from homerun.runtime.container import ContainerRuntime, find_engine, remove_unused_images
 from homerun.runtime.inspection import Inspector
 from homerun.runtime.limited import LimitedRuntime, OpenRuntime
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
@@ -116,6 +121,10 @@ class Daemon:
         logs = LogStore(
             self.paths.logs, max_bytes=self.settings.log_max_bytes, report=_print_problem
         )
+        engine = _container_engine(self.settings.container_engine)
+        # Process instances in control groups of their own (runtime/limited.py); container
+        # instances get theirs from podman (--memory, --cpus), so the container runtime
+        # wraps the limited one and hands it every start that is not a container.
         runtime = _limited(
             ZygoteRuntime(memory_budget=self.settings.zygote_memory_budget_bytes)
             if self.settings.zygote
@@ -123,10 +132,18 @@ class Daemon:
             self.home,
         )
         runtime.open()
+        # Revisions built into container images run as containers; all others as processes.
+        instances: Runtime = (
+            ContainerRuntime(engine, runtime, home=self.paths.home) if engine else runtime
+        )
+        if isinstance(instances, ContainerRuntime):
+            await instances.remove_leftovers(
+                lambda line: logs.emit(platform_entry("homerun", line))
+            )
         loop = asyncio.get_running_loop()
         clock = loop.time
         supervisor = Supervisor(
-            runtime,
+            instances,
             logs,
             InstanceRegistry(
                 record=lambda name, revision, pid: store.record_instance(
@@ -159,13 +176,15 @@ class Daemon:
             store=store,
             logs=logs,
             supervisor=supervisor,
-            build=build.build,
+            build=functools.partial(build.build, engine=engine),
+            engine=engine,
             poke=scaler.poke,
             clock=clock,
             signing_key=signing_key,
             metadata_address=metadata_socket.getsockname()[:2],
             dashboard_url=dashboard_url,
             runtime=runtime,
+            release_images=functools.partial(remove_unused_images, engine) if engine else None,
         )
         live, authority = control.live, control.authority
         published = authority.published()
@@ -436,6 +455,8 @@ def control_plane(
     runtime: Runtime | None = None,
     task_registry: InstanceRegistry | None = None,
     wall_clock: Callable[[], float] = time.time,
+    engine: Engine | None = None,
+    release_images: Callable[[set[str]], object] | None = None,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
     runs jobs' tasks; their pids go to `task_registry` (by default the store's instances, which
@@ -475,6 +496,7 @@ def control_plane(
         prices=settings.prices,
         usage=live.usage,
     )
+    images = ImageStore(paths.images, clock=wall_clock)
     revisions = Revisions(
         paths=paths,
         store=store,
@@ -482,6 +504,9 @@ def control_plane(
         live=live,
         tasks=tasks,
         retention=settings.revision_retention,
+        image_venvs=images.venvs,
+        engine_images=images.engine_images,
+        release_images=release_images,
     )
     traffic = Traffic(store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values)
     iam = Iam(store, logs, authority, access_changed=live.refresh_access)
@@ -535,6 +560,7 @@ def control_plane(
             secrets=secret_values,
             tasks=tasks,
             urls=urls,
+            images=images,
             clock=clock,
             progress_seconds=progress_seconds,
         ),
@@ -557,6 +583,7 @@ def control_plane(
             router_url=f"http://{settings.listen}:{settings.port}",
             dashboard_url=dashboard_url,
             advisor=advisor,
+            container_engine=f"{engine.name} {engine.version}" if engine else None,
         ),
         jobs=Jobs(
             settings=settings,
@@ -587,7 +614,23 @@ def control_plane(
             host_env=host_env,
         ),
         ramp=Ramp(store=store, live=live, supervisor=supervisor, advisor=advisor, clock=clock),
+        images=Images(
+            store=images,
+            settings=settings,
+            paths=paths,
+            build=build,
+            revisions=revisions,
+            tasks=tasks,
+            engine=engine,
+        ),
     )
+
+
+def _container_engine(setting: str) -> Engine | None:
+    try:
+        return find_engine(setting)
+    except ValueError as error:
+        raise HomerunError(str(error)) from None
 
 
 def run(home: Path, settings: Settings) -> None:

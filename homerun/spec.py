@@ -219,6 +219,9 @@ class RevisionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str = Field(description="absolute path of the source folder deployed")
+    # `deploy --image`: the image pinned to its digest (`gcr.io/p/hello@sha256:…`); the
+    # source is then the folder the image was built from, as far as it is known.
+    image: str | None = None
     command: list[str] | None = None
     args: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
@@ -340,6 +343,7 @@ class RevisionChanges(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str | None = None  # None: reuse the latest revision's artifact
+    image: str | None = None  # deploy --image NAME (the daemon pins it to its digest)
     command: list[str] | None = None  # [] resets to the image's default
     args: list[str] | None = None
     container_concurrency: int | None = None
@@ -348,6 +352,7 @@ class RevisionChanges(BaseModel):
     annotations: dict[str, str | None] = Field(default_factory=dict)  # None removes
     cpu: str | None = None
     memory: str | None = None
+    container_port: int | None = Field(default=None, ge=1, le=65535)  # --port
     service_account: str | None = None  # "" goes back to the service's own account
     # gcloud's --startup-probe, --liveness-probe, --readiness-probe.
     startup_probe: Probe | None = None
@@ -360,12 +365,14 @@ class RevisionChanges(BaseModel):
     def apply(self, base: RevisionSpec | None) -> RevisionSpec:
         """The spec of the next revision: `base` (the latest one) with these changes."""
         if base is None:
-            if self.source is None:
-                raise InvalidSpec("a new service needs --source DIR")
-            base = RevisionSpec(source=self.source)
+            if self.source is None and self.image is None:
+                raise InvalidSpec("a new service needs --source DIR or --image IMAGE")
+            base = RevisionSpec(source=self.source or "")
         fields = base.model_dump()
-        if self.source is not None:
-            fields["source"] = self.source
+        if self.source is not None or self.image is not None:
+            # A source deploy replaces an image, and an image deploy a source.
+            fields["source"] = self.source or ""
+            fields["image"] = self.image
         for name in ("command", "args"):
             value = getattr(self, name)
             if value is not None:
@@ -377,6 +384,7 @@ class RevisionChanges(BaseModel):
             "cpu",
             "memory",
             "use_http2",
+            "container_port",
         ):
             value = getattr(self, name)
             if value is not None:

@@ -394,7 +394,7 @@ BASE["spec"]["traffic"] = [
             "spec/template/spec/containers/0/image",
             "gcr.io/p/app:1",
             "spec.template.spec.containers[0].image",
-            "not a homerun artifact",
+            "not an image pinned to its digest",
         ),
         (
             "spec/template/spec/containers/0/livenessProbe",

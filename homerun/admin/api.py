@@ -20,6 +20,7 @@ from homerun.control.worker_pools import PoolRequest
 from homerun.errors import HomerunError, InvalidSpec, NotFound, StoreUnavailable
 from homerun.knative import parse_service
 from homerun.model.events import DeployEvent, JobEvent, PoolEvent
+from homerun.model.images import BuildEvent, BuildRequest
 from homerun.model.inspection import RampRequest
 from homerun.model.jobs import ExecutionOverrides
 from homerun.model.validation import validation_message
@@ -249,6 +250,30 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         )
         return JSONResponse(entries)
 
+    async def builds(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                body = BuildRequest.model_validate_json(await request.body())
+            except ValidationError as error:
+                raise InvalidSpec(f"invalid build request: {validation_message(error)}") from None
+            return StreamingResponse(
+                _build_ndjson(control.images.submit(body)), media_type="application/x-ndjson"
+            )
+        return _views(control.images.builds())
+
+    async def images(request: Request) -> Response:
+        if request.method == "DELETE":
+            name = request.query_params.get("name")
+            if not name:
+                raise InvalidSpec("name: give the image to delete (?name=IMAGE)")
+            return JSONResponse({"deleted": control.images.delete(name)})
+        return _views(control.images.images())
+
+    async def push(request: Request) -> Response:
+        body = await _json_body(request)
+        pushed = await asyncio.to_thread(control.images.push, _field(body, "name"))
+        return _view(pushed)
+
     async def homerun_error(request: Request, exc: Exception) -> Response:
         status_code = (
             404 if isinstance(exc, NotFound) else 503 if isinstance(exc, StoreUnavailable) else 400
@@ -287,6 +312,9 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             Route("/v1/worker-pools/{name}", worker_pool, methods=["GET", "DELETE"]),
             Route("/v1/worker-pools/{name}/deploy", worker_pool_deploy, methods=["POST"]),
             Route("/v1/worker-pools/{name}/logs", worker_pool_logs),
+            Route("/v1/builds", builds, methods=["GET", "POST"]),
+            Route("/v1/images", images, methods=["GET", "DELETE"]),
+            Route("/v1/images/push", push, methods=["POST"]),
         ],
         exception_handlers={HomerunError: homerun_error},
     )
@@ -303,6 +331,11 @@ async def _job_ndjson(events: AsyncIterator[JobEvent]) -> AsyncIterator[bytes]:
 
 
 async def _pool_ndjson(events: AsyncIterator[PoolEvent]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield event.model_dump_json().encode() + b"\n"
+
+
+async def _build_ndjson(events: AsyncIterator[BuildEvent]) -> AsyncIterator[bytes]:
     async for event in events:
         yield event.model_dump_json().encode() + b"\n"
 

@@ -16,6 +16,13 @@ from homerun.control.job_plan import JobRequest
 from homerun.control.worker_pools import PoolRequest
 from homerun.model import views
 from homerun.model.events import DeployEvent, JobEvent, PoolEvent
+from homerun.model.images import (
+    BuildEvent,
+    BuildRequest,
+    BuildSummary,
+    ImageSummary,
+    PushedImage,
+)
 from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides
 from homerun.spec import DeployRequest
@@ -85,6 +92,10 @@ _VIEWS: tuple[type[BaseModel], ...] = (
     views.ExecutionDescription,
     Advice,
     views.WorkerPoolSummary,
+    BuildSummary,
+    ImageSummary,
+    BuildRequest,
+    PushedImage,
 )
 
 
@@ -103,14 +114,17 @@ def _view_schemas() -> dict[str, Any]:
     event = TypeAdapter(DeployEvent).json_schema(ref_template=_REF, mode="serialization")
     job_event = TypeAdapter(JobEvent).json_schema(ref_template=_REF, mode="serialization")
     pool_event = TypeAdapter(PoolEvent).json_schema(ref_template=_REF, mode="serialization")
+    build_event = TypeAdapter(BuildEvent).json_schema(ref_template=_REF, mode="serialization")
     return {
         **document.get("$defs", {}),
         **event.pop("$defs", {}),
         **job_event.pop("$defs", {}),
         **pool_event.pop("$defs", {}),
+        **build_event.pop("$defs", {}),
         "DeployEvent": event,
         "JobEvent": job_event,
         "PoolEvent": pool_event,
+        "BuildEvent": build_event,
     }
 
 
@@ -299,6 +313,36 @@ def openapi_document() -> dict[str, Any]:
             },
             **_job_paths(),
             **_pool_paths(),
+            **_image_paths(),
+        },
+    }
+
+
+def _image_paths() -> dict[str, Any]:
+    """Builds and the local image store."""
+    submit = _operation("build a folder into an image (`builds submit`)", body=_ref("BuildRequest"))
+    submit["responses"]["200"] = {
+        "description": "its events as they happen, the last `built` or `error`",
+        "content": {"application/x-ndjson": {"schema": _ref("BuildEvent")}},
+    }
+    return {
+        "/v1/builds": {
+            "get": _operation("list builds, newest first", returns=_list_of("BuildSummary")),
+            "post": submit,
+        },
+        "/v1/images/push": {
+            "post": _operation(
+                "push an image podman built to its registry (`images push`)",
+                body={"type": "object", "properties": {"name": {"type": "string"}}},
+                returns=_ref("PushedImage"),
+            )
+        },
+        "/v1/images": {
+            "get": _operation("list the local image store", returns=_list_of("ImageSummary")),
+            "delete": _operation(
+                "delete an image name (NAME[:TAG]) or every name of a digest (NAME@sha256:...)",
+                query={"name": {"type": "string"}},
+            ),
         },
     }
 

@@ -29,6 +29,7 @@ class Artifact:
     venv: Path | None
     entrypoint_origin: str  # "Dockerfile CMD (line 14)", "Procfile web:", "--command", ...
     server: str  # "gunicorn" | "uvicorn" | "other", guessed from argv
+    engine_image: str | None = None  # built by a container engine: its image ID
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,6 +40,7 @@ class Artifact:
             "venv": str(self.venv) if self.venv else None,
             "entrypoint_origin": self.entrypoint_origin,
             "server": self.server,
+            "engine_image": self.engine_image,
         }
 
     @classmethod
@@ -51,6 +53,7 @@ class Artifact:
             venv=Path(data["venv"]) if data.get("venv") else None,
             entrypoint_origin=str(data["entrypoint_origin"]),
             server=str(data["server"]),
+            engine_image=data.get("engine_image"),
         )
 
     def save(self) -> None:
@@ -78,6 +81,7 @@ def artifact_record(artifact: Artifact) -> ArtifactRecord:
         venv=str(artifact.venv) if artifact.venv else None,
         entrypoint_origin=artifact.entrypoint_origin,
         server=artifact.server,
+        engine_image=artifact.engine_image,
     )
     return record.model_copy(update={"digest": artifact_digest(artifact.root, record)})
 
@@ -116,6 +120,19 @@ def copy_artifact(
         shutil.rmtree(dest, ignore_errors=True)
         raise
     return copied
+
+
+def move_artifact(root: Path, record: ArtifactRecord, dest: Path) -> ArtifactRecord:
+    """Blocking: rename the artifact folder `root` to `dest` (same file system), with the
+    paths that named it pointing at `dest`; its digest does not change (it leaves paths out)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    root.rename(dest)
+    moved = ArtifactRecord.model_validate(_rebase(record.model_dump(), str(root), str(dest)))
+    manifest = dest / MANIFEST
+    if manifest.exists():
+        rebased = _rebase(json.loads(manifest.read_text()), str(root), str(dest))
+        manifest.write_text(json.dumps(rebased, indent=2) + "\n")
+    return moved
 
 
 def _rebase(value: Any, old: str, new: str) -> Any:

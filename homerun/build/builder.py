@@ -11,10 +11,17 @@ from pathlib import Path
 
 from homerun.build.artifact import Artifact
 from homerun.build.dependencies import plan_dependencies
-from homerun.build.dockerfile import Dockerfile, parse
+from homerun.build.dockerfile import HOW_TO_PROCEED, Dockerfile, parse
+from homerun.build.engine_build import engine_build
 from homerun.build.entrypoint import DEFAULT_THREADS, guess_server, resolve_entrypoint
 from homerun.build.function import Function, build_env, find_function
-from homerun.build.interpreter import Interpreter, probe_interpreter, python_for_base_image
+from homerun.build.interpreter import (
+    Interpreter,
+    default_python,
+    probe_interpreter,
+    python_for_base_image,
+)
+from homerun.build.pythons import pick, pythons_on_machine, requested_version
 from homerun.build.source import (
     DEFAULT_MAX_SOURCE_BYTES,
     Layout,
@@ -24,6 +31,7 @@ from homerun.build.source import (
 )
 from homerun.build.venv import ensure_venv
 from homerun.errors import BuildError, DockerfileError
+from homerun.model.engine import Engine
 
 # Set by the platform for every instance; an image cannot choose them (Cloud Run's contract).
 RESERVED_ENV = ("PORT",)
@@ -44,6 +52,7 @@ def build(
     function: str | None = None,
     base_image: str | None = None,
     concurrency: int = DEFAULT_THREADS,
+    engine: Engine | None = None,
 ) -> Artifact:
     """Build `source` into `dest` (which must not exist, or be empty). Blocking.
 
@@ -51,14 +60,43 @@ def build(
     Every line of progress, pip's output included, goes to `output` as it happens. On any
     failure `dest` is left as it was found and BuildError (or DockerfileError) says why.
     `concurrency` is the revision's --concurrency, the threads of a default gunicorn command.
+    A Dockerfile outside the engine-less subset is built by `engine` when there is one.
+    `base_image` wins over the Dockerfile's `FROM python:X.Y`.
     """
     source = check_source(Path(source))
     scan_source(source, max_source_bytes)
+    refusal = _outside_subset(source)
+    if engine is not None and refusal is not None:
+        # "…/Dockerfile:4: `RUN apt-get install -y curl` is outside the Dockerfile subset…"
+        why = str(refusal).replace(f"; {HOW_TO_PROCEED}", "")
+        return _engine_build_into(engine, source, Path(dest), why, output)
     if base_image and python is None:
         python = python_for_base_image(base_image)
+    dockerfile = _read_dockerfile(source, bypass=bool(command), output=output)
     interpreter = probe_interpreter(python)
+    if python is None and dockerfile is not None:
+        asked = requested_version(dockerfile.base_image)
+        try:
+            interpreter = _interpreter_for(asked, interpreter)
+        except LookupError:
+            if engine is None:
+                raise BuildError(_no_python(dockerfile, str(asked), interpreter)) from None
+            why = (
+                f"FROM {dockerfile.base_image} asks for Python {asked}, which this machine "
+                "does not have"
+            )
+            return _engine_build_into(engine, source, Path(dest), why, output)
+        where = "this machine's default" if interpreter.executable == default_python() else ""
+        output(
+            f"FROM {dockerfile.base_image} (line {dockerfile.base_line}): Python "
+            f"{interpreter.version} ({where or interpreter.executable})"
+            + ("" if asked else ": the image names no version, so any Python will do")
+        )
     output(f"building {source} with Python {interpreter.version} ({interpreter.executable})")
-    dockerfile = _read_dockerfile(source, interpreter, bypass=bool(command), output=output)
+    if dockerfile is not None and dockerfile.exposed_ports:
+        output(
+            f"EXPOSE {' '.join(dockerfile.exposed_ports)}: informational; instances listen on $PORT"
+        )
     dest = Path(dest).absolute()
     created = _claim(dest)
     try:
@@ -146,8 +184,59 @@ def _build_into(
     return artifact
 
 
+def _engine_build_into(
+    engine: Engine, source: Path, dest: Path, why: str, output: Callable[[str], None]
+) -> Artifact:
+    dest = dest.absolute()
+    created = _claim(dest)
+    try:
+        return engine_build(
+            engine, source, dest, dockerfile=source / "Dockerfile", output=output, why=why
+        )
+    except BaseException:
+        _discard(dest, created)
+        raise
+
+
+def _interpreter_for(asked: str | None, default: Interpreter) -> Interpreter:
+    """The Python FROM python:X.Y asks for: the default one when it is X.Y, else pyenv's or
+    pythonX.Y on the PATH; LookupError when this machine has none."""
+    if asked is None:
+        return default
+    chosen = pick(asked, default.version, pythons_on_machine(os.environ))
+    return default if chosen is None else probe_interpreter(chosen.executable)
+
+
+def _no_python(dockerfile: Dockerfile, asked: str, default: Interpreter) -> str:
+    """FROM python:3.14 on a machine without 3.14: say so, and what would work."""
+    versions = sorted(
+        {python.version for python in pythons_on_machine(os.environ)} | {default.version},
+        key=lambda version: tuple(int(part) for part in version.split(".") if part.isdigit()),
+    )
+    return (
+        f"{dockerfile.path}:{dockerfile.base_line}: FROM {dockerfile.base_image} asks for "
+        f"Python {asked}, and this machine has none (it has {', '.join(versions)}); homerun "
+        f"does not run it on another Python, where pip would pick other packages. Install "
+        f"Python {asked} (`pyenv install {asked}`), or change FROM to one of those versions, "
+        "or install podman and restart homerun (`homerun down`): it then builds the image with "
+        f"podman, which needs {dockerfile.base_image} from a registry it can reach"
+    )
+
+
+def _outside_subset(source: Path) -> DockerfileError | None:
+    """Why the source's Dockerfile needs an engine; None when it has none or needs none."""
+    path = source / "Dockerfile"
+    if not path.is_file():
+        return None
+    try:
+        parse(_read_text(path), str(path))
+    except DockerfileError as error:
+        return error
+    return None
+
+
 def _read_dockerfile(
-    source: Path, interpreter: Interpreter, *, bypass: bool, output: Callable[[str], None]
+    source: Path, *, bypass: bool, output: Callable[[str], None]
 ) -> Dockerfile | None:
     path = source / "Dockerfile"
     if not path.is_file():
@@ -159,11 +248,6 @@ def _read_dockerfile(
             raise
         output(f"ignoring the Dockerfile because --command was given: {error}")
         return None
-    output(f"FROM {dockerfile.base_image}: running on this machine's Python {interpreter.version}")
-    if dockerfile.exposed_ports:
-        output(
-            f"EXPOSE {' '.join(dockerfile.exposed_ports)}: informational; instances listen on $PORT"
-        )
     return dockerfile
 
 

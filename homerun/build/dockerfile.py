@@ -19,9 +19,14 @@ from homerun.build._pip import GLOBAL_OPTIONS_WITH_VALUE
 from homerun.errors import DockerfileError
 from homerun.shellwords import Word, WordError, expand, split_unexpanded, split_words
 
+# True where it is read: homerun without an engine raises it, and with podman installed (and
+# config.yaml's container-engine left at auto) the next daemon builds such Dockerfiles.
 HOW_TO_PROCEED = (
-    "install podman or docker so homerun can build the image, or deploy with --command "
-    "(homerun then ignores this Dockerfile and installs requirements.txt)"
+    "install podman (apt-get install podman buildah runc, or `./scripts/setup containers` in "
+    "homerun's checkout) and restart homerun (`homerun down`) with `container-engine: auto` "
+    "(the default) in config.yaml: it then builds the Dockerfile with podman and runs the "
+    "image as containers; or deploy with --command (homerun then ignores this Dockerfile and "
+    "installs requirements.txt)"
 )
 
 # The python images set this PATH, so `ENV PATH=/app/bin:$PATH` means the same here.

@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from homerun.cli import (
     advise,
     auth,
+    builds,
     config,
     deploy,
     jobs,
@@ -41,6 +42,9 @@ COMMANDS = Group(
         secrets.GROUP,
         logs.GROUP,
         auth.GROUP,
+        builds.BUILDS,
+        builds.IMAGES,
+        deploy.RUN,
     ),
     examples=(
         (

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from homerun.cli import flags
-from homerun.cli._commands import FlagGroup, command, flag, positional
+from homerun.cli._commands import FlagGroup, Group, command, flag, one_of, positional
 from homerun.cli._context import Context
 from homerun.cli._events import follow, print_deployed
 from homerun.client import Client, remote_target
 from homerun.errors import HomerunError, NotFound
+from homerun.model.images import parse_image_name
 from homerun.spec import (
     BASE_IMAGE_ANNOTATION,
     FUNCTION_TARGET_ANNOTATION,
@@ -39,16 +41,34 @@ FUNCTION = FlagGroup(
 
 @command(
     "deploy",
-    "build and deploy a service from source",
+    "build and deploy a service from source, or deploy an image",
     positional("service", "SERVICE", "the service's name: lowercase letters, digits and -"),
-    flag("--source", metavar="DIR", help="the app's folder (default: the current folder)"),
-    flag("--image", help=argparse.SUPPRESS),
+    one_of(
+        flag("--source", metavar="DIR", help="the app's folder (default: the current folder)"),
+        flag(
+            "--image",
+            metavar="IMAGE",
+            help="an image of the local store, made by `homerun builds submit --tag IMAGE`",
+        ),
+    ),
+    flag(
+        "--port",
+        type=int,
+        metavar="PORT",
+        help="the port the app listens on, given to it as PORT (Cloud Run's containerPort; "
+        "default 8080 in a container); an instance that is a process gets it while it is "
+        "free, else a port of its own",
+    ),
     *flags.REVISION_FLAGS,
     FUNCTION,
     examples=[
         (
             "Deploy the app in the current folder as the public service hello",
             "homerun deploy hello --source . --allow-unauthenticated",
+        ),
+        (
+            "Deploy an image built with `homerun builds submit --tag gcr.io/my-project/hello`",
+            "homerun deploy hello --image gcr.io/my-project/hello",
         ),
         (
             "Deploy with an env var and a secret, without moving traffic to the new revision",
@@ -60,19 +80,33 @@ FUNCTION = FlagGroup(
             "homerun deploy hello --source . --function hello_http --base-image python312",
         ),
     ],
-    description="Build the app in --source into a new revision of SERVICE (created if new), "
+    description="Build the app in --source (or take the image --image names, pinned to its "
+    "digest) into a new revision of SERVICE (created if new), "
     "start it, and move traffic to it once it answers; if it never does, the revision serving "
     "now keeps serving. A flag not given keeps the value of the service's latest revision.",
 )
 def deploy(arguments: argparse.Namespace, context: Context) -> int:
     service = validate_service_name(arguments.service)
-    if arguments.image:
-        raise HomerunError(
-            "--image needs a container engine, which this homerun does not use yet; "
-            "deploy from source with --source DIR"
+    if arguments.port is not None and not 1 <= arguments.port <= 65535:
+        raise HomerunError(f"--port: {arguments.port} is not a port; give 1..65535")
+    if arguments.image is not None:
+        parse_image_name(arguments.image, "--image")
+        if arguments.function is not None or arguments.base_image is not None:
+            raise HomerunError(
+                "--function and --base-image choose how a source is built; an image is built "
+                "already: deploy the folder with --source DIR --function TARGET instead"
+            )
+        changes = flags.revision_changes(arguments, source=None).model_copy(
+            update={"image": arguments.image, "container_port": arguments.port}
         )
-    source = _source_folder(arguments.source)
-    changes = function_changes(arguments, flags.revision_changes(arguments, source=str(source)))
+    else:
+        source = source_folder(arguments.source)
+        changes = function_changes(
+            arguments,
+            flags.revision_changes(arguments, source=str(source)).model_copy(
+                update={"container_port": arguments.port}
+            ),
+        )
     tag = flags.new_revision_tag(arguments, service)
     ingress = flags.ingress(arguments)
     client = context.client_starting_daemon()
@@ -133,23 +167,24 @@ def ask_allow_unauthenticated(context: Context, service: str) -> bool:
     return answer in ("y", "yes")
 
 
-def _source_folder(given: str | None) -> Path:
+def source_folder(given: str | None, flag: str = "--source") -> Path:
+    """The app's folder, checked as far as the CLI can (the daemon builds from it)."""
     if remote_target() is not None:
         # The daemon builds from a folder of its own machine: the CLI cannot look at it.
         source = Path(given or "")
         if not source.is_absolute():
             raise HomerunError(
-                "--source: with HOMERUN_URL, give the absolute path of the app's folder on "
+                f"{flag}: with HOMERUN_URL, give the absolute path of the app's folder on "
                 "the daemon's machine (sources are not uploaded)"
             )
         return source
     source = Path(given or ".").expanduser().resolve()
     if not source.exists():
-        raise HomerunError(f"--source: {source} does not exist; give the folder of your app")
+        raise HomerunError(f"{flag}: {source} does not exist; give the folder of your app")
     if not source.is_dir():
-        raise HomerunError(f"--source: {source} is not a folder; give the folder of your app")
+        raise HomerunError(f"{flag}: {source} is not a folder; give the folder of your app")
     if not any(source.iterdir()):
-        raise HomerunError(f"--source: {source} is empty; put your app (e.g. main.py) there")
+        raise HomerunError(f"{flag}: {source} is empty; put your app (e.g. main.py) there")
     return source
 
 
@@ -162,3 +197,20 @@ def _is_new(client: Client, service: str) -> bool:
 
 
 COMMANDS = (deploy,)
+# gcloud's own spelling, so that `gcloud run deploy …` lines work with `homerun` for `gcloud`.
+RUN = Group(
+    "run",
+    "gcloud's spelling: `homerun run deploy` is `homerun deploy`",
+    (
+        dataclasses.replace(
+            deploy,
+            examples=(
+                (
+                    "The seed's deploy, as written for gcloud",
+                    "homerun run deploy helloworld --image=gcr.io/my-project/helloworld",
+                ),
+                ("Deploy the current folder", "homerun run deploy hello --source ."),
+            ),
+        ),
+    ),
+)

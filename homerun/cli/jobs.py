@@ -15,7 +15,7 @@ from homerun.cli import executions, flags
 from homerun.cli._commands import FlagGroup, Group, command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._output import print_json, when
-from homerun.cli.deploy import _source_folder
+from homerun.cli.deploy import source_folder
 from homerun.cli.flags import _command
 from homerun.cli.logs import TAIL_BACKLOG, TAIL_BATCH, TAIL_POLL_SECONDS
 from homerun.errors import HomerunError, NotFound
@@ -136,13 +136,13 @@ def _deploy(mode: str, arguments: argparse.Namespace, context: Context) -> int:
     job = validate_job_name(arguments.job)
     if arguments.image:
         raise HomerunError(
-            "--image needs a container engine, which this homerun does not use yet; "
-            "give the job's code with --source DIR"
+            "--image: jobs do not run images yet (services do: `homerun deploy SERVICE "
+            "--image IMAGE`); give the job's code with --source DIR"
         )
     if arguments.wait and not arguments.execute_now:
         raise HomerunError("--wait goes with --execute-now: it waits for that execution")
     given = arguments.source
-    source = None if mode == "update" and given is None else str(_source_folder(given))
+    source = None if mode == "update" and given is None else str(source_folder(given))
     changes = _changes(arguments, source)
     settings = task_settings(arguments)
     schedule, zone = _schedule(arguments)
@@ -440,7 +440,7 @@ def replace(arguments: argparse.Namespace, context: Context) -> int:
     manifest = parse_job(document, current_digest=current, where=str(path))
     changes = manifest.changes
     if changes.source is not None:
-        changes = changes.model_copy(update={"source": str(_source_folder(changes.source))})
+        changes = changes.model_copy(update={"source": str(source_folder(changes.source))})
     deployed = _follow(
         client.deploy_job(
             manifest.name,

@@ -110,6 +110,8 @@ def status(arguments: argparse.Namespace, context: Context) -> int:
         f"  services:  {platform.services}, revisions: {platform.revisions}, "
         f"instances: {platform.instances}"
     )
+    if platform.container_engine:
+        print(f"  containers: {platform.container_engine} (Dockerfiles beyond the subset, images)")
     for service in services:
         print(f"  {service.name:<24} {service.url}")
     return 0

@@ -10,7 +10,7 @@ from homerun.cli import flags
 from homerun.cli._commands import FlagGroup, Group, command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._output import print_json, when
-from homerun.cli.deploy import _source_folder
+from homerun.cli.deploy import source_folder
 from homerun.cli.executions import print_entry
 from homerun.cli.flags import _command
 from homerun.errors import HomerunError
@@ -88,7 +88,7 @@ def deploy(arguments: argparse.Namespace, context: Context) -> int:
     if source is None and not _exists(context, pool):
         source = "."
     changes = RevisionChanges(
-        source=str(_source_folder(source)) if source is not None else None,
+        source=str(source_folder(source)) if source is not None else None,
         command=_command(arguments.command),
         args=parse_list(arguments.args) if arguments.args is not None else None,
         cpu=check_cpu(arguments.cpu, "--cpu") if arguments.cpu else None,

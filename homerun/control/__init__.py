@@ -11,6 +11,7 @@ live routing state the router reads. One module per concept; daemon.py wires the
     views.py      Views: describe, list, status, Knative documents
     advice.py     Advisor: `services advise` (the runtime inspector's measurements, advised on)
     ramp.py       Ramp: `services advise --ramp`, a bounded load on a private instance
+    images.py     Images: `builds submit|list`, `images list|delete` (the local image store)
     jobs.py       Jobs: `jobs create|deploy|update|delete` (plan in job_plan.py); its
                   executions (executions.py) run tasks as task_decision.py decides
     worker_pools.py  WorkerPools: instances with no port kept at a count (pool_decision.py)
@@ -24,6 +25,7 @@ from homerun.access.tokens import TokenAuthority
 from homerun.control.access import Iam
 from homerun.control.advice import Advisor
 from homerun.control.deploys import Deploys
+from homerun.control.images import Images
 from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
 from homerun.control.ramp import Ramp
@@ -56,6 +58,7 @@ class ControlPlane:
     advisor: Advisor
     worker_pools: WorkerPools
     ramp: Ramp
+    images: Images
 
     async def restore(self) -> None:
         """After a (re)start: route every service to its ready revisions and start them."""
@@ -76,6 +79,7 @@ class ControlPlane:
         self.revisions.empty_trash()
         for record in self.store.services():
             self.revisions.collect_garbage(record.name)
+        self.images.discard_unfinished()
         self.revisions.collect_venvs()
         self.jobs.restore()
         self.tasks.spawn(self.revisions.fill_digests())

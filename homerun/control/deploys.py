@@ -11,12 +11,14 @@ from typing import Any
 
 from homerun.build import Artifact
 from homerun.build.artifact import artifact_record, copy_artifact, write_failure
+from homerun.build.images import ImageStore
 from homerun.config import Paths, Settings
 from homerun.control.access import Iam
 from homerun.control.advice import capacity_warning
 from homerun.control.live import LiveRevisions
 from homerun.control.plan import (
     Build,
+    FromImage,
     Metadata,
     NewRevision,
     NoChange,
@@ -65,6 +67,7 @@ class Deploys:
         secrets: SecretValues,
         tasks: Tasks,
         urls: Urls,
+        images: ImageStore,
         clock: Callable[[], float],
         progress_seconds: float = 1.0,
     ) -> None:
@@ -83,6 +86,7 @@ class Deploys:
         self._secrets = secrets
         self._tasks = tasks
         self._urls = urls
+        self._images = images
         self._locks: dict[str, asyncio.Lock] = {}  # one deploy at a time per service
 
     def deploy(self, request: DeployRequest) -> AsyncIterator[DeployEvent]:
@@ -96,10 +100,29 @@ class Deploys:
                 previous_ready = self._store.latest_ready(service) if exists else None
                 record = self._store.service(service) if exists else None
                 metadata = Metadata(record.labels, record.annotations) if record else None
-                plan = plan_deploy(request, base, previous_ready, metadata)
+                pinned, container = self._pinned(request, emit)
+                plan = plan_deploy(
+                    pinned, base, previous_ready, metadata, container_image=container
+                )
                 await self._apply(plan, emit)
 
         return self._tasks.stream(work)
+
+    def _pinned(self, request: DeployRequest, emit: Emit) -> tuple[DeployRequest, bool]:
+        """`--image NAME[:TAG]` as the digest it names now (Cloud Run pins the digest too):
+        a later build to the same tag does not change what this revision runs; and whether
+        that image runs as containers."""
+        if request.changes.image is None:
+            return request, False
+        image = self._images.resolve(request.changes.image)
+        emit(Phase(message=f"Image {image.name} is {image.pinned}"))
+        changes = request.changes.model_copy(
+            update={"image": image.pinned, "source": image.source or ""}
+        )
+        return (
+            request.model_copy(update={"changes": changes}),
+            image.record.engine_image is not None,
+        )
 
     def replace(self, manifest: ServiceManifest) -> AsyncIterator[DeployEvent]:
         """Apply a Knative Service (already validated)."""
@@ -263,10 +286,16 @@ class Deploys:
         return start.result()
 
     async def _artifact_for(
-        self, name: str, spec: RevisionSpec, plan: Build | Reuse, emit: Emit
+        self, name: str, spec: RevisionSpec, plan: Build | Reuse | FromImage, emit: Emit
     ) -> ArtifactRecord:
         dest = self._paths.revisions / name
         try:
+            if isinstance(plan, FromImage):
+                image = self._images.resolve(plan.image)
+                emit(Phase(message=f"Creating revision {name} from the image {plan.image}"))
+                return await asyncio.to_thread(
+                    copy_artifact, image.root, image.record, plan.image, dest
+                )
             if isinstance(plan, Reuse):
                 emit(
                     Phase(

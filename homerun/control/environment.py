@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 
 from homerun.errors import InvalidSpec
 from homerun.model.artifact import ArtifactRecord
+from homerun.model.engine import DEFAULT_CONTAINER_PORT, ContainerSpec
 from homerun.routing.types import Address
 from homerun.runtime.inspection import Inspector
 from homerun.runtime.names import resolving_env
@@ -14,6 +15,22 @@ from homerun.spec import RevisionSpec
 
 # What an instance inherits from the daemon, as a container inherits its image's settings.
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
+
+
+def container_spec(spec: RevisionSpec, artifact: ArtifactRecord | None) -> ContainerSpec | None:
+    """How the revision's instances run as containers, when its artifact is an engine's image:
+    --port is the container's port, --memory and --cpu its limits, --command/--args replace
+    the image's ENTRYPOINT/CMD (Kubernetes semantics)."""
+    if artifact is None or artifact.engine_image is None:
+        return None
+    return ContainerSpec(
+        image=artifact.engine_image,
+        port=spec.container_port or DEFAULT_CONTAINER_PORT,
+        command=tuple(spec.command) if spec.command else None,
+        args=tuple(spec.args) if spec.args else None,
+        memory=spec.memory,
+        cpu=spec.cpu,
+    )
 
 
 def instance_env(
@@ -31,7 +48,8 @@ def instance_env(
     """Later sources win: the host's basics, the image's ENV, the user's env vars, the secrets
     (values read now), then what Cloud Run sets itself (K_SERVICE...); PORT is per instance."""
     env = {key: host_env[key] for key in INHERITED if key in host_env}
-    env.setdefault("PYTHONUNBUFFERED", "1")  # prints reach the log as they happen
+    if artifact is None or artifact.engine_image is None:
+        env.setdefault("PYTHONUNBUFFERED", "1")  # prints reach the log as they happen
     if artifact is not None:
         env.update(artifact.env)
     env.update(spec.env)

@@ -21,7 +21,7 @@ from homerun.control.job_views import JobViews
 from homerun.control.schedules import Schedules
 from homerun.control.secrets import SecretValues
 from homerun.control.tasks import Tasks
-from homerun.errors import HomerunError
+from homerun.errors import BuildError, HomerunError
 from homerun.model.artifact import ArtifactRecord
 from homerun.model.events import BuildLine, Failed, JobDeployed, JobEvent, Phase
 from homerun.model.jobs import validate_job_name
@@ -161,7 +161,7 @@ class Jobs:
             loop.call_soon_threadsafe(emit, BuildLine(line=line))
 
         def build() -> ArtifactRecord:
-            return artifact_record(
+            record = artifact_record(
                 self._build(
                     source,
                     dest,
@@ -173,6 +173,14 @@ class Jobs:
                     max_source_bytes=self._settings.max_source_bytes,
                 )
             )
+            if record.engine_image is not None:
+                raise BuildError(
+                    f"{source}/Dockerfile needs a container engine to build, and jobs do not "
+                    "run containers yet (services do); keep the job's Dockerfile in the "
+                    "Python subset, or give the job a folder without one (its "
+                    "requirements.txt is then installed)"
+                )
+            return record
 
         self._artifacts.builds += 1
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from homerun.access.iam import instance_member
 from homerun.config import Paths, Settings
 from homerun.control.access import Guards
-from homerun.control.environment import instance_cwd, instance_env
+from homerun.control.environment import container_spec, instance_cwd, instance_env
 from homerun.control.secrets import SecretValues, reads_latest
 from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, NotFound
@@ -136,7 +136,8 @@ class LiveRevisions:
             spec=revision.spec,
             artifact=artifact,
             secrets=self._secrets.env(revision.spec),
-            host_env=self._host_env,
+            # A container has its image's PATH, HOME...: none of the host's.
+            host_env={} if artifact and artifact.engine_image else self._host_env,
             metadata_address=self._metadata_address,
             hosts_file=self._paths.hosts,
             inspector=self._inspector,
@@ -170,6 +171,7 @@ class LiveRevisions:
                 revision.spec.container_concurrency,
                 revision.spec.annotations,
             ),
+            container=container_spec(revision.spec, artifact),
         )
         # A revision whose deploy runs (starting) is its deploy's until Supervisor.confirm();
         # one already ready (the daemon restarting, a tag on an older revision) serves at once.

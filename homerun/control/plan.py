@@ -43,6 +43,13 @@ class Reuse:
 
 
 @dataclass(frozen=True)
+class FromImage:
+    """Copy the artifact of an image in the local image store (`deploy --image`)."""
+
+    image: str  # pinned: repository@sha256:…
+
+
+@dataclass(frozen=True)
 class TrafficAfter:
     """What the service's traffic block becomes once the new revision is ready."""
 
@@ -73,7 +80,7 @@ class NewRevision:
 
     service: str
     spec: RevisionSpec
-    artifact: Build | Reuse
+    artifact: Build | Reuse | FromImage
     traffic: TrafficAfter
     name: str | None = None  # None: the next SERVICE-0000N-xyz
     allow_unauthenticated: bool | None = None
@@ -100,16 +107,26 @@ class NoChange:
 
 Plan = NewRevision | NoChange
 
+_IMAGE_ENTRYPOINT = (
+    "--command and --args cannot change what an image built without a container engine runs "
+    "(its entrypoint was fixed when it was built); put the command in the Dockerfile's CMD "
+    "and build the image again, or deploy the folder with --source DIR --command ..."
+)
+
 
 def plan_deploy(
     request: DeployRequest,
     base: RevisionRecord | None,
     previous_ready: RevisionRecord | None,
     metadata: Metadata | None = None,
+    *,
+    container_image: bool = False,
 ) -> Plan:
     """`homerun deploy` / `services update`: `base` is the service's latest created revision
     (its current template), `previous_ready` its latest ready one, `metadata` the service's
-    labels and annotations; None for a new service."""
+    labels and annotations; None for a new service. `container_image`: the image --image
+    names runs as containers, whose ENTRYPOINT and CMD --command and --args replace at each
+    start."""
     service = validate_service_name(request.service)
     new_metadata = _metadata_after(request, metadata)
     name = (
@@ -122,10 +139,10 @@ def plan_deploy(
     if request.ingress is not None:
         check_ingress(request.ingress)
     changes = request.changes
-    if base is None and changes.source is None:
+    if base is None and changes.source is None and changes.image is None:
         raise NotFound(
             f"service {service!r} not found; deploy it first with "
-            f"`homerun deploy {service} --source DIR`"
+            f"`homerun deploy {service} --source DIR` (or --image IMAGE)"
         )
     # gcloud: whatever the flags do not change is kept from the service's current template.
     spec = changes.apply(base.spec if base else None)
@@ -134,8 +151,33 @@ def plan_deploy(
             f"--no-traffic: {service} has no ready revision that could keep the traffic; "
             "deploy without --no-traffic"
         )
-    artifact: Build | Reuse
-    if changes.source is not None:
+    artifact: Build | Reuse | FromImage
+    if changes.image is not None:
+        if (changes.command or changes.args) and not container_image:
+            raise InvalidSpec(_IMAGE_ENTRYPOINT)
+        # An image runs its own entrypoint: a --command kept from a source deploy goes.
+        spec = spec.model_copy(
+            update={
+                "command": changes.command or None if container_image else None,
+                "args": changes.args or None if container_image else None,
+            }
+        )
+        if (
+            base is not None
+            and spec.configuration() == base.spec.configuration()
+            and name in (None, base.name)
+        ):
+            # The same digest with the same settings: the template is unchanged (Knative).
+            return NoChange(
+                service,
+                base,
+                tag=request.tag,
+                allow_unauthenticated=request.allow_unauthenticated,
+                ingress=request.ingress,
+                metadata=new_metadata,
+            )
+        artifact = FromImage(changes.image)
+    elif changes.source is not None:
         artifact = Build(Path(changes.source))
     else:
         assert base is not None  # a new service without --source was refused above
@@ -149,7 +191,13 @@ def plan_deploy(
                 ingress=request.ingress,
                 metadata=new_metadata,
             )
-        if spec.entrypoint_inputs() != base.spec.entrypoint_inputs():
+        in_container = base.artifact is not None and base.artifact.engine_image is not None
+        if spec.entrypoint_inputs() != base.spec.entrypoint_inputs() and in_container:
+            # A container's ENTRYPOINT and CMD are replaced at its start: no rebuild.
+            artifact = Reuse(base)
+        elif spec.entrypoint_inputs() != base.spec.entrypoint_inputs() and spec.image:
+            raise InvalidSpec(_IMAGE_ENTRYPOINT)
+        elif spec.entrypoint_inputs() != base.spec.entrypoint_inputs():
             artifact = Build(
                 Path(spec.source),
                 "the entrypoint changes (--command, --args, --function, --base-image or a "

@@ -9,7 +9,7 @@ import fcntl
 import secrets
 import shutil
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from homerun.build.artifact import artifact_digest
@@ -34,6 +34,9 @@ class Revisions:
         live: LiveRevisions,
         tasks: Tasks,
         retention: int,
+        image_venvs: Callable[[], list[Path]] = list,
+        engine_images: Callable[[], set[str]] = set,
+        release_images: Callable[[set[str]], object] | None = None,
     ) -> None:
         self._paths = paths
         self._store = store
@@ -41,6 +44,11 @@ class Revisions:
         self._live = live
         self._tasks = tasks
         self._retention = retention  # idle revisions kept per service
+        self._image_venvs = image_venvs  # the virtualenvs stored images run on
+        self._engine_images = engine_images  # the container images stored images are
+        # Blocking: removes the container images homerun built whose ID is not among those
+        # given (run in a thread); None without a container engine.
+        self._release_images = release_images
         self._builds = 0  # artifacts being built or copied: no virtualenv is collected meanwhile
 
     @contextlib.contextmanager
@@ -92,6 +100,7 @@ class Revisions:
             self._discard(self._paths.revisions / revision.name)
             self._discard(self._paths.inspections / revision.name)
         self._logs.delete(service)
+        self.collect_venvs()  # and the container images only its revisions ran
 
     def digest_of(self, revision: RevisionRecord) -> str | None:
         """The artifact digest; revisions built before digests existed get theirs now."""
@@ -173,8 +182,11 @@ class Revisions:
         """Remove cached virtualenvs no revision uses, only in a cache this home owns (a shared
         HOMERUN_VENV_CACHE serves other homes too) and never while a build runs here: a build
         may have just picked a virtualenv it has not recorded yet."""
+        if self._builds:
+            return
+        self._collect_engine_images()
         cache = self._paths.venv_cache
-        if self._builds or not cache.is_dir():
+        if not cache.is_dir():
             return
         if not cache.resolve().is_relative_to(self._paths.home.resolve()):
             return
@@ -182,7 +194,7 @@ class Revisions:
             Path(revision.artifact.venv)
             for revision in self._store.revisions()
             if revision.artifact and revision.artifact.venv
-        ]
+        ] + self._image_venvs()
         for venv in unused_venvs(cache.iterdir(), referenced):
             lock_path = cache / f"{venv.name}.lock"
             with open(lock_path, "a+b") as lock:
@@ -195,6 +207,16 @@ class Revisions:
             self._logs.emit(
                 platform_entry("homerun", f"Removed virtualenv {venv}: no revision uses it")
             )
+
+    def _collect_engine_images(self) -> None:
+        if self._release_images is None:
+            return
+        used = {
+            revision.artifact.engine_image
+            for revision in self._store.revisions()
+            if revision.artifact and revision.artifact.engine_image
+        }
+        self._tasks.spawn(asyncio.to_thread(self._release_images, used | self._engine_images()))
 
     def empty_trash(self) -> None:
         """At startup: finish deletions a stopped daemon left, and drop unrecorded builds."""

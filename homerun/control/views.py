@@ -38,6 +38,7 @@ class Views:
         router_url: str,
         dashboard_url: str | None,
         advisor: Advisor | None = None,
+        container_engine: str | None = None,
     ) -> None:
         self._store = store
         self._logs = logs
@@ -50,6 +51,7 @@ class Views:
         self._router_url = router_url
         self._dashboard_url = dashboard_url
         self._advisor = advisor
+        self._container_engine = container_engine  # "podman 4.3.1"; None: no engine
 
     def status(self) -> views.PlatformStatus:
         return views.PlatformStatus(
@@ -59,6 +61,7 @@ class Views:
             services=len(self._store.services()),
             revisions=len(self._store.revisions()),
             instances=self._live.instances(),
+            container_engine=self._container_engine,
         )
 
     def services(self) -> list[views.ServiceSummary]:
@@ -110,7 +113,9 @@ class Views:
         revision = self._store.revision(name)
         view = self._knative_view(revision)
         routed = any(t.revision == name for t in resolved_traffic(self._store, revision.service))
-        image = image_for(revision.service, view.digest) if view.digest else None
+        image = revision.spec.image or (
+            image_for(revision.service, view.digest) if view.digest else None
+        )
         return render_revision(view, routed, image)
 
     def _knative_view(self, revision: RevisionRecord) -> RevisionView:
@@ -208,7 +213,7 @@ class Views:
             # Names and versions only: a secret's value is never part of a description.
             secrets={name: str(ref) for name, ref in revision.spec.secrets.items()},
             annotations=revision.spec.annotations,
-            image=image_for(revision.service, digest) if digest else None,
+            image=revision.spec.image or (image_for(revision.service, digest) if digest else None),
             source=revision.spec.source,
             percent=served_percent(resolved, revision.name),
             tags=[

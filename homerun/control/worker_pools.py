@@ -32,7 +32,7 @@ from homerun.control.pool_decision import (
 from homerun.control.retention import unused_venvs
 from homerun.control.secrets import SecretValues
 from homerun.control.tasks import Tasks
-from homerun.errors import HomerunError, InvalidSpec
+from homerun.errors import BuildError, HomerunError, InvalidSpec
 from homerun.model import views
 from homerun.model.artifact import ArtifactRecord
 from homerun.model.events import BuildLine, Failed, Phase, PoolDeployed, PoolEvent
@@ -234,7 +234,7 @@ class WorkerPools:
             loop.call_soon_threadsafe(emit, BuildLine(line=line))
 
         def build() -> ArtifactRecord:
-            return artifact_record(
+            record = artifact_record(
                 self._build(
                     source,
                     dest,
@@ -248,6 +248,14 @@ class WorkerPools:
                     base_image=template.base_image,
                 )
             )
+            if record.engine_image is not None:
+                raise BuildError(
+                    f"{source}/Dockerfile needs a container engine to build, and worker pools "
+                    "do not run containers yet (services do); keep the pool's Dockerfile in "
+                    "the Python subset, or give the pool a folder without one (its "
+                    "requirements.txt is then installed)"
+                )
+            return record
 
         try:
             return await asyncio.to_thread(build)

@@ -27,6 +27,7 @@ from homerun.knative.probes import (
     StartupProbe,
 )
 from homerun.model.annotations import CAMEL_CASE_ALIASES, annotation_problems
+from homerun.model.images import InvalidImageName, parse_image_name
 from homerun.model.validation import Location, errors_at
 from homerun.spec import (
     MAX_CONCURRENCY,
@@ -133,11 +134,17 @@ def _concurrency(number: int) -> int:
 def _artifact_image(image: str) -> str:
     if not image:
         raise ValueError("required")
-    if _IMAGE.match(image) is None:
+    if _IMAGE.match(image) is not None:
+        return image
+    try:
+        pinned = parse_image_name(image).digest is not None
+    except InvalidImageName:
+        pinned = False
+    if not pinned:
         raise ValueError(
-            f"{image!r} is not a homerun artifact: homerun runs images it built from source, "
-            f"named {IMAGE_REGISTRY}/SERVICE@sha256:DIGEST as `homerun services describe "
-            "--format yaml` prints them (running other images needs a container engine)"
+            f"{image!r} is not an image pinned to its digest: homerun runs images it built, "
+            f"named {IMAGE_REGISTRY}/SERVICE@sha256:DIGEST or NAME@sha256:DIGEST as `homerun "
+            "services describe --format yaml` prints them"
         )
     return image
 
@@ -282,7 +289,7 @@ class Container(KnativeModel):
 
     name: str | None = None
     image: Annotated[str, AfterValidator(_artifact_image)] = Field(
-        description=f"a homerun artifact, {IMAGE_REGISTRY}/SERVICE@sha256:DIGEST"
+        description=f"a homerun image, {IMAGE_REGISTRY}/SERVICE@sha256:DIGEST or NAME@sha256:DIGEST"
     )
     command: list[str] | None = None
     args: list[str] | None = None

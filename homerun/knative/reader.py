@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from homerun.errors import InvalidSpec
 from homerun.knative.models import (
     DEFAULT_PORT,
+    IMAGE_REGISTRY,
     SOURCE_ANNOTATION,
     Container,
     ServiceDocument,
@@ -93,6 +94,9 @@ def _revision_fields(template: Template) -> dict[str, Any]:
     probe = container.startup_probe
     fields: dict[str, Any] = {
         "source": source or "",
+        # An image of the local store (`deploy --image`) keeps its name; an artifact named
+        # after its service is the source build itself.
+        "image": None if container.image.startswith(f"{IMAGE_REGISTRY}/") else container.image,
         "labels": dict(metadata.labels or {}) if metadata else {},
         "annotations": annotations,
         "command": container.command or None,

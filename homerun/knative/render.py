@@ -67,7 +67,7 @@ def render_template(spec: RevisionSpec, image: str | None) -> dict[str, Any]:
     container: dict[str, Any] = {}
     if spec.container_name:
         container["name"] = spec.container_name
-    container["image"] = image or f"{IMAGE_REGISTRY}/unbuilt"
+    container["image"] = spec.image or image or f"{IMAGE_REGISTRY}/unbuilt"
     if spec.command:
         container["command"] = list(spec.command)
     if spec.args:

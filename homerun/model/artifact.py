@@ -18,6 +18,9 @@ class ArtifactRecord(BaseModel):
     entrypoint_origin: str = ""  # "Dockerfile CMD (line 14)", "Procfile web:", "--command"...
     server: str = "other"  # "gunicorn" | "uvicorn" | "other", guessed from argv
     digest: str | None = None  # sha256 of files and recipe; None for records made before it
+    # The container engine's image (sha256:… ID) the revision runs as containers; None: the
+    # revision runs as processes from its folder.
+    engine_image: str | None = None
 
     @property
     def command_line(self) -> str:

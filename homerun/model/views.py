@@ -132,6 +132,7 @@ class PlatformStatus(_View):
     services: int
     revisions: int
     instances: int
+    container_engine: str | None = None  # "podman 4.3.1": builds Dockerfiles, runs images
 
 
 class SecretSummary(_View):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from homerun.shellwords import split_script
 
 SERVERS = ("gunicorn", "uvicorn")
+MIN_ZYGOTE_PYTHON = (3, 8)
 SHELLS = ("sh", "bash", "dash")
 # Marks where the command says $PORT; NUL never occurs in a real argument.
 PORT_MARK = "\0"
@@ -81,6 +82,9 @@ def recognise(
         interpreter = _executable(words[0], path, cwd)
         if interpreter is None:
             return Unrecognised(f"{words[0]} is not found on the instance's PATH")
+        too_old = _too_old(interpreter)
+        if too_old:
+            return Unrecognised(too_old)
         return ServerCommand(words[2], interpreter, None, words[2], tuple(words[3:]), shell)
     if name not in SERVERS:
         return Unrecognised(f"`{_shown(words)}` does not start gunicorn or uvicorn")
@@ -92,7 +96,40 @@ def recognise(
     interpreter = _script_interpreter(program, path)
     if interpreter is None:
         return Unrecognised(f"{program} is not a Python console script")
+    too_old = _too_old(interpreter)
+    if too_old:
+        return Unrecognised(too_old)
     return ServerCommand(name, interpreter, program, None, tuple(words[1:]), shell)
+
+
+def _too_old(interpreter: str) -> str | None:
+    """Why the zygote cannot run on this interpreter (`FROM python:3.8` runs on a Python 3.8):
+    _zygote_main.py runs on 3.8 and newer (3.7 was not tried; older ones cannot read its
+    types). Its virtualenv's pyvenv.cfg says which version it is; without one, the name
+    (python3.8) does."""
+    version = None
+    config = posixpath.join(posixpath.dirname(posixpath.dirname(interpreter)), "pyvenv.cfg")
+    try:
+        with open(config, encoding="utf-8") as lines:
+            for line in lines:
+                key, _, value = line.partition("=")
+                if key.strip() in ("version", "version_info"):
+                    version = value.strip()
+                    break
+    except OSError:
+        pass
+    if version is None:
+        named = re.fullmatch(r"python(\d+\.\d+)", posixpath.basename(interpreter))
+        version = named.group(1) if named else None
+    if version is None:
+        return None
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if numbers >= MIN_ZYGOTE_PYTHON:
+        return None
+    return (
+        f"the revision runs on Python {version}, and a zygote needs "
+        f"{'.'.join(map(str, MIN_ZYGOTE_PYTHON))} or newer"
+    )
 
 
 def command_words(argv: Sequence[str]) -> list[str] | Unrecognised:

@@ -45,6 +45,7 @@ base SIGTERM its zygotes, reap them and exit.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import gc
 import importlib
@@ -212,9 +213,11 @@ class _EnvReads:
 
         class Watched(original):  # type: ignore[misc,valid-type]
             def __getitem__(self, key: str) -> str:
-                seen = places.setdefault(key, [])
-                if len(seen) < 3:
-                    seen.append(_caller())
+                # Python 3.8's os.get_exec_path tries os.environ[b"PATH"] first (TypeError).
+                if isinstance(key, str):
+                    seen = places.setdefault(key, [])
+                    if len(seen) < 3:
+                        seen.append(_caller())
                 return str(original.__getitem__(self, key))
 
         os.environ.__class__ = Watched
@@ -541,7 +544,7 @@ def _serve(control: socket.socket, boot: dict[str, Any]) -> dict[str, Any]:
                     _reap(children, control)
                 elif fd == control.fileno():
                     try:
-                        message, fds, _, _ = socket.recv_fds(control, _MAX_MESSAGE, 3)
+                        message, fds = _recv_fds(control, _MAX_MESSAGE, 3)
                     except ConnectionError:
                         message, fds = b"", []
                     if not message:
@@ -734,7 +737,7 @@ def _reap(instances: set[int], control: socket.socket) -> None:
         if pid == 0:
             return
         instances.discard(pid)
-        _send(control, {"exited": pid, "status": os.waitstatus_to_exitcode(status)})
+        _send(control, {"exited": pid, "status": _exit_status(status)})
 
 
 def _stop_all(children: set[int], boot: dict[str, Any]) -> None:
@@ -821,6 +824,23 @@ def _set_parent_death_signal(signum: int) -> None:
 
 def _set_name(name: bytes) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]))
+
+
+def _exit_status(status: int) -> int:
+    """os.waitstatus_to_exitcode, which Python 3.8 lacks: -N when killed by signal N."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _recv_fds(sock: socket.socket, size: int, max_fds: int) -> tuple[bytes, list[int]]:
+    """socket.recv_fds, which Python 3.8 (a `FROM python:3.8` revision's) lacks."""
+    fds = array.array("i")
+    message, ancillary, _, _ = sock.recvmsg(size, socket.CMSG_LEN(max_fds * fds.itemsize))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    return message, list(fds)
 
 
 if __name__ == "__main__":

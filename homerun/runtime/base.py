@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from homerun.model.engine import ContainerSpec
 from homerun.model.limits import Limits
 
 # (stream name "stdout"/"stderr", one line without its newline)
@@ -27,6 +28,7 @@ class InstanceSpec:
     # Files the instance's first process writes its pid to before it runs anything: the
     # cgroup.procs of its control groups, so that all it starts is in them (runtime/limited.py).
     cgroup_procs: tuple[str, ...] = ()
+    container: ContainerSpec | None = None  # a container of an image, not a process
 
 
 class Instance(Protocol):

@@ -321,6 +321,7 @@ class Supervisor:
                     port=port,
                     revision=plan.name,
                     limits=plan.limits,
+                    container=plan.container,
                 ),
                 output,
             )

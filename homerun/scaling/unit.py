@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 
+from homerun.model.engine import ContainerSpec
 from homerun.model.limits import DEFAULT_LIMITS, Limits
 from homerun.model.probes import Probe
 from homerun.model.states import InstanceState
@@ -45,6 +46,7 @@ class RevisionPlan:
     limits: Limits = DEFAULT_LIMITS  # --memory and --cpu, enforced where the runtime can
     # `--concurrency auto`: each instance's limit adapts below `concurrency` (routing/adaptive)
     adaptive_concurrency: bool = False
+    container: ContainerSpec | None = None  # instances are containers of this image
 
     def __post_init__(self) -> None:
         # Copies: a caller that edits its list or dict afterwards does not edit the plan.

@@ -128,10 +128,11 @@ def test_seed_flask_virtualenv_has_flask_and_gunicorn(seed_build: tuple[Artifact
 
 def test_seed_flask_build_output(seed_build: tuple[Artifact, Output]) -> None:
     _, output = seed_build
+    # FROM python:3.8-slim runs on a Python 3.8 of this machine (pyenv's here), never on
+    # another version without a word.
     assert any(
-        line.startswith("FROM python:3.8-slim: running on this machine's Python 3.")
-        for line in output.lines
-    )
+        line.startswith("FROM python:3.8-slim (line 3): Python 3.8.") for line in output.lines
+    ), output.lines
     assert "$ pip install flask gunicorn" in output.lines
     # pip's own lines are streamed, not summarized
     assert any(
@@ -309,3 +310,24 @@ def test_no_entrypoint_fails_and_leaves_nothing(tmp_path: Path, venv_cache: Path
     with pytest.raises(BuildError, match="no entrypoint found"):
         _build(source, tmp_path / "revision", venv_cache)
     assert not (tmp_path / "revision").exists()
+
+
+def test_a_python_version_the_machine_lacks_is_refused_plainly(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    source = tmp_path / "src"
+    write_tree(
+        source,
+        {
+            "main.py": (SEED_FLASK / "main.py").read_text(),
+            "Dockerfile": "FROM python:3.99-slim\nCOPY . .\nRUN pip install flask\n"
+            'CMD ["python", "main.py"]\n',
+        },
+    )
+    with pytest.raises(BuildError) as raised:
+        _build(source, tmp_path / "dest", venv_cache)
+    message = str(raised.value)
+    assert message.startswith(f"{source / 'Dockerfile'}:1: FROM python:3.99-slim asks for ")
+    assert "Python 3.99, and this machine has none (it has " in message
+    assert "pyenv install 3.99" in message and "install podman" in message
+    assert not (tmp_path / "dest").exists()

@@ -15,6 +15,7 @@ from homerun.build.capacity import command_capacity
 from homerun.cli import main
 from homerun.errors import DaemonUnavailable, HomerunError, NotFound
 from homerun.model.events import (
+    BuildLine,
     DeployEvent,
     Done,
     JobDeployed,
@@ -22,6 +23,14 @@ from homerun.model.events import (
     Phase,
     PoolDeployed,
     PoolEvent,
+)
+from homerun.model.images import (
+    BuildEvent,
+    BuildRequest,
+    BuildSummary,
+    Built,
+    ImageSummary,
+    PushedImage,
 )
 from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
@@ -208,6 +217,16 @@ class FakeClient:
             ),
             inspection=None,
         )
+        self.build_events: list[BuildEvent] = [
+            Phase(message="Building gcr.io/my-project/hello:latest from /srv/hello"),
+            BuildLine(line="Successfully installed flask"),
+            Built(
+                build="0b6a3c4e-1111-2222-3333-444455556666",
+                image="gcr.io/my-project/hello:latest",
+                digest="sha256:" + "ab" * 32,
+                duration_seconds=12.5,
+            ),
+        ]
         self.log_entries: list[dict[str, Any]] = [
             {
                 "timestamp": "2026-11-25T10:00:00.000000Z",
@@ -462,6 +481,43 @@ class FakeClient:
                 "message": "took job 7",
             }
         ]
+
+    def submit_build(self, request: BuildRequest) -> Iterator[BuildEvent]:
+        self._record("submit_build", request)
+        return iter(self.build_events)
+
+    def builds(self) -> list[BuildSummary]:
+        self._record("builds")
+        return [
+            BuildSummary(
+                id="0b6a3c4e-1111-2222-3333-444455556666",
+                created_at=1_700_000_000.0,
+                duration_seconds=12.5,
+                source="/srv/hello",
+                images=["gcr.io/my-project/hello:latest"],
+                status="SUCCESS",
+                digest="sha256:" + "ab" * 32,
+            )
+        ]
+
+    def images(self) -> list[ImageSummary]:
+        self._record("images")
+        return [
+            ImageSummary(
+                name="gcr.io/my-project/hello:latest",
+                digest="sha256:" + "ab" * 32,
+                created_at=1_700_000_000.0,
+            )
+        ]
+
+    def push_image(self, name: str) -> PushedImage:
+        self._record("push_image", name)
+        digest = "sha256:" + "cd" * 32
+        return PushedImage(name=name, digest=digest, pinned=f"{name.rsplit(':', 1)[0]}@{digest}")
+
+    def delete_image(self, name: str) -> list[str]:
+        self._record("delete_image", name)
+        return [name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"]
 
 
 def pool_summary(**fields: Any) -> WorkerPoolSummary:

@@ -249,3 +249,30 @@ def test_concurrency_auto_is_an_annotation_and_keeps_the_number(
     assert request.changes.annotations == {"run.homerun.dev/concurrency": "auto"}
     refused = run("deploy", "hello", "--source", str(app), "--concurrency", "fast")
     assert refused.code != 0 and "'default' or 'auto'" in refused.err
+
+
+def test_deploy_image_sends_the_name_and_no_source(run: Run, fake: FakeClient) -> None:
+    result = run("deploy", "hello", "--image=gcr.io/my-project/hello")
+    assert result.code == 0, result.err
+    (request,) = fake.called("deploy")[0]
+    assert request.changes.image == "gcr.io/my-project/hello"
+    assert request.changes.source is None
+
+
+def test_run_deploy_is_gcloud_spelling_of_deploy(run: Run, fake: FakeClient) -> None:
+    result = run("run", "deploy", "hello", "--image", "gcr.io/my-project/hello")
+    assert result.code == 0, result.err
+    assert fake.called("deploy")[0][0].changes.image == "gcr.io/my-project/hello"
+
+
+def test_a_bad_image_name_is_refused_before_the_daemon_is_asked(run: Run, fake: FakeClient) -> None:
+    result = run("deploy", "hello", "--image", "gcr.io/My-Project/hello")
+    assert result.code == 1
+    assert "--image: 'gcr.io/My-Project/hello' is not an image name" in result.err
+    assert not fake.called("deploy")
+
+
+def test_source_and_image_are_one_or_the_other(run: Run, fake: FakeClient, app: Path) -> None:
+    result = run("deploy", "hello", "--source", str(app), "--image", "localhost/hello")
+    assert result.code == 2
+    assert "not allowed with" in result.err

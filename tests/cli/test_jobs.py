@@ -54,7 +54,7 @@ def test_update_keeps_the_code_unless_given_a_source(run: Run, fake: FakeClient)
         (["--tasks", "0"], "--tasks: must be between 1 and 10000, got 0"),
         (["--max-retries", "11"], "--max-retries: must be between 0 and 10, got 11"),
         (["--task-timeout", "2d"], "--task-timeout: expected a duration"),
-        (["--image", "gcr.io/p/job"], "--image needs a container engine"),
+        (["--image", "gcr.io/p/job"], "--image: jobs do not run images yet"),
         (["--wait"], "--wait goes with --execute-now"),
     ],
 )

@@ -268,3 +268,19 @@ def test_a_trailing_backslash_stays_as_sh_keeps_it() -> None:
     # dash and bash pass `main:app\` for `gunicorn main:app\`: a zygote must run the same.
     assert shell_words("gunicorn main:app\\") == ["gunicorn", "main:app\\"]
     assert shell_words("gunicorn \\") == ["gunicorn", "\\"]
+
+
+@pytest.mark.parametrize(
+    ("version", "fit"), [("3.7.16", False), ("3.8.18", True), ("3.13.0", True)]
+)
+def test_a_virtualenv_older_than_the_zygote_needs_is_spawned(
+    venv: Path, version: str, fit: bool
+) -> None:
+    (venv.parent / "pyvenv.cfg").write_text(f"home = /x/bin\nversion = {version}\n")
+    command = recognise(["gunicorn", "main:app"], env_for(venv), "/app")
+    if fit:
+        assert isinstance(command, ServerCommand)
+    else:
+        assert command == Unrecognised(
+            f"the revision runs on Python {version}, and a zygote needs 3.8 or newer"
+        )

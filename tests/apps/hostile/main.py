@@ -1,5 +1,7 @@
 """A Flask app that does what an app should not: detaches a child, eats memory, burns CPU."""
 
+from __future__ import annotations
+
 import os
 import subprocess
 import sys

@@ -1,5 +1,8 @@
 """Reads $PORT while it is imported: every instance has its own."""
 
+# These apps run on the seed's virtualenv, whose Dockerfile asks for Python 3.8.
+from __future__ import annotations
+
 import os
 
 from flask import Flask

@@ -1,5 +1,8 @@
 """A Flask app that reports what its process sees: env, cwd, process group, stdin."""
 
+# These apps run on the seed's virtualenv, whose Dockerfile asks for Python 3.8.
+from __future__ import annotations
+
 import os
 import sys
 

@@ -1,5 +1,8 @@
 """Opens a socket while it is imported (a database connection, say): forks would share it."""
 
+# These apps run on the seed's virtualenv, whose Dockerfile asks for Python 3.8.
+from __future__ import annotations
+
 import socket
 
 from flask import Flask

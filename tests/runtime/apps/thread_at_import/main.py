@@ -1,5 +1,8 @@
 """Starts a thread while it is imported: a forked copy would not have it."""
 
+# These apps run on the seed's virtualenv, whose Dockerfile asks for Python 3.8.
+from __future__ import annotations
+
 import threading
 import time
 

@@ -1,0 +1,197 @@
+"""Container cold start: from "start an instance" to its first 200, homerun's container runtime
+vs a plain `podman run` of the same image, alternating, in one run.
+
+The image is the seed's Flask app in a container that is not a python image (the base image
+the container tests make, tests/e2e/containers.py, since no registry is reachable here):
+`pip install flask gunicorn`, then the seed's shell-form CMD. homerun's builder builds it
+with podman (build/engine_build.py); each start is timed until GET / answers 200 on the
+published loopback port; every container is removed before the next start.
+
+    .venv/bin/python bench/container_coldstart.py [--runs 5] [--output PATH]
+
+Needs podman and the base image (`.venv/bin/pytest -m containers tests/e2e/test_containers.py`
+makes it once). Figures: bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform as host_platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from _processes import REPO_ROOT, RESULTS, free_port, git_commit
+from _processes import WORK as BENCH_WORK
+
+from homerun.build import build
+from homerun.model.engine import ContainerSpec, Engine
+from homerun.runtime import InstanceSpec
+from homerun.runtime.container import ContainerRuntime, find_engine
+from homerun.runtime.process import ProcessRuntime
+
+WORK = BENCH_WORK / "container-coldstart"
+BASE_IMAGE = "localhost/homerun-test-debian:bookworm"
+FIRST_200_SECONDS = 60.0
+DOCKERFILE = f"""\
+FROM {BASE_IMAGE}
+WORKDIR /srv
+RUN pip install --no-cache-dir flask gunicorn
+COPY main.py .
+CMD exec gunicorn --bind :$PORT --workers 1 --threads 8 --timeout 0 main:app
+"""
+
+
+def first_200(port: int, started: float) -> float:
+    """Milliseconds from `started` to the first 200 of GET / on 127.0.0.1:port."""
+    deadline = started + FIRST_200_SECONDS
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        while time.perf_counter() < deadline:
+            try:
+                if client.get(f"http://127.0.0.1:{port}/").status_code == 200:
+                    return (time.perf_counter() - started) * 1000
+            except httpx.TransportError:
+                pass
+            time.sleep(0.002)
+    raise TimeoutError(f"no 200 on port {port} within {FIRST_200_SECONDS}s")
+
+
+async def through_homerun(runtime: ContainerRuntime, image: str, index: int) -> float:
+    port = free_port()
+    spec = InstanceSpec(
+        name=f"bench-{index}",
+        argv=[],
+        env={"K_SERVICE": "bench", "K_REVISION": "bench-00001-abc", "K_CONFIGURATION": "bench"},
+        cwd=Path("/"),
+        port=port,
+        revision="bench-00001-abc",
+        container=ContainerSpec(image=image),
+    )
+    started = time.perf_counter()
+    instance = await runtime.start(spec, lambda stream, line: None)
+    try:
+        return await asyncio.to_thread(first_200, port, started)
+    finally:
+        instance.signal(9)
+        await instance.wait()
+
+
+def plain_podman(podman: list[str], run_args: tuple[str, ...], image: str, index: int) -> float:
+    port = free_port()
+    name = f"bench-plain-{index}"
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            *podman,
+            "run",
+            "--detach",
+            "--rm",
+            "--name",
+            name,
+            *run_args,
+            "--publish",
+            f"127.0.0.1:{port}:8080",
+            "--env",
+            "PORT=8080",
+            image,
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
+    try:
+        return first_200(port, started)
+    finally:
+        subprocess.run([*podman, "rm", "--force", "--time", "0", name], capture_output=True)
+
+
+async def measure(engine: Engine, image: str, runs: int) -> tuple[list[float], list[float]]:
+    runtime = ContainerRuntime(engine, ProcessRuntime(), home=WORK)
+    homerun_ms: list[float] = []
+    podman_ms: list[float] = []
+    for index in range(runs):  # alternating: both see the same machine state
+        homerun_ms.append(await through_homerun(runtime, image, index))
+        podman_ms.append(
+            await asyncio.to_thread(plain_podman, engine.command(), engine.run_args, image, index)
+        )
+    return homerun_ms, podman_ms
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--output", type=Path)
+    options = parser.parse_args()
+    engine = find_engine("auto")
+    if engine is None:
+        print("podman is not installed: ./scripts/setup containers", file=sys.stderr)
+        return 1
+    podman = engine.command()
+    if subprocess.run([*podman, "image", "exists", BASE_IMAGE]).returncode != 0:
+        print(f"{BASE_IMAGE} is missing: run the container tests once", file=sys.stderr)
+        return 1
+    source = WORK / "app"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "main.py").write_text(
+        (REPO_ROOT / "examples" / "cloudrun_example" / "main.py").read_text()
+    )
+    (source / "Dockerfile").write_text(DOCKERFILE)
+    dest = WORK / f"artifact-{int(time.time())}"
+    artifact = build(
+        source,
+        dest,
+        command=None,
+        args=None,
+        user_env={},
+        venv_cache=WORK / "venvs",
+        output=lambda line: None,
+        engine=engine,
+    )
+    image = artifact.engine_image
+    assert image is not None
+    homerun_ms, podman_ms = asyncio.run(measure(engine, image, options.runs))
+    homerun_median = statistics.median(homerun_ms)
+    podman_median = statistics.median(podman_ms)
+    ratio = homerun_median / podman_median
+    print("| start | median ms | min ms | max ms |")
+    print("| --- | --- | --- | --- |")
+    for label, figures in (("homerun container runtime", homerun_ms), ("podman run", podman_ms)):
+        print(
+            f"| {label} | {statistics.median(figures):.0f} | {min(figures):.0f} | "
+            f"{max(figures):.0f} |"
+        )
+    print(f"\nratio homerun / podman run: {ratio:.2f} ({options.runs} runs each)")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    output = options.output or RESULTS / f"container-coldstart-{stamp}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(
+        json.dumps(
+            {
+                "benchmark": "container-coldstart",
+                "commit": git_commit(),
+                "cores": len(os.sched_getaffinity(0)),
+                "machine": host_platform.machine(),
+                "engine": f"{engine.name} {engine.version}",
+                "runs": options.runs,
+                "homerun_ms": homerun_ms,
+                "podman_run_ms": podman_ms,
+                "homerun_median_ms": homerun_median,
+                "podman_run_median_ms": podman_median,
+                "ratio": ratio,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

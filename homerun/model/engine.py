@@ -1,0 +1,43 @@
+"""The container engine homerun found (podman), and what an instance of an image needs from it:
+values only, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_CONTAINER_PORT = 8080  # Cloud Run's and Knative's containerPort
+# Images homerun built are tagged here, so that `podman image prune` keeps them; the daemon
+# untags those no revision or stored image uses any more.
+BUILD_REPOSITORY = "localhost/homerun-build"
+
+# What podman needs on a machine without systemd and with low hard limits (this project's
+# machines): runc with plain cgroupfs, and ulimits below the hard ones (higher are refused).
+PODMAN_GLOBAL_ARGS = ("--runtime", "runc", "--cgroup-manager", "cgroupfs")
+PODMAN_RUN_ARGS = ("--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A container engine command line: `program *global_args run *run_args …`."""
+
+    name: str  # "podman"
+    program: str  # its absolute path
+    version: str
+    global_args: tuple[str, ...] = PODMAN_GLOBAL_ARGS
+    run_args: tuple[str, ...] = PODMAN_RUN_ARGS
+
+    def command(self, *arguments: str) -> list[str]:
+        return [self.program, *self.global_args, *arguments]
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What runs a revision's instances as containers of one image."""
+
+    image: str  # the engine's image ID (sha256:…)
+    port: int = DEFAULT_CONTAINER_PORT  # the container's port; PORT inside it
+    command: tuple[str, ...] | None = None  # replaces the image's ENTRYPOINT
+    args: tuple[str, ...] | None = None  # replaces its CMD
+    memory: str | None = None  # Kubernetes quantities: 512Mi, 1Gi
+    cpu: str | None = None  # 1, 2, 500m
+    labels: dict[str, str] = field(default_factory=dict)

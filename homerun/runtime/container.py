@@ -1,0 +1,388 @@
+"""Instances as containers of an image, run by a container engine (podman), reachable on
+loopback only; and the runtime that sends each instance to the container engine or to the
+process runtime, by what its revision was built into.
+
+An instance is `podman run --rm` in the foreground: its output is the container's, its exit is
+the container's. The container's port is published on 127.0.0.1 only (PORT inside is the
+container port, 8080 by default, as on Cloud Run). conmon, which podman leaves to watch the
+container, holds the published port and is the parent of the container's processes: it is the
+instance's `pid`, so the startup probe finds the listener in the instance's process tree and
+the metrics count the container's processes. Stops go through the engine (`podman kill`, then
+`podman rm -f`); every container is labelled with the daemon's home, so that a daemon killed
+before it could stop them removes them at its next start (`remove_leftovers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from homerun.model.engine import (
+    BUILD_REPOSITORY,
+    PODMAN_GLOBAL_ARGS,
+    PODMAN_RUN_ARGS,
+    ContainerSpec,
+    Engine,
+)
+from homerun.runtime.base import Instance, InstanceSpec, OutputSink, Runtime
+from homerun.runtime.output import drain, pump
+
+HOME_LABEL = "dev.homerun.home"
+REVISION_LABEL = "dev.homerun.revision"
+# How long start() waits for podman to create the container (conmon's pid file appears).
+CREATE_SECONDS = 120.0
+_POLL_SECONDS = 0.005
+_ENGINE_SECONDS = 30.0  # a `podman kill`, `rm`, `ps`
+
+
+def find_engine(setting: str = "auto") -> Engine | None:
+    """The container engine config.yaml's `container-engine` names (auto: podman when it is
+    installed); None for `none`, or when auto finds none. A named engine that is missing is
+    an error at startup, not a surprise at the first deploy."""
+    if setting == "none":
+        return None
+    if setting not in ("auto", "podman"):
+        raise ValueError(
+            f"container-engine: {setting!r} is not supported; write podman, auto or none"
+        )
+    program = shutil.which("podman")
+    if program is None:
+        if setting == "podman":
+            raise ValueError(
+                "container-engine: podman is not installed; install it "
+                "(`./scripts/setup containers`, or apt-get install podman buildah runc) or "
+                "write container-engine: auto"
+            )
+        return None
+    try:
+        version = subprocess.run(
+            [program, *PODMAN_GLOBAL_ARGS, "version", "--format", "{{.Client.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=_ENGINE_SECONDS,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if version.returncode != 0:
+        return None
+    return Engine(
+        name="podman",
+        program=program,
+        version=version.stdout.strip(),
+        global_args=PODMAN_GLOBAL_ARGS,
+        run_args=PODMAN_RUN_ARGS,
+    )
+
+
+class ContainerInstance:
+    """A container of one instance: `podman run` in the foreground, watched by conmon."""
+
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        container: str,
+        conmon: int,
+        process: asyncio.subprocess.Process,
+        readers: list[asyncio.Task[None]],
+        engine: Engine,
+    ) -> None:
+        self.name = name
+        self.port = port
+        self.pid = conmon
+        self.container = container
+        self._process = process
+        self._readers = readers
+        self._engine = engine
+        self._signals: list[asyncio.Future[str]] = []
+        # podman enforces --memory inside the container (its OOM kill ends the container);
+        # `podman run --rm` leaves no record saying so, so homerun does not claim it.
+        self.memory_exceeded = False
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._process.returncode is None else _status(self._process.returncode)
+
+    async def exited(self) -> int:
+        status = _status(await self._process.wait())
+        await asyncio.gather(*self._signals, return_exceptions=True)
+        for _ in range(20):  # conmon ends just after the container it watches
+            if _reaped(self.pid):
+                break
+            await asyncio.sleep(0.05)
+        return status
+
+    async def wait(self) -> int:
+        status = await self.exited()
+        await drain(self._readers)
+        return status
+
+    def signal(self, signum: int) -> None:
+        if signum == signal.SIGKILL:
+            # rm -f kills what runs and removes the container, also when `podman run` is gone.
+            command = self._engine.command("rm", "--force", "--time", "0", self.container)
+        else:
+            command = self._engine.command("kill", "--signal", str(signum), self.container)
+        self._signals.append(asyncio.ensure_future(_engine_call(command)))
+
+
+class ContainerRuntime:
+    """Instances of revisions built into container images; every other start goes to
+    `processes` (the process or zygote runtime)."""
+
+    def __init__(self, engine: Engine, processes: Runtime, *, home: Path) -> None:
+        self.engine = engine
+        self._processes = processes
+        self._home = str(home)
+        self._containers: set[str] = set()  # revisions whose instances are containers
+
+    async def start(self, spec: InstanceSpec, output: OutputSink) -> Instance:
+        if spec.container is None:
+            return await self._processes.start(spec, output)
+        self._containers.add(spec.revision)
+        return await self._start_container(spec, spec.container, output)
+
+    def mode(self, revision: str) -> tuple[str, str]:
+        if revision in self._containers:
+            return (
+                "container",
+                f"its image was built by {self.engine.name} {self.engine.version}: each "
+                "instance is a container of it, published on 127.0.0.1 only",
+            )
+        return self._processes.mode(revision)
+
+    def forget(self, revision: str) -> None:
+        self._containers.discard(revision)
+        self._processes.forget(revision)
+
+    async def _start_container(
+        self, spec: InstanceSpec, container: ContainerSpec, output: OutputSink
+    ) -> ContainerInstance:
+        name = f"homerun-{spec.name}"
+        env = dict(spec.env, PORT=str(container.port))
+        with tempfile.TemporaryDirectory(prefix="homerun-conmon-") as folder:
+            pidfile = Path(folder) / "conmon.pid"
+            command = self.engine.command(
+                "run",
+                "--rm",
+                "--name",
+                name,
+                "--conmon-pidfile",
+                str(pidfile),
+                "--label",
+                f"{HOME_LABEL}={self._home}",
+                "--label",
+                f"{REVISION_LABEL}={spec.revision}",
+                *self.engine.run_args,
+                "--publish",
+                f"127.0.0.1:{spec.port}:{container.port}",
+                "--pull",
+                "never",
+                *_limits(container),
+                # The values come from podman's own environment: not on its command line,
+                # where any user's `ps` would read the secrets among them.
+                *[part for variable in env for part in ("--env", variable)],
+                *(
+                    ["--entrypoint", json.dumps(list(container.command))]
+                    if container.command is not None
+                    else []
+                ),
+                container.image,
+                *(container.args or ()),
+            )
+            out_read, out_write = os.pipe()
+            err_read, err_write = os.pipe()
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *command,
+                    env={**env, "PATH": os.environ.get("PATH", os.defpath)},
+                    stdin=subprocess.DEVNULL,
+                    stdout=out_write,
+                    stderr=err_write,
+                    start_new_session=True,
+                )
+            except BaseException:
+                os.close(out_read)
+                os.close(err_read)
+                raise
+            finally:
+                os.close(out_write)
+                os.close(err_write)
+            readers = [
+                asyncio.create_task(pump(out_read, "stdout", output)),
+                asyncio.create_task(pump(err_read, "stderr", output)),
+            ]
+            conmon = await _conmon_pid(pidfile, process)
+        instance = ContainerInstance(
+            spec.name, spec.port, name, conmon or process.pid, process, readers, self.engine
+        )
+        if conmon is None and process.returncode is None:
+            instance.signal(signal.SIGKILL)  # created too slowly: not worth waiting for
+        return instance
+
+    async def remove_leftovers(self, log: Callable[[str], None]) -> None:
+        """Containers of this home that a daemon killed before it could stop them left."""
+        listed = await _engine_call(
+            self.engine.command(
+                "ps", "--all", "--filter", f"label={HOME_LABEL}={self._home}", "--format", "{{.ID}}"
+            )
+        )
+        for container in listed.split():
+            await _engine_call(self.engine.command("rm", "--force", "--time", "0", container))
+            log(f"Removed container {container}: left running by a daemon that was killed")
+
+
+async def _conmon_pid(pidfile: Path, process: asyncio.subprocess.Process) -> int | None:
+    """conmon's pid once podman has created the container; None if podman exits first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CREATE_SECONDS
+    while loop.time() < deadline:
+        pid = _read_pid(pidfile)
+        if pid is not None:
+            return pid
+        if process.returncode is not None:
+            return None
+        await asyncio.sleep(_POLL_SECONDS)
+    return None
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):  # not there yet, or written halfway
+        return None
+
+
+async def _engine_call(command: list[str]) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), _ENGINE_SECONDS)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        return ""
+    return out.decode(errors="replace")
+
+
+def remove_unused_images(
+    engine: Engine,
+    used: set[str],
+    *,
+    retry_seconds: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """Blocking: untag the images homerun built (BUILD_REPOSITORY) whose ID is not in `used`
+    (sha256:… IDs of revisions and stored images); podman deletes an image with its last tag.
+    One a container still runs (an instance of a deleted revision stopping, up to its stop
+    grace) is refused by podman: it is tried again every second for `retry_seconds`. The
+    tags removed."""
+    listed = subprocess.run(
+        engine.command(
+            "images",
+            "--no-trunc",
+            "--filter",
+            f"reference={BUILD_REPOSITORY}",
+            "--format",
+            "{{.ID}} {{.Repository}}:{{.Tag}}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=_ENGINE_SECONDS,
+        stdin=subprocess.DEVNULL,
+    )
+    unused = []
+    for line in listed.stdout.splitlines():
+        image, _, tag = line.partition(" ")
+        image = image if image.startswith("sha256:") else f"sha256:{image}"
+        if image not in used and tag.startswith(f"{BUILD_REPOSITORY}:"):
+            unused.append(tag)
+    removed: list[str] = []
+    waited = 0.0
+    while unused:
+        for tag in list(unused):
+            untagged = subprocess.run(
+                engine.command("rmi", tag),
+                capture_output=True,
+                timeout=_ENGINE_SECONDS,
+                stdin=subprocess.DEVNULL,
+            )
+            if untagged.returncode == 0:
+                removed.append(tag)
+                unused.remove(tag)
+        if not unused or waited >= retry_seconds:
+            break
+        sleep(1.0)
+        waited += 1.0
+    return removed
+
+
+def _limits(container: ContainerSpec) -> list[str]:
+    """--memory and --cpu as the container's cgroup limits."""
+    limits = []
+    if container.memory:
+        limits += ["--memory", str(memory_bytes(container.memory))]
+    if container.cpu:
+        limits += ["--cpus", f"{cpu_count(container.cpu):g}"]
+    return limits
+
+
+_MEMORY_UNITS = {
+    "": 1,
+    "k": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+}
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (512Mi, 1Gi, 100M) in bytes."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kMG]i?|)", quantity)
+    if match is None:
+        raise ValueError(f"{quantity!r} is not a memory quantity (write 512Mi or 1Gi)")
+    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+
+
+def cpu_count(quantity: str) -> float:
+    """A Kubernetes CPU quantity (1, 2, 0.5, 500m) in CPUs."""
+    if quantity.endswith("m"):
+        return int(quantity[:-1]) / 1000
+    return float(quantity)
+
+
+def _status(code: int) -> int:
+    """podman's exit code as the process runtime reports one: 128+N (the container's PID 1
+    killed by signal N, as shells say it) becomes -N."""
+    if 128 < code < 128 + 65:
+        return -(code - 128)
+    return code
+
+
+def _reaped(pid: int) -> bool:
+    """conmon, orphaned by podman, comes to the daemon (a subreaper): reap it once gone.
+    True once it is (or it is not the daemon's to reap)."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+    except (ChildProcessError, OSError):
+        return True
+    return reaped != 0

@@ -1,0 +1,382 @@
+"""Dockerfiles beyond the engine-less subset, built with podman and run as containers: the
+instance contract, loopback-only ports, bad inputs, and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fakes import free_port
+
+from .containers import (
+    BASE_IMAGE,
+    PODMAN_RUN,
+    containers_of,
+    ensure_base_image,
+    podman,
+    remove_containers,
+)
+from .harness import APPS, Platform, describe, running_platform
+
+pytestmark = [pytest.mark.e2e, pytest.mark.containers, pytest.mark.slow]
+
+# The seed's app in a container that is not a python image: pip runs in the build (through
+# this machine's TLS proxy, with the CA bundle the base image got) and CMD is shell form.
+FLASK_DOCKERFILE = f"""\
+FROM {BASE_IMAGE}
+WORKDIR /srv
+RUN pip install --no-cache-dir flask gunicorn
+COPY main.py .
+CMD exec gunicorn --bind :$PORT --workers 1 --threads 8 --timeout 0 main:app
+"""
+
+
+@pytest.fixture(scope="module")
+def engine_platform(
+    tmp_path_factory: pytest.TempPathFactory, venv_cache: Path
+) -> Iterator[Platform]:
+    ensure_base_image()
+    home = tmp_path_factory.mktemp("containers") / "home"
+    try:
+        with running_platform(home, venv_cache, {"stop-grace-seconds": 3}) as platform:
+            yield platform
+        # `homerun down` stopped every instance: no container of this home is left.
+        assert containers_of(home) == []
+    finally:
+        remove_containers(home)
+
+
+def report(platform: Platform, service: str) -> dict[str, object]:
+    response = platform.request(service, "GET", "/")
+    assert response.status_code == 200, response.text
+    answer: dict[str, object] = response.json()
+    return answer
+
+
+def test_apt_get_multi_stage_and_user_build_with_podman_and_run_as_a_container(
+    engine_platform: Platform,
+) -> None:
+    result = engine_platform.deploy_ok("ctr", APPS / "container_app")
+    output = result.stdout + result.stderr
+    assert "building with podman" in output
+    assert "Dockerfile:3: `FROM localhost/homerun-test-debian:bookworm AS build`" in output
+    answer = report(engine_platform, "ctr")
+    assert answer["jq"] and str(answer["jq"]).startswith("jq-")  # apt-get installed it
+    assert answer["stage"] == "built in stage one"  # COPY --from the first stage
+    assert answer["uid"] == 4321  # USER app
+    assert answer["cwd"] == "/app"
+    assert answer["port"] == "8080"  # PORT is the container's port
+    assert answer["k_service"] == "ctr"
+    described = engine_platform.describe_service("ctr")
+    (revision,) = described["revisions"]
+    assert revision["start_mode"]["mode"] == "container", revision
+    assert answer["k_revision"] == revision["name"]
+    status = engine_platform.run("status", check=True).stdout
+    assert "containers: podman" in status
+    # Published on loopback only.
+    home = engine_platform.home
+    (container,) = containers_of(home)
+    ports = subprocess.run(
+        [*podman(), "port", container], capture_output=True, text=True, check=True
+    ).stdout
+    assert ports.strip().startswith("8080/tcp -> 127.0.0.1:"), ports
+    logs = engine_platform.run("logs", "read", "ctr", "--limit", "50", check=True).stdout
+    assert "listening on 8080" in logs  # the container's stdout is the instance's log
+
+
+def test_shell_form_cmd_pip_port_env_and_memory(engine_platform: Platform, tmp_path: Path) -> None:
+    app = tmp_path / "flask_container"
+    app.mkdir()
+    (app / "main.py").write_text((APPS / "flask_seed" / "main.py").read_text())
+    (app / "Dockerfile").write_text(FLASK_DOCKERFILE)
+    engine_platform.deploy_ok(
+        "ctr-flask", app, "--port", "9090", "--memory", "256Mi", "--set-env-vars", "MODE=x"
+    )
+    response = engine_platform.request("ctr-flask", "GET", "/")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"hello": "world"}
+    assert response.headers.get("server", "").startswith("gunicorn")
+    (container,) = [c for c in containers_of(engine_platform.home) if "ctr-flask" in _name(c)]
+    inspected = json.loads(
+        subprocess.run(
+            [*podman(), "inspect", container], capture_output=True, text=True, check=True
+        ).stdout
+    )[0]
+    assert inspected["HostConfig"]["Memory"] == 256 * 1024 * 1024
+    env = dict(item.split("=", 1) for item in inspected["Config"]["Env"])
+    assert env["PORT"] == "9090" and env["MODE"] == "x" and env["K_SERVICE"] == "ctr-flask"
+    assert "HOMERUN_E2E_MARKER" not in env  # the daemon's own environment stays out
+
+
+def test_builds_submit_and_deploy_image_with_the_engine(engine_platform: Platform) -> None:
+    built = engine_platform.run(
+        "builds", "submit", str(APPS / "container_app"), "--tag", "localhost/ctr:v1", timeout=600
+    )
+    assert built.returncode == 0, describe(built)
+    deployed = engine_platform.run(
+        "deploy", "ctr-image", "--image", "localhost/ctr:v1", "--allow-unauthenticated"
+    )
+    assert deployed.returncode == 0, describe(deployed)
+    assert report(engine_platform, "ctr-image")["uid"] == 4321
+    # --command and --args replace the image's ENTRYPOINT and CMD (Kubernetes semantics).
+    updated = engine_platform.run(
+        "deploy",
+        "ctr-image",
+        "--image",
+        "localhost/ctr:v1",
+        "--command",
+        "sh",
+        "--args=-c,GREETING=from-command exec python3 main.py",
+    )
+    assert updated.returncode == 0, describe(updated)
+    answer = report(engine_platform, "ctr-image")
+    assert answer["greeting"] == "from-command" and answer["uid"] == 4321
+
+
+def test_a_failing_step_and_a_crashing_container_keep_the_revision_serving(
+    engine_platform: Platform, tmp_path: Path
+) -> None:
+    engine_platform.ensure_deployed("ctr", APPS / "container_app")
+    app = tmp_path / "broken"
+    app.mkdir()
+    (app / "main.py").write_text("print('never runs')\n")
+    (app / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nCOPY main.py /main.py\nRUN apt-get install -y no-such-package-xyz\n"
+        'CMD ["python3", "/main.py"]\n'
+    )
+    failed = engine_platform.deploy("ctr", app)
+    assert failed.returncode == 1
+    assert "Dockerfile:3: `RUN apt-get install -y no-such-package-xyz` failed" in failed.stderr
+    assert "Unable to locate package" in failed.stdout + failed.stderr
+
+    (app / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nRUN true\n"
+        'CMD ["python3", "-c", "import sys; print(\'boom: no DB_URL\'); sys.exit(3)"]\n'
+    )
+    crashed = engine_platform.deploy("ctr", app)
+    assert crashed.returncode == 1
+    assert "boom: no DB_URL" in crashed.stderr and "exit code 3" in crashed.stderr
+    assert report(engine_platform, "ctr")["uid"] == 4321  # the first revision still serves
+
+
+def test_deleting_a_service_removes_the_image_only_it_ran(
+    engine_platform: Platform, tmp_path: Path
+) -> None:
+    app = tmp_path / "own_image"
+    app.mkdir()
+    (app / "main.py").write_text((APPS / "container_app" / "main.py").read_text())
+    marker = tmp_path.name  # unique to this test run: podman's cache cannot share the image
+    (app / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nRUN echo {marker} > /marker\nCOPY main.py /main.py\n"
+        'CMD ["python3", "/main.py"]\n'
+    )
+    engine_platform.ensure_deployed("ctr", APPS / "container_app")
+    engine_platform.deploy_ok("ctr-own", app)
+    assert _image_with_marker(marker)
+    deleted = engine_platform.run("services", "delete", "ctr-own", "-q")
+    assert deleted.returncode == 0, describe(deleted)
+    deadline = time.monotonic() + 60
+    while _image_with_marker(marker):
+        assert time.monotonic() < deadline, "the deleted service's image is still there"
+        time.sleep(0.5)
+    assert report(engine_platform, "ctr")["uid"] == 4321  # other services' images stay
+
+
+def _build_tags() -> list[str]:
+    listed = subprocess.run(
+        [
+            *podman(),
+            "images",
+            "--filter",
+            "reference=localhost/homerun-build",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split()
+
+
+def _image_with_marker(marker: str) -> bool:
+    """Whether an image homerun built still has /marker = marker (its own layer)."""
+    for tag in _build_tags():
+        history = subprocess.run(
+            [*podman(), "history", "--no-trunc", "--format", "{{.CreatedBy}}", tag],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        if marker in history:
+            return True
+    return False
+
+
+def test_deleting_the_service_removes_its_containers(engine_platform: Platform) -> None:
+    engine_platform.ensure_deployed("ctr-gone", APPS / "container_app")
+    assert [c for c in containers_of(engine_platform.home) if "ctr-gone" in _name(c)]
+    deleted = engine_platform.run("services", "delete", "ctr-gone", "-q")
+    assert deleted.returncode == 0, describe(deleted)
+    # Python as PID 1 ignores SIGTERM (no handler), as in any container: the SIGKILL after
+    # the stop grace (3 s here) ends it, and the container is removed.
+    deadline = time.monotonic() + 30
+    while [c for c in containers_of(engine_platform.home) if "ctr-gone" in _name(c)]:
+        assert time.monotonic() < deadline, "the container of a deleted service is still there"
+        time.sleep(0.2)
+
+
+def _name(container: str) -> str:
+    return subprocess.run(
+        [*podman(), "inspect", "--format", "{{.Name}}", container],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
+def test_containers_a_killed_daemon_left_are_removed_at_its_next_start(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    ensure_base_image()
+    home = tmp_path / "home"
+    try:
+        with running_platform(home, venv_cache, {"stop-grace-seconds": 3}) as platform:
+            platform.deploy_ok("ctr-left", APPS / "container_app")
+            assert len(containers_of(home)) == 1
+            platform.kill()  # SIGKILL: no stop of anything
+            assert len(containers_of(home)) == 1  # conmon keeps the container running
+            platform.start()
+            assert containers_of(home) == []
+            # The revision comes back as a new container, reachable as before.
+            assert report(platform, "ctr-left")["uid"] == 4321
+    finally:
+        remove_containers(home)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """Debian's docker-registry on a loopback port of its own: REGISTRY_HOST:PORT."""
+    program = shutil.which("docker-registry")
+    if program is None:
+        pytest.skip("docker-registry is not installed (./scripts/setup containers installs it)")
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'registry'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    process = subprocess.Popen(
+        [program, "serve", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/", trust_env=False).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "docker-registry did not answer"
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_push_then_pull_and_run_as_a_knative_pod_would(
+    engine_platform: Platform, registry: str
+) -> None:
+    image = f"{registry}/homerun-e2e/ctr:v1"
+    built = engine_platform.run(
+        "builds", "submit", str(APPS / "container_app"), "--tag", image, timeout=600
+    )
+    assert built.returncode == 0, describe(built)
+    pushed = engine_platform.run("images", "push", image)
+    assert pushed.returncode == 0, describe(pushed)
+    first, pinned = pushed.stdout.strip().splitlines()
+    digest = first.rpartition(": ")[2]
+    assert first == f"Pushed [{image}]: {digest}" and digest.startswith("sha256:")
+    assert pinned == f"{registry}/homerun-e2e/ctr@{digest}"
+    # The registry has it under that digest.
+    manifest = httpx.get(
+        f"http://{registry}/v2/homerun-e2e/ctr/manifests/{digest}",
+        headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json, "
+            "application/vnd.docker.distribution.manifest.v2+json"
+        },  # fmt: skip
+        trust_env=False,
+    )
+    assert manifest.status_code == 200, manifest.text
+    # Pulled back by digest and run as a Knative pod runs it: PORT=8080 and the K_* env.
+    command = podman()
+    subprocess.run(
+        [*command, "pull", "--tls-verify=false", pinned], check=True, capture_output=True
+    )
+    port = free_port()
+    name = f"homerun-e2e-pod-{port}"
+    subprocess.run(
+        [
+            *command,
+            "run",
+            "--detach",
+            "--rm",
+            "--name",
+            name,
+            *PODMAN_RUN,
+            "--publish",
+            f"127.0.0.1:{port}:8080",
+            "--env",
+            "PORT=8080",
+            "--env",
+            "K_SERVICE=ctr",
+            "--env",
+            "K_REVISION=ctr-00001-pod",
+            "--env",
+            "K_CONFIGURATION=ctr",
+            pinned,
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/", trust_env=False)
+                if response.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the pulled image did not answer"
+            time.sleep(0.1)
+        answer = response.json()
+        assert answer["uid"] == 4321 and answer["port"] == "8080"
+        assert answer["k_service"] == "ctr" and answer["stage"] == "built in stage one"
+    finally:
+        subprocess.run([*command, "rm", "--force", "--time", "0", name], capture_output=True)
+        subprocess.run([*command, "rmi", pinned], capture_output=True)
+
+
+def test_an_image_built_without_the_engine_is_not_pushed(
+    engine_platform: Platform, tmp_path: Path
+) -> None:
+    built = engine_platform.run(
+        "builds", "submit", str(APPS / "flask_seed"), "--tag", "127.0.0.1:1/seed:v1"
+    )
+    assert built.returncode == 0, describe(built)
+    refused = engine_platform.run("images", "push", "127.0.0.1:1/seed:v1")
+    assert refused.returncode == 1
+    assert "built without a container engine" in refused.stderr
+    assert "Only images podman built" in refused.stderr
