@@ -21,7 +21,7 @@ from homerun.build.interpreter import (
     probe_interpreter,
     python_for_base_image,
 )
-from homerun.build.pythons import pick, pythons_on_machine, requested_version
+from homerun.build.pythons import older, pick, pythons_on_machine, requested_version
 from homerun.build.source import (
     DEFAULT_MAX_SOURCE_BYTES,
     Layout,
@@ -79,13 +79,18 @@ def build(
         try:
             interpreter = _interpreter_for(asked, interpreter)
         except LookupError:
-            if engine is None:
+            if engine is None and older(str(asked), interpreter.version):
+                # An old base image (the seed's python:3.8) runs on the newer default, saying
+                # so: refusing would stop the seed's example on a machine with one Python.
+                output(_older_python(dockerfile, str(asked), interpreter))
+            elif engine is None:
                 raise BuildError(_no_python(dockerfile, str(asked), interpreter)) from None
-            why = (
-                f"FROM {dockerfile.base_image} asks for Python {asked}, which this machine "
-                "does not have"
-            )
-            return _engine_build_into(engine, source, Path(dest), why, output)
+            else:
+                why = (
+                    f"FROM {dockerfile.base_image} asks for Python {asked}, which this machine "
+                    "does not have"
+                )
+                return _engine_build_into(engine, source, Path(dest), why, output)
         where = "this machine's default" if interpreter.executable == default_python() else ""
         output(
             f"FROM {dockerfile.base_image} (line {dockerfile.base_line}): Python "
@@ -205,6 +210,18 @@ def _interpreter_for(asked: str | None, default: Interpreter) -> Interpreter:
         return default
     chosen = pick(asked, default.version, pythons_on_machine(os.environ))
     return default if chosen is None else probe_interpreter(chosen.executable)
+
+
+def _older_python(dockerfile: Dockerfile, asked: str, default: Interpreter) -> str:
+    """FROM python:3.8 on a machine whose oldest Python is newer: what runs instead."""
+    return (
+        f"{dockerfile.path}:{dockerfile.base_line}: FROM {dockerfile.base_image} asks for "
+        f"Python {asked}, which this machine does not have: building with its Python "
+        f"{default.version} ({default.executable}), which is newer; pip may pick newer "
+        f"releases of packages the requirements do not pin. For Python {asked} itself: "
+        f"`pyenv install {asked}`, or install podman (`scripts/setup containers`) and restart "
+        "homerun (`homerun down`) to build the image with it"
+    )
 
 
 def _no_python(dockerfile: Dockerfile, asked: str, default: Interpreter) -> str:

@@ -76,6 +76,12 @@ def pick(
     return max(candidates, key=lambda python: _numbers(python.version))
 
 
+def older(asked: str, version: str) -> bool:
+    """Whether `asked` (3.8) names an older Python than `version` (3.11.7)."""
+    asked_numbers = _numbers(asked)
+    return _numbers(version)[: len(asked_numbers)] > asked_numbers
+
+
 def _binaries(folder: Path) -> list[tuple[Path, str]]:
     """pythonX.Y executables in `folder`, with their X.Y."""
     try:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -331,3 +332,28 @@ def test_a_python_version_the_machine_lacks_is_refused_plainly(
     assert "Python 3.99, and this machine has none (it has " in message
     assert "pyenv install 3.99" in message and "install podman" in message
     assert not (tmp_path / "dest").exists()
+
+
+def test_an_older_python_the_machine_lacks_builds_on_its_default_saying_so(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    """The seed's FROM python:3.8-slim on a machine with one newer Python: it runs there, and
+    the build says what it asked for, what it got and how to get the asked one."""
+    source = write_tree(
+        tmp_path / "src",
+        {
+            "main.py": "def app(environ, start_response): ...\n",
+            "Dockerfile": 'FROM python:3.1-slim\nCOPY . .\nCMD ["python", "main.py"]\n',
+        },
+    )
+    output = Output()
+    artifact = _build(source, tmp_path / "dest", venv_cache, output)
+    default = f"{sys.version_info.major}.{sys.version_info.minor}"
+    note = next(line for line in output.lines if "asks for Python 3.1," in line)
+    assert note.startswith(f"{source / 'Dockerfile'}:1: FROM python:3.1-slim asks for ")
+    assert f"building with its Python {default}." in note
+    assert "pyenv install 3.1" in note and "scripts/setup containers" in note
+    assert any(
+        line.startswith(f"building {source} with Python {default}.") for line in output.lines
+    )
+    assert artifact.argv[0].endswith("python")
