@@ -40,7 +40,6 @@ def app(tmp_path: Path) -> Path:
             ["deploy", "ok", "--source", "{app}", "--timeout", "soon"],
             "--timeout: expected a duration",
         ),
-        (["deploy", "ok", "--source", "{app}", "--image", "x"], "--image needs"),
     ],
 )
 def test_deploy_refuses_bad_input_without_starting_a_daemon(
@@ -56,6 +55,15 @@ def test_deploy_refuses_bad_input_without_starting_a_daemon(
     assert main([argument.format(**places) for argument in arguments]) == 1
     error = capsys.readouterr().err
     assert error.startswith("ERROR: ") and message in error
+    assert not (home / "admin.sock").exists() and not (home / "daemon.log").exists()
+
+
+def test_deploy_takes_a_source_or_an_image_not_both(
+    home: Path, app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["deploy", "ok", "--source", str(app), "--image", "gcr.io/p/x"]) == 2
+    error = capsys.readouterr().err
+    assert "ERROR: homerun deploy: argument --image: not allowed with argument --source" in error
     assert not (home / "admin.sock").exists() and not (home / "daemon.log").exists()
 
 
