@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -122,6 +123,7 @@ class Daemon:
             self.paths.logs, max_bytes=self.settings.log_max_bytes, report=_print_problem
         )
         engine = _container_engine(self.settings.container_engine)
+        stopping = threading.Event()
         # Process instances in control groups of their own (runtime/limited.py); container
         # instances get theirs from podman (--memory, --cpus), so the container runtime
         # wraps the limited one and hands it every start that is not a container.
@@ -184,7 +186,11 @@ class Daemon:
             metadata_address=metadata_socket.getsockname()[:2],
             dashboard_url=dashboard_url,
             runtime=runtime,
-            release_images=functools.partial(remove_unused_images, engine) if engine else None,
+            release_images=(
+                functools.partial(remove_unused_images, engine, stopped=stopping.is_set)
+                if engine
+                else None
+            ),
         )
         live, authority = control.live, control.authority
         published = authority.published()
@@ -331,6 +337,7 @@ class Daemon:
             # need an instance), the metadata server (an app may fetch a token to answer),
             # the admin API (`homerun down` waits while it answers).
             await router.drain(grace)
+            stopping.set()  # an image removal waiting for a container gives up
             scaling.cancel()
             sampler.cancel()
             reloads.cancel()

@@ -288,12 +288,13 @@ def remove_unused_images(
     *,
     retry_seconds: float = 60.0,
     sleep: Callable[[float], None] = time.sleep,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> list[str]:
     """Blocking: untag the images homerun built (BUILD_REPOSITORY) whose ID is not in `used`
     (sha256:… IDs of revisions and stored images); podman deletes an image with its last tag.
     One a container still runs (an instance of a deleted revision stopping, up to its stop
-    grace) is refused by podman: it is tried again every second for `retry_seconds`. The
-    tags removed."""
+    grace) is refused by podman: it is tried again every second for `retry_seconds`, or until
+    `stopped()` (the daemon stops: its exit must not wait on this). The tags removed."""
     listed = subprocess.run(
         engine.command(
             "images",
@@ -327,7 +328,7 @@ def remove_unused_images(
             if untagged.returncode == 0:
                 removed.append(tag)
                 unused.remove(tag)
-        if not unused or waited >= retry_seconds:
+        if not unused or waited >= retry_seconds or stopped():
             break
         sleep(1.0)
         waited += 1.0

@@ -241,11 +241,6 @@ def _name(container: str) -> str:
     ).stdout.strip()
 
 
-@pytest.mark.xfail(
-    reason="open bug: run after the rest of this file, the restarted daemon prints "
-    "'homerun stopped' at `homerun down` and does not exit (passes alone)",
-    strict=False,
-)
 def test_containers_a_killed_daemon_left_are_removed_at_its_next_start(
     tmp_path: Path, venv_cache: Path
 ) -> None:
