@@ -280,7 +280,7 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, item in value.items():
         name = f"{prefix}.{_key(str(key))}" if prefix else _key(str(key))
-        flat.update(_flat(item, name) if isinstance(item, dict) else {name: item})
+        flat.update(_flat(item, name))
     return flat
 
 

@@ -16,7 +16,6 @@ import socket
 import sqlite3
 import ssl
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -123,7 +122,6 @@ class Daemon:
             self.paths.logs, max_bytes=self.settings.log_max_bytes, report=_print_problem
         )
         engine = _container_engine(self.settings.container_engine)
-        stopping = threading.Event()
         # Process instances in control groups of their own (runtime/limited.py); container
         # instances get theirs from podman (--memory, --cpus), so the container runtime
         # wraps the limited one and hands it every start that is not a container.
@@ -187,7 +185,7 @@ class Daemon:
             dashboard_url=dashboard_url,
             runtime=runtime,
             release_images=(
-                functools.partial(remove_unused_images, engine, stopped=stopping.is_set)
+                functools.partial(remove_unused_images, engine, stopped=self._stop.is_set)
                 if engine
                 else None
             ),
@@ -337,7 +335,6 @@ class Daemon:
             # need an instance), the metadata server (an app may fetch a token to answer),
             # the admin API (`homerun down` waits while it answers).
             await router.drain(grace)
-            stopping.set()  # an image removal waiting for a container gives up
             scaling.cancel()
             sampler.cancel()
             reloads.cancel()

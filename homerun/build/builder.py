@@ -79,18 +79,17 @@ def build(
         try:
             interpreter = _interpreter_for(asked, interpreter)
         except LookupError:
-            if engine is None and older(str(asked), interpreter.version):
-                # An old base image (the seed's python:3.8) runs on the newer default, saying
-                # so: refusing would stop the seed's example on a machine with one Python.
-                output(_older_python(dockerfile, str(asked), interpreter))
-            elif engine is None:
-                raise BuildError(_no_python(dockerfile, str(asked), interpreter)) from None
-            else:
+            if engine is not None:
                 why = (
                     f"FROM {dockerfile.base_image} asks for Python {asked}, which this machine "
                     "does not have"
                 )
                 return _engine_build_into(engine, source, Path(dest), why, output)
+            if not older(str(asked), interpreter.version):
+                raise BuildError(_no_python(dockerfile, str(asked), interpreter)) from None
+            # An old base image (the seed's python:3.8) runs on the newer default, saying so:
+            # refusing would stop the seed's example on a machine with one Python.
+            output(_older_python(dockerfile, str(asked), interpreter))
         where = "this machine's default" if interpreter.executable == default_python() else ""
         output(
             f"FROM {dockerfile.base_image} (line {dockerfile.base_line}): Python "

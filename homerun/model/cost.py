@@ -4,9 +4,9 @@ that is data (its date and source kept; config.yaml's `prices:` overrides it). P
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from homerun.model.limits import limits
 
 
 class _Model(BaseModel):
@@ -55,26 +55,15 @@ DEFAULT_PRICES = PriceTable(
     ),
 )
 
-DEFAULT_CPU = "1"  # Cloud Run's --cpu default
-DEFAULT_MEMORY = "512Mi"  # and --memory's
-_MEMORY_UNITS = {
-    "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-}  # fmt: skip
-
 
 def vcpus(cpu: str | None) -> float:
-    """`1`, `0.5`, `500m` as vCPUs."""
-    text = cpu or DEFAULT_CPU
-    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    """`1`, `0.5`, `500m` as vCPUs (Cloud Run's default when None)."""
+    return limits(cpu, None).cpu_millis / 1000
 
 
 def gib(memory: str | None) -> float:
-    """`512Mi`, `2Gi`, `1G` as GiB."""
-    match = re.fullmatch(r"([0-9.]+)([kMGT]i?)?", memory or DEFAULT_MEMORY)
-    if match is None:
-        raise ValueError(f"not a memory amount: {memory!r}")
-    return float(match.group(1)) * _MEMORY_UNITS[match.group(2) or ""] / 2**30
+    """`512Mi`, `2Gi`, `1G` as GiB (Cloud Run's default when None)."""
+    return limits(None, memory).memory_bytes / 2**30
 
 
 class Usage(_Model):

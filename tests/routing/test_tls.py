@@ -142,16 +142,7 @@ def test_the_local_authority_issues_a_certificate_per_service_name(
     trusted = ssl.create_default_context(cafile=str(authority.files.cert))
 
     async def get(port: int, name: str) -> httpx.Response:
-        async with httpx.AsyncClient(
-            verify=trusted, http2=True, timeout=10, trust_env=False
-        ) as client:
-            request = client.build_request(
-                "GET",
-                f"https://127.0.0.1:{port}/hello",
-                headers={"host": "svc.test"},
-                extensions={"sni_hostname": name},
-            )
-            return await client.send(request)
+        return await https_get(port, name, trusted)
 
     async def scenario() -> None:
         async with Proxy(instance) as proxy:
@@ -186,6 +177,19 @@ def test_certificate_errors_name_the_setting(tmp_path: Path) -> None:
         server_context(mismatched, "config.yaml")
 
 
+async def https_get(port: int, name: str, trusted: ssl.SSLContext) -> httpx.Response:
+    """GET /hello over HTTPS (HTTP/2 offered) to the router on `port`, asking for `name` by
+    SNI, with Host svc.test."""
+    async with httpx.AsyncClient(verify=trusted, http2=True, timeout=10, trust_env=False) as client:
+        request = client.build_request(
+            "GET",
+            f"https://127.0.0.1:{port}/hello",
+            headers={"host": "svc.test"},
+            extensions={"sni_hostname": name},
+        )
+        return await client.send(request)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = NOW
@@ -211,16 +215,7 @@ def test_several_domains_by_sni_from_a_certificate_folder(
     ca.configure_trust(trusted)
 
     async def get(port: int, name: str) -> int:
-        async with httpx.AsyncClient(
-            verify=trusted, http2=True, timeout=10, trust_env=False
-        ) as client:
-            request = client.build_request(
-                "GET",
-                f"https://127.0.0.1:{port}/hello",
-                headers={"host": "svc.test"},
-                extensions={"sni_hostname": name},
-            )
-            return (await client.send(request)).status_code
+        return (await https_get(port, name, trusted)).status_code
 
     async def scenario() -> None:
         async with Proxy(instance) as proxy:
