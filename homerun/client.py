@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -32,6 +33,7 @@ from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.validation import validation_message
 from homerun.model.views import (
+    DomainMappingView,
     ExecutionDescription,
     ExecutionSummary,
     IamPolicy,
@@ -305,6 +307,27 @@ class Client:
             params["after"] = after
         entries: list[dict[str, Any]] = self._call("GET", f"/v1/jobs/{job}/logs", params=params)
         return entries
+
+    # Domain mappings
+
+    def domain_mappings(self, service: str | None = None) -> list[DomainMappingView]:
+        params = {"service": service} if service else {}
+        return _read_list(
+            DomainMappingView, self._call("GET", "/v1/domain-mappings", params=params)
+        )
+
+    def domain_mapping(self, domain: str) -> DomainMappingView:
+        path = f"/v1/domain-mappings/{quote(domain, safe='')}"
+        return _read(DomainMappingView, self._call("GET", path))
+
+    def create_domain_mapping(
+        self, domain: str, service: str, *, force_override: bool = False
+    ) -> DomainMappingView:
+        body = {"domain": domain, "service": service, "force_override": force_override}
+        return _read(DomainMappingView, self._call("POST", "/v1/domain-mappings", json=body))
+
+    def delete_domain_mapping(self, domain: str) -> None:
+        self._call("DELETE", f"/v1/domain-mappings/{quote(domain, safe='')}")
 
     # Worker pools
 

@@ -48,6 +48,7 @@ from homerun.control import ControlPlane
 from homerun.control.access import Guards, Iam
 from homerun.control.advice import Advisor
 from homerun.control.deploys import BuildFunction, Deploys
+from homerun.control.domain_mappings import DomainMappings
 from homerun.control.executions import Executions, NoRuntime
 from homerun.control.images import Images
 from homerun.control.job_artifacts import JobArtifacts
@@ -66,6 +67,7 @@ from homerun.control.urls import Urls
 from homerun.control.views import Views
 from homerun.control.worker_pools import WorkerPools
 from homerun.errors import HomerunError
+from homerun.mapping_store import MappingStore
 from homerun.model.engine import Engine
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.observe.metrics import Metrics
@@ -347,6 +349,7 @@ class Daemon:
             await asyncio.gather(*server_tasks, return_exceptions=True)
             flusher.cancel()
             logs.flush()
+            control.domain_mappings.close()
             store.close()
             for path in (self.paths.admin_socket, self.paths.pid_file):
                 with contextlib.suppress(FileNotFoundError):
@@ -479,6 +482,7 @@ def control_plane(
     inspector = (
         Inspector(paths.inspections, settings.inspector_block_ms) if settings.inspector else None
     )
+    mapping_store = MappingStore(paths.database)
     live = LiveRevisions(
         settings=settings,
         paths=paths,
@@ -493,6 +497,7 @@ def control_plane(
         host_env=host_env,
         metadata_address=metadata_address,
         inspector=inspector,
+        domains=mapping_store.routes,
     )
     advisor = Advisor(
         store=store,
@@ -626,6 +631,15 @@ def control_plane(
             revisions=revisions,
             tasks=tasks,
             engine=engine,
+        ),
+        domain_mappings=DomainMappings(
+            settings=settings,
+            paths=paths,
+            mappings=mapping_store,
+            store=store,
+            logs=logs,
+            routes_changed=live.rebuild,
+            wall_clock=wall_clock,
         ),
     )
 

@@ -351,6 +351,31 @@ class CertificateFolder:
         return problems
 
 
+def certificate_covering(folder: Path, name: str) -> Path | None:
+    """The certificate file in `folder` that a handshake naming `name` gets (as
+    CertificateFolder chooses: its exact name first, then a wildcard one label up)."""
+    name = name.lower().rstrip(".")
+    _, dot, parent = name.partition(".")
+    wanted = [name, f"*.{parent}"] if dot else [name]
+    covering: dict[str, Path] = {}
+    try:
+        certificates = sorted(folder.glob("*.crt"))
+    except OSError:
+        return None
+    for cert in certificates:
+        try:
+            names = (
+                x509.load_pem_x509_certificate(cert.read_bytes())
+                .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+                .value.get_values_for_type(x509.DNSName)
+            )
+        except (OSError, ValueError, x509.ExtensionNotFound):
+            continue
+        for covered in names:
+            covering.setdefault(covered.lower(), cert)
+    return next((covering[each] for each in wanted if each in covering), None)
+
+
 class SniChooser:
     """The HTTPS port's SNI callback: the user's certificate for the name from the folder if
     one covers it, else one the local authority issues for a routed name, else the default."""

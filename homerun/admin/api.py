@@ -221,6 +221,26 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
 
     # Worker pools
 
+    async def domain_mappings(request: Request) -> Response:
+        if request.method == "POST":
+            body = await _json_body(request)
+            force = body.get("force_override", False) if isinstance(body, dict) else False
+            if not isinstance(force, bool):
+                raise InvalidSpec("force_override: a boolean")
+            return _view(
+                control.domain_mappings.create(
+                    _field(body, "domain"), _field(body, "service"), force_override=force
+                )
+            )
+        return _views(control.domain_mappings.list(request.query_params.get("service")))
+
+    async def domain_mapping(request: Request) -> Response:
+        domain = request.path_params["name"]
+        if request.method == "DELETE":
+            control.domain_mappings.delete(domain)
+            return JSONResponse({"deleted": domain})
+        return _view(control.domain_mappings.describe(domain))
+
     async def worker_pools(request: Request) -> Response:
         return _views(control.worker_pools.pools())
 
@@ -312,6 +332,8 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             Route("/v1/worker-pools/{name}", worker_pool, methods=["GET", "DELETE"]),
             Route("/v1/worker-pools/{name}/deploy", worker_pool_deploy, methods=["POST"]),
             Route("/v1/worker-pools/{name}/logs", worker_pool_logs),
+            Route("/v1/domain-mappings", domain_mappings, methods=["GET", "POST"]),
+            Route("/v1/domain-mappings/{name}", domain_mapping, methods=["GET", "DELETE"]),
             Route("/v1/builds", builds, methods=["GET", "POST"]),
             Route("/v1/images", images, methods=["GET", "DELETE"]),
             Route("/v1/images/push", push, methods=["POST"]),

@@ -92,6 +92,7 @@ _VIEWS: tuple[type[BaseModel], ...] = (
     views.ExecutionDescription,
     Advice,
     views.WorkerPoolSummary,
+    views.DomainMappingView,
     BuildSummary,
     ImageSummary,
     BuildRequest,
@@ -159,6 +160,15 @@ def openapi_document() -> dict[str, Any]:
                 "audience": {"type": ["string", "null"]},
             },
             "required": ["member"],
+        },
+        "DomainMappingRequest": {
+            "type": "object",
+            "properties": {
+                "domain": {"type": "string"},
+                "service": {"type": "string"},
+                "force_override": {"type": "boolean"},
+            },
+            "required": ["domain", "service"],
         },
         "SecretData": {
             "type": "object",
@@ -313,6 +323,7 @@ def openapi_document() -> dict[str, Any]:
             },
             **_job_paths(),
             **_pool_paths(),
+            **_domain_mapping_paths(),
             **_image_paths(),
         },
     }
@@ -409,6 +420,28 @@ def _job_paths() -> dict[str, Any]:
             "post": _operation(
                 "cancel a running execution: its tasks stop", path_name=True, returns=execution
             )
+        },
+    }
+
+
+def _domain_mapping_paths() -> dict[str, Any]:
+    mapping = _ref("DomainMappingView")
+    return {
+        "/v1/domain-mappings": {
+            "get": _operation(
+                "list domain mappings (of one service with ?service=)",
+                query={"service": {"type": "string"}},
+                returns=_list_of("DomainMappingView"),
+            ),
+            "post": _operation(
+                "map a domain to a service (`domain-mappings create`)",
+                body=_ref("DomainMappingRequest"),
+                returns=mapping,
+            ),
+        },
+        "/v1/domain-mappings/{name}": {
+            "get": _operation("describe a domain mapping", path_name=True, returns=mapping),
+            "delete": _operation("delete a domain mapping", path_name=True),
         },
     }
 

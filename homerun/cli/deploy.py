@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from homerun.cli import flags
+from homerun.cli import domain_mappings, flags
 from homerun.cli._commands import FlagGroup, Group, command, flag, one_of, positional
 from homerun.cli._context import Context
 from homerun.cli._events import follow, print_deployed
@@ -200,7 +200,8 @@ COMMANDS = (deploy,)
 # gcloud's own spelling, so that `gcloud run deploy …` lines work with `homerun` for `gcloud`.
 RUN = Group(
     "run",
-    "gcloud's spelling: `homerun run deploy` is `homerun deploy`",
+    "gcloud's spelling: `homerun run deploy` is `homerun deploy`, `homerun run domain-mappings` "
+    "is `homerun domain-mappings`",
     (
         dataclasses.replace(
             deploy,
@@ -212,5 +213,6 @@ RUN = Group(
                 ("Deploy the current folder", "homerun run deploy hello --source ."),
             ),
         ),
+        domain_mappings.RUN_GROUP,
     ),
 )

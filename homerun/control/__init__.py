@@ -15,6 +15,7 @@ live routing state the router reads. One module per concept; daemon.py wires the
     jobs.py       Jobs: `jobs create|deploy|update|delete` (plan in job_plan.py); its
                   executions (executions.py) run tasks as task_decision.py decides
     worker_pools.py  WorkerPools: instances with no port kept at a count (pool_decision.py)
+    domain_mappings.py  DomainMappings: a user's domain routed to a service
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from homerun.access.tokens import TokenAuthority
 from homerun.control.access import Iam
 from homerun.control.advice import Advisor
 from homerun.control.deploys import Deploys
+from homerun.control.domain_mappings import DomainMappings
 from homerun.control.images import Images
 from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
@@ -59,6 +61,7 @@ class ControlPlane:
     worker_pools: WorkerPools
     ramp: Ramp
     images: Images
+    domain_mappings: DomainMappings
 
     async def restore(self) -> None:
         """After a (re)start: route every service to its ready revisions and start them."""

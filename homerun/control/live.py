@@ -61,6 +61,7 @@ class LiveRevisions:
         metadata_address: Address | None = None,
         inspector: Inspector | None = None,
         rng: random.Random | None = None,
+        domains: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         # Collaborators
         self._settings = settings
@@ -77,6 +78,7 @@ class LiveRevisions:
         self._metadata_address = metadata_address
         self._inspector = inspector
         self._rolls = StratifiedRolls(rng or random.Random())
+        self._domains = domains  # the domain mappings: domain -> service
         # Per running revision
         self.units: dict[str, RevisionUnit] = {}
         self._routes: dict[str, Route] = {}
@@ -241,7 +243,7 @@ class LiveRevisions:
                 serving.add(revision.name)
                 targets.append(TrafficTarget(revision.name, target.percent, target.tag))
             services[record.name] = ServiceRoutes(record.name, tuple(targets))
-        self.table = RoutingTable(self._settings.domain, services)
+        self.table = RoutingTable(self._settings.domain, services, dict(self._domains()))
         self._write_hosts()
         for name in [name for name in self.units if name not in serving]:
             if self._deploying(name):

@@ -268,3 +268,17 @@ class WorkerPoolSummary(_View):
     instances: int  # the count kept running
     running: int
     slots: list[PoolInstance]
+
+
+class DomainMappingView(_View):
+    """A domain of the user's and the service it routes to (`homerun domain-mappings`)."""
+
+    domain: str
+    service: str
+    created_at: float
+    ready: bool  # the service exists and has a ready revision
+    reason: str  # why it is not ready; "" when it is
+    url: str  # http://DOMAIN[:PORT]: the router's port
+    https_url: str | None  # with config.yaml's https-port
+    certificate: str  # which certificate a TLS handshake naming the domain gets
+    reach: str  # how a client gets to this machine at the domain (DNS, /etc/hosts)

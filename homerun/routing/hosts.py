@@ -15,13 +15,13 @@ _NAMES_PER_LINE = 8
 
 
 def service_hosts(table: RoutingTable) -> list[str]:
-    """Every host the table answers at: each service's, and each of its tags'."""
+    """Every host the table answers at: each service's, each of its tags', each mapped domain."""
     hosts = []
     for name in sorted(table.services):
         hosts.append(f"{name}.{table.domain}")
         tags = sorted({target.tag for target in table.services[name].traffic if target.tag})
         hosts += [f"{tag}{TAG_SEPARATOR}{name}.{table.domain}" for tag in tags]
-    return hosts
+    return hosts + sorted(table.domains)
 
 
 def router_address(listen: str) -> str:

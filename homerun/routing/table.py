@@ -1,9 +1,11 @@
-"""Pure request routing: Host header -> service -> tag -> revision, by traffic percent."""
+"""Pure request routing: Host header -> service -> tag -> revision, by traffic percent. A host is a
+service's own (`svc.localhost`, `tag---svc.localhost`) or a domain mapped to a service
+(`app.example.com`, which routes as the service's own host does)."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from homerun.traffic import TAG_SEPARATOR
@@ -28,6 +30,8 @@ class RoutingTable:
 
     domain: str
     services: dict[str, ServiceRoutes] = field(default_factory=dict)
+    # Domain mappings: a domain of the user's (lowercase, no trailing dot) -> the service.
+    domains: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,25 @@ def parse_host(host: str, domain: str) -> tuple[str, str | None] | None:
     return (label, None)
 
 
+def mapped_host(host: str, domains: Mapping[str, str]) -> tuple[str, None] | None:
+    """`app.example.com:443` -> (the service it is mapped to, None); None when no mapping
+    names it (or its port is not a port). A mapped domain has no tag URLs, as on Cloud Run."""
+    if not domains:
+        return None
+    try:
+        name, _ = split_port(host)
+    except InvalidPort:
+        return None
+    service = domains.get(name.rstrip(".").lower())
+    return None if service is None else (service, None)
+
+
 def select(
     table: RoutingTable, host: str, roll: float | Callable[[str], float]
 ) -> Selection | None:
     """Pick the revision for a request; `roll` is uniform in [0, 1) (injected randomness), or
     a function of the service name that gives one (asked only when a split is to be rolled)."""
-    parsed = parse_host(host, table.domain)
+    parsed = parse_host(host, table.domain) or mapped_host(host, table.domains)
     if parsed is None:
         return None
     service_name, tag = parsed

@@ -37,6 +37,7 @@ from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
 from homerun.model.states import InstanceState
 from homerun.model.views import (
     Binding,
+    DomainMappingView,
     ExecutionDescription,
     ExecutionSummary,
     IamPolicy,
@@ -450,6 +451,25 @@ class FakeClient:
             }
         ]
 
+    def domain_mappings(self, service: str | None = None) -> list[DomainMappingView]:
+        self._record("domain_mappings", service)
+        return [mapping_view()]
+
+    def domain_mapping(self, domain: str) -> DomainMappingView:
+        self._record("domain_mapping", domain)
+        if domain != "app.example.com":
+            raise NotFound(f"domain mapping {domain!r} not found")
+        return mapping_view()
+
+    def create_domain_mapping(
+        self, domain: str, service: str, *, force_override: bool = False
+    ) -> DomainMappingView:
+        self._record("create_domain_mapping", domain, service, force_override)
+        return mapping_view(domain=domain, service=service)
+
+    def delete_domain_mapping(self, domain: str) -> None:
+        self._record("delete_domain_mapping", domain)
+
     def worker_pools(self) -> list[WorkerPoolSummary]:
         self._record("worker_pools")
         return [pool_summary()]
@@ -518,6 +538,21 @@ class FakeClient:
     def delete_image(self, name: str) -> list[str]:
         self._record("delete_image", name)
         return [name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"]
+
+
+def mapping_view(**fields: Any) -> DomainMappingView:
+    values: dict[str, Any] = {
+        "domain": "app.example.com",
+        "service": "hello",
+        "created_at": 1_700_000_000.0,
+        "ready": True,
+        "reason": "",
+        "url": "http://app.example.com:8080",
+        "https_url": None,
+        "certificate": "none: no HTTPS listener (set https-port in config.yaml)",
+        "reach": "the router listens on 127.0.0.1:8080: point app.example.com at this machine",
+    }
+    return DomainMappingView(**{**values, **fields})
 
 
 def pool_summary(**fields: Any) -> WorkerPoolSummary:

@@ -136,3 +136,20 @@ def test_the_memo_keeps_fixed_selections_per_table_and_rolls_splits_every_time()
     # Past the limit a host is still selected, just not remembered.
     for port in range(8081, 8090):
         assert revision_of(memo.select(moved, f"svc.localhost:{port}", 0.0)) == "r2"
+
+
+def test_a_mapped_domain_selects_its_service_as_its_own_host_does() -> None:
+    table = RoutingTable(
+        "localhost",
+        {
+            "svc": ServiceRoutes(
+                "svc", (TrafficTarget("svc-1", 100), TrafficTarget("svc-2", 0, "b"))
+            )
+        },
+        {"app.example.com": "svc"},
+    )
+    for host in ("app.example.com", "App.Example.COM:443", "app.example.com."):
+        assert select(table, host, 0.5) == Selection("svc", "svc-1"), host
+    assert select(table, "b---app.example.com", 0.5) is None  # tags stay on svc's own host
+    assert select(table, "www.example.com", 0.5) is None
+    assert select(table, "app.example.com:99999", 0.5) is None
