@@ -398,9 +398,9 @@ BASE["spec"]["traffic"] = [
         ),
         (
             "spec/template/spec/containers/0/livenessProbe",
-            {"grpc": {"port": 8080}},
-            "spec.template.spec.containers[0].livenessProbe.grpc",
-            "gRPC probes are not supported yet",
+            {"grpc": {"port": 9000}},
+            "spec.template.spec.containers[0].livenessProbe.grpc.port",
+            "must be the container port (8080), got 9000",
         ),
         (
             "spec/template/spec/containers/0/readinessProbe",
@@ -412,7 +412,7 @@ BASE["spec"]["traffic"] = [
             "spec/template/spec/containers/0/livenessProbe",
             {"httpGet": {"path": "/"}, "tcpSocket": {}},
             "spec.template.spec.containers[0].livenessProbe",
-            "give one of httpGet, tcpSocket, exec, not httpGet and tcpSocket",
+            "give one of httpGet, tcpSocket, exec, grpc, not httpGet and tcpSocket",
         ),
         (
             "spec/template/spec/containers/0/livenessProbe",

@@ -345,7 +345,13 @@ class Container(KnativeModel):
             ("livenessProbe", self.liveness_probe),
         ):
             if probe is not None and probe.port not in (None, 0, port):
-                action = "httpGet" if probe.http_get is not None else "tcpSocket"
+                action = (
+                    "httpGet"
+                    if probe.http_get is not None
+                    else "grpc"
+                    if probe.grpc is not None
+                    else "tcpSocket"
+                )
                 problems.append(
                     (
                         (field, action, "port"),

@@ -17,10 +17,6 @@ from homerun.model.probes import (
 )
 
 MAX_STARTUP_SECONDS = 3600
-_NO_GRPC_PROBE = (
-    "gRPC probes are not supported yet: homerun speaks HTTP/1.1 to instances; use httpGet or "
-    "tcpSocket"
-)
 _PROBE_HOST = "not supported: a probe goes to the instance itself"
 
 
@@ -28,6 +24,13 @@ class TcpSocket(KnativeModel):
     refused = {"host": _PROBE_HOST}
 
     port: int | None = None  # the container port; 0 or none means it too
+
+
+class GrpcAction(KnativeModel):
+    """Kubernetes' grpc probe: grpc.health.v1.Health/Check on the container port (h2c)."""
+
+    port: int | None = None  # the container port; 0 or none means it too
+    service: str | None = None  # the service whose health is asked; none: the server's
 
 
 class HttpHeader(KnativeModel):
@@ -74,7 +77,6 @@ class ContainerProbe(KnativeModel):
     tcpSocket when none is given) and Kubernetes' timing fields with their defaults."""
 
     refused = {
-        "grpc": _NO_GRPC_PROBE,
         "terminationGracePeriodSeconds": "not supported: stop-grace-seconds applies",
     }
     # Kubernetes requires successThreshold 1 for these; readiness may ask for more.
@@ -85,6 +87,7 @@ class ContainerProbe(KnativeModel):
     http_get: HttpGet | None = None
     tcp_socket: TcpSocket | None = None
     exec: ExecAction | None = None
+    grpc: GrpcAction | None = None
     initial_delay_seconds: Annotated[int, within(0, MAX_STARTUP_SECONDS)] = 0
     period_seconds: int | None = None
     timeout_seconds: Annotated[int, within(1, MAX_STARTUP_SECONDS)] = DEFAULT_TIMEOUT_SECONDS
@@ -108,17 +111,21 @@ class ContainerProbe(KnativeModel):
 
     @model_validator(mode="after")
     def _one_action(self) -> ContainerProbe:
-        given = [name for name in ("httpGet", "tcpSocket", "exec") if self._action(name)]
+        names = ("httpGet", "tcpSocket", "exec", "grpc")
+        given = [name for name in names if self._action(name)]
         if len(given) > 1:
-            raise ValueError(f"give one of httpGet, tcpSocket, exec, not {' and '.join(given)}")
+            raise ValueError(
+                f"give one of httpGet, tcpSocket, exec, grpc, not {' and '.join(given)}"
+            )
         return self
 
     def _action(self, name: str) -> object:
-        return {"httpGet": self.http_get, "tcpSocket": self.tcp_socket, "exec": self.exec}[name]
+        actions = {"httpGet": self.http_get, "tcpSocket": self.tcp_socket, "exec": self.exec}
+        return actions[name] if name in actions else self.grpc
 
     @property
     def port(self) -> int | None:
-        action = self.http_get or self.tcp_socket
+        action = self.http_get or self.tcp_socket or self.grpc
         return action.port if action is not None else None
 
     def probe(self) -> Probe:
@@ -140,6 +147,9 @@ class ContainerProbe(KnativeModel):
         elif self.exec is not None:
             fields["action"] = ProbeAction.EXEC
             fields["command"] = tuple(self.exec.command)
+        elif self.grpc is not None:
+            fields["action"] = ProbeAction.GRPC
+            fields["service"] = self.grpc.service or ""
         return Probe.model_validate(fields)
 
 

@@ -136,6 +136,8 @@ def render_probe(probe: Probe, port: int) -> dict[str, Any]:
         rendered["httpGet"] = http_get
     elif probe.action is ProbeAction.EXEC:
         rendered["exec"] = {"command": list(probe.command)}
+    elif probe.action is ProbeAction.GRPC:
+        rendered["grpc"] = {"port": port, **({"service": probe.service} if probe.service else {})}
     else:
         rendered["tcpSocket"] = {"port": port}
     rendered.update(

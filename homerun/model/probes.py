@@ -19,6 +19,7 @@ class ProbeAction(StrEnum):
     TCP = "tcpSocket"  # a TCP connect to $PORT
     HTTP = "httpGet"  # GET path on $PORT; 200..399 passes
     EXEC = "exec"  # a command in the instance's environment and folder; exit 0 passes
+    GRPC = "grpc"  # grpc.health.v1.Health/Check over h2c on $PORT; SERVING passes
 
 
 class ProbeKind(StrEnum):
@@ -37,6 +38,7 @@ class Probe(BaseModel):
     path: str = "/"  # httpGet
     headers: tuple[tuple[str, str], ...] = ()  # httpGet's httpHeaders, in order
     command: tuple[str, ...] = ()  # exec
+    service: str = ""  # grpc: the service whose health is asked ("": the server's)
     initial_delay_seconds: int = Field(default=0, ge=0, le=MAX_PROBE_SECONDS)
     # 0 (readiness only, as Knative): probe aggressively until the instance is first ready.
     period_seconds: int = Field(default=DEFAULT_PERIOD_SECONDS, ge=0, le=MAX_PROBE_SECONDS)
@@ -79,6 +81,9 @@ class Probe(BaseModel):
             return f"GET {self.path}"
         if self.action is ProbeAction.EXEC:
             return "exec " + " ".join(self.command)
+        if self.action is ProbeAction.GRPC:
+            named = f" of service {self.service!r}" if self.service else ""
+            return f"gRPC health check{named}"
         return "TCP connect to $PORT"
 
 

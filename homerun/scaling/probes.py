@@ -1,5 +1,6 @@
-"""Health probes run against one instance: a TCP connect, an HTTP GET or a command, each
-answering pass or fail with the reason in words (model/probes.py counts the answers)."""
+"""Health probes run against one instance: a TCP connect, an HTTP GET, a gRPC health check or a
+command, each answering pass or fail with the reason in words (model/probes.py counts the
+answers)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homerun.model.probes import Probe, ProbeAction
+from homerun.runtime.grpc_health import check_health
 from homerun.runtime.process import close_inherited_fds
 
 # The kubelet's User-Agent is `kube-probe/VERSION`; apps that skip logging or auth for probes
@@ -40,6 +42,11 @@ async def run_probe(probe: Probe, target: ProbeTarget) -> ProbeResult:
     """One try of the probe, bounded by its timeoutSeconds."""
     if probe.action is ProbeAction.EXEC:
         return await _exec(probe, target)
+    if probe.action is ProbeAction.GRPC:
+        answer = await check_health(
+            "127.0.0.1", target.port, service=probe.service, within=probe.timeout_seconds
+        )
+        return ProbeResult(answer.ready, "SERVING" if answer.ready else answer.reason)
     try:
         return await asyncio.wait_for(_connect(probe, target), probe.timeout_seconds)
     except TimeoutError:

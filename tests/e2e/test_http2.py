@@ -67,6 +67,35 @@ def test_a_grpc_service_deployed_with_use_http2(platform: Platform, grpc_echo: s
         time.sleep(0.3)
 
 
+def test_grpc_health_probes_gate_a_grpc_service(platform: Platform) -> None:
+    """A `grpc` startup probe (grpc.health.v1 over h2c) passes on SERVING; one that asks about a
+    service the server does not know fails the deploy saying so, and the first keeps serving."""
+    probe = "grpc.port=8080,periodSeconds=1,failureThreshold=20"
+    deployed = platform.deploy(
+        "grpc-probed", APPS / "grpc_echo", "--use-http2", "--startup-probe", probe,
+        "--liveness-probe", "grpc.port=8080,periodSeconds=5",
+    )  # fmt: skip
+    assert deployed.returncode == 0, describe(deployed)
+    result = platform.run("services", "describe", "grpc-probed", "--format", "yaml")
+    container = yaml.safe_load(result.stdout)["spec"]["template"]["spec"]["containers"][0]
+    assert container["startupProbe"]["grpc"] == {"port": 8080}
+    assert container["livenessProbe"]["grpc"] == {"port": 8080}
+
+    unknown = "grpc.service=no.such.Service,periodSeconds=1,failureThreshold=2"
+    failed = platform.deploy(
+        "grpc-probed", APPS / "grpc_echo", "--use-http2", "--startup-probe", unknown
+    )
+    assert failed.returncode == 1, describe(failed)
+    # grpcio's health service answers an unknown service with grpc-status 5 (NOT_FOUND).
+    expected = "gRPC health check of service 'no.such.Service' (the health check failed with"
+    assert expected in failed.stderr, describe(failed)
+    assert "grpc-probed-00001" in failed.stderr and "keeps serving" in failed.stderr
+    options = [("grpc.default_authority", platform.host("grpc-probed")),
+               ("grpc.enable_http_proxy", 0)]  # fmt: skip
+    with grpc.insecure_channel(f"127.0.0.1:{platform.port}", options=options) as channel:
+        assert channel.unary_unary("/test.Echo/Unary")(b"ok", timeout=30) == b"echo:ok:127.0.0.1"
+
+
 def test_an_http2_client_of_an_http11_app(platform: Platform, streaming: str) -> None:
     with httpx.Client(
         base_url=f"http://127.0.0.1:{platform.port}",
