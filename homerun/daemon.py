@@ -4,35 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import fcntl
 import functools
 import gc
 import getpass
-import hashlib
 import os
 import signal
 import socket
-import sqlite3
-import ssl
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
 import uvicorn
-from starlette.types import ASGIApp
 
-from homerun import build
+from homerun import build, store_db
 from homerun.access import keys
-from homerun.access.certificates import (
-    CertificateFiles,
-    CertificateFolder,
-    LocalAuthority,
-    Reloader,
-    https_context,
-)
+from homerun.access.certificates import https_listener, reload_every
 from homerun.access.discovery import issuer_documents
 from homerun.access.iam import user_member
 from homerun.access.metadata import create_metadata_app
@@ -42,6 +31,7 @@ from homerun.access.tokens import SigningKey, TokenAuthority
 from homerun.admin.api import create_app
 from homerun.admin.bearer import RequireToken
 from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
+from homerun.admin.serving import EmbeddedServer, embedded, listening, unix_socket
 from homerun.build.images import ImageStore
 from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.control import ControlPlane
@@ -75,13 +65,12 @@ from homerun.observe.overview import overview
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
 from homerun.pool_store import PoolStore
-from homerun.procfs import lock_holders, process_name
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address, Route
-from homerun.runtime import Runtime, cgroups
+from homerun.runtime import Runtime
 from homerun.runtime.container import ContainerRuntime, find_engine, remove_unused_images
 from homerun.runtime.inspection import Inspector
-from homerun.runtime.limited import LimitedRuntime, OpenRuntime
+from homerun.runtime.limited import limit_where_possible
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
@@ -92,14 +81,6 @@ from homerun.store import Store
 
 LOG_FLUSH_SECONDS = 0.2
 SAMPLE_SECONDS = 1.0
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside our loop: the daemon, not uvicorn, owns the signal handlers."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class Daemon:
@@ -118,7 +99,8 @@ class Daemon:
         # RSA: ID tokens are RS256, their public key published by the metadata server.
         signing_key = keys.private_key(keys.signing_key(self.paths.signing_key))
         admin_token = keys.admin_token(self.paths.admin_token)
-        store = open_store(self.paths.database)
+        store_db.check(self.paths.database)
+        store = Store(self.paths.database)
         _kill_leftovers(store)
         logs = LogStore(
             self.paths.logs, max_bytes=self.settings.log_max_bytes, report=_print_problem
@@ -127,7 +109,7 @@ class Daemon:
         # Process instances in control groups of their own (runtime/limited.py); container
         # instances get theirs from podman (--memory, --cpus), so the container runtime
         # wraps the limited one and hands it every start that is not a container.
-        runtime = _limited(
+        runtime = limit_where_possible(
             ZygoteRuntime(memory_budget=self.settings.zygote_memory_budget_bytes)
             if self.settings.zygote
             else ProcessRuntime(),
@@ -169,7 +151,7 @@ class Daemon:
         # Listeners the control plane names to instances and users are bound first, so that
         # every piece is built knowing its addresses.
         dashboard_socket = self._dashboard_socket()
-        metadata_socket = _listening(socket.create_server(("127.0.0.1", 0)))
+        metadata_socket = listening(socket.create_server(("127.0.0.1", 0)))
         dashboard_host, dashboard_port = dashboard_socket.getsockname()[:2]
         dashboard_url = f"http://{dashboard_host}:{dashboard_port}"
         control = control_plane(
@@ -226,7 +208,19 @@ class Daemon:
             platform_documents=issuer_documents(published) if published else None,
         )
         try:
-            https = self._https(lambda name: isinstance(live.resolve(name), Route))
+            https = (
+                https_listener(
+                    self.settings.domain,
+                    lambda name: isinstance(live.resolve(name), Route),
+                    config_file=self.paths.config_file,
+                    local_authority=self.paths.tls,
+                    cert_file=self.settings.tls_cert_file,
+                    key_file=self.settings.tls_key_file,
+                    certificates_dir=self.settings.tls_certificates_dir,
+                )
+                if self.settings.https_port
+                else None
+            )
         except HomerunError:
             store.close()
             runtime.close()
@@ -236,7 +230,7 @@ class Daemon:
             await router.start(self.settings.listen, port)
             if https is not None:
                 key, port = "https-port", self.settings.https_port
-                await router.start_tls(self.settings.listen, port, https[0])
+                await router.start_tls(self.settings.listen, port, https.context)
         except OSError as error:
             await router.close()
             store.close()
@@ -249,10 +243,10 @@ class Daemon:
             ) from None
         https_url = ""
         if https is not None:
-            https_url = f" and https://{self.settings.listen}:{router.tls_port}{https[1]}"
+            https_url = f" and https://{self.settings.listen}:{router.tls_port}{https.note}"
         listen = self.settings.dashboard_listen
         local = is_loopback(listen)
-        dashboard = _embedded(
+        dashboard = embedded(
             create_dashboard_app(
                 lambda window: overview(
                     control.views,
@@ -273,7 +267,7 @@ class Daemon:
             )
         )
         dashboard_task = asyncio.ensure_future(dashboard.serve(sockets=[dashboard_socket]))
-        admin = _EmbeddedServer(
+        admin = EmbeddedServer(
             uvicorn.Config(
                 create_app(control, self.request_stop),
                 log_level="warning",
@@ -281,10 +275,10 @@ class Daemon:
                 timeout_graceful_shutdown=2,
             )
         )
-        admin_socket = _unix_socket(self.paths.admin_socket)
+        admin_socket = unix_socket(self.paths.admin_socket)
         admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_socket]))
         servers, server_tasks = [admin, dashboard], [admin_task, dashboard_task]
-        metadata = _embedded(
+        metadata = embedded(
             create_metadata_app(
                 live.instance_members,
                 authority.mint,
@@ -298,17 +292,17 @@ class Daemon:
         server_tasks.append(asyncio.ensure_future(metadata.serve(sockets=[metadata_socket])))
         admin_url = ""
         if self.settings.admin_listen:
-            remote_socket = _listening(self._admin_tcp_socket())
-            remote_admin = _embedded(
+            remote_socket = listening(self._admin_tcp_socket())
+            remote_admin = embedded(
                 RequireToken(create_app(control, self.request_stop), admin_token)
             )
             host, port = remote_socket.getsockname()[:2]
             admin_url = f", admin API also on http://{host}:{port} (needs {self.paths.admin_token})"
             servers.append(remote_admin)
             server_tasks.append(asyncio.ensure_future(remote_admin.serve(sockets=[remote_socket])))
-        flusher = asyncio.ensure_future(_flush_logs(logs))
-        reloads = asyncio.ensure_future(_reload_certificates(https[2] if https else []))
-        sampler = asyncio.ensure_future(_sample(telemetry))
+        flusher = asyncio.ensure_future(logs.flush_every(LOG_FLUSH_SECONDS))
+        reloads = asyncio.ensure_future(reload_every(https.checks if https else [], 10))
+        sampler = asyncio.ensure_future(telemetry.sample_every(SAMPLE_SECONDS))
         scaling = asyncio.ensure_future(scaler.run())
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
@@ -356,39 +350,6 @@ class Daemon:
                     path.unlink()
             print("homerun stopped", flush=True)
 
-    def _https(
-        self, routes: Callable[[str], bool]
-    ) -> tuple[ssl.SSLContext, str, list[Callable[[], str | None]]] | None:
-        """The HTTPS listener's TLS context, what the start line says of its certificates, and
-        the checks that reload the user's certificate files when they change; None without
-        https-port."""
-        settings = self.settings
-        if not settings.https_port:
-            return None
-        config = self.paths.config_file
-        folder = None
-        checks: list[Callable[[], str | None]] = []
-        if settings.tls_certificates_dir:
-            folder = CertificateFolder(
-                Path(settings.tls_certificates_dir).expanduser(),
-                f"{config}: tls-certificates-dir",
-            )
-            checks.append(folder.check)
-        default: CertificateFiles | LocalAuthority
-        where = f"{config}: tls-cert-file, tls-key-file"
-        if settings.tls_cert_file:
-            default = CertificateFiles(
-                Path(settings.tls_cert_file).expanduser(), Path(settings.tls_key_file).expanduser()
-            )
-            note = f" (certificate {default.cert})"
-        else:
-            default = LocalAuthority(self.paths.tls, lambda: datetime.datetime.now(datetime.UTC))
-            note = f" (trust {default.files.cert} to verify it)"
-        context = https_context(default, settings.domain, folder, routes, where)
-        if isinstance(default, CertificateFiles):
-            checks.append(Reloader(context, default, where).check)
-        return context, note, checks
-
     def _dashboard_socket(self) -> socket.socket:
         """The dashboard's socket; an ephemeral port when the set one is taken."""
         listen, port = self.settings.dashboard_listen, self.settings.dashboard_port
@@ -401,7 +362,7 @@ class Daemon:
                 f"using {sock.getsockname()[1]}",
                 flush=True,
             )
-        return _listening(sock)
+        return listening(sock)
 
     def _admin_tcp_socket(self) -> socket.socket:
         host, port = split_address(self.settings.admin_listen, "admin-listen")
@@ -431,17 +392,6 @@ class Daemon:
                 + "; stop it with `homerun down` or use another HOMERUN_HOME"
             ) from None
         self._lock_file = lock_file
-
-
-def _embedded(app: ASGIApp) -> _EmbeddedServer:
-    return _EmbeddedServer(
-        uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
-    )
-
-
-def _listening(sock: socket.socket) -> socket.socket:
-    sock.setblocking(False)
-    return sock
 
 
 def control_plane(
@@ -662,90 +612,8 @@ def run(home: Path, settings: Settings) -> None:
         uvloop.run(daemon.serve())
 
 
-async def _sample(telemetry: Telemetry) -> None:
-    while True:
-        await asyncio.sleep(SAMPLE_SECONDS)
-        try:
-            await telemetry.tick_in_slices()
-        except Exception as error:  # a bug here must not stop the sampling
-            print(f"homerun: telemetry failed: {error!r}", file=sys.stderr, flush=True)
-
-
-async def _flush_logs(logs: LogStore) -> None:
-    while True:
-        await asyncio.sleep(LOG_FLUSH_SECONDS)
-        logs.flush()
-
-
 def _print_problem(message: str) -> None:
     print(f"homerun: {message}", file=sys.stderr, flush=True)
-
-
-def _unix_socket(path: Path) -> socket.socket:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    # The socket is the admin API's only door: only the owner may connect (mode 0600).
-    old_umask = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
-def open_store(path: Path, lock_timeout: float = 5.0) -> Store:
-    """The store, once SQLite can read all of it and write to it; else a clear error.
-
-    A damaged file (not a database, a page that does not check) or a write lock that another
-    program holds for `lock_timeout` stops the start here, before anything is served, rather
-    than as an internal error at the first deploy."""
-    try:
-        probe = sqlite3.connect(path, timeout=lock_timeout, isolation_level=None)
-    except sqlite3.Error as error:
-        raise HomerunError(f"cannot open the store {path}: {error}") from None
-    try:
-        problems = [row[0] for row in probe.execute("PRAGMA quick_check").fetchall()]
-        if problems != ["ok"]:
-            raise sqlite3.DatabaseError("; ".join(problems[:3]))
-        probe.execute("BEGIN IMMEDIATE")  # a write lock, as the first deploy would take
-        probe.execute("ROLLBACK")
-    except sqlite3.OperationalError as error:
-        if "locked" not in str(error) and "busy" not in str(error):
-            raise HomerunError(f"cannot use the store {path}: {error}") from None
-        holders = sorted(lock_holders([path, Path(f"{path}-wal"), Path(f"{path}-shm")]))
-        named = ", ".join(f"{pid} ({process_name(pid)})" for pid in holders)
-        raise HomerunError(
-            f"the store {path} is locked by another program"
-            + (f" (pid {named})" if named else "")
-            + f": homerun waited {lock_timeout:g}s for it. Close that program (an sqlite3 "
-            "shell, a backup) and start homerun again"
-        ) from None
-    except sqlite3.DatabaseError as error:
-        raise HomerunError(
-            f"the store {path} is damaged ({error}): homerun cannot read it. Restore it from a "
-            f"backup, or move it and its -wal and -shm files away to start with an empty store "
-            "(services, revisions and jobs are then forgotten, and their artifacts removed)"
-        ) from None
-    finally:
-        probe.close()
-    return Store(path)
-
-
-def _limited(runtime: OpenRuntime, home: Path) -> OpenRuntime:
-    """The runtime with each instance in control groups of its own, as far as this machine
-    lets homerun make them; what it cannot do is said once, here."""
-    key = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
-    availability = cgroups.available(key)
-    warning = availability.warning()
-    if warning is not None:
-        print(f"homerun: warning: {warning}", file=sys.stderr, flush=True)
-    if not availability.folders:
-        return runtime
-    return LimitedRuntime(runtime, cgroups.Cgroups(availability.folders))
 
 
 def _kill_leftovers(store: Store) -> None:
@@ -762,15 +630,3 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-async def _reload_certificates(checks: list[Callable[[], str | None]]) -> None:
-    """Every 10 s: new handshakes take the user's certificate files once they change."""
-    if not checks:
-        return
-    while True:
-        await asyncio.sleep(10)
-        for check in checks:
-            message = check()
-            if message:
-                print(f"homerun: {message}", flush=True)

@@ -8,7 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from homerun.errors import store_failure
+from homerun.errors import HomerunError, store_failure
+from homerun.procfs import lock_holders, process_name
 
 # How long a write waits for a lock another program holds. It waits on the event loop (the
 # daemon is the store's only writer: the wait is for an sqlite3 shell or a backup), so briefly.
@@ -62,3 +63,41 @@ class Transaction:
         # SQLite may have rolled back already (some errors do), and that is all it takes.
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
+
+
+def check(path: Path, lock_timeout: float = 5.0) -> None:
+    """Nothing, once SQLite can read all of the store's file and write to it; else a clear
+    error.
+
+    A damaged file (not a database, a page that does not check) or a write lock that another
+    program holds for `lock_timeout` stops the start here, before anything is served, rather
+    than as an internal error at the first deploy."""
+    try:
+        probe = sqlite3.connect(path, timeout=lock_timeout, isolation_level=None)
+    except sqlite3.Error as error:
+        raise HomerunError(f"cannot open the store {path}: {error}") from None
+    try:
+        problems = [row[0] for row in probe.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems[:3]))
+        probe.execute("BEGIN IMMEDIATE")  # a write lock, as the first deploy would take
+        probe.execute("ROLLBACK")
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error) and "busy" not in str(error):
+            raise HomerunError(f"cannot use the store {path}: {error}") from None
+        holders = sorted(lock_holders([path, Path(f"{path}-wal"), Path(f"{path}-shm")]))
+        named = ", ".join(f"{pid} ({process_name(pid)})" for pid in holders)
+        raise HomerunError(
+            f"the store {path} is locked by another program"
+            + (f" (pid {named})" if named else "")
+            + f": homerun waited {lock_timeout:g}s for it. Close that program (an sqlite3 "
+            "shell, a backup) and start homerun again"
+        ) from None
+    except sqlite3.DatabaseError as error:
+        raise HomerunError(
+            f"the store {path} is damaged ({error}): homerun cannot read it. Restore it from a "
+            f"backup, or move it and its -wal and -shm files away to start with an empty store "
+            "(services, revisions and jobs are then forgotten, and their artifacts removed)"
+        ) from None
+    finally:
+        probe.close()

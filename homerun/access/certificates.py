@@ -14,6 +14,7 @@ for it (SNI), for names the router routes only.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import os
@@ -415,3 +416,60 @@ def https_context(
     if folder is not None or issuer is not None:
         context.sni_callback = SniChooser(folder, issuer)
     return context
+
+
+@dataclass(frozen=True)
+class HttpsListener:
+    """What the HTTPS listener serves with: its TLS context, what the start line says of its
+    certificates, and the checks that reload the user's certificate files when they change."""
+
+    context: ssl.SSLContext
+    note: str
+    checks: list[Callable[[], str | None]]
+
+
+def https_listener(
+    domain: str,
+    routes: Callable[[str], bool],
+    *,
+    config_file: Path,
+    local_authority: Path,
+    cert_file: str = "",
+    key_file: str = "",
+    certificates_dir: str = "",
+) -> HttpsListener:
+    """The listener's certificates: the user's (tls-cert-file and tls-key-file, reloaded when
+    they change), else those of a local authority kept in `local_authority`; and, from
+    tls-certificates-dir, one per name. Errors name `config_file`'s settings."""
+    folder = None
+    checks: list[Callable[[], str | None]] = []
+    if certificates_dir:
+        folder = CertificateFolder(
+            Path(certificates_dir).expanduser(), f"{config_file}: tls-certificates-dir"
+        )
+        checks.append(folder.check)
+    default: CertificateFiles | LocalAuthority
+    where = f"{config_file}: tls-cert-file, tls-key-file"
+    if cert_file:
+        default = CertificateFiles(Path(cert_file).expanduser(), Path(key_file).expanduser())
+        note = f" (certificate {default.cert})"
+    else:
+        default = LocalAuthority(local_authority, lambda: datetime.datetime.now(datetime.UTC))
+        note = f" (trust {default.files.cert} to verify it)"
+    context = https_context(default, domain, folder, routes, where)
+    if isinstance(default, CertificateFiles):
+        checks.append(Reloader(context, default, where).check)
+    return HttpsListener(context, note, checks)
+
+
+async def reload_every(checks: list[Callable[[], str | None]], seconds: float) -> None:
+    """New handshakes take the user's certificate files once they change: each check runs
+    every `seconds`, and what it says is printed."""
+    if not checks:
+        return
+    while True:
+        await asyncio.sleep(seconds)
+        for check in checks:
+            message = check()
+            if message:
+                print(f"homerun: {message}", flush=True)

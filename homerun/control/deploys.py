@@ -40,7 +40,8 @@ from homerun.model.artifact import ArtifactRecord
 from homerun.model.events import BuildLine, DeployEvent, Done, Phase, Starting
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry
-from homerun.scaling.supervisor import StartFailed, Supervisor
+from homerun.scaling.diagnosis import StartFailed
+from homerun.scaling.supervisor import Supervisor
 from homerun.scaling.unit import ManagedInstance, RevisionUnit
 from homerun.spec import DeployRequest, RevisionSpec, validate_service_name
 from homerun.store import RevisionRecord, Store

@@ -6,6 +6,7 @@ request's path or an instance's output path waits on the disk.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import functools
 import os
@@ -165,6 +166,12 @@ class LogStore:
     def recent(self, service: str, limit: int = 50) -> list[dict[str, Any]]:
         entries = list(self._recent.get(service, ()))[-limit:] if limit > 0 else []
         return [orjson.loads(entry) for entry in entries]
+
+    async def flush_every(self, seconds: float) -> None:
+        """Flush every `seconds` until cancelled."""
+        while True:
+            await asyncio.sleep(seconds)
+            self.flush()
 
     def flush(self) -> None:
         """Write the pending entries. A write that fails (no space left, a read-only disk)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
@@ -123,6 +124,16 @@ class Telemetry:
         second = self._begin()
         self._requests(second, second.batch)
         self._finish(second)
+
+    async def sample_every(self, seconds: float) -> None:
+        """Tick every `seconds` until cancelled; a tick that fails is said on stderr, and the
+        sampling goes on."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.tick_in_slices()
+            except Exception as error:  # a bug here must not stop the sampling
+                print(f"homerun: telemetry failed: {error!r}", file=sys.stderr, flush=True)
 
     async def tick_in_slices(self) -> None:
         """The same, yielding to the event loop between slices of requests.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 from collections import deque
 from typing import TYPE_CHECKING, cast
@@ -13,17 +12,16 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from homerun.routing._h2c import after_preface, upgrade_request
-from homerun.routing._hosts import port_refusal, quoted, split_absolute
+from homerun.routing._hosts import port_refusal, split_absolute
 from homerun.routing._http import (
     BODY_BUFFER_FULL,
     HOP_BY_HOP,
     PIPELINED,
     UNPARSABLE,
     UPSTREAM_FULL,
-    without_named,
 )
 from homerun.routing.exchange import Exchange
-from homerun.routing.trace import trace_context
+from homerun.routing.forwarding import HEAD_FORMATS, replace_host, upstream_head
 from homerun.routing.types import RouteError
 
 if TYPE_CHECKING:
@@ -55,15 +53,6 @@ _MAX_URL_BYTES = 8 * 1024
 # What a Host header may hold: a DNS name or an IP literal, and a port.
 _VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
-_random_bits = random.getrandbits
-# The request head an instance gets, by the scheme the client used: method, target, headers,
-# X-Forwarded-For, Forwarded, the rest.
-_HEAD_FORMATS = {
-    scheme: b"%%s %%s HTTP/1.1\r\n%%sx-forwarded-for: %%s\r\nx-forwarded-proto: %s\r\n"
-    b"forwarded: %%s\r\n%%s\r\n" % scheme
-    for scheme in (b"http", b"https")
-}
-
 
 class _UrlTooLong(Exception):
     """A request target past _MAX_URL_BYTES."""
@@ -83,7 +72,7 @@ class ClientConnection(asyncio.Protocol):
         self.router = router
         self.protocol = protocol  # what the client spoke, for the request log (HTTP/2: a stream)
         self.scheme = scheme  # https on the router's TLS port
-        self.head_format = _HEAD_FORMATS[scheme]
+        self.head_format = HEAD_FORMATS[scheme]
         self.loop = asyncio.get_running_loop()
         self.transport = cast(asyncio.Transport, None)
         self.parser = httptools.HttpRequestParser(self)
@@ -273,7 +262,7 @@ class ClientConnection(asyncio.Protocol):
             hops = self.forwarded
             self.forwarded = value if hops is None else hops + b", " + value
         elif lower_name == b"traceparent":
-            self.traceparent = value  # forwarded by _upstream_head, with X-Cloud-Trace-Context
+            self.traceparent = value  # forwarded by upstream_head, with X-Cloud-Trace-Context
         elif lower_name == b"x-cloud-trace-context":
             self.cloud_trace = value
         elif lower_name == b"user-agent":
@@ -339,7 +328,7 @@ class ClientConnection(asyncio.Protocol):
             else:
                 host, self.url = authority, path
                 self.host_count = 1
-                self._replace_host(authority)
+                replace_host(self.header_pieces, authority)
         if exchange.error is not None:
             pass
         elif host is None or self.host_count > 1:
@@ -383,7 +372,7 @@ class ClientConnection(asyncio.Protocol):
                     exchange.error = (destination.status, destination.message)
             else:
                 exchange.route = destination
-                exchange.head = self._upstream_head(method, host, is_upgrade)
+                exchange.head = upstream_head(self, method, host, is_upgrade)
         # What the request log says of this request.
         exchange.method = method
         exchange.url = self.url
@@ -513,14 +502,6 @@ class ClientConnection(asyncio.Protocol):
                 self.caller = identify((peer[0], peer[1]), (server[0], server[1]))
         return self.caller
 
-    def _replace_host(self, authority: bytes) -> None:
-        pieces = self.header_pieces
-        for start in range(0, len(pieces), 4):
-            if pieces[start].lower() == b"host":
-                pieces[start + 2] = authority
-                return
-        pieces += (b"host", b": ", authority, b"\r\n")
-
     def close(self) -> None:
         """Close once what was written has gone out."""
         if self.closed:
@@ -549,44 +530,6 @@ class ClientConnection(asyncio.Protocol):
         self._abort_exchanges()
 
     # -- internals ------------------------------------------------------------------------
-
-    def _upstream_head(self, method: bytes, host: bytes, is_upgrade: bool) -> bytes:
-        """The request head as the instance gets it: HTTP/1.1, keep-alive, forwarding added."""
-        header_pieces = self.header_pieces
-        if self.connection_options is not None:
-            header_pieces = without_named(header_pieces, self.connection_options)
-        address = self.client_address
-        hops = self.forwarded_for
-        forwarded_for = address if hops is None else hops + b", " + address
-        if host != self.node_host:  # a client names the same host request after request
-            self.node_host = host
-            self.node = b"%s;proto=%s;host=%s" % (self.forwarded_node, self.scheme, quoted(host))
-        node = self.node
-        forwarded = node if self.forwarded is None else self.forwarded + b", " + node
-        extra = b""
-        # An ID token of this platform reaches the app without its signature (see Router).
-        if self.authorization is not None:
-            extra += b"authorization: %s\r\n" % self.router.forwarded_authorization(
-                self.authorization
-            )
-        if self.serverless_authorization is not None:
-            extra += b"x-serverless-authorization: %s\r\n" % self.router.forwarded_authorization(
-                self.serverless_authorization
-            )
-        if self.chunked:
-            extra += b"transfer-encoding: chunked\r\n"
-        if is_upgrade:
-            extra += b"connection: upgrade\r\nupgrade: %s\r\n" % self.upgrade_protocol
-        # Both trace headers, as Cloud Run sends them (routing/trace.py).
-        trace = trace_context(self.traceparent, self.cloud_trace, _random_bits)
-        self.trace = trace.traceparent
-        extra += b"traceparent: %s\r\nx-cloud-trace-context: %s\r\n" % (
-            trace.traceparent,
-            trace.cloud,
-        )
-        return self.head_format % (
-            method, self.url, b"".join(header_pieces), forwarded_for, forwarded, extra,
-        )  # fmt: skip
 
     def _start_tunnel(self, early_bytes: bytes) -> None:
         # The parser stopped after an upgrade request; what follows is the new protocol, sent

@@ -104,8 +104,8 @@ def recognise(
 
 def _too_old(interpreter: str) -> str | None:
     """Why the zygote cannot run on this interpreter (`FROM python:3.8` runs on a Python 3.8):
-    _zygote_main.py runs on 3.8 and newer (3.7 was not tried; older ones cannot read its
-    types). Its virtualenv's pyvenv.cfg says which version it is; without one, the name
+    the zygote (_zygote/) runs on 3.8 and newer (3.7 was not tried; older ones cannot read
+    its types). Its virtualenv's pyvenv.cfg says which version it is; without one, the name
     (python3.8) does."""
     version = None
     config = posixpath.join(posixpath.dirname(posixpath.dirname(interpreter)), "pyvenv.cfg")

@@ -1,6 +1,6 @@
 """One zygote process and the conversation with it: its fork requests, the instances (or, for a
 base, the revisions' zygotes) it forks, their exit statuses, its own output and its end.
-`_zygote_main.py` is the other side; zygote.py decides which zygotes there are."""
+`_zygote/_zygote_main.py` is the other side; zygote.py decides which zygotes there are."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from homerun.runtime._zygote_command import ServerCommand
 from homerun.runtime.base import InstanceSpec, OutputSink, describe_status
 from homerun.runtime.output import drain, pump
 
-_MAX_MESSAGE = 1 << 20  # _zygote_main reads at most this much per message
+_MAX_MESSAGE = 1 << 20  # the zygote reads at most this much per message
 _EARLY_LINES = 200  # the zygote's own output kept until it is ready (then: the instance's log)
 STOP_SECONDS = 5.0  # a zygote told to stop (its socket closed) is SIGKILLed after this
 

@@ -11,6 +11,7 @@ line. `--cpu` is a CFS quota (at most that many cores' time in each 100 ms) and 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -18,11 +19,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Protocol
 
 from homerun.model.limits import DEFAULT_LIMITS, Limits
 from homerun.runtime.base import Instance, InstanceSpec, OutputSink, Runtime
-from homerun.runtime.cgroups import Cgroups, InstanceCgroup, kill_and_remove
+from homerun.runtime.cgroups import Cgroups, InstanceCgroup, available, kill_and_remove
 
 # While a stop waits for the group to empty: 5 ms at first, half as long again each time, then
 # every 100 ms.
@@ -226,3 +228,16 @@ class LimitedRuntime:
         instance = LimitedInstance(inner, cgroup, wanted, output, on_gone=self._gone)
         self._instances.add(instance)
         return instance
+
+
+def limit_where_possible(runtime: OpenRuntime, home: Path) -> OpenRuntime:
+    """The runtime with each instance in control groups of its own, as far as this machine
+    lets homerun make them; what it cannot do is said once, here."""
+    key = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+    availability = available(key)
+    warning = availability.warning()
+    if warning is not None:
+        print(f"homerun: warning: {warning}", file=sys.stderr, flush=True)
+    if not availability.folders:
+        return runtime
+    return LimitedRuntime(runtime, Cgroups(availability.folders))

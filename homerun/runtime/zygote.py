@@ -2,8 +2,8 @@
 
 Booting an instance the ordinary way costs an interpreter start and every import of the app
 and its server: some 250 ms for the seed's Flask app under gunicorn, 340 ms for FastAPI under
-uvicorn. The first start of a revision here makes a zygote instead (`_zygote_main.py`): it
-imports the server and the app once, checks that forking is safe (no threads, no sockets, pipes
+uvicorn. The first start of a revision here makes a zygote instead (`_zygote/_zygote_main.py`):
+it imports the server and the app once, checks that forking is safe (no threads, no sockets, pipes
 or writable files left open by the imports, no $PORT read at import), and then forks each
 instance, which runs the start command's own entry point (gunicorn's or uvicorn's console
 script) with the instance's arguments, environment, stdout and stderr. Commands other than a
@@ -52,14 +52,15 @@ from homerun.runtime.base import Instance, InstanceSpec, OutputSink
 from homerun.runtime.process import ProcessRuntime
 
 ZYGOTE, SPAWN = "zygote", "spawn"
-_ZYGOTE_MAIN = Path(__file__).with_name("_zygote_main.py")
+_ZYGOTE_MAIN = Path(__file__).with_name("_zygote") / "_zygote_main.py"
 # What a base is given of a revision's environment: what the interpreter reads as it starts
 # (PYTHON*, the locale, HOME for the user's site-packages), PATH, and what an instance inherits
 # from the daemon anyway. Revisions share a base only when these are the same.
 _BASE_VARIABLES = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SSL_CERT_FILE")
 _BASE_PREFIXES = ("PYTHON", "LC_")
 # Room a base keeps in its environment for the zygotes forked from it to write their own over
-# (_zygote_main._show_environment): a revision whose variables take more gets its own zygote.
+# (_show_environment in _zygote/_homerun_zygote_forks.py): a revision whose variables take
+# more gets its own zygote.
 _ENVIRON_ROOM = "HOMERUN_ENVIRON_ROOM"
 _ENVIRON_ROOM_BYTES = 32 * 1024
 _MiB = 1024 * 1024

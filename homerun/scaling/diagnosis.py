@@ -1,10 +1,13 @@
-"""Why an app did not start, in few lines: its traceback cut to its own frames, and a hint
-for the failures newcomers meet most (a missing module, a taken port, a permission)."""
+"""Why an app did not start, in few lines: StartFailed, with its traceback cut to its own frames
+and a hint for the failures newcomers meet most (a missing module, a taken port, a permission);
+and what to do when its command cannot be run at all."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+
+from homerun.errors import HomerunError
 
 # A frame of a traceback: `  File "PATH", line N, in NAME`, then (usually) its source line.
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line \d+')
@@ -67,3 +70,42 @@ def hint(lines: Sequence[str]) -> str | None:
             if found:
                 return advice.format(**found.groupdict())
     return None
+
+
+class StartFailed(HomerunError):
+    """An instance exited or never listened on $PORT before the startup timeout."""
+
+    def __init__(self, message: str, last_lines: list[str] | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.last_lines = last_lines or []
+        self._ran = last_lines is not None  # None: the app never ran, so printed nothing
+
+    def detail(self) -> str:
+        """The message, the app's last log lines (library frames of a traceback folded) and,
+        for a common failure, what to do."""
+        if not self.last_lines:
+            return self.message + (" (the app printed nothing)" if self._ran else "")
+        advice = hint(self.last_lines)
+        return (
+            self.message
+            + "\nLast lines of the app's log:\n"
+            + "\n".join("  " + line for line in trimmed(self.last_lines))
+            + (f"\nHint: {advice}" if advice else "")
+        )
+
+
+def unstartable(argv: list[str], error: OSError) -> str:
+    """Why the instance's command could not be run at all, and what to do."""
+    program = argv[0] if argv else "(no command)"
+    reason = error.strerror or str(error)
+    if isinstance(error, FileNotFoundError):
+        advice = (
+            "install it (add its package to requirements.txt) or fix --command; the command "
+            "runs in the revision's folder with the virtualenv's bin first on PATH"
+        )
+    elif isinstance(error, PermissionError):
+        advice = "make it executable (chmod +x) or run it through its interpreter"
+    else:
+        advice = "check that it is a program for this machine (architecture, interpreter line)"
+    return f"the app could not be started: {program}: {reason}; {advice}"

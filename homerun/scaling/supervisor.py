@@ -7,68 +7,22 @@ import contextlib
 import secrets
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
-from homerun.errors import HomerunError
-from homerun.model.probes import Probe, ProbeAction, ProbeRecord, observe
+from homerun.model.probes import Probe, ProbeRecord, observe
 from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.routing.adaptive import AdaptiveLimit
 from homerun.routing.throttler import Endpoint
 from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
-from homerun.scaling.diagnosis import hint, trimmed
-from homerun.scaling.ports import can_connect, free_port, port_is_free, wrong_port
+from homerun.scaling.diagnosis import StartFailed, unstartable
+from homerun.scaling.ports import can_connect, free_port, port_is_free
 from homerun.scaling.probes import ProbeResult, ProbeTarget, run_probe
+from homerun.scaling.startup import WRONG_PORT_SECONDS, StartupCheck
 from homerun.scaling.unit import ManagedInstance, RevisionUnit, UnitPhase
 from homerun.spec import expand_k8s_vars
 
 T = TypeVar("T")
-
-
-# An app that listens on ports of its own but not on $PORT for this long has a hard-coded
-# port (Flask's 5000, Django's 8000): its start fails then, not at the startup timeout. An
-# app that opens another port first (metrics) and binds $PORT later has this long to do so.
-WRONG_PORT_SECONDS = 5.0
-_PORT_CHECK_SECONDS = 0.5
-
-
-def _unstartable(argv: list[str], error: OSError) -> str:
-    """Why the instance's command could not be run at all, and what to do."""
-    program = argv[0] if argv else "(no command)"
-    reason = error.strerror or str(error)
-    if isinstance(error, FileNotFoundError):
-        advice = (
-            "install it (add its package to requirements.txt) or fix --command; the command "
-            "runs in the revision's folder with the virtualenv's bin first on PATH"
-        )
-    elif isinstance(error, PermissionError):
-        advice = "make it executable (chmod +x) or run it through its interpreter"
-    else:
-        advice = "check that it is a program for this machine (architecture, interpreter line)"
-    return f"the app could not be started: {program}: {reason}; {advice}"
-
-
-class StartFailed(HomerunError):
-    """An instance exited or never listened on $PORT before the startup timeout."""
-
-    def __init__(self, message: str, last_lines: list[str] | None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.last_lines = last_lines or []
-        self._ran = last_lines is not None  # None: the app never ran, so printed nothing
-
-    def detail(self) -> str:
-        """The message, the app's last log lines (library frames of a traceback folded) and,
-        for a common failure, what to do."""
-        if not self.last_lines:
-            return self.message + (" (the app printed nothing)" if self._ran else "")
-        advice = hint(self.last_lines)
-        return (
-            self.message
-            + "\nLast lines of the app's log:\n"
-            + "\n".join("  " + line for line in trimmed(self.last_lines))
-            + (f"\nHint: {advice}" if advice else "")
-        )
 
 
 class InstanceRegistry:
@@ -100,17 +54,17 @@ class Supervisor:
         listening_ports: Callable[[int], set[int]] | None = None,
         wrong_port_seconds: float = WRONG_PORT_SECONDS,
     ) -> None:
-        self._wrong_port_seconds = wrong_port_seconds
         self._runtime = runtime
-        # listening_ports(pid): the TCP ports the process tree of pid listens on (access/peers):
-        # an app that listens on its own port, not $PORT, fails its start in seconds.
-        self._listening_ports = listening_ports
-        # listener_in_tree(port, pid): whether the process tree of pid holds the socket that
-        # takes connections to the port (access/peers); None: the probe trusts any listener.
-        self._listener_in_tree = listener_in_tree
+        self._startup = StartupCheck(
+            clock=clock,
+            probe_interval=probe_interval,
+            listener_in_tree=listener_in_tree,
+            listening_ports=listening_ports,
+            wrong_port_seconds=wrong_port_seconds,
+        )
         self._logs = logs
         self._registry = registry
-        # Startup times, the probe's deadline and a deploy's confirmation read this clock.
+        # Startup times and a deploy's confirmation read this clock (and the startup check).
         self._clock = clock
         self._probe_interval = probe_interval
         self._stop_grace = stop_grace
@@ -265,8 +219,8 @@ class Supervisor:
             supervised.pending_starts -= 1
         exit_watch = asyncio.ensure_future(process.exited())
         try:
-            await self._probe(unit, instance, exit_watch)
-            await self._pass_probes(unit, instance, exit_watch)
+            await self._startup.listening(unit, instance, exit_watch)
+            await self._startup.passing_probes(unit, instance, exit_watch)
         except BaseException:
             exit_watch.cancel()
             await self._terminate(instance)
@@ -327,7 +281,7 @@ class Supervisor:
             )
         except OSError as error:  # a missing or not executable program, a bad interpreter
             self._ports.discard(port)
-            raise StartFailed(_unstartable(argv, error), None) from None
+            raise StartFailed(unstartable(argv, error), None) from None
         except BaseException:
             self._ports.discard(port)
             raise
@@ -343,109 +297,6 @@ class Supervisor:
             )
         )
         return process, instance
-
-    async def _probe(
-        self, unit: RevisionUnit, instance: ManagedInstance, exit_watch: asyncio.Future[int]
-    ) -> None:
-        """TCP-connect to $PORT until it answers, the process exits or the timeout passes."""
-        startup_timeout = unit.plan.startup_timeout
-        deadline = instance.started_at + startup_timeout
-        # A forked instance listens in about 10 ms, a spawned one in 100 ms to seconds: wait
-        # 2 ms at first and half as long again each time (probes at 0, 2, 5, 9.5, 16, 26,
-        # 42 ... ms) up to the probe interval.
-        interval = 0.002
-        elsewhere_since: float | None = None  # since when it listens, but not on $PORT
-        next_port_check = instance.started_at + _PORT_CHECK_SECONDS
-        while True:
-            if exit_watch.done():
-                await self._exited_at_start(unit, instance, exit_watch.result(), "listening on")
-            foreign = False
-            if await can_connect(instance.port):
-                if self._listens_itself(instance):
-                    return
-                # Another program took the port before the instance bound it: the instance
-                # will fail to bind (and exit), or bind elsewhere and time out.
-                foreign = True
-            now = self._clock()
-            if self._listening_ports is not None and now >= next_port_check:
-                next_port_check = now + _PORT_CHECK_SECONDS
-                ports = self._listening_ports(instance.process.pid) - {instance.port}
-                if not ports or foreign:
-                    elsewhere_since = None
-                elif elsewhere_since is None:
-                    elsewhere_since = now
-                elif now - elsewhere_since >= self._wrong_port_seconds:
-                    raise StartFailed(
-                        wrong_port(instance.port, ports), list(unit.supervised.recent_output)
-                    )
-            if now >= deadline:
-                raise StartFailed(
-                    f"the app did not listen on $PORT={instance.port} within the startup "
-                    f"timeout of {startup_timeout:g}s; it must listen on the port given "
-                    "in the PORT environment variable"
-                    + (" (another program listens on that port)" if foreign else ""),
-                    list(unit.supervised.recent_output),
-                )
-            await asyncio.wait([exit_watch], timeout=interval)
-            interval = min(interval * 1.5, self._probe_interval)
-
-    async def _exited_at_start(
-        self, unit: RevisionUnit, instance: ManagedInstance, status: int, before: str
-    ) -> NoReturn:
-        # The last lines it printed (a traceback) explain why.
-        instance.process.signal(signal.SIGKILL)
-        await instance.process.wait()
-        how = describe_status(status)
-        message = f"the app exited ({how}) before {before} $PORT={instance.port}"
-        if status == 0:
-            message += (
-                "; an app that does its work and exits by itself is a job: "
-                "`homerun jobs deploy NAME --source DIR`, then `homerun jobs execute NAME`"
-            )
-        raise StartFailed(message, list(unit.supervised.recent_output))
-
-    async def _pass_probes(
-        self, unit: RevisionUnit, instance: ManagedInstance, exit_watch: asyncio.Future[int]
-    ) -> None:
-        """The instance listens; its startup probe, then its readiness probe, must pass before
-        it is ready. Both are tried at the startup pace (Knative probes aggressively until an
-        instance is first ready), from initialDelaySeconds on, until the startup timeout."""
-        plan = unit.plan
-        deadline = instance.started_at + plan.startup_timeout
-        target = ProbeTarget(instance.port, plan.env, plan.cwd)
-        for kind, probe in (("startup", plan.startup_probe), ("readiness", plan.readiness_probe)):
-            if probe is None:
-                continue
-            first_try = instance.started_at + probe.initial_delay_seconds
-            # A command costs a process per try: 4 a second at most.
-            pace = self._probe_interval if probe.action is not ProbeAction.EXEC else 0.25
-            interval = 0.002
-            record = ProbeRecord(passing=False)
-            result: ProbeResult | None = None
-            while True:
-                now = self._clock()
-                if now >= first_try:
-                    result = await run_probe(probe, target)
-                    record = observe(record, result.ok, probe)
-                    if record.passing:
-                        break
-                    now = self._clock()
-                if exit_watch.done():
-                    await self._exited_at_start(
-                        unit, instance, exit_watch.result(), f"passing its {kind} probe on"
-                    )
-                if now >= deadline:
-                    why = f" ({result.detail})" if result is not None else ""
-                    raise StartFailed(
-                        f"the app did not pass its {kind} probe, {probe.describe()}{why}, within "
-                        f"the startup timeout of {plan.startup_timeout:g}s",
-                        list(unit.supervised.recent_output),
-                    )
-                if now < first_try:  # initialDelaySeconds: the first try waits
-                    wait = min(first_try, deadline) - now
-                else:
-                    wait, interval = interval, min(interval * 1.5, pace)
-                await asyncio.wait([exit_watch], timeout=wait)
 
     def _check_while_serving(self, unit: RevisionUnit, instance: ManagedInstance) -> None:
         plan = unit.plan
@@ -559,11 +410,6 @@ class Supervisor:
         instance.checks.clear()
         await self.stop_instance(unit, instance)
 
-    def _listens_itself(self, instance: ManagedInstance) -> bool:
-        if self._listener_in_tree is None:
-            return True
-        return self._listener_in_tree(instance.port, instance.process.pid) is not False
-
     async def _watch(
         self, unit: RevisionUnit, instance: ManagedInstance, exit_watch: asyncio.Future[int]
     ) -> None:
@@ -620,7 +466,7 @@ class Supervisor:
             )
         except OSError as error:
             self._ports.discard(port)
-            raise StartFailed(_unstartable(argv, error), None) from None
+            raise StartFailed(unstartable(argv, error), None) from None
         except BaseException:
             self._ports.discard(port)
             raise

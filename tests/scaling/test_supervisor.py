@@ -17,12 +17,9 @@ from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore
 from homerun.routing.throttler import Throttler
 from homerun.runtime.process import ProcessRuntime
+from homerun.scaling.diagnosis import StartFailed
 from homerun.scaling.ports import free_port
-from homerun.scaling.supervisor import (
-    InstanceRegistry,
-    StartFailed,
-    Supervisor,
-)
+from homerun.scaling.supervisor import InstanceRegistry, Supervisor
 from homerun.scaling.unit import RevisionPlan, RevisionUnit, UnitPhase
 
 READY, DRAINING = InstanceState.READY, InstanceState.DRAINING

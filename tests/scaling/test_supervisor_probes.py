@@ -21,7 +21,8 @@ from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore
 from homerun.routing.throttler import Throttler
 from homerun.runtime.process import ProcessRuntime
-from homerun.scaling.supervisor import InstanceRegistry, StartFailed, Supervisor
+from homerun.scaling.diagnosis import StartFailed
+from homerun.scaling.supervisor import InstanceRegistry, Supervisor
 from homerun.scaling.unit import RevisionPlan, RevisionUnit
 
 APP = Path(__file__).parent / "apps" / "probed_app.py"
