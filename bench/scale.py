@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _processes import REPO_ROOT, RESULTS, WORK, Daemon, core_count, git_commit, utc_stamp
+from _processes import RESULTS, WORK, Daemon, core_count, git_commit, utc_stamp
 
 from homerun.client import Client
 from homerun.model.annotations import ANNOTATION_PREFIX
