@@ -26,9 +26,10 @@ Messages on CONTROL_FD, a SOCK_SEQPACKET socket, are one JSON object each:
                       ready says which variables its imports read ("reads": NAME -> the value
                       it was given, or null) and the modules it imported for the framework
     daemon -> zygote  {"fork": ID, "argv": [...], "env": {...}, "cwd": DIR,
-                      "cgroup_procs": [...]} with two descriptors (SCM_RIGHTS): the
-                      instance's stdout and stderr; the child first writes its pid to each
-                      cgroup.procs file given (its control groups, runtime/limited.py)
+                      "cgroup_fds": N} with 2 + N descriptors (SCM_RIGHTS): the
+                      instance's stdout and stderr, then the cgroup.procs files of its control
+                      groups (runtime/limited.py), opened by the daemon, to each of which the
+                      child first writes its pid
     daemon -> base    {"fork": ID, "zygote": {"boot": {...}, "env": {...}, "cwd": DIR}}
                       with three: the new zygote's control socket, its stdout and its stderr
     zygote -> daemon  {"forked": ID, "pid": PID}  or  {"failed": ID, "error": TEXT}
@@ -95,8 +96,8 @@ def main(argv: list[str]) -> None:
     if not first:
         return  # the daemon is gone already
     boot: dict[str, Any] = json.loads(first)["boot"]
-    if os.getppid() != boot["daemon_pid"]:
-        return  # the daemon died before the parent-death signal was set
+    if boot["daemon_pid"] is not None and os.getppid() != boot["daemon_pid"]:
+        return  # the daemon died before the parent-death signal was set (None: sandboxed)
     given: dict[str, str] = json.loads(first)["env"]
     sys.path[0] = boot["path0"]
     with open("/proc/self/comm", "rb") as comm:
@@ -544,7 +545,7 @@ def _serve(control: socket.socket, boot: dict[str, Any]) -> dict[str, Any]:
                     _reap(children, control)
                 elif fd == control.fileno():
                     try:
-                        message, fds = _recv_fds(control, _MAX_MESSAGE, 3)
+                        message, fds = _recv_fds(control, _MAX_MESSAGE, 8)
                     except ConnectionError:
                         message, fds = b"", []
                     if not message:
@@ -591,7 +592,8 @@ def _fork(
     """Fork an instance (or, in a base, a zygote); here its pid (or None), in the child the
     request."""
     zygote = "zygote" in request
-    expected = 3 if zygote else 2
+    # An instance's: stdout, stderr, then its cgroup.procs files, opened by the daemon.
+    expected = 3 if zygote else 2 + int(request.get("cgroup_fds", 0))
     if len(fds) != expected or zygote != bool(boot.get("base")):
         for fd in fds:
             os.close(fd)
@@ -656,19 +658,17 @@ def _become_instance(
 ) -> None:
     """In the new child: the same process state a spawned instance would start with."""
     # Into the instance's control groups before anything else: all it starts is there too.
+    # (Descriptors the daemon opened as root: a sandboxed zygote could not open the files.)
     pid = str(os.getpid()).encode()
-    for procs in request.get("cgroup_procs", ()):
-        fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, pid)
-        finally:
-            os.close(fd)
+    for fd in fds[2:]:
+        os.write(fd, pid)
+        os.close(fd)
     # As a spawned instance dies with the daemon, this one dies with the zygote (which kills
     # the group when the daemon goes: this covers a zygote killed outright).
     _leave_the_parent(control, wake, signal.SIGKILL)
     # As exec'ing the console script names the process after it; `python -m` after python.
     _set_name(os.path.basename(boot["program"]).encode() if boot["program"] else boot["comm"])
-    _take_streams(*fds)
+    _take_streams(*fds[:2])
     os.environ.clear()
     os.environ.update(request["env"])
     os.environ.update(boot["env_changes"])
