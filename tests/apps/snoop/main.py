@@ -56,6 +56,16 @@ def me() -> dict[str, object]:
     }
 
 
+@app.route("/fill-tmp")
+def fill_tmp() -> str:
+    # /tmp is a tmpfs: what is written there is memory, the instance's.
+    mib = int(request.args.get("mib", "64"))
+    with open("/tmp/filler", "wb") as filler:
+        for _ in range(mib):
+            filler.write(b"x" * (1024 * 1024))
+    return f"wrote {mib} MiB to /tmp"
+
+
 @app.route("/try", methods=["POST"])
 def attempt() -> dict[str, object]:
     body = request.get_json(force=True)
