@@ -154,8 +154,9 @@ class Settings:
     zygote_memory_budget_bytes: int = 128 * MiB
     # Each revision's processes in a sandbox (runtime/sandbox.py, bubblewrap): auto (where
     # bwrap and the namespaces it needs work; homerun says so at start when they do not), on
-    # (refuse to start without it), off.
-    sandbox: str = "auto"
+    # (refuse to start without it), off. Off by default until every end-to-end test passes
+    # with it (tests that read an app's pid as the host's, or share a folder with it, do not).
+    sandbox: str = "off"
     # The runtime inspector inside Python instances (runtime/inspection.py): event-loop lag,
     # blocking calls in coroutines (a stall past inspector-block-ms is sampled), thread-pool
     # use and the server's workers x threads, for describe and `homerun services advise`.

@@ -203,8 +203,8 @@ def probe(setting: str, home: Path) -> tuple[Sandbox | None, str]:
     `on` with something missing raises SandboxUnavailable."""
     if setting == OFF:
         return None, (
-            "instances are not sandboxed (sandbox: off in config.yaml): they run as homerun's "
-            "user and see its files, HOMERUN_HOME included"
+            "instances are not sandboxed (sandbox: off; auto or on in config.yaml sandboxes "
+            "them): they run as homerun's user and see its files, HOMERUN_HOME included"
         )
     sandbox, missing = _find(home)
     if sandbox is None:

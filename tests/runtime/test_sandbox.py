@@ -91,7 +91,7 @@ def test_as_a_normal_user_a_user_namespace_and_the_same_user(tmp_path: Path) -> 
 def test_off_says_what_instances_see(tmp_path: Path) -> None:
     sandbox, said = probe("off", tmp_path)
     assert sandbox is None
-    assert "not sandboxed (sandbox: off" in said and "HOMERUN_HOME" in said
+    assert "not sandboxed (sandbox: off;" in said and "HOMERUN_HOME" in said
 
 
 def test_a_machine_without_bwrap_is_told_so_and_on_refuses(
