@@ -129,12 +129,18 @@ class Daemon:
         # Each revision's processes in a sandbox of its own where this machine can make one
         # (runtime/sandbox.py); what it lacks is said here, in status and in describe.
         sandbox, sandbox_said = probe_sandbox(self.settings.sandbox, self.home)
+        lacking = None
         if sandbox is None and self.settings.sandbox != "off":
+            lacking = sandbox_said  # asked for, and this machine lacks something
             print(f"homerun: warning: {sandbox_said}", file=sys.stderr, flush=True)
         runtime = _limited(
-            ZygoteRuntime(memory_budget=self.settings.zygote_memory_budget_bytes, sandbox=sandbox)
+            ZygoteRuntime(
+                memory_budget=self.settings.zygote_memory_budget_bytes,
+                sandbox=sandbox,
+                unsandboxed=lacking,
+            )
             if self.settings.zygote
-            else ProcessRuntime(sandbox=sandbox),
+            else ProcessRuntime(sandbox=sandbox, unsandboxed=lacking),
             self.home,
         )
         runtime.open()

@@ -153,6 +153,7 @@ class ProcessRuntime:
         stop_grace: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sandbox: Sandbox | None = None,
+        unsandboxed: str | None = None,
     ) -> None:
         # With a stop grace, the runtime itself sends SIGKILL to what is left of an instance
         # that long after its SIGTERM; without, whoever stopped it does (the supervisor).
@@ -160,6 +161,7 @@ class ProcessRuntime:
         self._stop_grace = stop_grace
         self._clock = clock
         self._sandbox = sandbox  # each instance in a sandbox of its own (runtime/sandbox.py)
+        self._unsandboxed = unsandboxed  # why not, when one was asked for: said in describe
         self._subreaper = False
         # Instances whose processes may not all be gone: close() kills what is left of them.
         self._instances: set[ProcessInstance] = set()
@@ -193,6 +195,8 @@ class ProcessRuntime:
         reason = "the zygote is turned off (config.yaml: zygote: false)"
         if self._sandbox is not None:
             reason = f"{reason}; {self._sandbox.describe()}"
+        elif self._unsandboxed:
+            reason = f"{reason}; {self._unsandboxed}"
         return ("spawn", reason)
 
     def forget(self, revision: str) -> None:

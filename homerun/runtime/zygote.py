@@ -83,6 +83,7 @@ class ZygoteRuntime:
         memory_budget: int | None = None,
         measure: Callable[[int], int | None] | None = None,
         sandbox: Sandbox | None = None,
+        unsandboxed: str | None = None,
     ) -> None:
         # A start waits this long for the zygote's imports, then spawns (the zygote goes on).
         self._import_wait = import_wait
@@ -91,6 +92,7 @@ class ZygoteRuntime:
         # Each revision's zygote in the revision's own sandbox, and so its instances; spawned
         # instances each in one of their own. No base then: it would see every revision.
         self._sandbox = sandbox
+        self._unsandboxed = unsandboxed  # why not, when one was asked for: said in describe
         self._spawner = ProcessRuntime(sandbox=sandbox)
         # Per-revision state
         self._zygotes: dict[str, ZygoteProcess] = {}
@@ -139,6 +141,8 @@ class ZygoteRuntime:
         mode, reason = self._mode(revision)
         if self._sandbox is not None:
             reason = f"{reason}; {self._sandbox.describe()}"
+        elif self._unsandboxed:
+            reason = f"{reason}; {self._unsandboxed}"
         return mode, reason
 
     def _mode(self, revision: str) -> tuple[str, str]:

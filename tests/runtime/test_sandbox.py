@@ -105,6 +105,13 @@ def test_a_machine_without_bwrap_is_told_so_and_on_refuses(
         probe("on", tmp_path)
 
 
+def test_a_sandbox_asked_for_but_missing_is_said_in_describe() -> None:
+    lacking = "instances are not sandboxed: bwrap not found"
+    for runtime in (ProcessRuntime(unsandboxed=lacking), ZygoteRuntime(unsandboxed=lacking)):
+        assert runtime.mode("hello-00001-abc")[1].endswith(f"; {lacking}")
+    assert "sandbox" not in ProcessRuntime().mode("hello-00001-abc")[1]
+
+
 # -- real instances in it ---------------------------------------------------------------------
 
 
