@@ -38,6 +38,7 @@ from homerun.runtime import Instance, InstanceSpec
 from homerun.runtime.cgroups import Cgroups, available
 from homerun.runtime.limited import LimitedRuntime
 from homerun.runtime.process import ProcessRuntime
+from homerun.runtime.sandbox import probe as probe_sandbox
 from homerun.runtime.zygote import ZygoteRuntime
 
 WORK = BENCH_WORK / "coldstart"  # git-ignored; the venv cache is shared with proxy.py
@@ -207,12 +208,25 @@ async def measure_app(app: App, artifact: Artifact, args: argparse.Namespace) ->
         if {"memory", "cpu"} <= set(groups.folders)
         else None
     )
+    # And in the revision's sandbox (runtime/sandbox.py), in control groups as well: the cost
+    # of both together against the groups alone, same run (issue 13: goal ≤ 20 ms median).
+    (WORK / "home").mkdir(parents=True, exist_ok=True)
+    sandbox, _ = probe_sandbox("auto", WORK / "home")
+    sandbox_groups = available(f"bench-sandbox-{os.getpid()}")
+    sandboxed = (
+        LimitedRuntime(ZygoteRuntime(sandbox=sandbox), Cgroups(sandbox_groups.folders))
+        if limited is not None and sandbox is not None
+        else None
+    )
     spawner.open()
     zygotes.open()
     if limited is not None:
         limited.open()
+    if sandboxed is not None:
+        sandboxed.open()
     revision = f"bench{APPS.index(app)}-00001-abc"
     in_cgroups: list[float] = []
+    in_sandbox: list[float] = []
     try:
         # A revision's first instance: the zygote imports the app first (as in a deploy).
         first = []
@@ -231,11 +245,21 @@ async def measure_app(app: App, artifact: Artifact, args: argparse.Namespace) ->
                 if not in_cgroups:  # its own zygote imports the app first
                     await cold_start(limited, artifact, revision, app.path)
                 in_cgroups.append(await cold_start(limited, artifact, revision, app.path))
+            if sandboxed is not None:
+                if not in_sandbox:  # its own zygote, in the sandbox, imports the app first
+                    await cold_start(sandboxed, artifact, revision, app.path)
+                in_sandbox.append(await cold_start(sandboxed, artifact, revision, app.path))
         memory_spawn = await memory(spawner, artifact, revision, app.path, args.instances, None)
         memory_zygote = await memory(
             zygotes, artifact, revision, app.path, args.instances, zygotes.zygote_pid(revision)
         )
     finally:
+        if sandboxed is not None:
+            sandboxed.close()
+        else:
+            for folder in sandbox_groups.folders.values():
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         if limited is not None:
             limited.close()  # removes the bench's groups too
         else:
@@ -254,12 +278,14 @@ async def measure_app(app: App, artifact: Artifact, args: argparse.Namespace) ->
             "zygote": fork,
             "zygote_first": first,
             "zygote_cgroups": in_cgroups,
+            "zygote_cgroups_sandbox": in_sandbox,
         },
         "summary": {
             "spawn": summarize(spawn),
             "zygote": summarize(fork),
             "zygote_first": summarize(first),
             "zygote_cgroups": summarize(in_cgroups),
+            "zygote_cgroups_sandbox": summarize(in_sandbox),
         },
         "memory": {"spawn": memory_spawn, "zygote": memory_zygote},
     }
@@ -316,6 +342,24 @@ def tables(results: list[dict[str, Any]], runs: int, cores: int) -> str:
         lines.append(
             f"| {result['app']} | {fork['median_ms']:.1f} | {grouped['median_ms']:.1f} "
             f"| {grouped['p90_ms']:.1f} | **{grouped['median_ms'] - fork['median_ms']:+.1f}** |"
+        )
+    lines += [
+        "",
+        "Forked in the revision's sandbox (bubblewrap: mount view, PID namespace, own user) and "
+        "control groups vs in control groups alone, same run (issue 13: goal ≤ 20 ms median)",
+        "",
+        "| app | zygote + cgroups median ms | + sandbox median ms | p90 ms | **difference** ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        grouped = result["summary"]["zygote_cgroups"]
+        boxed = result["summary"].get("zygote_cgroups_sandbox")
+        if not grouped or not boxed:
+            lines.append(f"| {result['app']} | | (no sandbox or no cgroups here) | | |")
+            continue
+        lines.append(
+            f"| {result['app']} | {grouped['median_ms']:.1f} | {boxed['median_ms']:.1f} "
+            f"| {boxed['p90_ms']:.1f} | **{boxed['median_ms'] - grouped['median_ms']:+.1f}** |"
         )
     lines += [
         "",

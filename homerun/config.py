@@ -152,6 +152,11 @@ class Settings:
     # virtualenv and costs some 7 MB of its own (the base 15-40 MB, shared); the first request
     # to a revision whose zygote was stopped forks a new one from the base, in tens of ms.
     zygote_memory_budget_bytes: int = 128 * MiB
+    # Each revision's processes in a sandbox (runtime/sandbox.py, bubblewrap): auto (where
+    # bwrap and the namespaces it needs work; homerun says so at start when they do not), on
+    # (refuse to start without it), off. Off by default until every end-to-end test passes
+    # with it (tests that read an app's pid as the host's, or share a folder with it, do not).
+    sandbox: str = "off"
     # The runtime inspector inside Python instances (runtime/inspection.py): event-loop lag,
     # blocking calls in coroutines (a stall past inspector-block-ms is sampled), thread-pool
     # use and the server's workers x threads, for describe and `homerun services advise`.
@@ -180,6 +185,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "bool": bool,
 }
 
+SANDBOX_SETTINGS = ("auto", "on", "off")  # runtime/sandbox.py's
 AUTOSCALER = "autoscaler"  # a nested mapping: Knative's config-autoscaler keys
 PRICES = "prices"  # Cloud Run's price table (model/cost.py), for the cost homerun estimates
 _KEYS = {
@@ -210,6 +216,7 @@ _KEYS = {
     "revision-retention": "revision_retention",
     "zygote": "zygote",
     "zygote-memory-budget-bytes": "zygote_memory_budget_bytes",
+    "sandbox": "sandbox",
     "inspector": "inspector",
     "inspector-block-ms": "inspector_block_ms",
     "container-engine": "container_engine",
@@ -366,6 +373,11 @@ def load(home: Path, **overrides: Any) -> LoadedSettings:
             raise InvalidSpec(
                 f"{config_file}: zygote-memory-budget-bytes: expected 0 or more, got "
                 f"{known['zygote_memory_budget_bytes']} (0 keeps no zygote of an idle revision)"
+            )
+        if known.get("sandbox", "auto") not in SANDBOX_SETTINGS:
+            raise InvalidSpec(
+                f"{config_file}: sandbox: expected one of {', '.join(SANDBOX_SETTINGS)} "
+                f"(auto: a sandbox where this machine can make one), got {known['sandbox']!r}"
             )
         if not 10 <= known.get("inspector_block_ms", 100.0) <= 60_000:
             raise InvalidSpec(

@@ -72,6 +72,7 @@ from homerun.runtime.container import ContainerRuntime, find_engine, remove_unus
 from homerun.runtime.inspection import Inspector
 from homerun.runtime.limited import limit_where_possible
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
+from homerun.runtime.sandbox import probe as probe_sandbox
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
 from homerun.scaling.supervisor import InstanceRegistry, Supervisor
@@ -109,10 +110,21 @@ class Daemon:
         # Process instances in control groups of their own (runtime/limited.py); container
         # instances get theirs from podman (--memory, --cpus), so the container runtime
         # wraps the limited one and hands it every start that is not a container.
+        # Each revision's processes in a sandbox of its own where this machine can make one
+        # (runtime/sandbox.py); what it lacks is said here, in status and in describe.
+        sandbox, sandbox_said = probe_sandbox(self.settings.sandbox, self.home)
+        lacking = None
+        if sandbox is None and self.settings.sandbox != "off":
+            lacking = sandbox_said  # asked for, and this machine lacks something
+            print(f"homerun: warning: {sandbox_said}", file=sys.stderr, flush=True)
         runtime = limit_where_possible(
-            ZygoteRuntime(memory_budget=self.settings.zygote_memory_budget_bytes)
+            ZygoteRuntime(
+                memory_budget=self.settings.zygote_memory_budget_bytes,
+                sandbox=sandbox,
+                unsandboxed=lacking,
+            )
             if self.settings.zygote
-            else ProcessRuntime(),
+            else ProcessRuntime(sandbox=sandbox, unsandboxed=lacking),
             self.home,
         )
         runtime.open()
@@ -173,6 +185,7 @@ class Daemon:
                 if engine
                 else None
             ),
+            sandbox=sandbox_said if sandbox is not None else f"none: {sandbox_said}",
         )
         live, authority = control.live, control.authority
         published = authority.published()
@@ -414,6 +427,7 @@ def control_plane(
     wall_clock: Callable[[], float] = time.time,
     engine: Engine | None = None,
     release_images: Callable[[set[str]], object] | None = None,
+    sandbox: str | None = None,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
     runs jobs' tasks; their pids go to `task_registry` (by default the store's instances, which
@@ -543,6 +557,7 @@ def control_plane(
             dashboard_url=dashboard_url,
             advisor=advisor,
             container_engine=f"{engine.name} {engine.version}" if engine else None,
+            sandbox=sandbox,
         ),
         jobs=Jobs(
             settings=settings,

@@ -110,3 +110,9 @@ def test_bad_prices_and_inspector_settings_are_refused(
 ) -> None:
     with pytest.raises(InvalidSpec, match=re.escape(message)):
         settings_from(tmp_path, text)
+
+
+def test_the_sandbox_setting_is_one_of_auto_on_off(tmp_path: Path) -> None:
+    assert settings_from(tmp_path, "sandbox: auto\n").sandbox == "auto"
+    with pytest.raises(InvalidSpec, match=re.escape("sandbox: expected one of auto, on, off")):
+        settings_from(tmp_path, "sandbox: yes-please\n")

@@ -112,6 +112,8 @@ def status(arguments: argparse.Namespace, context: Context) -> int:
     )
     if platform.container_engine:
         print(f"  containers: {platform.container_engine} (Dockerfiles beyond the subset, images)")
+    if platform.sandbox:
+        print(f"  sandbox: {platform.sandbox}")
     for service in services:
         print(f"  {service.name:<24} {service.url}")
     return 0

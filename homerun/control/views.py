@@ -39,6 +39,7 @@ class Views:
         dashboard_url: str | None,
         advisor: Advisor | None = None,
         container_engine: str | None = None,
+        sandbox: str | None = None,
     ) -> None:
         self._store = store
         self._logs = logs
@@ -52,6 +53,7 @@ class Views:
         self._dashboard_url = dashboard_url
         self._advisor = advisor
         self._container_engine = container_engine  # "podman 4.3.1"; None: no engine
+        self._sandbox = sandbox  # what instances of the process runtime get, or lack
 
     def status(self) -> views.PlatformStatus:
         return views.PlatformStatus(
@@ -62,6 +64,7 @@ class Views:
             revisions=len(self._store.revisions()),
             instances=self._live.instances(),
             container_engine=self._container_engine,
+            sandbox=self._sandbox,
         )
 
     def services(self) -> list[views.ServiceSummary]:

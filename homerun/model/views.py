@@ -133,6 +133,8 @@ class PlatformStatus(_View):
     revisions: int
     instances: int
     container_engine: str | None = None  # "podman 4.3.1": builds Dockerfiles, runs images
+    # What the process runtime's instances get: "sandboxed (bubblewrap): ..." or "none: why".
+    sandbox: str | None = None
 
 
 class SecretSummary(_View):

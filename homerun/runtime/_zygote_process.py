@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+from homerun.procfs import process_tree
 from homerun.runtime._zygote_command import ServerCommand
 from homerun.runtime.base import InstanceSpec, OutputSink, describe_status
 from homerun.runtime.output import drain, pump
@@ -71,11 +72,17 @@ class ZygoteInstance:
 
 
 class Started:
-    """A zygote the daemon started itself (a base, or a revision's zygote on its own)."""
+    """A zygote the daemon started itself (a base, or a revision's zygote on its own). In a
+    sandbox, `pid` is first bwrap's (whose exit is the zygote's), then the zygote's own once
+    it is ready (`found`)."""
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.pid = process.pid
+        self.outer = process.pid
         self._process = process
+
+    def found(self, pid: int) -> None:
+        self.pid = pid
 
     def stop(self) -> None:
         """Once its socket is closed it exits: wait for that, SIGKILL it if it does not."""
@@ -121,8 +128,13 @@ class ZygoteProcess:
         streams: tuple[int, int],
         first_output: OutputSink,
         base: ZygoteProcess | None = None,
+        *,
+        sandboxed: bool = False,
     ) -> None:
         self.revision = revision  # "" for a base
+        # In a sandbox of its own (runtime/sandbox.py), with its own PID namespace: the pids
+        # it tells are translated into the daemon's.
+        self.sandboxed = sandboxed
         self.command = command
         self.process = process
         self.base = base  # the base it was forked from, if any
@@ -158,6 +170,7 @@ class ZygoteProcess:
         self._ids = itertools.count(1)
         self._forks: dict[int, asyncio.Future[tuple[int, asyncio.Future[int]]]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
+        self._host_pids: dict[int, int] = {}  # a child's pid as the zygote tells it -> ours
         control.setblocking(False)
         self._loop.add_reader(control.fileno(), self._on_readable)
 
@@ -187,13 +200,26 @@ class ZygoteProcess:
             asyncio.ensure_future(pump(out_read, "stdout", output)),
             asyncio.ensure_future(pump(err_read, "stderr", output)),
         ]
+        # The instance's control groups, opened here (a sandboxed zygote's user could not):
+        # the child writes its pid to each before it runs anything. The kernel checks the
+        # opener's credentials for a cgroup v1 cgroup.procs write.
+        cgroup_fds: list[int] = []
+        try:
+            for procs in spec.cgroup_procs:
+                cgroup_fds.append(os.open(procs, os.O_WRONLY | os.O_CLOEXEC))
+        except BaseException:
+            for fd in [out_read, out_write, err_read, err_write, *cgroup_fds]:
+                os.close(fd)
+            for reader in readers:
+                reader.cancel()
+            raise
         request = {
             "argv": command.args_for(spec.port),
             "env": spec.env,
             "cwd": str(spec.cwd),
-            "cgroup_procs": list(spec.cgroup_procs),
+            "cgroup_fds": len(cgroup_fds),
         }
-        pid, status = await self._fork(request, [out_write, err_write])
+        pid, status = await self._fork(request, [out_write, err_write, *cgroup_fds])
         self._output = output
         return ZygoteInstance(spec.name, spec.port, pid, status, readers)
 
@@ -298,6 +324,10 @@ class ZygoteProcess:
             self.import_ms = int(message.get("import_ms", 0))
             self.reads = dict(message.get("reads", {}))
             self.frameworks = list(message.get("frameworks", []))
+            if self.sandboxed and isinstance(self.process, Started):
+                found = host_pid(int(message["ready"]), self.process.outer)
+                if found is not None:
+                    self.process.found(found)
             for stream, line in self._early:
                 self._output(stream, line)
             self._early = []
@@ -312,17 +342,25 @@ class ZygoteProcess:
             status: asyncio.Future[int] = self._loop.create_future()
             self._exits[pid] = status
             forked = self._forks.pop(int(message["forked"]), None)
+            host = host_pid(pid, self.process.pid) if self.sandboxed else pid
+            if host is None:
+                # Gone already (or never seen): no pid of ours to signal; its exit will come.
+                if forked is not None and not forked.done():
+                    forked.set_exception(ZygoteLost("the forked instance exited at once"))
+                return
+            self._host_pids[pid] = host
             if forked is not None and not forked.done():
-                forked.set_result((pid, status))
+                forked.set_result((host, status))
             else:
                 # The start was cancelled while the zygote forked: nobody will stop this one.
-                kill_group(pid)
+                kill_group(host)
         elif "failed" in message:
             forked = self._forks.pop(int(message["failed"]), None)
             if forked is not None and not forked.done():
                 forked.set_exception(ZygoteLost(f"the zygote could not fork: {message['error']}"))
         elif "exited" in message:
             exited = self._exits.pop(int(message["exited"]), None)
+            self._host_pids.pop(int(message["exited"]), None)
             if exited is not None:
                 settle(exited, int(message["status"]))
                 if self.on_child_exit is not None:
@@ -333,7 +371,7 @@ class ZygoteProcess:
         self._loop.remove_reader(self._control.fileno())
         self.alive = False
         self._control.close()
-        orphans = list(self._exits)
+        orphans = [self._host_pids[pid] for pid in self._exits if pid in self._host_pids]
         if self.base is not None and not self.base.alive:
             orphans.append(self.process.pid)
         self._end_all(ZygoteLost("the zygote exited"))
@@ -364,10 +402,11 @@ class ZygoteProcess:
             # A zygote's instances died with it (their parent-death signal is SIGKILL);
             # whatever else is left in their groups goes too. A base's zygotes get SIGTERM
             # from its death and kill their own instances (and the daemon sees them go).
-            if self.revision:
-                kill_group(pid)
+            if self.revision and pid in self._host_pids:
+                kill_group(self._host_pids[pid])
             settle(status, -signal.SIGKILL)
         self._exits.clear()
+        self._host_pids.clear()
 
     def _own_line(self, stream: str, line: str) -> None:
         if not self.ready.done():
@@ -387,6 +426,23 @@ def zygote_boot(spec: InstanceSpec, command: ServerCommand) -> dict[str, Any]:
         "path0": os.path.dirname(command.program) if command.program else str(spec.cwd),
         "daemon_pid": os.getpid(),
     }
+
+
+def host_pid(pid: int, under: int) -> int | None:
+    """The daemon's pid of the process that is `pid` in its own (innermost) PID namespace,
+    among `under` and its descendants (a sandboxed zygote's children), from NSpid."""
+    for candidate in process_tree(under):
+        try:
+            with open(f"/proc/{candidate}/status") as status:
+                for line in status:
+                    if line.startswith("NSpid:"):
+                        ids = line.split()[1:]
+                        if len(ids) > 1 and int(ids[-1]) == pid:
+                            return candidate
+                        break
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def without_port(env: dict[str, str]) -> dict[str, str]:

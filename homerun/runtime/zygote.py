@@ -49,7 +49,8 @@ from homerun.runtime._zygote_process import (
     zygote_boot,
 )
 from homerun.runtime.base import Instance, InstanceSpec, OutputSink
-from homerun.runtime.process import ProcessRuntime
+from homerun.runtime.process import ProcessRuntime, ignore_stop_signals
+from homerun.runtime.sandbox import Sandbox
 
 ZYGOTE, SPAWN = "zygote", "spawn"
 _ZYGOTE_MAIN = Path(__file__).with_name("_zygote") / "_zygote_main.py"
@@ -82,12 +83,18 @@ class ZygoteRuntime:
         max_losses: int = 3,
         memory_budget: int | None = None,
         measure: Callable[[int], int | None] | None = None,
+        sandbox: Sandbox | None = None,
+        unsandboxed: str | None = None,
     ) -> None:
         # A start waits this long for the zygote's imports, then spawns (the zygote goes on).
         self._import_wait = import_wait
         # A zygote that dies this often (not by our hand) is given up for spawning.
         self._max_losses = max_losses
-        self._spawner = ProcessRuntime()
+        # Each revision's zygote in the revision's own sandbox, and so its instances; spawned
+        # instances each in one of their own. No base then: it would see every revision.
+        self._sandbox = sandbox
+        self._unsandboxed = unsandboxed  # why not, when one was asked for: said in describe
+        self._spawner = ProcessRuntime(sandbox=sandbox)
         # Per-revision state
         self._zygotes: dict[str, ZygoteProcess] = {}
         self._making: dict[str, asyncio.Task[ZygoteProcess | str]] = {}
@@ -132,6 +139,14 @@ class ZygoteRuntime:
 
     def mode(self, revision: str) -> tuple[str, str]:
         """("zygote" | "spawn", why), for `describe`."""
+        mode, reason = self._mode(revision)
+        if self._sandbox is not None:
+            reason = f"{reason}; {self._sandbox.describe()}"
+        elif self._unsandboxed:
+            reason = f"{reason}; {self._unsandboxed}"
+        return mode, reason
+
+    def _mode(self, revision: str) -> tuple[str, str]:
         zygote = self._zygotes.get(revision)
         if zygote is not None and zygote.forking:
             origin = ""
@@ -278,6 +293,10 @@ class ZygoteRuntime:
         """A new zygote for the revision, registered: forked from the base of its virtualenv
         and server when it can be, else started on its own; or why its instances are spawned."""
         revision = spec.revision
+        if self._sandbox is not None:
+            self._standalone[revision] = (
+                "sandboxed: each revision's zygote starts in the revision's own sandbox"
+            )
         if revision not in self._standalone:
             made = await self._from_base(spec, command, output)
             if isinstance(made, ZygoteProcess):
@@ -406,6 +425,11 @@ class ZygoteRuntime:
             # Through the same shell, which may add to the environment (PWD) as it would for
             # the server: the zygote passes that on to every instance.
             argv = [command.shell, "-c", 'exec "$0" "$@"', *argv]
+        if self._sandbox is not None:
+            # Its parent is bwrap's init there, not the daemon; bwrap dies with the daemon.
+            boot = dict(boot, daemon_pid=None)
+            self._sandbox.prepare(revision, env)
+            argv = self._sandbox.command(argv, env, cwd, revision)
         try:
             process = subprocess.Popen(
                 argv,
@@ -417,6 +441,7 @@ class ZygoteRuntime:
                 pass_fds=(zygote_end.fileno(),),
                 # Its own session: a Ctrl-C on `homerun up` is the daemon's to handle.
                 start_new_session=True,
+                preexec_fn=ignore_stop_signals if self._sandbox is not None else None,
             )
         except BaseException:
             daemon_end.close()
@@ -433,7 +458,15 @@ class ZygoteRuntime:
         streams = (os.dup(process.stdout.fileno()), os.dup(process.stderr.fileno()))
         process.stdout.close()
         process.stderr.close()
-        return ZygoteProcess(revision, command, Started(process), daemon_end, streams, output)
+        return ZygoteProcess(
+            revision,
+            command,
+            Started(process),
+            daemon_end,
+            streams,
+            output,
+            sandboxed=self._sandbox is not None,
+        )
 
     # -- zygotes that go ----------------------------------------------------------------
 

@@ -110,6 +110,11 @@ class Platform:
         self.home = home
         self.port = port
         self.home.mkdir(parents=True, exist_ok=True)
+        # HOMERUN_TEST_SANDBOX=on|off|auto runs every test daemon with that `sandbox:` (the
+        # suites pass with the sandbox on as without); a test's own setting wins.
+        sandbox = os.environ.get("HOMERUN_TEST_SANDBOX")
+        if sandbox and "sandbox" not in config:
+            config = {**config, "sandbox": sandbox}
         if config:
             (home / "config.yaml").write_text(yaml.safe_dump(config))
         # A marker inherited by the daemon (and by instances, if it passes its environment on),

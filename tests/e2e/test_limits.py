@@ -38,9 +38,24 @@ def _cgroups() -> None:
 def detach(platform: Platform, service: str) -> int:
     response = platform.request(service, "GET", "/detach")
     assert response.status_code == 200, response.text
-    pid = int(response.json()["pid"])
+    # Found by its marker: in a sandbox the app's pid is its PID namespace's, not ours.
+    marker = response.json()["marker"].encode()
+    found = [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and marker in _cmdline(entry)
+    ]
+    assert len(found) == 1, found
+    pid = found[0]
     assert process_alive(pid)
     return pid
+
+
+def _cmdline(entry: Path) -> bytes:
+    try:
+        return (entry / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_a_detached_child_is_gone_after_services_delete(platform: Platform) -> None:

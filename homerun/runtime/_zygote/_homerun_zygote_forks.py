@@ -66,7 +66,7 @@ def serve(control: socket.socket, boot: dict[str, Any]) -> dict[str, Any]:
                     _reap(children, control)
                 elif fd == control.fileno():
                     try:
-                        message, fds = _recv_fds(control, MAX_MESSAGE, 3)
+                        message, fds = _recv_fds(control, MAX_MESSAGE, 8)
                     except ConnectionError:
                         message, fds = b"", []
                     if not message:
@@ -113,7 +113,8 @@ def _fork(
     """Fork an instance (or, in a base, a zygote); here its pid (or None), in the child the
     request."""
     zygote = "zygote" in request
-    expected = 3 if zygote else 2
+    # An instance's: stdout, stderr, then its cgroup.procs files, opened by the daemon.
+    expected = 3 if zygote else 2 + int(request.get("cgroup_fds", 0))
     if len(fds) != expected or zygote != bool(boot.get("base")):
         for fd in fds:
             os.close(fd)
@@ -178,19 +179,17 @@ def _become_instance(
 ) -> None:
     """In the new child: the same process state a spawned instance would start with."""
     # Into the instance's control groups before anything else: all it starts is there too.
+    # (Descriptors the daemon opened as root: a sandboxed zygote could not open the files.)
     pid = str(os.getpid()).encode()
-    for procs in request.get("cgroup_procs", ()):
-        fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, pid)
-        finally:
-            os.close(fd)
+    for fd in fds[2:]:
+        os.write(fd, pid)
+        os.close(fd)
     # As a spawned instance dies with the daemon, this one dies with the zygote (which kills
     # the group when the daemon goes: this covers a zygote killed outright).
     _leave_the_parent(control, wake, signal.SIGKILL)
     # As exec'ing the console script names the process after it; `python -m` after python.
     set_name(os.path.basename(boot["program"]).encode() if boot["program"] else boot["comm"])
-    _take_streams(*fds)
+    _take_streams(*fds[:2])
     os.environ.clear()
     os.environ.update(request["env"])
     os.environ.update(boot["env_changes"])

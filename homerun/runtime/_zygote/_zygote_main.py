@@ -29,9 +29,10 @@ Messages on CONTROL_FD, a SOCK_SEQPACKET socket, are one JSON object each:
                       ready says which variables its imports read ("reads": NAME -> the value
                       it was given, or null) and the modules it imported for the framework
     daemon -> zygote  {"fork": ID, "argv": [...], "env": {...}, "cwd": DIR,
-                      "cgroup_procs": [...]} with two descriptors (SCM_RIGHTS): the
-                      instance's stdout and stderr; the child first writes its pid to each
-                      cgroup.procs file given (its control groups, runtime/limited.py)
+                      "cgroup_fds": N} with 2 + N descriptors (SCM_RIGHTS): the
+                      instance's stdout and stderr, then the cgroup.procs files of its control
+                      groups (runtime/limited.py), opened by the daemon, to each of which the
+                      child first writes its pid
     daemon -> base    {"fork": ID, "zygote": {"boot": {...}, "env": {...}, "cwd": DIR}}
                       with three: the new zygote's control socket, its stdout and its stderr
     zygote -> daemon  {"forked": ID, "pid": PID}  or  {"failed": ID, "error": TEXT}
@@ -99,8 +100,8 @@ def main(argv: list[str]) -> None:
     if not first:
         return  # the daemon is gone already
     boot: dict[str, Any] = json.loads(first)["boot"]
-    if os.getppid() != boot["daemon_pid"]:
-        return  # the daemon died before the parent-death signal was set
+    if boot["daemon_pid"] is not None and os.getppid() != boot["daemon_pid"]:
+        return  # the daemon died before the parent-death signal was set (None: sandboxed)
     given: dict[str, str] = json.loads(first)["env"]
     sys.path[0] = boot["path0"]
     with open("/proc/self/comm", "rb") as comm:

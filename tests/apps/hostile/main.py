@@ -19,16 +19,18 @@ def hello() -> str:
 
 
 @app.route("/detach")
-def detach() -> dict[str, int]:
+def detach() -> dict[str, object]:
     # A child in a session of its own, out of the instance's process group.
+    # The marker finds it from the host, where a sandboxed app's pid is another number.
+    marker = f"detached-{os.getpid()}-{time.monotonic_ns()}"
     child = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(600)"],
+        [sys.executable, "-c", "import time; time.sleep(600)", marker],
         start_new_session=True,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    return {"pid": child.pid, "instance": os.getpid()}
+    return {"pid": child.pid, "instance": os.getpid(), "marker": marker}
 
 
 @app.route("/hog")

@@ -1,0 +1,257 @@
+"""A sandbox for process instances (bubblewrap): each revision sees only itself.
+
+An instance (or a revision's zygote, and so the instances forked from it) runs inside `bwrap`
+with a mount view of its own: the whole system read-only; HOMERUN_HOME, the daemon user's home
+folder and /run hidden under empty tmpfs; of them only the revision's folder, its virtualenv,
+the interpreter's installation, the service hosts file and homerun's `_site` folder shown
+again, read-only, and the revision's inspector folder writable. /tmp and /dev/shm are private
+tmpfs (their pages count against the memory of the instance that writes them, as Cloud Run's
+in-memory filesystem does), /proc is the sandbox's own PID namespace's, /dev holds the usual
+few devices, and System V IPC is its own. The command runs with no_new_privs and no capability.
+
+When homerun runs as root, bwrap runs as root without a user namespace (it can bind folders
+only root may traverse) and the command runs as an unprivileged user and group of the revision
+(`revision_uid`): revisions cannot signal, trace or read each other's processes, and a file on
+the host that only root may read stays unreadable. As a normal user, bwrap makes a user
+namespace mapping that user to itself: the mount view and the PID namespace hold, but the app
+runs as the user that runs homerun.
+
+Not a VM: the kernel is the host's, the network namespace too (see docs/isolation.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import subprocess
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from homerun.errors import HomerunError
+
+AUTO, ON, OFF = "auto", "on", "off"
+SETTINGS = (AUTO, ON, OFF)
+# Each revision's own user and group: FIRST_UID + a hash of its name. Far above the ids
+# distributions give (users, and podman's subordinate ranges from 100000).
+FIRST_UID = 1_800_000_000
+UID_RANGE = 1_000_000
+# The outer bwrap (which waits for the sandbox) ignores these, so that a stop's SIGTERM to
+# the instance's process group ends the app, not the process that reports its exit status;
+# inside, `env --default-signal` gives the app the default handling back.
+IGNORED_OUTSIDE = ("TERM", "INT", "HUP")
+_PROBE_SECONDS = 10.0
+
+
+class SandboxUnavailable(HomerunError):
+    """`sandbox: on` was asked for and this machine cannot give it."""
+
+
+def revision_uid(revision: str) -> int:
+    """The user (and group) id a revision's processes run as when homerun runs as root."""
+    return FIRST_UID + zlib.crc32(revision.encode()) % UID_RANGE
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How to run a command in a revision's sandbox."""
+
+    bwrap: str
+    setpriv: str
+    env_program: str
+    home: Path  # HOMERUN_HOME: hidden
+    privileged: bool  # homerun runs as root: the app as the revision's own user
+    hidden: tuple[Path, ...] = ()  # more folders hidden (the daemon user's home)
+
+    def describe(self) -> str:
+        if self.privileged:
+            who = "as an unprivileged user of its own (uid 1800000000 and up)"
+        else:
+            who = (
+                "as homerun's own user (homerun does not run as root: a user namespace, so "
+                "a revision is not a user of its own)"
+            )
+        return (
+            "sandboxed (bubblewrap): its own read-only view of the system, HOMERUN_HOME and "
+            "other revisions hidden, private /tmp, its own PID namespace, "
+            f"{who}, no_new_privs, no capabilities"
+        )
+
+    def prepare(self, revision: str, env: Mapping[str, str]) -> None:
+        """Make what the revision's processes write to theirs (the inspector's folder)."""
+        folder = env.get("HOMERUN_INSPECT")
+        if not folder:
+            return
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.privileged:
+            uid = revision_uid(revision)
+            info = path.stat()
+            if (info.st_uid, info.st_gid) != (uid, uid):
+                os.chown(path, uid, uid)
+
+    def command(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, revision: str
+    ) -> list[str]:
+        """`argv` run in the revision's sandbox, in `cwd`."""
+        shown = _shown(env, cwd)
+        writable = [Path(env["HOMERUN_INSPECT"])] if env.get("HOMERUN_INSPECT") else []
+        hidden = _hidden([self.home, *self.hidden, Path("/run")], [*shown, *writable])
+        args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc"]
+        if not self.privileged:
+            args += ["--unshare-user"]
+        args += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+        args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
+        args += _mounts(hidden, shown, writable)
+        args += ["--chdir", str(cwd), "--", self.env_program]
+        args += [f"--default-signal={','.join(IGNORED_OUTSIDE)}", self.setpriv]
+        if self.privileged:
+            uid = str(revision_uid(revision))
+            args += ["--reuid", uid, "--regid", uid, "--clear-groups"]
+            args += ["--inh-caps=-all", "--bounding-set=-all"]
+        args += ["--no-new-privs", "--", *argv]
+        return args
+
+
+def _mounts(hidden: list[Path], shown: list[Path], writable: list[Path]) -> list[str]:
+    """bwrap's arguments for the tmpfs that hide, and the binds that show again, outermost
+    first. The folders on the way from a tmpfs to a bind are made 0755 (bwrap would make them
+    0700, which the revision's user could not enter)."""
+    tmpfs = [Path("/tmp"), *hidden]
+    steps: dict[Path, list[str]] = {}
+    for folder in hidden:
+        steps[folder] = ["--tmpfs", str(folder)]
+    for path in shown:
+        steps[path] = ["--ro-bind", str(path), str(path)]
+    for path in writable:
+        steps[path] = ["--bind", str(path), str(path)]
+    for path in [*hidden, *shown, *writable]:
+        for ancestor in path.parents:
+            inside = any(ancestor != root and ancestor.is_relative_to(root) for root in tmpfs)
+            if inside and ancestor not in steps:
+                steps[ancestor] = ["--perms", "0755", "--dir", str(ancestor)]
+    args: list[str] = []
+    for path in sorted(steps, key=lambda path: len(path.parts)):
+        args += steps[path]
+    return args
+
+
+def _shown(env: Mapping[str, str], cwd: Path) -> list[Path]:
+    """What the revision's processes read: its folder, its virtualenv and the interpreter that
+    made it, the hosts file's folder, the folders on PYTHONPATH (homerun's `_site`), and this
+    folder (the zygote's program, `_zygote/`: the standard library's imports only)."""
+    paths = [cwd, Path(__file__).parent]
+    venv = env.get("VIRTUAL_ENV")
+    if venv:
+        paths.append(Path(venv))
+        paths.extend(_interpreter_home(Path(venv)))
+    hosts = env.get("HOMERUN_HOSTS")
+    if hosts:
+        paths.append(Path(hosts).parent)
+    paths.extend(Path(part) for part in env.get("PYTHONPATH", "").split(":") if part)
+    # Name resolution, where /etc/resolv.conf links into /run (systemd-resolved).
+    resolv = Path(os.path.realpath("/etc/resolv.conf"))
+    if resolv != Path("/etc/resolv.conf"):
+        paths.append(resolv)
+    unique: list[Path] = []
+    for path in paths:
+        if path.is_absolute() and path.exists() and path not in unique:
+            # A path inside another one shown is shown with it.
+            if not any(path.is_relative_to(other) for other in unique):
+                unique = [other for other in unique if not other.is_relative_to(path)]
+                unique.append(path)
+    return unique
+
+
+def _interpreter_home(venv: Path) -> list[Path]:
+    """The installation a virtualenv's python comes from (pyvenv.cfg's `home`, its bin)."""
+    with contextlib.suppress(OSError):
+        for line in (venv / "pyvenv.cfg").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home" and value.strip():
+                home = Path(value.strip())
+                prefix = home.parent if home.name == "bin" else home
+                return [prefix, Path(os.path.realpath(prefix))]
+    return []
+
+
+def _hidden(always: list[Path], shown: list[Path]) -> list[Path]:
+    """Folders to hide under an empty tmpfs: `always`, and for each shown path the first folder
+    above it that others may not enter (a pyenv under a 0700 /root), so that the revision's
+    user reaches the path through the tmpfs's folders. Outermost first."""
+    hidden = [path for path in always if path.exists()]
+    for path in shown:
+        if any(path.is_relative_to(folder) for folder in hidden):
+            continue
+        for ancestor in reversed(path.parents):
+            try:
+                mode = ancestor.stat().st_mode
+            except OSError:
+                break
+            if not mode & stat.S_IXOTH:
+                hidden.append(ancestor)
+                break
+    return sorted(set(hidden), key=lambda path: len(path.parts))
+
+
+def probe(setting: str, home: Path) -> tuple[Sandbox | None, str]:
+    """The sandbox this machine gives for `setting` (auto | on | off), and one sentence for
+    the daemon's log and status: what instances get, or what is missing and what follows.
+    `on` with something missing raises SandboxUnavailable."""
+    if setting == OFF:
+        return None, (
+            "instances are not sandboxed (sandbox: off; auto or on in config.yaml sandboxes "
+            "them): they run as homerun's user and see its files, HOMERUN_HOME included"
+        )
+    sandbox, missing = _find(home)
+    if sandbox is None:
+        message = (
+            f"instances are not sandboxed: {missing}; they run as homerun's user and see its "
+            "files, HOMERUN_HOME included"
+        )
+        if setting == ON:
+            raise SandboxUnavailable(f"sandbox: on in config.yaml, but {missing}")
+        return None, message
+    return sandbox, sandbox.describe()
+
+
+def _find(home: Path) -> tuple[Sandbox | None, str]:
+    programs = {name: shutil.which(name) for name in ("bwrap", "setpriv", "env")}
+    absent = [name for name, path in programs.items() if path is None]
+    if absent:
+        packages = {"bwrap": "bubblewrap", "setpriv": "util-linux", "env": "coreutils"}
+        needed = " ".join(packages[name] for name in absent)
+        return None, (
+            f"{', '.join(absent)} not found (install {needed}: `apt-get install {needed}`, or "
+            "scripts/setup as root)"
+        )
+    privileged = os.geteuid() == 0
+    user_home = Path(os.path.expanduser("~"))
+    sandbox = Sandbox(
+        bwrap=str(programs["bwrap"]),
+        setpriv=str(programs["setpriv"]),
+        env_program=str(programs["env"]),
+        home=home,
+        privileged=privileged,
+        hidden=(user_home,) if user_home != Path("/") else (),
+    )
+    probe_argv = sandbox.command(["true"], {}, Path("/"), "probe")
+    try:
+        done = subprocess.run(
+            probe_argv, capture_output=True, timeout=_PROBE_SECONDS, text=True, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return None, f"bwrap could not be run ({error})"
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+        hint = (
+            ""
+            if privileged
+            else " (unprivileged user namespaces may be off: sysctl "
+            "kernel.unprivileged_userns_clone=1, or run homerun as root)"
+        )
+        return None, f"bwrap cannot make a sandbox here: {said[0]}{hint}"
+    return sandbox, ""

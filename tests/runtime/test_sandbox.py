@@ -1,0 +1,231 @@
+"""The sandbox (runtime/sandbox.py) with real bwrap, control groups and instances: forked and
+spawned instances run as the revision's own user in a PID namespace, the daemon knows their
+pids as its own, they join their control groups, a stop's SIGTERM reaches the app (which exits
+as it chooses) and what they write to /tmp counts against their memory. The attacks themselves
+are tried end to end in tests/e2e/test_sandbox.py."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from homerun.model.limits import Limits, MiB
+from homerun.runtime.cgroups import Cgroups, available
+from homerun.runtime.limited import LimitedInstance, LimitedRuntime
+from homerun.runtime.process import ProcessRuntime
+from homerun.runtime.sandbox import (
+    FIRST_UID,
+    Sandbox,
+    SandboxUnavailable,
+    probe,
+    revision_uid,
+)
+from homerun.runtime.zygote import ZygoteRuntime
+
+from .helpers import GUNICORN_SEED, REPO_ROOT, Leftovers, Output, Seeds, first_response, spec
+
+pytestmark = pytest.mark.timeout(300)
+
+SNOOP = REPO_ROOT / "tests" / "apps" / "snoop"
+RUNTIMES = ("zygote", "spawn")
+
+
+# -- what the sandbox is made of (pure) -------------------------------------------------------
+
+
+def fake_sandbox(home: Path, privileged: bool = True) -> Sandbox:
+    return Sandbox("bwrap", "setpriv", "env", home=home, privileged=privileged)
+
+
+def pairs(args: list[str], option: str) -> list[str]:
+    return [args[index + 1] for index, arg in enumerate(args) if arg == option]
+
+
+def test_home_is_hidden_and_only_the_revisions_own_folders_are_shown(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    folder = home / "revisions" / "hello-00001-abc" / "rootfs" / "app"
+    venv = home / "venvs" / "0123"
+    other = home / "revisions" / "other-00001-xyz"
+    for made in (folder, venv / "bin", other):
+        made.mkdir(parents=True)
+    args = fake_sandbox(home).command(
+        ["gunicorn", "main:app"], {"VIRTUAL_ENV": str(venv)}, folder, "hello-00001-abc"
+    )
+    assert str(home) in pairs(args, "--tmpfs")
+    assert "/tmp" in pairs(args, "--tmpfs") and "/run" in pairs(args, "--tmpfs")
+    shown = pairs(args, "--ro-bind")
+    assert str(folder) in shown and str(venv) in shown
+    assert not any(path.startswith(str(other)) for path in shown)
+    # The way from the tmpfs to the folders shown: folders the revision's user may enter.
+    assert str(home / "revisions") in pairs(args, "--dir")
+    # The home is hidden before anything in it is shown again.
+    assert args.index(str(home)) < args.index(str(folder))
+    # The app runs unprivileged: its own user and group, no capability, no new privileges.
+    uid = str(revision_uid("hello-00001-abc"))
+    assert pairs(args, "--reuid") == [uid] and pairs(args, "--regid") == [uid]
+    assert {"--clear-groups", "--no-new-privs", "--inh-caps=-all"} <= set(args)
+    assert args[-2:] == ["gunicorn", "main:app"]
+
+
+def test_each_revision_has_a_user_of_its_own() -> None:
+    uids = {revision_uid(f"hello-{n:05d}-abc") for n in range(1, 200)}
+    assert len(uids) > 190  # a hash in a million ids: collisions are rare
+    assert min(uids) >= FIRST_UID
+
+
+def test_as_a_normal_user_a_user_namespace_and_the_same_user(tmp_path: Path) -> None:
+    args = fake_sandbox(tmp_path, privileged=False).command(["app"], {}, tmp_path, "r-00001-a")
+    assert "--unshare-user" in args
+    assert "--reuid" not in args
+    assert "user namespace" in fake_sandbox(tmp_path, privileged=False).describe()
+
+
+def test_off_says_what_instances_see(tmp_path: Path) -> None:
+    sandbox, said = probe("off", tmp_path)
+    assert sandbox is None
+    assert "not sandboxed (sandbox: off;" in said and "HOMERUN_HOME" in said
+
+
+def test_a_machine_without_bwrap_is_told_so_and_on_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap, setpriv or env on it
+    sandbox, said = probe("auto", tmp_path)
+    assert sandbox is None
+    assert "bwrap, setpriv, env not found" in said and "apt-get install bubblewrap" in said
+    with pytest.raises(SandboxUnavailable, match="sandbox: on in config.yaml, but bwrap"):
+        probe("on", tmp_path)
+
+
+def test_a_sandbox_asked_for_but_missing_is_said_in_describe() -> None:
+    lacking = "instances are not sandboxed: bwrap not found"
+    for runtime in (ProcessRuntime(unsandboxed=lacking), ZygoteRuntime(unsandboxed=lacking)):
+        assert runtime.mode("hello-00001-abc")[1].endswith(f"; {lacking}")
+    assert "sandbox" not in ProcessRuntime().mode("hello-00001-abc")[1]
+
+
+# -- real instances in it ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Sandbox:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "signing-key").write_text("secret")
+    found, said = probe("auto", home)
+    if found is None or os.geteuid() != 0:
+        pytest.skip(f"needs root and bubblewrap: {said}")
+    return found
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> Iterator[dict[str, Path]]:
+    key = "test-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:10]
+    found = available(key)
+    if os.geteuid() != 0 or not {"memory", "cpu"} <= set(found.folders):
+        pytest.skip(f"needs root and cgroup v1 memory and cpu hierarchies: {found.warning()}")
+    yield dict(found.folders)
+    cgroups = Cgroups(found.folders)
+    cgroups.clean()
+    cgroups.remove()
+
+
+@asynccontextmanager
+async def opened(runtime: LimitedRuntime, leftovers: Leftovers) -> AsyncIterator[LimitedRuntime]:
+    runtime.open()
+    try:
+        yield runtime
+    finally:
+        await leftovers.reap()
+        runtime.close()
+
+
+def limited(kind: str, folders: dict[str, Path], sandbox: Sandbox) -> LimitedRuntime:
+    inner = ZygoteRuntime(sandbox=sandbox) if kind == "zygote" else ProcessRuntime(sandbox=sandbox)
+    return LimitedRuntime(inner, Cgroups(folders))
+
+
+def status_of(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def app_processes(instance: LimitedInstance) -> list[int]:
+    """The instance's processes that run as the revision (not the bwrap around a spawned one)."""
+    return [pid for pid in instance.cgroup.members() if status_of(pid)["Uid"].split()[0] != "0"]
+
+
+@pytest.mark.parametrize("kind", RUNTIMES)
+def test_an_instance_runs_as_its_revision_in_its_groups_and_stops_gracefully(
+    kind: str, seeds: Seeds, folders: dict[str, Path], sandbox: Sandbox, leftovers: Leftovers
+) -> None:
+    revision = f"snoop-{kind}-00001-abc"
+
+    async def scenario() -> None:
+        async with opened(limited(kind, folders, sandbox), leftovers) as runtime:
+            output = Output()
+            instance_spec = replace(
+                spec(seeds.flask, revision=revision, command=GUNICORN_SEED), cwd=SNOOP
+            )
+            instance = await runtime.start(instance_spec, output)
+            leftovers.add(instance)
+            assert isinstance(instance, LimitedInstance)
+            status, _ = await first_response(instance_spec.port, "/me", within=30)
+            assert status == 200
+            mode, reason = runtime.mode(revision)
+            assert mode == ("zygote" if kind == "zygote" else "spawn"), reason
+            assert "sandboxed (bubblewrap)" in reason
+            # The daemon's pid of the instance (a forked one's own; the bwrap that waits for
+            # a spawned one), in the instance's groups; the app in a PID namespace.
+            members = instance.cgroup.members()
+            assert instance.pid in members
+            apps = app_processes(instance)
+            assert apps, members
+            if kind == "zygote":
+                assert instance.pid in apps
+            for pid in apps:
+                assert len(status_of(pid)["NSpid"].split()) == 2
+                assert status_of(pid)["Uid"].split()[0] == str(revision_uid(revision))
+                assert status_of(pid)["NoNewPrivs"] == "1"
+                assert status_of(pid)["CapEff"] == "0000000000000000"
+            # A stop's SIGTERM reaches gunicorn, which exits on its own (not killed).
+            instance.signal(signal.SIGTERM)
+            assert await asyncio.wait_for(instance.wait(), 15) == 0
+            assert output.has("stderr", "Handling signal: term"), output.lines
+            assert not any(folder.exists() for folder in instance.cgroup.folders.values())
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+@pytest.mark.parametrize("kind", RUNTIMES)
+def test_what_an_instance_writes_to_tmp_counts_against_its_memory(
+    kind: str, seeds: Seeds, folders: dict[str, Path], sandbox: Sandbox, leftovers: Leftovers
+) -> None:
+    async def scenario() -> None:
+        async with opened(limited(kind, folders, sandbox), leftovers) as runtime:
+            output = Output()
+            instance_spec = replace(
+                spec(seeds.flask, revision=f"tmp-{kind}-00001-abc", command=GUNICORN_SEED),
+                cwd=SNOOP,
+                limits=Limits(memory_bytes=128 * MiB, cpu_millis=1000),
+            )
+            instance = await runtime.start(instance_spec, output)
+            leftovers.add(instance)
+            assert isinstance(instance, LimitedInstance)
+            status, _ = await first_response(instance_spec.port, "/", within=30)
+            assert status == 200
+            with pytest.raises((OSError, IndexError, ValueError, TimeoutError)):
+                await first_response(instance_spec.port, "/fill-tmp?mib=300", within=0.1)
+            await asyncio.wait_for(instance.wait(), 15)
+            assert instance.memory_exceeded
+            assert output.has("stderr", "Memory limit of 128 MiB exceeded with "), output.lines
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
