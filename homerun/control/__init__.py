@@ -12,6 +12,7 @@ live routing state the router reads. One module per concept; daemon.py wires the
     advice.py     Advisor: `services advise` (the runtime inspector's measurements, advised on)
     ramp.py       Ramp: `services advise --ramp`, a bounded load on a private instance
     images.py     Images: `builds submit|list`, `images list|delete` (the local image store)
+    exports.py    Exports: `services export` (the serving revision as a Knative Service)
     jobs.py       Jobs: `jobs create|deploy|update|delete` (plan in job_plan.py); its
                   executions (executions.py) run tasks as task_decision.py decides
     worker_pools.py  WorkerPools: instances with no port kept at a count (pool_decision.py)
@@ -25,6 +26,7 @@ from homerun.access.tokens import TokenAuthority
 from homerun.control.access import Iam
 from homerun.control.advice import Advisor
 from homerun.control.deploys import Deploys
+from homerun.control.exports import Exports
 from homerun.control.images import Images
 from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
@@ -59,6 +61,7 @@ class ControlPlane:
     worker_pools: WorkerPools
     ramp: Ramp
     images: Images
+    exports: Exports
 
     async def restore(self) -> None:
         """After a (re)start: route every service to its ready revisions and start them."""
