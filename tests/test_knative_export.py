@@ -135,9 +135,7 @@ def test_the_cloud_run_form() -> None:
             "run.googleapis.com/cpu-throttling": "false",
         },
     )
-    document = _export(
-        spec, cloud_run=True, annotations={"run.googleapis.com/ingress": "internal"}
-    )
+    document = _export(spec, cloud_run=True, annotations={"run.googleapis.com/ingress": "internal"})
     assert document["metadata"]["annotations"] == {"run.googleapis.com/ingress": "internal"}
     assert document["spec"]["template"]["metadata"]["annotations"] == {
         "autoscaling.knative.dev/maxScale": "5",  # as gcloud prints it
