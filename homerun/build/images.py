@@ -290,11 +290,11 @@ class ImageStore:
             pushes = [*self._pushes(), push][-MAX_PUSHES_KEPT:]
             _write_json(self._root / "pushes.json", [p.model_dump() for p in pushes])
 
-    def last_push(self, engine_image: str) -> PushRecord | None:
-        """The newest push of the engine's image `engine_image`, if it was ever pushed."""
+    def pushes_of(self, engine_image: str) -> list[PushRecord]:
+        """Every push of the engine's image `engine_image`, oldest first."""
         with self._lock:
             pushes = [p for p in self._pushes() if p.engine_image == engine_image]
-        return max(pushes, key=lambda p: p.pushed_at) if pushes else None
+        return sorted(pushes, key=lambda p: p.pushed_at)
 
     def push_of(self, pinned: str) -> PushRecord | None:
         """The push a registry's pinned name (`registry/path@sha256:…`) came from."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from homerun.build.images import ImageStore
+from homerun.build.images import ImageStore, PushRecord
 from homerun.control.resolved import resolved_traffic
 from homerun.errors import HomerunError
 from homerun.knative.export import export_service
@@ -69,7 +69,7 @@ class Exports:
                 f"its Dockerfile), push it, and give it: `homerun services export "
                 f"{revision.service} --image REGISTRY/PATH@sha256:…`"
             )
-        pushed = self._images.last_push(engine_image)
+        pushed = self._push_for(revision, engine_image)
         if pushed is None:
             tagged = self._local_name(engine_image)
             how = (
@@ -83,6 +83,16 @@ class Exports:
                 f"cluster can pull it; push it first with {how}, then export again"
             )
         return pushed.pinned
+
+    def _push_for(self, revision: RevisionRecord, engine_image: str) -> PushRecord | None:
+        """The newest push of the revision's image under the name it was deployed by (its
+        repository), else the newest push of the same image under any name."""
+        pushes = self._images.pushes_of(engine_image)
+        if revision.spec.image:
+            repository = parse_image_name(revision.spec.image).repository
+            named = [p for p in pushes if parse_image_name(p.name).repository == repository]
+            pushes = named or pushes
+        return pushes[-1] if pushes else None
 
     def _local_name(self, engine_image: str) -> str | None:
         """A name of the local store for the engine image, tagged with a registry to push to."""
