@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from cloudcoil.models.knative_serving.serving import v1 as knative
 
+from homerun.errors import InvalidSpec
 from homerun.knative import parse_service
 from homerun.knative.export import ExportError, export_service
 from homerun.model.probes import Probe, ProbeAction
@@ -200,3 +201,15 @@ def test_the_crd_check_can_fail() -> None:
     document["spec"]["template"]["spec"]["containerConcurrency"] = "80"
     with pytest.raises(ValueError):
         _crd_valid(document)
+
+
+def test_a_reserved_env_name_is_refused_as_knative_refuses_it() -> None:
+    """Knative's webhook refuses PORT and K_* in env; so does the export's check."""
+    with pytest.raises(InvalidSpec, match="K_SERVICE is reserved"):
+        export_service(
+            "hello",
+            RevisionSpec(source="/s", env={"K_SERVICE": "other"}),
+            PINNED,
+            labels={},
+            annotations={},
+        )
