@@ -178,6 +178,17 @@ class Client:
     def revision(self, name: str) -> RevisionSummary:
         return _read(RevisionSummary, self._call("GET", f"/v1/revisions/{name}"))
 
+    def export_service(
+        self, service: str, *, cloud_run: bool = False, image: str | None = None
+    ) -> dict[str, Any]:
+        """The serving revision as a Knative Service (or Cloud Run's form of it) for another
+        cluster: the pushed image, by digest."""
+        params = {"format": "export-cloud-run" if cloud_run else "export"}
+        if image is not None:
+            params["image"] = image
+        document: dict[str, Any] = self._call("GET", f"/v1/services/{service}", params=params)
+        return document
+
     def knative_revision(self, name: str) -> dict[str, Any]:
         """The revision as a serving.knative.dev/v1 Revision document."""
         document: dict[str, Any] = self._call(

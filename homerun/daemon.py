@@ -40,6 +40,7 @@ from homerun.control.advice import Advisor
 from homerun.control.deploys import BuildFunction, Deploys
 from homerun.control.domain_mappings import DomainMappings
 from homerun.control.executions import Executions, NoRuntime
+from homerun.control.exports import Exports
 from homerun.control.images import Images
 from homerun.control.job_artifacts import JobArtifacts
 from homerun.control.job_logs import JobLogs
@@ -588,6 +589,7 @@ def control_plane(
             host_env=host_env,
         ),
         ramp=Ramp(store=store, live=live, supervisor=supervisor, advisor=advisor, clock=clock),
+        exports=Exports(store=store, images=images),
         images=Images(
             store=images,
             settings=settings,

@@ -62,6 +62,16 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             )
         if request.query_params.get("format") == "knative":
             return JSONResponse(control.views.knative_service(name))
+        if request.query_params.get("format") in ("export", "export-cloud-run"):
+            # Reads pushes.json and the image store: off the router's loop.
+            return JSONResponse(
+                await asyncio.to_thread(
+                    control.exports.export,
+                    name,
+                    cloud_run=request.query_params["format"] == "export-cloud-run",
+                    image=request.query_params.get("image"),
+                )
+            )
         return _view(control.views.describe(name))
 
     async def advice(request: Request) -> Response:

@@ -15,13 +15,10 @@ from homerun.build.dockerfile import HOW_TO_PROCEED, Dockerfile, parse
 from homerun.build.engine_build import engine_build
 from homerun.build.entrypoint import DEFAULT_THREADS, guess_server, resolve_entrypoint
 from homerun.build.function import Function, build_env, find_function
-from homerun.build.interpreter import (
-    Interpreter,
-    default_python,
-    probe_interpreter,
-    python_for_base_image,
-)
-from homerun.build.pythons import older, pick, pythons_on_machine, requested_version
+from homerun.build.interpreter import Interpreter, probe_interpreter, python_for_base_image
+from homerun.build.python_choice import PythonMissing, choose_python
+from homerun.build.python_request import read_request
+from homerun.build.pythons import pythons_on_machine
 from homerun.build.source import (
     DEFAULT_MAX_SOURCE_BYTES,
     Layout,
@@ -72,30 +69,36 @@ def build(
         return _engine_build_into(engine, source, Path(dest), why, output)
     if base_image and python is None:
         python = python_for_base_image(base_image)
+        output(f"--base-image {base_image}: {python} (the flag wins over any file)")
     dockerfile = _read_dockerfile(source, bypass=bool(command), output=output)
     interpreter = probe_interpreter(python)
-    if python is None and dockerfile is not None:
-        asked = requested_version(dockerfile.base_image)
-        try:
-            interpreter = _interpreter_for(asked, interpreter)
-        except LookupError:
-            if engine is not None:
+    if python is None:
+        found = read_request(
+            source,
+            dockerfile,
+            user_env,
+            build_env(_read_optional(source / "project.toml"), str(source / "project.toml")),
+        )
+        request = found.request
+        if request is not None:
+            for name in found.not_read:
+                output(f"{name} is not read: {request.label} chooses the Python")
+            try:
+                interpreter = choose_python(
+                    request,
+                    interpreter,
+                    pythons_on_machine(os.environ),
+                    older_on_default=engine is None or not request.from_dockerfile,
+                    output=output,
+                )
+            except PythonMissing:
+                if engine is None or not request.from_dockerfile:
+                    raise
                 why = (
-                    f"FROM {dockerfile.base_image} asks for Python {asked}, which this machine "
+                    f"{request.said} asks for Python {request.asked}, which this machine "
                     "does not have"
                 )
                 return _engine_build_into(engine, source, Path(dest), why, output)
-            if not older(str(asked), interpreter.version):
-                raise BuildError(_no_python(dockerfile, str(asked), interpreter)) from None
-            # An old base image (the seed's python:3.8) runs on the newer default, saying so:
-            # refusing would stop the seed's example on a machine with one Python.
-            output(_older_python(dockerfile, str(asked), interpreter))
-        where = "this machine's default" if interpreter.executable == default_python() else ""
-        output(
-            f"FROM {dockerfile.base_image} (line {dockerfile.base_line}): Python "
-            f"{interpreter.version} ({where or interpreter.executable})"
-            + ("" if asked else ": the image names no version, so any Python will do")
-        )
     output(f"building {source} with Python {interpreter.version} ({interpreter.executable})")
     if dockerfile is not None and dockerfile.exposed_ports:
         output(
@@ -200,43 +203,6 @@ def _engine_build_into(
     except BaseException:
         _discard(dest, created)
         raise
-
-
-def _interpreter_for(asked: str | None, default: Interpreter) -> Interpreter:
-    """The Python FROM python:X.Y asks for: the default one when it is X.Y, else pyenv's or
-    pythonX.Y on the PATH; LookupError when this machine has none."""
-    if asked is None:
-        return default
-    chosen = pick(asked, default.version, pythons_on_machine(os.environ))
-    return default if chosen is None else probe_interpreter(chosen.executable)
-
-
-def _older_python(dockerfile: Dockerfile, asked: str, default: Interpreter) -> str:
-    """FROM python:3.8 on a machine whose oldest Python is newer: what runs instead."""
-    return (
-        f"{dockerfile.path}:{dockerfile.base_line}: FROM {dockerfile.base_image} asks for "
-        f"Python {asked}, which this machine does not have: building with its Python "
-        f"{default.version} ({default.executable}), which is newer; pip may pick newer "
-        f"releases of packages the requirements do not pin. For Python {asked} itself: "
-        f"`pyenv install {asked}`, or install podman (`scripts/setup containers`) and restart "
-        "homerun (`homerun down`) to build the image with it"
-    )
-
-
-def _no_python(dockerfile: Dockerfile, asked: str, default: Interpreter) -> str:
-    """FROM python:3.14 on a machine without 3.14: say so, and what would work."""
-    versions = sorted(
-        {python.version for python in pythons_on_machine(os.environ)} | {default.version},
-        key=lambda version: tuple(int(part) for part in version.split(".") if part.isdigit()),
-    )
-    return (
-        f"{dockerfile.path}:{dockerfile.base_line}: FROM {dockerfile.base_image} asks for "
-        f"Python {asked}, and this machine has none (it has {', '.join(versions)}); homerun "
-        f"does not run it on another Python, where pip would pick other packages. Install "
-        f"Python {asked} (`pyenv install {asked}`), or change FROM to one of those versions, "
-        "or install podman and restart homerun (`homerun down`): it then builds the image with "
-        f"podman, which needs {dockerfile.base_image} from a registry it can reach"
-    )
 
 
 def _outside_subset(source: Path) -> DockerfileError | None:

@@ -6,6 +6,8 @@ digest under HOMERUN_HOME/images, the names that point at them, and the builds t
       blobs/HEX.json     its ArtifactRecord, as a revision records it
       names.json         "gcr.io/p/hello:latest" -> digest, when, which build, from which folder
       builds.json        the newest builds, as `homerun builds list` shows them
+      pushes.json        what `homerun images push` sent where: the engine's image ID, the
+                         registry's name and digest (what `services export` references)
 
 An image is immutable: a rebuild of changed code gets another digest and moves the name; the
 old digest stays until `homerun images delete` removes it (revisions hold their own copy).
@@ -27,7 +29,13 @@ from pydantic import BaseModel, ValidationError
 from homerun.build.artifact import Artifact, artifact_record, move_artifact
 from homerun.errors import HomerunError, NotFound
 from homerun.model.artifact import ArtifactRecord
-from homerun.model.images import BuildSummary, ImageName, ImageSummary, parse_image_name
+from homerun.model.images import (
+    BuildSummary,
+    ImageName,
+    ImageSummary,
+    PushedImage,
+    parse_image_name,
+)
 from homerun.model.suggest import closest
 
 MAX_BUILDS_KEPT = 200  # builds.json keeps the newest; Cloud Build lists the newest first too
@@ -51,6 +59,20 @@ class _Names(BaseModel):
     created_at: float
     build: str | None = None
     source: str | None = None
+
+
+class PushRecord(BaseModel):
+    """One `homerun images push`: the engine's image, and how the registry knows it."""
+
+    engine_image: str  # podman's image ID
+    name: str  # registry/path:tag
+    digest: str  # the registry's sha256:… (the manifest's)
+    pinned: str  # registry/path@sha256:…
+    local: str  # the stored image's own pinned name (homerun's digest)
+    pushed_at: float
+
+
+MAX_PUSHES_KEPT = 200
 
 
 class ImageStore:
@@ -253,7 +275,37 @@ class ImageStore:
                 shutil.rmtree(self.blobs / digest, ignore_errors=True)
         return removed
 
+    # Pushes
+
+    def record_push(self, engine_image: str, pushed: PushedImage, local: str) -> None:
+        push = PushRecord(
+            engine_image=engine_image,
+            name=pushed.name,
+            digest=pushed.digest,
+            pinned=pushed.pinned,
+            local=local,
+            pushed_at=self._clock(),
+        )
+        with self._lock:
+            pushes = [*self._pushes(), push][-MAX_PUSHES_KEPT:]
+            _write_json(self._root / "pushes.json", [p.model_dump() for p in pushes])
+
+    def pushes_of(self, engine_image: str) -> list[PushRecord]:
+        """Every push of the engine's image `engine_image`, oldest first."""
+        with self._lock:
+            pushes = [p for p in self._pushes() if p.engine_image == engine_image]
+        return sorted(pushes, key=lambda p: p.pushed_at)
+
+    def push_of(self, pinned: str) -> PushRecord | None:
+        """The push a registry's pinned name (`registry/path@sha256:…`) came from."""
+        with self._lock:
+            pushes = [p for p in self._pushes() if p.pinned == pinned]
+        return max(pushes, key=lambda p: p.pushed_at) if pushes else None
+
     # Files (callers hold the lock)
+
+    def _pushes(self) -> list[PushRecord]:
+        return [PushRecord.model_validate(p) for p in _read_json(self._root / "pushes.json", [])]
 
     def _record(self, digest: str) -> ArtifactRecord:
         path = self.blobs / f"{digest}.json"

@@ -9,6 +9,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
 # python:3.12-slim, python:3.12.4-bookworm, python:3-alpine, docker.io/library/python:3.8
 _VERSION_TAG = re.compile(r"^(?P<version>\d+(?:\.\d+){0,2})(?:[-.].*)?$")
 _PYTHON_BINARY = re.compile(r"^python(?P<version>\d+\.\d+)$")
@@ -74,6 +77,45 @@ def pick(
     if not candidates:
         raise LookupError(requested)
     return max(candidates, key=lambda python: _numbers(python.version))
+
+
+def pick_in_range(
+    specifier: SpecifierSet, default_version: str, machine: Iterable[PythonOnMachine]
+) -> PythonOnMachine | None:
+    """The newest Python of the machine in `specifier` (requires-python): None when it is
+    the default one; LookupError when none is."""
+    default = PythonOnMachine("", default_version, "default")
+    candidates = [python for python in [default, *machine] if _contains(specifier, python.version)]
+    if not candidates:
+        raise LookupError(str(specifier))
+    newest = max(candidates, key=lambda python: _numbers(python.version))
+    if _numbers(newest.version) == _numbers(default_version):
+        return None
+    return newest
+
+
+def range_is_older(specifier: SpecifierSet, version: str) -> bool:
+    """Whether every Python in `specifier` is older than `version`'s X.Y (<3.9 against 3.11),
+    judged on the X.Y releases there are or may be (2.7, 3.0 ... 3.40)."""
+    releases = ["2.7", *(f"3.{minor}" for minor in range(41))]
+    inside = [release for release in releases if _contains(specifier, release)]
+    current = _numbers(version)[:2]
+    return bool(inside) and all(_numbers(release) < current for release in inside)
+
+
+def releases_in_range(specifier: SpecifierSet) -> list[str]:
+    """The X.Y releases (3.0 ... 3.40) inside `specifier`, for advice on what to install."""
+    return [f"3.{minor}" for minor in range(41) if _contains(specifier, f"3.{minor}")]
+
+
+def _contains(specifier: SpecifierSet, version: str) -> bool:
+    """A full version (3.12.1) is tested as it is; an X.Y (python3.9 on the PATH, a release)
+    stands for its patch releases, so 3.9 is in >=3.9.2 (tested as 3.9.0 and 3.9.99)."""
+    exact = [version] if version.count(".") >= 2 else [f"{version}.0", f"{version}.99"]
+    try:
+        return any(specifier.contains(Version(each), prereleases=True) for each in exact)
+    except InvalidVersion:
+        return False
 
 
 def older(asked: str, version: str) -> bool:

@@ -25,6 +25,10 @@ from homerun.spec import DeployRequest, validate_service_name
 
 SERVICE = positional("service", "SERVICE", "the service's name")
 OWN_FORMATS = ("text", "summary-json")
+# `gcloud run services describe --format export`: the Service without its status and
+# server-set fields, to give to `services replace` elsewhere (here: Cloud Run's form of
+# `homerun services export`).
+DESCRIBE_FORMATS = (*OWN_FORMATS, "export")
 LOGS_READ_EXAMPLE = (("Read hello's newest entries", "homerun services logs read hello --limit 9"),)
 LOGS_TAIL_EXAMPLE = (("Follow hello's logs", "homerun services logs tail hello"),)
 
@@ -82,11 +86,19 @@ def list_services(arguments: argparse.Namespace, context: Context) -> int:
             "homerun services describe hello --format yaml > hello.yaml",
         ),
         ("Print hello's URL alone", "homerun services describe hello --format 'value(status.url)'"),
+        (
+            "Write hello for Cloud Run, as gcloud's --format export does",
+            "homerun services describe hello --format export > hello.yaml",
+        ),
     ],
 )
 def describe(arguments: argparse.Namespace, context: Context) -> int:
     service = validate_service_name(arguments.service)
-    format = parse_format(arguments.format, OWN_FORMATS)
+    format = parse_format(arguments.format, DESCRIBE_FORMATS)
+    if format.name == "export":
+        exported = context.client().export_service(service, cloud_run=True)
+        print(yaml.safe_dump(exported, sort_keys=False), end="")
+        return 0
     if format.name not in OWN_FORMATS:
         print(render([context.client().knative_service(service)], format, listing=False), end="")
         return 0
@@ -269,6 +281,44 @@ def replace(arguments: argparse.Namespace, context: Context) -> int:
     return 0
 
 
+@command(
+    "export",
+    "write the revision that serves SERVICE as a Knative Service for another cluster or "
+    "Cloud Run, its image pinned to the digest `homerun images push` got",
+    SERVICE,
+    flag(
+        "--cloud-run",
+        action="store_true",
+        help="Cloud Run's form (as `gcloud run services describe --format export` prints it) "
+        "instead of Knative's",
+    ),
+    flag(
+        "--image",
+        metavar="IMAGE",
+        help="the image as a registry serves it, REGISTRY/PATH@sha256:DIGEST, when it was "
+        "pushed another way than `homerun images push`",
+    ),
+    examples=[
+        (
+            "Take hello to a Knative cluster",
+            "homerun services export hello > hello.yaml && kubectl apply -f hello.yaml",
+        ),
+        (
+            "Take hello to Cloud Run",
+            "homerun services export hello --cloud-run > hello.yaml && "
+            "gcloud run services replace hello.yaml",
+        ),
+    ],
+)
+def export(arguments: argparse.Namespace, context: Context) -> int:
+    service = validate_service_name(arguments.service)
+    exported = context.client().export_service(
+        service, cloud_run=arguments.cloud_run, image=arguments.image
+    )
+    print(yaml.safe_dump(exported, sort_keys=False), end="")
+    return 0
+
+
 def _read_service_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -342,6 +392,7 @@ GROUP = Group(
         update,
         update_traffic,
         replace,
+        export,
         delete,
         iam.add_binding,
         iam.remove_binding,

@@ -12,6 +12,7 @@ live routing state the router reads. One module per concept; daemon.py wires the
     advice.py     Advisor: `services advise` (the runtime inspector's measurements, advised on)
     ramp.py       Ramp: `services advise --ramp`, a bounded load on a private instance
     images.py     Images: `builds submit|list`, `images list|delete` (the local image store)
+    exports.py    Exports: `services export` (the serving revision as a Knative Service)
     jobs.py       Jobs: `jobs create|deploy|update|delete` (plan in job_plan.py); its
                   executions (executions.py) run tasks as task_decision.py decides
     worker_pools.py  WorkerPools: instances with no port kept at a count (pool_decision.py)
@@ -27,6 +28,7 @@ from homerun.control.access import Iam
 from homerun.control.advice import Advisor
 from homerun.control.deploys import Deploys
 from homerun.control.domain_mappings import DomainMappings
+from homerun.control.exports import Exports
 from homerun.control.images import Images
 from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
@@ -62,6 +64,7 @@ class ControlPlane:
     ramp: Ramp
     images: Images
     domain_mappings: DomainMappings
+    exports: Exports
 
     async def restore(self) -> None:
         """After a (re)start: route every service to its ready revisions and start them."""

@@ -4,6 +4,7 @@ artifact, record, first instance, and only once it answers, the traffic."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -38,6 +39,7 @@ from homerun.errors import HomerunError, InvalidSpec
 from homerun.knative import ServiceManifest
 from homerun.model.artifact import ArtifactRecord
 from homerun.model.events import BuildLine, DeployEvent, Done, Phase, Starting
+from homerun.model.images import parse_image_name
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.scaling.diagnosis import StartFailed
@@ -128,11 +130,28 @@ class Deploys:
     def replace(self, manifest: ServiceManifest) -> AsyncIterator[DeployEvent]:
         """Apply a Knative Service (already validated)."""
 
+        manifest = self._pulled_back(manifest)
+
         async def work(emit: Emit) -> None:
             async with self._locks.setdefault(manifest.name, asyncio.Lock()):
                 await self._apply(plan_replace(manifest, self._replace_facts(manifest)), emit)
 
         return self._tasks.stream(work)
+
+    def _pulled_back(self, manifest: ServiceManifest) -> ServiceManifest:
+        """A document `services export` wrote names the image as the registry serves it
+        (`registry/path@sha256:REGISTRY_DIGEST`); the image it was pushed from is here, under
+        its own digest, so replacing with it changes nothing."""
+        image = manifest.template.spec.image
+        pushed = self._images.push_of(image) if image else None
+        if pushed is None:
+            return manifest
+        local = parse_image_name(pushed.local)
+        spec = manifest.template.spec.model_copy(update={"image": pushed.local})
+        template = dataclasses.replace(
+            manifest.template, spec=spec, digest=(local.digest or "").removeprefix("sha256:")
+        )
+        return dataclasses.replace(manifest, template=template)
 
     def _replace_facts(self, manifest: ServiceManifest) -> ReplaceFacts:
         service, template = manifest.name, manifest.template

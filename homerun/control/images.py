@@ -141,7 +141,9 @@ class Images:
             else parse_image_name(stored.name.tagged.split("@")[0])
         )
         digest = push_image(self._engine, stored.record.engine_image, target)
-        return PushedImage(name=target.tagged, digest=digest, pinned=target.pinned(digest))
+        pushed = PushedImage(name=target.tagged, digest=digest, pinned=target.pinned(digest))
+        self._store.record_push(stored.record.engine_image, pushed, local=stored.pinned)
+        return pushed
 
     def discard_unfinished(self) -> None:
         """At startup: what a daemon stopped during a build left."""

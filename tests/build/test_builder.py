@@ -357,3 +357,168 @@ def test_an_older_python_the_machine_lacks_builds_on_its_default_saying_so(
         line.startswith(f"building {source} with Python {default}.") for line in output.lines
     )
     assert artifact.argv[0].endswith("python")
+
+
+# A server of the standard library, so any Python from 3.6 runs it without a pip install: its
+# answer is the interpreter's sys.version.
+VERSION_APP = """\
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+class Answer(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = sys.version.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Answer).serve_forever()
+"""
+
+
+def _pyenv_version(prefix: str) -> str:
+    """The newest pyenv Python X.Y.Z of `prefix` on this machine; the test is skipped without."""
+    from homerun.build.pythons import matches, pythons_on_machine
+
+    found = [
+        python.version
+        for python in pythons_on_machine(os.environ)
+        if python.where == "pyenv" and matches(python.version, prefix)
+    ]
+    if not found:
+        pytest.skip(f"no pyenv Python {prefix} on this machine")
+    return max(found, key=lambda version: tuple(int(part) for part in version.split(".")))
+
+
+def _answer(artifact: Artifact) -> str:
+    with _serving(artifact) as url:
+        return httpx.get(url, timeout=10).text
+
+
+@pytest.mark.parametrize(
+    ("files", "version", "label"),
+    [
+        ({".python-version": "3.12\n"}, "3.12", ".python-version (line 1)"),
+        (
+            {".python-version": "# for the deploy\n\n3.9\n3.12\n"},
+            "3.9",
+            ".python-version (line 3)",
+        ),
+        ({"runtime.txt": "python-3.10\n"}, "3.10", "runtime.txt (line 1: python-3.10)"),
+        (
+            {"pyproject.toml": '[project]\nname = "v"\nrequires-python = ">=3.8,<3.11"\n'},
+            "3.10",
+            "pyproject.toml requires-python (line 3: >=3.8,<3.11)",
+        ),
+    ],
+)
+def test_the_python_a_file_asks_for_runs_the_app(
+    tmp_path: Path, venv_cache: Path, files: dict[str, str], version: str, label: str
+) -> None:
+    full = _pyenv_version(version)
+    source = write_tree(
+        tmp_path / "src", {"main.py": VERSION_APP, "Procfile": "web: python main.py\n", **files}
+    )
+    output = Output()
+    artifact = _build(source, tmp_path / "dest", venv_cache, output)
+    assert _answer(artifact).startswith(f"{full} ")
+    assert any(line.startswith(f"{label}: Python {full} (") for line in output.lines)
+    assert any(line.startswith(f"building {source} with Python {full} (") for line in output.lines)
+
+
+def test_precedence_is_said_and_the_first_source_wins(tmp_path: Path, venv_cache: Path) -> None:
+    full = _pyenv_version("3.9")
+    source = write_tree(
+        tmp_path / "src",
+        {
+            "main.py": VERSION_APP,
+            "Procfile": "web: python main.py\n",
+            ".python-version": "3.12\n",
+            "runtime.txt": "python-3.10\n",
+        },
+    )
+    output = Output()
+    artifact = _build(
+        source, tmp_path / "dest", venv_cache, output, user_env={"GOOGLE_PYTHON_VERSION": "3.9.x"}
+    )
+    assert _answer(artifact).startswith(f"{full} ")
+    assert "GOOGLE_PYTHON_VERSION=3.9.x: Python " + full + " (" in "\n".join(output.lines)
+    assert ".python-version is not read: GOOGLE_PYTHON_VERSION=3.9.x chooses the Python" in (
+        output.lines
+    )
+    assert "runtime.txt is not read: GOOGLE_PYTHON_VERSION=3.9.x chooses the Python" in (
+        output.lines
+    )
+
+
+def test_a_dockerfiles_from_wins_over_python_version(tmp_path: Path, venv_cache: Path) -> None:
+    full = _pyenv_version("3.10")
+    source = write_tree(
+        tmp_path / "src",
+        {
+            "main.py": VERSION_APP,
+            "Dockerfile": 'FROM python:3.10-slim\nCOPY . .\nCMD ["python", "main.py"]\n',
+            ".python-version": "3.12\n",
+        },
+    )
+    output = Output()
+    artifact = _build(source, tmp_path / "dest", venv_cache, output)
+    assert _answer(artifact).startswith(f"{full} ")
+    assert ".python-version is not read: FROM python:3.10-slim (line 1) chooses the Python" in (
+        output.lines
+    )
+
+
+def test_a_newer_python_version_than_the_machine_has_is_refused(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    source = write_tree(tmp_path / "src", {"main.py": VERSION_APP, ".python-version": "\n3.99\n"})
+    with pytest.raises(BuildError) as raised:
+        _build(source, tmp_path / "dest", venv_cache)
+    message = str(raised.value)
+    assert message.startswith(f"{source / '.python-version'}:2: asks for Python 3.99, and ")
+    assert "this machine has none (it has " in message and "pyenv install 3.99" in message
+    # No Dockerfile here: the container path needs one, and the advice says so.
+    assert "a Dockerfile with `FROM python:3.99-slim`, with podman installed" in message
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_range_above_the_machine_is_refused_naming_a_version_to_install(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    source = write_tree(
+        tmp_path / "src",
+        {
+            "main.py": VERSION_APP,
+            "pyproject.toml": '[project]\nname = "v"\nrequires-python = ">=3.20"\n',
+        },
+    )
+    with pytest.raises(BuildError) as raised:
+        _build(source, tmp_path / "dest", venv_cache)
+    message = str(raised.value)
+    assert message.startswith(f"{source / 'pyproject.toml'}:3: asks for Python >=3.20, and ")
+    assert "pyenv install 3.20" in message
+
+
+def test_an_older_runtime_txt_builds_on_the_default_saying_so(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    source = write_tree(
+        tmp_path / "src",
+        {
+            "main.py": VERSION_APP,
+            "Procfile": "web: python main.py\n",
+            "runtime.txt": "python-3.1\n",
+        },
+    )
+    output = Output()
+    artifact = _build(source, tmp_path / "dest", venv_cache, output)
+    default = f"{sys.version_info.major}.{sys.version_info.minor}"
+    note = next(line for line in output.lines if "asks for Python 3.1," in line)
+    assert note.startswith(f"{source / 'runtime.txt'}:1: asks for Python 3.1, which this ")
+    assert f"building with its Python {default}." in note and "pyenv install 3.1" in note
+    assert _answer(artifact).startswith(f"{default}.")

@@ -6,12 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from packaging.specifiers import SpecifierSet
 
 from homerun.build.pythons import (
     PythonOnMachine,
     matches,
     pick,
+    pick_in_range,
     pythons_on_machine,
+    range_is_older,
+    releases_in_range,
     requested_version,
 )
 
@@ -80,3 +84,37 @@ def test_the_default_python_is_kept_when_it_matches_else_the_newest_match() -> N
     assert chosen is not None and chosen.executable == "/usr/bin/python3.8"
     with pytest.raises(LookupError):
         pick("3.14", "3.11.7", machine)
+
+
+_MACHINE = [
+    PythonOnMachine("/p/3.9.18/bin/python3.9", "3.9.18", "pyenv"),
+    PythonOnMachine("/p/3.12.1/bin/python3.12", "3.12.1", "pyenv"),
+    PythonOnMachine("/p/3.13.0/bin/python3.13", "3.13.0", "pyenv"),
+    PythonOnMachine("/usr/bin/python3.10", "3.10", "PATH"),
+]
+
+
+@pytest.mark.parametrize(
+    ("requires", "chosen"),
+    [
+        (">=3.10,<3.13", "3.12.1"),  # the newest inside, not the default 3.11
+        (">=3.8", "3.13.0"),
+        ("~=3.9.2", "3.9.18"),
+        ("==3.10.*", "3.10"),  # python3.10 on the PATH: its X.Y stands for 3.10.z
+        (">=3.10.2,<3.11", "3.10"),
+        ("<3.12,!=3.9.*,!=3.10.*", None),  # the default 3.11.7 is the newest inside
+    ],
+)
+def test_requires_python_picks_the_newest_python_inside(requires: str, chosen: str | None) -> None:
+    found = pick_in_range(SpecifierSet(requires), "3.11.7", _MACHINE)
+    assert (found.version if found else None) == chosen
+
+
+def test_a_range_without_a_python_here() -> None:
+    with pytest.raises(LookupError):
+        pick_in_range(SpecifierSet(">=3.14"), "3.11.7", _MACHINE)
+    assert not range_is_older(SpecifierSet(">=3.14"), "3.11.7")
+    assert range_is_older(SpecifierSet("<3.8"), "3.11.7")
+    assert range_is_older(SpecifierSet(">=3.6,<3.9"), "3.11.7")
+    assert not range_is_older(SpecifierSet(">3.11,<3.5"), "3.11.7")  # nothing is inside
+    assert releases_in_range(SpecifierSet(">=3.13,<3.16")) == ["3.13", "3.14", "3.15"]

@@ -287,6 +287,21 @@ class FakeClient:
             "metadata": {"name": service},
         }
 
+    def export_service(
+        self, service: str, *, cloud_run: bool = False, image: str | None = None
+    ) -> dict[str, Any]:
+        self._record("export_service", service, cloud_run, image)
+        self._service(service)
+        image = image or f"registry.example.com/{service}@sha256:{'0' * 64}"
+        container: dict[str, Any] = {"image": image}
+        return {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": {"name": service},
+            "spec": {"template": {"spec": {"containers": [container]}}},
+            "cloud_run": cloud_run,  # which form was asked for, for the tests to see
+        }
+
     def deploy(self, request: DeployRequest) -> Iterator[DeployEvent]:
         self._record("deploy", request)
         return iter(self.events)

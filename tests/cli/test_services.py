@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from homerun.model.events import Phase
 from homerun.model.inspection import RampRequest, RampResult, RampStep
 from homerun.model.views import Decision, Route, Scaling, StartMode
@@ -281,3 +283,19 @@ def test_advise_draws_the_ramp_to_a_png(run: Run, fake: FakeClient, tmp_path: Pa
     assert "       40      39.6      1000      1010       0  <- knee" in out
     refused = run("services", "advise", "hello", "--chart", str(tmp_path / "no" / "x.png"))
     assert refused.code != 0 and "--chart: cannot write" in refused.err
+
+
+def test_export_prints_the_knative_or_cloud_run_document_as_yaml(
+    run: Run, fake: FakeClient
+) -> None:
+    knative = yaml.safe_load(run("services", "export", "hello").out)
+    assert knative["kind"] == "Service" and knative["cloud_run"] is False
+    assert fake.calls[-1] == ("export_service", ("hello", False, None))
+    image = f"registry.example.com/x@sha256:{'1' * 64}"
+    cloud = yaml.safe_load(run("services", "export", "hello", "--cloud-run", "--image", image).out)
+    assert cloud["cloud_run"] is True
+    assert cloud["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    # gcloud's spelling: `describe --format export` is the Cloud Run form.
+    described = yaml.safe_load(run("services", "describe", "hello", "--format", "export").out)
+    assert described["cloud_run"] is True
+    assert fake.calls[-1] == ("export_service", ("hello", True, None))

@@ -71,7 +71,7 @@ class Plane:
 def make_plane(tmp_path: Path) -> Callable[..., Plane]:
     """`make_plane(**settings)` inside a running event loop (the supervisor needs one)."""
 
-    def make(**settings: Any) -> Plane:
+    def make(build: Callable[..., Artifact] = fake_build, **settings: Any) -> Plane:
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
         configured = Settings(**{"deploy_settle_seconds": 0.0, "stop_grace_seconds": 1.0,
@@ -99,7 +99,7 @@ def make_plane(tmp_path: Path) -> Callable[..., Plane]:
             store=store,
             logs=logs,
             supervisor=supervisor,
-            build=fake_build,
+            build=build,
             poke=lambda unit: pokes.append(unit.name),
             clock=clock,
             signing_key=b"k" * 32,

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+from cloudcoil.models.knative_serving.serving import v1 as knative
 from fakes import free_port
+
+from homerun.knative import parse_service
 
 from .containers import (
     BASE_IMAGE,
@@ -380,3 +384,126 @@ def test_an_image_built_without_the_engine_is_not_pushed(
     assert refused.returncode == 1
     assert "built without a container engine" in refused.stderr
     assert "Only images podman built" in refused.stderr
+
+
+def _registry_digest(registry: str, repository: str, reference: str) -> str:
+    """The digest the registry serves `repository:reference` under (Docker-Content-Digest)."""
+    response = httpx.get(
+        f"http://{registry}/v2/{repository}/manifests/{reference}",
+        headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json, "
+            "application/vnd.docker.distribution.manifest.v2+json"
+        },  # fmt: skip
+        trust_env=False,
+    )
+    assert response.status_code == 200, response.text
+    return response.headers["Docker-Content-Digest"]
+
+
+def test_export_references_the_pushed_digest_and_runs_as_a_knative_pod(
+    engine_platform: Platform, registry: str, tmp_path: Path
+) -> None:
+    """`services export`: the serving revision as a Knative Service whose image is the one
+    the registry serves, by digest; pulled back and run as a Knative pod runs it, it answers
+    as homerun's instance does; `services replace` of the file changes nothing."""
+    tagged = f"{registry}/homerun-e2e/exp:v1"
+    built = engine_platform.run(
+        "builds", "submit", str(APPS / "container_app"), "--tag", tagged, timeout=600
+    )
+    assert built.returncode == 0, describe(built)
+    deployed = engine_platform.run(
+        "deploy", "exp", "--image", tagged, "--allow-unauthenticated",
+        "--set-env-vars", "GREETING=hello from homerun", "--concurrency", "7",
+        "--max-instances", "3", timeout=300,
+    )  # fmt: skip
+    assert deployed.returncode == 0, describe(deployed)
+    served = report(engine_platform, "exp")
+
+    # Never pushed (unless an earlier test pushed the same image under another name): export
+    # says so, and how.
+    refused = engine_platform.run("services", "export", "exp")
+    if refused.returncode != 0:
+        assert "never pushed to a registry" in refused.stderr, describe(refused)
+        assert f"homerun images push {tagged}" in refused.stderr
+
+    pushed = engine_platform.run("images", "push", tagged)
+    assert pushed.returncode == 0, describe(pushed)
+    pinned = pushed.stdout.strip().splitlines()[-1]
+    exported = engine_platform.run("services", "export", "exp", check=True).stdout
+    document = yaml.safe_load(exported)
+    container = document["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == pinned
+    digest = pinned.rpartition("@")[2]
+    assert _registry_digest(registry, "homerun-e2e/exp", "v1") == digest
+    assert _registry_digest(registry, "homerun-e2e/exp", digest) == digest
+    assert document["spec"]["template"]["spec"]["containerConcurrency"] == 7
+    annotations = document["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["autoscaling.knative.dev/max-scale"] == "3"
+    assert not any(key.startswith("homerun.dev/") for key in annotations)
+    # Knative's CRD schema (strictly typed, no unknown field) and homerun's reading of it.
+    crd = knative.Service.model_validate(document, strict=True)
+    assert crd.model_dump(mode="json", by_alias=True, exclude_unset=True) == document
+    parse_service(document)
+    cloud_run = engine_platform.run("services", "describe", "exp", "--format", "export")
+    assert cloud_run.returncode == 0, describe(cloud_run)
+    cloud_document = yaml.safe_load(cloud_run.stdout)
+    assert cloud_document["spec"]["template"]["spec"]["containers"][0]["image"] == pinned
+    assert cloud_document["spec"]["template"]["metadata"]["annotations"] == {
+        "autoscaling.knative.dev/maxScale": "3"
+    }
+
+    # Pulled by the exported digest and run as a Knative pod runs it: PORT=8080, the K_* env,
+    # and the document's env.
+    command = podman()
+    subprocess.run(
+        [*command, "pull", "--tls-verify=false", container["image"]],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    name = f"homerun-e2e-export-{port}"
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    env |= {"PORT": "8080", "K_SERVICE": "exp", "K_CONFIGURATION": "exp"}
+    env["K_REVISION"] = str(served["k_revision"])
+    subprocess.run(
+        [
+            *command,
+            "run",
+            "--detach",
+            "--rm",
+            "--name",
+            name,
+            *PODMAN_RUN,
+            "--publish",
+            f"127.0.0.1:{port}:8080",
+            *(part for key, value in env.items() for part in ("--env", f"{key}={value}")),
+            container["image"],
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/", trust_env=False)
+                if response.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the exported image did not answer"
+            time.sleep(0.1)
+        assert response.json() == served  # greeting, uid, stage, cwd, port, K_* alike
+        assert served["greeting"] == "hello from homerun"
+    finally:
+        subprocess.run([*command, "rm", "--force", "--time", "0", name], capture_output=True)
+        subprocess.run([*command, "rmi", container["image"]], capture_output=True)
+
+    # The exported file, given back to homerun, is the revision it came from.
+    path = tmp_path / "exp.yaml"
+    path.write_text(exported)
+    replaced = engine_platform.run("services", "replace", str(path), timeout=300)
+    assert replaced.returncode == 0, describe(replaced)
+    revision = served["k_revision"]
+    assert f"The template is unchanged: {revision} stays" in replaced.stdout, describe(replaced)
+    assert report(engine_platform, "exp")["k_revision"] == served["k_revision"]
