@@ -183,7 +183,7 @@ class Daemon:
             signing_key=signing_key,
             metadata_address=metadata_socket.getsockname()[:2],
             dashboard_url=dashboard_url,
-            runtime=runtime,
+            runtime=instances,
             release_images=(
                 functools.partial(remove_unused_images, engine, stopped=self._stop.is_set)
                 if engine
@@ -501,6 +501,7 @@ def control_plane(
         usage=live.usage,
     )
     images = ImageStore(paths.images, clock=wall_clock)
+    job_artifacts = JobArtifacts(paths, store, tasks)
     revisions = Revisions(
         paths=paths,
         store=store,
@@ -509,13 +510,13 @@ def control_plane(
         tasks=tasks,
         retention=settings.revision_retention,
         image_venvs=images.venvs,
-        engine_images=images.engine_images,
+        # Jobs run images podman built too: those of jobs and running executions stay.
+        engine_images=lambda: images.engine_images() | job_artifacts.engine_images(),
         release_images=release_images,
     )
     traffic = Traffic(store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values)
     iam = Iam(store, logs, authority, access_changed=live.refresh_access)
     job_logs = JobLogs(logs)
-    job_artifacts = JobArtifacts(paths, store, tasks)
     registry = task_registry or InstanceRegistry(
         record=lambda name, execution, pid: store.record_instance(
             name, execution, pid, process_start_ticks(pid)
@@ -534,6 +535,7 @@ def control_plane(
         wall_clock=wall_clock,
         host_env=host_env,
         hosts_file=paths.hosts,
+        runs_containers=engine is not None,
         stop_grace=settings.stop_grace_seconds,
         # Parallelism 0 is "as many as possible": on Cloud Run a number that grows with the
         # CPUs used; here 4 tasks per CPU of this machine.
@@ -601,6 +603,8 @@ def control_plane(
             schedules=schedules,
             tasks=tasks,
             wall_clock=wall_clock,
+            images=images,
+            engine=engine,
         ),
         advisor=advisor,
         worker_pools=WorkerPools(
