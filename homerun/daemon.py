@@ -58,6 +58,7 @@ from homerun.control.live import LiveRevisions
 from homerun.control.ramp import Ramp
 from homerun.control.resolved import routed_revisions
 from homerun.control.revisions import Revisions
+from homerun.control.scheduler import Call, Calls, Scheduler
 from homerun.control.schedules import Schedules
 from homerun.control.secrets import Secrets, SecretValues
 from homerun.control.tasks import Tasks
@@ -85,6 +86,7 @@ from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
 from homerun.scaling.supervisor import InstanceRegistry, Supervisor
 from homerun.scaling.unit import RevisionUnit
+from homerun.scheduler_store import SchedulerStore
 from homerun.secret_store import SecretStore
 from homerun.store import Store
 
@@ -461,6 +463,7 @@ def control_plane(
     wall_clock: Callable[[], float] = time.time,
     engine: Engine | None = None,
     release_images: Callable[[set[str]], object] | None = None,
+    scheduler_call: Call | None = None,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
     runs jobs' tasks; their pids go to `task_registry` (by default the store's instances, which
@@ -622,6 +625,16 @@ def control_plane(
             host_env=host_env,
         ),
         ramp=Ramp(store=store, live=live, supervisor=supervisor, advisor=advisor, clock=clock),
+        scheduler=Scheduler(
+            store=SchedulerStore(paths.database),
+            logs=logs,
+            authority=authority,
+            tasks=tasks,
+            domain=settings.domain,
+            call=scheduler_call
+            or Calls(settings.domain, (_loopback(settings.listen), settings.port)),
+            wall_clock=wall_clock,
+        ),
         images=Images(
             store=images,
             settings=settings,
@@ -632,6 +645,11 @@ def control_plane(
             engine=engine,
         ),
     )
+
+
+def _loopback(listen: str) -> str:
+    """The address to reach the router at: its own, or loopback when it listens on all."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(listen, listen)
 
 
 def _container_engine(setting: str) -> Engine | None:
