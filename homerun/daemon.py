@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import functools
@@ -67,7 +68,7 @@ from homerun.control.urls import Urls
 from homerun.control.views import Views
 from homerun.control.worker_pools import WorkerPools
 from homerun.errors import HomerunError
-from homerun.model.engine import Engine
+from homerun.model.engine import Engine, build_repository
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.observe.metrics import Metrics
 from homerun.observe.overview import overview
@@ -123,7 +124,7 @@ class Daemon:
         logs = LogStore(
             self.paths.logs, max_bytes=self.settings.log_max_bytes, report=_print_problem
         )
-        engine = _container_engine(self.settings.container_engine)
+        engine = _container_engine(self.settings.container_engine, self.paths.home)
         # Process instances in control groups of their own (runtime/limited.py); container
         # instances get theirs from podman (--memory, --cpus), so the container runtime
         # wraps the limited one and hands it every start that is not a container.
@@ -652,11 +653,16 @@ def _loopback(listen: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(listen, listen)
 
 
-def _container_engine(setting: str) -> Engine | None:
+def _container_engine(setting: str, home: Path) -> Engine | None:
+    """The engine, tagging this home's builds in a repository of its own."""
     try:
-        return find_engine(setting)
+        engine = find_engine(setting)
     except ValueError as error:
         raise HomerunError(str(error)) from None
+    if engine is None:
+        return None
+    key = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+    return dataclasses.replace(engine, build_repository=build_repository(key))
 
 
 def run(home: Path, settings: Settings) -> None:

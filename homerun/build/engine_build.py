@@ -15,7 +15,7 @@ from homerun.build.artifact import Artifact
 from homerun.build.dockerfile import Instruction, split_instructions
 from homerun.errors import BuildError
 from homerun.model.artifact import ArtifactRecord
-from homerun.model.engine import BUILD_REPOSITORY, Engine
+from homerun.model.engine import Engine
 
 BUILD_SECONDS = 3600.0  # Cloud Build's default timeout is 10 minutes; apt and pip can be slow
 # podman's progress: "STEP 3/5: RUN …", or "[2/2] STEP 3/5: …" in a multi-stage build.
@@ -34,7 +34,7 @@ def engine_build(
     """Blocking: `podman build` of `source` with its Dockerfile; every line of its output goes
     to `output`. A failing step raises BuildError naming the Dockerfile's line."""
     output(f"building with {engine.name} {engine.version}: {why}")
-    tag = f"{BUILD_REPOSITORY}:{secrets.token_hex(6)}"
+    tag = f"{engine.build_repository}:{secrets.token_hex(6)}"
     iidfile = dest / ".image-id"
     command = engine.command(
         "build",

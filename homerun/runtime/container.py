@@ -29,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from homerun.model.engine import (
-    BUILD_REPOSITORY,
     PODMAN_GLOBAL_ARGS,
     PODMAN_RUN_ARGS,
     ContainerSpec,
@@ -303,8 +302,9 @@ def remove_unused_images(
     sleep: Callable[[float], None] = time.sleep,
     stopped: Callable[[], bool] = lambda: False,
 ) -> list[str]:
-    """Blocking: untag the images homerun built (BUILD_REPOSITORY) whose ID is not in `used`
-    (sha256:… IDs of revisions and stored images); podman deletes an image with its last tag.
+    """Blocking: untag the images this home built (the engine's build repository: another
+    home's are not seen) whose ID is not in `used` (sha256:… IDs of revisions and stored
+    images); podman deletes an image with its last tag.
     One a container still runs (an instance of a deleted revision stopping, up to its stop
     grace) is refused by podman: it is tried again every second for `retry_seconds`, or until
     `stopped()` (the daemon stops: its exit must not wait on this). The tags removed."""
@@ -313,7 +313,7 @@ def remove_unused_images(
             "images",
             "--no-trunc",
             "--filter",
-            f"reference={BUILD_REPOSITORY}",
+            f"reference={engine.build_repository}",
             "--format",
             "{{.ID}} {{.Repository}}:{{.Tag}}",
         ),
@@ -326,7 +326,7 @@ def remove_unused_images(
     for line in listed.stdout.splitlines():
         image, _, tag = line.partition(" ")
         image = image if image.startswith("sha256:") else f"sha256:{image}"
-        if image not in used and tag.startswith(f"{BUILD_REPOSITORY}:"):
+        if image not in used and tag.startswith(f"{engine.build_repository}:"):
             unused.append(tag)
     removed: list[str] = []
     waited = 0.0

@@ -189,12 +189,13 @@ def test_deleting_a_service_removes_the_image_only_it_ran(
 
 
 def _build_tags() -> list[str]:
+    """The tags of images homes built (each home has its repository: homerun-build-KEY)."""
     listed = subprocess.run(
         [
             *podman(),
             "images",
             "--filter",
-            "reference=localhost/homerun-build",
+            "reference=localhost/homerun-build-*",
             "--format",
             "{{.Repository}}:{{.Tag}}",
         ],  # fmt: skip
@@ -202,7 +203,7 @@ def _build_tags() -> list[str]:
         text=True,
         check=True,
     )
-    return listed.stdout.split()
+    return [tag for tag in listed.stdout.split() if tag.startswith("localhost/homerun-build-")]
 
 
 def _image_with_marker(marker: str) -> bool:
