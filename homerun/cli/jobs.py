@@ -371,7 +371,12 @@ def _print_job(job: JobSummary) -> None:
             f"  Executed {job.executions} time(s); last with execution {latest.name} "
             f"({latest.status}) at {when(latest.created_at)}"
         )
-    print(f"  Source:        {job.source}")
+    if job.image:
+        print(f"  Image:         {job.image}")
+    if job.source or not job.image:
+        print(f"  Source:        {job.source}")
+    if job.container_image:
+        print(f"  Runs as:       containers of {job.container_image} (podman)")
     print(f"  Entrypoint:    {' '.join(job.entrypoint)} ({job.entrypoint_origin})")
     print(f"  Tasks:         {job.task_count}")
     print(f"  Parallelism:   {job.parallelism or 'as many as possible'}")

@@ -200,7 +200,7 @@ class Scheduler:
             status, answer = await self._call(target, headers)
             if not 200 <= status < 300:
                 error = f"HTTP {status}: {answer.strip()}" if answer.strip() else f"HTTP {status}"
-        except httpx.HTTPError as failure:
+        except (httpx.HTTPError, httpx.InvalidURL) as failure:
             error = f"no answer: {str(failure) or type(failure).__name__}"
         attempt = CallAttempt(
             started_at=started,

@@ -118,6 +118,11 @@ def check_target(target: HttpTarget, domain: str) -> HttpTarget:
             f"addresses (127.0.0.1, ::1, localhost) and its services' URLs "
             f"(http://SERVICE.{domain}:PORT); no network beyond loopback is reachable here"
         )
+    if parts.scheme == "https" and is_service_host(parts.hostname, domain):
+        raise InvalidSpec(
+            f"--uri: {target.uri!r}: homerun's services are called at their http:// URL "
+            "(the router on loopback); write http://"
+        )
     method = target.http_method.upper()
     if method not in HTTP_METHODS:
         raise InvalidSpec(

@@ -192,6 +192,8 @@ def test_bad_jobs_are_refused_saying_what_to_do(fixture: Fixture) -> None:
         ("http://report.localhost.evil.com/", False),
         ("http://169.254.169.254/", False),
         ("https://example.com/", False),
+        ("https://report.localhost:8443/", False),  # its http:// URL: the router on loopback
+        ("https://127.0.0.1:8443/", True),
     ],
 )
 def test_only_loopback_and_service_urls_are_called(uri: str, allowed: bool) -> None:

@@ -429,6 +429,9 @@ def test_a_job_from_an_image_podman_built_runs_tasks_as_containers_and_retries(
     assert "Image localhost/ctr-task:v1 is localhost/ctr-task@sha256:" in (
         created.stdout + created.stderr
     )
+    shown = engine_platform.run("jobs", "describe", "ctr-tasks", check=True).stdout
+    assert "Image:         localhost/ctr-task@sha256:" in shown, shown
+    assert "Runs as:       containers of sha256:" in shown, shown
     executed = engine_platform.run("jobs", "execute", "ctr-tasks", "--wait", timeout=300)
     assert executed.returncode == 0, describe(executed)
     assert "3 tasks completed successfully after 1 retr" in executed.stdout, executed.stdout

@@ -119,12 +119,13 @@ def test_an_execution_whose_tasks_all_fail_fails_naming_them(
            "--set-env-vars", f"RECORD_DIR={records},FAIL_MODE=always")  # fmt: skip
     result = platform.run("jobs", "execute", "hopeless", "--wait", timeout=EXECUTION_SECONDS)
     assert result.returncode == 1, describe(result)
-    assert "failed: 2 of 2 tasks failed: task 0: exit code 1; its last line: Task #0, " in (
+    assert "failed: 2 of 2 tasks failed: task 0: exit code 1; its last lines: Starting " in (
         result.stderr
     )
-    assert "task 1: exit code 1; its last line: Task #1, Attempt #1 failed. (2 attempts)" in (
-        result.stderr
-    )
+    assert (
+        "task 1: exit code 1; its last lines: Starting Task #1, Attempt #1... | "
+        "Task #1, Attempt #1 failed. (2 attempts)"
+    ) in result.stderr, result.stderr
     assert sorted(attempts(records)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     listed = platform.run("jobs", "executions", "list", "--job", "hopeless")
     assert " failed " in listed.stdout, describe(listed)
