@@ -11,7 +11,10 @@ from typing import Any
 
 from fakes import FakeInstance
 
+from homerun.config import Settings
+from homerun.control.job_artifacts import JobArtifacts
 from homerun.control.job_plan import JobRequest
+from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, InvalidSpec
 from homerun.model.engine import ContainerSpec, Engine
 from homerun.model.events import Failed, JobDeployed, JobEvent, Phase
@@ -512,6 +515,11 @@ def test_a_job_podman_built_runs_each_task_as_a_container_with_its_limits(
         assert "its last lines: starting | reading input | no such table: orders" in (
             ended.message or ""
         ), ended.message
+        # The services' collection of unused podman images keeps the job's.
+        artifacts = JobArtifacts(
+            Settings().paths(plane.source.parent / "home"), plane.store, Tasks()
+        )
+        assert artifacts.engine_images() == {PODMAN_IMAGE}
 
     run(lambda: make_jobs_plane(engine=ENGINE), scenario)
 

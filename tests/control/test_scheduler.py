@@ -203,3 +203,24 @@ def test_only_loopback_and_service_urls_are_called(uri: str, allowed: bool) -> N
         assert not allowed
     else:
         assert allowed
+
+
+def test_the_loop_makes_enabled_jobs_runs_and_skips_paused_ones(fixture: Fixture) -> None:
+    async def scenario() -> None:
+        scheduler = fixture.scheduler
+        scheduler.create(request())
+        scheduler.create(request().model_copy(update={"name": "paused"}))
+        scheduler.pause("paused")
+        scheduler.start()
+        await settle(fixture.tasks)
+        assert fixture.call.calls == []  # 10:00:30: no run is due
+        fixture.clock.advance(275)  # 10:05:05
+        # A change wakes the loop (as its minute's look at the wall clock would).
+        scheduler.create(request().model_copy(update={"name": "later", "schedule": "0 9 * * *"}))
+        await settle(fixture.tasks)
+        assert len(fixture.call.calls) == 1  # every-5's 10:05 run; not the paused job's
+        assert [a.scheduled_for for a in scheduler.describe("every-5").attempts] == [NOW + 270]
+        assert scheduler.describe("paused").attempts == []
+        await fixture.tasks.close()
+
+    asyncio.run(scenario())
