@@ -31,6 +31,7 @@ from homerun.model.images import (
 )
 from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
+from homerun.model.scheduler import CallAttempt, SchedulerJobRequest, SchedulerJobView
 from homerun.model.validation import validation_message
 from homerun.model.views import (
     DomainMappingView,
@@ -363,6 +364,30 @@ class Client:
             "GET", f"/v1/worker-pools/{name}/logs", params={"limit": limit}
         )
         return entries
+
+    # Scheduler jobs
+
+    def create_scheduler_job(self, request: SchedulerJobRequest) -> SchedulerJobView:
+        return _read(
+            SchedulerJobView,
+            self._call("POST", "/v1/scheduler/jobs", json=request.model_dump(mode="json")),
+        )
+
+    def scheduler_jobs(self) -> list[SchedulerJobView]:
+        return _read_list(SchedulerJobView, self._call("GET", "/v1/scheduler/jobs"))
+
+    def scheduler_job(self, name: str) -> SchedulerJobView:
+        return _read(SchedulerJobView, self._call("GET", f"/v1/scheduler/jobs/{name}"))
+
+    def delete_scheduler_job(self, name: str) -> None:
+        self._call("DELETE", f"/v1/scheduler/jobs/{name}")
+
+    def scheduler_job_action(self, name: str, action: str) -> SchedulerJobView:
+        """pause or resume: the job after it."""
+        return _read(SchedulerJobView, self._call("POST", f"/v1/scheduler/jobs/{name}/{action}"))
+
+    def run_scheduler_job(self, name: str) -> CallAttempt:
+        return _read(CallAttempt, self._call("POST", f"/v1/scheduler/jobs/{name}/run"))
 
     # Builds and images
 

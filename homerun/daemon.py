@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import gc
 import getpass
+import hashlib
 import os
 import signal
 import socket
@@ -50,6 +52,7 @@ from homerun.control.live import LiveRevisions
 from homerun.control.ramp import Ramp
 from homerun.control.resolved import routed_revisions
 from homerun.control.revisions import Revisions
+from homerun.control.scheduler import Call, Calls, Scheduler
 from homerun.control.schedules import Schedules
 from homerun.control.secrets import Secrets, SecretValues
 from homerun.control.tasks import Tasks
@@ -59,7 +62,7 @@ from homerun.control.views import Views
 from homerun.control.worker_pools import WorkerPools
 from homerun.errors import HomerunError
 from homerun.mapping_store import MappingStore
-from homerun.model.engine import Engine
+from homerun.model.engine import Engine, build_repository
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.observe.metrics import Metrics
 from homerun.observe.overview import overview
@@ -78,6 +81,7 @@ from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
 from homerun.scaling.supervisor import InstanceRegistry, Supervisor
 from homerun.scaling.unit import RevisionUnit
+from homerun.scheduler_store import SchedulerStore
 from homerun.secret_store import SecretStore
 from homerun.store import Store
 
@@ -107,7 +111,7 @@ class Daemon:
         logs = LogStore(
             self.paths.logs, max_bytes=self.settings.log_max_bytes, report=_print_problem
         )
-        engine = _container_engine(self.settings.container_engine)
+        engine = _container_engine(self.settings.container_engine, self.paths.home)
         # Process instances in control groups of their own (runtime/limited.py); container
         # instances get theirs from podman (--memory, --cpus), so the container runtime
         # wraps the limited one and hands it every start that is not a container.
@@ -180,7 +184,7 @@ class Daemon:
             signing_key=signing_key,
             metadata_address=metadata_socket.getsockname()[:2],
             dashboard_url=dashboard_url,
-            runtime=runtime,
+            runtime=instances,
             release_images=(
                 functools.partial(remove_unused_images, engine, stopped=self._stop.is_set)
                 if engine
@@ -429,6 +433,7 @@ def control_plane(
     engine: Engine | None = None,
     release_images: Callable[[set[str]], object] | None = None,
     sandbox: str | None = None,
+    scheduler_call: Call | None = None,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
     runs jobs' tasks; their pids go to `task_registry` (by default the store's instances, which
@@ -471,6 +476,7 @@ def control_plane(
         usage=live.usage,
     )
     images = ImageStore(paths.images, clock=wall_clock)
+    job_artifacts = JobArtifacts(paths, store, tasks)
     revisions = Revisions(
         paths=paths,
         store=store,
@@ -479,13 +485,13 @@ def control_plane(
         tasks=tasks,
         retention=settings.revision_retention,
         image_venvs=images.venvs,
-        engine_images=images.engine_images,
+        # Jobs run images podman built too: those of jobs and running executions stay.
+        engine_images=lambda: images.engine_images() | job_artifacts.engine_images(),
         release_images=release_images,
     )
     traffic = Traffic(store=store, logs=logs, live=live, revisions=revisions, secrets=secret_values)
     iam = Iam(store, logs, authority, access_changed=live.refresh_access)
     job_logs = JobLogs(logs)
-    job_artifacts = JobArtifacts(paths, store, tasks)
     registry = task_registry or InstanceRegistry(
         record=lambda name, execution, pid: store.record_instance(
             name, execution, pid, process_start_ticks(pid)
@@ -504,6 +510,7 @@ def control_plane(
         wall_clock=wall_clock,
         host_env=host_env,
         hosts_file=paths.hosts,
+        runs_containers=engine is not None,
         stop_grace=settings.stop_grace_seconds,
         # Parallelism 0 is "as many as possible": on Cloud Run a number that grows with the
         # CPUs used; here 4 tasks per CPU of this machine.
@@ -572,6 +579,8 @@ def control_plane(
             schedules=schedules,
             tasks=tasks,
             wall_clock=wall_clock,
+            images=images,
+            engine=engine,
         ),
         advisor=advisor,
         worker_pools=WorkerPools(
@@ -590,6 +599,16 @@ def control_plane(
         ),
         ramp=Ramp(store=store, live=live, supervisor=supervisor, advisor=advisor, clock=clock),
         exports=Exports(store=store, images=images),
+        scheduler=Scheduler(
+            store=SchedulerStore(paths.database),
+            logs=logs,
+            authority=authority,
+            tasks=tasks,
+            domain=settings.domain,
+            call=scheduler_call
+            or Calls(settings.domain, (_loopback(settings.listen), settings.port)),
+            wall_clock=wall_clock,
+        ),
         images=Images(
             store=images,
             settings=settings,
@@ -611,11 +630,21 @@ def control_plane(
     )
 
 
-def _container_engine(setting: str) -> Engine | None:
+def _loopback(listen: str) -> str:
+    """The address to reach the router at: its own, or loopback when it listens on all."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(listen, listen)
+
+
+def _container_engine(setting: str, home: Path) -> Engine | None:
+    """The engine, tagging this home's builds in a repository of its own."""
     try:
-        return find_engine(setting)
+        engine = find_engine(setting)
     except ValueError as error:
         raise HomerunError(str(error)) from None
+    if engine is None:
+        return None
+    key = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+    return dataclasses.replace(engine, build_repository=build_repository(key))
 
 
 def run(home: Path, settings: Settings) -> None:

@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"knative", "build", "runtime", "secret_store", "store_db", "progress", "client"},
     {"routing"},  # the data plane
     {"access"},
-    {"store", "pool_store", "mapping_store"},
+    {"store", "pool_store", "mapping_store", "scheduler_store"},
     {"observe"},
     {"scaling"},
     {"config"},  # settings, autoscaler's included

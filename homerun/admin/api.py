@@ -23,6 +23,7 @@ from homerun.model.events import DeployEvent, JobEvent, PoolEvent
 from homerun.model.images import BuildEvent, BuildRequest
 from homerun.model.inspection import RampRequest
 from homerun.model.jobs import ExecutionOverrides
+from homerun.model.scheduler import SchedulerJobRequest
 from homerun.model.validation import validation_message
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
@@ -280,6 +281,36 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
         )
         return JSONResponse(entries)
 
+    # Scheduler jobs (Cloud Scheduler's HTTP targets)
+
+    async def scheduler_jobs(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                body = SchedulerJobRequest.model_validate_json(await request.body())
+            except ValidationError as error:
+                raise InvalidSpec(
+                    f"invalid scheduler job request: {validation_message(error)}"
+                ) from None
+            return _view(control.scheduler.create(body))
+        return _views(control.scheduler.jobs())
+
+    async def scheduler_job(request: Request) -> Response:
+        name = request.path_params["name"]
+        if request.method == "DELETE":
+            control.scheduler.delete(name)
+            return JSONResponse({"deleted": name})
+        return _view(control.scheduler.describe(name))
+
+    async def scheduler_job_action(request: Request) -> Response:
+        name, action = request.path_params["name"], request.path_params["action"]
+        if action == "pause":
+            return _view(control.scheduler.pause(name))
+        if action == "resume":
+            return _view(control.scheduler.resume(name))
+        if action == "run":
+            return _view(await control.scheduler.run(name))
+        raise NotFound(f"no scheduler job action {action!r}: pause, resume or run")
+
     async def builds(request: Request) -> Response:
         if request.method == "POST":
             try:
@@ -338,6 +369,9 @@ def create_app(control: ControlPlane, shutdown: Callable[[], None]) -> Starlette
             Route("/v1/executions", executions),
             Route("/v1/executions/{name}", execution, methods=["GET", "DELETE"]),
             Route("/v1/executions/{name}/cancel", execution_cancel, methods=["POST"]),
+            Route("/v1/scheduler/jobs", scheduler_jobs, methods=["GET", "POST"]),
+            Route("/v1/scheduler/jobs/{name}", scheduler_job, methods=["GET", "DELETE"]),
+            Route("/v1/scheduler/jobs/{name}/{action}", scheduler_job_action, methods=["POST"]),
             Route("/v1/worker-pools", worker_pools),
             Route("/v1/worker-pools/{name}", worker_pool, methods=["GET", "DELETE"]),
             Route("/v1/worker-pools/{name}/deploy", worker_pool_deploy, methods=["POST"]),

@@ -25,6 +25,7 @@ from homerun.model.images import (
 )
 from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides
+from homerun.model.scheduler import CallAttempt, SchedulerJobRequest, SchedulerJobView
 from homerun.spec import DeployRequest
 from homerun.traffic import TrafficUpdate
 
@@ -97,6 +98,8 @@ _VIEWS: tuple[type[BaseModel], ...] = (
     ImageSummary,
     BuildRequest,
     PushedImage,
+    SchedulerJobView,
+    CallAttempt,
 )
 
 
@@ -134,6 +137,7 @@ def openapi_document() -> dict[str, Any]:
     traffic = TrafficUpdate.model_json_schema(ref_template=_REF)
     job_request = JobRequest.model_json_schema(ref_template=_REF)
     pool_request = PoolRequest.model_json_schema(ref_template=_REF)
+    scheduler_request = SchedulerJobRequest.model_json_schema(ref_template=_REF)
     overrides = ExecutionOverrides.model_json_schema(ref_template=_REF)
     knative_document = {"type": "object", "description": "a Knative document (?format=knative)"}
     components = {
@@ -146,6 +150,8 @@ def openapi_document() -> dict[str, Any]:
         "JobRequest": job_request,
         **pool_request.pop("$defs", {}),
         "PoolRequest": pool_request,
+        **scheduler_request.pop("$defs", {}),
+        "SchedulerJobRequest": scheduler_request,
         "ExecutionOverrides": overrides,
         "TrafficUpdate": traffic,
         "BindingRequest": {
@@ -324,6 +330,7 @@ def openapi_document() -> dict[str, Any]:
             **_job_paths(),
             **_pool_paths(),
             **_domain_mapping_paths(),
+            **_scheduler_paths(),
             **_image_paths(),
         },
     }
@@ -474,5 +481,42 @@ def _pool_paths() -> dict[str, Any]:
                 path_name=True,
                 query={"limit": {"type": "integer", "minimum": 1}},
             )
+        },
+    }
+
+
+def _scheduler_paths() -> dict[str, Any]:
+    """Scheduler jobs (Cloud Scheduler's HTTP targets)."""
+    job = _ref("SchedulerJobView")
+    return {
+        "/v1/scheduler/jobs": {
+            "get": _operation("list scheduler jobs", returns=_list_of("SchedulerJobView")),
+            "post": _operation(
+                "create a scheduler job (`scheduler jobs create http`)",
+                body=_ref("SchedulerJobRequest"),
+                returns=job,
+            ),
+        },
+        "/v1/scheduler/jobs/{name}": {
+            "get": _operation("describe a scheduler job", path_name=True, returns=job),
+            "delete": _operation("delete a scheduler job", path_name=True),
+        },
+        "/v1/scheduler/jobs/{name}/{action}": {
+            "post": {
+                **_operation(
+                    "pause or resume a scheduler job (the job after it), or run it now (the "
+                    "call's CallAttempt)",
+                    path_name=True,
+                ),
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": _NAME},
+                    {
+                        "name": "action",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ["pause", "resume", "run"]},
+                    },
+                ],
+            }
         },
     }

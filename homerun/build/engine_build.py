@@ -14,7 +14,8 @@ from typing import Any
 from homerun.build.artifact import Artifact
 from homerun.build.dockerfile import Instruction, split_instructions
 from homerun.errors import BuildError
-from homerun.model.engine import BUILD_REPOSITORY, Engine
+from homerun.model.artifact import ArtifactRecord
+from homerun.model.engine import Engine
 
 BUILD_SECONDS = 3600.0  # Cloud Build's default timeout is 10 minutes; apt and pip can be slow
 # podman's progress: "STEP 3/5: RUN …", or "[2/2] STEP 3/5: …" in a multi-stage build.
@@ -33,7 +34,7 @@ def engine_build(
     """Blocking: `podman build` of `source` with its Dockerfile; every line of its output goes
     to `output`. A failing step raises BuildError naming the Dockerfile's line."""
     output(f"building with {engine.name} {engine.version}: {why}")
-    tag = f"{BUILD_REPOSITORY}:{secrets.token_hex(6)}"
+    tag = f"{engine.build_repository}:{secrets.token_hex(6)}"
     iidfile = dest / ".image-id"
     command = engine.command(
         "build",
@@ -141,3 +142,29 @@ def _failure(dockerfile: Path, lines: list[str], status: int) -> str:
             what = f"`{shown}` failed"
     tail = "\n".join(f"  {line}" for line in lines[-12:])
     return f"{where}: {what} (podman build exited with {status}); its last lines:\n{tail}"
+
+
+def engine_image_record(engine: Engine, name: str) -> ArtifactRecord | None:
+    """Blocking: an image in the engine's own storage (pulled, or built by hand) as the record
+    of an artifact that runs it; None when the engine has no image of that name."""
+    inspected = subprocess.run(
+        engine.command("image", "inspect", "--format", "{{.Id}} {{json .Config}}", name),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    if inspected.returncode != 0:
+        return None
+    image, _, raw = inspected.stdout.strip().partition(" ")
+    config = json.loads(raw or "{}")
+    config = config if isinstance(config, dict) else {}
+    argv = [str(word) for word in (config.get("Entrypoint") or []) + (config.get("Cmd") or [])]
+    image = image if image.startswith("sha256:") else f"sha256:{image}"
+    return ArtifactRecord(
+        argv=argv,
+        env={},
+        entrypoint_origin=f"the image's ENTRYPOINT and CMD ({name}, in {engine.name}'s storage)",
+        digest=image.removeprefix("sha256:"),
+        engine_image=image,
+    )

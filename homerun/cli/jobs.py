@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from homerun.cli import executions, flags
-from homerun.cli._commands import FlagGroup, Group, command, flag, positional
+from homerun.cli._commands import FlagGroup, Group, command, flag, one_of, positional
 from homerun.cli._context import Context
 from homerun.cli._output import print_json, when
 from homerun.cli.deploy import source_folder
@@ -23,6 +23,7 @@ from homerun.knative.job import parse_job, render_job
 from homerun.model.cron import parse_cron, time_zone
 from homerun.model.durations import parse_duration
 from homerun.model.events import BuildLine, Failed, JobDeployed, JobEvent, Phase
+from homerun.model.images import parse_image_name
 from homerun.model.jobs import (
     MAX_RETRIES,
     MAX_TASK_TIMEOUT_SECONDS,
@@ -78,7 +79,6 @@ TASKS = FlagGroup(
 CONTAINER = FlagGroup(
     "container",
     (
-        flag("--image", help=argparse.SUPPRESS),
         flag(
             "--command",
             metavar="COMMAND,...",
@@ -125,7 +125,15 @@ def _deploy_command(mode: str, summary: str, description: str, examples: Any) ->
         mode,
         summary,
         JOB,
-        flag("--source", metavar="DIR", help=source_help),
+        one_of(
+            flag("--source", metavar="DIR", help=source_help),
+            flag(
+                "--image",
+                metavar="IMAGE",
+                help="an image of the local store (`homerun builds submit --tag IMAGE`) or of "
+                "podman's; each task is then a container of it when podman built it",
+            ),
+        ),
         *JOB_FLAGS,
         examples=examples,
         description=description,
@@ -134,16 +142,15 @@ def _deploy_command(mode: str, summary: str, description: str, examples: Any) ->
 
 def _deploy(mode: str, arguments: argparse.Namespace, context: Context) -> int:
     job = validate_job_name(arguments.job)
-    if arguments.image:
-        raise HomerunError(
-            "--image: jobs do not run images yet (services do: `homerun deploy SERVICE "
-            "--image IMAGE`); give the job's code with --source DIR"
-        )
     if arguments.wait and not arguments.execute_now:
         raise HomerunError("--wait goes with --execute-now: it waits for that execution")
-    given = arguments.source
-    source = None if mode == "update" and given is None else str(source_folder(given))
-    changes = _changes(arguments, source)
+    if arguments.image is not None:
+        parse_image_name(arguments.image, "--image")
+        changes = _changes(arguments, None).model_copy(update={"image": arguments.image})
+    else:
+        given = arguments.source
+        source = None if mode == "update" and given is None else str(source_folder(given))
+        changes = _changes(arguments, source)
     settings = task_settings(arguments)
     schedule, zone = _schedule(arguments)
     client = context.client_starting_daemon()
@@ -160,16 +167,21 @@ def _deploy(mode: str, arguments: argparse.Namespace, context: Context) -> int:
 
 @_deploy_command(
     "create",
-    "create a job from source: its tasks run to completion when it is executed",
-    "Build the code in --source into a new job. A job does not listen: each of its tasks is a "
-    "process that runs to completion (CLOUD_RUN_TASK_INDEX tells it which one it is); "
+    "create a job from source or an image: its tasks run to completion when it is executed",
+    "Build the code in --source (or take the image --image names, pinned to its digest) into a "
+    "new job. A job does not listen: each of its tasks is a process (a container of an image "
+    "podman built) that runs to completion (CLOUD_RUN_TASK_INDEX tells it which one it is); "
     "`homerun jobs execute` runs them, retrying failed ones up to --max-retries times.",
     [
         (
             "Create the Cloud Run jobs quickstart: 50 tasks, half failing at random",
             "homerun jobs create job-quickstart --source . --tasks 50 "
             "--set-env-vars SLEEP_MS=10000,FAIL_RATE=0.5 --max-retries 10",
-        )
+        ),
+        (
+            "Create a job from an image built with `homerun builds submit --tag localhost/report`",
+            "homerun jobs create report --image localhost/report --tasks 3",
+        ),
     ],
 )
 def create(arguments: argparse.Namespace, context: Context) -> int:
@@ -178,8 +190,9 @@ def create(arguments: argparse.Namespace, context: Context) -> int:
 
 @_deploy_command(
     "deploy",
-    "create or update a job from source",
-    "Build the code in --source into the job JOB, created if new. A flag not given keeps the "
+    "create or update a job from source or an image",
+    "Build the code in --source (or take the image --image names) into the job JOB, created if "
+    "new. A flag not given keeps the "
     "job's current value.",
     [
         (
@@ -194,7 +207,7 @@ def deploy(arguments: argparse.Namespace, context: Context) -> int:
 
 @_deploy_command(
     "update",
-    "change a job's settings (and its code with --source)",
+    "change a job's settings (and its code with --source or --image)",
     "Change the settings of the job JOB; a flag not given keeps its value. Executions already "
     "running keep the settings they started with.",
     [
@@ -358,7 +371,12 @@ def _print_job(job: JobSummary) -> None:
             f"  Executed {job.executions} time(s); last with execution {latest.name} "
             f"({latest.status}) at {when(latest.created_at)}"
         )
-    print(f"  Source:        {job.source}")
+    if job.image:
+        print(f"  Image:         {job.image}")
+    if job.source or not job.image:
+        print(f"  Source:        {job.source}")
+    if job.container_image:
+        print(f"  Runs as:       containers of {job.container_image} (podman)")
     print(f"  Entrypoint:    {' '.join(job.entrypoint)} ({job.entrypoint_origin})")
     print(f"  Tasks:         {job.task_count}")
     print(f"  Parallelism:   {job.parallelism or 'as many as possible'}")

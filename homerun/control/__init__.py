@@ -17,6 +17,7 @@ live routing state the router reads. One module per concept; daemon.py wires the
                   executions (executions.py) run tasks as task_decision.py decides
     worker_pools.py  WorkerPools: instances with no port kept at a count (pool_decision.py)
     domain_mappings.py  DomainMappings: a user's domain routed to a service
+    scheduler.py  Scheduler: Cloud Scheduler's HTTP jobs (a URL called on a cron schedule)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from homerun.control.jobs import Jobs
 from homerun.control.live import LiveRevisions
 from homerun.control.ramp import Ramp
 from homerun.control.revisions import Revisions
+from homerun.control.scheduler import Scheduler
 from homerun.control.secrets import Secrets
 from homerun.control.tasks import Tasks
 from homerun.control.traffic import Traffic
@@ -65,6 +67,7 @@ class ControlPlane:
     images: Images
     domain_mappings: DomainMappings
     exports: Exports
+    scheduler: Scheduler
 
     async def restore(self) -> None:
         """After a (re)start: route every service to its ready revisions and start them."""
@@ -90,6 +93,7 @@ class ControlPlane:
         self.jobs.restore()
         self.tasks.spawn(self.revisions.fill_digests())
         self.worker_pools.restore()
+        self.scheduler.start()
 
     async def close(self) -> None:
         await self.jobs.executions.close()  # their tasks stop; executions resume next start

@@ -1,4 +1,5 @@
-"""Executions of jobs: each runs its tasks as processes through the instance runtime, as
+"""Executions of jobs: each runs its tasks as processes (or containers of the job's image,
+when a container engine built it) through the instance runtime, as
 control/task_decision.decide says (start, retry, time out, finish), and records every attempt
 in the store as it starts and ends.
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import choice
 
-from homerun.control.environment import INHERITED
+from homerun.control.environment import INHERITED, container_spec
 from homerun.control.job_artifacts import JobArtifacts
 from homerun.control.job_logs import JobLogs, job_event, task_entry
 from homerun.control.job_plan import plan_execution
@@ -93,7 +94,9 @@ class Executions:
         stop_grace: float,
         max_parallelism: int,
         hosts_file: Path | None = None,
+        runs_containers: bool = False,
     ) -> None:
+        self._runs_containers = runs_containers  # `runtime` starts containers of images
         # Collaborators
         self._store = store
         self._logs = logs
@@ -247,6 +250,10 @@ class Executions:
                 if decision.outcome is not None:
                     self._finish(run, decision.outcome)
                     return
+                if decision.start:
+                    # The tasks just started have deadlines this decision did not know (a
+                    # lone task past its --task-timeout would otherwise run on): decide again.
+                    continue
                 timeout = None
                 if decision.wake_at is not None:
                     timeout = max(0.0, decision.wake_at - self._clock())
@@ -283,13 +290,17 @@ class Executions:
         }
         argv = [expand_k8s_vars(argument, env) for argument in record.artifact.argv]
         name = f"{record.name}-task{task.index}-{number}"
+        container = container_spec(record.template, record.artifact)
         spec = InstanceSpec(
             name=name,
             argv=argv,
             env=env,
             cwd=self._artifacts.folder(record.job, record.artifact_dir) / record.artifact.cwd,
             port=0,  # a task does not listen: no PORT
+            # A container's label names its execution; a process's zygote is not per execution.
+            revision=record.name if container else "",
             limits=limits(record.template.cpu, record.template.memory),
+            container=container,
         )
         attempt = Attempt(number=number, started_at=self._wall_clock())
         task.recent.clear()
@@ -300,9 +311,18 @@ class Executions:
             self._logs.emit(entry)
 
         try:
+            if container is not None and not self._runs_containers:
+                raise OSError(
+                    "the job's image was built by a container engine, and this homerun runs "
+                    "without one now (config.yaml: container-engine); start it with podman "
+                    "installed and container-engine: auto"
+                )
             instance = await self._runtime.start(spec, output)
-        except OSError as error:  # a program that is missing or not executable
-            reason = f"cannot start {argv[0] if argv else 'the task'}: {error.strerror or error}"
+        except OSError as error:  # a program (or the container engine) missing or not executable
+            program = argv[0] if argv and container is None else "the task"
+            if container is not None:
+                program = "the container engine"
+            reason = f"cannot start {program}: {error.strerror or error}"
             self._ended(run, task, attempt.model_copy(update={"failure": reason}))
             run.changed.set()
             return
@@ -330,7 +350,12 @@ class Executions:
         else:
             failure = reason or describe_status(status)
             if reason is None and task.recent:
-                failure += f"; its last line: {task.recent[-1]}"
+                last = list(task.recent)
+                failure += (
+                    f"; its last line: {last[-1]}"
+                    if len(last) == 1
+                    else f"; its last lines: {' | '.join(last)}"
+                )
             ended = attempt.model_copy(
                 update={
                     "ended_at": self._wall_clock(),
@@ -410,6 +435,8 @@ class Executions:
     def _finish(self, run: _Run, outcome: Outcome) -> None:
         record = run.record
         self._store.finish_execution(record.name, outcome.status, outcome.message)
+        if record.artifact.engine_image is not None:
+            self._runtime.forget(record.name)
         severity = {ExecutionStatus.SUCCEEDED: "INFO", ExecutionStatus.CANCELLED: "WARNING"}
         self._logs.emit(
             job_event(
@@ -423,10 +450,13 @@ class Executions:
 
     def _base_env(self, record: ExecutionRecord) -> dict[str, str]:
         """A task's environment but its index and attempt. Later sources win: the host's
-        basics, the image's ENV, the job's env vars, its secrets (read now), then what Cloud
-        Run sets in a task. No PORT: a task does not listen."""
-        env = {key: self._host_env[key] for key in INHERITED if key in self._host_env}
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        basics (not in a container), the image's ENV, the job's env vars, its secrets (read
+        now), then what Cloud Run sets in a task. No PORT: a task does not listen."""
+        if record.artifact.engine_image is None:
+            env = {key: self._host_env[key] for key in INHERITED if key in self._host_env}
+            env.setdefault("PYTHONUNBUFFERED", "1")
+        else:  # a container has its image's PATH, HOME...: none of the host's
+            env = {}
         env.update(record.artifact.env)
         env.update(record.template.env)
         env.update(self._secrets.env(record.template))

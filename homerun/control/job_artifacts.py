@@ -55,6 +55,17 @@ class JobArtifacts:
         for venv in unused_venvs(self.venv_cache.iterdir(), referenced):
             self._tasks.discard(venv)
 
+    def engine_images(self) -> set[str]:
+        """The container engine's images that jobs and their running executions run: the
+        services' collection of unused images must keep them."""
+        used = {job.artifact.engine_image for job in self._store.jobs()}
+        used |= {
+            execution.artifact.engine_image
+            for execution in self._store.executions()
+            if _runs(execution)
+        }
+        return {image for image in used if image}
+
     def _venvs_in_use(self) -> Iterable[str | None]:
         for job in self._store.jobs():
             yield job.artifact.venv

@@ -46,14 +46,26 @@ class JobPlan:
     template: RevisionSpec
     settings: TaskSettings
     created: bool
-    build: Path | None  # build from this folder; None: keep the job's artifact
+    build: Path | None  # build from this folder; None: keep the job's artifact (or `image`)
     reason: str = ""  # why a rebuild, when the request gave no --source
     unchanged: bool = False
     schedule: str | None = None
     time_zone: str = "UTC"
+    image: str | None = None  # take the artifact of this image (pinned): `--image`
 
 
-def plan_job(request: JobRequest, current: JobRecord | None) -> JobPlan:
+_IMAGE_ENTRYPOINT = (
+    "--command and --args cannot change what an image built without a container engine runs "
+    "(its entrypoint was fixed when it was built); put the command in the Dockerfile's CMD "
+    "and build the image again, or give the job its folder with --source DIR --command ..."
+)
+
+
+def plan_job(
+    request: JobRequest, current: JobRecord | None, *, container_image: bool = False
+) -> JobPlan:
+    """`container_image`: the image --image names (pinned by the caller) runs as containers,
+    whose ENTRYPOINT and CMD --command and --args replace at each start."""
     job = validate_job_name(request.job)
     if request.mode == "create" and current is not None:
         raise InvalidSpec(
@@ -65,9 +77,22 @@ def plan_job(request: JobRequest, current: JobRecord | None) -> JobPlan:
             f"job {job!r} not found; create it with `homerun jobs create {job} --source DIR`"
         )
     changes = request.changes
-    if current is None and changes.source is None:
-        raise InvalidSpec(f"job {job} is new: give the folder of its code with --source DIR")
+    if current is None and changes.source is None and changes.image is None:
+        raise InvalidSpec(
+            f"job {job} is new: give the folder of its code with --source DIR, or an image "
+            "with --image IMAGE"
+        )
     template = changes.apply(current.template if current else None)
+    if changes.image is not None:
+        if (changes.command or changes.args) and not container_image:
+            raise InvalidSpec(_IMAGE_ENTRYPOINT)
+        # An image runs its own entrypoint: a --command kept from a source deploy goes.
+        template = template.model_copy(
+            update={
+                "command": changes.command or None if container_image else None,
+                "args": changes.args or None if container_image else None,
+            }
+        )
     check_job_env(template.env, "--set-env-vars")
     check_job_env(template.secrets, "--set-secrets")
     settings = request.settings.apply(current.settings if current else None)
@@ -81,17 +106,32 @@ def plan_job(request: JobRequest, current: JobRecord | None) -> JobPlan:
         schedule=schedule,
         time_zone=zone,
     )
+    now = (template, settings, schedule, zone)
+    if changes.image is not None:
+        if current is not None and now == (
+            current.template,
+            current.settings,
+            current.schedule,
+            current.time_zone,
+        ):
+            return replace(plan, unchanged=True)  # the same digest with the same settings
+        if current is not None and current.template.image == template.image:
+            return plan  # the same image: its artifact is kept
+        return replace(plan, image=changes.image)
     if changes.source is not None:
         return replace(plan, build=Path(changes.source))
-    assert current is not None  # a new job without --source was refused above
+    assert current is not None  # a new job without --source or --image was refused above
     if template.entrypoint_inputs() != current.template.entrypoint_inputs():
+        if current.artifact.engine_image is not None:
+            return plan  # a container's ENTRYPOINT and CMD are replaced at its start
+        if template.image:
+            raise InvalidSpec(_IMAGE_ENTRYPOINT)
         return replace(
             plan,
             build=Path(template.source),
             reason="the entrypoint changes (--command, --args or GOOGLE_ENTRYPOINT), so the "
             f"source is built again from {template.source}",
         )
-    now = (template, settings, schedule, zone)
     was = (current.template, current.settings, current.schedule, current.time_zone)
     return replace(plan, unchanged=now == was)
 

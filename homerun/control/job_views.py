@@ -87,6 +87,8 @@ class JobViews:
             updated_at=record.updated_at,
             generation=record.generation,
             source=template.source,
+            image=template.image,
+            container_image=record.artifact.engine_image,
             entrypoint=record.artifact.argv,
             entrypoint_origin=record.artifact.entrypoint_origin,
             env=template.env,

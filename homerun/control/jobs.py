@@ -1,16 +1,19 @@
-"""Jobs: `jobs create|deploy|update` (plan in control/job_plan.py, then build or keep the
-artifact, then record) and `jobs delete`. A job has no traffic and no routes: its tasks run
-only in executions (control/executions.py)."""
+"""Jobs: `jobs create|deploy|update` (plan in control/job_plan.py, then build, copy from an
+image or keep the artifact, then record) and `jobs delete`. A job has no traffic and no
+routes: its tasks run only in executions (control/executions.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from homerun.build.artifact import artifact_record, write_failure
+from homerun.build.artifact import artifact_record, copy_artifact, write_failure
+from homerun.build.engine_build import engine_image_record
+from homerun.build.images import ImageStore
 from homerun.config import Settings
 from homerun.control.deploys import BuildFunction
 from homerun.control.executions import Executions
@@ -21,14 +24,28 @@ from homerun.control.job_views import JobViews
 from homerun.control.schedules import Schedules
 from homerun.control.secrets import SecretValues
 from homerun.control.tasks import Tasks
-from homerun.errors import BuildError, HomerunError
+from homerun.errors import HomerunError, InvalidSpec, NotFound
 from homerun.model.artifact import ArtifactRecord
+from homerun.model.engine import Engine
 from homerun.model.events import BuildLine, Failed, JobDeployed, JobEvent, Phase
+from homerun.model.images import parse_image_name
 from homerun.model.jobs import validate_job_name
 from homerun.spec import RevisionSpec
 from homerun.store import Store
 
 JobEmit = Callable[[JobEvent], None]
+
+
+@dataclass(frozen=True)
+class JobImage:
+    """The image a job's --image names: of homerun's image store (`root`, its artifact
+    folder), or of the container engine's storage (no folder: the engine has it)."""
+
+    name: str  # as asked for, with its tag
+    pinned: str  # repository@sha256:…
+    record: ArtifactRecord
+    root: Path | None
+    source: str | None  # the folder it was built from
 
 
 class Jobs:
@@ -46,7 +63,11 @@ class Jobs:
         schedules: Schedules,
         tasks: Tasks,
         wall_clock: Callable[[], float],
+        images: ImageStore,
+        engine: Engine | None = None,
     ) -> None:
+        self._images = images  # --image: an image of the local store
+        self._engine = engine  # or of the engine's storage; and it runs the containers
         self._settings = settings
         self._store = store
         self._logs = logs
@@ -67,7 +88,12 @@ class Jobs:
             job = validate_job_name(request.job)
             async with self._locks.setdefault(job, asyncio.Lock()):
                 current = self._store.job(job) if self._store.has_job(job) else None
-                plan = plan_job(request, current)
+                pinned, image = await self._pinned(request, emit)
+                plan = plan_job(
+                    pinned,
+                    current,
+                    container_image=image is not None and image.record.engine_image is not None,
+                )
                 self._secrets.check(plan.template)
                 if plan.unchanged:
                     assert current is not None
@@ -81,9 +107,58 @@ class Jobs:
                         )
                     )
                     return
-                await self._apply(plan, current.generation if current else 0, emit)
+                await self._apply(plan, current.generation if current else 0, image, emit)
 
         return self._stream(work)
+
+    async def _pinned(
+        self, request: JobRequest, emit: JobEmit
+    ) -> tuple[JobRequest, JobImage | None]:
+        """`--image NAME[:TAG]` as the digest it names now (as a deploy pins it), and the
+        image: one of homerun's image store, else one in the container engine's storage."""
+        if request.changes.image is None:
+            return request, None
+        image = await asyncio.to_thread(self._image, request.changes.image)
+        if image.record.engine_image is not None and self._engine is None:
+            raise InvalidSpec(
+                f"--image: {image.name} was built by a container engine, and this homerun runs "
+                "without one now (config.yaml: container-engine); start it with podman "
+                "installed and container-engine: auto to run it"
+            )
+        emit(Phase(message=f"Image {image.name} is {image.pinned}"))
+        changes = request.changes.model_copy(
+            update={"image": image.pinned, "source": image.source or ""}
+        )
+        return request.model_copy(update={"changes": changes}), image
+
+    def _image(self, text: str) -> JobImage:
+        """Blocking: the image `text` names; NotFound says where it was looked for."""
+        try:
+            stored = self._images.resolve(text)
+        except NotFound as missing:
+            if self._engine is None:
+                raise
+            record = engine_image_record(self._engine, text)
+            if record is None:
+                raise NotFound(
+                    f"{missing} {self._engine.name} has no image {text} either "
+                    f"(`{self._engine.name} images` lists those it has)."
+                ) from None
+            name = parse_image_name(text, "--image")
+            return JobImage(
+                name=name.tagged,
+                pinned=name.pinned(record.engine_image or ""),
+                record=record,
+                root=None,
+                source=None,
+            )
+        return JobImage(
+            name=stored.name.tagged,
+            pinned=stored.pinned,
+            record=stored.record,
+            root=stored.root,
+            source=stored.source,
+        )
 
     async def delete(self, name: str) -> None:
         """The job, its executions (running ones are cancelled first), its artifacts and log."""
@@ -104,9 +179,18 @@ class Jobs:
         self.executions.restore()
         self.schedules.start()
 
-    async def _apply(self, plan: JobPlan, generation: int, emit: JobEmit) -> None:
+    async def _apply(
+        self, plan: JobPlan, generation: int, image: JobImage | None, emit: JobEmit
+    ) -> None:
         job = plan.job
-        if plan.build is None:
+        if plan.image is not None and image is not None:
+            artifact_dir = f"{generation + 1:05d}"
+            emit(Phase(message=f"Creating job {job} from the image {plan.image}"))
+            artifact = await self._from_image(image, job, artifact_dir)
+            emit(
+                Phase(message=f"Entrypoint ({artifact.entrypoint_origin}): {artifact.command_line}")
+            )
+        elif plan.build is None:
             current = self._store.job(job)
             artifact, artifact_dir = current.artifact, current.artifact_dir
             emit(Phase(message=f"Updating job {job} (no rebuild: its code is unchanged)"))
@@ -148,6 +232,23 @@ class Jobs:
             )
         )
 
+    async def _from_image(self, image: JobImage, job: str, artifact_dir: str) -> ArtifactRecord:
+        """The job's artifact folder as a copy of the stored image's (code and a shared
+        virtualenv), or an empty one for an image of the engine's storage (podman runs it)."""
+        dest = self._artifacts.folder(job, artifact_dir)
+        await asyncio.to_thread(shutil.rmtree, dest, True)  # a copy a stopped daemon left
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if image.root is None:
+                dest.mkdir()
+                return image.record
+            return await asyncio.to_thread(
+                copy_artifact, image.root, image.record, image.pinned, dest
+            )
+        except OSError as error:  # a full disk, most likely: say so, not "internal error"
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+            raise write_failure(error, dest, "the job is as it was") from None
+
     async def _built(
         self, source: Path, job: str, artifact_dir: str, template: RevisionSpec, emit: JobEmit
     ) -> ArtifactRecord:
@@ -161,7 +262,9 @@ class Jobs:
             loop.call_soon_threadsafe(emit, BuildLine(line=line))
 
         def build() -> ArtifactRecord:
-            record = artifact_record(
+            # A Dockerfile beyond the Python subset is built by the container engine: the
+            # record names its image, whose containers run the tasks.
+            return artifact_record(
                 self._build(
                     source,
                     dest,
@@ -173,14 +276,6 @@ class Jobs:
                     max_source_bytes=self._settings.max_source_bytes,
                 )
             )
-            if record.engine_image is not None:
-                raise BuildError(
-                    f"{source}/Dockerfile needs a container engine to build, and jobs do not "
-                    "run containers yet (services do); keep the job's Dockerfile in the "
-                    "Python subset, or give the job a folder without one (its "
-                    "requirements.txt is then installed)"
-                )
-            return record
 
         self._artifacts.builds += 1
         try:

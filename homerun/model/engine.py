@@ -7,8 +7,16 @@ from dataclasses import dataclass, field
 
 DEFAULT_CONTAINER_PORT = 8080  # Cloud Run's and Knative's containerPort
 # Images homerun built are tagged here, so that `podman image prune` keeps them; the daemon
-# untags those no revision or stored image uses any more.
+# untags those no revision or stored image uses any more. Each home has a repository of its
+# own (`build_repository`): podman's storage is the machine's, and a daemon must not untag the
+# images of another home's revisions.
 BUILD_REPOSITORY = "localhost/homerun-build"
+
+
+def build_repository(home_key: str) -> str:
+    """The repository of one home's images: `localhost/homerun-build-KEY`."""
+    return f"{BUILD_REPOSITORY}-{home_key}"
+
 
 # What podman needs on a machine without systemd and with low hard limits (this project's
 # machines): runc with plain cgroupfs, and ulimits below the hard ones (higher are refused).
@@ -25,6 +33,7 @@ class Engine:
     version: str
     global_args: tuple[str, ...] = PODMAN_GLOBAL_ARGS
     run_args: tuple[str, ...] = PODMAN_RUN_ARGS
+    build_repository: str = BUILD_REPOSITORY  # where its builds are tagged: one per home
 
     def command(self, *arguments: str) -> list[str]:
         return [self.program, *self.global_args, *arguments]

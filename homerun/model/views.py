@@ -220,6 +220,9 @@ class JobSummary(_View):
     updated_at: float
     generation: int
     source: str
+    image: str | None = None  # --image, pinned to its digest
+    # Its tasks are containers of an image podman built; else processes.
+    container_image: str | None = None
     entrypoint: list[str]
     entrypoint_origin: str
     env: dict[str, str]

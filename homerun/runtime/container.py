@@ -4,12 +4,13 @@ process runtime, by what its revision was built into.
 
 An instance is `podman run --rm` in the foreground: its output is the container's, its exit is
 the container's. The container's port is published on 127.0.0.1 only (PORT inside is the
-container port, 8080 by default, as on Cloud Run). conmon, which podman leaves to watch the
-container, holds the published port and is the parent of the container's processes: it is the
-instance's `pid`, so the startup probe finds the listener in the instance's process tree and
-the metrics count the container's processes. Stops go through the engine (`podman kill`, then
-`podman rm -f`); every container is labelled with the daemon's home, so that a daemon killed
-before it could stop them removes them at its next start (`remove_leftovers`).
+container port, 8080 by default, as on Cloud Run); a job's task (port 0) publishes none.
+conmon, which podman leaves to watch the container, holds the published port and is the
+parent of the container's processes: it is the instance's `pid`, so the startup probe finds
+the listener in the instance's process tree and the metrics count the container's processes.
+Stops go through the engine (`podman kill`, then `podman rm -f`); every container is labelled
+with the daemon's home, so that a daemon killed before it could stop them removes them at its
+next start (`remove_leftovers`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from homerun.model.engine import (
-    BUILD_REPOSITORY,
     PODMAN_GLOBAL_ARGS,
     PODMAN_RUN_ARGS,
     ContainerSpec,
@@ -106,6 +106,7 @@ class ContainerInstance:
         self._readers = readers
         self._engine = engine
         self._signals: list[asyncio.Future[str]] = []
+        self.pid_folder: Path | None = None  # conmon's pid file: removed once it has exited
         # podman enforces --memory inside the container (its OOM kill ends the container);
         # `podman run --rm` leaves no record saying so, so homerun does not claim it.
         self.memory_exceeded = False
@@ -116,6 +117,8 @@ class ContainerInstance:
 
     async def exited(self) -> int:
         status = _status(await self._process.wait())
+        if self.pid_folder is not None:
+            shutil.rmtree(self.pid_folder, ignore_errors=True)
         await asyncio.gather(*self._signals, return_exceptions=True)
         for _ in range(20):  # conmon ends just after the container it watches
             if _reaped(self.pid):
@@ -170,8 +173,14 @@ class ContainerRuntime:
         self, spec: InstanceSpec, container: ContainerSpec, output: OutputSink
     ) -> ContainerInstance:
         name = f"homerun-{spec.name}"
-        env = dict(spec.env, PORT=str(container.port))
-        with tempfile.TemporaryDirectory(prefix="homerun-conmon-") as folder:
+        # Port 0: a job's task, which does not listen: no PORT, nothing published.
+        listens = spec.port != 0
+        env = dict(spec.env, PORT=str(container.port)) if listens else dict(spec.env)
+        publish = ["--publish", f"127.0.0.1:{spec.port}:{container.port}"] if listens else []
+        # podman reads conmon's pid file after conmon wrote it, and warns in the instance's
+        # output if it is gone: the folder goes once the container has exited.
+        folder = tempfile.mkdtemp(prefix="homerun-conmon-")
+        try:
             pidfile = Path(folder) / "conmon.pid"
             command = self.engine.command(
                 "run",
@@ -185,8 +194,7 @@ class ContainerRuntime:
                 "--label",
                 f"{REVISION_LABEL}={spec.revision}",
                 *self.engine.run_args,
-                "--publish",
-                f"127.0.0.1:{spec.port}:{container.port}",
+                *publish,
                 "--pull",
                 "never",
                 *_limits(container),
@@ -224,9 +232,13 @@ class ContainerRuntime:
                 asyncio.create_task(pump(err_read, "stderr", output)),
             ]
             conmon = await _conmon_pid(pidfile, process)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         instance = ContainerInstance(
             spec.name, spec.port, name, conmon or process.pid, process, readers, self.engine
         )
+        instance.pid_folder = Path(folder)
         if conmon is None and process.returncode is None:
             instance.signal(signal.SIGKILL)  # created too slowly: not worth waiting for
         return instance
@@ -290,8 +302,9 @@ def remove_unused_images(
     sleep: Callable[[float], None] = time.sleep,
     stopped: Callable[[], bool] = lambda: False,
 ) -> list[str]:
-    """Blocking: untag the images homerun built (BUILD_REPOSITORY) whose ID is not in `used`
-    (sha256:… IDs of revisions and stored images); podman deletes an image with its last tag.
+    """Blocking: untag the images this home built (the engine's build repository: another
+    home's are not seen) whose ID is not in `used` (sha256:… IDs of revisions and stored
+    images); podman deletes an image with its last tag.
     One a container still runs (an instance of a deleted revision stopping, up to its stop
     grace) is refused by podman: it is tried again every second for `retry_seconds`, or until
     `stopped()` (the daemon stops: its exit must not wait on this). The tags removed."""
@@ -300,7 +313,7 @@ def remove_unused_images(
             "images",
             "--no-trunc",
             "--filter",
-            f"reference={BUILD_REPOSITORY}",
+            f"reference={engine.build_repository}",
             "--format",
             "{{.ID}} {{.Repository}}:{{.Tag}}",
         ),
@@ -313,7 +326,7 @@ def remove_unused_images(
     for line in listed.stdout.splitlines():
         image, _, tag = line.partition(" ")
         image = image if image.startswith("sha256:") else f"sha256:{image}"
-        if image not in used and tag.startswith(f"{BUILD_REPOSITORY}:"):
+        if image not in used and tag.startswith(f"{engine.build_repository}:"):
             unused.append(tag)
     removed: list[str] = []
     waited = 0.0

@@ -34,6 +34,7 @@ from homerun.model.images import (
 )
 from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
+from homerun.model.scheduler import CallAttempt, HttpTarget, SchedulerJobRequest, SchedulerJobView
 from homerun.model.states import InstanceState
 from homerun.model.views import (
     Binding,
@@ -177,6 +178,18 @@ def job_summary(name: str = "report", **fields: Any) -> JobSummary:
         ),
     }
     return JobSummary(**(values | fields))
+
+
+def scheduler_job(name: str, target: HttpTarget | None = None) -> SchedulerJobView:
+    return SchedulerJobView(
+        name=name,
+        schedule="0 3 * * *",
+        time_zone="UTC",
+        target=target or HttpTarget(uri="http://report.localhost:8080/run"),
+        state="ENABLED",
+        created_at=1_796_378_430.0,
+        next_run=1_796_443_200.0,
+    )
 
 
 class FakeClient:
@@ -504,6 +517,34 @@ class FakeClient:
 
     def delete_worker_pool(self, name: str) -> None:
         self._record("delete_worker_pool", name)
+
+    # Scheduler jobs
+
+    def create_scheduler_job(self, request: SchedulerJobRequest) -> SchedulerJobView:
+        self._record("create_scheduler_job", request)
+        return scheduler_job(request.name, request.target)
+
+    def scheduler_jobs(self) -> list[SchedulerJobView]:
+        self._record("scheduler_jobs")
+        return [scheduler_job("nightly")]
+
+    def scheduler_job(self, name: str) -> SchedulerJobView:
+        self._record("scheduler_job", name)
+        if name != "nightly":
+            raise NotFound(f"scheduler job {name!r} not found")
+        return scheduler_job(name)
+
+    def delete_scheduler_job(self, name: str) -> None:
+        self._record("delete_scheduler_job", name)
+
+    def scheduler_job_action(self, name: str, action: str) -> SchedulerJobView:
+        self._record("scheduler_job_action", name, action)
+        job = scheduler_job(name)
+        return job.model_copy(update={"state": "PAUSED" if action == "pause" else "ENABLED"})
+
+    def run_scheduler_job(self, name: str) -> CallAttempt:
+        self._record("run_scheduler_job", name)
+        return CallAttempt(started_at=1_796_378_430.0, status_code=403, error="HTTP 403: no")
 
     def worker_pool_logs(self, name: str, limit: int) -> list[dict[str, Any]]:
         self._record("worker_pool_logs", name, limit)

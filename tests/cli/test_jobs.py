@@ -40,6 +40,21 @@ def test_create_sends_the_quickstart_settings_and_says_how_to_execute(
     assert result.out.rstrip().endswith("homerun jobs execute job-quickstart")
 
 
+def test_an_image_is_sent_by_name_and_goes_without_a_source(run: Run, fake: FakeClient) -> None:
+    result = run("jobs", "create", "report", "--image", "localhost/report:v1", "--tasks", "3")
+    assert result.code == 0, result.err
+    [(job, changes, settings, mode, *_)] = fake.called("deploy_job")
+    assert (job, mode, changes.image, changes.source) == (
+        "report",
+        "create",
+        "localhost/report:v1",
+        None,
+    )
+    assert settings.task_count == 3
+    both = run("jobs", "create", "report", "--image", "localhost/report", "--source", ".")
+    assert both.code == 2 and "not allowed with argument" in both.err
+
+
 def test_update_keeps_the_code_unless_given_a_source(run: Run, fake: FakeClient) -> None:
     result = run("jobs", "update", "report", "--parallelism", "2", "--task-timeout", "5m")
     assert result.code == 0, result.err
@@ -54,7 +69,7 @@ def test_update_keeps_the_code_unless_given_a_source(run: Run, fake: FakeClient)
         (["--tasks", "0"], "--tasks: must be between 1 and 10000, got 0"),
         (["--max-retries", "11"], "--max-retries: must be between 0 and 10, got 11"),
         (["--task-timeout", "2d"], "--task-timeout: expected a duration"),
-        (["--image", "gcr.io/p/job"], "--image: jobs do not run images yet"),
+        (["--image", "gcr.io/p/Job"], "--image: 'gcr.io/p/Job' is not an image name"),
         (["--wait"], "--wait goes with --execute-now"),
     ],
 )

@@ -15,6 +15,7 @@ from homerun.build import Artifact
 from homerun.config import Settings
 from homerun.control import ControlPlane
 from homerun.daemon import control_plane
+from homerun.model.engine import Engine
 from homerun.model.events import DeployEvent, Done, Failed
 from homerun.observe.logs import LogStore
 from homerun.scaling.supervisor import InstanceRegistry, Supervisor
@@ -23,9 +24,12 @@ from homerun.store import Store
 
 
 def fake_build(source: Path, dest: Path, **options: Any) -> Artifact:
-    """A build that copies nothing: the artifact is a folder with one file."""
+    """A build that copies nothing: the artifact is a folder with one file. A source with a
+    file ENGINE_IMAGE stands for a Dockerfile the container engine built: the artifact names
+    the image that file holds."""
     dest.mkdir(parents=True)
     (dest / "app.py").write_text(f"# built from {source}\n")
+    engine_image = source / "ENGINE_IMAGE"
     return Artifact(
         root=dest,
         cwd=dest,
@@ -34,6 +38,7 @@ def fake_build(source: Path, dest: Path, **options: Any) -> Artifact:
         venv=None,
         entrypoint_origin="a test",
         server="other",
+        engine_image=engine_image.read_text().strip() if engine_image.exists() else None,
     )
 
 
@@ -159,7 +164,9 @@ def make_jobs_plane(tmp_path: Path) -> Callable[..., JobsPlane]:
     """`make_jobs_plane(**settings)`, as make_plane, with the runtime given to the plane for
     jobs' tasks; a second call makes a new plane over the same home (a daemon restart)."""
 
-    def make(wall_now: float = WALL_NOW, **settings: Any) -> JobsPlane:
+    def make(
+        wall_now: float = WALL_NOW, engine: Engine | None = None, **settings: Any
+    ) -> JobsPlane:
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
         configured = Settings(**{"stop_grace_seconds": 1.0, **settings})
@@ -199,6 +206,7 @@ def make_jobs_plane(tmp_path: Path) -> Callable[..., JobsPlane]:
                 forget=lambda name: registered.__delitem__(name),
             ),
             wall_clock=wall,
+            engine=engine,
         )
         return JobsPlane(control, runtime, store, source, clock, wall, registered)
 

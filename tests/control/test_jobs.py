@@ -11,9 +11,14 @@ from typing import Any
 
 from fakes import FakeInstance
 
+from homerun.config import Settings
+from homerun.control.job_artifacts import JobArtifacts
 from homerun.control.job_plan import JobRequest
+from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, InvalidSpec
-from homerun.model.events import Failed, JobDeployed, JobEvent
+from homerun.model.engine import ContainerSpec, Engine
+from homerun.model.events import Failed, JobDeployed, JobEvent, Phase
+from homerun.model.images import BuildRequest, Built
 from homerun.model.jobs import (
     Attempt,
     ExecutionOverrides,
@@ -398,5 +403,139 @@ def test_deleting_a_running_execution_is_refused(
         await finished(plane, execution)
         await plane.control.jobs.executions.delete(execution.name)
         assert plane.control.jobs.views.executions(JOB) == []
+
+    run(make_jobs_plane, scenario)
+
+
+# -- jobs from images -----------------------------------------------------------------------
+
+# An engine the plane never calls: the tests' images are in homerun's store or built by the
+# fake build (a source with ENGINE_IMAGE), and the fake runtime starts no container.
+ENGINE = Engine(name="podman", program="/nonexistent/podman", version="0-test")
+PODMAN_IMAGE = "sha256:" + "ab" * 32
+
+
+async def submitted(plane: JobsPlane, tag: str) -> None:
+    request = BuildRequest(source=str(plane.source), tag=tag)
+    events = [event async for event in plane.control.images.submit(request)]
+    assert isinstance(events[-1], Built), events
+
+
+async def deploy_image(plane: JobsPlane, image: str, **changes: Any) -> list[JobEvent]:
+    request = JobRequest(
+        job=JOB,
+        changes=RevisionChanges(image=image, **changes),
+        settings=TaskSettingsChanges(task_count=2),
+    )
+    return [event async for event in plane.control.jobs.deploy(request)]
+
+
+def test_a_job_from_an_image_of_the_store_runs_its_artifact_as_processes(
+    make_jobs_plane: Callable[..., JobsPlane],
+) -> None:
+    async def scenario(plane: JobsPlane) -> None:
+        await submitted(plane, "localhost/report:v1")
+        events = await deploy_image(plane, "localhost/report:v1")
+        assert isinstance(events[-1], JobDeployed) and events[-1].created, events
+        phases = [event.message for event in events if isinstance(event, Phase)]
+        assert any("Image localhost/report:v1 is localhost/report@sha256:" in p for p in phases)
+        image = plane.store.job(JOB).template.image
+        assert image is not None and image.startswith("localhost/report@sha256:")
+        again = await deploy_image(plane, "localhost/report:v1")
+        assert isinstance(again[-1], JobDeployed) and again[-1].unchanged
+        refused = await deploy_image(plane, "localhost/report:v1", command=["python", "x.py"])
+        assert isinstance(refused[-1], Failed)
+        assert "cannot change what an image built without a container engine runs" in (
+            refused[-1].message
+        )
+        execution = execute(plane)
+        await until(lambda: len(plane.runtime.specs) == 2, "both tasks start")
+        first = plane.runtime.specs[0]
+        assert first.container is None and first.argv == ["python", "app.py"]
+        assert (first.cwd / "app.py").is_file() and first.env["PATH"] == "/usr/bin"
+        for instance in running(plane):
+            instance.exit(0)
+        assert (await finished(plane, execution)).status == ExecutionStatus.SUCCEEDED
+
+    run(make_jobs_plane, scenario)
+
+
+def test_an_unknown_or_malformed_image_is_refused_saying_what_to_do(
+    make_jobs_plane: Callable[..., JobsPlane],
+) -> None:
+    async def scenario(plane: JobsPlane) -> None:
+        await submitted(plane, "localhost/report:v1")
+        unknown = await deploy_image(plane, "localhost/reprot:v1")
+        assert isinstance(unknown[-1], Failed)
+        assert "--image: there is no image localhost/reprot:v1 in homerun's image store" in (
+            unknown[-1].message
+        )
+        assert "Did you mean localhost/report:v1?" in unknown[-1].message
+        malformed = await deploy_image(plane, "localhost/Report")
+        assert isinstance(malformed[-1], Failed)
+        assert "--image: 'localhost/Report' is not an image name" in malformed[-1].message
+        assert not plane.store.has_job(JOB)
+
+    run(make_jobs_plane, scenario)
+
+
+def test_a_job_podman_built_runs_each_task_as_a_container_with_its_limits(
+    make_jobs_plane: Callable[..., JobsPlane],
+) -> None:
+    async def scenario(plane: JobsPlane) -> None:
+        (plane.source / "ENGINE_IMAGE").write_text(PODMAN_IMAGE)
+        await deployed(plane, task_count=2, max_retries=0)
+        events = await deploy(plane, max_retries=0)  # --source again: the same build
+        assert isinstance(events[-1], JobDeployed)
+        changed = JobRequest(
+            job=JOB,
+            changes=RevisionChanges(command=["sh"], args=["-c", "exit 3"], memory="256Mi"),
+            mode="update",
+        )
+        events = [event async for event in plane.control.jobs.deploy(changed)]
+        assert isinstance(events[-1], JobDeployed), events
+        phases = [event.message for event in events if isinstance(event, Phase)]
+        assert any("no rebuild" in phase for phase in phases), phases  # replaced at run time
+        execution = execute(plane)
+        await until(lambda: len(plane.runtime.specs) == 2, "both tasks start")
+        first = plane.runtime.specs[0]
+        assert first.container == ContainerSpec(
+            image=PODMAN_IMAGE, command=("sh",), args=("-c", "exit 3"), memory="256Mi"
+        )
+        assert first.port == 0 and first.revision == execution.name
+        assert first.env["CLOUD_RUN_TASK_INDEX"] == "0" and first.env["CLOUD_RUN_JOB"] == JOB
+        # A container has its image's PATH and settings: none of the daemon's.
+        assert not {"PATH", "PYTHONUNBUFFERED"} & set(first.env)
+        for line in ("starting", "reading input", "no such table: orders"):
+            plane.runtime.outputs[0]("stderr", line)
+        plane.runtime.started[0].exit(3)
+        plane.runtime.started[1].exit(0)
+        ended = await finished(plane, execution)
+        assert ended.status == ExecutionStatus.FAILED
+        assert "its last lines: starting | reading input | no such table: orders" in (
+            ended.message or ""
+        ), ended.message
+        # The services' collection of unused podman images keeps the job's.
+        artifacts = JobArtifacts(
+            Settings().paths(plane.source.parent / "home"), plane.store, Tasks()
+        )
+        assert artifacts.engine_images() == {PODMAN_IMAGE}
+
+    run(lambda: make_jobs_plane(engine=ENGINE), scenario)
+
+
+def test_without_a_container_engine_a_podman_image_task_fails_saying_so(
+    make_jobs_plane: Callable[..., JobsPlane],
+) -> None:
+    async def scenario(plane: JobsPlane) -> None:
+        # Built while podman was there; container-engine: none since.
+        (plane.source / "ENGINE_IMAGE").write_text(PODMAN_IMAGE)
+        await deployed(plane, max_retries=0)
+        ended = await finished(plane, execute(plane))
+        assert ended.status == ExecutionStatus.FAILED
+        assert "this homerun runs without one now (config.yaml: container-engine)" in (
+            ended.message or ""
+        ), ended.message
+        assert plane.runtime.specs == []
 
     run(make_jobs_plane, scenario)

@@ -193,12 +193,13 @@ def test_deleting_a_service_removes_the_image_only_it_ran(
 
 
 def _build_tags() -> list[str]:
+    """The tags of images homes built (each home has its repository: homerun-build-KEY)."""
     listed = subprocess.run(
         [
             *podman(),
             "images",
             "--filter",
-            "reference=localhost/homerun-build",
+            "reference=localhost/homerun-build-*",
             "--format",
             "{{.Repository}}:{{.Tag}}",
         ],  # fmt: skip
@@ -206,7 +207,7 @@ def _build_tags() -> list[str]:
         text=True,
         check=True,
     )
-    return listed.stdout.split()
+    return [tag for tag in listed.stdout.split() if tag.startswith("localhost/homerun-build-")]
 
 
 def _image_with_marker(marker: str) -> bool:
@@ -507,3 +508,133 @@ def test_export_references_the_pushed_digest_and_runs_as_a_knative_pod(
     revision = served["k_revision"]
     assert f"The template is unchanged: {revision} stays" in replaced.stdout, describe(replaced)
     assert report(engine_platform, "exp")["k_revision"] == served["k_revision"]
+
+
+# -- jobs whose tasks are containers ---------------------------------------------------------
+
+# A task beyond the engine-less subset (RUN, a shell script as CMD): it says which task and
+# attempt it is and its memory limit, and task 1 fails its first attempt.
+TASK_SCRIPT = """\
+#!/bin/sh
+v1=/sys/fs/cgroup/memory/memory.limit_in_bytes
+limit=$(cat $v1 2>/dev/null || cat /sys/fs/cgroup/memory.max)
+echo "task $CLOUD_RUN_TASK_INDEX attempt $CLOUD_RUN_TASK_ATTEMPT of $CLOUD_RUN_TASK_COUNT" \
+     "job $CLOUD_RUN_JOB execution $CLOUD_RUN_EXECUTION memory $limit marker $(cat /marker)"
+if [ "$CLOUD_RUN_TASK_INDEX" = 1 ] && [ "$CLOUD_RUN_TASK_ATTEMPT" = 0 ]; then
+    echo "task 1 fails its first attempt" >&2
+    exit 7
+fi
+"""
+TASK_DOCKERFILE = f"""\
+FROM {BASE_IMAGE}
+RUN echo built-by-podman > /marker
+COPY task.sh /task.sh
+CMD ["sh", "/task.sh"]
+"""
+
+
+def _job_execution(output: str) -> str:
+    return output.split("Execution [", 1)[1].split("]", 1)[0]
+
+
+def test_a_job_from_an_image_podman_built_runs_tasks_as_containers_and_retries(
+    engine_platform: Platform, tmp_path: Path
+) -> None:
+    app = tmp_path / "task_image"
+    app.mkdir()
+    (app / "task.sh").write_text(TASK_SCRIPT)
+    (app / "Dockerfile").write_text(TASK_DOCKERFILE)
+    built = engine_platform.run(
+        "builds", "submit", str(app), "--tag", "localhost/ctr-task:v1", timeout=600
+    )
+    assert built.returncode == 0, describe(built)
+    created = engine_platform.run(
+        "jobs", "create", "ctr-tasks", "--image", "localhost/ctr-task:v1", "--tasks", "3",
+        "--max-retries", "2", "--memory", "256Mi",
+    )  # fmt: skip
+    assert created.returncode == 0, describe(created)
+    assert "Image localhost/ctr-task:v1 is localhost/ctr-task@sha256:" in (
+        created.stdout + created.stderr
+    )
+    shown = engine_platform.run("jobs", "describe", "ctr-tasks", check=True).stdout
+    assert "Image:         localhost/ctr-task@sha256:" in shown, shown
+    assert "Runs as:       containers of sha256:" in shown, shown
+    executed = engine_platform.run("jobs", "execute", "ctr-tasks", "--wait", timeout=300)
+    assert executed.returncode == 0, describe(executed)
+    assert "3 tasks completed successfully after 1 retr" in executed.stdout, executed.stdout
+    execution = _job_execution(executed.stdout)
+    logs = engine_platform.run(
+        "jobs", "logs", "read", "ctr-tasks", "--execution", execution, "--limit", "100"
+    )  # fmt: skip
+    assert logs.returncode == 0, describe(logs)
+    memory = 256 * 1024 * 1024
+    for index, attempt in ((0, 0), (1, 0), (1, 1), (2, 0)):
+        assert (
+            f"task {index} attempt {attempt} of 3 job ctr-tasks execution {execution} "
+            f"memory {memory} marker built-by-podman"
+        ) in logs.stdout, logs.stdout
+    assert "task 1 fails its first attempt" in logs.stdout  # stderr is the task's log too
+    assert "Task 1 attempt 0 failed (exit code 7" in logs.stdout, logs.stdout
+    described = json.loads(
+        engine_platform.run(
+            "jobs", "executions", "describe", execution, "--format", "json", check=True
+        ).stdout
+    )
+    assert (described["succeeded"], described["retries"]) == (3, 1), described
+    assert not [c for c in containers_of(engine_platform.home) if "ctr-tasks" in _name(c)]
+
+
+def test_a_job_built_with_podman_from_source_times_out_and_cancels_its_containers(
+    engine_platform: Platform, tmp_path: Path
+) -> None:
+    app = tmp_path / "sleeper"
+    app.mkdir()
+    (app / "Dockerfile").write_text(
+        f'FROM {BASE_IMAGE}\nRUN true\nCMD ["sh", "-c", "echo sleeping; exec sleep 600"]\n'
+    )
+    created = engine_platform.run(
+        "jobs", "create", "ctr-sleeper", "--source", str(app), "--task-timeout", "3s",
+        "--max-retries", "0", timeout=600,
+    )  # fmt: skip
+    assert created.returncode == 0, describe(created)
+    assert "building with podman" in created.stdout + created.stderr
+    timed_out = engine_platform.run("jobs", "execute", "ctr-sleeper", "--wait", timeout=120)
+    assert timed_out.returncode == 1, describe(timed_out)
+    assert "timed out" in timed_out.stdout + timed_out.stderr, describe(timed_out)
+    assert not [c for c in containers_of(engine_platform.home) if "ctr-sleeper" in _name(c)]
+    # Cancel: the running container stops (sleep as PID 1 ignores SIGTERM: the SIGKILL after
+    # the stop grace, 3 s here, ends it).
+    updated = engine_platform.run("jobs", "update", "ctr-sleeper", "--task-timeout", "10m")
+    assert updated.returncode == 0, describe(updated)
+    started = engine_platform.run("jobs", "execute", "ctr-sleeper", check=True)
+    execution = _job_execution(started.stdout)
+    deadline = time.monotonic() + 60
+    while not [c for c in containers_of(engine_platform.home) if "ctr-sleeper" in _name(c)]:
+        assert time.monotonic() < deadline, engine_platform.run(
+            "jobs", "logs", "read", "ctr-sleeper", "--limit", "30"
+        ).stdout
+        time.sleep(0.2)
+    engine_platform.run("jobs", "executions", "cancel", execution, check=True)
+    deadline = time.monotonic() + 30
+    while [c for c in containers_of(engine_platform.home) if "ctr-sleeper" in _name(c)]:
+        assert time.monotonic() < deadline, "the cancelled task's container is still there"
+        time.sleep(0.2)
+
+
+def test_a_job_of_an_image_podman_has_fails_with_its_last_lines(
+    engine_platform: Platform,
+) -> None:
+    # The base image is in podman's storage only, not in homerun's image store.
+    created = engine_platform.run(
+        "jobs", "create", "ctr-exits", "--image", BASE_IMAGE, "--command", "sh",
+        "--args=-c,echo one; echo two; echo three; exit 4", "--max-retries", "0",
+    )  # fmt: skip
+    assert created.returncode == 0, describe(created)
+    failed = engine_platform.run("jobs", "execute", "ctr-exits", "--wait", timeout=120)
+    assert failed.returncode == 1, describe(failed)
+    output = failed.stdout + failed.stderr
+    assert "exit code 4" in output and "its last lines: one | two | three" in output, output
+    unknown = engine_platform.run("jobs", "create", "ctr-none", "--image", "localhost/no-such:v9")
+    assert unknown.returncode == 1
+    assert "there is no image localhost/no-such:v9 in homerun's image store" in unknown.stderr
+    assert "podman has no image localhost/no-such:v9 either" in unknown.stderr, unknown.stderr

@@ -119,12 +119,13 @@ def test_an_execution_whose_tasks_all_fail_fails_naming_them(
            "--set-env-vars", f"RECORD_DIR={records},FAIL_MODE=always")  # fmt: skip
     result = platform.run("jobs", "execute", "hopeless", "--wait", timeout=EXECUTION_SECONDS)
     assert result.returncode == 1, describe(result)
-    assert "failed: 2 of 2 tasks failed: task 0: exit code 1; its last line: Task #0, " in (
+    assert "failed: 2 of 2 tasks failed: task 0: exit code 1; its last lines: Starting " in (
         result.stderr
     )
-    assert "task 1: exit code 1; its last line: Task #1, Attempt #1 failed. (2 attempts)" in (
-        result.stderr
-    )
+    assert (
+        "task 1: exit code 1; its last lines: Starting Task #1, Attempt #1... | "
+        "Task #1, Attempt #1 failed. (2 attempts)"
+    ) in result.stderr, result.stderr
     assert sorted(attempts(records)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     listed = platform.run("jobs", "executions", "list", "--job", "hopeless")
     assert " failed " in listed.stdout, describe(listed)
@@ -294,3 +295,48 @@ def test_a_job_on_a_one_minute_schedule_runs_by_itself(platform: Platform, tmp_p
     assert cleared.returncode == 0, describe(cleared)
     assert "Schedule:" not in platform.run("jobs", "describe", "ticker").stdout
     assert platform.run("jobs", "delete", "ticker", "-q").returncode == 0
+
+
+def test_a_job_from_an_image_builds_submit_made_runs_its_tasks_as_processes(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """The image is homerun's own artifact (the Python subset, no engine): the tasks run as
+    processes, as a service deployed from it does."""
+    built = platform.run(
+        "builds", "submit", str(APP), "--tag", "localhost/job-tasks:v1", timeout=270
+    )
+    assert built.returncode == 0, describe(built)
+    records = tmp_path / "records"
+    records.mkdir()
+    created = platform.run(
+        "jobs", "create", "from-image", "--image", "localhost/job-tasks:v1", "--tasks", "2",
+        "--max-retries", "1", "--set-env-vars", f"RECORD_DIR={records},FAIL_MODE=odd-first",
+    )  # fmt: skip
+    assert created.returncode == 0, describe(created)
+    assert "Image localhost/job-tasks:v1 is localhost/job-tasks@sha256:" in (
+        created.stdout + created.stderr
+    )
+    result = platform.run("jobs", "execute", "from-image", "--wait", timeout=EXECUTION_SECONDS)
+    assert result.returncode == 0, describe(result)
+    ran = attempts(records)
+    assert sorted(ran) == [(0, 0), (1, 0), (1, 1)]
+    assert process_alive(ran[(0, 0)]["pid"]) is False  # a process of this machine, ended
+    assert ran[(0, 0)]["env"]["CLOUD_RUN_JOB"] == "from-image"
+    again = platform.run("jobs", "deploy", "from-image", "--image", "localhost/job-tasks:v1")
+    assert again.returncode == 0 and "Job [from-image] is unchanged." in again.stdout
+    assert platform.run("jobs", "delete", "from-image", "-q").returncode == 0
+
+
+def test_an_image_that_is_not_there_or_not_a_name_is_refused(platform: Platform) -> None:
+    unknown = platform.run("jobs", "create", "no-image", "--image", "localhost/no-such-job:v1")
+    assert unknown.returncode == 1
+    assert "--image: there is no image localhost/no-such-job:v1 in homerun's image store" in (
+        unknown.stderr
+    ), describe(unknown)
+    assert "homerun builds submit SOURCE --tag localhost/no-such-job:v1" in unknown.stderr
+    malformed = platform.run("jobs", "create", "no-image", "--image", "localhost/No_Such")
+    assert malformed.returncode == 1
+    assert "--image: 'localhost/No_Such' is not an image name" in malformed.stderr
+    both = platform.run("jobs", "create", "no-image", "--image", "localhost/x", "--source", ".")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    assert "no-image" not in platform.run("jobs", "list").stdout
