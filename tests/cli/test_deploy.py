@@ -204,7 +204,7 @@ def test_probe_flags_take_gclouds_key_value_lists(run: Run, fake: FakeClient, ap
 
 def test_a_bad_probe_flag_says_which_key_and_why(run: Run, fake: FakeClient, app: Path) -> None:
     for flag, value, message in (
-        ("--liveness-probe", "grpc.port=8080", "--liveness-probe: grpc: gRPC probes are not"),
+        ("--liveness-probe", "grpc.port=9000", "must be the container port (8080): a probe"),
         ("--readiness-probe", "periodSeconds=-1", "--readiness-probe: periodSeconds: must be"),
         ("--startup-probe", "httpGet.pth=/", "--startup-probe: httpGet.pth: unknown field; did"),
         ("--liveness-probe", "tcpSocket.port=9", "must be the container port (8080)"),
