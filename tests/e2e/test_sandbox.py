@@ -8,6 +8,7 @@ tests/runtime/test_sandbox.py) and they are skipped."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +163,42 @@ def test_the_revisions_files_are_read_only_and_tmp_is_private(
     assert not Path(f"/tmp/{service}-scratch").exists(), "the instance's /tmp is the host's"
     system = attempt(sandboxed, service, "write", path="/etc/homerun-sandbox-test")
     assert not system["ok"], system
+
+
+PROWLER = """\
+import json, os
+home = os.environ["HOME_TO_TRY"]
+tried = {}
+for name in ("signing-key", "homerun.db", "admin-token"):
+    try:
+        with open(os.path.join(home, name), "rb") as opened:
+            tried[name] = "read %d bytes" % len(opened.read())
+    except OSError as error:
+        tried[name] = "refused: " + type(error).__name__
+print("PROWLER " + json.dumps({"uid": os.getuid(), "pid": os.getpid(), "tried": tried}))
+"""
+
+
+def test_a_jobs_task_is_sandboxed_like_an_instance(sandboxed: Platform, tmp_path: Path) -> None:
+    """Issue 16's "each task is a process, sandboxed and limited like an instance": a task that
+    goes for HOMERUN_HOME's keys and store finds nothing, and runs as an unprivileged user in
+    a PID namespace of its own."""
+    source = tmp_path / "prowler"
+    source.mkdir()
+    (source / "main.py").write_text(PROWLER)
+    (source / "Procfile").write_text("web: python main.py\n")
+    sandboxed.run(
+        "jobs", "create", "prowler", "--source", str(source),
+        "--set-env-vars", f"HOME_TO_TRY={sandboxed.home}", "--max-retries", "0",
+        check=True, timeout=270,
+    )  # fmt: skip
+    executed = sandboxed.run("jobs", "execute", "prowler", "--wait", timeout=180)
+    assert executed.returncode == 0, executed.stdout + executed.stderr
+    logs = sandboxed.run("jobs", "logs", "read", "prowler", "--limit", "50", check=True).stdout
+    line = next(line for line in logs.splitlines() if "PROWLER " in line)
+    report = json.loads(line.split("PROWLER ", 1)[1])
+    assert report["uid"] >= FIRST_UID, report
+    assert report["pid"] < 10, report  # its PID namespace's own numbers
+    assert (sandboxed.home / "signing-key").exists()
+    for name, outcome in report["tried"].items():
+        assert outcome.startswith("refused"), (name, outcome)
