@@ -26,6 +26,22 @@ from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
 
 from .harness import APPS, REPO_ROOT, Platform, free_port, running_platform
 
+
+def wait_until(page: Any, expression: str, arg: Any = None, timeout: float = 30.0) -> None:
+    """Until a JavaScript function of `arg` returns true in the page.
+
+    Playwright's wait_for_function re-evaluates its predicate with eval() inside the page,
+    which the dashboard's Content-Security-Policy (no 'unsafe-eval') forbids once polling
+    starts; page.evaluate runs through the debugger protocol, which the policy does not
+    govern, so the page is tested under the policy it is served with.
+    """
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout:g} s: {expression}")
+        time.sleep(0.05)
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -306,8 +322,8 @@ class Watched:
     def wait_for_refresh(self) -> None:
         """Until the page has rendered an overview it fetched after this call."""
         seen = self.refreshes()
-        self.page.wait_for_function(
-            "seen => Number(document.body.dataset.refreshes || 0) >= seen + 2", arg=seen
+        wait_until(
+            self.page, "seen => Number(document.body.dataset.refreshes || 0) >= seen + 2", seen
         )
 
     def text(self, testid: str) -> str:
@@ -361,7 +377,7 @@ def only_from(origin: str, urls: list[str]) -> list[str]:
 def test_page_shows_the_overview(served: Served, watched: Watched) -> None:
     page = watched.page
     page.goto(served.url + "/")
-    page.wait_for_function("Number(document.body.dataset.refreshes || 0) >= 1")
+    wait_until(page, "() => Number(document.body.dataset.refreshes || 0) >= 1")
 
     assert watched.text("instances-ready-hello") == str(SAMPLE_READY)
     assert watched.text("instances-starting-hello") == "1"
@@ -446,13 +462,14 @@ def test_toggle_fetches_the_hour(served: Served, watched: Watched) -> None:
 def test_page_refreshes_without_a_reload(served: Served, watched: Watched) -> None:
     page = watched.page
     page.goto(served.url + "/")
-    page.wait_for_function("Number(document.body.dataset.refreshes || 0) >= 1")
+    wait_until(page, "() => Number(document.body.dataset.refreshes || 0) >= 1")
     page.evaluate("window.__sameDocument = true")
     served.overview.extra_ready = 2
-    page.wait_for_function(
+    wait_until(
+        page,
         "want => document.querySelector('[data-testid=\"instances-ready-hello\"]')"
         ".textContent === want",
-        arg=str(SAMPLE_READY + 2),
+        str(SAMPLE_READY + 2),
     )
     assert page.evaluate("window.__sameDocument === true")
     assert watched.errors == []
@@ -495,7 +512,7 @@ def test_only_loopback_names_reach_the_dashboard(served: Served) -> None:
 def test_the_page_links_to_its_json(served: Served, watched: Watched) -> None:
     page = watched.page
     page.goto(served.url + "/")
-    page.wait_for_function("Number(document.body.dataset.refreshes || 0) >= 1")
+    wait_until(page, "() => Number(document.body.dataset.refreshes || 0) >= 1")
     link = page.get_by_test_id("json-link")
     assert link.is_visible()
     assert link.get_attribute("href") == "api/overview?window=300"
@@ -606,13 +623,13 @@ def test_dashboard_of_a_real_daemon(tmp_path: Path, venv_cache: Path, watched: W
 
         with Traffic(platform, "dash", threads=6, seconds=60) as traffic:
             # Requests show on the page: the 2xx line has a sample above zero.
-            page.wait_for_function(
+            wait_until(
+                page,
                 """() => {
                     const value = document.querySelector(
                         '[data-testid="legend-rps-dash"] .legend-value[data-series="rps_2xx"]');
                     return value && Number(value.textContent) > 0;
                 }""",
-                timeout=30_000,
             )
             assert watched.points("chart-rps-dash") > 0
             assert watched.points("chart-latency-dash") > 0
@@ -620,12 +637,12 @@ def test_dashboard_of_a_real_daemon(tmp_path: Path, venv_cache: Path, watched: W
             assert page.locator('[data-testid="logs-dash"] tr.log').count() > 0
             # "Inside the instances": uvicorn's capacity as the runtime inspector measured it
             # inside the instance (anyio's 40 threads for the seed's `def` endpoint).
-            page.wait_for_function(
+            wait_until(
+                page,
                 """() => {
                     const table = document.querySelector('[data-testid="inside-dash"]');
                     return table && table.textContent.includes('40 threads for def (measured)');
                 }""",
-                timeout=30_000,
             )
 
             # The page's count equals the platform's, read before and after one fresh render
