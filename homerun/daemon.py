@@ -361,7 +361,7 @@ class Daemon:
             await asyncio.gather(*server_tasks, return_exceptions=True)
             flusher.cancel()
             logs.flush()
-            control.domain_mappings.close()
+            control.close_stores()
             store.close()
             for path in (self.paths.admin_socket, self.paths.pid_file):
                 with contextlib.suppress(FileNotFoundError):

@@ -8,6 +8,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from homerun import store_db
 from homerun.errors import NotFound
 from homerun.model.artifact import ArtifactRecord
 from homerun.model.suggest import did_you_mean
@@ -45,9 +46,8 @@ class WorkerPoolRecord:
 
 class PoolStore:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = store_db.connect(path)  # store.py's connection, its busy timeout included
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute(_SCHEMA)
 
     def close(self) -> None:

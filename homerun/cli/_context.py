@@ -84,6 +84,13 @@ class Context:
             return False
         return True
 
+    def daemon_alive(self) -> bool:
+        """Whether the daemon's process still lives (answering or not); with a given client,
+        whether it answers."""
+        if self._given is None:
+            return _daemon.alive(self.paths())
+        return self.daemon_answers()
+
     # The user
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -26,6 +27,22 @@ def running(paths: Paths) -> bool:
     finally:
         client.close()
     return True
+
+
+def alive(paths: Paths) -> bool:
+    """Whether a daemon process of this HOMERUN_HOME still lives: it holds daemon.lock until it
+    exits, after it stopped answering and closed its store."""
+    try:
+        lock_file = open(paths.lock_file)  # noqa: SIM115 - closed below, whatever happens
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        lock_file.close()  # the shared lock, if taken, goes with it
+    return False
 
 
 def start_in_background(

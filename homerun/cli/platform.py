@@ -81,9 +81,16 @@ def down(arguments: argparse.Namespace, context: Context) -> int:
     if remote_target() is not None:
         print(f"homerun is stopping ({context.where()})")
         return 0
-    # The daemon drains and stops its instances (up to their stop grace) before it exits.
+    # The daemon drains and stops its instances (up to their stop grace), then closes its
+    # store, before it exits: "stopped" is said once the process is gone.
     deadline = context.clock() + STOP_WAIT_SECONDS
-    while context.clock() < deadline and context.daemon_answers():
+    while context.daemon_alive():
+        if context.clock() >= deadline:
+            print(
+                f"homerun is still stopping after {STOP_WAIT_SECONDS:g}s "
+                f"({context.where()}); `homerun status` says when it is gone",
+            )
+            return 0
         context.sleep(STOP_POLL_SECONDS)
     print("homerun stopped")
     return 0

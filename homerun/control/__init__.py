@@ -101,5 +101,13 @@ class ControlPlane:
         await self.tasks.close()
         await self.live.close()
 
+    def close_stores(self) -> None:
+        """Once the admin API has stopped answering. With every connection to the database
+        closed, SQLite folds its write-ahead log into the file and removes it: once homerun is
+        down, the file alone is the store."""
+        self.worker_pools.close_store()
+        self.scheduler.close_store()
+        self.domain_mappings.close()
+
 
 __all__ = ["ControlPlane"]

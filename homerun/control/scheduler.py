@@ -150,6 +150,10 @@ class Scheduler:
         if self._loop is None:
             self._loop = self._tasks.spawn(self._run())
 
+    def close_store(self) -> None:
+        """After the tasks have stopped (the schedule's loop is one)."""
+        self._store.close()
+
     async def _run(self) -> None:
         while True:
             self._changed.clear()

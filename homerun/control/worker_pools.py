@@ -172,6 +172,8 @@ class WorkerPools:
     async def close(self) -> None:
         """Stop every instance (SIGTERM, SIGKILL after the grace); pools start next time."""
         await asyncio.gather(*(self._stop_run(name) for name in list(self._runs)))
+
+    def close_store(self) -> None:
         self._store.close()
 
     # -- deploying ------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 import pytest
 
 import homerun.daemon
+from homerun.cli import _daemon
 from homerun.config import Settings
 
 from .conftest import FakeClient, Run
@@ -66,3 +68,15 @@ def test_up_says_its_port_is_for_this_run_only(
     (home / "config.yaml").write_text("port: 9090\n")
     assert run("up", "--port", "9090").err == ""
     assert run("up").err == "" and started[-1].port == 9090
+
+
+def test_a_daemon_is_alive_while_it_holds_its_lock(tmp_path: Path) -> None:
+    # `down` waits for this, not for the admin socket's silence: the daemon closes its store
+    # after it stopped answering, and holds daemon.lock until its process exits.
+    paths = Settings().paths(tmp_path)
+    assert not _daemon.alive(paths)  # no lock file: never started
+    with open(paths.lock_file, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert _daemon.alive(paths)
+        fcntl.flock(held, fcntl.LOCK_UN)
+        assert not _daemon.alive(paths)  # left behind by a daemon that exited
