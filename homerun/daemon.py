@@ -11,6 +11,7 @@ import gc
 import getpass
 import hashlib
 import os
+import resource
 import signal
 import socket
 import sys
@@ -649,6 +650,7 @@ def _container_engine(setting: str, home: Path) -> Engine | None:
 
 def run(home: Path, settings: Settings) -> None:
     """Run the daemon in the foreground until SIGTERM/SIGINT or `homerun down`."""
+    _raise_open_files_limit()
     daemon = Daemon(home, settings)
     try:
         import uvloop
@@ -656,6 +658,16 @@ def run(home: Path, settings: Settings) -> None:
         asyncio.run(daemon.serve())
     else:
         uvloop.run(daemon.serve())
+
+
+def _raise_open_files_limit() -> None:
+    """Every client connection and every connection to an instance is a descriptor: the soft
+    limit goes up to the hard one (Debian's sessions start at 1,024 of 524,288), as nginx's
+    worker_rlimit_nofile does. Instances inherit the raised limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _print_problem(message: str) -> None:
