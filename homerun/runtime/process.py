@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from homerun.procfs import process_tree
 from homerun.runtime.base import InstanceSpec, OutputSink, join_cgroups
+from homerun.runtime.netns import NetNamespace, Networks
 from homerun.runtime.output import drain, pump
 from homerun.runtime.sandbox import IGNORED_OUTSIDE, Sandbox
 from homerun.shellwords import split_script
@@ -63,10 +64,16 @@ def ignore_stop_signals() -> None:
         _libc.signal(getattr(signal, f"SIG{name}"), _SIG_IGN)
 
 
-def _prepare_child(cgroup_procs: tuple[str, ...] = (), sandboxed: bool = False) -> None:
+def _prepare_child(
+    cgroup_procs: tuple[str, ...] = (),
+    sandboxed: bool = False,
+    network: NetNamespace | None = None,
+) -> None:
     # Runs in the child between fork and exec; all of it survives the exec.
     # Into the instance's control groups first: everything it starts is there too.
     join_cgroups(cgroup_procs)
+    if network is not None:
+        network.enter()  # the revision's own network (runtime/netns.py)
     if sandboxed:
         ignore_stop_signals()
     close_inherited_fds()
@@ -154,6 +161,7 @@ class ProcessRuntime:
         clock: Callable[[], float] = time.monotonic,
         sandbox: Sandbox | None = None,
         unsandboxed: str | None = None,
+        networks: Networks | None = None,
     ) -> None:
         # With a stop grace, the runtime itself sends SIGKILL to what is left of an instance
         # that long after its SIGTERM; without, whoever stopped it does (the supervisor).
@@ -162,6 +170,8 @@ class ProcessRuntime:
         self._clock = clock
         self._sandbox = sandbox  # each instance in a sandbox of its own (runtime/sandbox.py)
         self._unsandboxed = unsandboxed  # why not, when one was asked for: said in describe
+        # Sandboxed instances in their revision's own network namespace (runtime/netns.py).
+        self._networks = networks if sandbox is not None else None
         self._subreaper = False
         # Instances whose processes may not all be gone: close() kills what is left of them.
         self._instances: set[ProcessInstance] = set()
@@ -195,12 +205,19 @@ class ProcessRuntime:
         reason = "the zygote is turned off (config.yaml: zygote: false)"
         if self._sandbox is not None:
             reason = f"{reason}; {self._sandbox.describe()}"
+            if self._networks is not None:
+                reason = f"{reason}; {self._networks.describe()}"
         elif self._unsandboxed:
             reason = f"{reason}; {self._unsandboxed}"
         return ("spawn", reason)
 
     def forget(self, revision: str) -> None:
-        pass
+        if self._networks is not None:
+            self._networks.forget(revision)
+
+    def network(self, revision: str) -> NetNamespace | None:
+        """The network namespace the revision's instances listen in, if they have their own."""
+        return self._networks.get(revision) if self._networks is not None else None
 
     def _tell_reaper(self, line: str) -> None:
         if self._reaper is not None and self._reaper.stdin is not None:
@@ -212,10 +229,13 @@ class ProcessRuntime:
 
     async def start(self, spec: InstanceSpec, output: OutputSink) -> ProcessInstance:
         argv = exec_simple_command(spec.argv)
+        network = None
         if self._sandbox is not None:
             owner = spec.revision or spec.name
             self._sandbox.prepare(owner, spec.env)
             argv = self._sandbox.command(argv, spec.env, spec.cwd, owner)
+            if self._networks is not None:
+                network = self._networks.of(owner)
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
@@ -228,7 +248,7 @@ class ProcessRuntime:
                 stderr=err_write,
                 start_new_session=True,
                 preexec_fn=functools.partial(
-                    _prepare_child, spec.cgroup_procs, self._sandbox is not None
+                    _prepare_child, spec.cgroup_procs, self._sandbox is not None, network
                 ),
             )
         except BaseException:

@@ -21,6 +21,7 @@ from homerun.model.probes import Probe
 from homerun.model.states import InstanceState
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.runtime import Instance
+from homerun.runtime.netns import NetNamespace
 from homerun.scaling.autoscaler import Decision, PanicState, ScalingPolicy
 
 
@@ -76,6 +77,8 @@ class ManagedInstance:
     started_at: float
     ready_at: float | None = None
     endpoint: Endpoint | None = None
+    # The revision's own network namespace, where it listens (runtime/netns.py); None: the host's.
+    network: NetNamespace | None = None
     # Its readiness and liveness checks while it serves.
     checks: list[asyncio.Task[None]] = field(default_factory=list)
 
