@@ -1,0 +1,167 @@
+"""Network namespaces of homerun's making (runtime/netns.py), real ones: what listens inside is
+reached through sockets made there and from nowhere else, a child enters one before it runs,
+and a connection made inside is told apart by whose it is (access/peers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from homerun.access.peers import connection_owner
+from homerun.runtime.netns import NamespaceGone, NetNamespace, Networks, can_make
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or can_make() is not None, reason="needs root and network namespaces"
+)
+
+# Connects from 127.0.0.1:SOURCE to 127.0.0.1:PORT, says so, and holds the connection open
+# until its stdin closes.
+CALLER = """
+import socket, sys
+caller = socket.socket()
+caller.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+caller.bind(("127.0.0.1", int(sys.argv[2])))
+caller.connect(("127.0.0.1", int(sys.argv[1])))
+print("connected", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def namespaces() -> Iterator[Callable[[], NetNamespace]]:
+    made: list[NetNamespace] = []
+
+    def make() -> NetNamespace:
+        made.append(NetNamespace.create())
+        return made[-1]
+
+    yield make
+    for namespace in made:
+        namespace.close()
+
+
+def refused_from_the_host(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_what_listens_inside_is_reached_through_it_only(
+    namespaces: Callable[[], NetNamespace],
+) -> None:
+    namespace, other = namespaces(), namespaces()
+    with namespace.listen("0.0.0.0", 0) as server:
+        port = server.getsockname()[1]
+        assert refused_from_the_host(port)
+
+        async def through() -> bytes:
+            loop = asyncio.get_running_loop()
+            accepting = asyncio.ensure_future(loop.sock_accept(server))
+            reader, writer = await namespace.open_connection("127.0.0.1", port)
+            accepted, _ = await accepting
+            with accepted:
+                accepted.sendall(b"inside")
+                answer = await reader.read(6)
+            writer.close()
+            with pytest.raises(ConnectionRefusedError):
+                await other.connect("127.0.0.1", port)
+            return answer
+
+        assert asyncio.run(through()) == b"inside"
+
+
+def test_a_child_enters_the_namespace_before_it_runs(
+    namespaces: Callable[[], NetNamespace],
+) -> None:
+    namespace = namespaces()
+    shown = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.stat('/proc/self/ns/net').st_ino)"],
+        preexec_fn=namespace.enter,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(shown.stdout) == namespace.inode != os.stat("/proc/self/ns/net").st_ino
+    # Only the loopback, and it is up.
+    with namespace.listen("::1", 0) as six:
+        assert six.getsockname()[1] > 0
+
+
+def test_networks_furnish_each_revisions_namespace_once_and_undo_it() -> None:
+    furnished: list[int] = []
+    undone: list[int] = []
+
+    def furnish(namespace: NetNamespace) -> Callable[[], None]:
+        furnished.append(namespace.inode)
+        return lambda: undone.append(namespace.inode)
+
+    networks = Networks()
+    networks.furnish = furnish
+    first = networks.of("a-00001")
+    assert networks.of("a-00001") is first and networks.get("a-00001") is first
+    second = networks.of("b-00001")
+    assert first.inode != second.inode and furnished == [first.inode, second.inode]
+    assert networks.get("c-00001") is None
+    networks.forget("a-00001")
+    assert undone == [first.inode] and first.closed and networks.get("a-00001") is None
+    with pytest.raises(NamespaceGone):
+        first.new_socket()
+    networks.close()
+    assert undone == [first.inode, second.inode] and second.closed
+
+
+def test_a_caller_inside_a_namespace_is_known_and_a_lookalike_elsewhere_makes_it_unknown(
+    namespaces: Callable[[], NetNamespace],
+) -> None:
+    """A connection on a revision's own loopback is its instance's; but when another
+    namespace holds one with the very same addresses and ports (a hostile instance made it
+    so), nothing tells which is asking: no one, rather than maybe the other."""
+    mine, theirs = namespaces(), namespaces()
+    with mine.listen("127.0.0.1", 0) as server:
+        port = server.getsockname()[1]
+        with theirs.listen("127.0.0.1", port) as lookalike:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                source = probe.getsockname()[1]
+            callers = []
+            try:
+                caller = start_caller(mine, port, source)
+                callers.append(caller)
+                accepted, peer = server.accept()
+                with accepted:
+                    members = {caller.pid: "mine"}
+                    server_address = ("127.0.0.1", port)
+                    assert connection_owner(peer, server_address, members) == "mine"
+                    impostor = start_caller(theirs, port, source)
+                    callers.append(impostor)
+                    accepted_there, _ = lookalike.accept()
+                    with accepted_there:
+                        members[impostor.pid] = "theirs"
+                        assert connection_owner(peer, server_address, members) is None
+            finally:
+                for process in callers:
+                    assert process.stdin is not None and process.stdout is not None
+                    process.stdin.close()
+                    process.stdout.close()
+                    process.wait(timeout=10)
+
+
+def start_caller(namespace: NetNamespace, port: int, source: int) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", CALLER, str(port), str(source)],
+        preexec_fn=namespace.enter,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "connected"
+    return process
