@@ -12,6 +12,7 @@ import getpass
 import hashlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
@@ -133,9 +134,10 @@ class Daemon:
         if sandbox is not None:
             shared = can_make_networks()
             if shared is None:
-                networks = Networks()
+                networks = Networks(slirp4netns=shutil.which("slirp4netns"))
+                sandbox_said = f"{sandbox_said}; {networks.describe()}"
             else:
-                sandbox_said = f"{sandbox_said}; network: {shared}"
+                sandbox_said = f"{sandbox_said}; {shared}"
                 print(f"homerun: warning: instances get {shared}", file=sys.stderr, flush=True)
         runtime = limit_where_possible(
             ZygoteRuntime(

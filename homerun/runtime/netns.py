@@ -12,8 +12,12 @@ it was created in, so the daemon's thread enters the namespace (`setns`), create
 and goes back at once, then connects the socket from its event loop like any other (the
 router's pooled connections are ordinary sockets). The same way the daemon listens inside each
 namespace on the router's and the metadata server's loopback ports, served by its own servers,
-so that the service URLs and GCE_METADATA_HOST an instance is given work unchanged. There is no
-route out of the namespace otherwise (no internet from an instance: see docs/isolation.md).
+so that the service URLs and GCE_METADATA_HOST an instance is given work unchanged. The way out
+to other machines (the package index, APIs) is slirp4netns where it is installed: user-mode
+NAT, one small process per revision (some 3.5 MB), its own sandbox and seccomp filter, that
+connects out as the daemon's process would, but never to the host's loopback
+(--disable-host-loopback): not to the router's or dashboard's host listeners, nor anything
+else bound there. Without slirp4netns, an instance reaches the router and metadata server only.
 
 Making a namespace and entering one needs CAP_SYS_ADMIN: homerun must run as root. As a normal
 user, instances share the host's network (said at start, in status and in describe).
@@ -26,8 +30,10 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import signal
 import socket
 import struct
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 
@@ -42,7 +48,21 @@ _THREAD_NAMESPACE = "/proc/thread-self/ns/net"
 PRIVATE = (
     "its own network namespace: instances listen on a loopback of their own, reachable only "
     "through the router (not from another machine, another revision or a host process); "
-    "they reach the router's service URLs and the metadata server there, nothing else"
+    "they reach the router's service URLs and the metadata server there"
+)
+EGRESS = ", and other machines through slirp4netns (not the host's loopback)"
+NO_EGRESS = (
+    ", and nothing else: slirp4netns is not installed, so no other machine (apt-get install "
+    "slirp4netns, or scripts/setup as root)"
+)
+_PR_SET_PDEATHSIG = 1
+# slirp4netns: an MTU this large makes its copies fewer; 127.0.0.1 of the host out of reach.
+_SLIRP_OPTIONS = (
+    "--configure",
+    "--mtu=65520",
+    "--disable-host-loopback",
+    "--enable-sandbox",
+    "--enable-seccomp",
 )
 SHARED_NOT_ROOT = (
     "the host's network: homerun does not run as root, and only root can make a network "
@@ -110,6 +130,13 @@ class NetNamespace:
             namespace.close()
             raise
         return namespace
+
+    @property
+    def fd(self) -> int:
+        """The descriptor that holds it (for a child to find it by, as /proc/self/fd/FD)."""
+        if self._fd < 0:
+            raise NamespaceGone(0, "the revision's network namespace is gone")
+        return self._fd
 
     @property
     def closed(self) -> bool:
@@ -188,13 +215,14 @@ class Networks:
     """Each sandboxed revision's network namespace: made at the first start of one of its
     processes, dropped when the runtime forgets the revision (no instance of it left)."""
 
-    def __init__(self, furnish: Furnish | None = None) -> None:
+    def __init__(self, furnish: Furnish | None = None, *, slirp4netns: str | None = None) -> None:
         # Set by the daemon once the servers it opens listeners for serve.
         self.furnish = furnish
+        self._slirp4netns = slirp4netns  # its path: each namespace's way out
         self._namespaces: dict[str, tuple[NetNamespace, Callable[[], None]]] = {}
 
     def describe(self) -> str:
-        return PRIVATE
+        return PRIVATE + (EGRESS if self._slirp4netns else NO_EGRESS)
 
     def of(self, revision: str) -> NetNamespace:
         """The revision's namespace, made (and furnished) if it has none."""
@@ -206,8 +234,40 @@ class Networks:
             except BaseException:
                 namespace.close()
                 raise
+            if self._slirp4netns:
+                undo = _also(undo, self._way_out(namespace, self._slirp4netns))
             held = self._namespaces[revision] = (namespace, undo)
         return held[0]
+
+    @staticmethod
+    def _way_out(namespace: NetNamespace, program: str) -> Callable[[], None]:
+        """slirp4netns for the namespace, ended by what is returned (or with the daemon).
+        Not waited for: it is up in some 15 ms, which a first instance spends starting."""
+        fd = namespace.fd
+        try:
+            process = subprocess.Popen(
+                [program, *_SLIRP_OPTIONS, "--netns-type=path", f"/proc/self/fd/{fd}", "tap0"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(fd,),
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as error:
+            print(
+                f"homerun: warning: slirp4netns could not start ({error}): this revision's "
+                "instances reach no other machine",
+                file=sys.stderr,
+                flush=True,
+            )
+            return _nothing
+
+        def end() -> None:
+            process.kill()
+            process.wait()
+
+        return end
 
     def get(self, revision: str) -> NetNamespace | None:
         """The revision's namespace if it has one (its instances listen there)."""
@@ -228,6 +288,28 @@ class Networks:
 
 def _nothing() -> None:
     pass
+
+
+def _also(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        try:
+            first()
+        finally:
+            then()
+
+    return both
+
+
+def _die_with_parent() -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def shared() -> str:
+    """What a sandboxed revision's instances get without a namespace of their own, for
+    describe (can_make() says why at start)."""
+    if os.geteuid() != 0:
+        return SHARED_NOT_ROOT
+    return "the host's network (no network namespace could be made: see `homerun status`)"
 
 
 def can_make() -> str | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from homerun.procfs import process_tree
 from homerun.runtime.base import InstanceSpec, OutputSink, join_cgroups
-from homerun.runtime.netns import NetNamespace, Networks
+from homerun.runtime.netns import NetNamespace, Networks, shared
 from homerun.runtime.output import drain, pump
 from homerun.runtime.sandbox import IGNORED_OUTSIDE, Sandbox
 from homerun.shellwords import split_script
@@ -205,8 +205,8 @@ class ProcessRuntime:
         reason = "the zygote is turned off (config.yaml: zygote: false)"
         if self._sandbox is not None:
             reason = f"{reason}; {self._sandbox.describe()}"
-            if self._networks is not None:
-                reason = f"{reason}; {self._networks.describe()}"
+            network = self._networks.describe() if self._networks is not None else shared()
+            reason = f"{reason}; {network}"
         elif self._unsandboxed:
             reason = f"{reason}; {self._unsandboxed}"
         return ("spawn", reason)

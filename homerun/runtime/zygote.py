@@ -50,7 +50,7 @@ from homerun.runtime._zygote_process import (
     zygote_boot,
 )
 from homerun.runtime.base import Instance, InstanceSpec, OutputSink
-from homerun.runtime.netns import NetNamespace, Networks
+from homerun.runtime.netns import NetNamespace, Networks, shared
 from homerun.runtime.process import ProcessRuntime, ignore_stop_signals
 from homerun.runtime.sandbox import Sandbox
 
@@ -148,8 +148,8 @@ class ZygoteRuntime:
         mode, reason = self._mode(revision)
         if self._sandbox is not None:
             reason = f"{reason}; {self._sandbox.describe()}"
-            if self._networks is not None:
-                reason = f"{reason}; {self._networks.describe()}"
+            network = self._networks.describe() if self._networks is not None else shared()
+            reason = f"{reason}; {network}"
         elif self._unsandboxed:
             reason = f"{reason}; {self._unsandboxed}"
         return mode, reason
