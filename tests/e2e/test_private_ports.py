@@ -9,8 +9,10 @@ These need root and bubblewrap (as the sandbox's own tests); elsewhere they are 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +168,50 @@ def test_the_metadata_server_answers_inside_the_instance(private: Platform, serv
         headers=flavor,
     )
     assert token["ok"] and token["result"].count(".") == 2, token
+
+
+@pytest.fixture
+def outside_listener() -> Iterator[tuple[str, int]]:
+    """A server on this machine's first IPv4 address other than loopback, for the seconds of
+    one test, that answers each connection at once: it stands for another machine, which an
+    instance reaches through slirp4netns (the connection stays on this machine)."""
+    address = next((address for address in OWN_ADDRESSES if ":" not in address), None)
+    if address is None:
+        pytest.skip("this machine has no address but loopback to stand for another machine")
+    server = socket.create_server((address, 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            with connection:
+                connection.sendall(b"HTTP/1.0 204 from outside\r\n\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield address, server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+
+
+@pytest.mark.parametrize("service", ["snoop", "snoop-spawned"])
+def test_an_instance_reaches_other_machines_but_not_the_hosts_loopback(
+    private: Platform, service: str, outside_listener: tuple[str, int]
+) -> None:
+    if shutil.which("slirp4netns") is None:
+        pytest.skip("no slirp4netns: instances reach the router and metadata server only")
+    reason = private.describe_service(service)["revisions"][0]["start_mode"]["reason"]
+    assert "through slirp4netns" in reason, reason
+    address, port = outside_listener
+    answer = attempt(private, service, "tcp", host=address, port=port)
+    assert answer["ok"] and answer["result"] == "HTTP/1.0 204 from outside", answer
+    # slirp4netns's gateway does not lead to the host's 127.0.0.1 (the router listens there).
+    blocked = attempt(private, service, "tcp", host="10.0.2.2", port=private.port)
+    assert not blocked["ok"], blocked

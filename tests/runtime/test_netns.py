@@ -11,9 +11,11 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
 from homerun.access.peers import connection_owner
+from homerun.control._namespace_transport import NamespaceTransport
 from homerun.runtime.netns import NamespaceGone, NetNamespace, Networks, can_make
 
 pytestmark = pytest.mark.skipif(
@@ -165,3 +167,33 @@ def start_caller(namespace: NetNamespace, port: int, source: int) -> subprocess.
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "connected"
     return process
+
+
+def test_an_http_client_reaches_a_server_inside_through_its_transport(
+    namespaces: Callable[[], NetNamespace],
+) -> None:
+    """`services advise --ramp` loads a private instance in its revision's namespace."""
+    namespace = namespaces()
+
+    async def exchange() -> list[tuple[int, bytes]]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while (await reader.readuntil(b"\r\n\r\n")).startswith(b"GET"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ninside")
+                await writer.drain()
+
+        server = await asyncio.start_server(answer, sock=namespace.listen("127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+        answers = []
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            transport=NamespaceTransport(namespace, limits),
+            timeout=5,
+        ) as client:
+            for _ in range(3):  # the second and third on the kept-alive connection
+                response = await client.get("/")
+                answers.append((response.status_code, response.content))
+        server.close()
+        return answers
+
+    assert asyncio.run(exchange()) == [(200, b"inside")] * 3
