@@ -215,9 +215,12 @@ class ProcessRuntime:
         if self._networks is not None:
             self._networks.forget(revision)
 
-    def network(self, revision: str) -> NetNamespace | None:
-        """The network namespace the revision's instances listen in, if they have their own."""
-        return self._networks.get(revision) if self._networks is not None else None
+    def _gone_alone(self, instance: ProcessInstance) -> None:
+        """An instance of no revision (a job's task, a worker pool's instance) is gone: so is
+        the network namespace it had to itself."""
+        self._instances.discard(instance)
+        if self._networks is not None:
+            self._networks.forget(instance.name)
 
     def _tell_reaper(self, line: str) -> None:
         if self._reaper is not None and self._reaper.stdin is not None:
@@ -269,7 +272,7 @@ class ProcessRuntime:
                 asyncio.create_task(pump(err_read, "stderr", output)),
             ],
             tell_reaper=self._tell_reaper,
-            on_gone=self._instances.discard,
+            on_gone=self._instances.discard if spec.revision else self._gone_alone,
         )
         self._instances.add(instance)
         instance.scan_now_and_then()

@@ -10,13 +10,17 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from homerun.access.peers import connection_owner
 from homerun.control._namespace_transport import NamespaceTransport
+from homerun.runtime.base import InstanceSpec
 from homerun.runtime.netns import NamespaceGone, NetNamespace, Networks, can_make
+from homerun.runtime.process import ProcessRuntime
+from homerun.runtime.sandbox import probe as probe_sandbox
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or can_make() is not None, reason="needs root and network namespaces"
@@ -197,3 +201,37 @@ def test_an_http_client_reaches_a_server_inside_through_its_transport(
         return answers
 
     assert asyncio.run(exchange()) == [(200, b"inside")] * 3
+
+
+def test_an_instance_of_no_revision_has_a_namespace_until_it_is_gone(tmp_path: Path) -> None:
+    """A job's task or a worker pool's instance (no revision): a namespace of its own, dropped
+    with it (and its slirp4netns)."""
+    sandbox, said = probe_sandbox("auto", tmp_path / "home")
+    if sandbox is None:
+        pytest.skip(said)
+    networks = Networks()
+    runtime = ProcessRuntime(sandbox=sandbox, networks=networks)
+    lines: list[str] = []
+
+    async def scenario() -> None:
+        runtime.open()
+        try:
+            spec = InstanceSpec(
+                name="job-task0-1",
+                argv=["readlink", "/proc/self/ns/net"],
+                env={"PATH": os.environ["PATH"]},
+                cwd=tmp_path,
+                port=0,
+            )
+            instance = await runtime.start(spec, lambda stream, line: lines.append(line))
+            namespace = networks.get("job-task0-1")
+            assert namespace is not None
+            inode = namespace.inode
+            assert await asyncio.wait_for(instance.wait(), 30) == 0
+            assert lines == [f"net:[{inode}]"], lines
+            assert networks.get("job-task0-1") is None and namespace.closed
+            assert "its own network namespace" in runtime.mode("job")[1]
+        finally:
+            runtime.close()
+
+    asyncio.run(scenario())
