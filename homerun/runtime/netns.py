@@ -131,6 +131,11 @@ class NetNamespace:
             raise
         return namespace
 
+    @classmethod
+    def of_process(cls, pid: int) -> NetNamespace:
+        """The namespace a process is in (a test reaching an instance's $PORT, say)."""
+        return cls(os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+
     @property
     def fd(self) -> int:
         """The descriptor that holds it (for a child to find it by, as /proc/self/fd/FD)."""

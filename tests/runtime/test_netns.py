@@ -96,6 +96,9 @@ def test_a_child_enters_the_namespace_before_it_runs(
         check=True,
     )
     assert int(shown.stdout) == namespace.inode != os.stat("/proc/self/ns/net").st_ino
+    same = NetNamespace.of_process(os.getpid())
+    assert same.inode == os.stat("/proc/self/ns/net").st_ino
+    same.close()
     # Only the loopback, and it is up.
     with namespace.listen("::1", 0) as six:
         assert six.getsockname()[1] > 0
