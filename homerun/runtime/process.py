@@ -172,6 +172,7 @@ class ProcessRuntime:
         self._unsandboxed = unsandboxed  # why not, when one was asked for: said in describe
         # Sandboxed instances in their revision's own network namespace (runtime/netns.py).
         self._networks = networks if sandbox is not None else None
+        self._forgetting: set[asyncio.Future[None]] = set()
         self._subreaper = False
         # Instances whose processes may not all be gone: close() kills what is left of them.
         self._instances: set[ProcessInstance] = set()
@@ -215,12 +216,15 @@ class ProcessRuntime:
         if self._networks is not None:
             self._networks.forget(revision)
 
-    def _gone_alone(self, instance: ProcessInstance) -> None:
-        """An instance of no revision (a job's task, a worker pool's instance) is gone: so is
-        the network namespace it had to itself."""
-        self._instances.discard(instance)
-        if self._networks is not None:
-            self._networks.forget(instance.name)
+    async def _forget_network(self, process: asyncio.subprocess.Process, owner: str) -> None:
+        """An instance of no revision (a job's task, a worker pool's instance) had a network
+        namespace to itself: dropped once its first process exits (what it left behind keeps
+        the namespace, not the way out, until its stop ends it)."""
+        try:
+            await process.wait()
+        finally:
+            if self._networks is not None:
+                self._networks.forget(owner)
 
     def _tell_reaper(self, line: str) -> None:
         if self._reaper is not None and self._reaper.stdin is not None:
@@ -272,9 +276,13 @@ class ProcessRuntime:
                 asyncio.create_task(pump(err_read, "stderr", output)),
             ],
             tell_reaper=self._tell_reaper,
-            on_gone=self._instances.discard if spec.revision else self._gone_alone,
+            on_gone=self._instances.discard,
         )
         self._instances.add(instance)
+        if network is not None and not spec.revision:
+            forgetting = asyncio.ensure_future(self._forget_network(process, owner))
+            self._forgetting.add(forgetting)
+            forgetting.add_done_callback(self._forgetting.discard)
         instance.scan_now_and_then()
         return instance
 

@@ -232,6 +232,10 @@ def test_an_instance_of_no_revision_has_a_namespace_until_it_is_gone(tmp_path: P
             inode = namespace.inode
             assert await asyncio.wait_for(instance.wait(), 30) == 0
             assert lines == [f"net:[{inode}]"], lines
+            for _ in range(100):  # dropped as its process exits: at once, or a turn later
+                if networks.get("job-task0-1") is None:
+                    break
+                await asyncio.sleep(0.01)
             assert networks.get("job-task0-1") is None and namespace.closed
             assert "its own network namespace" in runtime.mode("job")[1]
         finally:
