@@ -235,9 +235,7 @@ class Daemon:
             body_buffer_bytes=self.settings.request_body_buffer_bytes,
             send_timeout=self.settings.send_timeout_seconds,
             on_request=telemetry.records.append if self.settings.telemetry else None,
-            identify_caller=lambda peer, server: connection_owner(
-                peer, server, live.instance_members()
-            ),
+            identify_caller=lambda peer, server: connection_owner(peer, server, control.members()),
             forwarded_authorization=authority.forwarded_authorization,
             platform_names=frozenset(
                 name.encode() for name in {self.settings.domain.lower(), "127.0.0.1", "[::1]"}
@@ -317,7 +315,7 @@ class Daemon:
         servers, server_tasks = [admin, dashboard], [admin_task, dashboard_task]
         metadata = embedded(
             create_metadata_app(
-                live.instance_members,
+                control.members,
                 authority.mint,
                 authority.issuer,
                 project=authority.project,
@@ -538,6 +536,7 @@ def control_plane(
         wall_clock=wall_clock,
         host_env=host_env,
         hosts_file=paths.hosts,
+        metadata_address=metadata_address,
         runs_containers=engine is not None,
         stop_grace=settings.stop_grace_seconds,
         # Parallelism 0 is "as many as possible": on Cloud Run a number that grows with the
@@ -624,6 +623,7 @@ def control_plane(
             clock=clock,
             wall_clock=wall_clock,
             host_env=host_env,
+            metadata_address=metadata_address,
         ),
         ramp=Ramp(store=store, live=live, supervisor=supervisor, advisor=advisor, clock=clock),
         exports=Exports(store=store, images=images),
