@@ -8,11 +8,13 @@ These need root and bubblewrap (as the sandbox's own tests); elsewhere they are 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,8 @@ def test_describe_says_the_network_is_private(private: Platform) -> None:
     for service in ("locked", "snoop", "snoop-spawned"):
         reason = private.describe_service(service)["revisions"][0]["start_mode"]["reason"]
         assert "its own network namespace" in reason, reason
+    status = private.run("status", check=True).stdout
+    assert "its own network namespace" in status, status
 
 
 def test_a_private_service_answers_through_the_router_only(private: Platform) -> None:
@@ -215,3 +219,33 @@ def test_an_instance_reaches_other_machines_but_not_the_hosts_loopback(
     # slirp4netns's gateway does not lead to the host's 127.0.0.1 (the router listens there).
     blocked = attempt(private, service, "tcp", host="10.0.2.2", port=private.port)
     assert not blocked["ok"], blocked
+
+
+def ways_out(platform: Platform) -> set[int]:
+    """The daemon's slirp4netns processes (one per revision that has a namespace)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() != "slirp4netns":
+                    continue
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == platform.pid:
+                    found.add(int(entry.name))
+    return found
+
+
+def test_a_deleted_services_namespace_goes_with_it(private: Platform) -> None:
+    """Its listeners and its slirp4netns go once its last instance is gone: nothing of it
+    survives `services delete`."""
+    if shutil.which("slirp4netns") is None:
+        pytest.skip("no slirp4netns: the namespace holds no process of the daemon's")
+    before = ways_out(private)
+    private.deploy_ok("fleeting", SNOOP)
+    assert private.request("fleeting", "GET", "/").status_code == 200
+    with_it = ways_out(private)
+    assert len(with_it - before) == 1, (before, with_it)
+    private.run("services", "delete", "fleeting", "--quiet", check=True)
+    deadline = time.monotonic() + 30
+    while ways_out(private) & (with_it - before):
+        assert time.monotonic() < deadline, "the deleted service's slirp4netns still runs"
+        time.sleep(0.2)
