@@ -19,6 +19,13 @@ connects out as the daemon's process would, but never to the host's loopback
 (--disable-host-loopback): not to the router's or dashboard's host listeners, nor anything
 else bound there. Without slirp4netns, an instance reaches the router and metadata server only.
 
+A revision's namespace (with its listeners and slirp4netns) lives until the runtime forgets the
+revision, which it does once no instance of it is left and it serves no traffic: a revision
+scaled to zero keeps it, as it keeps its zygote. A job's task or a worker pool's instance (no
+revision) has one to itself until its first process exits. Names resolve as the host's
+resolv.conf says: a resolver on the host's loopback (systemd-resolved's 127.0.0.53) is not
+reachable from inside.
+
 Making a namespace and entering one needs CAP_SYS_ADMIN: homerun must run as root. As a normal
 user, instances share the host's network (said at start, in status and in describe).
 """
