@@ -17,10 +17,12 @@ import pytest
 
 from homerun.access.peers import connection_owner
 from homerun.control._namespace_transport import NamespaceTransport
+from homerun.model.probes import Probe, ProbeAction
 from homerun.runtime.base import InstanceSpec
 from homerun.runtime.netns import NamespaceGone, NetNamespace, Networks, can_make
 from homerun.runtime.process import ProcessRuntime
 from homerun.runtime.sandbox import probe as probe_sandbox
+from homerun.scaling.probes import ProbeResult, ProbeTarget, run_probe
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or can_make() is not None, reason="needs root and network namespaces"
@@ -242,3 +244,35 @@ def test_an_instance_of_no_revision_has_a_namespace_until_it_is_gone(tmp_path: P
             runtime.close()
 
     asyncio.run(scenario())
+
+
+def test_probes_go_into_the_instances_namespace(
+    namespaces: Callable[[], NetNamespace], tmp_path: Path
+) -> None:
+    """TCP and HTTP probes connect inside; an exec probe's command runs inside."""
+    namespace = namespaces()
+
+    async def probes() -> list[ProbeResult]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            writer.close()
+
+        server = await asyncio.start_server(answer, sock=namespace.listen("0.0.0.0", 0))
+        port = server.sockets[0].getsockname()[1]
+        inside = ProbeTarget(port, {"PATH": os.environ["PATH"]}, tmp_path, namespace)
+        outside = ProbeTarget(port, {"PATH": os.environ["PATH"]}, tmp_path)
+        own = f"net:[{namespace.inode}]"
+        command = ("sh", "-c", f'test "$(readlink /proc/self/ns/net)" = "{own}"')
+        results = [
+            await run_probe(Probe(), inside),
+            await run_probe(Probe(action=ProbeAction.HTTP, path="/ready"), inside),
+            await run_probe(Probe(action=ProbeAction.EXEC, command=command), inside),
+            await run_probe(Probe(), outside),
+            await run_probe(Probe(action=ProbeAction.EXEC, command=command), outside),
+        ]
+        server.close()
+        return results
+
+    results = asyncio.run(probes())
+    assert [result.ok for result in results] == [True, True, True, False, False], results
