@@ -100,7 +100,12 @@ class Sandbox:
         shown = _shown(env, cwd)
         writable = [Path(env["HOMERUN_INSPECT"])] if env.get("HOMERUN_INSPECT") else []
         hidden = _hidden([self.home, *self.hidden, Path("/run")], [*shown, *writable])
-        args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc"]
+        # No --die-with-parent: the outer bwrap exits as soon as the command does, and with it
+        # the sandbox's init would SIGKILL all that is left, so a stop's SIGTERM to a Procfile's
+        # `/bin/sh -c "python main.py"` would cut the app's own SIGTERM handler short. What is
+        # left is in the instance's process group (and control groups), which a stop and the
+        # daemon's reaper end, as without a sandbox.
+        args = [self.bwrap, "--unshare-pid", "--unshare-ipc"]
         if not self.privileged:
             args += ["--unshare-user"]
         args += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
