@@ -16,7 +16,9 @@ the host that only root may read stays unreadable. As a normal user, bwrap makes
 namespace mapping that user to itself: the mount view and the PID namespace hold, but the app
 runs as the user that runs homerun.
 
-Not a VM: the kernel is the host's, the network namespace too (see docs/isolation.md).
+Not a VM: the kernel is the host's, the network namespace too, so an instance's port is
+reachable from the host (docs/design.md, "Isolation: the sandbox", says what a revision gets
+and what it does not).
 """
 
 from __future__ import annotations
