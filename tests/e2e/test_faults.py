@@ -25,6 +25,7 @@ from .harness import (
     Platform,
     describe,
     free_port,
+    host_pid,
     json_lines_whole,
     process_alive,
     wait_until_dead,
@@ -50,7 +51,8 @@ def revisions(platform: Platform, service: str) -> dict[str, str]:
 def test_an_instance_killed_mid_request(platform: Platform) -> None:
     """In-flight requests get 502 (or 503), the next ones a new instance."""
     platform.deploy_ok("victim", WHOAMI, "--concurrency", "10")
-    first_pid = platform.request("victim", "GET", "/").json()["pid"]
+    first_pid = platform.request("victim", "GET", "/").json()["pid"]  # as the app sees it
+    victim = host_pid(first_pid, "victim")
 
     def slow() -> int:
         return platform.request("victim", "GET", "/slow", params={"seconds": 20}).status_code
@@ -63,7 +65,7 @@ def test_an_instance_killed_mid_request(platform: Platform) -> None:
             return bool(revision["in_flight"] == 3)
 
         until(all_in_flight, "three requests in flight")
-        os.killpg(os.getpgid(first_pid), signal.SIGKILL)
+        os.killpg(os.getpgid(victim), signal.SIGKILL)
         statuses = [future.result(timeout=30) for future in in_flight]
     assert set(statuses) <= {502, 503} and statuses, statuses
 
@@ -77,7 +79,7 @@ def test_an_instance_killed_mid_request(platform: Platform) -> None:
 def test_an_instance_that_ignores_sigterm_is_killed_after_the_grace(platform: Platform) -> None:
     """The shared daemon's stop-grace-seconds is 3: TERM is ignored, KILL comes 3 s later."""
     platform.deploy_ok("stubborn", WHOAMI, "--set-env-vars", "IGNORE_SIGTERM=1")
-    pid = platform.request("stubborn", "GET", "/").json()["pid"]
+    pid = host_pid(platform.request("stubborn", "GET", "/").json()["pid"], "stubborn")
     # A new revision retires the old one: drained (nothing in flight), TERM, KILL.
     update = platform.run("services", "update", "stubborn", "--update-env-vars", "V=2")
     assert update.returncode == 0, describe(update)
@@ -204,9 +206,9 @@ def test_an_instance_killed_under_load_fails_only_its_own_requests(platform: Pla
     try:
         time.sleep(3)
         pids = {json.loads(body)["pid"] for _, status, body in load.results if status == 200}
-        victim = sorted(pids)[0]
+        victim = sorted(pids)[0]  # as the app sees it; the host's pid is another in a sandbox
         killed_at = time.monotonic()
-        os.killpg(os.getpgid(victim), signal.SIGKILL)
+        os.killpg(os.getpgid(host_pid(victim, "loaded")), signal.SIGKILL)
         time.sleep(4)
     finally:
         load.stop.set()
@@ -232,6 +234,7 @@ def test_the_daemon_killed_under_load_recovers_at_restart(own_platform: Platform
         time.sleep(2)
         served = {json.loads(body)["pid"] for _, status, body in load.results if status == 200}
         assert served, load.results
+        served = {host_pid(pid, "survivor") for pid in served}
         killed_at = time.monotonic()
         platform.kill()
         time.sleep(1)
