@@ -51,8 +51,7 @@ def revisions(platform: Platform, service: str) -> dict[str, str]:
 def test_an_instance_killed_mid_request(platform: Platform) -> None:
     """In-flight requests get 502 (or 503), the next ones a new instance."""
     platform.deploy_ok("victim", WHOAMI, "--concurrency", "10")
-    first_pid = platform.request("victim", "GET", "/").json()["pid"]  # as the app sees it
-    victim = host_pid(first_pid, "victim")
+    victim = host_pid(platform.request("victim", "GET", "/").json()["pid"], "victim")
 
     def slow() -> int:
         return platform.request("victim", "GET", "/slow", params={"seconds": 20}).status_code
@@ -71,7 +70,7 @@ def test_an_instance_killed_mid_request(platform: Platform) -> None:
 
     after = platform.request("victim", "GET", "/")
     assert after.status_code == 200
-    assert after.json()["pid"] != first_pid
+    assert host_pid(after.json()["pid"], "victim") != victim
     logged = platform.run("logs", "read", "victim", "--limit", "100", check=True).stdout
     assert "killed by SIGKILL" in logged
 
