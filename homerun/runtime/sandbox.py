@@ -107,7 +107,10 @@ class Sandbox:
         # `/bin/sh -c "python main.py"` would cut the app's own SIGTERM handler short. What is
         # left is in the instance's process group (and control groups), which a stop and the
         # daemon's reaper end, as without a sandbox.
-        args = [self.bwrap, "--unshare-pid", "--unshare-ipc"]
+        # The outer bwrap ignores a stop's signals by `env --ignore-signal` rather than only by
+        # the spawner's preexec_fn: uvloop's (libuv's) spawn resets every disposition after it.
+        args = [self.env_program, f"--ignore-signal={','.join(IGNORED_OUTSIDE)}"]
+        args += [self.bwrap, "--unshare-pid", "--unshare-ipc"]
         if not self.privileged:
             args += ["--unshare-user"]
         args += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]

@@ -116,10 +116,16 @@ def namespace_pid(pid: int) -> int | None:
     return pid
 
 
-def host_pid(app_pid: int, service: str) -> int:
-    """The host's pid of the service's instance process that says its pid is `app_pid`: an app
-    in a sandbox sees its own PID namespace (where it may be pid 2), a test the host's."""
-    found = [pid for pid in instance_processes(service=service) if namespace_pid(pid) == app_pid]
+def host_pid(app_pid: int, service: str, port: int | None = None) -> int:
+    """The host's pid of the service's instance process that says its pid is `app_pid` (and
+    that listens on `port`, to tell apart spawned instances, each pid 2 of its own sandbox): an
+    app in a sandbox sees its own PID namespace, a test the host's."""
+    found = [
+        pid
+        for pid in instance_processes(service=service)
+        if namespace_pid(pid) == app_pid
+        and (port is None or process_environ(pid).get("PORT") == str(port))
+    ]
     assert len(found) == 1, f"{service}: {len(found)} processes say they are pid {app_pid}"
     return found[0]
 
