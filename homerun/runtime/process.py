@@ -63,6 +63,14 @@ def ignore_stop_signals() -> None:
         _libc.signal(getattr(signal, f"SIG{name}"), _SIG_IGN)
 
 
+def _unwrapped_status(code: int) -> int:
+    """bwrap's exit status as the app's: 128+N (the command killed by signal N, as shells and
+    bwrap say it) becomes -N, as the container runtime reads podman's (container._status)."""
+    if 128 < code < 128 + 65:
+        return -(code - 128)
+    return code
+
+
 def _prepare_child(cgroup_procs: tuple[str, ...] = (), sandboxed: bool = False) -> None:
     # Runs in the child between fork and exec; all of it survives the exec.
     # Into the instance's control groups first: everything it starts is there too.
@@ -92,6 +100,7 @@ class ProcessInstance:
         *,
         tell_reaper: Callable[[str], None],
         on_gone: Callable[[ProcessInstance], None],
+        sandboxed: bool = False,
     ) -> None:
         self.name = name
         self.port = port
@@ -103,6 +112,7 @@ class ProcessInstance:
         self._tell_reaper = tell_reaper
         self._on_gone = on_gone
         self._scanning: asyncio.TimerHandle | None = None
+        self._sandboxed = sandboxed
 
     @property
     def returncode(self) -> int | None:
@@ -113,6 +123,8 @@ class ProcessInstance:
         only when every process of it is gone: a shell's child finishes its SIGTERM handler
         before the supervisor takes the instance for exited and kills what is left."""
         status = await self._process.wait()
+        if self._sandboxed:
+            status = _unwrapped_status(status)
         if self.processes.stopping:
             await self.processes.gone()
             self._on_gone(self)
@@ -250,6 +262,7 @@ class ProcessRuntime:
             ],
             tell_reaper=self._tell_reaper,
             on_gone=self._instances.discard,
+            sandboxed=self._sandbox is not None,
         )
         self._instances.add(instance)
         instance.scan_now_and_then()

@@ -16,7 +16,9 @@ the host that only root may read stays unreadable. As a normal user, bwrap makes
 namespace mapping that user to itself: the mount view and the PID namespace hold, but the app
 runs as the user that runs homerun.
 
-Not a VM: the kernel is the host's, the network namespace too (see docs/isolation.md).
+Not a VM: the kernel is the host's, the network namespace too, so an instance's port is
+reachable from the host (docs/design.md, "Isolation: the sandbox", says what a revision gets
+and what it does not).
 """
 
 from __future__ import annotations
@@ -100,7 +102,15 @@ class Sandbox:
         shown = _shown(env, cwd)
         writable = [Path(env["HOMERUN_INSPECT"])] if env.get("HOMERUN_INSPECT") else []
         hidden = _hidden([self.home, *self.hidden, Path("/run")], [*shown, *writable])
-        args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc"]
+        # No --die-with-parent: the outer bwrap exits as soon as the command does, and with it
+        # the sandbox's init would SIGKILL all that is left, so a stop's SIGTERM to a Procfile's
+        # `/bin/sh -c "python main.py"` would cut the app's own SIGTERM handler short. What is
+        # left is in the instance's process group (and control groups), which a stop and the
+        # daemon's reaper end, as without a sandbox.
+        # The outer bwrap ignores a stop's signals by `env --ignore-signal` rather than only by
+        # the spawner's preexec_fn: uvloop's (libuv's) spawn resets every disposition after it.
+        args = [self.env_program, f"--ignore-signal={','.join(IGNORED_OUTSIDE)}"]
+        args += [self.bwrap, "--unshare-pid", "--unshare-ipc"]
         if not self.privileged:
             args += ["--unshare-user"]
         args += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
