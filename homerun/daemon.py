@@ -191,6 +191,7 @@ class Daemon:
                 else None
             ),
             sandbox=sandbox_said if sandbox is not None else f"none: {sandbox_said}",
+            mounts_refused=None if sandbox is not None else sandbox_said,
         )
         live, authority = control.live, control.authority
         published = authority.published()
@@ -433,6 +434,7 @@ def control_plane(
     engine: Engine | None = None,
     release_images: Callable[[set[str]], object] | None = None,
     sandbox: str | None = None,
+    mounts_refused: str | None = None,
     scheduler_call: Call | None = None,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
@@ -468,6 +470,7 @@ def control_plane(
         metadata_address=metadata_address,
         inspector=inspector,
         domains=mapping_store.routes,
+        mounts_refused=mounts_refused,
     )
     advisor = Advisor(
         store=store,

@@ -184,6 +184,11 @@ class WorkerPools:
         if current is None and changes.source is None:
             raise InvalidSpec(f"worker pool {pool} is new: give the folder of its code, --source")
         template = changes.apply(current.template if current else None)
+        if template.mounts_anything:
+            raise InvalidSpec(
+                "worker pools do not mount secret files or volumes yet (services do); read the "
+                "secret as an env var instead (--set-secrets ENV=SECRET:VERSION)"
+            )
         self._secrets.check(template)
         instances = request.instances
         if instances is None:

@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from homerun.errors import HomerunError
 from homerun.procfs import process_tree
 from homerun.runtime.base import InstanceSpec, OutputSink, join_cgroups
 from homerun.runtime.output import drain, pump
-from homerun.runtime.sandbox import IGNORED_OUTSIDE, Sandbox
+from homerun.runtime.sandbox import IGNORED_OUTSIDE, Sandbox, open_secret_files
 from homerun.shellwords import split_script
 
 # How often a running instance's process tree is recorded (what its first process's crash
@@ -212,10 +213,17 @@ class ProcessRuntime:
 
     async def start(self, spec: InstanceSpec, output: OutputSink) -> ProcessInstance:
         argv = exec_simple_command(spec.argv)
+        secret_fds: list[int] = []
+        if spec.mounts and self._sandbox is None:
+            # The control plane refuses such a deploy without a sandbox; never mount nothing.
+            raise HomerunError(
+                f"{spec.name}: its {spec.mounts.describe()} need the sandbox, which is off"
+            )
         if self._sandbox is not None:
             owner = spec.revision or spec.name
             self._sandbox.prepare(owner, spec.env)
-            argv = self._sandbox.command(argv, spec.env, spec.cwd, owner)
+            secret_fds = open_secret_files(spec.mounts)
+            argv = self._sandbox.command(argv, spec.env, spec.cwd, owner, spec.mounts, secret_fds)
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
@@ -227,6 +235,7 @@ class ProcessRuntime:
                 stdout=out_write,
                 stderr=err_write,
                 start_new_session=True,
+                pass_fds=secret_fds,
                 preexec_fn=functools.partial(
                     _prepare_child, spec.cgroup_procs, self._sandbox is not None
                 ),
@@ -238,6 +247,8 @@ class ProcessRuntime:
         finally:
             os.close(out_write)
             os.close(err_write)
+            for fd in secret_fds:  # bwrap has its copies; it reads them as it starts
+                os.close(fd)
         self._tell_reaper(f"+{process.pid}")
         instance = ProcessInstance(
             spec.name,
