@@ -29,7 +29,7 @@ from homerun.knative.probes import (
 from homerun.model.annotations import CAMEL_CASE_ALIASES, annotation_problems
 from homerun.model.images import InvalidImageName, parse_image_name
 from homerun.model.validation import Location, errors_at
-from homerun.model.volumes import mount_path
+from homerun.model.volumes import check_mount_points, mount_path
 from homerun.spec import (
     MAX_CONCURRENCY,
     MAX_TIMEOUT_SECONDS,
@@ -532,6 +532,10 @@ def volume_problems(
             problems.append(
                 ((*where, "readOnly"), "an in-memory volume mounted read-only stays empty")
             )
+    try:
+        check_mount_points((mount.mount_path, f"volume {mount.name}") for mount in mounts)
+    except ValueError as error:
+        problems.append(((*container, "volumeMounts"), str(error)))
     for index, volume in enumerate(volumes):
         if volume.secret is not None and volume.name not in mounted:
             problems.append(
