@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from homerun.errors import HomerunError
@@ -41,15 +41,16 @@ _libc.signal.restype = ctypes.c_void_p
 _SIG_IGN = ctypes.c_void_p(1)
 
 
-def close_inherited_fds() -> None:
+def close_inherited_fds(keep: Collection[int] = ()) -> None:
     """In a child between fork and exec: every descriptor past stdin, stdout and stderr closes
     at the exec. uvloop's subprocess ignores close_fds, so an instance would otherwise get the
     daemon's inheritable descriptors (uvloop's own copies of the stdio, whatever started the
     daemon left open). Marked close-on-exec rather than closed: the pipe on which the exec
-    reports its failure (a missing program) is among them and must stay open until then."""
+    reports its failure (a missing program) is among them and must stay open until then.
+    `keep`: descriptors the program is given (a sandbox's secret files, read by bwrap)."""
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd > 2:
+        if fd > 2 and fd not in keep:
             try:
                 fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
             except OSError:  # the listing's own descriptor, closed by now
@@ -64,13 +65,15 @@ def ignore_stop_signals() -> None:
         _libc.signal(getattr(signal, f"SIG{name}"), _SIG_IGN)
 
 
-def _prepare_child(cgroup_procs: tuple[str, ...] = (), sandboxed: bool = False) -> None:
+def _prepare_child(
+    cgroup_procs: tuple[str, ...] = (), sandboxed: bool = False, keep: tuple[int, ...] = ()
+) -> None:
     # Runs in the child between fork and exec; all of it survives the exec.
     # Into the instance's control groups first: everything it starts is there too.
     join_cgroups(cgroup_procs)
     if sandboxed:
         ignore_stop_signals()
-    close_inherited_fds()
+    close_inherited_fds(keep)
     # If the daemon dies (even by SIGKILL), the kernel kills the instance too. Servers that
     # fork workers (gunicorn) watch their parent.
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -237,7 +240,10 @@ class ProcessRuntime:
                 start_new_session=True,
                 pass_fds=secret_fds,
                 preexec_fn=functools.partial(
-                    _prepare_child, spec.cgroup_procs, self._sandbox is not None
+                    _prepare_child,
+                    spec.cgroup_procs,
+                    self._sandbox is not None,
+                    tuple(secret_fds),
                 ),
             )
         except BaseException:
