@@ -32,6 +32,8 @@ def mount_path(path: str) -> str:
     saying what is wrong otherwise."""
     if not path.startswith("/"):
         raise ValueError(f"{path!r} is not an absolute path; write e.g. /secrets/api-key")
+    if "," in path or "\0" in path:
+        raise ValueError(f"{path!r}: a mount path may not hold ',' (it separates list items)")
     parts = path.split("/")
     if any(part in (".", "..") for part in parts):
         raise ValueError(f"{path!r}: '.' and '..' are not allowed in a mount path")
