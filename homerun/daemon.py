@@ -514,6 +514,7 @@ def control_plane(
         host_env=host_env,
         hosts_file=paths.hosts,
         runs_containers=engine is not None,
+        mounts_refused=mounts_refused,
         stop_grace=settings.stop_grace_seconds,
         # Parallelism 0 is "as many as possible": on Cloud Run a number that grows with the
         # CPUs used; here 4 tasks per CPU of this machine.
@@ -584,6 +585,7 @@ def control_plane(
             wall_clock=wall_clock,
             images=images,
             engine=engine,
+            mounts_refused=mounts_refused,
         ),
         advisor=advisor,
         worker_pools=WorkerPools(

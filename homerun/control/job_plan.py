@@ -95,12 +95,6 @@ def plan_job(
         )
     check_job_env(template.env, "--set-env-vars")
     check_job_env(template.secrets, "--set-secrets")
-    if template.mounts_anything:
-        raise InvalidSpec(
-            "jobs do not mount secret files or volumes yet (services do); read the secret as "
-            "an env var instead (--set-secrets ENV=SECRET:VERSION) and write scratch files "
-            "to /tmp, which is in memory"
-        )
     settings = request.settings.apply(current.settings if current else None)
     schedule, zone = _schedule(request, current)
     plan = JobPlan(

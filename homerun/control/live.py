@@ -22,7 +22,7 @@ from homerun.model.artifact import ArtifactRecord
 from homerun.model.cost import Usage, gib, vcpus
 from homerun.model.limits import limits
 from homerun.model.states import RevisionStatus
-from homerun.model.volumes import NO_MOUNTS, Mounts
+from homerun.model.volumes import NO_MOUNTS, Mounts, sandbox_needed
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.routing.hosts import hosts_text, router_address, service_hosts
 from homerun.routing.table import (
@@ -206,13 +206,7 @@ class LiveRevisions:
             return NO_MOUNTS
         container = artifact is not None and artifact.engine_image is not None
         if not container and self._mounts_refused is not None:
-            raise InvalidSpec(
-                "secret files and volumes are mounted in each instance's own view of the "
-                f"filesystem, which needs the sandbox, and {self._mounts_refused}. Turn it on "
-                "(`sandbox: on` in HOMERUN_HOME/config.yaml, bubblewrap installed, then restart "
-                "`homerun up`), or read the secret as an env var instead "
-                "(--set-secrets ENV=SECRET:VERSION)"
-            )
+            raise InvalidSpec(sandbox_needed(self._mounts_refused))
         return self._secrets.mounts(spec)
 
     def instances(self) -> int:

@@ -243,6 +243,11 @@ class JobSummary(_View):
     command: list[str] | None = None  # as given (--command); `entrypoint` is what runs
     args: list[str] | None = None
     digest: str | None = None  # of the job's artifact: its image homerun.local/JOB@sha256:...
+    # Its secret files (/path -> SECRET:VERSION), in-memory volumes (name -> size limit or
+    # None) and their mounts (path -> volume), as the job's spec holds them.
+    secret_files: dict[str, str] = Field(default_factory=dict)
+    volumes: dict[str, str | None] = Field(default_factory=dict)
+    volume_mounts: dict[str, str] = Field(default_factory=dict)
 
 
 class JobDescription(JobSummary):

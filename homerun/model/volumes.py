@@ -142,3 +142,13 @@ class Mounts:
 
 
 NO_MOUNTS = Mounts()
+
+
+def sandbox_needed(why_not: str) -> str:
+    """The error of a deploy whose process instances would have mounts and no sandbox."""
+    return (
+        "secret files and volumes are mounted in each instance's own view of the filesystem, "
+        f"which needs the sandbox, and {why_not}. Turn it on (`sandbox: on` in "
+        "HOMERUN_HOME/config.yaml, bubblewrap installed, then restart `homerun up`), or read "
+        "the secret as an env var instead (--set-secrets ENV=SECRET:VERSION)"
+    )
