@@ -217,6 +217,13 @@ class Jobs:
             emit(
                 Phase(message=f"Entrypoint ({artifact.entrypoint_origin}): {artifact.command_line}")
             )
+        if (
+            plan.template.mounts_anything
+            and artifact.engine_image is None
+            and self._mounts_refused is not None
+        ):
+            # Known only now with an engine: the build made processes, not an image.
+            raise InvalidSpec(sandbox_needed(self._mounts_refused))
         record = self._store.put_job(
             job,
             plan.template,

@@ -9,6 +9,7 @@ These need root and bubblewrap (the sandbox's user per revision); elsewhere they
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from .harness import APPS, Platform, describe, running_platform, wait_until_dead
 pytestmark = pytest.mark.e2e
 
 APP = APPS / "secret_files"
+JOB_APP = APPS / "secret_files_job"
 FIRST = "first-key-" + os.urandom(4).hex()
 SECOND = "second-key-" + os.urandom(4).hex()
 MOUNT_FLAGS = (
@@ -187,6 +189,37 @@ def test_a_bad_mount_in_the_yaml_names_its_field_and_keeps_the_service(
     assert get(mounted, "peeker", "/read?path=/secrets/api-key")["ok"] is False
 
 
+def test_a_jobs_tasks_get_the_secret_file_and_the_volume(mounted: Platform) -> None:
+    created = mounted.run(
+        "jobs",
+        "create",
+        "signer",
+        "--source",
+        str(JOB_APP),
+        "--set-secrets",
+        "/secrets/signing-key=api-key:latest",
+        "--add-volume",
+        "name=scratch,type=in-memory,size-limit=1Mi",
+        "--add-volume-mount",
+        "volume=scratch,mount-path=/scratch",
+        timeout=270,
+    )
+    assert created.returncode == 0, describe(created)
+    executed = mounted.run("jobs", "execute", "signer", "--wait", timeout=180)
+    assert executed.returncode == 0, describe(executed)
+    logs = mounted.run("jobs", "logs", "read", "signer", "--limit", "100", check=True).stdout
+    value = get(mounted, "keeper")["api_key"]  # the key's latest version, whichever it is now
+    assert f"key sha256 {hashlib.sha256(value.encode()).hexdigest()}" in logs, logs
+    assert "key not writable: Read-only file system" in logs
+    assert f"staged {512 * 1024} bytes" in logs
+    assert "over the limit refused: No space left on device" in logs
+    assert value not in logs
+    shown = mounted.run("jobs", "describe", "signer", "--format", "yaml", check=True).stdout
+    assert value not in shown
+    task = yaml.safe_load(shown)["spec"]["template"]["spec"]["template"]["spec"]
+    assert task["containers"][0]["volumeMounts"][0]["mountPath"] == "/secrets"
+
+
 def test_without_a_sandbox_the_deploy_is_refused_saying_what_to_do(
     tmp_path: Path, venv_cache: Path
 ) -> None:
@@ -198,3 +231,5 @@ def test_without_a_sandbox_the_deploy_is_refused_saying_what_to_do(
         assert "needs the sandbox" in said and "sandbox: off" in said, describe(result)
         assert "`sandbox: on` in HOMERUN_HOME/config.yaml" in said
         assert FIRST not in result.stdout + result.stderr
+        job = plain.run("jobs", "create", "signer", "--source", str(JOB_APP), *MOUNT_FLAGS)
+        assert job.returncode != 0 and "needs the sandbox" in job.stderr, describe(job)
