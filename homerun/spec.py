@@ -13,7 +13,6 @@ from homerun.model.annotations import check_annotations
 from homerun.model.probes import Probe, ProbeAction
 from homerun.model.validation import validation_message
 from homerun.model.volumes import (
-    MemoryVolume,
     check_mount_points,
     mount_path,
     secret_folder,
@@ -205,6 +204,15 @@ def parse_env_vars(
             validate_env_name(name, flag)
         env[name] = value
     return env
+
+
+class MemoryVolume(BaseModel):
+    """An in-memory volume (Knative's emptyDir with medium: Memory): empty at each instance's
+    start, its pages counted against the instance's memory; writes past `size_limit` fail."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size_limit: str | None = None  # a memory amount (100Mi); None: half of --memory
 
 
 class SecretRef(BaseModel):

@@ -24,8 +24,7 @@ from homerun.knative import (
 )
 from homerun.model.probes import Probe, ProbeAction
 from homerun.model.states import RevisionStatus
-from homerun.model.volumes import MemoryVolume
-from homerun.spec import RevisionSpec, SecretRef
+from homerun.spec import MemoryVolume, RevisionSpec, SecretRef
 from homerun.traffic import DEFAULT_TRAFFIC, TrafficEntry
 
 DIGEST = "ab" * 32

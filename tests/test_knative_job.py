@@ -11,7 +11,7 @@ import pytest
 from homerun.errors import InvalidSpec
 from homerun.knative.job import parse_job, render_job
 from homerun.model.views import JobSummary
-from homerun.model.volumes import MemoryVolume
+from homerun.spec import MemoryVolume
 
 DIGEST = "ab" * 32
 

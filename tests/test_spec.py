@@ -5,10 +5,10 @@ from pydantic import ValidationError
 
 from homerun.errors import HomerunError, InvalidSpec
 from homerun.model.probes import Probe, ProbeAction
-from homerun.model.volumes import MemoryVolume
 from homerun.spec import (
     DeployRequest,
     EnvChanges,
+    MemoryVolume,
     MountChanges,
     RevisionChanges,
     RevisionSpec,

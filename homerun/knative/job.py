@@ -45,9 +45,9 @@ from homerun.model.jobs import (
 )
 from homerun.model.validation import Problem, errors_at, problems
 from homerun.model.views import JobSummary
-from homerun.model.volumes import MemoryVolume
 from homerun.spec import (
     EnvChanges,
+    MemoryVolume,
     MountChanges,
     RevisionChanges,
     RevisionSpec,

@@ -24,8 +24,7 @@ from homerun.knative.models import (
 from homerun.knative.probes import ContainerProbe, LivenessProbe, ReadinessProbe, StartupProbe
 from homerun.model.probes import Probe, ProbeKind
 from homerun.model.validation import Problem, field_path, problems, validation_message
-from homerun.model.volumes import MemoryVolume
-from homerun.spec import DEFAULT_STARTUP_TIMEOUT_SECONDS, RevisionSpec, SecretRef
+from homerun.spec import DEFAULT_STARTUP_TIMEOUT_SECONDS, MemoryVolume, RevisionSpec, SecretRef
 from homerun.traffic import DEFAULT_TRAFFIC, TrafficEntry
 
 

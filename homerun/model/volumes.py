@@ -3,6 +3,8 @@
 A revision's spec names them (`secret_files`: a file path -> SECRET:VERSION, `volumes` and
 `volume_mounts`); an instance gets `Mounts`, the same with the secrets' values read when it
 starts, which the runtime makes visible to that instance only (runtime/sandbox.py, podman).
+The standard library only: runtime/base.py imports this, and homerun.runtime must import in
+any interpreter.
 """
 
 from __future__ import annotations
@@ -11,20 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
-from pydantic import BaseModel, ConfigDict
-
 # Cloud Run refuses volumes there ("Disallowed paths").
 DISALLOWED = (PurePosixPath("/dev"), PurePosixPath("/proc"), PurePosixPath("/sys"))
-IN_MEMORY = "in-memory"
-
-
-class MemoryVolume(BaseModel):
-    """An in-memory volume (Knative's emptyDir with medium: Memory): empty at each instance's
-    start, its pages counted against the instance's memory; writes past `size_limit` fail."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    size_limit: str | None = None  # a memory amount (100Mi); None: bounded by --memory alone
 
 
 def mount_path(path: str) -> str:

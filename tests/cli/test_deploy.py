@@ -280,9 +280,7 @@ def test_source_and_image_are_one_or_the_other(run: Run, fake: FakeClient, app: 
     assert "not allowed with" in result.err
 
 
-def test_secret_files_and_volumes_become_the_request(
-    run: Run, fake: FakeClient, app: Path
-) -> None:
+def test_secret_files_and_volumes_become_the_request(run: Run, fake: FakeClient, app: Path) -> None:
     result = run(
         "deploy",
         "hello",

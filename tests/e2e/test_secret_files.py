@@ -233,3 +233,85 @@ def test_without_a_sandbox_the_deploy_is_refused_saying_what_to_do(
         assert FIRST not in result.stdout + result.stderr
         job = plain.run("jobs", "create", "signer", "--source", str(JOB_APP), *MOUNT_FLAGS)
         assert job.returncode != 0 and "needs the sandbox" in job.stderr, describe(job)
+
+
+CONTAINER_DOCKERFILE = """\
+# useradd: outside the engine-less subset, so podman builds it and instances are containers.
+FROM localhost/homerun-test-debian:bookworm
+RUN useradd --uid 4321 --create-home app
+WORKDIR /app
+COPY main.py .
+USER app
+CMD ["python3", "main.py"]
+"""
+CONTAINER_APP = '''\
+"""The same key-and-cache API on the standard library, as a container's user 4321."""
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def _send(self, answer):
+        body = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        with open("/secrets/api-key") as opened:
+            self._send({"api_key": opened.read(), "uid": os.getuid()})
+
+    def do_POST(self):
+        answer = {}
+        try:
+            with open("/secrets/api-key", "w") as opened:
+                opened.write("replaced")
+            answer["overwrite"] = "done"
+        except OSError as error:
+            answer["overwrite"] = error.strerror
+        kib = int(self.path.rpartition("=")[2])
+        try:
+            with open("/cache/blob", "wb") as opened:
+                opened.write(b"x" * 1024 * kib)
+            answer["cache"] = "written"
+        except OSError as error:
+            answer["cache"] = error.strerror
+        self._send(answer)
+
+
+ThreadingHTTPServer(("", int(os.environ["PORT"])), Handler).serve_forever()
+'''
+
+
+@pytest.mark.containers
+@pytest.mark.slow
+def test_a_container_instance_gets_the_same_mounts_without_a_sandbox(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    from .containers import ensure_base_image, remove_containers
+
+    ensure_base_image()
+    source = tmp_path / "app"
+    source.mkdir()
+    (source / "Dockerfile").write_text(CONTAINER_DOCKERFILE)
+    (source / "main.py").write_text(CONTAINER_APP)
+    home = tmp_path / "home"
+    try:
+        with running_platform(home, venv_cache, {"sandbox": "off"}) as plain:
+            _secret(plain, tmp_path, "create", "api-key", value=FIRST)
+            deployed = plain.deploy("boxed", source, *MOUNT_FLAGS, timeout=600)
+            assert deployed.returncode == 0, describe(deployed)
+            seen = get(plain, "boxed")
+            assert seen == {"api_key": FIRST, "uid": 4321}
+            assert post(plain, "boxed", "/?kib=1024") == {
+                "overwrite": "Read-only file system",
+                "cache": "written",
+            }
+            assert post(plain, "boxed", "/?kib=3072")["cache"] == "No space left on device"
+            start = plain.describe_service("boxed")["revisions"][0]["start_mode"]
+            assert start["mode"] == "container", start
+    finally:
+        remove_containers(home)
