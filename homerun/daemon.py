@@ -11,6 +11,7 @@ import gc
 import getpass
 import hashlib
 import os
+import resource
 import signal
 import socket
 import sys
@@ -217,9 +218,7 @@ class Daemon:
             body_buffer_bytes=self.settings.request_body_buffer_bytes,
             send_timeout=self.settings.send_timeout_seconds,
             on_request=telemetry.records.append if self.settings.telemetry else None,
-            identify_caller=lambda peer, server: connection_owner(
-                peer, server, live.instance_members()
-            ),
+            identify_caller=lambda peer, server: connection_owner(peer, server, control.members()),
             forwarded_authorization=authority.forwarded_authorization,
             platform_names=frozenset(
                 name.encode() for name in {self.settings.domain.lower(), "127.0.0.1", "[::1]"}
@@ -299,7 +298,7 @@ class Daemon:
         servers, server_tasks = [admin, dashboard], [admin_task, dashboard_task]
         metadata = embedded(
             create_metadata_app(
-                live.instance_members,
+                control.members,
                 authority.mint,
                 authority.issuer,
                 project=authority.project,
@@ -513,6 +512,7 @@ def control_plane(
         wall_clock=wall_clock,
         host_env=host_env,
         hosts_file=paths.hosts,
+        metadata_address=metadata_address,
         runs_containers=engine is not None,
         mounts_refused=mounts_refused,
         stop_grace=settings.stop_grace_seconds,
@@ -601,6 +601,7 @@ def control_plane(
             clock=clock,
             wall_clock=wall_clock,
             host_env=host_env,
+            metadata_address=metadata_address,
         ),
         ramp=Ramp(store=store, live=live, supervisor=supervisor, advisor=advisor, clock=clock),
         exports=Exports(store=store, images=images),
@@ -654,6 +655,7 @@ def _container_engine(setting: str, home: Path) -> Engine | None:
 
 def run(home: Path, settings: Settings) -> None:
     """Run the daemon in the foreground until SIGTERM/SIGINT or `homerun down`."""
+    _raise_open_files_limit()
     daemon = Daemon(home, settings)
     try:
         import uvloop
@@ -661,6 +663,16 @@ def run(home: Path, settings: Settings) -> None:
         asyncio.run(daemon.serve())
     else:
         uvloop.run(daemon.serve())
+
+
+def _raise_open_files_limit() -> None:
+    """Every client connection and every connection to an instance is a descriptor: the soft
+    limit goes up to the hard one (Debian's sessions start at 1,024 of 524,288), as nginx's
+    worker_rlimit_nofile does. Instances inherit the raised limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _print_problem(message: str) -> None:

@@ -422,7 +422,7 @@ def revision_changes(arguments: argparse.Namespace, source: str | None) -> Revis
         startup_probe=_probe(arguments.startup_probe, "--startup-probe", ProbeKind.STARTUP),
         readiness_probe=_probe(arguments.readiness_probe, "--readiness-probe", ProbeKind.READINESS),
         liveness_probe=_probe(arguments.liveness_probe, "--liveness-probe", ProbeKind.LIVENESS),
-        service_account=_service_account(arguments.service_account),
+        service_account=service_account_change(arguments.service_account),
         use_http2=arguments.use_http2,
         env=env_changes(arguments),
         secrets=secret_changes(arguments),
@@ -489,7 +489,8 @@ ACCESS = FlagGroup(
 )
 
 
-def _service_account(text: str | None) -> str | None:
+def service_account_change(text: str | None) -> str | None:
+    """--service-account as a change: None keeps, '' goes back to the own account."""
     if text is None or text == "":
         return text
     return check_service_account(text, "--service-account")

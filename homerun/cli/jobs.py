@@ -87,6 +87,12 @@ CONTAINER = FlagGroup(
         flag("--args", metavar="ARG,...", help="its arguments, comma-separated"),
         flag("--cpu", help="CPU limit per instance, default 1 (e.g. 1, 2, 500m)"),
         flag("--memory", help="memory limit per instance, default 512Mi (e.g. 512Mi, 2Gi)"),
+        flag(
+            "--service-account",
+            metavar="EMAIL",
+            help="the identity its tasks call services with, from the metadata server (default: "
+            "the job's own, JOB@PROJECT.iam.gserviceaccount.com; '' goes back to it)",
+        ),
     ),
 )
 
@@ -241,6 +247,7 @@ def _changes(arguments: argparse.Namespace, source: str | None) -> RevisionChang
         secrets=flags.secret_changes(arguments),
         volumes=volumes,
         volume_mounts=volume_mounts,
+        service_account=flags.service_account_change(arguments.service_account),
     )
 
 

@@ -95,6 +95,15 @@ class ControlPlane:
         self.worker_pools.restore()
         self.scheduler.start()
 
+    def members(self) -> dict[int, str]:
+        """pid -> member (the identity it calls with) of every running instance, job task and
+        worker pool instance: the metadata server answers them, the router knows them."""
+        return {
+            **self.live.instance_members(),
+            **self.jobs.executions.members(),
+            **self.worker_pools.members(),
+        }
+
     async def close(self) -> None:
         await self.jobs.executions.close()  # their tasks stop; executions resume next start
         await self.worker_pools.close()  # their instances stop; pools start again next start

@@ -62,19 +62,24 @@ def instance_env(
     if inspector is not None:
         env.update(inspector.env(revision, env))
     if metadata_address is not None:
-        # The metadata server (access/metadata.py), where Google's client libraries look for
-        # the project and the instance's identity and tokens: google-auth (and Go's and Node's
-        # clients) read GCE_METADATA_HOST for its requests and GCE_METADATA_IP for the ping that
-        # tells them they run on Google, which otherwise go to metadata.google.internal and
-        # 169.254.169.254, names that reach nothing here.
-        host, port = metadata_address
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        env.update(
-            HOMERUN_METADATA_URL=f"http://{address}/computeMetadata/v1",
-            GCE_METADATA_HOST=address,
-            GCE_METADATA_IP=address,
-        )
+        env.update(metadata_env(metadata_address))
     return env
+
+
+def metadata_env(metadata_address: Address) -> dict[str, str]:
+    """Where an instance, a job's task or a worker pool's instance finds the metadata server
+    (access/metadata.py), where Google's client libraries look for the project and the
+    identity and tokens: google-auth (and Go's and Node's clients) read GCE_METADATA_HOST for
+    its requests and GCE_METADATA_IP for the ping that tells them they run on Google, which
+    otherwise go to metadata.google.internal and 169.254.169.254, names that reach nothing
+    here."""
+    host, port = metadata_address
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return {
+        "HOMERUN_METADATA_URL": f"http://{address}/computeMetadata/v1",
+        "GCE_METADATA_HOST": address,
+        "GCE_METADATA_IP": address,
+    }
 
 
 # Where a source build without a Dockerfile has its code, as Google's buildpacks put it.

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import choice
 
-from homerun.control.environment import INHERITED, container_spec
+from homerun.access.iam import instance_member
+from homerun.control.environment import INHERITED, container_spec, metadata_env
 from homerun.control.job_artifacts import JobArtifacts
 from homerun.control.job_logs import JobLogs, job_event, task_entry
 from homerun.control.job_plan import plan_execution
@@ -36,6 +37,7 @@ from homerun.model.jobs import (
 )
 from homerun.model.limits import limits
 from homerun.model.volumes import NO_MOUNTS, Mounts, sandbox_needed
+from homerun.routing.types import Address
 from homerun.runtime import Instance, InstanceSpec, OutputSink, Runtime, describe_status
 from homerun.runtime.names import resolving_env
 from homerun.scaling.supervisor import InstanceRegistry
@@ -97,6 +99,7 @@ class Executions:
         stop_grace: float,
         max_parallelism: int,
         hosts_file: Path | None = None,
+        metadata_address: Address | None = None,
         runs_containers: bool = False,
         mounts_refused: str | None = None,
     ) -> None:
@@ -115,6 +118,7 @@ class Executions:
         self._wall_clock = wall_clock
         self._host_env = host_env
         self._hosts_file = hosts_file
+        self._metadata_address = metadata_address
         self._stop_grace = stop_grace
         self._max_parallelism = max_parallelism
         # Per running execution
@@ -486,7 +490,19 @@ class Executions:
         )
         if self._hosts_file is not None:  # service URLs resolve in a task as in an instance
             env.update(resolving_env(env, self._hosts_file))
+        if self._metadata_address is not None:  # google-auth works in a task as in an instance
+            env.update(metadata_env(self._metadata_address))
         return env
+
+    def members(self) -> dict[int, str]:
+        """pid -> member of every running task: the job's service account when it has one,
+        else the job's own account, as a service's instances have theirs (access/iam.py)."""
+        return {
+            task.instance.pid: instance_member(run.record.job, run.record.template.service_account)
+            for run in self._runs.values()
+            for task in run.tasks
+            if task.instance is not None
+        }
 
     def _new_name(self, job: str) -> str:
         """JOB-xxxxx, as Cloud Run names executions (job-quickstart-m2c5t)."""

@@ -18,10 +18,11 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from homerun.access.iam import instance_member
 from homerun.build.artifact import artifact_record
 from homerun.config import Paths, Settings
 from homerun.control.deploys import BuildFunction
-from homerun.control.environment import INHERITED
+from homerun.control.environment import INHERITED, metadata_env
 from homerun.control.pool_decision import (
     BACKOFF_SECONDS,
     Slot,
@@ -39,6 +40,7 @@ from homerun.model.events import BuildLine, Failed, Phase, PoolDeployed, PoolEve
 from homerun.model.pools import MAX_POOL_INSTANCES, validate_pool_name
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.pool_store import PoolStore, WorkerPoolRecord
+from homerun.routing.types import Address
 from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
 from homerun.scaling.supervisor import InstanceRegistry
 from homerun.spec import RevisionChanges, RevisionSpec, expand_k8s_vars
@@ -102,6 +104,7 @@ class WorkerPools:
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
         host_env: Mapping[str, str],
+        metadata_address: Address | None = None,
         backoff_seconds: float = BACKOFF_SECONDS,
     ) -> None:
         # Collaborators
@@ -116,6 +119,7 @@ class WorkerPools:
         self._clock = clock
         self._wall_clock = wall_clock
         self._host_env = host_env
+        self._metadata_address = metadata_address
         self._backoff = backoff_seconds
         self._stop_grace = settings.stop_grace_seconds
         self.root = paths.home / "worker-pools" / "artifacts"
@@ -418,7 +422,19 @@ class WorkerPools:
         env.update(record.template.env)
         env.update(self._secrets.env(record.template))
         env.update(CLOUD_RUN_WORKER_POOL=record.name, CLOUD_RUN_REVISION=record.revision)
+        if self._metadata_address is not None:
+            env.update(metadata_env(self._metadata_address))
         return env
+
+    def members(self) -> dict[int, str]:
+        """pid -> member of every running instance: the pool's service account when it has
+        one, else the pool's own account (access/iam.py)."""
+        return {
+            slot.instance.pid: instance_member(run.record.name, run.record.template.service_account)
+            for run in self._runs.values()
+            for slot in run.slots
+            if slot.instance is not None
+        }
 
     def _event(self, pool: str, message: str, severity: str = "INFO") -> None:
         self._logs.emit_serialized(

@@ -202,7 +202,7 @@ def make_jobs_plane(tmp_path: Path) -> Callable[..., JobsPlane]:
             poke=lambda unit: None,
             clock=clock,
             signing_key=b"k" * 32,
-            metadata_address=None,
+            metadata_address=("127.0.0.1", 9),  # written into the tasks' env only
             dashboard_url=None,
             host_env={"PATH": "/usr/bin"},
             runtime=runtime,

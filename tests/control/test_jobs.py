@@ -119,13 +119,17 @@ def test_each_task_runs_with_cloud_run_job_env_and_no_port(
         assert first.env["HOMERUN_HOSTS"].endswith("/network/hosts")
         assert first.env["PYTHONPATH"].endswith("/homerun/runtime/_site")
         assert first.argv == ["python", "app.py"] and first.cwd.is_dir()
+        # google-auth finds the metadata server, which answers each task as the job's account.
+        assert first.env["GCE_METADATA_HOST"] == first.env["GCE_METADATA_IP"] == "127.0.0.1:9"
+        pids = [instance.pid for instance in running(plane)]
+        assert plane.control.members() == dict.fromkeys(pids, f"serviceAccount:{JOB}")
         assert len(plane.registered) == 2  # pids recorded: a restart kills what a crash left
         for instance in running(plane):
             instance.exit(0)
         ended = await finished(plane, execution)
         assert ended.status == ExecutionStatus.SUCCEEDED
         assert ended.message == "2 tasks completed successfully"
-        assert plane.registered == {}
+        assert plane.registered == {} and plane.control.members() == {}
 
     run(make_jobs_plane, scenario)
 

@@ -64,6 +64,10 @@ def test_a_pool_keeps_its_count_and_backs_off_from_a_crashing_instance(
         assert first.env["CLOUD_RUN_WORKER_POOL"] == "consumer"
         assert first.env["CLOUD_RUN_REVISION"] == "consumer-00001"
         assert first.env["QUEUE"] == "orders" and "PORT" not in first.env
+        assert first.env["GCE_METADATA_HOST"] == "127.0.0.1:9"  # the metadata server's
+        members = plane.control.members()
+        assert set(members) == {instance.pid for instance in running(plane)}
+        assert set(members.values()) == {"serviceAccount:consumer"}
         assert len(plane.registered) == 2
 
         plane.runtime.started[0].exit(1)

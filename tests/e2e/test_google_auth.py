@@ -91,6 +91,31 @@ def test_an_id_token_from_fetch_id_token_opens_a_private_service(cloud: Platform
     assert body["sub"] == f"serviceAccount:{EDITOR_ACCOUNT}"
 
 
+def test_a_jobs_task_calls_a_private_service_with_an_id_token(cloud: Platform) -> None:
+    """A job's task finds the metadata server as an instance does: google.auth.default() and
+    fetch_id_token() work, as the job's service account."""
+    account = f"batch-sa@{PROJECT}.iam.gserviceaccount.com"
+    cloud.run(
+        "services", "add-iam-policy-binding", "renderer",
+        f"--member=serviceAccount:{account}", f"--role={INVOKER}", check=True,
+    )  # fmt: skip
+    created = cloud.run(
+        "jobs", "create", "batch", "--source", str(APPS / "gauth_job"),
+        "--service-account", account, "--max-retries", "0",
+        "--set-env-vars", f"TARGET_URL={cloud.url('renderer')}",
+        timeout=270,
+    )  # fmt: skip
+    assert created.returncode == 0, describe(created)
+    executed = cloud.run("jobs", "execute", "batch", "--wait", timeout=120)
+    logs = cloud.run("jobs", "logs", "read", "batch", check=True).stdout
+    assert executed.returncode == 0, describe(executed) + logs
+    line = next(text for text in logs.splitlines() if '"status"' in text)
+    found = json.loads(line[line.index("{") :])
+    assert found["project"] == PROJECT and found["email"] == account, found
+    assert found["status"] == 200, found
+    assert json.loads(found["body"])["caller"] == account
+
+
 def test_service_hosts_resolve_to_the_router_inside_instances(cloud: Platform) -> None:
     """Any host under .localhost reaches the router from an instance, as from a browser: an
     unknown service gets the router's own 404, a tag URL its revision."""

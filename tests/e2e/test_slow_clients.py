@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import resource
 import signal
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -103,3 +105,20 @@ def test_requests_held_by_a_killed_instance_say_it_exited(platform: Platform) ->
     for response in responses:
         assert response.status_code == 502, response.text
         assert "the instance exited while handling the request" in response.text
+
+
+def test_the_daemon_raises_its_open_files_limit(own_platform: Platform) -> None:
+    # Each client connection is a descriptor: a daemon started from a session whose soft limit
+    # is Debian's 1,024 would refuse connections long before the hard limit.
+    platform = own_platform
+    assert platform.down().returncode == 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        platform.start()  # `homerun up` inherits the low soft limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert platform.process is not None
+    limits = Path(f"/proc/{platform.process.pid}/limits").read_text()
+    row = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+    assert row.split()[3:5] == [str(hard), str(hard)], row
