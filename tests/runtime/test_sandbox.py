@@ -353,3 +353,39 @@ def test_without_a_sandbox_mounts_are_refused_rather_than_left_out(tmp_path: Pat
             await runtime.start(instance_spec, Output())
 
     asyncio.run(scenario())
+
+
+def test_two_instances_of_a_revision_have_volumes_of_their_own(
+    folders: dict[str, Path], sandbox: Sandbox, leftovers: Leftovers, tmp_path: Path
+) -> None:
+    revision = "pair-00001-abc"
+
+    async def scenario() -> None:
+        async with opened(limited("zygote", folders, sandbox), leftovers) as runtime:
+            outputs = [Output(), Output()]
+            scripts = [
+                "echo mine > /cache/first && echo wrote; sleep 30",
+                "ls -A /cache | wc -l; ls -A /secrets",
+            ]
+            instances = []
+            for index, script in enumerate(scripts):
+                instance = await runtime.start(
+                    InstanceSpec(
+                        name=f"{revision}-{index}",
+                        argv=["/bin/sh", "-c", script],
+                        env={"PATH": "/usr/bin:/bin"},
+                        cwd=tmp_path,
+                        port=0,
+                        revision=revision,
+                        mounts=MOUNTS,
+                    ),
+                    outputs[index],
+                )
+                leftovers.add(instance)
+                instances.append(instance)
+                if index == 0:
+                    await outputs[0].wait_for("stdout", "wrote", within=20)
+            assert await asyncio.wait_for(instances[1].wait(), 30) == 0, outputs[1].lines
+            assert [line for _, line in outputs[1].lines] == ["0", "api-key", "v1"]
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
