@@ -602,6 +602,7 @@ def control_plane(
             wall_clock=wall_clock,
             host_env=host_env,
             metadata_address=metadata_address,
+            mounts_refused=mounts_refused,
         ),
         ramp=Ramp(store=store, live=live, supervisor=supervisor, advisor=advisor, clock=clock),
         exports=Exports(store=store, images=images),

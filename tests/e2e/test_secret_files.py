@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,42 @@ def test_a_jobs_tasks_get_the_secret_file_and_the_volume(mounted: Platform) -> N
     assert task["containers"][0]["volumeMounts"][0]["mountPath"] == "/secrets"
 
 
+def test_a_worker_pools_instances_get_the_secret_file_and_the_volume(mounted: Platform) -> None:
+    deployed = mounted.run(
+        "worker-pools",
+        "deploy",
+        "signers",
+        "--source",
+        str(JOB_APP),
+        "--command",
+        "sh,-c,python main.py && exec sleep 600",
+        "--set-secrets",
+        "/secrets/signing-key=api-key:latest",
+        "--add-volume",
+        "name=scratch,type=in-memory,size-limit=1Mi",
+        "--add-volume-mount",
+        "volume=scratch,mount-path=/scratch",
+        timeout=270,
+    )
+    assert deployed.returncode == 0, describe(deployed)
+    value = get(mounted, "keeper")["api_key"]
+    expected = [
+        f"key sha256 {hashlib.sha256(value.encode()).hexdigest()}",
+        "key not writable: Read-only file system",
+        "over the limit refused: No space left on device",
+    ]
+    deadline = time.monotonic() + 60
+    logs = ""
+    while time.monotonic() < deadline:
+        logs = mounted.run("worker-pools", "logs", "read", "signers", "--limit", "100").stdout
+        if all(line in logs for line in expected):
+            break
+        time.sleep(0.5)
+    assert all(line in logs for line in expected), logs
+    assert value not in logs
+    mounted.run("worker-pools", "delete", "signers", "-q", check=True)
+
+
 def test_without_a_sandbox_the_deploy_is_refused_saying_what_to_do(
     tmp_path: Path, venv_cache: Path
 ) -> None:
@@ -233,6 +270,10 @@ def test_without_a_sandbox_the_deploy_is_refused_saying_what_to_do(
         assert FIRST not in result.stdout + result.stderr
         job = plain.run("jobs", "create", "signer", "--source", str(JOB_APP), *MOUNT_FLAGS)
         assert job.returncode != 0 and "needs the sandbox" in job.stderr, describe(job)
+        pool = plain.run(
+            "worker-pools", "deploy", "signers", "--source", str(JOB_APP), *MOUNT_FLAGS
+        )
+        assert pool.returncode != 0 and "needs the sandbox" in pool.stderr, describe(pool)
 
 
 CONTAINER_DOCKERFILE = """\
