@@ -192,6 +192,7 @@ class Daemon:
                 else None
             ),
             sandbox=sandbox_said if sandbox is not None else f"none: {sandbox_said}",
+            mounts_refused=None if sandbox is not None else sandbox_said,
         )
         live, authority = control.live, control.authority
         published = authority.published()
@@ -432,6 +433,7 @@ def control_plane(
     engine: Engine | None = None,
     release_images: Callable[[set[str]], object] | None = None,
     sandbox: str | None = None,
+    mounts_refused: str | None = None,
     scheduler_call: Call | None = None,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
@@ -467,6 +469,7 @@ def control_plane(
         metadata_address=metadata_address,
         inspector=inspector,
         domains=mapping_store.routes,
+        mounts_refused=mounts_refused,
     )
     advisor = Advisor(
         store=store,
@@ -511,6 +514,7 @@ def control_plane(
         hosts_file=paths.hosts,
         metadata_address=metadata_address,
         runs_containers=engine is not None,
+        mounts_refused=mounts_refused,
         stop_grace=settings.stop_grace_seconds,
         # Parallelism 0 is "as many as possible": on Cloud Run a number that grows with the
         # CPUs used; here 4 tasks per CPU of this machine.
@@ -581,6 +585,7 @@ def control_plane(
             wall_clock=wall_clock,
             images=images,
             engine=engine,
+            mounts_refused=mounts_refused,
         ),
         advisor=advisor,
         worker_pools=WorkerPools(
@@ -597,6 +602,7 @@ def control_plane(
             wall_clock=wall_clock,
             host_env=host_env,
             metadata_address=metadata_address,
+            mounts_refused=mounts_refused,
         ),
         ramp=Ramp(store=store, live=live, supervisor=supervisor, advisor=advisor, clock=clock),
         exports=Exports(store=store, images=images),

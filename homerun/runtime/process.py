@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from homerun.errors import HomerunError
 from homerun.procfs import process_tree
 from homerun.runtime.base import InstanceSpec, OutputSink, join_cgroups
 from homerun.runtime.output import drain, pump
-from homerun.runtime.sandbox import IGNORED_OUTSIDE, Sandbox
+from homerun.runtime.sandbox import IGNORED_OUTSIDE, Sandbox, open_secret_files
 from homerun.shellwords import split_script
 
 # How often a running instance's process tree is recorded (what its first process's crash
@@ -40,15 +41,16 @@ _libc.signal.restype = ctypes.c_void_p
 _SIG_IGN = ctypes.c_void_p(1)
 
 
-def close_inherited_fds() -> None:
+def close_inherited_fds(keep: Collection[int] = ()) -> None:
     """In a child between fork and exec: every descriptor past stdin, stdout and stderr closes
     at the exec. uvloop's subprocess ignores close_fds, so an instance would otherwise get the
     daemon's inheritable descriptors (uvloop's own copies of the stdio, whatever started the
     daemon left open). Marked close-on-exec rather than closed: the pipe on which the exec
-    reports its failure (a missing program) is among them and must stay open until then."""
+    reports its failure (a missing program) is among them and must stay open until then.
+    `keep`: descriptors the program is given (a sandbox's secret files, read by bwrap)."""
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd > 2:
+        if fd > 2 and fd not in keep:
             try:
                 fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
             except OSError:  # the listing's own descriptor, closed by now
@@ -71,13 +73,15 @@ def _unwrapped_status(code: int) -> int:
     return code
 
 
-def _prepare_child(cgroup_procs: tuple[str, ...] = (), sandboxed: bool = False) -> None:
+def _prepare_child(
+    cgroup_procs: tuple[str, ...] = (), sandboxed: bool = False, keep: tuple[int, ...] = ()
+) -> None:
     # Runs in the child between fork and exec; all of it survives the exec.
     # Into the instance's control groups first: everything it starts is there too.
     join_cgroups(cgroup_procs)
     if sandboxed:
         ignore_stop_signals()
-    close_inherited_fds()
+    close_inherited_fds(keep)
     # If the daemon dies (even by SIGKILL), the kernel kills the instance too. Servers that
     # fork workers (gunicorn) watch their parent.
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -224,10 +228,17 @@ class ProcessRuntime:
 
     async def start(self, spec: InstanceSpec, output: OutputSink) -> ProcessInstance:
         argv = exec_simple_command(spec.argv)
+        secret_fds: list[int] = []
+        if spec.mounts and self._sandbox is None:
+            # The control plane refuses such a deploy without a sandbox; never mount nothing.
+            raise HomerunError(
+                f"{spec.name}: its {spec.mounts.describe()} need the sandbox, which is off"
+            )
         if self._sandbox is not None:
             owner = spec.revision or spec.name
             self._sandbox.prepare(owner, spec.env)
-            argv = self._sandbox.command(argv, spec.env, spec.cwd, owner)
+            secret_fds = open_secret_files(spec.mounts)
+            argv = self._sandbox.command(argv, spec.env, spec.cwd, owner, spec.mounts, secret_fds)
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
@@ -239,8 +250,12 @@ class ProcessRuntime:
                 stdout=out_write,
                 stderr=err_write,
                 start_new_session=True,
+                pass_fds=secret_fds,
                 preexec_fn=functools.partial(
-                    _prepare_child, spec.cgroup_procs, self._sandbox is not None
+                    _prepare_child,
+                    spec.cgroup_procs,
+                    self._sandbox is not None,
+                    tuple(secret_fds),
                 ),
             )
         except BaseException:
@@ -250,6 +265,8 @@ class ProcessRuntime:
         finally:
             os.close(out_write)
             os.close(err_write)
+            for fd in secret_fds:  # bwrap has its copies; it reads them as it starts
+                os.close(fd)
         self._tell_reaper(f"+{process.pid}")
         instance = ProcessInstance(
             spec.name,

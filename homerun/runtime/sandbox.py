@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homerun.errors import HomerunError
+from homerun.model.volumes import NO_MOUNTS, Mounts
 
 AUTO, ON, OFF = "auto", "on", "off"
 SETTINGS = (AUTO, ON, OFF)
@@ -96,9 +97,17 @@ class Sandbox:
                 os.chown(path, uid, uid)
 
     def command(
-        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, revision: str
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        revision: str,
+        mounts: Mounts = NO_MOUNTS,
+        secret_fds: Sequence[int] = (),
     ) -> list[str]:
-        """`argv` run in the revision's sandbox, in `cwd`."""
+        """`argv` run in the revision's sandbox, in `cwd`; with `mounts`, its secret files
+        (their contents read by bwrap from `secret_fds`, one per file, in order) and its
+        in-memory volumes."""
         shown = _shown(env, cwd)
         writable = [Path(env["HOMERUN_INSPECT"])] if env.get("HOMERUN_INSPECT") else []
         hidden = _hidden([self.home, *self.hidden, Path("/run")], [*shown, *writable])
@@ -113,9 +122,14 @@ class Sandbox:
         args += [self.bwrap, "--unshare-pid", "--unshare-ipc"]
         if not self.privileged:
             args += ["--unshare-user"]
-        args += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+        root = _root_view(mounts)
+        args += root or ["--ro-bind", "/", "/"]
+        args += ["--proc", "/proc", "--dev", "/dev"]
         args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
         args += _mounts(hidden, shown, writable)
+        args += _volumes(mounts, secret_fds)
+        if root:
+            args += ["--remount-ro", "/"]  # the tmpfs root made for mount points the host lacks
         args += ["--chdir", str(cwd), "--", self.env_program]
         args += [f"--default-signal={','.join(IGNORED_OUTSIDE)}", self.setpriv]
         if self.privileged:
@@ -146,6 +160,76 @@ def _mounts(hidden: list[Path], shown: list[Path], writable: list[Path]) -> list
     args: list[str] = []
     for path in sorted(steps, key=lambda path: len(path.parts)):
         args += steps[path]
+    return args
+
+
+def open_secret_files(mounts: Mounts) -> list[int]:
+    """One memory file per secret file of `mounts`, holding its value, for bwrap's
+    --ro-bind-data: the value reaches the sandbox without touching a disk. The caller closes
+    them once bwrap has started."""
+    fds: list[int] = []
+    try:
+        for file in mounts.secret_files:
+            fd = os.memfd_create("homerun-secret", os.MFD_CLOEXEC)
+            fds.append(fd)
+            os.write(fd, file.data)
+            os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def _volumes(mounts: Mounts, secret_fds: Sequence[int]) -> list[str]:
+    """Each secret folder a read-only tmpfs holding its files (read-only, readable by all: the
+    app's user may not be their owner), each in-memory volume a tmpfs of its size limit that
+    the app may write (its pages count against the memory of the instance writing them)."""
+    args: list[str] = []
+    fds = iter(secret_fds)
+    for folder, files in mounts.secret_folders().items():
+        args += ["--perms", "0555", "--tmpfs", folder]
+        for file in files:
+            args += ["--perms", "0444", "--ro-bind-data", str(next(fds)), file.path]
+        args += ["--remount-ro", folder]
+    for volume in mounts.memory:
+        args += ["--perms", "0777"]
+        if volume.size_bytes is not None:
+            args += ["--size", str(volume.size_bytes)]
+        args += ["--tmpfs", volume.path]
+    return args
+
+
+def _root_view(mounts: Mounts) -> list[str]:
+    """bwrap's arguments for `/` when a mount point of `mounts` is missing on the host (a
+    /secrets folder): the read-only system cannot hold a new folder, so each folder on the
+    way to the nearest one that exists is a tmpfs holding the host's entries, bound
+    read-only, and the new folders. [] when every mount point exists (`/` bound whole)."""
+    points = [Path(folder) for folder in mounts.secret_folders()]
+    points += [Path(volume.path) for volume in mounts.memory]
+    opened: set[Path] = set()
+    for point in points:
+        existing = next(
+            (path for path in [point, *point.parents] if os.path.lexists(path)), Path("/")
+        )
+        if existing != point:
+            opened.update([existing, *existing.parents])
+    if not opened:
+        return []
+    args: list[str] = []
+
+    def open_folder(folder: Path) -> None:
+        for entry in sorted(os.scandir(folder), key=lambda entry: entry.name):
+            path = Path(entry.path)
+            if path in opened and entry.is_dir(follow_symlinks=False):
+                args.extend(["--perms", "0755", "--dir", str(path)])
+                open_folder(path)
+            elif entry.is_symlink():
+                args.extend(["--symlink", os.readlink(path), str(path)])
+            else:
+                args.extend(["--ro-bind-try", str(path), str(path)])
+
+    open_folder(Path("/"))
     return args
 
 

@@ -197,6 +197,14 @@ class ZygoteRuntime:
     async def start(self, spec: InstanceSpec, output: OutputSink) -> Instance:
         if not spec.revision:
             return await self._spawn(spec, output, "the instance belongs to no revision")
+        if spec.mounts:
+            # A zygote's instances share its mount view: their volumes would be one.
+            return await self._spawn(
+                spec,
+                output,
+                "its secret files and in-memory volumes are each instance's own, so each "
+                "instance starts in a sandbox of its own rather than forked from a zygote",
+            )
         if spec.revision in self._unfit:
             return await self._spawn(spec, output, self._unfit[spec.revision])
         command = recognise(spec.argv, spec.env, str(spec.cwd))

@@ -19,6 +19,7 @@ from homerun.model.engine import ContainerSpec
 from homerun.model.limits import DEFAULT_LIMITS, Limits
 from homerun.model.probes import Probe
 from homerun.model.states import InstanceState
+from homerun.model.volumes import NO_MOUNTS, Mounts
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.runtime import Instance
 from homerun.scaling.autoscaler import Decision, PanicState, ScalingPolicy
@@ -47,6 +48,8 @@ class RevisionPlan:
     # `--concurrency auto`: each instance's limit adapts below `concurrency` (routing/adaptive)
     adaptive_concurrency: bool = False
     container: ContainerSpec | None = None  # instances are containers of this image
+    # Secret files (values read when the plan was made, or a newer `latest`) and volumes.
+    mounts: Mounts = NO_MOUNTS
 
     def __post_init__(self) -> None:
         # Copies: a caller that edits its list or dict afterwards does not edit the plan.
@@ -56,6 +59,10 @@ class RevisionPlan:
     def with_env(self, changes: Mapping[str, str]) -> RevisionPlan:
         """The same plan with some variables set (a secret read as `latest` got a version)."""
         return replace(self, env={**self.env, **changes})
+
+    def with_secret_files(self, values: Mapping[str, bytes]) -> RevisionPlan:
+        """The same plan with some secret files' contents replaced (a new `latest`)."""
+        return replace(self, mounts=self.mounts.with_secret_values(values))
 
 
 class UnitPhase(StrEnum):
