@@ -97,7 +97,7 @@ class Sandbox:
         self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, revision: str
     ) -> list[str]:
         """`argv` run in the revision's sandbox, in `cwd`."""
-        shown = _shown(env, cwd)
+        shown = _shown(env, cwd, revision)
         writable = [Path(env["HOMERUN_INSPECT"])] if env.get("HOMERUN_INSPECT") else []
         hidden = _hidden([self.home, *self.hidden, Path("/run")], [*shown, *writable])
         args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc"]
@@ -139,11 +139,15 @@ def _mounts(hidden: list[Path], shown: list[Path], writable: list[Path]) -> list
     return args
 
 
-def _shown(env: Mapping[str, str], cwd: Path) -> list[Path]:
-    """What the revision's processes read: its folder, its virtualenv and the interpreter that
-    made it, the hosts file's folder, the folders on PYTHONPATH (homerun's `_site`), and this
-    folder (the zygote's program, `_zygote/`: the standard library's imports only)."""
-    paths = [cwd, Path(__file__).parent]
+def _shown(env: Mapping[str, str], cwd: Path, revision: str) -> list[Path]:
+    """What the revision's processes read: its folder (the one named after it, above `cwd`),
+    its virtualenv and the interpreter that made it, the hosts file's folder, the folders on
+    PYTHONPATH (homerun's `_site`), and this folder (the zygote's program, `_zygote/`: the
+    standard library's imports only)."""
+    # The revision's whole folder, also when the instance starts in a folder of it
+    # (workingDir: /workspace/sub runs `python ../main.py`).
+    revision_dir = next((path for path in cwd.parents if path.name == revision), cwd)
+    paths = [revision_dir, Path(__file__).parent]
     venv = env.get("VIRTUAL_ENV")
     if venv:
         paths.append(Path(venv))
