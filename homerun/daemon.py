@@ -63,6 +63,7 @@ from homerun.control.worker_pools import WorkerPools
 from homerun.errors import HomerunError
 from homerun.mapping_store import MappingStore
 from homerun.model.engine import Engine, build_repository
+from homerun.model.run_as import ProcessUsers, process_users
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.observe.metrics import Metrics
 from homerun.observe.overview import overview
@@ -191,6 +192,11 @@ class Daemon:
                 else None
             ),
             sandbox=sandbox_said if sandbox is not None else f"none: {sandbox_said}",
+            # securityContext's user: honoured by the sandbox as root (model/run_as.py).
+            process_users=process_users(
+                sandboxed=sandbox is not None,
+                privileged=sandbox.privileged if sandbox is not None else os.geteuid() == 0,
+            ),
         )
         live, authority = control.live, control.authority
         published = authority.published()
@@ -434,6 +440,7 @@ def control_plane(
     release_images: Callable[[set[str]], object] | None = None,
     sandbox: str | None = None,
     scheduler_call: Call | None = None,
+    process_users: ProcessUsers | None = None,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
     runs jobs' tasks; their pids go to `task_registry` (by default the store's instances, which
@@ -468,6 +475,7 @@ def control_plane(
         metadata_address=metadata_address,
         inspector=inspector,
         domains=mapping_store.routes,
+        process_users=process_users,
     )
     advisor = Advisor(
         store=store,

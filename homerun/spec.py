@@ -252,6 +252,11 @@ class RevisionSpec(BaseModel):
     liveness_probe: Probe | None = None
     # --use-http2 (Knative's port name h2c): the router speaks HTTP/2 cleartext to instances.
     use_http2: bool = False
+    # The container's securityContext: the user and group its processes run as (None: the
+    # runtime's default, see control/users.py), and whether root is refused.
+    run_as_user: int | None = Field(default=None, ge=0)
+    run_as_group: int | None = Field(default=None, ge=0)
+    run_as_non_root: bool | None = None
 
     def check(self) -> RevisionSpec:
         """Checks pydantic cannot express; raises InvalidSpec naming the flag."""

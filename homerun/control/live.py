@@ -20,6 +20,8 @@ from homerun.errors import HomerunError, NotFound
 from homerun.model.annotations import ADAPTIVE_CONCURRENCY
 from homerun.model.cost import Usage, gib, vcpus
 from homerun.model.limits import limits
+from homerun.model.run_as import ProcessUsers, instance_user
+from homerun.model.run_as import process_users as process_users_of
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.routing.hosts import hosts_text, router_address, service_hosts
@@ -62,6 +64,7 @@ class LiveRevisions:
         inspector: Inspector | None = None,
         rng: random.Random | None = None,
         domains: Callable[[], Mapping[str, str]] = dict,
+        process_users: ProcessUsers | None = None,
     ) -> None:
         # Collaborators
         self._settings = settings
@@ -79,6 +82,11 @@ class LiveRevisions:
         self._inspector = inspector
         self._rolls = StratifiedRolls(rng or random.Random())
         self._domains = domains  # the domain mappings: domain -> service
+        # What the process runtime does with a securityContext user (the daemon's sandbox);
+        # by default, none: it runs instances as the daemon's user.
+        self._process_users = process_users or process_users_of(
+            sandboxed=False, privileged=os.geteuid() == 0
+        )
         # Per running revision
         self.units: dict[str, RevisionUnit] = {}
         self._routes: dict[str, Route] = {}
@@ -144,6 +152,8 @@ class LiveRevisions:
             hosts_file=self._paths.hosts,
             inspector=self._inspector,
         )
+        container = artifact is not None and artifact.engine_image is not None
+        user = instance_user(revision.spec, container=container, processes=self._process_users)
         holder: list[RevisionUnit] = []
         throttler = Throttler(
             revision.name,
@@ -173,7 +183,8 @@ class LiveRevisions:
                 revision.spec.container_concurrency,
                 revision.spec.annotations,
             ),
-            container=container_spec(revision.spec, artifact),
+            container=container_spec(revision.spec, artifact, user),
+            user=None if container else user,
         )
         # A revision whose deploy runs (starting) is its deploy's until Supervisor.confirm();
         # one already ready (the daemon restarting, a tag on an older revision) serves at once.

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from homerun.model.engine import ContainerSpec
 from homerun.model.limits import Limits
+from homerun.model.run_as import RunAs
 
 # (stream name "stdout"/"stderr", one line without its newline)
 OutputSink = Callable[[str, str], None]
@@ -29,6 +30,9 @@ class InstanceSpec:
     # cgroup.procs of its control groups, so that all it starts is in them (runtime/limited.py).
     cgroup_procs: tuple[str, ...] = ()
     container: ContainerSpec | None = None  # a container of an image, not a process
+    # securityContext.runAsUser/runAsGroup, for a process runtime that can honour them (the
+    # sandbox as root); a container has its own (ContainerSpec.user).
+    user: RunAs | None = None
 
 
 class Instance(Protocol):

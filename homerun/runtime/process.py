@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from homerun.errors import HomerunError
 from homerun.procfs import process_tree
 from homerun.runtime.base import InstanceSpec, OutputSink, join_cgroups
 from homerun.runtime.output import drain, pump
@@ -77,6 +78,10 @@ def _prepare_child(cgroup_procs: tuple[str, ...] = (), sandboxed: bool = False) 
     # init's, as they would of a container's PID 1 on Cloud Run: the instance's process tree
     # holds all of it while its first process runs.
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+class UserNotHonoured(HomerunError):
+    """An instance asks for a user this runtime cannot run it as."""
 
 
 class ProcessInstance:
@@ -214,8 +219,14 @@ class ProcessRuntime:
         argv = exec_simple_command(spec.argv)
         if self._sandbox is not None:
             owner = spec.revision or spec.name
-            self._sandbox.prepare(owner, spec.env)
-            argv = self._sandbox.command(argv, spec.env, spec.cwd, owner)
+            self._sandbox.prepare(owner, spec.env, spec.user)
+            argv = self._sandbox.command(argv, spec.env, spec.cwd, owner, spec.user)
+        elif spec.user is not None:
+            # The deploy refused it (model/run_as.py): only a sandbox as root can honour it.
+            raise UserNotHonoured(
+                "securityContext.runAsUser/runAsGroup: instances are not sandboxed, so they "
+                "run as the daemon's own user"
+            )
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homerun.errors import HomerunError
+from homerun.model.run_as import RunAs
 
 AUTO, ON, OFF = "auto", "on", "off"
 SETTINGS = (AUTO, ON, OFF)
@@ -53,6 +54,14 @@ class SandboxUnavailable(HomerunError):
 def revision_uid(revision: str) -> int:
     """The user (and group) id a revision's processes run as when homerun runs as root."""
     return FIRST_UID + zlib.crc32(revision.encode()) % UID_RANGE
+
+
+def user_and_group(revision: str, user: RunAs | None) -> tuple[int, int]:
+    """The ids the app runs as, homerun being root: securityContext's runAsUser and runAsGroup
+    where given, else the revision's own (the group of a runAsUser alone: that id)."""
+    uid = user.uid if user is not None and user.uid is not None else revision_uid(revision)
+    gid = user.gid if user is not None and user.gid is not None else uid
+    return uid, gid
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,7 @@ class Sandbox:
             f"{who}, no_new_privs, no capabilities"
         )
 
-    def prepare(self, revision: str, env: Mapping[str, str]) -> None:
+    def prepare(self, revision: str, env: Mapping[str, str], user: RunAs | None = None) -> None:
         """Make what the revision's processes write to theirs (the inspector's folder)."""
         folder = env.get("HOMERUN_INSPECT")
         if not folder:
@@ -88,15 +97,20 @@ class Sandbox:
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
         if self.privileged:
-            uid = revision_uid(revision)
+            uid, gid = user_and_group(revision, user)
             info = path.stat()
-            if (info.st_uid, info.st_gid) != (uid, uid):
-                os.chown(path, uid, uid)
+            if (info.st_uid, info.st_gid) != (uid, gid):
+                os.chown(path, uid, gid)
 
     def command(
-        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, revision: str
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        revision: str,
+        user: RunAs | None = None,
     ) -> list[str]:
-        """`argv` run in the revision's sandbox, in `cwd`."""
+        """`argv` run in the revision's sandbox, in `cwd` (as `user`, homerun being root)."""
         shown = _shown(env, cwd, revision)
         writable = [Path(env["HOMERUN_INSPECT"])] if env.get("HOMERUN_INSPECT") else []
         hidden = _hidden([self.home, *self.hidden, Path("/run")], [*shown, *writable])
@@ -109,8 +123,8 @@ class Sandbox:
         args += ["--chdir", str(cwd), "--", self.env_program]
         args += [f"--default-signal={','.join(IGNORED_OUTSIDE)}", self.setpriv]
         if self.privileged:
-            uid = str(revision_uid(revision))
-            args += ["--reuid", uid, "--regid", uid, "--clear-groups"]
+            uid, gid = user_and_group(revision, user)
+            args += ["--reuid", str(uid), "--regid", str(gid), "--clear-groups"]
             args += ["--inh-caps=-all", "--bounding-set=-all"]
         args += ["--no-new-privs", "--", *argv]
         return args

@@ -276,6 +276,7 @@ class Supervisor:
                     revision=plan.name,
                     limits=plan.limits,
                     container=plan.container,
+                    user=plan.user,
                 ),
                 output,
             )
@@ -460,7 +461,13 @@ class Supervisor:
         try:
             process = await self._runtime.start(
                 InstanceSpec(
-                    name=name, argv=argv, env=env, cwd=plan.cwd, port=port, revision=plan.name
+                    name=name,
+                    argv=argv,
+                    env=env,
+                    cwd=plan.cwd,
+                    port=port,
+                    revision=plan.name,
+                    user=plan.user,
                 ),
                 output,
             )

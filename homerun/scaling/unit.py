@@ -18,6 +18,7 @@ from types import MappingProxyType
 from homerun.model.engine import ContainerSpec
 from homerun.model.limits import DEFAULT_LIMITS, Limits
 from homerun.model.probes import Probe
+from homerun.model.run_as import RunAs
 from homerun.model.states import InstanceState
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.runtime import Instance
@@ -47,6 +48,7 @@ class RevisionPlan:
     # `--concurrency auto`: each instance's limit adapts below `concurrency` (routing/adaptive)
     adaptive_concurrency: bool = False
     container: ContainerSpec | None = None  # instances are containers of this image
+    user: RunAs | None = None  # securityContext's user, for the process runtime
 
     def __post_init__(self) -> None:
         # Copies: a caller that edits its list or dict afterwards does not edit the plan.

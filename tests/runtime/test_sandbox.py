@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from homerun.model.limits import Limits, MiB
+from homerun.model.run_as import RunAs
 from homerun.runtime.cgroups import Cgroups, available
 from homerun.runtime.limited import LimitedInstance, LimitedRuntime
 from homerun.runtime.process import ProcessRuntime
@@ -230,3 +231,18 @@ def test_what_an_instance_writes_to_tmp_counts_against_its_memory(
             assert output.has("stderr", "Memory limit of 128 MiB exceeded with "), output.lines
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_security_context_user_replaces_the_revisions_own(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    folder = home / "revisions" / "hello-00001-abc" / "app"
+    folder.mkdir(parents=True)
+    sandbox = fake_sandbox(home)
+    args = sandbox.command(["app"], {}, folder, "hello-00001-abc", RunAs(2020, 2021))
+    assert pairs(args, "--reuid") == ["2020"] and pairs(args, "--regid") == ["2021"]
+    # A group alone keeps the revision's user; a user alone gets the group of that id.
+    args = sandbox.command(["app"], {}, folder, "hello-00001-abc", RunAs(None, 5))
+    assert pairs(args, "--reuid") == [str(revision_uid("hello-00001-abc"))]
+    assert pairs(args, "--regid") == ["5"]
+    args = sandbox.command(["app"], {}, folder, "hello-00001-abc", RunAs(7))
+    assert pairs(args, "--reuid") == ["7"] and pairs(args, "--regid") == ["7"]

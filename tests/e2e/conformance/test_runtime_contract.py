@@ -117,17 +117,24 @@ def free_port() -> int:
 
 
 def test_must_log_failures_of_the_developer_specified_process(
-    platform: Platform, contract_source: Path
+    platform: Platform, contract_source: Path, instance_runtime: str
 ) -> None:
     service = "contract-nosuchprog"
     result = platform.deploy(service, contract_source, "--command", "contract-no-such-program")
     assert result.returncode != 0
-    assert "contract-no-such-program: No such file or directory" in result.stderr, describe(result)
+    # In the words of what runs the command: homerun, the sandbox's setpriv, podman's runc.
+    missing = (
+        "executable file not found in $PATH"
+        if instance_runtime == "container"
+        else "No such file or directory"
+    )
+    assert "contract-no-such-program" in result.stderr, describe(result)
+    assert missing in result.stderr, describe(result)
     # The service's log says it too, where the developer reads it (`logs read`): the
     # runtime's own words, or those of the program that ran the command (the sandbox's
     # setpriv, podman).
     logs = log_messages(platform, service)
-    assert "contract-no-such-program" in logs and "No such file or directory" in logs, logs
+    assert "contract-no-such-program" in logs and missing in logs, logs
 
 
 # -- File descriptors ------------------------------------------------------------------------
@@ -457,14 +464,54 @@ def test_should_propagate_env_and_secret_key_refs(
 
 
 def test_must_fail_a_user_the_platform_does_not_allow(
-    platform: Platform, document: dict[str, Any], tmp_path: Path
+    platform: Platform, document: dict[str, Any], tmp_path: Path, instance_runtime: str
 ) -> None:
-    # Instances run as the daemon's own user (docs/knative.md); a runAsUser is refused,
-    # the revision's deployment fails and the current one keeps serving.
-    def edit(changed: dict[str, Any]) -> None:
-        container(changed)["securityContext"] = {"runAsUser": 1000}
+    # The deployment fails, saying why, and the current revision keeps serving.
+    if instance_runtime == "process":
+        # Unsandboxed, instances run as the daemon's user: no runAsUser can be honoured.
+        security = {"runAsUser": 2020}
+        expected = "instances are not sandboxed here"
+    else:
+        security = {"runAsUser": 0, "runAsNonRoot": True}
+        expected = "runAsUser: 0 is root, and runAsNonRoot is true"
 
-    refused(platform, tmp_path, document, edit, "securityContext: not supported yet")
+    def edit(changed: dict[str, Any]) -> None:
+        container(changed)["securityContext"] = security
+
+    refused(platform, tmp_path, document, edit, expected)
+    assert runtime(platform, "contract")["uid"] != 2020
+
+
+def test_must_run_as_the_runAsUser(
+    platform: Platform, document: dict[str, Any], tmp_path: Path, instance_runtime: str
+) -> None:
+    # knative/serving user_test TestMustRunAsUser: securityContext.runAsUser (and runAsGroup)
+    # is the user the app runs as.
+    if instance_runtime == "process":
+        pytest.skip(
+            "n.a.: unsandboxed, instances run as the daemon's user; the deploy refuses a "
+            "runAsUser, saying so (test_must_fail_a_user_the_platform_does_not_allow)"
+        )
+    if instance_runtime == "sandbox" and os.geteuid() != 0:
+        pytest.skip("n.a.: the sandbox runs apps as other users only when homerun is root")
+
+    def edit(changed: dict[str, Any]) -> None:
+        changed["metadata"]["name"] = "contract-user"
+        container(changed)["securityContext"] = {
+            "runAsUser": 2020,
+            "runAsGroup": 2021,
+            "runAsNonRoot": True,
+        }
+
+    result = replaced(platform, tmp_path, document, edit)
+    assert result.returncode == 0, describe(result)
+    public(platform, "contract-user")
+    report = runtime(platform, "contract-user")
+    assert (report["uid"], report["gid"]) == (2020, 2021), report
+    assert report["tmp_writable"] is True
+    described = platform.run("services", "describe", "contract-user", "--format", "yaml")
+    shown = container(yaml.safe_load(described.stdout))["securityContext"]
+    assert shown == {"runAsUser": 2020, "runAsGroup": 2021, "runAsNonRoot": True}, shown
 
 
 def test_should_document_the_default_user(
@@ -480,6 +527,7 @@ def test_should_document_the_default_user(
         expected = os.getuid()  # the daemon's
     assert (report["uid"], report["gid"]) == (expected, expected if expected else 0), report
     docs = (Path(__file__).resolve().parents[3] / "docs" / "knative.md").read_text()
+    docs = " ".join(docs.split())  # lines wrapped anywhere
     for said in (
         "without the sandbox as the user that runs the daemon",
         "in the sandbox (homerun as root) as a user of their revision's own",

@@ -1,0 +1,86 @@
+"""Which user a revision's instances run as: the container's securityContext (runAsUser,
+runAsGroup, runAsNonRoot) against what the runtime that runs them can honour. Pure: the daemon
+says what its process runtime can do (ProcessUsers), the deploy gets the answer or the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homerun.errors import InvalidSpec
+from homerun.spec import RevisionSpec
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """A user and group for an instance's processes. None: the runtime's own choice (the
+    sandbox: the revision's own user, and a group of the user's id; a container: the image's
+    USER, and the group /etc/passwd in the image gives that user)."""
+
+    uid: int | None = None
+    gid: int | None = None
+
+    def engine_user(self) -> str:
+        """podman's --user: UID or UID:GID."""
+        return f"{self.uid}" if self.gid is None else f"{self.uid}:{self.gid}"
+
+
+@dataclass(frozen=True)
+class ProcessUsers:
+    """What the process runtime can do about a securityContext user."""
+
+    honoured: bool  # the sandbox, with homerun as root: any user and group
+    runs_as_root: bool  # an instance with no runAsUser runs as root (unsandboxed, as root)
+    why_not: str = ""  # when not honoured: why, and what to do
+
+
+def process_users(sandboxed: bool, privileged: bool) -> ProcessUsers:
+    """What the process runtime honours, from whether it sandboxes and homerun is root."""
+    if sandboxed and privileged:
+        return ProcessUsers(honoured=True, runs_as_root=False)
+    if sandboxed:
+        return ProcessUsers(
+            honoured=False,
+            runs_as_root=False,
+            why_not=(
+                "homerun does not run as root, so its sandbox runs every app as homerun's own "
+                "user (its user namespace maps no other); run homerun as root with sandbox: on "
+                "in config.yaml, or remove runAsUser and runAsGroup"
+            ),
+        )
+    return ProcessUsers(
+        honoured=False,
+        runs_as_root=privileged,
+        why_not=(
+            "instances are not sandboxed here (sandbox: off in config.yaml, or this machine "
+            "cannot make one), so they run as the daemon's own user; set sandbox: on in "
+            "config.yaml (homerun running as root), deploy a Dockerfile that podman builds, or "
+            "remove runAsUser and runAsGroup"
+        ),
+    )
+
+
+def instance_user(spec: RevisionSpec, *, container: bool, processes: ProcessUsers) -> RunAs | None:
+    """The user the revision's instances run as (None: the runtime's default), or InvalidSpec
+    saying why the securityContext cannot be honoured here."""
+    asked = spec.run_as_user is not None or spec.run_as_group is not None
+    if container:
+        if spec.run_as_group is not None and spec.run_as_user is None:
+            raise InvalidSpec(
+                "securityContext.runAsGroup: podman takes a group only with a user; give "
+                "runAsUser too"
+            )
+        if spec.run_as_non_root and spec.run_as_user is None:
+            raise InvalidSpec(
+                "securityContext.runAsNonRoot: homerun does not check an image's USER yet; "
+                "give runAsUser too (a user id other than 0)"
+            )
+        return RunAs(spec.run_as_user, spec.run_as_group) if asked else None
+    if asked and not processes.honoured:
+        raise InvalidSpec(f"securityContext.runAsUser/runAsGroup: {processes.why_not}")
+    if spec.run_as_non_root and spec.run_as_user is None and processes.runs_as_root:
+        raise InvalidSpec(
+            "securityContext.runAsNonRoot: instances would run as root (the daemon's user, "
+            "unsandboxed); set sandbox: on in config.yaml, which runs each revision as a user "
+            "of its own, or give runAsUser"
+        )
+    return RunAs(spec.run_as_user, spec.run_as_group) if asked else None
