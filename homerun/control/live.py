@@ -16,11 +16,12 @@ from homerun.control.access import Guards
 from homerun.control.environment import container_spec, instance_cwd, instance_env
 from homerun.control.secrets import SecretValues, reads_latest
 from homerun.control.tasks import Tasks
+from homerun.control.users import instance_user
 from homerun.errors import HomerunError, NotFound
 from homerun.model.annotations import ADAPTIVE_CONCURRENCY
 from homerun.model.cost import Usage, gib, vcpus
 from homerun.model.limits import limits
-from homerun.model.run_as import ProcessUsers, instance_user
+from homerun.model.run_as import ProcessUsers
 from homerun.model.run_as import process_users as process_users_of
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry

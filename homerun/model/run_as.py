@@ -1,13 +1,9 @@
-"""Which user a revision's instances run as: the container's securityContext (runAsUser,
-runAsGroup, runAsNonRoot) against what the runtime that runs them can honour. Pure: the daemon
-says what its process runtime can do (ProcessUsers), the deploy gets the answer or the reason."""
+"""The user an instance runs as (securityContext's runAsUser, runAsGroup), and what the
+process runtime can honour of it (the daemon says: ProcessUsers); control/users.py decides."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from homerun.errors import InvalidSpec
-from homerun.spec import RevisionSpec
 
 
 @dataclass(frozen=True)
@@ -57,30 +53,3 @@ def process_users(sandboxed: bool, privileged: bool) -> ProcessUsers:
             "remove runAsUser and runAsGroup"
         ),
     )
-
-
-def instance_user(spec: RevisionSpec, *, container: bool, processes: ProcessUsers) -> RunAs | None:
-    """The user the revision's instances run as (None: the runtime's default), or InvalidSpec
-    saying why the securityContext cannot be honoured here."""
-    asked = spec.run_as_user is not None or spec.run_as_group is not None
-    if container:
-        if spec.run_as_group is not None and spec.run_as_user is None:
-            raise InvalidSpec(
-                "securityContext.runAsGroup: podman takes a group only with a user; give "
-                "runAsUser too"
-            )
-        if spec.run_as_non_root and spec.run_as_user is None:
-            raise InvalidSpec(
-                "securityContext.runAsNonRoot: homerun does not check an image's USER yet; "
-                "give runAsUser too (a user id other than 0)"
-            )
-        return RunAs(spec.run_as_user, spec.run_as_group) if asked else None
-    if asked and not processes.honoured:
-        raise InvalidSpec(f"securityContext.runAsUser/runAsGroup: {processes.why_not}")
-    if spec.run_as_non_root and spec.run_as_user is None and processes.runs_as_root:
-        raise InvalidSpec(
-            "securityContext.runAsNonRoot: instances would run as root (the daemon's user, "
-            "unsandboxed); set sandbox: on in config.yaml, which runs each revision as a user "
-            "of its own, or give runAsUser"
-        )
-    return RunAs(spec.run_as_user, spec.run_as_group) if asked else None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from homerun.control.users import instance_user
 from homerun.errors import InvalidSpec
-from homerun.model.run_as import RunAs, instance_user, process_users
+from homerun.model.run_as import RunAs, process_users
 from homerun.spec import RevisionSpec
 
 SANDBOX_AS_ROOT = process_users(sandboxed=True, privileged=True)
