@@ -77,6 +77,7 @@ from homerun.runtime.container import ContainerRuntime, find_engine, remove_unus
 from homerun.runtime.inspection import Inspector
 from homerun.runtime.limited import limit_where_possible
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
+from homerun.runtime.sandbox import FIRST_UID, UID_RANGE
 from homerun.runtime.sandbox import probe as probe_sandbox
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
@@ -196,6 +197,7 @@ class Daemon:
             process_users=process_users(
                 sandboxed=sandbox is not None,
                 privileged=sandbox.privileged if sandbox is not None else os.geteuid() == 0,
+                reserved=range(FIRST_UID, FIRST_UID + UID_RANGE),
             ),
         )
         live, authority = control.live, control.authority

@@ -26,6 +26,20 @@ def instance_user(spec: RevisionSpec, *, container: bool, processes: ProcessUser
         return RunAs(spec.run_as_user, spec.run_as_group) if asked else None
     if asked and not processes.honoured:
         raise InvalidSpec(f"securityContext.runAsUser/runAsGroup: {processes.why_not}")
+    for field, given in (("runAsUser", spec.run_as_user), ("runAsGroup", spec.run_as_group)):
+        if given == 0:
+            # Root without capabilities still owns what only root may read on this machine.
+            raise InvalidSpec(
+                f"securityContext.{field}: the sandbox never runs an app as root (it would "
+                "read the files only root may read on this machine); give another id, or "
+                "deploy a Dockerfile, whose container may run as its own root"
+            )
+        if given is not None and given in processes.reserved:
+            first, last = processes.reserved.start, processes.reserved.stop - 1
+            raise InvalidSpec(
+                f"securityContext.{field}: {given} is kept for the revisions' own users "
+                f"({first}..{last}); give an id outside that range"
+            )
     if spec.run_as_non_root and spec.run_as_user is None and processes.runs_as_root:
         raise InvalidSpec(
             "securityContext.runAsNonRoot: instances would run as root (the daemon's user, "

@@ -27,12 +27,15 @@ class ProcessUsers:
     honoured: bool  # the sandbox, with homerun as root: any user and group
     runs_as_root: bool  # an instance with no runAsUser runs as root (unsandboxed, as root)
     why_not: str = ""  # when not honoured: why, and what to do
+    # Ids the sandbox keeps for itself: the revisions' own users and groups (a runAsUser among
+    # them would be another revision's user, owning its files).
+    reserved: range = range(0)
 
 
-def process_users(sandboxed: bool, privileged: bool) -> ProcessUsers:
+def process_users(sandboxed: bool, privileged: bool, reserved: range = range(0)) -> ProcessUsers:
     """What the process runtime honours, from whether it sandboxes and homerun is root."""
     if sandboxed and privileged:
-        return ProcessUsers(honoured=True, runs_as_root=False)
+        return ProcessUsers(honoured=True, runs_as_root=False, reserved=reserved)
     if sandboxed:
         return ProcessUsers(
             honoured=False,

@@ -9,7 +9,7 @@ from homerun.errors import InvalidSpec
 from homerun.model.run_as import RunAs, process_users
 from homerun.spec import RevisionSpec
 
-SANDBOX_AS_ROOT = process_users(sandboxed=True, privileged=True)
+SANDBOX_AS_ROOT = process_users(sandboxed=True, privileged=True, reserved=range(100, 200))
 SANDBOX_AS_USER = process_users(sandboxed=True, privileged=False)
 UNSANDBOXED_ROOT = process_users(sandboxed=False, privileged=True)
 UNSANDBOXED_USER = process_users(sandboxed=False, privileged=False)
@@ -58,3 +58,14 @@ def test_run_as_non_root_refuses_what_would_run_as_root() -> None:
     # A container's default user is its image's, not read yet: a user must be given.
     with pytest.raises(InvalidSpec, match="give runAsUser too"):
         instance_user(non_root, container=True, processes=UNSANDBOXED_USER)
+
+
+def test_the_sandbox_never_runs_an_app_as_root_nor_as_another_revisions_user() -> None:
+    for fields in ({"run_as_user": 0}, {"run_as_group": 0}):
+        with pytest.raises(InvalidSpec, match="the sandbox never runs an app as root"):
+            instance_user(spec(**fields), container=False, processes=SANDBOX_AS_ROOT)
+    with pytest.raises(InvalidSpec, match=r"150 is kept for the revisions' own users \(100..199\)"):
+        instance_user(spec(run_as_user=150), container=False, processes=SANDBOX_AS_ROOT)
+    # A container's root is the container's.
+    root = instance_user(spec(run_as_user=0), container=True, processes=SANDBOX_AS_ROOT)
+    assert root == RunAs(0, None)
