@@ -222,7 +222,7 @@ class ProcessRuntime:
             self._sandbox.prepare(owner, spec.env, spec.user)
             argv = self._sandbox.command(argv, spec.env, spec.cwd, owner, spec.user)
         elif spec.user is not None:
-            # The deploy refused it (model/run_as.py): only a sandbox as root can honour it.
+            # The deploy refused it (control/users.py): only a sandbox as root honours it.
             raise UserNotHonoured(
                 "securityContext.runAsUser/runAsGroup: instances are not sandboxed, so they "
                 "run as the daemon's own user"
