@@ -64,6 +64,7 @@ from homerun.control.worker_pools import WorkerPools
 from homerun.errors import HomerunError
 from homerun.mapping_store import MappingStore
 from homerun.model.engine import Engine, build_repository
+from homerun.model.run_as import ProcessUsers, process_users
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.observe.metrics import Metrics
 from homerun.observe.overview import overview
@@ -77,6 +78,7 @@ from homerun.runtime.container import ContainerRuntime, find_engine, remove_unus
 from homerun.runtime.inspection import Inspector
 from homerun.runtime.limited import limit_where_possible
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
+from homerun.runtime.sandbox import FIRST_UID, UID_RANGE
 from homerun.runtime.sandbox import probe as probe_sandbox
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
@@ -193,6 +195,12 @@ class Daemon:
             ),
             sandbox=sandbox_said if sandbox is not None else f"none: {sandbox_said}",
             mounts_refused=None if sandbox is not None else sandbox_said,
+            # securityContext's user: honoured by the sandbox as root (model/run_as.py).
+            process_users=process_users(
+                sandboxed=sandbox is not None,
+                privileged=sandbox.privileged if sandbox is not None else os.geteuid() == 0,
+                reserved=range(FIRST_UID, FIRST_UID + UID_RANGE),
+            ),
         )
         live, authority = control.live, control.authority
         published = authority.published()
@@ -435,6 +443,7 @@ def control_plane(
     sandbox: str | None = None,
     mounts_refused: str | None = None,
     scheduler_call: Call | None = None,
+    process_users: ProcessUsers | None = None,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
     runs jobs' tasks; their pids go to `task_registry` (by default the store's instances, which
@@ -470,6 +479,7 @@ def control_plane(
         inspector=inspector,
         domains=mapping_store.routes,
         mounts_refused=mounts_refused,
+        process_users=process_users,
     )
     advisor = Advisor(
         store=store,

@@ -285,6 +285,11 @@ class RevisionSpec(BaseModel):
     # mounted (--add-volume-mount volume=V,mount-path=/p): mount path -> volume name.
     volumes: dict[str, MemoryVolume] = Field(default_factory=dict)
     volume_mounts: dict[str, str] = Field(default_factory=dict)
+    # The container's securityContext: the user and group its processes run as (None: the
+    # runtime's default, see control/users.py), and whether root is refused.
+    run_as_user: int | None = Field(default=None, ge=0)
+    run_as_group: int | None = Field(default=None, ge=0)
+    run_as_non_root: bool | None = None
 
     def check(self) -> RevisionSpec:
         """Checks pydantic cannot express; raises InvalidSpec naming the flag."""

@@ -632,8 +632,35 @@ def test_an_unknown_field_lists_the_fields_there() -> None:
 
 
 def test_a_refused_field_gives_the_reason_not_a_guess() -> None:
-    problems = _problems(_set(BASE, "spec/template/spec/containers/0/securityContext", {}))
-    assert problems[f"{CONTAINER}.securityContext"].startswith("not supported yet: instances run")
+    problems = _problems(
+        _set(BASE, "spec/template/spec/containers/0/securityContext", {"privileged": True})
+    )
+    assert problems[f"{CONTAINER}.securityContext.privileged"] == (
+        "not supported: instances are never privileged"
+    )
+    problems = _problems(_set(BASE, "spec/template/spec/securityContext", {"runAsUser": 1}))
+    assert problems["spec.template.spec.securityContext"].startswith(
+        "not supported: give runAsUser, runAsGroup and runAsNonRoot in the container's"
+    )
+
+
+def test_the_containers_user_is_read_and_rendered_back() -> None:
+    security = {"runAsUser": 2020, "runAsGroup": 2021, "runAsNonRoot": True}
+    document = _set(BASE, "spec/template/spec/containers/0/securityContext", security)
+    spec = parse_service(document).template.spec
+    assert (spec.run_as_user, spec.run_as_group, spec.run_as_non_root) == (2020, 2021, True)
+    rendered = render_service(service_view(spec))
+    assert rendered["spec"]["template"]["spec"]["containers"][0]["securityContext"] == security
+
+
+def test_root_with_run_as_non_root_is_refused_at_its_field() -> None:
+    security = {"runAsUser": 0, "runAsNonRoot": True}
+    problems = _problems(_set(BASE, "spec/template/spec/containers/0/securityContext", security))
+    assert problems[f"{CONTAINER}.securityContext.runAsUser"] == (
+        "0 is root, and runAsNonRoot is true: give another user id"
+    )
+    negative = _set(BASE, "spec/template/spec/containers/0/securityContext", {"runAsUser": -1})
+    assert f"{CONTAINER}.securityContext.runAsUser" in _problems(negative)
 
 
 def test_probes_read_as_knative_writes_them() -> None:

@@ -16,11 +16,14 @@ from homerun.control.access import Guards
 from homerun.control.environment import container_spec, instance_cwd, instance_env
 from homerun.control.secrets import SecretValues, files_reading_latest, reads_latest
 from homerun.control.tasks import Tasks
+from homerun.control.users import instance_user
 from homerun.errors import HomerunError, InvalidSpec, NotFound
 from homerun.model.annotations import ADAPTIVE_CONCURRENCY
 from homerun.model.artifact import ArtifactRecord
 from homerun.model.cost import Usage, gib, vcpus
 from homerun.model.limits import limits
+from homerun.model.run_as import ProcessUsers
+from homerun.model.run_as import process_users as process_users_of
 from homerun.model.states import RevisionStatus
 from homerun.model.volumes import NO_MOUNTS, Mounts, sandbox_needed
 from homerun.observe.logs import LogStore, platform_entry
@@ -66,6 +69,7 @@ class LiveRevisions:
         rng: random.Random | None = None,
         domains: Callable[[], Mapping[str, str]] = dict,
         mounts_refused: str | None = None,
+        process_users: ProcessUsers | None = None,
     ) -> None:
         # Collaborators
         self._settings = settings
@@ -85,6 +89,11 @@ class LiveRevisions:
         self._mounts_refused = mounts_refused
         self._rolls = StratifiedRolls(rng or random.Random())
         self._domains = domains  # the domain mappings: domain -> service
+        # What the process runtime does with a securityContext user (the daemon's sandbox);
+        # by default, none: it runs instances as the daemon's user.
+        self._process_users = process_users or process_users_of(
+            sandboxed=False, privileged=os.geteuid() == 0
+        )
         # Per running revision
         self.units: dict[str, RevisionUnit] = {}
         self._routes: dict[str, Route] = {}
@@ -150,6 +159,8 @@ class LiveRevisions:
             hosts_file=self._paths.hosts,
             inspector=self._inspector,
         )
+        container = artifact is not None and artifact.engine_image is not None
+        user = instance_user(revision.spec, container=container, processes=self._process_users)
         holder: list[RevisionUnit] = []
         throttler = Throttler(
             revision.name,
@@ -179,8 +190,9 @@ class LiveRevisions:
                 revision.spec.container_concurrency,
                 revision.spec.annotations,
             ),
-            container=container_spec(revision.spec, artifact),
+            container=container_spec(revision.spec, artifact, user),
             mounts=self._mounts(revision.spec, artifact),
+            user=None if container else user,
         )
         # A revision whose deploy runs (starting) is its deploy's until Supervisor.confirm();
         # one already ready (the daemon restarting, a tag on an older revision) serves at once.

@@ -69,10 +69,12 @@ _OUTPUT_ONLY_METADATA = frozenset(
 _ONE_MACHINE = "homerun runs on one machine"
 _WHOLE_REQUEST = "not supported; timeoutSeconds bounds the whole request"
 _NO_STDIN = "stdin is always /dev/null"
-_RUN_AS = (
-    "not supported yet: instances run as the daemon's own user (runAsUser, runAsGroup and "
-    "runAsNonRoot come with the sandbox); remove securityContext"
+_POD_SECURITY = (
+    "not supported: give runAsUser, runAsGroup and runAsNonRoot in the container's "
+    "securityContext (Knative allows the pod's only behind a feature flag)"
 )
+# Linux user and group ids, as Kubernetes bounds them.
+MAX_ID = 2_147_483_647
 
 
 def image_for(service: str, digest: str) -> str:
@@ -360,6 +362,36 @@ class Resources(KnativeModel):
     requests: ResourceLimits | None = None  # recorded and shown, not reserved
 
 
+class SecurityContext(KnativeModel):
+    """The container's user: honoured by the container runtime (podman --user) and by the
+    sandbox when homerun runs as root; elsewhere the deploy says why not (control/users.py)."""
+
+    refused = {
+        "readOnlyRootFilesystem": "not supported yet: the root filesystem is the image's, "
+        "read-only in the sandbox and writable in a container",
+        "capabilities": "not supported: instances run with no added capability",
+        "privileged": "not supported: instances are never privileged",
+        "allowPrivilegeEscalation": "not supported: the sandbox always sets no_new_privs",
+        "seccompProfile": "not supported",
+        "seLinuxOptions": "not supported",
+        "appArmorProfile": "not supported",
+        "procMount": "not supported",
+        "windowsOptions": "not supported",
+    }
+
+    run_as_user: Annotated[int, within(0, MAX_ID)] | None = None
+    run_as_group: Annotated[int, within(0, MAX_ID)] | None = None
+    run_as_non_root: bool | None = None
+
+    @model_validator(mode="after")
+    def _not_root(self) -> SecurityContext:
+        if self.run_as_non_root and self.run_as_user == 0:
+            raise errors_at(
+                [(("runAsUser",), "0 is root, and runAsNonRoot is true: give another user id")]
+            )
+        return self
+
+
 class Container(KnativeModel):
     refused = {
         "envFrom": (
@@ -367,7 +399,6 @@ class Container(KnativeModel):
             "Cloud Run; list each variable under env, with valueFrom.secretKeyRef "
             "(name: SECRET, key: VERSION or latest) for a secret"
         ),
-        "securityContext": _RUN_AS,
         "lifecycle": "not supported",
         "imagePullPolicy": "homerun does not pull images",
         "terminationMessagePath": "not supported",
@@ -391,6 +422,7 @@ class Container(KnativeModel):
     readiness_probe: ReadinessProbe | None = None
     liveness_probe: LivenessProbe | None = None
     volume_mounts: list[VolumeMount] | None = None
+    security_context: SecurityContext | None = None
 
     @property
     def digest(self) -> str:
@@ -469,7 +501,7 @@ class TemplateSpec(KnativeModel):
         "affinity": _ONE_MACHINE,
         "tolerations": _ONE_MACHINE,
         "topologySpreadConstraints": _ONE_MACHINE,
-        "securityContext": _RUN_AS,
+        "securityContext": _POD_SECURITY,
         "hostAliases": "not supported",
         "dnsPolicy": "not supported",
         "dnsConfig": "not supported",

@@ -95,6 +95,7 @@ def _revision_fields(template: Template) -> dict[str, Any]:
     limits = container.resources.limits if container.resources else None
     requests = container.resources.requests if container.resources else None
     probe = container.startup_probe
+    security = container.security_context
     fields: dict[str, Any] = {
         "source": source or "",
         # An image of the local store (`deploy --image`) keeps its name; an artifact named
@@ -122,6 +123,9 @@ def _revision_fields(template: Template) -> dict[str, Any]:
         "use_http2": container.h2c,
         "container_name": container.name,
         **volume_fields(spec.volumes or [], container.volume_mounts or []),
+        "run_as_user": security.run_as_user if security else None,
+        "run_as_group": security.run_as_group if security else None,
+        "run_as_non_root": security.run_as_non_root if security else None,
         "service_account": spec.service_account_name,
     }
     if spec.container_concurrency is not None:

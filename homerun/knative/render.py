@@ -86,6 +86,17 @@ def render_template(spec: RevisionSpec, image: str | None) -> dict[str, Any]:
         container["ports"] = [{"name": "h2c"}]  # the port stays Knative's default
     if spec.working_dir:
         container["workingDir"] = spec.working_dir
+    security = {
+        key: value
+        for key, value in (
+            ("runAsUser", spec.run_as_user),
+            ("runAsGroup", spec.run_as_group),
+            ("runAsNonRoot", spec.run_as_non_root),
+        )
+        if value is not None
+    }
+    if security:
+        container["securityContext"] = security
     resources: dict[str, Any] = {}
     limits = {key: value for key, value in (("cpu", spec.cpu), ("memory", spec.memory)) if value}
     if limits:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from homerun.model.engine import ContainerSpec
 from homerun.model.limits import Limits
+from homerun.model.run_as import RunAs
 from homerun.model.volumes import NO_MOUNTS, Mounts
 
 # (stream name "stdout"/"stderr", one line without its newline)
@@ -32,6 +33,9 @@ class InstanceSpec:
     container: ContainerSpec | None = None  # a container of an image, not a process
     # Secret files and in-memory volumes, this instance's own (a sandbox or a container).
     mounts: Mounts = NO_MOUNTS
+    # securityContext.runAsUser/runAsGroup, for a process runtime that can honour them (the
+    # sandbox as root); a container has its own (ContainerSpec.user).
+    user: RunAs | None = None
 
 
 class Instance(Protocol):

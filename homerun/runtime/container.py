@@ -213,6 +213,8 @@ class ContainerRuntime:
                 "never",
                 *_limits(container),
                 *_mounts(spec.mounts, secrets),
+                *(["--user", container.user] if container.user is not None else []),
+                *(["--workdir", container.workdir] if container.workdir is not None else []),
                 # The values come from podman's own environment: not on its command line,
                 # where any user's `ps` would read the secrets among them.
                 *[part for variable in env for part in ("--env", variable)],

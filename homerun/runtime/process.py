@@ -91,6 +91,10 @@ def _prepare_child(
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
+class UserNotHonoured(HomerunError):
+    """An instance asks for a user this runtime cannot run it as."""
+
+
 class ProcessInstance:
     """A running child process; the group id equals its pid (start_new_session)."""
 
@@ -236,9 +240,17 @@ class ProcessRuntime:
             )
         if self._sandbox is not None:
             owner = spec.revision or spec.name
-            self._sandbox.prepare(owner, spec.env)
+            self._sandbox.prepare(owner, spec.env, spec.user)
             secret_fds = open_secret_files(spec.mounts)
-            argv = self._sandbox.command(argv, spec.env, spec.cwd, owner, spec.mounts, secret_fds)
+            argv = self._sandbox.command(
+                argv, spec.env, spec.cwd, owner, spec.mounts, secret_fds, spec.user
+            )
+        elif spec.user is not None:
+            # The deploy refused it (control/users.py): only a sandbox as root honours it.
+            raise UserNotHonoured(
+                "securityContext.runAsUser/runAsGroup: instances are not sandboxed, so they "
+                "run as the daemon's own user"
+            )
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:

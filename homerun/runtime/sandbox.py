@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homerun.errors import HomerunError
+from homerun.model.run_as import RunAs
 from homerun.model.volumes import NO_MOUNTS, Mounts
 
 AUTO, ON, OFF = "auto", "on", "off"
@@ -56,6 +57,14 @@ class SandboxUnavailable(HomerunError):
 def revision_uid(revision: str) -> int:
     """The user (and group) id a revision's processes run as when homerun runs as root."""
     return FIRST_UID + zlib.crc32(revision.encode()) % UID_RANGE
+
+
+def user_and_group(revision: str, user: RunAs | None) -> tuple[int, int]:
+    """The ids the app runs as, homerun being root: securityContext's runAsUser and runAsGroup
+    where given, else the revision's own (the group of a runAsUser alone: that id)."""
+    uid = user.uid if user is not None and user.uid is not None else revision_uid(revision)
+    gid = user.gid if user is not None and user.gid is not None else uid
+    return uid, gid
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,7 @@ class Sandbox:
             f"{who}, no_new_privs, no capabilities"
         )
 
-    def prepare(self, revision: str, env: Mapping[str, str]) -> None:
+    def prepare(self, revision: str, env: Mapping[str, str], user: RunAs | None = None) -> None:
         """Make what the revision's processes write to theirs (the inspector's folder)."""
         folder = env.get("HOMERUN_INSPECT")
         if not folder:
@@ -91,10 +100,10 @@ class Sandbox:
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
         if self.privileged:
-            uid = revision_uid(revision)
+            uid, gid = user_and_group(revision, user)
             info = path.stat()
-            if (info.st_uid, info.st_gid) != (uid, uid):
-                os.chown(path, uid, uid)
+            if (info.st_uid, info.st_gid) != (uid, gid):
+                os.chown(path, uid, gid)
 
     def command(
         self,
@@ -104,11 +113,12 @@ class Sandbox:
         revision: str,
         mounts: Mounts = NO_MOUNTS,
         secret_fds: Sequence[int] = (),
+        user: RunAs | None = None,
     ) -> list[str]:
-        """`argv` run in the revision's sandbox, in `cwd`; with `mounts`, its secret files
-        (their contents read by bwrap from `secret_fds`, one per file, in order) and its
-        in-memory volumes."""
-        shown = _shown(env, cwd)
+        """`argv` run in the revision's sandbox, in `cwd` (as `user`, homerun being root); with
+        `mounts`, its secret files (their contents read by bwrap from `secret_fds`, one per
+        file, in order) and its in-memory volumes."""
+        shown = _shown(env, cwd, revision)
         writable = [Path(env["HOMERUN_INSPECT"])] if env.get("HOMERUN_INSPECT") else []
         hidden = _hidden([self.home, *self.hidden, Path("/run")], [*shown, *writable])
         # No --die-with-parent: the outer bwrap exits as soon as the command does, and with it
@@ -133,8 +143,8 @@ class Sandbox:
         args += ["--chdir", str(cwd), "--", self.env_program]
         args += [f"--default-signal={','.join(IGNORED_OUTSIDE)}", self.setpriv]
         if self.privileged:
-            uid = str(revision_uid(revision))
-            args += ["--reuid", uid, "--regid", uid, "--clear-groups"]
+            uid, gid = user_and_group(revision, user)
+            args += ["--reuid", str(uid), "--regid", str(gid), "--clear-groups"]
             args += ["--inh-caps=-all", "--bounding-set=-all"]
         args += ["--no-new-privs", "--", *argv]
         return args
@@ -233,11 +243,15 @@ def _root_view(mounts: Mounts) -> list[str]:
     return args
 
 
-def _shown(env: Mapping[str, str], cwd: Path) -> list[Path]:
-    """What the revision's processes read: its folder, its virtualenv and the interpreter that
-    made it, the hosts file's folder, the folders on PYTHONPATH (homerun's `_site`), and this
-    folder (the zygote's program, `_zygote/`: the standard library's imports only)."""
-    paths = [cwd, Path(__file__).parent]
+def _shown(env: Mapping[str, str], cwd: Path, revision: str) -> list[Path]:
+    """What the revision's processes read: its folder (the one named after it, above `cwd`),
+    its virtualenv and the interpreter that made it, the hosts file's folder, the folders on
+    PYTHONPATH (homerun's `_site`), and this folder (the zygote's program, `_zygote/`: the
+    standard library's imports only)."""
+    # The revision's whole folder, also when the instance starts in a folder of it
+    # (workingDir: /workspace/sub runs `python ../main.py`).
+    revision_dir = next((path for path in cwd.parents if path.name == revision), cwd)
+    paths = [revision_dir, Path(__file__).parent]
     venv = env.get("VIRTUAL_ENV")
     if venv:
         paths.append(Path(venv))

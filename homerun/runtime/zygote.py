@@ -207,6 +207,11 @@ class ZygoteRuntime:
             )
         if spec.revision in self._unfit:
             return await self._spawn(spec, output, self._unfit[spec.revision])
+        if spec.user is not None:
+            # The zygote runs as the revision's own user: its forks could not change it.
+            return await self._spawn(
+                spec, output, "securityContext gives its user: each instance starts as that user"
+            )
         command = recognise(spec.argv, spec.env, str(spec.cwd))
         if isinstance(command, Unrecognised):
             self._unfit[spec.revision] = command.reason

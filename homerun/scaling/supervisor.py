@@ -277,6 +277,7 @@ class Supervisor:
                     limits=plan.limits,
                     container=plan.container,
                     mounts=plan.mounts,
+                    user=plan.user,
                 ),
                 output,
             )
@@ -468,6 +469,7 @@ class Supervisor:
                     port=port,
                     revision=plan.name,
                     mounts=plan.mounts,
+                    user=plan.user,
                 ),
                 output,
             )

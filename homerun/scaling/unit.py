@@ -18,6 +18,7 @@ from types import MappingProxyType
 from homerun.model.engine import ContainerSpec
 from homerun.model.limits import DEFAULT_LIMITS, Limits
 from homerun.model.probes import Probe
+from homerun.model.run_as import RunAs
 from homerun.model.states import InstanceState
 from homerun.model.volumes import NO_MOUNTS, Mounts
 from homerun.routing.throttler import Endpoint, Throttler
@@ -50,6 +51,7 @@ class RevisionPlan:
     container: ContainerSpec | None = None  # instances are containers of this image
     # Secret files (values read when the plan was made, or a newer `latest`) and volumes.
     mounts: Mounts = NO_MOUNTS
+    user: RunAs | None = None  # securityContext's user, for the process runtime
 
     def __post_init__(self) -> None:
         # Copies: a caller that edits its list or dict afterwards does not edit the plan.

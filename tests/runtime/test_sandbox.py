@@ -19,6 +19,7 @@ import pytest
 
 from homerun.errors import HomerunError
 from homerun.model.limits import Limits, MiB
+from homerun.model.run_as import RunAs
 from homerun.model.volumes import MemoryMount, Mounts, SecretFile
 from homerun.runtime.base import InstanceSpec
 from homerun.runtime.cgroups import Cgroups, available
@@ -65,12 +66,13 @@ def test_home_is_hidden_and_only_the_revisions_own_folders_are_shown(tmp_path: P
     assert str(home) in pairs(args, "--tmpfs")
     assert "/tmp" in pairs(args, "--tmpfs") and "/run" in pairs(args, "--tmpfs")
     shown = pairs(args, "--ro-bind")
-    assert str(folder) in shown and str(venv) in shown
+    # The revision's whole folder: a workingDir below the code still reaches all of it.
+    assert str(folder.parents[1]) in shown and str(venv) in shown
     assert not any(path.startswith(str(other)) for path in shown)
     # The way from the tmpfs to the folders shown: folders the revision's user may enter.
     assert str(home / "revisions") in pairs(args, "--dir")
     # The home is hidden before anything in it is shown again.
-    assert args.index(str(home)) < args.index(str(folder))
+    assert args.index(str(home)) < args.index(str(folder.parents[1]))
     # The app runs unprivileged: its own user and group, no capability, no new privileges.
     uid = str(revision_uid("hello-00001-abc"))
     assert pairs(args, "--reuid") == [uid] and pairs(args, "--regid") == [uid]
@@ -389,3 +391,18 @@ def test_two_instances_of_a_revision_have_volumes_of_their_own(
             assert [line for _, line in outputs[1].lines] == ["0", "api-key", "v1"]
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_security_context_user_replaces_the_revisions_own(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    folder = home / "revisions" / "hello-00001-abc" / "app"
+    folder.mkdir(parents=True)
+    sandbox = fake_sandbox(home)
+    args = sandbox.command(["app"], {}, folder, "hello-00001-abc", user=RunAs(2020, 2021))
+    assert pairs(args, "--reuid") == ["2020"] and pairs(args, "--regid") == ["2021"]
+    # A group alone keeps the revision's user; a user alone gets the group of that id.
+    args = sandbox.command(["app"], {}, folder, "hello-00001-abc", user=RunAs(None, 5))
+    assert pairs(args, "--reuid") == [str(revision_uid("hello-00001-abc"))]
+    assert pairs(args, "--regid") == ["5"]
+    args = sandbox.command(["app"], {}, folder, "hello-00001-abc", user=RunAs(7))
+    assert pairs(args, "--reuid") == ["7"] and pairs(args, "--regid") == ["7"]
