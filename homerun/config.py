@@ -154,9 +154,8 @@ class Settings:
     zygote_memory_budget_bytes: int = 128 * MiB
     # Each revision's processes in a sandbox (runtime/sandbox.py, bubblewrap): auto (where
     # bwrap and the namespaces it needs work; homerun says so at start when they do not), on
-    # (refuse to start without it), off. Off by default until every end-to-end test passes
-    # with it (tests that read an app's pid as the host's, or share a folder with it, do not).
-    sandbox: str = "off"
+    # (refuse to start without it), off (instances run as homerun's user and see its files).
+    sandbox: str = "auto"
     # The runtime inspector inside Python instances (runtime/inspection.py): event-loop lag,
     # blocking calls in coroutines (a stall past inspector-block-ms is sampled), thread-pool
     # use and the server's workers x threads, for describe and `homerun services advise`.
@@ -361,6 +360,8 @@ def load(home: Path, **overrides: Any) -> LoadedSettings:
                     f"{config_file}: unknown setting {key!r}; {hint}"
                     f"the settings are {', '.join(sorted(settings_names))}"
                 )
+            if name == "sandbox" and isinstance(value, bool):
+                value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a bool
             expected = _TYPES[str(types[name])]
             bool_for_number = isinstance(value, bool) and expected is not bool
             if not isinstance(value, expected) or bool_for_number:

@@ -65,6 +65,7 @@ from homerun.control.worker_pools import WorkerPools
 from homerun.errors import HomerunError
 from homerun.mapping_store import MappingStore
 from homerun.model.engine import Engine, build_repository
+from homerun.model.run_as import ProcessUsers, process_users
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.observe.metrics import Metrics
 from homerun.observe.overview import overview
@@ -81,6 +82,7 @@ from homerun.runtime.limited import limit_where_possible
 from homerun.runtime.netns import NetNamespace, Networks
 from homerun.runtime.netns import can_make as can_make_networks
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
+from homerun.runtime.sandbox import FIRST_UID, UID_RANGE
 from homerun.runtime.sandbox import probe as probe_sandbox
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
@@ -210,6 +212,13 @@ class Daemon:
                 else None
             ),
             sandbox=sandbox_said if sandbox is not None else f"none: {sandbox_said}",
+            mounts_refused=None if sandbox is not None else sandbox_said,
+            # securityContext's user: honoured by the sandbox as root (model/run_as.py).
+            process_users=process_users(
+                sandboxed=sandbox is not None,
+                privileged=sandbox.privileged if sandbox is not None else os.geteuid() == 0,
+                reserved=range(FIRST_UID, FIRST_UID + UID_RANGE),
+            ),
         )
         live, authority = control.live, control.authority
         published = authority.published()
@@ -459,7 +468,9 @@ def control_plane(
     engine: Engine | None = None,
     release_images: Callable[[set[str]], object] | None = None,
     sandbox: str | None = None,
+    mounts_refused: str | None = None,
     scheduler_call: Call | None = None,
+    process_users: ProcessUsers | None = None,
 ) -> ControlPlane:
     """The control plane's parts, each given what it works with. `runtime` (the supervisor's)
     runs jobs' tasks; their pids go to `task_registry` (by default the store's instances, which
@@ -494,6 +505,8 @@ def control_plane(
         metadata_address=metadata_address,
         inspector=inspector,
         domains=mapping_store.routes,
+        mounts_refused=mounts_refused,
+        process_users=process_users,
     )
     advisor = Advisor(
         store=store,
@@ -538,6 +551,7 @@ def control_plane(
         hosts_file=paths.hosts,
         metadata_address=metadata_address,
         runs_containers=engine is not None,
+        mounts_refused=mounts_refused,
         stop_grace=settings.stop_grace_seconds,
         # Parallelism 0 is "as many as possible": on Cloud Run a number that grows with the
         # CPUs used; here 4 tasks per CPU of this machine.
@@ -608,6 +622,7 @@ def control_plane(
             wall_clock=wall_clock,
             images=images,
             engine=engine,
+            mounts_refused=mounts_refused,
         ),
         advisor=advisor,
         worker_pools=WorkerPools(
@@ -624,6 +639,7 @@ def control_plane(
             wall_clock=wall_clock,
             host_env=host_env,
             metadata_address=metadata_address,
+            mounts_refused=mounts_refused,
         ),
         ramp=Ramp(store=store, live=live, supervisor=supervisor, advisor=advisor, clock=clock),
         exports=Exports(store=store, images=images),

@@ -12,12 +12,20 @@ from homerun.errors import InvalidSpec
 from homerun.model.annotations import check_annotations
 from homerun.model.probes import Probe, ProbeAction
 from homerun.model.validation import validation_message
+from homerun.model.volumes import (
+    check_mount_points,
+    mount_path,
+    secret_folder,
+    secrets_by_folder,
+)
 
 # A DNS label (RFC 1123) that starts with a letter, as Cloud Run requires for service names.
 _SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 # Secret Manager's secret ids.
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+# A volume's name, as Kubernetes': a DNS label.
+_VOLUME_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Kubernetes quantities as Cloud Run takes them: cpu `1`, `0.5`, `500m`; memory `512Mi`, `1Gi`.
 _CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 _MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$")
@@ -87,6 +95,15 @@ def secret_version(version: str) -> str:
     if not version.isdigit() or int(version) < 1:
         raise ValueError(f"version {version!r} must be a number from 1, or 'latest'")
     return str(int(version))
+
+
+def volume_name(name: str) -> str:
+    if not _VOLUME_NAME.match(name):
+        raise ValueError(
+            f"invalid volume name {name!r}: use at most 63 lowercase letters, digits and "
+            "hyphens, not starting or ending with a hyphen (e.g. 'cache')"
+        )
+    return name
 
 
 def cpu_amount(value: str) -> str:
@@ -189,6 +206,15 @@ def parse_env_vars(
     return env
 
 
+class MemoryVolume(BaseModel):
+    """An in-memory volume (Knative's emptyDir with medium: Memory): empty at each instance's
+    start, its pages counted against the instance's memory; writes past `size_limit` fail."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size_limit: str | None = None  # a memory amount (100Mi); None: half of --memory
+
+
 class SecretRef(BaseModel):
     """`NAME:VERSION` of a secret; the version is a number or `latest`."""
 
@@ -252,6 +278,18 @@ class RevisionSpec(BaseModel):
     liveness_probe: Probe | None = None
     # --use-http2 (Knative's port name h2c): the router speaks HTTP/2 cleartext to instances.
     use_http2: bool = False
+    # Secret versions as read-only files (`--set-secrets /secrets/api-key=NAME:VERSION`): file
+    # path -> secret; each file's folder is a volume holding only files of one secret.
+    secret_files: dict[str, SecretRef] = Field(default_factory=dict)
+    # In-memory volumes by name (--add-volume name=V,type=in-memory), and where they are
+    # mounted (--add-volume-mount volume=V,mount-path=/p): mount path -> volume name.
+    volumes: dict[str, MemoryVolume] = Field(default_factory=dict)
+    volume_mounts: dict[str, str] = Field(default_factory=dict)
+    # The container's securityContext: the user and group its processes run as (None: the
+    # runtime's default, see control/users.py), and whether root is refused.
+    run_as_user: int | None = Field(default=None, ge=0)
+    run_as_group: int | None = Field(default=None, ge=0)
+    run_as_non_root: bool | None = None
 
     def check(self) -> RevisionSpec:
         """Checks pydantic cannot express; raises InvalidSpec naming the flag."""
@@ -272,7 +310,52 @@ class RevisionSpec(BaseModel):
             check_memory(self.memory, "--memory")
         if self.service_account is not None:
             check_service_account(self.service_account, "--service-account")
+        self._check_volumes()
         return self
+
+    def _check_volumes(self) -> None:
+        points: list[tuple[str, str]] = []
+        for path, ref in self.secret_files.items():
+            where = f"--set-secrets: {path}"
+            if _checked(mount_path, path, "--set-secrets") != path:
+                raise InvalidSpec(f"{where}: write the path as {mount_path(path)}")
+            _checked(secret_folder, path, "--set-secrets")
+            validate_secret_name(ref.secret, where)
+        for folder, files in secrets_by_folder(
+            {path: ref.secret for path, ref in self.secret_files.items()}
+        ).items():
+            secrets = sorted(set(files.values()))
+            if len(secrets) > 1:
+                raise InvalidSpec(
+                    f"--set-secrets: {folder} holds files of secrets {' and '.join(secrets)}: "
+                    "each folder is one secret's volume, as on Cloud Run; mount the other "
+                    "secret in another folder (e.g. /secrets/a/key and /secrets/b/key)"
+                )
+            points.append((folder, f"secret {secrets[0]}'s volume"))
+        for name, volume in self.volumes.items():
+            _checked(volume_name, name, "--add-volume")
+            if volume.size_limit is not None:
+                check_memory(volume.size_limit, f"--add-volume {name}: size-limit")
+        for path, name in self.volume_mounts.items():
+            where = f"--add-volume-mount {path}"
+            if _checked(mount_path, path, "--add-volume-mount") != path:
+                raise InvalidSpec(f"{where}: write the path as {mount_path(path)}")
+            if name not in self.volumes:
+                known = ", ".join(sorted(self.volumes)) or "none"
+                raise InvalidSpec(
+                    f"{where}: no volume named {name!r} (volumes: {known}); add it with "
+                    f"--add-volume name={name},type=in-memory"
+                )
+            points.append((path, f"volume {name}"))
+        try:
+            check_mount_points(points)
+        except ValueError as error:
+            raise InvalidSpec(str(error)) from None
+
+    @property
+    def mounts_anything(self) -> bool:
+        """Whether instances get secret files or volumes (which need a sandbox or a container)."""
+        return bool(self.secret_files or self.volume_mounts)
 
     def configuration(self) -> dict[str, Any]:
         """What makes two revisions the same, whichever folder they were built from."""
@@ -338,6 +421,20 @@ class SecretChanges(_MapChanges):
     update: dict[str, SecretRef] = Field(default_factory=dict)
 
 
+class VolumeChanges(_MapChanges):
+    """--add-volume, --remove-volume, --clear-volumes: name -> volume."""
+
+    replace: dict[str, MemoryVolume] | None = None
+    update: dict[str, MemoryVolume] = Field(default_factory=dict)
+
+
+class MountChanges(_MapChanges):
+    """--add-volume-mount, --remove-volume-mount, --clear-volume-mounts: path -> volume."""
+
+    replace: dict[str, str] | None = None
+    update: dict[str, str] = Field(default_factory=dict)
+
+
 class RevisionChanges(BaseModel):
     """What `deploy` or `services update` flags change; anything left None keeps the value of
     the service's latest revision, as `gcloud run deploy` keeps what it is not told to change."""
@@ -362,7 +459,10 @@ class RevisionChanges(BaseModel):
     liveness_probe: Probe | None = None
     use_http2: bool | None = None
     env: EnvChanges = Field(default_factory=EnvChanges)
+    # Env vars (ENV=...) and files (/path=...) alike, as gcloud's --set-secrets.
     secrets: SecretChanges = Field(default_factory=SecretChanges)
+    volumes: VolumeChanges = Field(default_factory=VolumeChanges)
+    volume_mounts: MountChanges = Field(default_factory=MountChanges)
 
     def apply(self, base: RevisionSpec | None) -> RevisionSpec:
         """The spec of the next revision: `base` (the latest one) with these changes."""
@@ -421,7 +521,9 @@ class RevisionChanges(BaseModel):
                 f"{', '.join(sorted(both))}: set both as a plain env var and as a secret"
             )
         env = self.env.apply(base.env)
-        secrets = self.secrets.apply(base.secrets)
+        edited = self.secrets.apply({**base.secrets, **base.secret_files})
+        secrets = {name: ref for name, ref in edited.items() if not name.startswith("/")}
+        files = {path: ref for path, ref in edited.items() if path.startswith("/")}
         # The newest flag wins: a name set as a plain variable stops being a secret, and back.
         for name in self.env.touched():
             secrets.pop(name, None)
@@ -429,6 +531,14 @@ class RevisionChanges(BaseModel):
             env.pop(name, None)
         fields["env"] = env
         fields["secrets"] = {name: ref.model_dump() for name, ref in secrets.items()}
+        fields["secret_files"] = {path: ref.model_dump() for path, ref in files.items()}
+        volumes = self.volumes.apply(base.volumes)
+        fields["volumes"] = {name: volume.model_dump() for name, volume in volumes.items()}
+        mounts = self.volume_mounts.apply(base.volume_mounts)
+        if self.volumes.clear or self.volumes.remove:
+            # A removed volume's mounts go with it (gcloud's --remove-volume does the same).
+            mounts = {path: name for path, name in mounts.items() if name in volumes}
+        fields["volume_mounts"] = mounts
         try:
             return RevisionSpec.model_validate(fields).check()
         except ValidationError as error:
@@ -492,17 +602,64 @@ def revision_name_with_suffix(service: str, suffix: str, flag: str = "--revision
 
 
 def parse_secret_refs(text: str, flag: str = "--set-secrets") -> dict[str, SecretRef]:
-    """`ENV=NAME:VERSION,...` (VERSION a number or `latest`), as gcloud's --set-secrets."""
+    """`ENV=NAME:VERSION,...` (VERSION a number or `latest`), as gcloud's --set-secrets; a key
+    that is a path (`/secrets/api-key=NAME:VERSION`) mounts the version as a read-only file."""
     refs: dict[str, SecretRef] = {}
     for name, value in parse_env_vars(text, flag, check_names=False).items():
+        key = name
         if name.startswith("/"):
-            raise InvalidSpec(
-                f"{flag}: {name}: mounting secrets as files is not supported; "
-                "give an env var: ENV=NAME:VERSION"
-            )
-        validate_env_name(name, flag)
-        refs[name] = parse_secret_ref(value, f"{flag}: {name}")
+            key = _checked(mount_path, name, flag)
+            _checked(secret_folder, key, flag)
+        else:
+            validate_env_name(name, flag)
+        refs[key] = parse_secret_ref(value, f"{flag}: {name}")
     return refs
+
+
+def parse_secret_keys(text: str, flag: str = "--remove-secrets") -> list[str]:
+    """`ENV,/path,...`: the env vars and files (or mounts) to remove, paths written as they
+    are kept."""
+    return [
+        _checked(mount_path, key, flag) if key.startswith("/") else key for key in parse_list(text)
+    ]
+
+
+def parse_volume(text: str, flag: str = "--add-volume") -> tuple[str, MemoryVolume]:
+    """gcloud's `name=V,type=in-memory[,size-limit=SIZE]`."""
+    fields = parse_env_vars(text, flag, check_names=False)
+    unknown = set(fields) - {"name", "type", "size-limit"}
+    if unknown:
+        raise InvalidSpec(
+            f"{flag}: unknown key(s) {', '.join(sorted(unknown))}; write "
+            f"{flag} name=NAME,type=in-memory,size-limit=SIZE"
+        )
+    name = fields.get("name")
+    if not name:
+        raise InvalidSpec(f"{flag}: give the volume a name: {flag} name=NAME,type=in-memory")
+    kind = fields.get("type")
+    if kind != "in-memory":
+        said = f"type={kind}" if kind else "no type"
+        raise InvalidSpec(
+            f"{flag} {name}: {said}; homerun has in-memory volumes (type=in-memory); "
+            "Cloud Storage, NFS and other volume types are not available on one machine"
+        )
+    size = fields.get("size-limit")
+    if size is not None:
+        check_memory(size, f"{flag} {name}: size-limit")
+    return _checked(volume_name, name, flag), MemoryVolume(size_limit=size)
+
+
+def parse_volume_mount(text: str, flag: str = "--add-volume-mount") -> tuple[str, str]:
+    """gcloud's `volume=V,mount-path=/p` -> (path, volume)."""
+    fields = parse_env_vars(text, flag, check_names=False)
+    unknown = set(fields) - {"volume", "mount-path"}
+    if unknown or "volume" not in fields or "mount-path" not in fields:
+        raise InvalidSpec(
+            f"{flag}: {text!r}: write {flag} volume=NAME,mount-path=/PATH"
+            + (f" (unknown key(s) {', '.join(sorted(unknown))})" if unknown else "")
+        )
+    path = _checked(mount_path, fields["mount-path"], f"{flag}: mount-path")
+    return path, fields["volume"]
 
 
 def parse_secret_ref(value: str, where: str) -> SecretRef:

@@ -97,8 +97,10 @@ class FakeRuntime:
         self.unstartable: OSError | None = None  # raised by start, as by a missing program
         self.hold: asyncio.Event | None = None
         self.forgotten: list[str] = []
+        self.specs: list[Any] = []  # the InstanceSpec of each start, in order
 
     async def start(self, spec: Any, output: Callable[[str, str], None]) -> FakeInstance:
+        self.specs.append(spec)
         if self.unstartable is not None:
             raise self.unstartable
         if self.fail:

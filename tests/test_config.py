@@ -113,6 +113,10 @@ def test_bad_prices_and_inspector_settings_are_refused(
 
 
 def test_the_sandbox_setting_is_one_of_auto_on_off(tmp_path: Path) -> None:
+    assert settings_from(tmp_path, "").sandbox == "auto"  # the default: where bwrap works
+    # A bare on/off is a bool to YAML 1.1: read as the words it was written as.
+    assert settings_from(tmp_path, "sandbox: off\n").sandbox == "off"
+    assert settings_from(tmp_path, "sandbox: on\n").sandbox == "on"
     assert settings_from(tmp_path, "sandbox: auto\n").sandbox == "auto"
     with pytest.raises(InvalidSpec, match=re.escape("sandbox: expected one of auto, on, off")):
         settings_from(tmp_path, "sandbox: yes-please\n")

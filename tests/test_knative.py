@@ -24,7 +24,7 @@ from homerun.knative import (
 )
 from homerun.model.probes import Probe, ProbeAction
 from homerun.model.states import RevisionStatus
-from homerun.spec import RevisionSpec, SecretRef
+from homerun.spec import MemoryVolume, RevisionSpec, SecretRef
 from homerun.traffic import DEFAULT_TRAFFIC, TrafficEntry
 
 DIGEST = "ab" * 32
@@ -389,7 +389,12 @@ BASE["spec"]["traffic"] = [
             "spec.template.spec.timeoutSeconds",
             "must be 1..3600",
         ),
-        ("spec/template/spec/volumes", [], "spec.template.spec.volumes", "not supported"),
+        (
+            "spec/template/spec/volumes",
+            [{"name": "v", "nfs": {"server": "x", "path": "/"}}],
+            "spec.template.spec.volumes[0].nfs",
+            "not supported",
+        ),
         (
             "spec/template/spec/containers/0/image",
             "gcr.io/p/app:1",
@@ -627,8 +632,35 @@ def test_an_unknown_field_lists_the_fields_there() -> None:
 
 
 def test_a_refused_field_gives_the_reason_not_a_guess() -> None:
-    problems = _problems(_set(BASE, "spec/template/spec/containers/0/securityContext", {}))
-    assert problems[f"{CONTAINER}.securityContext"].startswith("not supported yet: instances run")
+    problems = _problems(
+        _set(BASE, "spec/template/spec/containers/0/securityContext", {"privileged": True})
+    )
+    assert problems[f"{CONTAINER}.securityContext.privileged"] == (
+        "not supported: instances are never privileged"
+    )
+    problems = _problems(_set(BASE, "spec/template/spec/securityContext", {"runAsUser": 1}))
+    assert problems["spec.template.spec.securityContext"].startswith(
+        "not supported: give runAsUser, runAsGroup and runAsNonRoot in the container's"
+    )
+
+
+def test_the_containers_user_is_read_and_rendered_back() -> None:
+    security = {"runAsUser": 2020, "runAsGroup": 2021, "runAsNonRoot": True}
+    document = _set(BASE, "spec/template/spec/containers/0/securityContext", security)
+    spec = parse_service(document).template.spec
+    assert (spec.run_as_user, spec.run_as_group, spec.run_as_non_root) == (2020, 2021, True)
+    rendered = render_service(service_view(spec))
+    assert rendered["spec"]["template"]["spec"]["containers"][0]["securityContext"] == security
+
+
+def test_root_with_run_as_non_root_is_refused_at_its_field() -> None:
+    security = {"runAsUser": 0, "runAsNonRoot": True}
+    problems = _problems(_set(BASE, "spec/template/spec/containers/0/securityContext", security))
+    assert problems[f"{CONTAINER}.securityContext.runAsUser"] == (
+        "0 is root, and runAsNonRoot is true: give another user id"
+    )
+    negative = _set(BASE, "spec/template/spec/containers/0/securityContext", {"runAsUser": -1})
+    assert f"{CONTAINER}.securityContext.runAsUser" in _problems(negative)
 
 
 def test_probes_read_as_knative_writes_them() -> None:
@@ -687,6 +719,138 @@ def test_numbers_written_where_kubernetes_takes_strings_are_read_as_text() -> No
     spec = parse_service(document).template.spec
     assert spec.cpu == "2"
     assert spec.secrets == {"DB": SecretRef(secret="db", version="3")}
+
+
+# -- volumes: secret files and in-memory volumes ----------------------------------------------
+
+CLOUD_RUN_VOLUMES = {
+    "volumes": [
+        {
+            "name": "api",
+            "secret": {
+                "secretName": "api-key",
+                "items": [{"key": "latest", "path": "api-key"}, {"key": 2, "path": "v2"}],
+            },
+        },
+        {"name": "tls", "secret": {"secretName": "tls"}},
+        {"name": "cache", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+    ],
+}
+MOUNTS = [
+    {"name": "api", "mountPath": "/secrets", "readOnly": True},
+    {"name": "tls", "mountPath": "/etc/tls"},
+    {"name": "cache", "mountPath": "/cache"},
+]
+
+
+def _with_volumes(volumes: Any, mounts: Any) -> dict[str, Any]:
+    document = minimal(volumes=volumes)
+    document["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = mounts
+    return document
+
+
+def test_cloud_run_volumes_are_read_as_secret_files_and_in_memory_volumes() -> None:
+    spec = parse_service(_with_volumes(CLOUD_RUN_VOLUMES["volumes"], MOUNTS)).template.spec
+    assert spec.secret_files == {
+        "/secrets/api-key": SecretRef(secret="api-key", version="latest"),
+        "/secrets/v2": SecretRef(secret="api-key", version="2"),
+        # No items: one file named after the secret, its latest version (Cloud Run's rule).
+        "/etc/tls/tls": SecretRef(secret="tls", version="latest"),
+    }
+    assert spec.volumes == {"cache": MemoryVolume(size_limit="64Mi")}
+    assert spec.volume_mounts == {"/cache": "cache"}
+
+
+def test_volumes_round_trip() -> None:
+    spec = parse_service(_with_volumes(CLOUD_RUN_VOLUMES["volumes"], MOUNTS)).template.spec
+    rendered = render_template(spec, IMAGE)
+    container = rendered["spec"]["containers"][0]
+    assert {mount["mountPath"] for mount in container["volumeMounts"]} == {
+        "/secrets",
+        "/etc/tls",
+        "/cache",
+    }
+    assert {"name": "cache", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}} in rendered[
+        "spec"
+    ]["volumes"]
+    document = minimal()
+    document["spec"]["template"] = rendered
+    assert parse_service(document).template.spec == spec
+
+
+@pytest.mark.parametrize(
+    ("volumes", "mounts", "field", "message"),
+    [
+        (
+            [{"name": "c", "emptyDir": {"medium": "Memory"}}],
+            [{"name": "d", "mountPath": "/c"}],
+            f"{CONTAINER}.volumeMounts[0].name",
+            "no volume named 'd'",
+        ),
+        (
+            [{"name": "c", "emptyDir": {}}],
+            [],
+            "spec.template.spec.volumes[0].emptyDir.medium",
+            "required",
+        ),
+        (
+            [{"name": "c", "emptyDir": {"medium": "Disk"}}],
+            [],
+            "spec.template.spec.volumes[0].emptyDir.medium",
+            "homerun's emptyDir volumes are in memory",
+        ),
+        (
+            [{"name": "s", "secret": {"secretName": "s"}}],
+            [],
+            "spec.template.spec.volumes[0]",
+            "secret volume s is not mounted",
+        ),
+        (
+            [{"name": "s", "secret": {"secretName": "s"}}],
+            [{"name": "s", "mountPath": "/s", "readOnly": False}],
+            f"{CONTAINER}.volumeMounts[0].readOnly",
+            "a secret volume is read-only",
+        ),
+        (
+            [{"name": "s", "secret": {"secretName": "s", "items": [{"key": "1", "path": "a/b"}]}}],
+            [{"name": "s", "mountPath": "/s"}],
+            "spec.template.spec.volumes[0].secret.items[0].path",
+            "must be a file name",
+        ),
+        (
+            [{"name": "s", "secret": {"secretName": "s"}}],
+            [{"name": "s", "mountPath": "/proc/s"}],
+            f"{CONTAINER}.volumeMounts[0].mountPath",
+            "Cloud Run does not mount volumes at /dev",
+        ),
+        (
+            [{"name": "s", "configMap": {"name": "x"}}],
+            [],
+            "spec.template.spec.volumes[0].configMap",
+            "config maps are not supported",
+        ),
+        (
+            [{"name": "s"}],
+            [],
+            "spec.template.spec.volumes[0]",
+            "expected exactly one of secret, emptyDir",
+        ),
+    ],
+)
+def test_bad_volumes_name_their_field(volumes: Any, mounts: Any, field: str, message: str) -> None:
+    problems = _problems(_with_volumes(volumes, mounts))
+    assert field in problems, problems
+    assert message in problems[field]
+
+
+def test_a_secret_volume_at_a_folder_another_volume_uses_is_refused() -> None:
+    volumes = [
+        {"name": "s", "secret": {"secretName": "s"}},
+        {"name": "c", "emptyDir": {"medium": "Memory"}},
+    ]
+    mounts = [{"name": "s", "mountPath": "/data"}, {"name": "c", "mountPath": "/data"}]
+    with pytest.raises(InvalidSpec, match="both mounted at /data"):
+        parse_service(_with_volumes(volumes, mounts))
 
 
 # -- any input: a manifest or InvalidSpec, never another exception (hypothesis) ------------

@@ -11,6 +11,7 @@ import pytest
 from homerun.errors import InvalidSpec
 from homerun.knative.job import parse_job, render_job
 from homerun.model.views import JobSummary
+from homerun.spec import MemoryVolume
 
 DIGEST = "ab" * 32
 
@@ -132,3 +133,42 @@ def test_every_problem_is_named_at_its_field() -> None:
         "containers[0].image: 'gcr.io/p/report' is not a homerun artifact",
     ):
         assert expected in message, message
+
+
+def test_secret_files_and_volumes_render_and_read_back() -> None:
+    job = summary(
+        secret_files={"/secrets/api-key": "api-key:latest", "/secrets/old": "api-key:1"},
+        volumes={"scratch": "64Mi"},
+        volume_mounts={"/scratch": "scratch"},
+    )
+    task = render_job(job, DIGEST)["spec"]["template"]["spec"]["template"]["spec"]
+    assert task["volumes"] == [
+        {
+            "name": "secret-1",
+            "secret": {
+                "secretName": "api-key",
+                "items": [{"key": "latest", "path": "api-key"}, {"key": "1", "path": "old"}],
+            },
+        },
+        {"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+    ]
+    assert task["containers"][0]["volumeMounts"] == [
+        {"name": "secret-1", "mountPath": "/secrets", "readOnly": True},
+        {"name": "scratch", "mountPath": "/scratch"},
+    ]
+    changes = parse_job(render_job(job, DIGEST), current_digest=DIGEST).changes
+    assert {k: str(v) for k, v in (changes.secrets.replace or {}).items()} == {
+        "DB": "db-url:latest",
+        "/secrets/api-key": "api-key:latest",
+        "/secrets/old": "api-key:1",
+    }
+    assert changes.volumes.replace == {"scratch": MemoryVolume(size_limit="64Mi")}
+    assert changes.volume_mounts.replace == {"/scratch": "scratch"}
+
+
+def test_a_mount_naming_no_volume_is_named_at_its_field() -> None:
+    document = render_job(summary(), DIGEST)
+    task = document["spec"]["template"]["spec"]["template"]["spec"]
+    task["containers"][0]["volumeMounts"] = [{"name": "nope", "mountPath": "/x"}]
+    with pytest.raises(InvalidSpec, match=r"containers\[0\]\.volumeMounts\[0\]\.name: no volume"):
+        parse_job(document)

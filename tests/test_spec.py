@@ -8,10 +8,13 @@ from homerun.model.probes import Probe, ProbeAction
 from homerun.spec import (
     DeployRequest,
     EnvChanges,
+    MemoryVolume,
+    MountChanges,
     RevisionChanges,
     RevisionSpec,
     SecretChanges,
     SecretRef,
+    VolumeChanges,
     check_cpu,
     check_memory,
     env_name,
@@ -19,6 +22,8 @@ from homerun.spec import (
     parse_env_vars,
     parse_list,
     parse_secret_refs,
+    parse_volume,
+    parse_volume_mount,
     validate_env_name,
     validate_service_name,
 )
@@ -151,7 +156,8 @@ def test_secret_refs_parse_like_gcloud() -> None:
         ("DB=db:0", "must be a number from 1"),
         ("DB=db:v2", "must be a number from 1"),
         ("DB=bad/name:1", "invalid secret name"),
-        ("/etc/secret=db:1", "mounting secrets as files is not supported"),
+        ("/secret=db:1", "cannot be /; put it in a folder of its own"),
+        ("/sys/secret=db:1", "Cloud Run does not mount volumes at /dev, /proc, /sys"),
         ("PORT=db:1", "PORT is reserved"),
     ],
 )
@@ -276,3 +282,86 @@ def test_use_http2_is_kept_until_changed() -> None:
     assert on.use_http2 and not BASE.use_http2
     assert RevisionChanges(timeout_seconds=30).apply(on).use_http2  # a flag not given keeps it
     assert not RevisionChanges(use_http2=False).apply(on).use_http2  # --no-use-http2
+
+
+def test_a_path_key_is_a_secret_file() -> None:
+    assert parse_secret_refs("/secrets/api-key=key:latest,/etc/tls//cert=tls:2,DB=db:1") == {
+        "/secrets/api-key": SecretRef(secret="key", version="latest"),
+        "/etc/tls/cert": SecretRef(secret="tls", version="2"),
+        "DB": SecretRef(secret="db", version="1"),
+    }
+
+
+def test_secret_files_are_edited_with_the_secret_env_vars() -> None:
+    spec = RevisionChanges(
+        secrets=SecretChanges(update=parse_secret_refs("/secrets/key=key:latest,/secrets/v1=key:1"))
+    ).apply(BASE)
+    assert spec.secrets == BASE.secrets  # the env var kept
+    assert set(spec.secret_files) == {"/secrets/key", "/secrets/v1"}
+    removed = RevisionChanges(secrets=SecretChanges(remove=["/secrets/v1", "DB"])).apply(spec)
+    assert removed.secrets == {} and set(removed.secret_files) == {"/secrets/key"}
+    # --set-secrets replaces both kinds, as gcloud's does.
+    replaced = RevisionChanges(
+        secrets=SecretChanges(replace=parse_secret_refs("TOKEN=tok:1"))
+    ).apply(spec)
+    assert replaced.secret_files == {} and set(replaced.secrets) == {"TOKEN"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("/secrets/a=one:1,/secrets/b=two:1", "each folder is one secret's volume"),
+        ("/secrets/a=one:1,/secrets/a/b=one:1", "mount points cannot nest"),
+    ],
+)
+def test_secret_files_share_a_folder_only_with_their_own_secret(text: str, message: str) -> None:
+    with pytest.raises(InvalidSpec, match=message):
+        RevisionChanges(secrets=SecretChanges(update=parse_secret_refs(text))).apply(BASE)
+
+
+def test_in_memory_volumes_and_their_mounts() -> None:
+    name, volume = parse_volume("name=cache,type=in-memory,size-limit=64Mi")
+    spec = RevisionChanges(
+        volumes=VolumeChanges(update={name: volume}),
+        volume_mounts=MountChanges(update=dict([parse_volume_mount("volume=cache,mount-path=/c")])),
+    ).apply(BASE)
+    assert spec.volumes == {"cache": MemoryVolume(size_limit="64Mi")}
+    assert spec.volume_mounts == {"/c": "cache"}
+    assert spec.mounts_anything
+    # Removing a volume removes its mounts, as gcloud's --remove-volume does.
+    gone = RevisionChanges(volumes=VolumeChanges(remove=["cache"])).apply(spec)
+    assert gone.volumes == {} and gone.volume_mounts == {}
+    assert not gone.mounts_anything
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            RevisionChanges(volume_mounts=MountChanges(update={"/c": "cache"})),
+            "no volume named 'cache'",
+        ),
+        (
+            RevisionChanges(
+                volumes=VolumeChanges(update={"cache": MemoryVolume()}),
+                volume_mounts=MountChanges(update={"/secrets": "cache"}),
+                secrets=SecretChanges(update=parse_secret_refs("/secrets/key=k:1")),
+            ),
+            "both mounted at /secrets",
+        ),
+        (
+            RevisionChanges(
+                volumes=VolumeChanges(update={"cache": MemoryVolume()}),
+                volume_mounts=MountChanges(update={"/data": "cache", "/data/more": "cache"}),
+            ),
+            "cannot nest",
+        ),
+        (
+            RevisionChanges(volumes=VolumeChanges(update={"c": MemoryVolume(size_limit="9X")})),
+            "not a memory amount",
+        ),
+    ],
+)
+def test_bad_volumes_are_refused(changes: RevisionChanges, message: str) -> None:
+    with pytest.raises(InvalidSpec, match=message):
+        changes.apply(BASE)

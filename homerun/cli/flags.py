@@ -24,8 +24,10 @@ from homerun.spec import (
     MAX_CONCURRENCY,
     MAX_TIMEOUT_SECONDS,
     EnvChanges,
+    MountChanges,
     RevisionChanges,
     SecretChanges,
+    VolumeChanges,
     check_cpu,
     check_memory,
     check_range,
@@ -33,7 +35,10 @@ from homerun.spec import (
     parse_env_vars,
     parse_labels,
     parse_list,
+    parse_secret_keys,
     parse_secret_refs,
+    parse_volume,
+    parse_volume_mount,
     validate_env_name,
 )
 from homerun.traffic import (
@@ -306,16 +311,21 @@ def _env_vars_file(path: Path) -> dict[str, str]:
 # -- secrets ---------------------------------------------------------------------------------
 
 SECRETS = FlagGroup(
-    "secrets (env vars read from `homerun secrets`)",
+    "secrets (from `homerun secrets`, as env vars or as read-only files)",
     (
         flag(
             "--set-secrets",
-            metavar="ENV=SECRET:VERSION,...",
-            help="replace all secret env vars with these (VERSION: a number or latest)",
+            metavar="ENV=SECRET:VERSION,/PATH=SECRET:VERSION,...",
+            help="replace all secrets with these (VERSION: a number or latest); a key that is "
+            "a path mounts the version as a read-only file there",
         ),
-        flag("--update-secrets", metavar="ENV=SECRET:VERSION,...", help="set these"),
-        flag("--remove-secrets", metavar="ENV,...", help="remove these"),
-        flag("--clear-secrets", action="store_true", help="remove all secret env vars"),
+        flag(
+            "--update-secrets",
+            metavar="ENV=SECRET:VERSION,/PATH=SECRET:VERSION,...",
+            help="set these",
+        ),
+        flag("--remove-secrets", metavar="ENV,/PATH,...", help="remove these"),
+        flag("--clear-secrets", action="store_true", help="remove all secrets"),
     ),
 )
 
@@ -337,13 +347,63 @@ def secret_changes(arguments: argparse.Namespace) -> SecretChanges:
         replace=parse_secret_refs(given) if given is not None else None,
         clear=arguments.clear_secrets,
         update=parse_secret_refs(update, "--update-secrets") if update else {},
-        remove=parse_list(arguments.remove_secrets) if arguments.remove_secrets else [],
+        remove=parse_secret_keys(arguments.remove_secrets) if arguments.remove_secrets else [],
+    )
+
+
+# -- volumes ---------------------------------------------------------------------------------
+
+VOLUMES = FlagGroup(
+    "volumes (in-memory, each instance its own)",
+    (
+        flag(
+            "--add-volume",
+            metavar="name=NAME,type=in-memory[,size-limit=SIZE]",
+            action="append",
+            help="add (or replace) a volume; repeat the flag for more",
+        ),
+        flag("--remove-volume", metavar="NAME,...", help="remove these volumes and their mounts"),
+        flag("--clear-volumes", action="store_true", help="remove all volumes and their mounts"),
+        flag(
+            "--add-volume-mount",
+            metavar="volume=NAME,mount-path=/PATH",
+            action="append",
+            help="mount a volume at a path; repeat the flag for more",
+        ),
+        flag("--remove-volume-mount", metavar="/PATH,...", help="remove the mounts at these paths"),
+        flag("--clear-volume-mounts", action="store_true", help="remove all volume mounts"),
+    ),
+)
+
+
+def volume_changes(arguments: argparse.Namespace) -> tuple[VolumeChanges, MountChanges]:
+    if arguments.clear_volumes and arguments.remove_volume:
+        raise HomerunError(
+            "--clear-volumes and --remove-volume cannot be used together: --clear-volumes "
+            "removes them all"
+        )
+    if arguments.clear_volume_mounts and arguments.remove_volume_mount:
+        raise HomerunError(
+            "--clear-volume-mounts and --remove-volume-mount cannot be used together: "
+            "--clear-volume-mounts removes them all"
+        )
+    volumes = dict(parse_volume(text) for text in arguments.add_volume or [])
+    mounts = dict(parse_volume_mount(text) for text in arguments.add_volume_mount or [])
+    removed_mounts = parse_secret_keys(arguments.remove_volume_mount or "", "--remove-volume-mount")
+    return (
+        VolumeChanges(
+            clear=arguments.clear_volumes,
+            update=volumes,
+            remove=parse_list(arguments.remove_volume or ""),
+        ),
+        MountChanges(clear=arguments.clear_volume_mounts, update=mounts, remove=removed_mounts),
     )
 
 
 def revision_changes(arguments: argparse.Namespace, source: str | None) -> RevisionChanges:
     """CONTAINER, SCALING, ENV_VARS, SECRETS and ACCESS's --service-account as changes to the
     service's latest revision: a flag not given keeps its value, as gcloud does."""
+    volumes, volume_mounts = volume_changes(arguments)
     return RevisionChanges(
         source=source,
         command=_command(arguments.command),
@@ -366,6 +426,8 @@ def revision_changes(arguments: argparse.Namespace, source: str | None) -> Revis
         use_http2=arguments.use_http2,
         env=env_changes(arguments),
         secrets=secret_changes(arguments),
+        volumes=volumes,
+        volume_mounts=volume_mounts,
     )
 
 
@@ -471,7 +533,7 @@ def metadata_changes(arguments: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-REVISION_FLAGS = (CONTAINER, SCALING, ENV_VARS, SECRETS, TRAFFIC, ACCESS, METADATA)
+REVISION_FLAGS = (CONTAINER, SCALING, ENV_VARS, SECRETS, VOLUMES, TRAFFIC, ACCESS, METADATA)
 """What deploy and `services update` take: one not given keeps the latest revision's value."""
 
 

@@ -118,7 +118,15 @@ EXECUTE_NOW = FlagGroup(
     ),
 )
 
-JOB_FLAGS = (CONTAINER, TASKS, flags.ENV_VARS, flags.SECRETS, SCHEDULE, EXECUTE_NOW)
+JOB_FLAGS = (
+    CONTAINER,
+    TASKS,
+    flags.ENV_VARS,
+    flags.SECRETS,
+    flags.VOLUMES,
+    SCHEDULE,
+    EXECUTE_NOW,
+)
 
 
 def _deploy_command(mode: str, summary: str, description: str, examples: Any) -> Any:
@@ -228,6 +236,7 @@ def update(arguments: argparse.Namespace, context: Context) -> int:
 
 
 def _changes(arguments: argparse.Namespace, source: str | None) -> RevisionChanges:
+    volumes, volume_mounts = flags.volume_changes(arguments)
     return RevisionChanges(
         source=source,
         command=_command(arguments.command),
@@ -236,6 +245,8 @@ def _changes(arguments: argparse.Namespace, source: str | None) -> RevisionChang
         memory=check_memory(arguments.memory, "--memory") if arguments.memory else None,
         env=flags.env_changes(arguments),
         secrets=flags.secret_changes(arguments),
+        volumes=volumes,
+        volume_mounts=volume_mounts,
         service_account=flags.service_account_change(arguments.service_account),
     )
 
@@ -398,6 +409,13 @@ def _print_job(job: JobSummary) -> None:
         print(f"  Env:           {name}={value}")
     for name, ref in job.secrets.items():
         print(f"  Secret:        {name} from {ref}")
+    for path, ref in job.secret_files.items():
+        print(f"  Secret file:   {path} from {ref} (read-only)")
+    for path, volume in job.volume_mounts.items():
+        size = job.volumes.get(volume)
+        print(
+            f"  Volume:        {path}: in-memory {volume}" + (f", at most {size}" if size else "")
+        )
 
 
 @command(

@@ -141,6 +141,8 @@ def _print_revision_lines(revision: RevisionSummary) -> None:
             *(f"{name} (secret {ref})" for name, ref in revision.secrets.items()),
         ]
         print(f"      env: {', '.join(names)}")
+    for path, mounted in revision.mounts.items():
+        print(f"      mount: {path}: {mounted}")
     scaling = revision.scaling
     if scaling:
         states = Counter(instance.state for instance in revision.instances)

@@ -57,6 +57,7 @@ CONTAINER = FlagGroup(
     CONTAINER,
     flags.ENV_VARS,
     flags.SECRETS,
+    flags.VOLUMES,
     examples=[
         (
             "Run two instances of the queue consumer in this folder",
@@ -87,6 +88,7 @@ def deploy(arguments: argparse.Namespace, context: Context) -> int:
     source = arguments.source
     if source is None and not _exists(context, pool):
         source = "."
+    volumes, volume_mounts = flags.volume_changes(arguments)
     changes = RevisionChanges(
         source=str(source_folder(source)) if source is not None else None,
         command=_command(arguments.command),
@@ -95,6 +97,8 @@ def deploy(arguments: argparse.Namespace, context: Context) -> int:
         memory=check_memory(arguments.memory, "--memory") if arguments.memory else None,
         env=flags.env_changes(arguments),
         secrets=flags.secret_changes(arguments),
+        volumes=volumes,
+        volume_mounts=volume_mounts,
     )
     deployed = _follow(client.deploy_worker_pool(pool, changes, arguments.instances))
     verb = "created" if deployed.created else "updated"

@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 from homerun.errors import InvalidSpec
 from homerun.model.artifact import ArtifactRecord
 from homerun.model.engine import DEFAULT_CONTAINER_PORT, ContainerSpec
+from homerun.model.run_as import RunAs
 from homerun.routing.types import Address
 from homerun.runtime.inspection import Inspector
 from homerun.runtime.names import resolving_env
@@ -17,10 +18,12 @@ from homerun.spec import RevisionSpec
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
 
 
-def container_spec(spec: RevisionSpec, artifact: ArtifactRecord | None) -> ContainerSpec | None:
+def container_spec(
+    spec: RevisionSpec, artifact: ArtifactRecord | None, user: RunAs | None = None
+) -> ContainerSpec | None:
     """How the revision's instances run as containers, when its artifact is an engine's image:
     --port is the container's port, --memory and --cpu its limits, --command/--args replace
-    the image's ENTRYPOINT/CMD (Kubernetes semantics)."""
+    the image's ENTRYPOINT/CMD (Kubernetes semantics), --user securityContext's user."""
     if artifact is None or artifact.engine_image is None:
         return None
     return ContainerSpec(
@@ -30,6 +33,8 @@ def container_spec(spec: RevisionSpec, artifact: ArtifactRecord | None) -> Conta
         args=tuple(spec.args) if spec.args else None,
         memory=spec.memory,
         cpu=spec.cpu,
+        user=user.engine_user() if user is not None else None,
+        workdir=spec.working_dir,
     )
 
 
@@ -93,8 +98,8 @@ def instance_cwd(
     container's workingDir, a path in the image: under the artifact's rootfs/ when a Dockerfile
     built it, else under /workspace, which stands for the code's folder (app/)."""
     default = revision_dir / (artifact.cwd if artifact else ".")
-    if working_dir is None:
-        return default
+    if working_dir is None or (artifact is not None and artifact.engine_image is not None):
+        return default  # a container's workingDir is the engine's (ContainerSpec.workdir)
     path = PurePosixPath(working_dir)
     rootfs = revision_dir / "rootfs"
     if artifact is not None and PurePosixPath(artifact.cwd).parts[:1] == ("rootfs",):

@@ -28,6 +28,7 @@ from homerun.control.secrets import SecretValues
 from homerun.control.task_decision import CANCELLED, Outcome, TaskState, decide, task_state
 from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, InvalidSpec
+from homerun.model.artifact import ArtifactRecord
 from homerun.model.jobs import (
     FINISHED_EXECUTION,
     Attempt,
@@ -35,11 +36,12 @@ from homerun.model.jobs import (
     ExecutionStatus,
 )
 from homerun.model.limits import limits
+from homerun.model.volumes import NO_MOUNTS, Mounts, sandbox_needed
 from homerun.routing.types import Address
 from homerun.runtime import Instance, InstanceSpec, OutputSink, Runtime, describe_status
 from homerun.runtime.names import resolving_env
 from homerun.scaling.supervisor import InstanceRegistry
-from homerun.spec import expand_k8s_vars
+from homerun.spec import RevisionSpec, expand_k8s_vars
 from homerun.store import ExecutionRecord, Store
 
 INTERRUPTED = "interrupted: the daemon stopped during this attempt"
@@ -76,6 +78,7 @@ class _Run:
         self.changed = asyncio.Event()
         self.watchers: set[asyncio.Task[None]] = set()
         self.env: dict[str, str] = {}  # read at its start: secrets included
+        self.mounts: Mounts = NO_MOUNTS  # likewise: its secret files' values read then
         self.loop: asyncio.Task[None] | None = None
 
 
@@ -98,7 +101,10 @@ class Executions:
         hosts_file: Path | None = None,
         metadata_address: Address | None = None,
         runs_containers: bool = False,
+        mounts_refused: str | None = None,
     ) -> None:
+        # Why process tasks cannot have secret files or volumes (no sandbox), or None.
+        self._mounts_refused = mounts_refused
         self._runs_containers = runs_containers  # `runtime` starts containers of images
         # Collaborators
         self._store = store
@@ -125,6 +131,7 @@ class Executions:
         record = self._store.job(job)
         plan = plan_execution(record, overrides)
         self._secrets.check(plan.template)
+        self._check_mounts(plan.template, plan.artifact)
         name = self._new_name(job)
         execution = self._store.create_execution(
             name, record, plan.template, plan.settings, plan.artifact
@@ -238,6 +245,8 @@ class Executions:
         record = run.record
         try:
             run.env = self._base_env(record)
+            self._check_mounts(record.template, record.artifact)
+            run.mounts = self._secrets.mounts(record.template)
             while True:
                 run.changed.clear()
                 decision = decide(
@@ -305,6 +314,7 @@ class Executions:
             revision=record.name if container else "",
             limits=limits(record.template.cpu, record.template.memory),
             container=container,
+            mounts=run.mounts,
         )
         attempt = Attempt(number=number, started_at=self._wall_clock())
         task.recent.clear()
@@ -451,6 +461,15 @@ class Executions:
             )
         )
         self._artifacts.collect(record.job)
+
+    def _check_mounts(self, template: RevisionSpec, artifact: ArtifactRecord) -> None:
+        """InvalidSpec when the tasks would be processes with mounts and no sandbox."""
+        if (
+            template.mounts_anything
+            and artifact.engine_image is None
+            and self._mounts_refused is not None
+        ):
+            raise InvalidSpec(sandbox_needed(self._mounts_refused))
 
     def _base_env(self, record: ExecutionRecord) -> dict[str, str]:
         """A task's environment but its index and attempt. Later sources win: the host's

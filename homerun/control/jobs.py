@@ -30,6 +30,7 @@ from homerun.model.engine import Engine
 from homerun.model.events import BuildLine, Failed, JobDeployed, JobEvent, Phase
 from homerun.model.images import parse_image_name
 from homerun.model.jobs import validate_job_name
+from homerun.model.volumes import sandbox_needed
 from homerun.spec import RevisionSpec
 from homerun.store import Store
 
@@ -65,7 +66,10 @@ class Jobs:
         wall_clock: Callable[[], float],
         images: ImageStore,
         engine: Engine | None = None,
+        mounts_refused: str | None = None,
     ) -> None:
+        # Why process tasks cannot have secret files or volumes (no sandbox), or None.
+        self._mounts_refused = mounts_refused
         self._images = images  # --image: an image of the local store
         self._engine = engine  # or of the engine's storage; and it runs the containers
         self._settings = settings
@@ -95,6 +99,16 @@ class Jobs:
                     container_image=image is not None and image.record.engine_image is not None,
                 )
                 self._secrets.check(plan.template)
+                container = image is not None and image.record.engine_image is not None
+                # Without an engine every task is a process; with one, a source build may
+                # still be, and its executions say so.
+                if (
+                    plan.template.mounts_anything
+                    and self._mounts_refused is not None
+                    and not container
+                    and self._engine is None
+                ):
+                    raise InvalidSpec(sandbox_needed(self._mounts_refused))
                 if plan.unchanged:
                     assert current is not None
                     emit(Phase(message=f"No change: job {job} already has these settings"))
@@ -203,6 +217,13 @@ class Jobs:
             emit(
                 Phase(message=f"Entrypoint ({artifact.entrypoint_origin}): {artifact.command_line}")
             )
+        if (
+            plan.template.mounts_anything
+            and artifact.engine_image is None
+            and self._mounts_refused is not None
+        ):
+            # Known only now with an engine: the build made processes, not an image.
+            raise InvalidSpec(sandbox_needed(self._mounts_refused))
         record = self._store.put_job(
             job,
             plan.template,

@@ -14,13 +14,18 @@ from homerun.access.iam import instance_member
 from homerun.config import Paths, Settings
 from homerun.control.access import Guards
 from homerun.control.environment import container_spec, instance_cwd, instance_env
-from homerun.control.secrets import SecretValues, reads_latest
+from homerun.control.secrets import SecretValues, files_reading_latest, reads_latest
 from homerun.control.tasks import Tasks
-from homerun.errors import HomerunError, NotFound
+from homerun.control.users import instance_user
+from homerun.errors import HomerunError, InvalidSpec, NotFound
 from homerun.model.annotations import ADAPTIVE_CONCURRENCY
+from homerun.model.artifact import ArtifactRecord
 from homerun.model.cost import Usage, gib, vcpus
 from homerun.model.limits import limits
+from homerun.model.run_as import ProcessUsers
+from homerun.model.run_as import process_users as process_users_of
 from homerun.model.states import RevisionStatus
+from homerun.model.volumes import NO_MOUNTS, Mounts, sandbox_needed
 from homerun.observe.logs import LogStore, platform_entry
 from homerun.routing.hosts import hosts_text, router_address, service_hosts
 from homerun.routing.table import (
@@ -36,6 +41,7 @@ from homerun.runtime.inspection import Inspector
 from homerun.scaling.policy import policy_for
 from homerun.scaling.supervisor import Supervisor
 from homerun.scaling.unit import RevisionPlan, RevisionUnit
+from homerun.spec import RevisionSpec
 from homerun.store import RevisionRecord, Store
 from homerun.traffic import resolve
 
@@ -62,6 +68,8 @@ class LiveRevisions:
         inspector: Inspector | None = None,
         rng: random.Random | None = None,
         domains: Callable[[], Mapping[str, str]] = dict,
+        mounts_refused: str | None = None,
+        process_users: ProcessUsers | None = None,
     ) -> None:
         # Collaborators
         self._settings = settings
@@ -77,8 +85,15 @@ class LiveRevisions:
         self._host_env = host_env
         self._metadata_address = metadata_address
         self._inspector = inspector
+        # Why process instances cannot have secret files or volumes (no sandbox), or None.
+        self._mounts_refused = mounts_refused
         self._rolls = StratifiedRolls(rng or random.Random())
         self._domains = domains  # the domain mappings: domain -> service
+        # What the process runtime does with a securityContext user (the daemon's sandbox);
+        # by default, none: it runs instances as the daemon's user.
+        self._process_users = process_users or process_users_of(
+            sandboxed=False, privileged=os.geteuid() == 0
+        )
         # Per running revision
         self.units: dict[str, RevisionUnit] = {}
         self._routes: dict[str, Route] = {}
@@ -144,6 +159,8 @@ class LiveRevisions:
             hosts_file=self._paths.hosts,
             inspector=self._inspector,
         )
+        container = artifact is not None and artifact.engine_image is not None
+        user = instance_user(revision.spec, container=container, processes=self._process_users)
         holder: list[RevisionUnit] = []
         throttler = Throttler(
             revision.name,
@@ -173,7 +190,9 @@ class LiveRevisions:
                 revision.spec.container_concurrency,
                 revision.spec.annotations,
             ),
-            container=container_spec(revision.spec, artifact),
+            container=container_spec(revision.spec, artifact, user),
+            mounts=self._mounts(revision.spec, artifact),
+            user=None if container else user,
         )
         # A revision whose deploy runs (starting) is its deploy's until Supervisor.confirm();
         # one already ready (the daemon restarting, a tag on an older revision) serves at once.
@@ -191,6 +210,16 @@ class LiveRevisions:
             self._guards.guard(revision.service),
         )
         return unit
+
+    def _mounts(self, spec: RevisionSpec, artifact: ArtifactRecord | None) -> Mounts:
+        """The revision's secret files (read now) and volumes; InvalidSpec when its instances
+        are processes and this daemon has no sandbox to mount them in."""
+        if not spec.mounts_anything:
+            return NO_MOUNTS
+        container = artifact is not None and artifact.engine_image is not None
+        if not container and self._mounts_refused is not None:
+            raise InvalidSpec(sandbox_needed(self._mounts_refused))
+        return self._secrets.mounts(spec)
 
     def instances(self) -> int:
         return sum(len(unit.instances) for unit in self.units.values())
@@ -214,6 +243,9 @@ class LiveRevisions:
             changes = dict.fromkeys(reads_latest(spec, secret), value)
             if changes:
                 unit.plan = unit.plan.with_env(changes)
+            files = dict.fromkeys(files_reading_latest(spec, secret), value.encode())
+            if files:
+                unit.plan = unit.plan.with_secret_files(files)
 
     # -- the routing table ------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from homerun.errors import InvalidSpec, NotFound
+from homerun.model.limits import DEFAULT_MEMORY, memory_bytes
 from homerun.model.views import SecretSummary, SecretVersionCreated, SecretVersionView
+from homerun.model.volumes import MemoryMount, Mounts, SecretFile
 from homerun.secret_store import SecretStore
 from homerun.spec import LATEST_VERSION, RevisionSpec
 from homerun.store import Store
@@ -23,7 +25,7 @@ class SecretValues:
 
     def check(self, spec: RevisionSpec) -> None:
         """InvalidSpec unless every secret version the spec reads exists."""
-        for variable, ref in spec.secrets.items():
+        for variable, ref in {**spec.secrets, **spec.secret_files}.items():
             try:
                 self._secrets.resolve(ref)
             except NotFound as error:
@@ -32,9 +34,22 @@ class SecretValues:
     def env(self, spec: RevisionSpec) -> dict[str, str]:
         return {variable: self._secrets.resolve(ref) for variable, ref in spec.secrets.items()}
 
+    def mounts(self, spec: RevisionSpec) -> Mounts:
+        """The spec's secret files with their values read now, and its in-memory volumes."""
+        return Mounts(
+            secret_files=tuple(
+                SecretFile(path, self._secrets.resolve(ref).encode())
+                for path, ref in sorted(spec.secret_files.items())
+            ),
+            memory=tuple(
+                MemoryMount(path, _volume_bytes(spec, name))
+                for path, name in sorted(spec.volume_mounts.items())
+            ),
+        )
+
     def redact(self, text: str, spec: RevisionSpec) -> str:
         """Errors quote the app's last log lines; a secret's value never leaves with them."""
-        for variable, ref in spec.secrets.items():
+        for variable, ref in {**spec.secrets, **spec.secret_files}.items():
             try:
                 value = self._secrets.resolve(ref)
             except NotFound:
@@ -43,6 +58,12 @@ class SecretValues:
                 if len(piece) >= _MIN_REDACTED:
                     text = text.replace(piece, f"[secret {variable}]")
         return text
+
+
+def _volume_bytes(spec: RevisionSpec, volume: str) -> int:
+    """Its size-limit; without one, half the instance's memory, as Cloud Run sets it."""
+    size = spec.volumes[volume].size_limit
+    return memory_bytes(size) if size else memory_bytes(spec.memory or DEFAULT_MEMORY) // 2
 
 
 # latest_read(secret, value): tell running revisions that read `secret:latest` its new value.
@@ -112,7 +133,10 @@ class Secrets:
         return [
             revision.name
             for revision in self._store.revisions()
-            if any(ref.secret == secret for ref in revision.spec.secrets.values())
+            if any(
+                ref.secret == secret
+                for ref in [*revision.spec.secrets.values(), *revision.spec.secret_files.values()]
+            )
         ]
 
 
@@ -121,5 +145,14 @@ def reads_latest(spec: RevisionSpec, secret: str) -> list[str]:
     return [
         variable
         for variable, ref in spec.secrets.items()
+        if ref.secret == secret and ref.version == LATEST_VERSION
+    ]
+
+
+def files_reading_latest(spec: RevisionSpec, secret: str) -> list[str]:
+    """The secret files of `spec` that hold `secret` at its latest version."""
+    return [
+        path
+        for path, ref in spec.secret_files.items()
         if ref.secret == secret and ref.version == LATEST_VERSION
     ]

@@ -19,6 +19,7 @@ from homerun.model.annotations import ADAPTIVE_CONCURRENCY
 from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore
 from homerun.scaling.supervisor import Supervisor
+from homerun.spec import RevisionSpec
 from homerun.store import RevisionRecord, Store
 from homerun.traffic import served_percent, tags_of
 
@@ -215,6 +216,7 @@ class Views:
             env=revision.spec.env,
             # Names and versions only: a secret's value is never part of a description.
             secrets={name: str(ref) for name, ref in revision.spec.secrets.items()},
+            mounts=mount_summary(revision.spec),
             annotations=revision.spec.annotations,
             image=revision.spec.image or (image_for(revision.service, digest) if digest else None),
             source=revision.spec.source,
@@ -264,3 +266,12 @@ class Views:
 def _median_ms(seconds: Iterable[float]) -> float | None:
     ordered = sorted(seconds)
     return round(ordered[len(ordered) // 2] * 1000, 1) if ordered else None
+
+
+def mount_summary(spec: RevisionSpec) -> dict[str, str]:
+    """mount path -> what is mounted there, for describe (names and versions, never values)."""
+    mounts = {path: f"secret {ref} (read-only file)" for path, ref in spec.secret_files.items()}
+    for path, name in spec.volume_mounts.items():
+        size = spec.volumes[name].size_limit
+        mounts[path] = f"in-memory volume {name}" + (f", at most {size}" if size else "")
+    return dict(sorted(mounts.items()))

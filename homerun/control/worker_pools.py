@@ -38,6 +38,7 @@ from homerun.model import views
 from homerun.model.artifact import ArtifactRecord
 from homerun.model.events import BuildLine, Failed, Phase, PoolDeployed, PoolEvent
 from homerun.model.pools import MAX_POOL_INSTANCES, validate_pool_name
+from homerun.model.volumes import NO_MOUNTS, Mounts, sandbox_needed
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.pool_store import PoolStore, WorkerPoolRecord
 from homerun.routing.types import Address
@@ -82,6 +83,7 @@ class _Slot:
 class _Run:
     record: WorkerPoolRecord
     env: dict[str, str]
+    mounts: Mounts = NO_MOUNTS  # read with env, when the pool's loop starts
     slots: list[_Slot] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     watchers: set[asyncio.Task[None]] = field(default_factory=set)
@@ -106,7 +108,10 @@ class WorkerPools:
         host_env: Mapping[str, str],
         metadata_address: Address | None = None,
         backoff_seconds: float = BACKOFF_SECONDS,
+        mounts_refused: str | None = None,
     ) -> None:
+        # Why its instances (processes) cannot have secret files or volumes (no sandbox).
+        self._mounts_refused = mounts_refused
         # Collaborators
         self._settings = settings
         self._store = store
@@ -188,6 +193,8 @@ class WorkerPools:
         if current is None and changes.source is None:
             raise InvalidSpec(f"worker pool {pool} is new: give the folder of its code, --source")
         template = changes.apply(current.template if current else None)
+        if template.mounts_anything and self._mounts_refused is not None:
+            raise InvalidSpec(sandbox_needed(self._mounts_refused))
         self._secrets.check(template)
         instances = request.instances
         if instances is None:
@@ -305,6 +312,7 @@ class WorkerPools:
         record = run.record
         try:
             run.env = self._base_env(record)
+            run.mounts = self._secrets.mounts(record.template)
             while True:
                 run.changed.clear()
                 decision = decide(
@@ -344,6 +352,7 @@ class WorkerPools:
             env=env,
             cwd=self.root / record.name / record.artifact_dir / record.artifact.cwd,
             port=0,  # a worker pool's instances do not listen: no PORT
+            mounts=run.mounts,
         )
 
         def output(stream: str, line: str) -> None:

@@ -10,7 +10,14 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from homerun.errors import InvalidSpec
 from homerun.knative.models import (
@@ -19,10 +26,14 @@ from homerun.knative.models import (
     EnvVar,
     KnativeModel,
     Resources,
+    Volume,
+    VolumeMount,
     image_for,
     level_at,
+    volume_problems,
 )
-from homerun.knative.render import timestamp
+from homerun.knative.reader import volume_fields
+from homerun.knative.render import render_volumes, timestamp
 from homerun.model.jobs import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TASK_TIMEOUT_SECONDS,
@@ -32,9 +43,18 @@ from homerun.model.jobs import (
     MAX_TASKS,
     TaskSettingsChanges,
 )
-from homerun.model.validation import Problem, problems
+from homerun.model.validation import Problem, errors_at, problems
 from homerun.model.views import JobSummary
-from homerun.spec import EnvChanges, RevisionChanges, SecretChanges, SecretRef
+from homerun.spec import (
+    EnvChanges,
+    MemoryVolume,
+    MountChanges,
+    RevisionChanges,
+    RevisionSpec,
+    SecretChanges,
+    SecretRef,
+    VolumeChanges,
+)
 
 JOB_API_VERSION = "run.googleapis.com/v1"
 SCHEDULE_ANNOTATION = "homerun.dev/schedule"
@@ -78,7 +98,6 @@ class JobContainer(KnativeModel):
         "ports": "a job's tasks do not listen: a job has no ports",
         "startupProbe": "a job's tasks are not probed",
         "livenessProbe": "a job's tasks are not probed",
-        "volumeMounts": "volumes are not supported",
         "workingDir": "not supported: tasks run in the artifact's working directory",
     }
 
@@ -88,6 +107,7 @@ class JobContainer(KnativeModel):
     args: list[str] | None = None
     env: list[EnvVar] | None = None
     resources: Resources | None = None
+    volume_mounts: list[VolumeMount] | None = None
 
     @field_validator("env")
     @classmethod
@@ -105,6 +125,7 @@ class TaskSpec(KnativeModel):
         Annotated[int, BeforeValidator(_seconds), _within(1, MAX_TASK_TIMEOUT_SECONDS)] | None
     ) = None
     service_account_name: str | None = None
+    volumes: list[Volume] | None = None
 
     @field_validator("containers")
     @classmethod
@@ -112,6 +133,13 @@ class TaskSpec(KnativeModel):
         if len(containers) != 1:
             raise ValueError("must be a list of exactly one container")
         return containers
+
+    @model_validator(mode="after")
+    def _mounts_name_volumes(self) -> TaskSpec:
+        found = volume_problems(self.volumes or [], self.containers[0].volume_mounts or [])
+        if found:
+            raise errors_at(found)
+        return self
 
 
 class TaskTemplate(KnativeModel):
@@ -209,6 +237,26 @@ def render_job(job: JobSummary, digest: str | None) -> dict[str, Any]:
     limits = {key: value for key, value in (("cpu", job.cpu), ("memory", job.memory)) if value}
     if limits:
         container["resources"] = {"limits": limits}
+    volumes, mounts = render_volumes(
+        RevisionSpec(
+            source=job.source,
+            secret_files={
+                path: SecretRef(secret=ref.rpartition(":")[0], version=ref.rpartition(":")[2])
+                for path, ref in job.secret_files.items()
+            },
+            volumes={name: MemoryVolume(size_limit=size) for name, size in job.volumes.items()},
+            volume_mounts=job.volume_mounts,
+        )
+    )
+    if mounts:
+        container["volumeMounts"] = mounts
+    task: dict[str, Any] = {
+        "containers": [container],
+        "maxRetries": job.max_retries,
+        "timeoutSeconds": str(job.task_timeout_seconds),
+    }
+    if volumes:
+        task["volumes"] = volumes
     annotations = {SOURCE_ANNOTATION: job.source}
     if job.schedule:
         annotations[SCHEDULE_ANNOTATION] = job.schedule
@@ -242,13 +290,7 @@ def render_job(job: JobSummary, digest: str | None) -> dict[str, Any]:
                 "spec": {
                     "taskCount": job.task_count,
                     "parallelism": job.parallelism,
-                    "template": {
-                        "spec": {
-                            "containers": [container],
-                            "maxRetries": job.max_retries,
-                            "timeoutSeconds": str(job.task_timeout_seconds),
-                        }
-                    },
+                    "template": {"spec": task},
                 }
             }
         },
@@ -304,6 +346,7 @@ def parse_job(
         else:
             env[variable.name] = variable.value or ""
     limits = container.resources.limits if container.resources else None
+    mounted = volume_fields(task.volumes or [], container.volume_mounts or [])
     changes = RevisionChanges(
         source=None if keep_code else source,
         command=list(container.command or []),
@@ -311,7 +354,9 @@ def parse_job(
         cpu=limits.cpu if limits else None,
         memory=limits.memory if limits else None,
         env=EnvChanges(replace=env),
-        secrets=SecretChanges(replace=secrets),
+        secrets=SecretChanges(replace={**secrets, **mounted["secret_files"]}),
+        volumes=VolumeChanges(replace=mounted["volumes"]),
+        volume_mounts=MountChanges(replace=mounted["volume_mounts"]),
     )
     settings = TaskSettingsChanges(
         task_count=execution.task_count or 1,

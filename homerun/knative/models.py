@@ -29,6 +29,7 @@ from homerun.knative.probes import (
 from homerun.model.annotations import CAMEL_CASE_ALIASES, annotation_problems
 from homerun.model.images import InvalidImageName, parse_image_name
 from homerun.model.validation import Location, errors_at
+from homerun.model.volumes import check_mount_points, mount_path
 from homerun.spec import (
     MAX_CONCURRENCY,
     MAX_TIMEOUT_SECONDS,
@@ -68,10 +69,12 @@ _OUTPUT_ONLY_METADATA = frozenset(
 _ONE_MACHINE = "homerun runs on one machine"
 _WHOLE_REQUEST = "not supported; timeoutSeconds bounds the whole request"
 _NO_STDIN = "stdin is always /dev/null"
-_RUN_AS = (
-    "not supported yet: instances run as the daemon's own user (runAsUser, runAsGroup and "
-    "runAsNonRoot come with the sandbox); remove securityContext"
+_POD_SECURITY = (
+    "not supported: give runAsUser, runAsGroup and runAsNonRoot in the container's "
+    "securityContext (Knative allows the pod's only behind a feature flag)"
 )
+# Linux user and group ids, as Kubernetes bounds them.
+MAX_ID = 2_147_483_647
 
 
 def image_for(service: str, digest: str) -> str:
@@ -157,6 +160,20 @@ def _absolute_path(path: str) -> str:
     return path
 
 
+def _file_name(path: str) -> str:
+    if not path or "/" in path or path in (".", "..") or "\0" in path:
+        raise ValueError(f"must be a file name (no '/'), got {path!r}")
+    return path
+
+
+def _volume_name(name: str) -> str:
+    if not _DNS_LABEL.match(name) or len(name) > 63:
+        raise ValueError(
+            f"{name!r} is not a volume name: at most 63 lowercase letters, digits and hyphens"
+        )
+    return name
+
+
 def _version_as_key(key: str) -> str:
     """Cloud Run reads a secretKeyRef's key as the secret's version, and so does homerun."""
     try:
@@ -204,6 +221,82 @@ class SecretKeySelector(KnativeModel):
     key: Annotated[str, Quantity, AfterValidator(_version_as_key)] = Field(
         description="the secret version (a number or 'latest')"
     )
+
+
+class KeyToPath(KnativeModel):
+    """A secret volume's file: Cloud Run reads `key` as the version and `path` as the file's
+    name in the volume's folder."""
+
+    refused = {"mode": "not supported: secret files are read-only, readable by the app (0444)"}
+
+    key: Annotated[str, Quantity, AfterValidator(_version_as_key)] = Field(
+        description="the secret version (a number or 'latest')"
+    )
+    path: Annotated[str, AfterValidator(_file_name)] = Field(
+        description="the file's name in the volume's folder"
+    )
+
+
+class SecretVolumeSource(KnativeModel):
+    refused = {
+        "optional": "not supported",
+        "defaultMode": "not supported: secret files are read-only, readable by the app (0444)",
+    }
+
+    secret_name: SecretName = Field(description="the secret's name")
+    # None: one file named after the secret, its latest version (Cloud Run's rule).
+    items: list[KeyToPath] | None = None
+
+    def files(self) -> list[tuple[str, str]]:
+        """(file name, version) of each file the volume holds."""
+        if not self.items:
+            return [(self.secret_name, "latest")]
+        return [(item.path, item.key) for item in self.items]
+
+
+class EmptyDirVolumeSource(KnativeModel):
+    medium: str = Field(description="Memory: an in-memory volume")
+    size_limit: Annotated[MemoryAmount, Quantity] | None = None
+
+    @field_validator("medium")
+    @classmethod
+    def _in_memory(cls, medium: str) -> str:
+        if medium != "Memory":
+            raise ValueError(
+                f"{medium!r} is not supported: homerun's emptyDir volumes are in memory, as "
+                "Cloud Run's (medium: Memory)"
+            )
+        return medium
+
+
+class Volume(KnativeModel):
+    refused = {
+        "configMap": "config maps are not supported; mount a secret instead",
+        "nfs": f"not supported: {_ONE_MACHINE}; use an in-memory volume (emptyDir)",
+        "csi": f"not supported (Cloud Storage volumes): {_ONE_MACHINE}",
+    }
+
+    name: Annotated[str, AfterValidator(_volume_name)]
+    secret: SecretVolumeSource | None = None
+    empty_dir: EmptyDirVolumeSource | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Volume:
+        if (self.secret is None) == (self.empty_dir is None):
+            raise ValueError("expected exactly one of secret, emptyDir")
+        return self
+
+
+class VolumeMount(KnativeModel):
+    refused = {
+        "subPath": "not supported: mount the whole volume",
+        "subPathExpr": "not supported: mount the whole volume",
+        "mountPropagation": "not supported",
+    }
+
+    name: str = Field(description="the volume's name, from spec.template.spec.volumes")
+    mount_path: Annotated[str, AfterValidator(mount_path)]
+    read_only: bool | None = None
 
 
 class EnvVarSource(KnativeModel):
@@ -269,6 +362,36 @@ class Resources(KnativeModel):
     requests: ResourceLimits | None = None  # recorded and shown, not reserved
 
 
+class SecurityContext(KnativeModel):
+    """The container's user: honoured by the container runtime (podman --user) and by the
+    sandbox when homerun runs as root; elsewhere the deploy says why not (control/users.py)."""
+
+    refused = {
+        "readOnlyRootFilesystem": "not supported yet: the root filesystem is the image's, "
+        "read-only in the sandbox and writable in a container",
+        "capabilities": "not supported: instances run with no added capability",
+        "privileged": "not supported: instances are never privileged",
+        "allowPrivilegeEscalation": "not supported: the sandbox always sets no_new_privs",
+        "seccompProfile": "not supported",
+        "seLinuxOptions": "not supported",
+        "appArmorProfile": "not supported",
+        "procMount": "not supported",
+        "windowsOptions": "not supported",
+    }
+
+    run_as_user: Annotated[int, within(0, MAX_ID)] | None = None
+    run_as_group: Annotated[int, within(0, MAX_ID)] | None = None
+    run_as_non_root: bool | None = None
+
+    @model_validator(mode="after")
+    def _not_root(self) -> SecurityContext:
+        if self.run_as_non_root and self.run_as_user == 0:
+            raise errors_at(
+                [(("runAsUser",), "0 is root, and runAsNonRoot is true: give another user id")]
+            )
+        return self
+
+
 class Container(KnativeModel):
     refused = {
         "envFrom": (
@@ -276,8 +399,6 @@ class Container(KnativeModel):
             "Cloud Run; list each variable under env, with valueFrom.secretKeyRef "
             "(name: SECRET, key: VERSION or latest) for a secret"
         ),
-        "volumeMounts": "volumes are not supported",
-        "securityContext": _RUN_AS,
         "lifecycle": "not supported",
         "imagePullPolicy": "homerun does not pull images",
         "terminationMessagePath": "not supported",
@@ -300,6 +421,8 @@ class Container(KnativeModel):
     startup_probe: StartupProbe | None = None
     readiness_probe: ReadinessProbe | None = None
     liveness_probe: LivenessProbe | None = None
+    volume_mounts: list[VolumeMount] | None = None
+    security_context: SecurityContext | None = None
 
     @property
     def digest(self) -> str:
@@ -367,7 +490,6 @@ class TemplateSpec(KnativeModel):
     """spec.template.spec: Knative's RevisionSpec, a pod of one container."""
 
     refused = {
-        "volumes": "volumes are not supported",
         "imagePullSecrets": "homerun does not pull images",
         "initContainers": "init containers are not supported",
         "responseStartTimeoutSeconds": _WHOLE_REQUEST,
@@ -379,7 +501,7 @@ class TemplateSpec(KnativeModel):
         "affinity": _ONE_MACHINE,
         "tolerations": _ONE_MACHINE,
         "topologySpreadConstraints": _ONE_MACHINE,
-        "securityContext": _RUN_AS,
+        "securityContext": _POD_SECURITY,
         "hostAliases": "not supported",
         "dnsPolicy": "not supported",
         "dnsConfig": "not supported",
@@ -394,6 +516,7 @@ class TemplateSpec(KnativeModel):
     ) = None
     timeout_seconds: Annotated[int, within(1, MAX_TIMEOUT_SECONDS)] | None = None
     service_account_name: str | None = None
+    volumes: list[Volume] | None = None
 
     @field_validator("containers", mode="before")
     @classmethod
@@ -404,6 +527,57 @@ class TemplateSpec(KnativeModel):
         if isinstance(containers, list) and len(containers) > 1:
             raise ValueError("sidecars are not supported: give exactly one container")
         return containers
+
+    @model_validator(mode="after")
+    def _mounts_name_volumes(self) -> TemplateSpec:
+        problems = volume_problems(self.volumes or [], self.containers[0].volume_mounts or [])
+        if problems:
+            raise errors_at(problems)
+        return self
+
+
+def volume_problems(
+    volumes: Sequence[Volume],
+    mounts: Sequence[VolumeMount],
+    container: Location = ("containers", 0),
+) -> list[tuple[Location, str]]:
+    """Each volume named once and each mount naming one; secret volumes mounted read-only,
+    in-memory ones writable; no secret volume left unmounted (it would be lost)."""
+    problems: list[tuple[Location, str]] = []
+    by_name: dict[str, Volume] = {}
+    for index, volume in enumerate(volumes):
+        if volume.name in by_name:
+            problems.append((("volumes", index, "name"), f"{volume.name} is defined twice"))
+        by_name[volume.name] = volume
+    mounted: set[str] = set()
+    for index, mount in enumerate(mounts):
+        where = (*container, "volumeMounts", index)
+        named = by_name.get(mount.name)
+        if named is None:
+            known = ", ".join(sorted(by_name)) or "none"
+            problems.append(((*where, "name"), f"no volume named {mount.name!r} ({known})"))
+            continue
+        mounted.add(mount.name)
+        if named.secret is not None and mount.read_only is False:
+            problems.append(((*where, "readOnly"), "a secret volume is read-only"))
+        if named.empty_dir is not None and mount.read_only:
+            problems.append(
+                ((*where, "readOnly"), "an in-memory volume mounted read-only stays empty")
+            )
+    try:
+        check_mount_points((mount.mount_path, f"volume {mount.name}") for mount in mounts)
+    except ValueError as error:
+        problems.append(((*container, "volumeMounts"), str(error)))
+    for index, volume in enumerate(volumes):
+        if volume.secret is not None and volume.name not in mounted:
+            problems.append(
+                (
+                    ("volumes", index),
+                    f"secret volume {volume.name} is not mounted: add a volumeMount naming it, "
+                    "or remove it",
+                )
+            )
+    return problems
 
 
 class RevisionMetadata(KnativeModel):

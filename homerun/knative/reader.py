@@ -3,6 +3,7 @@ InvalidSpec that lists every problem of the document at its field path."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +17,14 @@ from homerun.knative.models import (
     Container,
     ServiceDocument,
     Template,
+    Volume,
+    VolumeMount,
     level_at,
 )
 from homerun.knative.probes import ContainerProbe, LivenessProbe, ReadinessProbe, StartupProbe
 from homerun.model.probes import Probe, ProbeKind
 from homerun.model.validation import Problem, field_path, problems, validation_message
-from homerun.spec import DEFAULT_STARTUP_TIMEOUT_SECONDS, RevisionSpec, SecretRef
+from homerun.spec import DEFAULT_STARTUP_TIMEOUT_SECONDS, MemoryVolume, RevisionSpec, SecretRef
 from homerun.traffic import DEFAULT_TRAFFIC, TrafficEntry
 
 
@@ -92,6 +95,7 @@ def _revision_fields(template: Template) -> dict[str, Any]:
     limits = container.resources.limits if container.resources else None
     requests = container.resources.requests if container.resources else None
     probe = container.startup_probe
+    security = container.security_context
     fields: dict[str, Any] = {
         "source": source or "",
         # An image of the local store (`deploy --image`) keeps its name; an artifact named
@@ -118,6 +122,10 @@ def _revision_fields(template: Template) -> dict[str, Any]:
         "container_port": container.port if _port_given(container) else None,
         "use_http2": container.h2c,
         "container_name": container.name,
+        **volume_fields(spec.volumes or [], container.volume_mounts or []),
+        "run_as_user": security.run_as_user if security else None,
+        "run_as_group": security.run_as_group if security else None,
+        "run_as_non_root": security.run_as_non_root if security else None,
         "service_account": spec.service_account_name,
     }
     if spec.container_concurrency is not None:
@@ -198,3 +206,25 @@ def _port_given(container: Container) -> bool:
     """Whether the YAML gave a containerPort (`ports: [{name: h2c}]` names a protocol alone)."""
     ports = container.ports
     return bool(ports) and ports is not None and "container_port" in ports[0].model_fields_set
+
+
+def volume_fields(volumes: Sequence[Volume], mounts: Sequence[VolumeMount]) -> dict[str, Any]:
+    """RevisionSpec's secret_files, volumes and volume_mounts from a template's volumes and its
+    container's volumeMounts (checked: each mount names a volume)."""
+    by_name = {volume.name: volume for volume in volumes}
+    secret_files: dict[str, SecretRef] = {}
+    memory: dict[str, MemoryVolume] = {}
+    volume_mounts: dict[str, str] = {}
+    for volume in volumes:
+        if volume.empty_dir is not None:
+            memory[volume.name] = MemoryVolume(size_limit=volume.empty_dir.size_limit)
+    for mount in mounts:
+        volume = by_name[mount.name]
+        if volume.secret is not None:
+            for name, version in volume.secret.files():
+                secret_files[f"{mount.mount_path}/{name}"] = SecretRef(
+                    secret=volume.secret.secret_name, version=version
+                )
+        else:
+            volume_mounts[mount.mount_path] = mount.name
+    return {"secret_files": secret_files, "volumes": memory, "volume_mounts": volume_mounts}

@@ -17,7 +17,7 @@ from homerun.knative.models import (
 )
 from homerun.model.probes import Probe, ProbeAction
 from homerun.model.states import RevisionStatus
-from homerun.spec import RevisionSpec
+from homerun.spec import RevisionSpec, SecretRef
 from homerun.traffic import DEFAULT_TRAFFIC, ResolvedTarget, TrafficEntry, resolve
 
 # Cloud Run's own cap on one startup probe timeout; longer budgets come from periodSeconds.
@@ -86,6 +86,17 @@ def render_template(spec: RevisionSpec, image: str | None) -> dict[str, Any]:
         container["ports"] = [{"name": "h2c"}]  # the port stays Knative's default
     if spec.working_dir:
         container["workingDir"] = spec.working_dir
+    security = {
+        key: value
+        for key, value in (
+            ("runAsUser", spec.run_as_user),
+            ("runAsGroup", spec.run_as_group),
+            ("runAsNonRoot", spec.run_as_non_root),
+        )
+        if value is not None
+    }
+    if security:
+        container["securityContext"] = security
     resources: dict[str, Any] = {}
     limits = {key: value for key, value in (("cpu", spec.cpu), ("memory", spec.memory)) if value}
     if limits:
@@ -120,8 +131,51 @@ def render_template(spec: RevisionSpec, image: str | None) -> dict[str, Any]:
     }
     if spec.service_account:
         revision_spec["serviceAccountName"] = spec.service_account
+    volumes, mounts = render_volumes(spec)
+    if mounts:
+        container["volumeMounts"] = mounts
     revision_spec["containers"] = [container]
+    if volumes:
+        revision_spec["volumes"] = volumes
     return {"metadata": metadata, "spec": revision_spec}
+
+
+def render_volumes(spec: RevisionSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, volumeMounts) as Cloud Run writes them: each folder of secret files a secret
+    volume whose items are its files (key: the version, path: the file's name), each in-memory
+    volume an emptyDir of medium Memory."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    taken = set(spec.volumes)
+    folders: dict[str, list[tuple[str, SecretRef]]] = {}
+    for path, ref in sorted(spec.secret_files.items()):
+        folder, _, name = path.rpartition("/")
+        folders.setdefault(folder, []).append((name, ref))
+    number = 0
+    for folder, files in folders.items():
+        number += 1
+        while f"secret-{number}" in taken:
+            number += 1
+        volume = f"secret-{number}"
+        volumes.append(
+            {
+                "name": volume,
+                "secret": {
+                    "secretName": files[0][1].secret,
+                    "items": [{"key": ref.version, "path": name} for name, ref in files],
+                },
+            }
+        )
+        mounts.append({"name": volume, "mountPath": folder, "readOnly": True})
+    for name, memory in sorted(spec.volumes.items()):
+        empty_dir: dict[str, Any] = {"medium": "Memory"}
+        if memory.size_limit:
+            empty_dir["sizeLimit"] = memory.size_limit
+        volumes.append({"name": name, "emptyDir": empty_dir})
+    mounts.extend(
+        {"name": name, "mountPath": path} for path, name in sorted(spec.volume_mounts.items())
+    )
+    return volumes, mounts
 
 
 def render_probe(probe: Probe, port: int) -> dict[str, Any]:

@@ -49,4 +49,6 @@ class ContainerSpec:
     args: tuple[str, ...] | None = None  # replaces its CMD
     memory: str | None = None  # Kubernetes quantities: 512Mi, 1Gi
     cpu: str | None = None  # 1, 2, 500m
+    user: str | None = None  # podman's --user (securityContext.runAsUser): UID or UID:GID
+    workdir: str | None = None  # the container's workingDir: podman's --workdir
     labels: dict[str, str] = field(default_factory=dict)

@@ -3,7 +3,7 @@ OpenAPI document), the CLI and the dashboard."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from homerun.model.cost import CostEstimate
 from homerun.model.inspection import Capacity, RampResult, RevisionInspection
@@ -100,6 +100,8 @@ class RevisionSummary(_View):
     timeout_seconds: int
     env: dict[str, str]
     secrets: dict[str, str]  # ENV -> SECRET:VERSION; never a value
+    # mount path -> what is there: "secret NAME:VERSION" (a file), "in-memory volume V, 1Mi".
+    mounts: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str]
     image: str | None
     source: str
@@ -241,6 +243,11 @@ class JobSummary(_View):
     command: list[str] | None = None  # as given (--command); `entrypoint` is what runs
     args: list[str] | None = None
     digest: str | None = None  # of the job's artifact: its image homerun.local/JOB@sha256:...
+    # Its secret files (/path -> SECRET:VERSION), in-memory volumes (name -> size limit or
+    # None) and their mounts (path -> volume), as the job's spec holds them.
+    secret_files: dict[str, str] = Field(default_factory=dict)
+    volumes: dict[str, str | None] = Field(default_factory=dict)
+    volume_mounts: dict[str, str] = Field(default_factory=dict)
 
 
 class JobDescription(JobSummary):

@@ -11,6 +11,8 @@ from typing import Protocol
 
 from homerun.model.engine import ContainerSpec
 from homerun.model.limits import Limits
+from homerun.model.run_as import RunAs
+from homerun.model.volumes import NO_MOUNTS, Mounts
 
 # (stream name "stdout"/"stderr", one line without its newline)
 OutputSink = Callable[[str, str], None]
@@ -29,6 +31,11 @@ class InstanceSpec:
     # cgroup.procs of its control groups, so that all it starts is in them (runtime/limited.py).
     cgroup_procs: tuple[str, ...] = ()
     container: ContainerSpec | None = None  # a container of an image, not a process
+    # Secret files and in-memory volumes, this instance's own (a sandbox or a container).
+    mounts: Mounts = NO_MOUNTS
+    # securityContext.runAsUser/runAsGroup, for a process runtime that can honour them (the
+    # sandbox as root); a container has its own (ContainerSpec.user).
+    user: RunAs | None = None
 
 
 class Instance(Protocol):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -34,6 +35,7 @@ from homerun.model.engine import (
     ContainerSpec,
     Engine,
 )
+from homerun.model.volumes import Mounts
 from homerun.runtime.base import Instance, InstanceSpec, OutputSink, Runtime
 from homerun.runtime.output import drain, pump
 
@@ -107,6 +109,7 @@ class ContainerInstance:
         self._engine = engine
         self._signals: list[asyncio.Future[str]] = []
         self.pid_folder: Path | None = None  # conmon's pid file: removed once it has exited
+        self.secrets_folder: Path | None = None  # its secret files: removed likewise
         # podman enforces --memory inside the container (its OOM kill ends the container);
         # `podman run --rm` leaves no record saying so, so homerun does not claim it.
         self.memory_exceeded = False
@@ -117,8 +120,9 @@ class ContainerInstance:
 
     async def exited(self) -> int:
         status = _status(await self._process.wait())
-        if self.pid_folder is not None:
-            shutil.rmtree(self.pid_folder, ignore_errors=True)
+        for folder in (self.pid_folder, self.secrets_folder):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
         await asyncio.gather(*self._signals, return_exceptions=True)
         for _ in range(20):  # conmon ends just after the container it watches
             if _reaped(self.pid):
@@ -149,6 +153,13 @@ class ContainerRuntime:
         self._processes = processes
         self._home = str(home)
         self._containers: set[str] = set()  # revisions whose instances are containers
+        # Instances' secret files, in memory where the machine has a tmpfs for it, in a folder
+        # of this home's that only root enters (a daemon killed leaves it; the next removes it).
+        home_key = hashlib.sha256(self._home.encode()).hexdigest()[:12]
+        shared_memory = Path("/dev/shm")
+        self._secrets_root = (
+            shared_memory if shared_memory.is_dir() else Path(tempfile.gettempdir())
+        ) / f"homerun-secrets-{home_key}"
 
     async def start(self, spec: InstanceSpec, output: OutputSink) -> Instance:
         if spec.container is None:
@@ -180,7 +191,10 @@ class ContainerRuntime:
         # podman reads conmon's pid file after conmon wrote it, and warns in the instance's
         # output if it is gone: the folder goes once the container has exited.
         folder = tempfile.mkdtemp(prefix="homerun-conmon-")
+        secrets: Path | None = None
         try:
+            if spec.mounts.secret_files:
+                secrets = self._write_secrets(spec.mounts)
             pidfile = Path(folder) / "conmon.pid"
             command = self.engine.command(
                 "run",
@@ -198,6 +212,9 @@ class ContainerRuntime:
                 "--pull",
                 "never",
                 *_limits(container),
+                *_mounts(spec.mounts, secrets),
+                *(["--user", container.user] if container.user is not None else []),
+                *(["--workdir", container.workdir] if container.workdir is not None else []),
                 # The values come from podman's own environment: not on its command line,
                 # where any user's `ps` would read the secrets among them.
                 *[part for variable in env for part in ("--env", variable)],
@@ -234,17 +251,45 @@ class ContainerRuntime:
             conmon = await _conmon_pid(pidfile, process)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
+            if secrets is not None:
+                shutil.rmtree(secrets, ignore_errors=True)
             raise
         instance = ContainerInstance(
             spec.name, spec.port, name, conmon or process.pid, process, readers, self.engine
         )
         instance.pid_folder = Path(folder)
+        instance.secrets_folder = secrets
         if conmon is None and process.returncode is None:
             instance.signal(signal.SIGKILL)  # created too slowly: not worth waiting for
         return instance
 
+    def _write_secrets(self, mounts: Mounts) -> Path:
+        """The instance's secret files in a folder of its own (under one only root enters),
+        one subfolder per mount: podman binds each read-only over the mount's folder."""
+        self._secrets_root.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self._secrets_root, 0o700)
+        folder = Path(tempfile.mkdtemp(prefix="instance-", dir=self._secrets_root))
+        try:
+            for index, files in enumerate(mounts.secret_folders().values()):
+                volume = folder / str(index)
+                volume.mkdir()
+                for file in files:
+                    target = volume / Path(file.path).name
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "wb") as opened:
+                        opened.write(file.data)
+                    # Readable by the container's user, whoever the image makes it.
+                    os.chmod(target, 0o444)
+                os.chmod(volume, 0o555)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return folder
+
     async def remove_leftovers(self, log: Callable[[str], None]) -> None:
-        """Containers of this home that a daemon killed before it could stop them left."""
+        """Containers of this home that a daemon killed before it could stop them left, and
+        their secret files."""
+        shutil.rmtree(self._secrets_root, ignore_errors=True)
         listed = await _engine_call(
             self.engine.command(
                 "ps", "--all", "--filter", f"label={HOME_LABEL}={self._home}", "--format", "{{.ID}}"
@@ -346,6 +391,26 @@ def remove_unused_images(
         sleep(1.0)
         waited += 1.0
     return removed
+
+
+def _mounts(mounts: Mounts, secrets: Path | None) -> list[str]:
+    """podman's --mount options: each secret folder bound read-only from the instance's own
+    folder of secret files (`secrets`), each in-memory volume a tmpfs of its size limit that
+    any user of the image may write (its pages count against the container's memory)."""
+    options: list[str] = []
+    folders = mounts.secret_folders() if secrets is not None else {}
+    for index, folder in enumerate(folders):
+        options += [
+            "--mount",
+            f"type=bind,source={secrets}/{index},destination={folder},ro=true",
+        ]
+    for volume in mounts.memory:
+        size = f",tmpfs-size={volume.size_bytes}" if volume.size_bytes is not None else ""
+        options += [
+            "--mount",
+            f"type=tmpfs,destination={volume.path},tmpfs-mode=0777{size}",
+        ]
+    return options
 
 
 def _limits(container: ContainerSpec) -> list[str]:

@@ -13,14 +13,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from homerun.errors import HomerunError
 from homerun.procfs import process_tree
 from homerun.runtime.base import InstanceSpec, OutputSink, join_cgroups
 from homerun.runtime.netns import NetNamespace, Networks, shared
 from homerun.runtime.output import drain, pump
-from homerun.runtime.sandbox import IGNORED_OUTSIDE, Sandbox
+from homerun.runtime.sandbox import IGNORED_OUTSIDE, Sandbox, open_secret_files
 from homerun.shellwords import split_script
 
 # How often a running instance's process tree is recorded (what its first process's crash
@@ -41,15 +42,16 @@ _libc.signal.restype = ctypes.c_void_p
 _SIG_IGN = ctypes.c_void_p(1)
 
 
-def close_inherited_fds() -> None:
+def close_inherited_fds(keep: Collection[int] = ()) -> None:
     """In a child between fork and exec: every descriptor past stdin, stdout and stderr closes
     at the exec. uvloop's subprocess ignores close_fds, so an instance would otherwise get the
     daemon's inheritable descriptors (uvloop's own copies of the stdio, whatever started the
     daemon left open). Marked close-on-exec rather than closed: the pipe on which the exec
-    reports its failure (a missing program) is among them and must stay open until then."""
+    reports its failure (a missing program) is among them and must stay open until then.
+    `keep`: descriptors the program is given (a sandbox's secret files, read by bwrap)."""
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd > 2:
+        if fd > 2 and fd not in keep:
             try:
                 fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
             except OSError:  # the listing's own descriptor, closed by now
@@ -64,10 +66,19 @@ def ignore_stop_signals() -> None:
         _libc.signal(getattr(signal, f"SIG{name}"), _SIG_IGN)
 
 
+def _unwrapped_status(code: int) -> int:
+    """bwrap's exit status as the app's: 128+N (the command killed by signal N, as shells and
+    bwrap say it) becomes -N, as the container runtime reads podman's (container._status)."""
+    if 128 < code < 128 + 65:
+        return -(code - 128)
+    return code
+
+
 def _prepare_child(
     cgroup_procs: tuple[str, ...] = (),
     sandboxed: bool = False,
     network: NetNamespace | None = None,
+    keep: tuple[int, ...] = (),
 ) -> None:
     # Runs in the child between fork and exec; all of it survives the exec.
     # Into the instance's control groups first: everything it starts is there too.
@@ -76,7 +87,7 @@ def _prepare_child(
         network.enter()  # the revision's own network (runtime/netns.py)
     if sandboxed:
         ignore_stop_signals()
-    close_inherited_fds()
+    close_inherited_fds(keep)
     # If the daemon dies (even by SIGKILL), the kernel kills the instance too. Servers that
     # fork workers (gunicorn) watch their parent.
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -84,6 +95,10 @@ def _prepare_child(
     # init's, as they would of a container's PID 1 on Cloud Run: the instance's process tree
     # holds all of it while its first process runs.
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+class UserNotHonoured(HomerunError):
+    """An instance asks for a user this runtime cannot run it as."""
 
 
 class ProcessInstance:
@@ -99,6 +114,7 @@ class ProcessInstance:
         *,
         tell_reaper: Callable[[str], None],
         on_gone: Callable[[ProcessInstance], None],
+        sandboxed: bool = False,
     ) -> None:
         self.name = name
         self.port = port
@@ -110,6 +126,7 @@ class ProcessInstance:
         self._tell_reaper = tell_reaper
         self._on_gone = on_gone
         self._scanning: asyncio.TimerHandle | None = None
+        self._sandboxed = sandboxed
 
     @property
     def returncode(self) -> int | None:
@@ -120,6 +137,8 @@ class ProcessInstance:
         only when every process of it is gone: a shell's child finishes its SIGTERM handler
         before the supervisor takes the instance for exited and kills what is left."""
         status = await self._process.wait()
+        if self._sandboxed:
+            status = _unwrapped_status(status)
         if self.processes.stopping:
             await self.processes.gone()
             self._on_gone(self)
@@ -237,12 +256,27 @@ class ProcessRuntime:
     async def start(self, spec: InstanceSpec, output: OutputSink) -> ProcessInstance:
         argv = exec_simple_command(spec.argv)
         network = None
+        secret_fds: list[int] = []
+        if spec.mounts and self._sandbox is None:
+            # The control plane refuses such a deploy without a sandbox; never mount nothing.
+            raise HomerunError(
+                f"{spec.name}: its {spec.mounts.describe()} need the sandbox, which is off"
+            )
         if self._sandbox is not None:
             owner = spec.revision or spec.name
-            self._sandbox.prepare(owner, spec.env)
-            argv = self._sandbox.command(argv, spec.env, spec.cwd, owner)
+            self._sandbox.prepare(owner, spec.env, spec.user)
+            secret_fds = open_secret_files(spec.mounts)
+            argv = self._sandbox.command(
+                argv, spec.env, spec.cwd, owner, spec.mounts, secret_fds, spec.user
+            )
             if self._networks is not None:
                 network = self._networks.of(owner)
+        elif spec.user is not None:
+            # The deploy refused it (control/users.py): only a sandbox as root honours it.
+            raise UserNotHonoured(
+                "securityContext.runAsUser/runAsGroup: instances are not sandboxed, so they "
+                "run as the daemon's own user"
+            )
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
@@ -254,8 +288,13 @@ class ProcessRuntime:
                 stdout=out_write,
                 stderr=err_write,
                 start_new_session=True,
+                pass_fds=secret_fds,
                 preexec_fn=functools.partial(
-                    _prepare_child, spec.cgroup_procs, self._sandbox is not None, network
+                    _prepare_child,
+                    spec.cgroup_procs,
+                    self._sandbox is not None,
+                    network,
+                    tuple(secret_fds),
                 ),
             )
         except BaseException:
@@ -265,6 +304,8 @@ class ProcessRuntime:
         finally:
             os.close(out_write)
             os.close(err_write)
+            for fd in secret_fds:  # bwrap has its copies; it reads them as it starts
+                os.close(fd)
         self._tell_reaper(f"+{process.pid}")
         instance = ProcessInstance(
             spec.name,
@@ -277,6 +318,7 @@ class ProcessRuntime:
             ],
             tell_reaper=self._tell_reaper,
             on_gone=self._instances.discard,
+            sandboxed=self._sandbox is not None,
         )
         self._instances.add(instance)
         if network is not None and not spec.revision:

@@ -16,7 +16,9 @@ the host that only root may read stays unreadable. As a normal user, bwrap makes
 namespace mapping that user to itself: the mount view and the PID namespace hold, but the app
 runs as the user that runs homerun.
 
-Not a VM: the kernel is the host's, the network namespace too (see docs/isolation.md).
+Not a VM: the kernel is the host's, the network namespace too, so an instance's port is
+reachable from the host (docs/design.md, "Isolation: the sandbox", says what a revision gets
+and what it does not).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homerun.errors import HomerunError
+from homerun.model.run_as import RunAs
+from homerun.model.volumes import NO_MOUNTS, Mounts
 
 AUTO, ON, OFF = "auto", "on", "off"
 SETTINGS = (AUTO, ON, OFF)
@@ -53,6 +57,14 @@ class SandboxUnavailable(HomerunError):
 def revision_uid(revision: str) -> int:
     """The user (and group) id a revision's processes run as when homerun runs as root."""
     return FIRST_UID + zlib.crc32(revision.encode()) % UID_RANGE
+
+
+def user_and_group(revision: str, user: RunAs | None) -> tuple[int, int]:
+    """The ids the app runs as, homerun being root: securityContext's runAsUser and runAsGroup
+    where given, else the revision's own (the group of a runAsUser alone: that id)."""
+    uid = user.uid if user is not None and user.uid is not None else revision_uid(revision)
+    gid = user.gid if user is not None and user.gid is not None else uid
+    return uid, gid
 
 
 @dataclass(frozen=True)
@@ -80,7 +92,7 @@ class Sandbox:
             f"{who}, no_new_privs, no capabilities"
         )
 
-    def prepare(self, revision: str, env: Mapping[str, str]) -> None:
+    def prepare(self, revision: str, env: Mapping[str, str], user: RunAs | None = None) -> None:
         """Make what the revision's processes write to theirs (the inspector's folder)."""
         folder = env.get("HOMERUN_INSPECT")
         if not folder:
@@ -88,29 +100,51 @@ class Sandbox:
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
         if self.privileged:
-            uid = revision_uid(revision)
+            uid, gid = user_and_group(revision, user)
             info = path.stat()
-            if (info.st_uid, info.st_gid) != (uid, uid):
-                os.chown(path, uid, uid)
+            if (info.st_uid, info.st_gid) != (uid, gid):
+                os.chown(path, uid, gid)
 
     def command(
-        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, revision: str
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        revision: str,
+        mounts: Mounts = NO_MOUNTS,
+        secret_fds: Sequence[int] = (),
+        user: RunAs | None = None,
     ) -> list[str]:
-        """`argv` run in the revision's sandbox, in `cwd`."""
-        shown = _shown(env, cwd)
+        """`argv` run in the revision's sandbox, in `cwd` (as `user`, homerun being root); with
+        `mounts`, its secret files (their contents read by bwrap from `secret_fds`, one per
+        file, in order) and its in-memory volumes."""
+        shown = _shown(env, cwd, revision)
         writable = [Path(env["HOMERUN_INSPECT"])] if env.get("HOMERUN_INSPECT") else []
         hidden = _hidden([self.home, *self.hidden, Path("/run")], [*shown, *writable])
-        args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc"]
+        # No --die-with-parent: the outer bwrap exits as soon as the command does, and with it
+        # the sandbox's init would SIGKILL all that is left, so a stop's SIGTERM to a Procfile's
+        # `/bin/sh -c "python main.py"` would cut the app's own SIGTERM handler short. What is
+        # left is in the instance's process group (and control groups), which a stop and the
+        # daemon's reaper end, as without a sandbox.
+        # The outer bwrap ignores a stop's signals by `env --ignore-signal` rather than only by
+        # the spawner's preexec_fn: uvloop's (libuv's) spawn resets every disposition after it.
+        args = [self.env_program, f"--ignore-signal={','.join(IGNORED_OUTSIDE)}"]
+        args += [self.bwrap, "--unshare-pid", "--unshare-ipc"]
         if not self.privileged:
             args += ["--unshare-user"]
-        args += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+        root = _root_view(mounts)
+        args += root or ["--ro-bind", "/", "/"]
+        args += ["--proc", "/proc", "--dev", "/dev"]
         args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
         args += _mounts(hidden, shown, writable)
+        args += _volumes(mounts, secret_fds)
+        if root:
+            args += ["--remount-ro", "/"]  # the tmpfs root made for mount points the host lacks
         args += ["--chdir", str(cwd), "--", self.env_program]
         args += [f"--default-signal={','.join(IGNORED_OUTSIDE)}", self.setpriv]
         if self.privileged:
-            uid = str(revision_uid(revision))
-            args += ["--reuid", uid, "--regid", uid, "--clear-groups"]
+            uid, gid = user_and_group(revision, user)
+            args += ["--reuid", str(uid), "--regid", str(gid), "--clear-groups"]
             args += ["--inh-caps=-all", "--bounding-set=-all"]
         args += ["--no-new-privs", "--", *argv]
         return args
@@ -139,11 +173,85 @@ def _mounts(hidden: list[Path], shown: list[Path], writable: list[Path]) -> list
     return args
 
 
-def _shown(env: Mapping[str, str], cwd: Path) -> list[Path]:
-    """What the revision's processes read: its folder, its virtualenv and the interpreter that
-    made it, the hosts file's folder, the folders on PYTHONPATH (homerun's `_site`), and this
-    folder (the zygote's program, `_zygote/`: the standard library's imports only)."""
-    paths = [cwd, Path(__file__).parent]
+def open_secret_files(mounts: Mounts) -> list[int]:
+    """One memory file per secret file of `mounts`, holding its value, for bwrap's
+    --ro-bind-data: the value reaches the sandbox without touching a disk. The caller closes
+    them once bwrap has started."""
+    fds: list[int] = []
+    try:
+        for file in mounts.secret_files:
+            fd = os.memfd_create("homerun-secret", os.MFD_CLOEXEC)
+            fds.append(fd)
+            os.write(fd, file.data)
+            os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def _volumes(mounts: Mounts, secret_fds: Sequence[int]) -> list[str]:
+    """Each secret folder a read-only tmpfs holding its files (read-only, readable by all: the
+    app's user may not be their owner), each in-memory volume a tmpfs of its size limit that
+    the app may write (its pages count against the memory of the instance writing them)."""
+    args: list[str] = []
+    fds = iter(secret_fds)
+    for folder, files in mounts.secret_folders().items():
+        args += ["--perms", "0555", "--tmpfs", folder]
+        for file in files:
+            args += ["--perms", "0444", "--ro-bind-data", str(next(fds)), file.path]
+        args += ["--remount-ro", folder]
+    for volume in mounts.memory:
+        args += ["--perms", "0777"]
+        if volume.size_bytes is not None:
+            args += ["--size", str(volume.size_bytes)]
+        args += ["--tmpfs", volume.path]
+    return args
+
+
+def _root_view(mounts: Mounts) -> list[str]:
+    """bwrap's arguments for `/` when a mount point of `mounts` is missing on the host (a
+    /secrets folder): the read-only system cannot hold a new folder, so each folder on the
+    way to the nearest one that exists is a tmpfs holding the host's entries, bound
+    read-only, and the new folders. [] when every mount point exists (`/` bound whole)."""
+    points = [Path(folder) for folder in mounts.secret_folders()]
+    points += [Path(volume.path) for volume in mounts.memory]
+    opened: set[Path] = set()
+    for point in points:
+        existing = next(
+            (path for path in [point, *point.parents] if os.path.lexists(path)), Path("/")
+        )
+        if existing != point:
+            opened.update([existing, *existing.parents])
+    if not opened:
+        return []
+    args: list[str] = []
+
+    def open_folder(folder: Path) -> None:
+        for entry in sorted(os.scandir(folder), key=lambda entry: entry.name):
+            path = Path(entry.path)
+            if path in opened and entry.is_dir(follow_symlinks=False):
+                args.extend(["--perms", "0755", "--dir", str(path)])
+                open_folder(path)
+            elif entry.is_symlink():
+                args.extend(["--symlink", os.readlink(path), str(path)])
+            else:
+                args.extend(["--ro-bind-try", str(path), str(path)])
+
+    open_folder(Path("/"))
+    return args
+
+
+def _shown(env: Mapping[str, str], cwd: Path, revision: str) -> list[Path]:
+    """What the revision's processes read: its folder (the one named after it, above `cwd`),
+    its virtualenv and the interpreter that made it, the hosts file's folder, the folders on
+    PYTHONPATH (homerun's `_site`), and this folder (the zygote's program, `_zygote/`: the
+    standard library's imports only)."""
+    # The revision's whole folder, also when the instance starts in a folder of it
+    # (workingDir: /workspace/sub runs `python ../main.py`).
+    revision_dir = next((path for path in cwd.parents if path.name == revision), cwd)
+    paths = [revision_dir, Path(__file__).parent]
     venv = env.get("VIRTUAL_ENV")
     if venv:
         paths.append(Path(venv))

@@ -207,8 +207,21 @@ class ZygoteRuntime:
     async def start(self, spec: InstanceSpec, output: OutputSink) -> Instance:
         if not spec.revision:
             return await self._spawn(spec, output, "the instance belongs to no revision")
+        if spec.mounts:
+            # A zygote's instances share its mount view: their volumes would be one.
+            return await self._spawn(
+                spec,
+                output,
+                "its secret files and in-memory volumes are each instance's own, so each "
+                "instance starts in a sandbox of its own rather than forked from a zygote",
+            )
         if spec.revision in self._unfit:
             return await self._spawn(spec, output, self._unfit[spec.revision])
+        if spec.user is not None:
+            # The zygote runs as the revision's own user: its forks could not change it.
+            return await self._spawn(
+                spec, output, "securityContext gives its user: each instance starts as that user"
+            )
         command = recognise(spec.argv, spec.env, str(spec.cwd))
         if isinstance(command, Unrecognised):
             self._unfit[spec.revision] = command.reason

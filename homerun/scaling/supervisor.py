@@ -262,7 +262,13 @@ class Supervisor:
         plan, supervised = unit.plan, unit.supervised
         if not unit.count(InstanceState.READY):
             supervised.cold_starts += 1
-        port, why_not_container_port = self._port_for(plan.container_port)
+        if plan.container is not None:
+            # A container listens on its container port in its own network; the engine
+            # publishes that on a free loopback port of ours. A fixed host port would also
+            # meet forwarding rules the engine left for an earlier container of that port.
+            port, why_not_container_port = free_port(self._ports), ""
+        else:
+            port, why_not_container_port = self._port_for(plan.container_port)
         name = f"{plan.name}-{secrets.token_hex(3)}"
         env = dict(plan.env, PORT=str(port))
 
@@ -286,6 +292,8 @@ class Supervisor:
                     revision=plan.name,
                     limits=plan.limits,
                     container=plan.container,
+                    mounts=plan.mounts,
+                    user=plan.user,
                 ),
                 output,
             )
@@ -477,7 +485,14 @@ class Supervisor:
         try:
             process = await self._runtime.start(
                 InstanceSpec(
-                    name=name, argv=argv, env=env, cwd=plan.cwd, port=port, revision=plan.name
+                    name=name,
+                    argv=argv,
+                    env=env,
+                    cwd=plan.cwd,
+                    port=port,
+                    revision=plan.name,
+                    mounts=plan.mounts,
+                    user=plan.user,
                 ),
                 output,
             )

@@ -18,7 +18,9 @@ from types import MappingProxyType
 from homerun.model.engine import ContainerSpec
 from homerun.model.limits import DEFAULT_LIMITS, Limits
 from homerun.model.probes import Probe
+from homerun.model.run_as import RunAs
 from homerun.model.states import InstanceState
+from homerun.model.volumes import NO_MOUNTS, Mounts
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.runtime import Instance
 from homerun.runtime.netns import NetNamespace
@@ -48,6 +50,9 @@ class RevisionPlan:
     # `--concurrency auto`: each instance's limit adapts below `concurrency` (routing/adaptive)
     adaptive_concurrency: bool = False
     container: ContainerSpec | None = None  # instances are containers of this image
+    # Secret files (values read when the plan was made, or a newer `latest`) and volumes.
+    mounts: Mounts = NO_MOUNTS
+    user: RunAs | None = None  # securityContext's user, for the process runtime
 
     def __post_init__(self) -> None:
         # Copies: a caller that edits its list or dict afterwards does not edit the plan.
@@ -57,6 +62,10 @@ class RevisionPlan:
     def with_env(self, changes: Mapping[str, str]) -> RevisionPlan:
         """The same plan with some variables set (a secret read as `latest` got a version)."""
         return replace(self, env={**self.env, **changes})
+
+    def with_secret_files(self, values: Mapping[str, bytes]) -> RevisionPlan:
+        """The same plan with some secret files' contents replaced (a new `latest`)."""
+        return replace(self, mounts=self.mounts.with_secret_values(values))
 
 
 class UnitPhase(StrEnum):

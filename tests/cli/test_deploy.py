@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from homerun.model.events import BuildLine, Failed, Phase
 from homerun.model.probes import Probe, ProbeAction
 
@@ -276,3 +278,85 @@ def test_source_and_image_are_one_or_the_other(run: Run, fake: FakeClient, app: 
     result = run("deploy", "hello", "--source", str(app), "--image", "localhost/hello")
     assert result.code == 2
     assert "not allowed with" in result.err
+
+
+def test_secret_files_and_volumes_become_the_request(run: Run, fake: FakeClient, app: Path) -> None:
+    result = run(
+        "deploy",
+        "hello",
+        "--source",
+        str(app),
+        "--update-secrets",
+        "/secrets/api-key=api-key:latest,DB=db-url:2",
+        "--add-volume",
+        "name=cache,type=in-memory,size-limit=64Mi",
+        "--add-volume",
+        "name=scratch,type=in-memory",
+        "--add-volume-mount",
+        "volume=cache,mount-path=/cache/",
+        "--add-volume-mount",
+        "volume=scratch,mount-path=/scratch",
+    )
+    assert result.code == 0, result.err
+    changes = fake.called("deploy")[0][0].changes
+    assert {key: str(ref) for key, ref in changes.secrets.update.items()} == {
+        "/secrets/api-key": "api-key:latest",
+        "DB": "db-url:2",
+    }
+    assert {name: volume.size_limit for name, volume in changes.volumes.update.items()} == {
+        "cache": "64Mi",
+        "scratch": None,
+    }
+    assert changes.volume_mounts.update == {"/cache": "cache", "/scratch": "scratch"}
+
+
+def test_removing_secret_files_volumes_and_mounts(run: Run, fake: FakeClient) -> None:
+    result = run(
+        "services",
+        "update",
+        "hello",
+        "--remove-secrets",
+        "/secrets/api-key/,DB",
+        "--remove-volume",
+        "cache",
+        "--remove-volume-mount",
+        "/scratch",
+    )
+    assert result.code == 0, result.err
+    changes = fake.called("deploy")[0][0].changes
+    assert changes.secrets.remove == ["/secrets/api-key", "DB"]
+    assert changes.volumes.remove == ["cache"]
+    assert changes.volume_mounts.remove == ["/scratch"]
+    cleared = run("services", "update", "hello", "--clear-volumes", "--clear-volume-mounts")
+    assert cleared.code == 0, cleared.err
+    last = fake.called("deploy")[-1][0].changes
+    assert last.volumes.clear and last.volume_mounts.clear
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--set-secrets", "/api-key=k:1"], "put it in a folder of its own, e.g. /secrets/api-key"),
+        (["--set-secrets", "secrets/key=k:1"], "invalid variable name"),
+        (["--set-secrets", "/proc/key=k:1"], "Cloud Run does not mount volumes at /dev"),
+        (["--set-secrets", "/secrets/../etc/key=k:1"], "'..' are not allowed"),
+        (["--set-secrets", "/secrets/key=k"], "is not NAME:VERSION"),
+        (["--add-volume", "name=c,type=cloud-storage"], "homerun has in-memory volumes"),
+        (["--add-volume", "type=in-memory"], "give the volume a name"),
+        (["--add-volume", "name=c,type=in-memory,size-limit=lots"], "not a memory amount"),
+        (["--add-volume", "name=c,type=in-memory,readonly=true"], "unknown key(s) readonly"),
+        (["--add-volume", "name=Big_Cache,type=in-memory"], "invalid volume name"),
+        (["--add-volume-mount", "volume=c"], "volume=NAME,mount-path=/PATH"),
+        (["--add-volume-mount", "volume=c,mount-path=cache"], "not an absolute path"),
+        (["--add-volume-mount", "volume=c,mount-path=/"], "cannot be mounted at /"),
+        (["--clear-volumes", "--remove-volume", "c"], "cannot be used together"),
+        (["--clear-volume-mounts", "--remove-volume-mount", "/c"], "cannot be used together"),
+    ],
+)
+def test_bad_secret_files_and_volumes_are_refused(
+    run: Run, fake: FakeClient, flags: list[str], message: str
+) -> None:
+    result = run("services", "update", "hello", *flags)
+    assert result.code != 0
+    assert message in result.err
+    assert not fake.called("deploy")

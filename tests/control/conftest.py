@@ -76,7 +76,11 @@ class Plane:
 def make_plane(tmp_path: Path) -> Callable[..., Plane]:
     """`make_plane(**settings)` inside a running event loop (the supervisor needs one)."""
 
-    def make(build: Callable[..., Artifact] = fake_build, **settings: Any) -> Plane:
+    def make(
+        build: Callable[..., Artifact] = fake_build,
+        mounts_refused: str | None = None,
+        **settings: Any,
+    ) -> Plane:
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
         configured = Settings(**{"deploy_settle_seconds": 0.0, "stop_grace_seconds": 1.0,
@@ -112,6 +116,7 @@ def make_plane(tmp_path: Path) -> Callable[..., Plane]:
             dashboard_url=None,
             host_env={"PATH": "/usr/bin"},
             progress_seconds=0.005,
+            mounts_refused=mounts_refused,
         )
         return Plane(control, runtime, store, source, pokes)
 

@@ -103,6 +103,33 @@ def instance_processes(revisions: set[str] | None = None, service: str | None = 
     return found
 
 
+def namespace_pid(pid: int) -> int | None:
+    """The pid `pid` has in its own PID namespace (a sandbox's), which is what the process sees
+    as its own; outside a sandbox, `pid` itself. None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    return pid
+
+
+def host_pid(app_pid: int, service: str, port: int | None = None) -> int:
+    """The host's pid of the service's instance process that says its pid is `app_pid` (and
+    that listens on `port`, to tell apart spawned instances, each pid 2 of its own sandbox): an
+    app in a sandbox sees its own PID namespace, a test the host's."""
+    found = [
+        pid
+        for pid in instance_processes(service=service)
+        if namespace_pid(pid) == app_pid
+        and (port is None or process_environ(pid).get("PORT") == str(port))
+    ]
+    assert len(found) == 1, f"{service}: {len(found)} processes say they are pid {app_pid}"
+    return found[0]
+
+
 class Platform:
     """One homerun daemon under its own HOMERUN_HOME, listening on its own port."""
 

@@ -19,7 +19,16 @@ from typing import Any
 import httpx
 import pytest
 
-from .harness import APPS, HOMERUN, Platform, describe, free_port, running_platform
+from .harness import (
+    APPS,
+    HOMERUN,
+    Platform,
+    describe,
+    free_port,
+    host_pid,
+    process_environ,
+    running_platform,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -171,10 +180,8 @@ def test_a_service_calls_another_with_a_token_from_the_metadata_server(
 
 def _metadata_url(platform: Platform, service: str) -> str:
     """HOMERUN_METADATA_URL as the service's instance got it (from its /proc environ)."""
-    pid = get(platform, service).json()["pid"]
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    env = dict(item.decode().partition("=")[::2] for item in raw if item)
-    return env["HOMERUN_METADATA_URL"]
+    pid = host_pid(get(platform, service).json()["pid"], service)
+    return process_environ(pid)["HOMERUN_METADATA_URL"]
 
 
 def test_the_admin_api_socket_and_tcp_listener(guarded: Platform) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .harness import APPS, Platform, running_platform, wait_until_dead
+from .harness import APPS, Platform, namespace_pid, running_platform, wait_until_dead
 
 pytestmark = pytest.mark.e2e
 
@@ -284,8 +284,8 @@ def test_no_instance_ever_holds_more_than_its_concurrency(scaling: Platform) -> 
             reports.append(response.json())
         assert len(reports) >= 2, f"expected several instances under 20 clients: {reports}"
         assert {report["pid"] for report in reports} == {
-            instance["pid"] for instance in revision["instances"]
-        }
+            namespace_pid(instance["pid"]) for instance in revision["instances"]
+        }  # the app sees its pid in its sandbox's PID namespace, describe the host's
         assert sum(report["served"] for report in reports) > 0
         assert all(report["max_in_flight"] <= concurrency for report in reports), reports
         # The cap was reached somewhere, so a router that ignored it could have been caught.
@@ -325,7 +325,7 @@ def test_min_instances_keeps_one_instance_through_idle_periods(scaling: Platform
         assert warm_revision["scaling"]["decisions"][0]["desired"] == 1, decisions(warm_revision)
         response = scaling.request(warm, "GET", "/work?seconds=0")
         assert response.status_code == 200
-        assert response.json()["pid"] == warm_pid
+        assert response.json()["pid"] == namespace_pid(warm_pid)
 
 
 # 4. At max-instances with every slot taken, a request waits ~10 s and gets 429 --------------

@@ -25,6 +25,7 @@ from .harness import (
     Platform,
     describe,
     free_port,
+    host_pid,
     json_lines_whole,
     process_alive,
     wait_until_dead,
@@ -42,6 +43,15 @@ def until(condition: Callable[[], object], what: str, within: float = 30.0) -> N
         time.sleep(0.1)
 
 
+def serving(results: list[tuple[float, int, str]], service: str) -> set[tuple[int, str, int]]:
+    """(pid as the app sees it, service, port) of each instance that answered 200 in `results`:
+    for host_pid (spawned instances in sandboxes are each pid 2 of their own)."""
+    return {
+        (answer["pid"], service, answer["port"])
+        for answer in (json.loads(body) for _, status, body in results if status == 200)
+    }
+
+
 def revisions(platform: Platform, service: str) -> dict[str, str]:
     """Revision name -> status."""
     return {r["name"]: r["status"] for r in platform.describe_service(service)["revisions"]}
@@ -50,7 +60,7 @@ def revisions(platform: Platform, service: str) -> dict[str, str]:
 def test_an_instance_killed_mid_request(platform: Platform) -> None:
     """In-flight requests get 502 (or 503), the next ones a new instance."""
     platform.deploy_ok("victim", WHOAMI, "--concurrency", "10")
-    first_pid = platform.request("victim", "GET", "/").json()["pid"]
+    victim = host_pid(platform.request("victim", "GET", "/").json()["pid"], "victim")
 
     def slow() -> int:
         return platform.request("victim", "GET", "/slow", params={"seconds": 20}).status_code
@@ -63,13 +73,13 @@ def test_an_instance_killed_mid_request(platform: Platform) -> None:
             return bool(revision["in_flight"] == 3)
 
         until(all_in_flight, "three requests in flight")
-        os.killpg(os.getpgid(first_pid), signal.SIGKILL)
+        os.killpg(os.getpgid(victim), signal.SIGKILL)
         statuses = [future.result(timeout=30) for future in in_flight]
     assert set(statuses) <= {502, 503} and statuses, statuses
 
     after = platform.request("victim", "GET", "/")
     assert after.status_code == 200
-    assert after.json()["pid"] != first_pid
+    assert host_pid(after.json()["pid"], "victim") != victim
     logged = platform.run("logs", "read", "victim", "--limit", "100", check=True).stdout
     assert "killed by SIGKILL" in logged
 
@@ -77,7 +87,7 @@ def test_an_instance_killed_mid_request(platform: Platform) -> None:
 def test_an_instance_that_ignores_sigterm_is_killed_after_the_grace(platform: Platform) -> None:
     """The shared daemon's stop-grace-seconds is 3: TERM is ignored, KILL comes 3 s later."""
     platform.deploy_ok("stubborn", WHOAMI, "--set-env-vars", "IGNORE_SIGTERM=1")
-    pid = platform.request("stubborn", "GET", "/").json()["pid"]
+    pid = host_pid(platform.request("stubborn", "GET", "/").json()["pid"], "stubborn")
     # A new revision retires the old one: drained (nothing in flight), TERM, KILL.
     update = platform.run("services", "update", "stubborn", "--update-env-vars", "V=2")
     assert update.returncode == 0, describe(update)
@@ -203,8 +213,7 @@ def test_an_instance_killed_under_load_fails_only_its_own_requests(platform: Pla
     workers = load.run()
     try:
         time.sleep(3)
-        pids = {json.loads(body)["pid"] for _, status, body in load.results if status == 200}
-        victim = sorted(pids)[0]
+        victim = host_pid(*sorted(serving(load.results, "loaded"))[0])
         killed_at = time.monotonic()
         os.killpg(os.getpgid(victim), signal.SIGKILL)
         time.sleep(4)
@@ -213,12 +222,13 @@ def test_an_instance_killed_under_load_fails_only_its_own_requests(platform: Pla
         for worker in workers:
             worker.join(timeout=60)
     failed = [(status, body) for _, status, body in load.results if status != 200]
-    after = [json.loads(body)["pid"] for at, status, body in load.results if at > killed_at + 1]
+    late = [result for result in load.results if result[0] > killed_at + 1]
+    after = [host_pid(*instance) for instance in serving(late, "loaded")]
     assert len(load.results) > 40, load.results
     assert 1 <= len(failed) <= 2, failed  # the requests it held, and no other
     for status, body in failed:
         assert status == 502 and "the instance exited while handling the request" in body, body
-    assert victim not in after and len(after) > 10
+    assert victim not in after and len([at for at, _, _ in late]) > 10
 
 
 def test_the_daemon_killed_under_load_recovers_at_restart(own_platform: Platform) -> None:
@@ -230,7 +240,7 @@ def test_the_daemon_killed_under_load_recovers_at_restart(own_platform: Platform
     workers = load.run()
     try:
         time.sleep(2)
-        served = {json.loads(body)["pid"] for _, status, body in load.results if status == 200}
+        served = {host_pid(*instance) for instance in serving(load.results, "survivor")}
         assert served, load.results
         killed_at = time.monotonic()
         platform.kill()

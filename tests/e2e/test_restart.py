@@ -18,6 +18,7 @@ from .harness import (
     Platform,
     describe,
     free_port,
+    host_pid,
     instance_processes,
     process_alive,
     wait_until_dead,
@@ -31,7 +32,7 @@ def _deploy_two(platform: Platform) -> int:
     platform.deploy_ok("hello", APPS / "flask_seed")
     platform.deploy_ok("stream", APPS / "streaming", "--set-env-vars", "GREETING=kept")
     assert platform.request("hello", "GET", "/").json() == {"hello": "world"}
-    return int(platform.env_of("stream")["pid"])
+    return host_pid(int(platform.env_of("stream")["pid"]), "stream")
 
 
 def _both_answer(platform: Platform, revision: str) -> None:

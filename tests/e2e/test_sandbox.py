@@ -19,7 +19,7 @@ import pytest
 from homerun.config import Settings
 from homerun.runtime.sandbox import FIRST_UID, probe
 
-from .harness import APPS, Platform, running_platform
+from .harness import APPS, Platform, namespace_pid, process_environ, running_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -202,3 +202,23 @@ def test_a_jobs_task_is_sandboxed_like_an_instance(sandboxed: Platform, tmp_path
     assert (sandboxed.home / "signing-key").exists()
     for name, outcome in report["tried"].items():
         assert outcome.startswith("refused"), (name, outcome)
+
+
+def test_sandbox_off_still_runs_instances_as_homeruns_user_and_says_so(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    """`sandbox: auto` is the default; `sandbox: off` turns it off: the app runs as homerun's
+    user, in the host's PID namespace, and status says so."""
+    config = {"sandbox": "off", "stop-grace-seconds": 3}
+    with running_platform(tmp_path / "home", venv_cache, config) as own:
+        own.deploy_ok("snoop-off", SNOOP)
+        revision = own.describe_service("snoop-off")["revisions"][0]
+        assert "sandboxed (bubblewrap)" not in revision["start_mode"]["reason"], revision
+        status = own.run("status", check=True).stdout
+        assert "instances are not sandboxed (sandbox: off" in status, status
+        report = me(own, "snoop-off")
+        assert report["uid"] == os.geteuid(), report
+        assert namespace_pid(report["pid"]) == report["pid"]  # the host's own pid
+        assert process_environ(report["pid"]).get("K_SERVICE") == "snoop-off"
+        # Its own files are in reach, HOMERUN_HOME's signing key included: nothing hides them.
+        assert attempt(own, "snoop-off", "read", path=str(own.home / "signing-key"))["ok"]

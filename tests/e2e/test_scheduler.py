@@ -7,7 +7,9 @@ tests/control/test_scheduler.py: here `run` calls now.)"""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,7 @@ EMAIL = "scheduler@homerun-local.iam.gserviceaccount.com"
 # A private service that records each request it gets: method, path, body, Authorization.
 RECORDER = """\
 import json
+import time
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -34,8 +37,7 @@ class Recorder(BaseHTTPRequestHandler):
             "user_agent": self.headers.get("User-Agent"),
             "job": self.headers.get("X-Job"),
         }
-        with open(os.environ["RECORD_FILE"], "a") as records:
-            records.write(json.dumps(record) + "\\n")
+        print("RECORD " + json.dumps(record), flush=True)
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -54,10 +56,7 @@ def test_a_scheduled_call_reaches_a_private_service_with_an_id_token(
     app.mkdir()
     (app / "main.py").write_text(RECORDER)
     (app / "Procfile").write_text("web: python main.py\n")
-    records = tmp_path / "records.jsonl"
-    platform.deploy_ok(
-        "recorder", app, "--no-allow-unauthenticated", "--set-env-vars", f"RECORD_FILE={records}"
-    )
+    platform.deploy_ok("recorder", app, "--no-allow-unauthenticated")
     bound = platform.run(
         "services", "add-iam-policy-binding", "recorder",
         "--member", f"serviceAccount:{EMAIL}", "--role", "roles/run.invoker",
@@ -75,7 +74,7 @@ def test_a_scheduled_call_reaches_a_private_service_with_an_id_token(
     ran = platform.run("scheduler", "jobs", "run", "nightly")
     assert ran.returncode == 0, describe(ran)
     assert "Ran [nightly]: 200" in ran.stdout
-    [record] = [json.loads(line) for line in records.read_text().splitlines()]
+    [record] = recorded(platform, 1)
     assert record["method"] == "POST" and record["path"] == "/run?from=scheduler"
     assert record["body"] == '{"report": "daily"}' and record["job"] == "nightly"
     assert record["user_agent"] == "Google-Cloud-Scheduler"
@@ -90,7 +89,7 @@ def test_a_scheduled_call_reaches_a_private_service_with_an_id_token(
     refused = platform.run("scheduler", "jobs", "run", "anonymous")
     assert refused.returncode == 1, describe(refused)
     assert "FAILED: HTTP 40" in refused.stdout, refused.stdout
-    assert len(records.read_text().splitlines()) == 1  # it never reached the service
+    assert len(recorded(platform, 1)) == 1  # it never reached the service
 
     # A URL beyond this machine is refused when the job is created.
     elsewhere = platform.run(
@@ -119,7 +118,24 @@ def test_a_scheduled_call_reaches_a_private_service_with_an_id_token(
     assert "nightly" in listed and "ENABLED" in listed and "anonymous" in listed
     again = platform.run("scheduler", "jobs", "run", "nightly")
     assert again.returncode == 0, describe(again)  # a new daemon's token is as good
-    assert len(records.read_text().splitlines()) == 2
+    assert len(recorded(platform, 2)) == 2
     deleted = platform.run("scheduler", "jobs", "delete", "anonymous", "-q")
     assert deleted.returncode == 0, describe(deleted)
     assert "anonymous" not in platform.run("scheduler", "jobs", "list").stdout
+
+
+def recorded(platform: Platform, at_least: int) -> list[dict[str, Any]]:
+    """The recorder's records, from its log (kept across restarts; a sandboxed app shares no
+    folder with the test), once there are `at_least` of them (or after 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        log = platform.home / "logs" / "recorder.jsonl"
+        records = []
+        for path in (log.with_suffix(".jsonl.1"), log):
+            for line in path.read_bytes().splitlines() if path.exists() else []:
+                message = json.loads(line).get("message", "")
+                if message.startswith("RECORD "):
+                    records.append(json.loads(message.removeprefix("RECORD ")))
+        if len(records) >= at_least or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)

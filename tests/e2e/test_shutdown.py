@@ -5,6 +5,7 @@ then instances stop, their SIGTERM handlers run to their end, and nothing they s
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from .harness import (
     APPS,
     HOMERUN,
     Platform,
+    host_pid,
+    instance_processes,
     process_alive,
     running_platform,
     wait_until_dead,
@@ -31,32 +34,28 @@ IN_FLIGHT = 20
 HANDLER_SECONDS = 1.5
 
 # A Procfile app run through `/bin/sh -c` (no `exec`): on SIGTERM it takes HANDLER_SECONDS to
-# finish its work, then notes that it did; at start it leaves a process outside its group
-# (setsid) and one outside its tree (a double fork), and notes their pids.
+# finish its work, then logs that it did; at start it leaves a process outside its group
+# (setsid) and one outside its tree (a double fork), told apart by their command lines. (The
+# test finds them in /proc and reads the app's log: in a sandbox, the app's pids are its PID
+# namespace's and the test's folders are hidden from it.)
 GRACEFUL_APP = f"""
 import os, signal, socket, subprocess, sys, time
 
-HERE = os.environ["STATE_DIR"]
-
-def note(name, text):
-    with open(os.path.join(HERE, name + ".tmp"), "w") as out:
-        out.write(text)
-    os.replace(os.path.join(HERE, name + ".tmp"), os.path.join(HERE, name))
-
 def on_term(signum, frame):
     time.sleep({HANDLER_SECONDS})
-    note("terminated", str(os.getpid()))
+    print("graceful: terminated", flush=True)
     sys.exit(0)
 
 signal.signal(signal.SIGTERM, on_term)
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
-note("setsid", str(subprocess.Popen(SLEEPER, start_new_session=True).pid))
+def sleeper(how):
+    return [sys.executable, "-c", "import time; time.sleep(600)", how]
+subprocess.Popen(sleeper("setsid"), start_new_session=True)
 middle = os.fork()
 if middle == 0:
     os.setsid()
     if os.fork() == 0:
-        note("double-fork", str(os.getpid()))
-        os.execv(SLEEPER[0], SLEEPER)
+        argv = sleeper("double-fork")
+        os.execv(argv[0], argv)
     os._exit(0)
 os.waitpid(middle, 0)
 server = socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
@@ -88,7 +87,7 @@ def until(condition: Callable[[], object], what: str, within: float = 30.0) -> N
 def test_down_lets_requests_in_flight_finish_then_stops(patient_platform: Platform) -> None:
     platform = patient_platform
     platform.deploy_ok("patient", WHOAMI, "--concurrency", str(IN_FLIGHT))
-    instance_pid = platform.request("patient", "GET", "/").json()["pid"]
+    instance_pid = host_pid(platform.request("patient", "GET", "/").json()["pid"], "patient")
 
     def slow() -> int:
         response = platform.request("patient", "GET", "/slow", params={"seconds": SLOW_SECONDS})
@@ -146,16 +145,28 @@ def test_down_runs_the_apps_sigterm_handler_and_leaves_nothing_behind(
     source.mkdir()
     (source / "main.py").write_text(GRACEFUL_APP)
     (source / "Procfile").write_text("web: python main.py\n")
-    state = tmp_path / "state"
-    state.mkdir()
-    platform.deploy_ok("graceful", source, "--set-env-vars", f"STATE_DIR={state}")
+    platform.deploy_ok("graceful", source)
     assert platform.request("graceful", "GET", "/").status_code == 200
     platform.describe_service("graceful")  # its revision, for the teardown's leak check
-    leftovers = {name: int((state / name).read_text()) for name in ("setsid", "double-fork")}
+    leftovers = {how: sleeper_pid(how) for how in ("setsid", "double-fork")}
     assert all(process_alive(pid) for pid in leftovers.values()), leftovers
 
     down = platform.down()
     assert down.returncode == 0, down.stderr
-    assert (state / "terminated").exists(), "the app's SIGTERM handler did not run to its end"
+    logged = (platform.home / "logs" / "graceful.jsonl").read_text()
+    assert "graceful: terminated" in logged, "the app's SIGTERM handler did not run to its end"
     for how, pid in leftovers.items():
         assert wait_until_dead(pid, timeout=1), f"the {how} process outlived `homerun down`"
+
+
+def sleeper_pid(how: str) -> int:
+    """The host's pid of the graceful app's `how` sleeper (its last argument)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for pid in instance_processes(service="graceful"):
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"import time; time.sleep(600)" in argv and argv[-2:] == [how.encode(), b""]:
+                    return pid
+        time.sleep(0.1)
+    raise AssertionError(f"no {how} sleeper among the graceful app's processes")

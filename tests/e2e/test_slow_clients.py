@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .harness import APPS, Platform
+from .harness import APPS, Platform, host_pid
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +89,8 @@ def test_the_host_port_must_be_the_routers(platform: Platform) -> None:
 
 def test_requests_held_by_a_killed_instance_say_it_exited(platform: Platform) -> None:
     platform.deploy_ok("doomed", WHOAMI, "--concurrency", "10")
-    pgid = platform.request("doomed", "GET", "/").json()["pgid"]  # and a pooled connection
+    pid = platform.request("doomed", "GET", "/").json()["pid"]  # and a pooled connection
+    pgid = os.getpgid(host_pid(pid, "doomed"))  # the host's: the app sees its sandbox's
 
     def slow() -> httpx.Response:
         return platform.request("doomed", "GET", "/slow", params={"seconds": 20})

@@ -234,6 +234,9 @@ def test_no_process_of_the_instance_outlives_its_stop(
         platform = started(tmp_path, command, LEAVE_BEHIND=how)
         try:
             await platform.supervisor.start_instance(platform.unit)
+            # The detached grandchild notes itself on its own schedule, maybe after the
+            # instance listens (a loaded machine): wait for it rather than read once.
+            await platform.wait_for("leftover")
             leftover = platform.noted("leftover")
             assert leftover is not None
             assert exists(strays.add(leftover))
@@ -257,6 +260,9 @@ def test_a_leftover_that_ignores_sigterm_is_killed_at_the_end_of_the_grace(
         platform = started(tmp_path, SIMPLE, grace=grace, LEAVE_BEHIND="setsid", LEFTOVER=STUBBORN)
         try:
             await platform.supervisor.start_instance(platform.unit)
+            # The detached grandchild notes itself on its own schedule, maybe after the
+            # instance listens (a loaded machine): wait for it rather than read once.
+            await platform.wait_for("leftover")
             leftover = platform.noted("leftover")
             assert leftover is not None
             strays.add(leftover)

@@ -17,7 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from homerun.errors import HomerunError
 from homerun.model.limits import Limits, MiB
+from homerun.model.run_as import RunAs
+from homerun.model.volumes import MemoryMount, Mounts, SecretFile
+from homerun.runtime.base import InstanceSpec
 from homerun.runtime.cgroups import Cgroups, available
 from homerun.runtime.limited import LimitedInstance, LimitedRuntime
 from homerun.runtime.process import ProcessRuntime
@@ -62,12 +66,13 @@ def test_home_is_hidden_and_only_the_revisions_own_folders_are_shown(tmp_path: P
     assert str(home) in pairs(args, "--tmpfs")
     assert "/tmp" in pairs(args, "--tmpfs") and "/run" in pairs(args, "--tmpfs")
     shown = pairs(args, "--ro-bind")
-    assert str(folder) in shown and str(venv) in shown
+    # The revision's whole folder: a workingDir below the code still reaches all of it.
+    assert str(folder.parents[1]) in shown and str(venv) in shown
     assert not any(path.startswith(str(other)) for path in shown)
     # The way from the tmpfs to the folders shown: folders the revision's user may enter.
     assert str(home / "revisions") in pairs(args, "--dir")
     # The home is hidden before anything in it is shown again.
-    assert args.index(str(home)) < args.index(str(folder))
+    assert args.index(str(home)) < args.index(str(folder.parents[1]))
     # The app runs unprivileged: its own user and group, no capability, no new privileges.
     uid = str(revision_uid("hello-00001-abc"))
     assert pairs(args, "--reuid") == [uid] and pairs(args, "--regid") == [uid]
@@ -229,3 +234,175 @@ def test_what_an_instance_writes_to_tmp_counts_against_its_memory(
             assert output.has("stderr", "Memory limit of 128 MiB exceeded with "), output.lines
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+# -- secret files and in-memory volumes ---------------------------------------------------------
+
+MOUNTS = Mounts(
+    secret_files=(
+        SecretFile("/secrets/api-key", b"hunter2-value"),
+        SecretFile("/secrets/v1", b"1"),
+    ),
+    memory=(MemoryMount("/cache", 1 * MiB),),
+)
+
+
+def test_mounts_are_bwrap_options_and_a_missing_mount_point_opens_the_root(tmp_path: Path) -> None:
+    folder = tmp_path / "revision"
+    folder.mkdir()
+    args = fake_sandbox(tmp_path / "home").command(
+        ["app"], {}, folder, "hello-00001-abc", MOUNTS, [7, 8]
+    )
+    assert pairs(args, "--ro-bind-data") == ["7", "8"]
+    assert args[args.index("--size") + 1 : args.index("--size") + 4] == [
+        str(MiB),
+        "--tmpfs",
+        "/cache",
+    ]
+    assert "/secrets" in pairs(args, "--remount-ro") and "/" in pairs(args, "--remount-ro")
+    # /secrets does not exist here: `/` is a tmpfs holding the host's entries, bound one by one.
+    assert ("/", "/") not in zip(pairs(args, "--ro-bind"), pairs(args, "--ro-bind"), strict=True)
+    assert "/usr" in pairs(args, "--ro-bind-try")
+    # A mount point the host has: `/` bound whole, as without mounts.
+    existing = Mounts(memory=(MemoryMount(str(tmp_path), None),))
+    plain = fake_sandbox(tmp_path / "home").command(["app"], {}, folder, "r", existing)
+    assert plain[plain.index("--ro-bind") + 1] == "/" and "--remount-ro" not in plain
+    assert "--size" not in plain and pairs(plain, "--tmpfs")[-1] == str(tmp_path)
+    assert "hunter2" not in " ".join(args)  # values go through file descriptors only
+
+
+MOUNT_SCRIPT = """
+cat /secrets/api-key; echo
+ls /secrets | tr '\\n' ' '; echo
+echo changed > /secrets/api-key 2>/dev/null && echo SECRET-WRITABLE || echo secret-read-only
+echo more > /secrets/new 2>/dev/null && echo FOLDER-WRITABLE || echo folder-read-only
+head -c 524288 /dev/zero > /cache/half && echo half-written
+head -c 1048576 /dev/zero > /cache/more 2>/dev/null && echo OVER-LIMIT || echo over-limit-refused
+echo done
+"""
+
+
+@pytest.mark.parametrize("kind", RUNTIMES)
+def test_secret_files_are_read_only_and_a_volume_holds_its_size_limit(
+    kind: str, folders: dict[str, Path], sandbox: Sandbox, leftovers: Leftovers, tmp_path: Path
+) -> None:
+    revision = f"mounts-{kind}-00001-abc"
+
+    async def scenario() -> None:
+        async with opened(limited(kind, folders, sandbox), leftovers) as runtime:
+            output = Output()
+            instance_spec = InstanceSpec(
+                name=f"{revision}-x",
+                argv=["/bin/sh", "-c", MOUNT_SCRIPT],
+                env={"PATH": "/usr/bin:/bin"},
+                cwd=tmp_path,
+                port=0,
+                revision=revision,
+                limits=Limits(memory_bytes=128 * MiB, cpu_millis=1000),
+                mounts=MOUNTS,
+            )
+            instance = await runtime.start(instance_spec, output)
+            leftovers.add(instance)
+            assert await asyncio.wait_for(instance.wait(), 30) == 0, output.lines
+            said = [line for stream, line in output.lines if stream == "stdout"]
+            assert said == [
+                "hunter2-value",
+                "api-key v1 ",
+                "secret-read-only",
+                "folder-read-only",
+                "half-written",
+                "over-limit-refused",
+                "done",
+            ], output.lines
+            if kind == "zygote":
+                mode, reason = runtime.mode(revision)
+                assert mode == "spawn" and "each instance's own" in reason
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_what_an_instance_writes_to_a_volume_counts_against_its_memory(
+    folders: dict[str, Path], sandbox: Sandbox, leftovers: Leftovers, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with opened(limited("spawn", folders, sandbox), leftovers) as runtime:
+            output = Output()
+            instance_spec = InstanceSpec(
+                name="fill-00001-abc-x",
+                argv=["/bin/sh", "-c", "head -c 300000000 /dev/zero > /cache/big; sleep 30"],
+                env={"PATH": "/usr/bin:/bin"},
+                cwd=tmp_path,
+                port=0,
+                revision="fill-00001-abc",
+                limits=Limits(memory_bytes=64 * MiB, cpu_millis=1000),
+                mounts=Mounts(memory=(MemoryMount("/cache", 512 * MiB),)),
+            )
+            instance = await runtime.start(instance_spec, output)
+            leftovers.add(instance)
+            await asyncio.wait_for(instance.wait(), 30)
+            assert instance.memory_exceeded, output.lines
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_without_a_sandbox_mounts_are_refused_rather_than_left_out(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        runtime = ProcessRuntime()
+        instance_spec = InstanceSpec(
+            name="plain-x", argv=["true"], env={}, cwd=tmp_path, port=0, mounts=MOUNTS
+        )
+        with pytest.raises(HomerunError, match="need the sandbox"):
+            await runtime.start(instance_spec, Output())
+
+    asyncio.run(scenario())
+
+
+def test_two_instances_of_a_revision_have_volumes_of_their_own(
+    folders: dict[str, Path], sandbox: Sandbox, leftovers: Leftovers, tmp_path: Path
+) -> None:
+    revision = "pair-00001-abc"
+
+    async def scenario() -> None:
+        async with opened(limited("zygote", folders, sandbox), leftovers) as runtime:
+            outputs = [Output(), Output()]
+            scripts = [
+                "echo mine > /cache/first && echo wrote; sleep 30",
+                "ls -A /cache | wc -l; ls -A /secrets",
+            ]
+            instances = []
+            for index, script in enumerate(scripts):
+                instance = await runtime.start(
+                    InstanceSpec(
+                        name=f"{revision}-{index}",
+                        argv=["/bin/sh", "-c", script],
+                        env={"PATH": "/usr/bin:/bin"},
+                        cwd=tmp_path,
+                        port=0,
+                        revision=revision,
+                        mounts=MOUNTS,
+                    ),
+                    outputs[index],
+                )
+                leftovers.add(instance)
+                instances.append(instance)
+                if index == 0:
+                    await outputs[0].wait_for("stdout", "wrote", within=20)
+            assert await asyncio.wait_for(instances[1].wait(), 30) == 0, outputs[1].lines
+            assert [line for _, line in outputs[1].lines] == ["0", "api-key", "v1"]
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_security_context_user_replaces_the_revisions_own(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    folder = home / "revisions" / "hello-00001-abc" / "app"
+    folder.mkdir(parents=True)
+    sandbox = fake_sandbox(home)
+    args = sandbox.command(["app"], {}, folder, "hello-00001-abc", user=RunAs(2020, 2021))
+    assert pairs(args, "--reuid") == ["2020"] and pairs(args, "--regid") == ["2021"]
+    # A group alone keeps the revision's user; a user alone gets the group of that id.
+    args = sandbox.command(["app"], {}, folder, "hello-00001-abc", user=RunAs(None, 5))
+    assert pairs(args, "--reuid") == [str(revision_uid("hello-00001-abc"))]
+    assert pairs(args, "--regid") == ["5"]
+    args = sandbox.command(["app"], {}, folder, "hello-00001-abc", user=RunAs(7))
+    assert pairs(args, "--reuid") == ["7"] and pairs(args, "--regid") == ["7"]

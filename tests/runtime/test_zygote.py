@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +263,7 @@ def test_exec_form_with_each_instances_own_port(seeds: Seeds, leftovers: Leftove
             for _ in range(2):
                 template = spec(seeds.flask, revision=revision, cwd=APPS / "report_wsgi")
                 argv = ["gunicorn", f"--bind=127.0.0.1:{template.port}", "main:app"]
-                instance_spec = InstanceSpec(**dict(asdict(template), argv=argv))
+                instance_spec = replace(template, argv=argv)
                 instance = await start(zygotes, instance_spec, leftovers)
                 seen = await report(instance.port)
                 assert seen["env"]["PORT"] == str(instance.port)
@@ -444,9 +444,7 @@ def test_python_http_server_is_spawned_and_serves(seeds: Seeds, leftovers: Lefto
         async with opened(ZygoteRuntime(), leftovers) as zygotes:
             instance_spec = spec(seeds.flask, revision="static-00001-abc", argv=[])
             argv = ["python", "-m", "http.server", "--bind", "127.0.0.1", str(instance_spec.port)]
-            instance = await start(
-                zygotes, InstanceSpec(**dict(asdict(instance_spec), argv=argv)), leftovers
-            )
+            instance = await start(zygotes, replace(instance_spec, argv=argv), leftovers)
             assert zygotes.mode("static-00001-abc")[0] == "spawn"
             status, _ = await first_response(instance.port)
             assert status == 200
@@ -523,7 +521,12 @@ def test_the_daemons_death_takes_the_zygote_and_its_instances_down(
         spec(artifact, revision=f"orphan-{server}-00001-abc", command=command, cwd=app)
         for _ in range(2)
     ]
-    fields = [dict(asdict(one), cwd=str(one.cwd)) for one in specs]
+    # Plain fields only: the harness makes its InstanceSpec from them (no mounts here).
+    fields = [
+        {key: value for key, value in asdict(one).items() if key != "mounts"}
+        | {"cwd": str(one.cwd)}
+        for one in specs
+    ]
     harness = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("zygote_harness.py")), json.dumps(fields)],
         stdout=subprocess.PIPE,

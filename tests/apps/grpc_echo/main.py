@@ -51,7 +51,8 @@ def main() -> None:
     checker = health.HealthServicer()
     checker.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    # A container's app listens on its network (GRPC_BIND=0.0.0.0), where podman forwards to.
+    server.add_insecure_port(f"{os.environ.get('GRPC_BIND', '127.0.0.1')}:{port}")
     server.start()
     server.wait_for_termination()
 

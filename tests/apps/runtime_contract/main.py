@@ -5,10 +5,13 @@ runs it under gunicorn (forked from the revision's zygote).
 
 GET /runtime            -> JSON: env, cwd, argv, uid/gid, stdin, the descriptors open when the
                            process began (spawned only), /tmp, the request as the app got it
+GET /cgroups            -> JSON: the memory and cpu limits of the instance's control groups
+                           (cgroup v1 or v2) and whether the app could open them for writing
 GET /healthz/readiness  -> 200, or 503 after POST /readiness/off (until POST /readiness/on)
 GET /healthz/liveness   -> 200 (counted), or 500 after POST /start-failing
 GET /healthz/livenessCounter -> how many liveness checks this instance answered
-Env: NOT_READY_AT_START=1 starts with readiness off.
+Env: NOT_READY_AT_START=1 starts with readiness off; CONTRACT_BIND is the address to listen
+on (127.0.0.1; a container's 0.0.0.0).
 """
 
 import json
@@ -16,7 +19,14 @@ import os
 import sys
 import tempfile
 
-STATE = {"ready": None, "live": True, "checks": 0, "descriptors_at_start": None}
+STATE = {
+    "ready": None,
+    "live": True,
+    "checks": 0,
+    "descriptors_at_start": None,
+    # Names this instance (a pid does not: in a sandbox's PID namespace every app is pid 2).
+    "instance": None,
+}
 
 
 def open_descriptors():
@@ -46,6 +56,42 @@ def tmp_writable():
         return False
 
 
+CGROUP_FILES = {
+    "memory": ("memory.limit_in_bytes",),
+    "cpu": ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares"),
+    "": ("memory.max", "cpu.max", "cpu.weight"),  # cgroup v2's unified hierarchy
+}
+
+
+def cgroup_files():
+    """name -> (value, writable) for the limit files of this process's groups: at
+    /sys/fs/cgroup[/CONTROLLER]/PATH (PATH from /proc/self/cgroup), or at the hierarchy's top,
+    where a container sees its own group."""
+    found = {}
+    with open("/proc/self/cgroup") as listing:
+        for line in listing:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                for name in CGROUP_FILES.get(controller, ()):
+                    top = os.path.join("/sys/fs/cgroup", controller)
+                    for candidate in (os.path.join(top, path.lstrip("/"), name), f"{top}/{name}"):
+                        if os.path.exists(candidate):
+                            with open(candidate) as file:
+                                value = file.read().strip()
+                            found[name] = {"value": value, "writable": opens_for_writing(candidate)}
+                            break
+    return found
+
+
+def opens_for_writing(path):
+    # Opened, not written: nothing changes either way.
+    try:
+        os.close(os.open(path, os.O_WRONLY))
+        return True
+    except OSError:
+        return False
+
+
 def report(version, headers):
     with open("/proc/self/cmdline", "rb") as cmdline:
         command_line = [part.decode() for part in cmdline.read().split(b"\0") if part]
@@ -55,6 +101,7 @@ def report(version, headers):
         "argv": sys.argv,
         "cmdline": command_line,
         "pid": os.getpid(),
+        "instance": STATE["instance"],
         "uid": os.getuid(),
         "gid": os.getgid(),
         "stdin": "eof" if os.read(0, 1) == b"" else "data",
@@ -68,6 +115,7 @@ def handle(method, path, version, headers):
     """(status, body) for one request."""
     if STATE["ready"] is None:  # read in the instance, not at import (a zygote imports)
         STATE["ready"] = os.environ.get("NOT_READY_AT_START") != "1"
+        STATE["instance"] = os.urandom(8).hex()
     if method == "POST":
         if path == "/start-failing":
             STATE["live"] = False
@@ -76,6 +124,8 @@ def handle(method, path, version, headers):
         return 200, b"ok"
     if path == "/runtime":
         return 200, json.dumps(report(version, headers)).encode()
+    if path == "/cgroups":
+        return 200, json.dumps(cgroup_files()).encode()
     if path == "/healthz/readiness":
         return (200, b"ready") if STATE["ready"] else (503, b"no")
     if path == "/healthz/liveness":
@@ -126,7 +176,8 @@ def serve():
 
     print(f"runtime_contract: listening on {os.environ['PORT']}", flush=True)
     print("runtime_contract: to stderr", file=sys.stderr, flush=True)
-    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    bind = os.environ.get("CONTRACT_BIND", "127.0.0.1")
+    ThreadingHTTPServer((bind, int(os.environ["PORT"])), Handler).serve_forever()
 
 
 if __name__ == "__main__":

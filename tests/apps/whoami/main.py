@@ -57,6 +57,7 @@ class Handler(BaseHTTPRequestHandler):
                     "K_SERVICE": os.environ.get("K_SERVICE"),
                     "K_REVISION": os.environ.get("K_REVISION"),
                     "pid": os.getpid(),
+                    "port": int(os.environ["PORT"]),
                     "pgid": os.getpgid(0),
                     "authorization": self.headers.get("Authorization"),
                     "x_serverless_authorization": self.headers.get("X-Serverless-Authorization"),
@@ -77,7 +78,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, {"status": status, "body": body})
         elif url.path == "/slow":
             time.sleep(float(query.get("seconds", "1")))
-            self.reply(200, {"slept": query.get("seconds"), "pid": os.getpid()})
+            port = int(os.environ["PORT"])
+            self.reply(200, {"slept": query.get("seconds"), "pid": os.getpid(), "port": port})
         else:
             self.reply(404, {"error": "no such path"})
 

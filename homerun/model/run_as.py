@@ -1,0 +1,58 @@
+"""The user an instance runs as (securityContext's runAsUser, runAsGroup), and what the
+process runtime can honour of it (the daemon says: ProcessUsers); control/users.py decides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """A user and group for an instance's processes. None: the runtime's own choice (the
+    sandbox: the revision's own user, and a group of the user's id; a container: the image's
+    USER, and the group /etc/passwd in the image gives that user)."""
+
+    uid: int | None = None
+    gid: int | None = None
+
+    def engine_user(self) -> str:
+        """podman's --user: UID or UID:GID."""
+        return f"{self.uid}" if self.gid is None else f"{self.uid}:{self.gid}"
+
+
+@dataclass(frozen=True)
+class ProcessUsers:
+    """What the process runtime can do about a securityContext user."""
+
+    honoured: bool  # the sandbox, with homerun as root: any user and group
+    runs_as_root: bool  # an instance with no runAsUser runs as root (unsandboxed, as root)
+    why_not: str = ""  # when not honoured: why, and what to do
+    # Ids the sandbox keeps for itself: the revisions' own users and groups (a runAsUser among
+    # them would be another revision's user, owning its files).
+    reserved: range = range(0)
+
+
+def process_users(sandboxed: bool, privileged: bool, reserved: range = range(0)) -> ProcessUsers:
+    """What the process runtime honours, from whether it sandboxes and homerun is root."""
+    if sandboxed and privileged:
+        return ProcessUsers(honoured=True, runs_as_root=False, reserved=reserved)
+    if sandboxed:
+        return ProcessUsers(
+            honoured=False,
+            runs_as_root=False,
+            why_not=(
+                "homerun does not run as root, so its sandbox runs every app as homerun's own "
+                "user (its user namespace maps no other); run homerun as root with sandbox: on "
+                "in config.yaml, or remove runAsUser and runAsGroup"
+            ),
+        )
+    return ProcessUsers(
+        honoured=False,
+        runs_as_root=privileged,
+        why_not=(
+            "instances are not sandboxed here (sandbox: off in config.yaml, or this machine "
+            "cannot make one), so they run as the daemon's own user; set sandbox: on in "
+            "config.yaml (homerun running as root), deploy a Dockerfile that podman builds, or "
+            "remove runAsUser and runAsGroup"
+        ),
+    )

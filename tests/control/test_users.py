@@ -1,0 +1,71 @@
+"""Which user instances run as: securityContext against what each runtime can honour."""
+
+from __future__ import annotations
+
+import pytest
+
+from homerun.control.users import instance_user
+from homerun.errors import InvalidSpec
+from homerun.model.run_as import RunAs, process_users
+from homerun.spec import RevisionSpec
+
+SANDBOX_AS_ROOT = process_users(sandboxed=True, privileged=True, reserved=range(100, 200))
+SANDBOX_AS_USER = process_users(sandboxed=True, privileged=False)
+UNSANDBOXED_ROOT = process_users(sandboxed=False, privileged=True)
+UNSANDBOXED_USER = process_users(sandboxed=False, privileged=False)
+
+
+def spec(**fields: object) -> RevisionSpec:
+    return RevisionSpec(source="/s", **fields)  # type: ignore[arg-type]
+
+
+def test_no_security_context_is_the_runtimes_default_user() -> None:
+    for processes in (SANDBOX_AS_ROOT, SANDBOX_AS_USER, UNSANDBOXED_ROOT, UNSANDBOXED_USER):
+        assert instance_user(spec(), container=False, processes=processes) is None
+    assert instance_user(spec(), container=True, processes=UNSANDBOXED_USER) is None
+
+
+def test_the_sandbox_as_root_and_a_container_honour_run_as_user() -> None:
+    asked = spec(run_as_user=2020, run_as_group=2021)
+    assert instance_user(asked, container=False, processes=SANDBOX_AS_ROOT) == RunAs(2020, 2021)
+    user = instance_user(asked, container=True, processes=UNSANDBOXED_USER)
+    assert user is not None and user.engine_user() == "2020:2021"
+    alone = instance_user(spec(run_as_user=7), container=True, processes=UNSANDBOXED_USER)
+    assert alone is not None and alone.engine_user() == "7"  # the image's group for it
+
+
+@pytest.mark.parametrize(
+    ("processes", "said"),
+    [
+        (SANDBOX_AS_USER, "homerun does not run as root"),
+        (UNSANDBOXED_ROOT, "instances are not sandboxed here"),
+        (UNSANDBOXED_USER, "instances are not sandboxed here"),
+    ],
+)
+def test_elsewhere_the_deploy_says_why_not_and_what_to_do(processes: object, said: str) -> None:
+    with pytest.raises(InvalidSpec) as refused:
+        instance_user(spec(run_as_group=5), container=False, processes=processes)  # type: ignore[arg-type]
+    assert said in str(refused.value) and "remove runAsUser" in str(refused.value)
+
+
+def test_run_as_non_root_refuses_what_would_run_as_root() -> None:
+    non_root = spec(run_as_non_root=True)
+    with pytest.raises(InvalidSpec, match="instances would run as root"):
+        instance_user(non_root, container=False, processes=UNSANDBOXED_ROOT)
+    # The sandbox's revision user and an unprivileged daemon's are not root.
+    assert instance_user(non_root, container=False, processes=SANDBOX_AS_ROOT) is None
+    assert instance_user(non_root, container=False, processes=UNSANDBOXED_USER) is None
+    # A container's default user is its image's, not read yet: a user must be given.
+    with pytest.raises(InvalidSpec, match="give runAsUser too"):
+        instance_user(non_root, container=True, processes=UNSANDBOXED_USER)
+
+
+def test_the_sandbox_never_runs_an_app_as_root_nor_as_another_revisions_user() -> None:
+    for fields in ({"run_as_user": 0}, {"run_as_group": 0}):
+        with pytest.raises(InvalidSpec, match="the sandbox never runs an app as root"):
+            instance_user(spec(**fields), container=False, processes=SANDBOX_AS_ROOT)
+    with pytest.raises(InvalidSpec, match=r"150 is kept for the revisions' own users \(100..199\)"):
+        instance_user(spec(run_as_user=150), container=False, processes=SANDBOX_AS_ROOT)
+    # A container's root is the container's.
+    root = instance_user(spec(run_as_user=0), container=True, processes=SANDBOX_AS_ROOT)
+    assert root == RunAs(0, None)
