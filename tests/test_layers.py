@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "homerun"
 # Lower layers never import higher ones; within a layer, parts don't import each other unless
 # listed in ALLOWED_SIDEWAYS. A part is a subpackage or a top-level module.
 LAYERS: list[set[str]] = [
-    {"errors", "procfs", "shellwords"},  # leaves
+    {"errors", "procfs", "readable", "shellwords"},  # leaves
     {"model"},  # nouns without I/O
     {"spec", "traffic"},  # what users ask for, validated
     {"knative", "build", "runtime", "secret_store", "store_db", "progress", "client"},

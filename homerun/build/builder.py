@@ -29,6 +29,7 @@ from homerun.build.source import (
 from homerun.build.venv import ensure_venv
 from homerun.errors import BuildError, DockerfileError
 from homerun.model.engine import Engine
+from homerun.readable import share_read
 
 # Set by the platform for every instance; an image cannot choose them (Cloud Run's contract).
 RESERVED_ENV = ("PORT",)
@@ -186,6 +187,7 @@ def _build_into(
         entrypoint_origin=entrypoint.origin,
         server=guess_server(argv),
     )
+    share_read(dest)  # the revision's own user reads it (readable.py)
     artifact.save()
     output(f"artifact ready: {dest}")
     return artifact

@@ -24,6 +24,7 @@ from pathlib import Path
 from homerun.build.dependencies import InstallPlan, fingerprint
 from homerun.build.interpreter import Interpreter
 from homerun.errors import BuildError
+from homerun.readable import share_read
 
 COMPLETE_MARKER = ".homerun-complete"
 # Bump when the way virtualenvs are built changes, so old ones are not reused.
@@ -125,6 +126,7 @@ def _create(
             advice="Fix the requirement (its name, its version, or a system library it "
             "needs to build) and deploy again.",
         )
+    share_read(venv)  # the revision's own user reads it (readable.py)
     marker = venv / COMPLETE_MARKER
     partial = marker.with_suffix(".partial")
     partial.write_text(

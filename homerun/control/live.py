@@ -296,8 +296,10 @@ class LiveRevisions:
         path = self._paths.hosts
         partial = path.with_name(path.name + ".partial")
         try:
-            path.parent.mkdir(mode=0o755, exist_ok=True)
+            path.parent.mkdir(exist_ok=True)
+            path.parent.chmod(0o755)  # read by sandboxed instances' own users, whatever the umask
             partial.write_text(text, encoding="utf-8")
+            partial.chmod(0o644)
             os.replace(partial, path)
         except OSError as error:  # the routing table is in force all the same
             message = (

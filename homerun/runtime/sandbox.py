@@ -36,6 +36,7 @@ from pathlib import Path
 from homerun.errors import HomerunError
 from homerun.model.run_as import RunAs
 from homerun.model.volumes import NO_MOUNTS, Mounts
+from homerun.readable import share_read
 
 AUTO, ON, OFF = "auto", "on", "off"
 SETTINGS = (AUTO, ON, OFF)
@@ -362,4 +363,16 @@ def _find(home: Path) -> tuple[Sandbox | None, str]:
             "kernel.unprivileged_userns_clone=1, or run homerun as root)"
         )
         return None, f"bwrap cannot make a sandbox here: {said[0]}{hint}"
+    if privileged:
+        _share_programs()
     return sandbox, ""
+
+
+def _share_programs() -> None:
+    """Let revisions' own users read homerun's programs they run (`_site/`, `_zygote/`), also
+    when homerun was installed or checked out under a umask of 077."""
+    here = Path(__file__).parent
+    with contextlib.suppress(OSError):  # a read-only installation is readable as it is
+        share_read(here, recursive=False)
+        for folder in ("_site", "_zygote"):
+            share_read(here / folder)

@@ -26,6 +26,12 @@ _HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
         "variable, which homerun keeps free for it, not on a fixed one",
     ),
     (
+        # A shell's `exec prog` or `prog` that may not be run (sh, dash and bash word it so).
+        re.compile(r"(?:exec: )?(?P<program>[^\s:]+): (?:Permission denied|permission denied)$"),
+        "{program} may not be run: make it executable in the source (chmod +x, kept by the "
+        "build) or run it through its interpreter",
+    ),
+    (
         re.compile(r"Permission denied|\[Errno 13\]"),
         "permission denied: ports below 1024 need privileges (listen on $PORT), and files the "
         "app writes belong under /tmp",

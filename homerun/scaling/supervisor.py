@@ -9,18 +9,20 @@ import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
+from homerun.model.engine import ContainerSpec
+from homerun.model.limits import Limits
 from homerun.model.probes import Probe, ProbeRecord, observe
 from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.routing.adaptive import AdaptiveLimit
 from homerun.routing.throttler import Endpoint
-from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
+from homerun.runtime import Instance, InstanceSpec, OutputSink, Runtime, describe_status
 from homerun.runtime.netns import NetNamespace
 from homerun.scaling.diagnosis import StartFailed, unstartable
 from homerun.scaling.ports import can_connect, free_port, port_is_free
 from homerun.scaling.probes import ProbeResult, ProbeTarget, run_probe
 from homerun.scaling.startup import WRONG_PORT_SECONDS, StartupCheck
-from homerun.scaling.unit import ManagedInstance, RevisionUnit, UnitPhase
+from homerun.scaling.unit import ManagedInstance, RevisionPlan, RevisionUnit, UnitPhase
 from homerun.spec import expand_k8s_vars
 
 T = TypeVar("T")
@@ -278,31 +280,10 @@ class Supervisor:
                 unit.service, instance_entry(unit.service, unit.name, name, stream, line)
             )
 
-        argv = [expand_k8s_vars(argument, env) for argument in plan.argv]
         started_at = self._clock()
-        self._ports.add(port)
-        try:
-            process = await self._runtime.start(
-                InstanceSpec(
-                    name=name,
-                    argv=argv,
-                    env=env,
-                    cwd=plan.cwd,
-                    port=port,
-                    revision=plan.name,
-                    limits=plan.limits,
-                    container=plan.container,
-                    mounts=plan.mounts,
-                    user=plan.user,
-                ),
-                output,
-            )
-        except OSError as error:  # a missing or not executable program, a bad interpreter
-            self._ports.discard(port)
-            raise StartFailed(unstartable(argv, error), None) from None
-        except BaseException:
-            self._ports.discard(port)
-            raise
+        process = await self._run_program(
+            plan, name, env, port, output, limits=plan.limits, container=plan.container
+        )
         instance = ManagedInstance(
             name,
             port,
@@ -480,28 +461,7 @@ class Supervisor:
                 unit.service, instance_entry(unit.service, unit.name, name, stream, line)
             )
 
-        argv = [expand_k8s_vars(argument, env) for argument in plan.argv]
-        self._ports.add(port)
-        try:
-            process = await self._runtime.start(
-                InstanceSpec(
-                    name=name,
-                    argv=argv,
-                    env=env,
-                    cwd=plan.cwd,
-                    port=port,
-                    revision=plan.name,
-                    mounts=plan.mounts,
-                    user=plan.user,
-                ),
-                output,
-            )
-        except OSError as error:
-            self._ports.discard(port)
-            raise StartFailed(unstartable(argv, error), None) from None
-        except BaseException:
-            self._ports.discard(port)
-            raise
+        process = await self._run_program(plan, name, env, port, output)
         instance = ManagedInstance(
             name,
             port,
@@ -547,6 +507,44 @@ class Supervisor:
         # A server's workers may outlive its master by a moment; the group goes with it.
         process.signal(signal.SIGKILL)
         self._gone(instance)
+
+    async def _run_program(
+        self,
+        plan: RevisionPlan,
+        name: str,
+        env: dict[str, str],
+        port: int,
+        output: OutputSink,
+        *,
+        limits: Limits | None = None,
+        container: ContainerSpec | None = None,
+    ) -> Instance:
+        """Starts an instance of `plan` on `port`, which it holds from then on; StartFailed if
+        its program cannot be run (the port given back then, as on any failure)."""
+        argv = [expand_k8s_vars(argument, env) for argument in plan.argv]
+        self._ports.add(port)
+        try:
+            return await self._runtime.start(
+                InstanceSpec(
+                    name=name,
+                    argv=argv,
+                    env=env,
+                    cwd=plan.cwd,
+                    port=port,
+                    revision=plan.name,
+                    limits=limits,
+                    container=container,
+                    mounts=plan.mounts,
+                    user=plan.user,
+                ),
+                output,
+            )
+        except OSError as error:  # a missing or not executable program, a bad interpreter
+            self._ports.discard(port)
+            raise StartFailed(unstartable(argv, error), None) from None
+        except BaseException:
+            self._ports.discard(port)
+            raise
 
     def _port_for(self, container_port: int | None) -> tuple[int, str]:
         """The instance's $PORT: the container port the spec names, while no other instance of

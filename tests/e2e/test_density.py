@@ -19,6 +19,9 @@ FLASK_SEED = APPS / "flask_seed"
 STABLE_WINDOW = 6.0
 GRACE = 1.0
 SHORT_WINDOWS = {
+    # Bases shared by revisions' zygotes are the unsandboxed zygote's: a sandboxed revision's
+    # zygote starts inside its own sandbox, from no base (tests/e2e/test_sandbox.py).
+    "sandbox": "off",
     "stop-grace-seconds": 3,
     "deploy-settle-seconds": 0.2,
     "autoscaler": {

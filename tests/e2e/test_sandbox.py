@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -222,3 +223,28 @@ def test_sandbox_off_still_runs_instances_as_homeruns_user_and_says_so(
         assert process_environ(report["pid"]).get("K_SERVICE") == "snoop-off"
         # Its own files are in reach, HOMERUN_HOME's signing key included: nothing hides them.
         assert attempt(own, "snoop-off", "read", path=str(own.home / "signing-key"))["ok"]
+
+
+def test_an_app_and_its_virtualenv_written_under_umask_077_still_run(tmp_path: Path) -> None:
+    """A source whose files only their owner may read (a checkout under umask 077), built and
+    run by a daemon under umask 077 (its virtualenv, hosts file, programs): the revision's own
+    user reads what it needs (homerun/readable.py), so the seed's app answers."""
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox's own user per revision needs homerun to run as root")
+    sandbox, said = probe("auto", Path("/nonexistent"))
+    if sandbox is None:
+        pytest.skip(said)
+    source = tmp_path / "checkout" / "flask_seed"
+    shutil.copytree(APPS / "flask_seed", source)
+    for path in [source.parent, source, *source.iterdir()]:
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    previous = os.umask(0o077)
+    try:
+        # Its own virtualenv cache: the shared one was written under the usual umask.
+        with running_platform(tmp_path / "home", tmp_path / "venvs", {"sandbox": "on"}) as own:
+            own.deploy_ok("private-files", source)
+            response = own.request("private-files", "GET", "/")
+            assert response.status_code == 200, response.text
+            assert (tmp_path / "venvs").stat().st_mode & 0o077 == 0  # the umask was in force
+    finally:
+        os.umask(previous)

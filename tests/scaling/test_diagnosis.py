@@ -45,6 +45,19 @@ def test_a_taken_port_and_a_refused_permission_have_hints() -> None:
     assert denied is not None and "/tmp" in denied
 
 
+def test_a_program_the_shell_may_not_run_is_named_not_blamed_on_ports() -> None:
+    for line in (
+        "/bin/sh: 1: exec: gunicorn: Permission denied",
+        "sh: ./start.sh: Permission denied",
+    ):
+        advice = hint([line])
+        assert advice is not None and "chmod +x" in advice, line
+        assert "1024" not in advice
+    assert "gunicorn may not be run" in (
+        hint(["/bin/sh: 1: exec: gunicorn: Permission denied"]) or ""
+    )
+
+
 def test_other_output_has_no_hint_and_stays_as_it_was() -> None:
     lines = ["starting", "ValueError: DATABASE_URL is not set"]
     assert hint(lines) is None
