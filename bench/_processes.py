@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from homerun.runtime.nat import read_nat_rules, redirected_ports
+
 BENCH = Path(__file__).resolve().parent
 REPO_ROOT = BENCH.parent
 RESULTS = BENCH / "results"
@@ -31,9 +33,14 @@ HOMERUN = [str(_script)] if _script.exists() else [sys.executable, "-m", "homeru
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free loopback port that no NAT rule sends elsewhere (homerun/runtime/nat.py)."""
+    redirected = redirected_ports(read_nat_rules())
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in redirected:
+            return port
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:

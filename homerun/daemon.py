@@ -79,6 +79,7 @@ from homerun.runtime import Runtime
 from homerun.runtime.container import ContainerRuntime, find_engine, remove_unused_images
 from homerun.runtime.inspection import Inspector
 from homerun.runtime.limited import limit_where_possible
+from homerun.runtime.nat import RedirectedPorts
 from homerun.runtime.netns import NetNamespace, Networks
 from homerun.runtime.netns import can_make as can_make_networks
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
@@ -94,6 +95,7 @@ from homerun.store import Store
 
 LOG_FLUSH_SECONDS = 0.2
 SAMPLE_SECONDS = 1.0
+NAT_READ_SECONDS = 10.0  # how often the loopback ports NAT rules redirect are read again
 
 
 class Daemon:
@@ -163,6 +165,10 @@ class Daemon:
             )
         loop = asyncio.get_running_loop()
         clock = loop.time
+        # Loopback ports a NAT rule sends elsewhere (runtime/nat.py), read now and every
+        # NAT_READ_SECONDS: no instance is given one.
+        redirects = RedirectedPorts()
+        await redirects.refresh()
         supervisor = Supervisor(
             instances,
             logs,
@@ -178,6 +184,7 @@ class Daemon:
             listener_in_tree=listener_in_tree,
             listening_ports=listening_ports,
             network=networks.get if networks is not None else None,
+            redirected_ports=redirects.ports,
         )
         scaler = Scaler(
             supervisor,
@@ -355,6 +362,7 @@ class Daemon:
         reloads = asyncio.ensure_future(reload_every(https.checks if https else [], 10))
         sampler = asyncio.ensure_future(telemetry.sample_every(SAMPLE_SECONDS))
         scaling = asyncio.ensure_future(scaler.run())
+        nat_reads = asyncio.ensure_future(redirects.keep_fresh(NAT_READ_SECONDS))
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         self.paths.pid_file.write_text(f"{os.getpid()}\n")
@@ -383,6 +391,7 @@ class Daemon:
             # the admin API (`homerun down` waits while it answers).
             await router.drain(grace)
             scaling.cancel()
+            nat_reads.cancel()
             sampler.cancel()
             reloads.cancel()
             await router.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from homerun.model.states import InstanceState
+from homerun.runtime.nat import read_nat_rules, redirected_ports
 from homerun.scaling.unit import ManagedInstance, RevisionUnit
 from homerun.store import Store
 
@@ -41,11 +42,20 @@ class Clock:
         await asyncio.sleep(0)
 
 
+# Loopback ports a NAT rule sends elsewhere (such as one a removed container left): a server
+# on one would never be reached (runtime/nat.py).
+REDIRECTED = redirected_ports(read_nat_rules())
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the kernel's pick for an ephemeral bind)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A TCP port nothing listens on right now (the kernel's pick for an ephemeral bind) and
+    no NAT rule redirects."""
+    while True:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, 0))
+            port = int(probe.getsockname()[1])
+        if port not in REDIRECTED:
+            return port
 
 
 # -- a runtime whose instances are asyncio servers in the test's own process ------------------

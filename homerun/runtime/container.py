@@ -45,6 +45,7 @@ REVISION_LABEL = "dev.homerun.revision"
 CREATE_SECONDS = 120.0
 _POLL_SECONDS = 0.005
 _ENGINE_SECONDS = 30.0  # a `podman kill`, `rm`, `ps`
+_LIST_ATTEMPTS = 5  # `podman images`, which may fail while another podman removes an image
 
 
 def find_engine(setting: str = "auto") -> Engine | None:
@@ -352,21 +353,27 @@ def remove_unused_images(
     images); podman deletes an image with its last tag.
     One a container still runs (an instance of a deleted revision stopping, up to its stop
     grace) is refused by podman: it is tried again every second for `retry_seconds`, or until
-    `stopped()` (the daemon stops: its exit must not wait on this). The tags removed."""
-    listed = subprocess.run(
-        engine.command(
-            "images",
-            "--no-trunc",
-            "--filter",
-            f"reference={engine.build_repository}",
-            "--format",
-            "{{.ID}} {{.Repository}}:{{.Tag}}",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=_ENGINE_SECONDS,
-        stdin=subprocess.DEVNULL,
-    )
+    `stopped()` (the daemon stops: its exit must not wait on this). The tags removed.
+    `podman images` fails now and then while another podman removes an image (podman issue
+    24800): the listing is tried again too, a few times."""
+    for _ in range(_LIST_ATTEMPTS):
+        listed = subprocess.run(
+            engine.command(
+                "images",
+                "--no-trunc",
+                "--filter",
+                f"reference={engine.build_repository}",
+                "--format",
+                "{{.ID}} {{.Repository}}:{{.Tag}}",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=_ENGINE_SECONDS,
+            stdin=subprocess.DEVNULL,
+        )
+        if listed.returncode == 0 or stopped():
+            break
+        sleep(1.0)
     unused = []
     for line in listed.stdout.splitlines():
         image, _, tag = line.partition(" ")

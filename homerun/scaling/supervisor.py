@@ -55,6 +55,7 @@ class Supervisor:
         stop_grace: float,
         listener_in_tree: Callable[[int, int], bool | None] | None = None,
         listening_ports: Callable[[int], set[int]] | None = None,
+        redirected_ports: Callable[[], frozenset[int]] = frozenset,
         wrong_port_seconds: float = WRONG_PORT_SECONDS,
         network: Callable[[str], NetNamespace | None] | None = None,
     ) -> None:
@@ -62,6 +63,8 @@ class Supervisor:
         # network(revision): the network namespace its instances listen in (runtime/netns.py),
         # which probes and the router connect into; None: they listen on the host's loopback.
         self._network = network or (lambda revision: None)
+        # Loopback ports a NAT rule sends elsewhere (runtime/nat.py): never an instance's.
+        self._redirected_ports = redirected_ports
         self._startup = StartupCheck(
             clock=clock,
             probe_interval=probe_interval,
@@ -268,7 +271,7 @@ class Supervisor:
             # A container listens on its container port in its own network; the engine
             # publishes that on a free loopback port of ours. A fixed host port would also
             # meet forwarding rules the engine left for an earlier container of that port.
-            port, why_not_container_port = free_port(self._ports), ""
+            port, why_not_container_port = self._free_port(), ""
         else:
             port, why_not_container_port = self._port_for(plan.container_port)
         name = f"{plan.name}-{secrets.token_hex(3)}"
@@ -452,7 +455,7 @@ class Supervisor:
         instances, not in its throttler, not counted by the autoscaler (`services advise
         --ramp` loads it). Stopped, as any instance is, when the block ends."""
         plan = unit.plan
-        port = free_port(self._ports)
+        port = self._free_port()
         name = f"{plan.name}-advise-{secrets.token_hex(2)}"
         env = dict(plan.env, PORT=str(port))
 
@@ -554,14 +557,23 @@ class Supervisor:
         port; the others get ports of their own (apps take $PORT, so they work the same).
         With a network namespace per instance, each could have the container port."""
         if container_port is None:
-            return free_port(self._ports), ""
+            return self._free_port(), ""
+        if container_port in self._redirected_ports():
+            return self._free_port(), (
+                f" (connections to 127.0.0.1:{container_port} are sent elsewhere by a NAT "
+                "rule, such as one a removed container left: `iptables-save -t nat` shows it)"
+            )
         if container_port not in self._ports and port_is_free(container_port):
             return container_port, ""
         holder = "another instance" if container_port in self._ports else "another program"
-        return free_port(self._ports), (
+        return self._free_port(), (
             f" (containerPort {container_port} is held by {holder}: instances share this "
             "machine's loopback)"
         )
+
+    def _free_port(self) -> int:
+        """A free loopback port that no instance of ours holds and no NAT rule redirects."""
+        return free_port(self._ports | self._redirected_ports())
 
     def _gone(self, instance: ManagedInstance) -> None:
         """Its process is gone: forget it, and its port may be given out again."""

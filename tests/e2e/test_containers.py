@@ -193,20 +193,29 @@ def test_deleting_a_service_removes_the_image_only_it_ran(
 
 
 def _build_tags() -> list[str]:
-    """The tags of images homes built (each home has its repository: homerun-build-KEY)."""
-    listed = subprocess.run(
-        [
-            *podman(),
-            "images",
-            "--filter",
-            "reference=localhost/homerun-build-*",
-            "--format",
-            "{{.Repository}}:{{.Tag}}",
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    """The tags of images homes built (each home has its repository: homerun-build-KEY).
+
+    `podman images` fails now and then while another podman removes an image (podman issue
+    24800, "podman images with concurrent removal"): homerun removes images as this lists, so
+    a failed listing is tried again, and its error shown if it keeps failing."""
+    for _ in range(5):
+        listed = subprocess.run(
+            [
+                *podman(),
+                "images",
+                "--filter",
+                "reference=localhost/homerun-build-*",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+            ],  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if listed.returncode == 0:
+            break
+        time.sleep(1)
+    assert listed.returncode == 0, f"podman images: exit {listed.returncode}: {listed.stderr}"
     return [tag for tag in listed.stdout.split() if tag.startswith("localhost/homerun-build-")]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import free_port
 
 from homerun.access.peers import listener_in_tree
 from homerun.model.probes import Probe, ProbeAction
@@ -29,7 +29,9 @@ APP = Path(__file__).parent / "apps" / "probed_app.py"
 READY, UNREADY = InstanceState.READY, InstanceState.UNREADY
 
 
-def make(tmp_path: Path, **plan_fields: Any) -> tuple[Supervisor, RevisionUnit, LogStore]:
+def make(
+    tmp_path: Path, redirected: frozenset[int] = frozenset(), **plan_fields: Any
+) -> tuple[Supervisor, RevisionUnit, LogStore]:
     shutil.copy(APP, tmp_path / "app.py")
     logs = LogStore(tmp_path / "logs")
     supervisor = Supervisor(
@@ -40,6 +42,7 @@ def make(tmp_path: Path, **plan_fields: Any) -> tuple[Supervisor, RevisionUnit, 
         probe_interval=0.05,
         stop_grace=2,
         listener_in_tree=listener_in_tree,
+        redirected_ports=lambda: redirected,
     )
     plan = RevisionPlan(
         service="svc",
@@ -190,12 +193,6 @@ def test_an_instance_alive_but_not_answering_is_restarted_by_its_liveness_probe(
     run(scenario)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_the_container_port_is_the_first_instances_port(tmp_path: Path) -> None:
     async def scenario() -> None:
         port = free_port()
@@ -214,6 +211,25 @@ def test_the_container_port_is_the_first_instances_port(tmp_path: Path) -> None:
             f"Starting instance {second.name} on port {second.port} (containerPort {port} is "
             "held by another instance: instances share this machine's loopback)"
         ) in messages(logs)
+        await supervisor.stop_revision(unit)
+        await supervisor.close()
+
+    run(scenario)
+
+
+def test_a_container_port_that_a_nat_rule_redirects_is_not_given(tmp_path: Path) -> None:
+    """Connections to it would go where the rule sends them (a removed container's address),
+    never to the instance: it gets a port of its own, and the log says why."""
+
+    async def scenario() -> None:
+        port = free_port()
+        supervisor, unit, logs = make(tmp_path, redirected=frozenset({port}), container_port=port)
+        instance = await supervisor.start_instance(unit)
+        assert instance.port != port
+        assert (
+            f"Starting instance {instance.name} on port {instance.port} (connections to "
+            f"127.0.0.1:{port} are sent elsewhere by a NAT rule"
+        ) in "\n".join(messages(logs))
         await supervisor.stop_revision(unit)
         await supervisor.close()
 

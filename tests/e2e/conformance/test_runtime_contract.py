@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import grpc
 import httpx
 import pytest
 import yaml
+from fakes import free_port
 
 from homerun.errors import InvalidSpec
 from homerun.knative import parse_service
@@ -105,12 +105,6 @@ def refused(
     assert result.returncode != 0, describe(result)
     for text in expected:
         assert text in result.stderr, describe(result)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- Lifecycle -------------------------------------------------------------------------------
