@@ -37,6 +37,8 @@ from homerun.build import Artifact, build
 from homerun.runtime import Instance, InstanceSpec
 from homerun.runtime.cgroups import Cgroups, available
 from homerun.runtime.limited import LimitedRuntime
+from homerun.runtime.netns import NetNamespace, Networks, open_connection
+from homerun.runtime.netns import can_make as can_make_networks
 from homerun.runtime.process import ProcessRuntime
 from homerun.runtime.sandbox import probe as probe_sandbox
 from homerun.runtime.zygote import ZygoteRuntime
@@ -82,9 +84,9 @@ def instance_spec(artifact: Artifact, revision: str) -> InstanceSpec:
     )
 
 
-async def status_of(port: int, path: str) -> int | None:
+async def status_of(port: int, path: str, network: NetNamespace | None = None) -> int | None:
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await open_connection("127.0.0.1", port, network)
     except OSError:
         return None
     try:
@@ -98,11 +100,13 @@ async def status_of(port: int, path: str) -> int | None:
     return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
 
 
-async def first_200(port: int, path: str, instance: Instance) -> None:
+async def first_200(
+    port: int, path: str, instance: Instance, network: NetNamespace | None = None
+) -> None:
     """Ask until a 200 comes back; a refused connection is retried after 1 ms."""
     deadline = time.monotonic() + FIRST_200_SECONDS
     while True:
-        if await status_of(port, path) == 200:
+        if await status_of(port, path, network) == 200:
             return
         if instance.returncode is not None:
             raise RuntimeError(f"the instance exited ({instance.returncode}) before answering")
@@ -121,13 +125,17 @@ async def stop(instance: Instance) -> None:
     instance.signal(signal.SIGKILL)  # what is left of the group (the supervisor does the same)
 
 
-async def cold_start(runtime: Any, artifact: Artifact, revision: str, path: str) -> float:
-    """Milliseconds from the start call to the first 200; the instance is stopped after."""
+async def cold_start(
+    runtime: Any, artifact: Artifact, revision: str, path: str, networks: Networks | None = None
+) -> float:
+    """Milliseconds from the start call to the first 200 (asked in the revision's network
+    namespace when it has one); the instance is stopped after."""
     spec = instance_spec(artifact, revision)
     began = time.perf_counter()
     instance = await runtime.start(spec, lambda stream, line: None)
     try:
-        await first_200(spec.port, path, instance)
+        network = networks.get(revision) if networks is not None else None
+        await first_200(spec.port, path, instance, network)
         return (time.perf_counter() - began) * 1000
     finally:
         await stop(instance)
@@ -211,10 +219,14 @@ async def measure_app(app: App, artifact: Artifact, args: argparse.Namespace) ->
     # And in the revision's sandbox (runtime/sandbox.py), in control groups as well: the cost
     # of both together against the groups alone, same run (issue 13: goal ≤ 20 ms median).
     (WORK / "home").mkdir(parents=True, exist_ok=True)
+    # As root, in the revision's own network namespace too (runtime/netns.py), as the daemon.
     sandbox, _ = probe_sandbox("auto", WORK / "home")
     sandbox_groups = available(f"bench-sandbox-{os.getpid()}")
+    networks = Networks() if sandbox is not None and can_make_networks() is None else None
     sandboxed = (
-        LimitedRuntime(ZygoteRuntime(sandbox=sandbox), Cgroups(sandbox_groups.folders))
+        LimitedRuntime(
+            ZygoteRuntime(sandbox=sandbox, networks=networks), Cgroups(sandbox_groups.folders)
+        )
         if limited is not None and sandbox is not None
         else None
     )
@@ -247,13 +259,17 @@ async def measure_app(app: App, artifact: Artifact, args: argparse.Namespace) ->
                 in_cgroups.append(await cold_start(limited, artifact, revision, app.path))
             if sandboxed is not None:
                 if not in_sandbox:  # its own zygote, in the sandbox, imports the app first
-                    await cold_start(sandboxed, artifact, revision, app.path)
-                in_sandbox.append(await cold_start(sandboxed, artifact, revision, app.path))
+                    await cold_start(sandboxed, artifact, revision, app.path, networks)
+                in_sandbox.append(
+                    await cold_start(sandboxed, artifact, revision, app.path, networks)
+                )
         memory_spawn = await memory(spawner, artifact, revision, app.path, args.instances, None)
         memory_zygote = await memory(
             zygotes, artifact, revision, app.path, args.instances, zygotes.zygote_pid(revision)
         )
     finally:
+        if networks is not None:
+            networks.close()
         if sandboxed is not None:
             sandboxed.close()
         else:

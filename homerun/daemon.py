@@ -12,6 +12,7 @@ import getpass
 import hashlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
@@ -71,6 +72,7 @@ from homerun.observe.overview import overview
 from homerun.observe.processes import ProcessSampler
 from homerun.observe.telemetry import Telemetry
 from homerun.pool_store import PoolStore
+from homerun.routing.hosts import router_address
 from homerun.routing.proxy import Router
 from homerun.routing.types import Address, Route
 from homerun.runtime import Runtime
@@ -78,6 +80,8 @@ from homerun.runtime.container import ContainerRuntime, find_engine, remove_unus
 from homerun.runtime.inspection import Inspector
 from homerun.runtime.limited import limit_where_possible
 from homerun.runtime.nat import RedirectedPorts
+from homerun.runtime.netns import NetNamespace, Networks
+from homerun.runtime.netns import can_make as can_make_networks
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.sandbox import FIRST_UID, UID_RANGE
 from homerun.runtime.sandbox import probe as probe_sandbox
@@ -127,14 +131,27 @@ class Daemon:
         if sandbox is None and self.settings.sandbox != "off":
             lacking = sandbox_said  # asked for, and this machine lacks something
             print(f"homerun: warning: {sandbox_said}", file=sys.stderr, flush=True)
+        # Sandboxed, each revision gets a network namespace of its own where homerun can make
+        # one and connect into it (root): the router and the probes connect in, the router
+        # and the metadata server listen in it too (furnished once they serve, below).
+        networks: Networks | None = None
+        if sandbox is not None:
+            shared = can_make_networks()
+            if shared is None:
+                networks = Networks(slirp4netns=shutil.which("slirp4netns"))
+                sandbox_said = f"{sandbox_said}; {networks.describe()}"
+            else:
+                sandbox_said = f"{sandbox_said}; {shared}"
+                print(f"homerun: warning: instances get {shared}", file=sys.stderr, flush=True)
         runtime = limit_where_possible(
             ZygoteRuntime(
                 memory_budget=self.settings.zygote_memory_budget_bytes,
                 sandbox=sandbox,
                 unsandboxed=lacking,
+                networks=networks,
             )
             if self.settings.zygote
-            else ProcessRuntime(sandbox=sandbox, unsandboxed=lacking),
+            else ProcessRuntime(sandbox=sandbox, unsandboxed=lacking, networks=networks),
             self.home,
         )
         runtime.open()
@@ -166,6 +183,7 @@ class Daemon:
             stop_grace=self.settings.stop_grace_seconds,
             listener_in_tree=listener_in_tree,
             listening_ports=listening_ports,
+            network=networks.get if networks is not None else None,
             redirected_ports=redirects.ports,
         )
         scaler = Scaler(
@@ -323,6 +341,13 @@ class Daemon:
         )
         servers.append(metadata)
         server_tasks.append(asyncio.ensure_future(metadata.serve(sockets=[metadata_socket])))
+        if networks is not None:
+            networks.furnish = serve_inside(
+                router,
+                metadata,
+                (router_address(self.settings.listen), self.settings.port),
+                metadata_socket.getsockname()[:2],
+            )
         admin_url = ""
         if self.settings.admin_listen:
             remote_socket = listening(self._admin_tcp_socket())
@@ -373,6 +398,8 @@ class Daemon:
             await control.close()
             await supervisor.close()
             runtime.close()
+            if networks is not None:
+                networks.close()
             for server in servers:
                 server.should_exit = True
             await asyncio.gather(*server_tasks, return_exceptions=True)
@@ -654,6 +681,41 @@ def control_plane(
             wall_clock=wall_clock,
         ),
     )
+
+
+def serve_inside(
+    router: Router, metadata: EmbeddedServer, router_at: Address, metadata_at: Address
+) -> Callable[[NetNamespace], Callable[[], None]]:
+    """What furnishes a revision's network namespace (runtime/netns.py): listeners on its own
+    loopback at the router's and the metadata server's addresses, served by them, so that the
+    service URLs (the hosts file) and GCE_METADATA_HOST an instance is given reach them from
+    inside. A router listening on an address that is not loopback is reached at 127.0.0.1."""
+    router_host = router_at[0] if is_loopback(router_at[0]) else "127.0.0.1"
+
+    def furnish(namespace: NetNamespace) -> Callable[[], None]:
+        sockets = [namespace.listen(router_host, router_at[1])]
+        try:
+            sockets.append(namespace.listen(metadata_at[0], metadata_at[1]))
+        except OSError:
+            sockets[0].close()
+            raise
+        serving = [
+            asyncio.ensure_future(router.serve_socket(sockets[0])),
+            asyncio.ensure_future(metadata.serve_socket(sockets[1])),
+        ]
+        closers = [router.close_socket, metadata.close_socket]
+
+        def undo() -> None:
+            for task, close, sock in zip(serving, closers, sockets, strict=True):
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    close(task.result())
+                else:
+                    task.cancel()
+                sock.close()
+
+        return undo
+
+    return furnish
 
 
 def _loopback(listen: str) -> str:

@@ -11,6 +11,7 @@ connection, and only for a service whose ingress is internal.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
@@ -46,14 +47,48 @@ def connection_owner(peer: Address, server: Address, candidates: Mapping[int, T]
         inode = _inode_from_sock_diag(peer, server)
     except OSError:  # no netlink here (a sandbox): read the tables
         inode = socket_inode(_read_tables(), peer, server)
-    if inode is None:
+    # Instances in network namespaces of their own (runtime/netns.py) connect to listeners
+    # there: their tables say whose end it is. The same addresses and ports may be in use in
+    # several namespaces at once (one namespace's ports say nothing of another's), and then
+    # nothing tells which one the caller is: it is no one rather than maybe another.
+    inodes = [inode] if inode is not None else []
+    inodes += _inodes_in_namespaces(peer, server, candidates)
+    if len(inodes) != 1:
         return None
-    target = f"socket:[{inode}]"
+    target = f"socket:[{inodes[0]}]"
     for root, value in candidates.items():
         for pid in process_tree(root):
             if _holds(pid, target):
                 return value
     return None
+
+
+def _inodes_in_namespaces(peer: Address, server: Address, candidates: Mapping[int, T]) -> list[int]:
+    """The inodes of the sockets `peer` -> `server` in the network namespaces of the
+    candidates other than this process's own (a small table each: one revision's sockets)."""
+    own = _namespace("self")
+    seen = {own} if own is not None else set()
+    inodes = []
+    for root in candidates:
+        namespace = _namespace(str(root))
+        if namespace is None or namespace in seen:
+            continue
+        seen.add(namespace)
+        tables = []
+        for name in ("tcp", "tcp6"):
+            with contextlib.suppress(OSError):
+                tables.append(Path(f"/proc/{root}/net/{name}").read_text())
+        found = socket_inode(tables, peer, server)
+        if found is not None:
+            inodes.append(found)
+    return inodes
+
+
+def _namespace(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
 
 
 def listener_in_tree(port: int, root: int) -> bool | None:

@@ -9,11 +9,13 @@ from collections.abc import Callable
 
 import httpx
 
+from homerun.control._namespace_transport import NamespaceTransport
 from homerun.control.advice import Advisor
 from homerun.control.live import LiveRevisions
 from homerun.errors import InvalidSpec, NotFound
 from homerun.model.inspection import Advice, RampRequest, RampResult, RampStep
 from homerun.observe.ramp import knee, percentile_ms, ramp_levels, step_seconds
+from homerun.runtime.netns import NetNamespace
 from homerun.scaling.supervisor import Supervisor
 from homerun.store import Store
 
@@ -76,6 +78,7 @@ class Ramp:
                 asyncio.run,
                 _load(
                     port=instance.port,
+                    network=instance.network,
                     host=f"{service}.localhost",
                     request=request,
                     levels=levels,
@@ -108,6 +111,7 @@ class Ramp:
 async def _load(
     *,
     port: int,
+    network: NetNamespace | None,
     host: str,
     request: RampRequest,
     levels: list[int],
@@ -115,7 +119,9 @@ async def _load(
     request_timeout: float,
 ) -> list[RampStep]:
     """Each level in turn: `level` workers, each sending its next request when the last one
-    is answered, for `seconds`; all levels together send at most request.max_requests."""
+    is answered, for `seconds`; all levels together send at most request.max_requests. In the
+    revision's network namespace when it has one (its own thread enters it for each new
+    connection: this load runs in a thread of its own)."""
     budget = [request.max_requests]
     steps = []
     limits = httpx.Limits(max_connections=max(levels) + 1, max_keepalive_connections=max(levels))
@@ -125,6 +131,7 @@ async def _load(
         limits=limits,
         timeout=request_timeout,
         trust_env=False,
+        transport=NamespaceTransport(network, limits) if network is not None else None,
     ) as client:
         for level in levels:
             if budget[0] <= 0:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from homerun.routing._http import BODY_BUFFER_FULL, UPSTREAM_FULL, error_response
 from homerun.routing.h2_upstream import Http2Upstream, UpstreamStream, take_stream
@@ -17,6 +18,8 @@ from homerun.routing.upstream import UpstreamConnection, take_idle
 
 if TYPE_CHECKING:
     from homerun.routing.client import ClientConnection
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 # Body bytes held while a streamed body waits for a slot or a connection (a body the router
 # buffers whole is held up to Router.body_buffer_bytes before it takes a slot). 256 KiB is about
@@ -189,9 +192,7 @@ class Exchange:
                     upstream = UpstreamStream(await self._http2_connection(endpoint))
                 elif idle is None:
                     factory = partial(UpstreamConnection, self.client.router, endpoint)
-                    _, upstream = await loop.create_connection(
-                        factory, endpoint.host, endpoint.port
-                    )
+                    _, upstream = await _connect_to(loop, factory, endpoint)
                 else:
                     upstream = idle
             except RevisionUnavailable as unavailable:
@@ -237,9 +238,7 @@ class Exchange:
         connection = take_stream(endpoint)
         if connection is None:
             factory = partial(Http2Upstream, self.client.router, endpoint)
-            _, connection = await self.client.loop.create_connection(
-                factory, endpoint.host, endpoint.port
-            )
+            _, connection = await _connect_to(self.client.loop, factory, endpoint)
         return connection
 
     def _attach(self, upstream: UpstreamConnection | UpstreamStream, reused: bool) -> None:
@@ -408,3 +407,19 @@ class Exchange:
                     lease.endpoint.name if lease else None, self.grpc_status,
                 )
             )  # fmt: skip
+
+
+async def _connect_to(
+    loop: asyncio.AbstractEventLoop, factory: Callable[[], P], endpoint: Endpoint
+) -> tuple[asyncio.Transport, P]:
+    """A new connection to the instance: on the host's loopback, or through a socket made in
+    its revision's network namespace (the pool keeps it as any other)."""
+    network = endpoint.network
+    if network is None:
+        return await loop.create_connection(factory, endpoint.host, endpoint.port)
+    sock = await network.connect(endpoint.host, endpoint.port)
+    try:
+        return await loop.create_connection(factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise

@@ -103,6 +103,7 @@ class Router:
         self.port_suffix = b""  # b":8080", what a Host that names the router's port ends with
         self._sweeper: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
+        self._extra_servers: set[asyncio.Server] = set()  # serve_socket()
         self._tls_server: asyncio.Server | None = None
         self.deadlines = Deadlines()
         # Every open connection, so that close() can end them.
@@ -128,6 +129,19 @@ class Router:
         self.ports = frozenset(int(sock.getsockname()[1]) for sock in self._server.sockets)
         self.port_suffix = b":%d" % self.port
         self._sweeper = loop.call_later(_SWEEP_SECONDS, self._sweep)
+
+    async def serve_socket(self, sock: socket.socket) -> asyncio.Server:
+        """Take connections on another listening socket too (after start()): one on a
+        revision's own loopback, in its network namespace (runtime/netns.py), where its
+        instances reach the services' URLs; until close_socket(the server returned)."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(partial(ClientConnection, self), sock=sock, backlog=1024)
+        self._extra_servers.add(server)
+        return server
+
+    def close_socket(self, server: asyncio.Server) -> None:
+        self._extra_servers.discard(server)
+        server.close()
 
     async def start_tls(self, host: str, port: int, context: ssl.SSLContext) -> None:
         """Listen for HTTPS too (after start()): HTTP/2 or HTTP/1.1 as the client's ALPN says.
@@ -229,6 +243,8 @@ class Router:
         tls_server, self._tls_server = self._tls_server, None
         if tls_server is not None:
             tls_server.close()
+        for extra in list(self._extra_servers):
+            extra.close()
         for client in list(self.clients):
             client.abort()
         for connection in list(self.http2_connections):

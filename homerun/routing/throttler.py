@@ -8,6 +8,7 @@ instance ever holds more than its capacity (containerConcurrency) of requests.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,12 @@ from homerun.routing.concurrency import ConcurrencyMeter
 
 class IdleConnection(Protocol):
     def close(self) -> None: ...
+
+
+class Network(Protocol):
+    """An instance's own network namespace (runtime/netns.py): sockets to it are made inside."""
+
+    async def connect(self, host: str, port: int) -> socket.socket: ...
 
 
 @dataclass(eq=False)
@@ -42,6 +49,8 @@ class Endpoint:
     idle_connections: list[Any] = field(default_factory=list)
     # h2c connections to it (a revision deployed with --use-http2), each with streams in flight.
     http2_connections: list[Any] = field(default_factory=list)
+    # Where it listens when not on the host's loopback: its revision's network namespace.
+    network: Network | None = None
     _idle_waiters: list[asyncio.Future[None]] = field(default_factory=list)
     _exit_waiters: list[asyncio.Future[None]] = field(default_factory=list)
 

@@ -20,6 +20,7 @@ import h2.events
 import h2.exceptions
 
 from homerun.runtime.http_check import ProbeAnswer
+from homerun.runtime.netns import NetNamespace, open_connection
 
 _PATH = b"/grpc.health.v1.Health/Check"
 # HealthCheckResponse.ServingStatus
@@ -65,10 +66,13 @@ def decode_status(frame: bytes) -> int | None:
     return status
 
 
-async def check_health(host: str, port: int, *, service: str, within: float) -> ProbeAnswer:
-    """One Check call on a new connection, answered within `within` seconds."""
+async def check_health(
+    host: str, port: int, *, service: str, within: float, network: NetNamespace | None = None
+) -> ProbeAnswer:
+    """One Check call on a new connection (inside `network`, the revision's own network
+    namespace, when there is one), answered within `within` seconds."""
     try:
-        return await asyncio.wait_for(_check(host, port, service), within)
+        return await asyncio.wait_for(_check(host, port, service, network), within)
     except TimeoutError:
         return ProbeAnswer(False, f"no answer to grpc.health.v1.Health/Check within {within:g} s")
     except OSError as error:
@@ -77,8 +81,8 @@ async def check_health(host: str, port: int, *, service: str, within: float) -> 
         return ProbeAnswer(False, f"the server does not speak HTTP/2 (h2c): {error}")
 
 
-async def _check(host: str, port: int, service: str) -> ProbeAnswer:
-    reader, writer = await asyncio.open_connection(host, port)
+async def _check(host: str, port: int, service: str, network: NetNamespace | None) -> ProbeAnswer:
+    reader, writer = await open_connection(host, port, network)
     try:
         connection = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)

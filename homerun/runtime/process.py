@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from homerun.errors import HomerunError
 from homerun.procfs import process_tree
 from homerun.runtime.base import InstanceSpec, OutputSink, join_cgroups
+from homerun.runtime.netns import NetNamespace, Networks, shared
 from homerun.runtime.output import drain, pump
 from homerun.runtime.sandbox import IGNORED_OUTSIDE, Sandbox, open_secret_files
 from homerun.shellwords import split_script
@@ -74,11 +75,16 @@ def _unwrapped_status(code: int) -> int:
 
 
 def _prepare_child(
-    cgroup_procs: tuple[str, ...] = (), sandboxed: bool = False, keep: tuple[int, ...] = ()
+    cgroup_procs: tuple[str, ...] = (),
+    sandboxed: bool = False,
+    network: NetNamespace | None = None,
+    keep: tuple[int, ...] = (),
 ) -> None:
     # Runs in the child between fork and exec; all of it survives the exec.
     # Into the instance's control groups first: everything it starts is there too.
     join_cgroups(cgroup_procs)
+    if network is not None:
+        network.enter()  # the revision's own network (runtime/netns.py)
     if sandboxed:
         ignore_stop_signals()
     close_inherited_fds(keep)
@@ -174,6 +180,7 @@ class ProcessRuntime:
         clock: Callable[[], float] = time.monotonic,
         sandbox: Sandbox | None = None,
         unsandboxed: str | None = None,
+        networks: Networks | None = None,
     ) -> None:
         # With a stop grace, the runtime itself sends SIGKILL to what is left of an instance
         # that long after its SIGTERM; without, whoever stopped it does (the supervisor).
@@ -182,6 +189,9 @@ class ProcessRuntime:
         self._clock = clock
         self._sandbox = sandbox  # each instance in a sandbox of its own (runtime/sandbox.py)
         self._unsandboxed = unsandboxed  # why not, when one was asked for: said in describe
+        # Sandboxed instances in their revision's own network namespace (runtime/netns.py).
+        self._networks = networks if sandbox is not None else None
+        self._forgetting: set[asyncio.Future[None]] = set()
         self._subreaper = False
         # Instances whose processes may not all be gone: close() kills what is left of them.
         self._instances: set[ProcessInstance] = set()
@@ -215,12 +225,25 @@ class ProcessRuntime:
         reason = "the zygote is turned off (config.yaml: zygote: false)"
         if self._sandbox is not None:
             reason = f"{reason}; {self._sandbox.describe()}"
+            network = self._networks.describe() if self._networks is not None else shared()
+            reason = f"{reason}; {network}"
         elif self._unsandboxed:
             reason = f"{reason}; {self._unsandboxed}"
         return ("spawn", reason)
 
     def forget(self, revision: str) -> None:
-        pass
+        if self._networks is not None:
+            self._networks.forget(revision)
+
+    async def _forget_network(self, process: asyncio.subprocess.Process, owner: str) -> None:
+        """An instance of no revision (a job's task, a worker pool's instance) had a network
+        namespace to itself: dropped once its first process exits (what it left behind keeps
+        the namespace, not the way out, until its stop ends it)."""
+        try:
+            await process.wait()
+        finally:
+            if self._networks is not None:
+                self._networks.forget(owner)
 
     def _tell_reaper(self, line: str) -> None:
         if self._reaper is not None and self._reaper.stdin is not None:
@@ -232,6 +255,7 @@ class ProcessRuntime:
 
     async def start(self, spec: InstanceSpec, output: OutputSink) -> ProcessInstance:
         argv = exec_simple_command(spec.argv)
+        network = None
         secret_fds: list[int] = []
         if spec.mounts and self._sandbox is None:
             # The control plane refuses such a deploy without a sandbox; never mount nothing.
@@ -245,6 +269,8 @@ class ProcessRuntime:
             argv = self._sandbox.command(
                 argv, spec.env, spec.cwd, owner, spec.mounts, secret_fds, spec.user
             )
+            if self._networks is not None:
+                network = self._networks.of(owner)
         elif spec.user is not None:
             # The deploy refused it (control/users.py): only a sandbox as root honours it.
             raise UserNotHonoured(
@@ -267,6 +293,7 @@ class ProcessRuntime:
                     _prepare_child,
                     spec.cgroup_procs,
                     self._sandbox is not None,
+                    network,
                     tuple(secret_fds),
                 ),
             )
@@ -294,6 +321,10 @@ class ProcessRuntime:
             sandboxed=self._sandbox is not None,
         )
         self._instances.add(instance)
+        if network is not None and not spec.revision:
+            forgetting = asyncio.ensure_future(self._forget_network(process, owner))
+            self._forgetting.add(forgetting)
+            forgetting.add_done_callback(self._forgetting.discard)
         instance.scan_now_and_then()
         return instance
 

@@ -30,6 +30,7 @@ forks a new zygote from its base, or makes both again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -49,6 +50,7 @@ from homerun.runtime._zygote_process import (
     zygote_boot,
 )
 from homerun.runtime.base import Instance, InstanceSpec, OutputSink
+from homerun.runtime.netns import NetNamespace, Networks, shared
 from homerun.runtime.process import ProcessRuntime, ignore_stop_signals
 from homerun.runtime.sandbox import Sandbox
 
@@ -85,6 +87,7 @@ class ZygoteRuntime:
         measure: Callable[[int], int | None] | None = None,
         sandbox: Sandbox | None = None,
         unsandboxed: str | None = None,
+        networks: Networks | None = None,
     ) -> None:
         # A start waits this long for the zygote's imports, then spawns (the zygote goes on).
         self._import_wait = import_wait
@@ -94,7 +97,10 @@ class ZygoteRuntime:
         # instances each in one of their own. No base then: it would see every revision.
         self._sandbox = sandbox
         self._unsandboxed = unsandboxed  # why not, when one was asked for: said in describe
-        self._spawner = ProcessRuntime(sandbox=sandbox)
+        # Sandboxed, a revision's zygote and instances are in its own network namespace
+        # (runtime/netns.py), the spawned ones too.
+        self._networks = networks if sandbox is not None else None
+        self._spawner = ProcessRuntime(sandbox=sandbox, networks=self._networks)
         # Per-revision state
         self._zygotes: dict[str, ZygoteProcess] = {}
         self._making: dict[str, asyncio.Task[ZygoteProcess | str]] = {}
@@ -142,6 +148,8 @@ class ZygoteRuntime:
         mode, reason = self._mode(revision)
         if self._sandbox is not None:
             reason = f"{reason}; {self._sandbox.describe()}"
+            network = self._networks.describe() if self._networks is not None else shared()
+            reason = f"{reason}; {network}"
         elif self._unsandboxed:
             reason = f"{reason}; {self._unsandboxed}"
         return mode, reason
@@ -193,6 +201,8 @@ class ZygoteRuntime:
             revisions.discard(revision)
             if not revisions and not self._base_in_use(base):
                 self._stop_base(base)
+        if self._networks is not None:
+            self._networks.forget(revision)
 
     async def start(self, spec: InstanceSpec, output: OutputSink) -> Instance:
         if not spec.revision:
@@ -438,11 +448,15 @@ class ZygoteRuntime:
             # Through the same shell, which may add to the environment (PWD) as it would for
             # the server: the zygote passes that on to every instance.
             argv = [command.shell, "-c", 'exec "$0" "$@"', *argv]
+        prepare: Callable[[], None] | None = None
         if self._sandbox is not None:
             # Its parent is bwrap's init there, not the daemon; bwrap dies with the daemon.
             boot = dict(boot, daemon_pid=None)
             self._sandbox.prepare(revision, env)
             argv = self._sandbox.command(argv, env, cwd, revision)
+            prepare = ignore_stop_signals
+            if self._networks is not None and revision:
+                prepare = functools.partial(_into_network, self._networks.of(revision))
         try:
             process = subprocess.Popen(
                 argv,
@@ -454,7 +468,7 @@ class ZygoteRuntime:
                 pass_fds=(zygote_end.fileno(),),
                 # Its own session: a Ctrl-C on `homerun up` is the daemon's to handle.
                 start_new_session=True,
-                preexec_fn=ignore_stop_signals if self._sandbox is not None else None,
+                preexec_fn=prepare,
             )
         except BaseException:
             daemon_end.close()
@@ -627,6 +641,13 @@ class ZygoteRuntime:
     @staticmethod
     def _loop_time() -> float:
         return asyncio.get_running_loop().time()
+
+
+def _into_network(network: NetNamespace) -> None:
+    """Between fork and exec of a sandboxed zygote: as ignore_stop_signals, in the revision's
+    network namespace."""
+    ignore_stop_signals()
+    network.enter()
 
 
 def pss_bytes(pid: int) -> int | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from homerun.runtime.netns import NetNamespace, open_connection
+
 
 def wrong_port(port: int, ports: set[int]) -> str:
     """Why an app that listens elsewhere is not ready, and how each server reads PORT."""
@@ -43,9 +45,11 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-async def can_connect(port: int) -> bool:
+async def can_connect(port: int, network: NetNamespace | None = None) -> bool:
+    """Whether something listens on 127.0.0.1:`port` (in `network`, the revision's own network
+    namespace, when it has one)."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+        _, writer = await asyncio.wait_for(open_connection("127.0.0.1", port, network), 1.0)
     except (OSError, TimeoutError):
         return False
     writer.close()

@@ -5,6 +5,7 @@ answers)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from homerun.model.probes import Probe, ProbeAction
 from homerun.runtime.grpc_health import check_health
+from homerun.runtime.netns import NetNamespace, open_connection
 from homerun.runtime.process import close_inherited_fds
 
 # The kubelet's User-Agent is `kube-probe/VERSION`; apps that skip logging or auth for probes
@@ -25,11 +27,13 @@ _OUTPUT_SHOWN = 200
 
 @dataclass(frozen=True)
 class ProbeTarget:
-    """Where a probe goes: the instance's $PORT, and for exec its environment and folder."""
+    """Where a probe goes: the instance's $PORT (in its revision's own network namespace when
+    it has one), and for exec its environment and folder."""
 
     port: int
     env: Mapping[str, str]
     cwd: Path
+    network: NetNamespace | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,11 @@ async def run_probe(probe: Probe, target: ProbeTarget) -> ProbeResult:
         return await _exec(probe, target)
     if probe.action is ProbeAction.GRPC:
         answer = await check_health(
-            "127.0.0.1", target.port, service=probe.service, within=probe.timeout_seconds
+            "127.0.0.1",
+            target.port,
+            service=probe.service,
+            within=probe.timeout_seconds,
+            network=target.network,
         )
         return ProbeResult(answer.ready, "SERVING" if answer.ready else answer.reason)
     try:
@@ -55,7 +63,7 @@ async def run_probe(probe: Probe, target: ProbeTarget) -> ProbeResult:
 
 async def _connect(probe: Probe, target: ProbeTarget) -> ProbeResult:
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
+        reader, writer = await open_connection("127.0.0.1", target.port, target.network)
     except OSError as error:
         # asyncio words it "Connect call failed (address)"; the errno says why.
         reason = os.strerror(error.errno) if error.errno else str(error)
@@ -103,7 +111,7 @@ async def _exec(probe: Probe, target: ProbeTarget) -> ProbeResult:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=close_inherited_fds,
+            preexec_fn=functools.partial(_prepare_command, target.network),
         )
     except OSError as error:
         return ProbeResult(False, f"{probe.command[0]}: {error.strerror or error}")
@@ -125,6 +133,14 @@ async def _exec(probe: Probe, target: ProbeTarget) -> ProbeResult:
     shown = output.decode(errors="replace").strip()[:_OUTPUT_SHOWN]
     detail = f"{probe.describe()} exited with {process.returncode}"
     return ProbeResult(False, detail + (f": {shown}" if shown else ""))
+
+
+def _prepare_command(network: NetNamespace | None) -> None:
+    """Between fork and exec of an exec probe's command: in the instance's network namespace,
+    where its $PORT is."""
+    close_inherited_fds()
+    if network is not None:
+        network.enter()
 
 
 async def _output(process: asyncio.subprocess.Process) -> bytes:

@@ -63,7 +63,7 @@ class StartupCheck:
             if exit_watch.done():
                 await self._exited_at_start(unit, instance, exit_watch.result(), "listening on")
             foreign = False
-            if await can_connect(instance.port):
+            if await can_connect(instance.port, instance.network):
                 if self._listens_itself(instance):
                     return
                 # Another program took the port before the instance bound it: the instance
@@ -115,7 +115,7 @@ class StartupCheck:
         instance is first ready), from initialDelaySeconds on, until the startup timeout."""
         plan = unit.plan
         deadline = instance.started_at + plan.startup_timeout
-        target = ProbeTarget(instance.port, plan.env, plan.cwd)
+        target = ProbeTarget(instance.port, plan.env, plan.cwd, instance.network)
         for kind, probe in (("startup", plan.startup_probe), ("readiness", plan.readiness_probe)):
             if probe is None:
                 continue

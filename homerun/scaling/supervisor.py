@@ -17,6 +17,7 @@ from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.routing.adaptive import AdaptiveLimit
 from homerun.routing.throttler import Endpoint
 from homerun.runtime import Instance, InstanceSpec, OutputSink, Runtime, describe_status
+from homerun.runtime.netns import NetNamespace
 from homerun.scaling.diagnosis import StartFailed, unstartable
 from homerun.scaling.ports import can_connect, free_port, port_is_free
 from homerun.scaling.probes import ProbeResult, ProbeTarget, run_probe
@@ -56,8 +57,12 @@ class Supervisor:
         listening_ports: Callable[[int], set[int]] | None = None,
         redirected_ports: Callable[[], frozenset[int]] = frozenset,
         wrong_port_seconds: float = WRONG_PORT_SECONDS,
+        network: Callable[[str], NetNamespace | None] | None = None,
     ) -> None:
         self._runtime = runtime
+        # network(revision): the network namespace its instances listen in (runtime/netns.py),
+        # which probes and the router connect into; None: they listen on the host's loopback.
+        self._network = network or (lambda revision: None)
         # Loopback ports a NAT rule sends elsewhere (runtime/nat.py): never an instance's.
         self._redirected_ports = redirected_ports
         self._startup = StartupCheck(
@@ -235,7 +240,12 @@ class Supervisor:
         instance.ready_at = self._clock()
         limiter = AdaptiveLimit(unit.concurrency) if unit.plan.adaptive_concurrency else None
         instance.endpoint = Endpoint(
-            instance.name, "127.0.0.1", instance.port, unit.concurrency, limiter=limiter
+            instance.name,
+            "127.0.0.1",
+            instance.port,
+            unit.concurrency,
+            limiter=limiter,
+            network=instance.network,
         )
         unit.throttler.add(instance.endpoint)
         startup = instance.ready_at - instance.started_at
@@ -277,7 +287,14 @@ class Supervisor:
         process = await self._run_program(
             plan, name, env, port, output, limits=plan.limits, container=plan.container
         )
-        instance = ManagedInstance(name, port, process, InstanceState.STARTING, started_at)
+        instance = ManagedInstance(
+            name,
+            port,
+            process,
+            InstanceState.STARTING,
+            started_at,
+            network=self._network(unit.name),
+        )
         supervised.instances.append(instance)
         self._registry.record(name, unit.name, process.pid)
         self._logs.emit(
@@ -292,7 +309,7 @@ class Supervisor:
 
     def _check_while_serving(self, unit: RevisionUnit, instance: ManagedInstance) -> None:
         plan = unit.plan
-        target = ProbeTarget(instance.port, plan.env, plan.cwd)
+        target = ProbeTarget(instance.port, plan.env, plan.cwd, instance.network)
         if plan.readiness_probe is not None:
             instance.checks.append(
                 self._spawn(self._readiness(unit, instance, plan.readiness_probe, target))
@@ -448,11 +465,18 @@ class Supervisor:
             )
 
         process = await self._run_program(plan, name, env, port, output)
-        instance = ManagedInstance(name, port, process, InstanceState.STARTING, self._clock())
+        instance = ManagedInstance(
+            name,
+            port,
+            process,
+            InstanceState.STARTING,
+            self._clock(),
+            network=self._network(unit.name),
+        )
         self._registry.record(name, unit.name, process.pid)
         try:
             deadline = instance.started_at + plan.startup_timeout
-            while not await can_connect(port):
+            while not await can_connect(port, instance.network):
                 if process.returncode is not None:
                     raise StartFailed(
                         f"the private instance {name} ended before it listened "

@@ -23,6 +23,7 @@ from homerun.model.states import InstanceState
 from homerun.model.volumes import NO_MOUNTS, Mounts
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.runtime import Instance
+from homerun.runtime.netns import NetNamespace
 from homerun.scaling.autoscaler import Decision, PanicState, ScalingPolicy
 
 
@@ -85,6 +86,8 @@ class ManagedInstance:
     started_at: float
     ready_at: float | None = None
     endpoint: Endpoint | None = None
+    # The revision's own network namespace, where it listens (runtime/netns.py); None: the host's.
+    network: NetNamespace | None = None
     # Its readiness and liveness checks while it serves.
     checks: list[asyncio.Task[None]] = field(default_factory=list)
 

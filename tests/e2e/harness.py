@@ -116,6 +116,31 @@ def namespace_pid(pid: int) -> int | None:
     return pid
 
 
+def get_inside(pid: int, port: int, path: str) -> dict[str, Any]:
+    """GET http://127.0.0.1:`port``path` from the network of process `pid` (an instance's
+    port answers only inside its revision's network namespace, as root with the sandbox; in
+    the host's network otherwise), as JSON."""
+    done = subprocess.run(
+        [
+            "nsenter",
+            f"--target={pid}",
+            "--net",
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, f"GET {path} on port {port} of pid {pid}: {done.stderr}"
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
 def host_pid(app_pid: int, service: str, port: int | None = None) -> int:
     """The host's pid of the service's instance process that says its pid is `app_pid` (and
     that listens on `port`, to tell apart spawned instances, each pid 2 of its own sandbox): an

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .harness import APPS, Platform, namespace_pid, running_platform, wait_until_dead
+from .harness import APPS, Platform, get_inside, namespace_pid, running_platform, wait_until_dead
 
 pytestmark = pytest.mark.e2e
 
@@ -273,15 +273,12 @@ def test_no_instance_ever_holds_more_than_its_concurrency(scaling: Platform) -> 
         assert load.failures == [], load.failures[:5]
         assert load.statuses[200] >= 100, load.statuses
 
-        # Ask every instance itself, on its own port, what it held at most.
+        # Ask every instance itself, on its own port (inside its network), what it held at most.
         revision = serving_revision(scaling.describe_service(service))
-        reports = []
-        for instance in revision["instances"]:
-            response = httpx.get(
-                f"http://127.0.0.1:{instance['port']}/stats", timeout=10, trust_env=False
-            )
-            assert response.status_code == 200, response.text
-            reports.append(response.json())
+        reports = [
+            get_inside(instance["pid"], instance["port"], "/stats")
+            for instance in revision["instances"]
+        ]
         assert len(reports) >= 2, f"expected several instances under 20 clients: {reports}"
         assert {report["pid"] for report in reports} == {
             namespace_pid(instance["pid"]) for instance in revision["instances"]

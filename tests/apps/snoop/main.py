@@ -1,12 +1,14 @@
 """A Flask app that tries, from inside its instance, what a hostile app would: read files that are
 not its own, write its own revision's files, connect to sockets, read other processes' /proc,
-signal them. POST /try with {"op": ..., ...} answers {"ok": bool, "result" or "error": ...}."""
+signal them, connect to ports, fetch URLs. POST /try with {"op": ..., ...} answers
+{"ok": bool, "result" or "error": ...}."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import urllib.request
 
 from flask import Flask, request
 
@@ -32,6 +34,19 @@ def _connect(path: str) -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix:
         unix.connect(path)
     return "connected"
+
+
+def _tcp(host: str, port: int) -> str:
+    with socket.create_connection((host, port), timeout=3) as tcp:
+        tcp.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        return tcp.recv(200).decode(errors="replace").split("\r\n", 1)[0]
+
+
+def _fetch(url: str, headers: dict[str, str]) -> str:
+    # Not through a proxy the environment may name: straight to the URL's host.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(urllib.request.Request(url, headers=headers), timeout=10) as answer:
+        return f"{answer.status} " + answer.read(2000).decode(errors="replace")
 
 
 def _kill(pid: int) -> str:
@@ -76,6 +91,8 @@ def attempt() -> dict[str, object]:
         "list": lambda: _list(path),
         "connect": lambda: _connect(path),
         "kill": lambda: _kill(int(body["pid"])),
+        "tcp": lambda: _tcp(body["host"], int(body["port"])),
+        "fetch": lambda: _fetch(body["url"], body.get("headers", {})),
     }
     try:
         return {"ok": True, "result": actions[op]()}
