@@ -21,8 +21,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-import psutil
-
 from homerun.procfs import process_tree
 
 T = TypeVar("T")
@@ -31,6 +29,7 @@ _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 _ESTABLISHED = "01"
+_LISTEN = "0A"
 
 
 def connection_owner(peer: Address, server: Address, candidates: Mapping[int, T]) -> T | None:
@@ -115,19 +114,46 @@ def listener_in_tree(port: int, root: int) -> bool | None:
 
 def listening_ports(root: int) -> set[int]:
     """The TCP ports that `root` and its descendants listen on (empty when none, or when
-    their sockets cannot be read)."""
+    their sockets cannot be read), read from each process's own network namespace's tables
+    (/proc/PID/net/tcp): an instance in a namespace of its own (runtime/netns.py) listens
+    where the host's tables do not show it."""
     ports: set[int] = set()
+    tables: dict[int | None, dict[int, int]] = {}  # namespace -> listening inode -> port
     for pid in process_tree(root):
-        try:
-            connections = psutil.Process(pid).net_connections(kind="inet")
-        except (psutil.Error, OSError):
+        held = _socket_inodes(pid)
+        if not held:
             continue
-        ports.update(
-            connection.laddr.port
-            for connection in connections
-            if connection.status == psutil.CONN_LISTEN and connection.laddr
-        )
+        namespace = _namespace(str(pid))
+        if namespace not in tables:
+            tables[namespace] = _listeners(pid)
+        ports.update(port for inode, port in tables[namespace].items() if inode in held)
     return ports
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets process `pid` has descriptors on (none if unreadable)."""
+    folder = f"/proc/{pid}/fd"
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for descriptor in os.listdir(folder):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"{folder}/{descriptor}")
+                if target.startswith("socket:["):
+                    inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _listeners(pid: int) -> dict[int, int]:
+    """Listening TCP sockets in the network namespace of `pid`: inode -> port."""
+    found = {}
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) >= 10 and fields[3] == _LISTEN:
+                    with contextlib.suppress(ValueError):
+                        found[int(fields[9])] = int(fields[1].rpartition(":")[2], 16)
+    return found
 
 
 def socket_inode(tables: Iterable[str], peer: Address, server: Address) -> int | None:

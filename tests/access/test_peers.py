@@ -3,13 +3,22 @@ the process tree that holds it."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from homerun.access import peers
-from homerun.access.peers import connection_owner, listener_in_tree, socket_inode
+from homerun.access.peers import (
+    connection_owner,
+    listener_in_tree,
+    listening_ports,
+    socket_inode,
+)
 
 TCP = textwrap.dedent(
     """\
@@ -118,3 +127,45 @@ def test_the_listener_on_a_port_is_found_in_its_owners_tree_only() -> None:
             listener.stdin.close()
         if listener.stdout is not None:
             listener.stdout.close()
+
+
+def _listener(*prefix: str) -> tuple[subprocess.Popen[str], int]:
+    """A shell running python that listens on a port of its own (printed), until stdin ends."""
+    listener = subprocess.Popen(
+        [
+            *prefix, "/bin/sh", "-c",
+            f"{sys.executable} -c 'import socket, sys; "
+            "s = socket.create_server((\"0.0.0.0\", 0)); "
+            "print(s.getsockname()[1], flush=True); sys.stdin.read()'",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert listener.stdout is not None
+    return listener, int(listener.stdout.readline())
+
+
+def _end(listener: subprocess.Popen[str]) -> None:
+    listener.kill()
+    listener.wait()
+    for stream in (listener.stdin, listener.stdout):
+        if stream is not None:
+            stream.close()
+
+
+def test_the_ports_a_tree_listens_on_are_read_in_its_own_network_namespace() -> None:
+    """In the host's namespace, and in one of its own (an instance of a sandboxed revision,
+    runtime/netns.py), whose sockets the host's /proc/net/tcp does not list."""
+    listener, port = _listener()
+    try:
+        assert listening_ports(listener.pid) == {port}
+    finally:
+        _end(listener)
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a network namespace of its own needs root and unshare")
+    inside, inside_port = _listener("unshare", "--net")
+    try:
+        assert listening_ports(inside.pid) == {inside_port}
+    finally:
+        _end(inside)
