@@ -289,13 +289,14 @@ def _interpreter_home(venv: Path) -> list[Path]:
 
 def _hidden(always: list[Path], shown: list[Path]) -> list[Path]:
     """Folders to hide under an empty tmpfs: `always`, and for each shown path the first folder
-    above it that others may not enter (a pyenv under a 0700 /root), so that the revision's
-    user reaches the path through the tmpfs's folders. Outermost first."""
+    above it that others may not enter (a pyenv under a 0700 /root; a HOMERUN_HOME, hidden
+    itself, in a 0700 folder), so that the revision's user reaches the path through the tmpfs's
+    folders. Outermost first."""
     hidden = [path for path in always if path.exists()]
     for path in shown:
-        if any(path.is_relative_to(folder) for folder in hidden):
-            continue
         for ancestor in reversed(path.parents):
+            if ancestor in hidden:
+                break  # from here on the tmpfs's folders, made 0755
             try:
                 mode = ancestor.stat().st_mode
             except OSError:

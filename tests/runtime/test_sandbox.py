@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -234,6 +236,37 @@ def test_what_an_instance_writes_to_tmp_counts_against_its_memory(
             assert output.has("stderr", "Memory limit of 128 MiB exceeded with "), output.lines
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_home_inside_a_folder_only_root_may_enter_is_reached_through_a_tmpfs(
+    seeds: Seeds, folders: dict[str, Path], leftovers: Leftovers
+) -> None:
+    """HOMERUN_HOME under a 0700 folder outside /tmp (whose whole tree the sandbox remakes): the
+    revision's user cannot enter the folder on the host, so the sandbox hides it too and the
+    way to the revision's folder is made of folders it may enter."""
+    private = Path(tempfile.mkdtemp(prefix="homerun-test-private-", dir="/var/tmp"))
+    try:
+        home = private / "home"
+        home.mkdir(mode=0o700)
+        found, said = probe("auto", home)
+        if found is None or os.geteuid() != 0:
+            pytest.skip(f"needs root and bubblewrap: {said}")
+        revision = "private-00001-abc"
+        app = home / "revisions" / revision / "app"
+        shutil.copytree(SNOOP, app)
+        assert found.command(["true"], {}, app, revision).count(str(private)) == 1
+
+        async def scenario() -> None:
+            async with opened(limited("spawn", folders, found), leftovers) as runtime:
+                instance_spec = spec(seeds.flask, revision=revision, command=GUNICORN_SEED, cwd=app)
+                instance = await runtime.start(instance_spec, Output())
+                leftovers.add(instance)
+                status, body = await first_response(instance_spec.port, "/me", within=30)
+                assert status == 200, body
+
+        asyncio.run(asyncio.wait_for(scenario(), 120))
+    finally:
+        shutil.rmtree(private)
 
 
 # -- secret files and in-memory volumes ---------------------------------------------------------
