@@ -453,7 +453,9 @@ class Supervisor:
     async def private_instance(self, unit: RevisionUnit) -> AsyncIterator[ManagedInstance]:
         """An instance of the revision that the router never sees: not among the unit's
         instances, not in its throttler, not counted by the autoscaler (`services advise
-        --ramp` loads it). Stopped, as any instance is, when the block ends."""
+        --ramp` loads it). It runs as the revision's instances do: in their container, within
+        their --memory and --cpu, so that what a ramp measures is what serves. Stopped, as any
+        instance is, when the block ends."""
         plan = unit.plan
         port = self._free_port()
         name = f"{plan.name}-advise-{secrets.token_hex(2)}"
@@ -464,7 +466,9 @@ class Supervisor:
                 unit.service, instance_entry(unit.service, unit.name, name, stream, line)
             )
 
-        process = await self._run_program(plan, name, env, port, output)
+        process = await self._run_program(
+            plan, name, env, port, output, limits=plan.limits, container=plan.container
+        )
         instance = ManagedInstance(
             name,
             port,

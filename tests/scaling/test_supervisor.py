@@ -13,6 +13,8 @@ import pytest
 from fakes import Clock, FakeInstance, FakeRuntime
 
 from homerun.access.peers import listener_in_tree, listening_ports
+from homerun.model.engine import ContainerSpec
+from homerun.model.limits import Limits, MiB
 from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore
 from homerun.routing.throttler import Throttler
@@ -234,7 +236,12 @@ class SlowRuntime(FakeRuntime):
 
 
 def make_fake(
-    tmp_path: Path, *, deploying: bool, startup: float = 0.0, startup_timeout: float = 240
+    tmp_path: Path,
+    *,
+    deploying: bool,
+    startup: float = 0.0,
+    startup_timeout: float = 240,
+    **plan_fields: Any,
 ) -> tuple[Supervisor, RevisionUnit, SlowRuntime, Clock]:
     clock = Clock()
     runtime = SlowRuntime(clock, startup)
@@ -255,6 +262,7 @@ def make_fake(
         concurrency=5,
         startup_timeout=startup_timeout,
         request_timeout=10,
+        **plan_fields,
     )
     unit = RevisionUnit(plan, Throttler(plan.name, lambda: None, clock), deploying=deploying)
     return supervisor, unit, runtime, clock
@@ -289,6 +297,26 @@ def test_an_instance_that_exits_while_confirmed_leaves_the_unit_deploying(
         assert unit.phase is UnitPhase.DEPLOYING and unit.supervised.confirmed_at is None
         await supervisor.stop_revision(unit)  # what the failed deploy does next
         assert unit.phase is UnitPhase.RETIRED
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_private_instance_runs_in_the_revisions_container_and_limits(tmp_path: Path) -> None:
+    """`services advise --ramp` loads a private instance: it must be what serves, not the same
+    code without --memory, --cpu or the container."""
+    limits = Limits(memory_bytes=256 * MiB, cpu_millis=500)
+    container = ContainerSpec(image="sha256:" + "0" * 64, port=9090)
+
+    async def scenario() -> None:
+        supervisor, unit, runtime, _ = make_fake(
+            tmp_path, deploying=False, limits=limits, container=container
+        )
+        async with supervisor.private_instance(unit) as instance:
+            spec = runtime.specs[-1]
+            assert (spec.limits, spec.container) == (limits, container)
+            assert spec.port == instance.port and instance not in unit.supervised.instances
+        assert runtime.started[-1].returncode is not None
         await supervisor.close()
 
     asyncio.run(scenario())
