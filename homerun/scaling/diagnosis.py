@@ -14,7 +14,24 @@ _FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line \d+')
 # Frames of installed packages and of Python itself are not the app's.
 _LIBRARY = re.compile(r"/(site|dist)-packages/|/lib/python\d|^<frozen |^<string>$")
 
+_NOT_FOUND = (
+    "{program} was not found: install it (a Python program: add its package to "
+    "requirements.txt; another one: install it in the Dockerfile) or fix the command "
+    "(--command, the Procfile's web line or the Dockerfile's CMD)"
+)
+
 _HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # A program the command names that is not there, in the words of what ran it: a shell
+    # (dash's `exec: prog: not found`, bash's `prog: command not found`) or the sandbox's
+    # setpriv.
+    (
+        re.compile(r"(?:exec: )?(?P<program>[^\s:]+): (?:command )?not found$"),
+        _NOT_FOUND,
+    ),
+    (
+        re.compile(r"failed to execute (?P<program>\S+): No such file or directory"),
+        _NOT_FOUND,
+    ),
     (
         re.compile(r"ModuleNotFoundError: No module named '(?P<module>[\w]+)"),
         "the app imports {module}, which is not installed: add its package to "

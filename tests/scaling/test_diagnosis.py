@@ -58,6 +58,17 @@ def test_a_program_the_shell_may_not_run_is_named_not_blamed_on_ports() -> None:
     )
 
 
+def test_a_program_that_is_not_there_is_named_with_how_to_install_it() -> None:
+    for line in (
+        "/bin/sh: 1: exec: gunicorn: not found",  # dash
+        "bash: line 1: gunicorn: command not found",
+        "setpriv: failed to execute gunicorn: No such file or directory",  # in the sandbox
+    ):
+        advice = hint([line]) or ""
+        assert advice.startswith("gunicorn was not found: install it"), line
+        assert "requirements.txt" in advice and "1024" not in advice
+
+
 def test_other_output_has_no_hint_and_stays_as_it_was() -> None:
     lines = ["starting", "ValueError: DATABASE_URL is not set"]
     assert hint(lines) is None
