@@ -317,7 +317,8 @@ def part_instances(folder: Path, count: int) -> dict[str, Any]:
         ok, seconds, bodies = asyncio.run(
             load(daemon.port, f"many.localhost:{daemon.port}", count, 10)
         )
-        pids = {json.loads(body)["pid"] for body in bodies}
+        # An instance is its (pid, port): pids repeat across PID namespaces (the sandbox).
+        answered = {(json.loads(body)["pid"], json.loads(body)["port"]) for body in bodies}
         client.close()
         return {
             "instances": count,
@@ -327,7 +328,7 @@ def part_instances(folder: Path, count: int) -> dict[str, Any]:
             "pss_mib_per_instance": round(pss / MiB / count, 2),
             "load_requests": ok,
             "load_requests_per_second": round(ok / seconds, 1),
-            "instances_that_answered": len(pids),
+            "instances_that_answered": len(answered),
         }
     finally:
         daemon.stop()

@@ -34,7 +34,11 @@ async def pump(fd: int, name: str, output: OutputSink) -> None:
     """Hand on the lines written to the pipe `fd` (closed here) until its writers are gone."""
     loop = asyncio.get_running_loop()
     done = loop.create_future()
-    pipe = os.fdopen(fd, "rb", buffering=0)
+    # uvloop hands the descriptor itself to libuv, which closes it; a file object owning it
+    # would close the same number again later (uvloop issue 763), by then perhaps another
+    # thread's new file or socket. asyncio's pipe transport closes it through the file object.
+    owned_by_loop = type(loop).__module__.startswith("uvloop")
+    pipe = os.fdopen(fd, "rb", buffering=0, closefd=not owned_by_loop)
     transport, _ = await loop.connect_read_pipe(lambda: _Lines(name, output, done), pipe)
     try:
         await done

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import io
 import os
 import subprocess
 import sys
@@ -89,3 +91,31 @@ def test_a_busy_writer_is_read_in_batches(run: Run, monkeypatch: pytest.MonkeyPa
     lines = collect(run, program)
     assert lines == [("stdout", f"GET / 200 {n}") for n in range(5000)]
     assert reads < 1000, reads
+
+
+def test_the_pipe_is_closed_once(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A descriptor closed twice closes whatever another thread was given that number in
+    between (under uvloop a builder's subprocess failed with EBADF at 700 services). Whoever
+    closes the pipe last must find it still open, or must not close it at all."""
+    closes: list[tuple[bool, bool]] = []  # (the file object owned the descriptor, it was open)
+
+    class Probe(io.FileIO):
+        def close(self) -> None:
+            if not self.closed:
+                try:
+                    os.fstat(self.fileno())
+                    closes.append((self.closefd, True))
+                except OSError:
+                    closes.append((self.closefd, False))
+            super().close()
+
+    def probed(fd: int, mode: str, buffering: int = -1, closefd: bool = True) -> Probe:
+        assert (mode, buffering) == ("rb", 0)
+        return Probe(fd, "rb", closefd=closefd)
+
+    monkeypatch.setattr(output.os, "fdopen", probed)
+    for _ in range(3):
+        assert collect(run, "print('hello')") == [("stdout", "hello")]
+    gc.collect()
+    assert len(closes) == 3
+    assert all(open_then or not owned for owned, open_then in closes), closes
