@@ -318,7 +318,8 @@ def part_instances(folder: Path, count: int) -> dict[str, Any]:
             load(daemon.port, f"many.localhost:{daemon.port}", count, 10)
         )
         # An instance is its (pid, port): pids repeat across PID namespaces (the sandbox).
-        answered = {(json.loads(body)["pid"], json.loads(body)["port"]) for body in bodies}
+        answers = [json.loads(body) for body in bodies]
+        answered = {(answer["pid"], answer["port"]) for answer in answers}
         client.close()
         return {
             "instances": count,
