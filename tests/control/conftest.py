@@ -14,7 +14,7 @@ from fakes import Clock, FakeInstance, FakeRuntime
 from homerun.build import Artifact
 from homerun.config import Settings
 from homerun.control import ControlPlane
-from homerun.daemon import control_plane
+from homerun.daemon.wiring import control_plane
 from homerun.model.engine import Engine
 from homerun.model.events import DeployEvent, Done, Failed
 from homerun.observe.logs import LogStore
