@@ -60,6 +60,9 @@ FASTAPI_FOLDER = REPO_ROOT / "tests" / "apps" / "fastapi_seed"
 UVICORN_COMMAND = "exec uvicorn main:app --host 127.0.0.1 --port $PORT"
 # The target with request logs, metrics and dashboard series off (`telemetry: false`).
 QUIET = "homerun, telemetry off"
+# The target with no sandbox (`sandbox: off`): instances share the daemon's network namespace,
+# so the router connects to them on the host's loopback, as before the sandbox existed.
+UNSANDBOXED = "homerun, sandbox off"
 NGINX = "nginx"
 # The same nginx writing an access log line per request (Debian's default `combined` format,
 # unbuffered), as homerun writes a request log entry: the like-for-like reference of its CPU.
@@ -553,6 +556,13 @@ def table(
                 f"| {connections} | **telemetry on / off** | {cost['requests_per_second']:.2f} "
                 f"| {cost['p50']:.2f} | {cost['p99']:.2f} | | |"
             )
+        if UNSANDBOXED in summary and summary[UNSANDBOXED]["cpu_ms"]:
+            cost = ratio(summary, UNSANDBOXED, "homerun")
+            cpu_ratio = summary["homerun"]["cpu_ms"] / summary[UNSANDBOXED]["cpu_ms"]
+            rows.append(
+                f"| {connections} | **sandbox on / off** | {cost['requests_per_second']:.2f} "
+                f"| {cost['p50']:.2f} | {cost['p99']:.2f} | | {cpu_ratio:.2f} |"
+            )
     return "\n".join(rows)
 
 
@@ -598,6 +608,9 @@ def measure_app(
             # The same platform with request records off: no request logs, metrics, charts.
             log = WORK / f"{app.name}-homerun-quiet.log"
             kinds.append((QUIET, log, {"telemetry": False}))
+        if args.sandbox_off:
+            log = WORK / f"{app.name}-homerun-unsandboxed.log"
+            kinds.append((UNSANDBOXED, log, {"sandbox": "off"}))
         for name, log, config in kinds:
             deployed = servers.enter_context(
                 homerun_service(app, scratch, log, deploy_flags, config)
@@ -658,6 +671,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="telemetry_off",
         action="store_false",
         help="skip the run of homerun with request logs and metrics off",
+    )
+    parser.add_argument(
+        "--sandbox-off",
+        action="store_true",
+        help="also run homerun with `sandbox: off` (instances on the host's loopback), to tell "
+        "the sandbox's and its network namespace's share of the router's cost",
     )
     parser.add_argument(
         "--deploy-flags", default="", help="extra `homerun deploy` flags, e.g. '--concurrency 80'"
