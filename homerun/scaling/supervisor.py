@@ -9,20 +9,18 @@ import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
-from homerun.model.engine import ContainerSpec
-from homerun.model.limits import Limits
 from homerun.model.probes import Probe, ProbeRecord, observe
 from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.routing.adaptive import AdaptiveLimit
 from homerun.routing.throttler import Endpoint
-from homerun.runtime import Instance, InstanceSpec, OutputSink, Runtime, describe_status
+from homerun.runtime import InstanceSpec, OutputSink, Runtime, describe_status
 from homerun.runtime.netns import NetNamespace
 from homerun.scaling.diagnosis import StartFailed, unstartable
 from homerun.scaling.ports import can_connect, free_port, port_is_free
 from homerun.scaling.probes import ProbeResult, ProbeTarget, run_probe
 from homerun.scaling.startup import WRONG_PORT_SECONDS, StartupCheck
-from homerun.scaling.unit import ManagedInstance, RevisionPlan, RevisionUnit, UnitPhase
+from homerun.scaling.unit import ManagedInstance, RevisionUnit, UnitPhase
 from homerun.spec import expand_k8s_vars
 
 T = TypeVar("T")
@@ -224,10 +222,10 @@ class Supervisor:
         """Spawn and probe one instance; the caller counted it in `pending_starts`."""
         supervised = unit.supervised
         try:
-            process, instance = await self._spawn_process(unit)
+            instance = await self._spawn_process(unit)
         finally:
             supervised.pending_starts -= 1
-        exit_watch = asyncio.ensure_future(process.exited())
+        exit_watch = asyncio.ensure_future(instance.process.exited())
         try:
             await self._startup.listening(unit, instance, exit_watch)
             await self._startup.passing_probes(unit, instance, exit_watch)
@@ -263,7 +261,7 @@ class Supervisor:
         self._check_while_serving(unit, instance)
         return instance
 
-    async def _spawn_process(self, unit: RevisionUnit) -> tuple[Instance, ManagedInstance]:
+    async def _spawn_process(self, unit: RevisionUnit) -> ManagedInstance:
         plan, supervised = unit.plan, unit.supervised
         if not unit.count(InstanceState.READY):
             supervised.cold_starts += 1
@@ -275,7 +273,6 @@ class Supervisor:
         else:
             port, why_not_container_port = self._port_for(plan.container_port)
         name = f"{plan.name}-{secrets.token_hex(3)}"
-        env = dict(plan.env, PORT=str(port))
 
         def output(stream: str, line: str) -> None:
             supervised.recent_output.append(line)
@@ -283,20 +280,8 @@ class Supervisor:
                 unit.service, instance_entry(unit.service, unit.name, name, stream, line)
             )
 
-        started_at = self._clock()
-        process = await self._run_program(
-            plan, name, env, port, output, limits=plan.limits, container=plan.container
-        )
-        instance = ManagedInstance(
-            name,
-            port,
-            process,
-            InstanceState.STARTING,
-            started_at,
-            network=self._network(unit.name),
-        )
+        instance = await self._new_instance(unit, name, port, output)
         supervised.instances.append(instance)
-        self._registry.record(name, unit.name, process.pid)
         self._logs.emit(
             platform_entry(
                 unit.service,
@@ -305,7 +290,7 @@ class Supervisor:
                 instance=name,
             )
         )
-        return process, instance
+        return instance
 
     def _check_while_serving(self, unit: RevisionUnit, instance: ManagedInstance) -> None:
         plan = unit.plan
@@ -459,25 +444,14 @@ class Supervisor:
         plan = unit.plan
         port = self._free_port()
         name = f"{plan.name}-advise-{secrets.token_hex(2)}"
-        env = dict(plan.env, PORT=str(port))
 
         def output(stream: str, line: str) -> None:
             self._logs.emit_serialized(
                 unit.service, instance_entry(unit.service, unit.name, name, stream, line)
             )
 
-        process = await self._run_program(
-            plan, name, env, port, output, limits=plan.limits, container=plan.container
-        )
-        instance = ManagedInstance(
-            name,
-            port,
-            process,
-            InstanceState.STARTING,
-            self._clock(),
-            network=self._network(unit.name),
-        )
-        self._registry.record(name, unit.name, process.pid)
+        instance = await self._new_instance(unit, name, port, output)
+        process = instance.process
         try:
             deadline = instance.started_at + plan.startup_timeout
             while not await can_connect(port, instance.network):
@@ -515,23 +489,20 @@ class Supervisor:
         process.signal(signal.SIGKILL)
         self._gone(instance)
 
-    async def _run_program(
-        self,
-        plan: RevisionPlan,
-        name: str,
-        env: dict[str, str],
-        port: int,
-        output: OutputSink,
-        *,
-        limits: Limits | None = None,
-        container: ContainerSpec | None = None,
-    ) -> Instance:
-        """Starts an instance of `plan` on `port`, which it holds from then on; StartFailed if
-        its program cannot be run (the port given back then, as on any failure)."""
+    async def _new_instance(
+        self, unit: RevisionUnit, name: str, port: int, output: OutputSink
+    ) -> ManagedInstance:
+        """Starts an instance of the revision on `port`, which it holds from then on, as the
+        revision's instances run (its container, its --memory and --cpu, its user), and records
+        its pid; StartFailed if its program cannot be run (the port given back then, as on any
+        failure)."""
+        plan = unit.plan
+        env = dict(plan.env, PORT=str(port))
+        started_at = self._clock()
         argv = [expand_k8s_vars(argument, env) for argument in plan.argv]
         self._ports.add(port)
         try:
-            return await self._runtime.start(
+            process = await self._runtime.start(
                 InstanceSpec(
                     name=name,
                     argv=argv,
@@ -539,8 +510,8 @@ class Supervisor:
                     cwd=plan.cwd,
                     port=port,
                     revision=plan.name,
-                    limits=limits,
-                    container=container,
+                    limits=plan.limits,
+                    container=plan.container,
                     mounts=plan.mounts,
                     user=plan.user,
                 ),
@@ -552,6 +523,15 @@ class Supervisor:
         except BaseException:
             self._ports.discard(port)
             raise
+        self._registry.record(name, unit.name, process.pid)
+        return ManagedInstance(
+            name,
+            port,
+            process,
+            InstanceState.STARTING,
+            started_at,
+            network=self._network(unit.name),
+        )
 
     def _port_for(self, container_port: int | None) -> tuple[int, str]:
         """The instance's $PORT: the container port the spec names, while no other instance of
