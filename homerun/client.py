@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -31,6 +31,7 @@ from homerun.model.images import (
 )
 from homerun.model.inspection import Advice, RampRequest
 from homerun.model.jobs import ExecutionOverrides, TaskSettingsChanges
+from homerun.model.logs import LogEntry
 from homerun.model.scheduler import CallAttempt, SchedulerJobRequest, SchedulerJobView
 from homerun.model.validation import validation_message
 from homerun.model.views import (
@@ -221,14 +222,11 @@ class Client:
 
     # Logs
 
-    def logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
+    def logs(self, service: str, limit: int, **filters: str | None) -> list[LogEntry]:
         """Newest entries; filters: revision, min_severity, since, after, trace."""
         params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
         params["limit"] = limit
-        entries: list[dict[str, Any]] = self._call(
-            "GET", f"/v1/services/{service}/logs", params=params
-        )
-        return entries
+        return _entries(self._call("GET", f"/v1/services/{service}/logs", params=params))
 
     # Access
 
@@ -307,7 +305,7 @@ class Client:
         execution: str | None = None,
         task: int | None = None,
         after: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[LogEntry]:
         """A job's newest log entries; of one execution, and one task of it, when given; only
         those written after `after` when given."""
         params: dict[str, Any] = {"limit": limit}
@@ -317,8 +315,7 @@ class Client:
             params["task"] = task
         if after is not None:
             params["after"] = after
-        entries: list[dict[str, Any]] = self._call("GET", f"/v1/jobs/{job}/logs", params=params)
-        return entries
+        return _entries(self._call("GET", f"/v1/jobs/{job}/logs", params=params))
 
     # Domain mappings
 
@@ -359,11 +356,8 @@ class Client:
     def delete_worker_pool(self, name: str) -> None:
         self._call("DELETE", f"/v1/worker-pools/{name}")
 
-    def worker_pool_logs(self, name: str, limit: int) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = self._call(
-            "GET", f"/v1/worker-pools/{name}/logs", params={"limit": limit}
-        )
-        return entries
+    def worker_pool_logs(self, name: str, limit: int) -> list[LogEntry]:
+        return _entries(self._call("GET", f"/v1/worker-pools/{name}/logs", params={"limit": limit}))
 
     # Scheduler jobs
 
@@ -468,6 +462,11 @@ class DaemonHungUp(HomerunError):
 
 class UnreadableAnswer(HomerunError):
     """The daemon answered with something this CLI cannot read: another homerun version."""
+
+
+def _entries(answer: Any) -> list[LogEntry]:
+    """Log entries as the daemon answers them: what its LogStore holds, which homerun wrote."""
+    return cast(list[LogEntry], answer)
 
 
 def _read(view: type[View], answer: Any) -> View:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from homerun.cli._commands import Group, command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._output import print_json, when
 from homerun.errors import HomerunError
 from homerun.model.jobs import ExecutionOverrides, ExecutionStatus, TaskStatus, format_duration
+from homerun.model.logs import LogEntry
 from homerun.model.views import ExecutionDescription, ExecutionSummary
 from homerun.progress import Progress
 
@@ -74,7 +74,7 @@ def line(execution: ExecutionSummary) -> str:
     )
 
 
-def print_entry(entry: dict[str, Any], format: str) -> None:
+def print_entry(entry: LogEntry, format: str) -> None:
     if format == "json":
         print(json.dumps(entry), flush=True)
         return

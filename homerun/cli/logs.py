@@ -7,12 +7,12 @@ import argparse
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from homerun.cli._commands import Group, command, flag, positional
 from homerun.cli._context import Context
 from homerun.errors import HomerunError
 from homerun.model.durations import parse_duration
+from homerun.model.logs import LogEntry
 from homerun.observe.logs import SEVERITIES
 from homerun.spec import validate_service_name
 
@@ -128,7 +128,7 @@ def _since(text: str) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _print_entry(entry: dict[str, Any], format: str) -> None:
+def _print_entry(entry: LogEntry, format: str) -> None:
     if format == "json":
         print(json.dumps(entry), flush=True)
         return

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any
 
 import orjson
 
+from homerun.model.logs import LogEntry
 from homerun.observe.logs import SEVERITIES, LogStore, now_iso
 
 
@@ -22,10 +22,10 @@ def log_name(job: str) -> str:
 
 def task_entry(
     job: str, execution: str, task: int, attempt: int, stream: str, line: str
-) -> dict[str, Any]:
+) -> LogEntry:
     """A task's output line as a log entry; a JSON object line keeps its fields, as an
     instance's does (observe/logs.instance_entry)."""
-    entry: dict[str, Any] = {"severity": "DEFAULT", "message": line}
+    entry: LogEntry = {"severity": "DEFAULT", "message": line}
     text = line.strip()
     if text.startswith("{") and text.endswith("}"):
         try:
@@ -39,27 +39,39 @@ def task_entry(
                 "severity": severity if severity in SEVERITIES else "DEFAULT",
                 "message": str(parsed.get("message", text)),
             }
-    entry.update(
-        timestamp=now_iso(),
-        job=job,
-        execution=execution,
-        task=task,
-        attempt=attempt,
-        logName="stdout" if stream == "stdout" else "stderr",
-    )
+    entry["timestamp"] = now_iso()
+    entry["job"] = job
+    entry["execution"] = execution
+    entry["task"] = task
+    entry["attempt"] = attempt
+    entry["logName"] = "stdout" if stream == "stdout" else "stderr"
     return entry
 
 
-def job_event(job: str, message: str, severity: str = "INFO", **fields: Any) -> dict[str, Any]:
-    """An entry the platform writes about a job (a build, an execution, a task's attempt)."""
-    entry: dict[str, Any] = {
+def job_event(
+    job: str,
+    message: str,
+    severity: str = "INFO",
+    *,
+    execution: str | None = None,
+    task: int | None = None,
+    attempt: int | None = None,
+) -> LogEntry:
+    """An entry the platform writes about a job (a build, an execution, a task's attempt); the
+    fields given, and only those, follow its message in this order."""
+    entry: LogEntry = {
         "timestamp": now_iso(),
         "severity": severity,
         "job": job,
         "logName": "homerun",
         "message": message,
     }
-    entry.update(fields)
+    if execution is not None:
+        entry["execution"] = execution
+    if task is not None:
+        entry["task"] = task
+    if attempt is not None:
+        entry["attempt"] = attempt
     return entry
 
 
@@ -69,10 +81,10 @@ class JobLogs:
     def __init__(self, logs: LogStore) -> None:
         self._logs = logs
 
-    def emit(self, entry: dict[str, Any]) -> None:
+    def emit(self, entry: LogEntry) -> None:
         self._logs.emit_serialized(log_name(entry["job"]), orjson.dumps(entry))
 
-    def recent(self, job: str, limit: int) -> list[dict[str, Any]]:
+    def recent(self, job: str, limit: int) -> list[LogEntry]:
         return self._logs.recent(log_name(job), limit)
 
     def delete(self, job: str) -> None:
@@ -87,7 +99,7 @@ class JobLogs:
         since: str | None = None,
         task: int | None = None,
         after: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[LogEntry]:
         """The newest `limit` entries, oldest first; of one execution (read back only to its
         start, `since`) and one task when given; only those written after `after` (a tail's
         last timestamp) when given. Files are read in a thread."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 from homerun.control.job_logs import JobLogs
 from homerun.control.task_decision import task_state, task_status
 from homerun.model import views
 from homerun.model.jobs import Attempt, ExecutionStatus, TaskStatus
+from homerun.model.logs import LogEntry
 from homerun.observe.logs import iso_time
 from homerun.store import ExecutionRecord, JobRecord, Store
 
@@ -66,7 +66,7 @@ class JobViews:
         execution: str | None = None,
         task: int | None = None,
         after: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[LogEntry]:
         """The job's newest entries; of one execution (and one of its tasks) when given; only
         those after `after` when given (`jobs logs tail`)."""
         self._store.job(job)

@@ -16,6 +16,7 @@ from homerun.control.urls import Urls
 from homerun.knative import RevisionView, ServiceView, image_for, render_revision, render_service
 from homerun.model import views
 from homerun.model.annotations import ADAPTIVE_CONCURRENCY
+from homerun.model.logs import LogEntry
 from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore
 from homerun.scaling.supervisor import Supervisor
@@ -85,7 +86,7 @@ class Views:
     def revision(self, name: str) -> views.RevisionSummary:
         return self._revision(self._store.revision(name))
 
-    async def logs(self, service: str, limit: int, **filters: str | None) -> list[dict[str, Any]]:
+    async def logs(self, service: str, limit: int, **filters: str | None) -> list[LogEntry]:
         """Newest entries; filters: revision, min_severity, since, after, trace (see LogStore.read).
         Files are read in a thread: the router's requests go on meanwhile."""
         self._store.service(service)

@@ -37,6 +37,7 @@ from homerun.errors import BuildError, HomerunError, InvalidSpec
 from homerun.model import views
 from homerun.model.artifact import ArtifactRecord
 from homerun.model.events import BuildLine, Failed, Phase, PoolDeployed, PoolEvent
+from homerun.model.logs import LogEntry
 from homerun.model.pools import MAX_POOL_INSTANCES, validate_pool_name
 from homerun.model.volumes import NO_MOUNTS, Mounts, sandbox_needed
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
@@ -160,7 +161,7 @@ class WorkerPools:
     def describe(self, name: str) -> views.WorkerPoolSummary:
         return self._view(self._store.pool(name))
 
-    async def read_logs(self, name: str, limit: int) -> list[dict[str, Any]]:
+    async def read_logs(self, name: str, limit: int) -> list[LogEntry]:
         self._store.pool(name)
         self._logs.flush()
         return await asyncio.to_thread(self._logs.read_written, log_name(name), limit=limit)

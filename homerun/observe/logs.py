@@ -14,11 +14,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import orjson
 
 from homerun.errors import InvalidSpec
+from homerun.model.logs import LogEntry
 
 SEVERITIES = (
     "DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY",
@@ -112,16 +113,32 @@ def instance_entry(service: str, revision: str, instance: str, stream: str, line
 
 
 def platform_entry(
-    service: str, message: str, severity: str = "INFO", **fields: Any
-) -> dict[str, Any]:
-    entry: dict[str, Any] = {
+    service: str,
+    message: str,
+    severity: str = "INFO",
+    *,
+    revision: str | None = None,
+    instance: str | None = None,
+    desired: int | None = None,
+    mode: str | None = None,
+) -> LogEntry:
+    """An entry the platform writes about a service; the fields given, and only those, follow
+    its message in this order."""
+    entry: LogEntry = {
         "timestamp": now_iso(),
         "severity": severity,
         "service": service,
         "logName": "homerun",
         "message": message,
     }
-    entry.update(fields)
+    if revision is not None:
+        entry["revision"] = revision
+    if instance is not None:
+        entry["instance"] = instance
+    if desired is not None:
+        entry["desired"] = desired
+    if mode is not None:
+        entry["mode"] = mode
     return entry
 
 
@@ -149,7 +166,7 @@ class LogStore:
         # kept serialized: they are read far less often than they are written.
         self._recent: dict[str, deque[bytes]] = {}
 
-    def emit(self, entry: dict[str, Any]) -> None:
+    def emit(self, entry: LogEntry) -> None:
         self.emit_serialized(entry["service"], orjson.dumps(entry))
 
     def emit_serialized(self, service: str, entry: bytes) -> None:
@@ -163,9 +180,10 @@ class LogStore:
             recent = self._recent[service] = deque(maxlen=RECENT_ENTRIES)
         recent.append(entry)
 
-    def recent(self, service: str, limit: int = 50) -> list[dict[str, Any]]:
+    def recent(self, service: str, limit: int = 50) -> list[LogEntry]:
         entries = list(self._recent.get(service, ()))[-limit:] if limit > 0 else []
-        return [orjson.loads(entry) for entry in entries]
+        # Entries kept are what homerun serialized: they read back as entries.
+        return [cast(LogEntry, orjson.loads(entry)) for entry in entries]
 
     async def flush_every(self, seconds: float) -> None:
         """Flush every `seconds` until cancelled."""
@@ -237,7 +255,7 @@ class LogStore:
         since: str | None = None,
         after: str | None = None,
         trace: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[LogEntry]:
         """The newest `limit` matching entries, oldest first.
 
         `since` keeps entries at or after an ISO time; `after` those strictly after it (what
@@ -264,7 +282,7 @@ class LogStore:
         since: str | None = None,
         after: str | None = None,
         trace: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[LogEntry]:
         """`read` of what is on disk (no flush: safe in a thread while the loop logs).
 
         Files are read from their end, newest entry first, and reading stops once `limit`
@@ -276,7 +294,7 @@ class LogStore:
         # second's batch, after lines its instance printed later. So reading backwards stops
         # only at entries a minute older than the bound.
         stop_before = _minute_before(bound) if bound is not None else None
-        newest: list[dict[str, Any]] = []
+        newest: list[LogEntry] = []
         for path in (self._path(service), self._path(service).with_suffix(".jsonl.1")):
             if len(newest) >= limit:
                 break
@@ -362,11 +380,12 @@ def _lines_backwards(file: BinaryIO, block: int = 64 * 1024) -> Iterator[bytes]:
         yield partial
 
 
-def _parse(lines: Iterable[bytes]) -> Iterable[dict[str, Any]]:
+def _parse(lines: Iterable[bytes]) -> Iterable[LogEntry]:
     for line in lines:
         try:
             entry = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
         if isinstance(entry, dict):
-            yield entry
+            # An object line on disk is an entry homerun wrote (a torn line is skipped above).
+            yield cast(LogEntry, entry)
