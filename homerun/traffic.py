@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,15 @@ _TAG = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_LABEL = 63
 
 
+class TrafficJson(TypedDict, total=False):
+    """A traffic entry as the store keeps it and views show it (TrafficEntry.to_json)."""
+
+    percent: int
+    revision: str
+    latest: bool
+    tag: str
+
+
 @dataclass(frozen=True)
 class TrafficEntry:
     """One line of a service's traffic block (Knative's TrafficTarget)."""
@@ -39,8 +48,15 @@ class TrafficEntry:
     latest: bool = False
     tag: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+    def to_json(self) -> TrafficJson:
+        """The store's and the views' form: the fields set, in this order."""
+        entry: TrafficJson = {"percent": self.percent}
+        if self.revision is not None:
+            entry["revision"] = self.revision
+        entry["latest"] = self.latest
+        if self.tag is not None:
+            entry["tag"] = self.tag
+        return entry
 
     @property
     def key(self) -> str:

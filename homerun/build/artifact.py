@@ -10,13 +10,26 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from homerun.build.entrypoint import fit_default_threads
 from homerun.errors import BuildError, HomerunError
 from homerun.model.artifact import ArtifactRecord
 
 MANIFEST = "artifact.json"
+
+
+class ArtifactJson(TypedDict):
+    """An artifact as root/artifact.json holds it (Artifact.to_json, from_json)."""
+
+    root: str
+    cwd: str
+    argv: list[str]
+    env: dict[str, str]
+    venv: str | None
+    entrypoint_origin: str
+    server: str
+    engine_image: NotRequired[str | None]  # absent from artifacts built before engines
 
 
 @dataclass(frozen=True)
@@ -31,7 +44,7 @@ class Artifact:
     server: str  # "gunicorn" | "uvicorn" | "other", guessed from argv
     engine_image: str | None = None  # built by a container engine: its image ID
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> ArtifactJson:
         return {
             "root": str(self.root),
             "cwd": str(self.cwd),
@@ -44,13 +57,13 @@ class Artifact:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Artifact:
+    def from_json(cls, data: ArtifactJson) -> Artifact:
         return cls(
             root=Path(data["root"]),
             cwd=Path(data["cwd"]),
             argv=[str(item) for item in data["argv"]],
             env={str(name): str(value) for name, value in data["env"].items()},
-            venv=Path(data["venv"]) if data.get("venv") else None,
+            venv=Path(venv) if (venv := data.get("venv")) else None,
             entrypoint_origin=str(data["entrypoint_origin"]),
             server=str(data["server"]),
             engine_image=data.get("engine_image"),
