@@ -460,6 +460,8 @@ class Executions:
                 execution=record.name,
             )
         )
+        # An execution reported over has its whole log on disk: its tasks' last lines too.
+        self._logs.flush()
         self._artifacts.collect(record.job)
 
     def _check_mounts(self, template: RevisionSpec, artifact: ArtifactRecord) -> None:

@@ -87,6 +87,10 @@ class JobLogs:
     def recent(self, job: str, limit: int) -> list[LogEntry]:
         return self._logs.recent(log_name(job), limit)
 
+    def flush(self) -> None:
+        """Write what is pending now rather than at the next periodic flush."""
+        self._logs.flush()
+
     def delete(self, job: str) -> None:
         self._logs.delete(log_name(job))
 

@@ -157,6 +157,7 @@ class JobsPlane:
     source: Path
     clock: Clock
     wall: Clock  # the wall clock: attempts' times, schedules
+    logs: LogStore
     registered: dict[str, int] = field(default_factory=dict)  # task instance -> pid
 
 
@@ -213,6 +214,6 @@ def make_jobs_plane(tmp_path: Path) -> Callable[..., JobsPlane]:
             wall_clock=wall,
             engine=engine,
         )
-        return JobsPlane(control, runtime, store, source, clock, wall, registered)
+        return JobsPlane(control, runtime, store, source, clock, wall, logs, registered)
 
     return make

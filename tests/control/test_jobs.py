@@ -13,6 +13,7 @@ from fakes import FakeInstance
 
 from homerun.config import Settings
 from homerun.control.job_artifacts import JobArtifacts
+from homerun.control.job_logs import log_name
 from homerun.control.job_plan import JobRequest
 from homerun.control.tasks import Tasks
 from homerun.errors import HomerunError, InvalidSpec
@@ -342,6 +343,26 @@ def test_task_output_is_logged_per_execution_and_task(
         every = await views.logs(JOB, 50)
         assert {"task zero here", "task one broke"} <= {e["message"] for e in every}
         assert every[0]["message"].startswith(f"Job {JOB} created")
+
+    run(make_jobs_plane, scenario)
+
+
+def test_a_finished_execution_has_its_tasks_last_lines_on_disk(
+    make_jobs_plane: Callable[..., JobsPlane],
+) -> None:
+    """Once an execution is over, its log file holds every line its tasks printed, without
+    waiting for the periodic flush: a reader of the file right after `execute --wait` misses
+    nothing."""
+
+    async def scenario(plane: JobsPlane) -> None:
+        await deployed(plane)
+        execution = execute(plane)
+        await until(lambda: len(plane.runtime.outputs) == 1, "the task starts")
+        plane.runtime.outputs[0]("stdout", "the task's last line")
+        plane.runtime.started[0].exit(0)
+        await finished(plane, execution)
+        written = plane.logs.read_written(log_name(JOB), limit=50)
+        assert "the task's last line" in [entry["message"] for entry in written]
 
     run(make_jobs_plane, scenario)
 
