@@ -1,5 +1,8 @@
 """Container cold start: from "start an instance" to its first 200, homerun's container runtime
-vs a plain `podman run` of the same image, alternating, in one run.
+vs a plain `podman run` of the same image, alternating, in one run; with `--zygote` (root),
+also homerun's zygote in the image's own root folder (config.yaml `container-zygote`,
+runtime/image_root.py): a revision's first instance (its root container made and mounted, the
+zygote importing the app, the fork) and a further instance (a fork of the live zygote).
 
 The image is the seed's Flask app in a container that is not a python image (the base image
 the container tests make, tests/e2e/containers.py, since no registry is reachable here):
@@ -7,7 +10,7 @@ the container tests make, tests/e2e/containers.py, since no registry is reachabl
 with podman (build/engine_build.py); each start is timed until GET / answers 200 on the
 published loopback port; every container is removed before the next start.
 
-    .venv/bin/python bench/container_coldstart.py [--runs 5] [--output PATH]
+    .venv/bin/python bench/container_coldstart.py [--runs 5] [--zygote] [--output PATH]
 
 Needs podman and the base image (`.venv/bin/pytest -m containers tests/e2e/test_containers.py`
 makes it once). Figures: bench/README.md.
@@ -35,7 +38,10 @@ from homerun.build import build
 from homerun.model.engine import ContainerSpec, Engine
 from homerun.runtime import InstanceSpec
 from homerun.runtime.container import ContainerRuntime, find_engine
+from homerun.runtime.netns import NetNamespace, Networks
 from homerun.runtime.process import ProcessRuntime
+from homerun.runtime.sandbox import probe as probe_sandbox
+from homerun.runtime.zygote import ZygoteRuntime
 
 WORK = BENCH_WORK / "container-coldstart"
 BASE_IMAGE = "localhost/homerun-test-debian:bookworm"
@@ -63,24 +69,75 @@ def first_200(port: int, started: float) -> float:
     raise TimeoutError(f"no 200 on port {port} within {FIRST_200_SECONDS}s")
 
 
-async def through_homerun(runtime: ContainerRuntime, image: str, index: int) -> float:
+def first_200_inside(namespace: NetNamespace, port: int, started: float) -> float:
+    """first_200 on the loopback of a revision's network namespace, where its instances
+    listen (the router connects there the same way)."""
+    deadline = started + FIRST_200_SECONDS
+    while time.perf_counter() < deadline:
+        with namespace.new_socket() as sock:
+            sock.settimeout(2.0)
+            try:
+                sock.connect(("127.0.0.1", port))
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return (time.perf_counter() - started) * 1000
+            except OSError:
+                pass
+        time.sleep(0.002)
+    raise TimeoutError(f"no 200 on port {port} within {FIRST_200_SECONDS}s")
+
+
+def instance_spec(image: str, index: int, revision: str = "bench-00001-abc") -> InstanceSpec:
     port = free_port()
-    spec = InstanceSpec(
+    return InstanceSpec(
         name=f"bench-{index}",
         argv=[],
-        env={"K_SERVICE": "bench", "K_REVISION": "bench-00001-abc", "K_CONFIGURATION": "bench"},
+        env={
+            "K_SERVICE": "bench",
+            "K_REVISION": revision,
+            "K_CONFIGURATION": "bench",
+            "PORT": str(port),
+        },
         cwd=Path("/"),
         port=port,
-        revision="bench-00001-abc",
+        revision=revision,
         container=ContainerSpec(image=image),
     )
+
+
+async def through_homerun(runtime: ContainerRuntime, image: str, index: int) -> float:
+    spec = instance_spec(image, index)
     started = time.perf_counter()
     instance = await runtime.start(spec, lambda stream, line: None)
     try:
-        return await asyncio.to_thread(first_200, port, started)
+        return await asyncio.to_thread(first_200, spec.port, started)
     finally:
         instance.signal(9)
         await instance.wait()
+
+
+async def through_zygote(
+    runtime: ContainerRuntime, networks: Networks, image: str, index: int
+) -> tuple[float, float]:
+    """A new revision's first instance, then a second one forked from its zygote."""
+    revision = f"bench-{index:05d}-zyg"
+    figures = []
+    instances = []
+    try:
+        for number in (1, 2):
+            spec = instance_spec(image, index * 10 + number, revision)
+            started = time.perf_counter()
+            instances.append(await runtime.start(spec, lambda stream, line: None))
+            namespace = networks.of(revision)
+            figures.append(await asyncio.to_thread(first_200_inside, namespace, spec.port, started))
+        mode, reason = runtime.mode(revision)
+        assert mode == "zygote", f"the instances were not forked: {reason}"
+    finally:
+        for instance in instances:
+            instance.signal(9)
+            await instance.wait()
+        runtime.forget(revision)
+    return figures[0], figures[1]
 
 
 def plain_podman(podman: list[str], run_args: tuple[str, ...], image: str, index: int) -> float:
@@ -111,21 +168,42 @@ def plain_podman(podman: list[str], run_args: tuple[str, ...], image: str, index
         subprocess.run([*podman, "rm", "--force", "--time", "0", name], capture_output=True)
 
 
-async def measure(engine: Engine, image: str, runs: int) -> tuple[list[float], list[float]]:
+async def measure(engine: Engine, image: str, runs: int, zygote: bool) -> dict[str, list[float]]:
     runtime = ContainerRuntime(engine, ProcessRuntime(), home=WORK)
-    homerun_ms: list[float] = []
-    podman_ms: list[float] = []
-    for index in range(runs):  # alternating: both see the same machine state
-        homerun_ms.append(await through_homerun(runtime, image, index))
-        podman_ms.append(
-            await asyncio.to_thread(plain_podman, engine.command(), engine.run_args, image, index)
-        )
-    return homerun_ms, podman_ms
+    figures: dict[str, list[float]] = {"homerun": [], "podman": [], "first": [], "further": []}
+    rooted = networks = None
+    if zygote:
+        sandbox, said = probe_sandbox("on", WORK)
+        assert sandbox is not None and sandbox.privileged, f"--zygote needs root: {said}"
+        networks = Networks()
+        zygotes = ZygoteRuntime(sandbox=sandbox, networks=networks)
+        zygotes.open()
+        rooted = ContainerRuntime(engine, zygotes, home=WORK, zygotes=True)
+    try:
+        for index in range(runs):  # alternating: all see the same machine state
+            figures["homerun"].append(await through_homerun(runtime, image, index))
+            figures["podman"].append(
+                await asyncio.to_thread(
+                    plain_podman, engine.command(), engine.run_args, image, index
+                )
+            )
+            if rooted is not None and networks is not None:
+                first, further = await through_zygote(rooted, networks, image, index)
+                figures["first"].append(first)
+                figures["further"].append(further)
+    finally:
+        if rooted is not None:
+            await rooted.close()
+            zygotes.close()
+        if networks is not None:
+            networks.close()
+    return figures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--zygote", action="store_true", help="also the zygote in the image root")
     parser.add_argument("--output", type=Path)
     options = parser.parse_args()
     engine = find_engine("auto")
@@ -155,18 +233,39 @@ def main() -> int:
     )
     image = artifact.engine_image
     assert image is not None
-    homerun_ms, podman_ms = asyncio.run(measure(engine, image, options.runs))
+    measured = asyncio.run(measure(engine, image, options.runs, options.zygote))
+    homerun_ms, podman_ms = measured["homerun"], measured["podman"]
     homerun_median = statistics.median(homerun_ms)
     podman_median = statistics.median(podman_ms)
     ratio = homerun_median / podman_median
     print("| start | median ms | min ms | max ms |")
     print("| --- | --- | --- | --- |")
-    for label, figures in (("homerun container runtime", homerun_ms), ("podman run", podman_ms)):
+    rows = [("homerun container runtime", homerun_ms), ("podman run", podman_ms)]
+    if options.zygote:
+        rows += [
+            ("homerun zygote in the image root: a revision's first instance", measured["first"]),
+            ("homerun zygote in the image root: a further instance", measured["further"]),
+        ]
+    for label, figures in rows:
         print(
             f"| {label} | {statistics.median(figures):.0f} | {min(figures):.0f} | "
             f"{max(figures):.0f} |"
         )
     print(f"\nratio homerun / podman run: {ratio:.2f} ({options.runs} runs each)")
+    zygote_figures = {}
+    if options.zygote:
+        first, further = (
+            statistics.median(measured["first"]),
+            statistics.median(measured["further"]),
+        )
+        print(f"ratio first instance (zygote) / podman run: {first / podman_median:.2f}")
+        print(f"ratio further instance (fork) / podman run: {further / podman_median:.3f}")
+        zygote_figures = {
+            "zygote_first_ms": measured["first"],
+            "zygote_further_ms": measured["further"],
+            "zygote_first_median_ms": first,
+            "zygote_further_median_ms": further,
+        }
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     output = options.output or RESULTS / f"container-coldstart-{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +283,7 @@ def main() -> int:
                 "homerun_median_ms": homerun_median,
                 "podman_run_median_ms": podman_median,
                 "ratio": ratio,
+                **zygote_figures,
             },
             indent=2,
         )

@@ -164,6 +164,11 @@ class Settings:
     # Builds Dockerfiles outside the engine-less subset and runs the images: auto (podman
     # when installed), podman, or none.
     container_engine: str = "auto"
+    # An image whose command runs gunicorn or uvicorn on $PORT: its instances forked from a
+    # zygote in the image's own root folder (runtime/image_root.py; root and the sandbox only)
+    # rather than each a `podman run`. Off by default while the container suite runs on the
+    # engine.
+    container_zygote: bool = False
     # The Google Cloud project instances are told they run in (the metadata server's
     # project-id; service accounts are NAME@PROJECT.iam.gserviceaccount.com).
     project: str = DEFAULT_PROJECT
@@ -219,6 +224,7 @@ _KEYS = {
     "inspector": "inspector",
     "inspector-block-ms": "inspector_block_ms",
     "container-engine": "container_engine",
+    "container-zygote": "container_zygote",
     "project": "project",
 }
 

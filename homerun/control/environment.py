@@ -11,11 +11,10 @@ from homerun.model.engine import DEFAULT_CONTAINER_PORT, ContainerSpec
 from homerun.model.run_as import RunAs
 from homerun.routing.types import Address
 from homerun.runtime.inspection import Inspector
-from homerun.runtime.names import resolving_env
+from homerun.runtime.names import INHERITED, resolving_env
 from homerun.spec import RevisionSpec
 
 # What an instance inherits from the daemon, as a container inherits its image's settings.
-INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
 
 
 def container_spec(

@@ -20,7 +20,7 @@ from pathlib import Path
 from secrets import choice
 
 from homerun.access.iam import instance_member
-from homerun.control.environment import INHERITED, container_spec, metadata_env
+from homerun.control.environment import container_spec, metadata_env
 from homerun.control.job_artifacts import JobArtifacts
 from homerun.control.job_logs import JobLogs, job_event, task_entry
 from homerun.control.job_plan import plan_execution
@@ -39,7 +39,7 @@ from homerun.model.limits import limits
 from homerun.model.volumes import NO_MOUNTS, Mounts, sandbox_needed
 from homerun.routing.types import Address
 from homerun.runtime import Instance, InstanceSpec, OutputSink, Runtime, describe_status
-from homerun.runtime.names import resolving_env
+from homerun.runtime.names import INHERITED, resolving_env
 from homerun.scaling.supervisor import InstanceRegistry
 from homerun.spec import RevisionSpec, expand_k8s_vars
 from homerun.store import ExecutionRecord, Store

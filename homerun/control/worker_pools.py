@@ -22,7 +22,7 @@ from homerun.access.iam import instance_member
 from homerun.build.artifact import artifact_record
 from homerun.config import Paths, Settings
 from homerun.control.deploys import BuildFunction
-from homerun.control.environment import INHERITED, metadata_env
+from homerun.control.environment import metadata_env
 from homerun.control.pool_decision import (
     BACKOFF_SECONDS,
     Slot,
@@ -44,6 +44,7 @@ from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.pool_store import PoolStore, WorkerPoolRecord
 from homerun.routing.types import Address
 from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
+from homerun.runtime.names import INHERITED
 from homerun.scaling.supervisor import InstanceRegistry
 from homerun.spec import RevisionChanges, RevisionSpec, expand_k8s_vars
 

@@ -124,7 +124,17 @@ class Daemon:
         runtime.open()
         # Revisions built into container images run as containers; all others as processes.
         instances: Runtime = (
-            ContainerRuntime(engine, runtime, home=self.paths.home) if engine else runtime
+            ContainerRuntime(
+                engine,
+                runtime,
+                home=self.paths.home,
+                zygotes=self.settings.container_zygote
+                and sandbox is not None
+                and sandbox.privileged
+                and self.settings.zygote,
+            )
+            if engine
+            else runtime
         )
         if isinstance(instances, ContainerRuntime):
             await instances.remove_leftovers(
@@ -365,6 +375,8 @@ class Daemon:
             await control.close()
             await supervisor.close()
             runtime.close()
+            if isinstance(instances, ContainerRuntime):
+                await instances.close()  # the image roots, their zygotes gone
             if networks is not None:
                 networks.close()
             for server in servers:

@@ -2,7 +2,8 @@
 
 `recognise` reads the instance's argv the way `/bin/sh -c` and exec would, with `$PORT` the
 only expansion allowed, finds the server's console script on the instance's PATH, and the
-interpreter that script runs with. Anything it cannot follow exactly is left to a plain spawn,
+interpreter that script runs with: on the host, or in an image's root folder (the instance
+then sees that folder as `/`). Anything it cannot follow exactly is left to a plain spawn,
 with the reason, because a zygote that guessed would change what the app runs.
 """
 
@@ -14,6 +15,7 @@ import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from homerun.shellwords import split_script
 
@@ -58,10 +60,71 @@ class Unrecognised:
     reason: str
 
 
+class Filesystem:
+    """Paths as the instance sees them: the host's, or those of an image's root folder, where
+    a link to /usr/bin/python3 means the image's python3, not the host's."""
+
+    _MAX_LINKS = 40
+
+    def __init__(self, root: Path | None = None) -> None:
+        self._root = None if root is None else str(root).rstrip("/")
+
+    def host(self, path: str) -> str | None:
+        """Where the absolute `path` of the instance is on the host (None: a loop of links)."""
+        if self._root is None:
+            return path
+        inside = self._resolved(path)
+        return None if inside is None else self._root + inside
+
+    def is_file(self, path: str) -> bool:
+        host = self.host(path)
+        return host is not None and os.path.isfile(host)
+
+    def is_executable(self, path: str) -> bool:
+        host = self.host(path)
+        return host is not None and os.path.isfile(host) and os.access(host, os.X_OK)
+
+    def which(self, name: str, path: str) -> str | None:
+        if self._root is None:
+            return shutil.which(name, path=path)
+        for folder in path.split(os.pathsep):
+            if folder.startswith("/") and self.is_executable(posixpath.join(folder, name)):
+                return posixpath.join(folder, name)
+        return None
+
+    def _resolved(self, path: str) -> str | None:
+        """`path` inside the root with every link followed there, as the kernel would once
+        the root is `/`."""
+        assert self._root is not None
+        parts = list(PurePosixPath(path).parts[1:])
+        current, links = "/", 0
+        while parts:
+            part = parts.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                current = posixpath.dirname(current)
+                continue
+            candidate = posixpath.join(current, part)
+            if os.path.islink(self._root + candidate):
+                links += 1
+                if links > self._MAX_LINKS:
+                    return None
+                target = os.readlink(self._root + candidate)
+                if target.startswith("/"):
+                    current = "/"
+                parts = [*PurePosixPath(target).parts[target.startswith("/") :], *parts]
+                continue
+            current = candidate
+        return current
+
+
 def recognise(
-    argv: Sequence[str], env: Mapping[str, str], cwd: str
+    argv: Sequence[str], env: Mapping[str, str], cwd: str, root: Path | None = None
 ) -> ServerCommand | Unrecognised:
-    """The server command in argv, found on env's PATH; or why a zygote cannot run it."""
+    """The server command in argv, found on env's PATH (in `root`, an image's root folder,
+    when given); or why a zygote cannot run it."""
+    fs = Filesystem(root)
     words = command_words(argv)
     if isinstance(words, Unrecognised):
         return words
@@ -79,10 +142,10 @@ def recognise(
     if _PYTHON.match(name):
         if len(words) < 3 or words[1] != "-m" or words[2] not in SERVERS:
             return Unrecognised(f"`{_shown(words)}` does not start gunicorn or uvicorn")
-        interpreter = _executable(words[0], path, cwd)
+        interpreter = _executable(words[0], path, cwd, fs)
         if interpreter is None:
             return Unrecognised(f"{words[0]} is not found on the instance's PATH")
-        too_old = _too_old(interpreter)
+        too_old = _too_old(interpreter, fs)
         if too_old:
             return Unrecognised(too_old)
         return ServerCommand(words[2], interpreter, None, words[2], tuple(words[3:]), shell)
@@ -90,26 +153,30 @@ def recognise(
         return Unrecognised(f"`{_shown(words)}` does not start gunicorn or uvicorn")
     if PORT_MARK in words[0]:
         return Unrecognised("the server's own path depends on $PORT")
-    program = _executable(words[0], path, cwd)
+    program = _executable(words[0], path, cwd, fs)
     if program is None:
         return Unrecognised(f"{words[0]} is not found on the instance's PATH")
-    interpreter = _script_interpreter(program, path)
+    interpreter = _script_interpreter(program, path, fs)
     if interpreter is None:
         return Unrecognised(f"{program} is not a Python console script")
-    too_old = _too_old(interpreter)
+    too_old = _too_old(interpreter, fs)
     if too_old:
         return Unrecognised(too_old)
     return ServerCommand(name, interpreter, program, None, tuple(words[1:]), shell)
 
 
-def _too_old(interpreter: str) -> str | None:
+def _too_old(interpreter: str, fs: Filesystem) -> str | None:
     """Why the zygote cannot run on this interpreter (`FROM python:3.8` runs on a Python 3.8):
     the zygote (_zygote/) runs on 3.8 and newer (3.7 was not tried; older ones cannot read
     its types). Its virtualenv's pyvenv.cfg says which version it is; without one, the name
     (python3.8) does."""
     version = None
-    config = posixpath.join(posixpath.dirname(posixpath.dirname(interpreter)), "pyvenv.cfg")
+    config = fs.host(
+        posixpath.join(posixpath.dirname(posixpath.dirname(interpreter)), "pyvenv.cfg")
+    )
     try:
+        if config is None:
+            raise OSError("a loop of links")
         with open(config, encoding="utf-8") as lines:
             for line in lines:
                 key, _, value = line.partition("=")
@@ -170,17 +237,20 @@ def _runs_a_shell(argv: Sequence[str]) -> bool:
     return len(argv) >= 3 and posixpath.basename(argv[0]) in SHELLS and argv[1] == "-c"
 
 
-def _executable(word: str, path: str, cwd: str) -> str | None:
+def _executable(word: str, path: str, cwd: str, fs: Filesystem) -> str | None:
     if "/" in word:
         candidate = word if word.startswith("/") else os.path.join(cwd, word)
-        return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
-    return shutil.which(word, path=path)
+        return candidate if fs.is_executable(candidate) else None
+    return fs.which(word, path)
 
 
-def _script_interpreter(program: str, path: str) -> str | None:
+def _script_interpreter(program: str, path: str, fs: Filesystem) -> str | None:
     """The python in a console script's #! line (or pip's /bin/sh launcher), else None."""
     try:
-        with open(program, "rb") as script:
+        host = fs.host(program)
+        if host is None:
+            return None
+        with open(host, "rb") as script:
             head = script.read(1024).decode("utf-8", "replace").splitlines()
     except OSError:
         return None
@@ -189,7 +259,7 @@ def _script_interpreter(program: str, path: str) -> str | None:
     interpreter, *flags = head[0][2:].split()
     if posixpath.basename(interpreter) == "env" and flags:
         interpreter, flags = flags[0], flags[1:]
-        found = shutil.which(interpreter, path=path)
+        found = fs.which(interpreter, path)
         interpreter = found or interpreter
     elif posixpath.basename(interpreter) == "sh" and len(head) > 1:
         trampoline = _PIP_TRAMPOLINE.match(head[1].strip())
@@ -198,7 +268,7 @@ def _script_interpreter(program: str, path: str) -> str | None:
         interpreter, flags = trampoline.group(1), []
     if flags or not _PYTHON.match(posixpath.basename(interpreter)):
         return None  # `python -u` and friends: not how the zygote runs
-    return interpreter if os.path.isfile(interpreter) else None
+    return interpreter if fs.is_file(interpreter) else None
 
 
 def _shown(words: Sequence[str]) -> str:

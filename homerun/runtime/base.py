@@ -19,6 +19,15 @@ OutputSink = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
+class ImageRoot:
+    """A container image's root folder (a container of it made, not run, by the engine) that
+    a sandboxed instance sees as `/`, and the image's Python that enters the sandbox."""
+
+    folder: Path
+    python: str  # a path inside the image
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
     name: str
     argv: list[str]
@@ -36,6 +45,9 @@ class InstanceSpec:
     # securityContext.runAsUser/runAsGroup, for a process runtime that can honour them (the
     # sandbox as root); a container has its own (ContainerSpec.user).
     user: RunAs | None = None
+    # A container image's root as the instance's `/` (the sandbox as root); argv, env and cwd
+    # are then the image's.
+    root: ImageRoot | None = None
 
 
 class Instance(Protocol):

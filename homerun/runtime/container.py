@@ -37,6 +37,7 @@ from homerun.model.engine import (
 )
 from homerun.model.volumes import Mounts
 from homerun.runtime.base import Instance, InstanceSpec, OutputSink, Runtime
+from homerun.runtime.image_root import ImageRoots, rooted_spec, why_not_rooted
 from homerun.runtime.output import drain, pump
 
 HOME_LABEL = "dev.homerun.home"
@@ -149,11 +150,20 @@ class ContainerRuntime:
     """Instances of revisions built into container images; every other start goes to
     `processes` (the process or zygote runtime)."""
 
-    def __init__(self, engine: Engine, processes: Runtime, *, home: Path) -> None:
+    def __init__(
+        self, engine: Engine, processes: Runtime, *, home: Path, zygotes: bool = False
+    ) -> None:
+        """`zygotes`: an image that runs gunicorn or uvicorn on $PORT is run by `processes`
+        (the sandbox as root) in its own root folder, forked from a zygote
+        (runtime/image_root.py)."""
         self.engine = engine
         self._processes = processes
         self._home = str(home)
         self._containers: set[str] = set()  # revisions whose instances are containers
+        self._roots = ImageRoots(engine, {HOME_LABEL: self._home}) if zygotes else None
+        self._rooted: set[str] = set()  # revisions whose instances run in their image's root
+        self._why_not_rooted: dict[str, str] = {}
+        self._releasing: set[asyncio.Future[None]] = set()
         # Instances' secret files, in memory where the machine has a tmpfs for it, in a folder
         # of this home's that only root enters (a daemon killed leaves it; the next removes it).
         home_key = hashlib.sha256(self._home.encode()).hexdigest()[:12]
@@ -165,21 +175,66 @@ class ContainerRuntime:
     async def start(self, spec: InstanceSpec, output: OutputSink) -> Instance:
         if spec.container is None:
             return await self._processes.start(spec, output)
+        if self._roots is not None and spec.revision:
+            rooted = await self._rooted_spec(spec, spec.container)
+            if isinstance(rooted, InstanceSpec):
+                self._rooted.add(spec.revision)
+                return await self._processes.start(rooted, output)
+            self._why_not_rooted[spec.revision] = rooted
         self._containers.add(spec.revision)
         return await self._start_container(spec, spec.container, output)
 
+    async def _rooted_spec(
+        self, spec: InstanceSpec, container: ContainerSpec
+    ) -> InstanceSpec | str:
+        """The instance in its image's root folder, or why it runs as a container."""
+        assert self._roots is not None
+        if spec.revision in self._why_not_rooted:
+            return self._why_not_rooted[spec.revision]
+        try:
+            config = await asyncio.shield(self._roots.config(container.image))
+            why_not = why_not_rooted(spec, container, config)
+            if why_not is not None:
+                return why_not  # said without making a container
+            folder = await asyncio.shield(self._roots.folder(spec.revision, container.image))
+        except (OSError, ValueError) as error:
+            return f"its image's root folder could not be made ({error})"
+        return rooted_spec(spec, container, config, folder)
+
     def mode(self, revision: str) -> tuple[str, str]:
+        if revision in self._rooted:
+            how, why = self._processes.mode(revision)
+            return (
+                how,
+                f"its image's root folder ({self.engine.name} made and mounted a container of "
+                f"it, never started) is its sandbox's /; {why}",
+            )
         if revision in self._containers:
+            why_not = self._why_not_rooted.get(revision)
             return (
                 "container",
                 f"its image was built by {self.engine.name} {self.engine.version}: each "
-                "instance is a container of it, published on 127.0.0.1 only",
+                "instance is a container of it, published on 127.0.0.1 only"
+                + (f" (not forked from a zygote: {why_not})" if why_not else ""),
             )
         return self._processes.mode(revision)
 
     def forget(self, revision: str) -> None:
         self._containers.discard(revision)
+        self._why_not_rooted.pop(revision, None)
         self._processes.forget(revision)
+        if self._roots is not None and revision in self._rooted:
+            self._rooted.discard(revision)
+            releasing = asyncio.ensure_future(self._roots.release(revision))
+            self._releasing.add(releasing)
+            releasing.add_done_callback(self._releasing.discard)
+
+    async def close(self) -> None:
+        """Remove the revisions' image root containers (the zygotes are stopped first)."""
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
+        if self._roots is not None:
+            await self._roots.close()
 
     async def _start_container(
         self, spec: InstanceSpec, container: ContainerSpec, output: OutputSink

@@ -1,4 +1,5 @@
-"""How an instance's Python resolves service hosts (`renderer.localhost`): the folder whose
+"""Names in an instance's environment: the variables homerun passes on from its own, and how
+an instance's Python resolves service hosts (`renderer.localhost`): the folder whose
 sitecustomize.py an instance's PYTHONPATH starts with, and the variable naming the hosts file."""
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ from pathlib import Path
 
 SITE_FOLDER = Path(__file__).with_name("_site")
 HOSTS_VARIABLE = "HOMERUN_HOSTS"
+# What an instance gets of homerun's own environment (an image's own value of one wins where
+# the image's root is the instance's: runtime/image_root.py).
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
 
 
 def site_pythonpath(env: Mapping[str, str]) -> str:

@@ -267,10 +267,14 @@ class ProcessRuntime:
             self._sandbox.prepare(owner, spec.env, spec.user)
             secret_fds = open_secret_files(spec.mounts)
             argv = self._sandbox.command(
-                argv, spec.env, spec.cwd, owner, spec.mounts, secret_fds, spec.user
+                argv, spec.env, spec.cwd, owner, spec.mounts, secret_fds, spec.user, spec.root
             )
             if self._networks is not None:
                 network = self._networks.of(owner)
+        elif spec.root is not None:
+            raise HomerunError(
+                f"{spec.name}: an image's root folder needs the sandbox, which is off"
+            )
         elif spec.user is not None:
             # The deploy refused it (control/users.py): only a sandbox as root honours it.
             raise UserNotHonoured(
@@ -282,7 +286,7 @@ class ProcessRuntime:
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
-                cwd=spec.cwd,
+                cwd=spec.cwd if spec.root is None else "/",  # the image's folder, in the sandbox
                 env=spec.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out_write,

@@ -37,6 +37,7 @@ from homerun.errors import HomerunError
 from homerun.model.run_as import RunAs
 from homerun.model.volumes import NO_MOUNTS, Mounts
 from homerun.readable import share_read
+from homerun.runtime.base import ImageRoot
 
 AUTO, ON, OFF = "auto", "on", "off"
 SETTINGS = (AUTO, ON, OFF)
@@ -49,6 +50,8 @@ UID_RANGE = 1_000_000
 # inside, `env --default-signal` gives the app the default handling back.
 IGNORED_OUTSIDE = ("TERM", "INT", "HUP")
 _PROBE_SECONDS = 10.0
+# Run by an image's Python to drop to the revision's user (a sandbox rooted in an image).
+_ENTER = Path(__file__).with_name("_zygote") / "_homerun_enter.py"
 
 
 class SandboxUnavailable(HomerunError):
@@ -115,10 +118,16 @@ class Sandbox:
         mounts: Mounts = NO_MOUNTS,
         secret_fds: Sequence[int] = (),
         user: RunAs | None = None,
+        root: ImageRoot | None = None,
     ) -> list[str]:
         """`argv` run in the revision's sandbox, in `cwd` (as `user`, homerun being root); with
         `mounts`, its secret files (their contents read by bwrap from `secret_fds`, one per
-        file, in order) and its in-memory volumes."""
+        file, in order) and its in-memory volumes. With `root` (a container image's root
+        folder, the revision's own copy), that folder is the sandbox's `/` instead of the
+        system's, and of the host only homerun's programs (`_zygote/`, `_site/`), the service
+        hosts file and name resolution are shown in it."""
+        if root is not None:
+            return self._rooted(argv, env, cwd, revision, root)
         shown = _shown(env, cwd, revision)
         writable = [Path(env["HOMERUN_INSPECT"])] if env.get("HOMERUN_INSPECT") else []
         hidden = _hidden([self.home, *self.hidden, Path("/run")], [*shown, *writable])
@@ -133,13 +142,13 @@ class Sandbox:
         args += [self.bwrap, "--unshare-pid", "--unshare-ipc"]
         if not self.privileged:
             args += ["--unshare-user"]
-        root = _root_view(mounts)
-        args += root or ["--ro-bind", "/", "/"]
+        view = _root_view(mounts)
+        args += view or ["--ro-bind", "/", "/"]
         args += ["--proc", "/proc", "--dev", "/dev"]
         args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
         args += _mounts(hidden, shown, writable)
         args += _volumes(mounts, secret_fds)
-        if root:
+        if view:
             args += ["--remount-ro", "/"]  # the tmpfs root made for mount points the host lacks
         args += ["--chdir", str(cwd), "--", self.env_program]
         args += [f"--default-signal={','.join(IGNORED_OUTSIDE)}", self.setpriv]
@@ -148,6 +157,41 @@ class Sandbox:
             args += ["--reuid", str(uid), "--regid", str(gid), "--clear-groups"]
             args += ["--inh-caps=-all", "--bounding-set=-all"]
         args += ["--no-new-privs", "--", *argv]
+        return args
+
+    def _rooted(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, revision: str, root: ImageRoot
+    ) -> list[str]:
+        """`argv` with an image's root folder as `/`. Only as root: the folder (a container's,
+        made by the engine) is writable as a container's is, and the app runs as the
+        revision's own user. The image's own Python drops to that user (_homerun_enter.py):
+        the host's `setpriv` and `env` need libraries an image may not have."""
+        if not self.privileged:
+            raise SandboxUnavailable("an image's root folder is a sandbox's `/` only as root")
+        args = [self.env_program, f"--ignore-signal={','.join(IGNORED_OUTSIDE)}"]
+        args += [self.bwrap, "--unshare-pid", "--unshare-ipc", "--bind", str(root.folder), "/"]
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
+        shown = [Path(__file__).parent]  # _zygote/ and _site/
+        hosts = env.get("HOMERUN_HOSTS")
+        if hosts:
+            shown.append(Path(hosts).parent)
+        inspect = env.get("HOMERUN_INSPECT")
+        binds = [(path, "--ro-bind") for path in shown]
+        binds += [(Path(inspect), "--bind")] if inspect else []
+        made: set[Path] = set()
+        for path, how in binds:
+            # The folders on the way, where the image lacks them, made 0755 (bwrap would make
+            # them 0700, which the revision's user could not enter).
+            for ancestor in reversed(path.parents):
+                if ancestor != Path("/") and ancestor not in made:
+                    made.add(ancestor)
+                    args += ["--perms", "0755", "--dir", str(ancestor)]
+            args += [how, str(path), str(path)]
+        args += ["--ro-bind-try", os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf"]
+        uid, gid = user_and_group(revision, None)
+        args += ["--chdir", str(cwd), "--", root.python, str(_ENTER)]
+        args += [str(uid), str(gid), ",".join(IGNORED_OUTSIDE), "--", *argv]
         return args
 
 

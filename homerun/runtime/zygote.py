@@ -49,7 +49,7 @@ from homerun.runtime._zygote_process import (
     without_port,
     zygote_boot,
 )
-from homerun.runtime.base import Instance, InstanceSpec, OutputSink
+from homerun.runtime.base import ImageRoot, Instance, InstanceSpec, OutputSink
 from homerun.runtime.netns import NetNamespace, Networks, shared
 from homerun.runtime.process import ProcessRuntime, ignore_stop_signals
 from homerun.runtime.sandbox import Sandbox
@@ -222,7 +222,9 @@ class ZygoteRuntime:
             return await self._spawn(
                 spec, output, "securityContext gives its user: each instance starts as that user"
             )
-        command = recognise(spec.argv, spec.env, str(spec.cwd))
+        command = recognise(
+            spec.argv, spec.env, str(spec.cwd), spec.root.folder if spec.root else None
+        )
         if isinstance(command, Unrecognised):
             self._unfit[spec.revision] = command.reason
             return await self._spawn(spec, output, command.reason)
@@ -414,7 +416,9 @@ class ZygoteRuntime:
     ) -> ZygoteProcess:
         """A revision's zygote on its own, in the revision's folder with its environment."""
         boot, env = zygote_boot(spec, command), without_port(spec.env)
-        return self._start_process(spec.revision, command, boot, env, spec.cwd, output)
+        return self._start_process(
+            spec.revision, command, boot, env, spec.cwd, output, root=spec.root
+        )
 
     def _launch_base(
         self,
@@ -441,7 +445,10 @@ class ZygoteRuntime:
         env: dict[str, str],
         cwd: Path,
         output: OutputSink,
+        root: ImageRoot | None = None,
     ) -> ZygoteProcess:
+        """With `root`, the zygote runs in the revision's sandbox rooted in that image, and
+        `cwd` and the command are the image's."""
         daemon_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [command.interpreter, str(_ZYGOTE_MAIN), str(zygote_end.fileno())]
         if command.shell:
@@ -453,14 +460,14 @@ class ZygoteRuntime:
             # Its parent is bwrap's init there, not the daemon; bwrap dies with the daemon.
             boot = dict(boot, daemon_pid=None)
             self._sandbox.prepare(revision, env)
-            argv = self._sandbox.command(argv, env, cwd, revision)
+            argv = self._sandbox.command(argv, env, cwd, revision, root=root)
             prepare = ignore_stop_signals
             if self._networks is not None and revision:
                 prepare = functools.partial(_into_network, self._networks.of(revision))
         try:
             process = subprocess.Popen(
                 argv,
-                cwd=cwd,
+                cwd=cwd if root is None else "/",  # the image's folder, in the sandbox
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

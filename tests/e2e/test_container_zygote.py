@@ -1,0 +1,149 @@
+"""An image built with podman, its instances forked from a zygote in the image's own root
+folder (config.yaml `container-zygote: true`, runtime/image_root.py): the image's files, Python
+and command, the revision's own user and sandbox, nothing of the host's; an image the zygote
+cannot run stays on the engine and says why; nothing is left once the service goes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from homerun.runtime.sandbox import FIRST_UID
+
+from .containers import containers_of, ensure_base_image, remove_containers
+from .harness import APPS, Platform, running_platform
+from .test_containers import FLASK_DOCKERFILE
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.containers, pytest.mark.slow]
+
+# The seed's app in the image, saying where it runs: its user, folder, Python, PORT, a file
+# only the image has, whether it sees the daemon's home, whether it may write /tmp.
+REPORT_APP = """\
+import os
+import sys
+
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.route("/")
+def report():
+    with open("/tmp/written", "w") as written:
+        written.write("x")
+    with open("/built-into-the-image") as marker:
+        image_file = marker.read().strip()
+    return {
+        "uid": os.getuid(),
+        "cwd": os.getcwd(),
+        "python": sys.executable,
+        "port": os.environ["PORT"],
+        "k_service": os.environ.get("K_SERVICE"),
+        "image_file": image_file,
+        # The daemon's database and the revisions' files: never shown (the folders on the
+        # way to what is shown, the hosts file and the inspector's, are empty ones).
+        "sees_home": any(
+            os.path.exists(os.path.join(os.environ["DAEMON_HOME"], name))
+            for name in ("homerun.db", "revisions", "logs", "daemon.log")
+        ),
+        "pid": os.getpid(),
+        "status": dict(
+            line.split(":", 1) for line in open("/proc/self/status").read().splitlines()
+        ),
+    }
+"""
+
+
+@pytest.fixture(scope="module")
+def zygote_platform(
+    tmp_path_factory: pytest.TempPathFactory, venv_cache: Path
+) -> Iterator[Platform]:
+    ensure_base_image()
+    home = tmp_path_factory.mktemp("container-zygote") / "home"
+    config = {"stop-grace-seconds": 3, "container-zygote": True}
+    try:
+        with running_platform(home, venv_cache, config) as platform:
+            yield platform
+        # `homerun down` removed the image roots with the zygotes.
+        assert containers_of(home) == []
+    finally:
+        remove_containers(home)
+
+
+def test_instances_fork_in_the_images_root_as_the_revisions_user(
+    zygote_platform: Platform, tmp_path: Path
+) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text(REPORT_APP)
+    dockerfile = FLASK_DOCKERFILE.replace(
+        "COPY main.py .", "COPY main.py .\nRUN echo image > /built-into-the-image"
+    )
+    (app / "Dockerfile").write_text(dockerfile)
+    platform = zygote_platform
+    result = platform.deploy_ok(
+        "zyg", app, "--set-env-vars", f"DAEMON_HOME={platform.home}", "--min-instances", "2"
+    )
+    assert "building with podman" in result.stdout + result.stderr
+    answer = platform.request("zyg", "GET", "/").json()
+    assert answer["image_file"] == "image"  # the image's root is `/`
+    assert answer["python"] == "/usr/bin/python3"  # the image's interpreter
+    assert answer["cwd"] == "/srv"  # its WORKDIR
+    assert answer["uid"] >= FIRST_UID  # the revision's own user, not the image's root
+    assert answer["sees_home"] is False  # nothing of the daemon's
+    # No capability left, none to gain (no_new_privs), as in any revision's sandbox.
+    status = {name: value.strip() for name, value in answer["status"].items()}
+    assert int(status["CapBnd"], 16) == int(status["CapEff"], 16) == 0, status
+    assert status["NoNewPrivs"] == "1", status
+    assert answer["k_service"] == "zyg"
+    assert int(answer["port"]) != 8080  # each instance's own port
+    described = platform.describe_service("zyg")
+    (revision,) = described["revisions"]
+    mode = revision["start_mode"]
+    assert mode["mode"] == "zygote", mode["reason"]
+    assert "its image's root folder" in mode["reason"], mode
+    # One container, made and mounted, never started: the image root.
+    (root,) = containers_of(platform.home)
+    platform.run("services", "delete", "zyg", "-q", check=True, timeout=60)
+    deadline = time.monotonic() + 30
+    while root in containers_of(platform.home) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert root not in containers_of(platform.home)  # the revision's root went with it
+
+
+def test_an_image_with_a_user_of_its_own_runs_on_the_engine_saying_why(
+    zygote_platform: Platform,
+) -> None:
+    zygote_platform.deploy_ok("ctr-user", APPS / "container_app")
+    answer = zygote_platform.request("ctr-user", "GET", "/").json()
+    assert answer["uid"] == 4321 and answer["port"] == "8080"  # USER app, the container port
+    (revision,) = zygote_platform.describe_service("ctr-user")["revisions"]
+    mode = revision["start_mode"]
+    assert mode["mode"] == "container", mode
+    assert "not forked from a zygote: the image runs as user app" in mode["reason"], mode
+
+
+def test_the_container_coldstart_benchmark_runs_with_the_zygote(tmp_path: Path) -> None:
+    """bench/container_coldstart.py --zygote still runs (one run: not a measurement; the
+    benchmark itself checks that the further instance was forked from the zygote)."""
+    ensure_base_image()
+    output = tmp_path / "container-coldstart.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "container_coldstart.py"), "--runs", "1", "--zygote"]
+        + ["--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    assert len(result["zygote_first_ms"]) == len(result["zygote_further_ms"]) == 1
+    assert result["zygote_further_median_ms"] > 0 and result["podman_run_median_ms"] > 0
