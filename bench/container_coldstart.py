@@ -178,7 +178,7 @@ async def measure(engine: Engine, image: str, runs: int, zygote: bool) -> dict[s
         networks = Networks()
         zygotes = ZygoteRuntime(sandbox=sandbox, networks=networks)
         zygotes.open()
-        rooted = ContainerRuntime(engine, zygotes, home=WORK, zygotes=True)
+        rooted = ContainerRuntime(engine, zygotes, home=WORK, unrooted=None)
     try:
         for index in range(runs):  # alternating: all see the same machine state
             figures["homerun"].append(await through_homerun(runtime, image, index))

@@ -165,10 +165,9 @@ class Settings:
     # when installed), podman, or none.
     container_engine: str = "auto"
     # An image whose command runs gunicorn or uvicorn on $PORT: its instances forked from a
-    # zygote in the image's own root folder (runtime/image_root.py; root and the sandbox only)
-    # rather than each a `podman run`. Off by default while the container suite runs on the
-    # engine.
-    container_zygote: bool = False
+    # zygote in the image's own root folder (runtime/image_root.py; as root, with the sandbox
+    # and its network namespaces) rather than each a `podman run`.
+    container_zygote: bool = True
     # The Google Cloud project instances are told they run in (the metadata server's
     # project-id; service accounts are NAME@PROJECT.iam.gserviceaccount.com).
     project: str = DEFAULT_PROJECT

@@ -53,7 +53,7 @@ from homerun.runtime.nat import RedirectedPorts
 from homerun.runtime.netns import NetNamespace, Networks
 from homerun.runtime.netns import can_make as can_make_networks
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
-from homerun.runtime.sandbox import FIRST_UID, UID_RANGE
+from homerun.runtime.sandbox import FIRST_UID, UID_RANGE, Sandbox
 from homerun.runtime.sandbox import probe as probe_sandbox
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.scaler import Scaler
@@ -128,10 +128,7 @@ class Daemon:
                 engine,
                 runtime,
                 home=self.paths.home,
-                zygotes=self.settings.container_zygote
-                and sandbox is not None
-                and sandbox.privileged
-                and self.settings.zygote,
+                unrooted=_why_no_container_zygotes(self.settings, sandbox, networks),
             )
             if engine
             else runtime
@@ -468,6 +465,24 @@ def serve_inside(
         return undo
 
     return furnish
+
+
+def _why_no_container_zygotes(
+    settings: Settings, sandbox: Sandbox | None, networks: Networks | None
+) -> str | None:
+    """Why images' instances cannot be forked from a zygote in their own root folder here
+    (runtime/image_root.py); None when they can."""
+    if not settings.container_zygote:
+        return "container-zygote: false in config.yaml"
+    if not settings.zygote:
+        return "zygote: false in config.yaml"
+    if sandbox is None:
+        return "instances are not sandboxed here"
+    if not sandbox.privileged:
+        return "homerun does not run as root (only root mounts an image's root folder)"
+    if networks is None:
+        return "revisions get no network namespace of their own here"
+    return None
 
 
 def _container_engine(setting: str, home: Path) -> Engine | None:

@@ -151,16 +151,22 @@ class ContainerRuntime:
     `processes` (the process or zygote runtime)."""
 
     def __init__(
-        self, engine: Engine, processes: Runtime, *, home: Path, zygotes: bool = False
+        self,
+        engine: Engine,
+        processes: Runtime,
+        *,
+        home: Path,
+        unrooted: str | None = "container-zygote: false in config.yaml",
     ) -> None:
-        """`zygotes`: an image that runs gunicorn or uvicorn on $PORT is run by `processes`
-        (the sandbox as root) in its own root folder, forked from a zygote
+        """Without `unrooted` (why not), an image that runs gunicorn or uvicorn on $PORT is run
+        by `processes` (the sandbox as root) in its own root folder, forked from a zygote
         (runtime/image_root.py)."""
         self.engine = engine
         self._processes = processes
         self._home = str(home)
         self._containers: set[str] = set()  # revisions whose instances are containers
-        self._roots = ImageRoots(engine, {HOME_LABEL: self._home}) if zygotes else None
+        self._roots = ImageRoots(engine, {HOME_LABEL: self._home}) if unrooted is None else None
+        self._unrooted = unrooted
         self._rooted: set[str] = set()  # revisions whose instances run in their image's root
         self._why_not_rooted: dict[str, str] = {}
         self._releasing: set[asyncio.Future[None]] = set()
@@ -175,7 +181,7 @@ class ContainerRuntime:
     async def start(self, spec: InstanceSpec, output: OutputSink) -> Instance:
         if spec.container is None:
             return await self._processes.start(spec, output)
-        if self._roots is not None and spec.revision:
+        if self._roots is not None and spec.revision and spec.port != 0:  # not a job's task
             rooted = await self._rooted_spec(spec, spec.container)
             if isinstance(rooted, InstanceSpec):
                 self._rooted.add(spec.revision)
@@ -199,7 +205,12 @@ class ContainerRuntime:
             folder = await asyncio.shield(self._roots.folder(spec.revision, container.image))
         except (OSError, ValueError) as error:
             return f"its image's root folder could not be made ({error})"
-        return rooted_spec(spec, container, config, folder)
+        rooted = rooted_spec(spec, container, config, folder)
+        if isinstance(rooted, str):
+            # Its command is one the zygote cannot run: the container that held the root
+            # goes (it would keep the image from being removed), while this one starts.
+            self._release(spec.revision)
+        return rooted
 
     def mode(self, revision: str) -> tuple[str, str]:
         if revision in self._rooted:
@@ -210,7 +221,7 @@ class ContainerRuntime:
                 f"it, never started) is its sandbox's /; {why}",
             )
         if revision in self._containers:
-            why_not = self._why_not_rooted.get(revision)
+            why_not = self._why_not_rooted.get(revision, self._unrooted)
             return (
                 "container",
                 f"its image was built by {self.engine.name} {self.engine.version}: each "
@@ -223,8 +234,11 @@ class ContainerRuntime:
         self._containers.discard(revision)
         self._why_not_rooted.pop(revision, None)
         self._processes.forget(revision)
-        if self._roots is not None and revision in self._rooted:
-            self._rooted.discard(revision)
+        self._rooted.discard(revision)
+        self._release(revision)
+
+    def _release(self, revision: str) -> None:
+        if self._roots is not None and self._roots.holds(revision):
             releasing = asyncio.ensure_future(self._roots.release(revision))
             self._releasing.add(releasing)
             releasing.add_done_callback(self._releasing.discard)

@@ -138,6 +138,9 @@ class ImageRoots:
             made = self._folders[revision] = asyncio.ensure_future(self._mount(revision, image))
         return made
 
+    def holds(self, revision: str) -> bool:
+        return revision in self._folders
+
     async def release(self, revision: str) -> None:
         made = self._folders.pop(revision, None)
         if made is None:
@@ -166,7 +169,10 @@ class ImageRoots:
             part for key, value in self._labels.items() for part in ("--label", f"{key}={value}")
         ]
         await _call(
-            self._engine.command("create", "--name", name, *labels, "--pull", "never", image)
+            # A command of its own: an image may have none (never run, never checked).
+            self._engine.command(
+                "create", "--name", name, *labels, "--pull", "never", image, "true"
+            )
         )
         folder = Path((await _call(self._engine.command("mount", name))).strip())
         if not folder.is_absolute():

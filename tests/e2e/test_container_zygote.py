@@ -16,9 +16,9 @@ import pytest
 
 from homerun.runtime.sandbox import FIRST_UID
 
-from .containers import containers_of, ensure_base_image, remove_containers
+from .containers import BASE_IMAGE, containers_of, ensure_base_image, remove_containers
 from .harness import APPS, Platform, running_platform
-from .test_containers import FLASK_DOCKERFILE
+from .test_containers import FLASK_DOCKERFILE, _name
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -147,3 +147,25 @@ def test_the_container_coldstart_benchmark_runs_with_the_zygote(tmp_path: Path) 
     result = json.loads(output.read_text())
     assert len(result["zygote_first_ms"]) == len(result["zygote_further_ms"]) == 1
     assert result["zygote_further_median_ms"] > 0 and result["podman_run_median_ms"] > 0
+
+
+def test_an_image_the_zygote_cannot_run_leaves_no_root_behind(
+    zygote_platform: Platform, tmp_path: Path
+) -> None:
+    """Its root was made to read its command there, then removed: a container holding the
+    image would keep podman from deleting it once the service goes."""
+    app = tmp_path / "plain"
+    app.mkdir()
+    (app / "main.py").write_text((APPS / "container_app" / "main.py").read_text())
+    (app / "Dockerfile").write_text(
+        f'FROM {BASE_IMAGE}\nCOPY main.py /main.py\nCMD ["python3", "/main.py"]\n'
+    )
+    platform = zygote_platform
+    platform.deploy_ok("ctr-plain", app)
+    assert platform.request("ctr-plain", "GET", "/").json()["port"] == "8080"
+    (revision,) = platform.describe_service("ctr-plain")["revisions"]
+    mode = revision["start_mode"]
+    assert mode["mode"] == "container", mode
+    assert "not forked from a zygote: a zygote cannot run its command" in mode["reason"], mode
+    names = [_name(container) for container in containers_of(platform.home)]
+    assert not [name for name in names if name.startswith("homerun-root-")], names
