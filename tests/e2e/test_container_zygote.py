@@ -169,3 +169,31 @@ def test_an_image_the_zygote_cannot_run_leaves_no_root_behind(
     assert "not forked from a zygote: a zygote cannot run its command" in mode["reason"], mode
     names = [_name(container) for container in containers_of(platform.home)]
     assert not [name for name in names if name.startswith("homerun-root-")], names
+
+
+def test_a_killed_daemons_image_root_is_removed_at_its_next_start(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    """SIGKILL leaves the root container mounted (and the zygote's instances, which the next
+    start ends as any leftover instance); the next daemon removes it and makes a new one."""
+    ensure_base_image()
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text((APPS / "flask_seed" / "main.py").read_text())
+    (app / "Dockerfile").write_text(FLASK_DOCKERFILE)
+    home = tmp_path / "home"
+    try:
+        with running_platform(home, venv_cache, {"stop-grace-seconds": 3}) as platform:
+            platform.deploy_ok("zyg-left", app)
+            (left,) = containers_of(home)
+            platform.kill()
+            assert containers_of(home) == [left]  # nothing removed it
+            platform.start()
+            assert left not in containers_of(home)
+            assert platform.request("zyg-left", "GET", "/").json() == {"hello": "world"}
+            (revision,) = platform.describe_service("zyg-left")["revisions"]
+            assert revision["start_mode"]["mode"] == "zygote", revision["start_mode"]
+            (made,) = containers_of(home)
+            assert _name(made).startswith("homerun-root-") and made != left
+    finally:
+        remove_containers(home)
