@@ -13,7 +13,7 @@ from typing import Any
 
 from homerun.build.artifact import Artifact
 from homerun.build.dockerfile import Instruction, split_instructions
-from homerun.errors import BuildError
+from homerun.errors import BuildError, NotFound
 from homerun.model.artifact import ArtifactRecord
 from homerun.model.engine import Engine
 
@@ -168,3 +168,15 @@ def engine_image_record(engine: Engine, name: str) -> ArtifactRecord | None:
         digest=image.removeprefix("sha256:"),
         engine_image=image,
     )
+
+
+def engine_image_named(engine: Engine, name: str, missing: NotFound) -> ArtifactRecord:
+    """Blocking: engine_image_record of `name`, or NotFound saying neither homerun's store
+    (`missing`, its own NotFound) nor the engine has it."""
+    record = engine_image_record(engine, name)
+    if record is None:
+        raise NotFound(
+            f"{missing} {engine.name} has no image {name} either "
+            f"(`{engine.name} images` lists those it has)."
+        ) from None
+    return record

@@ -249,6 +249,19 @@ class ImageStore:
             source=source,
         )
 
+    def adopt(self, name: ImageName, record: ArtifactRecord) -> StoredImage:
+        """Blocking: store an image of the container engine's own storage (built by hand,
+        pulled) under `name`, as a record that runs it (engine_build.engine_image_record)
+        and an empty artifact folder: a deploy of it then reads it like any stored image."""
+        digest = record.digest or ""
+        with self._lock:
+            (self.blobs / digest).mkdir(parents=True, exist_ok=True)
+            _write_json(self.blobs / f"{digest}.json", record.model_dump())
+            names = self._names()
+            names[name.tagged] = _Names(digest=digest, created_at=self._clock())
+            self._save_names(names)
+        return self.resolve(name.tagged)
+
     def delete(self, text: str) -> list[str]:
         """Remove a name (NAME[:TAG]) or every name of a digest (NAME@sha256:…); a digest no
         name points at any more goes with its folder. The names removed."""

@@ -12,7 +12,8 @@ from typing import Any
 
 from homerun.build import Artifact
 from homerun.build.artifact import artifact_record, copy_artifact, write_failure
-from homerun.build.images import ImageStore
+from homerun.build.engine_build import engine_image_named
+from homerun.build.images import ImageStore, StoredImage
 from homerun.config import Paths, Settings
 from homerun.control.access import Iam
 from homerun.control.advice import capacity_warning
@@ -35,9 +36,10 @@ from homerun.control.secrets import SecretValues
 from homerun.control.tasks import Emit, Tasks
 from homerun.control.traffic import Traffic
 from homerun.control.urls import Urls
-from homerun.errors import HomerunError, InvalidSpec
+from homerun.errors import HomerunError, InvalidSpec, NotFound
 from homerun.knative import ServiceManifest
 from homerun.model.artifact import ArtifactRecord
+from homerun.model.engine import Engine
 from homerun.model.events import BuildLine, DeployEvent, Done, Phase, Starting
 from homerun.model.images import parse_image_name
 from homerun.model.states import RevisionStatus
@@ -73,7 +75,10 @@ class Deploys:
         images: ImageStore,
         clock: Callable[[], float],
         progress_seconds: float = 1.0,
+        engine: Engine | None = None,
     ) -> None:
+        """`engine`: where `--image` also looks for an image homerun's store lacks."""
+        self._engine = engine
         self._clock = clock
         self._progress_seconds = progress_seconds  # between Starting events
         self._settings = settings
@@ -117,7 +122,7 @@ class Deploys:
         that image runs as containers."""
         if request.changes.image is None:
             return request, False
-        image = self._images.resolve(request.changes.image)
+        image = self._resolve(request.changes.image)
         emit(Phase(message=f"Image {image.name} is {image.pinned}"))
         changes = request.changes.model_copy(
             update={"image": image.pinned, "source": image.source or ""}
@@ -126,6 +131,18 @@ class Deploys:
             request.model_copy(update={"changes": changes}),
             image.record.engine_image is not None,
         )
+
+    def _resolve(self, text: str) -> StoredImage:
+        """The image `text` names in homerun's store; else one the container engine has
+        (built by hand, pulled), taken into the store under that name. NotFound says where
+        it was looked for."""
+        try:
+            return self._images.resolve(text)
+        except NotFound as missing:
+            if self._engine is None:
+                raise
+            record = engine_image_named(self._engine, text, missing)
+            return self._images.adopt(parse_image_name(text, "--image"), record)
 
     def replace(self, manifest: ServiceManifest) -> AsyncIterator[DeployEvent]:
         """Apply a Knative Service (already validated)."""

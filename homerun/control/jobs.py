@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from homerun.build.artifact import artifact_record, copy_artifact, write_failure
-from homerun.build.engine_build import engine_image_record
+from homerun.build.engine_build import engine_image_named
 from homerun.build.images import ImageStore
 from homerun.config import Settings
 from homerun.control.deploys import BuildFunction
@@ -152,12 +152,7 @@ class Jobs:
         except NotFound as missing:
             if self._engine is None:
                 raise
-            record = engine_image_record(self._engine, text)
-            if record is None:
-                raise NotFound(
-                    f"{missing} {self._engine.name} has no image {text} either "
-                    f"(`{self._engine.name} images` lists those it has)."
-                ) from None
+            record = engine_image_named(self._engine, text, missing)
             name = parse_image_name(text, "--image")
             return JobImage(
                 name=name.tagged,

@@ -191,6 +191,7 @@ def control_plane(
             images=images,
             clock=clock,
             progress_seconds=progress_seconds,
+            engine=engine,
         ),
         iam=iam,
         secrets=Secrets(

@@ -647,3 +647,36 @@ def test_a_job_of_an_image_podman_has_fails_with_its_last_lines(
     assert unknown.returncode == 1
     assert "there is no image localhost/no-such:v9 in homerun's image store" in unknown.stderr
     assert "podman has no image localhost/no-such:v9 either" in unknown.stderr, unknown.stderr
+
+
+def test_a_prebuilt_image_with_its_own_port_and_shell_form_entrypoint(
+    engine_platform: Platform, tmp_path: Path
+) -> None:
+    """An image built by hand with podman (not by homerun), its shell-form ENTRYPOINT
+    listening on a port of its own: `deploy --image IMAGE --port PORT` runs it, PORT is that
+    port inside, and the router reaches it."""
+    context = tmp_path / "own"
+    context.mkdir()
+    (context / "main.py").write_text((APPS / "container_app" / "main.py").read_text())
+    (context / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nCOPY main.py /main.py\nENTRYPOINT exec python3 /main.py\n"
+    )
+    image = f"localhost/own-port-{tmp_path.name.lower()}:v1"
+    built = subprocess.run(
+        [*podman(), "build", "--tag", image, str(context)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    try:
+        deployed = engine_platform.run(
+            "deploy", "ctr-own-port", "--image", image, "--port", "9091",
+            "--allow-unauthenticated",
+        )  # fmt: skip
+        assert deployed.returncode == 0, describe(deployed)
+        answer = report(engine_platform, "ctr-own-port")
+        assert answer["port"] == "9091" and answer["k_service"] == "ctr-own-port"
+        engine_platform.run("services", "delete", "ctr-own-port", "-q", check=True, timeout=60)
+    finally:
+        subprocess.run([*podman(), "rmi", "--force", image], capture_output=True, check=False)
