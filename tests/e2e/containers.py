@@ -15,9 +15,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from .harness import Platform, running_platform
 
 BASE_IMAGE = "localhost/homerun-test-debian:bookworm"
 PODMAN_GLOBAL = ("--runtime", "runc", "--cgroup-manager", "cgroupfs")
@@ -116,3 +121,16 @@ def containers_of(home: Path) -> list[str]:
 def remove_containers(home: Path) -> None:
     for container in containers_of(home):
         subprocess.run([*podman(), "rm", "--force", "--time", "0", container], check=False)
+
+
+@contextmanager
+def engine_platform_at(home: Path, venv_cache: Path, config: dict[str, Any]) -> Iterator[Platform]:
+    """A daemon on `home` for the container tests (the base image made first). Once `homerun
+    down` has stopped it, no container of that home is left; any left is removed anyway."""
+    ensure_base_image()
+    try:
+        with running_platform(home, venv_cache, config) as platform:
+            yield platform
+        assert containers_of(home) == []
+    finally:
+        remove_containers(home)

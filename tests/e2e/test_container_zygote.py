@@ -16,7 +16,13 @@ import pytest
 
 from homerun.runtime.sandbox import FIRST_UID
 
-from .containers import BASE_IMAGE, containers_of, ensure_base_image, remove_containers
+from .containers import (
+    BASE_IMAGE,
+    containers_of,
+    engine_platform_at,
+    ensure_base_image,
+    remove_containers,
+)
 from .harness import APPS, Platform, running_platform
 from .test_containers import FLASK_DOCKERFILE, _name
 
@@ -66,16 +72,11 @@ def report():
 def zygote_platform(
     tmp_path_factory: pytest.TempPathFactory, venv_cache: Path
 ) -> Iterator[Platform]:
-    ensure_base_image()
     home = tmp_path_factory.mktemp("container-zygote") / "home"
+    # `homerun down` removes the image roots with the zygotes: no container is left.
     config = {"stop-grace-seconds": 3, "container-zygote": True}
-    try:
-        with running_platform(home, venv_cache, config) as platform:
-            yield platform
-        # `homerun down` removed the image roots with the zygotes.
-        assert containers_of(home) == []
-    finally:
-        remove_containers(home)
+    with engine_platform_at(home, venv_cache, config) as platform:
+        yield platform
 
 
 def test_instances_fork_in_the_images_root_as_the_revisions_user(

@@ -22,6 +22,7 @@ from .containers import (
     BASE_IMAGE,
     PODMAN_RUN,
     containers_of,
+    engine_platform_at,
     ensure_base_image,
     podman,
     remove_containers,
@@ -45,15 +46,9 @@ CMD exec gunicorn --bind :$PORT --workers 1 --threads 8 --timeout 0 main:app
 def engine_platform(
     tmp_path_factory: pytest.TempPathFactory, venv_cache: Path
 ) -> Iterator[Platform]:
-    ensure_base_image()
     home = tmp_path_factory.mktemp("containers") / "home"
-    try:
-        with running_platform(home, venv_cache, {"stop-grace-seconds": 3}) as platform:
-            yield platform
-        # `homerun down` stopped every instance: no container of this home is left.
-        assert containers_of(home) == []
-    finally:
-        remove_containers(home)
+    with engine_platform_at(home, venv_cache, {"stop-grace-seconds": 3}) as platform:
+        yield platform
 
 
 def report(platform: Platform, service: str) -> dict[str, object]:
