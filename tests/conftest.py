@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from fakes import loopback_listener
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -27,7 +28,7 @@ def serve() -> Iterator[Serve]:
     started: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
 
     def start(app: Any) -> str:
-        listener = socket.create_server(("127.0.0.1", 0))
+        listener = loopback_listener()
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
         thread.start()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,18 @@ class Clock:
 
 
 # Loopback ports a NAT rule sends elsewhere (such as one a removed container left): a server
-# on one would never be reached (runtime/nat.py).
-REDIRECTED = redirected_ports(read_nat_rules())
+# on one would never be reached (runtime/nat.py). Read again at most every few seconds: a
+# container test may leave one in the middle of the session.
+_REDIRECTED_SECONDS = 5.0
+_redirected: tuple[float, frozenset[int]] = (float("-inf"), frozenset())
+
+
+def redirected() -> frozenset[int]:
+    global _redirected
+    read_at, ports = _redirected
+    if time.monotonic() - read_at > _REDIRECTED_SECONDS:
+        _redirected = (time.monotonic(), redirected_ports(read_nat_rules()))
+    return _redirected[1]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -54,8 +65,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.bind((host, 0))
             port = int(probe.getsockname()[1])
-        if port not in REDIRECTED:
+        if port not in redirected():
             return port
+
+
+def loopback_listener() -> socket.socket:
+    """A socket listening on 127.0.0.1, on a port the kernel picked that no NAT rule
+    redirects."""
+    while True:
+        listener = socket.create_server(("127.0.0.1", 0))
+        if listener.getsockname()[1] not in redirected():
+            return listener
+        listener.close()
 
 
 # -- a runtime whose instances are asyncio servers in the test's own process ------------------

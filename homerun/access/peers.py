@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import os
 import socket
 import struct
@@ -69,14 +70,19 @@ def _inodes_in_namespaces(peer: Address, server: Address, candidates: Mapping[in
     seen = {own} if own is not None else set()
     inodes = []
     for root in candidates:
-        namespace = _namespace(str(root))
+        # A container's root is conmon, in the daemon's namespace; its child, the container's
+        # first process, is in the container's own (runtime/container.py).
+        inside, namespace = root, _namespace(str(root))
+        if namespace is not None and namespace == own:
+            for pid in itertools.islice(process_tree(root), 1, 2):
+                inside, namespace = pid, _namespace(str(pid))
         if namespace is None or namespace in seen:
             continue
         seen.add(namespace)
         tables = []
         for name in ("tcp", "tcp6"):
             with contextlib.suppress(OSError):
-                tables.append(Path(f"/proc/{root}/net/{name}").read_text())
+                tables.append(Path(f"/proc/{inside}/net/{name}").read_text())
         found = socket_inode(tables, peer, server)
         if found is not None:
             inodes.append(found)

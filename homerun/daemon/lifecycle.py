@@ -50,7 +50,7 @@ from homerun.runtime import Runtime
 from homerun.runtime.container import ContainerRuntime, find_engine, remove_unused_images
 from homerun.runtime.limited import limit_where_possible
 from homerun.runtime.nat import RedirectedPorts
-from homerun.runtime.netns import NetNamespace, Networks
+from homerun.runtime.netns import Furnish, NetNamespace, Networks
 from homerun.runtime.netns import can_make as can_make_networks
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.sandbox import FIRST_UID, UID_RANGE, Sandbox
@@ -129,6 +129,7 @@ class Daemon:
                 runtime,
                 home=self.paths.home,
                 unrooted=_why_no_container_zygotes(self.settings, sandbox, networks),
+                networks=networks,
             )
             if engine
             else runtime
@@ -434,25 +435,35 @@ class Daemon:
 
 def serve_inside(
     router: Router, metadata: EmbeddedServer, router_at: Address, metadata_at: Address
-) -> Callable[[NetNamespace], Callable[[], None]]:
+) -> Furnish:
     """What furnishes a revision's network namespace (runtime/netns.py): listeners on its own
     loopback at the router's and the metadata server's addresses, served by them, so that the
     service URLs (the hosts file) and GCE_METADATA_HOST an instance is given reach them from
     inside. A router listening on an address that is not loopback is reached at 127.0.0.1."""
     router_host = router_at[0] if is_loopback(router_at[0]) else "127.0.0.1"
 
-    def furnish(namespace: NetNamespace) -> Callable[[], None]:
-        sockets = [namespace.listen(router_host, router_at[1])]
-        try:
-            sockets.append(namespace.listen(metadata_at[0], metadata_at[1]))
-        except OSError:
-            sockets[0].close()
-            raise
-        serving = [
-            asyncio.ensure_future(router.serve_socket(sockets[0])),
-            asyncio.ensure_future(metadata.serve_socket(sockets[1])),
+    def furnish(namespace: NetNamespace, keep_free: frozenset[int]) -> Callable[[], None]:
+        # A container that listens on the router's port (8080 both by default) has it to
+        # itself: it reaches no service URL from inside, as on the engine's own network.
+        wanted: list[tuple[str, int, Router | EmbeddedServer]] = [
+            (router_host, router_at[1], router),
+            (metadata_at[0], metadata_at[1], metadata),
         ]
-        closers = [router.close_socket, metadata.close_socket]
+        sockets: list[socket.socket] = []
+        try:
+            for host, port, _ in wanted:
+                if port not in keep_free:
+                    sockets.append(namespace.listen(host, port))
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        servers = [server for _, port, server in wanted if port not in keep_free]
+        serving = [
+            asyncio.ensure_future(server.serve_socket(sock))
+            for server, sock in zip(servers, sockets, strict=True)
+        ]
+        closers = [server.close_socket for server in servers]
 
         def undo() -> None:
             for task, close, sock in zip(serving, closers, sockets, strict=True):

@@ -3,11 +3,17 @@ loopback only; and the runtime that sends each instance to the container engine 
 process runtime, by what its revision was built into.
 
 An instance is `podman run --rm` in the foreground: its output is the container's, its exit is
-the container's. The container's port is published on 127.0.0.1 only (PORT inside is the
-container port, 8080 by default, as on Cloud Run); a job's task (port 0) publishes none.
-conmon, which podman leaves to watch the container, holds the published port and is the
-parent of the container's processes: it is the instance's `pid`, so the startup probe finds
-the listener in the instance's process tree and the metrics count the container's processes.
+the container's. PORT inside is the container port, 8080 by default, as on Cloud Run. As root
+with network namespaces (runtime/netns.py), each container joins one that homerun made for it
+(`--network ns:PATH`), as a pod has its own: the router and probes connect to the container
+port on its loopback, the router's and metadata server's listeners are there too (unless the
+container port is one of theirs), other machines are reached through slirp4netns; no other
+container and no host process reaches it, and the engine writes no forwarding rule. Otherwise
+the engine's network holds it and its port is published on 127.0.0.1 only (such a rule can
+outlive its container: runtime/nat.py); a job's task (port 0) publishes none.
+conmon, which podman leaves to watch the container, is the parent of the container's
+processes: it is the instance's `pid`, so the metrics count the container's processes (and
+on the engine's network the startup probe finds the listener in the instance's tree).
 Stops go through the engine (`podman kill`, then `podman rm -f`); every container is labelled
 with the daemon's home, so that a daemon killed before it could stop them removes them at its
 next start (`remove_leftovers`).
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -38,6 +45,7 @@ from homerun.model.engine import (
 from homerun.model.volumes import Mounts
 from homerun.runtime.base import Instance, InstanceSpec, OutputSink, Runtime
 from homerun.runtime.image_root import ImageRoots, rooted_spec, why_not_rooted
+from homerun.runtime.netns import NetNamespace, Networks
 from homerun.runtime.output import drain, pump
 
 HOME_LABEL = "dev.homerun.home"
@@ -112,6 +120,10 @@ class ContainerInstance:
         self._signals: list[asyncio.Future[str]] = []
         self.pid_folder: Path | None = None  # conmon's pid file: removed once it has exited
         self.secrets_folder: Path | None = None  # its secret files: removed likewise
+        # Its own network namespace (runtime/netns.py), dropped once it has exited; None: on
+        # the engine's network, its port published on the host's loopback.
+        self.network: NetNamespace | None = None
+        self.on_exit: Callable[[], None] | None = None
         # podman enforces --memory inside the container (its OOM kill ends the container);
         # `podman run --rm` leaves no record saying so, so homerun does not claim it.
         self.memory_exceeded = False
@@ -125,6 +137,9 @@ class ContainerInstance:
         for folder in (self.pid_folder, self.secrets_folder):
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
+        if self.on_exit is not None:
+            on_exit, self.on_exit = self.on_exit, None
+            on_exit()
         await asyncio.gather(*self._signals, return_exceptions=True)
         for _ in range(20):  # conmon ends just after the container it watches
             if _reaped(self.pid):
@@ -157,12 +172,15 @@ class ContainerRuntime:
         *,
         home: Path,
         unrooted: str | None = "container-zygote: false in config.yaml",
+        networks: Networks | None = None,
     ) -> None:
         """Without `unrooted` (why not), an image that runs gunicorn or uvicorn on $PORT is run
         by `processes` (the sandbox as root) in its own root folder, forked from a zygote
-        (runtime/image_root.py)."""
+        (runtime/image_root.py). With `networks`, each container is in a network namespace of
+        its own that homerun makes (runtime/netns.py), not on the engine's network."""
         self.engine = engine
         self._processes = processes
+        self._networks = networks
         self._home = str(home)
         self._containers: set[str] = set()  # revisions whose instances are containers
         self._roots = ImageRoots(engine, {HOME_LABEL: self._home}) if unrooted is None else None
@@ -225,7 +243,13 @@ class ContainerRuntime:
             return (
                 "container",
                 f"its image was built by {self.engine.name} {self.engine.version}: each "
-                "instance is a container of it, published on 127.0.0.1 only"
+                "instance is a container of it, "
+                + (
+                    "in a network namespace of its own (reachable only through the router; "
+                    "other machines through slirp4netns where it is installed)"
+                    if self._networks is not None
+                    else "its port published on 127.0.0.1 only"
+                )
                 + (f" (not forked from a zygote: {why_not})" if why_not else ""),
             )
         return self._processes.mode(revision)
@@ -257,7 +281,16 @@ class ContainerRuntime:
         # Port 0: a job's task, which does not listen: no PORT, nothing published.
         listens = spec.port != 0
         env = dict(spec.env, PORT=str(container.port)) if listens else dict(spec.env)
-        publish = ["--publish", f"127.0.0.1:{spec.port}:{container.port}"] if listens else []
+        network: NetNamespace | None = None
+        if self._networks is not None:
+            # Its own namespace: reached on its loopback at the container port, as a pod is.
+            keep_free = frozenset({container.port}) if listens else frozenset()
+            network = self._networks.of(spec.name, keep_free)
+            connect = ["--network", f"ns:/proc/{os.getpid()}/fd/{network.fd}"]
+            port = container.port if listens else 0
+        else:
+            connect = ["--publish", f"127.0.0.1:{spec.port}:{container.port}"] if listens else []
+            port = spec.port
         # podman reads conmon's pid file after conmon wrote it, and warns in the instance's
         # output if it is gone: the folder goes once the container has exited.
         folder = tempfile.mkdtemp(prefix="homerun-conmon-")
@@ -278,7 +311,7 @@ class ContainerRuntime:
                 "--label",
                 f"{REVISION_LABEL}={spec.revision}",
                 *self.engine.run_args,
-                *publish,
+                *connect,
                 "--pull",
                 "never",
                 *_limits(container),
@@ -323,15 +356,24 @@ class ContainerRuntime:
             shutil.rmtree(folder, ignore_errors=True)
             if secrets is not None:
                 shutil.rmtree(secrets, ignore_errors=True)
+            if network is not None:
+                self._forget_network(spec.name)
             raise
         instance = ContainerInstance(
-            spec.name, spec.port, name, conmon or process.pid, process, readers, self.engine
+            spec.name, port, name, conmon or process.pid, process, readers, self.engine
         )
         instance.pid_folder = Path(folder)
         instance.secrets_folder = secrets
+        if network is not None:
+            instance.network = network
+            instance.on_exit = functools.partial(self._forget_network, spec.name)
         if conmon is None and process.returncode is None:
             instance.signal(signal.SIGKILL)  # created too slowly: not worth waiting for
         return instance
+
+    def _forget_network(self, owner: str) -> None:
+        if self._networks is not None:
+            self._networks.forget(owner)
 
     def _write_secrets(self, mounts: Mounts) -> Path:
         """The instance's secret files in a folder of its own (under one only root enters),

@@ -218,9 +218,10 @@ async def open_connection(
     return await namespace.open_connection(host, port)
 
 
-# furnish(namespace) opens what the daemon serves inside a new namespace (listeners on the
-# router's and metadata server's ports) and returns what closes them.
-Furnish = Callable[[NetNamespace], Callable[[], None]]
+# furnish(namespace, keep_free) opens what the daemon serves inside a new namespace (listeners
+# on the router's and metadata server's ports, but none on a port in keep_free: the one a
+# container listens on) and returns what closes them.
+Furnish = Callable[[NetNamespace, frozenset[int]], Callable[[], None]]
 
 
 class Networks:
@@ -236,13 +237,14 @@ class Networks:
     def describe(self) -> str:
         return PRIVATE + (EGRESS if self._slirp4netns else NO_EGRESS)
 
-    def of(self, revision: str) -> NetNamespace:
-        """The revision's namespace, made (and furnished) if it has none."""
+    def of(self, revision: str, keep_free: frozenset[int] = frozenset()) -> NetNamespace:
+        """The namespace of a revision (or of one instance, a job's task, a container), made
+        and furnished if it has none; the daemon listens on no port of `keep_free` there."""
         held = self._namespaces.get(revision)
         if held is None:
             namespace = NetNamespace.create()
             try:
-                undo = self.furnish(namespace) if self.furnish is not None else _nothing
+                undo = self.furnish(namespace, keep_free) if self.furnish is not None else _nothing
             except BaseException:
                 namespace.close()
                 raise

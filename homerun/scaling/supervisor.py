@@ -60,6 +60,7 @@ class Supervisor:
         self._runtime = runtime
         # network(revision): the network namespace its instances listen in (runtime/netns.py),
         # which probes and the router connect into; None: they listen on the host's loopback.
+        # network(instance): one that instance has to itself (a container's), if any.
         self._network = network or (lambda revision: None)
         # Loopback ports a NAT rule sends elsewhere (runtime/nat.py): never an instance's.
         self._redirected_ports = redirected_ports
@@ -524,13 +525,18 @@ class Supervisor:
             self._ports.discard(port)
             raise
         self._registry.record(name, unit.name, process.pid)
+        # A container in a network namespace of its own listens on its container port there.
+        own = self._network(name)
+        if own is not None:
+            self._ports.discard(port)
         return ManagedInstance(
             name,
-            port,
+            process.port,
             process,
             InstanceState.STARTING,
             started_at,
-            network=self._network(unit.name),
+            network=own or self._network(unit.name),
+            own_network=own is not None,
         )
 
     def _port_for(self, container_port: int | None) -> tuple[int, str]:
@@ -562,7 +568,8 @@ class Supervisor:
     def _gone(self, instance: ManagedInstance) -> None:
         """Its process is gone: forget it, and its port may be given out again."""
         self._registry.forget(instance.name)
-        self._ports.discard(instance.port)
+        if not instance.own_network:
+            self._ports.discard(instance.port)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.ensure_future(coroutine)

@@ -88,6 +88,8 @@ class ManagedInstance:
     endpoint: Endpoint | None = None
     # The revision's own network namespace, where it listens (runtime/netns.py); None: the host's.
     network: NetNamespace | None = None
+    # The namespace is the instance's alone (a container's): its port is no port of the host's.
+    own_network: bool = False
     # Its readiness and liveness checks while it serves.
     checks: list[asyncio.Task[None]] = field(default_factory=list)
 

@@ -19,6 +19,7 @@ from homerun.access.peers import (
     listening_ports,
     socket_inode,
 )
+from homerun.runtime.netns import NetNamespace
 
 TCP = textwrap.dedent(
     """\
@@ -169,3 +170,46 @@ def test_the_ports_a_tree_listens_on_are_read_in_its_own_network_namespace() -> 
         assert listening_ports(inside.pid) == {inside_port}
     finally:
         _end(inside)
+
+
+def test_a_caller_whose_tree_enters_a_namespace_below_its_root_is_found() -> None:
+    """A container's instance process is conmon, in the host's network namespace; its child,
+    the container's first process, is in the namespace homerun made for the container, and
+    connects to the metadata server's listener there."""
+    if os.geteuid() != 0 or shutil.which("nsenter") is None:
+        pytest.skip("entering a network namespace needs root and nsenter")
+    namespace = NetNamespace.create()
+    try:
+        server = namespace.listen("127.0.0.1", 0)
+        server.setblocking(True)
+        address = server.getsockname()
+        # sh (as conmon) -> python, in the namespace (as the container's first process).
+        holder = subprocess.Popen(
+            [
+                "/bin/sh", "-c",
+                f"nsenter --net=/proc/{os.getpid()}/fd/{namespace.fd} "
+                f"{sys.executable} -c 'import socket, sys; "
+                f"s = socket.create_connection((\"127.0.0.1\", {address[1]})); "
+                "print(s.getsockname()[1], flush=True); sys.stdin.read()'; true",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout is not None
+            port = int(holder.stdout.readline())
+            connection, peer = server.accept()
+            assert peer[1] == port
+            assert connection_owner(peer, address, {holder.pid: "serviceAccount:ctr"}) == (
+                "serviceAccount:ctr"
+            )
+            connection.close()
+        finally:
+            assert holder.stdin is not None and holder.stdout is not None
+            holder.stdin.close()
+            holder.wait(10)
+            holder.stdout.close()
+            server.close()
+    finally:
+        namespace.close()

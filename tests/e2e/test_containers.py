@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,13 +79,23 @@ def test_apt_get_multi_stage_and_user_build_with_podman_and_run_as_a_container(
     assert answer["k_revision"] == revision["name"]
     status = engine_platform.run("status", check=True).stdout
     assert "containers: podman" in status
-    # Published on loopback only.
+    # In a network namespace of its own (homerun runs as root here): nothing published, so the
+    # engine wrote no forwarding rule that could outlive the container.
+    assert "in a network namespace of its own" in revision["start_mode"]["reason"], revision
     home = engine_platform.home
     (container,) = containers_of(home)
+    network = subprocess.run(
+        [*podman(), "inspect", "--format", "{{.HostConfig.NetworkMode}}", container],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert network.startswith("ns:/proc/"), network
     ports = subprocess.run(
         [*podman(), "port", container], capture_output=True, text=True, check=True
     ).stdout
-    assert ports.strip().startswith("8080/tcp -> 127.0.0.1:"), ports
+    assert ports.strip() == "", ports
+    assert answer["interfaces"] in (["lo"], ["lo", "tap0"]), answer  # tap0: slirp4netns
+    # The metadata server listens on its loopback: the instance learns who it runs as.
+    assert str(answer["account"]).startswith("ctr@"), answer  # the service's own account
     logs = engine_platform.run("logs", "read", "ctr", "--limit", "50", check=True).stdout
     assert "listening on 8080" in logs  # the container's stdout is the instance's log
 
@@ -498,7 +509,12 @@ def test_export_references_the_pushed_digest_and_runs_as_a_knative_pod(
                 pass
             assert time.monotonic() < deadline, "the exported image did not answer"
             time.sleep(0.1)
-        assert response.json() == served  # greeting, uid, stage, cwd, port, K_* alike
+        # greeting, uid, stage, cwd, port, K_* alike; the network and the metadata server
+        # are the pod's (here the engine's network, and none)
+        platform_only = ("interfaces", "account")
+        assert {
+            key: value for key, value in response.json().items() if key not in platform_only
+        } == {key: value for key, value in served.items() if key not in platform_only}
         assert served["greeting"] == "hello from homerun"
     finally:
         subprocess.run([*command, "rm", "--force", "--time", "0", name], capture_output=True)
@@ -673,5 +689,58 @@ def test_a_prebuilt_image_with_its_own_port_and_shell_form_entrypoint(
         answer = report(engine_platform, "ctr-own-port")
         assert answer["port"] == "9091" and answer["k_service"] == "ctr-own-port"
         engine_platform.run("services", "delete", "ctr-own-port", "-q", check=True, timeout=60)
+    finally:
+        subprocess.run([*podman(), "rmi", "--force", image], capture_output=True, check=False)
+
+
+def nat_rules() -> list[str]:
+    saved = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True)
+    return sorted(line for line in saved.stdout.splitlines() if line.startswith("-A "))
+
+
+@pytest.mark.skipif(shutil.which("iptables-save") is None, reason="iptables is not installed")
+def test_each_container_has_a_network_of_its_own_even_on_the_routers_port(
+    engine_platform: Platform, tmp_path: Path
+) -> None:
+    """As an attacker in one container would try: another service's container port on the
+    loopback is not there, and the engine wrote no forwarding rule (one that outlives its
+    container sends a later connection to that port nowhere). A container port equal to the
+    router's own is the container's: the router's listener stays out of that namespace."""
+    context = tmp_path / "own"
+    context.mkdir()
+    (context / "main.py").write_text((APPS / "container_app" / "main.py").read_text())
+    (context / "Dockerfile").write_text(
+        f'FROM {BASE_IMAGE}\nCOPY main.py /main.py\nCMD ["python3", "/main.py"]\n'
+    )
+    image = f"localhost/own-network-{uuid.uuid4().hex[:12]}:v1"
+    built = subprocess.run(
+        [*podman(), "build", "--tag", image, str(context)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    rules = nat_rules()
+    router_port = str(engine_platform.port)
+    try:
+        for service, port in (("ctr-net-a", router_port), ("ctr-net-b", "8080")):
+            deployed = engine_platform.run(
+                "deploy", service, "--image", image, "--port", port, "--allow-unauthenticated"
+            )
+            assert deployed.returncode == 0, describe(deployed)
+        assert report(engine_platform, "ctr-net-a")["port"] == router_port
+
+        def connect_from(service: str, address: str) -> str:
+            response = engine_platform.request(service, "GET", "/", params={"connect": address})
+            assert response.status_code == 200, response.text
+            return str(response.json())
+
+        # b listens on 8080 in its namespace: from a, 127.0.0.1:8080 is nothing.
+        assert connect_from("ctr-net-a", "127.0.0.1:8080").startswith("error"), "reached b"
+        # b reaches the router's port on its own loopback (the service URLs); a has it itself.
+        assert connect_from("ctr-net-b", f"127.0.0.1:{router_port}") == "connected"
+        assert nat_rules() == rules
+        for service in ("ctr-net-a", "ctr-net-b"):
+            engine_platform.run("services", "delete", service, "-q", check=True, timeout=60)
     finally:
         subprocess.run([*podman(), "rmi", "--force", image], capture_output=True, check=False)

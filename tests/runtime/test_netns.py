@@ -110,16 +110,20 @@ def test_networks_furnish_each_revisions_namespace_once_and_undo_it() -> None:
     furnished: list[int] = []
     undone: list[int] = []
 
-    def furnish(namespace: NetNamespace) -> Callable[[], None]:
+    kept_free: list[frozenset[int]] = []
+
+    def furnish(namespace: NetNamespace, keep_free: frozenset[int]) -> Callable[[], None]:
         furnished.append(namespace.inode)
+        kept_free.append(keep_free)
         return lambda: undone.append(namespace.inode)
 
     networks = Networks()
     networks.furnish = furnish
     first = networks.of("a-00001")
     assert networks.of("a-00001") is first and networks.get("a-00001") is first
-    second = networks.of("b-00001")
+    second = networks.of("b-00001", frozenset({8080}))  # a container's, on 8080
     assert first.inode != second.inode and furnished == [first.inode, second.inode]
+    assert kept_free == [frozenset(), frozenset({8080})]
     assert networks.get("c-00001") is None
     networks.forget("a-00001")
     assert undone == [first.inode] and first.closed and networks.get("a-00001") is None

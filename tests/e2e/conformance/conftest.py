@@ -19,7 +19,8 @@ CONTRACT_APP = APPS / "runtime_contract"
 RUNTIMES = ("process", "sandbox", "container")
 # The contract app as a container image: Debian's python3 (as `python` too, for the tests'
 # `--command python`), the code in /workspace as a buildpack puts it, listening on every
-# interface of the container's network (podman forwards the published port to it).
+# interface of the container's network (its own namespace's loopback, or podman's network
+# where the port is published).
 CONTRACT_DOCKERFILE = f"""\
 FROM {BASE_IMAGE}
 RUN ln -s /usr/bin/python3 /usr/local/bin/python
