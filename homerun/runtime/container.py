@@ -22,7 +22,6 @@ next start (`remove_leftovers`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import json
@@ -44,6 +43,7 @@ from homerun.model.engine import (
 )
 from homerun.model.volumes import Mounts
 from homerun.runtime.base import Instance, InstanceSpec, OutputSink, Runtime
+from homerun.runtime.engine_call import engine_call
 from homerun.runtime.image_root import ImageRoots, rooted_spec, why_not_rooted
 from homerun.runtime.netns import NetNamespace, Networks
 from homerun.runtime.output import drain, pump
@@ -434,21 +434,11 @@ def _read_pid(pidfile: Path) -> int | None:
 
 
 async def _engine_call(command: list[str]) -> str:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    """engine_call for a stop or a listing: a failure is no error here, it shows as ""."""
     try:
-        out, _ = await asyncio.wait_for(process.communicate(), _ENGINE_SECONDS)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
+        return await engine_call(command, check=False)
+    except OSError:
         return ""
-    return out.decode(errors="replace")
 
 
 def remove_unused_images(

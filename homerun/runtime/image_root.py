@@ -30,11 +30,11 @@ from typing import Any
 from homerun.model.engine import DEFAULT_CONTAINER_PORT, ContainerSpec, Engine
 from homerun.runtime._zygote_command import PORT_MARK, ServerCommand, recognise
 from homerun.runtime.base import ImageRoot, InstanceSpec
+from homerun.runtime.engine_call import engine_call
 from homerun.runtime.names import INHERITED
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ROOT_USERS = ("", "root", "0", "0:0", "root:root")
-_ENGINE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -150,13 +150,13 @@ class ImageRoots:
         except (OSError, asyncio.CancelledError):
             pass
         # rm --force unmounts it first.
-        await _call(self._engine.command("rm", "--force", "--time", "0", _name(revision)))
+        await engine_call(self._engine.command("rm", "--force", "--time", "0", _name(revision)))
 
     async def close(self) -> None:
         await asyncio.gather(*(self.release(revision) for revision in list(self._folders)))
 
     async def _inspect(self, image: str) -> ImageConfig:
-        said = await _call(
+        said = await engine_call(
             self._engine.command("image", "inspect", "--format", "{{json .Config}}", image)
         )
         data = json.loads(said or "{}")
@@ -164,17 +164,17 @@ class ImageRoots:
 
     async def _mount(self, revision: str, image: str) -> Path:
         name = _name(revision)
-        await _call(self._engine.command("rm", "--force", "--time", "0", name), check=False)
+        await engine_call(self._engine.command("rm", "--force", "--time", "0", name), check=False)
         labels = [
             part for key, value in self._labels.items() for part in ("--label", f"{key}={value}")
         ]
-        await _call(
+        await engine_call(
             # A command of its own: an image may have none (never run, never checked).
             self._engine.command(
                 "create", "--name", name, *labels, "--pull", "never", image, "true"
             )
         )
-        folder = Path((await _call(self._engine.command("mount", name))).strip())
+        folder = Path((await engine_call(self._engine.command("mount", name))).strip())
         if not folder.is_absolute():
             raise OSError(f"{self._engine.name} mount {name} gave no folder ({folder})")
         return folder
@@ -182,26 +182,3 @@ class ImageRoots:
 
 def _name(revision: str) -> str:
     return f"homerun-root-{revision}"
-
-
-async def _call(command: list[str], check: bool = True) -> str:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), _ENGINE_SECONDS)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        shown = " ".join(command[:1] + command[-3:])
-        raise OSError(f"`{shown}` took over {_ENGINE_SECONDS:g} s") from None
-    if check and process.returncode != 0:
-        said = err.decode(errors="replace").strip().splitlines()[-1:] or [
-            f"exit {process.returncode}"
-        ]
-        raise OSError(said[0])
-    return out.decode(errors="replace")

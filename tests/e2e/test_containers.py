@@ -181,7 +181,9 @@ def test_deleting_a_service_removes_the_image_only_it_ran(
     app = tmp_path / "own_image"
     app.mkdir()
     (app / "main.py").write_text((APPS / "container_app" / "main.py").read_text())
-    marker = tmp_path.name  # unique to this test run: podman's cache cannot share the image
+    # Unique to this run (a tmp_path name repeats across sessions, and an image another
+    # session left with it would never go): podman's cache cannot share the image.
+    marker = f"marker-{uuid.uuid4().hex}"
     (app / "Dockerfile").write_text(
         f"FROM {BASE_IMAGE}\nRUN echo {marker} > /marker\nCOPY main.py /main.py\n"
         'CMD ["python3", "/main.py"]\n'
