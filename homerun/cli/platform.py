@@ -119,6 +119,8 @@ def status(arguments: argparse.Namespace, context: Context) -> int:
     )
     if platform.container_engine:
         print(f"  containers: {platform.container_engine} (Dockerfiles beyond the subset, images)")
+        if platform.containers:
+            print(f"    {platform.containers}")
     if platform.sandbox:
         print(f"  sandbox: {platform.sandbox}")
     for service in services:

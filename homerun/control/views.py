@@ -41,6 +41,7 @@ class Views:
         dashboard_url: str | None,
         advisor: Advisor | None = None,
         container_engine: str | None = None,
+        containers: str | None = None,
         sandbox: str | None = None,
     ) -> None:
         self._store = store
@@ -55,6 +56,7 @@ class Views:
         self._dashboard_url = dashboard_url
         self._advisor = advisor
         self._container_engine = container_engine  # "podman 4.3.1"; None: no engine
+        self._containers = containers  # how images' instances run (ContainerRuntime.describe)
         self._sandbox = sandbox  # what instances of the process runtime get, or lack
 
     def status(self) -> views.PlatformStatus:
@@ -66,6 +68,7 @@ class Views:
             revisions=len(self._store.revisions()),
             instances=self._live.instances(),
             container_engine=self._container_engine,
+            containers=self._containers,
             sandbox=self._sandbox,
         )
 

@@ -123,7 +123,7 @@ class Daemon:
         )
         runtime.open()
         # Revisions built into container images run as containers; all others as processes.
-        instances: Runtime = (
+        containers = (
             ContainerRuntime(
                 engine,
                 runtime,
@@ -132,10 +132,11 @@ class Daemon:
                 networks=networks,
             )
             if engine
-            else runtime
+            else None
         )
-        if isinstance(instances, ContainerRuntime):
-            await instances.remove_leftovers(
+        instances: Runtime = containers or runtime
+        if containers is not None:
+            await containers.remove_leftovers(
                 lambda line: logs.emit(platform_entry("homerun", line))
             )
         loop = asyncio.get_running_loop()
@@ -193,6 +194,7 @@ class Daemon:
                 if engine
                 else None
             ),
+            containers=containers.describe() if containers is not None else None,
             sandbox=sandbox_said if sandbox is not None else f"none: {sandbox_said}",
             mounts_refused=None if sandbox is not None else sandbox_said,
             # securityContext's user: honoured by the sandbox as root (model/run_as.py).
@@ -373,8 +375,8 @@ class Daemon:
             await control.close()
             await supervisor.close()
             runtime.close()
-            if isinstance(instances, ContainerRuntime):
-                await instances.close()  # the image roots, their zygotes gone
+            if containers is not None:
+                await containers.close()  # the image roots, their zygotes gone
             if networks is not None:
                 networks.close()
             for server in servers:

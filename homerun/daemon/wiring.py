@@ -73,6 +73,7 @@ def control_plane(
     wall_clock: Callable[[], float] = time.time,
     engine: Engine | None = None,
     release_images: Callable[[set[str]], object] | None = None,
+    containers: str | None = None,
     sandbox: str | None = None,
     mounts_refused: str | None = None,
     scheduler_call: Call | None = None,
@@ -213,6 +214,7 @@ def control_plane(
             dashboard_url=dashboard_url,
             advisor=advisor,
             container_engine=f"{engine.name} {engine.version}" if engine else None,
+            containers=containers,
             sandbox=sandbox,
         ),
         jobs=Jobs(

@@ -135,6 +135,8 @@ class PlatformStatus(_View):
     revisions: int
     instances: int
     container_engine: str | None = None  # "podman 4.3.1": builds Dockerfiles, runs images
+    # How images' instances run: their network, whether they fork from a zygote and why not.
+    containers: str | None = None
     # What the process runtime's instances get: "sandboxed (bubblewrap): ..." or "none: why".
     sandbox: str | None = None
 

@@ -254,6 +254,21 @@ class ContainerRuntime:
             )
         return self._processes.mode(revision)
 
+    def describe(self) -> str:
+        """How images' instances run here, for status."""
+        network = (
+            "each container in a network namespace of its own"
+            if self._networks is not None
+            else "each container on the engine's network, its port published on 127.0.0.1"
+        )
+        forking = (
+            "an image that runs gunicorn or uvicorn on $PORT forks its instances from a zygote "
+            "in its own root folder"
+            if self._unrooted is None
+            else f"no image forks its instances from a zygote ({self._unrooted})"
+        )
+        return f"{network}; {forking}"
+
     def forget(self, revision: str) -> None:
         self._containers.discard(revision)
         self._why_not_rooted.pop(revision, None)

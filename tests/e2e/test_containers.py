@@ -79,6 +79,7 @@ def test_apt_get_multi_stage_and_user_build_with_podman_and_run_as_a_container(
     assert answer["k_revision"] == revision["name"]
     status = engine_platform.run("status", check=True).stdout
     assert "containers: podman" in status
+    assert "each container in a network namespace of its own" in status, status
     # In a network namespace of its own (homerun runs as root here): nothing published, so the
     # engine wrote no forwarding rule that could outlive the container.
     assert "in a network namespace of its own" in revision["start_mode"]["reason"], revision

@@ -26,6 +26,7 @@ from homerun.runtime.container import (
     find_engine,
     memory_bytes,
 )
+from homerun.runtime.netns import Networks
 
 
 @pytest.mark.parametrize(
@@ -70,6 +71,21 @@ def test_specs_without_a_container_go_to_the_process_runtime() -> None:
         await instance.wait()
 
     asyncio.run(scenario())
+
+
+def test_status_says_how_images_instances_run() -> None:
+    engine = Engine(name="podman", program="/nonexistent/podman", version="4.3.1")
+    home = Path("/tmp/home")
+    published = ContainerRuntime(engine, FakeRuntime(), home=home)
+    assert published.describe() == (
+        "each container on the engine's network, its port published on 127.0.0.1; no image "
+        "forks its instances from a zygote (container-zygote: false in config.yaml)"
+    )
+    private = ContainerRuntime(engine, FakeRuntime(), home=home, unrooted=None, networks=Networks())
+    assert private.describe() == (
+        "each container in a network namespace of its own; an image that runs gunicorn or "
+        "uvicorn on $PORT forks its instances from a zygote in its own root folder"
+    )
 
 
 # -- secret files and in-memory volumes as podman mounts -------------------------------------
