@@ -8,7 +8,9 @@ The image is the seed's Flask app in a container that is not a python image (the
 the container tests make, tests/e2e/containers.py, since no registry is reachable here):
 `pip install flask gunicorn`, then the seed's shell-form CMD. homerun's builder builds it
 with podman (build/engine_build.py); each start is timed until GET / answers 200 on the
-published loopback port; every container is removed before the next start.
+published loopback port (as root, also a container in a network namespace of its own, as
+homerun runs it with the sandbox: on that namespace's loopback); every container is removed
+before the next start.
 
     .venv/bin/python bench/container_coldstart.py [--runs 5] [--zygote] [--output PATH]
 
@@ -24,6 +26,7 @@ import datetime
 import json
 import os
 import platform as host_platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,7 +41,7 @@ from homerun.build import build
 from homerun.model.engine import ContainerSpec, Engine
 from homerun.runtime import InstanceSpec
 from homerun.runtime.container import ContainerRuntime, find_engine
-from homerun.runtime.netns import NetNamespace, Networks
+from homerun.runtime.netns import NetNamespace, Networks, can_make
 from homerun.runtime.process import ProcessRuntime
 from homerun.runtime.sandbox import probe as probe_sandbox
 from homerun.runtime.zygote import ZygoteRuntime
@@ -116,6 +119,21 @@ async def through_homerun(runtime: ContainerRuntime, image: str, index: int) -> 
         await instance.wait()
 
 
+async def through_own_namespace(runtime: ContainerRuntime, image: str, index: int) -> float:
+    """As through_homerun, the container in a network namespace made for it (homerun's way
+    as root with the sandbox): its first 200 on the container port, on that loopback."""
+    spec = instance_spec(image, 100 + index)
+    started = time.perf_counter()
+    instance = await runtime.start(spec, lambda stream, line: None)
+    try:
+        network = getattr(instance, "network", None)
+        assert network is not None, "the container got no network namespace"
+        return await asyncio.to_thread(first_200_inside, network, instance.port, started)
+    finally:
+        instance.signal(9)
+        await instance.wait()
+
+
 async def through_zygote(
     runtime: ContainerRuntime, networks: Networks, image: str, index: int
 ) -> tuple[float, float]:
@@ -170,7 +188,20 @@ def plain_podman(podman: list[str], run_args: tuple[str, ...], image: str, index
 
 async def measure(engine: Engine, image: str, runs: int, zygote: bool) -> dict[str, list[float]]:
     runtime = ContainerRuntime(engine, ProcessRuntime(), home=WORK)
-    figures: dict[str, list[float]] = {"homerun": [], "podman": [], "first": [], "further": []}
+    figures: dict[str, list[float]] = {
+        "homerun": [],
+        "namespaced": [],
+        "podman": [],
+        "first": [],
+        "further": [],
+    }
+    # As root, also each container in a network namespace of its own, with slirp4netns.
+    own_networks = Networks(slirp4netns=shutil.which("slirp4netns")) if can_make() is None else None
+    namespaced = (
+        ContainerRuntime(engine, ProcessRuntime(), home=WORK, networks=own_networks)
+        if own_networks is not None
+        else None
+    )
     rooted = networks = None
     if zygote:
         sandbox, said = probe_sandbox("on", WORK)
@@ -182,6 +213,8 @@ async def measure(engine: Engine, image: str, runs: int, zygote: bool) -> dict[s
     try:
         for index in range(runs):  # alternating: all see the same machine state
             figures["homerun"].append(await through_homerun(runtime, image, index))
+            if namespaced is not None:
+                figures["namespaced"].append(await through_own_namespace(namespaced, image, index))
             figures["podman"].append(
                 await asyncio.to_thread(
                     plain_podman, engine.command(), engine.run_args, image, index
@@ -197,6 +230,8 @@ async def measure(engine: Engine, image: str, runs: int, zygote: bool) -> dict[s
             zygotes.close()
         if networks is not None:
             networks.close()
+        if own_networks is not None:
+            own_networks.close()
     return figures
 
 
@@ -240,7 +275,10 @@ def main() -> int:
     ratio = homerun_median / podman_median
     print("| start | median ms | min ms | max ms |")
     print("| --- | --- | --- | --- |")
-    rows = [("homerun container runtime", homerun_ms), ("podman run", podman_ms)]
+    rows = [("homerun container runtime, port published", homerun_ms)]
+    if measured["namespaced"]:
+        rows.append(("homerun container runtime, own network namespace", measured["namespaced"]))
+    rows.append(("podman run", podman_ms))
     if options.zygote:
         rows += [
             ("homerun zygote in the image root: a revision's first instance", measured["first"]),
@@ -252,6 +290,14 @@ def main() -> int:
             f"{max(figures):.0f} |"
         )
     print(f"\nratio homerun / podman run: {ratio:.2f} ({options.runs} runs each)")
+    namespaced_figures = {}
+    if measured["namespaced"]:
+        namespaced_median = statistics.median(measured["namespaced"])
+        print(f"ratio own namespace / podman run: {namespaced_median / podman_median:.2f}")
+        namespaced_figures = {
+            "namespaced_ms": measured["namespaced"],
+            "namespaced_median_ms": namespaced_median,
+        }
     zygote_figures = {}
     if options.zygote:
         first, further = (
@@ -283,6 +329,7 @@ def main() -> int:
                 "homerun_median_ms": homerun_median,
                 "podman_run_median_ms": podman_median,
                 "ratio": ratio,
+                **namespaced_figures,
                 **zygote_figures,
             },
             indent=2,
