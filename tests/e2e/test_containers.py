@@ -3,6 +3,7 @@ instance contract, loopback-only ports, bad inputs, and nothing left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -669,21 +670,7 @@ def test_a_prebuilt_image_with_its_own_port_and_shell_form_entrypoint(
     """An image built by hand with podman (not by homerun), its shell-form ENTRYPOINT
     listening on a port of its own: `deploy --image IMAGE --port PORT` runs it, PORT is that
     port inside, and the router reaches it."""
-    context = tmp_path / "own"
-    context.mkdir()
-    (context / "main.py").write_text((APPS / "container_app" / "main.py").read_text())
-    (context / "Dockerfile").write_text(
-        f"FROM {BASE_IMAGE}\nCOPY main.py /main.py\nENTRYPOINT exec python3 /main.py\n"
-    )
-    image = f"localhost/own-port-{tmp_path.name.lower()}:v1"
-    built = subprocess.run(
-        [*podman(), "build", "--tag", image, str(context)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
-    try:
+    with hand_built_image(tmp_path, "ENTRYPOINT exec python3 /main.py") as image:
         deployed = engine_platform.run(
             "deploy", "ctr-own-port", "--image", image, "--port", "9091",
             "--allow-unauthenticated",
@@ -692,6 +679,26 @@ def test_a_prebuilt_image_with_its_own_port_and_shell_form_entrypoint(
         answer = report(engine_platform, "ctr-own-port")
         assert answer["port"] == "9091" and answer["k_service"] == "ctr-own-port"
         engine_platform.run("services", "delete", "ctr-own-port", "-q", check=True, timeout=60)
+
+
+@contextlib.contextmanager
+def hand_built_image(tmp_path: Path, command: str) -> Iterator[str]:
+    """The container app in an image podman builds by hand (not homerun), run by `command`
+    (its CMD or ENTRYPOINT line); removed afterwards."""
+    context = tmp_path / "own"
+    context.mkdir()
+    (context / "main.py").write_text((APPS / "container_app" / "main.py").read_text())
+    (context / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nCOPY main.py /main.py\n{command}\n")
+    image = f"localhost/hand-built-{uuid.uuid4().hex[:12]}:v1"
+    built = subprocess.run(
+        [*podman(), "build", "--tag", image, str(context)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    try:
+        yield image
     finally:
         subprocess.run([*podman(), "rmi", "--force", image], capture_output=True, check=False)
 
@@ -709,23 +716,9 @@ def test_each_container_has_a_network_of_its_own_even_on_the_routers_port(
     loopback is not there, and the engine wrote no forwarding rule (one that outlives its
     container sends a later connection to that port nowhere). A container port equal to the
     router's own is the container's: the router's listener stays out of that namespace."""
-    context = tmp_path / "own"
-    context.mkdir()
-    (context / "main.py").write_text((APPS / "container_app" / "main.py").read_text())
-    (context / "Dockerfile").write_text(
-        f'FROM {BASE_IMAGE}\nCOPY main.py /main.py\nCMD ["python3", "/main.py"]\n'
-    )
-    image = f"localhost/own-network-{uuid.uuid4().hex[:12]}:v1"
-    built = subprocess.run(
-        [*podman(), "build", "--tag", image, str(context)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
-    rules = nat_rules()
-    router_port = str(engine_platform.port)
-    try:
+    with hand_built_image(tmp_path, 'CMD ["python3", "/main.py"]') as image:
+        rules = nat_rules()
+        router_port = str(engine_platform.port)
         for service, port in (("ctr-net-a", router_port), ("ctr-net-b", "8080")):
             deployed = engine_platform.run(
                 "deploy", service, "--image", image, "--port", port, "--allow-unauthenticated"
@@ -745,5 +738,3 @@ def test_each_container_has_a_network_of_its_own_even_on_the_routers_port(
         assert nat_rules() == rules
         for service in ("ctr-net-a", "ctr-net-b"):
             engine_platform.run("services", "delete", service, "-q", check=True, timeout=60)
-    finally:
-        subprocess.run([*podman(), "rmi", "--force", image], capture_output=True, check=False)
