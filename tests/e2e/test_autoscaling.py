@@ -277,17 +277,32 @@ def test_no_instance_ever_holds_more_than_its_concurrency(scaling: Platform) -> 
         # Ask every instance itself, on its own port (inside its network), what it held at most.
         revision = serving_revision(scaling.describe_service(service))
         reports = [
-            get_inside(instance["pid"], instance["port"], "/stats")
+            report
             for instance in revision["instances"]
+            if (report := own_stats(instance)) is not None
         ]
         assert len(reports) >= 2, f"expected several instances under 20 clients: {reports}"
-        assert {report["pid"] for report in reports} == {
-            namespace_pid(instance["pid"]) for instance in revision["instances"]
-        }  # the app sees its pid in its sandbox's PID namespace, describe the host's
         assert sum(report["served"] for report in reports) > 0
         assert all(report["max_in_flight"] <= concurrency for report in reports), reports
         # The cap was reached somewhere, so a router that ignored it could have been caught.
         assert max(report["max_in_flight"] for report in reports) > 1, reports
+
+
+def own_stats(instance: dict[str, Any]) -> dict[str, Any] | None:
+    """What an instance says it held, asked on its own port; None if it stopped meanwhile (the
+    load is over, and the scaler may be retiring instances as describe lists them)."""
+    own_pid = namespace_pid(instance["pid"])
+    if own_pid is None:
+        return None
+    try:
+        report = get_inside(instance["pid"], instance["port"], "/stats")
+    except AssertionError:
+        if namespace_pid(instance["pid"]) is None:
+            return None
+        raise
+    # The app sees its pid in its sandbox's PID namespace, describe the host's.
+    assert report["pid"] == own_pid, (report, instance)
+    return report
 
 
 # 3. --min-instances keeps an instance warm through an idle period ---------------------------
