@@ -21,7 +21,12 @@ import pytest
 
 from homerun.observe.logs import LogStore
 from homerun.routing.throttler import Throttler
-from homerun.runtime.process import ProcessRuntime, exec_simple_command, process_start_ticks
+from homerun.runtime.process import (
+    ProcessInstance,
+    ProcessRuntime,
+    exec_simple_command,
+    process_start_ticks,
+)
 from homerun.scaling.supervisor import InstanceRegistry, Supervisor
 from homerun.scaling.unit import RevisionPlan, RevisionUnit
 
@@ -180,6 +185,15 @@ def exists(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
+def _status(pid: int) -> str:
+    """State and parent of a process, from /proc, for a failure's message."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "gone"
+    return ", ".join(line for line in lines if line.startswith(("State:", "PPid:", "NSsid:")))
+
+
 def reaped(pid: int) -> bool:
     """Gone, not even a zombie: its parent (the runtime, once it adopted it) waited for it."""
     return not exists(pid)
@@ -310,26 +324,35 @@ def test_a_runtime_with_a_grace_kills_what_is_left_by_itself(
 
 def test_what_a_crashed_instance_left_is_killed_with_it(tmp_path: Path, strays: Strays) -> None:
     """The app exits by itself (no stop) after a scan saw its setsid'd child: the supervisor's
-    kill of what is left reaches the child too."""
+    kill of what is left reaches the child too. The test scans, then tells the app to crash:
+    the runtime's own scans come every SCAN_SECONDS, and a machine slow enough could let a
+    timed crash come before one of them."""
     crash = (
         "import os, subprocess, sys, time\n"
+        "here = os.environ['STATE_DIR']\n"
         "sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
         " start_new_session=True)\n"
-        "open(os.path.join(os.environ['STATE_DIR'], 'leftover'), 'w').write(str(sleeper.pid))\n"
+        "open(os.path.join(here, 'leftover'), 'w').write(str(sleeper.pid))\n"
         "import socket\n"
         "server = socket.create_server(('127.0.0.1', int(os.environ['PORT'])))\n"
-        "time.sleep(float(os.environ['CRASH_AFTER']))\n"
+        "for _ in range(3000):\n"
+        "    if os.path.exists(os.path.join(here, 'crash-now')):\n"
+        "        break\n"
+        "    time.sleep(0.01)\n"
         "os._exit(3)\n"
     )
 
     async def scenario() -> None:
-        platform = started(tmp_path, "python crash.py", CRASH_AFTER="2.5")
+        platform = started(tmp_path, "python crash.py")
         (tmp_path / "crash.py").write_text(crash)
         try:
             instance = await platform.supervisor.start_instance(platform.unit)
             leftover = platform.noted("leftover")
             assert leftover is not None
             strays.add(leftover)
+            assert isinstance(instance.process, ProcessInstance)
+            assert leftover in instance.process.processes.scan()
+            (platform.state / "crash-now").touch()
             await asyncio.wait_for(instance.process.exited(), 10)
             for _ in range(500):
                 if reaped(leftover):
@@ -338,6 +361,6 @@ def test_what_a_crashed_instance_left_is_killed_with_it(tmp_path: Path, strays: 
         finally:
             await platform.supervisor.close()
             platform.runtime.close()
-        assert reaped(leftover)
+        assert reaped(leftover), f"pid {leftover} is left: {_status(leftover)}"
 
     run(scenario)
