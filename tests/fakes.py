@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,9 @@ class FakeInstance:
     def signal(self, signum: int) -> None:
         self.signals.append(signum)
         self.exit(-signum)
+
+    def command_inside(self, argv: Sequence[str]) -> list[str]:
+        return list(argv)  # a plain process's
 
 
 class FakeRuntime:

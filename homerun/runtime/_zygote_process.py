@@ -11,7 +11,7 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from homerun.procfs import process_tree
@@ -39,6 +39,7 @@ class ZygoteInstance:
         pid: int,
         status: asyncio.Future[int],
         readers: list[asyncio.Task[None]],
+        enter: Callable[[int], list[str]] | None = None,
     ) -> None:
         self.name = name
         self.port = port
@@ -46,6 +47,7 @@ class ZygoteInstance:
         self.memory_exceeded = False
         self._status = status
         self._readers = readers
+        self._enter = enter  # the words that run a command in its sandbox (Sandbox.enter)
 
     @property
     def returncode(self) -> int | None:
@@ -66,6 +68,13 @@ class ZygoteInstance:
             os.killpg(self.pid, signum)
         except ProcessLookupError:
             pass
+
+    def command_inside(self, argv: Sequence[str]) -> list[str]:
+        if self._enter is None:
+            return list(argv)
+        if self.returncode is not None:
+            raise ProcessLookupError(f"{self.name} has exited")
+        return [*self._enter(self.pid), *argv]  # forked inside the zygote's sandbox
 
 
 # -- a zygote's process ---------------------------------------------------------------
@@ -190,10 +199,15 @@ class ZygoteProcess:
         return bool(self._forks)
 
     async def fork(
-        self, spec: InstanceSpec, command: ServerCommand, output: OutputSink
+        self,
+        spec: InstanceSpec,
+        command: ServerCommand,
+        output: OutputSink,
+        enter: Callable[[int], list[str]] | None = None,
     ) -> ZygoteInstance:
         """Have the zygote fork an instance running `command` (this instance's arguments: with
-        Kubernetes' $(PORT) the supervisor has put each instance's own port in them)."""
+        Kubernetes' $(PORT) the supervisor has put each instance's own port in them); `enter`
+        gives the words that run a command in the zygote's sandbox, where it has one."""
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         readers = [
@@ -221,7 +235,7 @@ class ZygoteProcess:
         }
         pid, status = await self._fork(request, [out_write, err_write, *cgroup_fds])
         self._output = output
-        return ZygoteInstance(spec.name, spec.port, pid, status, readers)
+        return ZygoteInstance(spec.name, spec.port, pid, status, readers, enter)
 
     async def fork_zygote(
         self, spec: InstanceSpec, command: ServerCommand, output: OutputSink

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -72,6 +72,14 @@ class Instance(Protocol):
 
     def signal(self, signum: int) -> None:
         """Send a signal to the whole instance (its process group)."""
+        ...
+
+    def command_inside(self, argv: Sequence[str]) -> list[str]:
+        """`argv` made a command that runs inside the instance, as its own processes do: in
+        its container, or in its sandbox as its user; as it is for a process of homerun's
+        user, as the instance is. An exec probe runs so, as Kubernetes runs one in the
+        container. ProcessLookupError when there is nothing to run it in (the instance is
+        gone)."""
         ...
 
 

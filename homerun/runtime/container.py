@@ -32,7 +32,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from homerun.model.engine import (
@@ -159,6 +159,10 @@ class ContainerInstance:
         else:
             command = self._engine.command("kill", "--signal", str(signum), self.container)
         self._signals.append(asyncio.ensure_future(_engine_call(command)))
+
+    def command_inside(self, argv: Sequence[str]) -> list[str]:
+        # In the container, as its user, with its environment and working folder.
+        return self._engine.command("exec", self.container, *argv)
 
 
 class ContainerRuntime:

@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -105,6 +105,9 @@ class LimitedInstance:
         self._signal = signum
         self._inner.signal(signum)
         self.cgroup.signal(signum)
+
+    def command_inside(self, argv: Sequence[str]) -> list[str]:
+        return self._inner.command_inside(argv)
 
     def kill_now(self) -> None:
         """The runtime closes: kill what is left and remove the groups, without waiting."""

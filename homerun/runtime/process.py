@@ -115,6 +115,7 @@ class ProcessInstance:
         tell_reaper: Callable[[str], None],
         on_gone: Callable[[ProcessInstance], None],
         sandboxed: bool = False,
+        enter: Callable[[int], list[str]] | None = None,
     ) -> None:
         self.name = name
         self.port = port
@@ -127,6 +128,8 @@ class ProcessInstance:
         self._on_gone = on_gone
         self._scanning: asyncio.TimerHandle | None = None
         self._sandboxed = sandboxed
+        # The words that run a command in the sandbox a pid is in (Sandbox.enter).
+        self._enter = enter
 
     @property
     def returncode(self) -> int | None:
@@ -160,6 +163,15 @@ class ProcessInstance:
             # The main process is gone and the rest of its group is being killed: the reaper
             # need not remember the group (whose id may be reused later).
             self._tell_reaper(f"-{self.pid}")
+
+    def command_inside(self, argv: Sequence[str]) -> list[str]:
+        if self._enter is None:
+            return list(argv)
+        # The first process is the bwrap outside; its child, the sandbox's init, is inside.
+        inside = next((pid for pid in process_tree(self.pid) if pid != self.pid), None)
+        if inside is None or self.returncode is not None:
+            raise ProcessLookupError(f"{self.name} has no sandbox to run a command in")
+        return [*self._enter(inside), *argv]
 
     def scan_now_and_then(self) -> None:
         """Record the process tree every SCAN_SECONDS while the first process runs."""
@@ -311,6 +323,11 @@ class ProcessRuntime:
             for fd in secret_fds:  # bwrap has its copies; it reads them as it starts
                 os.close(fd)
         self._tell_reaper(f"+{process.pid}")
+        enter = None
+        if self._sandbox is not None:
+            enter = functools.partial(
+                self._sandbox.enter, revision=spec.revision or spec.name, user=spec.user
+            )
         instance = ProcessInstance(
             spec.name,
             spec.port,
@@ -323,6 +340,7 @@ class ProcessRuntime:
             tell_reaper=self._tell_reaper,
             on_gone=self._instances.discard,
             sandboxed=self._sandbox is not None,
+            enter=enter,
         )
         self._instances.add(instance)
         if network is not None and not spec.revision:

@@ -81,6 +81,7 @@ class Sandbox:
     home: Path  # HOMERUN_HOME: hidden
     privileged: bool  # homerun runs as root: the app as the revision's own user
     hidden: tuple[Path, ...] = ()  # more folders hidden (the daemon user's home)
+    nsenter: str = "nsenter"
 
     def describe(self) -> str:
         if self.privileged:
@@ -158,6 +159,20 @@ class Sandbox:
             args += ["--inh-caps=-all", "--bounding-set=-all"]
         args += ["--no-new-privs", "--", *argv]
         return args
+
+    def enter(self, pid: int, revision: str, user: RunAs | None = None) -> list[str]:
+        """The words that run a command inside the sandbox process `pid` is in, as the app
+        runs: its mount view (its /tmp too), PID and IPC namespaces, its root and folder, as
+        the revision's user, who has no capability (homerun being root); as a normal user,
+        in the sandbox's user namespace. An exec probe's command runs so, as Kubernetes runs
+        one in the container: not as homerun's user, who may read what the sandbox hides."""
+        args = [self.nsenter, f"--target={pid}", "--mount", "--pid", "--ipc", "--root", "--wd"]
+        if not self.privileged:
+            return [*args, "--user", "--preserve-credentials", "--"]
+        uid, gid = user_and_group(revision, user)
+        # From root to the revision's ids, nsenter drops the supplementary groups, and the
+        # kernel every capability; the sandbox's mounts are nosuid.
+        return [*args, f"--setgid={gid}", f"--setuid={uid}", "--"]
 
     def _rooted(
         self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, revision: str, root: ImageRoot
@@ -373,11 +388,16 @@ def probe(setting: str, home: Path) -> tuple[Sandbox | None, str]:
 
 
 def _find(home: Path) -> tuple[Sandbox | None, str]:
-    programs = {name: shutil.which(name) for name in ("bwrap", "setpriv", "env")}
+    programs = {name: shutil.which(name) for name in ("bwrap", "setpriv", "nsenter", "env")}
     absent = [name for name, path in programs.items() if path is None]
     if absent:
-        packages = {"bwrap": "bubblewrap", "setpriv": "util-linux", "env": "coreutils"}
-        needed = " ".join(packages[name] for name in absent)
+        packages = {
+            "bwrap": "bubblewrap",
+            "setpriv": "util-linux",
+            "nsenter": "util-linux",
+            "env": "coreutils",
+        }
+        needed = " ".join(dict.fromkeys(packages[name] for name in absent))
         return None, (
             f"{', '.join(absent)} not found (install {needed}: `apt-get install {needed}`, or "
             "scripts/setup as root)"
@@ -388,6 +408,7 @@ def _find(home: Path) -> tuple[Sandbox | None, str]:
         bwrap=str(programs["bwrap"]),
         setpriv=str(programs["setpriv"]),
         env_program=str(programs["env"]),
+        nsenter=str(programs["nsenter"]),
         home=home,
         privileged=privileged,
         hidden=(user_home,) if user_home != Path("/") else (),

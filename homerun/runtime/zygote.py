@@ -235,7 +235,10 @@ class ZygoteRuntime:
             if isinstance(zygote, str):
                 return await self._spawn(spec, output, zygote)
             try:
-                instance = await zygote.fork(spec, command, output)
+                enter = None
+                if self._sandbox is not None:
+                    enter = functools.partial(self._sandbox.enter, revision=revision)
+                instance = await zygote.fork(spec, command, output, enter)
             except ZygoteLost as lost:
                 return await self._spawn(spec, output, str(lost))
             self._used(zygote)

@@ -9,7 +9,7 @@ import functools
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +28,14 @@ _OUTPUT_SHOWN = 200
 @dataclass(frozen=True)
 class ProbeTarget:
     """Where a probe goes: the instance's $PORT (in its revision's own network namespace when
-    it has one), and for exec its environment and folder."""
+    it has one), and for exec its environment, its folder, and how a command runs inside the
+    instance (Instance.command_inside: in its container or sandbox, as its user)."""
 
     port: int
     env: Mapping[str, str]
     cwd: Path
     network: NetNamespace | None = None
+    inside: Callable[[Sequence[str]], list[str]] = list
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ async def _get(
 async def _exec(probe: Probe, target: ProbeTarget) -> ProbeResult:
     try:
         process = await asyncio.create_subprocess_exec(
-            *probe.command,
+            *target.inside(probe.command),
             env=dict(target.env, PORT=str(target.port)),
             cwd=target.cwd,
             stdin=subprocess.DEVNULL,
@@ -113,6 +115,8 @@ async def _exec(probe: Probe, target: ProbeTarget) -> ProbeResult:
             start_new_session=True,
             preexec_fn=functools.partial(_prepare_command, target.network),
         )
+    except ProcessLookupError as error:
+        return ProbeResult(False, str(error))
     except OSError as error:
         return ProbeResult(False, f"{probe.command[0]}: {error.strerror or error}")
     try:

@@ -115,7 +115,7 @@ class StartupCheck:
         instance is first ready), from initialDelaySeconds on, until the startup timeout."""
         plan = unit.plan
         deadline = instance.started_at + plan.startup_timeout
-        target = ProbeTarget(instance.port, plan.env, plan.cwd, instance.network)
+        target = probe_target(unit, instance)
         for kind, probe in (("startup", plan.startup_probe), ("readiness", plan.readiness_probe)):
             if probe is None:
                 continue
@@ -156,3 +156,11 @@ class StartupCheck:
         if self._listener_in_tree is None or instance.network is not None:
             return True
         return self._listener_in_tree(instance.port, instance.process.pid) is not False
+
+
+def probe_target(unit: RevisionUnit, instance: ManagedInstance) -> ProbeTarget:
+    """Where the revision's probes of `instance` go, and where its exec probes run."""
+    plan = unit.plan
+    return ProbeTarget(
+        instance.port, plan.env, plan.cwd, instance.network, instance.process.command_inside
+    )

@@ -19,7 +19,7 @@ from homerun.runtime.netns import NetNamespace
 from homerun.scaling.diagnosis import StartFailed, unstartable
 from homerun.scaling.ports import can_connect, free_port, port_is_free
 from homerun.scaling.probes import ProbeResult, ProbeTarget, run_probe
-from homerun.scaling.startup import WRONG_PORT_SECONDS, StartupCheck
+from homerun.scaling.startup import WRONG_PORT_SECONDS, StartupCheck, probe_target
 from homerun.scaling.unit import ManagedInstance, RevisionUnit, UnitPhase
 from homerun.spec import expand_k8s_vars
 
@@ -295,7 +295,7 @@ class Supervisor:
 
     def _check_while_serving(self, unit: RevisionUnit, instance: ManagedInstance) -> None:
         plan = unit.plan
-        target = ProbeTarget(instance.port, plan.env, plan.cwd, instance.network)
+        target = probe_target(unit, instance)
         if plan.readiness_probe is not None:
             instance.checks.append(
                 self._spawn(self._readiness(unit, instance, plan.readiness_probe, target))

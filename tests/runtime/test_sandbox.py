@@ -104,10 +104,11 @@ def test_off_says_what_instances_see(tmp_path: Path) -> None:
 def test_a_machine_without_bwrap_is_told_so_and_on_refuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap, setpriv or env on it
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap, setpriv, nsenter or env on it
     sandbox, said = probe("auto", tmp_path)
     assert sandbox is None
-    assert "bwrap, setpriv, env not found" in said and "apt-get install bubblewrap" in said
+    assert "bwrap, setpriv, nsenter, env not found" in said
+    assert "apt-get install bubblewrap util-linux coreutils`" in said  # each package once
     with pytest.raises(SandboxUnavailable, match="sandbox: on in config.yaml, but bwrap"):
         probe("on", tmp_path)
 

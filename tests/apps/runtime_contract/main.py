@@ -7,6 +7,7 @@ GET /runtime            -> JSON: env, cwd, argv, uid/gid, stdin, the descriptors
                            process began (spawned only), /tmp, the request as the app got it
 GET /cgroups            -> JSON: the memory and cpu limits of the instance's control groups
                            (cgroup v1 or v2) and whether the app could open them for writing
+GET /tmp-file/NAME      -> the content of /tmp/NAME as the app sees it (404: none)
 GET /healthz/readiness  -> 200, or 503 after POST /readiness/off (until POST /readiness/on)
 GET /healthz/liveness   -> 200 (counted), or 500 after POST /start-failing
 GET /healthz/livenessCounter -> how many liveness checks this instance answered
@@ -18,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+from http import HTTPStatus
 
 STATE = {
     "ready": None,
@@ -126,6 +128,12 @@ def handle(method, path, version, headers):
         return 200, json.dumps(report(version, headers)).encode()
     if path == "/cgroups":
         return 200, json.dumps(cgroup_files()).encode()
+    if path.startswith("/tmp-file/"):
+        try:
+            with open(os.path.join("/tmp", os.path.basename(path))) as file:
+                return 200, file.read().encode()
+        except OSError:
+            return 404, b"no such file in this instance's /tmp"
     if path == "/healthz/readiness":
         return (200, b"ready") if STATE["ready"] else (503, b"no")
     if path == "/healthz/liveness":
@@ -146,7 +154,7 @@ def app(environ, start_response):
     status, body = handle(
         environ["REQUEST_METHOD"], environ["PATH_INFO"], environ["SERVER_PROTOCOL"], headers
     )
-    reason = {200: "OK", 500: "Internal Server Error", 503: "Service Unavailable"}[status]
+    reason = HTTPStatus(status).phrase
     start_response(f"{status} {reason}", [("Content-Length", str(len(body)))])
     return [body]
 
