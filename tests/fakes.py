@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from homerun.model.states import InstanceState
+from homerun.runtime.base import InsideCommand, as_it_is
 from homerun.runtime.nat import read_nat_rules, redirected_ports
 from homerun.scaling.unit import ManagedInstance, RevisionUnit
 from homerun.store import Store
@@ -115,8 +116,8 @@ class FakeInstance:
         self.signals.append(signum)
         self.exit(-signum)
 
-    def command_inside(self, argv: Sequence[str]) -> list[str]:
-        return list(argv)  # a plain process's
+    def command_inside(self, argv: Sequence[str]) -> InsideCommand:
+        return as_it_is(argv)  # a plain process's
 
 
 class FakeRuntime:

@@ -16,7 +16,7 @@ from typing import Any
 
 from homerun.procfs import process_tree
 from homerun.runtime._zygote_command import ServerCommand
-from homerun.runtime.base import InstanceSpec, OutputSink, describe_status
+from homerun.runtime.base import InsideCommand, InstanceSpec, OutputSink, as_it_is, describe_status
 from homerun.runtime.output import drain, pump
 
 _MAX_MESSAGE = 1 << 20  # the zygote reads at most this much per message
@@ -69,12 +69,12 @@ class ZygoteInstance:
         except ProcessLookupError:
             pass
 
-    def command_inside(self, argv: Sequence[str]) -> list[str]:
+    def command_inside(self, argv: Sequence[str]) -> InsideCommand:
         if self._enter is None:
-            return list(argv)
+            return as_it_is(argv)
         if self.returncode is not None:
             raise ProcessLookupError(f"{self.name} has exited")
-        return [*self._enter(self.pid), *argv]  # forked inside the zygote's sandbox
+        return InsideCommand([*self._enter(self.pid), *argv])  # forked in the zygote's sandbox
 
 
 # -- a zygote's process ---------------------------------------------------------------

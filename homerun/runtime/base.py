@@ -50,6 +50,21 @@ class InstanceSpec:
     root: ImageRoot | None = None
 
 
+@dataclass(frozen=True)
+class InsideCommand:
+    """A command that runs inside an instance (Instance.command_inside): `argv`, run from the
+    host, enters it (nsenter, podman exec); the process joins the control groups of
+    `cgroup_procs` first, so that the instance's limits hold for the command too."""
+
+    argv: list[str]
+    cgroup_procs: tuple[str, ...] = ()
+
+
+def as_it_is(argv: Sequence[str]) -> InsideCommand:
+    """A command inside an instance that is a plain process of homerun's user, unlimited."""
+    return InsideCommand(list(argv))
+
+
 class Instance(Protocol):
     name: str
     pid: int
@@ -74,12 +89,12 @@ class Instance(Protocol):
         """Send a signal to the whole instance (its process group)."""
         ...
 
-    def command_inside(self, argv: Sequence[str]) -> list[str]:
+    def command_inside(self, argv: Sequence[str]) -> InsideCommand:
         """`argv` made a command that runs inside the instance, as its own processes do: in
-        its container, or in its sandbox as its user; as it is for a process of homerun's
-        user, as the instance is. An exec probe runs so, as Kubernetes runs one in the
-        container. ProcessLookupError when there is nothing to run it in (the instance is
-        gone)."""
+        its container, or in its sandbox as its user, and in its control groups; as it is for
+        a process of homerun's user, as the instance is. An exec probe runs so, as Kubernetes
+        runs one in the container. ProcessLookupError when there is nothing to run it in
+        (the instance is gone)."""
         ...
 
 

@@ -42,7 +42,7 @@ from homerun.model.engine import (
     Engine,
 )
 from homerun.model.volumes import Mounts
-from homerun.runtime.base import Instance, InstanceSpec, OutputSink, Runtime
+from homerun.runtime.base import InsideCommand, Instance, InstanceSpec, OutputSink, Runtime
 from homerun.runtime.engine_call import engine_call
 from homerun.runtime.image_root import ImageRoots, rooted_spec, why_not_rooted
 from homerun.runtime.netns import NetNamespace, Networks
@@ -160,9 +160,9 @@ class ContainerInstance:
             command = self._engine.command("kill", "--signal", str(signum), self.container)
         self._signals.append(asyncio.ensure_future(_engine_call(command)))
 
-    def command_inside(self, argv: Sequence[str]) -> list[str]:
-        # In the container, as its user, with its environment and working folder.
-        return self._engine.command("exec", self.container, *argv)
+    def command_inside(self, argv: Sequence[str]) -> InsideCommand:
+        # In the container, as its user, with its environment, working folder and limits.
+        return InsideCommand(self._engine.command("exec", self.container, *argv))
 
 
 class ContainerRuntime:

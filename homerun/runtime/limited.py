@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from homerun.model.limits import DEFAULT_LIMITS, Limits
-from homerun.runtime.base import Instance, InstanceSpec, OutputSink, Runtime
+from homerun.runtime.base import InsideCommand, Instance, InstanceSpec, OutputSink, Runtime
 from homerun.runtime.cgroups import Cgroups, InstanceCgroup, available, kill_and_remove
 
 # While a stop waits for the group to empty: 5 ms at first, half as long again each time, then
@@ -106,8 +106,9 @@ class LimitedInstance:
         self._inner.signal(signum)
         self.cgroup.signal(signum)
 
-    def command_inside(self, argv: Sequence[str]) -> list[str]:
-        return self._inner.command_inside(argv)
+    def command_inside(self, argv: Sequence[str]) -> InsideCommand:
+        inside = self._inner.command_inside(argv)
+        return replace(inside, cgroup_procs=self.cgroup.procs_files)
 
     def kill_now(self) -> None:
         """The runtime closes: kill what is left and remove the groups, without waiting."""

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 
 from homerun.errors import HomerunError
 from homerun.procfs import process_tree
-from homerun.runtime.base import InstanceSpec, OutputSink, join_cgroups
+from homerun.runtime.base import (
+    InsideCommand,
+    InstanceSpec,
+    OutputSink,
+    as_it_is,
+    join_cgroups,
+)
 from homerun.runtime.netns import NetNamespace, Networks, shared
 from homerun.runtime.output import drain, pump
 from homerun.runtime.sandbox import IGNORED_OUTSIDE, Sandbox, open_secret_files
@@ -164,14 +170,14 @@ class ProcessInstance:
             # need not remember the group (whose id may be reused later).
             self._tell_reaper(f"-{self.pid}")
 
-    def command_inside(self, argv: Sequence[str]) -> list[str]:
+    def command_inside(self, argv: Sequence[str]) -> InsideCommand:
         if self._enter is None:
-            return list(argv)
+            return as_it_is(argv)
         # The first process is the bwrap outside; its child, the sandbox's init, is inside.
         inside = next((pid for pid in process_tree(self.pid) if pid != self.pid), None)
         if inside is None or self.returncode is not None:
             raise ProcessLookupError(f"{self.name} has no sandbox to run a command in")
-        return [*self._enter(inside), *argv]
+        return InsideCommand([*self._enter(inside), *argv])
 
     def scan_now_and_then(self) -> None:
         """Record the process tree every SCAN_SECONDS while the first process runs."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homerun.model.probes import Probe, ProbeAction
+from homerun.runtime.base import InsideCommand, as_it_is, join_cgroups
 from homerun.runtime.grpc_health import check_health
 from homerun.runtime.netns import NetNamespace, open_connection
 from homerun.runtime.process import close_inherited_fds
@@ -35,7 +36,7 @@ class ProbeTarget:
     env: Mapping[str, str]
     cwd: Path
     network: NetNamespace | None = None
-    inside: Callable[[Sequence[str]], list[str]] = list
+    inside: Callable[[Sequence[str]], InsideCommand] = as_it_is
 
 
 @dataclass(frozen=True)
@@ -105,20 +106,23 @@ async def _get(
 
 async def _exec(probe: Probe, target: ProbeTarget) -> ProbeResult:
     try:
+        command = target.inside(probe.command)
         process = await asyncio.create_subprocess_exec(
-            *target.inside(probe.command),
+            *command.argv,
             env=dict(target.env, PORT=str(target.port)),
             cwd=target.cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=functools.partial(_prepare_command, target.network),
+            preexec_fn=functools.partial(_prepare_command, target.network, command.cgroup_procs),
         )
     except ProcessLookupError as error:
         return ProbeResult(False, str(error))
     except OSError as error:
         return ProbeResult(False, f"{probe.command[0]}: {error.strerror or error}")
+    except subprocess.SubprocessError:  # the instance's control groups are gone: so is it
+        return ProbeResult(False, f"{probe.command[0]}: the instance's control groups are gone")
     try:
         output = await asyncio.wait_for(_output(process), probe.timeout_seconds)
     except TimeoutError:
@@ -139,9 +143,10 @@ async def _exec(probe: Probe, target: ProbeTarget) -> ProbeResult:
     return ProbeResult(False, detail + (f": {shown}" if shown else ""))
 
 
-def _prepare_command(network: NetNamespace | None) -> None:
-    """Between fork and exec of an exec probe's command: in the instance's network namespace,
-    where its $PORT is."""
+def _prepare_command(network: NetNamespace | None, cgroup_procs: tuple[str, ...]) -> None:
+    """Between fork and exec of an exec probe's command: in the instance's control groups,
+    and its network namespace, where its $PORT is."""
+    join_cgroups(cgroup_procs)
     close_inherited_fds()
     if network is not None:
         network.enter()

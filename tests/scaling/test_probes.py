@@ -6,9 +6,11 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from homerun.model.probes import Probe, ProbeAction
+from homerun.runtime.base import InsideCommand
 from homerun.scaling.probes import ProbeResult, ProbeTarget, run_probe
 
 
@@ -73,6 +75,34 @@ def test_an_exec_probe_runs_with_the_instance_env_and_folder(tmp_path: Path) -> 
     )
     (tmp_path / "ready").touch()
     assert probe_once(probe, target).ok
+
+
+def test_an_exec_probe_runs_as_the_instance_says_and_fails_plainly_once_it_is_gone(
+    tmp_path: Path,
+) -> None:
+    """The instance makes the command (Instance.command_inside: nsenter, podman exec); an
+    instance gone (its sandbox, its control groups) fails the probe with the reason."""
+    env = {"PATH": os.environ["PATH"]}
+
+    def through_env(argv: Sequence[str]) -> InsideCommand:
+        return InsideCommand(["env", "ENTERED=yes", *argv])
+
+    probe = Probe(action=ProbeAction.EXEC, command=("/bin/sh", "-c", 'test "$ENTERED" = yes'))
+    assert probe_once(probe, ProbeTarget(1, env, tmp_path, inside=through_env)).ok
+
+    def gone(argv: Sequence[str]) -> InsideCommand:
+        raise ProcessLookupError("svc-00001-abc-x has no sandbox to run a command in")
+
+    assert probe_once(probe, ProbeTarget(1, env, tmp_path, inside=gone)) == ProbeResult(
+        False, "svc-00001-abc-x has no sandbox to run a command in"
+    )
+
+    def groups_removed(argv: Sequence[str]) -> InsideCommand:
+        return InsideCommand(list(argv), cgroup_procs=(str(tmp_path / "gone" / "cgroup.procs"),))
+
+    assert probe_once(probe, ProbeTarget(1, env, tmp_path, inside=groups_removed)) == ProbeResult(
+        False, "/bin/sh: the instance's control groups are gone"
+    )
 
 
 def test_an_exec_probe_past_its_timeout_is_killed_with_its_children(tmp_path: Path) -> None:

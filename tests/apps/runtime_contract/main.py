@@ -3,7 +3,7 @@
 Procfile: a custom command, spawned); without the Procfile homerun finds the WSGI `app` and
 runs it under gunicorn (forked from the revision's zygote).
 
-GET /runtime            -> JSON: env, cwd, argv, uid/gid, stdin, the descriptors open when the
+GET /runtime            -> JSON: env, cwd, argv, uid/gid, control groups, stdin, the descriptors open when the
                            process began (spawned only), /tmp, the request as the app got it
 GET /cgroups            -> JSON: the memory and cpu limits of the instance's control groups
                            (cgroup v1 or v2) and whether the app could open them for writing
@@ -97,6 +97,8 @@ def opens_for_writing(path):
 def report(version, headers):
     with open("/proc/self/cmdline", "rb") as cmdline:
         command_line = [part.decode() for part in cmdline.read().split(b"\0") if part]
+    with open("/proc/self/cgroup") as cgroup:
+        control_groups = cgroup.read().splitlines()
     return {
         "env": dict(os.environ),
         "cwd": os.getcwd(),
@@ -106,6 +108,7 @@ def report(version, headers):
         "instance": STATE["instance"],
         "uid": os.getuid(),
         "gid": os.getgid(),
+        "cgroup": control_groups,
         "stdin": "eof" if os.read(0, 1) == b"" else "data",
         "descriptors_at_start": STATE["descriptors_at_start"],
         "tmp_writable": tmp_writable(),
