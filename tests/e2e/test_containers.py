@@ -700,7 +700,23 @@ def hand_built_image(tmp_path: Path, command: str) -> Iterator[str]:
     try:
         yield image
     finally:
+        # The services deleted, their containers stop in the background: removed once they
+        # are gone, not forced away under a daemon still stopping them (which left records
+        # that `homerun down` then found).
+        deadline = time.monotonic() + 60
+        while containers_of_image(image) and time.monotonic() < deadline:
+            time.sleep(0.5)
         subprocess.run([*podman(), "rmi", "--force", image], capture_output=True, check=False)
+
+
+def containers_of_image(image: str) -> list[str]:
+    listed = subprocess.run(
+        [*podman(), "ps", "--all", "--filter", f"ancestor={image}", "--format", "{{.ID}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return listed.stdout.split()
 
 
 def nat_rules() -> list[str]:
