@@ -332,7 +332,11 @@ class ProcessRuntime:
         enter = None
         if self._sandbox is not None:
             enter = functools.partial(
-                self._sandbox.enter, revision=spec.revision or spec.name, user=spec.user
+                self._sandbox.enter,
+                revision=spec.revision or spec.name,
+                env=spec.env,
+                cwd=spec.cwd,
+                user=spec.user,
             )
         instance = ProcessInstance(
             spec.name,

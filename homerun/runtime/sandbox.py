@@ -160,15 +160,27 @@ class Sandbox:
         args += ["--no-new-privs", "--", *argv]
         return args
 
-    def enter(self, pid: int, revision: str, user: RunAs | None = None) -> list[str]:
+    def enter(
+        self,
+        pid: int,
+        revision: str,
+        env: Mapping[str, str],
+        cwd: Path,
+        user: RunAs | None = None,
+    ) -> list[str]:
         """The words that run a command inside the sandbox process `pid` is in, as the app
         runs: its mount view (its /tmp too), PID and IPC namespaces, its root and folder, as
-        the revision's user, who has no capability (homerun being root); as a normal user,
-        in the sandbox's user namespace. An exec probe's command runs so, as Kubernetes runs
-        one in the container: not as homerun's user, who may read what the sandbox hides."""
-        args = [self.nsenter, f"--target={pid}", "--mount", "--pid", "--ipc", "--root", "--wd"]
+        the revision's user, who has no capability (homerun being root). An exec probe's
+        command runs so, as Kubernetes runs one in the container: not as homerun's user, who
+        may read what the sandbox hides.
+
+        As a normal user, bwrap nests the app's user namespace in the one that owns its
+        mount, PID and IPC namespaces, which a process of that user then cannot enter: the
+        command gets a sandbox of the revision's own (`env`, `cwd`), which hides what the
+        instance's hides, but not the instance's /tmp."""
         if not self.privileged:
-            return [*args, "--user", "--preserve-credentials", "--"]
+            return self.command([], env, cwd, revision)
+        args = [self.nsenter, f"--target={pid}", "--mount", "--pid", "--ipc", "--root", "--wd"]
         uid, gid = user_and_group(revision, user)
         # From root to the revision's ids, nsenter drops the supplementary groups, and the
         # kernel every capability; the sandbox's mounts are nosuid.

@@ -237,7 +237,9 @@ class ZygoteRuntime:
             try:
                 enter = None
                 if self._sandbox is not None:
-                    enter = functools.partial(self._sandbox.enter, revision=revision)
+                    enter = functools.partial(
+                        self._sandbox.enter, revision=revision, env=spec.env, cwd=spec.cwd
+                    )
                 instance = await zygote.fork(spec, command, output, enter)
             except ZygoteLost as lost:
                 return await self._spawn(spec, output, str(lost))
