@@ -109,6 +109,7 @@ class ContainerInstance:
         process: asyncio.subprocess.Process,
         readers: list[asyncio.Task[None]],
         engine: Engine,
+        on_gone: Callable[[ContainerInstance], None] = lambda _: None,
     ) -> None:
         self.name = name
         self.port = port
@@ -118,6 +119,7 @@ class ContainerInstance:
         self._readers = readers
         self._engine = engine
         self._signals: list[asyncio.Future[str]] = []
+        self._on_gone = on_gone
         self.pid_folder: Path | None = None  # conmon's pid file: removed once it has exited
         self.secrets_folder: Path | None = None  # its secret files: removed likewise
         # Its own network namespace (runtime/netns.py), dropped once it has exited; None: on
@@ -134,6 +136,7 @@ class ContainerInstance:
 
     async def exited(self) -> int:
         status = _status(await self._process.wait())
+        self._on_gone(self)
         for folder in (self.pid_folder, self.secrets_folder):
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -159,6 +162,10 @@ class ContainerInstance:
         else:
             command = self._engine.command("kill", "--signal", str(signum), self.container)
         self._signals.append(asyncio.ensure_future(_engine_call(command)))
+
+    async def signalled(self) -> None:
+        """Once the engine has done what the signals sent so far asked."""
+        await asyncio.gather(*self._signals, return_exceptions=True)
 
     def command_inside(self, argv: Sequence[str]) -> InsideCommand:
         # In the container, as its user, with its environment, working folder and limits.
@@ -192,6 +199,7 @@ class ContainerRuntime:
         self._rooted: set[str] = set()  # revisions whose instances run in their image's root
         self._why_not_rooted: dict[str, str] = {}
         self._releasing: set[asyncio.Future[None]] = set()
+        self._instances: set[ContainerInstance] = set()  # until `podman run` has exited
         # Instances' secret files, in memory where the machine has a tmpfs for it, in a folder
         # of this home's that only root enters (a daemon killed leaves it; the next removes it).
         home_key = hashlib.sha256(self._home.encode()).hexdigest()[:12]
@@ -287,7 +295,13 @@ class ContainerRuntime:
             releasing.add_done_callback(self._releasing.discard)
 
     async def close(self) -> None:
-        """Remove the revisions' image root containers (the zygotes are stopped first)."""
+        """Remove every container instance still there (one whose stop the daemon's own stop
+        cut short, as the process runtime kills what is left), then the revisions' image root
+        containers (the zygotes are stopped first)."""
+        left = list(self._instances)
+        for instance in left:
+            instance.signal(signal.SIGKILL)
+        await asyncio.gather(*(instance.signalled() for instance in left))
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
         if self._roots is not None:
@@ -379,8 +393,16 @@ class ContainerRuntime:
                 self._forget_network(spec.name)
             raise
         instance = ContainerInstance(
-            spec.name, port, name, conmon or process.pid, process, readers, self.engine
+            spec.name,
+            port,
+            name,
+            conmon or process.pid,
+            process,
+            readers,
+            self.engine,
+            on_gone=self._instances.discard,
         )
+        self._instances.add(instance)
         instance.pid_folder = Path(folder)
         instance.secrets_folder = secrets
         if network is not None:

@@ -486,6 +486,11 @@ class Supervisor:
             except TimeoutError:
                 process.signal(signal.SIGKILL)
                 await process.wait()
+            except asyncio.CancelledError:
+                # The daemon stops during the grace (a deletion's stop, cancelled): the
+                # instance goes now rather than outlive it (a container would).
+                process.signal(signal.SIGKILL)
+                raise
         # A server's workers may outlive its master by a moment; the group goes with it.
         process.signal(signal.SIGKILL)
         self._gone(instance)

@@ -118,6 +118,24 @@ def containers_of(home: Path) -> list[str]:
     return listed.stdout.split()
 
 
+def inspect_container(container: str) -> str:
+    """A container's name, state and command, for a failure's message."""
+    shown = subprocess.run(
+        [
+            *podman(),
+            "inspect",
+            "--format",
+            "{{.Name}} {{.State.Status}} pid={{.State.Pid}} exit={{.State.ExitCode}} "
+            "created={{.Created}} finished={{.State.FinishedAt}} {{.Config.Cmd}}",
+            container,
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return (shown.stdout + shown.stderr).strip()
+
+
 def remove_containers(home: Path) -> None:
     for container in containers_of(home):
         subprocess.run([*podman(), "rm", "--force", "--time", "0", container], check=False)
@@ -131,6 +149,7 @@ def engine_platform_at(home: Path, venv_cache: Path, config: dict[str, Any]) -> 
     try:
         with running_platform(home, venv_cache, config) as platform:
             yield platform
-        assert containers_of(home) == []
+        left = containers_of(home)
+        assert left == [], [inspect_container(container) for container in left]
     finally:
         remove_containers(home)

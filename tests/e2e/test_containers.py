@@ -710,8 +710,26 @@ def hand_built_image(tmp_path: Path, command: str) -> Iterator[str]:
 
 
 def containers_of_image(image: str) -> list[str]:
+    """The containers of `image`, by its ID: homerun runs an image by its ID, which podman's
+    `ancestor=NAME` filter does not match."""
+    found = subprocess.run(
+        [*podman(), "image", "inspect", "--format", "{{.Id}}", image],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode != 0:
+        return []
     listed = subprocess.run(
-        [*podman(), "ps", "--all", "--filter", f"ancestor={image}", "--format", "{{.ID}}"],
+        [
+            *podman(),
+            "ps",
+            "--all",
+            "--filter",
+            f"ancestor={found.stdout.strip()}",
+            "--format",
+            "{{.ID}}",
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         check=False,
@@ -754,3 +772,24 @@ def test_each_container_has_a_network_of_its_own_even_on_the_routers_port(
         assert nat_rules() == rules
         for service in ("ctr-net-a", "ctr-net-b"):
             engine_platform.run("services", "delete", service, "-q", check=True, timeout=60)
+
+
+def test_a_container_whose_stop_the_daemon_cuts_short_goes_with_it(
+    tmp_path: Path, venv_cache: Path
+) -> None:
+    """`services delete` stops an instance in the background: SIGTERM, which the app ignores
+    (PID 1 of its container, without a handler), then SIGKILL once the grace is over. A
+    `homerun down` within the grace cuts that stop short; the container goes anyway, as what
+    a process instance leaves does (engine_platform_at checks that none of its home is left)."""
+    home = tmp_path / "home"
+    with (
+        hand_built_image(tmp_path, 'CMD ["python3", "/main.py"]') as image,
+        engine_platform_at(home, venv_cache, {"stop-grace-seconds": 60}) as platform,
+    ):
+        deployed = platform.run(
+            "deploy", "ctr-cut-short", "--image", image, "--allow-unauthenticated"
+        )
+        assert deployed.returncode == 0, describe(deployed)
+        assert len(containers_of(home)) == 1
+        platform.run("services", "delete", "ctr-cut-short", "-q", check=True, timeout=60)
+        assert len(containers_of(home)) == 1  # still in its grace
