@@ -101,16 +101,13 @@ def ensure_base_image() -> str:
 
 def containers_of(home: Path) -> list[str]:
     """IDs of the containers a daemon with this HOMERUN_HOME runs (its label)."""
+    return containers_where(f"label=dev.homerun.home={home}")
+
+
+def containers_where(condition: str) -> list[str]:
+    """IDs of the containers, running or not, that podman's `--filter condition` keeps."""
     listed = subprocess.run(
-        [
-            *podman(),
-            "ps",
-            "--all",
-            "--filter",
-            f"label=dev.homerun.home={home}",
-            "--format",
-            "{{.ID}}",
-        ],  # fmt: skip
+        [*podman(), "ps", "--all", "--filter", condition, "--format", "{{.ID}}"],
         capture_output=True,
         text=True,
         check=True,

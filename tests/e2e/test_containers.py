@@ -24,6 +24,7 @@ from .containers import (
     BASE_IMAGE,
     PODMAN_RUN,
     containers_of,
+    containers_where,
     engine_platform_at,
     ensure_base_image,
     podman,
@@ -720,21 +721,7 @@ def containers_of_image(image: str) -> list[str]:
     )
     if found.returncode != 0:
         return []
-    listed = subprocess.run(
-        [
-            *podman(),
-            "ps",
-            "--all",
-            "--filter",
-            f"ancestor={found.stdout.strip()}",
-            "--format",
-            "{{.ID}}",
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return listed.stdout.split()
+    return containers_where(f"ancestor={found.stdout.strip()}")
 
 
 def nat_rules() -> list[str]:
