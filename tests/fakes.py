@@ -19,7 +19,7 @@ from typing import Any
 
 from homerun.model.states import InstanceState
 from homerun.runtime.base import InsideCommand, as_it_is
-from homerun.runtime.nat import read_nat_rules, redirected_ports
+from homerun.runtime.nat import read_nat_rules, redirected_ports, unredirected_server
 from homerun.scaling.unit import ManagedInstance, RevisionUnit
 from homerun.store import Store
 
@@ -73,11 +73,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def loopback_listener() -> socket.socket:
     """A socket listening on 127.0.0.1, on a port the kernel picked that no NAT rule
     redirects."""
-    while True:
-        listener = socket.create_server(("127.0.0.1", 0))
-        if listener.getsockname()[1] not in redirected():
-            return listener
-        listener.close()
+    return unredirected_server("127.0.0.1", redirected())
 
 
 # -- a runtime whose instances are asyncio servers in the test's own process ------------------

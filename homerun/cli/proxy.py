@@ -16,6 +16,7 @@ from homerun.cli._commands import command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._proxy import ServiceProxy, TokenSource
 from homerun.errors import HomerunError
+from homerun.runtime.nat import read_nat_rules, redirected_ports, unredirected_server
 from homerun.spec import validate_service_name
 
 DEFAULT_PORT = 8080  # gcloud's
@@ -94,6 +95,7 @@ def _listen(port: int | None) -> socket.socket:
             raise HomerunError(
                 f"cannot listen on 127.0.0.1:{port}: {error.strerror}; choose another --port"
             ) from None
-        listener.bind(("127.0.0.1", 0))
+        listener.close()
+        return unredirected_server("127.0.0.1", redirected_ports(read_nat_rules()))
     listener.listen(128)
     return listener

@@ -49,7 +49,7 @@ from homerun.routing.types import Address, Route
 from homerun.runtime import Runtime
 from homerun.runtime.container import ContainerRuntime, find_engine, remove_unused_images
 from homerun.runtime.limited import limit_where_possible
-from homerun.runtime.nat import RedirectedPorts
+from homerun.runtime.nat import RedirectedPorts, unredirected_server
 from homerun.runtime.netns import Furnish, NetNamespace, Networks
 from homerun.runtime.netns import can_make as can_make_networks
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
@@ -171,8 +171,8 @@ class Daemon:
         )
         # Listeners the control plane names to instances and users are bound first, so that
         # every piece is built knowing its addresses.
-        dashboard_socket = self._dashboard_socket()
-        metadata_socket = listening(socket.create_server(("127.0.0.1", 0)))
+        dashboard_socket = self._dashboard_socket(redirects.ports())
+        metadata_socket = listening(unredirected_server("127.0.0.1", redirects.ports()))
         dashboard_host, dashboard_port = dashboard_socket.getsockname()[:2]
         dashboard_url = f"http://{dashboard_host}:{dashboard_port}"
         control = control_plane(
@@ -391,13 +391,14 @@ class Daemon:
                     path.unlink()
             print("homerun stopped", flush=True)
 
-    def _dashboard_socket(self) -> socket.socket:
-        """The dashboard's socket; an ephemeral port when the set one is taken."""
+    def _dashboard_socket(self, redirected: frozenset[int]) -> socket.socket:
+        """The dashboard's socket; an ephemeral port no NAT rule redirects when the set one is
+        taken."""
         listen, port = self.settings.dashboard_listen, self.settings.dashboard_port
         try:
             sock = socket.create_server((listen, port), reuse_port=False)
         except OSError as error:
-            sock = socket.create_server((listen, 0))
+            sock = unredirected_server(listen, redirected)
             print(
                 f"homerun: dashboard port {port} is not available ({error.strerror}); "
                 f"using {sock.getsockname()[1]}",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable
 
@@ -83,6 +84,17 @@ def read_nat_rules() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return done.stdout if done.returncode == 0 else ""
+
+
+def unredirected_server(host: str, redirected: frozenset[int]) -> socket.socket:
+    """A listening TCP socket on `host` at a port the kernel picked that none of `redirected`
+    is (an ephemeral bind may be given a port a leftover rule sends elsewhere, where no client
+    of ours would ever reach it)."""
+    while True:
+        server = socket.create_server((host, 0))
+        if server.getsockname()[1] not in redirected:
+            return server
+        server.close()
 
 
 class RedirectedPorts:

@@ -11,6 +11,7 @@ import sys
 import textwrap
 
 import pytest
+from fakes import loopback_listener
 
 from homerun.access import peers
 from homerun.access.peers import (
@@ -50,7 +51,7 @@ def test_the_callers_end_of_the_connection_in_the_tables() -> None:
 
 
 def test_a_child_process_holding_the_connection_is_found_and_no_one_else() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as server:
+    with loopback_listener() as server:
         address = server.getsockname()
         # The caller is a grandchild: a shell that runs python, as a server's worker would be.
         holder = subprocess.Popen(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fakes import free_port
 
 from homerun.build import Artifact, build, load_artifact
 from homerun.errors import BuildError, DockerfileError
@@ -46,9 +47,7 @@ def _build(
 @contextlib.contextmanager
 def _serving(artifact: Artifact) -> Iterator[str]:
     """Start the artifact the way an instance starts, and yield its URL once it accepts."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**artifact.env, "PORT": str(port), "K_SERVICE": "test"}
     process = subprocess.Popen(
         artifact.argv,

@@ -11,16 +11,21 @@ later runs, CI's included, import it in seconds instead of building it again.
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from homerun.runtime.netns import NetNamespace
 
 from .harness import Platform, running_platform
 
@@ -150,3 +155,59 @@ def engine_platform_at(home: Path, venv_cache: Path, config: dict[str, Any]) -> 
         assert left == [], [inspect_container(container) for container in left]
     finally:
         remove_containers(home)
+
+
+@contextmanager
+def run_as_a_pod(image: str, env: dict[str, str], name: str) -> Iterator[dict[str, Any]]:
+    """Run `image` as a Knative pod runs it and yield what it answers at / (JSON): in a network
+    namespace of its own, reached on that namespace's loopback at 8080 as Knative's
+    queue-proxy reaches the user container. Nothing is published on the host: a published
+    port's NAT rule can outlive its container (podman issue 27516) and catch later tests'
+    connections to that port."""
+    command = podman()
+    namespace = NetNamespace.create()
+    try:
+        subprocess.run(
+            [
+                *command,
+                "run",
+                "--detach",
+                "--name",
+                name,
+                *PODMAN_RUN,
+                "--network",
+                f"ns:/proc/{os.getpid()}/fd/{namespace.fd}",
+                *(part for key, value in env.items() for part in ("--env", f"{key}={value}")),
+                image,
+            ],  # fmt: skip
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield json.loads(_first_answer(namespace, 8080, deadline=time.monotonic() + 60))
+        finally:
+            subprocess.run([*command, "rm", "--force", "--time", "0", name], capture_output=True)
+    finally:
+        namespace.close()
+
+
+def _first_answer(namespace: NetNamespace, port: int, *, deadline: float) -> bytes:
+    """The body of the first 200 answer to GET / at 127.0.0.1:`port` in `namespace`."""
+    while True:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            sock = namespace.new_socket()
+            connection.sock = sock
+            sock.settimeout(5)
+            sock.connect(("127.0.0.1", port))
+            connection.request("GET", "/")
+            response = connection.getresponse()
+            body = response.read()
+            if response.status == 200:
+                return body
+        except OSError:
+            pass
+        finally:
+            connection.close()
+        assert time.monotonic() < deadline, "the pod's container did not answer"
+        time.sleep(0.1)

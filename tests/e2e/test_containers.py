@@ -22,13 +22,13 @@ from homerun.knative import parse_service
 
 from .containers import (
     BASE_IMAGE,
-    PODMAN_RUN,
     containers_of,
     containers_where,
     engine_platform_at,
     ensure_base_image,
     podman,
     remove_containers,
+    run_as_a_pod,
 )
 from .harness import APPS, Platform, describe, running_platform
 
@@ -349,48 +349,17 @@ def test_push_then_pull_and_run_as_a_knative_pod_would(
     subprocess.run(
         [*command, "pull", "--tls-verify=false", pinned], check=True, capture_output=True
     )
-    port = free_port()
-    name = f"homerun-e2e-pod-{port}"
-    subprocess.run(
-        [
-            *command,
-            "run",
-            "--detach",
-            "--rm",
-            "--name",
-            name,
-            *PODMAN_RUN,
-            "--publish",
-            f"127.0.0.1:{port}:8080",
-            "--env",
-            "PORT=8080",
-            "--env",
-            "K_SERVICE=ctr",
-            "--env",
-            "K_REVISION=ctr-00001-pod",
-            "--env",
-            "K_CONFIGURATION=ctr",
-            pinned,
-        ],  # fmt: skip
-        check=True,
-        capture_output=True,
-    )
+    env = {
+        "PORT": "8080",
+        "K_SERVICE": "ctr",
+        "K_REVISION": "ctr-00001-pod",
+        "K_CONFIGURATION": "ctr",
+    }
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/", trust_env=False)
-                if response.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the pulled image did not answer"
-            time.sleep(0.1)
-        answer = response.json()
-        assert answer["uid"] == 4321 and answer["port"] == "8080"
-        assert answer["k_service"] == "ctr" and answer["stage"] == "built in stage one"
+        with run_as_a_pod(pinned, env, f"homerun-e2e-pod-{uuid.uuid4().hex[:8]}") as answer:
+            assert answer["uid"] == 4321 and answer["port"] == "8080"
+            assert answer["k_service"] == "ctr" and answer["stage"] == "built in stage one"
     finally:
-        subprocess.run([*command, "rm", "--force", "--time", "0", name], capture_output=True)
         subprocess.run([*command, "rmi", pinned], capture_output=True)
 
 
@@ -481,48 +450,20 @@ def test_export_references_the_pushed_digest_and_runs_as_a_knative_pod(
         check=True,
         capture_output=True,
     )
-    port = free_port()
-    name = f"homerun-e2e-export-{port}"
     env = {variable["name"]: variable["value"] for variable in container["env"]}
     env |= {"PORT": "8080", "K_SERVICE": "exp", "K_CONFIGURATION": "exp"}
     env["K_REVISION"] = str(served["k_revision"])
-    subprocess.run(
-        [
-            *command,
-            "run",
-            "--detach",
-            "--rm",
-            "--name",
-            name,
-            *PODMAN_RUN,
-            "--publish",
-            f"127.0.0.1:{port}:8080",
-            *(part for key, value in env.items() for part in ("--env", f"{key}={value}")),
-            container["image"],
-        ],  # fmt: skip
-        check=True,
-        capture_output=True,
-    )
+    name = f"homerun-e2e-export-{uuid.uuid4().hex[:8]}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/", trust_env=False)
-                if response.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the exported image did not answer"
-            time.sleep(0.1)
-        # greeting, uid, stage, cwd, port, K_* alike; the network and the metadata server
-        # are the pod's (here the engine's network, and none)
-        platform_only = ("interfaces", "account")
-        assert {
-            key: value for key, value in response.json().items() if key not in platform_only
-        } == {key: value for key, value in served.items() if key not in platform_only}
+        with run_as_a_pod(container["image"], env, name) as answer:
+            # greeting, uid, stage, cwd, port, K_* alike; the network and the metadata server
+            # are the pod's (here a namespace of the test's, and none)
+            platform_only = ("interfaces", "account")
+            assert {key: value for key, value in answer.items() if key not in platform_only} == {
+                key: value for key, value in served.items() if key not in platform_only
+            }
         assert served["greeting"] == "hello from homerun"
     finally:
-        subprocess.run([*command, "rm", "--force", "--time", "0", name], capture_output=True)
         subprocess.run([*command, "rmi", container["image"]], capture_output=True)
 
     # The exported file, given back to homerun, is the revision it came from.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fakes import loopback_listener
 
 from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
 
@@ -252,9 +252,7 @@ class Served:
         )
         # The socket listens before uvicorn runs: connections wait in its backlog, so the
         # browser can start at once without probing for readiness.
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.socket.listen(64)
+        self.socket = loopback_listener()
         self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         self.thread = threading.Thread(

@@ -69,7 +69,7 @@ class Harness:
         return RouteError(404, f"no service answers at {host}")
 
     async def __aenter__(self) -> Harness:
-        await self.router.start("127.0.0.1", 0)
+        await self.router.start("127.0.0.1", free_port())
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 import uvloop
-from fakes import free_port
+from fakes import free_port, loopback_listener
 from websockets.asyncio.client import connect as websocket_connect
 
 from homerun.access.guard import AccessPolicy, guard_for
@@ -119,7 +119,7 @@ class Proxy:
         return self.routes.get(name) or RouteError(404, f"no service answers at {host}")
 
     async def __aenter__(self) -> Proxy:
-        await self.router.start("127.0.0.1", 0)
+        await self.router.start("127.0.0.1", free_port())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -206,7 +206,7 @@ async def raw_instance(
             await handle(reader, writer)
         writer.close()
 
-    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
+    server = await asyncio.start_server(tracked, sock=loopback_listener())
     try:
         yield ("127.0.0.1", int(server.sockets[0].getsockname()[1]))
     finally:
@@ -916,7 +916,7 @@ def test_a_request_an_instance_died_holding_is_not_run_again_elsewhere(
             proxy.throttler.remove(proxy.endpoint)  # ...and the supervisor sees it at once
             writer.transport.abort()
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(handle, sock=loopback_listener())
         address = ("127.0.0.1", int(server.sockets[0].getsockname()[1]))
         proxy = Proxy(address, capacity=1)
         async with proxy, proxy.client() as client:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import uvloop
-from fakes import free_port
+from fakes import free_port, loopback_listener
 
 from homerun.routing.proxy import Router
 from homerun.routing.table import InvalidPort, parse_host, split_port
@@ -98,7 +98,7 @@ class Proxy:
         return RouteError(404, f"no service answers at {host}")
 
     async def __aenter__(self) -> Proxy:
-        await self.router.start("127.0.0.1", 0)
+        await self.router.start("127.0.0.1", free_port())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -421,7 +421,7 @@ def test_a_request_held_by_an_instance_that_exits_says_so(run: Run) -> None:
             writer.transport.abort()
             proxies[0].throttler.remove(proxies[0].endpoint)  # and the supervisor sees it
 
-        server = await asyncio.start_server(die_on_second, "127.0.0.1", 0)
+        server = await asyncio.start_server(die_on_second, sock=loopback_listener())
         address = ("127.0.0.1", int(server.sockets[0].getsockname()[1]))
         proxies.append(Proxy(address))
         async with proxies[0] as proxy:
@@ -459,7 +459,7 @@ def test_a_fresh_connection_lost_with_its_instance_says_it_exited(run: Run) -> N
             (die, b"the instance exited while handling the request"),
             (hang_up, b"the instance closed the connection before it answered"),
         ):
-            server = await asyncio.start_server(handler, "127.0.0.1", 0)
+            server = await asyncio.start_server(handler, sock=loopback_listener())
             address = ("127.0.0.1", int(server.sockets[0].getsockname()[1]))
             proxies.append(Proxy(address))
             async with proxies[-1] as proxy:

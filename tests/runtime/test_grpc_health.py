@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes import free_port
+from fakes import free_port, loopback_listener
 from grpc_health.v1 import health_pb2
 
 from homerun.runtime.grpc_health import check_health, decode_status, encode_request
@@ -57,7 +57,7 @@ def test_what_is_not_ready_says_why(grpc_server: int) -> None:
 
 
 def test_a_server_that_is_not_http2_is_not_ready() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
+    with loopback_listener() as listener:
         port = listener.getsockname()[1]
 
         async def scenario() -> ProbeAnswer:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes import free_port
+from fakes import free_port, loopback_listener
 
 from homerun.routing.proxy import Router
 from homerun.routing.throttler import Endpoint, Throttler
@@ -80,7 +80,7 @@ def test_what_does_not_answer_is_not_ready() -> None:
         async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             held.append(writer)  # reads the request, never answers
 
-        server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        server = await asyncio.start_server(hold, sock=loopback_listener())
         async with server:
             port = server.sockets[0].getsockname()[1]
             answer = await check_http(
@@ -101,7 +101,7 @@ def test_the_h2c_form_against_an_http2_server(app_port: int) -> None:
         throttler.add(Endpoint("svc-1-a", "127.0.0.1", app_port, 10))
         route = Route("svc", "svc-1", throttler, 10.0)
         router = Router(lambda host: route if host == "svc.test" else RouteError(404, "no"))
-        await router.start("127.0.0.1", 0)
+        await router.start("127.0.0.1", free_port())
         try:
             port = router.port
             host = [("Host", "svc.test")]

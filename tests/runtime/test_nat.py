@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 
 import pytest
 
-from homerun.runtime.nat import RedirectedPorts, read_nat_rules, redirected_ports
+from homerun.runtime.nat import (
+    RedirectedPorts,
+    read_nat_rules,
+    redirected_ports,
+    unredirected_server,
+)
 
 # What a rootful podman (netavark 1.4) leaves for `--publish 127.0.0.1:41001:8080`, with the
 # jumps that lead to it, and rules that must not count.
@@ -55,6 +61,16 @@ def test_the_ports_are_read_again_on_refresh() -> None:
     assert 41001 in redirects.ports()
     asyncio.run(redirects.refresh())
     assert redirects.ports() == frozenset()
+
+
+def test_a_server_bound_by_the_kernel_gets_no_redirected_port() -> None:
+    # Every even port redirected: a kernel's pick would be one half the time.
+    redirected = frozenset(range(0, 65536, 2))
+    for _ in range(20):
+        with unredirected_server("127.0.0.1", redirected) as server:
+            assert server.getsockname()[1] % 2 == 1
+            with socket.create_connection(server.getsockname()[:2], 5):
+                pass  # it listens
 
 
 def test_this_machines_nat_table_is_read_as_root() -> None:

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fakes import free_port
 
 from homerun.runtime.names import HOSTS_VARIABLE, SITE_FOLDER, resolving_env
 
@@ -112,7 +113,7 @@ class _Hello(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[int]:
-    with ThreadingHTTPServer(("127.0.0.1", 0), _Hello) as http:
+    with ThreadingHTTPServer(("127.0.0.1", free_port()), _Hello) as http:
         thread = threading.Thread(target=http.serve_forever, daemon=True)
         thread.start()
         try:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from fakes import free_port, loopback_listener
 
 from homerun.model.probes import Probe, ProbeAction
 from homerun.runtime.base import InsideCommand
@@ -18,14 +19,8 @@ def probe_once(probe: Probe, target: ProbeTarget) -> ProbeResult:
     return asyncio.run(run_probe(probe, target))
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_tcp_and_http_probes_on_a_closed_port_fail_with_the_reason(tmp_path: Path) -> None:
-    target = ProbeTarget(closed_port(), {}, tmp_path)
+    target = ProbeTarget(free_port(), {}, tmp_path)
     tcp = probe_once(Probe(), target)
     assert not tcp.ok and "Connection refused" in tcp.detail
     http = probe_once(Probe(action=ProbeAction.HTTP, path="/ready"), target)
@@ -42,7 +37,7 @@ def test_an_http_probe_reads_the_status_and_sends_its_headers(tmp_path: Path) ->
             await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        server = await asyncio.start_server(answer, sock=loopback_listener())
         port = server.sockets[0].getsockname()[1]
         probe = Probe(action=ProbeAction.HTTP, path="/ready?x=1", headers=(("X-Probe", "1"),))
         result = await run_probe(probe, ProbeTarget(port, {}, tmp_path))
@@ -56,9 +51,7 @@ def test_an_http_probe_reads_the_status_and_sends_its_headers(tmp_path: Path) ->
 
 
 def test_a_server_that_accepts_but_never_answers_fails_at_the_timeout(tmp_path: Path) -> None:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
+    with loopback_listener() as listener:
         target = ProbeTarget(listener.getsockname()[1], {}, tmp_path)
         started = time.monotonic()
         result = probe_once(Probe(action=ProbeAction.HTTP, timeout_seconds=1), target)
@@ -138,7 +131,7 @@ def test_a_hostile_answer_fails_the_probe_and_nothing_else(tmp_path: Path) -> No
             await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        server = await asyncio.start_server(answer, sock=loopback_listener())
         port = server.sockets[0].getsockname()[1]
         result = await run_probe(Probe(action=ProbeAction.HTTP), ProbeTarget(port, {}, tmp_path))
         server.close()
