@@ -1,9 +1,11 @@
-"""Suite-wide test settings: end-to-end tests run after the unit tests."""
+"""Suite-wide test settings: end-to-end tests run after the unit tests, and the run ends with
+where its time went (by file, and marked slow or not)."""
 
 from __future__ import annotations
 
 import socket
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +18,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Unit tests take seconds and e2e tests minutes: report the fast failures first. The sort is
     # stable, so each group keeps its file order (and e2e its session fixtures stay shared).
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
+# Seconds of each test file and of the tests marked slow or not (setup, call and teardown).
+_seconds_by_file: defaultdict[str, float] = defaultdict(float)
+_seconds_by_speed: defaultdict[str, float] = defaultdict(float)
+_slow: set[str] = set()
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if item.get_closest_marker("slow") is not None:
+        _slow.add(item.nodeid)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _seconds_by_file[report.nodeid.split("::")[0]] += report.duration
+    _seconds_by_speed["slow" if report.nodeid in _slow else "not slow"] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _seconds_by_file:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("where the time went")
+    speeds = ", ".join(f"{speed} {seconds:.0f} s" for speed, seconds in _seconds_by_speed.items())
+    write(f"tests marked: {speeds} (`-m 'not slow'` is the local loop)")
+    ranked = sorted(_seconds_by_file.items(), key=lambda pair: -pair[1])
+    for path, seconds in ranked[:25]:
+        write(f"{seconds:8.1f} s  {path}")
 
 
 Serve = Callable[[Any], str]
