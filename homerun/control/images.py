@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 from homerun.build.images import ImageStore
 from homerun.build.push import push_image
@@ -17,7 +16,7 @@ from homerun.control.revisions import Revisions
 from homerun.control.tasks import Tasks
 from homerun.errors import BuildError, HomerunError
 from homerun.model.engine import Engine
-from homerun.model.events import BuildLine, Failed, Phase
+from homerun.model.events import BuildLine, Phase
 from homerun.model.images import (
     BuildEvent,
     BuildRequest,
@@ -84,7 +83,7 @@ class Images:
                 )
             )
 
-        return self._stream(work)
+        return self._tasks.stream(work)
 
     def _build_image(
         self,
@@ -148,29 +147,3 @@ class Images:
     def discard_unfinished(self) -> None:
         """At startup: what a daemon stopped during a build left."""
         self._store.discard_unfinished()
-
-    def _stream(
-        self, work: Callable[[BuildEmit], Coroutine[Any, Any, None]]
-    ) -> AsyncIterator[BuildEvent]:
-        """Run `work` as a task of the plane and stream what it emits until it ends (an error
-        ends it with `Failed`), as Tasks.stream does for deploys."""
-        events: asyncio.Queue[BuildEvent | None] = asyncio.Queue()
-        emit = events.put_nowait
-
-        async def run() -> None:
-            try:
-                await work(emit)
-            except HomerunError as error:
-                emit(Failed(message=str(error)))
-            except Exception as error:  # a bug: report it rather than leave the client hanging
-                emit(Failed(message=f"internal error: {error!r}"))
-                raise
-
-        task = self._tasks.spawn(run())
-        task.add_done_callback(lambda _: events.put_nowait(None))
-
-        async def drain() -> AsyncIterator[BuildEvent]:
-            while (event := await events.get()) is not None:
-                yield event
-
-        return drain()

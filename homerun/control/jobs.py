@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from homerun.build.artifact import artifact_record, copy_artifact, write_failure
 from homerun.build.engine_build import engine_image_named
@@ -24,10 +23,10 @@ from homerun.control.job_views import JobViews
 from homerun.control.schedules import Schedules
 from homerun.control.secrets import SecretValues
 from homerun.control.tasks import Tasks
-from homerun.errors import HomerunError, InvalidSpec, NotFound
+from homerun.errors import InvalidSpec, NotFound
 from homerun.model.artifact import ArtifactRecord
 from homerun.model.engine import Engine
-from homerun.model.events import BuildLine, Failed, JobDeployed, JobEvent, Phase
+from homerun.model.events import BuildLine, JobDeployed, JobEvent, Phase
 from homerun.model.images import parse_image_name
 from homerun.model.jobs import validate_job_name
 from homerun.model.volumes import sandbox_needed
@@ -123,7 +122,7 @@ class Jobs:
                     return
                 await self._apply(plan, current.generation if current else 0, image, emit)
 
-        return self._stream(work)
+        return self._tasks.stream(work)
 
     async def _pinned(
         self, request: JobRequest, emit: JobEmit
@@ -304,29 +303,3 @@ class Jobs:
             raise
         finally:
             self._artifacts.builds -= 1
-
-    def _stream(
-        self, work: Callable[[JobEmit], Coroutine[Any, Any, None]]
-    ) -> AsyncIterator[JobEvent]:
-        """Run `work` as a task of the plane; stream what it emits until it ends (an error
-        ends it with `Failed`), as Tasks.stream does for deploys."""
-        events: asyncio.Queue[JobEvent | None] = asyncio.Queue()
-        emit = events.put_nowait
-
-        async def run() -> None:
-            try:
-                await work(emit)
-            except HomerunError as error:
-                emit(Failed(message=str(error)))
-            except Exception as error:  # a bug: report it rather than leave the client hanging
-                emit(Failed(message=f"internal error: {error!r}"))
-                raise
-
-        task = self._tasks.spawn(run())
-        task.add_done_callback(lambda _: events.put_nowait(None))
-
-        async def drain() -> AsyncIterator[JobEvent]:
-            while (event := await events.get()) is not None:
-                yield event
-
-        return drain()

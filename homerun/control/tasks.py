@@ -7,12 +7,13 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from homerun.errors import HomerunError
 from homerun.model.events import DeployEvent, Failed
 
 Emit = Callable[[DeployEvent], None]
+Event = TypeVar("Event")  # a stream's events: deploys', builds', jobs' or worker pools'
 TRASH_PREFIX = ".trash-"  # folders being deleted; a restart finishes their deletion
 
 
@@ -41,11 +42,11 @@ class Tasks:
         self.spawn(asyncio.to_thread(shutil.rmtree, trash, True))
 
     def stream(
-        self, work: Callable[[Emit], Coroutine[Any, Any, None]]
-    ) -> AsyncIterator[DeployEvent]:
+        self, work: Callable[[Callable[[Event], None]], Coroutine[Any, Any, None]]
+    ) -> AsyncIterator[Event | Failed]:
         """Run `work` as a task and stream what it emits until it ends; an error ends the
         stream with a `Failed` event. The caller may go away without stopping the work."""
-        events: asyncio.Queue[DeployEvent | None] = asyncio.Queue()
+        events: asyncio.Queue[Event | Failed | None] = asyncio.Queue()
         emit = events.put_nowait
 
         async def run() -> None:
@@ -67,9 +68,6 @@ class Tasks:
         await asyncio.gather(*self._running, return_exceptions=True)
 
 
-async def _drain(events: asyncio.Queue[DeployEvent | None]) -> AsyncIterator[DeployEvent]:
-    while True:
-        event = await events.get()
-        if event is None:
-            return
+async def _drain(events: asyncio.Queue[Event | None]) -> AsyncIterator[Event]:
+    while (event := await events.get()) is not None:
         yield event

@@ -10,10 +10,9 @@ import asyncio
 import contextlib
 import shutil
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,7 +35,7 @@ from homerun.control.tasks import Tasks
 from homerun.errors import BuildError, HomerunError, InvalidSpec
 from homerun.model import views
 from homerun.model.artifact import ArtifactRecord
-from homerun.model.events import BuildLine, Failed, Phase, PoolDeployed, PoolEvent
+from homerun.model.events import BuildLine, Phase, PoolDeployed, PoolEvent
 from homerun.model.logs import LogEntry
 from homerun.model.pools import MAX_POOL_INSTANCES, validate_pool_name
 from homerun.model.volumes import NO_MOUNTS, Mounts, sandbox_needed
@@ -145,7 +144,7 @@ class WorkerPools:
             async with self._locks.setdefault(pool, asyncio.Lock()):
                 await self._deploy(pool, request, emit)
 
-        return self._stream(work)
+        return self._tasks.stream(work)
 
     async def delete(self, name: str) -> None:
         async with self._locks.setdefault(name, asyncio.Lock()):
@@ -486,27 +485,3 @@ class WorkerPools:
             running=sum(1 for slot in shown if slot.pid is not None),
             slots=shown,
         )
-
-    def _stream(
-        self, work: Callable[[PoolEmit], Coroutine[Any, Any, None]]
-    ) -> AsyncIterator[PoolEvent]:
-        events: asyncio.Queue[PoolEvent | None] = asyncio.Queue()
-        emit = events.put_nowait
-
-        async def run() -> None:
-            try:
-                await work(emit)
-            except HomerunError as error:
-                emit(Failed(message=str(error)))
-            except Exception as error:  # a bug: report it rather than leave the client hanging
-                emit(Failed(message=f"internal error: {error!r}"))
-                raise
-
-        task = self._tasks.spawn(run())
-        task.add_done_callback(lambda _: events.put_nowait(None))
-
-        async def drain() -> AsyncIterator[PoolEvent]:
-            while (event := await events.get()) is not None:
-                yield event
-
-        return drain()
