@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,38 @@ def loopback_listener() -> socket.socket:
     """A socket listening on 127.0.0.1, on a port the kernel picked that no NAT rule
     redirects."""
     return unredirected_server("127.0.0.1", redirected())
+
+
+PROXY_APP_FOLDER = Path(__file__).parent / "routing" / "apps"
+
+
+@contextlib.contextmanager
+def proxy_app() -> Iterator[tuple[str, int]]:
+    """tests/routing/apps/proxy_app.py under uvicorn in its own process, as homerun runs an
+    instance: its loopback address once it accepts connections; stopped at the end."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", "proxy_app:app", "--app-dir", str(PROXY_APP_FOLDER),
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--no-access-log", "--lifespan", "off", "--timeout-graceful-shutdown", "1",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            assert process.poll() is None, "the test app exited at startup"
+            assert time.monotonic() < deadline, "the test app did not listen within 15 s"
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.05)
+        yield ("127.0.0.1", port)
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 # -- a runtime whose instances are asyncio servers in the test's own process ------------------

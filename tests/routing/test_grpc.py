@@ -16,13 +16,13 @@ from pathlib import Path
 import grpc
 import pytest
 import trustme
-from fakes import free_port
+from fakes import PROXY_APP_FOLDER, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from homerun.access.certificates import CertificateFiles, server_context
 from homerun.routing.types import RequestRecord
 
-from .test_proxy import APPS, Address, Proxy, Run, read_response, run, until
+from .test_proxy import Address, Proxy, Run, read_response, run, until
 
 __all__ = ["run"]  # a fixture, used by name
 
@@ -30,7 +30,7 @@ __all__ = ["run"]  # a fixture, used by name
 @pytest.fixture(scope="module")
 def grpc_instance() -> Iterator[Address]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, str(APPS / "grpc_app.py"), str(port)])
+    process = subprocess.Popen([sys.executable, str(PROXY_APP_FOLDER / "grpc_app.py"), str(port)])
     try:
         deadline = time.monotonic() + 15
         while True:

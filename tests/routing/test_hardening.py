@@ -6,13 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Coroutine
 
 import pytest
 from fakes import free_port
@@ -20,32 +16,6 @@ from fakes import free_port
 from homerun.routing.proxy import HEADER_TIMEOUT_SECONDS, KEEPALIVE_TIMEOUT_SECONDS, Router
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.routing.types import Route, RouteError
-
-APPS = Path(__file__).parent / "apps"
-
-
-@pytest.fixture(scope="module")
-def instance() -> Iterator[tuple[str, int]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "uvicorn", "proxy_app:app", "--app-dir", str(APPS),
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-            "--no-access-log", "--lifespan", "off",
-        ],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None and time.monotonic() < deadline
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.05)
-        yield ("127.0.0.1", port)
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 class Harness:

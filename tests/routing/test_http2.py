@@ -24,9 +24,9 @@ from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 from homerun.routing.http2 import RESET_BUDGET, too_many_resets
 from homerun.routing.types import RequestRecord
 
-from .test_proxy import Address, Proxy, Run, instance, run, stats, unique_tag, until
+from .test_proxy import Address, Proxy, Run, run, stats, unique_tag, until
 
-__all__ = ["instance", "run"]  # fixtures, used by name
+__all__ = ["run"]  # a fixture, used by name
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -11,13 +11,9 @@ import contextlib
 import hashlib
 import json
 import re
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
 
 import httpx
@@ -32,40 +28,11 @@ from homerun.routing.proxy import Router
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.routing.types import Route, RouteError
 
-APPS = Path(__file__).parent / "apps"
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$")
 Address = tuple[str, int]
 
 
 # -- fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def instance() -> Iterator[Address]:
-    """The test app under uvicorn in its own process, as homerun runs instances."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "uvicorn", "proxy_app:app", "--app-dir", str(APPS),
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        "--no-access-log", "--lifespan", "off", "--timeout-graceful-shutdown", "1",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, "the test instance exited at startup"
-            assert time.monotonic() < deadline, "the test instance did not listen within 15 s"
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.05)
-        yield ("127.0.0.1", port)
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 Run = Callable[[Callable[[], Awaitable[None]]], None]

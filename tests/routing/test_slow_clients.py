@@ -10,11 +10,8 @@ import contextlib
 import hashlib
 import json
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -26,39 +23,10 @@ from homerun.routing.table import InvalidPort, parse_host, split_port
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.routing.types import RequestRecord, Route, RouteError
 
-APPS = Path(__file__).parent / "apps"
 Address = tuple[str, int]
 Run = Callable[[Callable[[], Awaitable[None]]], None]
 # Record fields (homerun.routing.types.RequestRecord)
 STATUS, SERVICE = 5, 12
-
-
-@pytest.fixture(scope="module")
-def instance() -> Iterator[Address]:
-    """tests/routing/apps/proxy_app.py under uvicorn, in its own process."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "uvicorn", "proxy_app:app", "--app-dir", str(APPS),
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        "--no-access-log", "--lifespan", "off", "--timeout-graceful-shutdown", "1",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, "the test instance exited at startup"
-            assert time.monotonic() < deadline, "the test instance did not listen within 15 s"
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.05)
-        yield ("127.0.0.1", port)
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])

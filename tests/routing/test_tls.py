@@ -24,9 +24,9 @@ from homerun.access.certificates import (
 )
 from homerun.errors import HomerunError
 
-from .test_proxy import Address, Proxy, Run, instance, run
+from .test_proxy import Address, Proxy, Run, run
 
-__all__ = ["instance", "run"]  # fixtures, used by name
+__all__ = ["run"]  # a fixture, used by name
 
 NOW = datetime.datetime.now(datetime.UTC)  # real time: clients check validity against it
 

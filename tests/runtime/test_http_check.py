@@ -4,46 +4,22 @@ front of it for the HTTP/2 form (as an instance deployed with --use-http2 is pro
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from fakes import free_port, loopback_listener
+from fakes import free_port, loopback_listener, proxy_app
 
 from homerun.routing.proxy import Router
 from homerun.routing.throttler import Endpoint, Throttler
 from homerun.routing.types import Route, RouteError
 from homerun.runtime.http_check import ProbeAnswer, check_http
 
-APPS = Path(__file__).resolve().parents[1] / "routing" / "apps"
-
 
 @pytest.fixture(scope="module")
 def app_port() -> Iterator[int]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "uvicorn", "proxy_app:app", "--app-dir", str(APPS),
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        "--no-access-log", "--lifespan", "off",
-    ]  # fmt: skip
-    process = subprocess.Popen(command)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, "the app exited at startup"
-            assert time.monotonic() < deadline, "the app did not listen within 15 s"
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.05)
+    with proxy_app() as (_, port):
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def probe(port: int, path: str, *, http2: bool = False, **options: object) -> ProbeAnswer:
