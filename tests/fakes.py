@@ -79,6 +79,8 @@ def loopback_listener() -> socket.socket:
 
 
 PROXY_APP_FOLDER = Path(__file__).parent / "routing" / "apps"
+# A gRPC server on h2c (unary and streaming echo calls, the health service): python GRPC_ECHO PORT
+GRPC_ECHO = Path(__file__).parent / "apps" / "grpc_echo" / "main.py"
 
 
 @contextlib.contextmanager

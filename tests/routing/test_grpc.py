@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 import trustme
-from fakes import PROXY_APP_FOLDER, free_port
+from fakes import GRPC_ECHO, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from homerun.access.certificates import CertificateFiles, server_context
@@ -30,7 +30,7 @@ __all__ = ["run"]  # a fixture, used by name
 @pytest.fixture(scope="module")
 def grpc_instance() -> Iterator[Address]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, str(PROXY_APP_FOLDER / "grpc_app.py"), str(port)])
+    process = subprocess.Popen([sys.executable, str(GRPC_ECHO), str(port)])
     try:
         deadline = time.monotonic() + 15
         while True:

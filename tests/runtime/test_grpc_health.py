@@ -10,22 +10,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from fakes import free_port, loopback_listener
+from fakes import GRPC_ECHO, free_port, loopback_listener
 from grpc_health.v1 import health_pb2
 
 from homerun.runtime.grpc_health import check_health, decode_status, encode_request
 from homerun.runtime.http_check import ProbeAnswer
 
-APPS = Path(__file__).resolve().parents[1] / "routing" / "apps"
-
 
 @pytest.fixture(scope="module")
 def grpc_server() -> Iterator[int]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, str(APPS / "grpc_app.py"), str(port)])
+    process = subprocess.Popen([sys.executable, str(GRPC_ECHO), str(port)])
     try:
         deadline = time.monotonic() + 15
         while True:

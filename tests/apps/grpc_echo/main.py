@@ -1,5 +1,6 @@
 """A gRPC service for homerun deploy --use-http2 (grpcio, no generated code: messages are raw
-bytes), on h2c at $PORT, with the standard health service."""
+bytes), on h2c at $PORT (or argv[1], run by hand), with the standard health service: the
+server itself SERVING, a service named "warming" NOT_SERVING."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def main() -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
     checker = health.HealthServicer()
     checker.set("", health_pb2.HealthCheckResponse.SERVING)
+    checker.set("warming", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     # A container's app listens on its network (GRPC_BIND=0.0.0.0), where podman forwards to.
     server.add_insecure_port(f"{os.environ.get('GRPC_BIND', '127.0.0.1')}:{port}")
