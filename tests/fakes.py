@@ -83,22 +83,49 @@ PROXY_APP_FOLDER = Path(__file__).parent / "routing" / "apps"
 GRPC_ECHO = Path(__file__).parent / "apps" / "grpc_echo" / "main.py"
 
 
-@contextlib.contextmanager
-def proxy_app() -> Iterator[tuple[str, int]]:
+def proxy_app() -> contextlib.AbstractContextManager[tuple[str, int]]:
     """tests/routing/apps/proxy_app.py under uvicorn in its own process, as homerun runs an
-    instance: its loopback address once it accepts connections; stopped at the end."""
+    instance."""
+    return serving_process(
+        lambda port: [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "proxy_app:app",
+            "--app-dir",
+            str(PROXY_APP_FOLDER),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--lifespan",
+            "off",
+            "--timeout-graceful-shutdown",
+            "1",
+        ],  # fmt: skip
+        "the test app",
+    )
+
+
+def grpc_echo() -> contextlib.AbstractContextManager[tuple[str, int]]:
+    """tests/apps/grpc_echo in its own process, as an instance deployed with --use-http2."""
+    return serving_process(lambda port: [sys.executable, str(GRPC_ECHO), str(port)], "gRPC echo")
+
+
+@contextlib.contextmanager
+def serving_process(command: Callable[[int], list[str]], what: str) -> Iterator[tuple[str, int]]:
+    """`command(port)` in its own process, given a free loopback port: its address once it
+    accepts connections there; stopped at the end (SIGTERM, then SIGKILL after 5 s)."""
     port = free_port()
-    command = [
-        sys.executable, "-m", "uvicorn", "proxy_app:app", "--app-dir", str(PROXY_APP_FOLDER),
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        "--no-access-log", "--lifespan", "off", "--timeout-graceful-shutdown", "1",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(command(port), stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 15
         while True:
-            assert process.poll() is None, "the test app exited at startup"
-            assert time.monotonic() < deadline, "the test app did not listen within 15 s"
+            assert process.poll() is None, f"{what} exited at startup"
+            assert time.monotonic() < deadline, f"{what} did not listen within 15 s"
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 break
             time.sleep(0.05)

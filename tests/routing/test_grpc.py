@@ -5,10 +5,6 @@ grpcio client, trailers and grpc-status kept; and an HTTP/1.1 client of the same
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 import trustme
-from fakes import GRPC_ECHO, free_port
+from fakes import grpc_echo
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from homerun.access.certificates import CertificateFiles, server_context
@@ -29,24 +25,8 @@ __all__ = ["run"]  # a fixture, used by name
 
 @pytest.fixture(scope="module")
 def grpc_instance() -> Iterator[Address]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, str(GRPC_ECHO), str(port)])
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, "the gRPC server exited at startup"
-            assert time.monotonic() < deadline, "the gRPC server did not listen within 15 s"
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.05)
-        yield ("127.0.0.1", port)
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with grpc_echo() as address:
+        yield address
 
 
 def channel(proxy: Proxy) -> grpc.Channel:

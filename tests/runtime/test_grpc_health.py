@@ -4,15 +4,10 @@ writes and reads checked against protobuf's own encoding."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import pytest
-from fakes import GRPC_ECHO, free_port, loopback_listener
+from fakes import free_port, grpc_echo, loopback_listener
 from grpc_health.v1 import health_pb2
 
 from homerun.runtime.grpc_health import check_health, decode_status, encode_request
@@ -21,20 +16,8 @@ from homerun.runtime.http_check import ProbeAnswer
 
 @pytest.fixture(scope="module")
 def grpc_server() -> Iterator[int]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, str(GRPC_ECHO), str(port)])
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, "the gRPC server exited at startup"
-            assert time.monotonic() < deadline, "the gRPC server did not listen within 15 s"
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.05)
+    with grpc_echo() as (_, port):
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def check(port: int, service: str = "", timeout: float = 5.0) -> ProbeAnswer:
