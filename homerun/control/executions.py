@@ -38,7 +38,7 @@ from homerun.model.jobs import (
 from homerun.model.limits import limits
 from homerun.model.volumes import NO_MOUNTS, Mounts, sandbox_needed
 from homerun.routing.types import Address
-from homerun.runtime import Instance, InstanceSpec, OutputSink, Runtime, describe_status
+from homerun.runtime import Instance, InstanceSpec, OutputSink, Runtime, describe_status, stop_all
 from homerun.runtime.names import INHERITED, resolving_env
 from homerun.scaling.supervisor import InstanceRegistry
 from homerun.spec import RevisionSpec, expand_k8s_vars
@@ -433,16 +433,7 @@ class Executions:
         attempts to be recorded as interrupted."""
         run.halting = True
         running = [task.instance for task in run.tasks if task.instance is not None]
-        for instance in running:
-            instance.signal(signal.SIGTERM)
-        if running:
-            await asyncio.wait(
-                [asyncio.ensure_future(instance.exited()) for instance in running],
-                timeout=self._stop_grace,
-            )
-        for instance in running:
-            if instance.returncode is None:
-                instance.signal(signal.SIGKILL)
+        await stop_all(running, self._stop_grace)
         if run.watchers:
             await asyncio.wait(list(run.watchers), timeout=self._stop_grace + 2)
 

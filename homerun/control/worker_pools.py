@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from homerun.model.volumes import NO_MOUNTS, Mounts, sandbox_needed
 from homerun.observe.logs import LogStore, instance_entry, platform_entry
 from homerun.pool_store import PoolStore, WorkerPoolRecord
 from homerun.routing.types import Address
-from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status
+from homerun.runtime import Instance, InstanceSpec, Runtime, describe_status, stop_all
 from homerun.runtime.names import INHERITED
 from homerun.scaling.supervisor import InstanceRegistry
 from homerun.spec import RevisionChanges, RevisionSpec, expand_k8s_vars
@@ -405,16 +404,7 @@ class WorkerPools:
 
     async def _halt(self, run: _Run) -> None:
         running = [slot.instance for slot in run.slots if slot.instance is not None]
-        for instance in running:
-            instance.signal(signal.SIGTERM)
-        if running:
-            await asyncio.wait(
-                [asyncio.ensure_future(instance.exited()) for instance in running],
-                timeout=self._stop_grace,
-            )
-        for instance in running:
-            if instance.returncode is None:
-                instance.signal(signal.SIGKILL)
+        await stop_all(running, self._stop_grace)
         if run.watchers:
             await asyncio.wait(list(run.watchers), timeout=self._stop_grace + 2)
 

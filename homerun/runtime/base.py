@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -120,6 +121,18 @@ def describe_status(status: int) -> str:
         except ValueError:
             return f"killed by signal {-status}"
     return f"exit code {status}"
+
+
+async def stop_all(instances: Sequence[Instance], grace: float) -> None:
+    """SIGTERM each instance, wait up to `grace` seconds for them all to exit, then SIGKILL
+    those still running (a job's tasks, a worker pool's instances, when the daemon stops)."""
+    for instance in instances:
+        instance.signal(signal.SIGTERM)
+    if instances:
+        await asyncio.wait([asyncio.ensure_future(i.exited()) for i in instances], timeout=grace)
+    for instance in instances:
+        if instance.returncode is None:
+            instance.signal(signal.SIGKILL)
 
 
 def join_cgroups(procs_files: tuple[str, ...] | list[str]) -> None:
