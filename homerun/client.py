@@ -497,41 +497,28 @@ def _unreadable(view: type[BaseModel], error: ValidationError) -> UnreadableAnsw
 
 
 def _event(line: str) -> DeployEvent:
-    try:
-        return parse_event(line)
-    except ValidationError as error:
-        raise UnreadableAnswer(
-            "the daemon sent a deploy event this CLI cannot read: "
-            f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
-        ) from None
+    return _read_event(parse_event, "a deploy", line)
 
 
 def _build_event(line: str) -> BuildEvent:
-    try:
-        return parse_build_event(line)
-    except ValidationError as error:
-        raise UnreadableAnswer(
-            "the daemon sent a build event this CLI cannot read: "
-            f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
-        ) from None
+    return _read_event(parse_build_event, "a build", line)
 
 
 def _job_event(line: str) -> JobEvent:
-    try:
-        return parse_job_event(line)
-    except ValidationError as error:
-        raise UnreadableAnswer(
-            "the daemon sent a job event this CLI cannot read: "
-            f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
-        ) from None
+    return _read_event(parse_job_event, "a job", line)
 
 
 def _pool_event(line: str) -> PoolEvent:
+    return _read_event(parse_pool_event, "a worker pool", line)
+
+
+def _read_event(parse: Callable[[str], Event], what: str, line: str) -> Event:
+    """One line of a streamed answer, or what to do when it does not read."""
     try:
-        return parse_pool_event(line)
+        return parse(line)
     except ValidationError as error:
         raise UnreadableAnswer(
-            "the daemon sent a worker pool event this CLI cannot read: "
+            f"the daemon sent {what} event this CLI cannot read: "
             f"{validation_message(error)}; are the daemon and this CLI the same homerun version?"
         ) from None
 
