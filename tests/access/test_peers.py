@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from fakes import loopback_listener
+from fakes import free_port, loopback_listener
 
 from homerun.access import peers
 from homerun.access.peers import (
@@ -115,9 +115,7 @@ def test_the_listener_on_a_port_is_found_in_its_owners_tree_only() -> None:
         port = int(listener.stdout.readline())
         assert listener_in_tree(port, listener.pid) is True
         assert listener_in_tree(port, other.pid) is False
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            unused = probe.getsockname()[1]
+        unused = free_port()
         # Nobody listens there: the kernel names no socket, so it cannot be told (the probe
         # asks only after a connection succeeded).
         assert listener_in_tree(unused, listener.pid) is None

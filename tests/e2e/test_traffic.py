@@ -134,7 +134,7 @@ def test_zero_downtime_rollout_split_and_rollback(platform: Platform) -> None:
     lock = threading.Lock()
     statuses: Counter[int] = Counter()
     failures: list[str] = []
-    seen: list[tuple[float, str]] = []
+    seen: list[tuple[float, str]] = []  # (sent at, revision that answered)
 
     def client_loop(number: int) -> None:
         path = "/env" if number % 2 else "/slow?seconds=0.05"
@@ -142,6 +142,9 @@ def test_zero_downtime_rollout_split_and_rollback(platform: Platform) -> None:
             for _ in range(100_000):  # bounded; stop ends it long before
                 if stop.is_set():
                     return
+                # When the request was sent: one routed before a change may be answered after
+                # the command that made it has returned.
+                sent = time.monotonic()
                 try:
                     response = client.get(path)
                 except httpx.HTTPError as error:
@@ -152,7 +155,7 @@ def test_zero_downtime_rollout_split_and_rollback(platform: Platform) -> None:
                     statuses[response.status_code] += 1
                 if path == "/env" and response.status_code == 200:
                     with lock:
-                        seen.append((time.monotonic(), response.json()["K_REVISION"]))
+                        seen.append((sent, response.json()["K_REVISION"]))
 
     def wait_for(revisions: set[str], since: float, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

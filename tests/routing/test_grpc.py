@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 import trustme
-from fakes import grpc_echo
+from fakes import free_port, grpc_echo
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from homerun.access.certificates import CertificateFiles, server_context
@@ -170,7 +170,7 @@ def test_grpc_over_tls_with_alpn_h2(run: Run, grpc_instance: Address, tmp_path: 
 
     async def scenario() -> None:
         async with Proxy(grpc_instance, http2=True) as proxy:
-            await proxy.router.start_tls("127.0.0.1", 0, context)
+            await proxy.router.start_tls("127.0.0.1", free_port(), context)
 
             def call() -> None:
                 credentials = grpc.ssl_channel_credentials(root_certificates=ca.cert_pem.bytes())

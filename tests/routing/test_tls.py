@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
+from fakes import free_port
 
 from homerun.access.certificates import (
     CertificateFiles,
@@ -50,7 +51,7 @@ def test_https_speaks_h2_and_http11_by_alpn(run: Run, instance: Address, tmp_pat
 
     async def scenario() -> None:
         async with Proxy(instance) as proxy:
-            await proxy.router.start_tls("127.0.0.1", 0, context)
+            await proxy.router.start_tls("127.0.0.1", free_port(), context)
             port = proxy.router.tls_port
             for http2, version in ((True, "HTTP/2"), (False, "HTTP/1.1")):
                 async with httpx.AsyncClient(
@@ -96,7 +97,7 @@ def test_a_replaced_certificate_is_used_without_a_restart(
 
     async def scenario() -> None:
         async with Proxy(instance) as proxy:
-            await proxy.router.start_tls("127.0.0.1", 0, context)
+            await proxy.router.start_tls("127.0.0.1", free_port(), context)
             port = proxy.router.tls_port
             assert port is not None
             assert await fetch(port, old_ca) == 200
@@ -146,7 +147,7 @@ def test_the_local_authority_issues_a_certificate_per_service_name(
 
     async def scenario() -> None:
         async with Proxy(instance) as proxy:
-            await proxy.router.start_tls("127.0.0.1", 0, context)
+            await proxy.router.start_tls("127.0.0.1", free_port(), context)
             port = proxy.router.tls_port
             assert port is not None
             for name in ("svc.localhost", "localhost", "127.0.0.1"):
@@ -219,7 +220,7 @@ def test_several_domains_by_sni_from_a_certificate_folder(
 
     async def scenario() -> None:
         async with Proxy(instance) as proxy:
-            await proxy.router.start_tls("127.0.0.1", 0, context)
+            await proxy.router.start_tls("127.0.0.1", free_port(), context)
             port = proxy.router.tls_port
             assert port is not None
             # Each name gets the certificate that covers it; any other the default one.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fakes import free_port
 
 from homerun.access.peers import connection_owner
 from homerun.control._namespace_transport import NamespaceTransport
@@ -143,9 +144,7 @@ def test_a_caller_inside_a_namespace_is_known_and_a_lookalike_elsewhere_makes_it
     with mine.listen("127.0.0.1", 0) as server:
         port = server.getsockname()[1]
         with theirs.listen("127.0.0.1", port) as lookalike:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                source = probe.getsockname()[1]
+            source = free_port()
             callers = []
             try:
                 caller = start_caller(mine, port, source)
