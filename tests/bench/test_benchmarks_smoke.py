@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 # A first run on a machine also makes the apps' virtualenvs in bench/results/tmp (pip).

@@ -16,7 +16,7 @@ import pytest
 
 from .harness import APPS, Platform, describe
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 # The inspector writes its snapshot every second; the advice reads it.
 SNAPSHOT_SECONDS = 10.0

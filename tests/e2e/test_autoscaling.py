@@ -26,7 +26,7 @@ import pytest
 
 from .harness import APPS, Platform, get_inside, namespace_pid, running_platform, wait_until_dead
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 STABLE_WINDOW = 6.0
 GRACE = 2.0

@@ -13,7 +13,7 @@ import pytest
 
 from .harness import APPS, Platform, process_alive, process_environ, process_name, running_platform
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FLASK_SEED = APPS / "flask_seed"
 STABLE_WINDOW = 6.0

@@ -31,7 +31,7 @@ from .harness import (
     wait_until_dead,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 WHOAMI = APPS / "whoami"
 

@@ -18,7 +18,7 @@ from homerun.errors import BuildError
 
 from .harness import APPS, Platform, describe
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FUNCTIONS = APPS / "functions"
 

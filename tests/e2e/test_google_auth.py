@@ -26,7 +26,7 @@ from jwt.api_jwk import PyJWKSet
 
 from .harness import APPS, HOMERUN, Platform, describe, running_platform
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PROJECT = "homerun-e2e"
 EDITOR_ACCOUNT = f"editor-sa@{PROJECT}.iam.gserviceaccount.com"

@@ -29,7 +29,7 @@ from .harness import (
 # The dashboard's browser fixtures (a page on Chromium that records the console's errors).
 from .test_dashboard import Watched, browser, dashboard_url, watched  # noqa: F401
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 APP = APPS / "job_tasks"
 EXECUTION_SECONDS = 120.0

@@ -41,7 +41,7 @@ from .harness import (
     wait_until_dead,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 README = REPO_ROOT / "README.md"
 TOUR = "A short tour"

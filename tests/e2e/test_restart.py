@@ -24,7 +24,7 @@ from .harness import (
     wait_until_dead,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _deploy_two(platform: Platform) -> int:

@@ -15,7 +15,7 @@ import pytest
 
 from .harness import Platform, describe
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 EMAIL = "scheduler@homerun-local.iam.gserviceaccount.com"
 # A private service that records each request it gets: method, path, body, Authorization.

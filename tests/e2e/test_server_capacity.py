@@ -11,7 +11,7 @@ import pytest
 
 from .harness import APPS, Platform
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SLOW_SECONDS = 2.0
 # More than the 8 threads of Cloud Run's sample flags, well under the concurrency of 80.

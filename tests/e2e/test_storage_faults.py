@@ -26,7 +26,7 @@ from .harness import (
     running_platform,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 WHOAMI = APPS / "whoami"
 MiB = 1024 * 1024

@@ -24,7 +24,7 @@ from homerun.runtime.sandbox import revision_uid
 
 from ..harness import Platform, describe
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 # -- helpers ---------------------------------------------------------------------------------
