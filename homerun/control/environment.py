@@ -37,6 +37,19 @@ def container_spec(
     )
 
 
+def effective_entrypoint(artifact: ArtifactRecord, spec: RevisionSpec) -> tuple[list[str], str]:
+    """What a revision's instances run, and where it comes from. A source build takes
+    --command and --args into its artifact; a container takes them over its image's, as
+    Kubernetes does: a command replaces the ENTRYPOINT and the CMD, args alone the CMD."""
+    if artifact.engine_image is None or not (spec.command or spec.args):
+        return artifact.argv, artifact.entrypoint_origin
+    given = " and --args" if spec.command and spec.args else ""
+    if spec.command:
+        origin = f"--command{given}, in place of the image's ENTRYPOINT and CMD"
+        return [*spec.command, *(spec.args or [])], origin
+    return list(spec.args or []), "--args, after the image's ENTRYPOINT, in place of its CMD"
+
+
 def instance_env(
     *,
     service: str,

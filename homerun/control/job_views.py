@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from homerun.control.environment import effective_entrypoint
 from homerun.control.job_logs import JobLogs
 from homerun.control.task_decision import task_state, task_status
 from homerun.model import views
@@ -53,7 +54,7 @@ class JobViews:
         tasks = self._tasks(record)
         return views.ExecutionDescription(
             **self._summary(record, tasks).model_dump(),
-            entrypoint=record.artifact.argv,
+            entrypoint=effective_entrypoint(record.artifact, record.template)[0],
             env=record.template.env,
             tasks=tasks,
         )
@@ -81,6 +82,7 @@ class JobViews:
     def _job(self, record: JobRecord) -> views.JobSummary:
         executions = self._store.executions(record.name)
         template, settings = record.template, record.settings
+        entrypoint, origin = effective_entrypoint(record.artifact, template)
         return views.JobSummary(
             name=record.name,
             created_at=record.created_at,
@@ -89,8 +91,8 @@ class JobViews:
             source=template.source,
             image=template.image,
             container_image=record.artifact.engine_image,
-            entrypoint=record.artifact.argv,
-            entrypoint_origin=record.artifact.entrypoint_origin,
+            entrypoint=entrypoint,
+            entrypoint_origin=origin,
             env=template.env,
             secrets={name: str(ref) for name, ref in template.secrets.items()},
             secret_files={path: str(ref) for path, ref in template.secret_files.items()},

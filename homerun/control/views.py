@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from homerun.control.advice import Advisor
+from homerun.control.environment import effective_entrypoint
 from homerun.control.live import LiveRevisions
 from homerun.control.resolved import resolved_traffic
 from homerun.control.revisions import Revisions
@@ -202,6 +203,7 @@ class Views:
                     for decision in reversed(unit.scaling.decisions)
                 ],
             )
+        entrypoint = effective_entrypoint(artifact, revision.spec) if artifact else None
         start_mode = None
         if unit is not None:
             mode, reason = self._supervisor.start_mode(unit)
@@ -212,8 +214,8 @@ class Views:
             status=revision.status,
             message=revision.message,
             created_at=revision.created_at,
-            entrypoint=artifact.argv if artifact else None,
-            entrypoint_origin=artifact.entrypoint_origin if artifact else None,
+            entrypoint=entrypoint[0] if entrypoint else None,
+            entrypoint_origin=entrypoint[1] if entrypoint else None,
             concurrency=revision.spec.container_concurrency,
             adaptive_concurrency=revision.spec.annotations.get(ADAPTIVE_CONCURRENCY) == "auto",
             timeout_seconds=revision.spec.timeout_seconds,

@@ -20,7 +20,7 @@ from homerun.access.iam import instance_member
 from homerun.build.artifact import artifact_record
 from homerun.config import Paths, Settings
 from homerun.control.deploys import BuildFunction
-from homerun.control.environment import metadata_env
+from homerun.control.environment import effective_entrypoint, metadata_env
 from homerun.control.pool_decision import (
     BACKOFF_SECONDS,
     Slot,
@@ -459,14 +459,15 @@ class WorkerPools:
             for slot in slots[: record.instances]
         ]
         template = record.template
+        entrypoint, origin = effective_entrypoint(record.artifact, template)
         return views.WorkerPoolSummary(
             name=record.name,
             revision=record.revision,
             created_at=record.created_at,
             updated_at=record.updated_at,
             source=template.source,
-            entrypoint=record.artifact.argv,
-            entrypoint_origin=record.artifact.entrypoint_origin,
+            entrypoint=entrypoint,
+            entrypoint_origin=origin,
             env=template.env,
             secrets={name: str(ref) for name, ref in template.secrets.items()},
             cpu=template.cpu,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Clock, FakeInstance, FakeRuntime
+from fakes import Clock, FakeInstance, FakeRuntime, redirected
 
 from homerun.build import Artifact
 from homerun.config import Settings
@@ -98,6 +98,7 @@ def make_plane(tmp_path: Path) -> Callable[..., Plane]:
             clock=clock,
             probe_interval=0.002,
             stop_grace=1.0,
+            redirected_ports=redirected,
         )
         source = tmp_path / "source"
         source.mkdir(exist_ok=True)
@@ -198,6 +199,7 @@ def make_jobs_plane(tmp_path: Path) -> Callable[..., JobsPlane]:
                 clock=clock,
                 probe_interval=0.002,
                 stop_grace=1.0,
+                redirected_ports=redirected,
             ),
             build=fake_build,
             poke=lambda unit: None,

@@ -1,4 +1,5 @@
-"""The folder an instance starts in: the artifact's, or the container's workingDir."""
+"""The folder an instance starts in (the artifact's, or the container's workingDir), and what
+it runs as describe shows it."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from homerun.control.environment import instance_cwd
+from homerun.control.environment import effective_entrypoint, instance_cwd
 from homerun.errors import InvalidSpec
 from homerun.model.artifact import ArtifactRecord
+from homerun.spec import RevisionSpec
 
 
 def artifact(cwd: str) -> ArtifactRecord:
@@ -41,3 +43,36 @@ def test_a_link_out_of_the_image_is_refused(tmp_path: Path) -> None:
     (tmp_path / "app" / "escape").symlink_to("/etc")
     with pytest.raises(InvalidSpec, match="no such folder in the image"):
         instance_cwd(tmp_path, artifact("app"), "/workspace/escape")
+
+
+def test_a_containers_command_and_args_replace_its_images_as_kubernetes_says() -> None:
+    image = ArtifactRecord(
+        argv=["/entry", "--from-cmd"],
+        env={},
+        entrypoint_origin="the image's ENTRYPOINT and CMD (app, in podman's storage)",
+        engine_image="sha256:" + "a" * 64,
+    )
+    assert effective_entrypoint(image, RevisionSpec(source="")) == (
+        image.argv,
+        image.entrypoint_origin,
+    )
+    assert effective_entrypoint(image, RevisionSpec(source="", command=["/bin/other"])) == (
+        ["/bin/other"],
+        "--command, in place of the image's ENTRYPOINT and CMD",
+    )
+    assert effective_entrypoint(
+        image, RevisionSpec(source="", command=["/bin/other"], args=["x"])
+    ) == (
+        ["/bin/other", "x"],
+        "--command and --args, in place of the image's ENTRYPOINT and CMD",
+    )
+    assert effective_entrypoint(image, RevisionSpec(source="", args=["--port", "9"])) == (
+        ["--port", "9"],
+        "--args, after the image's ENTRYPOINT, in place of its CMD",
+    )
+
+
+def test_a_source_builds_artifact_already_holds_its_command() -> None:
+    built = ArtifactRecord(argv=["/bin/other", "x"], env={}, entrypoint_origin="--command")
+    spec = RevisionSpec(source="", command=["/bin/other"], args=["x"])
+    assert effective_entrypoint(built, spec) == (["/bin/other", "x"], "--command")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import redirected
 
 from homerun.observe.logs import LogStore
 from homerun.routing.throttler import Throttler
@@ -108,6 +109,7 @@ class Platform:
             clock=time.monotonic,
             probe_interval=0.05,
             stop_grace=grace,
+            redirected_ports=redirected,
         )
         python_dir = str(Path(sys.executable).parent)
         plan = RevisionPlan(

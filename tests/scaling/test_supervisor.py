@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Clock, FakeInstance, FakeRuntime
+from fakes import Clock, FakeInstance, FakeRuntime, redirected
 
 from homerun.access.peers import listener_in_tree, listening_ports
 from homerun.model.engine import ContainerSpec
@@ -53,6 +53,7 @@ def make(
         stop_grace=2,
         listener_in_tree=listener_in_tree,  # as the daemon wires it
         **options,
+        redirected_ports=redirected,
     )
     holder: list[RevisionUnit] = []
     plan = RevisionPlan(
@@ -252,6 +253,7 @@ def make_fake(
         clock=clock,
         probe_interval=0.002,
         stop_grace=1,
+        redirected_ports=redirected,
     )
     plan = RevisionPlan(
         service="svc",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import free_port
+from fakes import free_port, redirected
 
 from homerun.access.peers import listener_in_tree
 from homerun.model.probes import Probe, ProbeAction
@@ -30,7 +30,7 @@ READY, UNREADY = InstanceState.READY, InstanceState.UNREADY
 
 
 def make(
-    tmp_path: Path, redirected: frozenset[int] = frozenset(), **plan_fields: Any
+    tmp_path: Path, also_redirected: frozenset[int] = frozenset(), **plan_fields: Any
 ) -> tuple[Supervisor, RevisionUnit, LogStore]:
     shutil.copy(APP, tmp_path / "app.py")
     logs = LogStore(tmp_path / "logs")
@@ -42,7 +42,7 @@ def make(
         probe_interval=0.05,
         stop_grace=2,
         listener_in_tree=listener_in_tree,
-        redirected_ports=lambda: redirected,
+        redirected_ports=lambda: redirected() | also_redirected,
     )
     plan = RevisionPlan(
         service="svc",
@@ -223,7 +223,8 @@ def test_a_container_port_that_a_nat_rule_redirects_is_not_given(tmp_path: Path)
 
     async def scenario() -> None:
         port = free_port()
-        supervisor, unit, logs = make(tmp_path, redirected=frozenset({port}), container_port=port)
+        redirected_port = frozenset({port})
+        supervisor, unit, logs = make(tmp_path, redirected_port, container_port=port)
         instance = await supervisor.start_instance(unit)
         assert instance.port != port
         assert (

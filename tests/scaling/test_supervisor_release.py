@@ -8,7 +8,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from fakes import Clock, FakeInstance, FakeRuntime
+from fakes import Clock, FakeInstance, FakeRuntime, redirected
 
 from homerun.observe.logs import LogStore
 from homerun.routing.throttler import Throttler
@@ -28,6 +28,7 @@ def make(tmp_path: Path) -> tuple[Supervisor, RevisionUnit, FakeRuntime]:
         clock=clock,
         probe_interval=0.002,
         stop_grace=1,
+        redirected_ports=redirected,
     )
     plan = RevisionPlan(
         service="svc",
