@@ -150,6 +150,13 @@ def test_builds_submit_and_deploy_image_with_the_engine(engine_platform: Platfor
     assert updated.returncode == 0, describe(updated)
     answer = report(engine_platform, "ctr-image")
     assert answer["greeting"] == "from-command" and answer["uid"] == 4321
+    # describe says what runs: the override, not the image's ENTRYPOINT and CMD
+    described = engine_platform.run("services", "describe", "ctr-image")
+    assert described.returncode == 0, describe(described)
+    assert (
+        "entrypoint (--command and --args, in place of the image's ENTRYPOINT and CMD): "
+        "sh -c GREETING=from-command exec python3 main.py"
+    ) in described.stdout, described.stdout
 
 
 def test_a_failing_step_and_a_crashing_container_keep_the_revision_serving(
