@@ -23,7 +23,7 @@ from homerun.admin.openapi import openapi_document
 
 from .harness import APPS, Platform, free_port, running_platform
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 LEFT_OUT = ["/v1/shutdown", "/v1/services/{name}/deploy"]
 

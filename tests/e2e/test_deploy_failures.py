@@ -10,7 +10,7 @@ import pytest
 
 from .harness import APPS, REVISION_NAME, Platform, describe, instance_processes, process_environ
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _deploy_healthy(platform: Platform, service: str) -> str:
