@@ -23,17 +23,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # Seconds of each test file and of the tests marked slow or not (setup, call and teardown).
 _seconds_by_file: defaultdict[str, float] = defaultdict(float)
 _seconds_by_speed: defaultdict[str, float] = defaultdict(float)
-_slow: set[str] = set()
-
-
-def pytest_itemcollected(item: pytest.Item) -> None:
-    if item.get_closest_marker("slow") is not None:
-        _slow.add(item.nodeid)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _seconds_by_file[report.nodeid.split("::")[0]] += report.duration
-    _seconds_by_speed["slow" if report.nodeid in _slow else "not slow"] += report.duration
+    _seconds_by_speed["slow" if "slow" in report.keywords else "not slow"] += report.duration
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
