@@ -84,8 +84,11 @@ class LoadResult:
     errors: int
     requests_per_second: float
     latency_ms: dict[str, float] = field(default_factory=dict)
-    # CPU time of the proxy's own processes (not the app's) per request, when there is one.
+    # CPU time of the proxy's own processes (not the app's) per request, when there is one:
+    # user + system, and the two apart (the kernel's share: the reads, writes and waits).
     proxy_cpu_ms_per_request: float | None = None
+    proxy_user_ms_per_request: float | None = None
+    proxy_system_ms_per_request: float | None = None
 
 
 # Apps -----------------------------------------------------------------------------------------
@@ -320,11 +323,11 @@ def nginx_proxy(
         stop_group(process, grace=5)
 
 
-def cpu_seconds(pid: int, children: bool) -> float:
-    """User + system CPU time of a process (all its threads), plus that of its children that
-    are alive when `children` (nginx's worker). Not for homerun's daemon: its children are
-    the instances (or their zygote), the app and not the router."""
-    total = 0.0
+def cpu_seconds(pid: int, children: bool) -> tuple[float, float]:
+    """User and system CPU time of a process (all its threads), plus that of its children
+    that are alive when `children` (nginx's worker). Not for homerun's daemon: its children
+    are the instances (or their zygote), the app and not the router."""
+    user = system = 0.0
     pids = [pid]
     if children:
         with contextlib.suppress(OSError):
@@ -334,8 +337,9 @@ def cpu_seconds(pid: int, children: bool) -> float:
     for member in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+            user += int(fields[11]) / ticks
+            system += int(fields[12]) / ticks
+    return user, system
 
 
 def version_of(command: list[str]) -> str:
@@ -467,10 +471,10 @@ def measure(
     url: str,
     host: str | None,
     connections: int,
-    cpu: Callable[[], float] | None = None,
+    cpu: Callable[[], tuple[float, float]] | None = None,
 ) -> LoadResult:
     """One round: a warm-up that is not measured (none with --warmup 0), then the measured
-    load; `cpu()` is the proxy's CPU seconds so far, read before and after."""
+    load; `cpu()` is the proxy's user and system CPU seconds so far, read before and after."""
     print(
         f"# {target}, {connections} connections: warm-up {args.warmup:g}s, then {args.duration:g}s",
         flush=True,
@@ -484,10 +488,15 @@ def measure(
 
     if args.warmup > 0:
         load(args.warmup)
-    cpu_before = cpu() if cpu else 0.0
+    user_before, system_before = cpu() if cpu else (0.0, 0.0)
     result = load(args.duration)
     if cpu and result.requests:
-        result.proxy_cpu_ms_per_request = 1000 * (cpu() - cpu_before) / result.requests
+        user, system = cpu()
+        result.proxy_user_ms_per_request = 1000 * (user - user_before) / result.requests
+        result.proxy_system_ms_per_request = 1000 * (system - system_before) / result.requests
+        result.proxy_cpu_ms_per_request = (
+            result.proxy_user_ms_per_request + result.proxy_system_ms_per_request
+        )
     return result
 
 
@@ -501,10 +510,10 @@ def summarize(rounds: list[LoadResult]) -> dict[str, float]:
         "p50_ms": statistics.median(r.latency_ms["p50"] for r in rounds),
         "p99_ms": statistics.median(r.latency_ms["p99"] for r in rounds),
         "errors": sum(r.errors for r in rounds),
-        "cpu_ms": statistics.median(
-            r.proxy_cpu_ms_per_request if r.proxy_cpu_ms_per_request is not None else 0.0
-            for r in rounds
-        ),
+        "cpu_ms": statistics.median(r.proxy_cpu_ms_per_request or 0.0 for r in rounds),
+        # The kernel's share apart (reads, writes, waits): medians of their own.
+        "user_ms": statistics.median(r.proxy_user_ms_per_request or 0.0 for r in rounds),
+        "system_ms": statistics.median(r.proxy_system_ms_per_request or 0.0 for r in rounds),
     }
 
 
@@ -519,51 +528,68 @@ def table(
         f"{app.label}: {args.rounds} x {args.duration:g} s per target and load (medians), "
         f"{tool}, {cores} cores shared by client, router and app.",
         "",
-        "| connections | target | requests/s | p50 ms | p99 ms | errors | proxy CPU ms/request |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| connections | target | requests/s | p50 ms | p99 ms | errors "
+        "| proxy CPU ms/request | of which user / system |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for connections, summary in summaries.items():
         for target, figures in summary.items():
-            cpu = f"{figures['cpu_ms']:.3f}" if figures["cpu_ms"] else ""
+            cpu = split = ""
+            if figures["cpu_ms"]:
+                cpu = f"{figures['cpu_ms']:.3f}"
+                split = f"{figures['user_ms']:.3f} / {figures['system_ms']:.3f}"
             rows.append(
                 f"| {connections} | {target} | {figures['requests_per_second']:,.0f} | "
                 f"{figures['p50_ms']:.2f} | {figures['p99_ms']:.2f} | {figures['errors']:.0f} | "
-                f"{cpu} |"
+                f"{cpu} | {split} |"
             )
         ratios = ratio(summary)
         rows.append(
             f"| {connections} | **homerun / direct** | {ratios['requests_per_second']:.2f} "
-            f"| {ratios['p50']:.2f} | {ratios['p99']:.2f} | | |"
+            f"| {ratios['p50']:.2f} | {ratios['p99']:.2f} | | | |"
         )
         if NGINX in summary:
             versus = ratio(summary, NGINX, "homerun")
-            nginx_cpu = summary[NGINX]["cpu_ms"]
-            cpu_ratio = summary["homerun"]["cpu_ms"] / nginx_cpu if nginx_cpu else 0.0
             rows.append(
                 f"| {connections} | **homerun / nginx** | {versus['requests_per_second']:.2f} "
-                f"| {versus['p50']:.2f} | {versus['p99']:.2f} | | {cpu_ratio:.2f} |"
+                f"| {versus['p50']:.2f} | {versus['p99']:.2f} | "
+                f"{cpu_ratios(summary, 'homerun', NGINX)}"
             )
         # Router CPU like for like: both writing a line per request, or neither.
         for homerun, reference in (("homerun", NGINX_LOGGING), (QUIET, NGINX)):
             if homerun in summary and reference in summary and summary[reference]["cpu_ms"]:
-                cpu_ratio = summary[homerun]["cpu_ms"] / summary[reference]["cpu_ms"]
                 rows.append(
-                    f"| {connections} | **{homerun} / {reference}** | | | | | {cpu_ratio:.2f} |"
+                    f"| {connections} | **{homerun} / {reference}** | | | | "
+                    f"{cpu_ratios(summary, homerun, reference)}"
                 )
         if QUIET in summary:
             cost = ratio(summary, QUIET, "homerun")
             rows.append(
                 f"| {connections} | **telemetry on / off** | {cost['requests_per_second']:.2f} "
-                f"| {cost['p50']:.2f} | {cost['p99']:.2f} | | |"
+                f"| {cost['p50']:.2f} | {cost['p99']:.2f} | {cpu_ratios(summary, 'homerun', QUIET)}"
             )
         if UNSANDBOXED in summary and summary[UNSANDBOXED]["cpu_ms"]:
             cost = ratio(summary, UNSANDBOXED, "homerun")
-            cpu_ratio = summary["homerun"]["cpu_ms"] / summary[UNSANDBOXED]["cpu_ms"]
             rows.append(
                 f"| {connections} | **sandbox on / off** | {cost['requests_per_second']:.2f} "
-                f"| {cost['p50']:.2f} | {cost['p99']:.2f} | | {cpu_ratio:.2f} |"
+                f"| {cost['p50']:.2f} | {cost['p99']:.2f} | "
+                f"{cpu_ratios(summary, 'homerun', UNSANDBOXED)}"
             )
     return "\n".join(rows)
+
+
+def cpu_ratios(summary: dict[str, dict[str, float]], target: str, reference: str) -> str:
+    """The last three cells of a ratio row: errors (none), CPU per request target/reference,
+    and the same for user and system time apart (blank where a side has none: an older
+    result, or a proxy's CPU that was too small to read)."""
+
+    def of(field: str) -> str:
+        base = summary[reference].get(field, 0.0)
+        return f"{summary[target].get(field, 0.0) / base:.2f}" if base else ""
+
+    user, system = of("user_ms"), of("system_ms")
+    split = f"{user} / {system}" if user and system else ""
+    return f" | {of('cpu_ms')} | {split} |"
 
 
 def ratio(
@@ -588,8 +614,9 @@ def measure_app(
     """Start the app's targets, load them in alternating rounds, stop them; returns what
     describes the targets and every round."""
     deploy_flags = shlex.split(args.deploy_flags)
-    # name -> (URL, Host header, the proxy's CPU seconds so far, when there is a proxy)
-    targets: dict[str, tuple[str, str | None, Callable[[], float] | None]] = {}
+    # name -> (URL, Host header, the proxy's user and system CPU seconds so far when there
+    # is a proxy)
+    targets: dict[str, tuple[str, str | None, Callable[[], tuple[float, float]] | None]] = {}
     described = app.describe()
     with contextlib.ExitStack() as servers:
         port = servers.enter_context(direct_server(app, scratch, WORK / f"{app.name}-direct.log"))

@@ -9,12 +9,19 @@ rounds, each round the best of 7 runs of `--requests`; the best round of each is
 shared machine, other work only ever adds time).
 
     .venv/bin/python bench/router_path.py --compare 4316501 [--rounds 8] [--requests 10000]
+
+With --mypyc instead of --compare, the other side is this tree with the router's modules
+(ROUTER_MODULES) compiled to C by mypyc, as they are: how much of the path's cost compiling
+the Python that is there would take away (bench/README.md, "Where the router's CPU goes").
+
+    .venv/bin/python bench/router_path.py --mypyc [--rounds 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -23,6 +30,12 @@ from io import BytesIO
 from pathlib import Path
 
 from _processes import REPO_ROOT, RESULTS, git_commit, utc_stamp
+
+# The modules a request passes through, compiled by --mypyc.
+ROUTER_MODULES = (
+    "client", "upstream", "exchange", "throttler", "forwarding", "trace", "_http", "_hosts",
+    "proxy", "types",
+)  # fmt: skip
 
 _MEASURE = r"""
 import asyncio, gc, sys, time
@@ -75,7 +88,8 @@ async def main(n):
         assert len(records) == n and records[-1][5] == 200
         best = elapsed if best is None else min(best, elapsed)
     router.deadlines.close()
-    print(1e6 * best / n)
+    import homerun.routing.client as module
+    print(1e6 * best / n, module.__file__)
 
 uvloop.run(main(int(sys.argv[1])))
 """
@@ -91,21 +105,48 @@ def extract(commit: str, destination: Path) -> None:
         tar.extractall(destination, filter="data")
 
 
+def compile_router(destination: Path) -> None:
+    """This tree's package copied to `destination`, its router modules compiled by mypyc
+    there (the C extensions land beside the sources and are imported instead of them)."""
+    shutil.copytree(
+        REPO_ROOT / "homerun", destination / "homerun", ignore=shutil.ignore_patterns("*.so")
+    )
+    mypyc = Path(sys.executable).with_name("mypyc")  # mypy's, from the test extra
+    sources = [f"homerun/routing/{name}.py" for name in ROUTER_MODULES]
+    subprocess.run(
+        [str(mypyc), *sources], cwd=destination, capture_output=True, check=True, timeout=600
+    )
+    built = {path.name.split(".")[0] for path in (destination / "homerun/routing").glob("*.so")}
+    if missing := set(ROUTER_MODULES) - built:
+        raise RuntimeError(f"mypyc built no extension for {sorted(missing)}")
+
+
 def measure(tree: Path, requests: int) -> float:
+    """The path's best time per request with `tree`'s homerun; run in `tree`, as `python -c`
+    puts the working directory before PYTHONPATH (from the repository's root, every side
+    would be this tree)."""
     result = subprocess.run(
         [sys.executable, "-c", _MEASURE, str(requests)],
+        cwd=tree,
         env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
     )
-    return float(result.stdout.strip())
+    figure, _, module = result.stdout.strip().partition(" ")
+    if not Path(module).is_relative_to(tree):
+        raise RuntimeError(f"measured {module}, not the router of {tree}")
+    return float(figure)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--compare", required=True, help="the commit to compare with")
+    other_side = parser.add_mutually_exclusive_group(required=True)
+    other_side.add_argument("--compare", help="the commit to compare with")
+    other_side.add_argument(
+        "--mypyc", action="store_true", help="compare with this tree's router compiled by mypyc"
+    )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--output", type=Path)
@@ -114,24 +155,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be in [1, 30] and --requests in [100, 100000]")
     with tempfile.TemporaryDirectory() as scratch:
         other = Path(scratch)
-        extract(args.compare, other)
-        rounds: dict[str, list[float]] = {"this tree": [], args.compare: []}
+        if args.mypyc:
+            compile_router(other)
+            other_name = "mypyc"
+        else:
+            extract(args.compare, other)
+            other_name = args.compare
+        rounds: dict[str, list[float]] = {"this tree": [], other_name: []}
         for _ in range(args.rounds):
-            rounds[args.compare].append(measure(other, args.requests))
+            rounds[other_name].append(measure(other, args.requests))
             rounds["this tree"].append(measure(REPO_ROOT, args.requests))
     best = {name: min(values) for name, values in rounds.items()}
-    ratio = best["this tree"] / best[args.compare]
+    ratio = best["this tree"] / best[other_name]
     print(f"router path per request, best of {args.rounds} rounds:")
     for name, value in best.items():
         spread = f"{min(rounds[name]):.2f}-{max(rounds[name]):.2f}"
         print(f"  {name:>12}: {value:.2f} µs (rounds {spread})")
-    print(f"  ratio this tree / {args.compare}: {ratio:.3f}")
+    print(f"  ratio this tree / {other_name}: {ratio:.3f}")
     output = args.output or RESULTS / f"router-path-{utc_stamp()}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": "router_path",
         "commit": git_commit(),
-        "compare": args.compare,
+        "compare": other_name,
         "requests": args.requests,
         "rounds": rounds,
         "best_us": best,
