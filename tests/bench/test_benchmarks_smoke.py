@@ -142,3 +142,15 @@ def test_inspector_benchmark_runs(tmp_path: Path) -> None:
     for kind in ("async", "sync"):
         assert result["summary"][kind]["on_rps"] > 0 and result["summary"][kind]["off_rps"] > 0
     assert result["advisor_ms"] > 0
+
+
+def test_router_alone(tmp_path: Path) -> None:
+    """The router in a process of its own in front of the seed app (and of nginx answering
+    itself, when nginx is installed), beside nginx in front of the same."""
+    flags = ["--app", "fastapi", "--duration", "1", "--rounds", "1", "--no-install"]
+    record = run("router_alone.py", tmp_path / "alone.json", *flags)
+    medians = record["medians"]
+    assert "the fastapi seed app / homerun's router alone" in medians, medians
+    for pair, figures in medians.items():
+        assert figures["requests_per_second"] > 0, pair
+        assert figures["user_us"] + figures["system_us"] > 0, pair
