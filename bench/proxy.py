@@ -63,6 +63,9 @@ QUIET = "homerun, telemetry off"
 # The target with no sandbox (`sandbox: off`): instances share the daemon's network namespace,
 # so the router connects to them on the host's loopback, as before the sandbox existed.
 UNSANDBOXED = "homerun, sandbox off"
+# homerun's Router in a process of its own, no daemon (`--router-alone`): what of the daemon's
+# CPU per request is the router's.
+ALONE = "homerun's router alone"
 NGINX = "nginx"
 # The same nginx writing an access log line per request (Debian's default `combined` format,
 # unbuffered), as homerun writes a request log entry: the like-for-like reference of its CPU.
@@ -323,6 +326,50 @@ def nginx_proxy(
         stop_group(process, grace=5)
 
 
+# The router in a process of its own: one route, to one endpoint; serves until killed.
+_ROUTER = r"""
+import asyncio, gc, sys, time
+import uvloop
+from homerun.routing.proxy import Router
+from homerun.routing.throttler import Endpoint, Throttler
+from homerun.routing.types import Route
+
+async def main(port, upstream):
+    throttler = Throttler("svc-1", lambda: None, time.monotonic)
+    throttler.add(Endpoint("e", "127.0.0.1", upstream, 1000))
+    route = Route("svc", "svc-1", throttler, 30.0)
+    records = []
+    router = Router(lambda host: route, on_request=records.append)
+    await router.start("127.0.0.1", port)
+    gc.freeze()  # as the daemon does once started
+    while True:
+        await asyncio.sleep(1)
+        records.clear()  # the daemon's telemetry takes them once a second
+
+uvloop.run(main(int(sys.argv[1]), int(sys.argv[2])))
+"""
+
+
+@contextlib.contextmanager
+def router_alone(upstream: int, path: str, log: Path) -> Iterator[tuple[str, int]]:
+    """homerun's router in a process of its own in front of `upstream`; yields (URL, pid)."""
+    port = free_port()
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _ROUTER, str(port), str(upstream)],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}{path}"
+        wait_for(lambda: process.poll() is None and answers(url), READY_SECONDS, "the router")
+        yield url, process.pid
+    finally:
+        stop_group(process, grace=5)
+
+
 def cpu_seconds(pid: int, children: bool) -> tuple[float, float]:
     """User and system CPU time of a process (all its threads), plus that of its children
     that are alive when `children` (nginx's worker). Not for homerun's daemon: its children
@@ -568,6 +615,14 @@ def table(
                 f"| {connections} | **telemetry on / off** | {cost['requests_per_second']:.2f} "
                 f"| {cost['p50']:.2f} | {cost['p99']:.2f} | {cpu_ratios(summary, 'homerun', QUIET)}"
             )
+        if ALONE in summary and summary[ALONE]["cpu_ms"]:
+            # The daemon against its router alone, and the router alone against nginx.
+            for target, reference in (("homerun", ALONE), (ALONE, NGINX)):
+                if reference in summary and summary[reference]["cpu_ms"]:
+                    rows.append(
+                        f"| {connections} | **{target} / {reference}** | | | | "
+                        f"{cpu_ratios(summary, target, reference)}"
+                    )
         if UNSANDBOXED in summary and summary[UNSANDBOXED]["cpu_ms"]:
             cost = ratio(summary, UNSANDBOXED, "homerun")
             rows.append(
@@ -638,6 +693,11 @@ def measure_app(
         if args.sandbox_off:
             log = WORK / f"{app.name}-homerun-unsandboxed.log"
             kinds.append((UNSANDBOXED, log, {"sandbox": "off"}))
+        if args.router_alone:
+            url, pid = servers.enter_context(
+                router_alone(port, app.path, WORK / f"{app.name}-router-alone.log")
+            )
+            targets[ALONE] = (url, None, functools.partial(cpu_seconds, pid, False))
         for name, log, config in kinds:
             deployed = servers.enter_context(
                 homerun_service(app, scratch, log, deploy_flags, config)
@@ -704,6 +764,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run homerun with `sandbox: off` (instances on the host's loopback), to tell "
         "the sandbox's and its network namespace's share of the router's cost",
+    )
+    parser.add_argument(
+        "--router-alone",
+        action="store_true",
+        help="also run homerun's router in a process of its own (no daemon) in front of the "
+        "direct target, to tell the router's share of the daemon's CPU",
     )
     parser.add_argument(
         "--deploy-flags", default="", help="extra `homerun deploy` flags, e.g. '--concurrency 80'"

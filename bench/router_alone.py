@@ -23,7 +23,6 @@ import functools
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,32 +36,10 @@ from proxy import (
     find_nginx,
     find_wrk,
     nginx_proxy,
+    router_alone,
     run_python_load,
     run_wrk,
 )
-
-# The router in a process of its own: one route, to one endpoint; serves until killed.
-_ROUTER = r"""
-import sys, time, gc
-import uvloop
-from homerun.routing.proxy import Router
-from homerun.routing.throttler import Endpoint, Throttler
-from homerun.routing.types import Route
-
-async def main(port, upstream):
-    throttler = Throttler("svc-1", lambda: None, time.monotonic)
-    throttler.add(Endpoint("e", "127.0.0.1", upstream, 1000))
-    route = Route("svc", "svc-1", throttler, 30.0)
-    records = []
-    router = Router(lambda host: route, on_request=records.append)
-    await router.start("127.0.0.1", port)
-    gc.freeze()  # as the daemon does once started
-    while True:
-        await __import__("asyncio").sleep(1)
-        records.clear()  # the daemon's telemetry takes them once a second
-
-uvloop.run(main(int(sys.argv[1]), int(sys.argv[2])))
-"""
 
 _STATIC = """\
 worker_processes 1;
@@ -95,26 +72,6 @@ def static_upstream(nginx: str, scratch: Path) -> Iterator[int]:
         url = f"http://127.0.0.1:{port}/"
         wait_until(lambda: process.poll() is None and answers(url), 30, "the static upstream")
         yield port
-    finally:
-        stop_group(process, grace=5)
-
-
-@contextlib.contextmanager
-def router_alone(upstream: int, path: str, log: Path) -> Iterator[tuple[str, int]]:
-    """homerun's router in a process of its own in front of `upstream`; yields (URL, pid)."""
-    port = free_port()
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-c", _ROUTER, str(port), str(upstream)],
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}{path}"
-        wait_until(lambda: process.poll() is None and answers(url), 30, "the router")
-        yield url, process.pid
     finally:
         stop_group(process, grace=5)
 
