@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -59,6 +59,38 @@ def answers(url: str, host: str | None = None, timeout: float = 5.0) -> bool:
     except httpx.HTTPError:
         return False
     return response.status_code == 200
+
+
+@contextlib.contextmanager
+def serving(
+    command: list[str],
+    url: str,
+    what: str,
+    log: Path | None,
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    grace: float = 10.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` started in a session of its own, its output in `log` (None: dropped); yields
+    the process once `url` answers (within READY_SECONDS), and stops its group on the way out
+    (SIGKILL `grace` seconds after SIGTERM)."""
+    with contextlib.ExitStack() as files:
+        output = files.enter_context(log.open("wb")) if log else subprocess.DEVNULL
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: process.poll() is None and answers(url), READY_SECONDS, what)
+        yield process
+    finally:
+        stop_group(process, grace=grace)
 
 
 def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:

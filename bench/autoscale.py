@@ -22,7 +22,6 @@ import shutil
 import signal
 import ssl
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +41,7 @@ from _processes import (
     core_count,
     free_port,
     git_commit,
-    stop_group,
+    serving,
     utc_stamp,
     wait_for,
 )
@@ -135,23 +134,17 @@ def direct_server(log: Path) -> Iterator[str]:
     shutil.rmtree(app, ignore_errors=True)
     shutil.copytree(SEED, app)
     port = free_port()
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(venv / "bin" / "uvicorn"), "main:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=app,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(
-            lambda: process.poll() is None and answers(base + "/usuarios"), READY_SECONDS, "uvicorn"
-        )
+    base = f"http://127.0.0.1:{port}"
+    command = [
+        str(venv / "bin" / "uvicorn"),
+        "main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with serving(command, base + "/usuarios", "uvicorn", log, cwd=app):
         yield base + PATH
-    finally:
-        stop_group(process)
 
 
 class Homerun(Daemon):

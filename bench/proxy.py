@@ -44,7 +44,7 @@ from _processes import (
     core_count,
     free_port,
     git_commit,
-    stop_group,
+    serving,
     utc_stamp,
     wait_for,
 )
@@ -196,24 +196,9 @@ def direct_server(app: App, scratch: Path, log: Path) -> Iterator[int]:
     shutil.copytree(app.folder, copy)
     port = free_port()
     env = dict(os.environ, PORT=str(port), PATH=f"{venv / 'bin'}:{os.environ.get('PATH', '')}")
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            ["sh", "-c", app.command],
-            cwd=copy,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}{app.path}"
-        wait_for(
-            lambda: process.poll() is None and answers(url), READY_SECONDS, f"{app.name} direct"
-        )
+    url = f"http://127.0.0.1:{port}{app.path}"
+    with serving(["sh", "-c", app.command], url, f"{app.name} direct", log, cwd=copy, env=env):
         yield port
-    finally:
-        stop_group(process)
 
 
 @dataclass
@@ -310,20 +295,10 @@ def nginx_proxy(
     conf.write_text(
         NGINX_CONF.format(work=prefix, upstream=upstream, port=port, access_log=logging)
     )
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [nginx, "-c", str(conf), "-p", str(prefix)],
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}{path}"
-        wait_for(lambda: process.poll() is None and answers(url), READY_SECONDS, "nginx")
+    url = f"http://127.0.0.1:{port}{path}"
+    command = [nginx, "-c", str(conf), "-p", str(prefix)]
+    with serving(command, url, "nginx", log, grace=5) as process:
         yield url, process.pid
-    finally:
-        stop_group(process, grace=5)
 
 
 # The router in a process of its own: one route, to one endpoint; serves until killed.
@@ -354,20 +329,10 @@ uvloop.run(main(int(sys.argv[1]), int(sys.argv[2])))
 def router_alone(upstream: int, path: str, log: Path) -> Iterator[tuple[str, int]]:
     """homerun's router in a process of its own in front of `upstream`; yields (URL, pid)."""
     port = free_port()
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-c", _ROUTER, str(port), str(upstream)],
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}{path}"
-        wait_for(lambda: process.poll() is None and answers(url), READY_SECONDS, "the router")
+    url = f"http://127.0.0.1:{port}{path}"
+    command = [sys.executable, "-c", _ROUTER, str(port), str(upstream)]
+    with serving(command, url, "the router", log, grace=5) as process:
         yield url, process.pid
-    finally:
-        stop_group(process, grace=5)
 
 
 def cpu_seconds(pid: int, children: bool) -> tuple[float, float]:

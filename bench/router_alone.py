@@ -22,13 +22,11 @@ import contextlib
 import functools
 import json
 import statistics
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from _processes import RESULTS, WORK, answers, free_port, git_commit, stop_group, utc_stamp
-from _processes import wait_for as wait_until
+from _processes import RESULTS, WORK, free_port, git_commit, serving, utc_stamp
 from proxy import (
     APPS,
     cpu_seconds,
@@ -61,19 +59,9 @@ def static_upstream(nginx: str, scratch: Path) -> Iterator[int]:
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="static-", dir=scratch))
     (work / "static.conf").write_text(_STATIC.format(work=work, port=port))
-    process = subprocess.Popen(
-        [nginx, "-c", str(work / "static.conf"), "-p", str(work)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        wait_until(lambda: process.poll() is None and answers(url), 30, "the static upstream")
+    command = [nginx, "-c", str(work / "static.conf"), "-p", str(work)]
+    with serving(command, f"http://127.0.0.1:{port}/", "the static upstream", None, grace=5):
         yield port
-    finally:
-        stop_group(process, grace=5)
 
 
 def main(argv: list[str] | None = None) -> int:
