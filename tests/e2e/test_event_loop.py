@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -88,9 +89,13 @@ def test_reading_a_110_mb_log_keeps_the_router_answering(own_platform: Platform)
     assert newest.returncode == 0, describe(newest)
     assert [entry["message"] for entry in errors] == ["the oldest error"]  # all 110 MB read
     assert len(latencies) > 20
-    # Read on the event loop, the file would hold the request in flight for about the whole
-    # read; read in a thread, the loop only waits for the GIL now and then. Half the read's
-    # time tells the two apart on a fast machine and on a loaded one alike.
-    assert max(latencies) < whole_read / 2, (
-        f"max {max(latencies):.3f}s over {len(latencies)} requests; the read took {whole_read:.3f}s"
+    # Read on the event loop, the file would hold a request in flight for about the whole read.
+    # Read in a thread that kept the GIL, it did nearly as badly: each block's read() let the GIL
+    # go and took it straight back, so the loop waited 60-140 ms in 250-400 ms of reading. The
+    # reader now hands the GIL over every 2 ms: the worst request waits a few ms more than the
+    # typical one (whose own time is mostly the app's: whoami writes its head and body apart).
+    typical = statistics.median(latencies)
+    assert max(latencies) - typical < whole_read / 5, (
+        f"worst {max(latencies):.3f}s, median {typical:.3f}s over {len(latencies)} requests; "
+        f"the read took {whole_read:.3f}s"
     )
