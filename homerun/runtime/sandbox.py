@@ -170,9 +170,9 @@ class Sandbox:
     ) -> list[str]:
         """The words that run a command inside the sandbox process `pid` is in, as the app
         runs: its mount view (its /tmp too), PID and IPC namespaces, its root and folder, as
-        the revision's user, who has no capability (homerun being root). An exec probe's
-        command runs so, as Kubernetes runs one in the container: not as homerun's user, who
-        may read what the sandbox hides.
+        the revision's user, who has no capability (homerun being root), with no_new_privs.
+        An exec probe's command runs so, as Kubernetes runs one in the container: not as
+        homerun's user, who may read what the sandbox hides.
 
         As a normal user, bwrap nests the app's user namespace in the one that owns its
         mount, PID and IPC namespaces, which a process of that user then cannot enter: the
@@ -180,10 +180,13 @@ class Sandbox:
         instance's hides, but not the instance's /tmp."""
         if not self.privileged:
             return self.command([], env, cwd, revision)
-        args = [self.nsenter, f"--target={pid}", "--mount", "--pid", "--ipc", "--root", "--wd"]
+        # no_new_privs first, on the host (it holds across nsenter's setns and exec), as the
+        # app has it: no setuid program or file capability gives the command back what it drops.
+        args = [self.setpriv, "--no-new-privs", "--"]
+        args += [self.nsenter, f"--target={pid}", "--mount", "--pid", "--ipc", "--root", "--wd"]
         uid, gid = user_and_group(revision, user)
         # From root to the revision's ids, nsenter drops the supplementary groups, and the
-        # kernel every capability; the sandbox's mounts are nosuid.
+        # kernel every capability; the sandbox's mounts are nosuid besides.
         return [*args, f"--setgid={gid}", f"--setuid={uid}", "--"]
 
     def _rooted(

@@ -94,6 +94,14 @@ def opens_for_writing(path):
         return False
 
 
+def status_field(name):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(name + ":"):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
 def report(version, headers):
     with open("/proc/self/cmdline", "rb") as cmdline:
         command_line = [part.decode() for part in cmdline.read().split(b"\0") if part]
@@ -112,6 +120,7 @@ def report(version, headers):
         "stdin": "eof" if os.read(0, 1) == b"" else "data",
         "descriptors_at_start": STATE["descriptors_at_start"],
         "tmp_writable": tmp_writable(),
+        "no_new_privs": status_field("NoNewPrivs"),
         "request": {"version": version, "headers": headers},
     }
 

@@ -396,8 +396,9 @@ def test_an_exec_probe_runs_inside_the_instance_as_the_app(
     platform: Platform, instance_of: str, tmp_path: Path
 ) -> None:
     """As Kubernetes runs one in the container: the command sees the instance's own /tmp, runs
-    as the app's user, not as homerun's user on the host (root here, who may read all that the
-    sandbox or the container keeps from the app), and in the app's control groups."""
+    as the app's user (with no_new_privs where the app has it), not as homerun's user on the
+    host (root here, who may read all that the sandbox or the container keeps from the app),
+    and in the app's control groups."""
     described = platform.run("services", "describe", instance_of, "--format", "yaml", check=True)
     document = yaml.safe_load(described.stdout)
     service = f"{instance_of}-exec"
@@ -406,7 +407,8 @@ def test_an_exec_probe_runs_inside_the_instance_as_the_app(
     def with_exec_probe(changed: dict[str, Any]) -> None:
         changed["metadata"]["name"] = service
         # Renamed into place: the test may read between two runs of the probe.
-        report = f"{{ id -u; cat /proc/self/cgroup; }} > /tmp/{marker}.new"
+        status = "grep ^NoNewPrivs: /proc/self/status"
+        report = f"{{ id -u; {status}; cat /proc/self/cgroup; }} > /tmp/{marker}.new"
         command = ["sh", "-c", f"{report} && mv /tmp/{marker}.new /tmp/{marker}"]
         container(changed)["readinessProbe"] = {"exec": {"command": command}, "periodSeconds": 1}
 
@@ -417,8 +419,10 @@ def test_an_exec_probe_runs_inside_the_instance_as_the_app(
         app = runtime(platform, service)
         probed = platform.request(service, "GET", f"/tmp-file/{marker}")
         assert probed.status_code == 200, "the probe's file is not in the instance's /tmp"
-        uid, *control_groups = probed.text.splitlines()
+        uid, no_new_privs, *control_groups = probed.text.splitlines()
         assert int(uid) == app["uid"]
+        # The sandbox's app runs with no_new_privs: so does the probe's command.
+        assert no_new_privs.split(":")[1].strip() == app["no_new_privs"]
         assert control_groups == app["cgroup"]
     finally:
         platform.run("services", "delete", service, check=True)
