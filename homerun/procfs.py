@@ -48,6 +48,36 @@ def _scanned_tree(root: int) -> Iterator[int]:
     yield from (child.pid for child in descendants)
 
 
+def marked_processes(member: int, mark: bytes) -> list[psutil.Process]:
+    """The processes in the PID namespace that `member` is in whose environment holds `mark`
+    (one NAME=VALUE entry), with their descendants (which may have cleared their own): what a
+    command started with the mark set left running there. None when `member` is gone."""
+    try:
+        namespace = os.readlink(f"/proc/{member}/ns/pid")
+    except OSError:
+        return []
+    found: dict[int, psutil.Process] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry.name}/ns/pid") != namespace:
+                continue
+            environment = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if mark not in environment:
+            continue
+        for pid in process_tree(int(entry.name)):
+            if pid not in found:
+                try:
+                    # psutil's Process refuses a signal once its pid names another process.
+                    found[pid] = psutil.Process(pid)
+                except psutil.Error:
+                    continue
+    return list(found.values())
+
+
 def lock_holders(paths: list[Path]) -> set[int]:
     """Processes holding a POSIX or flock lock on any of `paths`, from /proc/locks (where the
     holder's pid, the device as hex major:minor and the inode name each lock)."""

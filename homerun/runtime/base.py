@@ -55,10 +55,15 @@ class InstanceSpec:
 class InsideCommand:
     """A command that runs inside an instance (Instance.command_inside): `argv`, run from the
     host, enters it (nsenter, podman exec); the process joins the control groups of
-    `cgroup_procs` first, so that the instance's limits hold for the command too."""
+    `cgroup_procs` first, so that the instance's limits hold for the command too.
+
+    Killing the host process's group ends the command, unless that process is only a client
+    of what runs inside (`podman exec`, whose exec session goes on without it): then
+    `kill_inside` kills what the command left running in the instance."""
 
     argv: list[str]
     cgroup_procs: tuple[str, ...] = ()
+    kill_inside: Callable[[], None] | None = None
 
 
 def as_it_is(argv: Sequence[str]) -> InsideCommand:

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -35,6 +36,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import psutil
+
 from homerun.model.engine import (
     PODMAN_GLOBAL_ARGS,
     PODMAN_RUN_ARGS,
@@ -42,6 +45,7 @@ from homerun.model.engine import (
     Engine,
 )
 from homerun.model.volumes import Mounts
+from homerun.procfs import marked_processes, process_tree
 from homerun.runtime.base import InsideCommand, Instance, InstanceSpec, OutputSink, Runtime
 from homerun.runtime.engine_call import engine_call
 from homerun.runtime.image_root import ImageRoots, rooted_spec, why_not_rooted
@@ -49,6 +53,8 @@ from homerun.runtime.netns import NetNamespace, Networks
 from homerun.runtime.output import drain, pump
 
 HOME_LABEL = "dev.homerun.home"
+# The environment variable that marks the processes of a command run inside a container.
+EXEC_MARK = "HOMERUN_EXEC"
 REVISION_LABEL = "dev.homerun.revision"
 # How long start() waits for podman to create the container (conmon's pid file appears).
 CREATE_SECONDS = 120.0
@@ -168,8 +174,12 @@ class ContainerInstance:
         await asyncio.gather(*self._signals, return_exceptions=True)
 
     def command_inside(self, argv: Sequence[str]) -> InsideCommand:
-        # In the container, as its user, with its environment, working folder and limits.
-        return InsideCommand(self._engine.command("exec", self.container, *argv))
+        # In the container, as its user, with its environment, working folder and limits. A
+        # killed `podman exec` leaves its exec session running: a mark in the command's
+        # environment tells its processes from the app's, to kill them (kill_exec).
+        mark = f"{EXEC_MARK}={secrets.token_hex(8)}"
+        command = self._engine.command("exec", "--env", mark, self.container, *argv)
+        return InsideCommand(command, kill_inside=functools.partial(kill_exec, self.pid, mark))
 
 
 class ContainerRuntime:
@@ -604,6 +614,20 @@ def _status(code: int) -> int:
     if 128 < code < 128 + 65:
         return -(code - 128)
     return code
+
+
+def kill_exec(conmon: int, mark: str) -> None:
+    """Kill what a command run in the container with `mark` in its environment left running
+    there (its exec session, which outlives a killed `podman exec`). As Kubernetes kills an
+    exec probe's command past its timeout; the container's own processes stay."""
+    first = next((pid for pid in process_tree(conmon) if pid != conmon), None)
+    if first is None:
+        return  # the container is gone, and its exec sessions with it
+    for process in marked_processes(first, mark.encode()):
+        try:
+            process.kill()
+        except psutil.Error:
+            pass  # gone already
 
 
 def _reaped(pid: int) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import httpx
+import psutil
 import pytest
 import yaml
 from fakes import free_port
@@ -427,6 +428,49 @@ def test_an_exec_probe_runs_inside_the_instance_as_the_app(
     finally:
         platform.run("services", "delete", service, check=True)
         Path("/tmp", marker).unlink(missing_ok=True)  # where a probe on the host would write
+
+
+def test_an_exec_probe_past_its_timeout_is_killed_inside_the_instance(
+    platform: Platform, contract: str, tmp_path: Path
+) -> None:
+    """As the kubelet has the runtime kill an exec probe's command past its timeoutSeconds:
+    in a container too, where killing `podman exec` leaves its exec session running."""
+    described = platform.run("services", "describe", contract, "--format", "yaml", check=True)
+    document = yaml.safe_load(described.stdout)
+    service = f"{contract}-exec-timeout"
+    seconds = str(900_000 + int.from_bytes(os.urandom(3), "big") % 90_000)  # this test's own
+    marker = f"slept-{seconds}"
+
+    def with_slow_probe(changed: dict[str, Any]) -> None:
+        changed["metadata"]["name"] = service
+        # The first run sleeps past its timeout; the next ones pass, so that the deploy ends.
+        script = f"[ -e /tmp/{marker} ] && exit 0; touch /tmp/{marker}; exec sleep {seconds}"
+        container(changed)["readinessProbe"] = {
+            "exec": {"command": ["sh", "-c", script]},
+            "timeoutSeconds": 1,
+            "periodSeconds": 1,
+        }
+
+    result = replaced(platform, tmp_path, document, with_slow_probe)
+    try:
+        assert result.returncode == 0, describe(result)
+        public(platform, service)
+        slept = platform.request(service, "GET", f"/tmp-file/{marker}")
+        assert slept.status_code == 200, "the probe's first run did not start its sleep"
+        deadline = time.monotonic() + 10
+        while sleeping := [p.pid for p in psutil.process_iter() if _runs(p, ["sleep", seconds])]:
+            assert time.monotonic() < deadline, f"the probe's command is still running: {sleeping}"
+            time.sleep(0.1)
+    finally:
+        platform.run("services", "delete", service, check=True)
+        Path("/tmp", marker).unlink(missing_ok=True)  # the process runtime's /tmp is the host's
+
+
+def _runs(process: psutil.Process, argv: list[str]) -> bool:
+    try:
+        return bool(process.cmdline() == argv and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 # -- Process: command, args, working directory, env ------------------------------------------
