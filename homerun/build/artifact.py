@@ -30,6 +30,7 @@ class ArtifactJson(TypedDict):
     entrypoint_origin: str
     server: str
     engine_image: NotRequired[str | None]  # absent from artifacts built before engines
+    image_entrypoint: NotRequired[list[str] | None]  # absent from those built before it
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Artifact:
     entrypoint_origin: str  # "Dockerfile CMD (line 14)", "Procfile web:", "--command", ...
     server: str  # "gunicorn" | "uvicorn" | "other", guessed from argv
     engine_image: str | None = None  # built by a container engine: its image ID
+    image_entrypoint: list[str] | None = None  # and that image's ENTRYPOINT
 
     def to_json(self) -> ArtifactJson:
         return {
@@ -54,6 +56,7 @@ class Artifact:
             "entrypoint_origin": self.entrypoint_origin,
             "server": self.server,
             "engine_image": self.engine_image,
+            "image_entrypoint": self.image_entrypoint,
         }
 
     @classmethod
@@ -67,6 +70,7 @@ class Artifact:
             entrypoint_origin=str(data["entrypoint_origin"]),
             server=str(data["server"]),
             engine_image=data.get("engine_image"),
+            image_entrypoint=data.get("image_entrypoint"),
         )
 
     def save(self) -> None:
@@ -95,6 +99,7 @@ def artifact_record(artifact: Artifact) -> ArtifactRecord:
         entrypoint_origin=artifact.entrypoint_origin,
         server=artifact.server,
         engine_image=artifact.engine_image,
+        image_entrypoint=artifact.image_entrypoint,
     )
     return record.model_copy(update={"digest": artifact_digest(artifact.root, record)})
 
@@ -165,7 +170,9 @@ def artifact_digest(root: Path, record: ArtifactRecord) -> str:
     its own folder's path left out, so that a copy, or a rebuild of the same source with the
     same dependencies, has the same digest and so the same image name."""
     digest = hashlib.sha256()
-    recipe = _rebase(record.model_dump(exclude={"digest"}), str(root), ".")
+    # A field added since is left out where it is unset: a source build keeps its digest.
+    unset = {"image_entrypoint"} if record.image_entrypoint is None else set()
+    recipe = _rebase(record.model_dump(exclude={"digest", *unset}), str(root), ".")
     digest.update(json.dumps(recipe, sort_keys=True).encode())
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")

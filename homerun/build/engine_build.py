@@ -94,6 +94,7 @@ def engine_build(
         f"{engine.name})",
         server="other",
         engine_image=image,
+        image_entrypoint=entrypoint,
     )
     artifact.save()
     return artifact
@@ -159,7 +160,8 @@ def engine_image_record(engine: Engine, name: str) -> ArtifactRecord | None:
     image, _, raw = inspected.stdout.strip().partition(" ")
     config = json.loads(raw or "{}")
     config = config if isinstance(config, dict) else {}
-    argv = [str(word) for word in (config.get("Entrypoint") or []) + (config.get("Cmd") or [])]
+    entrypoint = [str(word) for word in config.get("Entrypoint") or []]
+    argv = entrypoint + [str(word) for word in config.get("Cmd") or []]
     image = image if image.startswith("sha256:") else f"sha256:{image}"
     return ArtifactRecord(
         argv=argv,
@@ -167,6 +169,7 @@ def engine_image_record(engine: Engine, name: str) -> ArtifactRecord | None:
         entrypoint_origin=f"the image's ENTRYPOINT and CMD ({name}, in {engine.name}'s storage)",
         digest=image.removeprefix("sha256:"),
         engine_image=image,
+        image_entrypoint=entrypoint,
     )
 
 

@@ -47,7 +47,13 @@ def effective_entrypoint(artifact: ArtifactRecord, spec: RevisionSpec) -> tuple[
     if spec.command:
         origin = f"--command{given}, in place of the image's ENTRYPOINT and CMD"
         return [*spec.command, *(spec.args or [])], origin
-    return list(spec.args or []), "--args, after the image's ENTRYPOINT, in place of its CMD"
+    args = list(spec.args or [])
+    entrypoint = artifact.image_entrypoint
+    if entrypoint is None:  # an image recorded before its ENTRYPOINT was kept
+        return args, "--args, after the image's ENTRYPOINT, in place of its CMD"
+    if not entrypoint:
+        return args, "--args in place of the image's CMD (no ENTRYPOINT: they are the command)"
+    return [*entrypoint, *args], "the image's ENTRYPOINT, then --args in place of its CMD"
 
 
 def instance_env(

@@ -21,6 +21,9 @@ class ArtifactRecord(BaseModel):
     # The container engine's image (sha256:… ID) the revision runs as containers; None: the
     # revision runs as processes from its folder.
     engine_image: str | None = None
+    # That image's ENTRYPOINT (--args alone go after it, in place of its CMD); None for a
+    # source build, and for images recorded before it was kept.
+    image_entrypoint: list[str] | None = None
 
     @property
     def command_line(self) -> str:

@@ -66,9 +66,20 @@ def test_a_containers_command_and_args_replace_its_images_as_kubernetes_says() -
         ["/bin/other", "x"],
         "--command and --args, in place of the image's ENTRYPOINT and CMD",
     )
+    # Recorded before the image's ENTRYPOINT was kept: the args, and where they go.
     assert effective_entrypoint(image, RevisionSpec(source="", args=["--port", "9"])) == (
         ["--port", "9"],
         "--args, after the image's ENTRYPOINT, in place of its CMD",
+    )
+    kept = image.model_copy(update={"image_entrypoint": ["/entry"]})
+    assert effective_entrypoint(kept, RevisionSpec(source="", args=["--port", "9"])) == (
+        ["/entry", "--port", "9"],
+        "the image's ENTRYPOINT, then --args in place of its CMD",
+    )
+    no_entrypoint = image.model_copy(update={"argv": ["/cmd"], "image_entrypoint": []})
+    assert effective_entrypoint(no_entrypoint, RevisionSpec(source="", args=["/other"])) == (
+        ["/other"],
+        "--args in place of the image's CMD (no ENTRYPOINT: they are the command)",
     )
 
 

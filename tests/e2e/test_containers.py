@@ -157,6 +157,17 @@ def test_builds_submit_and_deploy_image_with_the_engine(engine_platform: Platfor
         "entrypoint (--command and --args, in place of the image's ENTRYPOINT and CMD): "
         "sh -c GREETING=from-command exec python3 main.py"
     ) in described.stdout, described.stdout
+    # --args alone go after the image's ENTRYPOINT (python3), in place of its CMD.
+    args_only = engine_platform.run(
+        "deploy", "ctr-args", "--image", "localhost/ctr:v1", "--args", "main.py,from-args"
+    )
+    assert args_only.returncode == 0, describe(args_only)
+    described = engine_platform.run("services", "describe", "ctr-args", check=True)
+    assert (
+        "entrypoint (the image's ENTRYPOINT, then --args in place of its CMD): "
+        "python3 main.py from-args"
+    ) in described.stdout, described.stdout
+    engine_platform.run("services", "delete", "ctr-args", check=True)
 
 
 def test_a_failing_step_and_a_crashing_container_keep_the_revision_serving(
