@@ -51,7 +51,7 @@ def _scanned_tree(root: int) -> Iterator[int]:
 def marked_processes(member: int, mark: bytes) -> list[psutil.Process]:
     """The processes in the PID namespace that `member` is in whose environment holds `mark`
     (one NAME=VALUE entry), with their descendants (which may have cleared their own): what a
-    command started with the mark set left running there. None when `member` is gone."""
+    command started with the mark set left running there. Empty when `member` is gone."""
     try:
         namespace = os.readlink(f"/proc/{member}/ns/pid")
     except OSError:

@@ -365,7 +365,7 @@ def _minute_before(timestamp: str) -> str:
 # How often a thread reading a log hands the GIL to the event loop, and for how long. Each
 # block's read() releases the GIL and the reader takes it straight back: the loop, woken each
 # time only to find it taken again, restarts its switch interval (5 ms) and can wait for the whole
-# file (60-100 ms in 110 MB). A real sleep every few milliseconds of work lets it in for sure.
+# file (60-140 ms in 110 MB). A real sleep every few milliseconds of work lets it in for sure.
 HAND_OVER_EVERY = 0.002
 HAND_OVER_FOR = 0.0002
 
