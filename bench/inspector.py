@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,13 +26,11 @@ from pathlib import Path
 from _processes import (
     REPO_ROOT,
     RESULTS,
-    answers,
     core_count,
     free_port,
     git_commit,
-    stop_group,
+    serving,
     utc_stamp,
-    wait_for,
 )
 from proxy import LoadResult, find_wrk, run_python_load, run_wrk
 
@@ -47,27 +44,16 @@ PATHS = {"async": "/health", "sync": "/produtos?seconds=0"}
 
 
 @contextmanager
-def served(inspected: bool, scratch: Path, log: Path) -> Iterator[int]:
+def served(inspected: bool, scratch: Path) -> Iterator[int]:
     port = free_port()
     env = {**os.environ, "PORT": str(port)}
     env.pop("PYTHONPATH", None)
     if inspected:
         env.update(Inspector(scratch / "inspect").env("bench-00001-abc", {}))
-    with open(log, "ab") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "main:app", "--port", str(port), "--no-access-log"],
-            cwd=APP,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for(lambda: answers(f"http://127.0.0.1:{port}/health"), 30, "uvicorn")
+    command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(port), "--no-access-log"]
+    log = scratch / f"uvicorn-{'on' if inspected else 'off'}.log"
+    with serving(command, f"http://127.0.0.1:{port}/health", "uvicorn", log, cwd=APP, env=env):
         yield port
-    finally:
-        stop_group(process)
 
 
 def load(tool: str | None, url: str, seconds: float, connections: int, target: str) -> LoadResult:
@@ -128,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[LoadResult]]] = {"on": {}, "off": {}}
     with tempfile.TemporaryDirectory(prefix="homerun-bench-inspector-") as scratch_name:
         scratch = Path(scratch_name)
-        log = scratch / "uvicorn.log"
-        with served(True, scratch, log) as on_port, served(False, scratch, log) as off_port:
+        with served(True, scratch) as on_port, served(False, scratch) as off_port:
             ports = {"on": on_port, "off": off_port}
             for round_number in range(arguments.rounds):
                 order = ("on", "off") if round_number % 2 == 0 else ("off", "on")

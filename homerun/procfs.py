@@ -38,6 +38,12 @@ def process_tree(root: int) -> Iterator[int]:
             pending.extend(int(child) for child in children)
 
 
+def first_descendant(root: int) -> int | None:
+    """A process `root` started (a sandbox's or a container's first process, inside what the
+    process outside set up); None when it has none, or is gone."""
+    return next((pid for pid in process_tree(root) if pid != root), None)
+
+
 def _scanned_tree(root: int) -> Iterator[int]:
     try:
         process = psutil.Process(root)

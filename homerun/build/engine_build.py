@@ -80,9 +80,7 @@ def engine_build(
             f"{engine.name} build did not say which image it made ({error})"
         ) from error
     iidfile.unlink()
-    config = _image_config(engine, image)
-    entrypoint = [str(word) for word in config.get("Entrypoint") or []]
-    cmd = [str(word) for word in config.get("Cmd") or []]
+    entrypoint, cmd = _entrypoint_and_cmd(_image_config(engine, image))
     output(f"image {image} ({tag})")
     artifact = Artifact(
         root=dest,
@@ -112,6 +110,14 @@ def _image_config(engine: Engine, image: str) -> dict[str, Any]:
         raise BuildError(f"{engine.name} cannot inspect the image it built: {inspected.stderr}")
     config = json.loads(inspected.stdout or "{}")
     return config if isinstance(config, dict) else {}
+
+
+def _entrypoint_and_cmd(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """An image's ENTRYPOINT and CMD, from its config as `podman image inspect` gives it."""
+    return (
+        [str(word) for word in config.get("Entrypoint") or []],
+        [str(word) for word in config.get("Cmd") or []],
+    )
 
 
 def _failure(dockerfile: Path, lines: list[str], status: int) -> str:
@@ -160,11 +166,10 @@ def engine_image_record(engine: Engine, name: str) -> ArtifactRecord | None:
     image, _, raw = inspected.stdout.strip().partition(" ")
     config = json.loads(raw or "{}")
     config = config if isinstance(config, dict) else {}
-    entrypoint = [str(word) for word in config.get("Entrypoint") or []]
-    argv = entrypoint + [str(word) for word in config.get("Cmd") or []]
+    entrypoint, cmd = _entrypoint_and_cmd(config)
     image = image if image.startswith("sha256:") else f"sha256:{image}"
     return ArtifactRecord(
-        argv=argv,
+        argv=entrypoint + cmd,
         env={},
         entrypoint_origin=f"the image's ENTRYPOINT and CMD ({name}, in {engine.name}'s storage)",
         digest=image.removeprefix("sha256:"),

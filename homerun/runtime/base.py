@@ -57,13 +57,13 @@ class InsideCommand:
     host, enters it (nsenter, podman exec); the process joins the control groups of
     `cgroup_procs` first, so that the instance's limits hold for the command too.
 
-    Killing the host process's group ends the command, unless that process is only a client
-    of what runs inside (`podman exec`, whose exec session goes on without it): then
-    `kill_inside` kills what the command left running in the instance."""
+    Killing the host process's group ends the command; `kill_inside`, called after, kills
+    what the command left running in the instance where that process is only a client of
+    what runs inside (`podman exec`, whose exec session goes on without it)."""
 
     argv: list[str]
     cgroup_procs: tuple[str, ...] = ()
-    kill_inside: Callable[[], None] | None = None
+    kill_inside: Callable[[], None] = lambda: None
 
 
 def as_it_is(argv: Sequence[str]) -> InsideCommand:

@@ -45,7 +45,7 @@ from homerun.model.engine import (
     Engine,
 )
 from homerun.model.volumes import Mounts
-from homerun.procfs import marked_processes, process_tree
+from homerun.procfs import first_descendant, marked_processes
 from homerun.runtime.base import InsideCommand, Instance, InstanceSpec, OutputSink, Runtime
 from homerun.runtime.engine_call import engine_call
 from homerun.runtime.image_root import ImageRoots, rooted_spec, why_not_rooted
@@ -620,7 +620,7 @@ def kill_exec(conmon: int, mark: str) -> None:
     """Kill what a command run in the container with `mark` in its environment left running
     there (its exec session, which outlives a killed `podman exec`). As Kubernetes kills an
     exec probe's command past its timeout; the container's own processes stay."""
-    first = next((pid for pid in process_tree(conmon) if pid != conmon), None)
+    first = first_descendant(conmon)
     if first is None:
         return  # the container is gone, and its exec sessions with it
     for process in marked_processes(first, mark.encode()):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from homerun.errors import HomerunError
-from homerun.procfs import process_tree
+from homerun.procfs import first_descendant, process_tree
 from homerun.runtime.base import (
     InsideCommand,
     InstanceSpec,
@@ -174,7 +174,7 @@ class ProcessInstance:
         if self._enter is None:
             return as_it_is(argv)
         # The first process is the bwrap outside; its child, the sandbox's init, is inside.
-        inside = next((pid for pid in process_tree(self.pid) if pid != self.pid), None)
+        inside = first_descendant(self.pid)
         if inside is None or self.returncode is not None:
             raise ProcessLookupError(f"{self.name} has no sandbox to run a command in")
         return InsideCommand([*self._enter(inside), *argv])

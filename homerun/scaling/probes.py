@@ -128,8 +128,7 @@ async def _exec(probe: Probe, target: ProbeTarget) -> ProbeResult:
     except TimeoutError:
         _kill_group(process.pid)
         await process.wait()
-        if command.kill_inside is not None:
-            command.kill_inside()
+        command.kill_inside()
         return ProbeResult(
             False, f"{probe.describe()} ran past timeoutSeconds={probe.timeout_seconds}"
         )
@@ -138,8 +137,7 @@ async def _exec(probe: Probe, target: ProbeTarget) -> ProbeResult:
         # that the group id cannot name another process's group by then.
         if process.returncode is None:
             _kill_group(process.pid)
-            if command.kill_inside is not None:
-                command.kill_inside()
+            command.kill_inside()
     if process.returncode == 0:
         return ProbeResult(True, "exited with 0")
     shown = output.decode(errors="replace").strip()[:_OUTPUT_SHOWN]
