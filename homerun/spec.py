@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from homerun.errors import InvalidSpec
 from homerun.model.annotations import check_annotations
+from homerun.model.capabilities import capability_to_add, capability_to_drop
 from homerun.model.probes import Probe, ProbeAction
 from homerun.model.validation import validation_message
 from homerun.model.volumes import (
@@ -143,6 +144,10 @@ SecretVersion = Annotated[str, AfterValidator(secret_version)]
 CpuAmount = Annotated[str, AfterValidator(cpu_amount)]
 MemoryAmount = Annotated[str, AfterValidator(memory_amount)]
 ServiceAccount = Annotated[str, AfterValidator(service_account)]
+CapabilityToAdd = Annotated[str, AfterValidator(capability_to_add)]
+CapabilityToDrop = Annotated[str, AfterValidator(capability_to_drop)]
+# seccompProfile.type as homerun takes it (Localhost names a file on a node: none here).
+SeccompType = Literal["RuntimeDefault", "Unconfined"]
 
 
 def _checked(check: Callable[[str], str], value: str, where: str | None) -> str:
@@ -290,6 +295,12 @@ class RevisionSpec(BaseModel):
     run_as_user: int | None = Field(default=None, ge=0)
     run_as_group: int | None = Field(default=None, ge=0)
     run_as_non_root: bool | None = None
+    # What the container's securityContext asks of its privileges (None, empty: the runtime's
+    # default); control/users.py says where each can be honoured.
+    allow_privilege_escalation: bool | None = None
+    capabilities_drop: list[CapabilityToDrop] = Field(default_factory=list)
+    capabilities_add: list[CapabilityToAdd] = Field(default_factory=list)
+    seccomp_profile: SeccompType | None = None
 
     def check(self) -> RevisionSpec:
         """Checks pydantic cannot express; raises InvalidSpec naming the flag."""

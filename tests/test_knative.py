@@ -10,6 +10,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from homerun.errors import InvalidSpec
 from homerun.knative import (
@@ -636,10 +637,10 @@ def test_a_refused_field_gives_the_reason_not_a_guess() -> None:
         _set(BASE, "spec/template/spec/containers/0/securityContext", {"privileged": True})
     )
     assert problems[f"{CONTAINER}.securityContext.privileged"] == (
-        "not supported: instances are never privileged"
+        "not supported: instances are never privileged (false is allowed)"
     )
     problems = _problems(_set(BASE, "spec/template/spec/securityContext", {"runAsUser": 1}))
-    assert problems["spec.template.spec.securityContext"].startswith(
+    assert problems["spec.template.spec.securityContext.runAsUser"].startswith(
         "not supported: give runAsUser, runAsGroup and runAsNonRoot in the container's"
     )
 
@@ -651,6 +652,83 @@ def test_the_containers_user_is_read_and_rendered_back() -> None:
     assert (spec.run_as_user, spec.run_as_group, spec.run_as_non_root) == (2020, 2021, True)
     rendered = render_service(service_view(spec))
     assert rendered["spec"]["template"]["spec"]["containers"][0]["securityContext"] == security
+
+
+# The restricted Pod Security Standard, as Knative's secure-pod-defaults writes it.
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+}
+
+
+def test_a_restricted_security_context_is_read_and_rendered_back() -> None:
+    document = _set(BASE, "spec/template/spec/containers/0/securityContext", RESTRICTED)
+    spec = parse_service(document).template.spec
+    assert spec.allow_privilege_escalation is False
+    assert (spec.capabilities_drop, spec.capabilities_add) == (["ALL"], ["NET_BIND_SERVICE"])
+    assert spec.seccomp_profile == "RuntimeDefault"
+    rendered = render_service(service_view(spec))
+    assert rendered["spec"]["template"]["spec"]["containers"][0]["securityContext"] == RESTRICTED
+    # privileged: false is what every instance is; Knative allows it, and so does homerun.
+    unprivileged = _set(
+        document, "spec/template/spec/containers/0/securityContext/privileged", False
+    )
+    assert parse_service(unprivileged).template.spec == spec
+
+
+def test_the_pods_seccomp_profile_holds_where_the_container_gives_none() -> None:
+    pod = _set(
+        BASE, "spec/template/spec/securityContext", {"seccompProfile": {"type": "Unconfined"}}
+    )
+    assert parse_service(pod).template.spec.seccomp_profile == "Unconfined"
+    both = _set(
+        pod, "spec/template/spec/containers/0/securityContext/seccompProfile/type", "RuntimeDefault"
+    )
+    assert parse_service(both).template.spec.seccomp_profile == "RuntimeDefault"
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "message"),
+    [
+        (
+            {"capabilities": {"add": ["SYS_ADMIN"]}},
+            "securityContext.capabilities.add[0]",
+            "'SYS_ADMIN' cannot be added: an instance gets no capability beyond its runtime's",
+        ),
+        (
+            {"capabilities": {"drop": ["CAP_NET_RAW"]}},
+            "securityContext.capabilities.drop[0]",
+            "'CAP_NET_RAW' is not a Linux capability as Kubernetes names them (e.g. NET_RAW, or "
+            "ALL); write NET_RAW",
+        ),
+        (
+            {"seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}},
+            "securityContext.seccompProfile.type",
+            "not supported: a Localhost profile is a file on the node",
+        ),
+        (
+            {"seccompProfile": {"type": "Strict"}},
+            "securityContext.seccompProfile.type",
+            "'Strict' is not a seccomp profile type; write RuntimeDefault",
+        ),
+    ],
+)
+def test_privileges_homerun_does_not_give_are_refused_at_their_field(
+    value: dict[str, Any], field: str, message: str
+) -> None:
+    problems = _problems(_set(BASE, "spec/template/spec/containers/0/securityContext", value))
+    assert problems[f"{CONTAINER}.{field}"].startswith(message), problems
+
+
+def test_an_added_capability_is_refused_past_the_documents_checks_too() -> None:
+    # The revision's own model holds the rule, for a spec that comes another way (the API).
+    with pytest.raises(ValidationError, match="'SYS_ADMIN' cannot be added"):
+        RevisionSpec(source="/s", capabilities_add=["SYS_ADMIN"])
+    with pytest.raises(ValidationError, match="'NET_RAWW' is not a Linux capability"):
+        RevisionSpec(source="/s", capabilities_drop=["NET_RAWW"])
 
 
 def test_root_with_run_as_non_root_is_refused_at_its_field() -> None:

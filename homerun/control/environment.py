@@ -22,7 +22,8 @@ def container_spec(
 ) -> ContainerSpec | None:
     """How the revision's instances run as containers, when its artifact is an engine's image:
     --port is the container's port, --memory and --cpu its limits, --command/--args replace
-    the image's ENTRYPOINT/CMD (Kubernetes semantics), --user securityContext's user."""
+    the image's ENTRYPOINT/CMD (Kubernetes semantics), --user securityContext's user, and its
+    privileges (checked by control/users.py)."""
     if artifact is None or artifact.engine_image is None:
         return None
     return ContainerSpec(
@@ -34,6 +35,9 @@ def container_spec(
         cpu=spec.cpu,
         user=user.engine_user() if user is not None else None,
         workdir=spec.working_dir,
+        no_new_privileges=spec.allow_privilege_escalation is False,
+        cap_drop=tuple(spec.capabilities_drop),
+        cap_add=tuple(spec.capabilities_add),
     )
 
 

@@ -16,7 +16,7 @@ from homerun.control.access import Guards
 from homerun.control.environment import container_spec, instance_cwd, instance_env
 from homerun.control.secrets import SecretValues, files_reading_latest, reads_latest
 from homerun.control.tasks import Tasks
-from homerun.control.users import instance_user
+from homerun.control.users import check_privileges, instance_user
 from homerun.errors import HomerunError, InvalidSpec, NotFound
 from homerun.model.annotations import ADAPTIVE_CONCURRENCY
 from homerun.model.artifact import ArtifactRecord
@@ -161,6 +161,7 @@ class LiveRevisions:
         )
         container = artifact is not None and artifact.engine_image is not None
         user = instance_user(revision.spec, container=container, processes=self._process_users)
+        check_privileges(revision.spec, container=container, processes=self._process_users)
         holder: list[RevisionUnit] = []
         throttler = Throttler(
             revision.name,

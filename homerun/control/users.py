@@ -1,5 +1,6 @@
-"""Which user a revision's instances run as: the container's securityContext (runAsUser,
-runAsGroup, runAsNonRoot) against what the runtime that runs them can honour (pure)."""
+"""Which user a revision's instances run as, and with which privileges: the container's
+securityContext (runAsUser, runAsGroup, runAsNonRoot; allowPrivilegeEscalation, capabilities,
+seccompProfile) against what the runtime that runs them can honour (pure)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,56 @@ def instance_user(spec: RevisionSpec, *, container: bool, processes: ProcessUser
             "of its own, or give runAsUser"
         )
     return RunAs(spec.run_as_user, spec.run_as_group) if asked else None
+
+
+def check_privileges(spec: RevisionSpec, *, container: bool, processes: ProcessUsers) -> None:
+    """InvalidSpec when the runtime that runs the revision's instances cannot give them the
+    privileges its securityContext asks for. A container gets them all from podman but an
+    unconfined seccomp profile; the sandbox already holds what a restricted container asks
+    (no capability, no_new_privs), but has no seccomp filter; unsandboxed, nothing is taken
+    from what the daemon's user holds."""
+    if container:
+        if spec.seccomp_profile == "Unconfined":
+            raise InvalidSpec(
+                "securityContext.seccompProfile: homerun runs every container under podman's "
+                "default seccomp profile; remove seccompProfile, or set its type to "
+                "RuntimeDefault"
+            )
+        return
+    if processes.sandboxed:
+        if spec.allow_privilege_escalation:
+            raise InvalidSpec(
+                "securityContext.allowPrivilegeEscalation: the sandbox runs every app with "
+                "no_new_privs; remove the field or set it to false, or deploy a Dockerfile "
+                "that podman builds"
+            )
+        if spec.capabilities_add:
+            raise InvalidSpec(
+                "securityContext.capabilities.add: the sandbox gives an app no capability (it "
+                "listens on $PORT, which homerun picks above 1024); remove capabilities.add, "
+                "or deploy a Dockerfile that podman builds"
+            )
+    else:
+        asked = [
+            field
+            for field, given in (
+                ("allowPrivilegeEscalation: false", spec.allow_privilege_escalation is False),
+                ("capabilities.drop", bool(spec.capabilities_drop)),
+                ("capabilities.add", bool(spec.capabilities_add)),
+            )
+            if given
+        ]
+        if asked:
+            raise InvalidSpec(
+                f"securityContext.{asked[0]}: instances are not sandboxed here (sandbox: off "
+                "in config.yaml, or this machine cannot make one), so they hold what the "
+                "daemon's user holds; set sandbox: on in config.yaml, deploy a Dockerfile that "
+                f"podman builds, or remove {asked[0].partition(':')[0]}"
+            )
+    if spec.seccomp_profile == "RuntimeDefault":
+        raise InvalidSpec(
+            "securityContext.seccompProfile: instances that are not containers run without a "
+            "seccomp filter here (sandboxed, they hold no capability and run with "
+            "no_new_privs); remove seccompProfile, set its type to Unconfined, or deploy a "
+            "Dockerfile that podman builds (its default profile)"
+        )

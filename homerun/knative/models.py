@@ -33,9 +33,12 @@ from homerun.model.volumes import check_mount_points, mount_path
 from homerun.spec import (
     MAX_CONCURRENCY,
     MAX_TIMEOUT_SECONDS,
+    CapabilityToAdd,
+    CapabilityToDrop,
     CpuAmount,
     EnvName,
     MemoryAmount,
+    SeccompType,
     SecretName,
     ServiceName,
     secret_version,
@@ -73,6 +76,26 @@ _POD_SECURITY = (
     "not supported: give runAsUser, runAsGroup and runAsNonRoot in the container's "
     "securityContext (Knative allows the pod's only behind a feature flag)"
 )
+_LOCALHOST_SECCOMP = (
+    "not supported: a Localhost profile is a file on the node; homerun has none (type "
+    "RuntimeDefault is podman's default profile)"
+)
+
+
+def _seccomp_type(kind: str) -> str:
+    if kind == "Localhost":
+        raise ValueError(_LOCALHOST_SECCOMP)
+    if kind not in get_args(SeccompType):
+        raise ValueError(f"{kind!r} is not a seccomp profile type; write RuntimeDefault")
+    return kind
+
+
+def _unprivileged(privileged: bool) -> bool:
+    if privileged:
+        raise ValueError("not supported: instances are never privileged (false is allowed)")
+    return privileged
+
+
 # Linux user and group ids, as Kubernetes bounds them.
 MAX_ID = 2_147_483_647
 
@@ -362,17 +385,26 @@ class Resources(KnativeModel):
     requests: ResourceLimits | None = None  # recorded and shown, not reserved
 
 
+class Capabilities(KnativeModel):
+    drop: list[CapabilityToDrop] | None = None
+    add: list[CapabilityToAdd] | None = None
+
+
+class SeccompProfile(KnativeModel):
+    refused = {"localhostProfile": _LOCALHOST_SECCOMP}
+
+    type: Annotated[str, AfterValidator(_seccomp_type)]
+
+
 class SecurityContext(KnativeModel):
-    """The container's user: honoured by the container runtime (podman --user) and by the
-    sandbox when homerun runs as root; elsewhere the deploy says why not (control/users.py)."""
+    """The container's user and privileges: honoured by the container runtime (podman's
+    --user, --cap-drop, --security-opt) and by the sandbox where it holds already (no
+    capability, no_new_privs) or can (the user, homerun being root); elsewhere the deploy says
+    why not (control/users.py)."""
 
     refused = {
         "readOnlyRootFilesystem": "not supported yet: the root filesystem is the image's, "
         "read-only in the sandbox and writable in a container",
-        "capabilities": "not supported: instances run with no added capability",
-        "privileged": "not supported: instances are never privileged",
-        "allowPrivilegeEscalation": "not supported: the sandbox always sets no_new_privs",
-        "seccompProfile": "not supported",
         "seLinuxOptions": "not supported",
         "appArmorProfile": "not supported",
         "procMount": "not supported",
@@ -382,6 +414,11 @@ class SecurityContext(KnativeModel):
     run_as_user: Annotated[int, within(0, MAX_ID)] | None = None
     run_as_group: Annotated[int, within(0, MAX_ID)] | None = None
     run_as_non_root: bool | None = None
+    allow_privilege_escalation: bool | None = None
+    capabilities: Capabilities | None = None
+    seccomp_profile: SeccompProfile | None = None
+    # false only (Knative's rule): no instance is privileged.
+    privileged: Annotated[bool, AfterValidator(_unprivileged)] | None = None
 
     @model_validator(mode="after")
     def _not_root(self) -> SecurityContext:
@@ -390,6 +427,31 @@ class SecurityContext(KnativeModel):
                 [(("runAsUser",), "0 is root, and runAsNonRoot is true: give another user id")]
             )
         return self
+
+
+class PodSecurityContext(KnativeModel):
+    """spec.template.spec.securityContext: Knative allows its seccompProfile (with secure pod
+    defaults); the rest only behind a feature flag, and homerun takes the container's."""
+
+    refused = {
+        name: _POD_SECURITY
+        for name in (
+            "runAsUser",
+            "runAsGroup",
+            "runAsNonRoot",
+            "fsGroup",
+            "fsGroupChangePolicy",
+            "supplementalGroups",
+            "supplementalGroupsPolicy",
+            "sysctls",
+            "seLinuxOptions",
+            "seLinuxChangePolicy",
+            "windowsOptions",
+            "appArmorProfile",
+        )
+    }
+
+    seccomp_profile: SeccompProfile | None = None
 
 
 class Container(KnativeModel):
@@ -501,7 +563,6 @@ class TemplateSpec(KnativeModel):
         "affinity": _ONE_MACHINE,
         "tolerations": _ONE_MACHINE,
         "topologySpreadConstraints": _ONE_MACHINE,
-        "securityContext": _POD_SECURITY,
         "hostAliases": "not supported",
         "dnsPolicy": "not supported",
         "dnsConfig": "not supported",
@@ -517,6 +578,7 @@ class TemplateSpec(KnativeModel):
     timeout_seconds: Annotated[int, within(1, MAX_TIMEOUT_SECONDS)] | None = None
     service_account_name: str | None = None
     volumes: list[Volume] | None = None
+    security_context: PodSecurityContext | None = None
 
     @field_validator("containers", mode="before")
     @classmethod

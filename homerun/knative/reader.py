@@ -15,6 +15,8 @@ from homerun.knative.models import (
     IMAGE_REGISTRY,
     SOURCE_ANNOTATION,
     Container,
+    PodSecurityContext,
+    SecurityContext,
     ServiceDocument,
     Template,
     Volume,
@@ -126,6 +128,7 @@ def _revision_fields(template: Template) -> dict[str, Any]:
         "run_as_user": security.run_as_user if security else None,
         "run_as_group": security.run_as_group if security else None,
         "run_as_non_root": security.run_as_non_root if security else None,
+        **_privileges(security, spec.security_context),
         "service_account": spec.service_account_name,
     }
     if spec.container_concurrency is not None:
@@ -228,3 +231,20 @@ def volume_fields(volumes: Sequence[Volume], mounts: Sequence[VolumeMount]) -> d
         else:
             volume_mounts[mount.mount_path] = mount.name
     return {"secret_files": secret_files, "volumes": memory, "volume_mounts": volume_mounts}
+
+
+def _privileges(
+    container: SecurityContext | None, pod: PodSecurityContext | None
+) -> dict[str, Any]:
+    """RevisionSpec's privilege fields from the container's securityContext; its seccomp
+    profile from the pod's when the container gives none (as Kubernetes)."""
+    capabilities = container.capabilities if container else None
+    seccomp = (container.seccomp_profile if container else None) or (
+        pod.seccomp_profile if pod else None
+    )
+    return {
+        "allow_privilege_escalation": container.allow_privilege_escalation if container else None,
+        "capabilities_drop": list(capabilities.drop or []) if capabilities else [],
+        "capabilities_add": list(capabilities.add or []) if capabilities else [],
+        "seccomp_profile": seccomp.type if seccomp else None,
+    }

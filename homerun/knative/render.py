@@ -92,6 +92,9 @@ def render_template(spec: RevisionSpec, image: str | None) -> dict[str, Any]:
             ("runAsUser", spec.run_as_user),
             ("runAsGroup", spec.run_as_group),
             ("runAsNonRoot", spec.run_as_non_root),
+            ("allowPrivilegeEscalation", spec.allow_privilege_escalation),
+            ("capabilities", _capabilities(spec)),
+            ("seccompProfile", {"type": spec.seccomp_profile} if spec.seccomp_profile else None),
         )
         if value is not None
     }
@@ -378,3 +381,12 @@ def _worst(*conditions: dict[str, Any]) -> dict[str, Any]:
                 return dict(condition, type="Ready")
     latest = max(conditions, key=lambda condition: condition["lastTransitionTime"])
     return _condition("Ready", "True", 0) | {"lastTransitionTime": latest["lastTransitionTime"]}
+
+
+def _capabilities(spec: RevisionSpec) -> dict[str, list[str]] | None:
+    given = {
+        key: list(names)
+        for key, names in (("add", spec.capabilities_add), ("drop", spec.capabilities_drop))
+        if names
+    }
+    return given or None

@@ -50,5 +50,10 @@ class ContainerSpec:
     memory: str | None = None  # Kubernetes quantities: 512Mi, 1Gi
     cpu: str | None = None  # 1, 2, 500m
     user: str | None = None  # podman's --user (securityContext.runAsUser): UID or UID:GID
+    # securityContext's allowPrivilegeEscalation: false, capabilities.drop and .add: podman's
+    # --security-opt no-new-privileges, --cap-drop and --cap-add.
+    no_new_privileges: bool = False
+    cap_drop: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()
     workdir: str | None = None  # the container's workingDir: podman's --workdir
     labels: dict[str, str] = field(default_factory=dict)

@@ -1,5 +1,6 @@
 """The user an instance runs as (securityContext's runAsUser, runAsGroup), and what the
-process runtime can honour of it (the daemon says: ProcessUsers); control/users.py decides."""
+process runtime can honour of a securityContext (the daemon says: ProcessUsers);
+control/users.py decides."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class RunAs:
 
 @dataclass(frozen=True)
 class ProcessUsers:
-    """What the process runtime can do about a securityContext user."""
+    """What the process runtime can do about a securityContext: its user, its privileges."""
 
     honoured: bool  # the sandbox, with homerun as root: any user and group
     runs_as_root: bool  # an instance with no runAsUser runs as root (unsandboxed, as root)
@@ -30,16 +31,20 @@ class ProcessUsers:
     # Ids the sandbox keeps for itself: the revisions' own users and groups (a runAsUser among
     # them would be another revision's user, owning its files).
     reserved: range = range(0)
+    # Sandboxed, an app holds no capability and runs with no_new_privs, without a seccomp
+    # filter; unsandboxed, it holds what the daemon's user holds.
+    sandboxed: bool = False
 
 
 def process_users(sandboxed: bool, privileged: bool, reserved: range = range(0)) -> ProcessUsers:
     """What the process runtime honours, from whether it sandboxes and homerun is root."""
     if sandboxed and privileged:
-        return ProcessUsers(honoured=True, runs_as_root=False, reserved=reserved)
+        return ProcessUsers(honoured=True, runs_as_root=False, reserved=reserved, sandboxed=True)
     if sandboxed:
         return ProcessUsers(
             honoured=False,
             runs_as_root=False,
+            sandboxed=True,
             why_not=(
                 "homerun does not run as root, so its sandbox runs every app as homerun's own "
                 "user (its user namespace maps no other); run homerun as root with sandbox: on "

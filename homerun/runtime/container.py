@@ -360,6 +360,7 @@ class ContainerRuntime:
                 *_limits(container),
                 *_mounts(spec.mounts, secrets),
                 *(["--user", container.user] if container.user is not None else []),
+                *_privileges(container),
                 *(["--workdir", container.workdir] if container.workdir is not None else []),
                 # The values come from podman's own environment: not on its command line,
                 # where any user's `ps` would read the secrets among them.
@@ -580,6 +581,13 @@ def _limits(container: ContainerSpec) -> list[str]:
     if container.cpu:
         limits += ["--cpus", f"{cpu_count(container.cpu):g}"]
     return limits
+
+
+def _privileges(container: ContainerSpec) -> list[str]:
+    """securityContext's privileges: drops before adds, as podman applies them (ALL: all)."""
+    words = ["--security-opt", "no-new-privileges"] if container.no_new_privileges else []
+    words += [f"--cap-drop={name.lower()}" for name in container.cap_drop]
+    return words + [f"--cap-add={name.lower()}" for name in container.cap_add]
 
 
 _MEMORY_UNITS = {

@@ -1,10 +1,11 @@
-"""Which user instances run as: securityContext against what each runtime can honour."""
+"""Which user instances run as, with which privileges: securityContext against what each
+runtime can honour."""
 
 from __future__ import annotations
 
 import pytest
 
-from homerun.control.users import instance_user
+from homerun.control.users import check_privileges, instance_user
 from homerun.errors import InvalidSpec
 from homerun.model.run_as import RunAs, process_users
 from homerun.spec import RevisionSpec
@@ -69,3 +70,58 @@ def test_the_sandbox_never_runs_an_app_as_root_nor_as_another_revisions_user() -
     # A container's root is the container's.
     root = instance_user(spec(run_as_user=0), container=True, processes=SANDBOX_AS_ROOT)
     assert root == RunAs(0, None)
+
+
+# -- Privileges: allowPrivilegeEscalation, capabilities, seccompProfile ----------------------
+
+RESTRICTED = {
+    "allow_privilege_escalation": False,
+    "capabilities_drop": ["ALL"],
+    "seccomp_profile": "RuntimeDefault",
+}
+EVERY_PROCESS_RUNTIME = (SANDBOX_AS_ROOT, SANDBOX_AS_USER, UNSANDBOXED_ROOT, UNSANDBOXED_USER)
+
+
+def test_a_container_honours_a_restricted_security_context() -> None:
+    asked = spec(**RESTRICTED, capabilities_add=["NET_BIND_SERVICE"])
+    for processes in EVERY_PROCESS_RUNTIME:  # the process runtime's state is not a container's
+        check_privileges(asked, container=True, processes=processes)
+    with pytest.raises(InvalidSpec, match="under podman's default seccomp profile"):
+        check_privileges(
+            spec(seccomp_profile="Unconfined"), container=True, processes=SANDBOX_AS_ROOT
+        )
+
+
+def test_the_sandbox_already_holds_what_a_restricted_container_asks_but_seccomp() -> None:
+    restricted_without_seccomp = spec(allow_privilege_escalation=False, capabilities_drop=["ALL"])
+    for processes in (SANDBOX_AS_ROOT, SANDBOX_AS_USER):
+        check_privileges(restricted_without_seccomp, container=False, processes=processes)
+        check_privileges(spec(seccomp_profile="Unconfined"), container=False, processes=processes)
+        for asked, said in (
+            (spec(**RESTRICTED), "instances that are not containers run without a seccomp filter"),
+            (spec(allow_privilege_escalation=True), "the sandbox runs every app with no_new_privs"),
+            (spec(capabilities_add=["NET_BIND_SERVICE"]), "the sandbox gives an app no capability"),
+        ):
+            with pytest.raises(InvalidSpec, match=said):
+                check_privileges(asked, container=False, processes=processes)
+
+
+def test_unsandboxed_nothing_is_taken_from_what_the_daemons_user_holds() -> None:
+    for processes in (UNSANDBOXED_ROOT, UNSANDBOXED_USER):
+        check_privileges(spec(), container=False, processes=processes)
+        check_privileges(
+            spec(allow_privilege_escalation=True), container=False, processes=processes
+        )
+        for asked, field in (
+            (spec(allow_privilege_escalation=False), "allowPrivilegeEscalation: false"),
+            (spec(capabilities_drop=["NET_RAW"]), "capabilities.drop"),
+            (spec(capabilities_add=["NET_BIND_SERVICE"]), "capabilities.add"),
+        ):
+            with pytest.raises(InvalidSpec) as refused:
+                check_privileges(asked, container=False, processes=processes)
+            message = str(refused.value)
+            assert message.startswith(f"securityContext.{field}: instances are not sandboxed"), (
+                message
+            )
+            assert "set sandbox: on in config.yaml" in message
+            assert message.endswith(f"or remove {field.partition(':')[0]}"), message

@@ -121,6 +121,11 @@ def report(version, headers):
         "descriptors_at_start": STATE["descriptors_at_start"],
         "tmp_writable": tmp_writable(),
         "no_new_privs": status_field("NoNewPrivs"),
+        "capabilities": {
+            name: int(status_field(name), 16)
+            for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+        },
+        "seccomp": status_field("Seccomp"),
         "request": {"version": version, "headers": headers},
     }
 

@@ -593,6 +593,73 @@ def test_must_run_as_the_runAsUser(
     assert shown == {"runAsUser": 2020, "runAsGroup": 2021, "runAsNonRoot": True}, shown
 
 
+def test_must_hold_the_privileges_the_security_context_asks(
+    platform: Platform, document: dict[str, Any], tmp_path: Path, instance_runtime: str
+) -> None:
+    # Knative's secure pod defaults (the restricted Pod Security Standard): no privilege
+    # escalation, every capability dropped (NET_BIND_SERVICE alone may come back), the
+    # runtime's default seccomp profile. Where the runtime cannot give one, the deploy says so
+    # and the current revision keeps serving.
+    before = runtime(platform, "contract")
+
+    def asking(security: dict[str, Any], name: str = "contract") -> Callable[[Any], None]:
+        def edit(changed: dict[str, Any]) -> None:
+            changed["metadata"]["name"] = name
+            container(changed)["securityContext"] = security
+
+        return edit
+
+    if instance_runtime == "process":
+        refused(
+            platform,
+            tmp_path,
+            document,
+            asking({"allowPrivilegeEscalation": False}),
+            "securityContext.allowPrivilegeEscalation: false: instances are not sandboxed here",
+        )
+        assert runtime(platform, "contract")["instance"] == before["instance"]
+        return
+    restricted: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    if instance_runtime == "container":
+        # podman gives a container's root capabilities and lets it gain more by setuid.
+        assert before["capabilities"]["CapEff"] != 0 and before["no_new_privs"] == "0", before
+        restricted["capabilities"]["add"] = ["NET_BIND_SERVICE"]
+        restricted["seccompProfile"] = {"type": "RuntimeDefault"}
+    else:
+        seccomp = {**restricted, "seccompProfile": {"type": "RuntimeDefault"}}
+        refused(
+            platform,
+            tmp_path,
+            document,
+            asking(seccomp),
+            "securityContext.seccompProfile: instances that are not containers run without a "
+            "seccomp filter here",
+        )
+        assert runtime(platform, "contract")["instance"] == before["instance"]
+
+    result = replaced(platform, tmp_path, document, asking(restricted, "contract-privileges"))
+    assert result.returncode == 0, describe(result)
+    public(platform, "contract-privileges")
+    report = runtime(platform, "contract-privileges")
+    assert report["no_new_privs"] == "1", report
+    capabilities = report["capabilities"]
+    net_bind_service = 1 << 10
+    if instance_runtime == "container":
+        assert report["seccomp"] == "2", report  # a filter: podman's default profile
+        assert capabilities["CapBnd"] == net_bind_service, capabilities
+        assert capabilities["CapEff"] == net_bind_service, capabilities
+    else:
+        assert capabilities["CapEff"] == capabilities["CapPrm"] == 0, capabilities
+        if os.geteuid() == 0:
+            assert capabilities["CapBnd"] == 0, capabilities
+    described = platform.run("services", "describe", "contract-privileges", "--format", "yaml")
+    shown = container(yaml.safe_load(described.stdout))["securityContext"]
+    assert shown == restricted, shown
+
+
 def test_should_document_the_default_user(
     platform: Platform, instance_of: str, instance_runtime: str
 ) -> None:
