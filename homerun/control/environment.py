@@ -38,6 +38,7 @@ def container_spec(
         no_new_privileges=spec.allow_privilege_escalation is False,
         cap_drop=tuple(spec.capabilities_drop),
         cap_add=tuple(spec.capabilities_add),
+        seccomp_profile=spec.seccomp_profile,
     )
 
 

@@ -26,6 +26,7 @@ from homerun.knative.probes import (
     ReadinessProbe,
     StartupProbe,
 )
+from homerun.knative.security import PodSecurityContext, SecurityContext
 from homerun.model.annotations import CAMEL_CASE_ALIASES, annotation_problems
 from homerun.model.images import InvalidImageName, parse_image_name
 from homerun.model.validation import Location, errors_at
@@ -33,12 +34,9 @@ from homerun.model.volumes import check_mount_points, mount_path
 from homerun.spec import (
     MAX_CONCURRENCY,
     MAX_TIMEOUT_SECONDS,
-    CapabilityToAdd,
-    CapabilityToDrop,
     CpuAmount,
     EnvName,
     MemoryAmount,
-    SeccompType,
     SecretName,
     ServiceName,
     secret_version,
@@ -72,32 +70,6 @@ _OUTPUT_ONLY_METADATA = frozenset(
 _ONE_MACHINE = "homerun runs on one machine"
 _WHOLE_REQUEST = "not supported; timeoutSeconds bounds the whole request"
 _NO_STDIN = "stdin is always /dev/null"
-_POD_SECURITY = (
-    "not supported: give runAsUser, runAsGroup and runAsNonRoot in the container's "
-    "securityContext (Knative allows the pod's only behind a feature flag)"
-)
-_LOCALHOST_SECCOMP = (
-    "not supported: a Localhost profile is a file on the node; homerun has none (type "
-    "RuntimeDefault is podman's default profile)"
-)
-
-
-def _seccomp_type(kind: str) -> str:
-    if kind == "Localhost":
-        raise ValueError(_LOCALHOST_SECCOMP)
-    if kind not in get_args(SeccompType):
-        raise ValueError(f"{kind!r} is not a seccomp profile type; write RuntimeDefault")
-    return kind
-
-
-def _unprivileged(privileged: bool) -> bool:
-    if privileged:
-        raise ValueError("not supported: instances are never privileged (false is allowed)")
-    return privileged
-
-
-# Linux user and group ids, as Kubernetes bounds them.
-MAX_ID = 2_147_483_647
 
 
 def image_for(service: str, digest: str) -> str:
@@ -383,75 +355,6 @@ class Resources(KnativeModel):
 
     limits: ResourceLimits | None = None
     requests: ResourceLimits | None = None  # recorded and shown, not reserved
-
-
-class Capabilities(KnativeModel):
-    drop: list[CapabilityToDrop] | None = None
-    add: list[CapabilityToAdd] | None = None
-
-
-class SeccompProfile(KnativeModel):
-    refused = {"localhostProfile": _LOCALHOST_SECCOMP}
-
-    type: Annotated[str, AfterValidator(_seccomp_type)]
-
-
-class SecurityContext(KnativeModel):
-    """The container's user and privileges: honoured by the container runtime (podman's
-    --user, --cap-drop, --security-opt) and by the sandbox where it holds already (no
-    capability, no_new_privs) or can (the user, homerun being root); elsewhere the deploy says
-    why not (control/users.py)."""
-
-    refused = {
-        "readOnlyRootFilesystem": "not supported yet: the root filesystem is the image's, "
-        "read-only in the sandbox and writable in a container",
-        "seLinuxOptions": "not supported",
-        "appArmorProfile": "not supported",
-        "procMount": "not supported",
-        "windowsOptions": "not supported",
-    }
-
-    run_as_user: Annotated[int, within(0, MAX_ID)] | None = None
-    run_as_group: Annotated[int, within(0, MAX_ID)] | None = None
-    run_as_non_root: bool | None = None
-    allow_privilege_escalation: bool | None = None
-    capabilities: Capabilities | None = None
-    seccomp_profile: SeccompProfile | None = None
-    # false only (Knative's rule): no instance is privileged.
-    privileged: Annotated[bool, AfterValidator(_unprivileged)] | None = None
-
-    @model_validator(mode="after")
-    def _not_root(self) -> SecurityContext:
-        if self.run_as_non_root and self.run_as_user == 0:
-            raise errors_at(
-                [(("runAsUser",), "0 is root, and runAsNonRoot is true: give another user id")]
-            )
-        return self
-
-
-class PodSecurityContext(KnativeModel):
-    """spec.template.spec.securityContext: Knative allows its seccompProfile (with secure pod
-    defaults); the rest only behind a feature flag, and homerun takes the container's."""
-
-    refused = {
-        name: _POD_SECURITY
-        for name in (
-            "runAsUser",
-            "runAsGroup",
-            "runAsNonRoot",
-            "fsGroup",
-            "fsGroupChangePolicy",
-            "supplementalGroups",
-            "supplementalGroupsPolicy",
-            "sysctls",
-            "seLinuxOptions",
-            "seLinuxChangePolicy",
-            "windowsOptions",
-            "appArmorProfile",
-        )
-    }
-
-    seccomp_profile: SeccompProfile | None = None
 
 
 class Container(KnativeModel):

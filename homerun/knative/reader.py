@@ -15,8 +15,6 @@ from homerun.knative.models import (
     IMAGE_REGISTRY,
     SOURCE_ANNOTATION,
     Container,
-    PodSecurityContext,
-    SecurityContext,
     ServiceDocument,
     Template,
     Volume,
@@ -24,6 +22,7 @@ from homerun.knative.models import (
     level_at,
 )
 from homerun.knative.probes import ContainerProbe, LivenessProbe, ReadinessProbe, StartupProbe
+from homerun.knative.security import PodSecurityContext, SecurityContext
 from homerun.model.probes import Probe, ProbeKind
 from homerun.model.validation import Problem, field_path, problems, validation_message
 from homerun.spec import DEFAULT_STARTUP_TIMEOUT_SECONDS, MemoryVolume, RevisionSpec, SecretRef

@@ -55,5 +55,8 @@ class ContainerSpec:
     no_new_privileges: bool = False
     cap_drop: tuple[str, ...] = ()
     cap_add: tuple[str, ...] = ()
+    # seccompProfile.type: podman's default profile is RuntimeDefault (Unconfined is refused);
+    # kept for the instance that would run in its image's root, unfiltered (image_root.py).
+    seccomp_profile: str | None = None
     workdir: str | None = None  # the container's workingDir: podman's --workdir
     labels: dict[str, str] = field(default_factory=dict)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from homerun.runtime.sandbox import FIRST_UID
 
@@ -23,7 +24,7 @@ from .containers import (
     ensure_base_image,
     remove_containers,
 )
-from .harness import APPS, Platform, running_platform
+from .harness import APPS, Platform, describe, running_platform
 from .test_containers import FLASK_DOCKERFILE, _name
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -68,6 +69,18 @@ def report():
 """
 
 
+def report_app(tmp_path: Path) -> Path:
+    """The report app's folder: the seed's Dockerfile, and a file only the image has."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text(REPORT_APP)
+    dockerfile = FLASK_DOCKERFILE.replace(
+        "COPY main.py .", "COPY main.py .\nRUN echo image > /built-into-the-image"
+    )
+    (app / "Dockerfile").write_text(dockerfile)
+    return app
+
+
 @pytest.fixture(scope="module")
 def zygote_platform(
     tmp_path_factory: pytest.TempPathFactory, venv_cache: Path
@@ -82,13 +95,7 @@ def zygote_platform(
 def test_instances_fork_in_the_images_root_as_the_revisions_user(
     zygote_platform: Platform, tmp_path: Path
 ) -> None:
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "main.py").write_text(REPORT_APP)
-    dockerfile = FLASK_DOCKERFILE.replace(
-        "COPY main.py .", "COPY main.py .\nRUN echo image > /built-into-the-image"
-    )
-    (app / "Dockerfile").write_text(dockerfile)
+    app = report_app(tmp_path)
     platform = zygote_platform
     result = platform.deploy_ok(
         "zyg", app, "--set-env-vars", f"DAEMON_HOME={platform.home}", "--min-instances", "2"
@@ -130,6 +137,36 @@ def test_an_image_with_a_user_of_its_own_runs_on_the_engine_saying_why(
     mode = revision["start_mode"]
     assert mode["mode"] == "container", mode
     assert "not forked from a zygote: the image runs as user app" in mode["reason"], mode
+
+
+def test_an_image_asking_for_the_default_seccomp_profile_runs_on_the_engine(
+    zygote_platform: Platform, tmp_path: Path
+) -> None:
+    # In its image's root an instance is sandboxed, without a seccomp filter: a revision whose
+    # securityContext asks for the runtime's default profile runs as a container, as asked.
+    app = report_app(tmp_path)
+    platform = zygote_platform
+    platform.deploy_ok("zyg-seccomp", app, "--set-env-vars", f"DAEMON_HOME={platform.home}")
+    (revision,) = platform.describe_service("zyg-seccomp")["revisions"]
+    assert revision["start_mode"]["mode"] == "zygote", revision["start_mode"]
+    status = platform.request("zyg-seccomp", "GET", "/").json()["status"]
+    assert status["Seccomp"].strip() == "0", status  # the sandbox has no filter
+    described = platform.run("services", "describe", "zyg-seccomp", "--format", "yaml", check=True)
+    document = yaml.safe_load(described.stdout)
+    document.pop("status", None)
+    container = document["spec"]["template"]["spec"]["containers"][0]
+    container["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    path = tmp_path / "service.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    result = platform.run("services", "replace", str(path), timeout=270)
+    assert result.returncode == 0, describe(result)
+    status = platform.request("zyg-seccomp", "GET", "/").json()["status"]
+    assert status["Seccomp"].strip() == "2", status  # podman's default profile
+    revisions = platform.describe_service("zyg-seccomp")["revisions"]
+    mode = next(one["start_mode"] for one in revisions if one["percent"])
+    assert mode["mode"] == "container", mode
+    assert "asks for the default seccomp profile, which the engine applies" in mode["reason"]
+    platform.run("services", "delete", "zyg-seccomp", "-q", check=True, timeout=60)
 
 
 def test_the_container_coldstart_benchmark_runs_with_the_zygote(tmp_path: Path) -> None:
