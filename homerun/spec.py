@@ -295,9 +295,10 @@ class RevisionSpec(BaseModel):
     run_as_user: int | None = Field(default=None, ge=0)
     run_as_group: int | None = Field(default=None, ge=0)
     run_as_non_root: bool | None = None
-    # What the container's securityContext asks of its privileges (None, empty: the runtime's
-    # default); control/users.py says where each can be honoured.
+    # What the container's securityContext asks of its privileges and root filesystem (None,
+    # empty: the runtime's default); control/users.py says where each can be honoured.
     allow_privilege_escalation: bool | None = None
+    read_only_root_filesystem: bool | None = None
     capabilities_drop: list[CapabilityToDrop] = Field(default_factory=list)
     capabilities_add: list[CapabilityToAdd] = Field(default_factory=list)
     seccomp_profile: SeccompType | None = None

@@ -657,6 +657,7 @@ def test_the_containers_user_is_read_and_rendered_back() -> None:
 # The restricted Pod Security Standard, as Knative's secure-pod-defaults writes it.
 RESTRICTED = {
     "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
     "seccompProfile": {"type": "RuntimeDefault"},
     "runAsNonRoot": True,
@@ -667,7 +668,7 @@ RESTRICTED = {
 def test_a_restricted_security_context_is_read_and_rendered_back() -> None:
     document = _set(BASE, "spec/template/spec/containers/0/securityContext", RESTRICTED)
     spec = parse_service(document).template.spec
-    assert spec.allow_privilege_escalation is False
+    assert spec.allow_privilege_escalation is False and spec.read_only_root_filesystem is True
     assert (spec.capabilities_drop, spec.capabilities_add) == (["ALL"], ["NET_BIND_SERVICE"])
     assert spec.seccomp_profile == "RuntimeDefault"
     rendered = render_service(service_view(spec))

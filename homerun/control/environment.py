@@ -36,6 +36,7 @@ def container_spec(
         user=user.engine_user() if user is not None else None,
         workdir=spec.working_dir,
         no_new_privileges=spec.allow_privilege_escalation is False,
+        read_only=bool(spec.read_only_root_filesystem),
         cap_drop=tuple(spec.capabilities_drop),
         cap_add=tuple(spec.capabilities_add),
         seccomp_profile=spec.seccomp_profile,

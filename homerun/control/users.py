@@ -1,6 +1,7 @@
 """Which user a revision's instances run as, and with which privileges: the container's
 securityContext (runAsUser, runAsGroup, runAsNonRoot; allowPrivilegeEscalation, capabilities,
-seccompProfile) against what the runtime that runs them can honour (pure)."""
+seccompProfile, readOnlyRootFilesystem) against what the runtime that runs them can honour
+(pure)."""
 
 from __future__ import annotations
 
@@ -52,10 +53,10 @@ def instance_user(spec: RevisionSpec, *, container: bool, processes: ProcessUser
 
 def check_privileges(spec: RevisionSpec, *, container: bool, processes: ProcessUsers) -> None:
     """InvalidSpec when the runtime that runs the revision's instances cannot give them the
-    privileges its securityContext asks for. A container gets them all from podman but an
-    unconfined seccomp profile; the sandbox already holds what a restricted container asks
-    (no capability, no_new_privs), but has no seccomp filter; unsandboxed, nothing is taken
-    from what the daemon's user holds."""
+    privileges its securityContext asks for (and its root's writability). A container gets
+    them all from podman but an unconfined seccomp profile; the sandbox already holds what a
+    restricted container asks (no capability, no_new_privs, a read-only root), but has no
+    seccomp filter; unsandboxed, nothing is taken from what the daemon's user holds."""
     if container:
         if spec.seccomp_profile == "Unconfined":
             raise InvalidSpec(
@@ -65,6 +66,12 @@ def check_privileges(spec: RevisionSpec, *, container: bool, processes: ProcessU
             )
         return
     if processes.sandboxed:
+        if spec.read_only_root_filesystem is False:
+            raise InvalidSpec(
+                "securityContext.readOnlyRootFilesystem: the sandbox's root is read-only (an "
+                "app writes /tmp and /dev/shm); remove the field or set it to true, or deploy a "
+                "Dockerfile that podman builds"
+            )
         if spec.allow_privilege_escalation:
             raise InvalidSpec(
                 "securityContext.allowPrivilegeEscalation: the sandbox runs every app with "
@@ -82,6 +89,7 @@ def check_privileges(spec: RevisionSpec, *, container: bool, processes: ProcessU
             field
             for field, given in (
                 ("allowPrivilegeEscalation: false", spec.allow_privilege_escalation is False),
+                ("readOnlyRootFilesystem: true", bool(spec.read_only_root_filesystem)),
                 ("capabilities.drop", bool(spec.capabilities_drop)),
                 ("capabilities.add", bool(spec.capabilities_add)),
             )

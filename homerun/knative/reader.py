@@ -243,6 +243,7 @@ def _privileges(
     )
     return {
         "allow_privilege_escalation": container.allow_privilege_escalation if container else None,
+        "read_only_root_filesystem": container.read_only_root_filesystem if container else None,
         "capabilities_drop": list(capabilities.drop or []) if capabilities else [],
         "capabilities_add": list(capabilities.add or []) if capabilities else [],
         "seccomp_profile": seccomp.type if seccomp else None,

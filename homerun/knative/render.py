@@ -93,6 +93,7 @@ def render_template(spec: RevisionSpec, image: str | None) -> dict[str, Any]:
             ("runAsGroup", spec.run_as_group),
             ("runAsNonRoot", spec.run_as_non_root),
             ("allowPrivilegeEscalation", spec.allow_privilege_escalation),
+            ("readOnlyRootFilesystem", spec.read_only_root_filesystem),
             ("capabilities", _capabilities(spec)),
             ("seccompProfile", {"type": spec.seccomp_profile} if spec.seccomp_profile else None),
         )

@@ -57,8 +57,6 @@ class SecurityContext(KnativeModel):
     why not (control/users.py)."""
 
     refused = {
-        "readOnlyRootFilesystem": "not supported yet: the root filesystem is the image's, "
-        "read-only in the sandbox and writable in a container",
         "seLinuxOptions": "not supported",
         "appArmorProfile": "not supported",
         "procMount": "not supported",
@@ -69,6 +67,7 @@ class SecurityContext(KnativeModel):
     run_as_group: Annotated[int, within(0, MAX_ID)] | None = None
     run_as_non_root: bool | None = None
     allow_privilege_escalation: bool | None = None
+    read_only_root_filesystem: bool | None = None
     capabilities: Capabilities | None = None
     seccomp_profile: SeccompProfile | None = None
     # false only (Knative's rule): no instance is privileged.

@@ -53,6 +53,7 @@ class ContainerSpec:
     # securityContext's allowPrivilegeEscalation: false, capabilities.drop and .add: podman's
     # --security-opt no-new-privileges, --cap-drop and --cap-add.
     no_new_privileges: bool = False
+    read_only: bool = False  # readOnlyRootFilesystem: podman's --read-only (/tmp stays a tmpfs)
     cap_drop: tuple[str, ...] = ()
     cap_add: tuple[str, ...] = ()
     # seccompProfile.type: podman's default profile is RuntimeDefault (Unconfined is refused);

@@ -584,8 +584,12 @@ def _limits(container: ContainerSpec) -> list[str]:
 
 
 def _privileges(container: ContainerSpec) -> list[str]:
-    """securityContext's privileges: drops before adds, as podman applies them (ALL: all)."""
+    """securityContext's privileges and read-only root; capabilities dropped before added, as
+    podman applies them (ALL: all)."""
     words = ["--security-opt", "no-new-privileges"] if container.no_new_privileges else []
+    # A read-only root keeps tmpfs on /tmp, /var/tmp, /run, /dev/shm (podman's --read-only-tmpfs
+    # default): the runtime contract's writable /tmp.
+    words += ["--read-only"] if container.read_only else []
     words += [f"--cap-drop={name.lower()}" for name in container.cap_drop]
     return words + [f"--cap-add={name.lower()}" for name in container.cap_add]
 

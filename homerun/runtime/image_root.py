@@ -76,7 +76,10 @@ def why_not_rooted(spec: InstanceSpec, container: ContainerSpec, config: ImageCo
     user = container.user if container.user is not None else config.user
     if user not in ROOT_USERS:
         return f"the image runs as user {user}, which the engine gives it"
-    # In its root folder, an instance is sandboxed: no capability, no_new_privs, no filter.
+    # In its root folder, writable, an instance is sandboxed: no capability, no_new_privs, no
+    # seccomp filter.
+    if container.read_only:
+        return "its securityContext asks for a read-only root filesystem, which the engine gives"
     if container.cap_add:
         return "its securityContext adds a capability, which the engine gives"
     if container.seccomp_profile == "RuntimeDefault":

@@ -76,6 +76,7 @@ def test_the_sandbox_never_runs_an_app_as_root_nor_as_another_revisions_user() -
 
 RESTRICTED = {
     "allow_privilege_escalation": False,
+    "read_only_root_filesystem": True,
     "capabilities_drop": ["ALL"],
     "seccomp_profile": "RuntimeDefault",
 }
@@ -93,13 +94,14 @@ def test_a_container_honours_a_restricted_security_context() -> None:
 
 
 def test_the_sandbox_already_holds_what_a_restricted_container_asks_but_seccomp() -> None:
-    restricted_without_seccomp = spec(allow_privilege_escalation=False, capabilities_drop=["ALL"])
+    restricted_without_seccomp = spec(**{**RESTRICTED, "seccomp_profile": None})
     for processes in (SANDBOX_AS_ROOT, SANDBOX_AS_USER):
         check_privileges(restricted_without_seccomp, container=False, processes=processes)
         check_privileges(spec(seccomp_profile="Unconfined"), container=False, processes=processes)
         for asked, said in (
             (spec(**RESTRICTED), "instances that are not containers run without a seccomp filter"),
             (spec(allow_privilege_escalation=True), "the sandbox runs every app with no_new_privs"),
+            (spec(read_only_root_filesystem=False), "the sandbox's root is read-only"),
             (spec(capabilities_add=["NET_BIND_SERVICE"]), "the sandbox gives an app no capability"),
         ):
             with pytest.raises(InvalidSpec, match=said):
@@ -110,10 +112,14 @@ def test_unsandboxed_nothing_is_taken_from_what_the_daemons_user_holds() -> None
     for processes in (UNSANDBOXED_ROOT, UNSANDBOXED_USER):
         check_privileges(spec(), container=False, processes=processes)
         check_privileges(
+            spec(read_only_root_filesystem=False), container=False, processes=processes
+        )
+        check_privileges(
             spec(allow_privilege_escalation=True), container=False, processes=processes
         )
         for asked, field in (
             (spec(allow_privilege_escalation=False), "allowPrivilegeEscalation: false"),
+            (spec(read_only_root_filesystem=True), "readOnlyRootFilesystem: true"),
             (spec(capabilities_drop=["NET_RAW"]), "capabilities.drop"),
             (spec(capabilities_add=["NET_BIND_SERVICE"]), "capabilities.add"),
         ):

@@ -130,6 +130,8 @@ def test_command_and_args_replace_entrypoint_and_cmd_as_kubernetes_does(
         ({}, {"port": 9090}, {}, "its container port is set (9090): PORT is that port"),
         ({}, {}, {"user": "app"}, "the image runs as user app, which the engine gives it"),
         ({}, {"user": "1000"}, {}, "the image runs as user 1000, which the engine gives it"),
+        ({}, {"read_only": True}, {},
+         "its securityContext asks for a read-only root filesystem, which the engine gives"),
         ({}, {"cap_add": ("NET_BIND_SERVICE",)}, {},
          "its securityContext adds a capability, which the engine gives"),
         ({}, {"seccomp_profile": "RuntimeDefault"}, {},

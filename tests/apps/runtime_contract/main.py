@@ -49,9 +49,9 @@ def open_descriptors():
     return found
 
 
-def tmp_writable():
+def writable(folder):
     try:
-        with tempfile.NamedTemporaryFile(dir="/tmp") as scratch:
+        with tempfile.NamedTemporaryFile(dir=folder) as scratch:
             scratch.write(b"x")
         return True
     except OSError:
@@ -119,7 +119,8 @@ def report(version, headers):
         "cgroup": control_groups,
         "stdin": "eof" if os.read(0, 1) == b"" else "data",
         "descriptors_at_start": STATE["descriptors_at_start"],
-        "tmp_writable": tmp_writable(),
+        "tmp_writable": writable("/tmp"),
+        "root_writable": writable("/"),
         "no_new_privs": status_field("NoNewPrivs"),
         "capabilities": {
             name: int(status_field(name), 16)

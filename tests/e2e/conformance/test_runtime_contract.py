@@ -621,11 +621,14 @@ def test_must_hold_the_privileges_the_security_context_asks(
         return
     restricted: dict[str, Any] = {
         "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
     if instance_runtime == "container":
-        # podman gives a container's root capabilities and lets it gain more by setuid.
+        # podman gives a container's root capabilities, lets it gain more by setuid, and a
+        # writable root.
         assert before["capabilities"]["CapEff"] != 0 and before["no_new_privs"] == "0", before
+        assert before["root_writable"] is True, before
         restricted["capabilities"]["add"] = ["NET_BIND_SERVICE"]
         restricted["seccompProfile"] = {"type": "RuntimeDefault"}
     else:
@@ -645,6 +648,7 @@ def test_must_hold_the_privileges_the_security_context_asks(
     public(platform, "contract-privileges")
     report = runtime(platform, "contract-privileges")
     assert report["no_new_privs"] == "1", report
+    assert (report["root_writable"], report["tmp_writable"]) == (False, True), report
     capabilities = report["capabilities"]
     net_bind_service = 1 << 10
     if instance_runtime == "container":
