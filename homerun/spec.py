@@ -10,7 +10,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from homerun.errors import InvalidSpec
 from homerun.model.annotations import check_annotations
-from homerun.model.capabilities import capability_to_add, capability_to_drop
+from homerun.model.capabilities import (
+    both_added_and_dropped,
+    capability_to_add,
+    capability_to_drop,
+)
 from homerun.model.probes import Probe, ProbeAction
 from homerun.model.validation import validation_message
 from homerun.model.volumes import (
@@ -316,6 +320,9 @@ class RevisionSpec(BaseModel):
                     f"(--remove-env-vars {name} or --remove-secrets {name})"
                 )
         check_annotations(self.annotations)
+        said = both_added_and_dropped(self.capabilities_add, self.capabilities_drop)
+        if said is not None:
+            raise InvalidSpec(f"securityContext.capabilities: {said}")
         if self.cpu is not None:
             check_cpu(self.cpu, "--cpu")
         if self.memory is not None:

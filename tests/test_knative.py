@@ -724,6 +724,26 @@ def test_privileges_homerun_does_not_give_are_refused_at_their_field(
     assert problems[f"{CONTAINER}.{field}"].startswith(message), problems
 
 
+def test_capability_names_are_read_in_any_case_and_once() -> None:
+    document = _set(
+        BASE, "spec/template/spec/containers/0/securityContext/capabilities", {"drop": ["all"]}
+    )
+    assert parse_service(document).template.spec.capabilities_drop == ["ALL"]
+    both = {"add": ["NET_BIND_SERVICE"], "drop": ["net_bind_service"]}
+    problems = _problems(
+        _set(BASE, "spec/template/spec/containers/0/securityContext/capabilities", both)
+    )
+    assert problems[f"{CONTAINER}.securityContext.capabilities.add"] == (
+        "NET_BIND_SERVICE both added and dropped; name each capability in one list"
+    )
+    with pytest.raises(InvalidSpec, match="NET_BIND_SERVICE both added and dropped"):
+        RevisionSpec(
+            source="/s",
+            capabilities_add=["NET_BIND_SERVICE"],
+            capabilities_drop=["NET_BIND_SERVICE"],
+        ).check()
+
+
 def test_an_added_capability_is_refused_past_the_documents_checks_too() -> None:
     # The revision's own model holds the rule, for a spec that comes another way (the API).
     with pytest.raises(ValidationError, match="'SYS_ADMIN' cannot be added"):

@@ -35,7 +35,7 @@ def container_spec(
         cpu=spec.cpu,
         user=user.engine_user() if user is not None else None,
         workdir=spec.working_dir,
-        no_new_privileges=spec.allow_privilege_escalation is False,
+        allow_privilege_escalation=spec.allow_privilege_escalation,
         read_only=bool(spec.read_only_root_filesystem),
         cap_drop=tuple(spec.capabilities_drop),
         cap_add=tuple(spec.capabilities_add),

@@ -60,7 +60,8 @@ def check_privileges(spec: RevisionSpec, *, container: bool, processes: ProcessU
     if container:
         if spec.seccomp_profile == "Unconfined":
             raise InvalidSpec(
-                "securityContext.seccompProfile: homerun runs every container under podman's "
+                "securityContext.seccompProfile (the container's or the pod's): homerun runs "
+                "every container under podman's "
                 "default seccomp profile; remove seccompProfile, or set its type to "
                 "RuntimeDefault"
             )
@@ -80,9 +81,9 @@ def check_privileges(spec: RevisionSpec, *, container: bool, processes: ProcessU
             )
         if spec.capabilities_add:
             raise InvalidSpec(
-                "securityContext.capabilities.add: the sandbox gives an app no capability (it "
-                "listens on $PORT, which homerun picks above 1024); remove capabilities.add, "
-                "or deploy a Dockerfile that podman builds"
+                "securityContext.capabilities.add: the sandbox gives an app no capability; "
+                "remove capabilities.add (the app listens on $PORT, which needs none), or "
+                "deploy a Dockerfile that podman builds"
             )
     else:
         asked = [
@@ -104,7 +105,8 @@ def check_privileges(spec: RevisionSpec, *, container: bool, processes: ProcessU
             )
     if spec.seccomp_profile == "RuntimeDefault":
         raise InvalidSpec(
-            "securityContext.seccompProfile: instances that are not containers run without a "
+            "securityContext.seccompProfile (the container's or the pod's): instances that are "
+            "not containers run without a "
             "seccomp filter here (sandboxed, they hold no capability and run with "
             "no_new_privs); remove seccompProfile, set its type to Unconfined, or deploy a "
             "Dockerfile that podman builds (its default profile)"

@@ -56,6 +56,7 @@ from homerun.runtime.process import ProcessRuntime, process_start_ticks
 from homerun.runtime.sandbox import FIRST_UID, UID_RANGE, Sandbox
 from homerun.runtime.sandbox import probe as probe_sandbox
 from homerun.runtime.zygote import ZygoteRuntime
+from homerun.scaling.ports import lowest_unprivileged_port
 from homerun.scaling.scaler import Scaler
 from homerun.scaling.supervisor import InstanceRegistry, Supervisor
 from homerun.store import Store
@@ -161,6 +162,13 @@ class Daemon:
             listening_ports=listening_ports,
             network=networks.get if networks is not None else None,
             redirected_ports=redirects.ports,
+            # In a revision's network namespace, or as root unsandboxed, an app may listen on
+            # any port; otherwise, on this machine's loopback, as a user that is not root.
+            lowest_port=(
+                0
+                if networks is not None or (sandbox is None and os.geteuid() == 0)
+                else lowest_unprivileged_port()
+            ),
         )
         scaler = Scaler(
             supervisor,

@@ -9,6 +9,7 @@ from typing import Annotated, get_args
 from pydantic import AfterValidator, model_validator
 
 from homerun.knative._level import KnativeModel, within
+from homerun.model.capabilities import both_added_and_dropped
 from homerun.model.validation import errors_at
 from homerun.spec import CapabilityToAdd, CapabilityToDrop, SeccompType
 
@@ -42,6 +43,13 @@ def _unprivileged(privileged: bool) -> bool:
 class Capabilities(KnativeModel):
     drop: list[CapabilityToDrop] | None = None
     add: list[CapabilityToAdd] | None = None
+
+    @model_validator(mode="after")
+    def _in_one_list(self) -> Capabilities:
+        said = both_added_and_dropped(self.add or [], self.drop or [])
+        if said is not None:
+            raise errors_at([(("add",), said)])
+        return self
 
 
 class SeccompProfile(KnativeModel):

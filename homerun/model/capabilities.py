@@ -56,21 +56,32 @@ ADDABLE = frozenset({"NET_BIND_SERVICE"})
 
 
 def capability_to_drop(name: str) -> str:
+    """The name, upper case (containerd's and podman's reading); ValueError if no capability."""
+    given, name = name, name.upper()
     if name != ALL and name not in LINUX_CAPABILITIES:
         prefixed = name.startswith("CAP_") and name[4:] in LINUX_CAPABILITIES
         hint = f"; write {name[4:]}" if prefixed else ""
         raise ValueError(
-            f"{name!r} is not a Linux capability as Kubernetes names them (e.g. NET_RAW, or "
+            f"{given!r} is not a Linux capability as Kubernetes names them (e.g. NET_RAW, or "
             f"ALL){hint}"
         )
     return name
 
 
 def capability_to_add(name: str) -> str:
+    given, name = name, name.upper()
     if name not in ADDABLE:
         raise ValueError(
-            f"{name!r} cannot be added: an instance gets no capability beyond its runtime's "
+            f"{given!r} cannot be added: an instance gets no capability beyond its runtime's "
             "default set, and may add back NET_BIND_SERVICE alone (as Knative allows with its "
             "secure pod defaults)"
         )
     return name
+
+
+def both_added_and_dropped(add: list[str], drop: list[str]) -> str | None:
+    """What to say of a capability named in both lists (podman refuses to run that)."""
+    both = sorted(set(add) & set(drop))
+    if not both:
+        return None
+    return f"{', '.join(both)} both added and dropped; name each capability in one list"

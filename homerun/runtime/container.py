@@ -586,7 +586,8 @@ def _limits(container: ContainerSpec) -> list[str]:
 def _privileges(container: ContainerSpec) -> list[str]:
     """securityContext's privileges and read-only root; capabilities dropped before added, as
     podman applies them (ALL: all)."""
-    words = ["--security-opt", "no-new-privileges"] if container.no_new_privileges else []
+    no_new_privileges = container.allow_privilege_escalation is False
+    words = ["--security-opt", "no-new-privileges"] if no_new_privileges else []
     # A read-only root keeps tmpfs on /tmp, /var/tmp, /run, /dev/shm (podman's --read-only-tmpfs
     # default): the runtime contract's writable /tmp.
     words += ["--read-only"] if container.read_only else []

@@ -78,6 +78,8 @@ def why_not_rooted(spec: InstanceSpec, container: ContainerSpec, config: ImageCo
         return f"the image runs as user {user}, which the engine gives it"
     # In its root folder, writable, an instance is sandboxed: no capability, no_new_privs, no
     # seccomp filter.
+    if container.allow_privilege_escalation:
+        return "its securityContext allows privilege escalation, which the engine allows"
     if container.read_only:
         return "its securityContext asks for a read-only root filesystem, which the engine gives"
     if container.cap_add:

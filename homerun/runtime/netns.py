@@ -50,6 +50,8 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 _libc = ctypes.CDLL(None, use_errno=True)
 _THREAD_NAMESPACE = "/proc/thread-self/ns/net"
+# The lowest port a process without CAP_NET_BIND_SERVICE may listen on, per network namespace.
+_UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
 # What a revision's instances get, for describe and status.
 PRIVATE = (
@@ -127,12 +129,15 @@ class NetNamespace:
 
     @classmethod
     def create(cls) -> NetNamespace:
-        """A new namespace with its loopback up (and nothing else)."""
+        """A new namespace with its loopback up (and nothing else), where any user may listen
+        on any port: the revision's $PORT may be a containerPort below 1024, and its app is
+        no root (as Docker and podman set a container's network namespace)."""
         with _inside(None):
             fd = os.open(_THREAD_NAMESPACE, os.O_RDONLY | os.O_CLOEXEC)
         namespace = cls(fd)
         try:
             namespace._loopback_up()
+            namespace._any_port_for_anyone()
         except OSError:
             namespace.close()
             raise
@@ -201,6 +206,11 @@ class NetNamespace:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)
+
+    def _any_port_for_anyone(self) -> None:
+        # /proc/sys/net is the namespace of the thread that opens it.
+        with _inside(self._fd), open(_UNPRIVILEGED_PORT_START, "w") as setting:
+            setting.write("0")
 
     def _loopback_up(self) -> None:
         with self.new_socket(socket.AF_INET, socket.SOCK_DGRAM) as control:

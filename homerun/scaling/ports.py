@@ -33,6 +33,16 @@ def free_port(taken: set[int]) -> int:
             return port
 
 
+def lowest_unprivileged_port() -> int:
+    """The lowest port a process that is not root may listen on, on this machine's network
+    (1024 unless its ip_unprivileged_port_start says otherwise)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as setting:
+            return int(setting.read())
+    except (OSError, ValueError):
+        return 1024
+
+
 def port_is_free(port: int) -> bool:
     """Whether a server could bind the port on loopback now (with SO_REUSEADDR, as servers
     bind: a port whose last connections linger in TIME_WAIT is free)."""

@@ -56,8 +56,13 @@ class Supervisor:
         redirected_ports: Callable[[], frozenset[int]] = frozenset,
         wrong_port_seconds: float = WRONG_PORT_SECONDS,
         network: Callable[[str], NetNamespace | None] | None = None,
+        lowest_port: int = 0,
     ) -> None:
         self._runtime = runtime
+        # The lowest port a process instance may listen on: 0 (any) in a network namespace of
+        # the revision's, or on this machine's loopback as root; else the machine's
+        # ip_unprivileged_port_start. A containerPort below it is not the instance's $PORT.
+        self._lowest_port = lowest_port
         # network(revision): the network namespace its instances listen in (runtime/netns.py),
         # which probes and the router connect into; None: they listen on the host's loopback.
         # network(instance): one that instance has to itself (a container's), if any.
@@ -553,6 +558,12 @@ class Supervisor:
         With a network namespace per instance, each could have the container port."""
         if container_port is None:
             return self._free_port(), ""
+        if container_port < self._lowest_port:
+            return self._free_port(), (
+                f" (containerPort {container_port} is below {self._lowest_port}, where only "
+                "root may listen on this machine's loopback, and instances here do not run as "
+                "root)"
+            )
         if container_port in self._redirected_ports():
             return self._free_port(), (
                 f" (connections to 127.0.0.1:{container_port} are sent elsewhere by a NAT "

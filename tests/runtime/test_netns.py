@@ -23,6 +23,7 @@ from homerun.runtime.base import InstanceSpec
 from homerun.runtime.netns import NamespaceGone, NetNamespace, Networks, can_make
 from homerun.runtime.process import ProcessRuntime
 from homerun.runtime.sandbox import probe as probe_sandbox
+from homerun.scaling.ports import lowest_unprivileged_port
 from homerun.scaling.probes import ProbeResult, ProbeTarget, run_probe
 
 pytestmark = pytest.mark.skipif(
@@ -105,6 +106,31 @@ def test_a_child_enters_the_namespace_before_it_runs(
     # Only the loopback, and it is up.
     with namespace.listen("::1", 0) as six:
         assert six.getsockname()[1] > 0
+
+
+# Binds 127.0.0.1:80 as a user that is not root, and says so.
+LOW_PORT = """
+import os, socket
+os.setgid(65534)
+os.setuid(65534)
+with socket.socket() as server:
+    server.bind(("127.0.0.1", 80))
+    print("listening on 80 as", os.getuid())
+"""
+
+
+def test_any_user_may_listen_on_a_low_port_inside_and_only_there(
+    namespaces: Callable[[], NetNamespace],
+) -> None:
+    # A revision's containerPort 80 is its $PORT, and the app is no root (the sandbox).
+    namespace = namespaces()
+    inside = subprocess.run(
+        [sys.executable, "-c", LOW_PORT], preexec_fn=namespace.enter, capture_output=True
+    )
+    assert inside.stdout == b"listening on 80 as 65534\n", inside.stderr
+    if lowest_unprivileged_port() > 80:  # the host's setting is untouched
+        outside = subprocess.run([sys.executable, "-c", LOW_PORT], capture_output=True)
+        assert b"PermissionError" in outside.stderr, outside
 
 
 def test_networks_furnish_each_revisions_namespace_once_and_undo_it() -> None:

@@ -30,7 +30,10 @@ READY, UNREADY = InstanceState.READY, InstanceState.UNREADY
 
 
 def make(
-    tmp_path: Path, also_redirected: frozenset[int] = frozenset(), **plan_fields: Any
+    tmp_path: Path,
+    also_redirected: frozenset[int] = frozenset(),
+    lowest_port: int = 0,
+    **plan_fields: Any,
 ) -> tuple[Supervisor, RevisionUnit, LogStore]:
     shutil.copy(APP, tmp_path / "app.py")
     logs = LogStore(tmp_path / "logs")
@@ -43,6 +46,7 @@ def make(
         stop_grace=2,
         listener_in_tree=listener_in_tree,
         redirected_ports=lambda: redirected() | also_redirected,
+        lowest_port=lowest_port,
     )
     plan = RevisionPlan(
         service="svc",
@@ -230,6 +234,27 @@ def test_a_container_port_that_a_nat_rule_redirects_is_not_given(tmp_path: Path)
         assert (
             f"Starting instance {instance.name} on port {instance.port} (connections to "
             f"127.0.0.1:{port} are sent elsewhere by a NAT rule"
+        ) in "\n".join(messages(logs))
+        await supervisor.stop_revision(unit)
+        await supervisor.close()
+
+    run(scenario)
+
+
+def test_a_container_port_below_what_instances_may_listen_on_is_not_given(
+    tmp_path: Path,
+) -> None:
+    """On this machine's loopback, as a user that is not root, an app cannot listen below
+    ip_unprivileged_port_start: it gets a port of its own, and the log says why."""
+
+    async def scenario() -> None:
+        port = free_port()
+        supervisor, unit, logs = make(tmp_path, lowest_port=port + 1, container_port=port)
+        instance = await supervisor.start_instance(unit)
+        assert instance.port != port
+        assert (
+            f"Starting instance {instance.name} on port {instance.port} (containerPort {port} "
+            f"is below {port + 1}, where only root may listen on this machine's loopback"
         ) in "\n".join(messages(logs))
         await supervisor.stop_revision(unit)
         await supervisor.close()

@@ -22,6 +22,7 @@ from fakes import free_port
 from homerun.errors import InvalidSpec
 from homerun.knative import parse_service
 from homerun.runtime.sandbox import revision_uid
+from homerun.scaling.ports import port_is_free
 
 from ..harness import Platform, describe
 
@@ -194,6 +195,36 @@ def test_must_set_port_to_the_containerPort(
     assert result.returncode == 0, describe(result)
     public(platform, "contract-port")
     assert runtime(platform, "contract-port")["env"]["PORT"] == str(port)
+
+
+def test_must_listen_on_a_containerPort_below_1024(
+    platform: Platform, document: dict[str, Any], tmp_path: Path, instance_runtime: str
+) -> None:
+    # An image's server on port 80, say (Knative's secure pod defaults add NET_BIND_SERVICE
+    # for one): PORT is that port, and the app, root or not, listens there. A free port below
+    # 1024 stands for 80, which something on this machine may hold.
+    port = next(number for number in range(1000, 600, -1) if port_is_free(number))
+    unsandboxed_user = instance_runtime == "process" and os.geteuid() != 0
+
+    def edit(changed: dict[str, Any]) -> None:
+        changed["metadata"]["name"] = "contract-low-port"
+        container(changed)["ports"] = [{"name": "http1", "containerPort": port}]
+        container(changed)["startupProbe"]["tcpSocket"]["port"] = port
+
+    result = replaced(platform, tmp_path, document, edit)
+    assert result.returncode == 0, describe(result)
+    public(platform, "contract-low-port")
+    report = runtime(platform, "contract-low-port")
+    if unsandboxed_user:
+        # On this machine's loopback, as a user who may not listen there: a port of its own,
+        # and the instance's start says why.
+        assert report["env"]["PORT"] != str(port), report["env"]
+        logs = platform.run("services", "logs", "read", "contract-low-port", check=True).stdout
+        assert f"containerPort {port} is below" in logs, logs
+    else:
+        assert report["env"]["PORT"] == str(port), report["env"]
+    if instance_runtime == "sandbox" and os.geteuid() == 0:
+        assert report["uid"] != 0  # not root, in a network namespace of the revision's own
 
 
 def test_must_specify_only_one_inbound_containerPort(
@@ -638,8 +669,7 @@ def test_must_hold_the_privileges_the_security_context_asks(
             tmp_path,
             document,
             asking(seccomp),
-            "securityContext.seccompProfile: instances that are not containers run without a "
-            "seccomp filter here",
+            "instances that are not containers run without a seccomp filter here",
         )
         assert runtime(platform, "contract")["instance"] == before["instance"]
 
