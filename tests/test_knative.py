@@ -752,6 +752,27 @@ def test_an_added_capability_is_refused_past_the_documents_checks_too() -> None:
         RevisionSpec(source="/s", capabilities_drop=["NET_RAWW"])
 
 
+def test_a_service_as_a_cluster_stores_it_is_read() -> None:
+    # Knative's webhook writes its defaults into the Service: enableServiceLinks false (no
+    # variables for other services, as homerun), the container's name, a TCP readiness probe
+    # on port 0 (the container port), empty resources.
+    stored = _set(BASE, "spec/template/spec/enableServiceLinks", False)
+    stored = _set(stored, "spec/template/spec/containers/0/name", "user-container")
+    stored = _set(
+        stored,
+        "spec/template/spec/containers/0/readinessProbe",
+        {"successThreshold": 1, "tcpSocket": {"port": 0}},
+    )
+    stored = _set(stored, "spec/template/spec/containers/0/resources", {})
+    spec = parse_service(stored).template.spec
+    assert spec.container_name == "user-container"
+    assert spec.readiness_probe is not None
+    problems = _problems(_set(BASE, "spec/template/spec/enableServiceLinks", True))
+    assert problems["spec.template.spec.enableServiceLinks"].startswith(
+        "not supported: homerun gives an instance no variables for other services"
+    )
+
+
 def test_root_with_run_as_non_root_is_refused_at_its_field() -> None:
     security = {"runAsUser": 0, "runAsNonRoot": True}
     problems = _problems(_set(BASE, "spec/template/spec/containers/0/securityContext", security))

@@ -72,6 +72,15 @@ _WHOLE_REQUEST = "not supported; timeoutSeconds bounds the whole request"
 _NO_STDIN = "stdin is always /dev/null"
 
 
+def _no_service_links(enabled: bool) -> bool:
+    if enabled:
+        raise ValueError(
+            "not supported: homerun gives an instance no variables for other services (a "
+            "service reaches another by its URL); write false, Knative's default, or remove it"
+        )
+    return enabled
+
+
 def image_for(service: str, digest: str) -> str:
     return f"{IMAGE_REGISTRY}/{service}@sha256:{digest}"
 
@@ -459,7 +468,6 @@ class TemplateSpec(KnativeModel):
         "initContainers": "init containers are not supported",
         "responseStartTimeoutSeconds": _WHOLE_REQUEST,
         "idleTimeoutSeconds": _WHOLE_REQUEST,
-        "enableServiceLinks": "not supported",
         "automountServiceAccountToken": "not supported",
         "runtimeClassName": "not supported",
         "nodeSelector": _ONE_MACHINE,
@@ -482,6 +490,9 @@ class TemplateSpec(KnativeModel):
     service_account_name: str | None = None
     volumes: list[Volume] | None = None
     security_context: PodSecurityContext | None = None
+    # false only, what homerun does (and Knative's default, which it writes into every Service
+    # it stores): no variables for other services.
+    enable_service_links: Annotated[bool, AfterValidator(_no_service_links)] | None = None
 
     @field_validator("containers", mode="before")
     @classmethod
