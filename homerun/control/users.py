@@ -61,9 +61,8 @@ def check_privileges(spec: RevisionSpec, *, container: bool, processes: ProcessU
         if spec.seccomp_profile == "Unconfined":
             raise InvalidSpec(
                 "securityContext.seccompProfile (the container's or the pod's): homerun runs "
-                "every container under podman's "
-                "default seccomp profile; remove seccompProfile, or set its type to "
-                "RuntimeDefault"
+                "every container under podman's default seccomp profile; remove "
+                "seccompProfile, or set its type to RuntimeDefault"
             )
         return
     if processes.sandboxed:
@@ -106,8 +105,7 @@ def check_privileges(spec: RevisionSpec, *, container: bool, processes: ProcessU
     if spec.seccomp_profile == "RuntimeDefault":
         raise InvalidSpec(
             "securityContext.seccompProfile (the container's or the pod's): instances that are "
-            "not containers run without a "
-            "seccomp filter here (sandboxed, they hold no capability and run with "
-            "no_new_privs); remove seccompProfile, set its type to Unconfined, or deploy a "
-            "Dockerfile that podman builds (its default profile)"
+            "not containers run without a seccomp filter here (sandboxed, they hold no "
+            "capability and run with no_new_privs); remove seccompProfile, set its type to "
+            "Unconfined, or deploy a Dockerfile that podman builds (its default profile)"
         )

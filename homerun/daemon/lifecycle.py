@@ -146,6 +146,12 @@ class Daemon:
         # NAT_READ_SECONDS: no instance is given one.
         redirects = RedirectedPorts()
         await redirects.refresh()
+        # What the process runtime honours of a securityContext (model/run_as.py).
+        users = process_users(
+            sandboxed=sandbox is not None,
+            privileged=sandbox.privileged if sandbox is not None else os.geteuid() == 0,
+            reserved=range(FIRST_UID, FIRST_UID + UID_RANGE),
+        )
         supervisor = Supervisor(
             instances,
             logs,
@@ -165,9 +171,7 @@ class Daemon:
             # In a revision's network namespace, or as root unsandboxed, an app may listen on
             # any port; otherwise, on this machine's loopback, as a user that is not root.
             lowest_port=(
-                0
-                if networks is not None or (sandbox is None and os.geteuid() == 0)
-                else lowest_unprivileged_port()
+                0 if networks is not None or users.runs_as_root else lowest_unprivileged_port()
             ),
         )
         scaler = Scaler(
@@ -205,12 +209,7 @@ class Daemon:
             containers=containers.describe() if containers is not None else None,
             sandbox=sandbox_said if sandbox is not None else f"none: {sandbox_said}",
             mounts_refused=None if sandbox is not None else sandbox_said,
-            # securityContext's user: honoured by the sandbox as root (model/run_as.py).
-            process_users=process_users(
-                sandboxed=sandbox is not None,
-                privileged=sandbox.privileged if sandbox is not None else os.geteuid() == 0,
-                reserved=range(FIRST_UID, FIRST_UID + UID_RANGE),
-            ),
+            process_users=users,
         )
         live, authority = control.live, control.authority
         published = authority.published()

@@ -50,11 +50,11 @@ class ContainerSpec:
     memory: str | None = None  # Kubernetes quantities: 512Mi, 1Gi
     cpu: str | None = None  # 1, 2, 500m
     user: str | None = None  # podman's --user (securityContext.runAsUser): UID or UID:GID
-    # securityContext's capabilities.drop and .add: podman's --cap-drop and --cap-add.
     # allowPrivilegeEscalation as given: False is no_new_privs; True keeps the instance off its
     # image's root folder, which is a sandbox, always no_new_privs (image_root.py).
     allow_privilege_escalation: bool | None = None
     read_only: bool = False  # readOnlyRootFilesystem: podman's --read-only (/tmp stays a tmpfs)
+    # securityContext's capabilities.drop and .add: podman's --cap-drop and --cap-add.
     cap_drop: tuple[str, ...] = ()
     cap_add: tuple[str, ...] = ()
     # seccompProfile.type: podman's default profile is RuntimeDefault (Unconfined is refused);

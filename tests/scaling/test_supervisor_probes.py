@@ -63,6 +63,19 @@ def make(
     return supervisor, RevisionUnit(plan, throttler, deploying=False), logs
 
 
+async def port_not_given(tmp_path: Path, port: int, why: str, **make_fields: Any) -> None:
+    """An instance of a revision whose containerPort is `port` gets a port of its own, and
+    its start says `why`."""
+    supervisor, unit, logs = make(tmp_path, container_port=port, **make_fields)
+    instance = await supervisor.start_instance(unit)
+    assert instance.port != port
+    assert f"Starting instance {instance.name} on port {instance.port} ({why}" in "\n".join(
+        messages(logs)
+    )
+    await supervisor.stop_revision(unit)
+    await supervisor.close()
+
+
 async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -225,20 +238,9 @@ def test_a_container_port_that_a_nat_rule_redirects_is_not_given(tmp_path: Path)
     """Connections to it would go where the rule sends them (a removed container's address),
     never to the instance: it gets a port of its own, and the log says why."""
 
-    async def scenario() -> None:
-        port = free_port()
-        redirected_port = frozenset({port})
-        supervisor, unit, logs = make(tmp_path, redirected_port, container_port=port)
-        instance = await supervisor.start_instance(unit)
-        assert instance.port != port
-        assert (
-            f"Starting instance {instance.name} on port {instance.port} (connections to "
-            f"127.0.0.1:{port} are sent elsewhere by a NAT rule"
-        ) in "\n".join(messages(logs))
-        await supervisor.stop_revision(unit)
-        await supervisor.close()
-
-    run(scenario)
+    port = free_port()
+    why = f"connections to 127.0.0.1:{port} are sent elsewhere by a NAT rule"
+    run(lambda: port_not_given(tmp_path, port, why, also_redirected=frozenset({port})))
 
 
 def test_a_container_port_below_what_instances_may_listen_on_is_not_given(
@@ -247,19 +249,9 @@ def test_a_container_port_below_what_instances_may_listen_on_is_not_given(
     """On this machine's loopback, as a user that is not root, an app cannot listen below
     ip_unprivileged_port_start: it gets a port of its own, and the log says why."""
 
-    async def scenario() -> None:
-        port = free_port()
-        supervisor, unit, logs = make(tmp_path, lowest_port=port + 1, container_port=port)
-        instance = await supervisor.start_instance(unit)
-        assert instance.port != port
-        assert (
-            f"Starting instance {instance.name} on port {instance.port} (containerPort {port} "
-            f"is below {port + 1}, where only root may listen on this machine's loopback"
-        ) in "\n".join(messages(logs))
-        await supervisor.stop_revision(unit)
-        await supervisor.close()
-
-    run(scenario)
+    port = free_port()
+    why = f"containerPort {port} is below {port + 1}, where only root may listen on this machine's"
+    run(lambda: port_not_given(tmp_path, port, why, lowest_port=port + 1))
 
 
 def test_a_probe_is_first_tried_after_its_initial_delay(tmp_path: Path) -> None:

@@ -179,22 +179,31 @@ def test_must_provide_a_default_port_when_the_developer_gives_none(
     assert runtime(platform, instance_of)["env"]["PORT"].isdigit()
 
 
+def on_container_port(
+    platform: Platform, document: dict[str, Any], tmp_path: Path, name: str, port: int
+) -> dict[str, Any]:
+    """The contract app as service `name` with containerPort `port` (its startup probe
+    there), public: what it reports."""
+
+    def edit(changed: dict[str, Any]) -> None:
+        changed["metadata"]["name"] = name
+        container(changed)["ports"] = [{"name": "http1", "containerPort": port}]
+        container(changed)["startupProbe"]["tcpSocket"]["port"] = port
+
+    result = replaced(platform, tmp_path, document, edit)
+    assert result.returncode == 0, describe(result)
+    public(platform, name)
+    return runtime(platform, name)
+
+
 def test_must_set_port_to_the_containerPort(
     platform: Platform, document: dict[str, Any], tmp_path: Path
 ) -> None:
     # knative/serving envvars_test TestMustEnvVars: containerPort 8801 -> PORT=8801. A port
     # free here stands for 8801, which another test on this machine may hold.
     port = free_port()
-
-    def edit(changed: dict[str, Any]) -> None:
-        changed["metadata"]["name"] = "contract-port"
-        container(changed)["ports"] = [{"name": "http1", "containerPort": port}]
-        container(changed)["startupProbe"]["tcpSocket"]["port"] = port
-
-    result = replaced(platform, tmp_path, document, edit)
-    assert result.returncode == 0, describe(result)
-    public(platform, "contract-port")
-    assert runtime(platform, "contract-port")["env"]["PORT"] == str(port)
+    report = on_container_port(platform, document, tmp_path, "contract-port", port)
+    assert report["env"]["PORT"] == str(port)
 
 
 def test_must_listen_on_a_containerPort_below_1024(
@@ -205,16 +214,7 @@ def test_must_listen_on_a_containerPort_below_1024(
     # 1024 stands for 80, which something on this machine may hold.
     port = next(number for number in range(1000, 600, -1) if port_is_free(number))
     unsandboxed_user = instance_runtime == "process" and os.geteuid() != 0
-
-    def edit(changed: dict[str, Any]) -> None:
-        changed["metadata"]["name"] = "contract-low-port"
-        container(changed)["ports"] = [{"name": "http1", "containerPort": port}]
-        container(changed)["startupProbe"]["tcpSocket"]["port"] = port
-
-    result = replaced(platform, tmp_path, document, edit)
-    assert result.returncode == 0, describe(result)
-    public(platform, "contract-low-port")
-    report = runtime(platform, "contract-low-port")
+    report = on_container_port(platform, document, tmp_path, "contract-low-port", port)
     if unsandboxed_user:
         # On this machine's loopback, as a user who may not listen there: a port of its own,
         # and the instance's start says why.
