@@ -25,7 +25,7 @@ from homerun.knative import (
 )
 from homerun.model.probes import Probe, ProbeAction
 from homerun.model.states import RevisionStatus
-from homerun.spec import MemoryVolume, RevisionSpec, SecretRef
+from homerun.spec import DEFAULT_CONCURRENCY, MemoryVolume, RevisionSpec, SecretRef
 from homerun.traffic import DEFAULT_TRAFFIC, TrafficEntry
 
 DIGEST = "ab" * 32
@@ -377,12 +377,6 @@ BASE["spec"]["traffic"] = [
             1001,
             "spec.template.spec.containerConcurrency",
             "must be 1..1000",
-        ),
-        (
-            "spec/template/spec/containerConcurrency",
-            0,
-            "spec.template.spec.containerConcurrency",
-            "unlimited",
         ),
         (
             "spec/template/spec/timeoutSeconds",
@@ -764,9 +758,12 @@ def test_a_service_as_a_cluster_stores_it_is_read() -> None:
         {"successThreshold": 1, "tcpSocket": {"port": 0}},
     )
     stored = _set(stored, "spec/template/spec/containers/0/resources", {})
+    # Knative's default concurrency, 0 (unlimited there): Cloud Run reads 0 as not given.
+    stored = _set(stored, "spec/template/spec/containerConcurrency", 0)
     spec = parse_service(stored).template.spec
     assert spec.container_name == "user-container"
     assert spec.readiness_probe is not None
+    assert spec.container_concurrency == DEFAULT_CONCURRENCY
     problems = _problems(_set(BASE, "spec/template/spec/enableServiceLinks", True))
     assert problems["spec.template.spec.enableServiceLinks"].startswith(
         "not supported: homerun gives an instance no variables for other services"

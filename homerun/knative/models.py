@@ -132,10 +132,13 @@ def _number_as_text(value: Any) -> Any:
     return value
 
 
-def _concurrency(number: int) -> int:
-    if number == 0:
-        raise ValueError(f"0 (unlimited) is not supported; give 1..{MAX_CONCURRENCY}")
-    return number
+def _zero_is_not_given(value: Any) -> Any:
+    # Cloud Run's API: "If not specified or 0, defaults to 80"; a Knative cluster writes its
+    # own default, 0, into every Service it stores (there: unlimited, which homerun does not
+    # do). Either way the document asks for no number, and gets homerun's default.
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return None
+    return value
 
 
 def _artifact_image(image: str) -> str:
@@ -483,9 +486,9 @@ class TemplateSpec(KnativeModel):
     }
 
     containers: list[Container] = Field(description="a list with one container")
-    container_concurrency: (
-        Annotated[int, AfterValidator(_concurrency), within(1, MAX_CONCURRENCY)] | None
-    ) = None
+    container_concurrency: Annotated[
+        Annotated[int, within(1, MAX_CONCURRENCY)] | None, BeforeValidator(_zero_is_not_given)
+    ] = None
     timeout_seconds: Annotated[int, within(1, MAX_TIMEOUT_SECONDS)] | None = None
     service_account_name: str | None = None
     volumes: list[Volume] | None = None
