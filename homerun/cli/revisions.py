@@ -86,6 +86,8 @@ def describe(arguments: argparse.Namespace, context: Context) -> int:
         print(f"  Env:          {name}={value}")
     for name, ref in revision.secrets.items():
         print(f"  Secret:       {name} from {ref}")
+    for path, mounted in revision.mounts.items():
+        print(f"  Mount:        {path}: {mounted}")
     for key, value in revision.annotations.items():
         print(f"  Annotation:   {key}: {value}")
     print(f"  Instances:    {len(revision.instances)}")

@@ -22,6 +22,9 @@ def test_list(run: Run, fake: FakeClient) -> None:
 
 
 def test_describe(run: Run, fake: FakeClient) -> None:
+    fake.revision_views = [
+        revision_summary(mounts={"/secrets/key": "secret api-key:2 (read-only file)"})
+    ]
     out = run("revisions", "describe", "hello-00002-abc").out
     assert out.splitlines()[:4] == [
         "Revision hello-00002-abc",
@@ -33,6 +36,7 @@ def test_describe(run: Run, fake: FakeClient) -> None:
     assert "  Entrypoint:   gunicorn main:app (Procfile web:)" in out
     assert "  Env:          MODE=beta" in out
     assert "  Secret:       DB_URL from db-url:latest" in out
+    assert "  Mount:        /secrets/key: secret api-key:2 (read-only file)" in out
     assert (
         "kind: Revision" in run("revisions", "describe", "hello-00002-abc", "--format", "yaml").out
     )
