@@ -6,7 +6,14 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from homerun.errors import InvalidSpec
 from homerun.model.annotations import check_annotations
@@ -15,6 +22,7 @@ from homerun.model.capabilities import (
     capability_to_add,
     capability_to_drop,
 )
+from homerun.model.limits import cpu_millis
 from homerun.model.probes import Probe, ProbeAction
 from homerun.model.validation import validation_message
 from homerun.model.volumes import (
@@ -115,6 +123,14 @@ def cpu_amount(value: str) -> str:
     if not _CPU.match(value) or _quantity(value.rstrip("m")) == 0:
         raise ValueError(f"{value!r} is not a CPU amount; write e.g. 1, 2, 0.5 or 500m")
     return value
+
+
+def below_one_cpu(cpu: str | None) -> bool:
+    """Whether `cpu` is a fraction of a CPU, where Cloud Run's instances take one request at a
+    time: "If not specified or 0, [containerConcurrency] defaults to 80 when requested CPU >= 1
+    and defaults to 1 when requested CPU < 1"; more than 1 is refused ("Total cpu < 1 is not
+    supported with concurrency > 1")."""
+    return cpu is not None and _CPU.match(cpu) is not None and cpu_millis(cpu) < 1000
 
 
 def memory_amount(value: str) -> str:
@@ -307,6 +323,16 @@ class RevisionSpec(BaseModel):
     capabilities_add: list[CapabilityToAdd] = Field(default_factory=list)
     seccomp_profile: SeccompType | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_concurrency(cls, data: Any) -> Any:
+        # Cloud Run's default concurrency depends on the CPU: 1 below one CPU, else 80.
+        if isinstance(data, dict) and data.get("container_concurrency") is None:
+            if below_one_cpu(data.get("cpu")):
+                return {**data, "container_concurrency": 1}
+            return {key: value for key, value in data.items() if key != "container_concurrency"}
+        return data
+
     def check(self) -> RevisionSpec:
         """Checks pydantic cannot express; raises InvalidSpec naming the flag."""
         for name in self.env:
@@ -325,6 +351,14 @@ class RevisionSpec(BaseModel):
             raise InvalidSpec(f"securityContext.capabilities: {said}")
         if self.cpu is not None:
             check_cpu(self.cpu, "--cpu")
+            if below_one_cpu(self.cpu) and self.container_concurrency > 1:
+                raise InvalidSpec(
+                    f"--cpu {self.cpu} (resources.limits.cpu) is below one CPU, where an "
+                    'instance takes one request at a time, as on Cloud Run ("Total cpu < 1 is '
+                    f'not supported with concurrency > 1"), and the concurrency is '
+                    f"{self.container_concurrency}: add --concurrency 1 (containerConcurrency: "
+                    "1), or give --cpu 1 or more"
+                )
         if self.memory is not None:
             check_memory(self.memory, "--memory")
         if self.service_account is not None:
@@ -464,7 +498,7 @@ class RevisionChanges(BaseModel):
     image: str | None = None  # deploy --image NAME (the daemon pins it to its digest)
     command: list[str] | None = None  # [] resets to the image's default
     args: list[str] | None = None
-    container_concurrency: int | None = None
+    container_concurrency: int | None = None  # 0: the default (1 below one CPU, else 80)
     timeout_seconds: int | None = None
     startup_timeout_seconds: int | None = None
     annotations: dict[str, str | None] = Field(default_factory=dict)  # None removes
@@ -485,11 +519,15 @@ class RevisionChanges(BaseModel):
 
     def apply(self, base: RevisionSpec | None) -> RevisionSpec:
         """The spec of the next revision: `base` (the latest one) with these changes."""
+        new = base is None
         if base is None:
             if self.source is None and self.image is None:
                 raise InvalidSpec("a new service needs --source DIR or --image IMAGE")
             base = RevisionSpec(source=self.source or "")
         fields = base.model_dump()
+        if self.container_concurrency == 0 or (new and self.container_concurrency is None):
+            # The default, which follows the CPU asked for (RevisionSpec picks it).
+            fields["container_concurrency"] = None
         if self.source is not None or self.image is not None:
             # A source deploy replaces an image, and an image deploy a source.
             fields["source"] = self.source or ""
@@ -508,7 +546,7 @@ class RevisionChanges(BaseModel):
             "container_port",
         ):
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and not (name == "container_concurrency" and value == 0):
                 fields[name] = value
         if self.service_account is not None:
             fields["service_account"] = self.service_account or None

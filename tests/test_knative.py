@@ -261,6 +261,14 @@ def test_traffic_round_trips() -> None:
 # -- validation ----------------------------------------------------------------------------------
 
 
+def test_below_one_cpu_the_default_concurrency_is_one_as_cloud_runs() -> None:
+    limits = "spec/template/spec/containers/0/resources"
+    fractional = _set(minimal(), limits, {"limits": {"cpu": "500m"}})
+    assert parse_service(fractional).template.spec.container_concurrency == 1
+    zero = _set(fractional, "spec/template/spec/containerConcurrency", 0)
+    assert parse_service(zero).template.spec.container_concurrency == 1
+
+
 def test_the_minimal_document_gets_knative_defaults() -> None:
     manifest = parse_service(minimal())
     assert manifest.traffic == DEFAULT_TRAFFIC

@@ -213,3 +213,11 @@ def test_a_reserved_env_name_is_refused_as_knative_refuses_it() -> None:
             labels={},
             annotations={},
         )
+
+
+def test_more_than_one_request_at_a_time_below_one_cpu_is_refused_as_cloud_run_refuses_it() -> None:
+    """A revision kept from before the rule (its concurrency 80 at half a CPU) exports to what
+    Cloud Run would refuse: the export says so."""
+    kept = RevisionSpec.model_validate({"source": "/s", "cpu": "500m", "container_concurrency": 80})
+    with pytest.raises(InvalidSpec, match="below one CPU"):
+        export_service("hello", kept, PINNED, labels={}, annotations={}, cloud_run=True)

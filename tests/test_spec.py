@@ -171,7 +171,7 @@ def test_bad_secret_refs(text: str, message: str) -> None:
     [
         (RevisionChanges(cpu="lots"), "not a CPU amount"),
         (RevisionChanges(memory="512MB"), "not a memory amount"),
-        (RevisionChanges(container_concurrency=0), "container_concurrency"),
+        (RevisionChanges(container_concurrency=-1), "container_concurrency"),
     ],
 )
 def test_bad_values_are_refused(changes: RevisionChanges, message: str) -> None:
@@ -181,11 +181,45 @@ def test_bad_values_are_refused(changes: RevisionChanges, message: str) -> None:
 
 def test_an_out_of_range_setting_names_the_field_and_the_bound() -> None:
     with pytest.raises(InvalidSpec) as error:
-        RevisionChanges(container_concurrency=0, timeout_seconds=4000).apply(BASE)
+        RevisionChanges(container_concurrency=1001, timeout_seconds=4000).apply(BASE)
     assert str(error.value) == (
-        "container_concurrency: must be at least 1, got 0; "
+        "container_concurrency: must be at most 1000, got 1001; "
         "timeout_seconds: must be at most 3600, got 4000"
     )
+
+
+def test_the_default_concurrency_follows_the_cpu_as_cloud_runs() -> None:
+    # Cloud Run: "If not specified or 0, defaults to 80 when requested CPU >= 1 and defaults
+    # to 1 when requested CPU < 1".
+    def new(cpu: str | None = None) -> RevisionSpec:
+        return RevisionChanges(source="/app", cpu=cpu).apply(None)
+
+    assert new().container_concurrency == 80
+    assert new("2").container_concurrency == 80
+    assert new("500m").container_concurrency == 1
+    assert new("0.25").container_concurrency == 1
+    assert RevisionSpec.model_validate({"source": "/app", "cpu": "0.5"}).container_concurrency == 1
+    # 0 (`--concurrency default`) is the default for the CPU the revision has.
+    halved = RevisionChanges(cpu="0.5", container_concurrency=0).apply(BASE)
+    assert halved.container_concurrency == 1
+    assert RevisionChanges(container_concurrency=0).apply(BASE).container_concurrency == 80
+    # A revision's own number is kept when the CPU changes, as on Cloud Run.
+    assert RevisionChanges(cpu="1").apply(new("0.5")).container_concurrency == 1
+
+
+def test_more_than_one_request_at_a_time_below_one_cpu_is_refused() -> None:
+    with pytest.raises(InvalidSpec) as error:
+        RevisionChanges(source="/app", cpu="500m", container_concurrency=8).apply(None)
+    assert str(error.value) == (
+        "--cpu 500m (resources.limits.cpu) is below one CPU, where an instance takes one "
+        'request at a time, as on Cloud Run ("Total cpu < 1 is not supported with concurrency '
+        '> 1"), and the concurrency is 8: add --concurrency 1 (containerConcurrency: 1), or '
+        "give --cpu 1 or more"
+    )
+    # The latest revision's concurrency (BASE: 10) is kept, so a smaller CPU alone is refused.
+    with pytest.raises(InvalidSpec, match="the concurrency is 10: add --concurrency 1"):
+        RevisionChanges(cpu="0.5").apply(BASE)
+    assert RevisionChanges(cpu="0.5", container_concurrency=1).apply(BASE).cpu == "0.5"
 
 
 # -- any input: a value or InvalidSpec, never another exception (hypothesis) ---------------

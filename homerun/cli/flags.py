@@ -174,7 +174,8 @@ SCALING = FlagGroup(
             "--concurrency",
             metavar="N",
             help=f"most requests in flight per instance: 1-{MAX_CONCURRENCY}, or 'default' "
-            f"(default {DEFAULT_CONCURRENCY}); 'auto' (beyond Cloud Run): the router adapts "
+            f"(default {DEFAULT_CONCURRENCY}, and 1, the most, below one --cpu); 'auto' (beyond "
+            "Cloud Run): the router adapts "
             "each instance's limit to its latency, up to the number set before",
         ),
         flag(
@@ -195,7 +196,7 @@ def _concurrency(text: str | None) -> int | None:
     if text is None or text == "auto":
         return None  # auto: an annotation (_concurrency_annotation); the number stays the max
     if text == "default":
-        return DEFAULT_CONCURRENCY
+        return 0  # the default, which follows --cpu (1 below one CPU, else 80), as Cloud Run's
     try:
         value = int(text)
     except ValueError:

@@ -85,7 +85,7 @@ def check_export(document: dict[str, Any]) -> None:
     """The rules `services replace` reads with (containerConcurrency 1..1000, timeoutSeconds,
     env names, probes on the container port, scale annotations...), and Knative's reserved
     ports; ExportError lists what fails."""
-    parse_service(document, where="the exported Service")
+    parse_service(document, where="the exported Service").template.spec.check()
     container = document["spec"]["template"]["spec"]["containers"][0]
     ports: list[dict[str, Any]] = container.get("ports") or [{}]
     port = ports[0].get("containerPort", DEFAULT_PORT)

@@ -251,6 +251,11 @@ def test_concurrency_auto_is_an_annotation_and_keeps_the_number(
     assert request.changes.annotations == {"run.homerun.dev/concurrency": "auto"}
     refused = run("deploy", "hello", "--source", str(app), "--concurrency", "fast")
     assert refused.code != 0 and "'default' or 'auto'" in refused.err
+    # `default`: the API's 0, the default for the revision's CPU (1 below one CPU, else 80).
+    run("deploy", "hello", "--source", str(app), "--concurrency", "default", "--cpu", "0.5")
+    (default,) = fake.called("deploy")[-1]
+    assert default.changes.container_concurrency == 0
+    assert default.changes.apply(None).container_concurrency == 1
 
 
 def test_deploy_image_sends_the_name_and_no_source(run: Run, fake: FakeClient) -> None:
