@@ -22,7 +22,7 @@ from homerun.model.capabilities import (
     capability_to_add,
     capability_to_drop,
 )
-from homerun.model.limits import cpu_millis
+from homerun.model.limits import below_one_cpu
 from homerun.model.probes import Probe, ProbeAction
 from homerun.model.validation import validation_message
 from homerun.model.volumes import (
@@ -123,14 +123,6 @@ def cpu_amount(value: str) -> str:
     if not _CPU.match(value) or _quantity(value.rstrip("m")) == 0:
         raise ValueError(f"{value!r} is not a CPU amount; write e.g. 1, 2, 0.5 or 500m")
     return value
-
-
-def below_one_cpu(cpu: str | None) -> bool:
-    """Whether `cpu` is a fraction of a CPU, where Cloud Run's instances take one request at a
-    time: "If not specified or 0, [containerConcurrency] defaults to 80 when requested CPU >= 1
-    and defaults to 1 when requested CPU < 1"; more than 1 is refused ("Total cpu < 1 is not
-    supported with concurrency > 1")."""
-    return cpu is not None and _CPU.match(cpu) is not None and cpu_millis(cpu) < 1000
 
 
 def memory_amount(value: str) -> str:
@@ -328,7 +320,7 @@ class RevisionSpec(BaseModel):
     def _default_concurrency(cls, data: Any) -> Any:
         # Cloud Run's default concurrency depends on the CPU: 1 below one CPU, else 80.
         if isinstance(data, dict) and data.get("container_concurrency") is None:
-            if below_one_cpu(data.get("cpu")):
+            if isinstance(data.get("cpu"), str) and below_one_cpu(data["cpu"]):
                 return {**data, "container_concurrency": 1}
             return {key: value for key, value in data.items() if key != "container_concurrency"}
         return data

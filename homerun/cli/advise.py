@@ -104,6 +104,7 @@ def advise(arguments: argparse.Namespace, context: Context) -> int:
         if advice.recommended_concurrency == advice.concurrency
         else f"homerun services update {advice.service} "
         f"--concurrency {advice.recommended_concurrency}"
+        + (f" --cpu {advice.recommended_cpu}" if advice.recommended_cpu else "")
     )
     print(f"  Recommended --concurrency: {advice.recommended_concurrency} ({change})")
     if advice.server_settings:

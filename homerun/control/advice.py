@@ -72,6 +72,7 @@ class Advisor:
             target_rps=target_rps,
             usage=self._usage(revision),
             prices=self._prices,
+            cpu=revision.spec.cpu,
         )
 
 

@@ -145,6 +145,9 @@ class Advice(_Read):
     revision: str
     concurrency: int  # the revision's --concurrency now
     recommended_concurrency: int
+    # The CPU the recommended concurrency needs, where the revision's is below one (there an
+    # instance takes one request at a time).
+    recommended_cpu: str | None = None
     capacity: Capacity | None  # measured when instances reported, else read from the command
     server_settings: str | None  # a server change that would let the current concurrency in
     findings: list[Finding]

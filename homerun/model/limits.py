@@ -48,6 +48,19 @@ def cpu_millis(quantity: str) -> int:
     return round(float(quantity) * 1000)
 
 
+def below_one_cpu(cpu: str | None) -> bool:
+    """Whether `cpu` is a fraction of a CPU, where Cloud Run's instances take one request at a
+    time: "If not specified or 0, [containerConcurrency] defaults to 80 when requested CPU >= 1
+    and defaults to 1 when requested CPU < 1"; more is refused ("Total cpu < 1 is not
+    supported with concurrency > 1"). Not a CPU amount (spec.py refuses it): False."""
+    if cpu is None:
+        return False
+    try:
+        return cpu_millis(cpu) < 1000
+    except (ValueError, OverflowError):  # `lots`, `nan`, `inf`
+        return False
+
+
 def limits(cpu: str | None, memory: str | None) -> Limits:
     """A revision's (or job's) limits: what it asked for, else Cloud Run's defaults."""
     return Limits(

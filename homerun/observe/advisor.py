@@ -19,6 +19,7 @@ from homerun.model.inspection import (
     RampResult,
     RevisionInspection,
 )
+from homerun.model.limits import below_one_cpu
 from homerun.observe.ramp import instances_for
 
 # Stalls at one place from this many requests make the loop, not --concurrency, the limit.
@@ -36,6 +37,7 @@ def advise(
     target_rps: float | None = None,
     usage: Usage | None = None,
     prices: PriceTable = DEFAULT_PRICES,
+    cpu: str | None = None,
 ) -> Advice:
     """The advice for one revision. `declared` is the capacity read from its start command;
     the inspector's measured capacity, when there is one, wins (gunicorn may read a config
@@ -133,11 +135,26 @@ def advise(
                 ),
             )
         )
+    recommended = max(1, recommended)
+    recommended_cpu = None
+    if recommended > 1 and below_one_cpu(cpu):
+        recommended_cpu = "1"
+        findings.append(
+            Finding(
+                kind="cpu-below-one",
+                severity="info",
+                message=(
+                    f"at --cpu {cpu}, below one CPU, an instance takes one request at a time, "
+                    f"as on Cloud Run: --concurrency {recommended} needs --cpu 1 or more."
+                ),
+            )
+        )
     return Advice(
         service=service,
         revision=revision,
         concurrency=concurrency,
-        recommended_concurrency=max(1, recommended),
+        recommended_concurrency=recommended,
+        recommended_cpu=recommended_cpu,
         capacity=capacity,
         server_settings=server_settings,
         findings=findings,

@@ -248,6 +248,9 @@ def test_advise_names_the_gap_and_the_concurrency_to_set(run: Run, fake: FakeCli
     as_json = json.loads(run("services", "advise", "hello", "--format", "json").out)
     assert as_json["recommended_concurrency"] == 8
     assert run("advise", "hello").out == out  # `homerun advise`, as the issue names it
+    # Below one CPU the command the advice gives asks for a whole CPU too, or it is refused.
+    fake.advice = fake.advice.model_copy(update={"recommended_cpu": "1"})
+    assert "(homerun services update hello --concurrency 8 --cpu 1)" in run("advise", "hello").out
 
 
 def test_advise_ramp_flags_make_a_bounded_ramp_request(run: Run, fake: FakeClient) -> None:

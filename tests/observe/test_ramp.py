@@ -70,3 +70,28 @@ def test_the_ramps_knee_is_the_advice_with_instances_for_the_target() -> None:
     [finding] = [f for f in advice.findings if f.kind == "ramp"]
     assert "39.6 req/s at 40 request(s) in flight" in finding.message
     assert "at 64 in flight it served 40 req/s" in finding.message
+
+
+def test_below_one_cpu_a_knee_above_one_asks_for_a_whole_cpu_too() -> None:
+    steps = [step(1, 1), step(4, 3.9), step(8, 4)]
+    ramp = RampResult(steps=steps, knee=4, knee_rps=3.9, instance="s-1-advise-ab", seconds=12)
+    advice = advise(
+        service="s",
+        revision="s-1",
+        concurrency=1,
+        declared=None,
+        inspection=None,
+        ramp=ramp,
+        cpu="500m",
+    )
+    # `--concurrency 4` alone would be refused at half a CPU, as on Cloud Run.
+    assert advice.recommended_concurrency == 4 and advice.recommended_cpu == "1"
+    [finding] = [f for f in advice.findings if f.kind == "cpu-below-one"]
+    assert finding.message == (
+        "at --cpu 500m, below one CPU, an instance takes one request at a time, as on Cloud "
+        "Run: --concurrency 4 needs --cpu 1 or more."
+    )
+    whole = advise(
+        service="s", revision="s-1", concurrency=1, declared=None, inspection=None, ramp=ramp
+    )
+    assert whole.recommended_cpu is None
