@@ -53,7 +53,7 @@ from homerun.runtime.nat import RedirectedPorts, unredirected_server
 from homerun.runtime.netns import Furnish, NetNamespace, Networks
 from homerun.runtime.netns import can_make as can_make_networks
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
-from homerun.runtime.sandbox import FIRST_UID, UID_RANGE, Sandbox
+from homerun.runtime.sandbox import FIRST_UID, NO_DROPPER, UID_RANGE, Sandbox
 from homerun.runtime.sandbox import probe as probe_sandbox
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.ports import lowest_unprivileged_port
@@ -200,6 +200,7 @@ class Daemon:
             signing_key=signing_key,
             metadata_address=metadata_socket.getsockname()[:2],
             dashboard_url=dashboard_url,
+            host_env=sandbox.inherited_env(os.environ) if sandbox is not None else os.environ,
             runtime=instances,
             release_images=(
                 functools.partial(remove_unused_images, engine, stopped=self._stop.is_set)
@@ -501,6 +502,8 @@ def _why_no_container_zygotes(
         return "instances are not sandboxed here"
     if not sandbox.privileged:
         return "homerun does not run as root (only root mounts an image's root folder)"
+    if sandbox.dropper is None:
+        return NO_DROPPER
     if networks is None:
         return "revisions get no network namespace of their own here"
     return None

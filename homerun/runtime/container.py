@@ -51,6 +51,7 @@ from homerun.runtime.engine_call import engine_call
 from homerun.runtime.image_root import ImageRoots, rooted_spec, why_not_rooted
 from homerun.runtime.netns import NetNamespace, Networks
 from homerun.runtime.output import drain, pump
+from homerun.runtime.sandbox import symlinked_mount_point
 
 HOME_LABEL = "dev.homerun.home"
 # The environment variable that marks the processes of a command run inside a container.
@@ -246,6 +247,13 @@ class ContainerRuntime:
         except (OSError, ValueError) as error:
             return f"its image's root folder could not be made ({error})"
         rooted = rooted_spec(spec, container, config, folder)
+        if isinstance(rooted, InstanceSpec):
+            linked = symlinked_mount_point(folder, rooted.env)
+            if linked is not None:
+                rooted = (
+                    f"its image's root folder has a symbolic link at {linked}, where the "
+                    "sandbox makes a mount point"
+                )
         if isinstance(rooted, str):
             # Its command is one the zygote cannot run: the container that held the root
             # goes (it would keep the image from being removed), while this one starts.

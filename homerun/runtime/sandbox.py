@@ -27,6 +27,7 @@ import contextlib
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import zlib
 from collections.abc import Mapping, Sequence
@@ -50,8 +51,13 @@ UID_RANGE = 1_000_000
 # inside, `env --default-signal` gives the app the default handling back.
 IGNORED_OUTSIDE = ("TERM", "INT", "HUP")
 _PROBE_SECONDS = 10.0
-# Run by an image's Python to drop to the revision's user (a sandbox rooted in an image).
+# Run by an image's Python, as the revision's user, before the command (a sandbox rooted in
+# an image).
 _ENTER = Path(__file__).with_name("_zygote") / "_homerun_enter.py"
+# Where a sandbox rooted in an image sees the host's static busybox (Sandbox.dropper): in the
+# sandbox's own /dev, made afresh, so that no path of the image's leads there; a name starting
+# with `busybox` runs busybox's applet given as the first word.
+_DROPPER = Path("/dev/.homerun/busybox")
 
 
 class SandboxUnavailable(HomerunError):
@@ -82,6 +88,11 @@ class Sandbox:
     privileged: bool  # homerun runs as root: the app as the revision's own user
     hidden: tuple[Path, ...] = ()  # more folders hidden (the daemon user's home)
     nsenter: str = "nsenter"
+    # A statically linked busybox (Debian's busybox-static), or None: in a sandbox rooted in an
+    # image, bwrap runs it as root and its `nsenter -S UID -G GID` makes the revision's user
+    # before anything of the image runs (the image's own programs and libraries are the
+    # image author's; the host's setpriv would load the image's libc).
+    dropper: str | None = None
 
     def describe(self) -> str:
         if self.privileged:
@@ -96,6 +107,20 @@ class Sandbox:
             "other revisions hidden, private /tmp, its own PID namespace, "
             f"{who}, no_new_privs, no capabilities"
         )
+
+    def inherited_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """The daemon's environment `env` as its instances inherit it here: a HOME in a folder
+        the sandbox hides (the daemon user's home, under an empty tmpfs no revision's user may
+        write) becomes /tmp, which every instance may write, as a home is writable on Cloud
+        Run (libraries keep caches and settings there; gunicorn its control socket)."""
+        inherited = dict(env)
+        home = inherited.get("HOME")
+        if home and any(Path(home).is_relative_to(folder) for folder in self._hidden_always()):
+            inherited["HOME"] = "/tmp"
+        return inherited
+
+    def _hidden_always(self) -> list[Path]:
+        return [self.home, *self.hidden, Path("/run")]
 
     def prepare(self, revision: str, env: Mapping[str, str], user: RunAs | None = None) -> None:
         """Make what the revision's processes write to theirs (the inspector's folder)."""
@@ -131,7 +156,7 @@ class Sandbox:
             return self._rooted(argv, env, cwd, revision, root)
         shown = _shown(env, cwd, revision)
         writable = [Path(env["HOMERUN_INSPECT"])] if env.get("HOMERUN_INSPECT") else []
-        hidden = _hidden([self.home, *self.hidden, Path("/run")], [*shown, *writable])
+        hidden = _hidden(self._hidden_always(), [*shown, *writable])
         # No --die-with-parent: the outer bwrap exits as soon as the command does, and with it
         # the sandbox's init would SIGKILL all that is left, so a stop's SIGTERM to a Procfile's
         # `/bin/sh -c "python main.py"` would cut the app's own SIGTERM handler short. What is
@@ -194,21 +219,30 @@ class Sandbox:
     ) -> list[str]:
         """`argv` with an image's root folder as `/`. Only as root: the folder (a container's,
         made by the engine) is writable as a container's is, and the app runs as the
-        revision's own user. The image's own Python drops to that user (_homerun_enter.py):
-        the host's `setpriv` and `env` need libraries an image may not have."""
+        revision's own user. Nothing of the image runs as root: the host's static busybox
+        (`dropper`) makes that user, then the image's own Python (_homerun_enter.py) gives the
+        stop signals their default handling and runs `argv`. bwrap, as root, makes its mount
+        points inside the folder: none of them may be reached through a symbolic link there
+        (it would lead bwrap to a folder of the host)."""
         if not self.privileged:
             raise SandboxUnavailable("an image's root folder is a sandbox's `/` only as root")
+        if self.dropper is None:
+            raise SandboxUnavailable(NO_DROPPER)
+        linked = symlinked_mount_point(root.folder, env)
+        if linked is not None:
+            raise SandboxUnavailable(
+                f"its image's root folder has a symbolic link at {linked}, where the sandbox "
+                "makes a mount point"
+            )
         args = [self.env_program, f"--ignore-signal={','.join(IGNORED_OUTSIDE)}"]
         args += [self.bwrap, "--unshare-pid", "--unshare-ipc", "--bind", str(root.folder), "/"]
         args += ["--proc", "/proc", "--dev", "/dev"]
+        args += ["--perms", "0755", "--dir", str(_DROPPER.parent)]
+        args += ["--ro-bind", self.dropper, str(_DROPPER)]
         args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
-        shown = [Path(__file__).parent]  # _zygote/ and _site/
-        hosts = env.get("HOMERUN_HOSTS")
-        if hosts:
-            shown.append(Path(hosts).parent)
-        inspect = env.get("HOMERUN_INSPECT")
+        shown, writable = _rooted_binds(env)
         binds = [(path, "--ro-bind") for path in shown]
-        binds += [(Path(inspect), "--bind")] if inspect else []
+        binds += [(path, "--bind") for path in writable]
         made: set[Path] = set()
         for path, how in binds:
             # The folders on the way, where the image lacks them, made 0755 (bwrap would make
@@ -220,9 +254,82 @@ class Sandbox:
             args += [how, str(path), str(path)]
         args += ["--ro-bind-try", os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf"]
         uid, gid = user_and_group(revision, None)
-        args += ["--chdir", str(cwd), "--", root.python, str(_ENTER)]
+        # busybox's nsenter, given no namespace, drops the supplementary groups, sets the group,
+        # then the user (the kernel drops every capability as root's user ids go), and runs
+        # the image's Python without forking; bwrap has set no_new_privs already.
+        args += ["--chdir", str(cwd), "--", str(_DROPPER), "nsenter", "-F"]
+        args += ["-S", str(uid), "-G", str(gid), "--", root.python, str(_ENTER)]
         args += [str(uid), str(gid), ",".join(IGNORED_OUTSIDE), "--", *argv]
         return args
+
+
+NO_DROPPER = (
+    "no statically linked busybox here (apt-get install busybox-static, or scripts/setup as "
+    "root): without it, an image's own programs would run as root in its sandbox before "
+    "dropping to the revision's user"
+)
+
+
+def _rooted_binds(env: Mapping[str, str]) -> tuple[list[Path], list[Path]]:
+    """The host's folders a sandbox rooted in an image shows, read-only and writable: homerun's
+    programs (`_zygote/`, `_site/`), the service hosts file's folder, the inspector's folder."""
+    shown = [Path(__file__).parent]
+    hosts = env.get("HOMERUN_HOSTS")
+    if hosts:
+        shown.append(Path(hosts).parent)
+    inspect = env.get("HOMERUN_INSPECT")
+    return shown, [Path(inspect)] if inspect else []
+
+
+def symlinked_mount_point(folder: Path, env: Mapping[str, str]) -> Path | None:
+    """The first path (as the sandbox sees it) on the way to a mount point that a sandbox
+    rooted in `folder` makes which is a symbolic link in `folder`, or None. bwrap, as root,
+    would follow it out of the folder, making folders or files of the host, or binding over
+    them. An image may hold such links; the app, as the revision's user, can add them only
+    where the image lets any user write."""
+    shown, writable = _rooted_binds(env)
+    points = [Path("/proc"), Path("/dev"), Path("/tmp"), Path("/etc/resolv.conf")]
+    for point in [*points, *shown, *writable]:
+        inside = folder
+        for part in point.parts[1:]:
+            inside = inside / part
+            try:
+                if stat.S_ISLNK(os.lstat(inside).st_mode):
+                    return Path("/", *inside.relative_to(folder).parts)
+            except FileNotFoundError:
+                break  # bwrap makes the rest, inside the folder
+    return None
+
+
+def static_busybox() -> str | None:
+    """The busybox on PATH if it is statically linked (Debian's busybox-static), else None:
+    one that loads shared libraries would load them from an image's root folder."""
+    program = shutil.which("busybox")
+    if program is None:
+        return None
+    try:
+        with open(program, "rb") as file:
+            return program if _statically_linked(file.read(1 << 16)) else None
+    except OSError:
+        return None
+
+
+def _statically_linked(head: bytes) -> bool:
+    """Whether an ELF executable's program headers (in its first bytes) name no interpreter
+    (PT_INTERP, the dynamic loader)."""
+    if head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return False
+    order = "<" if head[5] == 1 else ">"
+    if head[4] == 2:  # 64-bit
+        (start,) = struct.unpack_from(order + "Q", head, 32)
+        size, count = struct.unpack_from(order + "HH", head, 54)
+    else:
+        (start,) = struct.unpack_from(order + "I", head, 28)
+        size, count = struct.unpack_from(order + "HH", head, 42)
+    if start + size * count > len(head):
+        return False
+    kinds = [struct.unpack_from(order + "I", head, start + size * n)[0] for n in range(count)]
+    return kinds != [] and 3 not in kinds  # PT_INTERP
 
 
 def _mounts(hidden: list[Path], shown: list[Path], writable: list[Path]) -> list[str]:
@@ -427,6 +534,7 @@ def _find(home: Path) -> tuple[Sandbox | None, str]:
         home=home,
         privileged=privileged,
         hidden=(user_home,) if user_home != Path("/") else (),
+        dropper=static_busybox() if privileged else None,
     )
     probe_argv = sandbox.command(["true"], {}, Path("/"), "probe")
     try:

@@ -107,10 +107,14 @@ def test_instances_fork_in_the_images_root_as_the_revisions_user(
     assert answer["cwd"] == "/srv"  # its WORKDIR
     assert answer["uid"] >= FIRST_UID  # the revision's own user, not the image's root
     assert answer["sees_home"] is False  # nothing of the daemon's
-    # No capability left, none to gain (no_new_privs), as in any revision's sandbox.
+    # No capability left, none to gain (no_new_privs), as in any revision's sandbox. The
+    # bounding set stays as it was (no static program of the host's empties it): with
+    # no_new_privs, exec gains nothing within it.
     status = {name: value.strip() for name, value in answer["status"].items()}
-    assert int(status["CapBnd"], 16) == int(status["CapEff"], 16) == 0, status
+    held = ("CapInh", "CapPrm", "CapEff", "CapAmb")
+    assert [int(status[name], 16) for name in held] == [0, 0, 0, 0], status
     assert status["NoNewPrivs"] == "1", status
+    assert status["Groups"] == "", status  # no supplementary group
     assert answer["k_service"] == "zyg"
     assert int(answer["port"]) != 8080  # each instance's own port
     described = platform.describe_service("zyg")
@@ -125,6 +129,77 @@ def test_instances_fork_in_the_images_root_as_the_revisions_user(
     while root in containers_of(platform.home) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert root not in containers_of(platform.home)  # the revision's root went with it
+
+
+# A hostile image: a .pth file in its Python's site-packages, run by every start of that
+# Python, records who runs it and what it holds; the app hands the record back.
+STARTUP_HOOK = (
+    "import os; open('/tmp/started-as', 'a').write('%d %d %s\\n' % (os.getuid(), os.geteuid(), "
+    "[line.split()[1] for line in open('/proc/self/status') if line.startswith('CapEff')][0]))"
+)
+RECORD_APP = """\
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.route("/")
+def record():
+    return open("/tmp/started-as").read()
+"""
+
+
+def test_nothing_of_the_image_runs_as_root(zygote_platform: Platform, tmp_path: Path) -> None:
+    # The image's own Python, its libraries and its site-packages are the image author's: the
+    # sandbox makes the revision's user before any of them runs (with the host's static
+    # busybox), never as root with the capabilities bwrap holds.
+    app = tmp_path / "hostile"
+    app.mkdir()
+    (app / "main.py").write_text(RECORD_APP)
+    (app / "startup.pth").write_text(STARTUP_HOOK + "\n")
+    site = "$(python3 -c 'import site; print(site.getsitepackages()[0])')"
+    dockerfile = FLASK_DOCKERFILE.replace(
+        "COPY main.py .",
+        f"COPY main.py startup.pth ./\nRUN mkdir -p {site} && mv startup.pth {site}/",
+    )
+    (app / "Dockerfile").write_text(dockerfile)
+    zygote_platform.deploy_ok("zyg-hostile", app)
+    (revision,) = zygote_platform.describe_service("zyg-hostile")["revisions"]
+    assert revision["start_mode"]["mode"] == "zygote", revision["start_mode"]
+    lines = zygote_platform.request("zyg-hostile", "GET", "/").text.splitlines()
+    # The first Python (homerun's _homerun_enter.py), then the app's.
+    assert len(lines) >= 2, lines
+    for line in lines:
+        uid, euid, effective = line.split()
+        assert int(uid) >= FIRST_UID and int(euid) >= FIRST_UID, lines
+        assert int(effective, 16) == 0, lines
+
+
+def test_an_image_with_a_symbolic_link_where_the_sandbox_mounts_runs_on_the_engine(
+    zygote_platform: Platform, tmp_path: Path
+) -> None:
+    # bwrap runs as root and makes its mount points inside the image's root folder: a link
+    # there (here /tmp, to a folder the image has and the host has not) would lead it out of
+    # the folder, to make that folder on the host.
+    outside = Path("/homerun-test-linked-tmp")
+    assert not outside.exists()
+    app = report_app(tmp_path)
+    dockerfile = (
+        (app / "Dockerfile")
+        .read_text()
+        .replace(
+            "COPY main.py .",
+            f"COPY main.py .\nRUN mkdir -m 1777 {outside} && rm -rf /tmp && ln -s {outside} /tmp",
+        )
+    )
+    (app / "Dockerfile").write_text(dockerfile)
+    zygote_platform.deploy_ok("zyg-linked", app, "--set-env-vars", "DAEMON_HOME=/nowhere")
+    (revision,) = zygote_platform.describe_service("zyg-linked")["revisions"]
+    mode = revision["start_mode"]
+    assert mode["mode"] == "container", mode
+    assert "has a symbolic link at /tmp, where the sandbox makes a mount point" in str(mode)
+    assert zygote_platform.request("zyg-linked", "GET", "/").json()["image_file"] == "image"
+    assert not outside.exists()
 
 
 def test_an_image_with_a_user_of_its_own_runs_on_the_engine_saying_why(

@@ -164,6 +164,10 @@ def test_the_revisions_files_are_read_only_and_tmp_is_private(
     assert not Path(f"/tmp/{service}-scratch").exists(), "the instance's /tmp is the host's"
     system = attempt(sandboxed, service, "write", path="/etc/homerun-sandbox-test")
     assert not system["ok"], system
+    # Its home is one it may write (the daemon user's is hidden: /tmp stands for it).
+    home = me(sandboxed, service)["home"]
+    written = attempt(sandboxed, service, "write", path=f"{home}/.{service}-settings")
+    assert written["ok"], f"{service} cannot write its home {home}: {written}"
 
 
 PROWLER = """\

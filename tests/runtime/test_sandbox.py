@@ -23,7 +23,7 @@ from homerun.errors import HomerunError
 from homerun.model.limits import Limits, MiB
 from homerun.model.run_as import RunAs
 from homerun.model.volumes import MemoryMount, Mounts, SecretFile
-from homerun.runtime.base import InstanceSpec
+from homerun.runtime.base import ImageRoot, InstanceSpec
 from homerun.runtime.cgroups import Cgroups, available
 from homerun.runtime.limited import LimitedInstance, LimitedRuntime
 from homerun.runtime.process import ProcessRuntime
@@ -33,6 +33,8 @@ from homerun.runtime.sandbox import (
     SandboxUnavailable,
     probe,
     revision_uid,
+    static_busybox,
+    symlinked_mount_point,
 )
 from homerun.runtime.zygote import ZygoteRuntime
 
@@ -53,6 +55,64 @@ def fake_sandbox(home: Path, privileged: bool = True) -> Sandbox:
 
 def pairs(args: list[str], option: str) -> list[str]:
     return [args[index + 1] for index, arg in enumerate(args) if arg == option]
+
+
+def test_in_an_images_root_the_static_busybox_makes_the_user_before_the_image_runs(
+    tmp_path: Path,
+) -> None:
+    root = ImageRoot(folder=tmp_path / "root", python="/usr/bin/python3")
+    env = {"HOMERUN_INSPECT": str(tmp_path / "inspect")}
+    without = fake_sandbox(tmp_path / "home")
+    with pytest.raises(SandboxUnavailable, match="apt-get install busybox-static"):
+        without.command(["app"], env, Path("/srv"), "rev", root=root)
+    sandbox = replace(without, dropper="/usr/bin/busybox")
+    args = sandbox.command(["app"], env, Path("/srv"), "rev", root=root)
+    uid = str(revision_uid("rev"))
+    command = args[args.index("--") + 1 :]
+    # The first program run is the host's busybox, bound into the sandbox's own /dev; the
+    # image's Python comes after it has made the revision's user.
+    assert command[:8] == ["/dev/.homerun/busybox", "nsenter", "-F", "-S", uid, "-G", uid, "--"]
+    assert command[8] == "/usr/bin/python3"
+    at = args.index("/usr/bin/busybox")
+    assert args[at - 1 : at + 2] == ["--ro-bind", "/usr/bin/busybox", "/dev/.homerun/busybox"]
+
+
+def test_a_symbolic_link_on_the_way_to_a_mount_point_is_found(tmp_path: Path) -> None:
+    folder = tmp_path / "root"
+    (folder / "etc").mkdir(parents=True)
+    (folder / "srv").mkdir()
+    inspect = tmp_path / "home" / "inspect" / "rev"
+    env = {"HOMERUN_INSPECT": str(inspect)}
+    assert symlinked_mount_point(folder, env) is None
+    (folder / "etc" / "resolv.conf").symlink_to("/elsewhere/resolv.conf")
+    assert symlinked_mount_point(folder, env) == Path("/etc/resolv.conf")
+    (folder / "etc" / "resolv.conf").unlink()
+    # An ancestor of a folder the sandbox binds (the inspector's, under HOMERUN_HOME).
+    first = Path(*inspect.parts[:2])
+    (folder / first.relative_to("/")).symlink_to("/")
+    assert symlinked_mount_point(folder, env) == first
+    with pytest.raises(SandboxUnavailable, match=f"symbolic link at {first}"):
+        replace(fake_sandbox(tmp_path / "home"), dropper="/bin/busybox").command(
+            ["app"], env, Path("/srv"), "rev", root=ImageRoot(folder=folder, python="/p")
+        )
+
+
+def test_a_home_the_sandbox_hides_becomes_tmp(tmp_path: Path) -> None:
+    sandbox = replace(fake_sandbox(tmp_path / "home"), hidden=(Path("/root"),))
+    assert sandbox.inherited_env({"HOME": "/root", "LANG": "C"}) == {"HOME": "/tmp", "LANG": "C"}
+    assert sandbox.inherited_env({"HOME": str(tmp_path / "home" / "x")})["HOME"] == "/tmp"
+    assert sandbox.inherited_env({"HOME": "/srv/app"})["HOME"] == "/srv/app"
+    assert "HOME" not in sandbox.inherited_env({})
+
+
+def test_only_a_statically_linked_busybox_is_the_dropper() -> None:
+    found = static_busybox()
+    if shutil.which("busybox") is None:
+        assert found is None
+        return
+    # Debian's busybox-static (scripts/setup-containers installs it) has no ELF interpreter.
+    interpreter = b"ld-linux" in Path(shutil.which("busybox") or "").read_bytes()[:4096]
+    assert (found is None) == interpreter
 
 
 def test_home_is_hidden_and_only_the_revisions_own_folders_are_shown(tmp_path: Path) -> None:

@@ -66,6 +66,7 @@ def me() -> dict[str, object]:
         "gid": os.getgid(),
         "pid": os.getpid(),
         "cwd": os.getcwd(),
+        "home": os.environ.get("HOME"),
         "pids": sorted(int(name) for name in os.listdir("/proc") if name.isdigit()),
         "no_new_privs": _read("/proc/self/status").count("NoNewPrivs:\t1") == 1,
     }
