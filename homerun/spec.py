@@ -22,7 +22,7 @@ from homerun.model.capabilities import (
     capability_to_add,
     capability_to_drop,
 )
-from homerun.model.limits import below_one_cpu
+from homerun.model.limits import below_one_cpu, concurrency_beyond_cpu
 from homerun.model.probes import Probe, ProbeAction
 from homerun.model.validation import validation_message
 from homerun.model.volumes import (
@@ -343,14 +343,8 @@ class RevisionSpec(BaseModel):
             raise InvalidSpec(f"securityContext.capabilities: {said}")
         if self.cpu is not None:
             check_cpu(self.cpu, "--cpu")
-            if below_one_cpu(self.cpu) and self.container_concurrency > 1:
-                raise InvalidSpec(
-                    f"--cpu {self.cpu} (resources.limits.cpu) is below one CPU, where an "
-                    'instance takes one request at a time, as on Cloud Run ("Total cpu < 1 is '
-                    f'not supported with concurrency > 1"), and the concurrency is '
-                    f"{self.container_concurrency}: add --concurrency 1 (containerConcurrency: "
-                    "1), or give --cpu 1 or more"
-                )
+            if said := concurrency_beyond_cpu(self.cpu, self.container_concurrency):
+                raise InvalidSpec(said)
         if self.memory is not None:
             check_memory(self.memory, "--memory")
         if self.service_account is not None:

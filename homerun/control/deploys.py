@@ -44,7 +44,7 @@ from homerun.model.events import BuildLine, DeployEvent, Done, Phase, Starting
 from homerun.model.images import parse_image_name
 from homerun.model.states import RevisionStatus
 from homerun.observe.logs import LogStore, platform_entry
-from homerun.scaling.diagnosis import StartFailed
+from homerun.scaling.diagnosis import StartFailed, built_app
 from homerun.scaling.supervisor import Supervisor
 from homerun.scaling.unit import ManagedInstance, RevisionUnit
 from homerun.spec import DeployRequest, RevisionSpec, validate_service_name
@@ -269,7 +269,7 @@ class Deploys:
             instance = await self._started(unit, emit)
             await self._supervisor.confirm(unit, instance, self._settings.deploy_settle_seconds)
         except StartFailed as failure:
-            detail = self._secrets.redact(failure.detail(), spec)
+            detail = self._secrets.redact(failure.detail(built_app(unit.plan.cwd, artifact)), spec)
             await self._fail(revision, detail, failure.message)
             previous = self._store.latest_ready(service)
             keeps = f"; {previous.name} keeps serving" if previous else ""

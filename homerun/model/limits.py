@@ -61,6 +61,18 @@ def below_one_cpu(cpu: str | None) -> bool:
         return False
 
 
+def concurrency_beyond_cpu(cpu: str, concurrency: int) -> str | None:
+    """What is wrong with `concurrency` requests at a time at `cpu`, as Cloud Run says it."""
+    if not below_one_cpu(cpu) or concurrency <= 1:
+        return None
+    return (
+        f"--cpu {cpu} (resources.limits.cpu) is below one CPU, where an instance takes one "
+        'request at a time, as on Cloud Run ("Total cpu < 1 is not supported with concurrency '
+        f'> 1"), and the concurrency is {concurrency}: add --concurrency 1 '
+        "(containerConcurrency: 1), or give --cpu 1 or more"
+    )
+
+
 def limits(cpu: str | None, memory: str | None) -> Limits:
     """A revision's (or job's) limits: what it asked for, else Cloud Run's defaults."""
     return Limits(
