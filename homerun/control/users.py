@@ -42,6 +42,14 @@ def instance_user(spec: RevisionSpec, *, container: bool, processes: ProcessUser
                 f"securityContext.{field}: {given} is kept for the revisions' own users "
                 f"({first}..{last}); give an id outside that range"
             )
+        owner = None if given is None else processes.host.owner(given, group=field != "runAsUser")
+        if owner is not None:
+            raise InvalidSpec(
+                f"securityContext.{field}: {given} is {owner} on this machine, and the sandbox "
+                "runs an app with the machine's own ids: it would read and write what that "
+                "one may; give an id no user or group of this machine has, or remove "
+                f"{field} (each revision runs as a user of its own)"
+            )
     if spec.run_as_non_root and spec.run_as_user is None and processes.runs_as_root:
         raise InvalidSpec(
             "securityContext.runAsNonRoot: instances would run as root (the daemon's user, "

@@ -53,7 +53,7 @@ from homerun.runtime.nat import RedirectedPorts, unredirected_server
 from homerun.runtime.netns import Furnish, NetNamespace, Networks
 from homerun.runtime.netns import can_make as can_make_networks
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
-from homerun.runtime.sandbox import FIRST_UID, NO_DROPPER, UID_RANGE, Sandbox
+from homerun.runtime.sandbox import FIRST_UID, NO_DROPPER, UID_RANGE, Sandbox, host_ids
 from homerun.runtime.sandbox import probe as probe_sandbox
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.ports import lowest_unprivileged_port
@@ -151,6 +151,7 @@ class Daemon:
             sandboxed=sandbox is not None,
             privileged=sandbox.privileged if sandbox is not None else os.geteuid() == 0,
             reserved=range(FIRST_UID, FIRST_UID + UID_RANGE),
+            host=host_ids(),
         )
         supervisor = Supervisor(
             instances,

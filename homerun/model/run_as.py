@@ -4,7 +4,8 @@ control/users.py decides."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,45 @@ class ProcessUsers:
     # Sandboxed, an app holds no capability and runs with no_new_privs, without a seccomp
     # filter; unsandboxed, it holds what the daemon's user holds.
     sandboxed: bool = False
+    # The machine's own ids (HostIds): the sandbox runs an app with the host's ids, so a
+    # runAsUser of one of them would read what that user or group may read.
+    host: HostIds = field(default_factory=lambda: HostIds())
 
 
-def process_users(sandboxed: bool, privileged: bool, reserved: range = range(0)) -> ProcessUsers:
+@dataclass(frozen=True)
+class HostIds:
+    """The users and groups of this machine, by id (its passwd and group databases), and the
+    subordinate ranges its users hold for their containers (/etc/subuid, /etc/subgid)."""
+
+    users: Mapping[int, str] = field(default_factory=dict)
+    groups: Mapping[int, str] = field(default_factory=dict)
+    subordinate_users: tuple[tuple[str, range], ...] = ()
+    subordinate_groups: tuple[tuple[str, range], ...] = ()
+
+    def owner(self, id_: int, *, group: bool) -> str | None:
+        """Whose `id_` is, said for a refusal, or None when no one of this machine's."""
+        named = (self.groups if group else self.users).get(id_)
+        if named is not None:
+            return f"the group {named}" if group else f"the user {named}"
+        ranges = self.subordinate_groups if group else self.subordinate_users
+        for user, ids in ranges:
+            if id_ in ids:
+                return f"in {user}'s subordinate range {ids.start}..{ids.stop - 1}"
+        return None
+
+
+def process_users(
+    sandboxed: bool, privileged: bool, reserved: range = range(0), host: HostIds | None = None
+) -> ProcessUsers:
     """What the process runtime honours, from whether it sandboxes and homerun is root."""
     if sandboxed and privileged:
-        return ProcessUsers(honoured=True, runs_as_root=False, reserved=reserved, sandboxed=True)
+        return ProcessUsers(
+            honoured=True,
+            runs_as_root=False,
+            reserved=reserved,
+            sandboxed=True,
+            host=host or HostIds(),
+        )
     if sandboxed:
         return ProcessUsers(
             honoured=False,

@@ -24,7 +24,9 @@ and what it does not).
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
+import pwd
 import shutil
 import stat
 import struct
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homerun.errors import HomerunError
-from homerun.model.run_as import RunAs
+from homerun.model.run_as import HostIds, RunAs
 from homerun.model.volumes import NO_MOUNTS, Mounts
 from homerun.readable import share_read
 from homerun.runtime.base import ImageRoot
@@ -486,6 +488,28 @@ def _hidden(always: list[Path], shown: list[Path]) -> list[Path]:
                 hidden.append(ancestor)
                 break
     return sorted(set(hidden), key=lambda path: len(path.parts))
+
+
+def host_ids(etc: Path = Path("/etc")) -> HostIds:
+    """This machine's users and groups by id, and its subordinate id ranges."""
+    return HostIds(
+        users={entry.pw_uid: entry.pw_name for entry in pwd.getpwall()},
+        groups={entry.gr_gid: entry.gr_name for entry in grp.getgrall()},
+        subordinate_users=_subordinate(etc / "subuid"),
+        subordinate_groups=_subordinate(etc / "subgid"),
+    )
+
+
+def _subordinate(path: Path) -> tuple[tuple[str, range], ...]:
+    """/etc/subuid's `user:first:count` lines (a missing file: none)."""
+    ranges = []
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            user, _, rest = line.strip().partition(":")
+            first, _, count = rest.partition(":")
+            if user and first.isdigit() and count.isdigit():
+                ranges.append((user, range(int(first), int(first) + int(count))))
+    return tuple(ranges)
 
 
 def probe(setting: str, home: Path) -> tuple[Sandbox | None, str]:

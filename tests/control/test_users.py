@@ -3,11 +3,14 @@ runtime can honour."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from homerun.control.users import check_privileges, instance_user
 from homerun.errors import InvalidSpec
-from homerun.model.run_as import RunAs, process_users
+from homerun.model.run_as import HostIds, RunAs, process_users
+from homerun.runtime.sandbox import host_ids
 from homerun.spec import RevisionSpec
 
 SANDBOX_AS_ROOT = process_users(sandboxed=True, privileged=True, reserved=range(100, 200))
@@ -70,6 +73,42 @@ def test_the_sandbox_never_runs_an_app_as_root_nor_as_another_revisions_user() -
     # A container's root is the container's.
     root = instance_user(spec(run_as_user=0), container=True, processes=SANDBOX_AS_ROOT)
     assert root == RunAs(0, None)
+
+
+def test_the_sandbox_never_runs_an_app_with_an_id_of_this_machines() -> None:
+    # The sandbox runs an app with the host's own ids: runAsUser 65534, runAsGroup 42 (shadow)
+    # would read what nobody and the shadow group may (/etc/shadow).
+    host = HostIds(
+        users={65534: "nobody", 101: "postgres"},
+        groups={42: "shadow"},
+        subordinate_users=(("alice", range(100000, 165536)),),
+    )
+    processes = process_users(sandboxed=True, privileged=True, reserved=range(100, 200), host=host)
+    with pytest.raises(InvalidSpec) as refused:
+        instance_user(spec(run_as_user=65534), container=False, processes=processes)
+    assert str(refused.value) == (
+        "securityContext.runAsUser: 65534 is the user nobody on this machine, and the sandbox "
+        "runs an app with the machine's own ids: it would read and write what that one may; "
+        "give an id no user or group of this machine has, or remove runAsUser (each revision "
+        "runs as a user of its own)"
+    )
+    with pytest.raises(InvalidSpec, match="runAsGroup: 42 is the group shadow on this machine"):
+        instance_user(spec(run_as_user=2020, run_as_group=42), container=False, processes=processes)
+    with pytest.raises(InvalidSpec, match="100005 is in alice's subordinate range 100000..165535"):
+        instance_user(spec(run_as_user=100005), container=False, processes=processes)
+    assert instance_user(spec(run_as_user=2020), container=False, processes=processes) == RunAs(
+        2020, None
+    )
+    # A container's ids are the container's (podman's user namespace or its own root).
+    assert instance_user(spec(run_as_user=65534), container=True, processes=processes)
+
+
+def test_this_machines_ids_are_read_from_its_databases(tmp_path: Path) -> None:
+    (tmp_path / "subuid").write_text("alice:100000:65536\nbroken line\n")
+    found = host_ids(tmp_path)
+    assert found.users[0] == "root" and found.groups[0] == "root"
+    assert found.subordinate_users == (("alice", range(100000, 165536)),)
+    assert found.subordinate_groups == ()  # no subgid file there
 
 
 # -- Privileges: allowPrivilegeEscalation, capabilities, seccompProfile ----------------------
