@@ -53,7 +53,14 @@ from homerun.runtime.nat import RedirectedPorts, unredirected_server
 from homerun.runtime.netns import Furnish, NetNamespace, Networks
 from homerun.runtime.netns import can_make as can_make_networks
 from homerun.runtime.process import ProcessRuntime, process_start_ticks
-from homerun.runtime.sandbox import FIRST_UID, NO_DROPPER, UID_RANGE, Sandbox, host_ids
+from homerun.runtime.sandbox import (
+    FIRST_UID,
+    NO_DROPPER,
+    UID_RANGE,
+    Sandbox,
+    host_ids,
+    unmount_inspect_folders,
+)
 from homerun.runtime.sandbox import probe as probe_sandbox
 from homerun.runtime.zygote import ZygoteRuntime
 from homerun.scaling.ports import lowest_unprivileged_port
@@ -95,6 +102,9 @@ class Daemon:
         # Each revision's processes in a sandbox of its own where this machine can make one
         # (runtime/sandbox.py); what it lacks is said here, in status and in describe.
         sandbox, sandbox_said = probe_sandbox(self.settings.sandbox, self.home)
+        if sandbox is not None and sandbox.privileged:
+            # Inspector folders a killed daemon left mounted (Sandbox.prepare mounts them).
+            unmount_inspect_folders(self.paths.inspections)
         lacking = None
         if sandbox is None and self.settings.sandbox != "off":
             lacking = sandbox_said  # asked for, and this machine lacks something
@@ -388,6 +398,8 @@ class Daemon:
                 await containers.close()  # the image roots, their zygotes gone
             if networks is not None:
                 networks.close()
+            if sandbox is not None and sandbox.privileged:
+                unmount_inspect_folders(self.paths.inspections)
             for server in servers:
                 server.should_exit = True
             await asyncio.gather(*server_tasks, return_exceptions=True)

@@ -24,9 +24,11 @@ and what it does not).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import grp
 import os
 import pwd
+import re
 import shutil
 import stat
 import struct
@@ -125,7 +127,9 @@ class Sandbox:
         return [self.home, *self.hidden, Path("/run")]
 
     def prepare(self, revision: str, env: Mapping[str, str], user: RunAs | None = None) -> None:
-        """Make what the revision's processes write to theirs (the inspector's folder)."""
+        """Make what the revision's processes write to theirs (the inspector's folder). As
+        root, that folder is a tmpfs of its own, INSPECT_SIZE at most, the revision's user's:
+        what an app writes there counts against its memory, not the host's disk."""
         folder = env.get("HOMERUN_INSPECT")
         if not folder:
             return
@@ -133,6 +137,8 @@ class Sandbox:
         path.mkdir(parents=True, exist_ok=True)
         if self.privileged:
             uid, gid = user_and_group(revision, user)
+            if not os.path.ismount(path):
+                _mount_tmpfs(path, f"size={INSPECT_SIZE},nr_inodes=16384,mode=0755")
             info = path.stat()
             if (info.st_uid, info.st_gid) != (uid, gid):
                 os.chown(path, uid, gid)
@@ -263,6 +269,44 @@ class Sandbox:
         args += ["-S", str(uid), "-G", str(gid), "--", root.python, str(_ENTER)]
         args += [str(uid), str(gid), ",".join(IGNORED_OUTSIDE), "--", *argv]
         return args
+
+
+# The most a revision's inspector folder holds (its instances' snapshots are a few KiB each).
+INSPECT_SIZE = "16m"
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MNT_DETACH = 2, 4, 8, 2
+
+
+def _mount_tmpfs(path: Path, options: str) -> None:
+    """A tmpfs at `path` (nosuid, nodev, noexec), in the daemon's mount namespace."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    done = libc.mount(b"homerun-inspect", os.fsencode(path), b"tmpfs", flags, options.encode())
+    if done != 0:
+        error = ctypes.get_errno()
+        raise SandboxUnavailable(f"cannot mount a tmpfs at {path}: {os.strerror(error)}")
+
+
+def unmount_inspect_folders(folder: Path) -> None:
+    """Unmount the revisions' inspector tmpfs under `folder` (HOMERUN_HOME/inspect): at the
+    daemon's stop, and at its start for those a killed daemon left."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for point in mount_points_under(folder):
+        libc.umount2(os.fsencode(point), _MNT_DETACH)
+
+
+def mount_points_under(folder: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
+    """Mount points strictly under `folder`, as /proc/self/mountinfo lists them (its fifth
+    field, with spaces and the like escaped as octal), deepest first."""
+    points = []
+    prefix = str(folder).rstrip("/") + "/"
+    with contextlib.suppress(OSError):
+        for line in mountinfo.read_text().splitlines():
+            fields = line.split(" ")
+            if len(fields) > 4:
+                point = re.sub(r"\\([0-7]{3})", lambda octal: chr(int(octal[1], 8)), fields[4])
+                if point.startswith(prefix):
+                    points.append(point)
+    return sorted(set(points), key=len, reverse=True)
 
 
 NO_DROPPER = (

@@ -27,6 +27,8 @@ import pytest
 import yaml
 from fakes import free_port
 
+from homerun.runtime.sandbox import mount_points_under, unmount_inspect_folders
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APPS = REPO_ROOT / "tests" / "apps"
 # shared/ sits beside the repository for developers and CI; the seeds are the acceptance texts.
@@ -251,6 +253,11 @@ class Platform:
             leaks.append(f"pid {pid} ({process_environ(pid).get('K_REVISION', '?')}) survived")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # The revisions' inspector tmpfs (runtime/sandbox.py): the daemon's stop unmounts them.
+        mounted = mount_points_under(self.home)
+        if mounted:
+            leaks.append(f"mounts survived: {mounted}")
+            unmount_inspect_folders(self.home)
         return leaks
 
     def leftover_processes(self, grace: float = 15.0) -> list[int]:

@@ -7,6 +7,7 @@ are tried end to end in tests/e2e/test_sandbox.py."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import shutil
@@ -31,10 +32,12 @@ from homerun.runtime.sandbox import (
     FIRST_UID,
     Sandbox,
     SandboxUnavailable,
+    mount_points_under,
     probe,
     revision_uid,
     static_busybox,
     symlinked_mount_point,
+    unmount_inspect_folders,
 )
 from homerun.runtime.zygote import ZygoteRuntime
 
@@ -103,6 +106,41 @@ def test_a_home_the_sandbox_hides_becomes_tmp(tmp_path: Path) -> None:
     assert sandbox.inherited_env({"HOME": str(tmp_path / "home" / "x")})["HOME"] == "/tmp"
     assert sandbox.inherited_env({"HOME": "/srv/app"})["HOME"] == "/srv/app"
     assert "HOME" not in sandbox.inherited_env({})
+
+
+def test_mount_points_under_a_folder_are_read_from_mountinfo(tmp_path: Path) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 1 0:21 / /proc rw - proc proc rw\n"
+        "90 22 0:50 / /h/inspect/rev-1 rw,nosuid - tmpfs homerun-inspect rw,size=16384k\n"
+        "91 22 0:51 / /h/inspect/with\\040space rw - tmpfs homerun-inspect rw\n"
+        "92 22 0:52 / /h/inspect rw - tmpfs other rw\n"
+    )
+    found = mount_points_under(Path("/h/inspect"), mountinfo)
+    assert found == ["/h/inspect/with space", "/h/inspect/rev-1"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root mounts the inspector's tmpfs")
+def test_the_inspectors_folder_is_a_small_tmpfs_of_the_revisions_user(tmp_path: Path) -> None:
+    # An app could otherwise fill the host's disk through it: it writes there as itself.
+    sandbox = fake_sandbox(tmp_path / "home")
+    folder = tmp_path / "home" / "inspect" / "rev"
+    try:
+        sandbox.prepare("rev", {"HOMERUN_INSPECT": str(folder)})
+        sandbox.prepare("rev", {"HOMERUN_INSPECT": str(folder)})  # once is enough
+        assert mount_points_under(tmp_path / "home") == [str(folder)]
+        info = folder.stat()
+        assert (info.st_uid, info.st_gid) == (revision_uid("rev"), revision_uid("rev"))
+        with pytest.raises(OSError) as full, open(folder / "fill", "wb") as fill:
+            for _ in range(20):
+                fill.write(b"x" * (1 << 20))
+                fill.flush()
+        assert full.value.errno == errno.ENOSPC
+        assert (folder / "fill").stat().st_size <= 16 << 20
+    finally:
+        unmount_inspect_folders(tmp_path / "home")
+    assert mount_points_under(tmp_path / "home") == []
+    assert not (folder / "fill").exists()  # it never was on the disk
 
 
 def test_only_a_statically_linked_busybox_is_the_dropper() -> None:
