@@ -57,3 +57,16 @@ def evictions(idle: Sequence[IdleZygote], budget: int) -> list[int]:
         if zygote.base in children:
             children[zygote.base] -= 1
     return stopped
+
+
+def pss_bytes(pid: int) -> int | None:
+    """A process's proportional set size: its private pages and its share of those it shares
+    (with its base and the zygotes forked from it, or with other interpreters' file pages)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            for line in rollup:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -7,7 +7,8 @@ parent-death signal alone is not enough: it reaches only the instance's first pr
 `/bin/sh -c "uvicorn ..."` forks uvicorn rather than exec'ing it.
 
 Given CONTROLLER=FOLDER arguments (a home's control groups, runtime/limited.py), it also kills
-every process left in their instance groups, detached ones included, and removes the groups.
+every process left in their groups, instances' and zygotes', detached ones included, and
+removes the groups.
 """
 
 import os

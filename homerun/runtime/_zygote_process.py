@@ -1,5 +1,6 @@
 """One zygote process and the conversation with it: its fork requests, the instances (or, for a
-base, the revisions' zygotes) it forks, their exit statuses, its own output and its end.
+base, the revisions' zygotes) it forks, their exit statuses, its own output and its end, and
+its control groups where it has them (the end of the zygote is the end of all in them).
 `_zygote/_zygote_main.py` is the other side; zygote.py decides which zygotes there are."""
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from homerun.model.limits import DEFAULT_LIMITS, Limits
 from homerun.procfs import process_tree
 from homerun.runtime._zygote_command import ServerCommand
 from homerun.runtime.base import InsideCommand, InstanceSpec, OutputSink, as_it_is, describe_status
+from homerun.runtime.cgroups import InstanceCgroup, kill_and_remove
+from homerun.runtime.limited import MemoryWatch, memory_exceeded_entry
 from homerun.runtime.output import drain, pump
 
 _MAX_MESSAGE = 1 << 20  # the zygote reads at most this much per message
@@ -139,6 +143,8 @@ class ZygoteProcess:
         base: ZygoteProcess | None = None,
         *,
         sandboxed: bool = False,
+        cgroup: InstanceCgroup | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.revision = revision  # "" for a base
         # In a sandbox of its own (runtime/sandbox.py), with its own PID namespace: the pids
@@ -165,6 +171,14 @@ class ZygoteProcess:
         self.on_lost: Callable[[ZygoteProcess], None] | None = None
         self.on_exit: Callable[[ZygoteProcess, str], None] | None = None  # how, once known
         self.on_child_exit: Callable[[ZygoteProcess], None] | None = None
+        # Its control groups (runtime/limited.py makes them), which it joined before it
+        # imported anything, with its revision's limits; removed, with whatever is left in
+        # them, once it has stopped or exited.
+        self.cgroup = cgroup
+        self.limits = limits or DEFAULT_LIMITS
+        self.memory_exceeded = False
+        self._groups_released = False
+        self._memory_watch = MemoryWatch(cgroup, self._memory_exceeded) if cgroup else None
         # The zygote's own output: held until it is ready, then it belongs to the instance that
         # caused the import (a spawned instance prints its import-time lines in its own log).
         self._early: list[tuple[str, str]] = []
@@ -217,12 +231,10 @@ class ZygoteProcess:
         # The instance's control groups, opened here (a sandboxed zygote's user could not):
         # the child writes its pid to each before it runs anything. The kernel checks the
         # opener's credentials for a cgroup v1 cgroup.procs write.
-        cgroup_fds: list[int] = []
         try:
-            for procs in spec.cgroup_procs:
-                cgroup_fds.append(os.open(procs, os.O_WRONLY | os.O_CLOEXEC))
+            cgroup_fds = open_procs(spec.cgroup_procs)
         except BaseException:
-            for fd in [out_read, out_write, err_read, err_write, *cgroup_fds]:
+            for fd in [out_read, out_write, err_read, err_write]:
                 os.close(fd)
             for reader in readers:
                 reader.cancel()
@@ -238,9 +250,15 @@ class ZygoteProcess:
         return ZygoteInstance(spec.name, spec.port, pid, status, readers, enter)
 
     async def fork_zygote(
-        self, spec: InstanceSpec, command: ServerCommand, output: OutputSink
+        self,
+        spec: InstanceSpec,
+        command: ServerCommand,
+        output: OutputSink,
+        cgroup: InstanceCgroup | None = None,
     ) -> ZygoteProcess:
-        """Have this base fork the revision's zygote, which then imports the app."""
+        """Have this base fork the revision's zygote, which joins `cgroup` (its own control
+        groups) first, then imports the app."""
+        cgroup_fds = open_procs(cgroup.procs_files if cgroup is not None else ())
         daemon_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
@@ -249,10 +267,12 @@ class ZygoteProcess:
                 "boot": zygote_boot(spec, command),
                 "env": without_port(spec.env),
                 "cwd": str(spec.cwd),
-            }
+            },
+            "cgroup_fds": len(cgroup_fds),
         }
+        fds = [zygote_end.detach(), out_write, err_write, *cgroup_fds]
         try:
-            pid, status = await self._fork(request, [zygote_end.detach(), out_write, err_write])
+            pid, status = await self._fork(request, fds)
         except BaseException:
             daemon_end.close()
             os.close(out_read)
@@ -266,6 +286,8 @@ class ZygoteProcess:
             (out_read, err_read),
             output,
             base=self,
+            cgroup=cgroup,
+            limits=spec.limits,
         )
 
     def close(self) -> None:
@@ -278,6 +300,42 @@ class ZygoteProcess:
         self._control.close()
         settle(self.ready, "the zygote was stopped")
         self._end_all(ZygoteLost("the zygote was stopped"))
+
+    async def release_groups(self) -> None:
+        """Kill whatever is left in the zygote's control groups (itself, if it still runs, and
+        what the app started at import: a `setsid` double fork too), then remove them."""
+        if self._take_groups():
+            assert self.cgroup is not None
+            await asyncio.to_thread(kill_and_remove, self.cgroup)
+
+    def release_groups_now(self) -> None:
+        """As release_groups, waiting here (the runtime closes)."""
+        if self._take_groups():
+            assert self.cgroup is not None
+            kill_and_remove(self.cgroup)
+
+    def _take_groups(self) -> bool:
+        if self.cgroup is None or self._groups_released:
+            return False
+        self._groups_released = True
+        if self._memory_watch is not None:
+            self._memory_watch.close()
+        return True
+
+    def _memory_exceeded(self) -> None:
+        """A process of its groups hit the revision's memory limit: the kernel's OOM killer
+        would end one process (the zygote, or a child the app started at import), so the whole
+        group ends, as an instance's does; the zygote is then lost (`_lost`)."""
+        assert self.cgroup is not None
+        self.memory_exceeded = True
+        if not self.revision:
+            during = " by the base that imports the server and the web framework"
+        elif not self.ready.done():
+            during = " by the revision's zygote, importing the app"
+        else:
+            during = " by the revision's zygote (the app imported, and what it started then)"
+        self._output("stderr", memory_exceeded_entry(self.cgroup, self.limits, during))
+        self.cgroup.signal(signal.SIGKILL)
 
     # -- the conversation -------------------------------------------------------------
 
@@ -397,7 +455,19 @@ class ZygoteProcess:
         self._exit_report = asyncio.ensure_future(self._report_exit())
 
     async def _report_exit(self) -> None:
+        if self.cgroup is not None and not self.memory_exceeded and self.cgroup.oom_kills():
+            self._memory_exceeded()  # a kill the event did not tell (it came too late)
+        # What the app started at import goes with the zygote, as an instance's do with it.
+        await self.release_groups()
         how = describe_status(await self.process.status())
+        if self.memory_exceeded:
+            limit = f"memory limit of {self.limits.memory_mib} MiB"
+            how = f"{how}, past its {limit}"
+            if self.revision:
+                reason = f"the app used more than its {limit} while the zygote imported it"
+            else:
+                reason = f"the base used more than the {limit} of the revision that started it"
+            settle(self.ready, f"{reason} ({how})")
         said = next((line for stream, line in reversed(self._early) if stream == "stderr"), "")
         settle(
             self.ready,
@@ -440,6 +510,19 @@ def zygote_boot(spec: InstanceSpec, command: ServerCommand) -> dict[str, Any]:
         "path0": os.path.dirname(command.program) if command.program else str(spec.cwd),
         "daemon_pid": os.getpid(),
     }
+
+
+def open_procs(procs_files: Sequence[str]) -> list[int]:
+    """Descriptors of cgroup.procs files for a child to write its pid to (all, or none)."""
+    fds: list[int] = []
+    try:
+        for procs in procs_files:
+            fds.append(os.open(procs, os.O_WRONLY | os.O_CLOEXEC))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
 def host_pid(pid: int, under: int) -> int | None:

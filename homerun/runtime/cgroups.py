@@ -1,10 +1,11 @@
 """Control groups (cgroup v1) that hold an instance's processes and enforce its limits.
 
 homerun makes one folder per home in each hierarchy it may write to, under the daemon's own
-group (`/sys/fs/cgroup/memory/<own>/homerun-KEY/`), and one folder per instance below it. An
-instance's first process joins its groups before it runs anything, so every process it
-starts, a `setsid` one included, is there too: a stop reaches them all, and `--memory`,
-`--cpu` and a process count bound all of them together.
+group (`/sys/fs/cgroup/memory/<own>/homerun-KEY/`), and one folder per instance below it (and
+one per zygote, which imports a revision's app: runtime/zygote.py). An instance's first
+process joins its groups before it runs anything, so every process it starts, a `setsid` one
+included, is there too: a stop reaches them all, and `--memory`, `--cpu` and a process count
+bound all of them together.
 """
 
 from __future__ import annotations
@@ -244,10 +245,13 @@ class Cgroups:
     def controllers(self) -> tuple[str, ...]:
         return tuple(self.folders)
 
-    def create(self, name: str, limits: Limits, group: str = "") -> InstanceCgroup:
-        """The instance's groups, limits written. In the cpu hierarchy it goes under `group`
-        (its revision's): under contention a revision's instances share one weight, so one
-        that scales out on a CPU-bound load does not take its neighbours' time."""
+    def create(
+        self, name: str, limits: Limits, group: str = "", *, holder: str = "instance"
+    ) -> InstanceCgroup:
+        """The groups of an instance (or of the `holder` named), limits written. In the cpu
+        hierarchy they go under `group` (the revision's): under contention a revision's
+        instances and zygote share one weight, so one that scales out on a CPU-bound load does
+        not take its neighbours' time."""
         folders: dict[str, Path] = {}
         where = self.folders.get("memory") or next(iter(self.folders.values()), Path("/"))
         try:
@@ -268,7 +272,7 @@ class Cgroups:
                     folder.rmdir()
             if isinstance(error, OSError):
                 raise CgroupError(
-                    f"cannot set up the control group of instance {name} ({where}: "
+                    f"cannot set up the control group of {holder} {name} ({where}: "
                     f"{error.strerror or error}); the daemon must be able to write under "
                     f"{where.parent}: check that it still runs as root and the folder exists"
                 ) from error
@@ -289,7 +293,8 @@ class Cgroups:
 
     def clean(self, attempts: int = 50) -> int:
         """Kill every process left in this home's groups (left by a daemon that was killed,
-        or not yet removed) and remove the groups; how many instance groups there were."""
+        or not yet removed) and remove the groups; how many instance (and zygote) groups
+        there were."""
         trees = {controller: _below(root) for controller, root in self.folders.items()}
         folders = [folder for tree in trees.values() for folder in tree]
         instances = {folder.name for folder in folders if not _has_subfolder(folder)}

@@ -6,6 +6,10 @@ groups before it runs anything (`InstanceSpec.cgroup_procs`), so what it starts 
 `setsid` children and double forks included. Past `--memory`, the kernel's OOM killer ends a
 process of the group; the whole instance is then ended, as on Cloud Run, with Cloud Run's log
 line. `--cpu` is a CFS quota (at most that many cores' time in each 100 ms) and a share.
+
+A runtime that runs app code outside instances (the zygote runtime: a revision's zygote
+imports the app) is handed the same `Cgroups` (`ConfinesZygotes`), and puts each zygote in
+groups of its own with its revision's limits.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from homerun.model.limits import DEFAULT_LIMITS, Limits
 from homerun.runtime.base import InsideCommand, Instance, InstanceSpec, OutputSink, Runtime
@@ -39,12 +43,60 @@ class OpenRuntime(Runtime, Protocol):
     def close(self) -> None: ...
 
 
-def memory_exceeded(limit_mib: int, used_mib: int) -> str:
-    """Cloud Run's line for an instance ended past its memory limit."""
+@runtime_checkable
+class ConfinesZygotes(Protocol):
+    """A runtime with processes of its own that run app code (zygotes): it makes their
+    control groups with these `cgroups`, as instances' are made."""
+
+    def confine_zygotes(self, cgroups: Cgroups) -> None: ...
+
+
+def memory_exceeded(limit_mib: int, used_mib: int, during: str = "") -> str:
+    """Cloud Run's line for an instance ended past its memory limit (`during`: what it was
+    doing, said after the numbers)."""
     return (
-        f"Memory limit of {limit_mib} MiB exceeded with {used_mib} MiB used. Consider "
+        f"Memory limit of {limit_mib} MiB exceeded with {used_mib} MiB used{during}. Consider "
         f"increasing the memory limit, see {MEMORY_LIMITS_DOC}"
     )
+
+
+def memory_exceeded_entry(cgroup: InstanceCgroup, limits: Limits, during: str = "") -> str:
+    """The log entry (a JSON line, severity ERROR) of a group ended past its memory limit."""
+    used = cgroup.memory_peak() or limits.memory_bytes
+    line = memory_exceeded(limits.memory_mib, round(used / (1024 * 1024)), during)
+    return json.dumps({"severity": "ERROR", "message": line})
+
+
+class MemoryWatch:
+    """Calls `exceeded` once when a process of the group hits its memory limit: the kernel
+    signals an eventfd on memory.oom_control before its OOM killer picks a process. `close()`
+    before the group is removed (its removal would signal the eventfd too)."""
+
+    def __init__(self, cgroup: InstanceCgroup, exceeded: Callable[[], None]) -> None:
+        self._exceeded = exceeded
+        self._told = False
+        self._loop = asyncio.get_running_loop()
+        self._fds = cgroup.oom_eventfd()
+        if self._fds is not None:
+            self._loop.add_reader(self._fds[0], self._on_event)
+
+    def close(self) -> None:
+        if self._fds is None:
+            return
+        self._loop.remove_reader(self._fds[0])
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = None
+
+    def _on_event(self) -> None:
+        assert self._fds is not None
+        try:
+            os.eventfd_read(self._fds[0])
+        except BlockingIOError:
+            return
+        if not self._told:
+            self._told = True
+            self._exceeded()
 
 
 class LimitedInstance:
@@ -74,9 +126,7 @@ class LimitedInstance:
         self._signal: int | None = None  # the last one sent
         self._emptied: asyncio.Future[None] | None = None
         self._released = False
-        self._oom = cgroup.oom_eventfd()
-        if self._oom is not None:
-            self._loop.add_reader(self._oom[0], self._on_memory_event)
+        self._memory_watch = MemoryWatch(cgroup, self._on_memory_event)
 
     @property
     def returncode(self) -> int | None:
@@ -130,21 +180,12 @@ class LimitedInstance:
             interval = min(interval * 1.5, _POLL_SECONDS)
 
     def _on_memory_event(self) -> None:
-        assert self._oom is not None
-        try:
-            os.eventfd_read(self._oom[0])
-        except BlockingIOError:
-            return
-        # The kernel tells before its OOM killer picks a process (the group's removal would
-        # tell too, but the reader is gone by then).
         if not self.memory_exceeded:
             self._memory_exceeded()
 
     def _memory_exceeded(self) -> None:
         self.memory_exceeded = True
-        used = self.cgroup.memory_peak() or self.limits.memory_bytes
-        line = memory_exceeded(self.limits.memory_mib, round(used / (1024 * 1024)))
-        self._output("stderr", json.dumps({"severity": "ERROR", "message": line}))
+        self._output("stderr", memory_exceeded_entry(self.cgroup, self.limits))
         # The OOM killer ends one process (a worker, which its master would fork again): the
         # instance as a whole ends, and the supervisor replaces it.
         self.signal(signal.SIGKILL)
@@ -153,11 +194,7 @@ class LimitedInstance:
         if self._released:
             return
         self._released = True
-        if self._oom is not None:
-            self._loop.remove_reader(self._oom[0])
-            for fd in self._oom:
-                os.close(fd)
-            self._oom = None
+        self._memory_watch.close()
         if not self.cgroup.members() and self.cgroup.remove():
             self._on_gone(self)
             return
@@ -167,14 +204,19 @@ class LimitedInstance:
 
 class LimitedRuntime:
     """Starts each instance of `inner` in control groups made for it with its limits
-    (InstanceSpec.limits, else Cloud Run's defaults). `open()` removes groups a killed daemon
-    left (and kills what is in them); a helper process does the same if the daemon dies."""
+    (InstanceSpec.limits, else Cloud Run's defaults), and each zygote of `inner`, if it has
+    any, in groups of its own too. `open()` removes groups a killed daemon left (and kills what
+    is in them); a helper process does the same if the daemon dies."""
 
     def __init__(self, inner: OpenRuntime, cgroups: Cgroups) -> None:
         self._inner = inner
         self._cgroups = cgroups
         self._instances: set[LimitedInstance] = set()
         self._reaper: subprocess.Popen[bytes] | None = None
+        # A zygote imports the app, which may do at import anything an instance may do.
+        self._zygotes_confined = isinstance(inner, ConfinesZygotes)
+        if isinstance(inner, ConfinesZygotes):
+            inner.confine_zygotes(cgroups)
 
     @property
     def controllers(self) -> tuple[str, ...]:
@@ -184,7 +226,8 @@ class LimitedRuntime:
         self._cgroups.clean()
         self._inner.open()
         # End of its input (the daemon gone, by SIGKILL too) makes it kill whatever is left in
-        # this home's instance groups: `setsid` children would outlive the daemon otherwise.
+        # this home's groups (instances', zygotes'): `setsid` children would outlive the
+        # daemon otherwise.
         self._reaper = subprocess.Popen(
             [
                 sys.executable,
@@ -214,7 +257,8 @@ class LimitedRuntime:
     def mode(self, revision: str) -> tuple[str, str]:
         mode, reason = self._inner.mode(revision)
         groups = ", ".join(self._cgroups.controllers)
-        return mode, f"{reason}; each instance in control groups of its own ({groups})"
+        each = "each instance and each zygote" if self._zygotes_confined else "each instance"
+        return mode, f"{reason}; {each} in control groups of its own ({groups})"
 
     def forget(self, revision: str) -> None:
         self._inner.forget(revision)

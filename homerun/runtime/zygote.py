@@ -19,6 +19,15 @@ whole interpreter's 25-40. Where the base's imports would differ from the revisi
 variable they read has another value, the app's folder has a module of a name the base
 imported) the revision's zygote is started on its own, as a spawned instance would start.
 
+Where homerun makes control groups (runtime/limited.py hands them over: `confine_zygotes`),
+each zygote and each base runs in groups of its own, joined before it imports anything, with
+its revision's `--memory`, `--cpu` and an instance's process count (a base: those of the
+revision that started it), so what the app does at import is bounded as an instance is; when
+the zygote stops or exits, whatever is left in them (a `setsid` double fork the app made) is
+killed and the groups are removed. A zygote past its memory limit is ended whole, with Cloud
+Run's line in the revision's log; if it was importing the app, the revision's instances are
+spawned from then on (each in its own groups, where the same import ends it the same way).
+
 Zygotes cost memory while their revision has no instance. A revision's zygote stops with the
 revision (`forget`), a base with the last revision forked from it; and with a memory budget,
 the idle ones (no instance running or starting) are stopped, those quickest to make again
@@ -40,7 +49,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from homerun.runtime._eviction import IdleZygote, evictions
+from homerun.model.limits import DEFAULT_LIMITS, Limits
+from homerun.runtime import _zygote_bases as bases
+from homerun.runtime._eviction import IdleZygote, evictions, pss_bytes
 from homerun.runtime._zygote_command import ServerCommand, Unrecognised, recognise
 from homerun.runtime._zygote_process import (
     Started,
@@ -49,23 +60,14 @@ from homerun.runtime._zygote_process import (
     without_port,
     zygote_boot,
 )
-from homerun.runtime.base import ImageRoot, Instance, InstanceSpec, OutputSink
+from homerun.runtime.base import ImageRoot, Instance, InstanceSpec, OutputSink, join_cgroups
+from homerun.runtime.cgroups import CgroupError, Cgroups, InstanceCgroup, kill_and_remove
 from homerun.runtime.netns import NetNamespace, Networks, shared
 from homerun.runtime.process import ProcessRuntime, ignore_stop_signals
 from homerun.runtime.sandbox import Sandbox
 
 ZYGOTE, SPAWN = "zygote", "spawn"
 _ZYGOTE_MAIN = Path(__file__).with_name("_zygote") / "_zygote_main.py"
-# What a base is given of a revision's environment: what the interpreter reads as it starts
-# (PYTHON*, the locale, HOME for the user's site-packages), PATH, and what an instance inherits
-# from the daemon anyway. Revisions share a base only when these are the same.
-_BASE_VARIABLES = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SSL_CERT_FILE")
-_BASE_PREFIXES = ("PYTHON", "LC_")
-# Room a base keeps in its environment for the zygotes forked from it to write their own over
-# (_show_environment in _zygote/_homerun_zygote_forks.py): a revision whose variables take
-# more gets its own zygote.
-_ENVIRON_ROOM = "HOMERUN_ENVIRON_ROOM"
-_ENVIRON_ROOM_BYTES = 32 * 1024
 _MiB = 1024 * 1024
 
 
@@ -76,6 +78,7 @@ class ZygoteRuntime:
     `forget(revision)` stops a revision's zygote once none of its instances is left. With a
     `memory_budget` (bytes), idle zygotes are stopped so that their PSS (`measure(pid)`) stays
     within it: those forked from a base first, least recently used first (_eviction.py).
+    With `confine_zygotes(cgroups)`, each zygote and base runs in control groups of its own.
     """
 
     def __init__(
@@ -101,6 +104,9 @@ class ZygoteRuntime:
         # (runtime/netns.py), the spawned ones too.
         self._networks = networks if sandbox is not None else None
         self._spawner = ProcessRuntime(sandbox=sandbox, networks=self._networks)
+        # Each zygote's (and base's) own control groups, where homerun makes them.
+        self._cgroups: Cgroups | None = None
+        self._group_numbers = itertools.count(1)
         # Per-revision state
         self._zygotes: dict[str, ZygoteProcess] = {}
         self._making: dict[str, asyncio.Task[ZygoteProcess | str]] = {}
@@ -122,6 +128,11 @@ class ZygoteRuntime:
         self._evict_again = False
         self._stopping: set[asyncio.Future[None]] = set()
 
+    def confine_zygotes(self, cgroups: Cgroups) -> None:
+        """Run each zygote and base in control groups of its own, made with `cgroups` (the
+        ones instances get theirs from: runtime/limited.py)."""
+        self._cgroups = cgroups
+
     def open(self) -> None:
         self._spawner.open()
 
@@ -135,12 +146,18 @@ class ZygoteRuntime:
         self._bases.clear()
         self._base_revisions.clear()
         self._base_waiters.clear()
-        # Revisions' zygotes first: each kills its instances as its socket closes; then the
-        # bases, which wait for the zygotes they forked.
+        # Revisions' zygotes first: each kills its instances as its socket closes (in control
+        # groups, the zygote and what it started are killed now, its instances before it);
+        # then the bases, which wait for the zygotes they forked, then what is left of them.
         for zygote in zygotes:
             zygote.close()
         for zygote in zygotes:
+            if zygote.revision:
+                zygote.release_groups_now()
+        for zygote in zygotes:
             zygote.process.stop()
+        for zygote in zygotes:
+            zygote.release_groups_now()
         self._spawner.close()
 
     def mode(self, revision: str) -> tuple[str, str]:
@@ -333,7 +350,7 @@ class ZygoteRuntime:
                 return made
         try:
             zygote = self._launch(spec, command, output)
-        except OSError as error:
+        except (OSError, CgroupError) as error:
             self._unfit[revision] = f"the zygote could not be started ({error})"
             return self._unfit[revision]
         self._adopt(zygote)
@@ -351,13 +368,13 @@ class ZygoteRuntime:
                 "`python -m` puts the app's folder on sys.path before the server is imported"
             )
             return None
-        if _environment_bytes(spec.env) > _ENVIRON_ROOM_BYTES:
+        if bases.environment_bytes(spec.env) > bases.ENVIRON_ROOM_BYTES:
             self._standalone[revision] = (
-                f"its environment is over {_ENVIRON_ROOM_BYTES // 1024} KiB, more than a "
+                f"its environment is over {bases.ENVIRON_ROOM_BYTES // 1024} KiB, more than a "
                 "zygote forked from a base can show as its own in /proc/PID/environ"
             )
             return None
-        key = _base_key(command, spec.env)
+        key = bases.base_key(command, spec.env)
         if key in self._base_unfit:
             self._standalone[revision] = f"the base cannot fork: {self._base_unfit[key]}"
             return None
@@ -365,7 +382,7 @@ class ZygoteRuntime:
         if base is None:
             try:
                 base = self._launch_base(key, spec, command, output)
-            except OSError:
+            except (OSError, CgroupError):
                 return None  # nor will the zygote start, most likely, and say why
         reason = await self._base_ready(base)
         if reason is not None:
@@ -383,9 +400,17 @@ class ZygoteRuntime:
             )
             return None
         try:
-            zygote = await base.fork_zygote(spec, command, output)
-        except ZygoteLost:
-            return None  # the base died: this revision's zygote starts on its own this time
+            cgroup = self._new_groups(revision, spec.limits)
+        except CgroupError:
+            return None  # nor will the zygote start on its own, most likely, and say why
+        try:
+            zygote = await base.fork_zygote(spec, command, output, cgroup)
+        except BaseException as error:
+            if cgroup is not None:
+                kill_and_remove(cgroup)  # the child, if it was forked, and its groups
+            if isinstance(error, ZygoteLost):
+                return None  # the base died: this revision's zygote starts on its own this time
+            raise
         self._base_revisions.setdefault(base, set()).add(revision)
         self._used(base)
         self._adopt(zygote)
@@ -422,7 +447,7 @@ class ZygoteRuntime:
         """A revision's zygote on its own, in the revision's folder with its environment."""
         boot, env = zygote_boot(spec, command), without_port(spec.env)
         return self._start_process(
-            spec.revision, command, boot, env, spec.cwd, output, root=spec.root
+            spec.revision, command, boot, env, spec.cwd, output, spec.limits, root=spec.root
         )
 
     def _launch_base(
@@ -434,8 +459,8 @@ class ZygoteRuntime:
     ) -> ZygoteProcess:
         """A base for revisions like this one: in `/`, with only the variables they share."""
         boot = dict(zygote_boot(spec, command), base=True, args=[])
-        env = dict(_base_env(spec.env), **{_ENVIRON_ROOM: "x" * _ENVIRON_ROOM_BYTES})
-        base = self._start_process("", command, boot, env, Path("/"), output)
+        env = dict(bases.base_env(spec.env), **{bases.ENVIRON_ROOM: "x" * bases.ENVIRON_ROOM_BYTES})
+        base = self._start_process("", command, boot, env, Path("/"), output, spec.limits)
         base.on_lost = self._base_lost
         base.on_child_exit = self._base_child_exited
         self._bases[key] = base
@@ -450,25 +475,52 @@ class ZygoteRuntime:
         env: dict[str, str],
         cwd: Path,
         output: OutputSink,
+        limits: Limits | None,
         root: ImageRoot | None = None,
     ) -> ZygoteProcess:
         """With `root`, the zygote runs in the revision's sandbox rooted in that image, and
-        `cwd` and the command are the image's."""
+        `cwd` and the command are the image's. In control groups of its own, with `limits`,
+        when homerun makes them: joined between fork and exec (of bwrap, in a sandbox, so
+        that the whole sandbox is in them)."""
+        cgroup = self._new_groups(revision, limits)
+        try:
+            return self._popen(revision, command, boot, env, cwd, output, cgroup, limits, root)
+        except BaseException:
+            if cgroup is not None:
+                kill_and_remove(cgroup)
+            raise
+
+    def _popen(
+        self,
+        revision: str,
+        command: ServerCommand,
+        boot: dict[str, Any],
+        env: dict[str, str],
+        cwd: Path,
+        output: OutputSink,
+        cgroup: InstanceCgroup | None,
+        limits: Limits | None,
+        root: ImageRoot | None,
+    ) -> ZygoteProcess:
         daemon_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [command.interpreter, str(_ZYGOTE_MAIN), str(zygote_end.fileno())]
         if command.shell:
             # Through the same shell, which may add to the environment (PWD) as it would for
             # the server: the zygote passes that on to every instance.
             argv = [command.shell, "-c", 'exec "$0" "$@"', *argv]
-        prepare: Callable[[], None] | None = None
+        sandboxed, network = False, None
         if self._sandbox is not None:
             # Its parent is bwrap's init there, not the daemon; bwrap dies with the daemon.
             boot = dict(boot, daemon_pid=None)
             self._sandbox.prepare(revision, env)
             argv = self._sandbox.command(argv, env, cwd, revision, root=root)
-            prepare = ignore_stop_signals
+            sandboxed = True
             if self._networks is not None and revision:
-                prepare = functools.partial(_into_network, self._networks.of(revision))
+                network = self._networks.of(revision)
+        procs = cgroup.procs_files if cgroup is not None else ()
+        prepare: Callable[[], None] | None = None
+        if procs or sandboxed:
+            prepare = functools.partial(_prepare_zygote, procs, sandboxed, network)
         try:
             process = subprocess.Popen(
                 argv,
@@ -505,6 +557,20 @@ class ZygoteRuntime:
             streams,
             output,
             sandboxed=self._sandbox is not None,
+            cgroup=cgroup,
+            limits=limits,
+        )
+
+    def _new_groups(self, revision: str, limits: Limits | None) -> InstanceCgroup | None:
+        """A zygote's (`revision` "": a base's) control groups, if homerun makes them. Named
+        REVISION.zygote.N (base.N): no instance's name has a dot, and a zygote made again
+        while the last one's groups are being removed gets new ones."""
+        if self._cgroups is None:
+            return None
+        number = next(self._group_numbers)
+        name = f"{revision}.zygote.{number}" if revision else f"base.{number}"
+        return self._cgroups.create(
+            name, limits or DEFAULT_LIMITS, group=revision, holder="zygote" if revision else "base"
         )
 
     # -- zygotes that go ----------------------------------------------------------------
@@ -546,11 +612,22 @@ class ZygoteRuntime:
 
     def _stop(self, zygote: ZygoteProcess) -> None:
         zygote.close()
+        stopping = asyncio.ensure_future(self._end(zygote))
+        self._stopping.add(stopping)
+        stopping.add_done_callback(self._stopping.discard)
+
+    @staticmethod
+    async def _end(zygote: ZygoteProcess) -> None:
+        """A stopped zygote's end. A revision's has no instance left (forget and eviction wait
+        for that): it and all in its groups are killed at once (and its base, or here, reaps
+        it). A base first exits as it does, once it has reaped the zygotes it forked; then
+        what is left in its groups goes."""
+        if zygote.revision:
+            await zygote.release_groups()
         if isinstance(zygote.process, Started):
             # Reaped in a thread: it exits as soon as it has stopped its children.
-            stopping = asyncio.ensure_future(asyncio.to_thread(zygote.process.stop))
-            self._stopping.add(stopping)
-            stopping.add_done_callback(self._stopping.discard)
+            await asyncio.to_thread(zygote.process.stop)
+        await zygote.release_groups()
 
     def _stop_base(self, base: ZygoteProcess) -> None:
         self._base_lost(base)
@@ -655,46 +732,14 @@ class ZygoteRuntime:
         return asyncio.get_running_loop().time()
 
 
-def _into_network(network: NetNamespace) -> None:
-    """Between fork and exec of a sandboxed zygote: as ignore_stop_signals, in the revision's
-    network namespace."""
-    ignore_stop_signals()
-    network.enter()
-
-
-def pss_bytes(pid: int) -> int | None:
-    """A process's proportional set size: its private pages and its share of those it shares
-    (with its base and the zygotes forked from it, or with other interpreters' file pages)."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
-            for line in rollup:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _base_env(env: dict[str, str]) -> dict[str, str]:
-    return {
-        name: value
-        for name, value in env.items()
-        if name in _BASE_VARIABLES or name.startswith(_BASE_PREFIXES)
-    }
-
-
-def _environment_bytes(env: dict[str, str]) -> int:
-    # As /proc/PID/environ has them, with some room for what the shell adds (PWD).
-    return sum(len(name.encode()) + len(value.encode()) + 2 for name, value in env.items()) + 4096
-
-
-def _base_key(command: ServerCommand, env: dict[str, str]) -> tuple[Any, ...]:
-    """What revisions must share to share a base: the same server run the same way by the
-    same interpreter, with the same variables given to the base."""
-    return (
-        command.server,
-        command.program,
-        command.interpreter,
-        command.shell,
-        tuple(sorted(_base_env(env).items())),
-    )
+def _prepare_zygote(
+    procs_files: tuple[str, ...], sandboxed: bool, network: NetNamespace | None
+) -> None:
+    """Between fork and exec of a zygote: into its control groups before anything (everything
+    it starts is there too); a sandboxed one's bwrap ignores the stop signals and enters the
+    revision's network namespace."""
+    join_cgroups(procs_files)
+    if sandboxed:
+        ignore_stop_signals()
+    if network is not None:
+        network.enter()

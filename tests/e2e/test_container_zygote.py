@@ -173,6 +173,7 @@ def test_nothing_of_the_image_runs_as_root(zygote_platform: Platform, tmp_path: 
         uid, euid, effective = line.split()
         assert int(uid) >= FIRST_UID and int(euid) >= FIRST_UID, lines
         assert int(effective, 16) == 0, lines
+    zygote_platform.run("services", "delete", "zyg-hostile", "-q", check=True, timeout=60)
 
 
 def test_an_image_with_a_symbolic_link_where_the_sandbox_mounts_runs_on_the_engine(
@@ -281,7 +282,7 @@ def test_an_image_the_zygote_cannot_run_leaves_no_root_behind(
     assert mode["mode"] == "container", mode
     assert "not forked from a zygote: a zygote cannot run its command" in mode["reason"], mode
     names = [_name(container) for container in containers_of(platform.home)]
-    assert not [name for name in names if name.startswith("homerun-root-")], names
+    assert not [name for name in names if name.startswith("homerun-root-ctr-plain-")], names
 
 
 def test_a_killed_daemons_image_root_is_removed_at_its_next_start(

@@ -113,8 +113,9 @@ def _fork(
     """Fork an instance (or, in a base, a zygote); here its pid (or None), in the child the
     request."""
     zygote = "zygote" in request
-    # An instance's: stdout, stderr, then its cgroup.procs files, opened by the daemon.
-    expected = 3 if zygote else 2 + int(request.get("cgroup_fds", 0))
+    # An instance's: stdout, stderr, then its cgroup.procs files, opened by the daemon; a
+    # zygote's: its control socket first.
+    expected = (3 if zygote else 2) + int(request.get("cgroup_fds", 0))
     if len(fds) != expected or zygote != bool(boot.get("base")):
         for fd in fds:
             os.close(fd)
@@ -161,6 +162,14 @@ def _leave_the_parent(control: socket.socket, wake: tuple[int, int], death_signa
         os.close(fd)
 
 
+def _join_groups(procs_fds: list[int]) -> None:
+    """Write this process's pid to each cgroup.procs descriptor (opened by the daemon)."""
+    pid = str(os.getpid()).encode()
+    for fd in procs_fds:
+        os.write(fd, pid)
+        os.close(fd)
+
+
 def _take_streams(stdout: int, stderr: int) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -180,10 +189,7 @@ def _become_instance(
     """In the new child: the same process state a spawned instance would start with."""
     # Into the instance's control groups before anything else: all it starts is there too.
     # (Descriptors the daemon opened as root: a sandboxed zygote could not open the files.)
-    pid = str(os.getpid()).encode()
-    for fd in fds[2:]:
-        os.write(fd, pid)
-        os.close(fd)
+    _join_groups(fds[2:])
     # As a spawned instance dies with the daemon, this one dies with the zygote (which kills
     # the group when the daemon goes: this covers a zygote killed outright).
     _leave_the_parent(control, wake, signal.SIGKILL)
@@ -209,10 +215,13 @@ def _become_zygote(
 ) -> None:
     """In a child of a base: a revision's zygote, in the state a zygote the daemon started in
     the revision's folder with its environment would be in before importing the app."""
+    # Into the zygote's own control groups before anything else: the app it imports, and all
+    # that starts, is bounded by the revision's limits there.
+    _join_groups(fds[3:])
     # SIGTERM, as the daemon's death tells a zygote it started: it kills its instances.
     _leave_the_parent(control, wake, signal.SIGTERM)
     set_name(ZYGOTE_NAME)
-    own_control, stdout, stderr = fds
+    own_control, stdout, stderr = fds[:3]
     request["control"] = own_control
     _take_streams(stdout, stderr)
     zygote = request["zygote"]

@@ -33,8 +33,11 @@ Messages on CONTROL_FD, a SOCK_SEQPACKET socket, are one JSON object each:
                       instance's stdout and stderr, then the cgroup.procs files of its control
                       groups (runtime/limited.py), opened by the daemon, to each of which the
                       child first writes its pid
-    daemon -> base    {"fork": ID, "zygote": {"boot": {...}, "env": {...}, "cwd": DIR}}
-                      with three: the new zygote's control socket, its stdout and its stderr
+    daemon -> base    {"fork": ID, "zygote": {"boot": {...}, "env": {...}, "cwd": DIR},
+                      "cgroup_fds": N} with 3 + N: the new zygote's control socket, its
+                      stdout and its stderr, then the cgroup.procs files of its own control
+                      groups, to each of which it first writes its pid (a zygote the daemon
+                      starts joins its groups before exec)
     zygote -> daemon  {"forked": ID, "pid": PID}  or  {"failed": ID, "error": TEXT}
     zygote -> daemon  {"exited": PID, "status": N}  (N < 0: killed by signal -N)
 
