@@ -210,6 +210,14 @@ _HINTS: tuple[_Hint, ...] = (
         re.compile(r"Error loading ASGI app\. Could not import module \"(?P<module>[\w.]+)\""),
         _command_module_missing,
     ),
+    # Cloud Run's line for an instance (or the zygote importing the app) ended past --memory.
+    _Hint(
+        re.compile(r"Memory limit of (?P<limit>\d+) MiB exceeded"),
+        _says(
+            "the app used more memory than its limit of {limit} MiB (what it loads at import "
+            "counts): deploy with a larger --memory (e.g. 1Gi or 2Gi) or make it use less"
+        ),
+    ),
     _Hint(
         re.compile(r"Address already in use|\[Errno 98\]"),
         _says(

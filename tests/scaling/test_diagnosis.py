@@ -41,6 +41,21 @@ def test_a_missing_module_points_at_requirements() -> None:
     assert hint(["ModuleNotFoundError: No module named 'yaml.constructor'"]) is not None
 
 
+def test_an_app_past_its_memory_limit_is_told_to_ask_for_more() -> None:
+    said = hint(
+        [
+            "Booting worker with pid: 7",
+            "Memory limit of 128 MiB exceeded with 128 MiB used by the revision's zygote, "
+            "importing the app. Consider increasing the memory limit, see "
+            "https://cloud.google.com/run/docs/configuring/memory-limits",
+        ]
+    )
+    assert said == (
+        "the app used more memory than its limit of 128 MiB (what it loads at import counts): "
+        "deploy with a larger --memory (e.g. 1Gi or 2Gi) or make it use less"
+    )
+
+
 def test_a_taken_port_and_a_refused_permission_have_hints() -> None:
     taken = hint(["OSError: [Errno 98] Address already in use"])
     assert taken is not None and "PORT" in taken
