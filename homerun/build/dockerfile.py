@@ -3,7 +3,8 @@
 The parser is pure: text in, a `Dockerfile` (or a `DockerfileError` naming the line) out. The
 subset is what Cloud Run's Python samples and tutorials use: a single `FROM python…` stage,
 `WORKDIR`, `COPY`/`ADD` of local paths, `ENV`, `ARG`, `EXPOSE`, `LABEL`, `RUN pip install …`
-and `CMD`/`ENTRYPOINT`. Everything else needs a real image build.
+and `CMD`/`ENTRYPOINT`. Everything else needs a real image build, except a line that starts
+with no Dockerfile instruction at all (a typo), which no builder takes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from homerun.build._pip import GLOBAL_OPTIONS_WITH_VALUE
-from homerun.errors import DockerfileError
+from homerun.errors import BuildError, DockerfileError
+from homerun.model.suggest import closest
 from homerun.shellwords import Word, WordError, expand, split_unexpanded, split_words
 
 # True where it is read: homerun without an engine raises it, and with podman installed (and
@@ -34,6 +36,7 @@ IMAGE_PATH = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _INSTRUCTION = re.compile(r"\s*([A-Za-z]+)(?:\s+(.*))?$", re.S)
 _DIRECTIVE = re.compile(r"#\s*([A-Za-z]+)\s*=\s*(.*?)\s*$")
+_HEREDOC = re.compile(r"<<-?[\"']?([A-Za-z_][A-Za-z0-9_]*)[\"']?")  # BuildKit's: <<EOF, <<-"EOF"
 _PYTHON_IMAGE = re.compile(r"^(?:[\w.-]+(?::\d+)?/)*python(?:[:@].*)?$")
 _ARCHIVE_SUFFIXES = (
     ".tar",
@@ -56,6 +59,39 @@ _REFUSED_HINTS = {
 }
 # pip options that write outside the virtualenv or change what "installed" means.
 _REFUSED_PIP_OPTIONS = {"-t", "--target", "--prefix", "--root"}
+# Every instruction of the Dockerfile reference (docs.docker.com/reference/dockerfile/); a word
+# that is none of them is a mistake whichever engine reads the file.
+INSTRUCTIONS = (
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+)
+
+
+class UnknownInstruction(BuildError):
+    """A line starts with a word that is no Dockerfile instruction (`COPPY`, a typo). Not a
+    DockerfileError: it is not beyond the subset but wrong for every builder, so it is not
+    handed to the container engine, whose error would name another line."""
+
+    def __init__(self, path: str, line: int, message: str) -> None:
+        super().__init__(f"{path}:{line}: {message}")
+        self.path = path
+        self.line = line
 
 
 @dataclass(frozen=True)
@@ -188,9 +224,37 @@ def _instruction(text: str, line: int) -> Instruction:
 
 
 def parse(text: str, path: str = "Dockerfile") -> Dockerfile:
-    """Read the supported subset; raise DockerfileError(path, line, what and how to proceed)."""
+    """Read the supported subset; raise DockerfileError(path, line, what and how to proceed),
+    or UnknownInstruction for a line no builder would take."""
     instructions, escape = split_instructions(text)
+    _check_instructions(instructions, path)
     return _Interpreter(path, escape).run(instructions)
+
+
+def _check_instructions(instructions: list[Instruction], path: str) -> None:
+    """Refuse the first instruction that is no Dockerfile instruction at all, with the one it
+    most likely meant. The lines of a heredoc (`RUN <<EOF` ... `EOF`) are its body, not
+    instructions."""
+    terminators: list[str] = []  # of the heredocs still open, in order
+    for instruction in instructions:
+        word = instruction.keyword
+        if terminators:
+            if word == terminators[0].upper() and not instruction.text:
+                terminators.pop(0)
+            continue
+        if word in INSTRUCTIONS:
+            terminators = _HEREDOC.findall(instruction.text)
+            continue
+        meant = closest(word, INSTRUCTIONS)
+        shown = word if len(word) <= 40 else word[:37] + "..."
+        what = f"{shown} is not a Dockerfile instruction"
+        raise UnknownInstruction(
+            path,
+            instruction.line,
+            f"{what}; did you mean {meant}?"
+            if meant
+            else f"{what} (they are {', '.join(INSTRUCTIONS)}); correct or remove the line",
+        )
 
 
 class _Interpreter:

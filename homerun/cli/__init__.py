@@ -19,6 +19,7 @@ from homerun.cli import (
     logs,
     platform,
     revisions,
+    run,
     scheduler,
     secrets,
     services,
@@ -48,7 +49,7 @@ COMMANDS = Group(
         auth.GROUP,
         builds.BUILDS,
         builds.IMAGES,
-        deploy.RUN,
+        run.GROUP,
     ),
     examples=(
         (

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +27,12 @@ def print_json(views: BaseModel | Sequence[BaseModel]) -> None:
         print(json.dumps(views.model_dump(mode="json"), indent=2))
     else:
         print(json.dumps([view.model_dump(mode="json") for view in views], indent=2))
+
+
+def said_on_stderr(structured: bool) -> AbstractContextManager[Any]:
+    """With --format, what a command says for people (progress, results, questions) goes to
+    stderr, as gcloud's does, so that stdout holds the document alone for a script to parse."""
+    return contextlib.redirect_stdout(sys.stderr) if structured else contextlib.nullcontext()
 
 
 def when(epoch_seconds: float) -> str:

@@ -6,13 +6,14 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from homerun.cli import domain_mappings, flags
-from homerun.cli._commands import FlagGroup, Group, command, flag, one_of, positional
+from homerun.cli import flags
+from homerun.cli._commands import FlagGroup, command, flag, one_of, positional
 from homerun.cli._context import Context
 from homerun.cli._events import follow, print_deployed
+from homerun.cli._output import said_on_stderr
+from homerun.cli._projection import render
 from homerun.client import Client, remote_target
 from homerun.errors import HomerunError, NotFound
-from homerun.model.images import parse_image_name
 from homerun.spec import (
     BASE_IMAGE_ANNOTATION,
     FUNCTION_TARGET_ANNOTATION,
@@ -45,22 +46,11 @@ FUNCTION = FlagGroup(
     positional("service", "SERVICE", "the service's name: lowercase letters, digits and -"),
     one_of(
         flag("--source", metavar="DIR", help="the app's folder (default: the current folder)"),
-        flag(
-            "--image",
-            metavar="IMAGE",
-            help="an image of the local store, made by `homerun builds submit --tag IMAGE`",
-        ),
-    ),
-    flag(
-        "--port",
-        type=int,
-        metavar="PORT",
-        help="the port the app listens on, given to it as PORT (Cloud Run's containerPort; "
-        "default 8080 in a container); an instance that is a process gets it while it is "
-        "free, else a port of its own",
+        flags.IMAGE,
     ),
     *flags.REVISION_FLAGS,
     FUNCTION,
+    flags.RESULT_FORMAT,
     examples=[
         (
             "Deploy the app in the current folder as the public service hello",
@@ -79,6 +69,10 @@ FUNCTION = FlagGroup(
             "Deploy the function hello_http of main.py on Python 3.12",
             "homerun deploy hello --source . --function hello_http --base-image python312",
         ),
+        (
+            "Deploy, then print the Service as JSON for a script (the progress goes to stderr)",
+            "homerun deploy hello --source . --format json",
+        ),
     ],
     description="Build the app in --source (or take the image --image names, pinned to its "
     "digest) into a new revision of SERVICE (created if new), "
@@ -87,47 +81,41 @@ FUNCTION = FlagGroup(
 )
 def deploy(arguments: argparse.Namespace, context: Context) -> int:
     service = validate_service_name(arguments.service)
-    if arguments.port is not None and not 1 <= arguments.port <= 65535:
-        raise HomerunError(f"--port: {arguments.port} is not a port; give 1..65535")
     if arguments.image is not None:
-        parse_image_name(arguments.image, "--image")
         if arguments.function is not None or arguments.base_image is not None:
             raise HomerunError(
                 "--function and --base-image choose how a source is built; an image is built "
                 "already: deploy the folder with --source DIR --function TARGET instead"
             )
-        changes = flags.revision_changes(arguments, source=None).model_copy(
-            update={"image": arguments.image, "container_port": arguments.port}
-        )
+        changes = flags.revision_changes(arguments, source=None)
     else:
         source = source_folder(arguments.source)
-        changes = function_changes(
-            arguments,
-            flags.revision_changes(arguments, source=str(source)).model_copy(
-                update={"container_port": arguments.port}
-            ),
-        )
+        changes = function_changes(arguments, flags.revision_changes(arguments, source=str(source)))
     tag = flags.new_revision_tag(arguments, service)
     ingress = flags.ingress(arguments)
-    client = context.client_starting_daemon()
-    new = _is_new(client, service)
-    allow_unauthenticated = arguments.allow_unauthenticated
-    if allow_unauthenticated is None and new and context.interactive and not arguments.quiet:
-        allow_unauthenticated = ask_allow_unauthenticated(context, service)
-    request = DeployRequest(
-        service=service,
-        changes=changes,
-        allow_unauthenticated=allow_unauthenticated,
-        ingress=ingress,
-        no_traffic=arguments.no_traffic,
-        tag=tag,
-        **flags.metadata_changes(arguments),
-    )
-    done = follow(client.deploy(request)).done
-    print_deployed(done)
-    if new:
-        print(access_note(service, public=bool(allow_unauthenticated)))
-    print(f"Service URL: {done.url}")
+    format = flags.result_format(arguments)
+    with said_on_stderr(format is not None):
+        client = context.client_starting_daemon()
+        new = _is_new(client, service)
+        allow_unauthenticated = arguments.allow_unauthenticated
+        if allow_unauthenticated is None and new and context.interactive and not arguments.quiet:
+            allow_unauthenticated = ask_allow_unauthenticated(context, service)
+        request = DeployRequest(
+            service=service,
+            changes=changes,
+            allow_unauthenticated=allow_unauthenticated,
+            ingress=ingress,
+            no_traffic=arguments.no_traffic,
+            tag=tag,
+            **flags.metadata_changes(arguments),
+        )
+        done = follow(client.deploy(request)).done
+        print_deployed(done)
+        if new:
+            print(access_note(service, public=bool(allow_unauthenticated)))
+        print(f"Service URL: {done.url}")
+    if format is not None:
+        print(render([client.knative_service(service)], format, listing=False), end="")
     return 0
 
 
@@ -197,22 +185,14 @@ def _is_new(client: Client, service: str) -> bool:
 
 
 COMMANDS = (deploy,)
-# gcloud's own spelling, so that `gcloud run deploy …` lines work with `homerun` for `gcloud`.
-RUN = Group(
-    "run",
-    "gcloud's spelling: `homerun run deploy` is `homerun deploy`, `homerun run domain-mappings` "
-    "is `homerun domain-mappings`",
-    (
-        dataclasses.replace(
-            deploy,
-            examples=(
-                (
-                    "The seed's deploy, as written for gcloud",
-                    "homerun run deploy helloworld --image=gcr.io/my-project/helloworld",
-                ),
-                ("Deploy the current folder", "homerun run deploy hello --source ."),
-            ),
+# `homerun run deploy` (homerun/cli/run.py), with the seed's line among its examples.
+RUN_DEPLOY = dataclasses.replace(
+    deploy,
+    examples=(
+        (
+            "The seed's deploy, as written for gcloud",
+            "homerun run deploy helloworld --image=gcr.io/my-project/helloworld",
         ),
-        domain_mappings.RUN_GROUP,
+        ("Deploy the current folder", "homerun run deploy hello --source ."),
     ),
 )

@@ -4,11 +4,10 @@ service (create, describe, list, delete)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import yaml
 
-from homerun.cli._commands import Command, Group, command, flag
+from homerun.cli._commands import Group, command, flag
 from homerun.cli._context import Context
 from homerun.cli._output import print_json, when
 from homerun.model.views import DomainMappingView
@@ -146,18 +145,4 @@ GROUP = Group(
     "domain-mappings",
     "domain mappings: a domain of yours routed to a service",
     (create, describe, list_mappings, delete),
-)
-
-
-def _as_run(entry: Command) -> Command:
-    examples = tuple(
-        (what, line.replace("homerun domain-mappings", "homerun run domain-mappings"))
-        for what, line in entry.examples
-    )
-    return dataclasses.replace(entry, examples=examples)
-
-
-# gcloud's spelling: `gcloud beta run domain-mappings create ...`
-RUN_GROUP = dataclasses.replace(
-    GROUP, entries=tuple(map(_as_run, (create, describe, list_mappings, delete)))
 )

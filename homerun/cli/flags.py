@@ -13,10 +13,12 @@ import yaml
 
 from homerun.access.iam import check_ingress
 from homerun.cli._commands import FlagGroup, flag, one_of
+from homerun.cli._projection import Format, parse_format
 from homerun.errors import HomerunError
 from homerun.knative import parse_probe
 from homerun.model.annotations import ADAPTIVE_CONCURRENCY
 from homerun.model.durations import parse_duration
+from homerun.model.images import parse_image_name
 from homerun.model.probes import Probe, ProbeKind
 from homerun.scaling.policy import ANNOTATION_PREFIX
 from homerun.spec import (
@@ -67,9 +69,24 @@ def exclusive(*groups: list[tuple[str, object]]) -> None:
 
 # -- the container: what runs, how long it may take ------------------------------------------
 
+# Deploy's is one of --source and --image; `services update` takes it alone.
+IMAGE = flag(
+    "--image",
+    metavar="IMAGE",
+    help="an image of the local store, made by `homerun builds submit --tag IMAGE`",
+)
+
 CONTAINER = FlagGroup(
     "container",
     (
+        flag(
+            "--port",
+            type=int,
+            metavar="PORT",
+            help="the port the app listens on, given to it as PORT (Cloud Run's containerPort; "
+            "default 8080 in a container); an instance that is a process gets it while it is "
+            "free, else a port of its own",
+        ),
         flag(
             "--command",
             metavar="COMMAND,...",
@@ -157,6 +174,18 @@ def _command(text: str | None) -> list[str] | None:
     if len(parts) == 1 and any(char.isspace() for char in parts[0]):
         return ["/bin/sh", "-c", parts[0]]
     return parts
+
+
+def _port(port: int | None) -> int | None:
+    if port is not None and not 1 <= port <= 65535:
+        raise HomerunError(f"--port: {port} is not a port; give 1..65535")
+    return port
+
+
+def _image(text: str | None) -> str | None:
+    if text is not None:
+        parse_image_name(text, "--image")
+    return text
 
 
 def _seconds(text: str | None, flag_name: str, most: int) -> int | None:
@@ -402,11 +431,13 @@ def volume_changes(arguments: argparse.Namespace) -> tuple[VolumeChanges, MountC
 
 
 def revision_changes(arguments: argparse.Namespace, source: str | None) -> RevisionChanges:
-    """CONTAINER, SCALING, ENV_VARS, SECRETS and ACCESS's --service-account as changes to the
-    service's latest revision: a flag not given keeps its value, as gcloud does."""
+    """IMAGE, CONTAINER, SCALING, ENV_VARS, SECRETS and ACCESS's --service-account as changes to
+    the service's latest revision: a flag not given keeps its value, as gcloud does."""
     volumes, volume_mounts = volume_changes(arguments)
     return RevisionChanges(
         source=source,
+        image=_image(arguments.image),
+        container_port=_port(arguments.port),
         command=_command(arguments.command),
         args=parse_list(arguments.args) if arguments.args is not None else None,
         container_concurrency=_concurrency(arguments.concurrency),
@@ -536,6 +567,22 @@ def metadata_changes(arguments: argparse.Namespace) -> dict[str, Any]:
 
 REVISION_FLAGS = (CONTAINER, SCALING, ENV_VARS, SECRETS, VOLUMES, TRAFFIC, ACCESS, METADATA)
 """What deploy and `services update` take: one not given keeps the latest revision's value."""
+
+
+# -- gcloud's --format on a command that changes a service -----------------------------------
+
+RESULT_FORMAT = flag(
+    "--format",
+    metavar="FORMAT",
+    help="print the resulting Service alone on stdout, as `services describe --format` does "
+    "(json, yaml, value(KEY,...), table(KEY,...), csv(KEY,...), none), and the progress on "
+    "stderr, as gcloud does; e.g. json, value(status.url)",
+)
+
+
+def result_format(arguments: argparse.Namespace) -> Format | None:
+    """--format read before anything is changed, so that a mistyped one changes nothing."""
+    return parse_format(arguments.format) if arguments.format is not None else None
 
 
 # -- `services update-traffic`: the split and the tags ---------------------------------------

@@ -15,12 +15,13 @@ from homerun.cli import advise, flags, iam, logs, proxy
 from homerun.cli._commands import Group, command, flag, positional
 from homerun.cli._context import Context
 from homerun.cli._events import follow, print_deployed, print_tag_urls
-from homerun.cli._output import print_json
+from homerun.cli._output import print_json, said_on_stderr
 from homerun.cli._projection import parse_format, render
+from homerun.cli._traffic import as_gcloud, summary_lines, traffic_pairs
 from homerun.errors import HomerunError
 from homerun.knative import parse_service
 from homerun.model.states import InstanceState, RevisionStatus
-from homerun.model.views import RevisionSummary, ServiceSummary
+from homerun.model.views import RevisionSummary, ServiceDescription
 from homerun.spec import DeployRequest, validate_service_name
 
 SERVICE = positional("service", "SERVICE", "the service's name")
@@ -67,11 +68,40 @@ def list_services(arguments: argparse.Namespace, context: Context) -> int:
         return 0
     print(f"{'SERVICE':<24} {'READY':<6} {'LATEST REVISION':<32} URL")
     for service in services:
+        ready = _ready_condition(client.knative_service(service.name))["status"] == "True"
         print(
-            f"{service.name:<24} {'yes' if service.ready else 'no':<6} "
+            f"{service.name:<24} {'yes' if ready else 'no':<6} "
             f"{service.latest_ready_revision or '-':<32} {service.url}"
         )
     return 0
+
+
+def _ready_condition(service: dict[str, Any]) -> dict[str, Any]:
+    """The Knative Service's Ready condition (`describe --format yaml` shows it): False when
+    the latest revision failed, even while an earlier one serves; Unknown while it deploys."""
+    conditions = service.get("status", {}).get("conditions", [])
+    unknown = {"type": "Ready", "status": "Unknown"}
+    return next((each for each in conditions if each.get("type") == "Ready"), unknown)
+
+
+def _print_readiness(ready: dict[str, Any], described: ServiceDescription) -> None:
+    """Ready's line; when not ready, why, what serves meanwhile and what to do."""
+    if ready["status"] == "True":
+        print("  Ready:    yes")
+        return
+    reason = f" ({ready['reason']})" if ready.get("reason") else ""
+    message = f": {ready['message']}" if ready.get("message") else ""
+    print(f"  Ready:    no{reason}{message}")
+    shares: Counter[str] = Counter()
+    for route in described.traffic:
+        shares[route.revision] += route.percent
+    serving = ", ".join(f"{percent}% {revision}" for revision, percent in shares.items() if percent)
+    print(f"            {'still serving: ' + serving if serving else 'nothing serves its URL'}")
+    if ready.get("reason") == "RevisionFailed":
+        print(
+            f"            {described.latest_created_revision} failed: its last log lines are "
+            "under Revisions below; fix the app and deploy again"
+        )
 
 
 @command(
@@ -106,9 +136,10 @@ def describe(arguments: argparse.Namespace, context: Context) -> int:
     if format.name == "summary-json":
         print_json(described)
         return 0
+    ready = _ready_condition(context.client().knative_service(service))
     print(f"Service {described.name}")
     print(f"  URL:      {described.url}")
-    print(f"  Ready:    {'yes' if described.ready else 'no'}")
+    _print_readiness(ready, described)
     invokers = ", ".join(described.invokers) or "none bound (private)"
     print(f"  Ingress:  {described.ingress}")
     print(f"  Invokers: {invokers}; and {described.owner}, the platform's owner")
@@ -210,16 +241,23 @@ def delete(arguments: argparse.Namespace, context: Context) -> int:
 
 @command(
     "update",
-    "change settings: a new revision from the latest one's artifact (no build)",
+    "change settings: a new revision from the latest one's artifact (no build), or --image",
     SERVICE,
+    flags.IMAGE,
     *flags.REVISION_FLAGS,
+    flags.RESULT_FORMAT,
     examples=[
         ("Add an env var to hello", "homerun services update hello --update-env-vars MODE=beta"),
         ("Make hello public", "homerun services update hello --allow-unauthenticated"),
+        (
+            "Deploy the image gcr.io/my-project/hello as hello's new revision, listening on 9000",
+            "homerun services update hello --image gcr.io/my-project/hello --port 9000",
+        ),
     ],
     description="Change settings of SERVICE as `gcloud run services update` does: a new "
     "revision from the latest one's artifact, without a build (unless --command or --args "
-    "change the entrypoint). Access and ingress change without a new revision.",
+    "change the entrypoint), or from the image --image names, pinned to its digest. Access "
+    "and ingress change without a new revision.",
 )
 def update(arguments: argparse.Namespace, context: Context) -> int:
     service = validate_service_name(arguments.service)
@@ -232,18 +270,22 @@ def update(arguments: argparse.Namespace, context: Context) -> int:
         tag=flags.new_revision_tag(arguments, service),
         **flags.metadata_changes(arguments),
     )
-    outcome = follow(context.client().deploy(request))
-    done = outcome.done
-    if done.service_changes:
-        print(f"Service [{service}] updated: {'; '.join(done.service_changes)}.")
-    if not done.unchanged:
-        print_deployed(done)
-    elif not done.service_changes and not outcome.announced:
-        print(
-            f"No change: revision [{done.revision}] of [{service}] already has this "
-            "configuration; no revision was created."
-        )
-    print(f"Service URL: {done.url}")
+    format = flags.result_format(arguments)
+    with said_on_stderr(format is not None):
+        outcome = follow(context.client().deploy(request))
+        done = outcome.done
+        if done.service_changes:
+            print(f"Service [{service}] updated: {'; '.join(done.service_changes)}.")
+        if not done.unchanged:
+            print_deployed(done)
+        elif not done.service_changes and not outcome.announced:
+            print(
+                f"No change: revision [{done.revision}] of [{service}] already has this "
+                "configuration; no revision was created."
+            )
+        print(f"Service URL: {done.url}")
+    if format is not None:
+        print(render([context.client().knative_service(service)], format, listing=False), end="")
     return 0
 
 
@@ -345,6 +387,13 @@ def _read_service_file(path: Path) -> dict[str, Any]:
     SERVICE,
     flags.SPLIT,
     flags.TAGS,
+    flag(
+        "--format",
+        metavar="FORMAT",
+        help="print the traffic alone on stdout as gcloud does (json, yaml, value(KEY,...), "
+        "table(KEY,...), csv(KEY,...), none): a list of its entries, one per revision and one "
+        "for LATEST, with keys such as revisionName, specPercent, urls and serviceUrl",
+    ),
     examples=[
         (
             "Send 10% of hello's traffic to a revision, the rest to the latest one",
@@ -354,35 +403,27 @@ def _read_service_file(path: Path) -> dict[str, Any]:
             "Tag a revision, to reach it at http://old---hello.localhost:8080",
             "homerun services update-traffic hello --update-tags old=hello-00001-xyz",
         ),
+        (
+            "Give the revision tagged green 30%, then print the tag URLs, as a script would",
+            "homerun services update-traffic hello --to-tags green=30 --format 'value(urls)'",
+        ),
     ],
 )
 def update_traffic(arguments: argparse.Namespace, context: Context) -> int:
     service = validate_service_name(arguments.service)
     update = flags.traffic_update(arguments, service)
+    format = parse_format(arguments.format) if arguments.format is not None else None
     summary = context.client().update_traffic(service, update)
+    pairs = traffic_pairs(summary)
+    if format is not None:
+        entries = [dataclasses.asdict(as_gcloud(pair, summary.url)) for pair in pairs]
+        print(render(entries, format, listing=True), end="")
+        return 0
     print(f"Traffic of [{service}]:")
-    _print_traffic(summary)
+    for line in summary_lines(pairs):
+        print(line)
     print(f"Service URL: {summary.url}")
     return 0
-
-
-def _print_traffic(summary: ServiceSummary) -> None:
-    """One line per revision: its share, and its tags. The daemon lists a tag as a route of its
-    own (0% when the split does not name it), which printed one revision twice."""
-    latest = any(entry.latest for entry in summary.traffic_spec)
-    percents: dict[str, int] = {}
-    tags: dict[str, list[str]] = {}
-    for route in summary.traffic:
-        percents[route.revision] = percents.get(route.revision, 0) + route.percent
-        if route.tag:
-            tags.setdefault(route.revision, []).append(f"tag {route.tag}: {route.url}")
-    for revision, percent in percents.items():
-        line = f"  {percent:>3}% {revision}"
-        if latest and revision == summary.latest_ready_revision:
-            line += " (LATEST)"
-        if revision in tags:
-            line += "  " + ", ".join(tags[revision])
-        print(line)
 
 
 GROUP = Group(

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from homerun.build import builder
 from homerun.build.dockerfile import (
     ContainerCommand,
     Copy,
     Dockerfile,
     PipInstall,
+    UnknownInstruction,
     Workdir,
     parse,
     split_instructions,
 )
 from homerun.errors import DockerfileError
+from homerun.model.engine import Engine
 
-from .helpers import SEED_FLASK
+from .helpers import SEED_FLASK, Output
 
 
 def test_the_seed_dockerfile() -> None:
@@ -280,7 +284,6 @@ REFUSED: list[tuple[str, int, list[str]]] = [
     ("FROM python:3.11\nADD https://example.com/data.csv /data/\n", 2, ["URL"]),
     ("FROM python:3.11\nADD vendor.tar.gz /opt/\n", 2, ["archive"]),
     ("FROM python:3.11\nCOPY --exclude=*.md . /app\n", 2, ["--exclude"]),
-    ("FROM python:3.11\n\n\n# comment\nFROBNICATE now\n", 5, ["FROBNICATE"]),
 ]
 
 
@@ -324,7 +327,86 @@ def test_malformed_instructions(text: str, line: int, words: list[str]) -> None:
         assert word in str(raised.value)
 
 
-# -- any input: a Dockerfile or DockerfileError naming a line, never another exception ------
+# (Dockerfile, line of the error, the whole message after "Dockerfile:LINE: ")
+UNKNOWN: list[tuple[str, int, str]] = [
+    (
+        "# the seed, mistyped\nFROM python:3.8-slim\nWORKDIR /app\nCOPPY . ./\n",
+        4,
+        "COPPY is not a Dockerfile instruction; did you mean COPY?",
+    ),
+    ("FORM python:3.12\n", 1, "FORM is not a Dockerfile instruction; did you mean FROM?"),
+    ("FROM python:3.12\nrun pip install flask\nentrypont python main.py\n", 3, "ENTRYPONT"),
+    # Reported even after a line only an engine can build: no engine would get further.
+    ("FROM python:3.12\nRUN apt-get update\nUSR nobody\n", 3, "did you mean USER?"),
+    # A heredoc's lines are its body; the line after its end is an instruction again.
+    ("FROM python:3.12\nRUN <<EOF\napt-get update\nEOF\nCOPPY . .\n", 5, "COPPY"),
+    (
+        "FROM python:3.11\n\n\n# comment\nFROBNICATE now\n",
+        5,
+        "FROBNICATE is not a Dockerfile instruction (they are ADD, ARG, CMD, COPY, ENTRYPOINT, "
+        "ENV, EXPOSE, FROM, HEALTHCHECK, LABEL, MAINTAINER, ONBUILD, RUN, SHELL, STOPSIGNAL, "
+        "USER, VOLUME, WORKDIR); correct or remove the line",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "message"), UNKNOWN)
+def test_a_word_that_is_no_instruction_is_refused_with_the_one_meant(
+    text: str, line: int, message: str
+) -> None:
+    with pytest.raises(UnknownInstruction) as raised:
+        parse(text)
+    assert (raised.value.path, raised.value.line) == ("Dockerfile", line)
+    assert str(raised.value).startswith(f"Dockerfile:{line}: ")
+    assert message in str(raised.value)
+    assert not isinstance(raised.value, DockerfileError)  # not "beyond the subset"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "RUN <<EOF\napt-get update\npip install flask\nEOF\n",
+        "RUN <<-'END' bash\n\tset -e\n\techo hi\n\tEND\n",
+        "COPY <<one <<two /app/\nfirst\none\nsecond\ntwo\n",
+    ],
+)
+def test_heredoc_bodies_are_no_instructions(body: str) -> None:
+    with pytest.raises(DockerfileError, match="heredoc"):  # beyond the subset: the engine's
+        parse("FROM python:3.12\n" + body + "CMD python main.py\n")
+
+
+def test_only_a_known_instruction_beyond_the_subset_goes_to_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+
+    def engine_build(engine: Engine, source: Path, dest: Path, **options: Any) -> Any:
+        asked.append(options["why"])
+        raise RuntimeError("the fake engine stops here")
+
+    monkeypatch.setattr(builder, "engine_build", engine_build)
+    podman = Engine(name="podman", program="/usr/bin/podman", version="4.3.1")
+    source = tmp_path / "app"
+    source.mkdir()
+    (source / "main.py").write_text("app = None\n")
+
+    def build(dockerfile: str) -> None:
+        (source / "Dockerfile").write_text(dockerfile)
+        builder.build(
+            source, tmp_path / "artifact", command=None, args=None, user_env={},
+            venv_cache=tmp_path / "venvs", output=Output(), engine=podman,
+        )  # fmt: skip
+
+    with pytest.raises(RuntimeError):
+        build("FROM python:3.8-slim\nRUN apt-get update\nCOPY . ./\n")
+    [why] = asked
+    assert why.startswith(f"{source / 'Dockerfile'}:2: `RUN apt-get update` is outside the ")
+    with pytest.raises(UnknownInstruction, match=r"Dockerfile:3: COPPY .*did you mean COPY\?"):
+        build("FROM python:3.8-slim\nRUN apt-get update\nCOPPY . ./\n")
+    assert len(asked) == 1  # podman was not asked: it would have failed on FROM, offline
+
+
+# -- any input: a Dockerfile or an error naming a line, never another exception -------------
 
 words = st.sampled_from(
     [
@@ -388,7 +470,7 @@ lines = st.lists(words, max_size=8).map(" ".join)
 def test_any_text_parses_or_is_refused_with_a_line(text: str) -> None:
     try:
         dockerfile = parse(text)
-    except DockerfileError as error:
+    except (DockerfileError, UnknownInstruction) as error:
         assert error.line >= 0 and str(error).startswith("Dockerfile:")
         return
     assert isinstance(dockerfile, Dockerfile)

@@ -202,6 +202,8 @@ class FakeClient:
         self.existing = {"hello"}  # other services are new: iam_policy answers NotFound
         self.service_views = [service_summary()]
         self.revision_views = [revision_summary()]
+        # The Ready condition of every Knative Service document (`knative_service`).
+        self.ready_condition: dict[str, Any] = {"type": "Ready", "status": "True"}
         self.events: list[DeployEvent] = [
             Phase(message="Starting revision hello-00003-xyz"),
             done(),
@@ -293,11 +295,12 @@ class FakeClient:
 
     def knative_service(self, service: str) -> dict[str, Any]:
         self._record("knative_service", service)
-        self._service(service)
+        view = self._service(service)
         return {
             "apiVersion": "serving.knative.dev/v1",
             "kind": "Service",
             "metadata": {"name": service},
+            "status": {"conditions": [self.ready_condition], "url": view.url},
         }
 
     def export_service(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -264,6 +265,27 @@ def test_deploy_image_sends_the_name_and_no_source(run: Run, fake: FakeClient) -
     (request,) = fake.called("deploy")[0]
     assert request.changes.image == "gcr.io/my-project/hello"
     assert request.changes.source is None
+
+
+def test_deploy_format_prints_the_service_alone_on_stdout(
+    run: Run, fake: FakeClient, app: Path
+) -> None:
+    # google-github-actions/deploy-cloudrun runs `gcloud run deploy ... --format json` and
+    # parses stdout as the Service (status.url).
+    result = run("run", "deploy", "hello", "--source", str(app), "--quiet", "--format", "json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["status"]["url"] == "http://hello.localhost:8080"
+    assert result.err.splitlines() == [
+        "Starting revision hello-00003-xyz",
+        "Service [hello] revision [hello-00003-xyz] has been deployed and is serving 100 "
+        "percent of traffic.",
+        "Service URL: http://hello.localhost:8080",
+    ]
+    described = run("deploy", "hello", "--image", "localhost/hello", "--format", "yaml").out
+    assert described == run("services", "describe", "hello", "--format", "yaml").out
+    bad = run("deploy", "hello", "--source", str(app), "--format", "text")
+    assert bad.code == 1 and "--format: 'text' is not a format homerun prints" in bad.err
+    assert len(fake.called("deploy")) == 2
 
 
 def test_run_deploy_is_gcloud_spelling_of_deploy(run: Run, fake: FakeClient) -> None:

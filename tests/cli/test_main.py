@@ -195,3 +195,29 @@ def test_a_group_says_how_to_see_its_commands_help(
 def test_a_mistyped_command_points_to_the_groups_help(run: Run) -> None:
     assert "Run `homerun services --help` for its commands." in run("services", "lst").err
     assert "Run `homerun deploy --help` for the flags." in run("deploy", "x", "--souce").err
+
+
+def test_run_takes_each_gcloud_run_group_whole(run: Run, fake: FakeClient) -> None:
+    """`homerun run GROUP ...` is `homerun GROUP ...`, as a README's `gcloud run` lines say."""
+    top = {entry.name: entry for entry in COMMANDS.entries}
+    run_group = top["run"]
+    assert isinstance(run_group, Group)
+    groups = [entry for entry in run_group.entries if isinstance(entry, Group)]
+    assert [group.name for group in groups] == [
+        "services",
+        "revisions",
+        "jobs",
+        "worker-pools",
+        "domain-mappings",
+    ]
+    for group in groups:
+        original = top[group.name]
+        assert isinstance(original, Group)
+        under_run = [(path, command.handler) for path, command in _commands(group)]
+        assert under_run == [(path, command.handler) for path, command in _commands(original)]
+    described = run("run", "services", "describe", "hello", "--format", "value(metadata.name)")
+    assert described.out == "hello\n", described.err
+    listed = run("run", "revisions", "list", "--format", "value(metadata.name)", "--region", "r")
+    assert listed.out == "hello-00002-abc\n"
+    assert run("run", "jobs", "executions", "list", "--job", "report").code == 0
+    assert fake.called("executions") == [("report",)]

@@ -9,7 +9,7 @@ import yaml
 
 from homerun.model.events import Phase
 from homerun.model.inspection import RampRequest, RampResult, RampStep
-from homerun.model.views import Decision, Route, Scaling, StartMode
+from homerun.model.views import Decision, Route, Scaling, StartMode, TrafficSpec
 
 from .conftest import FakeClient, Run, done, revision_summary, service_summary
 
@@ -97,6 +97,68 @@ def test_describe_formats(run: Run, fake: FakeClient) -> None:
     assert missing.code == 1 and "ERROR: service 'nope' not found" in missing.err
 
 
+def test_a_failed_deploy_is_not_ready_though_the_previous_revision_serves(
+    run: Run, fake: FakeClient
+) -> None:
+    # What the daemon says after hello-00003-xyz failed: hello-00002-abc serves all, and the
+    # Ready condition of `describe --format yaml` is False.
+    fake.service_views = [service_summary(latest_created_revision="hello-00003-xyz")]
+    fake.ready_condition = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "RevisionFailed",
+        "message": 'Revision "hello-00003-xyz" failed with message: no answer on $PORT',
+    }
+    out = run("services", "describe", "hello").out
+    assert (
+        '  Ready:    no (RevisionFailed): Revision "hello-00003-xyz" failed with message: no '
+        "answer on $PORT\n"
+        "            still serving: 100% hello-00002-abc\n"
+        "            hello-00003-xyz failed: its last log lines are under Revisions below; fix "
+        "the app and deploy again\n"
+    ) in out
+    assert run("services", "list").out.splitlines()[1].split()[:3] == [
+        "hello",
+        "no",
+        "hello-00002-abc",
+    ]
+    fake.ready_condition = {"type": "Ready", "status": "Unknown", "reason": "Deploying"}
+    assert (
+        "  Ready:    no (Deploying)\n            still serving: 100%"
+        in run("services", "describe", "hello").out
+    )
+
+
+def test_update_takes_image_and_port_as_deploy_does(run: Run, fake: FakeClient) -> None:
+    result = run(
+        "services", "update", "hello", "--image=gcr.io/my-project/hello:v2", "--port", "9000"
+    )
+    assert result.code == 0, result.err
+    (request,) = fake.called("deploy")[0]
+    assert request.changes.image == "gcr.io/my-project/hello:v2"
+    assert request.changes.container_port == 9000 and request.changes.source is None
+    run("services", "update", "hello", "--port", "8081")
+    (port_only,) = fake.called("deploy")[1]
+    assert port_only.changes.image is None and port_only.changes.container_port == 8081
+    bad = run("services", "update", "hello", "--image", "gcr.io/My-Project/hello")
+    assert bad.code == 1 and "--image: 'gcr.io/My-Project/hello' is not an image name" in bad.err
+    zero = run("services", "update", "hello", "--port", "0")
+    assert zero.code == 1 and "--port: 0 is not a port; give 1..65535" in zero.err
+    assert len(fake.called("deploy")) == 2
+
+
+def test_update_format_prints_the_service_alone_on_stdout(run: Run, fake: FakeClient) -> None:
+    result = run("services", "update", "hello", "--update-env-vars", "A=1", "--format", "json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["metadata"]["name"] == "hello"
+    assert "has been deployed" in result.err and "Service URL: " in result.err
+    url = run("services", "update", "hello", "--concurrency", "8", "--format", "value(status.url)")
+    assert url.out == "http://hello.localhost:8080\n"
+    bad = run("services", "update", "hello", "--concurrency", "8", "--format", "xml")
+    assert bad.code == 1 and "--format: 'xml' is not a format" in bad.err
+    assert len(fake.called("deploy")) == 2  # the bad format was refused before the update
+
+
 def test_delete_asks_on_a_terminal(run: Run, fake: FakeClient) -> None:
     refused = run("services", "delete", "hello", typed="n\n")
     assert refused.code == 1
@@ -158,18 +220,23 @@ def test_update_deploys_a_revision(run: Run, fake: FakeClient) -> None:
     assert "The revision can be reached directly at http://beta---hello.localhost:8080" in out
 
 
+OLD_URL = "http://old---hello.localhost:8080"
+GREEN_URL = "http://green---hello.localhost:8080"
+
+
 def test_update_traffic(run: Run, fake: FakeClient) -> None:
     fake.service_views = [
         service_summary(
             traffic=[
+                Route(revision="hello-00001-old", percent=10),
                 Route(revision="hello-00002-abc", percent=90),
-                Route(
-                    revision="hello-00001-old",
-                    percent=10,
-                    tag="old",
-                    url="http://old---hello.localhost:8080",
-                ),
-            ]
+                Route(revision="hello-00001-old", percent=0, tag="old", url=OLD_URL),
+            ],
+            traffic_spec=[
+                TrafficSpec(percent=10, revision="hello-00001-old"),
+                TrafficSpec(percent=90, latest=True),
+                TrafficSpec(percent=0, revision="hello-00001-old", tag="old"),
+            ],
         )
     ]
     result = run(
@@ -187,8 +254,8 @@ def test_update_traffic(run: Run, fake: FakeClient) -> None:
     assert update.update_tags == {"old": "hello-00001-old"}
     assert result.out.splitlines() == [
         "Traffic of [hello]:",
+        f"   10% hello-00001-old  tag old: {OLD_URL}",
         "   90% hello-00002-abc (LATEST)",
-        "   10% hello-00001-old  tag old: http://old---hello.localhost:8080",
         "Service URL: http://hello.localhost:8080",
     ]
 
@@ -214,28 +281,101 @@ def test_replace(run: Run, fake: FakeClient, tmp_path: Path) -> None:
 
 
 def test_update_traffic_prints_a_revision_once_with_its_tags(run: Run, fake: FakeClient) -> None:
-    # The daemon lists a tag as a 0% route of its own beside the revision's share.
+    # deploy --no-traffic --tag canary, then --to-tags canary=10: the tag is a 0% target of its
+    # own beside the revision's share (as gcloud keeps it).
+    url = "http://canary---hello.localhost:8080"
     fake.service_views = [
         service_summary(
             traffic=[
                 Route(revision="hello-00001-old", percent=90),
                 Route(revision="hello-00002-abc", percent=10),
-                Route(
-                    revision="hello-00002-abc",
-                    percent=0,
-                    tag="canary",
-                    url="http://canary---hello.localhost:8080",
-                ),
-            ]
+                Route(revision="hello-00002-abc", percent=0, tag="canary", url=url),
+            ],
+            traffic_spec=[
+                TrafficSpec(percent=90, revision="hello-00001-old"),
+                TrafficSpec(percent=10, revision="hello-00002-abc"),
+                TrafficSpec(percent=0, revision="hello-00002-abc", tag="canary"),
+            ],
         )
     ]
     result = run("services", "update-traffic", "hello", "--to-tags", "canary=10")
     assert result.out.splitlines() == [
         "Traffic of [hello]:",
         "   90% hello-00001-old",
-        "   10% hello-00002-abc (LATEST)  tag canary: http://canary---hello.localhost:8080",
+        f"   10% hello-00002-abc  tag canary: {url}",
         "Service URL: http://hello.localhost:8080",
     ]
+    # Then --to-latest: the tagged revision is the one LATEST names, its tag on LATEST's line.
+    fake.service_views = [
+        service_summary(
+            traffic=[
+                Route(revision="hello-00002-abc", percent=100),
+                Route(revision="hello-00002-abc", percent=0, tag="canary", url=url),
+            ],
+            traffic_spec=[
+                TrafficSpec(percent=100, latest=True),
+                TrafficSpec(percent=0, revision="hello-00002-abc", tag="canary"),
+            ],
+        )
+    ]
+    result = run("services", "update-traffic", "hello", "--to-latest")
+    assert result.out.splitlines()[1:-1] == [f"  100% hello-00002-abc (LATEST)  tag canary: {url}"]
+
+
+def _green_at_30(fake: FakeClient) -> None:
+    """`--update-tags green=hello-00002-abc`, then `--to-tags green=30`, LATEST being that
+    revision: 30% pinned to it with the tag, 70% to LATEST, which a deploy moves."""
+    fake.service_views = [
+        service_summary(
+            traffic=[
+                Route(revision="hello-00002-abc", percent=30),
+                Route(revision="hello-00002-abc", percent=70),
+                Route(revision="hello-00002-abc", percent=0, tag="green", url=GREEN_URL),
+            ],
+            traffic_spec=[
+                TrafficSpec(percent=30, revision="hello-00002-abc"),
+                TrafficSpec(percent=70, latest=True),
+                TrafficSpec(percent=0, revision="hello-00002-abc", tag="green"),
+            ],
+        )
+    ]
+
+
+def test_update_traffic_keeps_latest_apart_from_the_same_revision_pinned(
+    run: Run, fake: FakeClient
+) -> None:
+    _green_at_30(fake)
+    result = run("services", "update-traffic", "hello", "--to-tags", "green=30")
+    assert result.out.splitlines() == [
+        "Traffic of [hello]:",
+        f"   30% hello-00002-abc  tag green: {GREEN_URL}",
+        "   70% hello-00002-abc (LATEST)",
+        "Service URL: http://hello.localhost:8080",
+    ]
+
+
+def test_update_traffic_format_prints_gcloud_traffic_entries(run: Run, fake: FakeClient) -> None:
+    _green_at_30(fake)
+    result = run("services", "update-traffic", "hello", "--to-tags", "green=30", "--format", "json")
+    assert result.code == 0, result.err
+    entries = json.loads(result.out)  # stdout is the JSON alone
+    assert [(e["key"], e["specPercent"], e["urls"]) for e in entries] == [
+        ("hello-00002-abc", "30", [GREEN_URL]),
+        ("LATEST", "70", []),
+    ]
+    assert entries[1]["displayRevisionId"] == "LATEST (currently hello-00002-abc)"
+    assert entries[1]["latestRevision"] is True and entries[1]["revisionName"] == "hello-00002-abc"
+    assert entries[0]["tags"] == [
+        {"tag": "green", "url": GREEN_URL, "inSpec": True, "inStatus": True}
+    ]
+    # google-github-actions/deploy-cloudrun: the first tag URL, else the service's.
+    assert entries[0]["serviceUrl"] == "http://hello.localhost:8080"
+    value = run("services", "update-traffic", "hello", "--to-tags", "green=30",
+                "--format", "value(key,specPercent)")  # fmt: skip
+    assert value.out == "hello-00002-abc\t30\nLATEST\t70\n"
+    bad = run("services", "update-traffic", "hello", "--to-tags", "green=30", "--format", "xml")
+    assert bad.code == 1 and "--format: 'xml' is not a format" in bad.err
+    assert len(fake.called("update_traffic")) == 2  # the bad format changed nothing
 
 
 def test_advise_names_the_gap_and_the_concurrency_to_set(run: Run, fake: FakeClient) -> None:
