@@ -23,20 +23,30 @@ import json
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from homerun.build._pip import INSTALL_OPTIONS_WITH_VALUE
 from homerun.build.dockerfile import Dockerfile
 from homerun.build.entrypoint import DefaultApp
 from homerun.build.function import PACKAGE as FUNCTIONS_FRAMEWORK
+from homerun.build.reach import (
+    LOCATION_OPTIONS,
+    REQUIREMENT_FILE_OPTIONS,
+    confine,
+    refuse_options,
+)
 from homerun.build.source import SKIPPED_NAMES, Layout
 from homerun.errors import BuildError
 
-# Options that matter for an image's size, not for a virtualenv: dropped.
-DROPPED_OPTIONS = frozenset({"--no-cache-dir", "--root-user-action"})
-_FILE_OPTIONS = frozenset({"-r", "--requirement", "-c", "--constraint"})
+# Options that matter for an image's size or its build cache, not for a virtualenv: dropped.
+# (pip's cache is the build's own: build/venv.py.)
+DROPPED_OPTIONS = frozenset({"--no-cache-dir", "--root-user-action", "--cache-dir"})
+_FILE_OPTIONS = REQUIREMENT_FILE_OPTIONS
+# Options whose value is a path in the image when it starts with /, mapped into the rootfs.
+_CONTAINER_PATH_OPTIONS = _FILE_OPTIONS | {"-f", "--find-links"}
 _NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
 
 
@@ -46,6 +56,15 @@ class PipStep:
 
     arguments: tuple[str, ...]
     cwd: Path
+    # The folder the step reads (the copied source, or the Dockerfile's rootfs): everything
+    # its arguments and requirement files name is inside (reach.py); None: `cwd`.
+    context: Path | None = None
+    # Local project folders it builds, in place (reach.py).
+    projects: tuple[Path, ...] = ()
+
+    @property
+    def reads(self) -> Path:
+        return self.context or self.cwd
 
 
 @dataclass(frozen=True)
@@ -89,11 +108,11 @@ def plan_dependencies(
 
 def _with_package(plan: InstallPlan, package: str, why: str, layout: Layout) -> InstallPlan:
     if not plan.steps:
-        steps: tuple[PipStep, ...] = (PipStep((package,), layout.cwd),)
+        steps: tuple[PipStep, ...] = (PipStep((package,), layout.cwd, _context(layout)),)
     else:
         # Into the last pip run, so pip resolves it together with everything else.
         last = plan.steps[-1]
-        steps = (*plan.steps[:-1], PipStep((*last.arguments, package), last.cwd))
+        steps = (*plan.steps[:-1], replace(last, arguments=(*last.arguments, package)))
     return InstallPlan(
         origin=f"{plan.origin} + {package} ({why})",
         steps=steps,
@@ -119,7 +138,11 @@ def _from_dockerfile(
                 f"{install.line}): the virtualenv comes with its own pip"
             )
             continue
-        steps.append(PipStep(tuple(arguments), cwd))
+        context = _context(layout)
+        reach = confine(
+            arguments, cwd=cwd, context=context, where=f"{dockerfile.path}:{install.line}"
+        )
+        steps.append(PipStep(tuple(arguments), cwd, context, reach.projects))
         names.update(_names_of(arguments, cwd))
         lines.append(str(install.line))
     if not steps:
@@ -159,12 +182,12 @@ def _localize(
             takes_value = option in INSTALL_OPTIONS_WITH_VALUE and not has_inline
             if takes_value and index + 1 < len(arguments):
                 value = arguments[index + 1]
-                if option in _FILE_OPTIONS:
+                if option in _CONTAINER_PATH_OPTIONS:
                     value = _container_path(value, layout)
                 localized.extend((argument, value))
                 index += 2
                 continue
-            if has_inline and option in _FILE_OPTIONS:
+            if has_inline and option in _CONTAINER_PATH_OPTIONS:
                 argument = f"{option}={_container_path(inline, layout)}"
             localized.append(argument)
         else:
@@ -182,14 +205,21 @@ def _container_path(value: str, layout: Layout) -> str:
     return value
 
 
+def _context(layout: Layout) -> Path:
+    """The folder a step run in the layout reads: the image's rootfs, or the copied source."""
+    return layout.rootfs or layout.cwd
+
+
 def _from_requirements(source: Path, layout: Layout) -> InstallPlan | None:
     for folder in dict.fromkeys((layout.cwd, source)):
         path = folder / "requirements.txt"
         if path.is_file():
             arguments = ("-r", str(path))
+            context = _context(layout) if folder == layout.cwd else source
+            reach = confine(arguments, cwd=folder, context=context, where=str(path))
             return InstallPlan(
                 origin="requirements.txt",
-                steps=(PipStep(arguments, folder),),
+                steps=(PipStep(arguments, folder, context, reach.projects),),
                 names=frozenset(_names_of(arguments, folder)),
             )
     return None
@@ -221,7 +251,18 @@ def _from_pyproject(source: Path, layout: Layout) -> InstallPlan | None:
             isinstance(item, str) for item in dependencies
         ):
             raise BuildError(f"{path}: [project].dependencies must be a list of strings")
-        steps = (PipStep(tuple(dependencies), folder),) if dependencies else ()
+        context = _context(layout) if folder == layout.cwd else source
+        origins = _origins(path, dependencies)
+        refuse_options(dependencies, origins)
+        projects: list[Path] = []
+        for dependency, origin in zip(dependencies, origins, strict=True):
+            reach = confine((dependency,), cwd=folder, context=context, where=origin)
+            projects.extend(reach.projects)
+        steps = (
+            (PipStep(tuple(dependencies), folder, context, tuple(projects)),)
+            if dependencies
+            else ()
+        )
         return InstallPlan(
             origin="pyproject.toml [project].dependencies",
             steps=steps,
@@ -230,12 +271,32 @@ def _from_pyproject(source: Path, layout: Layout) -> InstallPlan | None:
     return None
 
 
+def _origins(path: Path, dependencies: Sequence[str]) -> list[str]:
+    """`pyproject.toml:LINE` of each dependency: the first line holding it as a string."""
+    lines = path.read_text().splitlines()
+    origins = []
+    for dependency in dependencies:
+        quoted = (f'"{dependency}"', f"'{dependency}'")
+        number = next(
+            (
+                index
+                for index, line in enumerate(lines, start=1)
+                if any(text in line for text in quoted)
+            ),
+            None,
+        )
+        origins.append(
+            f"{path}:{number}" if number else f"{path}: [project].dependencies {dependency!r}"
+        )
+    return origins
+
+
 def _from_default_app(default_app: DefaultApp | None, layout: Layout) -> InstallPlan | None:
     if default_app is None or not default_app.packages:
         return None
     return InstallPlan(
         origin=f"default for {default_app.framework.name if default_app.framework else 'app'}",
-        steps=(PipStep(default_app.packages, layout.cwd),),
+        steps=(PipStep(default_app.packages, layout.cwd, _context(layout)),),
         names=frozenset(canonical_name(name) for name in default_app.packages),
     )
 
@@ -346,11 +407,17 @@ def fingerprint(plan: InstallPlan) -> str:
             if option in ("-e", "--editable") or previous in ("-e", "--editable"):
                 editable = True
             # Paths differ from one artifact to the next; contents are what counts.
-            if previous in _FILE_OPTIONS:
+            # A requirement file pip fetches (`-r https://…`) by its URL: two URLs never
+            # share a virtualenv.
+            if previous in _FILE_OPTIONS and "://" not in argument:
                 arguments.append(f"file:{_file_digest(step.cwd / argument, set(), step.cwd)}")
-            elif option in _FILE_OPTIONS and has_inline:
+            elif option in _FILE_OPTIONS and has_inline and "://" not in inline:
                 digest = _file_digest(step.cwd / inline, set(), step.cwd)
                 arguments.append(f"{option}=file:{digest}")
+            elif previous in LOCATION_OPTIONS:
+                arguments.append(_location_digest(argument, step.cwd))
+            elif option in LOCATION_OPTIONS and has_inline:
+                arguments.append(f"{option}={_location_digest(inline, step.cwd)}")
             elif (
                 not argument.startswith("-")
                 and _looks_local(argument)
@@ -393,14 +460,33 @@ def _file_digest(path: Path, seen: set[Path], cwd: Path) -> str:
     for line in _logical_lines(path):
         words = line.split()
         option, has_inline, inline = words[0].partition("=")
+        value = inline if has_inline else (words[1] if len(words) > 1 else "")
         if option in _FILE_OPTIONS:
-            value = inline if has_inline else (words[1] if len(words) > 1 else "")
             digest.update(_file_digest(path.parent / value, seen, cwd).encode())
+        elif option in LOCATION_OPTIONS:
+            # A relative --find-links is read next to the file when it is there (pip).
+            beside = path.parent if (path.parent / value).exists() else cwd
+            digest.update(_location_digest(value, beside).encode())
         else:
             candidate = words[-1] if option in ("-e", "--editable") else words[0]
             if _looks_local(candidate) and (cwd / candidate).exists():
                 digest.update(_tree_digest(cwd / candidate).encode())
     return digest.hexdigest()
+
+
+def _location_digest(value: str, cwd: Path) -> str:
+    """Where packages come from: a URL as it is, a local folder or file (--find-links ./wheels,
+    file:///…/simple) by its contents, or a deploy that brings other wheels under the same
+    name would get the virtualenv built from the first one's."""
+    path = value
+    if value.startswith("file:"):
+        path = urllib.parse.unquote(urllib.parse.urlsplit(value).path)
+    elif "://" in value:
+        return value
+    local = cwd / path
+    if not local.exists():
+        return value
+    return f"local:{_tree_digest(local)}"
 
 
 def _tree_digest(path: Path) -> str:

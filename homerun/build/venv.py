@@ -5,6 +5,10 @@ A virtualenv is not relocatable (its scripts name its own path), so it is built 
 `cache/<key>.lock` lets one build run while a second build of the same key waits and then
 reuses it. A failed or interrupted build leaves no folder behind, and a folder without the
 marker (left by a crash) is removed before building again.
+
+pip runs the code of what it installs, so where homerun runs as root with bubblewrap, the
+build runs in a sandbox as a user of its own, and the virtualenv is handed to root once built
+(build/sandbox.py, build/confined.py); elsewhere it runs as homerun's own user, as instances do.
 """
 
 from __future__ import annotations
@@ -16,19 +20,25 @@ import hashlib
 import json
 import os
 import shlex
-import shutil
+import stat
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Literal, Protocol
 
+from homerun.build import confined, sandbox
+from homerun.build.confined import Invocation
 from homerun.build.dependencies import InstallPlan, fingerprint
 from homerun.build.interpreter import Interpreter
+from homerun.build.sandbox import BuildSandbox
 from homerun.errors import BuildError
 from homerun.readable import share_read
 
 COMPLETE_MARKER = ".homerun-complete"
-# Bump when the way virtualenvs are built changes, so old ones are not reused.
-LAYOUT_VERSION = "1"
+# Bump when the way virtualenvs are built changes, so old ones are not reused. 2: builds are
+# sandboxed; a virtualenv built before was written by root running the deploy's code, and
+# its key did not cover --find-links folders.
+LAYOUT_VERSION = "2"
 # pip's last lines say why it failed ("No matching distribution found for ..."); the rest
 # was streamed to the build output already.
 PIP_TAIL_LINES = 12
@@ -52,28 +62,101 @@ def venv_key(plan: InstallPlan, interpreter: Interpreter) -> str:
 
 
 def ensure_venv(
-    *, plan: InstallPlan, interpreter: Interpreter, cache: Path, output: Callable[[str], None]
+    *,
+    plan: InstallPlan,
+    interpreter: Interpreter,
+    cache: Path,
+    output: Callable[[str], None],
+    isolation: BuildSandbox | None | Literal["detect"] = "detect",
 ) -> Path:
-    """The virtualenv for `plan` on `interpreter`: reused from the cache, or built there."""
+    """The virtualenv for `plan` on `interpreter`: reused from the cache, or built there, in
+    `isolation` (by default the sandbox this machine gives builds, if any)."""
     cache.mkdir(parents=True, exist_ok=True)
     key = venv_key(plan, interpreter)
     venv = cache / key
-    if (venv / COMPLETE_MARKER).exists():
+    scratch = cache / f"{key}.build"
+    if _complete(venv):
         output(f"using cached virtualenv {venv}")
         return venv
     with _exclusive(cache / f"{key}.lock", output, venv):
-        if (venv / COMPLETE_MARKER).exists():  # built by the build we waited for
+        if _complete(venv):  # built by the build we waited for
             output(f"using cached virtualenv {venv}")
             return venv
-        if venv.exists():
+        if os.path.lexists(venv):
             output(f"removing the incomplete virtualenv {venv} left by an interrupted build")
-            shutil.rmtree(venv)
+            sandbox.remove_tree(venv)
+        sandbox.remove_tree(scratch)  # an interrupted sandboxed build's
+        if isolation == "detect":
+            isolation, said = sandbox.detect()
+            if isolation is None and os.geteuid() == 0:
+                output(f"warning: {said}")
         try:
-            _create(venv, plan, interpreter, output)
+            if isolation is None:
+                _create(venv, plan, interpreter, output, _Unconfined())
+                share_read(venv)  # the revision's own user reads it (readable.py)
+            else:
+                _create_confined(venv, scratch, plan, interpreter, cache, output, isolation)
+            _mark_complete(venv, plan)
         except BaseException:
-            shutil.rmtree(venv, ignore_errors=True)
+            sandbox.remove_tree(venv)
             raise
     return venv
+
+
+def _complete(venv: Path) -> bool:
+    """Whether `venv` was finished: its marker is a file that homerun wrote (a build's own
+    user may leave a file of that name, but not one of homerun's user)."""
+    try:
+        info = (venv / COMPLETE_MARKER).lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
+
+
+def _create_confined(
+    venv: Path,
+    scratch: Path,
+    plan: InstallPlan,
+    interpreter: Interpreter,
+    cache: Path,
+    output: Callable[[str], None],
+    isolation: BuildSandbox,
+) -> None:
+    uid = sandbox.build_uid()
+    output(f"building in a sandbox as user {uid} (bubblewrap; no access to HOMERUN_HOME)")
+    build: confined.ConfinedBuild | None = None
+    try:
+        build = confined.prepare(
+            isolation,
+            uid=uid,
+            venv=venv,
+            scratch=scratch,
+            interpreter=interpreter.executable,
+            contexts=[(step.reads, bool(step.projects)) for step in plan.steps],
+            cache=cache,
+        )
+        _create(venv, plan, interpreter, output, build)
+        # Whatever the build wrote under the marker's names is not a marker.
+        for name in (COMPLETE_MARKER, f"{COMPLETE_MARKER}.partial"):
+            sandbox.remove_tree(venv / name)
+        build.finish()
+    finally:
+        if build is not None:
+            build.discard()
+        else:
+            confined.end_processes(uid)
+            sandbox.remove_tree(scratch)
+
+
+def _mark_complete(venv: Path, plan: InstallPlan) -> None:
+    marker = venv / COMPLETE_MARKER
+    partial = marker.with_suffix(".partial")
+    partial.write_text(
+        json.dumps({"origin": plan.origin, "steps": [list(step.arguments) for step in plan.steps]})
+        + "\n"
+    )
+    partial.chmod(0o644)
+    os.replace(partial, marker)
 
 
 @contextlib.contextmanager
@@ -90,15 +173,33 @@ def _exclusive(lock_path: Path, output: Callable[[str], None], venv: Path) -> It
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+class _Runner(Protocol):
+    def invocation(self, argv: Sequence[str], cwd: Path | None) -> Invocation: ...
+
+
+class _Unconfined:
+    """Commands run as homerun's own user, with its environment but for what would make pip or
+    the interpreter look outside the virtualenv."""
+
+    def invocation(self, argv: Sequence[str], cwd: Path | None) -> Invocation:
+        env = {name: value for name, value in os.environ.items() if name not in _SCRUBBED_ENV}
+        env["PYTHONUNBUFFERED"] = "1"  # pip's stdout lines arrive as written, not in blocks
+        env["PIP_PROGRESS_BAR"] = "off"
+        return Invocation(list(argv), env, cwd)
+
+
 def _create(
-    venv: Path, plan: InstallPlan, interpreter: Interpreter, output: Callable[[str], None]
+    venv: Path,
+    plan: InstallPlan,
+    interpreter: Interpreter,
+    output: Callable[[str], None],
+    runner: _Runner,
 ) -> None:
     # Nothing to install: no pip either (about 60 ms instead of 3 s).
     without_pip = ["--without-pip"] if plan.empty else []
     output(f"creating virtualenv {venv} (Python {interpreter.version})")
     _stream(
-        [interpreter.executable, "-m", "venv", *without_pip, str(venv)],
-        cwd=None,
+        runner.invocation([interpreter.executable, "-m", "venv", *without_pip, str(venv)], None),
         output=output,
         what=f"{interpreter.executable} -m venv",
         writes_to=venv,
@@ -118,43 +219,30 @@ def _create(
         ]
         output(f"$ pip install {shlex.join(step.arguments)}")
         _stream(
-            command,
-            cwd=step.cwd,
+            runner.invocation(command, step.cwd),
             output=output,
             what=f"pip install {shlex.join(step.arguments)}",
             writes_to=venv,
             advice="Fix the requirement (its name, its version, or a system library it "
             "needs to build) and deploy again.",
         )
-    share_read(venv)  # the revision's own user reads it (readable.py)
-    marker = venv / COMPLETE_MARKER
-    partial = marker.with_suffix(".partial")
-    partial.write_text(
-        json.dumps({"origin": plan.origin, "steps": [list(step.arguments) for step in plan.steps]})
-        + "\n"
-    )
-    os.replace(partial, marker)
 
 
 def _stream(
-    command: Sequence[str],
+    command: Invocation,
     *,
-    cwd: Path | None,
     output: Callable[[str], None],
     what: str,
     advice: str,
     writes_to: Path,
 ) -> None:
     """Run `command`, passing each line of its stdout and stderr to `output` as it comes."""
-    env = {name: value for name, value in os.environ.items() if name not in _SCRUBBED_ENV}
-    env["PYTHONUNBUFFERED"] = "1"  # pip's stdout lines arrive as written, not in blocks
-    env["PIP_PROGRESS_BAR"] = "off"
     tail: collections.deque[str] = collections.deque(maxlen=PIP_TAIL_LINES)
     try:
         process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
+            command.argv,
+            cwd=command.cwd,
+            env=command.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -164,7 +252,7 @@ def _stream(
             bufsize=1,
         )
     except OSError as error:
-        raise BuildError(f"{what}: cannot run {command[0]}: {error}") from error
+        raise BuildError(f"{what}: cannot run {command.argv[0]}: {error}") from error
     with process:
         for line in process.stdout or ():
             line = line.rstrip("\r\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -106,3 +108,33 @@ def test_a_step_that_ranout_of_room_is_told_apart_from_a_bad_requirement(tmp_pat
     assert f"`df -h {tmp_path}`" in said
     resolver = ["ERROR: No matching distribution found for flaskk"]
     assert out_of_room(venv, resolver) is None  # room left here: the requirement's fault
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a marker of another user needs root to make")
+def test_a_marker_another_user_wrote_does_not_complete_a_virtualenv(tmp_path: Path) -> None:
+    """A sandboxed build's own user may leave a file named as the marker in its virtualenv (or
+    one crashed before the seal): only one homerun's user wrote counts."""
+    interpreter = probe_interpreter()
+    leftover = tmp_path / venv_key(NOTHING, interpreter)
+    leftover.mkdir()
+    (leftover / COMPLETE_MARKER).write_text("{}\n")
+    os.chown(leftover / COMPLETE_MARKER, 1_790_000_001, 1_790_000_001)
+    output = Output()
+    venv = ensure_venv(plan=NOTHING, interpreter=interpreter, cache=tmp_path, output=output)
+    assert "removing the incomplete virtualenv" in output.text
+    assert (venv / COMPLETE_MARKER).stat().st_uid == 0
+
+
+def test_unsandboxed_the_virtualenv_is_homeruns_users(tmp_path: Path) -> None:
+    """Not root, or no bwrap: the build runs as homerun's own user, as before."""
+    output = Output()
+    venv = ensure_venv(
+        plan=NOTHING,
+        interpreter=probe_interpreter(),
+        cache=tmp_path,
+        output=output,
+        isolation=None,
+    )
+    assert (venv / COMPLETE_MARKER).stat().st_uid == os.geteuid()
+    assert not any(line.startswith("building in a sandbox") for line in output.lines)
+    assert stat.S_IMODE((venv / "bin").stat().st_mode) & 0o055 == 0o055  # others read it
