@@ -33,6 +33,7 @@ from homerun.admin.api import create_app
 from homerun.admin.bearer import RequireToken
 from homerun.admin.dashboard import LOOPBACK_HOSTS, create_dashboard_app
 from homerun.admin.serving import EmbeddedServer, embedded, listening, unix_socket
+from homerun.build.sandbox import detect as probe_build_sandbox
 from homerun.config import Paths, Settings, is_loopback, split_address
 from homerun.daemon.wiring import control_plane
 from homerun.errors import HomerunError
@@ -102,6 +103,11 @@ class Daemon:
         # Each revision's processes in a sandbox of its own where this machine can make one
         # (runtime/sandbox.py); what it lacks is said here, in status and in describe.
         sandbox, sandbox_said = probe_sandbox(self.settings.sandbox, self.home)
+        # Builds run the deploy's code (pip): as a user of their own in a sandbox where this
+        # machine gives one (build/sandbox.py), whatever `sandbox:` says of instances.
+        build_sandbox, build_said = probe_build_sandbox()
+        if build_sandbox is None and os.geteuid() == 0:
+            print(f"homerun: warning: {build_said}", file=sys.stderr, flush=True)
         if sandbox is not None and sandbox.privileged:
             # Inspector folders a killed daemon left mounted (Sandbox.prepare mounts them).
             unmount_inspect_folders(self.paths.inspections)
