@@ -64,11 +64,16 @@ class InsideCommand:
     argv: list[str]
     cgroup_procs: tuple[str, ...] = ()
     kill_inside: Callable[[], None] = lambda: None
+    # `argv` starts with host programs run as root (nsenter, podman): their environment holds
+    # none of what such a program acts on (names.host_split); the runtime gives the command
+    # those variables after it has dropped to the instance's user.
+    hosted: bool = True
 
 
 def as_it_is(argv: Sequence[str]) -> InsideCommand:
-    """A command inside an instance that is a plain process of homerun's user, unlimited."""
-    return InsideCommand(list(argv))
+    """A command inside an instance that is a plain process of homerun's user, unlimited: the
+    command itself, with the instance's whole environment."""
+    return InsideCommand(list(argv), hosted=False)
 
 
 class Instance(Protocol):

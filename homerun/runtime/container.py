@@ -49,6 +49,7 @@ from homerun.procfs import first_descendant, marked_processes
 from homerun.runtime.base import InsideCommand, Instance, InstanceSpec, OutputSink, Runtime
 from homerun.runtime.engine_call import engine_call
 from homerun.runtime.image_root import ImageRoots, rooted_spec, why_not_rooted
+from homerun.runtime.names import host_split
 from homerun.runtime.netns import NetNamespace, Networks
 from homerun.runtime.output import drain, pump
 from homerun.runtime.sandbox import symlinked_mount_point
@@ -332,6 +333,7 @@ class ContainerRuntime:
         # Port 0: a job's task, which does not listen: no PORT, nothing published.
         listens = spec.port != 0
         env = dict(spec.env, PORT=str(container.port)) if listens else dict(spec.env)
+        kept, acted_on = host_split(env)
         network: NetNamespace | None = None
         if self._networks is not None:
             # Its own namespace: reached on its loopback at the container port, as a pod is.
@@ -371,8 +373,11 @@ class ContainerRuntime:
                 *_privileges(container),
                 *(["--workdir", container.workdir] if container.workdir is not None else []),
                 # The values come from podman's own environment: not on its command line,
-                # where any user's `ps` would read the secrets among them.
-                *[part for variable in env for part in ("--env", variable)],
+                # where any user's `ps` would read the secrets among them; but for names
+                # podman (as root), Go or the loader act on in their own environment
+                # (names.host_split: LD_PRELOAD, CONTAINERS_CONF, PATH...), given there.
+                *[part for variable in kept for part in ("--env", variable)],
+                *[part for item in acted_on.items() for part in ("--env", "=".join(item))],
                 *(
                     ["--entrypoint", json.dumps(list(container.command))]
                     if container.command is not None
@@ -386,7 +391,7 @@ class ContainerRuntime:
             try:
                 process = await asyncio.create_subprocess_exec(
                     *command,
-                    env={**env, "PATH": os.environ.get("PATH", os.defpath)},
+                    env={**kept, "PATH": os.environ.get("PATH", os.defpath)},
                     stdin=subprocess.DEVNULL,
                     stdout=out_write,
                     stderr=err_write,

@@ -25,3 +25,56 @@ def site_pythonpath(env: Mapping[str, str]) -> str:
 def resolving_env(env: Mapping[str, str], hosts_file: Path) -> dict[str, str]:
     """The variables to add to `env`: HOMERUN_HOSTS, and PYTHONPATH with SITE_FOLDER first."""
     return {HOSTS_VARIABLE: str(hosts_file), "PYTHONPATH": site_pythonpath(env)}
+
+
+# Names the host's programs homerun runs as root for an instance (env, bwrap, setpriv and
+# nsenter; podman, its conmon and runc) act on in their own environment: the dynamic loader
+# and libc (glibc's "unsecure" variables, which it ignores in setuid programs: LD_PRELOAD,
+# GCONV_PATH...), Go's runtime (podman), the containers libraries (another config, storage,
+# hooks), and where programs are found. An instance's variables come from its Dockerfile, its
+# image or its deploy: these names never reach those programs' environment (host_split); the
+# app gets them on a command line once it runs as its own user (so their values are in `ps`).
+_HOST_NAMES = frozenset(
+    {
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "GLIBC_TUNABLES",
+        "HOME",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "NIS_PATH",
+        "NLSPATH",
+        "NOTIFY_SOCKET",
+        "PATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+        "TMPDIR",
+        "TZDIR",
+    }
+)
+_HOST_PREFIXES = (
+    "LD_",
+    "MALLOC_",
+    "GO",
+    "CONTAINERS_",
+    "_CONTAINERS_",
+    "CONTAINER_",
+    "PODMAN_",
+    "BUILDAH_",
+    "STORAGE_",
+    "REGISTRIES_",
+    "XDG_",
+    "DOCKER_",
+)
+
+
+def host_split(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """`env` as two: what a host program run as root may have in its environment, and what
+    it may not (the names above), to be set only once the app runs as its own user."""
+    kept: dict[str, str] = {}
+    acted_on: dict[str, str] = {}
+    for name, value in env.items():
+        host = name in _HOST_NAMES or name.startswith(_HOST_PREFIXES)
+        (acted_on if host else kept)[name] = value
+    return kept, acted_on

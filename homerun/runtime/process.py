@@ -305,7 +305,7 @@ class ProcessRuntime:
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=spec.cwd if spec.root is None else "/",  # the image's folder, in the sandbox
-                env=spec.env,
+                env=spec.env if self._sandbox is None else self._sandbox.host_env(spec.env),
                 stdin=subprocess.DEVNULL,
                 stdout=out_write,
                 stderr=err_write,
@@ -337,6 +337,7 @@ class ProcessRuntime:
                 env=spec.env,
                 cwd=spec.cwd,
                 user=spec.user,
+                root=spec.root,
             )
         instance = ProcessInstance(
             spec.name,

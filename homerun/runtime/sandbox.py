@@ -43,6 +43,7 @@ from homerun.model.run_as import HostIds, RunAs
 from homerun.model.volumes import NO_MOUNTS, Mounts
 from homerun.readable import share_read
 from homerun.runtime.base import ImageRoot
+from homerun.runtime.names import host_split
 
 AUTO, ON, OFF = "auto", "on", "off"
 SETTINGS = (AUTO, ON, OFF)
@@ -190,8 +191,20 @@ class Sandbox:
             uid, gid = user_and_group(revision, user)
             args += ["--reuid", str(uid), "--regid", str(gid), "--clear-groups"]
             args += ["--inh-caps=-all", "--bounding-set=-all"]
-        args += ["--no-new-privs", "--", *argv]
-        return args
+        args += ["--no-new-privs", "--"]
+        # What the host's programs above (run as root) may not be given (names.host_split):
+        # set by `env` once setpriv has made the revision's user.
+        _, acted_on = host_split(env)
+        if acted_on:
+            args += [self.env_program, *(f"{name}={value}" for name, value in acted_on.items())]
+        return [*args, *argv]
+
+    @staticmethod
+    def host_env(env: Mapping[str, str]) -> dict[str, str]:
+        """The environment to start the sandbox's first host program with: `env` but what a
+        program run as root acts on, which `command` gives the app on its command line."""
+        kept, _ = host_split(env)
+        return kept
 
     def enter(
         self,
@@ -200,6 +213,7 @@ class Sandbox:
         env: Mapping[str, str],
         cwd: Path,
         user: RunAs | None = None,
+        root: ImageRoot | None = None,
     ) -> list[str]:
         """The words that run a command inside the sandbox process `pid` is in, as the app
         runs: its mount view (its /tmp too), PID and IPC namespaces, its root and folder, as
@@ -220,7 +234,15 @@ class Sandbox:
         uid, gid = user_and_group(revision, user)
         # From root to the revision's ids, nsenter drops the supplementary groups, and the
         # kernel every capability; the sandbox's mounts are nosuid besides.
-        return [*args, f"--setgid={gid}", f"--setuid={uid}", "--"]
+        args += [f"--setgid={gid}", f"--setuid={uid}", "--"]
+        # What setpriv and nsenter may not be given (names.host_split), set once nsenter has
+        # made the revision's user: by the host's `env`, which a sandbox shows at its path, or
+        # in one rooted in an image, by the static busybox it shows.
+        _, acted_on = host_split(env)
+        if acted_on:
+            setter = [str(_DROPPER), "env"] if root is not None else [self.env_program]
+            args += [*setter, *(f"{name}={value}" for name, value in acted_on.items())]
+        return args
 
     def _rooted(
         self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, revision: str, root: ImageRoot
@@ -261,6 +283,11 @@ class Sandbox:
                     args += ["--perms", "0755", "--dir", str(ancestor)]
             args += [how, str(path), str(path)]
         args += ["--ro-bind-try", os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf"]
+        # What the host's programs may not be given (names.host_split): bwrap sets it for the
+        # static busybox, which reads none of it, and so for the image's Python.
+        _, acted_on = host_split(env)
+        for name, value in acted_on.items():
+            args += ["--setenv", name, value]
         uid, gid = user_and_group(revision, None)
         # busybox's nsenter, given no namespace, drops the supplementary groups, sets the group,
         # then the user (the kernel drops every capability as root's user ids go), and runs

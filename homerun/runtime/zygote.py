@@ -255,7 +255,11 @@ class ZygoteRuntime:
                 enter = None
                 if self._sandbox is not None:
                     enter = functools.partial(
-                        self._sandbox.enter, revision=revision, env=spec.env, cwd=spec.cwd
+                        self._sandbox.enter,
+                        revision=revision,
+                        env=spec.env,
+                        cwd=spec.cwd,
+                        root=spec.root,
                     )
                 instance = await zygote.fork(spec, command, output, enter)
             except ZygoteLost as lost:
@@ -525,7 +529,7 @@ class ZygoteRuntime:
             process = subprocess.Popen(
                 argv,
                 cwd=cwd if root is None else "/",  # the image's folder, in the sandbox
-                env=env,
+                env=env if self._sandbox is None else self._sandbox.host_env(env),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -16,6 +16,7 @@ from pathlib import Path
 from homerun.model.probes import Probe, ProbeAction
 from homerun.runtime.base import InsideCommand, as_it_is, join_cgroups
 from homerun.runtime.grpc_health import check_health
+from homerun.runtime.names import host_split
 from homerun.runtime.netns import NetNamespace, open_connection
 from homerun.runtime.process import close_inherited_fds
 
@@ -104,12 +105,19 @@ async def _get(
     return ProbeResult(200 <= status < 400, f"GET {probe.path} answered {status}")
 
 
+def _environment(command: InsideCommand, env: dict[str, str]) -> dict[str, str]:
+    """What the probe's process starts with: where it is a host program run as root (nsenter,
+    podman), none of what such a program acts on (LD_PRELOAD...: runtime/names.py); the
+    runtime gives the command those once it runs as the instance's user."""
+    return host_split(env)[0] if command.hosted else env
+
+
 async def _exec(probe: Probe, target: ProbeTarget) -> ProbeResult:
     try:
         command = target.inside(probe.command)
         process = await asyncio.create_subprocess_exec(
             *command.argv,
-            env=dict(target.env, PORT=str(target.port)),
+            env=_environment(command, dict(target.env, PORT=str(target.port))),
             cwd=target.cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

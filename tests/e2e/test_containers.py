@@ -127,6 +127,33 @@ def test_shell_form_cmd_pip_port_env_and_memory(engine_platform: Platform, tmp_p
     assert "HOMERUN_E2E_MARKER" not in env  # the daemon's own environment stays out
 
 
+def test_the_loaders_variables_reach_the_container_not_podman(engine_platform: Platform) -> None:
+    # podman runs as root on the host: an env var the loader, Go or the containers libraries
+    # act on (LD_PRELOAD, CONTAINERS_CONF...) must reach the container, not podman's own
+    # environment. LD_DEBUG_OUTPUT shows who read it: each process writes PATH.PID.
+    trace = Path(f"/tmp/homerun-ld-trace-{uuid.uuid4().hex}")
+    path = "/opt/tools/bin:/usr/local/bin:/usr/bin:/bin"
+    assignments = f"LD_DEBUG=files,LD_DEBUG_OUTPUT={trace},PATH={path}"
+    engine_platform.deploy_ok("ctr-ld", APPS / "container_app", "--set-env-vars", assignments)
+    try:
+        assert engine_platform.request("ctr-ld", "GET", "/").status_code == 200
+        written = sorted(trace.parent.glob(f"{trace.name}.*"))
+        assert written == [], f"podman read the deploy's LD_DEBUG_OUTPUT: {written}"
+        (container,) = [c for c in containers_of(engine_platform.home) if "ctr-ld" in _name(c)]
+        inspected = json.loads(
+            subprocess.run(
+                [*podman(), "inspect", container], capture_output=True, text=True, check=True
+            ).stdout
+        )[0]
+        env = dict(item.split("=", 1) for item in inspected["Config"]["Env"])
+        # The container has them as given (PATH too: not the daemon's).
+        assert env["LD_DEBUG_OUTPUT"] == str(trace) and env["PATH"] == path, env
+    finally:
+        engine_platform.run("services", "delete", "ctr-ld", "-q", timeout=60)
+        for leftover in trace.parent.glob(f"{trace.name}.*"):
+            leftover.unlink()
+
+
 def test_builds_submit_and_deploy_image_with_the_engine(engine_platform: Platform) -> None:
     built = engine_platform.run(
         "builds", "submit", str(APPS / "container_app"), "--tag", "localhost/ctr:v1", timeout=600

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,34 @@ def test_the_revisions_files_are_read_only_and_tmp_is_private(
     home = me(sandboxed, service)["home"]
     written = attempt(sandboxed, service, "write", path=f"{home}/.{service}-settings")
     assert written["ok"], f"{service} cannot write its home {home}: {written}"
+
+
+@pytest.mark.parametrize("spawned", [False, True])
+def test_the_loaders_variables_never_reach_the_hosts_programs_run_as_root(
+    sandboxed: Platform, spawned: bool
+) -> None:
+    # A Dockerfile's ENV or a deploy's --set-env-vars may name what the dynamic loader acts on:
+    # the host's env and bwrap, which start the sandbox as root, must not see it (LD_PRELOAD
+    # would run a library of the deploy's as root on the host). LD_DEBUG_OUTPUT shows who did:
+    # each process that reads it writes PATH.PID, on the host's /tmp if outside the sandbox.
+    trace = Path(f"/tmp/homerun-ld-trace-{uuid.uuid4().hex}")
+    service = "snoop-ld-spawned" if spawned else "snoop-ld"
+    command = ["--command", "sh,-c,exec python -m flask --app main run --port $PORT"]
+    sandboxed.deploy_ok(
+        service,
+        SNOOP,
+        "--set-env-vars",
+        f"LD_DEBUG=files,LD_DEBUG_OUTPUT={trace}",
+        *(command if spawned else []),
+    )
+    try:
+        assert me(sandboxed, service)["ld_debug"] == "files"  # the app still gets them
+        written = sorted(trace.parent.glob(f"{trace.name}.*"))
+        assert written == [], f"host programs read the deploy's LD_DEBUG_OUTPUT: {written}"
+    finally:
+        sandboxed.run("services", "delete", service, "-q", timeout=60)
+        for path in trace.parent.glob(f"{trace.name}.*"):
+            path.unlink()
 
 
 PROWLER = """\

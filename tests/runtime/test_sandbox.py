@@ -27,6 +27,7 @@ from homerun.model.volumes import MemoryMount, Mounts, SecretFile
 from homerun.runtime.base import ImageRoot, InstanceSpec
 from homerun.runtime.cgroups import Cgroups, available
 from homerun.runtime.limited import LimitedInstance, LimitedRuntime
+from homerun.runtime.names import host_split
 from homerun.runtime.process import ProcessRuntime
 from homerun.runtime.sandbox import (
     FIRST_UID,
@@ -98,6 +99,55 @@ def test_a_symbolic_link_on_the_way_to_a_mount_point_is_found(tmp_path: Path) ->
         replace(fake_sandbox(tmp_path / "home"), dropper="/bin/busybox").command(
             ["app"], env, Path("/srv"), "rev", root=ImageRoot(folder=folder, python="/p")
         )
+
+
+# What the host's programs run as root act on in their own environment (runtime/names.py).
+HOSTILE_ENV = {"LD_PRELOAD": "./p.so", "GCONV_PATH": "/x", "PATH": "/app/bin", "MODE": "beta"}
+
+
+def test_what_a_host_program_acts_on_is_split_from_the_rest() -> None:
+    kept, acted_on = host_split({**HOSTILE_ENV, "CONTAINERS_CONF": "/c", "GODEBUG": "x=1"})
+    assert kept == {"MODE": "beta"}
+    assert set(acted_on) == {"LD_PRELOAD", "GCONV_PATH", "PATH", "CONTAINERS_CONF", "GODEBUG"}
+
+
+def test_the_loaders_variables_reach_the_app_only_once_it_is_its_own_user(tmp_path: Path) -> None:
+    sandbox = replace(fake_sandbox(tmp_path / "home"), dropper="/bin/busybox")
+    # The sandbox's first programs (env, bwrap, setpriv) start without them...
+    assert sandbox.host_env(HOSTILE_ENV) == {"MODE": "beta"}
+    args = sandbox.command(["app"], HOSTILE_ENV, Path("/srv"), "rev")
+    # ...and `env` sets them after setpriv has made the revision's user.
+    after = args[args.index("--no-new-privs") :]
+    assert after == [
+        "--no-new-privs",
+        "--",
+        "env",
+        "LD_PRELOAD=./p.so",
+        "GCONV_PATH=/x",
+        "PATH=/app/bin",
+        "app",
+    ]
+    # In an image's root, bwrap sets them for the static busybox (which reads none of them).
+    rooted = sandbox.command(
+        ["app"], HOSTILE_ENV, Path("/srv"), "rev", root=ImageRoot(tmp_path / "root", "/p")
+    )
+    assert rooted[rooted.index("LD_PRELOAD") - 1 : rooted.index("LD_PRELOAD") + 2] == [
+        "--setenv",
+        "LD_PRELOAD",
+        "./p.so",
+    ]
+    # An exec probe's command: after nsenter has made the user, by the host's env or busybox's.
+    entered = sandbox.enter(42, "rev", HOSTILE_ENV, Path("/srv"))
+    assert entered[entered.index("--setuid=" + str(revision_uid("rev"))) + 1 :] == [
+        "--",
+        "env",
+        "LD_PRELOAD=./p.so",
+        "GCONV_PATH=/x",
+        "PATH=/app/bin",
+    ]
+    root = ImageRoot(tmp_path / "root", "/p")
+    entered = sandbox.enter(42, "rev", HOSTILE_ENV, Path("/srv"), root=root)
+    assert entered[entered.index("--") + 1 :][-5:-3] == ["/dev/.homerun/busybox", "env"]
 
 
 def test_a_home_the_sandbox_hides_becomes_tmp(tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ def me() -> dict[str, object]:
         "pid": os.getpid(),
         "cwd": os.getcwd(),
         "home": os.environ.get("HOME"),
+        "ld_debug": os.environ.get("LD_DEBUG"),
         "pids": sorted(int(name) for name in os.listdir("/proc") if name.isdigit()),
         "no_new_privs": _read("/proc/self/status").count("NoNewPrivs:\t1") == 1,
     }
