@@ -50,6 +50,16 @@ def instance_user(spec: RevisionSpec, *, container: bool, processes: ProcessUser
                 "one may; give an id no user or group of this machine has, or remove "
                 f"{field} (each revision runs as a user of its own)"
             )
+    if spec.run_as_user is not None and spec.run_as_group is None:
+        # The sandbox's group for a runAsUser alone is that same id (sandbox.user_and_group).
+        owner = processes.host.owner(spec.run_as_user, group=True)
+        if owner is not None:
+            raise InvalidSpec(
+                f"securityContext.runAsUser: {spec.run_as_user} alone runs the app with the "
+                f"group {spec.run_as_user} too, which is {owner} on this machine: it would "
+                "read and write what that group may; give runAsGroup an id no group of this "
+                "machine has"
+            )
     if spec.run_as_non_root and spec.run_as_user is None and processes.runs_as_root:
         raise InvalidSpec(
             "securityContext.runAsNonRoot: instances would run as root (the daemon's user, "

@@ -58,8 +58,8 @@ from homerun.runtime.sandbox import (
     FIRST_UID,
     NO_DROPPER,
     UID_RANGE,
+    HostIdOwners,
     Sandbox,
-    host_ids,
     unmount_inspect_folders,
 )
 from homerun.runtime.sandbox import probe as probe_sandbox
@@ -167,7 +167,7 @@ class Daemon:
             sandboxed=sandbox is not None,
             privileged=sandbox.privileged if sandbox is not None else os.geteuid() == 0,
             reserved=range(FIRST_UID, FIRST_UID + UID_RANGE),
-            host=host_ids(),
+            host=HostIdOwners(),
         )
         supervisor = Supervisor(
             instances,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,15 @@ class ProcessUsers:
     # Sandboxed, an app holds no capability and runs with no_new_privs, without a seccomp
     # filter; unsandboxed, it holds what the daemon's user holds.
     sandboxed: bool = False
-    # The machine's own ids (HostIds): the sandbox runs an app with the host's ids, so a
-    # runAsUser of one of them would read what that user or group may read.
-    host: HostIds = field(default_factory=lambda: HostIds())
+    # Whose the machine's ids are (the daemon gives a live lookup, runtime/sandbox.py): the
+    # sandbox runs an app with the host's ids, so a runAsUser of one of them would read what
+    # that user or group may read.
+    host: IdOwners = field(default_factory=lambda: HostIds())
+
+
+class IdOwners(Protocol):
+    def owner(self, id_: int, *, group: bool) -> str | None:
+        """Whose `id_` is on this machine, said for a refusal, or None when no one's."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class HostIds:
 
 
 def process_users(
-    sandboxed: bool, privileged: bool, reserved: range = range(0), host: HostIds | None = None
+    sandboxed: bool, privileged: bool, reserved: range = range(0), host: IdOwners | None = None
 ) -> ProcessUsers:
     """What the process runtime honours, from whether it sandboxes and homerun is root."""
     if sandboxed and privileged:

@@ -561,14 +561,26 @@ def _hidden(always: list[Path], shown: list[Path]) -> list[Path]:
     return sorted(set(hidden), key=lambda path: len(path.parts))
 
 
-def host_ids(etc: Path = Path("/etc")) -> HostIds:
-    """This machine's users and groups by id, and its subordinate id ranges."""
-    return HostIds(
-        users={entry.pw_uid: entry.pw_name for entry in pwd.getpwall()},
-        groups={entry.gr_gid: entry.gr_name for entry in grp.getgrall()},
-        subordinate_users=_subordinate(etc / "subuid"),
-        subordinate_groups=_subordinate(etc / "subgid"),
-    )
+@dataclass(frozen=True)
+class HostIdOwners:
+    """Whose a user or group id is on this machine, looked up at each call (a user added
+    while homerun runs counts): its passwd and group databases (LDAP's too, through NSS), and
+    the subordinate ranges its users hold for their containers."""
+
+    etc: Path = Path("/etc")
+
+    def owner(self, id_: int, *, group: bool) -> str | None:
+        try:
+            name = grp.getgrgid(id_).gr_name if group else pwd.getpwuid(id_).pw_name
+        except (KeyError, OverflowError):
+            name = None
+        ranges = _subordinate(self.etc / ("subgid" if group else "subuid"))
+        return HostIds(
+            users={} if group or name is None else {id_: name},
+            groups={id_: name} if group and name is not None else {},
+            subordinate_users=() if group else ranges,
+            subordinate_groups=ranges if group else (),
+        ).owner(id_, group=group)
 
 
 def _subordinate(path: Path) -> tuple[tuple[str, range], ...]:

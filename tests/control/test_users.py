@@ -10,7 +10,7 @@ import pytest
 from homerun.control.users import check_privileges, instance_user
 from homerun.errors import InvalidSpec
 from homerun.model.run_as import HostIds, RunAs, process_users
-from homerun.runtime.sandbox import host_ids
+from homerun.runtime.sandbox import HostIdOwners
 from homerun.spec import RevisionSpec
 
 SANDBOX_AS_ROOT = process_users(sandboxed=True, privileged=True, reserved=range(100, 200))
@@ -94,6 +94,11 @@ def test_the_sandbox_never_runs_an_app_with_an_id_of_this_machines() -> None:
     )
     with pytest.raises(InvalidSpec, match="runAsGroup: 42 is the group shadow on this machine"):
         instance_user(spec(run_as_user=2020, run_as_group=42), container=False, processes=processes)
+    # runAsUser alone: the group is that same id, here the host's ssl-cert.
+    alone = process_users(sandboxed=True, privileged=True, host=HostIds(groups={103: "ssl-cert"}))
+    with pytest.raises(InvalidSpec, match="103 too, which is the group ssl-cert on this machine"):
+        instance_user(spec(run_as_user=103), container=False, processes=alone)
+    assert instance_user(spec(run_as_user=103, run_as_group=2021), container=False, processes=alone)
     with pytest.raises(InvalidSpec, match="100005 is in alice's subordinate range 100000..165535"):
         instance_user(spec(run_as_user=100005), container=False, processes=processes)
     assert instance_user(spec(run_as_user=2020), container=False, processes=processes) == RunAs(
@@ -103,12 +108,14 @@ def test_the_sandbox_never_runs_an_app_with_an_id_of_this_machines() -> None:
     assert instance_user(spec(run_as_user=65534), container=True, processes=processes)
 
 
-def test_this_machines_ids_are_read_from_its_databases(tmp_path: Path) -> None:
+def test_this_machines_ids_are_looked_up_at_each_call(tmp_path: Path) -> None:
+    owners = HostIdOwners(etc=tmp_path)
+    assert owners.owner(0, group=False) == "the user root"
+    assert owners.owner(0, group=True) == "the group root"
+    assert owners.owner(2_000_000_001, group=False) is None
     (tmp_path / "subuid").write_text("alice:100000:65536\nbroken line\n")
-    found = host_ids(tmp_path)
-    assert found.users[0] == "root" and found.groups[0] == "root"
-    assert found.subordinate_users == (("alice", range(100000, 165536)),)
-    assert found.subordinate_groups == ()  # no subgid file there
+    assert owners.owner(100005, group=False) == "in alice's subordinate range 100000..165535"
+    assert owners.owner(100005, group=True) is None  # no subgid file there
 
 
 # -- Privileges: allowPrivilegeEscalation, capabilities, seccompProfile ----------------------
