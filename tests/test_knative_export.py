@@ -219,5 +219,5 @@ def test_more_than_one_request_at_a_time_below_one_cpu_is_refused_as_cloud_run_r
     """A revision kept from before the rule (its concurrency 80 at half a CPU) exports to what
     Cloud Run would refuse: the export says so."""
     kept = RevisionSpec.model_validate({"source": "/s", "cpu": "500m", "container_concurrency": 80})
-    with pytest.raises(InvalidSpec, match="below one CPU"):
+    with pytest.raises(ExportError, match="run `homerun services update hello --concurrency 1`"):
         export_service("hello", kept, PINNED, labels={}, annotations={}, cloud_run=True)

@@ -20,6 +20,7 @@ from homerun.control.retention import FINISHED, doomed_revisions, unused_venvs
 from homerun.control.tasks import TRASH_PREFIX, Tasks
 from homerun.errors import InvalidSpec
 from homerun.observe.logs import LogStore, platform_entry
+from homerun.runtime.sandbox import unmount_folder
 from homerun.store import RevisionRecord, Store
 from homerun.traffic import served_percent, tags_of
 
@@ -98,7 +99,7 @@ class Revisions:
         for revision in revisions:
             await self._live.stop(revision.name)
             self._discard(self._paths.revisions / revision.name)
-            self._discard(self._paths.inspections / revision.name)
+            self._discard_inspections(revision.name)
         self._logs.delete(service)
         self.collect_venvs()  # and the container images only its revisions ran
 
@@ -240,8 +241,14 @@ class Revisions:
         self._live.forget(name)
         self._store.delete_revision(name)
         self._discard(self._paths.revisions / name)
-        # What its instances measured (runtime inspector), written outside the artifact.
-        self._discard(self._paths.inspections / name)
+        self._discard_inspections(name)
+
+    def _discard_inspections(self, name: str) -> None:
+        """What its instances measured (runtime inspector), written outside the artifact: a
+        tmpfs of its own where the sandbox made one, unmounted first."""
+        folder = self._paths.inspections / name
+        unmount_folder(folder)
+        self._discard(folder)
 
     def _discard(self, path: Path) -> None:
         self._tasks.discard(path)

@@ -108,7 +108,7 @@ class Daemon:
         build_sandbox, build_said = probe_build_sandbox()
         if build_sandbox is None and os.geteuid() == 0:
             print(f"homerun: warning: {build_said}", file=sys.stderr, flush=True)
-        if sandbox is not None and sandbox.privileged:
+        if os.geteuid() == 0:
             # Inspector folders a killed daemon left mounted (Sandbox.prepare mounts them).
             unmount_inspect_folders(self.paths.inspections)
         lacking = None
@@ -396,16 +396,18 @@ class Daemon:
             nat_reads.cancel()
             sampler.cancel()
             reloads.cancel()
-            await router.close()
-            await control.close()
-            await supervisor.close()
-            runtime.close()
-            if containers is not None:
-                await containers.close()  # the image roots, their zygotes gone
-            if networks is not None:
-                networks.close()
-            if sandbox is not None and sandbox.privileged:
-                unmount_inspect_folders(self.paths.inspections)
+            try:
+                await router.close()
+                await control.close()
+                await supervisor.close()
+                runtime.close()
+                if containers is not None:
+                    await containers.close()  # the image roots, their zygotes gone
+                if networks is not None:
+                    networks.close()
+            finally:
+                if os.geteuid() == 0:  # the sandbox's inspector tmpfs (Sandbox.prepare)
+                    unmount_inspect_folders(self.paths.inspections)
             for server in servers:
                 server.should_exit = True
             await asyncio.gather(*server_tasks, return_exceptions=True)

@@ -15,6 +15,7 @@ from homerun.knative.reader import parse_service
 from homerun.knative.render import render_template
 from homerun.model.annotations import CAMEL_CASE_ALIASES
 from homerun.model.images import parse_image_name
+from homerun.model.limits import concurrency_beyond_cpu
 from homerun.spec import RevisionSpec
 
 # Knative's queue-proxy and its metrics and profiling servers listen on these in every pod
@@ -46,6 +47,15 @@ def export_service(
     `cloud_run`, the form `gcloud run services describe --format export` prints.
     ExportError says what Knative would refuse, and what to change."""
     pinned = parse_image_name(image, "the exported image")
+    if spec.cpu is not None and concurrency_beyond_cpu(spec.cpu, spec.container_concurrency):
+        # A revision kept from before homerun refused it: the deploy's advice cannot be taken
+        # by an export.
+        raise ExportError(
+            f"the revision runs at --cpu {spec.cpu} with concurrency "
+            f'{spec.container_concurrency}, which Cloud Run refuses ("Total cpu < 1 is not '
+            f'supported with concurrency > 1"): run `homerun services update {name} '
+            "--concurrency 1` (or `--cpu 1`) first, then export"
+        )
     if pinned.digest is None:
         raise ExportError(f"{image}: an exported image must be pinned to its digest (@sha256:…)")
     template = render_template(spec, image)

@@ -52,7 +52,7 @@ from homerun.runtime.image_root import ImageRoots, rooted_spec, why_not_rooted
 from homerun.runtime.names import host_split
 from homerun.runtime.netns import NetNamespace, Networks
 from homerun.runtime.output import drain, pump
-from homerun.runtime.sandbox import symlinked_mount_point
+from homerun.runtime.sandbox import unsafe_mount_point, user_and_group
 
 HOME_LABEL = "dev.homerun.home"
 # The environment variable that marks the processes of a command run inside a container.
@@ -248,13 +248,14 @@ class ContainerRuntime:
         except (OSError, ValueError) as error:
             return f"its image's root folder could not be made ({error})"
         rooted = rooted_spec(spec, container, config, folder)
-        if isinstance(rooted, InstanceSpec):
-            linked = symlinked_mount_point(folder, rooted.env)
-            if linked is not None:
-                rooted = (
-                    f"its image's root folder has a symbolic link at {linked}, where the "
-                    "sandbox makes a mount point"
-                )
+        if isinstance(rooted, InstanceSpec) and spec.revision not in self._rooted:
+            # Decided once: the sandbox checks again at each start (and fails it, rather than
+            # leave a revision's zygote in a root folder while its next instances are
+            # containers).
+            uid, _ = user_and_group(spec.revision, None)
+            unsafe = unsafe_mount_point(folder, rooted.env, uid)
+            if unsafe is not None:
+                rooted = f"its image's root folder cannot hold the sandbox's mount points: {unsafe}"
         if isinstance(rooted, str):
             # Its command is one the zygote cannot run: the container that held the root
             # goes (it would keep the image from being removed), while this one starts.

@@ -258,11 +258,11 @@ class Sandbox:
             raise SandboxUnavailable("an image's root folder is a sandbox's `/` only as root")
         if self.dropper is None:
             raise SandboxUnavailable(NO_DROPPER)
-        linked = symlinked_mount_point(root.folder, env)
-        if linked is not None:
+        uid, gid = user_and_group(revision, None)
+        unsafe = unsafe_mount_point(root.folder, env, uid)
+        if unsafe is not None:
             raise SandboxUnavailable(
-                f"its image's root folder has a symbolic link at {linked}, where the sandbox "
-                "makes a mount point"
+                f"its image's root folder cannot hold the sandbox's mount points: {unsafe}"
             )
         args = [self.env_program, f"--ignore-signal={','.join(IGNORED_OUTSIDE)}"]
         args += [self.bwrap, "--unshare-pid", "--unshare-ipc", "--bind", str(root.folder), "/"]
@@ -288,7 +288,6 @@ class Sandbox:
         _, acted_on = host_split(env)
         for name, value in acted_on.items():
             args += ["--setenv", name, value]
-        uid, gid = user_and_group(revision, None)
         # busybox's nsenter, given no namespace, drops the supplementary groups, sets the group,
         # then the user (the kernel drops every capability as root's user ids go), and runs
         # the image's Python without forking; bwrap has set no_new_privs already.
@@ -316,16 +315,28 @@ def _mount_tmpfs(path: Path, options: str) -> None:
 def unmount_inspect_folders(folder: Path) -> None:
     """Unmount the revisions' inspector tmpfs under `folder` (HOMERUN_HOME/inspect): at the
     daemon's stop, and at its start for those a killed daemon left."""
-    libc = ctypes.CDLL(None, use_errno=True)
     for point in mount_points_under(folder):
-        libc.umount2(os.fsencode(point), _MNT_DETACH)
+        _detach(point)
+
+
+def unmount_folder(folder: Path) -> None:
+    """Unmount `folder` if something is mounted there (a revision's inspector tmpfs, as its
+    revision goes)."""
+    if os.path.ismount(folder):
+        _detach(str(folder))
+
+
+def _detach(point: str) -> None:
+    ctypes.CDLL(None, use_errno=True).umount2(os.fsencode(point), _MNT_DETACH)
 
 
 def mount_points_under(folder: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
     """Mount points strictly under `folder`, as /proc/self/mountinfo lists them (its fifth
     field, with spaces and the like escaped as octal), deepest first."""
     points = []
-    prefix = str(folder).rstrip("/") + "/"
+    # As the kernel lists them: with no symbolic link on the way (a HOMERUN_HOME reached
+    # through one).
+    prefix = str(folder.resolve()).rstrip("/") + "/"
     with contextlib.suppress(OSError):
         for line in mountinfo.read_text().splitlines():
             fields = line.split(" ")
@@ -354,23 +365,49 @@ def _rooted_binds(env: Mapping[str, str]) -> tuple[list[Path], list[Path]]:
     return shown, [Path(inspect)] if inspect else []
 
 
-def symlinked_mount_point(folder: Path, env: Mapping[str, str]) -> Path | None:
-    """The first path (as the sandbox sees it) on the way to a mount point that a sandbox
-    rooted in `folder` makes which is a symbolic link in `folder`, or None. bwrap, as root,
-    would follow it out of the folder, making folders or files of the host, or binding over
-    them. An image may hold such links; the app, as the revision's user, can add them only
-    where the image lets any user write."""
+def unsafe_mount_point(folder: Path, env: Mapping[str, str], uid: int) -> str | None:
+    """Why a sandbox rooted in `folder` may not be made (None: it may). bwrap, as root, makes
+    its mount points inside the folder, following what it finds there: a symbolic link on the
+    way would lead it out of the folder, to make folders or files of the host, or bind over
+    them. So no link may be on the way to one, nor a file where a folder must be, and every
+    folder on the way must be one the app (`uid`, the revision's user) cannot change between
+    this check and bwrap's steps: owned by another user, writable by its owner alone. Under
+    /proc, /dev and /tmp the tree is bwrap's own (made before the binds beneath them)."""
     shown, writable = _rooted_binds(env)
     points = [Path("/proc"), Path("/dev"), Path("/tmp"), Path("/etc/resolv.conf")]
+    fresh = {Path("/proc"), Path("/dev"), Path("/tmp")}
     for point in [*points, *shown, *writable]:
-        inside = folder
+        seen = Path("/")
         for part in point.parts[1:]:
-            inside = inside / part
+            parent, seen = seen, seen / part
+            said = _changeable(folder / parent.relative_to("/"), uid)
+            if said is not None:
+                return f"{parent} {said}"
             try:
-                if stat.S_ISLNK(os.lstat(inside).st_mode):
-                    return Path("/", *inside.relative_to(folder).parts)
+                info = os.lstat(folder / seen.relative_to("/"))
             except FileNotFoundError:
-                break  # bwrap makes the rest, inside the folder
+                break  # bwrap makes the rest, in a folder the app cannot change
+            except OSError as error:
+                return f"{seen} cannot be read ({error.strerror})"
+            if stat.S_ISLNK(info.st_mode):
+                return f"{seen} is a symbolic link"
+            if seen in fresh:
+                break
+            if seen != point and not stat.S_ISDIR(info.st_mode):
+                return f"{seen} is not a folder"
+    return None
+
+
+def _changeable(folder: Path, uid: int) -> str | None:
+    """Why the app (`uid`) could change what `folder` holds, or None."""
+    try:
+        info = os.lstat(folder)
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if info.st_uid == uid:
+        return "belongs to the revision's user"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "is writable by others than its owner"
     return None
 
 

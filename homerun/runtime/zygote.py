@@ -64,7 +64,7 @@ from homerun.runtime.base import ImageRoot, Instance, InstanceSpec, OutputSink, 
 from homerun.runtime.cgroups import CgroupError, Cgroups, InstanceCgroup, kill_and_remove
 from homerun.runtime.netns import NetNamespace, Networks, shared
 from homerun.runtime.process import ProcessRuntime, ignore_stop_signals
-from homerun.runtime.sandbox import Sandbox
+from homerun.runtime.sandbox import Sandbox, SandboxUnavailable
 
 ZYGOTE, SPAWN = "zygote", "spawn"
 _ZYGOTE_MAIN = Path(__file__).with_name("_zygote") / "_zygote_main.py"
@@ -354,7 +354,7 @@ class ZygoteRuntime:
                 return made
         try:
             zygote = self._launch(spec, command, output)
-        except (OSError, CgroupError) as error:
+        except (OSError, CgroupError, SandboxUnavailable) as error:
             self._unfit[revision] = f"the zygote could not be started ({error})"
             return self._unfit[revision]
         self._adopt(zygote)
@@ -386,7 +386,7 @@ class ZygoteRuntime:
         if base is None:
             try:
                 base = self._launch_base(key, spec, command, output)
-            except (OSError, CgroupError):
+            except (OSError, CgroupError, SandboxUnavailable):
                 return None  # nor will the zygote start, most likely, and say why
         reason = await self._base_ready(base)
         if reason is not None:

@@ -190,6 +190,15 @@ class _Hint:
     generic: bool = False
 
 
+def _more_memory(found: re.Match[str], _built: BuiltApp) -> str:
+    limit = int(found["limit"])
+    twice = f"{limit // 512}Gi" if limit % 512 == 0 else f"{limit * 2}Mi"
+    return (
+        f"the app used more memory than its limit of {limit} MiB (what it loads at import "
+        f"counts): deploy with a larger --memory (e.g. --memory {twice}) or make it use less"
+    )
+
+
 _NOT_FOUND = _says(
     "{program} was not found: install it (a Python program: add its package to "
     "requirements.txt; another one: install it in the Dockerfile) or fix the command "
@@ -211,13 +220,7 @@ _HINTS: tuple[_Hint, ...] = (
         _command_module_missing,
     ),
     # Cloud Run's line for an instance (or the zygote importing the app) ended past --memory.
-    _Hint(
-        re.compile(r"Memory limit of (?P<limit>\d+) MiB exceeded"),
-        _says(
-            "the app used more memory than its limit of {limit} MiB (what it loads at import "
-            "counts): deploy with a larger --memory (e.g. 1Gi or 2Gi) or make it use less"
-        ),
-    ),
+    _Hint(re.compile(r"Memory limit of (?P<limit>\d+) MiB exceeded"), _more_memory),
     _Hint(
         re.compile(r"Address already in use|\[Errno 98\]"),
         _says(

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,28 +180,29 @@ def test_nothing_of_the_image_runs_as_root(zygote_platform: Platform, tmp_path: 
 def test_an_image_with_a_symbolic_link_where_the_sandbox_mounts_runs_on_the_engine(
     zygote_platform: Platform, tmp_path: Path
 ) -> None:
-    # bwrap runs as root and makes its mount points inside the image's root folder: a link
-    # there (here /tmp, to a folder the image has and the host has not) would lead it out of
-    # the folder, to make that folder on the host.
-    outside = Path("/homerun-test-linked-tmp")
-    assert not outside.exists()
-    app = report_app(tmp_path)
-    dockerfile = (
-        (app / "Dockerfile")
-        .read_text()
-        .replace(
-            "COPY main.py .",
-            f"COPY main.py .\nRUN mkdir -m 1777 {outside} && rm -rf /tmp && ln -s {outside} /tmp",
-        )
+    # bwrap runs as root and makes its mount points inside the image's root folder, following
+    # links there: /tmp as a link to ../oldroot/tmp/NAME (bwrap's old root is the host's)
+    # would have it make /tmp/NAME on the host. Such an image runs on the engine, saying why.
+    outside = Path(f"/tmp/homerun-test-escape-{uuid.uuid4().hex}")
+    app = tmp_path / "linked"
+    app.mkdir()
+    (app / "main.py").write_text((APPS / "flask_seed" / "main.py").read_text())
+    link = f"RUN rm -rf /tmp && ln -s ../oldroot{outside} /tmp"
+    (app / "Dockerfile").write_text(
+        FLASK_DOCKERFILE.replace("COPY main.py .", f"COPY main.py .\n{link}")
     )
-    (app / "Dockerfile").write_text(dockerfile)
-    zygote_platform.deploy_ok("zyg-linked", app, "--set-env-vars", "DAEMON_HOME=/nowhere")
-    (revision,) = zygote_platform.describe_service("zyg-linked")["revisions"]
-    mode = revision["start_mode"]
-    assert mode["mode"] == "container", mode
-    assert "has a symbolic link at /tmp, where the sandbox makes a mount point" in str(mode)
-    assert zygote_platform.request("zyg-linked", "GET", "/").json()["image_file"] == "image"
-    assert not outside.exists()
+    zygote_platform.deploy_ok("zyg-linked", app)
+    try:
+        (revision,) = zygote_platform.describe_service("zyg-linked")["revisions"]
+        mode = revision["start_mode"]
+        assert mode["mode"] == "container", mode
+        assert "cannot hold the sandbox's mount points: /tmp is a symbolic link" in str(mode)
+        assert zygote_platform.request("zyg-linked", "GET", "/").json() == {"hello": "world"}
+        assert not outside.exists()
+    finally:
+        zygote_platform.run("services", "delete", "zyg-linked", "-q", timeout=60)
+        if outside.exists():
+            outside.rmdir()
 
 
 def test_an_image_with_a_user_of_its_own_runs_on_the_engine_saying_why(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from homerun.config import Settings
-from homerun.runtime.sandbox import FIRST_UID, probe
+from homerun.runtime.sandbox import FIRST_UID, mount_points_under, probe
 
 from .harness import APPS, Platform, namespace_pid, process_environ, running_platform
 
@@ -194,9 +194,13 @@ def test_the_loaders_variables_never_reach_the_hosts_programs_run_as_root(
         written = sorted(trace.parent.glob(f"{trace.name}.*"))
         assert written == [], f"host programs read the deploy's LD_DEBUG_OUTPUT: {written}"
     finally:
+        (revision,) = sandboxed.describe_service(service)["revisions"]
         sandboxed.run("services", "delete", service, "-q", timeout=60)
         for path in trace.parent.glob(f"{trace.name}.*"):
             path.unlink()
+    # Its inspector folder was a tmpfs of its own: gone with the revision, not left mounted.
+    mounted = mount_points_under(sandboxed.home)
+    assert not [point for point in mounted if revision["name"] in point], mounted
 
 
 PROWLER = """\

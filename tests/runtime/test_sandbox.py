@@ -37,8 +37,8 @@ from homerun.runtime.sandbox import (
     probe,
     revision_uid,
     static_busybox,
-    symlinked_mount_point,
     unmount_inspect_folders,
+    unsafe_mount_point,
 )
 from homerun.runtime.zygote import ZygoteRuntime
 
@@ -65,6 +65,7 @@ def test_in_an_images_root_the_static_busybox_makes_the_user_before_the_image_ru
     tmp_path: Path,
 ) -> None:
     root = ImageRoot(folder=tmp_path / "root", python="/usr/bin/python3")
+    root.folder.mkdir()
     env = {"HOMERUN_INSPECT": str(tmp_path / "inspect")}
     without = fake_sandbox(tmp_path / "home")
     with pytest.raises(SandboxUnavailable, match="apt-get install busybox-static"):
@@ -81,24 +82,41 @@ def test_in_an_images_root_the_static_busybox_makes_the_user_before_the_image_ru
     assert args[at - 1 : at + 2] == ["--ro-bind", "/usr/bin/busybox", "/dev/.homerun/busybox"]
 
 
-def test_a_symbolic_link_on_the_way_to_a_mount_point_is_found(tmp_path: Path) -> None:
+def test_the_way_to_each_mount_point_is_one_the_app_cannot_change(tmp_path: Path) -> None:
     folder = tmp_path / "root"
     (folder / "etc").mkdir(parents=True)
     (folder / "srv").mkdir()
-    inspect = tmp_path / "home" / "inspect" / "rev"
+    inspect = Path("/var/lib/homerun/inspect/rev")  # under a folder the image may have
     env = {"HOMERUN_INSPECT": str(inspect)}
-    assert symlinked_mount_point(folder, env) is None
-    (folder / "etc" / "resolv.conf").symlink_to("/elsewhere/resolv.conf")
-    assert symlinked_mount_point(folder, env) == Path("/etc/resolv.conf")
+    uid = revision_uid("rev")
+    assert unsafe_mount_point(folder, env, uid) is None
+    # A link: bwrap, as root, would follow it out of the folder.
+    (folder / "etc" / "resolv.conf").symlink_to("../../oldroot/etc/nologin")
+    assert unsafe_mount_point(folder, env, uid) == "/etc/resolv.conf is a symbolic link"
     (folder / "etc" / "resolv.conf").unlink()
-    # An ancestor of a folder the sandbox binds (the inspector's, under HOMERUN_HOME).
-    first = Path(*inspect.parts[:2])
-    (folder / first.relative_to("/")).symlink_to("/")
-    assert symlinked_mount_point(folder, env) == first
-    with pytest.raises(SandboxUnavailable, match=f"symbolic link at {first}"):
+    (folder / "tmp").symlink_to("/")
+    assert unsafe_mount_point(folder, env, uid) == "/tmp is a symbolic link"
+    (folder / "tmp").unlink()
+    # A folder on the way that the app could change between the check and bwrap's steps.
+    (folder / "var").mkdir(mode=0o755)
+    (folder / "var").chmod(0o1777)
+    assert unsafe_mount_point(folder, env, uid) == "/var is writable by others than its owner"
+    (folder / "var").chmod(0o755)
+    os.chown(folder / "var", uid, uid)
+    assert unsafe_mount_point(folder, env, uid) == "/var belongs to the revision's user"
+    os.chown(folder / "var", 0, 0)
+    # A file where a folder must be.
+    (folder / "var" / "lib").write_text("")
+    assert unsafe_mount_point(folder, env, uid) == "/var/lib is not a folder"
+    with pytest.raises(SandboxUnavailable, match="/var/lib is not a folder"):
         replace(fake_sandbox(tmp_path / "home"), dropper="/bin/busybox").command(
             ["app"], env, Path("/srv"), "rev", root=ImageRoot(folder=folder, python="/p")
         )
+    # Under /tmp (and /proc, /dev) the tree is the sandbox's own: not the image's.
+    (folder / "var" / "lib").unlink()
+    (folder / "tmp" / "x").mkdir(parents=True)
+    (folder / "tmp").chmod(0o1777)
+    assert unsafe_mount_point(folder, {"HOMERUN_INSPECT": "/tmp/x/inspect/rev"}, uid) is None
 
 
 # What the host's programs run as root act on in their own environment (runtime/names.py).
@@ -128,6 +146,7 @@ def test_the_loaders_variables_reach_the_app_only_once_it_is_its_own_user(tmp_pa
         "app",
     ]
     # In an image's root, bwrap sets them for the static busybox (which reads none of them).
+    (tmp_path / "root").mkdir()
     rooted = sandbox.command(
         ["app"], HOSTILE_ENV, Path("/srv"), "rev", root=ImageRoot(tmp_path / "root", "/p")
     )

@@ -52,8 +52,10 @@ def test_an_app_past_its_memory_limit_is_told_to_ask_for_more() -> None:
     )
     assert said == (
         "the app used more memory than its limit of 128 MiB (what it loads at import counts): "
-        "deploy with a larger --memory (e.g. 1Gi or 2Gi) or make it use less"
+        "deploy with a larger --memory (e.g. --memory 256Mi) or make it use less"
     )
+    larger = hint(["Memory limit of 2048 MiB exceeded with 2049 MiB used."])
+    assert larger is not None and "(e.g. --memory 4Gi)" in larger
 
 
 def test_a_taken_port_and_a_refused_permission_have_hints() -> None:
