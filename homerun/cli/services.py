@@ -68,36 +68,30 @@ def list_services(arguments: argparse.Namespace, context: Context) -> int:
         return 0
     print(f"{'SERVICE':<24} {'READY':<6} {'LATEST REVISION':<32} URL")
     for service in services:
-        ready = _ready_condition(client.knative_service(service.name))["status"] == "True"
         print(
-            f"{service.name:<24} {'yes' if ready else 'no':<6} "
+            f"{service.name:<24} {'yes' if service.ready else 'no':<6} "
             f"{service.latest_ready_revision or '-':<32} {service.url}"
         )
     return 0
 
 
-def _ready_condition(service: dict[str, Any]) -> dict[str, Any]:
-    """The Knative Service's Ready condition (`describe --format yaml` shows it): False when
-    the latest revision failed, even while an earlier one serves; Unknown while it deploys."""
-    conditions = service.get("status", {}).get("conditions", [])
-    unknown = {"type": "Ready", "status": "Unknown"}
-    return next((each for each in conditions if each.get("type") == "Ready"), unknown)
-
-
-def _print_readiness(ready: dict[str, Any], described: ServiceDescription) -> None:
-    """Ready's line; when not ready, why, what serves meanwhile and what to do."""
-    if ready["status"] == "True":
+def _print_readiness(described: ServiceDescription) -> None:
+    """Ready's line, as the Ready condition says it (`describe --format yaml`): False when the
+    latest revision failed, even while an earlier one serves; Unknown while it deploys. When
+    not ready, why, what serves meanwhile and what to do."""
+    ready = described.readiness
+    if ready.status == "True":
         print("  Ready:    yes")
         return
-    reason = f" ({ready['reason']})" if ready.get("reason") else ""
-    message = f": {ready['message']}" if ready.get("message") else ""
+    reason = f" ({ready.reason})" if ready.reason else ""
+    message = f": {ready.message}" if ready.message else ""
     print(f"  Ready:    no{reason}{message}")
     shares: Counter[str] = Counter()
     for route in described.traffic:
         shares[route.revision] += route.percent
     serving = ", ".join(f"{percent}% {revision}" for revision, percent in shares.items() if percent)
     print(f"            {'still serving: ' + serving if serving else 'nothing serves its URL'}")
-    if ready.get("reason") == "RevisionFailed":
+    if ready.reason == "RevisionFailed":
         print(
             f"            {described.latest_created_revision} failed: its last log lines are "
             "under Revisions below; fix the app and deploy again"
@@ -136,10 +130,9 @@ def describe(arguments: argparse.Namespace, context: Context) -> int:
     if format.name == "summary-json":
         print_json(described)
         return 0
-    ready = _ready_condition(context.client().knative_service(service))
     print(f"Service {described.name}")
     print(f"  URL:      {described.url}")
-    _print_readiness(ready, described)
+    _print_readiness(described)
     invokers = ", ".join(described.invokers) or "none bound (private)"
     print(f"  Ingress:  {described.ingress}")
     print(f"  Invokers: {invokers}; and {described.owner}, the platform's owner")

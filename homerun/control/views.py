@@ -14,7 +14,14 @@ from homerun.control.live import LiveRevisions
 from homerun.control.resolved import resolved_traffic
 from homerun.control.revisions import Revisions
 from homerun.control.urls import Urls
-from homerun.knative import RevisionView, ServiceView, image_for, render_revision, render_service
+from homerun.knative import (
+    RevisionView,
+    ServiceView,
+    image_for,
+    ready_condition,
+    render_revision,
+    render_service,
+)
 from homerun.model import views
 from homerun.model.annotations import ADAPTIVE_CONCURRENCY
 from homerun.model.logs import LogEntry
@@ -22,7 +29,7 @@ from homerun.model.states import InstanceState
 from homerun.observe.logs import LogStore
 from homerun.scaling.supervisor import Supervisor
 from homerun.spec import RevisionSpec
-from homerun.store import RevisionRecord, Store
+from homerun.store import RevisionRecord, ServiceRecord, Store
 from homerun.traffic import served_percent, tags_of
 
 
@@ -102,20 +109,24 @@ class Views:
     # -- Knative documents --------------------------------------------------------------
 
     def knative_service(self, service: str) -> dict[str, Any]:
-        record = self._store.service(service)
+        return render_service(self._service_view(self._store.service(service)))
+
+    def _service_view(self, record: ServiceRecord, *, digests: bool = True) -> ServiceView:
+        """The Service as Knative's render takes it; without `digests`, no revision's artifact
+        digest (none is needed for its conditions, and an old revision's is hashed once)."""
         tags = {entry.tag for entry in record.traffic if entry.tag}
-        return render_service(
-            ServiceView(
-                name=record.name,
-                created_at=record.created_at,
-                generation=record.generation,
-                labels=record.labels,
-                annotations=record.annotations,
-                traffic=record.traffic,
-                revisions=[self._knative_view(r) for r in self._store.revisions(service)],
-                url=self._urls.service(service),
-                tag_urls={tag: self._urls.tag(service, tag) for tag in tags if tag},
-            )
+        return ServiceView(
+            name=record.name,
+            created_at=record.created_at,
+            generation=record.generation,
+            labels=record.labels,
+            annotations=record.annotations,
+            traffic=record.traffic,
+            revisions=[
+                self._knative_view(r, digest=digests) for r in self._store.revisions(record.name)
+            ],
+            url=self._urls.service(record.name),
+            tag_urls={tag: self._urls.tag(record.name, tag) for tag in tags if tag},
         )
 
     def knative_revision(self, name: str) -> dict[str, Any]:
@@ -127,7 +138,7 @@ class Views:
         )
         return render_revision(view, routed, image)
 
-    def _knative_view(self, revision: RevisionRecord) -> RevisionView:
+    def _knative_view(self, revision: RevisionRecord, *, digest: bool = True) -> RevisionView:
         return RevisionView(
             name=revision.name,
             service=revision.service,
@@ -136,7 +147,7 @@ class Views:
             message=revision.message,
             created_at=revision.created_at,
             ready_at=revision.ready_at,
-            digest=self._revisions.digest_of(revision),
+            digest=self._revisions.digest_of(revision) if digest else None,
         )
 
     # -- summaries ----------------------------------------------------------------------
@@ -155,10 +166,14 @@ class Views:
             )
             for target in (routes.traffic if routes else ())
         ]
+        # What `describe --format yaml` says, decided where it is rendered: not ready when the
+        # latest revision failed, though an earlier one serves `traffic`.
+        readiness = ready_condition(self._service_view(record, digests=False))
         return views.ServiceSummary(
             name=record.name,
             url=self._urls.service(record.name),
-            ready=bool(traffic),
+            ready=readiness.status == "True",
+            readiness=readiness,
             latest_ready_revision=latest.name if latest else None,
             latest_created_revision=latest_created.name if latest_created else None,
             traffic=traffic,

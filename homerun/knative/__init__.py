@@ -19,6 +19,7 @@ from homerun.knative.reader import (
 from homerun.knative.render import (
     RevisionView,
     ServiceView,
+    ready_condition,
     render_revision,
     render_service,
     render_template,
@@ -39,6 +40,7 @@ __all__ = [
     "parse_probe",
     "parse_service",
     "render_revision",
+    "ready_condition",
     "render_service",
     "render_template",
     "render_traffic_entry",

@@ -17,6 +17,7 @@ from homerun.knative.models import (
 )
 from homerun.model.probes import Probe, ProbeAction
 from homerun.model.states import RevisionStatus
+from homerun.model.views import Readiness
 from homerun.spec import RevisionSpec, SecretRef
 from homerun.traffic import DEFAULT_TRAFFIC, ResolvedTarget, TrafficEntry, resolve
 
@@ -220,9 +221,23 @@ def render_traffic_entry(entry: TrafficEntry) -> dict[str, Any]:
     return rendered
 
 
-def render_service(view: ServiceView) -> dict[str, Any]:
+def ready_condition(view: ServiceView) -> Readiness:
+    """The Service's Ready condition, as render_service gives it (no digest or spec needed:
+    the control plane's summaries take it from here)."""
+    ready = _service_conditions(view, *_latest(view))[0]
+    return Readiness(
+        status=ready["status"], reason=ready.get("reason"), message=ready.get("message")
+    )
+
+
+def _latest(view: ServiceView) -> tuple[RevisionView | None, RevisionView | None]:
     latest_created = view.revisions[0] if view.revisions else None
     latest_ready = next((r for r in view.revisions if r.status == READY), None)
+    return latest_created, latest_ready
+
+
+def render_service(view: ServiceView) -> dict[str, Any]:
+    latest_created, latest_ready = _latest(view)
     metadata: dict[str, Any] = {
         "name": view.name,
         "namespace": "default",
@@ -240,13 +255,12 @@ def render_service(view: ServiceView) -> dict[str, Any]:
             image_for(view.name, latest_created.digest) if latest_created.digest else None,
         )
     spec["traffic"] = [render_traffic_entry(entry) for entry in view.traffic or DEFAULT_TRAFFIC]
-    resolved = resolve(view.traffic or DEFAULT_TRAFFIC, latest_ready.name if latest_ready else None)
     return {
         "apiVersion": API_VERSION,
         "kind": "Service",
         "metadata": metadata,
         "spec": spec,
-        "status": _service_status(view, latest_created, latest_ready, resolved),
+        "status": _service_status(view, latest_created, latest_ready),
     }
 
 
@@ -292,12 +306,10 @@ def render_revision(view: RevisionView, routed: bool, image: str | None) -> dict
     }
 
 
-def _service_status(
-    view: ServiceView,
-    latest_created: RevisionView | None,
-    latest_ready: RevisionView | None,
-    resolved: list[ResolvedTarget],
-) -> dict[str, Any]:
+def _service_conditions(
+    view: ServiceView, latest_created: RevisionView | None, latest_ready: RevisionView | None
+) -> list[dict[str, Any]]:
+    """Ready, ConfigurationsReady and RoutesReady."""
     since = view.created_at
     if latest_created is None:
         configuration = _condition("ConfigurationsReady", "Unknown", since, "Deploying")
@@ -310,6 +322,7 @@ def _service_status(
                 f"{revision_condition.get('message', '')}"
             )
     statuses = {revision.name: revision.status for revision in view.revisions}
+    resolved = _resolved(view, latest_ready)
     missing = [target for target in resolved if statuses.get(target.revision or "") != READY]
     route_since = latest_ready.ready_at or latest_ready.created_at if latest_ready else since
     if missing:
@@ -323,10 +336,20 @@ def _service_status(
         )
     else:
         routes = _condition("RoutesReady", "True", route_since)
-    ready = _worst(configuration, routes)
+    return [_worst(configuration, routes), configuration, routes]
+
+
+def _resolved(view: ServiceView, latest_ready: RevisionView | None) -> list[ResolvedTarget]:
+    return resolve(view.traffic or DEFAULT_TRAFFIC, latest_ready.name if latest_ready else None)
+
+
+def _service_status(
+    view: ServiceView, latest_created: RevisionView | None, latest_ready: RevisionView | None
+) -> dict[str, Any]:
+    resolved = _resolved(view, latest_ready)
     status: dict[str, Any] = {
         "observedGeneration": view.generation,
-        "conditions": [ready, configuration, routes],
+        "conditions": _service_conditions(view, latest_created, latest_ready),
     }
     if latest_ready is not None:
         status["latestReadyRevisionName"] = latest_ready.name

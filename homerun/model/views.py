@@ -3,6 +3,8 @@ OpenAPI document), the CLI and the dashboard."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from homerun.model.cost import CostEstimate
@@ -33,10 +35,21 @@ class TrafficSpec(_View):
     tag: str | None = None
 
 
+class Readiness(_View):
+    """A service's Knative Ready condition, as `services describe --format yaml` shows it:
+    False when its latest revision failed (reason RevisionFailed, with that revision's message)
+    even while an earlier revision still serves; Unknown while the latest one deploys."""
+
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None  # RevisionFailed, RevisionMissing, Deploying; None when True
+    message: str | None = None
+
+
 class ServiceSummary(_View):
     name: str
     url: str
-    ready: bool  # something routes: a revision is ready and has traffic or a tag
+    ready: bool  # readiness.status is "True"; `traffic` says what serves meanwhile
+    readiness: Readiness
     latest_ready_revision: str | None
     latest_created_revision: str | None
     traffic: list[Route]

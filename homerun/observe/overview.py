@@ -106,6 +106,9 @@ def overview(
                 "name": name,
                 "url": summary.url,
                 "ready": summary.ready,
+                # Its Knative Ready condition: not ready after a failed deploy, though an
+                # earlier revision serves `traffic` (RevisionFailed, and why).
+                "readiness": summary.readiness.model_dump(),
                 "traffic": [route.model_dump() for route in summary.traffic],
                 "revisions": revisions,
                 "instances": instances,

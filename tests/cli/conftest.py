@@ -48,6 +48,7 @@ from homerun.model.views import (
     JobSummary,
     PlatformStatus,
     PoolInstance,
+    Readiness,
     RevisionSummary,
     Route,
     SecretSummary,
@@ -69,6 +70,7 @@ def service_summary(name: str = "hello", **fields: Any) -> ServiceSummary:
         "name": name,
         "url": f"http://{name}.localhost:8080",
         "ready": True,
+        "readiness": Readiness(status="True"),
         "latest_ready_revision": f"{name}-00002-abc",
         "latest_created_revision": f"{name}-00002-abc",
         "traffic": [Route(revision=f"{name}-00002-abc", percent=100)],
@@ -202,8 +204,6 @@ class FakeClient:
         self.existing = {"hello"}  # other services are new: iam_policy answers NotFound
         self.service_views = [service_summary()]
         self.revision_views = [revision_summary()]
-        # The Ready condition of every Knative Service document (`knative_service`).
-        self.ready_condition: dict[str, Any] = {"type": "Ready", "status": "True"}
         self.events: list[DeployEvent] = [
             Phase(message="Starting revision hello-00003-xyz"),
             done(),
@@ -300,7 +300,10 @@ class FakeClient:
             "apiVersion": "serving.knative.dev/v1",
             "kind": "Service",
             "metadata": {"name": service},
-            "status": {"conditions": [self.ready_condition], "url": view.url},
+            "status": {
+                "conditions": [{"type": "Ready", **view.readiness.model_dump(exclude_none=True)}],
+                "url": view.url,
+            },
         }
 
     def export_service(

@@ -9,7 +9,7 @@ import yaml
 
 from homerun.model.events import Phase
 from homerun.model.inspection import RampRequest, RampResult, RampStep
-from homerun.model.views import Decision, Route, Scaling, StartMode, TrafficSpec
+from homerun.model.views import Decision, Readiness, Route, Scaling, StartMode, TrafficSpec
 
 from .conftest import FakeClient, Run, done, revision_summary, service_summary
 
@@ -101,14 +101,15 @@ def test_a_failed_deploy_is_not_ready_though_the_previous_revision_serves(
     run: Run, fake: FakeClient
 ) -> None:
     # What the daemon says after hello-00003-xyz failed: hello-00002-abc serves all, and the
-    # Ready condition of `describe --format yaml` is False.
-    fake.service_views = [service_summary(latest_created_revision="hello-00003-xyz")]
-    fake.ready_condition = {
-        "type": "Ready",
-        "status": "False",
-        "reason": "RevisionFailed",
-        "message": 'Revision "hello-00003-xyz" failed with message: no answer on $PORT',
-    }
+    # summary carries the Ready condition of `describe --format yaml`, which is False.
+    failed = Readiness(
+        status="False",
+        reason="RevisionFailed",
+        message='Revision "hello-00003-xyz" failed with message: no answer on $PORT',
+    )
+    fake.service_views = [
+        service_summary(latest_created_revision="hello-00003-xyz", ready=False, readiness=failed)
+    ]
     out = run("services", "describe", "hello").out
     assert (
         '  Ready:    no (RevisionFailed): Revision "hello-00003-xyz" failed with message: no '
@@ -122,11 +123,28 @@ def test_a_failed_deploy_is_not_ready_though_the_previous_revision_serves(
         "no",
         "hello-00002-abc",
     ]
-    fake.ready_condition = {"type": "Ready", "status": "Unknown", "reason": "Deploying"}
+    deploying = Readiness(status="Unknown", reason="Deploying")
+    fake.service_views = [service_summary(ready=False, readiness=deploying)]
     assert (
         "  Ready:    no (Deploying)\n            still serving: 100%"
         in run("services", "describe", "hello").out
     )
+
+
+def test_list_and_describe_read_readiness_from_the_summary_alone(
+    run: Run, fake: FakeClient
+) -> None:
+    """No Knative document per service: a service deleted between the listing and such a
+    request would have failed the whole list."""
+    fake.service_views = [service_summary("hello"), service_summary("gone")]
+    listed = run("services", "list")
+    assert listed.code == 0, listed.err
+    assert [line.split()[:2] for line in listed.out.splitlines()[1:]] == [
+        ["hello", "yes"],
+        ["gone", "yes"],
+    ]
+    assert "  Ready:    yes\n" in run("services", "describe", "hello").out
+    assert fake.called("knative_service") == []
 
 
 def test_update_takes_image_and_port_as_deploy_does(run: Run, fake: FakeClient) -> None:

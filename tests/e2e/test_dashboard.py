@@ -73,6 +73,8 @@ INSTANCES = [
     ("hello-00001-abc-12ab34", "hello-00001-abc", "draining"),
 ]
 SAMPLE_READY = 3
+# The Ready condition's message of worker, whose only revision failed.
+WORKER_FAILED = 'Revision "worker-00001-qqq" failed with message: no answer on $PORT'
 
 
 def sample_overview(window: int, extra_ready: int = 0) -> dict[str, Any]:
@@ -117,6 +119,7 @@ def sample_overview(window: int, extra_ready: int = 0) -> dict[str, Any]:
         "name": "hello",
         "url": "http://hello.localhost:8080",
         "ready": True,
+        "readiness": {"status": "True", "reason": None, "message": None},
         "traffic": [
             {"revision": "hello-00002-xyz", "percent": 90, "tag": None},
             {"revision": "hello-00001-abc", "percent": 10, "tag": "stable"},
@@ -201,6 +204,7 @@ def sample_overview(window: int, extra_ready: int = 0) -> dict[str, Any]:
         "name": "worker",
         "url": "http://worker.localhost:8080",
         "ready": False,
+        "readiness": {"status": "False", "reason": "RevisionFailed", "message": WORKER_FAILED},
         "traffic": [],
         "revisions": [
             {
@@ -384,7 +388,8 @@ def test_page_shows_the_overview(served: Served, watched: Watched) -> None:
     link = page.get_by_test_id("url-hello")
     assert link.get_attribute("href") == "http://hello.localhost:8080"
     assert watched.text("status-hello") == "Ready"
-    assert watched.text("status-worker") == "Not ready"
+    assert watched.text("status-worker") == "Not ready (RevisionFailed)"
+    assert page.get_by_test_id("status-worker").get_attribute("title") == WORKER_FAILED
     segments = page.locator('[data-testid="traffic-hello"] .traffic-segment')
     assert [segments.nth(i).get_attribute("data-percent") for i in range(2)] == ["90", "10"]
 

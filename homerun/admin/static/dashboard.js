@@ -67,6 +67,15 @@ function badge(text, kind) {
   return html("span", { className: `badge ${kind}`, text });
 }
 
+// A service's Knative Ready condition, worded as `homerun services describe` words it: not
+// ready after a failed deploy even while an earlier revision serves, unknown while one deploys.
+function readiness(service) {
+  const { status, reason, message } = service.readiness;
+  if (status === "True") return { text: "Ready", kind: "good", title: "" };
+  return { text: reason ? `Not ready (${reason})` : "Not ready",
+    kind: status === "False" ? "bad" : "warn", title: message || "" };
+}
+
 // Instance names repeat their service's name: "hello-00001-abc-1a2b3c" -> "00001-abc-1a2b3c".
 function shortName(name, service) {
   return name && name.startsWith(`${service}-`) ? name.slice(service.length + 1) : name;
@@ -183,9 +192,10 @@ class ServiceCard {
   update(service, overview) {
     this.link.href = service.url;
     this.link.textContent = service.url;
-    const failing = (service.revisions || []).some((revision) => revision.status === "failed");
-    this.status.textContent = service.ready ? "Ready" : "Not ready";
-    this.status.className = `badge ${service.ready ? "good" : failing ? "bad" : "warn"}`;
+    const condition = readiness(service);
+    this.status.textContent = condition.text;
+    this.status.className = `badge ${condition.kind}`;
+    this.status.title = condition.title;
     this.updateTraffic(service.traffic || []);
     this.updateTiles(service);
     this.updateCharts(service, overview);
@@ -426,6 +436,7 @@ function render(overview) {
 function renderSummary(services) {
   const rows = services.map((service) => {
     const ready = sum(service.revisions || [], (revision) => revision.instances?.ready);
+    const condition = readiness(service);
     const series = service.series || {};
     const rps = ["2xx", "3xx", "4xx", "5xx"].reduce(
       (total, code) => total + (latest(series[`rps_${code}`]) || 0), 0);
@@ -436,7 +447,7 @@ function renderSummary(services) {
       html("td", {}, html("a", { href: `#service-${service.name}`, text: service.name })),
       html("td", {}, html("a", { href: service.url, target: "_blank", rel: "noopener noreferrer",
         text: service.url })),
-      html("td", {}, badge(service.ready ? "Ready" : "Not ready", service.ready ? "good" : "warn")),
+      html("td", { title: condition.title }, badge(condition.text, condition.kind)),
       html("td", { className: "mono", text: traffic || "–" }),
       html("td", { className: "num", text: ready }),
       html("td", { className: "num", text: formats.rate(rps) }));
