@@ -1,8 +1,8 @@
 """One virtualenv build run as a user of its own in the build sandbox: its folders made before,
 the virtualenv handed over to root after.
 
-Before: the virtualenv's folder (empty, 0700) and a scratch folder beside it
-(`cache/KEY.build/tmp`, the build's /tmp, HOME and pip cache) belong to the build's user; a
+Before: the virtualenv's folder (empty, 0700) and a scratch folder in the system's temporary
+folder (its `tmp/`: the build's /tmp, HOME and pip cache) belong to the build's user; a
 source folder whose files others may not read, or that holds a local project pip builds in
 place (writing `build/` and `*.egg-info` into it), is copied into the scratch folder for the
 build's user and shown at its own path, so the artifact's copy is never written.
@@ -96,7 +96,7 @@ def prepare(
     """Make the build's folders, owned by `uid`: `venv` (which must not exist) and `scratch`.
     `contexts` are the source folders pip reads, each with whether it builds a project there."""
     home = homerun_home()
-    scratch.mkdir(mode=0o700)
+    scratch.mkdir(mode=0o700, exist_ok=True)  # tempfile.mkdtemp's: 0700 and root's already
     tmp = scratch / "tmp"
     tmp.mkdir(mode=0o700)
     os.chown(tmp, uid, uid)

@@ -22,6 +22,7 @@ import os
 import shlex
 import stat
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
@@ -74,7 +75,6 @@ def ensure_venv(
     cache.mkdir(parents=True, exist_ok=True)
     key = venv_key(plan, interpreter)
     venv = cache / key
-    scratch = cache / f"{key}.build"
     if _complete(venv):
         output(f"using cached virtualenv {venv}")
         return venv
@@ -85,7 +85,6 @@ def ensure_venv(
         if os.path.lexists(venv):
             output(f"removing the incomplete virtualenv {venv} left by an interrupted build")
             sandbox.remove_tree(venv)
-        sandbox.remove_tree(scratch)  # an interrupted sandboxed build's
         if isolation == "detect":
             isolation, said = sandbox.detect()
             if isolation is None and os.geteuid() == 0:
@@ -95,6 +94,11 @@ def ensure_venv(
                 _create(venv, plan, interpreter, output, _Unconfined())
                 share_read(venv)  # the revision's own user reads it (readable.py)
             else:
+                # Its scratch folder (pip's /tmp, HOME and cache, copies of sources) is in the
+                # system's temporary folder, as pip's temporary files are unsandboxed: not on
+                # the virtualenvs' disk, whose room what pip removes as it fails would give
+                # back, hiding that it was full (out_of_room).
+                scratch = Path(tempfile.mkdtemp(prefix=f"homerun-build-{key[:12]}-"))
                 _create_confined(venv, scratch, plan, interpreter, cache, output, isolation)
             _mark_complete(venv, plan)
         except BaseException:

@@ -253,11 +253,12 @@ class Platform:
             leaks.append(f"pid {pid} ({process_environ(pid).get('K_REVISION', '?')}) survived")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        # The revisions' inspector tmpfs (runtime/sandbox.py): the daemon's stop unmounts them.
-        mounted = mount_points_under(self.home)
+        # The revisions' inspector tmpfs (runtime/sandbox.py): the daemon's stop unmounts them
+        # (a test's own mounts elsewhere in the home, such as a small disk for logs, stay).
+        mounted = mount_points_under(self.home / "inspect")
         if mounted:
             leaks.append(f"mounts survived: {mounted}")
-            unmount_inspect_folders(self.home)
+            unmount_inspect_folders(self.home / "inspect")
         return leaks
 
     def leftover_processes(self, grace: float = 15.0) -> list[int]:
