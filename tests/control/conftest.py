@@ -3,7 +3,8 @@ and retention run in milliseconds with the real store, supervisor and routing ta
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,16 @@ def make_jobs_plane(tmp_path: Path) -> Callable[..., JobsPlane]:
         return JobsPlane(control, runtime, store, source, clock, wall, logs, registered)
 
     return make
+
+
+def run(make_plane: Callable[..., Plane], scenario: Callable[[Plane], Awaitable[None]]) -> None:
+    """A control plane from `make_plane`, `scenario` run against it, the plane closed after."""
+
+    async def main() -> None:
+        plane = make_plane()
+        try:
+            await scenario(plane)
+        finally:
+            await plane.control.close()
+
+    asyncio.run(main())

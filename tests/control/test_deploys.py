@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from homerun.model.events import BuildLine, Done, Phase, Starting
 from homerun.model.states import RevisionStatus
 from homerun.routing.types import Route, RouteError
 from homerun.traffic import TrafficUpdate
 
-from .conftest import Plane
-
-
-def run(make_plane: Callable[..., Plane], scenario: Callable[[Plane], Awaitable[None]]) -> None:
-    async def main() -> None:
-        plane = make_plane()
-        try:
-            await scenario(plane)
-        finally:
-            await plane.control.close()
-
-    asyncio.run(main())
+from .conftest import Plane, run
 
 
 def routed(plane: Plane, host: str) -> str | None:

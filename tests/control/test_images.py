@@ -3,9 +3,8 @@ whole control plane with a fake runtime."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,7 @@ from homerun.model.events import Done, Phase
 from homerun.model.images import BuildEvent, BuildRequest, Built, InvalidImageName
 from homerun.routing.types import Route
 
-from .conftest import Plane
-
-
-def run(make_plane: Callable[..., Plane], scenario: Callable[[Plane], Awaitable[None]]) -> None:
-    async def main() -> None:
-        plane = make_plane()
-        try:
-            await scenario(plane)
-        finally:
-            await plane.control.close()
-
-    asyncio.run(main())
+from .conftest import Plane, run
 
 
 async def submit(plane: Plane, source: Path, tag: str) -> list[BuildEvent]:

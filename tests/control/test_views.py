@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from homerun.model.events import Done
 from homerun.model.views import Readiness, ServiceSummary
 
-from .conftest import Plane
-
-
-def run(make_plane: Callable[..., Plane], scenario: Callable[[Plane], Awaitable[None]]) -> None:
-    async def main() -> None:
-        plane = make_plane()
-        try:
-            await scenario(plane)
-        finally:
-            await plane.control.close()
-
-    asyncio.run(main())
+from .conftest import Plane, run
 
 
 def knative_ready(plane: Plane, service: str) -> dict[str, Any]:
