@@ -138,12 +138,20 @@ def cgroup_folders(pid: int) -> dict[str, Path]:
     return found
 
 
+def _below(root: Path) -> list[Path]:
+    try:
+        return list(root.rglob("*"))
+    except FileNotFoundError:
+        return []
+
+
 def zygote_groups(folders: dict[str, Path], bases: bool = True) -> list[Path]:
-    """Revisions' zygotes' groups (and bases') under this test's folders."""
+    """Revisions' zygotes' groups (and bases') under this test's folders (none once a folder
+    is gone: a reaper removes the home's own group too when it empties it)."""
     return [
         group
         for root in folders.values()
-        for group in root.rglob("*")
+        for group in _below(root)
         if group.is_dir()
         and (".zygote." in group.name or (bases and group.name.startswith("base.")))
     ]
