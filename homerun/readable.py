@@ -40,3 +40,26 @@ def _share(path: Path) -> None:
     mode = stat.S_IMODE(info.st_mode)
     if shared_mode(mode) != mode:
         path.chmod(shared_mode(mode))
+
+
+def hidden_on_the_way(
+    always: list[Path], shown: list[Path], *, open_at: tuple[Path, ...] = ()
+) -> list[Path]:
+    """Folders a sandbox hides under an empty tmpfs: `always` (those that exist, but `/`), and
+    for each shown path the first folder above it that others may not enter (a pyenv under a
+    0700 /root; a HOMERUN_HOME in a 0700 folder), so that the sandbox's user reaches the path
+    through the tmpfs's folders, made 0755. Folders in `open_at` are the sandbox's own tmpfs
+    already: nothing at or below them is looked at. Outermost first."""
+    hidden = {path for path in always if path.exists() and path != Path("/")}
+    for path in shown:
+        for ancestor in reversed(path.parents):
+            if ancestor in hidden or ancestor in open_at:
+                break  # from here on the tmpfs's folders, made 0755
+            try:
+                mode = ancestor.stat().st_mode
+            except OSError:
+                break
+            if not mode & stat.S_IXOTH:
+                hidden.add(ancestor)
+                break
+    return sorted(hidden, key=lambda path: len(path.parts))

@@ -23,12 +23,13 @@ import functools
 import os
 import secrets
 import shutil
-import stat
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from homerun.readable import hidden_on_the_way
 
 # Each build's own user and group: FIRST_UID + a random number, new for every build. Below the
 # revisions' range (runtime/sandbox.py: 1_800_000_000 + a million), far above the ids
@@ -98,7 +99,8 @@ class BuildSandbox:
         args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc"]
         args += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
         args += ["--perms", "1777", "--tmpfs", "/dev/shm"]
-        hidden = _hidden([*self.hidden, *hide], [mount.path for mount in mounts])
+        shown = [mount.path for mount in mounts]
+        hidden = hidden_on_the_way([*self.hidden, *hide], shown, open_at=(Path("/tmp"),))
         args += _mounts(hidden, [Mount(Path("/tmp"), tmp, writable=True), *mounts])
         args += ["--chdir", str(cwd), "--", self.setpriv]
         args += ["--reuid", str(uid), "--regid", str(uid), "--clear-groups"]
@@ -126,26 +128,6 @@ def _mounts(hidden: list[Path], mounts: list[Mount]) -> list[str]:
     for path in sorted(steps, key=lambda path: len(path.parts)):
         args += steps[path]
     return args
-
-
-def _hidden(always: list[Path], shown: list[Path]) -> list[Path]:
-    """Folders to hide under an empty tmpfs: `always` (those that exist), and for each shown
-    path the first folder above it that others may not enter (a pyenv under a 0700 /root, a
-    cache in a 0700 folder), so that the build's user reaches it through the tmpfs's 0755
-    folders. Outermost first."""
-    hidden = {path for path in always if path.exists() and path != Path("/")}
-    for path in shown:
-        for ancestor in reversed(path.parents):
-            if ancestor in hidden or ancestor == Path("/tmp"):
-                break  # from here on the tmpfs's folders, made 0755
-            try:
-                mode = ancestor.stat().st_mode
-            except OSError:
-                break
-            if not mode & stat.S_IXOTH:
-                hidden.add(ancestor)
-                break
-    return sorted(hidden, key=lambda path: len(path.parts))
 
 
 def find(home: Path | None = None) -> tuple[BuildSandbox | None, str]:

@@ -41,7 +41,7 @@ from pathlib import Path
 from homerun.errors import HomerunError
 from homerun.model.run_as import HostIds, RunAs
 from homerun.model.volumes import NO_MOUNTS, Mounts
-from homerun.readable import share_read
+from homerun.readable import hidden_on_the_way, share_read
 from homerun.runtime.base import ImageRoot
 from homerun.runtime.names import host_split
 
@@ -165,7 +165,7 @@ class Sandbox:
             return self._rooted(argv, env, cwd, revision, root)
         shown = _shown(env, cwd, revision)
         writable = [Path(env["HOMERUN_INSPECT"])] if env.get("HOMERUN_INSPECT") else []
-        hidden = _hidden(self._hidden_always(), [*shown, *writable])
+        hidden = hidden_on_the_way(self._hidden_always(), [*shown, *writable])
         # No --die-with-parent: the outer bwrap exits as soon as the command does, and with it
         # the sandbox's init would SIGKILL all that is left, so a stop's SIGTERM to a Procfile's
         # `/bin/sh -c "python main.py"` would cut the app's own SIGTERM handler short. What is
@@ -576,26 +576,6 @@ def _interpreter_home(venv: Path) -> list[Path]:
                 prefix = home.parent if home.name == "bin" else home
                 return [prefix, Path(os.path.realpath(prefix))]
     return []
-
-
-def _hidden(always: list[Path], shown: list[Path]) -> list[Path]:
-    """Folders to hide under an empty tmpfs: `always`, and for each shown path the first folder
-    above it that others may not enter (a pyenv under a 0700 /root; a HOMERUN_HOME, hidden
-    itself, in a 0700 folder), so that the revision's user reaches the path through the tmpfs's
-    folders. Outermost first."""
-    hidden = [path for path in always if path.exists()]
-    for path in shown:
-        for ancestor in reversed(path.parents):
-            if ancestor in hidden:
-                break  # from here on the tmpfs's folders, made 0755
-            try:
-                mode = ancestor.stat().st_mode
-            except OSError:
-                break
-            if not mode & stat.S_IXOTH:
-                hidden.append(ancestor)
-                break
-    return sorted(set(hidden), key=lambda path: len(path.parts))
 
 
 @dataclass(frozen=True)
